@@ -1,0 +1,145 @@
+//! spool-log: the append-only event log, the only write path of Spool.
+//!
+//! [`EventLog`] is the trait the runtime uses; [`RedbLog`] is its embedded implementation.
+//! One writer thread owns every write transaction and gathers concurrent appends into one
+//! durable commit (group commit): throughput comes from batching fsyncs, and each appender is
+//! answered only after the transaction that holds its events is durable.
+//!
+//! Architecture invariants:
+//! - sequence numbers start at 1 and have no gaps; a failed commit leaves no trace;
+//! - side records (idempotency records, snapshots) commit in the same transaction as the
+//!   events they belong to, or not at all;
+//! - a stream's version is the number of events in it; an append names the version it expects.
+
+mod error;
+mod redb_log;
+mod tail;
+
+pub use error::Error;
+pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions};
+pub use tail::Tail;
+
+use spool_model::{Envelope, Event};
+use std::future::Future;
+
+/// Appends waiting for the writer; a full queue makes appenders wait (back-pressure).
+pub const APPEND_QUEUE_DEPTH_MAX: usize = 8192;
+/// Requests gathered into one write transaction.
+pub const GROUP_COMMIT_REQUESTS_MAX: usize = 1024;
+/// Events gathered into one write transaction (a single larger request still commits alone).
+pub const GROUP_COMMIT_EVENTS_MAX: usize = 16_384;
+/// Events in one append request.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+/// Records returned by one read call.
+pub const READ_BATCH_MAX: usize = 4096;
+
+/// What an append expects of a stream's version (its number of events) before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No check.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must hold exactly this many events.
+    Exact(u64),
+}
+
+/// An event before it has a place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub at_ms: u64,
+    pub event: Event,
+}
+
+/// Events for one stream in one append.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: Expected,
+    pub events: Vec<NewEvent>,
+}
+
+/// Tables beside the event stream that commit together with events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideTable {
+    /// Idempotency records, keyed by the API's scoped key; values are opaque to the log.
+    Idempotency,
+}
+
+/// A write into a side table, made in the same transaction as the request's events.
+#[derive(Debug, Clone)]
+pub enum SideWrite {
+    Put {
+        table: SideTable,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: SideTable,
+        key: String,
+    },
+    /// A snapshot: opaque bytes that stand for the fold of every event up to `at_seq`.
+    Snapshot {
+        name: String,
+        at_seq: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// One atomic append: every stream's events and every side write, or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    pub streams: Vec<StreamAppend>,
+    pub side: Vec<SideWrite>,
+}
+
+impl AppendRequest {
+    /// The common case: events for one stream.
+    pub fn one(stream: impl Into<String>, expected: Expected, events: Vec<NewEvent>) -> Self {
+        AppendRequest { streams: vec![StreamAppend { stream: stream.into(), expected, events }], side: Vec::new() }
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.events.len()).sum()
+    }
+}
+
+/// The answer to a durable append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number of the first event (0 when the request had no events).
+    pub first_seq: u64,
+    /// Sequence number of the last event (the head before the request when it had none).
+    pub last_seq: u64,
+    /// Each stream's version after the append, in request order.
+    pub versions: Vec<u64>,
+}
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub at_seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The event log. Reads are synchronous and short (bounded by [`READ_BATCH_MAX`]);
+/// appends are asynchronous because they wait for a durable commit.
+pub trait EventLog: Send + Sync + 'static {
+    /// Append durably; resolves after the commit that holds these events is on disk.
+    fn append(&self, req: AppendRequest) -> impl Future<Output = Result<Appended, Error>> + Send;
+    /// The sequence number of the last durable event (0 for an empty log).
+    fn head(&self) -> u64;
+    /// Events with `seq >= from_seq`, at most `limit` (capped at [`READ_BATCH_MAX`]).
+    fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error>;
+    /// A stream's events from version `from_version` (0-based), at most `limit`.
+    fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, Error>;
+    /// The stream's version (its number of events).
+    fn stream_version(&self, stream: &str) -> Result<u64, Error>;
+    /// A live tail from `from_seq`: it yields every durable event in order and then waits
+    /// for new commits, without polling.
+    fn tail(&self, from_seq: u64) -> Tail;
+    /// The latest snapshot under `name`.
+    fn snapshot(&self, name: &str) -> Result<Option<Snapshot>, Error>;
+    /// A side record.
+    fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error>;
+}

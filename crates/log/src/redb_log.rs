@@ -1,0 +1,454 @@
+//! The redb implementation of [`EventLog`]. On-disk layout: `engine-spec/log-format.md`.
+
+use crate::*;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use spool_model::{Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// seq → encoded envelope.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (stream, version) → seq; version is 0-based.
+pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// stream → its version (number of events).
+pub(crate) const STREAM_HEADS: TableDefinition<&str, u64> = TableDefinition::new("stream_heads");
+/// name → 8 bytes at_seq (LE) + opaque snapshot bytes.
+pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// scoped idempotency key → opaque record.
+pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// "format_version" → the format of the newest writer.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The log's file inside a data directory.
+pub const LOG_FILE_NAME: &str = "spool.redb";
+
+fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match t {
+        SideTable::Idempotency => IDEMPOTENCY,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedbLogOptions {
+    /// Requests per transaction (default [`GROUP_COMMIT_REQUESTS_MAX`]).
+    pub group_requests_max: usize,
+    /// redb page cache in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for RedbLogOptions {
+    fn default() -> Self {
+        RedbLogOptions { group_requests_max: GROUP_COMMIT_REQUESTS_MAX, cache_bytes: 256 << 20 }
+    }
+}
+
+/// Counters of the writer, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Durable write transactions.
+    pub commits: AtomicU64,
+    /// Append requests answered with success.
+    pub appends: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Transactions that failed (every appender of them got an error).
+    pub failed_commits: AtomicU64,
+}
+
+struct Job {
+    req: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// The embedded log. Cheap to share behind an `Arc`; dropping the last handle stops the
+/// writer after it has committed what it already received.
+pub struct RedbLog {
+    db: Arc<Database>,
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Job>>,
+    head: watch::Receiver<u64>,
+    stats: Arc<LogStats>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RedbLog {
+    /// Open (or create) the log in `data_dir`.
+    pub fn open_dir(data_dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(data_dir).map_err(|e| Error::Storage(format!("{}: {e}", data_dir.display())))?;
+        Self::open(&data_dir.join(LOG_FILE_NAME), RedbLogOptions::default())
+    }
+
+    /// Open (or create) the log file at `path`. Another process holding it is refused with
+    /// [`Error::AlreadyOpen`].
+    pub fn open(path: &Path, opts: RedbLogOptions) -> Result<Self, Error> {
+        let db = Database::builder().set_cache_size(opts.cache_bytes).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen { path: path.to_path_buf() },
+            other => Error::from(other),
+        })?;
+        Self::start(db, path.to_path_buf(), opts)
+    }
+
+    /// Open on any redb storage backend (in-memory for simulation, a failing one for tests).
+    pub fn open_with_backend(backend: impl redb::StorageBackend, opts: RedbLogOptions) -> Result<Self, Error> {
+        let db = Database::builder().set_cache_size(opts.cache_bytes).create_with_backend(backend)?;
+        Self::start(db, PathBuf::from(":backend:"), opts)
+    }
+
+    fn start(db: Database, path: PathBuf, opts: RedbLogOptions) -> Result<Self, Error> {
+        {
+            let w = db.begin_write()?;
+            w.open_table(EVENTS)?;
+            w.open_table(STREAM_INDEX)?;
+            w.open_table(STREAM_HEADS)?;
+            w.open_table(SNAPSHOTS)?;
+            w.open_table(IDEMPOTENCY)?;
+            let mut meta = w.open_table(META)?;
+            let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
+            if known > u64::from(FORMAT_VERSION) {
+                return Err(Error::Invalid(format!(
+                    "the log was written by a newer Spool (format {known}); this build writes format {FORMAT_VERSION}"
+                )));
+            }
+            meta.insert("format_version", u64::from(FORMAT_VERSION))?;
+            drop(meta);
+            w.commit()?;
+        }
+        let db = Arc::new(db);
+        let head_seq = last_seq(&db)?;
+        let (head_tx, head_rx) = watch::channel(head_seq);
+        let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
+        let wdb = db.clone();
+        let stats = Arc::new(LogStats::default());
+        let wstats = stats.clone();
+        let group_max = opts.group_requests_max.clamp(1, GROUP_COMMIT_REQUESTS_MAX);
+        let writer = std::thread::Builder::new()
+            .name("spool-log-writer".into())
+            .spawn(move || writer_loop(wdb, rx, head_tx, head_seq, group_max, wstats))
+            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(RedbLog { db, path, tx: Some(tx), head: head_rx, stats, writer: Some(writer) })
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Raw records from `from_seq` (for `spool verify`, which reports damaged records
+    /// instead of stopping at the first).
+    pub fn read_raw(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for item in t.range(from_seq..)?.take(limit.min(READ_BATCH_MAX)) {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every stream and its version, in name order, starting after `after`.
+    pub fn streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(STREAM_HEADS)?;
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+            None => t.range::<&str>(..)?,
+        };
+        for item in iter.take(limit.min(READ_BATCH_MAX)) {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Every side record of a table, in key order, starting after `after`.
+    pub fn side_scan(
+        &self,
+        table: SideTable,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(side_table(table))?;
+        let iter = match after {
+            Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+            None => t.range::<&str>(..)?,
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit.min(READ_BATCH_MAX)) {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stop the writer after it has answered every queued append, and release the file.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for RedbLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn last_seq(db: &Database) -> Result<u64, Error> {
+    let r = db.begin_read()?;
+    let t = r.open_table(EVENTS)?;
+    Ok(t.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+}
+
+fn read_envelopes(db: &Database, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+    let r = db.begin_read()?;
+    let t = r.open_table(EVENTS)?;
+    let mut out = Vec::new();
+    for item in t.range(from_seq..)?.take(limit.min(READ_BATCH_MAX)) {
+        let (k, v) = item?;
+        let seq = k.value();
+        let env = decode_envelope(v.value()).map_err(|source| Error::Corrupt { seq, source })?;
+        out.push(env);
+    }
+    Ok(out)
+}
+
+impl EventLog for RedbLog {
+    async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
+        validate(&req)?;
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Job { req, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        read_envelopes(&self.db, from_seq, limit)
+    }
+
+    fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        let r = self.db.begin_read()?;
+        let idx = r.open_table(STREAM_INDEX)?;
+        let events = r.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for item in idx.range((stream, from_version)..=(stream, u64::MAX))?.take(limit.min(READ_BATCH_MAX)) {
+            let (_, seq) = item?;
+            let seq = seq.value();
+            let raw = events
+                .get(seq)?
+                .ok_or_else(|| Error::Storage(format!("stream index of {stream} names missing record {seq}")))?;
+            out.push(decode_envelope(raw.value()).map_err(|source| Error::Corrupt { seq, source })?);
+        }
+        Ok(out)
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<u64, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(STREAM_HEADS)?;
+        Ok(t.get(stream)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    fn tail(&self, from_seq: u64) -> Tail {
+        let db = self.db.clone();
+        Tail::new(from_seq, self.head.clone(), Arc::new(move |from, limit| read_envelopes(&db, from, limit)))
+    }
+
+    fn snapshot(&self, name: &str) -> Result<Option<Snapshot>, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(SNAPSHOTS)?;
+        let Some(v) = t.get(name)? else { return Ok(None) };
+        let v = v.value();
+        if v.len() < 8 {
+            return Err(Error::Storage(format!("snapshot {name} is {} bytes, shorter than its header", v.len())));
+        }
+        let at_seq = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+        Ok(Some(Snapshot { at_seq, bytes: v[8..].to_vec() }))
+    }
+
+    fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(side_table(table))?;
+        Ok(t.get(key)?.map(|g| g.value().to_vec()))
+    }
+}
+
+fn validate(req: &AppendRequest) -> Result<(), Error> {
+    let n = req.event_count();
+    if n > APPEND_EVENTS_MAX {
+        return Err(Error::Invalid(format!("{n} events in one append; at most {APPEND_EVENTS_MAX}")));
+    }
+    for (i, s) in req.streams.iter().enumerate() {
+        if s.stream.is_empty() {
+            return Err(Error::Invalid("empty stream name".into()));
+        }
+        if req.streams[..i].iter().any(|o| o.stream == s.stream) {
+            return Err(Error::Invalid(format!("stream {} appears twice in one append", s.stream)));
+        }
+    }
+    Ok(())
+}
+
+/// The single writer: take one job, gather whatever else is already queued (bounded), commit
+/// once, then answer everyone.
+fn writer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Job>,
+    head_tx: watch::Sender<u64>,
+    mut head: u64,
+    group_max: usize,
+    stats: Arc<LogStats>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(group_max);
+    while let Some(first) = rx.blocking_recv() {
+        let mut events = first.req.event_count();
+        batch.push(first);
+        while batch.len() < group_max && events < GROUP_COMMIT_EVENTS_MAX {
+            match rx.try_recv() {
+                Ok(job) => {
+                    events += job.req.event_count();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&db, &batch, head) {
+            Ok((results, new_head)) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.events.fetch_add(new_head - head, Ordering::Relaxed);
+                stats.appends.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+                head = new_head;
+                head_tx.send_replace(head);
+                for (job, res) in batch.drain(..).zip(results) {
+                    let _ = job.reply.send(res);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = batch.len(), "log commit failed; nothing of this batch was written");
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(Error::Storage(msg.clone())));
+                }
+                // The transaction was dropped: the head on disk is unchanged, but re-read it
+                // in case the failure was ambiguous.
+                if let Ok(h) = last_seq(&db) {
+                    head = h;
+                }
+            }
+        }
+    }
+}
+
+type BatchResult = (Vec<Result<Appended, Error>>, u64);
+
+fn commit_batch(db: &Database, batch: &[Job], mut head: u64) -> Result<BatchResult, Error> {
+    let w = db.begin_write()?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut events = w.open_table(EVENTS)?;
+        let mut index = w.open_table(STREAM_INDEX)?;
+        let mut heads = w.open_table(STREAM_HEADS)?;
+        let mut snapshots = w.open_table(SNAPSHOTS)?;
+        let mut idem = w.open_table(IDEMPOTENCY)?;
+        // Versions changed in this transaction (the table sees them too, but this saves reads).
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        let mut buf = Vec::new();
+        'jobs: for job in batch {
+            // Check every stream of the request before writing any of it.
+            let mut current = Vec::with_capacity(job.req.streams.len());
+            for s in &job.req.streams {
+                let actual = match versions.get(s.stream.as_str()) {
+                    Some(v) => *v,
+                    None => heads.get(s.stream.as_str())?.map(|g| g.value()).unwrap_or(0),
+                };
+                let ok = match s.expected {
+                    Expected::Any => true,
+                    Expected::NoStream => actual == 0,
+                    Expected::Exact(v) => actual == v,
+                };
+                if !ok {
+                    results.push(Err(Error::Conflict { stream: s.stream.clone(), expected: s.expected, actual }));
+                    continue 'jobs;
+                }
+                current.push(actual);
+            }
+            for side in &job.req.side {
+                if let SideWrite::Snapshot { name, at_seq, .. } = side {
+                    let after = head + job.req.event_count() as u64;
+                    if *at_seq > after {
+                        results.push(Err(Error::Invalid(format!(
+                            "snapshot {name} at seq {at_seq} is ahead of the log ({after})"
+                        ))));
+                        continue 'jobs;
+                    }
+                }
+            }
+            let first_seq = if job.req.event_count() > 0 { head + 1 } else { 0 };
+            let mut new_versions = Vec::with_capacity(job.req.streams.len());
+            for (s, mut version) in job.req.streams.iter().zip(current) {
+                for ev in &s.events {
+                    head += 1;
+                    let env = Envelope {
+                        seq: head,
+                        stream: s.stream.clone(),
+                        at_ms: ev.at_ms,
+                        format_version: FORMAT_VERSION,
+                        event: ev.event.clone(),
+                    };
+                    buf.clear();
+                    buf.extend(encode_envelope(&env).map_err(Error::Encode)?);
+                    events.insert(head, buf.as_slice())?;
+                    index.insert((s.stream.as_str(), version), head)?;
+                    version += 1;
+                }
+                if !s.events.is_empty() {
+                    heads.insert(s.stream.as_str(), version)?;
+                }
+                versions.insert(s.stream.as_str(), version);
+                new_versions.push(version);
+            }
+            for side in &job.req.side {
+                match side {
+                    SideWrite::Put { table, key, value } => match table {
+                        SideTable::Idempotency => {
+                            idem.insert(key.as_str(), value.as_slice())?;
+                        }
+                    },
+                    SideWrite::Delete { table, key } => match table {
+                        SideTable::Idempotency => {
+                            idem.remove(key.as_str())?;
+                        }
+                    },
+                    SideWrite::Snapshot { name, at_seq, bytes } => {
+                        let mut v = Vec::with_capacity(8 + bytes.len());
+                        v.extend_from_slice(&at_seq.to_le_bytes());
+                        v.extend_from_slice(bytes);
+                        snapshots.insert(name.as_str(), v.as_slice())?;
+                    }
+                }
+            }
+            let last_seq = head;
+            results.push(Ok(Appended { first_seq, last_seq, versions: new_versions }));
+        }
+    }
+    w.commit()?;
+    Ok((results, head))
+}

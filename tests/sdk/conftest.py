@@ -1,0 +1,280 @@
+"""End-to-end fixtures: one real `spool serve` per test session, driven by the official SDK.
+
+The server binary comes from `SPOOL_BIN` (default `<repo>/target/debug/spool`). It runs in a
+fresh temporary data directory on a free loopback port, with `SPOOL_API_KEY` set to a random
+admin key. Its stdout and stderr go to `<tmpdir>/spool.log`; the tail of that file is attached to
+the report of every failed test.
+
+Every client built here (SDK or raw httpx) records each response it receives, and a test fails
+if any of them was a 204 or a 3xx: the SDK turns a 204 into `{}` (which fails its models) and
+does not follow redirects (contract §1.1, §1.3).
+
+Run: `.venv/bin/pip install -r tests/sdk/requirements.txt && .venv/bin/python -m pytest tests/sdk`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import httpx
+import pytest
+from videovector import VideoVector
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "spool"
+
+HEALTH_TIMEOUT_S = 60.0
+HEALTH_POLL_S = 0.1
+SHUTDOWN_GRACE_S = 10.0
+CLIENT_TIMEOUT_S = 10.0
+LOG_TAIL_BYTES = 8000
+
+# Variables that could point the server somewhere else than the session's own data dir/port.
+_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG")
+# SDK variables that would leak ambient credentials or settings into the clients.
+_CLIENT_ENV_DROP = (
+    "VIDEO_VECTOR_API_KEY",
+    "VIDEO_VECTOR_BEARER_TOKEN",
+    "VIDEO_VECTOR_AUTH_MODE",
+    "VIDEO_VECTOR_TIMEOUT",
+    "VIDEO_VECTOR_MAX_RETRY_DELAY",
+)
+
+
+@dataclass(frozen=True)
+class SpoolServer:
+    root_url: str  # http://127.0.0.1:PORT (healthz, metrics)
+    api_base: str  # http://127.0.0.1:PORT/api/v2 (what the SDK is configured with)
+    admin_key: str
+    data_dir: Path
+    log_path: Path
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+_SERVER: Optional[SpoolServer] = None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "<no server log>"
+    return data[-LOG_TAIL_BYTES:].decode(errors="replace")
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            pytest.fail(
+                f"spool exited with code {code} before {url} answered 200.\n"
+                f"--- server log tail ---\n{_log_tail(log_path)}",
+                pytrace=False,
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:  # 503 while the log replays
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = repr(exc)
+        time.sleep(HEALTH_POLL_S)
+    pytest.fail(
+        f"{url} did not answer 200 within {HEALTH_TIMEOUT_S:.0f} s (last: {last}).\n"
+        f"--- server log tail ---\n{_log_tail(log_path)}",
+        pytrace=False,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=SHUTDOWN_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=SHUTDOWN_GRACE_S)
+
+
+@pytest.fixture(scope="session")
+def spool_server() -> Iterator[SpoolServer]:
+    """Start `spool serve` once per session; yield where it listens and its admin key."""
+    global _SERVER
+    binary = Path(os.environ.get("SPOOL_BIN") or DEFAULT_BIN)
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        pytest.fail(
+            f"spool binary not found or not executable at {binary}; build it "
+            "(cargo build -p spool) or set SPOOL_BIN.",
+            pytrace=False,
+        )
+
+    tmp = Path(tempfile.mkdtemp(prefix="spool-sdk-e2e-"))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    log_path = tmp / "spool.log"
+    port = _free_port()
+    admin_key = "sk_test_" + secrets.token_hex(24)
+
+    env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROP}
+    env["SPOOL_API_KEY"] = admin_key
+    env.setdefault("RUST_BACKTRACE", "1")
+
+    log_file = open(log_path, "wb")
+    try:
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=str(tmp),
+        )
+    except OSError as exc:
+        log_file.close()
+        pytest.fail(f"could not start {binary}: {exc}", pytrace=False)
+    root_url = f"http://127.0.0.1:{port}"
+    saved_env = {
+        k: os.environ.get(k)
+        for k in (*_CLIENT_ENV_DROP, "VIDEO_VECTOR_BASE_URL", "VIDEO_VECTOR_MAX_RETRIES")
+    }
+    try:
+        _wait_healthy(proc, f"{root_url}/healthz", log_path)
+        server = SpoolServer(
+            root_url=root_url,
+            api_base=f"{root_url}/api/v2",
+            admin_key=admin_key,
+            data_dir=data_dir,
+            log_path=log_path,
+        )
+        # Any client built without explicit settings talks to this server and fails fast.
+        for k in _CLIENT_ENV_DROP:
+            os.environ.pop(k, None)
+        os.environ["VIDEO_VECTOR_BASE_URL"] = server.api_base
+        os.environ["VIDEO_VECTOR_MAX_RETRIES"] = "0"
+        _SERVER = server
+        yield server
+    finally:
+        _SERVER = None
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _stop(proc)
+        log_file.close()
+        if proc.returncode not in (0, None):
+            print(f"\nspool exited with code {proc.returncode} after SIGTERM; log kept at {log_path}")
+        elif os.environ.get("SPOOL_SDK_KEEP_TMP"):
+            print(f"\nspool data and log kept at {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+Observed = Tuple[str, str, int]
+
+
+def _recorder(seen: List[Observed]) -> Callable[[httpx.Response], None]:
+    def hook(response: httpx.Response) -> None:
+        seen.append((response.request.method, str(response.request.url), response.status_code))
+
+    return hook
+
+
+def _attach_recorder(client: httpx.Client, seen: List[Observed]) -> None:
+    hooks = dict(client.event_hooks)
+    hooks["response"] = [*hooks.get("response", []), _recorder(seen)]
+    client.event_hooks = hooks
+
+
+def _assert_no_204_or_3xx(seen: List[Observed]) -> None:
+    bad = [s for s in seen if s[2] == 204 or 300 <= s[2] < 400]
+    assert not bad, f"server answered 204 or 3xx (the SDK cannot handle either): {bad}"
+
+
+@pytest.fixture
+def make_client(spool_server: SpoolServer) -> Iterator[Callable[..., VideoVector]]:
+    """Factory for official SDK clients against the session server (no retries, 10 s timeout).
+
+    `make_client()` uses the admin key; `make_client(api_key=...)` or
+    `make_client(bearer_token=...)` another credential.
+    """
+    clients: List[VideoVector] = []
+    seen: List[Observed] = []
+
+    def factory(api_key: Optional[str] = None, bearer_token: Optional[str] = None) -> VideoVector:
+        if api_key is None and bearer_token is None:
+            api_key = spool_server.admin_key
+        client = VideoVector(
+            api_key=api_key,
+            bearer_token=bearer_token,
+            base_url=spool_server.api_base,
+            timeout=CLIENT_TIMEOUT_S,
+            max_retries=0,
+        )
+        # Observation only: the SDK's own httpx client reports each status it receives.
+        _attach_recorder(client._http._client, seen)
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.close()
+    _assert_no_204_or_3xx(seen)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., VideoVector]) -> VideoVector:
+    """An official SDK client holding the admin key."""
+    return make_client()
+
+
+@pytest.fixture
+def raw(spool_server: SpoolServer) -> Iterator[httpx.Client]:
+    """Plain httpx client on the server root, no credentials, redirects not followed."""
+    seen: List[Observed] = []
+    c = httpx.Client(base_url=spool_server.root_url, timeout=CLIENT_TIMEOUT_S, follow_redirects=False)
+    _attach_recorder(c, seen)
+    yield c
+    c.close()
+    _assert_no_204_or_3xx(seen)
+
+
+@pytest.fixture
+def admin_headers(spool_server: SpoolServer) -> dict:
+    return {"X-API-Key": spool_server.admin_key, "Accept": "application/json"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if rep.failed and _SERVER is not None:
+        rep.sections.append(("spool server log (tail)", _log_tail(_SERVER.log_path)))
+    return rep
