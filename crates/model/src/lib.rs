@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod event;
 pub mod ids;
+pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{DeletionStage, Event, Scope};

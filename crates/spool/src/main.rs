@@ -1,1 +1,70 @@
-fn main() {}
+//! `spool`: the binary. It parses the command line and hands over to the library crates;
+//! the work lives there. `anyhow` is used here and nowhere else.
+
+mod bench;
+mod debug;
+mod offline;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code of an offline tool whose data directory is held by a running server.
+pub const EXIT_HELD: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "spool", version, about = "Spool: a self-hosted, event-sourced workflow engine for media libraries")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DataDirArg {
+    /// The data directory (holds the log and the master key).
+    #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Read the event log of a data directory that no server holds.
+    Log {
+        #[command(subcommand)]
+        cmd: offline::LogCmd,
+    },
+    /// Benchmarks (run by hand; each ends with one JSON line).
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+    /// Test helpers (used by the crash tests).
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        cmd: debug::DebugCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Log { cmd } => offline::log(cmd),
+        Cmd::Bench { cmd } => bench::run(cmd),
+        Cmd::Debug { cmd } => debug::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(spool_log::Error::AlreadyOpen { path }) = e.downcast_ref::<spool_log::Error>() {
+                eprintln!(
+                    "spool: {} is held by a running server; stop it first, or read through the server's admin routes",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_HELD);
+            }
+            eprintln!("spool: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

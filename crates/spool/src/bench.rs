@@ -1,0 +1,187 @@
+//! `spool bench …`: throughput measured against a baseline taken in the same run, printed as
+//! readable lines and, last, one JSON line. Not a test: nothing here asserts on time.
+
+use anyhow::Context;
+use spool_log::{AppendRequest, EventLog, Expected, NewEvent, READ_BATCH_MAX, RedbLog, RedbLogOptions};
+use spool_model::{Envelope, Event, FORMAT_VERSION, IndexId, decode_envelope, encode_envelope};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Durable appends through the EventLog against raw redb commits; replay against raw decode.
+    Log {
+        /// Scratch directory (default: a fresh temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Events appended by each of the three appender counts (1, 8, 64).
+        #[arg(long, default_value_t = 16_000)]
+        events: u64,
+        /// Events loaded for the replay measurement.
+        #[arg(long, default_value_t = 500_000)]
+        replay_events: u64,
+    },
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Log { dir, events, replay_events } => {
+            let tmp = tempdir(dir)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(bench_log(&tmp, events, replay_events))
+        }
+    }
+}
+
+fn tempdir(dir: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let base = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("spool-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    Ok(base)
+}
+
+fn sample(n: u64) -> Event {
+    Event::IndexCreated {
+        index_id: IndexId(ulid::Ulid::from_parts(n, u128::from(n))),
+        name: format!("bench index {n:08}"),
+        user_id: "bench".into(),
+    }
+}
+
+/// events/s through the EventLog with `appenders` concurrent tasks, one event per append;
+/// returns (events/s, mean events per commit).
+async fn through_log(path: &Path, appenders: u64, total: u64) -> anyhow::Result<(f64, f64)> {
+    let _ = std::fs::remove_file(path);
+    let log = Arc::new(RedbLog::open(path, RedbLogOptions::default())?);
+    let per = total / appenders;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("idx_bench{a}");
+            for i in 0..per {
+                let ev = NewEvent { at_ms: 1_764_000_000_000 + i, event: sample(a * per + i) };
+                log.append(AppendRequest::one(&stream, Expected::Exact(i), vec![ev])).await?;
+            }
+            Ok::<_, spool_log::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let commits = log.stats().commits.load(Ordering::Relaxed).max(1);
+    let written = per * appenders;
+    Ok((written as f64 / secs, written as f64 / commits as f64))
+}
+
+/// events/s of raw redb commits of `batch` records each (the same bytes the log writes).
+fn raw_redb(path: &Path, batch: u64, total: u64) -> anyhow::Result<f64> {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+    let _ = std::fs::remove_file(path);
+    let db = redb::Database::create(path)?;
+    let batch = batch.max(1);
+    let commits = total.div_ceil(batch);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    for _ in 0..commits {
+        let w = db.begin_write()?;
+        {
+            let mut t = w.open_table(T)?;
+            for _ in 0..batch {
+                seq += 1;
+                let env = Envelope {
+                    seq,
+                    stream: "idx_bench0".into(),
+                    at_ms: 1_764_000_000_000 + seq,
+                    format_version: FORMAT_VERSION,
+                    event: sample(seq),
+                };
+                t.insert(seq, encode_envelope(&env)?.as_slice())?;
+            }
+        }
+        w.commit()?;
+    }
+    Ok(seq as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn bench_log(dir: &Path, events: u64, replay_events: u64) -> anyhow::Result<()> {
+    println!("spool bench log: scratch {}", dir.display());
+    let mut ratios = Vec::new();
+    for appenders in [1u64, 8, 64] {
+        let total = if appenders == 1 { events / 4 } else { events };
+        let (rate, mean_batch) = through_log(&dir.join("log.redb"), appenders, total).await?;
+        let raw = raw_redb(&dir.join("raw.redb"), mean_batch.round() as u64, total)?;
+        let ratio = rate / raw;
+        println!(
+            "append  appenders={appenders:<3} {rate:>10.0} events/s  (mean {mean_batch:.1} events/commit)   raw redb, same batch: {raw:>10.0} events/s   ratio {ratio:.2}"
+        );
+        ratios.push(ratio);
+    }
+
+    // Replay: load events in large batches, then decode all of them from the log.
+    let path = dir.join("replay.redb");
+    let _ = std::fs::remove_file(&path);
+    let log = RedbLog::open(&path, RedbLogOptions::default())?;
+    let mut n = 0u64;
+    while n < replay_events {
+        let k = 1000.min(replay_events - n);
+        let evs = (0..k).map(|i| NewEvent { at_ms: 1_764_000_000_000 + n + i, event: sample(n + i) }).collect();
+        log.append(AppendRequest::one(format!("idx_r{}", n / 10_000), Expected::Any, evs)).await?;
+        n += k;
+    }
+    let start = Instant::now();
+    let mut seq = 1;
+    let mut count = 0u64;
+    let mut checksum = 0u64;
+    loop {
+        let batch = log.read_from(seq, READ_BATCH_MAX)?;
+        let Some(last) = batch.last() else { break };
+        seq = last.seq + 1;
+        count += batch.len() as u64;
+        checksum = checksum.wrapping_add(batch.iter().map(|e| e.at_ms).sum::<u64>());
+    }
+    let replay_rate = count as f64 / start.elapsed().as_secs_f64();
+    let mut raw = Vec::with_capacity(count as usize);
+    let mut seq = 1;
+    loop {
+        let batch = log.read_raw(seq, READ_BATCH_MAX)?;
+        let Some((last, _)) = batch.last() else { break };
+        seq = last + 1;
+        raw.extend(batch.into_iter().map(|(_, b)| b));
+    }
+    let start = Instant::now();
+    let mut check2 = 0u64;
+    for bytes in &raw {
+        check2 = check2.wrapping_add(decode_envelope(bytes)?.at_ms);
+    }
+    let decode_rate = raw.len() as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(checksum == check2, "replay and raw decode disagree");
+    let replay_ratio = replay_rate / decode_rate;
+    println!(
+        "replay  {count} events: {replay_rate:>10.0} events/s from the log   raw bincode decode in memory: {decode_rate:>10.0} events/s   ratio {replay_ratio:.2}"
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(dir);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "log",
+            "append_1_ratio": round2(ratios[0]),
+            "append_8_ratio": round2(ratios[1]),
+            "append_64_ratio": round2(ratios[2]),
+            "replay_events_per_s": replay_rate.round(),
+            "replay_ratio": round2(replay_ratio),
+        })
+    );
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

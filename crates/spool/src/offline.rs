@@ -1,0 +1,161 @@
+//! Offline tools: they open a data directory that no server holds (redb locks the file, so a
+//! held directory is refused with exit code 2).
+
+use crate::DataDirArg;
+use anyhow::{Context, bail};
+use spool_log::{EventLog, LOG_FILE_NAME, RedbLog};
+use spool_model::Envelope;
+use spool_model::time::rfc3339_ms;
+use std::path::Path;
+
+#[derive(clap::Subcommand)]
+pub enum LogCmd {
+    /// Print events as readable lines.
+    Show(ShowArgs),
+    /// Print the last events (default 20).
+    Tail(ShowArgs),
+    /// Print events whose line contains a text.
+    Grep {
+        pattern: String,
+        #[command(flatten)]
+        args: ShowArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Only this stream (e.g. `idx_01J…`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only this event kind (e.g. `IndexCreated`); repeatable.
+    #[arg(long)]
+    pub kind: Vec<String>,
+    /// Start at this sequence number.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// At most this many lines.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Open an existing data directory for an offline tool.
+pub fn open_existing(dir: &Path) -> anyhow::Result<RedbLog> {
+    if !dir.join(LOG_FILE_NAME).exists() {
+        bail!("{} holds no Spool log ({} is missing)", dir.display(), LOG_FILE_NAME);
+    }
+    Ok(RedbLog::open_dir(dir)?)
+}
+
+pub fn line(env: &Envelope) -> String {
+    let body =
+        serde_json::to_value(&env.event).ok().and_then(|v| v.as_object().and_then(|o| o.values().next().cloned()));
+    format!(
+        "{:>8}  {}  {:<32}  {:<24} {}",
+        env.seq,
+        rfc3339_ms(env.at_ms),
+        env.stream,
+        env.event.kind(),
+        body.map(|b| b.to_string()).unwrap_or_default()
+    )
+}
+
+pub fn json_line(env: &Envelope) -> String {
+    serde_json::json!({
+        "seq": env.seq,
+        "stream": env.stream,
+        "at": rfc3339_ms(env.at_ms),
+        "at_ms": env.at_ms,
+        "format_version": env.format_version,
+        "kind": env.event.kind(),
+        "event": env.event,
+    })
+    .to_string()
+}
+
+fn matches(args: &ShowArgs, env: &Envelope) -> bool {
+    args.stream.as_deref().is_none_or(|s| s == env.stream)
+        && (args.kind.is_empty() || args.kind.iter().any(|k| k.eq_ignore_ascii_case(env.event.kind())))
+}
+
+/// Walk the matching events in order, calling `f` for each.
+fn walk(log: &RedbLog, args: &ShowArgs, mut f: impl FnMut(&Envelope) -> bool) -> anyhow::Result<()> {
+    if let Some(stream) = &args.stream {
+        let mut version = 0;
+        loop {
+            let batch = log.read_stream(stream, version, spool_log::READ_BATCH_MAX)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            version += batch.len() as u64;
+            for env in batch.iter().filter(|e| e.seq >= args.from && matches(args, e)) {
+                if !f(env) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let mut seq = args.from;
+    loop {
+        let batch = log.read_from(seq, spool_log::READ_BATCH_MAX)?;
+        let Some(last) = batch.last() else { return Ok(()) };
+        seq = last.seq + 1;
+        for env in batch.iter().filter(|e| matches(args, e)) {
+            if !f(env) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (args, pattern, tail) = match cmd {
+        LogCmd::Show(a) => (a, None, false),
+        LogCmd::Tail(a) => (a, None, true),
+        LogCmd::Grep { pattern, args } => (args, Some(pattern), false),
+    };
+    let log = open_existing(&args.dir.data_dir)?;
+    let render = |e: &Envelope| if args.json { json_line(e) } else { line(e) };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if tail {
+        let keep = args.limit.unwrap_or(20);
+        let mut ring = std::collections::VecDeque::with_capacity(keep + 1);
+        walk(&log, &args, |e| {
+            ring.push_back(render(e));
+            if ring.len() > keep {
+                ring.pop_front();
+            }
+            true
+        })?;
+        for l in ring {
+            writeln!(out, "{l}")?;
+        }
+        return Ok(());
+    }
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    let mut io_err = None;
+    walk(&log, &args, |e| {
+        let l = render(e);
+        if pattern.as_deref().is_some_and(|p| !l.contains(p)) {
+            return true;
+        }
+        if let Err(err) = writeln!(out, "{l}") {
+            io_err = Some(err);
+            return false;
+        }
+        left -= 1;
+        left > 0
+    })
+    .context("reading the log")?;
+    match io_err {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, every Rust test (unit, golden encodings, scenario,
+# crash tests against the real binary), then the official Python SDK against the real server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace --quiet
+
+if [ -d tests/sdk ] && [ -z "${SPOOL_SKIP_SDK:-}" ]; then
+  echo "== SDK suite (videovector==2.0.0)"
+  scripts/sdk-venv.sh
+  SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+fi
