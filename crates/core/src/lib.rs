@@ -1,1 +1,51 @@
-//! placeholder
+//! spool-core: the deterministic state machines. No IO, no clock, no async; everything
+//! non-deterministic (the time, new ids, secrets) arrives in [`Ctx`] or in the command.
+//!
+//! The loop: `decide(&state, &command, &mut ctx)` returns events (or a domain error);
+//! the runtime appends them durably; `evolve` folds each envelope into the state;
+//! `pending_effects(&state)` says what must happen next. Effect outcomes come back as commands.
+
+pub mod command;
+pub mod decide;
+pub mod effect;
+pub mod error;
+pub mod evolve;
+pub mod state;
+
+pub use command::Command;
+pub use decide::{Decision, Outcome, StreamEvents, decide, preview};
+pub use effect::{Effect, pending_effects};
+pub use error::DomainError;
+pub use evolve::{evolve, replay};
+pub use state::*;
+
+use ulid::Ulid;
+
+/// What a decision may use besides the state: the time and a source of new ids.
+/// The runtime fills it from its clock and entropy; tests fill it with fixed values.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub now_ms: u64,
+    /// Random bits for new ids; each new id consumes the next value.
+    pub entropy: u128,
+    issued: u128,
+}
+
+impl Ctx {
+    pub fn new(now_ms: u64, entropy: u128) -> Self {
+        Ctx { now_ms, entropy, issued: 0 }
+    }
+
+    /// A new ULID at `now_ms`. Deterministic for a given (now, entropy).
+    pub fn new_ulid(&mut self) -> Ulid {
+        let r = self.entropy.wrapping_add(self.issued.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+        self.issued += 1;
+        Ulid::from_parts(self.now_ms, r)
+    }
+}
+
+/// SHA-256 of an API key secret: the only form in which a key is stored.
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}

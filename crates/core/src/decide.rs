@@ -1,0 +1,223 @@
+//! `decide`: a command and the state in, events (or a refusal) out. Pure.
+
+use crate::{ApiKey, Command, Ctx, DomainError, State, evolve, hash_secret};
+use spool_model::{ApiKeyId, DeletionId, DeletionStage, Event, IndexId, Scope};
+
+pub const INDEX_NAME_CHARS_MAX: usize = 255;
+pub const KEY_NAME_CHARS_MAX: usize = 100;
+pub const KEY_EXPIRY_DAYS_MAX: u32 = 365;
+/// Characters of a key's secret that are shown as its `key_prefix`.
+pub const KEY_PREFIX_CHARS: usize = 12;
+const DAY_MS: u64 = 86_400_000;
+
+/// Events for one stream, appended only if the stream is still at `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvents {
+    pub stream: String,
+    pub expected_version: u64,
+    pub events: Vec<Event>,
+}
+
+/// What a command resolved to, so the caller can render its answer from the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Index(IndexId),
+    ApiKey(ApiKeyId),
+    /// Nothing to show (effect outcomes, usage records).
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub streams: Vec<StreamEvents>,
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
+        let expected_version = state.version(&stream);
+        Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
+    }
+
+    fn nothing(outcome: Outcome) -> Decision {
+        Decision { streams: Vec::new(), outcome }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.iter().all(|s| s.events.is_empty())
+    }
+}
+
+fn check_name(field: &'static str, name: &str, max: usize) -> Result<String, DomainError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    let n = name.chars().count();
+    if n > max {
+        return Err(DomainError::invalid(field, format!("must be at most {max} characters (got {n})")));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(DomainError::invalid(field, "must not contain control characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn key_prefix(secret: &str) -> String {
+    secret.chars().take(KEY_PREFIX_CHARS).collect()
+}
+
+fn existing_key<'a>(state: &'a State, key_id: &ApiKeyId) -> Result<&'a ApiKey, DomainError> {
+    state.api_keys.get(key_id).ok_or_else(|| DomainError::NotFound { kind: "api_key", id: key_id.to_string() })
+}
+
+pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    match cmd {
+        Command::CreateIndex { name, user_id } => {
+            let name = check_name("name", name, INDEX_NAME_CHARS_MAX)?;
+            let index_id = IndexId(ctx.new_ulid());
+            let ev = Event::IndexCreated { index_id, name, user_id: user_id.clone() };
+            Ok(Decision::one(state, index_id.to_string(), vec![ev], Outcome::Index(index_id)))
+        }
+        Command::DeleteIndex { index_id } => {
+            let index = state
+                .indexes
+                .get(index_id)
+                .ok_or_else(|| DomainError::NotFound { kind: "index", id: index_id.to_string() })?;
+            if index.deletion.is_some() {
+                // Start or resume: a repeated DELETE returns the deletion already under way.
+                return Ok(Decision::nothing(Outcome::Index(*index_id)));
+            }
+            let deletion_id = DeletionId(ctx.new_ulid());
+            let ev = Event::IndexDeletionRequested { index_id: *index_id, deletion_id };
+            Ok(Decision::one(state, index_id.to_string(), vec![ev], Outcome::Index(*index_id)))
+        }
+        Command::RecordIndexDrained { index_id, deletion_id } => {
+            // Outcomes arrive at least once: only the first one for the current stage counts.
+            let current = state.indexes.get(index_id).and_then(|i| i.deletion.as_ref());
+            match current {
+                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Draining => {
+                    let ev = Event::IndexDrained { index_id: *index_id, deletion_id: *deletion_id };
+                    Ok(Decision::one(state, index_id.to_string(), vec![ev], Outcome::Done))
+                }
+                _ => Ok(Decision::nothing(Outcome::Done)),
+            }
+        }
+        Command::RecordIndexPurged { index_id, deletion_id } => {
+            let current = state.indexes.get(index_id).and_then(|i| i.deletion.as_ref());
+            match current {
+                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => {
+                    let ev = Event::IndexDeleted { index_id: *index_id, deletion_id: *deletion_id };
+                    Ok(Decision::one(state, index_id.to_string(), vec![ev], Outcome::Done))
+                }
+                _ => Ok(Decision::nothing(Outcome::Done)),
+            }
+        }
+        Command::CreateApiKey { name, scopes, expires_in_days, secret } => {
+            let name = check_name("name", name, KEY_NAME_CHARS_MAX)?;
+            if scopes.is_empty() {
+                return Err(DomainError::invalid("scopes", "must name at least one scope"));
+            }
+            let mut scopes = scopes.clone();
+            scopes.sort();
+            scopes.dedup();
+            let expires_at_ms = match expires_in_days {
+                None => None,
+                Some(d) if (1..=KEY_EXPIRY_DAYS_MAX).contains(d) => Some(ctx.now_ms + u64::from(*d) * DAY_MS),
+                Some(d) => {
+                    return Err(DomainError::invalid(
+                        "expires_in_days",
+                        format!("must be between 1 and {KEY_EXPIRY_DAYS_MAX} (got {d})"),
+                    ));
+                }
+            };
+            let key_hash = hash_secret(secret);
+            if state.key_by_hash.contains_key(&key_hash) {
+                return Err(DomainError::InvalidState("this secret is already in use".into()));
+            }
+            let key_id = ApiKeyId(ctx.new_ulid());
+            let ev =
+                Event::ApiKeyCreated { key_id, name, scopes, key_prefix: key_prefix(secret), key_hash, expires_at_ms };
+            Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::ApiKey(key_id)))
+        }
+        Command::RevokeApiKey { key_id } => {
+            let key = existing_key(state, key_id)?;
+            if key.revoked_at_ms.is_some() {
+                return Ok(Decision::nothing(Outcome::ApiKey(*key_id)));
+            }
+            Ok(Decision::one(
+                state,
+                key_id.to_string(),
+                vec![Event::ApiKeyRevoked { key_id: *key_id }],
+                Outcome::ApiKey(*key_id),
+            ))
+        }
+        Command::RotateApiKey { key_id, secret } => {
+            let key = existing_key(state, key_id)?;
+            if key.revoked_at_ms.is_some() {
+                return Err(DomainError::InvalidState(format!("API key {key_id} is revoked and cannot be rotated")));
+            }
+            let key_hash = hash_secret(secret);
+            if state.key_by_hash.contains_key(&key_hash) {
+                return Err(DomainError::InvalidState("this secret is already in use".into()));
+            }
+            let ev = Event::ApiKeyRotated { key_id: *key_id, key_prefix: key_prefix(secret), key_hash };
+            Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::ApiKey(*key_id)))
+        }
+        Command::DeleteApiKey { key_id } => {
+            existing_key(state, key_id)?;
+            Ok(Decision::one(state, key_id.to_string(), vec![Event::ApiKeyDeleted { key_id: *key_id }], Outcome::Done))
+        }
+        Command::RecordApiKeyUse { key_id, used_at_ms } => match state.api_keys.get(key_id) {
+            Some(k) if k.last_used_at_ms.is_none_or(|t| t < *used_at_ms) => {
+                let ev = Event::ApiKeyUsed { key_id: *key_id, used_at_ms: *used_at_ms };
+                Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::Done))
+            }
+            _ => Ok(Decision::nothing(Outcome::Done)),
+        },
+    }
+}
+
+/// The state of the aggregates a decision touches, as it will be once its events are folded.
+/// Only those aggregates are copied, so this is cheap; the caller renders its answer (and the
+/// idempotency record stored with the events) from it before the append.
+pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
+    let mut mini = State::default();
+    let mut touched: Vec<String> = decision.streams.iter().map(|s| s.stream.clone()).collect();
+    match decision.outcome {
+        Outcome::Index(id) => touched.push(id.to_string()),
+        Outcome::ApiKey(id) => touched.push(id.to_string()),
+        Outcome::Done => {}
+    }
+    for stream in &touched {
+        if let Ok(id) = stream.parse::<IndexId>() {
+            if let Some(i) = state.indexes.get(&id) {
+                mini.indexes.insert(id, i.clone());
+            }
+        } else if let Ok(id) = stream.parse::<ApiKeyId>()
+            && let Some(k) = state.api_keys.get(&id)
+        {
+            mini.api_keys.insert(id, k.clone());
+        }
+    }
+    let mut seq = state.applied_seq;
+    for s in &decision.streams {
+        for ev in &s.events {
+            seq += 1;
+            let env = spool_model::Envelope {
+                seq,
+                stream: s.stream.clone(),
+                at_ms,
+                format_version: spool_model::FORMAT_VERSION,
+                event: ev.clone(),
+            };
+            evolve(&mut mini, &env);
+        }
+    }
+    mini
+}
+
+/// Scopes in the order the API lists them.
+pub fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}

@@ -1,0 +1,108 @@
+//! The folded state. Collections are BTreeMaps so iteration (and snapshots) are deterministic.
+
+use serde::{Deserialize, Serialize};
+use spool_model::{ApiKeyId, DeletionId, DeletionStage, IndexId, Scope};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
+/// state is rebuilt from the log.
+pub const STATE_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The sequence number of the last folded event.
+    pub applied_seq: u64,
+    /// Every stream's version (number of events), for optimistic appends.
+    pub versions: BTreeMap<String, u64>,
+    pub indexes: BTreeMap<IndexId, Index>,
+    /// Indexes whose deletion is not finished: the work `pending_effects` looks at.
+    pub deleting: BTreeSet<IndexId>,
+    pub api_keys: BTreeMap<ApiKeyId, ApiKey>,
+    /// SHA-256 of the current secret → key.
+    pub key_by_hash: BTreeMap<[u8; 32], ApiKeyId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub index_id: IndexId,
+    pub name: String,
+    pub user_id: String,
+    pub created_at_ms: u64,
+    pub deletion: Option<Deletion>,
+}
+
+impl Index {
+    /// Visible to the API (no deletion has started).
+    pub fn is_live(&self) -> bool {
+        self.deletion.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub deletion_id: DeletionId,
+    pub stage: DeletionStage,
+    pub requested_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub key_id: ApiKeyId,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub key_prefix: String,
+    pub key_hash: [u8; 32],
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+    pub last_used_at_ms: Option<u64>,
+}
+
+impl ApiKey {
+    /// The highest scope the key holds.
+    pub fn top_scope(&self) -> Scope {
+        self.scopes.iter().copied().max().unwrap_or(Scope::Read)
+    }
+
+    /// Usable at `now_ms`: not revoked, not expired.
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+impl State {
+    pub fn version(&self, stream: &str) -> u64 {
+        self.versions.get(stream).copied().unwrap_or(0)
+    }
+
+    /// A live (not deleted, not being deleted) index.
+    pub fn live_index(&self, id: &IndexId) -> Option<&Index> {
+        self.indexes.get(id).filter(|i| i.is_live())
+    }
+
+    /// The key a secret belongs to, if that secret is current.
+    pub fn key_for_secret(&self, secret: &str) -> Option<&ApiKey> {
+        let hash = crate::hash_secret(secret);
+        self.key_by_hash.get(&hash).and_then(|id| self.api_keys.get(id))
+    }
+
+    /// Encode for a snapshot (bincode, prefixed with [`STATE_FORMAT`]).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut out = STATE_FORMAT.to_le_bytes().to_vec();
+        // Encoding plain data into a Vec cannot fail.
+        let body = bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
+        out.extend(body);
+        out
+    }
+
+    /// Decode a snapshot; `None` when it was written by another state format (rebuild instead).
+    pub fn from_snapshot(bytes: &[u8]) -> Option<State> {
+        let (head, body) = bytes.split_at_checked(4)?;
+        if u32::from_le_bytes(head.try_into().ok()?) != STATE_FORMAT {
+            return None;
+        }
+        let (state, used) = bincode::serde::decode_from_slice::<State, _>(body, bincode::config::standard()).ok()?;
+        (used == body.len()).then_some(state)
+    }
+}

@@ -1,0 +1,189 @@
+//! Runs every scenario in `engine-spec/scenarios/`: given (commands or events), when
+//! (commands), then the events, errors, state and effects, compared with the expected text
+//! below the file's `---- expect` line. `UPDATE_EXPECT=1` rewrites that part after a reviewed
+//! change of behaviour.
+//!
+//! Lines: `given <command json>` runs a command as setup (its output is not shown);
+//! `when <command json>` runs a command and shows what it did; `# …` comments.
+//! In command JSON, `$index`, `$key` and `$deletion` stand for the last index, the last API
+//! key and that index's deletion id.
+
+use spool_core::*;
+use spool_model::{Envelope, FORMAT_VERSION};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+const BASE_MS: u64 = 1_764_000_000_000;
+
+struct Run {
+    state: State,
+    step: u64,
+    last_index: Option<String>,
+    last_key: Option<String>,
+}
+
+impl Run {
+    fn substitute(&self, json: &str) -> String {
+        let mut s = json.to_string();
+        if let Some(i) = &self.last_index {
+            s = s.replace("$index", i);
+            let deletion = self
+                .state
+                .indexes
+                .values()
+                .find(|x| &x.index_id.to_string() == i)
+                .and_then(|x| x.deletion.as_ref())
+                .map(|d| d.deletion_id.to_string());
+            if let Some(d) = deletion {
+                s = s.replace("$deletion", &d);
+            }
+        }
+        if let Some(k) = &self.last_key {
+            s = s.replace("$key", k);
+        }
+        s
+    }
+
+    fn exec(&mut self, json: &str, out: Option<&mut String>) {
+        self.step += 1;
+        let json = self.substitute(json);
+        let cmd: Command = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad command {json}: {e}"));
+        let now = BASE_MS + self.step * 1000;
+        let mut ctx = Ctx::new(now, u128::from(self.step));
+        let result = decide(&self.state, &cmd, &mut ctx);
+        let mut text = String::new();
+        writeln!(text, "when {}", serde_json::to_string(&cmd.redacted()).unwrap()).unwrap();
+        match result {
+            Err(e) => {
+                writeln!(text, "  error: {e:?}").unwrap();
+            }
+            Ok(decision) => {
+                if decision.is_empty() {
+                    writeln!(text, "  events: none").unwrap();
+                }
+                for s in &decision.streams {
+                    assert_eq!(s.expected_version, self.state.version(&s.stream));
+                    for ev in &s.events {
+                        let seq = self.state.applied_seq + 1;
+                        let env = Envelope {
+                            seq,
+                            stream: s.stream.clone(),
+                            at_ms: now,
+                            format_version: FORMAT_VERSION,
+                            event: ev.clone(),
+                        };
+                        writeln!(text, "  event {} {} {}", s.stream, ev.kind(), serde_json::to_string(ev).unwrap())
+                            .unwrap();
+                        evolve(&mut self.state, &env);
+                    }
+                }
+                match decision.outcome {
+                    Outcome::Index(id) => self.last_index = Some(id.to_string()),
+                    Outcome::ApiKey(id) => self.last_key = Some(id.to_string()),
+                    Outcome::Done => {}
+                }
+                writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
+            }
+        }
+        text.push_str(&render_state(&self.state));
+        for e in pending_effects(&self.state) {
+            writeln!(text, "  effect {}", serde_json::to_string(&e).unwrap()).unwrap();
+        }
+        if let Some(out) = out {
+            out.push_str(&text);
+        }
+    }
+}
+
+fn render_state(state: &State) -> String {
+    let mut t = String::new();
+    for i in state.indexes.values() {
+        let deletion = match &i.deletion {
+            None => "none".to_string(),
+            Some(d) => format!("{} {}", d.stage.as_str(), d.deletion_id),
+        };
+        writeln!(t, "  state index {} name={:?} deletion={deletion}", i.index_id, i.name).unwrap();
+    }
+    for k in state.api_keys.values() {
+        writeln!(
+            t,
+            "  state key {} name={:?} scopes={:?} prefix={} revoked={} expires={:?} last_used={:?}",
+            k.key_id,
+            k.name,
+            decide::scope_names(&k.scopes),
+            k.key_prefix,
+            k.revoked_at_ms.is_some(),
+            k.expires_at_ms,
+            k.last_used_at_ms
+        )
+        .unwrap();
+    }
+    t
+}
+
+fn check(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (script, expected) = match text.split_once("\n---- expect\n") {
+        Some((s, e)) => (s.to_string(), e.to_string()),
+        None => (text.trim_end().to_string(), String::new()),
+    };
+    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None };
+    let mut actual = String::new();
+    for line in script.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix("given ") {
+            run.exec(c, None);
+        } else if let Some(c) = line.strip_prefix("when ") {
+            run.exec(c, Some(&mut actual));
+        } else {
+            panic!("{}: cannot read line {line:?}", path.display());
+        }
+    }
+    if actual == expected {
+        return Ok(());
+    }
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(path, format!("{script}\n---- expect\n{actual}")).unwrap();
+        return Ok(());
+    }
+    Err(format!("{}:\n--- expected\n{expected}\n--- actual\n{actual}", path.display()))
+}
+
+#[test]
+fn scenarios() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../engine-spec/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "scenario"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "expected the scenario files in {}", dir.display());
+    let failures: Vec<String> = files.iter().filter_map(|f| check(f).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} scenario(s) differ (UPDATE_EXPECT=1 after review):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn snapshots_round_trip_and_refold_is_deterministic() {
+    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None };
+    run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
+    run.exec(
+        r#"{"CreateApiKey":{"name":"k","scopes":["write"],"expires_in_days":3,"secret":"sk_test_abcdefghijklmnop"}}"#,
+        None,
+    );
+    run.exec(r#"{"DeleteIndex":{"index_id":"$index"}}"#, None);
+    let bytes = run.state.to_snapshot();
+    assert_eq!(State::from_snapshot(&bytes).as_ref(), Some(&run.state));
+    let mut other = bytes.clone();
+    other[0] ^= 0xff;
+    assert_eq!(State::from_snapshot(&other), None, "another state format is ignored, not misread");
+    assert_eq!(State::from_snapshot(&bytes[..bytes.len() - 1]), None);
+}
