@@ -1,1 +1,57 @@
-//! placeholder
+//! spool-api: the HTTP surface, `/api/v2` as the official SDK expects it (contract.md), plus
+//! `/healthz` and `/metrics` at the root.
+//!
+//! One place speaks HTTP errors: [`ApiError`] renders the contract's envelope
+//! `{"error":{"code","message","details","request_id"}}` for every failure, including unknown
+//! routes, wrong methods, bodies that do not parse and bodies that are too large. Handlers
+//! never answer 204 or a redirect.
+
+mod auth;
+mod body;
+mod error;
+mod metrics;
+mod routes;
+mod views;
+
+pub use auth::Principal;
+pub use error::ApiError;
+
+use axum::Router;
+use spool_runtime::Runtime;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// Largest request body accepted (413 above).
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// Longest `Idempotency-Key` accepted.
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// SHA-256 of `SPOOL_API_KEY`, an admin key accepted while the variable is set.
+    pub env_admin_key_hash: Option<[u8; 32]>,
+}
+
+#[doc(hidden)]
+pub struct Shared {
+    pub rt: Arc<Runtime>,
+    pub cfg: ApiConfig,
+    /// Responses by class: 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 4],
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(rt: Arc<Runtime>, cfg: ApiConfig) -> Router {
+    let state = AppState(Arc::new(Shared { rt, cfg, responses: Default::default() }));
+    routes::router(state)
+}

@@ -60,6 +60,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 },
             );
             state.key_by_hash.insert(*key_hash, *key_id);
+            state.api_keys_created += 1;
         }
         Event::ApiKeyRevoked { key_id } => {
             if let Some(k) = state.api_keys.get_mut(key_id) {

@@ -20,6 +20,9 @@ pub struct State {
     pub api_keys: BTreeMap<ApiKeyId, ApiKey>,
     /// SHA-256 of the current secret → key.
     pub key_by_hash: BTreeMap<[u8; 32], ApiKeyId>,
+    /// Keys ever created (deleted ones included): the first start creates an admin key only
+    /// when this is 0.
+    pub api_keys_created: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 
 mod bench;
 mod debug;
+mod keys;
 mod offline;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +30,28 @@ pub struct DataDirArg {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Show the state and pending effects of one stream after each of its events (offline).
+    Replay {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The stream, e.g. `idx_01J…`.
+        stream: String,
+        /// Stop after this sequence number.
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Re-fold the whole log: decoding, determinism, index consistency (offline).
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Manage API keys (offline).
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
+    },
     /// Read the event log of a data directory that no server holds.
     Log {
         #[command(subcommand)]
@@ -48,7 +72,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.cmd {
+        Cmd::Serve(args) => serve::run(args),
+        Cmd::Replay { dir, stream, until } => offline::replay(&dir, &stream, until),
+        Cmd::Verify { dir } => offline::verify(&dir),
+        Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),

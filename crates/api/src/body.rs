@@ -1,0 +1,114 @@
+//! Request bodies and query strings, parsed so that every failure is the contract's envelope:
+//! 413 for a body over [`BODY_BYTES_MAX`], 422 `validation_error` naming the field otherwise.
+
+use crate::{ApiError, AppState, BODY_BYTES_MAX, IDEMPOTENCY_KEY_CHARS_MAX, Principal};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::Digest;
+use spool_runtime::IdemKey;
+
+/// A JSON body of type `T`, and its canonical bytes (for idempotency fingerprints).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub canonical: Vec<u8>,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {BODY_BYTES_MAX} bytes"),
+            )
+            .details(serde_json::json!({ "max_bytes": BODY_BYTES_MAX }))
+        };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), BODY_BYTES_MAX).await.map_err(|_| too_large())?;
+        let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { &bytes };
+        let raw: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", format!("not valid JSON ({e})")))?;
+        if !raw.is_object() {
+            return Err(ApiError::validation("body", "must be a JSON object"));
+        }
+        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
+        let value = serde_path_to_error::deserialize::<_, T>(raw).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde names a missing field in its message; a wrong type is named by the path.
+            let field = if path == "." { inner.split('`').nth(1).unwrap_or("body").to_string() } else { path };
+            ApiError::validation(&field, inner)
+        })?;
+        Ok(JsonBody { value, canonical })
+    }
+}
+
+/// Query parameters as a small map; each handler converts what it reads.
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+            .map(Query)
+            .map_err(|e| ApiError::validation("query", e.to_string()))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn int(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::validation(name, format!("must be an integer from {min} to {max} (got {v:?})"))),
+            },
+        }
+    }
+
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(default),
+            Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(v) => Err(ApiError::validation(name, format!("must be true or false (got {v:?})"))),
+        }
+    }
+}
+
+/// The request's `Idempotency-Key`, scoped to (principal, method, route) and fingerprinted
+/// with a hash of the canonical body.
+pub fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+    who: &Principal,
+    method: &str,
+    route: &str,
+    canonical_body: &[u8],
+) -> Result<Option<IdemKey>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?.trim();
+    if key.is_empty() || key.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX {
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            format!("must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters"),
+        ));
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(route.as_bytes());
+    h.update(b"\n");
+    h.update(canonical_body);
+    Ok(Some(IdemKey { scoped: format!("{}|{method}|{route}|{key}", who.id), fingerprint: h.finalize().into() }))
+}

@@ -1,0 +1,154 @@
+//! API keys (contract §2.10), admin only. The secret is shown once, in the answer to create and
+//! rotate; only its SHA-256 is stored. These routes take no `Idempotency-Key`: their answers
+//! hold a secret, and an idempotency record would store it.
+
+use super::{json, reply, to_reply};
+use crate::body::JsonBody;
+use crate::{ApiError, AppState, Principal, views};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use spool_core::{Command, Outcome};
+use spool_model::{ApiKeyId, Scope};
+
+/// Prefix of every secret Spool issues.
+pub const SECRET_PREFIX: &str = "sk_live_";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+}
+
+fn parse_id(raw: &str) -> Result<ApiKeyId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("api_key", raw))
+}
+
+fn parse_scopes(raw: Option<Vec<String>>) -> Result<Vec<Scope>, ApiError> {
+    let raw = raw.unwrap_or_else(|| vec!["read".into()]);
+    raw.iter()
+        .map(|s| match s.as_str() {
+            "read" | "search" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            "admin" => Ok(Scope::Admin),
+            other => Err(ApiError::validation(
+                "scopes",
+                format!("unknown scope {other:?}; use read, write, admin or search"),
+            )),
+        })
+        .collect()
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    who: Principal,
+    body: JsonBody<CreateKey>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let b = body.value;
+    let scopes = parse_scopes(b.scopes)?;
+    let expires_in_days = match b.expires_in_days {
+        None => None,
+        Some(d) => {
+            Some(u32::try_from(d).map_err(|_| ApiError::validation("expires_in_days", "must be between 1 and 365"))?)
+        }
+    };
+    let secret = app.rt.ids().secret(SECRET_PREFIX);
+    let now = app.rt.now_ms();
+    let cmd = Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: secret.clone() };
+    let (r, _) = app
+        .rt
+        .execute_with(cmd, None, |st, out| match out {
+            Outcome::ApiKey(id) => match st.api_keys.get(&id) {
+                Some(k) => to_reply(StatusCode::CREATED, &views::api_key_with_secret(k, &secret, now)),
+                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+            },
+            _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        })
+        .await?;
+    Ok(reply(r))
+}
+
+pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let now = app.rt.now_ms();
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        st.api_keys
+            .values()
+            .map(|k| views::api_key(k, app.rt.key_last_used(&k.key_id, k.last_used_at_ms), now))
+            .collect()
+    });
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    let now = app.rt.now_ms();
+    let v = app
+        .rt
+        .read(|st| {
+            st.api_keys.get(&id).map(|k| views::api_key(k, app.rt.key_last_used(&k.key_id, k.last_used_at_ms), now))
+        })
+        .ok_or_else(|| ApiError::not_found("api_key", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn revoke(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    let now = app.rt.now_ms();
+    let (r, _) = app
+        .rt
+        .execute_with(Command::RevokeApiKey { key_id: id }, None, |st, _| match st.api_keys.get(&id) {
+            Some(k) => to_reply(StatusCode::OK, &views::api_key(k, k.last_used_at_ms, now)),
+            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        })
+        .await?;
+    Ok(reply(r))
+}
+
+pub async fn rotate(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    let secret = app.rt.ids().secret(SECRET_PREFIX);
+    let now = app.rt.now_ms();
+    let (r, _) = app
+        .rt
+        .execute_with(Command::RotateApiKey { key_id: id, secret: secret.clone() }, None, |st, _| {
+            match st.api_keys.get(&id) {
+                Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
+                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+            }
+        })
+        .await?;
+    Ok(reply(r))
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    app.rt.execute(Command::DeleteApiKey { key_id: id }).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "message": format!("API key {id} deleted") })))
+}

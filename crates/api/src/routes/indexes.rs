@@ -1,0 +1,147 @@
+//! Indexes (contract §2.6).
+
+use super::{json, reply, to_reply};
+use crate::body::{JsonBody, Query, idempotency_key};
+use crate::{ApiError, AppState, Principal, views};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use spool_core::{Command, Outcome};
+use spool_model::{IndexId, Scope};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIndex {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+fn parse_id(raw: &str) -> Result<IndexId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("index", raw))
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreateIndex>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let idem = idempotency_key(&headers, &who, "POST", "/indexes", &body.canonical)?;
+    let cmd = Command::CreateIndex { name: body.value.name, user_id: who.id.clone() };
+    let render = |st: &spool_core::State, out: Outcome| match out {
+        Outcome::Index(id) => match st.indexes.get(&id) {
+            Some(i) => to_reply(StatusCode::CREATED, &views::index(i)),
+            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        },
+        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    };
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, render).await?,
+        None => app.rt.execute_with(cmd, None, render).await?.0,
+    };
+    Ok(reply(r))
+}
+
+pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    q.bool("include_defaults", true)?;
+    let mut items: Vec<(u64, String, serde_json::Value)> = app.rt.read(|st| {
+        st.indexes
+            .values()
+            .filter(|i| i.is_live())
+            .map(|i| (i.created_at_ms, i.index_id.to_string(), views::index(i)))
+            .collect()
+    });
+    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items.into_iter().map(|(_, _, v)| v).collect())))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let v = app.rt.read(|st| st.live_index(&id).map(views::index)).ok_or_else(|| ApiError::not_found("index", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    let (r, _) = app
+        .rt
+        .execute_with(Command::DeleteIndex { index_id: id }, None, |st, _| {
+            match st.indexes.get(&id).and_then(views::deletion) {
+                Some(v) => to_reply(StatusCode::OK, &v),
+                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+            }
+        })
+        .await?;
+    Ok(reply(r))
+}
+
+pub async fn deletion(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let v = app.rt.read(|st| st.indexes.get(&id).map(views::deletion));
+    match v {
+        None => Err(ApiError::not_found("index", &raw)),
+        Some(None) => Err(ApiError::not_found("deletion", &raw)),
+        Some(Some(v)) => Ok(json(StatusCode::OK, &v)),
+    }
+}
+
+/// The cursor page envelope (contract §3.1). Videos and prompt runs arrive with later machines;
+/// until then every page is empty, but limits and cursors are validated as they will be.
+fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, ApiError> {
+    let id = parse_id(raw)?;
+    if app.rt.read(|st| st.live_index(&id).is_none()) {
+        return Err(ApiError::not_found("index", raw));
+    }
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 100)?;
+    if let Some(c) = q.get("cursor").filter(|c| !c.is_empty())
+        && !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::validation("cursor", "is not a cursor this server issued"));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }),
+    ))
+}
+
+pub async fn videos(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    empty_page(&app, &raw, q)
+}
+
+pub async fn prompt_runs(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    empty_page(&app, &raw, q)
+}

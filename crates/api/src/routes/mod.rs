@@ -1,0 +1,107 @@
+mod api_keys;
+mod indexes;
+
+use crate::error::REQUEST_ID;
+use crate::{ApiError, AppState, Principal};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use spool_runtime::Reply;
+use std::sync::atomic::Ordering;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/indexes", post(indexes::create).get(indexes::list))
+        .route("/indexes/{index_id}", get(indexes::retrieve).delete(indexes::delete))
+        .route("/indexes/{index_id}/deletion", get(indexes::deletion))
+        .route("/indexes/{index_id}/videos", get(indexes::videos))
+        .route("/indexes/{index_id}/prompt-runs", get(indexes::prompt_runs))
+        .route("/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api-keys/{key_id}", get(api_keys::retrieve).delete(api_keys::delete))
+        .route("/api-keys/{key_id}/revoke", post(api_keys::revoke))
+        .route("/api-keys/{key_id}/rotate", post(api_keys::rotate))
+        .route("/auth/processing-activity", post(processing_activity));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v2", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_scope))
+        .with_state(state)
+}
+
+/// Gives every request an id (for error envelopes and the `X-Request-Id` header), counts
+/// responses and logs one line per request (never headers or bodies: they may hold secrets).
+async fn request_scope(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let id = spool_model::RequestId(ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy())).to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = if path.starts_with("/api/") && !app.rt.is_ready() {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the server is starting or stopping; retry shortly",
+        );
+        e.retry_after = Some(1);
+        REQUEST_ID.scope(id.clone(), async move { e.into_response() }).await
+    } else {
+        REQUEST_ID.scope(id.clone(), next.run(req)).await
+    };
+    let status = resp.status().as_u16();
+    let class = match status {
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    };
+    app.responses[class].fetch_add(1, Ordering::Relaxed);
+    if let Ok(v) = id.parse() {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(target: "spool::http", %method, %path, status, request_id = %id, "request");
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method")
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    if app.rt.is_ready() {
+        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok", "applied_seq": app.rt.applied_seq() })))
+            .into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "starting" }))).into_response()
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&app)).into_response()
+}
+
+/// `POST /auth/processing-activity`: the SDK's ping before processing calls and
+/// `client.authenticate()`. Any valid key may send it.
+async fn processing_activity(_who: Principal) -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+}
+
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
+}
+
+pub(crate) fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+}
+
+pub(crate) fn to_reply(status: StatusCode, v: &serde_json::Value) -> Reply {
+    Reply { status: status.as_u16(), body: serde_json::to_vec(v).unwrap_or_default() }
+}

@@ -1,0 +1,84 @@
+//! Time and randomness enter Spool here and nowhere else.
+
+use rand::{Rng, SeedableRng};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The wall clock. The only `SystemTime::now()` of the workspace.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct TestClock(AtomicU64);
+
+impl TestClock {
+    pub fn new(start_ms: u64) -> Self {
+        TestClock(AtomicU64::new(start_ms))
+    }
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub trait IdSource: Send + Sync + 'static {
+    /// Random bits for the ids of one decision.
+    fn entropy(&self) -> u128;
+    /// A new secret: `prefix` followed by 43 characters of base64url (256 bits).
+    fn secret(&self, prefix: &str) -> String;
+}
+
+fn secret_from(bytes: [u8; 32], prefix: &str) -> String {
+    use base64::Engine;
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The operating system's randomness.
+#[derive(Debug, Default)]
+pub struct SystemIds;
+
+impl IdSource for SystemIds {
+    fn entropy(&self) -> u128 {
+        rand::rng().random()
+    }
+    fn secret(&self, prefix: &str) -> String {
+        secret_from(rand::rng().random(), prefix)
+    }
+}
+
+/// Deterministic ids for tests and simulation.
+#[derive(Debug)]
+pub struct SeededIds(Mutex<rand::rngs::StdRng>);
+
+impl SeededIds {
+    pub fn new(seed: u64) -> Self {
+        SeededIds(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)))
+    }
+}
+
+impl IdSource for SeededIds {
+    fn entropy(&self) -> u128 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).random()
+    }
+    fn secret(&self, prefix: &str) -> String {
+        let bytes: [u8; 32] = self.0.lock().unwrap_or_else(|p| p.into_inner()).random();
+        secret_from(bytes, prefix)
+    }
+}

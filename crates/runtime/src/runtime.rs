@@ -1,0 +1,438 @@
+use crate::{Clock, IdSource, IdemKey, IdemRecord, effects};
+use spool_core::{Command, DomainError, Effect, Outcome, State, decide, evolve, pending_effects, preview};
+use spool_log::{AppendRequest, EventLog, Expected, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend};
+use spool_model::ApiKeyId;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// Times a command is re-decided after losing an optimistic race.
+pub const CONFLICT_RETRIES_MAX: u32 = 32;
+/// Effects running at once.
+pub const EFFECTS_CONCURRENCY_MAX: usize = 16;
+/// Events folded per lock of the state.
+pub const FOLD_BATCH_MAX: usize = 1024;
+/// The name of the core state's snapshot.
+pub const SNAPSHOT_NAME: &str = "core";
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    /// Take a snapshot after this many folded events.
+    pub snapshot_every_events: u64,
+    /// How often coarse API key usage is written.
+    pub usage_flush: Duration,
+    /// How long SIGTERM waits for running effects.
+    pub drain_timeout: Duration,
+    /// Run effects (off for offline tools).
+    pub run_effects: bool,
+}
+
+impl RuntimeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            snapshot_every_events: 10_000,
+            usage_flush: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+            run_effects: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyInProgress,
+    #[error("too many concurrent changes of the same resource; retry")]
+    Contention,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Log(#[from] spool_log::Error),
+}
+
+/// A rendered answer: what the API sends, and what an idempotency record stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub struct Runtime {
+    log: Arc<RedbLog>,
+    state: RwLock<State>,
+    applied: watch::Sender<u64>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    cfg: RuntimeConfig,
+    ready: watch::Sender<bool>,
+    draining: AtomicBool,
+    inflight_effects: Mutex<BTreeSet<Effect>>,
+    effect_slots: Arc<Semaphore>,
+    inflight_idem: Mutex<HashSet<String>>,
+    usage: Mutex<BTreeMap<ApiKeyId, u64>>,
+    last_snapshot_seq: AtomicU64,
+    /// Counters for `/metrics`.
+    pub commands_total: AtomicU64,
+    pub effects_total: AtomicU64,
+}
+
+impl Runtime {
+    /// Open the data directory, restore the state (snapshot + tail) and start the fold task.
+    /// Must be called inside a tokio runtime. Returns at once; `is_ready()` turns true (and
+    /// `wait_ready()` returns) once the log is replayed.
+    pub async fn open(
+        cfg: RuntimeConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let log = Arc::new(RedbLog::open_dir(&cfg.data_dir)?);
+        Self::start(log, cfg, clock, ids).await
+    }
+
+    pub async fn start(
+        log: Arc<RedbLog>,
+        cfg: RuntimeConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let head = log.head();
+        let mut state = State::default();
+        match log.snapshot(SNAPSHOT_NAME)? {
+            Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
+                Some(st) if st.applied_seq == s.at_seq => {
+                    tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
+                    state = st;
+                }
+                _ => tracing::warn!("the snapshot is of another state format; rebuilding from the log"),
+            },
+            _ => {}
+        }
+        let from = state.applied_seq + 1;
+        let (applied, _) = watch::channel(state.applied_seq);
+        let rt = Arc::new(Runtime {
+            log,
+            last_snapshot_seq: AtomicU64::new(state.applied_seq),
+            state: RwLock::new(state),
+            applied,
+            clock,
+            ids,
+            ready: watch::channel(false).0,
+            draining: AtomicBool::new(false),
+            inflight_effects: Mutex::new(BTreeSet::new()),
+            effect_slots: Arc::new(Semaphore::new(EFFECTS_CONCURRENCY_MAX)),
+            inflight_idem: Mutex::new(HashSet::new()),
+            usage: Mutex::new(BTreeMap::new()),
+            commands_total: AtomicU64::new(0),
+            effects_total: AtomicU64::new(0),
+            cfg,
+        });
+        let fold = rt.clone();
+        tokio::spawn(async move { fold.fold_loop(from).await });
+        // Ready once everything that was durable at open is folded; the caller may serve
+        // (answering 503) meanwhile.
+        let starter = rt.clone();
+        tokio::spawn(async move {
+            starter.wait_applied(head).await;
+            starter.ready.send_replace(true);
+            tracing::info!(head, "log replayed");
+            starter.dispatch_effects();
+            if starter.cfg.run_effects {
+                let mut tick = tokio::time::interval(starter.cfg.usage_flush);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if starter.draining.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    starter.flush_usage().await;
+                }
+            }
+        });
+        Ok(rt)
+    }
+
+    /// Wait until the log present at start is folded.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub fn log(&self) -> &Arc<RedbLog> {
+        &self.log
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn ids(&self) -> &Arc<dyn IdSource> {
+        &self.ids
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow() && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Read the folded state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&st)
+    }
+
+    async fn wait_applied(&self, seq: u64) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|a| *a >= seq).await;
+    }
+
+    async fn fold_loop(self: Arc<Self>, from: u64) {
+        let mut tail = self.log.tail(from);
+        loop {
+            let first = match tail.next().await {
+                Ok(env) => env,
+                Err(spool_log::Error::Closed) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "the fold cannot read the log; stopping");
+                    return;
+                }
+            };
+            let mut batch = vec![first];
+            match tail.drain_ready(FOLD_BATCH_MAX) {
+                Ok(more) => batch.extend(more),
+                Err(e) => tracing::error!(error = %e, "reading the log"),
+            }
+            let last = batch.last().map(|e| e.seq).unwrap_or(0);
+            {
+                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                for env in &batch {
+                    evolve(&mut st, env);
+                }
+            }
+            self.applied.send_replace(last);
+            if *self.ready.borrow() {
+                self.dispatch_effects();
+                if last - self.last_snapshot_seq.load(Ordering::SeqCst) >= self.cfg.snapshot_every_events {
+                    let rt = self.clone();
+                    tokio::spawn(async move { rt.snapshot().await });
+                }
+            }
+        }
+    }
+
+    /// Write a snapshot of the folded state.
+    pub async fn snapshot(&self) {
+        let (at_seq, bytes) = self.read(|st| (st.applied_seq, st.to_snapshot()));
+        if at_seq <= self.last_snapshot_seq.load(Ordering::SeqCst) {
+            return;
+        }
+        let req = AppendRequest {
+            streams: vec![],
+            side: vec![SideWrite::Snapshot { name: SNAPSHOT_NAME.into(), at_seq, bytes }],
+        };
+        match self.log.append(req).await {
+            Ok(_) => {
+                self.last_snapshot_seq.fetch_max(at_seq, Ordering::SeqCst);
+                tracing::debug!(at_seq, "snapshot written");
+            }
+            Err(e) => tracing::warn!(error = %e, "snapshot not written"),
+        }
+    }
+
+    fn dispatch_effects(self: &Arc<Self>) {
+        if !self.cfg.run_effects || self.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let effects = self.read(pending_effects);
+        for effect in effects {
+            {
+                let mut inflight = self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner());
+                if !inflight.insert(effect.clone()) {
+                    continue;
+                }
+            }
+            let rt = self.clone();
+            tokio::spawn(async move {
+                let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
+                if !rt.draining.load(Ordering::SeqCst) {
+                    let cmd = effects::run(&effect).await;
+                    rt.effects_total.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = rt.execute(cmd).await {
+                        tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it will run again");
+                    }
+                }
+                rt.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).remove(&effect);
+                // The outcome may have scheduled the next effect of the same aggregate.
+                rt.dispatch_effects();
+            });
+        }
+    }
+
+    /// Decide, append, fold; no answer to render.
+    pub async fn execute(&self, cmd: Command) -> Result<Outcome, RuntimeError> {
+        let reply = self.execute_with(cmd, None, |_, _| Reply { status: 200, body: Vec::new() }).await?;
+        Ok(reply.1)
+    }
+
+    /// Decide, render the answer from the state as it will be, append (with the idempotency
+    /// record, when there is a key, in the same transaction), fold, answer.
+    pub async fn execute_with(
+        &self,
+        cmd: Command,
+        idem: Option<&IdemKey>,
+        render: impl Fn(&State, Outcome) -> Reply,
+    ) -> Result<(Reply, Outcome), RuntimeError> {
+        if self.draining.load(Ordering::SeqCst) && !matches!(cmd, Command::RecordApiKeyUse { .. }) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        self.commands_total.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let now = self.clock.now_ms();
+            let entropy = self.ids.entropy();
+            let (decision, reply) = self.read(|st| {
+                let mut ctx = spool_core::Ctx::new(now, entropy);
+                let decision = decide(st, &cmd, &mut ctx)?;
+                let pre = preview(st, &decision, now);
+                let reply = render(&pre, decision.outcome);
+                Ok::<_, DomainError>((decision, reply))
+            })?;
+            let mut req = AppendRequest {
+                streams: decision
+                    .streams
+                    .iter()
+                    .filter(|s| !s.events.is_empty())
+                    .map(|s| StreamAppend {
+                        stream: s.stream.clone(),
+                        expected: Expected::Exact(s.expected_version),
+                        events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
+                    })
+                    .collect(),
+                side: Vec::new(),
+            };
+            if let Some(k) = idem {
+                let rec = IdemRecord {
+                    fingerprint: k.fingerprint,
+                    status: reply.status,
+                    body: reply.body.clone(),
+                    created_at_ms: now,
+                };
+                req.side.push(SideWrite::Put {
+                    table: SideTable::Idempotency,
+                    key: k.scoped.clone(),
+                    value: rec.encode(),
+                });
+            }
+            if req.streams.is_empty() && req.side.is_empty() {
+                return Ok((reply, decision.outcome));
+            }
+            match self.log.append(req).await {
+                Ok(done) => {
+                    self.wait_applied(done.last_seq).await;
+                    return Ok((reply, decision.outcome));
+                }
+                Err(spool_log::Error::Conflict { .. }) => {
+                    // Someone else appended to the same stream: fold up to the head, decide again.
+                    self.wait_applied(self.log.head()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RuntimeError::Contention)
+    }
+
+    /// Like `execute_with`, for a request that carries an `Idempotency-Key`: a stored answer
+    /// is replayed (same fingerprint) or refused (another fingerprint); concurrent requests
+    /// with the same key are refused while the first runs.
+    pub async fn execute_idempotent(
+        &self,
+        cmd: Command,
+        key: &IdemKey,
+        render: impl Fn(&State, Outcome) -> Reply,
+    ) -> Result<Reply, RuntimeError> {
+        if let Some(reply) = self.stored_reply(key)? {
+            return Ok(reply);
+        }
+        {
+            let mut inflight = self.inflight_idem.lock().unwrap_or_else(|p| p.into_inner());
+            if !inflight.insert(key.scoped.clone()) {
+                return Err(RuntimeError::IdempotencyInProgress);
+            }
+        }
+        let result = async {
+            // Checked again: the first request may have finished between the check and the lock.
+            if let Some(reply) = self.stored_reply(key)? {
+                return Ok(reply);
+            }
+            self.execute_with(cmd, Some(key), render).await.map(|(r, _)| r)
+        }
+        .await;
+        self.inflight_idem.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.scoped);
+        result
+    }
+
+    fn stored_reply(&self, key: &IdemKey) -> Result<Option<Reply>, RuntimeError> {
+        let Some(bytes) = self.log.side_get(SideTable::Idempotency, &key.scoped)? else { return Ok(None) };
+        let Some(rec) = IdemRecord::decode(&bytes) else { return Ok(None) };
+        if rec.fingerprint != key.fingerprint {
+            return Err(RuntimeError::IdempotencyMismatch);
+        }
+        Ok(Some(Reply { status: rec.status, body: rec.body }))
+    }
+
+    /// Note that a key was used now; written coarsely by the usage flusher.
+    pub fn note_key_use(&self, key_id: ApiKeyId) {
+        let now = self.clock.now_ms();
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).insert(key_id, now);
+    }
+
+    /// The latest use of a key: what is written, or newer in memory.
+    pub fn key_last_used(&self, key_id: &ApiKeyId, stored: Option<u64>) -> Option<u64> {
+        let mem = self.usage.lock().unwrap_or_else(|p| p.into_inner()).get(key_id).copied();
+        match (stored, mem) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Write the usage noted since the last flush (one event per key at most).
+    pub async fn flush_usage(&self) {
+        let pending: Vec<(ApiKeyId, u64)> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+        for (key_id, used_at_ms) in pending {
+            if let Err(e) = self.execute(Command::RecordApiKeyUse { key_id, used_at_ms }).await {
+                tracing::debug!(error = %e, "key usage not recorded");
+            }
+        }
+    }
+
+    /// SIGTERM: stop starting effects, let running ones finish (bounded), write what is
+    /// pending and a snapshot. Everything acknowledged is already durable.
+    pub async fn shutdown(&self) {
+        self.flush_usage().await;
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_timeout;
+        while !self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("effects still running at the drain deadline are abandoned; they resume at next start");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.snapshot().await;
+    }
+}

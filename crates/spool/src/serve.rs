@@ -1,0 +1,140 @@
+//! `spool serve`: the server. Settings come from flags, then the environment, then the TOML
+//! file, then the defaults (design.md, "Operator interface").
+
+use anyhow::Context;
+use spool_runtime::{Runtime, RuntimeConfig, SystemClock, SystemIds};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const DEFAULT_DATA_DIR: &str = "./spool-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (env SPOOL_DATA_DIR; default ./spool-data).
+    #[arg(long, env = "SPOOL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (env SPOOL_LISTEN; default 127.0.0.1:8080).
+    #[arg(long, env = "SPOOL_LISTEN")]
+    pub listen: Option<String>,
+    /// A TOML configuration file (env SPOOL_CONFIG).
+    #[arg(long, env = "SPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration file. Unknown keys are refused, so a typo is not silently ignored.
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub local_roots: Vec<PathBuf>,
+}
+
+/// The settings in force.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Hosts, IPs or CIDRs webhooks may reach over plain http or private addresses
+    /// (env SPOOL_WEBHOOK_ALLOW_HOSTS, comma-separated; config `webhooks.allow_hosts`).
+    pub webhook_allow_hosts: Vec<String>,
+    /// Folders `local` connectors may use (env SPOOL_LOCAL_ROOTS, separated by `:`;
+    /// config `storage.local_roots`).
+    pub local_roots: Vec<PathBuf>,
+}
+
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading the config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text).with_context(|| format!("in the config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    Ok(Settings {
+        data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        listen: args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        webhook_allow_hosts: match std::env::var("SPOOL_WEBHOOK_ALLOW_HOSTS") {
+            Ok(v) => v.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
+            Err(_) => file.webhooks.allow_hosts,
+        },
+        local_roots: match std::env::var_os("SPOOL_LOCAL_ROOTS") {
+            Some(v) => std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect(),
+            None => file.storage.local_roots,
+        },
+    })
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = resolve(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let env_key = std::env::var("SPOOL_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let runtime = Runtime::open(RuntimeConfig::new(&settings.data_dir), Arc::new(SystemClock), Arc::new(SystemIds))
+        .await
+        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+    let app = spool_api::router(
+        runtime.clone(),
+        spool_api::ApiConfig { env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret) },
+    );
+    tracing::info!(
+        listen = %settings.listen,
+        data_dir = %settings.data_dir.display(),
+        webhook_allow_hosts = ?settings.webhook_allow_hosts,
+        local_roots = ?settings.local_roots,
+        "spool serving"
+    );
+    eprintln!("spool: listening on http://{} (data in {})", settings.listen, settings.data_dir.display());
+    let bootstrap = runtime.clone();
+    tokio::spawn(async move {
+        bootstrap.wait_ready().await;
+        if env_key.is_none()
+            && bootstrap.read(|st| st.api_keys_created == 0)
+            && let Err(e) = crate::keys::create_first_admin_key(&bootstrap).await
+        {
+            tracing::error!(error = %e, "could not create the first admin key");
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("draining");
+    runtime.shutdown().await;
+    tracing::info!("stopped; everything acknowledged is durable");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
