@@ -1,0 +1,102 @@
+//! Helpers for tests that drive the real binary: start `spool serve` on a free loopback port,
+//! and a minimal HTTP/1.1 client (one request per connection) so the tests need no client
+//! library.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_KEY: &str = "sk_test_crash_admin_key_0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+pub fn start(data_dir: &Path) -> Server {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(data_dir)
+        .env("SPOOL_API_KEY", ADMIN_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start spool serve");
+    let server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, _)) = request(&server.addr, "GET", "/healthz", None, None) {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "spool serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request; returns (status, body). Errors are connection failures.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(k) = key {
+        req.push_str(&format!("X-API-Key: {k}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn sigterm(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // `unsafe_code` is forbidden workspace-wide, so the test asks kill(1) instead of libc.
+    let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success();
+    assert!(ok);
+}
