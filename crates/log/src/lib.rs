@@ -16,7 +16,7 @@ mod redb_log;
 mod tail;
 
 pub use error::Error;
-pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions};
+pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
 pub use tail::Tail;
 
 use spool_model::{Envelope, Event};

@@ -22,6 +22,12 @@ pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::ne
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The stream index is written in bulk: entries of committed events wait in the writer's
+/// memory until this many have gathered, then go into the next transaction. Readers cover the
+/// not-yet-indexed tail (at most this many events plus one batch) by scanning it.
+pub const STREAM_INDEX_FLUSH_EVENTS: usize = 4096;
+const META_INDEXED_SEQ: &str = "stream_index_seq";
+
 /// The log's file inside a data directory.
 pub const LOG_FILE_NAME: &str = "spool.redb";
 
@@ -245,17 +251,41 @@ impl EventLog for RedbLog {
     }
 
     fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        let limit = limit.min(READ_BATCH_MAX);
         let r = self.db.begin_read()?;
         let idx = r.open_table(STREAM_INDEX)?;
         let events = r.open_table(EVENTS)?;
+        let indexed_seq = r.open_table(META)?.get(META_INDEXED_SEQ)?.map(|g| g.value()).unwrap_or(0);
         let mut out = Vec::new();
-        for item in idx.range((stream, from_version)..=(stream, u64::MAX))?.take(limit.min(READ_BATCH_MAX)) {
+        for item in idx.range((stream, from_version)..=(stream, u64::MAX))?.take(limit) {
             let (_, seq) = item?;
             let seq = seq.value();
             let raw = events
                 .get(seq)?
                 .ok_or_else(|| Error::Storage(format!("stream index of {stream} names missing record {seq}")))?;
             out.push(decode_envelope(raw.value()).map_err(|source| Error::Corrupt { seq, source })?);
+        }
+        if out.len() < limit {
+            // The tail that is not indexed yet: scan it (bounded by the flush threshold).
+            let mut version = match idx.range((stream, 0)..=(stream, u64::MAX))?.next_back() {
+                Some(item) => item?.0.value().1 + 1,
+                None => 0,
+            };
+            for item in events.range(indexed_seq + 1..)? {
+                let (k, v) = item?;
+                let seq = k.value();
+                let env = decode_envelope(v.value()).map_err(|source| Error::Corrupt { seq, source })?;
+                if env.stream != stream {
+                    continue;
+                }
+                if version >= from_version {
+                    out.push(env);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                version += 1;
+            }
         }
         Ok(out)
     }
@@ -317,6 +347,13 @@ fn writer_loop(
     stats: Arc<LogStats>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(group_max);
+    let mut pending = match unindexed_tail(&db) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the unindexed tail of the log; the writer stops");
+            return;
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut events = first.req.event_count();
         batch.push(first);
@@ -329,8 +366,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        match commit_batch(&db, &batch, head) {
-            Ok((results, new_head)) => {
+        let flush = pending.len() >= STREAM_INDEX_FLUSH_EVENTS;
+        match commit_batch(&db, &batch, head, if flush { &pending[..] } else { &[] }) {
+            Ok((results, new_head, mut indexed)) => {
+                if flush {
+                    pending.clear();
+                }
+                pending.append(&mut indexed);
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.events.fetch_add(new_head - head, Ordering::Relaxed);
                 stats.appends.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
@@ -355,16 +397,66 @@ fn writer_loop(
             }
         }
     }
+    // Closing: write the rest of the stream index so the next open has nothing to rebuild.
+    if !pending.is_empty()
+        && let Err(e) = commit_batch(&db, &[], head, &pending)
+    {
+        tracing::warn!(error = %e, "stream index not flushed at close; it is rebuilt at next open");
+    }
 }
 
-type BatchResult = (Vec<Result<Appended, Error>>, u64);
+/// One stream index entry that is not yet in the `stream_index` table.
+type IndexEntry = (String, u64, u64);
 
-fn commit_batch(db: &Database, batch: &[Job], mut head: u64) -> Result<BatchResult, Error> {
+/// The index entries of events after the table's `stream_index_seq`: rebuilt from the events
+/// themselves at open (the events are the truth; the index is derived).
+fn unindexed_tail(db: &Database) -> Result<Vec<IndexEntry>, Error> {
+    let r = db.begin_read()?;
+    let meta = r.open_table(META)?;
+    let from = meta.get(META_INDEXED_SEQ)?.map(|g| g.value()).unwrap_or(0) + 1;
+    let events = r.open_table(EVENTS)?;
+    let heads = r.open_table(STREAM_HEADS)?;
+    let mut tail: Vec<(u64, String)> = Vec::new();
+    for item in events.range(from..)? {
+        let (k, v) = item?;
+        let seq = k.value();
+        let env = decode_envelope(v.value()).map_err(|source| Error::Corrupt { seq, source })?;
+        tail.push((seq, env.stream));
+    }
+    // Versions: count back from each stream's head.
+    let mut remaining: HashMap<String, u64> = HashMap::new();
+    for (_, stream) in &tail {
+        *remaining.entry(stream.clone()).or_insert(0) += 1;
+    }
+    let mut next_version: HashMap<String, u64> = HashMap::new();
+    for (stream, n) in &remaining {
+        let head = heads.get(stream.as_str())?.map(|g| g.value()).unwrap_or(*n);
+        next_version.insert(stream.clone(), head.saturating_sub(*n));
+    }
+    let mut out = Vec::with_capacity(tail.len());
+    for (seq, stream) in tail {
+        let v = next_version.get_mut(&stream).expect("counted above");
+        out.push((stream, *v, seq));
+        *v += 1;
+    }
+    Ok(out)
+}
+
+type BatchResult = (Vec<Result<Appended, Error>>, u64, Vec<IndexEntry>);
+
+fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[IndexEntry]) -> Result<BatchResult, Error> {
     let w = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut indexed = Vec::new();
     {
+        if let Some((_, _, last)) = flush_index.last() {
+            let mut index = w.open_table(STREAM_INDEX)?;
+            for (stream, version, seq) in flush_index {
+                index.insert((stream.as_str(), *version), *seq)?;
+            }
+            w.open_table(META)?.insert(META_INDEXED_SEQ, *last)?;
+        }
         let mut events = w.open_table(EVENTS)?;
-        let mut index = w.open_table(STREAM_INDEX)?;
         let mut heads = w.open_table(STREAM_HEADS)?;
         let mut snapshots = w.open_table(SNAPSHOTS)?;
         let mut idem = w.open_table(IDEMPOTENCY)?;
@@ -416,7 +508,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64) -> Result<BatchResu
                     buf.clear();
                     buf.extend(encode_envelope(&env).map_err(Error::Encode)?);
                     events.insert(head, buf.as_slice())?;
-                    index.insert((s.stream.as_str(), version), head)?;
+                    indexed.push((s.stream.clone(), version, head));
                     version += 1;
                 }
                 if !s.events.is_empty() {
@@ -450,5 +542,5 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64) -> Result<BatchResu
         }
     }
     w.commit()?;
-    Ok((results, head))
+    Ok((results, head, indexed))
 }
