@@ -110,5 +110,9 @@ pub fn idempotency_key(
     h.update(route.as_bytes());
     h.update(b"\n");
     h.update(canonical_body);
-    Ok(Some(IdemKey { scoped: format!("{}|{method}|{route}|{key}", who.id), fingerprint: h.finalize().into() }))
+    Ok(Some(IdemKey {
+        scoped: format!("{}|{method}|{route}|{key}", who.id),
+        fingerprint: h.finalize().into(),
+        seal: false,
+    }))
 }

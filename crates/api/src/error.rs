@@ -98,6 +98,15 @@ impl From<RuntimeError> for ApiError {
                 e.retry_after = Some(5);
                 e
             }
+            RuntimeError::IdempotencyUnreadable => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_record_unreadable",
+                "the stored answer of this Idempotency-Key can no longer be read; use a new key",
+            ),
+            RuntimeError::Keyring(k) => {
+                tracing::error!(error = %k, "keyring error while serving a request");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "keyring_error", "a stored secret could not be used")
+            }
             RuntimeError::Log(l) => {
                 tracing::error!(error = %l, "log error while serving a request");
                 ApiError::new(

@@ -64,6 +64,9 @@ pub struct StreamAppend {
 pub enum SideTable {
     /// Idempotency records, keyed by the API's scoped key; values are opaque to the log.
     Idempotency,
+    /// The keyring's data keys, keyed by owner, each wrapped by the master key. Deleting one
+    /// in the same transaction as its owner's deletion event is crypto-shredding.
+    DataKeys,
 }
 
 /// A write into a side table, made in the same transaction as the request's events.

@@ -19,6 +19,8 @@ pub(crate) const STREAM_HEADS: TableDefinition<&str, u64> = TableDefinition::new
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 /// scoped idempotency key → opaque record.
 pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// owner → data key wrapped by the master key.
+pub(crate) const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("data_keys");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -34,6 +36,7 @@ pub const LOG_FILE_NAME: &str = "spool.redb";
 fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match t {
         SideTable::Idempotency => IDEMPOTENCY,
+        SideTable::DataKeys => DATA_KEYS,
     }
 }
 
@@ -111,6 +114,7 @@ impl RedbLog {
             w.open_table(STREAM_HEADS)?;
             w.open_table(SNAPSHOTS)?;
             w.open_table(IDEMPOTENCY)?;
+            w.open_table(DATA_KEYS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -460,6 +464,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut heads = w.open_table(STREAM_HEADS)?;
         let mut snapshots = w.open_table(SNAPSHOTS)?;
         let mut idem = w.open_table(IDEMPOTENCY)?;
+        let mut data_keys = w.open_table(DATA_KEYS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -519,16 +524,20 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
             }
             for side in &job.req.side {
                 match side {
-                    SideWrite::Put { table, key, value } => match table {
-                        SideTable::Idempotency => {
-                            idem.insert(key.as_str(), value.as_slice())?;
-                        }
-                    },
-                    SideWrite::Delete { table, key } => match table {
-                        SideTable::Idempotency => {
-                            idem.remove(key.as_str())?;
-                        }
-                    },
+                    SideWrite::Put { table, key, value } => {
+                        let t = match table {
+                            SideTable::Idempotency => &mut idem,
+                            SideTable::DataKeys => &mut data_keys,
+                        };
+                        t.insert(key.as_str(), value.as_slice())?;
+                    }
+                    SideWrite::Delete { table, key } => {
+                        let t = match table {
+                            SideTable::Idempotency => &mut idem,
+                            SideTable::DataKeys => &mut data_keys,
+                        };
+                        t.remove(key.as_str())?;
+                    }
                     SideWrite::Snapshot { name, at_seq, bytes } => {
                         let mut v = Vec::with_capacity(8 + bytes.len());
                         v.extend_from_slice(&at_seq.to_le_bytes());

@@ -11,8 +11,10 @@
 pub mod codec;
 pub mod event;
 pub mod ids;
+pub mod sealed;
 pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{DeletionStage, Event, Scope};
 pub use ids::*;
+pub use sealed::Sealed;

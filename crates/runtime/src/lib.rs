@@ -10,9 +10,11 @@
 mod clock;
 mod effects;
 mod idem;
+pub mod keyring;
 mod runtime;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
-pub use idem::{IdemKey, IdemRecord};
+pub use idem::{IdemBody, IdemKey, IdemRecord};
+pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{Reply, Runtime, RuntimeConfig, RuntimeError};

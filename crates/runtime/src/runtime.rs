@@ -1,4 +1,5 @@
-use crate::{Clock, IdSource, IdemKey, IdemRecord, effects};
+use crate::keyring::{Keyring, KeyringError, MasterKey};
+use crate::{Clock, IdSource, IdemBody, IdemKey, IdemRecord, effects};
 use spool_core::{Command, DomainError, Effect, Outcome, State, decide, evolve, pending_effects, preview};
 use spool_log::{AppendRequest, EventLog, Expected, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend};
 use spool_model::ApiKeyId;
@@ -29,6 +30,8 @@ pub struct RuntimeConfig {
     pub drain_timeout: Duration,
     /// Run effects (off for offline tools).
     pub run_effects: bool,
+    /// The master key; `None` loads it from `SPOOL_MASTER_KEY` or `<data_dir>/master.key`.
+    pub master_key: Option<MasterKey>,
 }
 
 impl RuntimeConfig {
@@ -39,6 +42,7 @@ impl RuntimeConfig {
             usage_flush: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             run_effects: true,
+            master_key: None,
         }
     }
 }
@@ -55,6 +59,10 @@ pub enum RuntimeError {
     Contention,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the stored answer of this idempotency key can no longer be read; use a new key")]
+    IdempotencyUnreadable,
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     #[error(transparent)]
     Log(#[from] spool_log::Error),
 }
@@ -68,6 +76,7 @@ pub struct Reply {
 
 pub struct Runtime {
     log: Arc<RedbLog>,
+    keyring: Keyring,
     state: RwLock<State>,
     applied: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
@@ -104,6 +113,14 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Arc<Runtime>, RuntimeError> {
+        let master = match cfg.master_key.clone() {
+            Some(k) => k,
+            None => {
+                crate::keyring::recover_rotation(&cfg.data_dir, &log)?;
+                MasterKey::load(&cfg.data_dir)?.0
+            }
+        };
+        let keyring = Keyring::load(master, log.clone()).await?;
         let head = log.head();
         let mut state = State::default();
         match log.snapshot(SNAPSHOT_NAME)? {
@@ -120,6 +137,7 @@ impl Runtime {
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             log,
+            keyring,
             last_snapshot_seq: AtomicU64::new(state.applied_seq),
             state: RwLock::new(state),
             applied,
@@ -168,6 +186,10 @@ impl Runtime {
 
     pub fn log(&self) -> &Arc<RedbLog> {
         &self.log
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -285,16 +307,18 @@ impl Runtime {
 
     /// Decide, append, fold; no answer to render.
     pub async fn execute(&self, cmd: Command) -> Result<Outcome, RuntimeError> {
-        let reply = self.execute_with(cmd, None, |_, _| Reply { status: 200, body: Vec::new() }).await?;
+        let reply = self.execute_with(cmd, None, Vec::new(), |_, _| Reply { status: 200, body: Vec::new() }).await?;
         Ok(reply.1)
     }
 
     /// Decide, render the answer from the state as it will be, append (with the idempotency
-    /// record, when there is a key, in the same transaction), fold, answer.
+    /// record, when there is a key, and the given side writes, such as data keys, in the same
+    /// transaction), fold, answer.
     pub async fn execute_with(
         &self,
         cmd: Command,
         idem: Option<&IdemKey>,
+        side: Vec<SideWrite>,
         render: impl Fn(&State, Outcome) -> Reply,
     ) -> Result<(Reply, Outcome), RuntimeError> {
         if self.draining.load(Ordering::SeqCst) && !matches!(cmd, Command::RecordApiKeyUse { .. }) {
@@ -322,15 +346,17 @@ impl Runtime {
                         events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
                     })
                     .collect(),
-                side: Vec::new(),
+                side: side.clone(),
             };
             if let Some(k) = idem {
-                let rec = IdemRecord {
-                    fingerprint: k.fingerprint,
-                    status: reply.status,
-                    body: reply.body.clone(),
-                    created_at_ms: now,
+                let body = if k.seal {
+                    let (sealed, put) = self.keyring.seal(&k.owner(), &reply.body)?;
+                    req.side.push(put);
+                    IdemBody::Sealed(sealed)
+                } else {
+                    IdemBody::Plain(reply.body.clone())
                 };
+                let rec = IdemRecord { fingerprint: k.fingerprint, status: reply.status, body, created_at_ms: now };
                 req.side.push(SideWrite::Put {
                     table: SideTable::Idempotency,
                     key: k.scoped.clone(),
@@ -378,7 +404,7 @@ impl Runtime {
             if let Some(reply) = self.stored_reply(key)? {
                 return Ok(reply);
             }
-            self.execute_with(cmd, Some(key), render).await.map(|(r, _)| r)
+            self.execute_with(cmd, Some(key), Vec::new(), render).await.map(|(r, _)| r)
         }
         .await;
         self.inflight_idem.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.scoped);
@@ -391,7 +417,14 @@ impl Runtime {
         if rec.fingerprint != key.fingerprint {
             return Err(RuntimeError::IdempotencyMismatch);
         }
-        Ok(Some(Reply { status: rec.status, body: rec.body }))
+        let body = match rec.body {
+            IdemBody::Plain(b) => b,
+            IdemBody::Sealed(s) => match self.keyring.open(&s)? {
+                Some(b) => b.to_vec(),
+                None => return Err(RuntimeError::IdempotencyUnreadable),
+            },
+        };
+        Ok(Some(Reply { status: rec.status, body }))
     }
 
     /// Note that a key was used now; written coarsely by the usage flusher.

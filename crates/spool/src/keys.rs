@@ -35,6 +35,66 @@ pub enum KeysCmd {
         dir: DataDirArg,
         key_id: String,
     },
+    /// Re-wrap every data key under a new master key, in one transaction. With master.key,
+    /// a new key is generated and replaces the file; with SPOOL_MASTER_KEY, the new key is read
+    /// from SPOOL_NEW_MASTER_KEY and you swap the variables afterwards.
+    RotateMaster {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+/// `spool keys rotate-master`.
+fn rotate_master(dir: &std::path::Path) -> anyhow::Result<()> {
+    use spool_runtime::keyring::{self, Keyring, MasterKey, MasterSource};
+    let log = Arc::new(crate::offline::open_existing(dir)?);
+    keyring::recover_rotation(dir, &log)?;
+    let (old, source) = MasterKey::load(dir)?;
+    let new = match &source {
+        MasterSource::Env => {
+            let v = std::env::var(keyring::NEW_MASTER_KEY_ENV).map_err(|_| {
+                anyhow::anyhow!(
+                    "the master key comes from {}; put the new one in {} (standard base64 of 32 bytes)",
+                    keyring::MASTER_KEY_ENV,
+                    keyring::NEW_MASTER_KEY_ENV
+                )
+            })?;
+            MasterKey::from_base64(&v).ok_or_else(|| {
+                anyhow::anyhow!("{} must be the standard base64 of 32 bytes", keyring::NEW_MASTER_KEY_ENV)
+            })?
+        }
+        MasterSource::File(_) => MasterKey::generate(),
+    };
+    let new_path = dir.join(format!("{}.new", keyring::MASTER_KEY_FILE));
+    if let MasterSource::File(_) = source {
+        // Durable before the transaction, so a crash in between can be finished at next start.
+        new.write_file(&new_path)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let count = rt.block_on(async {
+        let ring = Keyring::load(old, log.clone()).await?;
+        let side = ring.rewrap_all(&new)?;
+        let n = side.len();
+        spool_log::EventLog::append(&*log, spool_log::AppendRequest { streams: vec![], side }).await?;
+        Ok::<_, anyhow::Error>(n)
+    })?;
+    match source {
+        MasterSource::File(path) => {
+            std::fs::rename(&new_path, &path).with_context(|| format!("replacing {}", path.display()))?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            println!("re-wrapped {count} data keys; {} holds the new master key (back it up now)", path.display());
+        }
+        MasterSource::Env => {
+            println!(
+                "re-wrapped {count} data keys; set {} to the value of {} before the next start",
+                keyring::MASTER_KEY_ENV,
+                keyring::NEW_MASTER_KEY_ENV
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Create the admin key of a fresh data directory and print it once on stderr.
@@ -66,6 +126,7 @@ fn parse_scope(s: &str) -> anyhow::Result<Scope> {
 
 pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
     let dir = match &cmd {
+        KeysCmd::RotateMaster { dir } => return rotate_master(&dir.data_dir),
         KeysCmd::Create { dir, .. } | KeysCmd::List { dir } | KeysCmd::Revoke { dir, .. } => dir.data_dir.clone(),
     };
     if let KeysCmd::Create { .. } | KeysCmd::Revoke { .. } = &cmd {
@@ -116,6 +177,7 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 runtime.execute(Command::RevokeApiKey { key_id: id }).await?;
                 println!("revoked {id}");
             }
+            KeysCmd::RotateMaster { .. } => unreachable!("handled above"),
         }
         runtime.snapshot().await;
         Ok::<_, anyhow::Error>(())

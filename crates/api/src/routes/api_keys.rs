@@ -1,9 +1,9 @@
 //! API keys (contract §2.10), admin only. The secret is shown once, in the answer to create and
-//! rotate; only its SHA-256 is stored. These routes take no `Idempotency-Key`: their answers
-//! hold a secret, and an idempotency record would store it.
+//! rotate; only its SHA-256 is stored in the log. A create with an `Idempotency-Key` stores its
+//! answer (which holds the secret) sealed by the keyring, so a retry gets the same key back.
 
 use super::{json, reply, to_reply};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -47,9 +47,14 @@ fn parse_scopes(raw: Option<Vec<String>>) -> Result<Vec<Scope>, ApiError> {
 pub async fn create(
     State(app): State<AppState>,
     who: Principal,
+    headers: axum::http::HeaderMap,
     body: JsonBody<CreateKey>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
+    let idem = idempotency_key(&headers, &who, "POST", "/api-keys", &body.canonical)?.map(|mut k| {
+        k.seal = true;
+        k
+    });
     let b = body.value;
     let scopes = parse_scopes(b.scopes)?;
     let expires_in_days = match b.expires_in_days {
@@ -61,16 +66,17 @@ pub async fn create(
     let secret = app.rt.ids().secret(SECRET_PREFIX);
     let now = app.rt.now_ms();
     let cmd = Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: secret.clone() };
-    let (r, _) = app
-        .rt
-        .execute_with(cmd, None, |st, out| match out {
-            Outcome::ApiKey(id) => match st.api_keys.get(&id) {
-                Some(k) => to_reply(StatusCode::CREATED, &views::api_key_with_secret(k, &secret, now)),
-                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-            },
-            _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-        })
-        .await?;
+    let render = |st: &spool_core::State, out: Outcome| match out {
+        Outcome::ApiKey(id) => match st.api_keys.get(&id) {
+            Some(k) => to_reply(StatusCode::CREATED, &views::api_key_with_secret(k, &secret, now)),
+            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        },
+        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    };
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, render).await?,
+        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
+    };
     Ok(reply(r))
 }
 
@@ -113,7 +119,7 @@ pub async fn revoke(
     let now = app.rt.now_ms();
     let (r, _) = app
         .rt
-        .execute_with(Command::RevokeApiKey { key_id: id }, None, |st, _| match st.api_keys.get(&id) {
+        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), |st, _| match st.api_keys.get(&id) {
             Some(k) => to_reply(StatusCode::OK, &views::api_key(k, k.last_used_at_ms, now)),
             None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
         })
@@ -130,15 +136,15 @@ pub async fn rotate(
     let id = parse_id(&raw)?;
     let secret = app.rt.ids().secret(SECRET_PREFIX);
     let now = app.rt.now_ms();
-    let (r, _) = app
-        .rt
-        .execute_with(Command::RotateApiKey { key_id: id, secret: secret.clone() }, None, |st, _| {
-            match st.api_keys.get(&id) {
-                Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
-                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-            }
-        })
-        .await?;
+    let (r, _) =
+        app.rt
+            .execute_with(Command::RotateApiKey { key_id: id, secret: secret.clone() }, None, Vec::new(), |st, _| {
+                match st.api_keys.get(&id) {
+                    Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
+                    None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+                }
+            })
+            .await?;
     Ok(reply(r))
 }
 

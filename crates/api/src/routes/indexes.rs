@@ -41,7 +41,7 @@ pub async fn create(
     };
     let r = match idem {
         Some(k) => app.rt.execute_idempotent(cmd, &k, render).await?,
-        None => app.rt.execute_with(cmd, None, render).await?.0,
+        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
     };
     Ok(reply(r))
 }
@@ -81,7 +81,7 @@ pub async fn delete(
     let id = parse_id(&raw)?;
     let (r, _) = app
         .rt
-        .execute_with(Command::DeleteIndex { index_id: id }, None, |st, _| {
+        .execute_with(Command::DeleteIndex { index_id: id }, None, Vec::new(), |st, _| {
             match st.indexes.get(&id).and_then(views::deletion) {
                 Some(v) => to_reply(StatusCode::OK, &v),
                 None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
