@@ -12,6 +12,13 @@ echo "== cargo test"
 cargo test --workspace --quiet
 
 if [ -d tests/sdk ] && [ -z "${SPOOL_SKIP_SDK:-}" ]; then
+  echo "== storage servers (s3s-fs, moto)"
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" scripts/storage-servers.sh install
+  state=$(mktemp -d "${TMPDIR:-/tmp}/spool-storage.XXXXXX")
+  trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+  scripts/storage-servers.sh start "$state"
+  # shellcheck disable=SC1091
+  . "$state/env"
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider

@@ -60,6 +60,7 @@ class SpoolServer:
     admin_key: str
     data_dir: Path
     log_path: Path
+    local_root: Path
 
     def log_text(self) -> str:
         try:
@@ -143,8 +144,15 @@ def spool_server() -> Iterator[SpoolServer]:
     port = _free_port()
     admin_key = "sk_test_" + secrets.token_hex(24)
 
+    local_root = tmp / "local-root"
+    local_root.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROP}
     env["SPOOL_API_KEY"] = admin_key
+    env["SPOOL_LOCAL_ROOTS"] = str(local_root)
+    # S3 connectors without an `endpoint` of their own go to the SigV4-checking s3s-fs.
+    if os.environ.get("SPOOL_TEST_S3S_ENDPOINT"):
+        env["AWS_ENDPOINT_URL"] = os.environ["SPOOL_TEST_S3S_ENDPOINT"]
+    env.setdefault("SPOOL_BROWSE_MAX_ENTRIES", "200")
     env.setdefault("RUST_BACKTRACE", "1")
 
     log_file = open(log_path, "wb")
@@ -173,6 +181,7 @@ def spool_server() -> Iterator[SpoolServer]:
             admin_key=admin_key,
             data_dir=data_dir,
             log_path=log_path,
+            local_root=local_root,
         )
         # Any client built without explicit settings talks to this server and fails fast.
         for k in _CLIENT_ENV_DROP:

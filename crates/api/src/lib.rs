@@ -30,7 +30,14 @@ pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 pub struct ApiConfig {
     /// SHA-256 of `SPOOL_API_KEY`, an admin key accepted while the variable is set.
     pub env_admin_key_hash: Option<[u8; 32]>,
+    /// Storage settings of the operator (S3 endpoint, local roots).
+    pub storage: spool_storage::StorageEnv,
+    /// Browse answers past this many entries are refused (`browse_too_many_results`).
+    pub browse_max_entries: usize,
 }
+
+/// Default of [`ApiConfig::browse_max_entries`].
+pub const BROWSE_MAX_ENTRIES_DEFAULT: usize = 50_000;
 
 #[doc(hidden)]
 pub struct Shared {

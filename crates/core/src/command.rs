@@ -1,10 +1,25 @@
 use serde::{Deserialize, Serialize};
-use spool_model::{ApiKeyId, DeletionId, IndexId, Scope};
+use spool_model::{
+    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, ImportMode, IndexId, Provider, Scope, Sealed,
+};
+
+/// A secret a command carries (a new API key). Its `Debug` is redacted, so a logged command
+/// never shows it; its JSON is the plain string (scenario files).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// What someone (an API request, a timer, an effect's outcome) asks the engine to do.
 /// Imperative names. Secrets that a command needs (a new key's secret) are drawn by the
 /// runtime and carried here, so `decide` stays pure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // commands are transient: one per request or outcome
 pub enum Command {
     CreateIndex {
         name: String,
@@ -28,14 +43,14 @@ pub enum Command {
         name: String,
         scopes: Vec<Scope>,
         expires_in_days: Option<u32>,
-        secret: String,
+        secret: Secret,
     },
     RevokeApiKey {
         key_id: ApiKeyId,
     },
     RotateApiKey {
         key_id: ApiKeyId,
-        secret: String,
+        secret: Secret,
     },
     DeleteApiKey {
         key_id: ApiKeyId,
@@ -45,6 +60,36 @@ pub enum Command {
         key_id: ApiKeyId,
         used_at_ms: u64,
     },
+    /// The id is drawn by the runtime before sealing, since it owns the data key of the
+    /// credentials; `decide` checks it is new.
+    CreateConnector {
+        connector_id: ConnectorId,
+        provider: Provider,
+        name: String,
+        scopes: Vec<ConnectorScope>,
+        import_mode: ImportMode,
+        export_base_path: Option<String>,
+        location: ConnectorLocation,
+        credentials: Option<Sealed>,
+    },
+    UpdateConnector {
+        connector_id: ConnectorId,
+        name: Option<String>,
+        scopes: Option<Vec<ConnectorScope>>,
+        import_mode: Option<ImportMode>,
+        /// `Some(None)` (JSON `null` or `""`) clears the path.
+        export_base_path: Option<Option<String>>,
+        credentials: Option<Sealed>,
+    },
+    /// The outcome of a connection test the runtime ran.
+    RecordConnectorTest {
+        connector_id: ConnectorId,
+        success: bool,
+        error: Option<String>,
+    },
+    DeleteConnector {
+        connector_id: ConnectorId,
+    },
 }
 
 impl Command {
@@ -53,7 +98,7 @@ impl Command {
         let mut c = self.clone();
         match &mut c {
             Command::CreateApiKey { secret, .. } | Command::RotateApiKey { secret, .. } => {
-                *secret = "<redacted>".into()
+                *secret = Secret("<redacted>".into())
             }
             _ => {}
         }

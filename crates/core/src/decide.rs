@@ -1,10 +1,14 @@
 //! `decide`: a command and the state in, events (or a refusal) out. Pure.
 
 use crate::{ApiKey, Command, Ctx, DomainError, State, evolve, hash_secret};
-use spool_model::{ApiKeyId, DeletionId, DeletionStage, Event, IndexId, Scope};
+use spool_model::{ApiKeyId, ConnectorId, ConnectorScope, DeletionId, DeletionStage, Event, IndexId, Scope};
 
 pub const INDEX_NAME_CHARS_MAX: usize = 255;
 pub const KEY_NAME_CHARS_MAX: usize = 100;
+pub const CONNECTOR_NAME_CHARS_MAX: usize = 100;
+pub const EXPORT_BASE_PATH_CHARS_MAX: usize = 1024;
+/// Longest connection-test error kept in an event.
+pub const TEST_ERROR_CHARS_MAX: usize = 1000;
 pub const KEY_EXPIRY_DAYS_MAX: u32 = 365;
 /// Characters of a key's secret that are shown as its `key_prefix`.
 pub const KEY_PREFIX_CHARS: usize = 12;
@@ -23,6 +27,7 @@ pub struct StreamEvents {
 pub enum Outcome {
     Index(IndexId),
     ApiKey(ApiKeyId),
+    Connector(ConnectorId),
     /// Nothing to show (effect outcomes, usage records).
     Done,
 }
@@ -61,6 +66,51 @@ fn check_name(field: &'static str, name: &str, max: usize) -> Result<String, Dom
         return Err(DomainError::invalid(field, "must not contain control characters"));
     }
     Ok(name.to_string())
+}
+
+/// Normalize an export base path: relative, `/`-separated, no empty, `.` or `..` segments,
+/// no backslashes; a trailing `/` is dropped; empty means none.
+pub fn normalize_export_base_path(raw: &str) -> Result<Option<String>, DomainError> {
+    const FIELD: &str = "export_base_path";
+    let t = raw.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if t.chars().count() > EXPORT_BASE_PATH_CHARS_MAX {
+        return Err(DomainError::invalid(FIELD, format!("must be at most {EXPORT_BASE_PATH_CHARS_MAX} characters")));
+    }
+    if t.contains('\\') {
+        return Err(DomainError::invalid(FIELD, "must use / as separator, not backslashes"));
+    }
+    if t.starts_with('/') {
+        return Err(DomainError::invalid(FIELD, "must be relative to the bucket (no leading /)"));
+    }
+    if t.chars().any(|c| c.is_control()) {
+        return Err(DomainError::invalid(FIELD, "must not contain control characters"));
+    }
+    let t = t.strip_suffix('/').unwrap_or(t);
+    for seg in t.split('/') {
+        match seg {
+            "" => return Err(DomainError::invalid(FIELD, "must not contain empty segments (//)")),
+            "." | ".." => return Err(DomainError::invalid(FIELD, "must not contain . or .. segments")),
+            _ => {}
+        }
+    }
+    Ok(Some(t.to_string()))
+}
+
+fn check_scopes(scopes: &[ConnectorScope]) -> Result<Vec<ConnectorScope>, DomainError> {
+    if scopes.is_empty() {
+        return Err(DomainError::invalid("scopes", "must name import, export or both"));
+    }
+    let mut s = scopes.to_vec();
+    s.sort();
+    s.dedup();
+    Ok(s)
+}
+
+fn live_connector<'a>(state: &'a State, id: &ConnectorId) -> Result<&'a crate::Connector, DomainError> {
+    state.live_connector(id).ok_or_else(|| DomainError::NotFound { kind: "connector", id: id.to_string() })
 }
 
 fn key_prefix(secret: &str) -> String {
@@ -131,13 +181,13 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
                     ));
                 }
             };
-            let key_hash = hash_secret(secret);
+            let key_hash = hash_secret(&secret.0);
             if state.key_by_hash.contains_key(&key_hash) {
                 return Err(DomainError::InvalidState("this secret is already in use".into()));
             }
             let key_id = ApiKeyId(ctx.new_ulid());
             let ev =
-                Event::ApiKeyCreated { key_id, name, scopes, key_prefix: key_prefix(secret), key_hash, expires_at_ms };
+                Event::ApiKeyCreated { key_id, name, scopes, key_prefix: key_prefix(&secret.0), key_hash, expires_at_ms };
             Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::ApiKey(key_id)))
         }
         Command::RevokeApiKey { key_id } => {
@@ -157,17 +207,103 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
             if key.revoked_at_ms.is_some() {
                 return Err(DomainError::InvalidState(format!("API key {key_id} is revoked and cannot be rotated")));
             }
-            let key_hash = hash_secret(secret);
+            let key_hash = hash_secret(&secret.0);
             if state.key_by_hash.contains_key(&key_hash) {
                 return Err(DomainError::InvalidState("this secret is already in use".into()));
             }
-            let ev = Event::ApiKeyRotated { key_id: *key_id, key_prefix: key_prefix(secret), key_hash };
+            let ev = Event::ApiKeyRotated { key_id: *key_id, key_prefix: key_prefix(&secret.0), key_hash };
             Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::ApiKey(*key_id)))
         }
         Command::DeleteApiKey { key_id } => {
             existing_key(state, key_id)?;
             Ok(Decision::one(state, key_id.to_string(), vec![Event::ApiKeyDeleted { key_id: *key_id }], Outcome::Done))
         }
+        Command::CreateConnector {
+            connector_id,
+            provider,
+            name,
+            scopes,
+            import_mode,
+            export_base_path,
+            location,
+            credentials,
+        } => {
+            if state.connectors.contains_key(connector_id) {
+                return Err(DomainError::InvalidState(format!("connector {connector_id} already exists")));
+            }
+            let name = check_name("name", name, CONNECTOR_NAME_CHARS_MAX)?;
+            let scopes = check_scopes(scopes)?;
+            let export_base_path = match export_base_path {
+                Some(p) => normalize_export_base_path(p)?,
+                None => None,
+            };
+            let ev = Event::ConnectorCreated {
+                connector_id: *connector_id,
+                provider: *provider,
+                name,
+                scopes,
+                import_mode: *import_mode,
+                export_base_path,
+                location: location.clone(),
+                credentials: credentials.clone(),
+            };
+            Ok(Decision::one(state, connector_id.to_string(), vec![ev], Outcome::Connector(*connector_id)))
+        }
+        Command::UpdateConnector { connector_id, name, scopes, import_mode, export_base_path, credentials } => {
+            let current = live_connector(state, connector_id)?;
+            let name = match name {
+                Some(n) => Some(check_name("name", n, CONNECTOR_NAME_CHARS_MAX)?),
+                None => None,
+            };
+            let scopes = match scopes {
+                Some(s) => Some(check_scopes(s)?),
+                None => None,
+            };
+            let export_base_path = match export_base_path {
+                Some(Some(p)) => Some(normalize_export_base_path(p)?),
+                Some(None) => Some(None),
+                None => None,
+            };
+            // Only what changes is recorded; a patch that changes nothing appends nothing.
+            let name = name.filter(|n| *n != current.name);
+            let scopes = scopes.filter(|s| *s != current.scopes);
+            let import_mode = import_mode.filter(|m| *m != current.import_mode);
+            let export_base_path = export_base_path.filter(|p| *p != current.export_base_path);
+            if name.is_none()
+                && scopes.is_none()
+                && import_mode.is_none()
+                && export_base_path.is_none()
+                && credentials.is_none()
+            {
+                return Ok(Decision::nothing(Outcome::Connector(*connector_id)));
+            }
+            let ev = Event::ConnectorUpdated {
+                connector_id: *connector_id,
+                name,
+                scopes,
+                import_mode,
+                export_base_path,
+                credentials: credentials.clone(),
+            };
+            Ok(Decision::one(state, connector_id.to_string(), vec![ev], Outcome::Connector(*connector_id)))
+        }
+        Command::RecordConnectorTest { connector_id, success, error } => {
+            live_connector(state, connector_id)?;
+            let error = error.as_ref().map(|e| e.chars().take(TEST_ERROR_CHARS_MAX).collect());
+            let ev = Event::ConnectorTested { connector_id: *connector_id, success: *success, error };
+            Ok(Decision::one(state, connector_id.to_string(), vec![ev], Outcome::Connector(*connector_id)))
+        }
+        Command::DeleteConnector { connector_id } => match state.connectors.get(connector_id) {
+            None => Err(DomainError::NotFound { kind: "connector", id: connector_id.to_string() }),
+            // A repeated DELETE answers like the first (the SDK retries DELETE).
+            Some(c) if !c.is_live() => Ok(Decision::nothing(Outcome::Connector(*connector_id))),
+            Some(_) => Ok(Decision::one(
+                state,
+                connector_id.to_string(),
+                vec![Event::ConnectorDeleted { connector_id: *connector_id }],
+                Outcome::Connector(*connector_id),
+            )),
+        },
         Command::RecordApiKeyUse { key_id, used_at_ms } => match state.api_keys.get(key_id) {
             Some(k) if k.last_used_at_ms.is_none_or(|t| t < *used_at_ms) => {
                 let ev = Event::ApiKeyUsed { key_id: *key_id, used_at_ms: *used_at_ms };
@@ -187,6 +323,7 @@ pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
     match decision.outcome {
         Outcome::Index(id) => touched.push(id.to_string()),
         Outcome::ApiKey(id) => touched.push(id.to_string()),
+        Outcome::Connector(id) => touched.push(id.to_string()),
         Outcome::Done => {}
     }
     for stream in &touched {
@@ -198,6 +335,10 @@ pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
             && let Some(k) = state.api_keys.get(&id)
         {
             mini.api_keys.insert(id, k.clone());
+        } else if let Ok(id) = stream.parse::<ConnectorId>()
+            && let Some(c) = state.connectors.get(&id)
+        {
+            mini.connectors.insert(id, c.clone());
         }
     }
     let mut seq = state.applied_seq;

@@ -12,7 +12,7 @@ pub mod error;
 pub mod evolve;
 pub mod state;
 
-pub use command::Command;
+pub use command::{Command, Secret};
 pub use decide::{Decision, Outcome, StreamEvents, decide, preview};
 pub use effect::{Effect, pending_effects};
 pub use error::DomainError;

@@ -1,7 +1,10 @@
 //! The folded state. Collections are BTreeMaps so iteration (and snapshots) are deterministic.
 
 use serde::{Deserialize, Serialize};
-use spool_model::{ApiKeyId, DeletionId, DeletionStage, IndexId, Scope};
+use spool_model::{
+    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, DeletionStage, ImportMode, IndexId, Provider,
+    Scope, Sealed,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
@@ -23,6 +26,50 @@ pub struct State {
     /// Keys ever created (deleted ones included): the first start creates an admin key only
     /// when this is 0.
     pub api_keys_created: u64,
+    /// Connectors, deleted ones kept as tombstones so a repeated DELETE answers the same.
+    pub connectors: BTreeMap<ConnectorId, Connector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connector {
+    pub connector_id: ConnectorId,
+    pub provider: Provider,
+    pub name: String,
+    pub scopes: Vec<ConnectorScope>,
+    pub import_mode: ImportMode,
+    pub export_base_path: Option<String>,
+    pub location: ConnectorLocation,
+    /// Sealed for the connector's data key; unreadable once the connector is deleted.
+    pub credentials: Option<Sealed>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub last_test: Option<ConnectorTest>,
+    pub deleted_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorTest {
+    pub at_ms: u64,
+    pub success: bool,
+    pub error: Option<String>,
+}
+
+impl Connector {
+    pub fn is_live(&self) -> bool {
+        self.deleted_at_ms.is_none()
+    }
+
+    /// `active` until a test fails, `failed` until one succeeds.
+    pub fn status(&self) -> &'static str {
+        match &self.last_test {
+            Some(t) if !t.success => "failed",
+            _ => "active",
+        }
+    }
+
+    pub fn has_scope(&self, scope: ConnectorScope) -> bool {
+        self.scopes.contains(&scope)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +124,11 @@ impl ApiKey {
 impl State {
     pub fn version(&self, stream: &str) -> u64 {
         self.versions.get(stream).copied().unwrap_or(0)
+    }
+
+    /// A connector that is not deleted.
+    pub fn live_connector(&self, id: &ConnectorId) -> Option<&Connector> {
+        self.connectors.get(id).filter(|c| c.is_live())
     }
 
     /// A live (not deleted, not being deleted) index.

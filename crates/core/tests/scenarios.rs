@@ -80,6 +80,7 @@ impl Run {
                 match decision.outcome {
                     Outcome::Index(id) => self.last_index = Some(id.to_string()),
                     Outcome::ApiKey(id) => self.last_key = Some(id.to_string()),
+                    Outcome::Connector(_) => {}
                     Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
@@ -103,6 +104,23 @@ fn render_state(state: &State) -> String {
             Some(d) => format!("{} {}", d.stage.as_str(), d.deletion_id),
         };
         writeln!(t, "  state index {} name={:?} deletion={deletion}", i.index_id, i.name).unwrap();
+    }
+    for c in state.connectors.values() {
+        writeln!(
+            t,
+            "  state connector {} provider={} name={:?} scopes={:?} import_mode={} export_base_path={:?} status={} credentials={} test={:?} deleted={}",
+            c.connector_id,
+            c.provider.as_str(),
+            c.name,
+            c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            c.import_mode.as_str(),
+            c.export_base_path,
+            c.status(),
+            if c.credentials.is_some() { "sealed" } else { "none" },
+            c.last_test.as_ref().map(|t| (t.success, t.error.clone())),
+            c.deleted_at_ms.is_some()
+        )
+        .unwrap();
     }
     for k in state.api_keys.values() {
         writeln!(

@@ -7,6 +7,7 @@
 //! `skip_serializing_if` in anything persisted.
 
 use crate::ids::*;
+use crate::sealed::Sealed;
 use serde::{Deserialize, Serialize};
 
 /// API key scopes, ordered: admin > write > read. The SDK's `search` is accepted as read
@@ -48,7 +49,85 @@ impl DeletionStage {
     }
 }
 
+/// A connector's storage provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    S3,
+    Gcs,
+    Azure,
+    /// A folder under one of the operator's `SPOOL_LOCAL_ROOTS` (an extension).
+    Local,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::S3 => "s3",
+            Provider::Gcs => "gcs",
+            Provider::Azure => "azure",
+            Provider::Local => "local",
+        }
+    }
+}
+
+/// What a connector may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorScope {
+    Import,
+    Export,
+}
+
+impl ConnectorScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorScope::Import => "import",
+            ConnectorScope::Export => "export",
+        }
+    }
+}
+
+/// Which objects an import takes: all matches, or only those not imported before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportMode {
+    All,
+    NewOnly,
+}
+
+impl ImportMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMode::All => "all",
+            ImportMode::NewOnly => "new_only",
+        }
+    }
+}
+
+/// Where a connector's objects are; every provider uses the fields it needs. Nothing here is
+/// secret: credentials travel sealed, beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorLocation {
+    /// S3 and GCS bucket.
+    pub bucket: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// S3-compatible or Azure endpoint URL (an extension).
+    pub endpoint: Option<String>,
+    pub storage_account: Option<String>,
+    pub container: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub gcp_project_id: Option<String>,
+    /// Local folder (an extension).
+    pub root: Option<String>,
+}
+
 /// Every fact Spool records. Past tense; the time of the fact is the envelope's `at_ms`.
+// Events live briefly in memory (a decision, a fold batch); a flat layout keeps the persisted
+// shape obvious, so the size difference between variants is accepted.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// Stream `idx_…`.
@@ -76,6 +155,32 @@ pub enum Event {
     ApiKeyDeleted { key_id: ApiKeyId },
     /// Stream `key_…`. Coarse usage (at most one per key per flush interval), never one per request.
     ApiKeyUsed { key_id: ApiKeyId, used_at_ms: u64 },
+    /// Stream `conn_…`. Credentials are sealed for the connector's own data key.
+    ConnectorCreated {
+        connector_id: ConnectorId,
+        provider: Provider,
+        name: String,
+        scopes: Vec<ConnectorScope>,
+        import_mode: ImportMode,
+        export_base_path: Option<String>,
+        location: ConnectorLocation,
+        credentials: Option<Sealed>,
+    },
+    /// Stream `conn_…`. Only the fields that changed are `Some`; `export_base_path:
+    /// Some(None)` clears it.
+    ConnectorUpdated {
+        connector_id: ConnectorId,
+        name: Option<String>,
+        scopes: Option<Vec<ConnectorScope>>,
+        import_mode: Option<ImportMode>,
+        export_base_path: Option<Option<String>>,
+        credentials: Option<Sealed>,
+    },
+    /// Stream `conn_…`. The outcome of a connection test.
+    ConnectorTested { connector_id: ConnectorId, success: bool, error: Option<String> },
+    /// Stream `conn_…`. Terminal; the data key of its credentials is deleted in the same
+    /// transaction (crypto-shredding).
+    ConnectorDeleted { connector_id: ConnectorId },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -89,6 +194,10 @@ pub const EVENT_KINDS: &[&str] = &[
     "ApiKeyRotated",
     "ApiKeyDeleted",
     "ApiKeyUsed",
+    "ConnectorCreated",
+    "ConnectorUpdated",
+    "ConnectorTested",
+    "ConnectorDeleted",
 ];
 
 impl Event {
@@ -105,6 +214,10 @@ impl Event {
             Event::ApiKeyRotated { .. } => 6,
             Event::ApiKeyDeleted { .. } => 7,
             Event::ApiKeyUsed { .. } => 8,
+            Event::ConnectorCreated { .. } => 9,
+            Event::ConnectorUpdated { .. } => 10,
+            Event::ConnectorTested { .. } => 11,
+            Event::ConnectorDeleted { .. } => 12,
         }
     }
 
@@ -120,6 +233,8 @@ impl Event {
         let index_id = IndexId(Ulid::from_parts(1_764_000_000_000, 1));
         let deletion_id = DeletionId(Ulid::from_parts(1_764_000_000_001, 2));
         let key_id = ApiKeyId(Ulid::from_parts(1_764_000_000_002, 3));
+        let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
+        let sealed = Sealed { owner: connector_id.to_string(), nonce: [9; 24], ciphertext: vec![1, 2, 3, 4, 5] };
         let mut hash = [0u8; 32];
         for (i, b) in hash.iter_mut().enumerate() {
             *b = i as u8 * 7;
@@ -141,6 +256,31 @@ impl Event {
             Event::ApiKeyRotated { key_id, key_prefix: "sk_live_efgh".into(), key_hash: hash },
             Event::ApiKeyDeleted { key_id },
             Event::ApiKeyUsed { key_id, used_at_ms: 1_764_000_100_000 },
+            Event::ConnectorCreated {
+                connector_id,
+                provider: Provider::S3,
+                name: "archive".into(),
+                scopes: vec![ConnectorScope::Import, ConnectorScope::Export],
+                import_mode: ImportMode::NewOnly,
+                export_base_path: Some("exports/spool".into()),
+                location: ConnectorLocation {
+                    bucket: Some("media".into()),
+                    region: Some("us-east-1".into()),
+                    endpoint: Some("http://127.0.0.1:8014".into()),
+                    ..ConnectorLocation::default()
+                },
+                credentials: Some(sealed.clone()),
+            },
+            Event::ConnectorUpdated {
+                connector_id,
+                name: Some("archive 2".into()),
+                scopes: None,
+                import_mode: Some(ImportMode::All),
+                export_base_path: Some(None),
+                credentials: Some(sealed),
+            },
+            Event::ConnectorTested { connector_id, success: false, error: Some("NoSuchBucket".into()) },
+            Event::ConnectorDeleted { connector_id },
         ]
     }
 }

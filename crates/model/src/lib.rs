@@ -15,6 +15,6 @@ pub mod sealed;
 pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
-pub use event::{DeletionStage, Event, Scope};
+pub use event::{ConnectorLocation, ConnectorScope, DeletionStage, Event, ImportMode, Provider, Scope};
 pub use ids::*;
 pub use sealed::Sealed;

@@ -388,6 +388,7 @@ impl Runtime {
         &self,
         cmd: Command,
         key: &IdemKey,
+        side: Vec<SideWrite>,
         render: impl Fn(&State, Outcome) -> Reply,
     ) -> Result<Reply, RuntimeError> {
         if let Some(reply) = self.stored_reply(key)? {
@@ -404,7 +405,7 @@ impl Runtime {
             if let Some(reply) = self.stored_reply(key)? {
                 return Ok(reply);
             }
-            self.execute_with(cmd, Some(key), Vec::new(), render).await.map(|(r, _)| r)
+            self.execute_with(cmd, Some(key), side, render).await.map(|(r, _)| r)
         }
         .await;
         self.inflight_idem.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.scoped);

@@ -104,7 +104,7 @@ pub async fn create_first_admin_key(rt: &Runtime) -> anyhow::Result<()> {
         name: "admin (first start)".into(),
         scopes: vec![Scope::Admin],
         expires_in_days: None,
-        secret: secret.clone(),
+        secret: spool_core::Secret(secret.clone()),
     };
     let out = rt.execute(cmd).await?;
     if let Outcome::ApiKey(id) = out {
@@ -149,7 +149,7 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 let scopes = scopes.iter().map(|s| parse_scope(s)).collect::<anyhow::Result<Vec<_>>>()?;
                 let secret = runtime.ids().secret(SECRET_PREFIX);
                 let out = runtime
-                    .execute(Command::CreateApiKey { name, scopes, expires_in_days, secret: secret.clone() })
+                    .execute(Command::CreateApiKey { name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) })
                     .await?;
                 if let Outcome::ApiKey(id) = out {
                     eprintln!("created {id}; its secret is shown only this once:");

@@ -174,6 +174,9 @@ pub fn replay(dir: &DataDirArg, stream: &str, until: Option<u64>) -> anyhow::Res
         for i in st.indexes.values() {
             println!("    state: {i:?}");
         }
+        for c in st.connectors.values() {
+            println!("    state: {c:?}");
+        }
         for k in st.api_keys.values() {
             println!(
                 "    state: ApiKey {{ key_id: {}, name: {:?}, scopes: {:?}, key_prefix: {:?}, created_at: {}, expires_at: {:?}, revoked_at: {:?}, last_used_at: {:?} }}",

@@ -46,6 +46,9 @@ pub struct WebhooksConfig {
 pub struct StorageConfig {
     #[serde(default)]
     pub local_roots: Vec<PathBuf>,
+    /// Largest browse answer (env SPOOL_BROWSE_MAX_ENTRIES; default 50,000).
+    #[serde(default)]
+    pub browse_max_entries: Option<usize>,
 }
 
 /// The settings in force.
@@ -59,6 +62,7 @@ pub struct Settings {
     /// Folders `local` connectors may use (env SPOOL_LOCAL_ROOTS, separated by `:`;
     /// config `storage.local_roots`).
     pub local_roots: Vec<PathBuf>,
+    pub browse_max_entries: usize,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -81,6 +85,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             Some(v) => std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect(),
             None => file.storage.local_roots,
         },
+        browse_max_entries: match std::env::var("SPOOL_BROWSE_MAX_ENTRIES") {
+            Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_BROWSE_MAX_ENTRIES={v:?} is not a number"))?,
+            Err(_) => file.storage.browse_max_entries.unwrap_or(spool_api::BROWSE_MAX_ENTRIES_DEFAULT),
+        },
     })
 }
 
@@ -98,9 +106,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let runtime = Runtime::open(RuntimeConfig::new(&settings.data_dir), Arc::new(SystemClock), Arc::new(SystemIds))
         .await
         .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+    // Local roots are compared canonically; a root that does not exist is skipped with a warning.
+    let local_roots = settings
+        .local_roots
+        .iter()
+        .filter_map(|r| match std::fs::canonicalize(r) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(root = %r.display(), error = %e, "a local root is not usable; skipped");
+                None
+            }
+        })
+        .collect();
+    let storage = spool_storage::StorageEnv {
+        aws_endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.trim().is_empty()),
+        local_roots,
+    };
     let app = spool_api::router(
         runtime.clone(),
-        spool_api::ApiConfig { env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret) },
+        spool_api::ApiConfig {
+            env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret),
+            storage,
+            browse_max_entries: settings.browse_max_entries.max(1),
+        },
     );
     tracing::info!(
         listen = %settings.listen,

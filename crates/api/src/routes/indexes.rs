@@ -40,7 +40,7 @@ pub async fn create(
         _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
     };
     let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, render).await?,
+        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
         None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
     };
     Ok(reply(r))

@@ -1,4 +1,5 @@
 mod api_keys;
+mod connectors;
 mod indexes;
 
 use crate::error::REQUEST_ID;
@@ -23,7 +24,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys/{key_id}", get(api_keys::retrieve).delete(api_keys::delete))
         .route("/api-keys/{key_id}/revoke", post(api_keys::revoke))
         .route("/api-keys/{key_id}/rotate", post(api_keys::rotate))
-        .route("/auth/processing-activity", post(processing_activity));
+        .route("/auth/processing-activity", post(processing_activity))
+        .route("/connectors", get(connectors::list))
+        .route("/connectors/s3", post(connectors::create_s3))
+        .route("/connectors/local", post(connectors::create_local))
+        .route(
+            "/connectors/{connector_id}",
+            get(connectors::retrieve).patch(connectors::patch).delete(connectors::delete),
+        )
+        .route("/connectors/{connector_id}/test", post(connectors::test))
+        .route("/connectors/{connector_id}/browse", post(connectors::browse));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_KEY: &str = "sk_test_crash_admin_key_0123456789abcdef";
@@ -22,18 +22,32 @@ pub struct Server {
 }
 
 pub fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, &[("RUST_LOG", "warn")])
+}
+
+/// The server's stdout and stderr go to `<data_dir>.log` (appended).
+pub fn server_log(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default()
+}
+
+pub fn serve_command(data_dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool"));
+    cmd.args(["serve", "--listen", addr, "--data-dir"])
+        .arg(data_dir)
+        .env("SPOOL_API_KEY", ADMIN_KEY)
+        .env_remove("SPOOL_MASTER_KEY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn start_with(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_spool"))
-        .args(["serve", "--listen", &addr, "--data-dir"])
-        .arg(data_dir)
-        .env("SPOOL_API_KEY", ADMIN_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start spool serve");
+    let log2 = log.try_clone().unwrap();
+    let child = serve_command(data_dir, &addr, envs).stdout(log2).stderr(log).spawn().expect("start spool serve");
     let server = Server { child, addr };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -53,6 +67,18 @@ pub fn request(
     key: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    request_h(addr, method, path, key, body, &[])
+}
+
+/// A request with extra headers.
+pub fn request_h(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
@@ -63,6 +89,9 @@ pub fn request(
     }
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     req.push_str(body);

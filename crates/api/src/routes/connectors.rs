@@ -1,0 +1,441 @@
+//! Connectors (contract §2.2): S3 (and S3-compatible stores through the `endpoint` extension)
+//! and local folders (an extension). Credentials are sealed by the keyring for the
+//! connector's own data key before they reach a command; no answer ever carries them.
+
+use super::{json, reply, to_reply};
+use crate::body::{JsonBody, idempotency_key};
+use crate::{ApiError, AppState, Principal, views};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use spool_core::{Command, Outcome};
+use spool_log::SideWrite;
+use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, Scope, Sealed};
+use spool_storage::{BrowseError, BrowseRequest, Credentials};
+
+fn parse_id(raw: &str) -> Result<ConnectorId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("connector", raw))
+}
+
+fn parse_scopes(raw: Option<Vec<String>>) -> Result<Option<Vec<ConnectorScope>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut out = Vec::new();
+    for s in raw.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        out.push(match s {
+            "import" => ConnectorScope::Import,
+            "export" => ConnectorScope::Export,
+            other => {
+                return Err(ApiError::validation(
+                    "scopes",
+                    format!("unknown scope {other:?}; use import and/or export"),
+                ));
+            }
+        });
+    }
+    Ok(Some(out))
+}
+
+fn parse_import_mode(raw: Option<&str>) -> Result<Option<ImportMode>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some("all") => Ok(Some(ImportMode::All)),
+        Some("new_only") => Ok(Some(ImportMode::NewOnly)),
+        Some(other) => Err(ApiError::validation("import_mode", format!("must be all or new_only (got {other:?})"))),
+    }
+}
+
+fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
+    match v.map(|s| s.trim().to_string()) {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(ApiError::validation(field, "is required")),
+    }
+}
+
+fn seal_credentials(app: &AppState, id: &ConnectorId, creds: &Credentials) -> Result<(Sealed, SideWrite), ApiError> {
+    let bytes = zeroize::Zeroizing::new(serde_json::to_vec(creds).unwrap_or_default());
+    app.rt.keyring().seal(&id.to_string(), &bytes).map_err(|e| {
+        tracing::error!(error = %e, "sealing connector credentials");
+        ApiError::internal("could not seal the credentials")
+    })
+}
+
+fn open_credentials(app: &AppState, sealed: Option<&Sealed>) -> Result<Credentials, ApiError> {
+    let Some(sealed) = sealed else { return Ok(Credentials::default()) };
+    match app.rt.keyring().open(sealed) {
+        Ok(Some(bytes)) => {
+            serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("stored credentials are damaged"))
+        }
+        Ok(None) => Ok(Credentials::default()),
+        Err(e) => {
+            tracing::error!(error = %e, "opening connector credentials");
+            Err(ApiError::internal("could not open the stored credentials"))
+        }
+    }
+}
+
+fn render_connector(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
+    match out {
+        Outcome::Connector(id) => match st.connectors.get(&id) {
+            Some(c) => to_reply(status, &views::connector(c)),
+            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        },
+        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    }
+}
+
+struct NewConnector {
+    provider: Provider,
+    name: String,
+    scopes: Option<Vec<String>>,
+    import_mode: Option<String>,
+    export_base_path: Option<String>,
+    location: ConnectorLocation,
+    credentials: Option<Credentials>,
+}
+
+async fn create(
+    app: AppState,
+    who: Principal,
+    headers: HeaderMap,
+    route: &str,
+    canonical: &[u8],
+    n: NewConnector,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let idem = idempotency_key(&headers, &who, "POST", route, canonical)?;
+    let scopes = parse_scopes(n.scopes)?.unwrap_or_else(|| vec![ConnectorScope::Import]);
+    let import_mode = parse_import_mode(n.import_mode.as_deref())?.unwrap_or(ImportMode::All);
+    let connector_id = ConnectorId(ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy()));
+    let mut side = Vec::new();
+    let credentials = match &n.credentials {
+        Some(c) => {
+            let (sealed, put) = seal_credentials(&app, &connector_id, c)?;
+            side.push(put);
+            Some(sealed)
+        }
+        None => None,
+    };
+    let cmd = Command::CreateConnector {
+        connector_id,
+        provider: n.provider,
+        name: n.name,
+        scopes,
+        import_mode,
+        export_base_path: n.export_base_path,
+        location: n.location,
+        credentials,
+    };
+    let render = |st: &spool_core::State, out: Outcome| render_connector(st, out, StatusCode::CREATED);
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, side, render).await?,
+        None => app.rt.execute_with(cmd, None, side, render).await?.0,
+    };
+    Ok(reply(r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateS3 {
+    name: String,
+    bucket: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    import_mode: Option<String>,
+    #[serde(default)]
+    export_base_path: Option<String>,
+    /// Extension: an S3-compatible endpoint (MinIO, R2, Ceph, a local test server).
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+pub async fn create_s3(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreateS3>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let endpoint = match b.endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) => {
+            Some(spool_storage::normalize_endpoint(e).map_err(|e| ApiError::validation("endpoint", e.to_string()))?)
+        }
+        None => None,
+    };
+    let location = ConnectorLocation {
+        bucket: Some(required("bucket", b.bucket)?),
+        region: Some(
+            b.region.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into()),
+        ),
+        endpoint,
+        ..ConnectorLocation::default()
+    };
+    let credentials = Credentials {
+        aws_access_key_id: Some(required("aws_access_key_id", b.aws_access_key_id)?),
+        aws_secret_access_key: Some(required("aws_secret_access_key", b.aws_secret_access_key)?),
+    };
+    let n = NewConnector {
+        provider: Provider::S3,
+        name: b.name,
+        scopes: b.scopes,
+        import_mode: b.import_mode,
+        export_base_path: b.export_base_path,
+        location,
+        credentials: Some(credentials),
+    };
+    create(app, who, headers, "/connectors/s3", &body.canonical, n).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLocal {
+    name: String,
+    root: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    import_mode: Option<String>,
+    #[serde(default)]
+    export_base_path: Option<String>,
+}
+
+pub async fn create_local(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreateLocal>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let root = required("root", b.root)?;
+    let canonical =
+        std::fs::canonicalize(&root).map_err(|_| ApiError::validation("root", "does not exist or cannot be read"))?;
+    if !canonical.is_dir() {
+        return Err(ApiError::validation("root", "is not a folder"));
+    }
+    if !app.cfg.storage.local_roots.iter().any(|allowed| canonical.starts_with(allowed)) {
+        return Err(ApiError::validation(
+            "root",
+            "is not under any of the folders the operator allows (SPOOL_LOCAL_ROOTS / storage.local_roots)",
+        ));
+    }
+    let n = NewConnector {
+        provider: Provider::Local,
+        name: b.name,
+        scopes: b.scopes,
+        import_mode: b.import_mode,
+        export_base_path: b.export_base_path,
+        location: ConnectorLocation {
+            root: Some(canonical.to_string_lossy().into_owned()),
+            ..ConnectorLocation::default()
+        },
+        credentials: None,
+    };
+    create(app, who, headers, "/connectors/local", &body.canonical, n).await
+}
+
+pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let mut items: Vec<(u64, String, serde_json::Value)> = app.rt.read(|st| {
+        st.connectors
+            .values()
+            .filter(|c| c.is_live())
+            .map(|c| (c.created_at_ms, c.connector_id.to_string(), views::connector(c)))
+            .collect()
+    });
+    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items.into_iter().map(|(_, _, v)| v).collect())))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let v = app
+        .rt
+        .read(|st| st.live_connector(&id).map(views::connector))
+        .ok_or_else(|| ApiError::not_found("connector", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    import_mode: Option<String>,
+    /// `null` or `""` clears it; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    export_base_path: Option<Option<String>>,
+    #[serde(default)]
+    aws_access_key_id: Option<String>,
+    #[serde(default)]
+    aws_secret_access_key: Option<String>,
+    #[serde(default)]
+    credentials: Option<Credentials>,
+}
+
+/// Tell a present `null` (Some(None)) from an absent field (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::<String>::deserialize(d)?))
+}
+
+pub async fn patch(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    body: JsonBody<Patch>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let b = body.value;
+    let (provider, stored) = app
+        .rt
+        .read(|st| st.live_connector(&id).map(|c| (c.provider, c.credentials.clone())))
+        .ok_or_else(|| ApiError::not_found("connector", &raw))?;
+    let mut side = Vec::new();
+    let mut new_creds = b.credentials.unwrap_or_default();
+    if b.aws_access_key_id.is_some() {
+        new_creds.aws_access_key_id = b.aws_access_key_id;
+    }
+    if b.aws_secret_access_key.is_some() {
+        new_creds.aws_secret_access_key = b.aws_secret_access_key;
+    }
+    let credentials = if new_creds.aws_access_key_id.is_some() || new_creds.aws_secret_access_key.is_some() {
+        if provider != Provider::S3 {
+            return Err(ApiError::validation(
+                "credentials",
+                format!("{} connectors take no AWS credentials", provider.as_str()),
+            ));
+        }
+        let mut merged = open_credentials(&app, stored.as_ref())?;
+        if let Some(k) = new_creds.aws_access_key_id.filter(|k| !k.trim().is_empty()) {
+            merged.aws_access_key_id = Some(k);
+        }
+        if let Some(s) = new_creds.aws_secret_access_key.filter(|s| !s.trim().is_empty()) {
+            merged.aws_secret_access_key = Some(s);
+        }
+        let (sealed, put) = seal_credentials(&app, &id, &merged)?;
+        side.push(put);
+        Some(sealed)
+    } else {
+        None
+    };
+    let cmd = Command::UpdateConnector {
+        connector_id: id,
+        name: b.name,
+        scopes: parse_scopes(b.scopes)?,
+        import_mode: parse_import_mode(b.import_mode.as_deref())?,
+        export_base_path: b.export_base_path.map(|p| {
+            p.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).map(Some).unwrap_or(Some(String::new()))
+        }),
+        credentials,
+    };
+    let (r, _) = app.rt.execute_with(cmd, None, side, |st, out| render_connector(st, out, StatusCode::OK)).await?;
+    Ok(reply(r))
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    // The data key goes in the same transaction as the deletion event: crypto-shredding.
+    let side = vec![app.rt.keyring().shred(&id.to_string())];
+    app.rt
+        .execute_with(Command::DeleteConnector { connector_id: id }, None, side, |_, _| {
+            to_reply(StatusCode::OK, &serde_json::json!({}))
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "message": format!("connector {id} deleted") })))
+}
+
+fn store_of(
+    app: &AppState,
+    id: &ConnectorId,
+    raw: &str,
+) -> Result<(spool_storage::Store, spool_core::Connector), ApiError> {
+    let conn = app.rt.read(|st| st.live_connector(id).cloned()).ok_or_else(|| ApiError::not_found("connector", raw))?;
+    let creds = open_credentials(app, conn.credentials.as_ref())?;
+    let store = spool_storage::build_store(conn.provider, &conn.location, &creds, &app.cfg.storage)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connector_invalid", e.to_string()))?;
+    Ok((store, conn))
+}
+
+/// `POST /connectors/{id}/test`: reach the storage for real; a storage failure is
+/// `success: false` with a message, never an error status.
+pub async fn test(State(app): State<AppState>, who: Principal, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let outcome = match store_of(&app, &id, &raw) {
+        Ok((store, conn)) => {
+            let probe = ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy()).to_string();
+            spool_storage::test_connection(
+                &store,
+                conn.has_scope(ConnectorScope::Export),
+                conn.export_base_path.as_deref(),
+                &probe,
+            )
+            .await
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Err(e),
+        Err(e) => Err(e.message),
+    };
+    let (success, error) = match outcome {
+        Ok(()) => (true, None),
+        Err(m) => (false, Some(m)),
+    };
+    app.rt.execute(Command::RecordConnectorTest { connector_id: id, success, error: error.clone() }).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "success": success, "error_message": error })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Browse {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    recursive: Option<bool>,
+}
+
+pub async fn browse(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    body: JsonBody<Browse>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let (store, _) = store_of(&app, &id, &raw)?;
+    let req = BrowseRequest {
+        prefix: body.value.prefix.unwrap_or_default(),
+        pattern: body.value.pattern.unwrap_or_else(|| "*".into()),
+        recursive: body.value.recursive.unwrap_or(true),
+        max_entries: app.cfg.browse_max_entries,
+    };
+    match spool_storage::browse(&store, &req).await {
+        Ok(files) => Ok(json(StatusCode::OK, &serde_json::to_value(files).unwrap_or_default())),
+        Err(BrowseError::BadPattern(m)) => Err(ApiError::validation("pattern", m)),
+        Err(BrowseError::TooMany { max }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "browse_too_many_results",
+            format!("more than {max} objects match; narrow the prefix or the pattern"),
+        )
+        .details(serde_json::json!({ "max_entries": max }))),
+        Err(BrowseError::Storage(m)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "connector_storage_error", m)),
+    }
+}

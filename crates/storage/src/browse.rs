@@ -1,0 +1,156 @@
+use crate::{Store, describe};
+use futures::StreamExt;
+use globset::GlobMatcher;
+use object_store::ObjectMeta;
+use object_store::path::Path;
+use spool_model::time::rfc3339_ms;
+
+/// A browse: objects under `prefix` whose name below the prefix matches `pattern`.
+#[derive(Debug, Clone)]
+pub struct BrowseRequest {
+    pub prefix: String,
+    pub pattern: String,
+    pub recursive: bool,
+    /// Past this many matching entries the browse stops and answers `TooMany`.
+    pub max_entries: usize,
+}
+
+/// The SDK's `CloudFile` (contract §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CloudFile {
+    pub path: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub last_modified: String,
+    pub extension: String,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrowseError {
+    #[error("pattern: {0}")]
+    BadPattern(String),
+    #[error("more than {max} entries match; narrow the prefix or the pattern")]
+    TooMany { max: usize },
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A content type for common media and text extensions.
+pub fn content_type_for(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        "mp4" | "m4v" => "video/mp4",
+        "mov" => "video/quicktime",
+        "mkv" => "video/x-matroska",
+        "webm" => "video/webm",
+        "avi" => "video/x-msvideo",
+        "mpg" | "mpeg" => "video/mpeg",
+        "ts" => "video/mp2t",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "m4a" => "audio/mp4",
+        "flac" => "audio/flac",
+        "ogg" => "audio/ogg",
+        "aac" => "audio/aac",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "json" => "application/json",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        _ => return None,
+    })
+}
+
+fn to_file(meta: &ObjectMeta) -> CloudFile {
+    let path = meta.location.to_string();
+    let name = path.rsplit('/').next().unwrap_or("").to_string();
+    let extension = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    let ms = meta.last_modified.timestamp_millis().max(0) as u64;
+    CloudFile {
+        content_type: content_type_for(&extension).map(str::to_string),
+        path,
+        name,
+        size_bytes: meta.size,
+        last_modified: rfc3339_ms(ms),
+        extension,
+    }
+}
+
+fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
+    let p = pattern.trim();
+    if p.is_empty() || p == "*" || p == "**" {
+        return Ok(None);
+    }
+    let glob = globset::GlobBuilder::new(p)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| BrowseError::BadPattern(e.to_string()))?;
+    Ok(Some(glob.compile_matcher()))
+}
+
+/// List objects under the prefix. Prefixes are string prefixes, as S3 users expect:
+/// `videos/2024` matches `videos/2024/a.mp4` and `videos/2024-01/b.mp4`. The pattern is
+/// matched against the part of the key below the prefix (its file name when not recursive).
+/// Holds at most `max_entries` entries in memory.
+pub async fn browse(store: &Store, req: &BrowseRequest) -> Result<Vec<CloudFile>, BrowseError> {
+    let glob = matcher(&req.pattern)?;
+    let prefix = req.prefix.trim_start_matches('/');
+    // object_store prefixes are whole path segments: list the deepest complete directory and
+    // filter the rest of the prefix as a string.
+    let (dir, _) = match prefix.rfind('/') {
+        Some(i) => (&prefix[..i], &prefix[i + 1..]),
+        None => ("", prefix),
+    };
+    let dir_path = if dir.is_empty() { None } else { Some(Path::from(dir)) };
+    let keep = |meta: &ObjectMeta| -> Option<CloudFile> {
+        let key = meta.location.as_ref();
+        let below = key.strip_prefix(prefix)?.trim_start_matches('/');
+        if below.is_empty() {
+            return None;
+        }
+        if !req.recursive && below.contains('/') {
+            return None;
+        }
+        let subject = if req.recursive { below } else { below.rsplit('/').next().unwrap_or(below) };
+        if let Some(g) = &glob
+            && !g.is_match(subject)
+        {
+            return None;
+        }
+        Some(to_file(meta))
+    };
+    let mut out = Vec::new();
+    let mut push = |f: CloudFile| -> Result<(), BrowseError> {
+        if out.len() >= req.max_entries {
+            return Err(BrowseError::TooMany { max: req.max_entries });
+        }
+        out.push(f);
+        Ok(())
+    };
+    if req.recursive || prefix.rfind('/').map(|i| i + 1) != Some(prefix.len()) && !prefix.is_empty() {
+        // Recursive, or a partial last segment: stream the listing and filter.
+        let mut stream = store.inner.list(dir_path.as_ref());
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| BrowseError::Storage(describe(&e)))?;
+            if let Some(f) = keep(&meta) {
+                push(f)?;
+            }
+        }
+    } else {
+        let list =
+            store.inner.list_with_delimiter(dir_path.as_ref()).await.map_err(|e| BrowseError::Storage(describe(&e)))?;
+        for meta in &list.objects {
+            if let Some(f) = keep(meta) {
+                push(f)?;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}

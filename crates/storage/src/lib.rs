@@ -1,0 +1,69 @@
+//! spool-storage: connectors' storage on `object_store` (S3 and S3-compatible stores, local
+//! folders; GCS and Azure next), plus what connectors do with it: a connection test and a
+//! bounded, glob-filtered browse.
+//!
+//! This crate knows `spool-model` only. Credentials arrive already opened (the runtime's
+//! keyring opens them) and are never logged or returned in errors.
+
+mod browse;
+mod build;
+
+pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, content_type_for};
+pub use build::{Credentials, StorageEnv, StoreError, build_store, normalize_endpoint};
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+
+/// A store and what the connector allows on it.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub inner: Arc<dyn ObjectStore>,
+}
+
+/// Run a connection test: one listing; for the export scope also a probe object written and
+/// deleted under `export_base_path`. The error is a readable sentence, never credentials.
+pub async fn test_connection(
+    store: &Store,
+    export: bool,
+    export_base_path: Option<&str>,
+    probe_id: &str,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    let mut listing = store.inner.list(None);
+    if let Some(Err(e)) = listing.next().await {
+        return Err(describe(&e));
+    }
+    drop(listing);
+    if export {
+        let name = format!(".spool-probe-{probe_id}");
+        let path = match export_base_path {
+            Some(base) => Path::from(format!("{base}/{name}")),
+            None => Path::from(name),
+        };
+        store.inner.put(&path, PutPayload::from_static(b"spool connection test\n")).await.map_err(|e| describe(&e))?;
+        store.inner.delete(&path).await.map_err(|e| describe(&e))?;
+    }
+    Ok(())
+}
+
+/// A short description of a storage error: the service's code and message when it sent
+/// XML or JSON, else the error's own text, bounded.
+pub fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let pick = |tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{tag}>"))? + start;
+        Some(text[start..end].to_string())
+    };
+    let out = match (pick("Code"), pick("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => match e {
+            object_store::Error::NotFound { .. } => "not found (does the bucket exist?)".to_string(),
+            _ => text,
+        },
+    };
+    out.chars().take(500).collect()
+}
