@@ -186,8 +186,14 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
                 return Err(DomainError::InvalidState("this secret is already in use".into()));
             }
             let key_id = ApiKeyId(ctx.new_ulid());
-            let ev =
-                Event::ApiKeyCreated { key_id, name, scopes, key_prefix: key_prefix(&secret.0), key_hash, expires_at_ms };
+            let ev = Event::ApiKeyCreated {
+                key_id,
+                name,
+                scopes,
+                key_prefix: key_prefix(&secret.0),
+                key_hash,
+                expires_at_ms,
+            };
             Ok(Decision::one(state, key_id.to_string(), vec![ev], Outcome::ApiKey(key_id)))
         }
         Command::RevokeApiKey { key_id } => {

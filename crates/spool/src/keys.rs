@@ -149,7 +149,12 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 let scopes = scopes.iter().map(|s| parse_scope(s)).collect::<anyhow::Result<Vec<_>>>()?;
                 let secret = runtime.ids().secret(SECRET_PREFIX);
                 let out = runtime
-                    .execute(Command::CreateApiKey { name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) })
+                    .execute(Command::CreateApiKey {
+                        name,
+                        scopes,
+                        expires_in_days,
+                        secret: spool_core::Secret(secret.clone()),
+                    })
                     .await?;
                 if let Outcome::ApiKey(id) = out {
                     eprintln!("created {id}; its secret is shown only this once:");

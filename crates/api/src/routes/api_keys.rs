@@ -65,7 +65,8 @@ pub async fn create(
     };
     let secret = app.rt.ids().secret(SECRET_PREFIX);
     let now = app.rt.now_ms();
-    let cmd = Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) };
+    let cmd =
+        Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) };
     let render = |st: &spool_core::State, out: Outcome| match out {
         Outcome::ApiKey(id) => match st.api_keys.get(&id) {
             Some(k) => to_reply(StatusCode::CREATED, &views::api_key_with_secret(k, &secret, now)),
@@ -136,15 +137,18 @@ pub async fn rotate(
     let id = parse_id(&raw)?;
     let secret = app.rt.ids().secret(SECRET_PREFIX);
     let now = app.rt.now_ms();
-    let (r, _) =
-        app.rt
-            .execute_with(Command::RotateApiKey { key_id: id, secret: spool_core::Secret(secret.clone()) }, None, Vec::new(), |st, _| {
-                match st.api_keys.get(&id) {
-                    Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
-                    None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-                }
-            })
-            .await?;
+    let (r, _) = app
+        .rt
+        .execute_with(
+            Command::RotateApiKey { key_id: id, secret: spool_core::Secret(secret.clone()) },
+            None,
+            Vec::new(),
+            |st, _| match st.api_keys.get(&id) {
+                Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
+                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+            },
+        )
+        .await?;
     Ok(reply(r))
 }
 
