@@ -121,6 +121,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let storage = spool_storage::StorageEnv {
         aws_endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.trim().is_empty()),
         local_roots,
+        azure_use_emulator: std::env::var("AZURE_STORAGE_USE_EMULATOR")
+            .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
     };
     let app = spool_api::router(
         runtime.clone(),

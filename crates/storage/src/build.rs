@@ -1,5 +1,7 @@
 use crate::Store;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::{ClientOptions, RetryConfig};
 use spool_model::{ConnectorLocation, Provider};
@@ -16,6 +18,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Credentials {
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
+    /// Azure service principal secret.
+    #[serde(default)]
+    pub azure_client_secret: Option<String>,
+    /// Azure shared key (extension).
+    #[serde(default)]
+    pub azure_account_key: Option<String>,
+    /// The GCS service-account JSON, as uploaded.
+    #[serde(default)]
+    pub gcs_service_account: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -31,6 +42,9 @@ pub struct StorageEnv {
     pub aws_endpoint_url: Option<String>,
     /// `SPOOL_LOCAL_ROOTS`: folders local connectors may use (canonical paths).
     pub local_roots: Vec<PathBuf>,
+    /// `AZURE_STORAGE_USE_EMULATOR=true`: Azure connectors without an account key use the
+    /// emulator account (its URL from `AZURITE_BLOB_STORAGE_URL`, read by object_store).
+    pub azure_use_emulator: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,4 +130,153 @@ pub fn build_store(
         }
     };
     Ok(Store { inner })
+}
+
+/// Which way an Azure connector reaches its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureAccess {
+    /// `account_key` (+ `endpoint`): shared-key signing.
+    SharedKey,
+    /// `AZURE_STORAGE_USE_EMULATOR=true`: the emulator's well-known account.
+    Emulator,
+    /// tenant_id, client_id, client_secret: OAuth client credentials.
+    ServicePrincipal,
+}
+
+pub fn azure_access(creds: &Credentials, env: &StorageEnv) -> AzureAccess {
+    if creds.azure_account_key.is_some() {
+        AzureAccess::SharedKey
+    } else if env.azure_use_emulator {
+        AzureAccess::Emulator
+    } else {
+        AzureAccess::ServicePrincipal
+    }
+}
+
+/// The object_store builder of an Azure connector (public so tests can check the
+/// configuration of the service-principal path without contacting Azure).
+pub fn azure_builder(
+    loc: &ConnectorLocation,
+    creds: &Credentials,
+    env: &StorageEnv,
+) -> Result<MicrosoftAzureBuilder, StoreError> {
+    let container =
+        loc.container.as_deref().ok_or(StoreError::Invalid { field: "container", message: "is required".into() })?;
+    let mut opts = client_options();
+    let b = MicrosoftAzureBuilder::new().with_container_name(container).with_retry(retry());
+    let b = match azure_access(creds, env) {
+        AzureAccess::SharedKey => {
+            let account = loc
+                .storage_account
+                .as_deref()
+                .ok_or(StoreError::Invalid { field: "storage_account", message: "is required".into() })?;
+            let key = creds.azure_account_key.as_deref().unwrap_or_default();
+            let mut b = b.with_account(account).with_access_key(key);
+            if let Some(ep) = &loc.endpoint {
+                let ep = normalize_endpoint(ep)?;
+                if ep.starts_with("http://") {
+                    opts = opts.with_allow_http(true);
+                    b = b.with_allow_http(true);
+                }
+                b = b.with_endpoint(ep);
+            }
+            b
+        }
+        AzureAccess::Emulator => {
+            opts = opts.with_allow_http(true);
+            b.with_use_emulator(true)
+        }
+        AzureAccess::ServicePrincipal => {
+            let field = |f: &'static str, v: &Option<String>| {
+                v.clone()
+                    .filter(|s| !s.is_empty())
+                    .ok_or(StoreError::Invalid { field: f, message: "is required".into() })
+            };
+            b.with_account(field("storage_account", &loc.storage_account)?)
+                .with_tenant_id(field("tenant_id", &loc.tenant_id)?)
+                .with_client_id(field("client_id", &loc.client_id)?)
+                .with_client_secret(field("client_secret", &creds.azure_client_secret)?)
+        }
+    };
+    Ok(b.with_client_options(opts))
+}
+
+/// The object_store builder of a GCS connector. The base URL comes from the service-account
+/// JSON (`gcs_base_url`, and `disable_oauth` for emulators): object_store's own convention.
+pub fn gcs_builder(loc: &ConnectorLocation, creds: &Credentials) -> Result<GoogleCloudStorageBuilder, StoreError> {
+    let bucket = loc.bucket.as_deref().ok_or(StoreError::Invalid { field: "bucket", message: "is required".into() })?;
+    let sa = creds
+        .gcs_service_account
+        .as_deref()
+        .ok_or(StoreError::Invalid { field: "credentials_file", message: "is required".into() })?;
+    let parsed: serde_json::Value = serde_json::from_str(sa)
+        .map_err(|_| StoreError::Invalid { field: "credentials_file", message: "is not JSON".into() })?;
+    let mut opts = client_options();
+    if parsed.get("gcs_base_url").and_then(|v| v.as_str()).is_some_and(|u| u.starts_with("http://")) {
+        opts = opts.with_allow_http(true);
+    }
+    Ok(GoogleCloudStorageBuilder::new()
+        .with_bucket_name(bucket)
+        .with_service_account_key(sa)
+        .with_retry(retry())
+        .with_client_options(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::azure::AzureConfigKey;
+
+    fn loc() -> ConnectorLocation {
+        ConnectorLocation {
+            storage_account: Some("acct".into()),
+            container: Some("videos".into()),
+            tenant_id: Some("tenant-1".into()),
+            client_id: Some("client-1".into()),
+            ..ConnectorLocation::default()
+        }
+    }
+
+    #[test]
+    fn azure_service_principal_configuration_is_built_without_contacting_azure() {
+        let creds = Credentials { azure_client_secret: Some("s3cr3t".into()), ..Credentials::default() };
+        let env = StorageEnv::default();
+        assert_eq!(azure_access(&creds, &env), AzureAccess::ServicePrincipal);
+        let b = azure_builder(&loc(), &creds, &env).unwrap();
+        assert_eq!(b.get_config_value(&AzureConfigKey::AccountName).as_deref(), Some("acct"));
+        assert_eq!(b.get_config_value(&AzureConfigKey::AuthorityId).as_deref(), Some("tenant-1"));
+        assert_eq!(b.get_config_value(&AzureConfigKey::ClientId).as_deref(), Some("client-1"));
+        assert_eq!(b.get_config_value(&AzureConfigKey::ClientSecret).as_deref(), Some("s3cr3t"));
+        assert_eq!(b.get_config_value(&AzureConfigKey::ContainerName).as_deref(), Some("videos"));
+        assert_eq!(b.get_config_value(&AzureConfigKey::UseEmulator).as_deref(), Some("false"));
+        // Building it makes no request.
+        assert!(b.build().is_ok());
+        let missing = Credentials::default();
+        assert!(matches!(
+            azure_builder(&loc(), &missing, &env),
+            Err(StoreError::Invalid { field: "client_secret", .. })
+        ));
+    }
+
+    #[test]
+    fn azure_account_key_wins_over_the_emulator_and_the_emulator_over_oauth() {
+        let env = StorageEnv { azure_use_emulator: true, ..StorageEnv::default() };
+        let key = Credentials { azure_account_key: Some("a2V5".into()), ..Credentials::default() };
+        assert_eq!(azure_access(&key, &env), AzureAccess::SharedKey);
+        assert_eq!(azure_access(&Credentials::default(), &env), AzureAccess::Emulator);
+        let b = azure_builder(&loc(), &Credentials::default(), &env).unwrap();
+        assert_eq!(b.get_config_value(&AzureConfigKey::UseEmulator).as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn gcs_needs_json_credentials() {
+        let l = ConnectorLocation { bucket: Some("b".into()), ..ConnectorLocation::default() };
+        let bad = Credentials { gcs_service_account: Some("not json".into()), ..Credentials::default() };
+        assert!(matches!(gcs_builder(&l, &bad), Err(StoreError::Invalid { field: "credentials_file", .. })));
+        let good = Credentials {
+            gcs_service_account: Some(r#"{"gcs_base_url":"http://127.0.0.1:4444","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#.into()),
+            ..Credentials::default()
+        };
+        assert!(gcs_builder(&l, &good).unwrap().build().is_ok());
+    }
 }

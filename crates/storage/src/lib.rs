@@ -9,7 +9,10 @@ mod browse;
 mod build;
 
 pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, content_type_for};
-pub use build::{Credentials, StorageEnv, StoreError, build_store, normalize_endpoint};
+pub use build::{
+    AzureAccess, Credentials, StorageEnv, StoreError, azure_access, azure_builder, build_store, gcs_builder,
+    normalize_endpoint,
+};
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};

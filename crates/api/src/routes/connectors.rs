@@ -178,6 +178,7 @@ pub async fn create_s3(
     let credentials = Credentials {
         aws_access_key_id: Some(required("aws_access_key_id", b.aws_access_key_id)?),
         aws_secret_access_key: Some(required("aws_secret_access_key", b.aws_secret_access_key)?),
+        ..Credentials::default()
     };
     let n = NewConnector {
         provider: Provider::S3,
@@ -202,6 +203,165 @@ pub struct CreateLocal {
     import_mode: Option<String>,
     #[serde(default)]
     export_base_path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAzure {
+    name: String,
+    storage_account: Option<String>,
+    container: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    import_mode: Option<String>,
+    #[serde(default)]
+    export_base_path: Option<String>,
+    /// Extension: shared-key access instead of a service principal.
+    #[serde(default)]
+    account_key: Option<String>,
+    /// Extension: the blob endpoint for shared-key access (e.g. an emulator's).
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+pub async fn create_azure(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreateAzure>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let endpoint = match non_empty(b.endpoint) {
+        Some(e) => {
+            Some(spool_storage::normalize_endpoint(&e).map_err(|e| ApiError::validation("endpoint", e.to_string()))?)
+        }
+        None => None,
+    };
+    let account_key = non_empty(b.account_key);
+    let container = required("container", b.container)?;
+    if container.len() < 3
+        || container.len() > 63
+        || !container.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        return Err(ApiError::validation("container", "must be 3–63 lower-case letters, digits or hyphens"));
+    }
+    let location = ConnectorLocation {
+        storage_account: Some(required("storage_account", b.storage_account)?),
+        container: Some(container),
+        tenant_id: non_empty(b.tenant_id),
+        client_id: non_empty(b.client_id),
+        endpoint,
+        ..ConnectorLocation::default()
+    };
+    let credentials = Credentials {
+        azure_client_secret: non_empty(b.client_secret),
+        azure_account_key: account_key,
+        ..Credentials::default()
+    };
+    // Without a key and outside emulator mode the service principal must be complete.
+    if spool_storage::azure_access(&credentials, &app.cfg.storage) == spool_storage::AzureAccess::ServicePrincipal {
+        for (field, v) in [
+            ("tenant_id", &location.tenant_id),
+            ("client_id", &location.client_id),
+            ("client_secret", &credentials.azure_client_secret),
+        ] {
+            if v.is_none() {
+                return Err(ApiError::validation(field, "is required for service-principal access"));
+            }
+        }
+    }
+    let n = NewConnector {
+        provider: Provider::Azure,
+        name: b.name,
+        scopes: b.scopes,
+        import_mode: b.import_mode,
+        export_base_path: b.export_base_path,
+        location,
+        credentials: Some(credentials),
+    };
+    create(app, who, headers, "/connectors/azure", &body.canonical, n).await
+}
+
+/// Largest GCS service-account file accepted.
+pub const GCS_CREDENTIALS_BYTES_MAX: usize = 64 * 1024;
+
+/// `POST /connectors/gcs`: multipart, as the SDK sends it (`scopes` repeated or comma-separated).
+pub async fn create_gcs(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    mp: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut mp = mp.map_err(|e| ApiError::validation("body", format!("must be multipart/form-data ({e})")))?;
+    let mut text: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut file: Option<Vec<u8>> = None;
+    let field_err = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text())
+        } else {
+            ApiError::validation("body", e.body_text())
+        }
+    };
+    while let Some(field) = mp.next_field().await.map_err(field_err)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "credentials_file" => {
+                let bytes = field.bytes().await.map_err(field_err)?;
+                if bytes.len() > GCS_CREDENTIALS_BYTES_MAX {
+                    return Err(ApiError::validation(
+                        "credentials_file",
+                        format!("must be at most {GCS_CREDENTIALS_BYTES_MAX} bytes"),
+                    ));
+                }
+                file = Some(bytes.to_vec());
+            }
+            "name" | "bucket" | "gcp_project_id" | "scopes" | "import_mode" | "export_base_path" => {
+                let v = field.text().await.map_err(field_err)?;
+                text.entry(name).or_default().push(v);
+            }
+            other => return Err(ApiError::validation("body", format!("unknown field {other:?}"))),
+        }
+    }
+    let one = |k: &str| text.get(k).and_then(|v| v.last().cloned());
+    let file = file.ok_or_else(|| ApiError::validation("credentials_file", "is required"))?;
+    let sa: serde_json::Value =
+        serde_json::from_slice(&file).map_err(|_| ApiError::validation("credentials_file", "is not JSON"))?;
+    if !sa.is_object() {
+        return Err(ApiError::validation("credentials_file", "must be a JSON object (a service-account key)"));
+    }
+    let sa_text = String::from_utf8(file).map_err(|_| ApiError::validation("credentials_file", "is not UTF-8"))?;
+    // Fingerprint on decoded fields and a hash of the file, not on the raw multipart bytes.
+    let canonical = {
+        use sha2::Digest;
+        serde_json::to_vec(&serde_json::json!({ "fields": &text, "credentials_sha256": hex::encode(sha2::Sha256::digest(sa_text.as_bytes())) }))
+            .unwrap_or_default()
+    };
+    let location = ConnectorLocation {
+        bucket: Some(required("bucket", one("bucket"))?),
+        gcp_project_id: non_empty(one("gcp_project_id")),
+        ..ConnectorLocation::default()
+    };
+    let n = NewConnector {
+        provider: Provider::Gcs,
+        name: one("name").ok_or_else(|| ApiError::validation("name", "is required"))?,
+        scopes: text.get("scopes").cloned(),
+        import_mode: one("import_mode"),
+        export_base_path: one("export_base_path"),
+        location,
+        credentials: Some(Credentials { gcs_service_account: Some(sa_text), ..Credentials::default() }),
+    };
+    create(app, who, headers, "/connectors/gcs", &canonical, n).await
 }
 
 pub async fn create_local(
@@ -282,6 +442,10 @@ pub struct Patch {
     #[serde(default)]
     aws_secret_access_key: Option<String>,
     #[serde(default)]
+    account_key: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
     credentials: Option<Credentials>,
 }
 
@@ -311,19 +475,46 @@ pub async fn patch(
     if b.aws_secret_access_key.is_some() {
         new_creds.aws_secret_access_key = b.aws_secret_access_key;
     }
-    let credentials = if new_creds.aws_access_key_id.is_some() || new_creds.aws_secret_access_key.is_some() {
-        if provider != Provider::S3 {
+    if b.account_key.is_some() {
+        new_creds.azure_account_key = b.account_key;
+    }
+    if b.client_secret.is_some() {
+        new_creds.azure_client_secret = b.client_secret;
+    }
+    let aws = new_creds.aws_access_key_id.is_some() || new_creds.aws_secret_access_key.is_some();
+    let azure = new_creds.azure_account_key.is_some() || new_creds.azure_client_secret.is_some();
+    let gcs = new_creds.gcs_service_account.is_some();
+    let credentials = if aws || azure || gcs {
+        let fits = match provider {
+            Provider::S3 => !azure && !gcs,
+            Provider::Azure => !aws && !gcs,
+            Provider::Gcs => !aws && !azure,
+            Provider::Local => false,
+        };
+        if !fits {
             return Err(ApiError::validation(
                 "credentials",
-                format!("{} connectors take no AWS credentials", provider.as_str()),
+                format!("these credentials do not fit a {} connector", provider.as_str()),
             ));
         }
         let mut merged = open_credentials(&app, stored.as_ref())?;
-        if let Some(k) = new_creds.aws_access_key_id.filter(|k| !k.trim().is_empty()) {
-            merged.aws_access_key_id = Some(k);
+        let keep = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        if let Some(v) = keep(new_creds.aws_access_key_id) {
+            merged.aws_access_key_id = Some(v);
         }
-        if let Some(s) = new_creds.aws_secret_access_key.filter(|s| !s.trim().is_empty()) {
-            merged.aws_secret_access_key = Some(s);
+        if let Some(v) = keep(new_creds.aws_secret_access_key) {
+            merged.aws_secret_access_key = Some(v);
+        }
+        if let Some(v) = keep(new_creds.azure_account_key) {
+            merged.azure_account_key = Some(v);
+        }
+        if let Some(v) = keep(new_creds.azure_client_secret) {
+            merged.azure_client_secret = Some(v);
+        }
+        if let Some(v) = keep(new_creds.gcs_service_account) {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .map_err(|_| ApiError::validation("credentials", "gcs_service_account is not JSON"))?;
+            merged.gcs_service_account = Some(v);
         }
         let (sealed, put) = seal_credentials(&app, &id, &merged)?;
         side.push(put);

@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/connectors", get(connectors::list))
         .route("/connectors/s3", post(connectors::create_s3))
         .route("/connectors/local", post(connectors::create_local))
+        .route("/connectors/azure", post(connectors::create_azure))
+        .route("/connectors/gcs", post(connectors::create_gcs))
         .route(
             "/connectors/{connector_id}",
             get(connectors::retrieve).patch(connectors::patch).delete(connectors::delete),
