@@ -12,7 +12,7 @@ echo "== cargo test"
 cargo test --workspace --quiet
 
 if [ -d tests/sdk ] && [ -z "${SPOOL_SKIP_SDK:-}" ]; then
-  echo "== storage servers (s3s-fs, moto)"
+  echo "== storage servers (s3s-fs, moto, azurite, fake-gcs-server + GCS XML adapter)"
   CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" scripts/storage-servers.sh install
   state=$(mktemp -d "${TMPDIR:-/tmp}/spool-storage.XXXXXX")
   trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true' EXIT

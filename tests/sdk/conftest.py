@@ -152,6 +152,11 @@ def spool_server() -> Iterator[SpoolServer]:
     # S3 connectors without an `endpoint` of their own go to the SigV4-checking s3s-fs.
     if os.environ.get("SPOOL_TEST_S3S_ENDPOINT"):
         env["AWS_ENDPOINT_URL"] = os.environ["SPOOL_TEST_S3S_ENDPOINT"]
+    # Azure connectors without an `account_key` of their own (the SDK's create_azure sends only
+    # service-principal fields) go to azurite's well-known emulator account.
+    if os.environ.get("SPOOL_TEST_AZURITE_URL"):
+        env["AZURE_STORAGE_USE_EMULATOR"] = "true"
+        env["AZURITE_BLOB_STORAGE_URL"] = os.environ["SPOOL_TEST_AZURITE_URL"]
     env.setdefault("SPOOL_BROWSE_MAX_ENTRIES", "200")
     env.setdefault("RUST_BACKTRACE", "1")
 

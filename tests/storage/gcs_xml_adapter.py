@@ -11,6 +11,8 @@ implements GET, HEAD, DELETE and list there, but not the rest, so this adapter f
 * `x-goog-if-generation-match` (on PUT and copy): checked here with a HEAD first (412 when it
   does not hold; 0 means "must not exist"). Racy, which is fine for tests.
 * copy: mapped to the JSON API `POST /storage/v1/b/{b}/o/{o}/copyTo/b/{b}/o/{o}`.
+* a missing bucket: upstream answers 500 (list) or a JSON 404 (put); sent on as GCS's
+  `404 NoSuchBucket` XML error (a 500 would make object_store retry for minutes).
 * Everything else is forwarded unchanged (Host rewritten to the upstream's -public-host).
 
 NOT covered: XML multipart uploads (`POST ?uploads`, `PUT ?partNumber&uploadId`,
@@ -106,7 +108,13 @@ class Handler(BaseHTTPRequestHandler):
     def _forward(self):
         body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else None
         status, headers, data = self._upstream(self.command, self.path, body, self._fwd_headers())
+        if status == 500 and b"no bucket named" in data:
+            # fake-gcs answers 500 for a missing bucket (object_store would retry it for minutes).
+            return self._no_such_bucket()
         self._reply(status, headers, data, head_only=self.command == "HEAD")
+
+    def _no_such_bucket(self):
+        self._error(404, "NoSuchBucket", "The specified bucket does not exist.")
 
     do_GET = do_DELETE = do_PATCH = _forward
 
@@ -136,6 +144,8 @@ class Handler(BaseHTTPRequestHandler):
         query = split.query + ("&" if split.query else "") + "X-Goog-Algorithm=GOOG4-RSA-SHA256"
         headers = self._fwd_headers(drop=("x-goog-if-generation-match", "authorization"))
         status, up_headers, data = self._upstream("PUT", split.path + "?" + query, body, headers)
+        if status == 404 or (status == 500 and b"no bucket named" in data):
+            return self._no_such_bucket()
         if status >= 300:
             return self._reply(status, up_headers, data)
         self._reply_with_version(split.path)

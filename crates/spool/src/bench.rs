@@ -23,6 +23,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 500_000)]
         replay_events: u64,
     },
+    /// Browse (a recursive, glob-filtered listing) of an S3 bucket against `rclone lsjson -R` on
+    /// the same bucket. The bucket must exist (for s3s-fs:
+    /// `scripts/storage-servers.sh make-bucket STATE s3s spool-bench`); missing objects are
+    /// uploaded first.
+    Browse {
+        #[arg(long, default_value = "http://127.0.0.1:8014")]
+        endpoint: String,
+        #[arg(long, default_value = "spool-bench")]
+        bucket: String,
+        #[arg(long, default_value = "AKIAEMULATOR")]
+        access_key: String,
+        #[arg(long, default_value = "emulatorsecret")]
+        secret_key: String,
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        /// Runs of each side; the median counts.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,7 +51,124 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(bench_log(&tmp, events, replay_events))
         }
+        BenchCmd::Browse { endpoint, bucket, access_key, secret_key, objects, runs } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(bench_browse(endpoint, bucket, access_key, secret_key, objects, runs.max(1)))
+        }
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn bench_browse(
+    endpoint: String,
+    bucket: String,
+    access_key: String,
+    secret_key: String,
+    objects: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    let loc = spool_model::ConnectorLocation {
+        bucket: Some(bucket.clone()),
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.clone()),
+        ..Default::default()
+    };
+    let creds = spool_storage::Credentials {
+        aws_access_key_id: Some(access_key.clone()),
+        aws_secret_access_key: Some(secret_key.clone()),
+        ..Default::default()
+    };
+    let store = spool_storage::build_store(spool_model::Provider::S3, &loc, &creds, &Default::default())?;
+    let all = |max| spool_storage::BrowseRequest {
+        prefix: String::new(),
+        pattern: "*".into(),
+        recursive: true,
+        max_entries: max,
+    };
+    let present =
+        spool_storage::browse(&store, &all(usize::MAX)).await.context("listing the bucket (does it exist?)")?;
+    if present.len() < objects {
+        println!("uploading {} objects to {bucket} …", objects - present.len());
+        let have: std::collections::HashSet<String> = present.into_iter().map(|f| f.path).collect();
+        let keys: Vec<String> = (0..objects)
+            .map(|i| format!("bench/d{:03}/clip{i:06}.{}", i % 100, if i % 3 == 0 { "mov" } else { "mp4" }))
+            .filter(|k| !have.contains(k))
+            .collect();
+        let results: Vec<_> = futures::stream::iter(keys)
+            .map(|k| {
+                let store = store.clone();
+                async move {
+                    store
+                        .inner
+                        .put(&object_store::path::Path::from(k), object_store::PutPayload::from_static(b"x"))
+                        .await
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+    }
+    let mut ours = Vec::new();
+    let mut count = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let files = spool_storage::browse(
+            &store,
+            &spool_storage::BrowseRequest {
+                prefix: "bench/".into(),
+                pattern: "*.{mp4,mov}".into(),
+                recursive: true,
+                max_entries: usize::MAX,
+            },
+        )
+        .await?;
+        count = files.len();
+        ours.push(files.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    let remote = format!(
+        ":s3,provider=Other,endpoint='{endpoint}',force_path_style=true,region=us-east-1,access_key_id='{access_key}',secret_access_key='{secret_key}':{bucket}/bench"
+    );
+    let mut theirs = Vec::new();
+    let mut rclone_count = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        // s3s-fs answers a flat recursive listing with an empty delimiter with nothing, so
+        // rclone walks directories there (--disable ListR).
+        let out = std::process::Command::new("rclone")
+            .args(["lsjson", "-R", "--files-only", "--disable", "ListR", &remote])
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .context("running rclone (apt-get install rclone)")?;
+        anyhow::ensure!(out.status.success(), "rclone failed: {}", String::from_utf8_lossy(&out.stderr));
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+        rclone_count = listed.len();
+        theirs.push(listed.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    anyhow::ensure!(rclone_count == count, "rclone listed {rclone_count} objects, Spool {count}");
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!("browse   {count} objects: {ours:>9.0} objects/s (Spool, recursive, glob *.{{mp4,mov}})");
+    println!("rclone   {rclone_count} objects: {theirs:>9.0} objects/s (rclone lsjson -R, same bucket, same run)");
+    println!("ratio    {:.2}", ours / theirs);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "browse",
+            "objects": count,
+            "browse_objects_per_s": ours.round(),
+            "rclone_objects_per_s": theirs.round(),
+            "browse_vs_rclone": round2(ours / theirs),
+        })
+    );
+    Ok(())
 }
 
 fn tempdir(dir: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {

@@ -88,6 +88,7 @@ fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
     }
     let glob = globset::GlobBuilder::new(p)
         .literal_separator(false)
+        .case_insensitive(true)
         .backslash_escape(true)
         .build()
         .map_err(|e| BrowseError::BadPattern(e.to_string()))?;

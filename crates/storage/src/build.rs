@@ -122,12 +122,10 @@ pub fn build_store(
                 loc.root.as_deref().ok_or(StoreError::Invalid { field: "root", message: "is required".into() })?;
             Arc::new(LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::Build(e.to_string()))?)
         }
-        Provider::Gcs | Provider::Azure => {
-            return Err(StoreError::Build(format!(
-                "{} connectors are not available in this build yet",
-                provider.as_str()
-            )));
+        Provider::Azure => {
+            Arc::new(azure_builder(loc, creds, env)?.build().map_err(|e| StoreError::Build(e.to_string()))?)
         }
+        Provider::Gcs => Arc::new(gcs_builder(loc, creds)?.build().map_err(|e| StoreError::Build(e.to_string()))?),
     };
     Ok(Store { inner })
 }
