@@ -45,6 +45,9 @@ impl ApiError {
             "index" => "resource_index_not_found",
             "api_key" => "resource_api_key_not_found",
             "deletion" => "resource_deletion_not_found",
+            "connector" => "resource_connector_not_found",
+            "import_job" => "resource_import_job_not_found",
+            "video" => "resource_video_not_found",
             _ => "resource_not_found",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{} {id} was not found", kind.replace('_', " ")))
@@ -66,6 +69,9 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { kind, id } => ApiError::not_found(kind, &id),
             DomainError::Invalid { field, message } => ApiError::validation(field, message),
             DomainError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            DomainError::Unprocessable { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
         }
     }
 }

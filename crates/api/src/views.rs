@@ -76,3 +76,139 @@ pub fn connector(c: &Connector) -> Value {
         "last_test_error": c.last_test.as_ref().and_then(|t| t.error.clone()),
     })
 }
+
+use spool_core::imports::{FileStatus, ImportFile, ImportJob, Video};
+
+fn output(j: &ImportJob, f: &ImportFile, st: &spool_core::State) -> Option<Value> {
+    let video_id = f.file.video_id?;
+    let title = st
+        .videos
+        .get(&video_id)
+        .map(|v| v.title.clone())
+        .unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
+    let _ = j;
+    Some(json!({
+        "file_id": f.file.file_id.to_string(),
+        "file_name": f.file.path,
+        "source_ordinal": f.file.file_id,
+        "part_index": 0,
+        "part_count": 1,
+        "source_start_seconds": 0.0,
+        "source_end_seconds": 0.0,
+        "video_id": video_id.to_string(),
+        "title": title,
+        "status": "ready",
+    }))
+}
+
+fn source_file(f: &ImportFile) -> Value {
+    json!({
+        "file_id": f.file.file_id.to_string(),
+        "file_name": f.file.path,
+        "source_ordinal": f.file.file_id,
+        "status": f.status.as_str(),
+        "part_count": if f.file.video_id.is_some() { json!(1) } else { Value::Null },
+        "parts_completed": if f.status == FileStatus::Imported { 1 } else { 0 },
+        "parts_failed": if f.status == FileStatus::Failed { 1 } else { 0 },
+        "failure": f.failure.as_ref().map(|x| json!({ "code": x.code, "message": x.message, "retryable": x.retryable })),
+        "skip_reason": f.file.skip_reason,
+        "size_bytes": f.file.size_bytes,
+        "bytes_transferred": f.bytes,
+        "attempts": f.attempts,
+        "video_id": if f.status == FileStatus::Imported { f.file.video_id.map(|v| v.to_string()) } else { None },
+    })
+}
+
+fn cursor_after(next: usize, more: bool) -> Value {
+    if more { json!(crate::routes::encode_cursor(next as u64)) } else { Value::Null }
+}
+
+/// `ImportOutputsPage`: imported files from position `from` (positions count outputs).
+pub fn outputs_page(j: &ImportJob, st: &spool_core::State, from: u64, limit: usize) -> Value {
+    let all: Vec<&ImportFile> = j.files.iter().filter(|f| f.status == FileStatus::Imported).collect();
+    let from = from as usize;
+    let items: Vec<Value> = all.iter().skip(from).take(limit).filter_map(|f| output(j, f, st)).collect();
+    let more = from + limit < all.len();
+    json!({ "items": items, "next_cursor": cursor_after(from + limit, more), "total": all.len() })
+}
+
+/// `ImportFilesPage`: the job's files matching `keep`, from position `from`.
+pub fn files_page(j: &ImportJob, from: u64, limit: usize, keep: impl Fn(FileStatus) -> bool) -> Value {
+    let all: Vec<&ImportFile> = j.files.iter().filter(|f| keep(f.status)).collect();
+    let from = from as usize;
+    let items: Vec<Value> = all.iter().skip(from).take(limit).map(|f| source_file(f)).collect();
+    let more = from + limit < all.len();
+    json!({ "items": items, "next_cursor": cursor_after(from + limit, more), "total": all.len() })
+}
+
+pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {
+    let n = crate::routes::EMBEDDED_PAGE_ITEMS;
+    let outputs = outputs_page(j, st, 0, n);
+    let video_ids: Vec<Value> =
+        outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
+    let failed = files_page(j, 0, n, |s| s == FileStatus::Failed);
+    let skipped = files_page(j, 0, n, |s| s == FileStatus::Skipped);
+    let current = j.files.iter().find(|f| f.status == FileStatus::Started).map(|f| f.file.path.clone());
+    let phase = match j.status.as_str() {
+        "pending" | "scanning" => "listing",
+        "importing" => "transferring",
+        _ => "finished",
+    };
+    json!({
+        "job_id": j.job_id.to_string(),
+        "status": j.status.as_str(),
+        "phase": phase,
+        "source_kind": "connector",
+        "connector_id": j.connector_id.to_string(),
+        "target_index_id": j.index_id.to_string(),
+        "index_id": j.index_id.to_string(),
+        "source_prefix": j.source_prefix,
+        "file_pattern": j.file_pattern,
+        "recursive": j.recursive,
+        "import_mode": j.import_mode.as_str(),
+        "created_at": rfc3339_ms(j.created_at_ms),
+        "updated_at": rfc3339_ms(j.updated_at_ms),
+        "started_at": rfc3339_ms(j.created_at_ms),
+        "completed_at": j.completed_at_ms.map(rfc3339_ms),
+        "error_message": j.error,
+        "progress": {
+            "total_files": j.files.len(),
+            "imported": j.imported,
+            "failed": j.failed,
+            "skipped": j.skipped,
+            "bytes_transferred": j.bytes_transferred,
+            "current_file": current,
+            "parts_total": j.files.iter().filter(|f| f.file.video_id.is_some()).count(),
+            "parts_completed": j.imported,
+            "parts_failed": j.failed,
+        },
+        "outputs": outputs,
+        "execution": { "status": "not_requested" },
+        "video_ids": video_ids,
+        "failed_files": failed["items"],
+        "failed_files_next_cursor": failed["next_cursor"],
+        "skipped_files": skipped["items"],
+    })
+}
+
+pub fn video(v: &Video) -> Value {
+    json!({
+        "video_id": v.video_id.to_string(),
+        "title": v.title,
+        "video_uri": format!("spool://media/{}", v.media_path),
+        "status": "not_processed",
+        "created_at": rfc3339_ms(v.created_at_ms),
+        "updated_at": rfc3339_ms(v.created_at_ms),
+        "metadata_keys": null,
+        "media_type": v.media_type.as_str(),
+        "processing_status": null,
+        "index_id": v.index_id.to_string(),
+        "size_bytes": v.size_bytes,
+        "sha256": hex::encode(v.sha256),
+        "source": {
+            "connector_id": v.connector_id.map(|c| c.to_string()),
+            "path": v.source_path,
+            "etag": v.source_etag,
+        },
+    })
+}

@@ -1,6 +1,8 @@
+use crate::imports::ListedObject;
 use serde::{Deserialize, Serialize};
 use spool_model::{
-    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, ImportMode, IndexId, Provider, Scope, Sealed,
+    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, FileFailure, ImportJobId, ImportMode,
+    IndexId, Provider, Scope, Sealed,
 };
 
 /// A secret a command carries (a new API key). Its `Debug` is redacted, so a logged command
@@ -89,6 +91,53 @@ pub enum Command {
     },
     DeleteConnector {
         connector_id: ConnectorId,
+    },
+    CreateImportJob {
+        connector_id: ConnectorId,
+        index_id: IndexId,
+        source_prefix: String,
+        file_pattern: String,
+        recursive: bool,
+        import_mode: Option<ImportMode>,
+    },
+    /// Effect outcome: one listed page of the scan.
+    RecordScanPage {
+        job_id: ImportJobId,
+        objects: Vec<ListedObject>,
+    },
+    /// Effect outcome: the listing ended.
+    RecordScanCompleted {
+        job_id: ImportJobId,
+    },
+    /// Effect outcome: job-level trouble (listing failed, connector or index gone).
+    RecordImportJobFailed {
+        job_id: ImportJobId,
+        error: String,
+    },
+    /// A copy attempt begins (the executor records it before copying).
+    StartImportFile {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+    },
+    RecordFileImported {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        bytes: u64,
+        sha256: [u8; 32],
+    },
+    RecordFileFailed {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        failure: FileFailure,
+    },
+    CancelImportJob {
+        job_id: ImportJobId,
+    },
+    RetryImportJob {
+        job_id: ImportJobId,
     },
 }
 

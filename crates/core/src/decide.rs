@@ -1,6 +1,6 @@
 //! `decide`: a command and the state in, events (or a refusal) out. Pure.
 
-use crate::{ApiKey, Command, Ctx, DomainError, State, evolve, hash_secret};
+use crate::{ApiKey, Command, Ctx, DomainError, State, evolve, hash_secret, imports};
 use spool_model::{ApiKeyId, ConnectorId, ConnectorScope, DeletionId, DeletionStage, Event, IndexId, Scope};
 
 pub const INDEX_NAME_CHARS_MAX: usize = 255;
@@ -28,6 +28,7 @@ pub enum Outcome {
     Index(IndexId),
     ApiKey(ApiKeyId),
     Connector(ConnectorId),
+    ImportJob(spool_model::ImportJobId),
     /// Nothing to show (effect outcomes, usage records).
     Done,
 }
@@ -310,6 +311,31 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
                 Outcome::Connector(*connector_id),
             )),
         },
+        Command::CreateImportJob { connector_id, index_id, source_prefix, file_pattern, recursive, import_mode } => {
+            let job_id = spool_model::ImportJobId(ctx.new_ulid());
+            imports::create(
+                state,
+                job_id,
+                connector_id,
+                index_id,
+                source_prefix,
+                file_pattern,
+                *recursive,
+                *import_mode,
+            )
+        }
+        Command::RecordScanPage { job_id, objects } => imports::record_scan_page(state, job_id, objects, ctx),
+        Command::RecordScanCompleted { job_id } => imports::record_scan_completed(state, job_id, ctx.now_ms),
+        Command::RecordImportJobFailed { job_id, error } => imports::record_job_failed(state, job_id, error),
+        Command::StartImportFile { job_id, file_id, attempt } => imports::start_file(state, job_id, *file_id, *attempt),
+        Command::RecordFileImported { job_id, file_id, attempt, bytes, sha256 } => {
+            imports::record_file_imported(state, job_id, *file_id, *attempt, *bytes, *sha256, ctx.now_ms)
+        }
+        Command::RecordFileFailed { job_id, file_id, attempt, failure } => {
+            imports::record_file_failed(state, job_id, *file_id, *attempt, failure, ctx.now_ms)
+        }
+        Command::CancelImportJob { job_id } => imports::cancel(state, job_id),
+        Command::RetryImportJob { job_id } => imports::retry(state, job_id),
         Command::RecordApiKeyUse { key_id, used_at_ms } => match state.api_keys.get(key_id) {
             Some(k) if k.last_used_at_ms.is_none_or(|t| t < *used_at_ms) => {
                 let ev = Event::ApiKeyUsed { key_id: *key_id, used_at_ms: *used_at_ms };
@@ -330,6 +356,7 @@ pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
         Outcome::Index(id) => touched.push(id.to_string()),
         Outcome::ApiKey(id) => touched.push(id.to_string()),
         Outcome::Connector(id) => touched.push(id.to_string()),
+        Outcome::ImportJob(id) => touched.push(id.to_string()),
         Outcome::Done => {}
     }
     for stream in &touched {
@@ -345,6 +372,14 @@ pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
             && let Some(c) = state.connectors.get(&id)
         {
             mini.connectors.insert(id, c.clone());
+        } else if let Ok(id) = stream.parse::<spool_model::ImportJobId>()
+            && let Some(j) = state.imports.get(&id)
+        {
+            mini.imports.insert(id, j.clone());
+        } else if let Ok(id) = stream.parse::<spool_model::VideoId>()
+            && let Some(v) = state.videos.get(&id)
+        {
+            mini.videos.insert(id, v.clone());
         }
     }
     let mut seq = state.applied_seq;

@@ -10,6 +10,9 @@ pub enum DomainError {
     /// 409 `invalid_state`.
     #[error("{0}")]
     InvalidState(String),
+    /// 422 with its own stable code (e.g. `connector_scope_missing`).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
 }
 
 impl DomainError {

@@ -139,6 +139,18 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 c.last_test = Some(ConnectorTest { at_ms: at, success: *success, error: error.clone() });
             }
         }
+        Event::ImportJobCreated { .. }
+        | Event::ImportFilesDiscovered { .. }
+        | Event::ImportScanCompleted { .. }
+        | Event::ImportFileStarted { .. }
+        | Event::ImportFileImported { .. }
+        | Event::ImportFileFailed { .. }
+        | Event::ImportJobCompleted { .. }
+        | Event::ImportJobFailed { .. }
+        | Event::ImportJobCancelled { .. }
+        | Event::ImportJobRetried { .. }
+        | Event::VideoCreated { .. }
+        | Event::DomainEventRaised { .. } => crate::imports::evolve(state, env),
         Event::ConnectorDeleted { connector_id } => {
             if let Some(c) = state.connectors.get_mut(connector_id) {
                 c.deleted_at_ms = Some(at);

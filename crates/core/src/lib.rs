@@ -10,6 +10,7 @@ pub mod decide;
 pub mod effect;
 pub mod error;
 pub mod evolve;
+pub mod imports;
 pub mod state;
 
 pub use command::{Command, Secret};

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use spool_model::{
-    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, DeletionStage, ImportMode, IndexId, Provider,
-    Scope, Sealed,
+    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, DeletionStage, ImportJobId, ImportMode,
+    IndexId, Provider, Scope, Sealed, VideoId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +28,14 @@ pub struct State {
     pub api_keys_created: u64,
     /// Connectors, deleted ones kept as tombstones so a repeated DELETE answers the same.
     pub connectors: BTreeMap<ConnectorId, Connector>,
+    pub imports: BTreeMap<ImportJobId, crate::imports::ImportJob>,
+    /// Jobs with work left (scanning, open files, or cancelled with copies still running).
+    pub active_imports: BTreeSet<ImportJobId>,
+    pub videos: BTreeMap<VideoId, crate::imports::Video>,
+    /// An index's videos in (created_at, id) order: the order of its cursor pages.
+    pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
+    /// `new_only` keys of everything imported (`imports::import_key`).
+    pub imported_keys: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,6 +124,60 @@ pub struct ConnectorLocation {
     pub root: Option<String>,
 }
 
+/// The kind of media a file holds, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaType {
+    Video,
+    Audio,
+    Image,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Video => "video",
+            MediaType::Audio => "audio",
+            MediaType::Image => "image",
+        }
+    }
+
+    /// The media type of a file extension (any case), or `None` when Spool does not import it.
+    pub fn from_extension(ext: &str) -> Option<MediaType> {
+        match ext.to_ascii_lowercase().as_str() {
+            "mp4" | "m4v" | "mov" | "avi" | "mkv" | "webm" | "mpg" | "mpeg" | "ts" => Some(MediaType::Video),
+            "mp3" | "wav" | "flac" | "m4a" | "ogg" | "aac" => Some(MediaType::Audio),
+            "jpg" | "jpeg" | "png" | "webp" | "gif" | "bmp" | "tif" | "tiff" | "heic" | "heif" => {
+                Some(MediaType::Image)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One object found by an import's scan, with what the scan decided about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredFile {
+    /// Position in the job (0-based), also its public `file_id` and `source_ordinal`.
+    pub file_id: u32,
+    pub path: String,
+    pub size_bytes: u64,
+    pub etag: Option<String>,
+    pub last_modified_ms: u64,
+    /// Decided before any copy, so a re-run after a crash writes the same video.
+    pub video_id: Option<VideoId>,
+    /// Set when the file is skipped (`unsupported_format`, `empty_object`, `already_imported`).
+    pub skip_reason: Option<String>,
+}
+
+/// Why one file of an import failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFailure {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
 /// Every fact Spool records. Past tense; the time of the fact is the envelope's `at_ms`.
 // Events live briefly in memory (a decision, a fold batch); a flat layout keeps the persisted
 // shape obvious, so the size difference between variants is accepted.
@@ -181,6 +235,51 @@ pub enum Event {
     /// Stream `conn_…`. Terminal; the data key of its credentials is deleted in the same
     /// transaction (crypto-shredding).
     ConnectorDeleted { connector_id: ConnectorId },
+    /// Stream `job_…`. `import_mode` is the connector's, or the job's override.
+    ImportJobCreated {
+        job_id: ImportJobId,
+        connector_id: ConnectorId,
+        index_id: IndexId,
+        source_prefix: String,
+        file_pattern: String,
+        recursive: bool,
+        import_mode: ImportMode,
+    },
+    /// Stream `job_…`. One listed page's new objects, classified.
+    ImportFilesDiscovered { job_id: ImportJobId, files: Vec<DiscoveredFile> },
+    /// Stream `job_…`. The listing is complete.
+    ImportScanCompleted { job_id: ImportJobId },
+    /// Stream `job_…`. A copy attempt begins.
+    ImportFileStarted { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    /// Stream `job_…`. The file is in the media store (a `VideoCreated` commits with it).
+    ImportFileImported { job_id: ImportJobId, file_id: u32, video_id: VideoId, bytes: u64, sha256: [u8; 32] },
+    /// Stream `job_…`.
+    ImportFileFailed { job_id: ImportJobId, file_id: u32, attempt: u32, failure: FileFailure },
+    /// Stream `job_…`. Terminal: every file imported, failed or skipped.
+    ImportJobCompleted { job_id: ImportJobId },
+    /// Stream `job_…`. Terminal: job-level trouble (listing failed, connector or index gone).
+    ImportJobFailed { job_id: ImportJobId, error: String },
+    /// Stream `job_…`. Terminal: no new file starts; what was imported stays.
+    ImportJobCancelled { job_id: ImportJobId },
+    /// Stream `job_…`. These failed files are pending again.
+    ImportJobRetried { job_id: ImportJobId, file_ids: Vec<u32> },
+    /// Stream `vid_…`.
+    VideoCreated {
+        video_id: VideoId,
+        index_id: IndexId,
+        title: String,
+        media_type: MediaType,
+        connector_id: Option<ConnectorId>,
+        source_path: String,
+        source_etag: Option<String>,
+        size_bytes: u64,
+        sha256: [u8; 32],
+        /// Where the bytes are in the media store.
+        media_path: String,
+    },
+    /// A domain event for webhooks (`import_job.completed`, `media.created`, …), on the stream of
+    /// its subject, in the same append as the change it reports.
+    DomainEventRaised { name: String, subject: String, data_json: String },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -198,6 +297,18 @@ pub const EVENT_KINDS: &[&str] = &[
     "ConnectorUpdated",
     "ConnectorTested",
     "ConnectorDeleted",
+    "ImportJobCreated",
+    "ImportFilesDiscovered",
+    "ImportScanCompleted",
+    "ImportFileStarted",
+    "ImportFileImported",
+    "ImportFileFailed",
+    "ImportJobCompleted",
+    "ImportJobFailed",
+    "ImportJobCancelled",
+    "ImportJobRetried",
+    "VideoCreated",
+    "DomainEventRaised",
 ];
 
 impl Event {
@@ -218,6 +329,18 @@ impl Event {
             Event::ConnectorUpdated { .. } => 10,
             Event::ConnectorTested { .. } => 11,
             Event::ConnectorDeleted { .. } => 12,
+            Event::ImportJobCreated { .. } => 13,
+            Event::ImportFilesDiscovered { .. } => 14,
+            Event::ImportScanCompleted { .. } => 15,
+            Event::ImportFileStarted { .. } => 16,
+            Event::ImportFileImported { .. } => 17,
+            Event::ImportFileFailed { .. } => 18,
+            Event::ImportJobCompleted { .. } => 19,
+            Event::ImportJobFailed { .. } => 20,
+            Event::ImportJobCancelled { .. } => 21,
+            Event::ImportJobRetried { .. } => 22,
+            Event::VideoCreated { .. } => 23,
+            Event::DomainEventRaised { .. } => 24,
         }
     }
 
@@ -234,6 +357,8 @@ impl Event {
         let deletion_id = DeletionId(Ulid::from_parts(1_764_000_000_001, 2));
         let key_id = ApiKeyId(Ulid::from_parts(1_764_000_000_002, 3));
         let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
+        let job_id = ImportJobId(Ulid::from_parts(1_764_000_000_004, 5));
+        let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
         let sealed = Sealed { owner: connector_id.to_string(), nonce: [9; 24], ciphertext: vec![1, 2, 3, 4, 5] };
         let mut hash = [0u8; 32];
         for (i, b) in hash.iter_mut().enumerate() {
@@ -281,6 +406,72 @@ impl Event {
             },
             Event::ConnectorTested { connector_id, success: false, error: Some("NoSuchBucket".into()) },
             Event::ConnectorDeleted { connector_id },
+            Event::ImportJobCreated {
+                job_id,
+                connector_id,
+                index_id,
+                source_prefix: "videos/".into(),
+                file_pattern: "*.{mp4,mov}".into(),
+                recursive: true,
+                import_mode: ImportMode::NewOnly,
+            },
+            Event::ImportFilesDiscovered {
+                job_id,
+                files: vec![
+                    DiscoveredFile {
+                        file_id: 0,
+                        path: "videos/a.mp4".into(),
+                        size_bytes: 1234,
+                        etag: Some("\"e1\"".into()),
+                        last_modified_ms: 1_764_000_000_500,
+                        video_id: Some(video_id),
+                        skip_reason: None,
+                    },
+                    DiscoveredFile {
+                        file_id: 1,
+                        path: "videos/b.txt".into(),
+                        size_bytes: 3,
+                        etag: None,
+                        last_modified_ms: 1_764_000_000_600,
+                        video_id: None,
+                        skip_reason: Some("unsupported_format".into()),
+                    },
+                ],
+            },
+            Event::ImportScanCompleted { job_id },
+            Event::ImportFileStarted { job_id, file_id: 0, attempt: 1 },
+            Event::ImportFileImported { job_id, file_id: 0, video_id, bytes: 1234, sha256: hash },
+            Event::ImportFileFailed {
+                job_id,
+                file_id: 0,
+                attempt: 2,
+                failure: FileFailure {
+                    code: "source_object_missing".into(),
+                    message: "NoSuchKey".into(),
+                    retryable: false,
+                },
+            },
+            Event::ImportJobCompleted { job_id },
+            Event::ImportJobFailed { job_id, error: "listing failed".into() },
+            Event::ImportJobCancelled { job_id },
+            Event::ImportJobRetried { job_id, file_ids: vec![0, 7] },
+            Event::VideoCreated {
+                video_id,
+                index_id,
+                title: "a.mp4".into(),
+                media_type: MediaType::Video,
+                connector_id: Some(connector_id),
+                source_path: "videos/a.mp4".into(),
+                source_etag: Some("\"e1\"".into()),
+                size_bytes: 1234,
+                sha256: hash,
+                media_path: "videos/vid_x/source.mp4".into(),
+            },
+            Event::DomainEventRaised {
+                name: "media.created".into(),
+                subject: "vid_x".into(),
+                data_json: "{\"video_id\":\"vid_x\"}".into(),
+            },
         ]
     }
 }

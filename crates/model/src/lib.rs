@@ -15,6 +15,9 @@ pub mod sealed;
 pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
-pub use event::{ConnectorLocation, ConnectorScope, DeletionStage, Event, ImportMode, Provider, Scope};
+pub use event::{
+    ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, FileFailure, ImportMode, MediaType,
+    Provider, Scope,
+};
 pub use ids::*;
 pub use sealed::Sealed;

@@ -1,16 +1,137 @@
-//! Executors: run one effect, return the command that reports its outcome.
+//! Executors: run an effect and report its outcome as commands. Effects run at least once;
+//! `decide` drops outcomes that no longer fit, so running one twice is harmless.
 
-use spool_core::{Command, Effect};
+use crate::Runtime;
+use spool_core::imports::{ListedObject, SCAN_PAGE_OBJECTS_MAX};
+use spool_core::{Command, DomainError, Effect};
+use spool_model::{ConnectorId, FileFailure, ImportJobId};
+use spool_storage::{BrowseRequest, Credentials, Store};
+use std::sync::Arc;
 
-/// Run an effect. Index deletion has no dependent work yet (videos, jobs and runs arrive in
-/// later machines): draining and purging complete at once.
-pub(crate) async fn run(effect: &Effect) -> Command {
-    match effect {
-        Effect::DrainIndex { index_id, deletion_id } => {
-            Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id }
+impl Runtime {
+    pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
+        let result = match effect {
+            Effect::DrainIndex { index_id, deletion_id } => self
+                .execute(Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id })
+                .await
+                .map(|_| ()),
+            Effect::PurgeIndex { index_id, deletion_id } => self
+                .execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id })
+                .await
+                .map(|_| ()),
+            Effect::ScanImport { job_id } => self.scan(job_id).await,
+            Effect::ImportFile { job_id, file_id, attempt } => self.import_file(job_id, *file_id, *attempt).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
         }
-        Effect::PurgeIndex { index_id, deletion_id } => {
-            Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id }
+    }
+
+    /// The store of a live connector, with its credentials opened (cached per connector and
+    /// version, so a patch of credentials takes effect).
+    pub(crate) fn connector_store(&self, id: &ConnectorId) -> Result<Store, String> {
+        let conn = self.read(|st| st.live_connector(id).cloned()).ok_or_else(|| format!("connector {id} is gone"))?;
+        let version = conn.updated_at_ms;
+        if let Some((v, s)) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+            && *v == version
+        {
+            return Ok(s.clone());
         }
+        let creds = match &conn.credentials {
+            None => Credentials::default(),
+            Some(sealed) => match self.keyring().open(sealed) {
+                Ok(Some(bytes)) => {
+                    serde_json::from_slice(&bytes).map_err(|_| "stored credentials are damaged".to_string())?
+                }
+                Ok(None) => Credentials::default(),
+                Err(e) => return Err(format!("credentials cannot be opened: {e}")),
+            },
+        };
+        let store = spool_storage::build_store(conn.provider, &conn.location, &creds, &self.cfg.storage)
+            .map_err(|e| e.to_string())?;
+        self.stores.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, (version, store.clone()));
+        Ok(store)
+    }
+
+    async fn scan(self: &Arc<Self>, job_id: &ImportJobId) -> Result<(), crate::RuntimeError> {
+        let Some(job) = self.read(|st| st.imports.get(job_id).cloned()) else { return Ok(()) };
+        let fail = |error: String| Command::RecordImportJobFailed { job_id: *job_id, error };
+        if self.read(|st| st.live_index(&job.index_id).is_none()) {
+            self.execute(fail(format!("index {} is gone", job.index_id))).await?;
+            return Ok(());
+        }
+        let store = match self.connector_store(&job.connector_id) {
+            Ok(s) => s,
+            Err(e) => {
+                self.execute(fail(e)).await?;
+                return Ok(());
+            }
+        };
+        let req = BrowseRequest {
+            prefix: job.source_prefix.clone(),
+            pattern: job.file_pattern.clone(),
+            recursive: job.recursive,
+            max_entries: usize::MAX,
+        };
+        let rt = self.clone();
+        let scanned = spool_storage::scan_pages(&store, &req, SCAN_PAGE_OBJECTS_MAX, |page| {
+            let rt = rt.clone();
+            async move {
+                let objects = page
+                    .into_iter()
+                    .map(|o| ListedObject {
+                        path: o.path,
+                        size_bytes: o.size_bytes,
+                        etag: o.etag,
+                        last_modified_ms: o.last_modified_ms,
+                    })
+                    .collect();
+                rt.execute(Command::RecordScanPage { job_id: *job_id, objects })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        match scanned {
+            Ok(()) => self.execute(Command::RecordScanCompleted { job_id: *job_id }).await.map(|_| ()),
+            Err(e) => self.execute(fail(format!("listing the source failed: {e}"))).await.map(|_| ()),
+        }
+    }
+
+    async fn import_file(
+        self: &Arc<Self>,
+        job_id: &ImportJobId,
+        file_id: u32,
+        attempt: u32,
+    ) -> Result<(), crate::RuntimeError> {
+        let Ok(_slot) = self.import_slots.clone().acquire_owned().await else { return Ok(()) };
+        match self.execute(Command::StartImportFile { job_id: *job_id, file_id, attempt }).await {
+            Ok(_) => {}
+            // The job was cancelled or the attempt is stale: nothing to do.
+            Err(crate::RuntimeError::Domain(DomainError::InvalidState(_))) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let Some((connector_id, file)) = self.read(|st| {
+            st.imports.get(job_id).and_then(|j| j.files.get(file_id as usize).map(|f| (j.connector_id, f.file.clone())))
+        }) else {
+            return Ok(());
+        };
+        let Some(video_id) = file.video_id else { return Ok(()) };
+        let outcome =
+            match self.connector_store(&connector_id) {
+                Err(e) => Err(FileFailure { code: "connector_unavailable".into(), message: e, retryable: true }),
+                Ok(src) => {
+                    let dst_path = spool_core::imports::media_path(&video_id, &file.path);
+                    spool_storage::copy_object(&src, &file.path, &self.media, &dst_path)
+                        .await
+                        .map_err(|e| FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable })
+                }
+            };
+        let cmd = match outcome {
+            Ok((bytes, sha256)) => Command::RecordFileImported { job_id: *job_id, file_id, attempt, bytes, sha256 },
+            Err(failure) => Command::RecordFileFailed { job_id: *job_id, file_id, attempt, failure },
+        };
+        self.execute(cmd).await.map(|_| ())
     }
 }

@@ -1,5 +1,5 @@
 use crate::keyring::{Keyring, KeyringError, MasterKey};
-use crate::{Clock, IdSource, IdemBody, IdemKey, IdemRecord, effects};
+use crate::{Clock, IdSource, IdemBody, IdemKey, IdemRecord};
 use spool_core::{Command, DomainError, Effect, Outcome, State, decide, evolve, pending_effects, preview};
 use spool_log::{AppendRequest, EventLog, Expected, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend};
 use spool_model::ApiKeyId;
@@ -32,7 +32,16 @@ pub struct RuntimeConfig {
     pub run_effects: bool,
     /// The master key; `None` loads it from `SPOOL_MASTER_KEY` or `<data_dir>/master.key`.
     pub master_key: Option<MasterKey>,
+    /// What the operator's environment says about storage.
+    pub storage: spool_storage::StorageEnv,
+    /// Files copied at once by import jobs (all jobs together; `SPOOL_IMPORT_CONCURRENCY`).
+    pub import_concurrency: usize,
 }
+
+/// Default of [`RuntimeConfig::import_concurrency`].
+pub const IMPORT_CONCURRENCY_DEFAULT: usize = 8;
+/// The media store's folder inside the data directory.
+pub const MEDIA_DIR: &str = "media";
 
 impl RuntimeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -43,6 +52,8 @@ impl RuntimeConfig {
             drain_timeout: Duration::from_secs(10),
             run_effects: true,
             master_key: None,
+            storage: spool_storage::StorageEnv::default(),
+            import_concurrency: IMPORT_CONCURRENCY_DEFAULT,
         }
     }
 }
@@ -81,13 +92,18 @@ pub struct Runtime {
     applied: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
-    cfg: RuntimeConfig,
+    pub(crate) cfg: RuntimeConfig,
     ready: watch::Sender<bool>,
     draining: AtomicBool,
     inflight_effects: Mutex<BTreeSet<Effect>>,
     effect_slots: Arc<Semaphore>,
     inflight_idem: Mutex<HashSet<String>>,
     usage: Mutex<BTreeMap<ApiKeyId, u64>>,
+    /// Where imported media goes.
+    pub(crate) media: spool_storage::Store,
+    pub(crate) import_slots: Arc<Semaphore>,
+    /// Connector stores by connector, with the connector's `updated_at` they were built for.
+    pub(crate) stores: Mutex<std::collections::HashMap<spool_model::ConnectorId, (u64, spool_storage::Store)>>,
     last_snapshot_seq: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
@@ -134,6 +150,16 @@ impl Runtime {
             _ => {}
         }
         let from = state.applied_seq + 1;
+        let media_dir = cfg.data_dir.join(MEDIA_DIR);
+        sweep_staging(&media_dir);
+        std::fs::create_dir_all(&media_dir)
+            .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
+        let media = spool_storage::Store {
+            inner: Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&media_dir)
+                    .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?,
+            ),
+        };
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             log,
@@ -149,6 +175,9 @@ impl Runtime {
             effect_slots: Arc::new(Semaphore::new(EFFECTS_CONCURRENCY_MAX)),
             inflight_idem: Mutex::new(HashSet::new()),
             usage: Mutex::new(BTreeMap::new()),
+            media,
+            import_slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
+            stores: Mutex::new(std::collections::HashMap::new()),
             commands_total: AtomicU64::new(0),
             effects_total: AtomicU64::new(0),
             cfg,
@@ -292,11 +321,8 @@ impl Runtime {
             tokio::spawn(async move {
                 let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
                 if !rt.draining.load(Ordering::SeqCst) {
-                    let cmd = effects::run(&effect).await;
                     rt.effects_total.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = rt.execute(cmd).await {
-                        tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it will run again");
-                    }
+                    rt.run_effect(&effect).await;
                 }
                 rt.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).remove(&effect);
                 // The outcome may have scheduled the next effect of the same aggregate.
@@ -468,5 +494,23 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.snapshot().await;
+    }
+}
+
+/// Remove half-written uploads a crash left in the media store (object_store's local store
+/// stages multipart uploads as `<path>#<n>` and renames them when complete).
+fn sweep_staging(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sweep_staging(&path);
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload");
+            } else {
+                tracing::info!(path = %path.display(), "removed an upload a crash left half-written");
+            }
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct StorageConfig {
     /// Largest browse answer (env SPOOL_BROWSE_MAX_ENTRIES; default 50,000).
     #[serde(default)]
     pub browse_max_entries: Option<usize>,
+    #[serde(default)]
+    pub import_concurrency: Option<usize>,
 }
 
 /// The settings in force.
@@ -63,6 +65,9 @@ pub struct Settings {
     /// config `storage.local_roots`).
     pub local_roots: Vec<PathBuf>,
     pub browse_max_entries: usize,
+    /// Files copied at once by import jobs (env SPOOL_IMPORT_CONCURRENCY; config
+    /// `storage.import_concurrency`; default 8).
+    pub import_concurrency: usize,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -89,6 +94,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_BROWSE_MAX_ENTRIES={v:?} is not a number"))?,
             Err(_) => file.storage.browse_max_entries.unwrap_or(spool_api::BROWSE_MAX_ENTRIES_DEFAULT),
         },
+        import_concurrency: match std::env::var("SPOOL_IMPORT_CONCURRENCY") {
+            Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_IMPORT_CONCURRENCY={v:?} is not a number"))?,
+            Err(_) => file.storage.import_concurrency.unwrap_or(spool_runtime::IMPORT_CONCURRENCY_DEFAULT),
+        },
     })
 }
 
@@ -103,9 +112,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let runtime = Runtime::open(RuntimeConfig::new(&settings.data_dir), Arc::new(SystemClock), Arc::new(SystemIds))
-        .await
-        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+
     // Local roots are compared canonically; a root that does not exist is skipped with a warning.
     let local_roots = settings
         .local_roots
@@ -124,11 +131,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         azure_use_emulator: std::env::var("AZURE_STORAGE_USE_EMULATOR")
             .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
     };
+    let mut cfg = RuntimeConfig::new(&settings.data_dir);
+    cfg.storage = storage.clone();
+    cfg.import_concurrency = settings.import_concurrency;
+    let runtime = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds))
+        .await
+        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
     let app = spool_api::router(
         runtime.clone(),
         spool_api::ApiConfig {
             env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret),
-            storage,
+            storage: storage.clone(),
             browse_max_entries: settings.browse_max_entries.max(1),
         },
     );

@@ -81,6 +81,11 @@ fn to_file(meta: &ObjectMeta) -> CloudFile {
     }
 }
 
+/// Check a glob without using it.
+pub fn check_pattern(pattern: &str) -> Result<(), BrowseError> {
+    matcher(pattern).map(|_| ())
+}
+
 fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
     let p = pattern.trim();
     if p.is_empty() || p == "*" || p == "**" {
@@ -95,62 +100,55 @@ fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
     Ok(Some(glob.compile_matcher()))
 }
 
-/// List objects under the prefix. Prefixes are string prefixes, as S3 users expect:
-/// `videos/2024` matches `videos/2024/a.mp4` and `videos/2024-01/b.mp4`. The pattern is
-/// matched against the part of the key below the prefix (its file name when not recursive).
-/// Holds at most `max_entries` entries in memory.
-pub async fn browse(store: &Store, req: &BrowseRequest) -> Result<Vec<CloudFile>, BrowseError> {
+/// The objects under the prefix that match the pattern, as a stream. Prefixes are string
+/// prefixes, as S3 users expect: `videos/2024` matches `videos/2024/a.mp4` and
+/// `videos/2024-01/b.mp4`. The pattern is matched against the part of the key below the prefix
+/// (its file name when not recursive).
+pub fn matching(
+    store: &Store,
+    req: &BrowseRequest,
+) -> Result<futures::stream::BoxStream<'static, Result<ObjectMeta, BrowseError>>, BrowseError> {
     let glob = matcher(&req.pattern)?;
-    let prefix = req.prefix.trim_start_matches('/');
+    let prefix = req.prefix.trim_start_matches('/').to_string();
     // object_store prefixes are whole path segments: list the deepest complete directory and
     // filter the rest of the prefix as a string.
-    let (dir, _) = match prefix.rfind('/') {
-        Some(i) => (&prefix[..i], &prefix[i + 1..]),
-        None => ("", prefix),
+    let dir = match prefix.rfind('/') {
+        Some(i) => prefix[..i].to_string(),
+        None => String::new(),
     };
     let dir_path = if dir.is_empty() { None } else { Some(Path::from(dir)) };
-    let keep = |meta: &ObjectMeta| -> Option<CloudFile> {
+    let recursive = req.recursive;
+    let keep = move |meta: &ObjectMeta| -> bool {
         let key = meta.location.as_ref();
-        let below = key.strip_prefix(prefix)?.trim_start_matches('/');
-        if below.is_empty() {
-            return None;
+        let Some(below) = key.strip_prefix(prefix.as_str()) else { return false };
+        let below = below.trim_start_matches('/');
+        if below.is_empty() || (!recursive && below.contains('/')) {
+            return false;
         }
-        if !req.recursive && below.contains('/') {
-            return None;
-        }
-        let subject = if req.recursive { below } else { below.rsplit('/').next().unwrap_or(below) };
-        if let Some(g) = &glob
-            && !g.is_match(subject)
-        {
-            return None;
-        }
-        Some(to_file(meta))
+        glob.as_ref().is_none_or(|g| g.is_match(below))
     };
+    let stream = store.inner.list(dir_path.as_ref()).filter_map(move |item| {
+        let out = match item {
+            Ok(meta) if keep(&meta) => Some(Ok(meta)),
+            Ok(_) => None,
+            Err(e) => Some(Err(BrowseError::Storage(describe(&e)))),
+        };
+        futures::future::ready(out)
+    });
+    Ok(stream.boxed())
+}
+
+/// List objects under the prefix (see [`matching`]), sorted by path. Holds at most
+/// `max_entries` entries in memory; past that it answers `TooMany`.
+pub async fn browse(store: &Store, req: &BrowseRequest) -> Result<Vec<CloudFile>, BrowseError> {
     let mut out = Vec::new();
-    let mut push = |f: CloudFile| -> Result<(), BrowseError> {
+    let mut stream = matching(store, req)?;
+    while let Some(item) = stream.next().await {
+        let meta = item?;
         if out.len() >= req.max_entries {
             return Err(BrowseError::TooMany { max: req.max_entries });
         }
-        out.push(f);
-        Ok(())
-    };
-    if req.recursive || prefix.rfind('/').map(|i| i + 1) != Some(prefix.len()) && !prefix.is_empty() {
-        // Recursive, or a partial last segment: stream the listing and filter.
-        let mut stream = store.inner.list(dir_path.as_ref());
-        while let Some(item) = stream.next().await {
-            let meta = item.map_err(|e| BrowseError::Storage(describe(&e)))?;
-            if let Some(f) = keep(&meta) {
-                push(f)?;
-            }
-        }
-    } else {
-        let list =
-            store.inner.list_with_delimiter(dir_path.as_ref()).await.map_err(|e| BrowseError::Storage(describe(&e)))?;
-        for meta in &list.objects {
-            if let Some(f) = keep(meta) {
-                push(f)?;
-            }
-        }
+        out.push(to_file(&meta));
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)

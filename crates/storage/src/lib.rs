@@ -7,12 +7,14 @@
 
 mod browse;
 mod build;
+mod copy;
 
-pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, content_type_for};
+pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching};
 pub use build::{
     AzureAccess, Credentials, StorageEnv, StoreError, azure_access, azure_builder, build_store, gcs_builder,
     normalize_endpoint,
 };
+pub use copy::{CopyError, ScannedObject, copy_object, scan_pages};
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};

@@ -126,16 +126,6 @@ fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, 
     ))
 }
 
-pub async fn videos(
-    State(app): State<AppState>,
-    who: Principal,
-    Path(raw): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    who.require(Scope::Read)?;
-    empty_page(&app, &raw, q)
-}
-
 pub async fn prompt_runs(
     State(app): State<AppState>,
     who: Principal,

@@ -1,6 +1,9 @@
 mod api_keys;
 mod connectors;
+mod imports;
 mod indexes;
+
+pub(crate) use imports::{EMBEDDED_PAGE_ITEMS, encode_cursor};
 
 use crate::error::REQUEST_ID;
 use crate::{ApiError, AppState, Principal};
@@ -18,7 +21,14 @@ pub fn router(state: AppState) -> Router {
         .route("/indexes", post(indexes::create).get(indexes::list))
         .route("/indexes/{index_id}", get(indexes::retrieve).delete(indexes::delete))
         .route("/indexes/{index_id}/deletion", get(indexes::deletion))
-        .route("/indexes/{index_id}/videos", get(indexes::videos))
+        .route("/indexes/{index_id}/videos", get(imports::index_videos))
+        .route("/import-jobs", post(imports::create).get(imports::list))
+        .route("/import-jobs/{job_id}", get(imports::retrieve))
+        .route("/import-jobs/{job_id}/outputs", get(imports::outputs))
+        .route("/import-jobs/{job_id}/files", get(imports::files))
+        .route("/import-jobs/{job_id}/retry", post(imports::retry))
+        .route("/import-jobs/{job_id}/cancel", post(imports::cancel))
+        .route("/videos/{video_id}", get(imports::video))
         .route("/indexes/{index_id}/prompt-runs", get(indexes::prompt_runs))
         .route("/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/api-keys/{key_id}", get(api_keys::retrieve).delete(api_keys::delete))

@@ -1,0 +1,263 @@
+//! Import jobs (contract §2.3, §6.1) and the videos they create (§2.7).
+
+use super::{json, reply, to_reply};
+use crate::body::{JsonBody, Query, idempotency_key};
+use crate::{ApiError, AppState, Principal, views};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use spool_core::imports::{FileStatus, ImportJob};
+use spool_core::{Command, Outcome};
+use spool_model::{ConnectorId, ImportJobId, ImportMode, IndexId, Scope, VideoId};
+
+/// Items of the first outputs / failed-files page embedded in an `ImportJob`.
+pub const EMBEDDED_PAGE_ITEMS: usize = 100;
+
+fn parse_job(raw: &str) -> Result<ImportJobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("import_job", raw))
+}
+
+/// Cursors are opaque: base64url of `v1:<position>`.
+pub fn encode_cursor(pos: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{pos}"))
+}
+
+pub fn decode_cursor(raw: Option<&str>) -> Result<u64, ApiError> {
+    use base64::Engine;
+    let Some(c) = raw.filter(|c| !c.is_empty()) else { return Ok(0) };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("v1:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this server issued"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    connector_id: String,
+    index_id: String,
+    #[serde(default)]
+    source_prefix: Option<String>,
+    #[serde(default)]
+    file_pattern: Option<String>,
+    #[serde(default)]
+    recursive: Option<bool>,
+    #[serde(default)]
+    import_mode: Option<String>,
+}
+
+fn render_job(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
+    match out {
+        Outcome::ImportJob(id) => match st.imports.get(&id) {
+            Some(j) => to_reply(status, &views::import_job(j, st)),
+            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        },
+        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    }
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreateJob>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let idem = idempotency_key(&headers, &who, "POST", "/import-jobs", &body.canonical)?;
+    let b = body.value;
+    let connector_id: ConnectorId =
+        b.connector_id.parse().map_err(|_| ApiError::not_found("connector", &b.connector_id))?;
+    let index_id: IndexId = b.index_id.parse().map_err(|_| ApiError::not_found("index", &b.index_id))?;
+    let import_mode = match b.import_mode.as_deref() {
+        None => None,
+        Some("all") => Some(ImportMode::All),
+        Some("new_only") => Some(ImportMode::NewOnly),
+        Some(other) => {
+            return Err(ApiError::validation("import_mode", format!("must be all or new_only (got {other:?})")));
+        }
+    };
+    let file_pattern = b.file_pattern.unwrap_or_else(|| "*".into());
+    // Check the glob now, so a bad one is a 422 here, not a failed job later.
+    spool_storage::check_pattern(&file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
+    let cmd = Command::CreateImportJob {
+        connector_id,
+        index_id,
+        source_prefix: b.source_prefix.unwrap_or_default(),
+        file_pattern,
+        recursive: b.recursive.unwrap_or(true),
+        import_mode,
+    };
+    let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::ACCEPTED);
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
+        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
+    };
+    Ok(reply(r))
+}
+
+pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    let status = q.get("status").map(|s| s.to_ascii_lowercase());
+    if let Some(s) = &status
+        && !["pending", "scanning", "importing", "completed", "failed", "cancelled"].contains(&s.as_str())
+    {
+        return Err(ApiError::validation("status", format!("unknown status {s:?}")));
+    }
+    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        let mut jobs: Vec<&ImportJob> =
+            st.imports.values().filter(|j| status.as_deref().is_none_or(|s| s == j.status.as_str())).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at_ms, j.job_id)));
+        jobs.into_iter().take(limit).map(|j| views::import_job(j, st)).collect()
+    });
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_job(&raw)?;
+    let v = app
+        .rt
+        .read(|st| st.imports.get(&id).map(|j| views::import_job(j, st)))
+        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn outputs(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_job(&raw)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let from = decode_cursor(q.get("cursor"))?;
+    let v = app
+        .rt
+        .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, from, limit)))
+        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn files(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_job(&raw)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let failed_only = q.bool("failed_only", false)?;
+    let status = q.get("status").map(str::to_string);
+    let from = decode_cursor(q.get("cursor"))?;
+    let v = app
+        .rt
+        .read(|st| {
+            st.imports.get(&id).map(|j| {
+                views::files_page(j, from, limit, |s| {
+                    (!failed_only || s == FileStatus::Failed) && status.as_deref().is_none_or(|w| w == s.as_str())
+                })
+            })
+        })
+        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn job_command(
+    app: AppState,
+    who: Principal,
+    headers: HeaderMap,
+    raw: String,
+    route: &str,
+    retry: bool,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_job(&raw)?;
+    let idem = idempotency_key(&headers, &who, "POST", &format!("/import-jobs/{id}/{route}"), b"")?;
+    let cmd = if retry { Command::RetryImportJob { job_id: id } } else { Command::CancelImportJob { job_id: id } };
+    let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::OK);
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
+        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
+    };
+    Ok(reply(r))
+}
+
+pub async fn retry(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    job_command(app, who, headers, raw, "retry", true).await
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    job_command(app, who, headers, raw, "cancel", false).await
+}
+
+pub async fn video(State(app): State<AppState>, who: Principal, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
+    let v = app
+        .rt
+        .read(|st| st.videos.get(&id).filter(|v| st.live_index(&v.index_id).is_some()).map(views::video))
+        .ok_or_else(|| ApiError::not_found("video", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `GET /indexes/{id}/videos`: the cursor page envelope, in (created_at, id) order.
+pub async fn index_videos(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let from = decode_cursor(q.get("cursor"))? as usize;
+    let page = app.rt.read(|st| {
+        st.live_index(&index_id)?;
+        let all = st.index_videos.get(&index_id);
+        let items: Vec<serde_json::Value> = all
+            .into_iter()
+            .flatten()
+            .skip(from)
+            .take(limit)
+            .filter_map(|(_, id)| st.videos.get(id).map(views::video))
+            .collect();
+        let total = all.map_or(0, |a| a.len());
+        let has_more = from + items.len() < total;
+        Some(serde_json::json!({
+            "data": items,
+            "pagination": {
+                "limit": limit,
+                "has_more": has_more,
+                "next_cursor": if has_more { Some(encode_cursor((from + limit) as u64)) } else { None },
+                "total": total,
+            }
+        }))
+    });
+    let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
+    Ok(json(StatusCode::OK, &page))
+}

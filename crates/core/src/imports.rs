@@ -1,0 +1,644 @@
+//! The import job machine and the videos it creates (engine-spec/machines/import-job.md).
+
+use crate::{Decision, DomainError, Outcome, State, StreamEvents};
+use serde::{Deserialize, Serialize};
+use spool_model::{
+    ConnectorId, ConnectorScope, DiscoveredFile, Envelope, Event, FileFailure, ImportJobId, ImportMode, IndexId,
+    MediaType, VideoId,
+};
+use std::collections::BTreeSet;
+
+/// Copy effects offered per job at once (the runtime bounds concurrency further).
+pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 32;
+/// `import_job.progress` is raised at most this often per job.
+pub const PROGRESS_EVENT_INTERVAL_MS: u64 = 2_000;
+/// Objects in one scan page command.
+pub const SCAN_PAGE_OBJECTS_MAX: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    Pending,
+    Scanning,
+    Importing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Scanning => "scanning",
+            JobStatus::Importing => "importing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileStatus {
+    Pending,
+    Started,
+    Imported,
+    Failed,
+    Skipped,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Pending => "pending",
+            FileStatus::Started => "importing",
+            FileStatus::Imported => "imported",
+            FileStatus::Failed => "failed",
+            FileStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FileStatus::Imported | FileStatus::Failed | FileStatus::Skipped)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFile {
+    pub file: DiscoveredFile,
+    pub status: FileStatus,
+    pub attempts: u32,
+    pub bytes: u64,
+    pub failure: Option<FileFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportJob {
+    pub job_id: ImportJobId,
+    pub connector_id: ConnectorId,
+    pub index_id: IndexId,
+    pub source_prefix: String,
+    pub file_pattern: String,
+    pub recursive: bool,
+    pub import_mode: ImportMode,
+    pub status: JobStatus,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub completed_at_ms: Option<u64>,
+    pub error: Option<String>,
+    pub scan_done: bool,
+    pub files: Vec<ImportFile>,
+    /// Paths already discovered (a re-listed page after a crash adds nothing twice).
+    pub seen_paths: BTreeSet<String>,
+    /// Candidate files not yet imported or failed: the work `pending_effects` looks at.
+    pub open_files: BTreeSet<u32>,
+    pub imported: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub bytes_transferred: u64,
+    pub last_progress_ms: u64,
+}
+
+impl ImportJob {
+    fn all_done(&self) -> bool {
+        self.scan_done && self.open_files.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Video {
+    pub video_id: VideoId,
+    pub index_id: IndexId,
+    pub title: String,
+    pub media_type: MediaType,
+    pub connector_id: Option<ConnectorId>,
+    pub source_path: String,
+    pub source_etag: Option<String>,
+    pub size_bytes: u64,
+    pub sha256: [u8; 32],
+    pub media_path: String,
+    pub created_at_ms: u64,
+}
+
+/// An object as a scan page lists it (an effect's outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedObject {
+    pub path: String,
+    pub size_bytes: u64,
+    pub etag: Option<String>,
+    pub last_modified_ms: u64,
+}
+
+/// The key `new_only` dedupes on: connector, index, path and etag (or size when there is none).
+pub fn import_key(connector: &ConnectorId, index: &IndexId, path: &str, etag: Option<&str>, size: u64) -> String {
+    match etag {
+        Some(e) => format!("{connector}|{index}|{path}|{e}"),
+        None => format!("{connector}|{index}|{path}|size:{size}"),
+    }
+}
+
+/// The extension of a path's file name (lower case, without the dot).
+pub fn extension(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// Where an imported file's bytes go in the media store.
+pub fn media_path(video_id: &VideoId, source_path: &str) -> String {
+    let ext = extension(source_path);
+    if ext.is_empty() { format!("videos/{video_id}/source") } else { format!("videos/{video_id}/source.{ext}") }
+}
+
+fn job<'a>(state: &'a State, id: &ImportJobId) -> Result<&'a ImportJob, DomainError> {
+    state.imports.get(id).ok_or_else(|| DomainError::NotFound { kind: "import_job", id: id.to_string() })
+}
+
+fn domain(name: &str, subject: String, data: serde_json::Value) -> Event {
+    Event::DomainEventRaised { name: name.into(), subject, data_json: data.to_string() }
+}
+
+fn progress_json(j: &ImportJob) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": j.job_id.to_string(),
+        "index_id": j.index_id.to_string(),
+        "total_files": j.files.len(),
+        "imported": j.imported,
+        "failed": j.failed,
+        "skipped": j.skipped,
+        "bytes_transferred": j.bytes_transferred,
+    })
+}
+
+fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
+    let expected_version = state.version(&stream);
+    Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
+}
+
+/// Events that end a job whose last open file just closed (or whose scan just ended).
+fn finish_if_done(after: &ImportJob, events: &mut Vec<Event>, now_ms: u64) {
+    if after.status.is_terminal() || !after.all_done() {
+        if !after.status.is_terminal() && now_ms.saturating_sub(after.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
+            events.push(domain("import_job.progress", after.job_id.to_string(), progress_json(after)));
+        }
+        return;
+    }
+    events.push(Event::ImportJobCompleted { job_id: after.job_id });
+    let name = if after.failed > 0 { "import_job.partial_completed" } else { "import_job.completed" };
+    events.push(domain(name, after.job_id.to_string(), progress_json(after)));
+}
+
+/// Fold events of this decision into a copy of the job, to see the job as it will be.
+fn after(job: &ImportJob, events: &[Event], at_ms: u64) -> ImportJob {
+    let mut j = job.clone();
+    for e in events {
+        evolve_job(&mut j, e, at_ms);
+    }
+    j
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn create(
+    state: &State,
+    job_id: ImportJobId,
+    connector_id: &ConnectorId,
+    index_id: &IndexId,
+    source_prefix: &str,
+    file_pattern: &str,
+    recursive: bool,
+    import_mode: Option<ImportMode>,
+) -> Result<Decision, DomainError> {
+    let conn = state
+        .live_connector(connector_id)
+        .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
+    if !conn.has_scope(ConnectorScope::Import) {
+        return Err(DomainError::Unprocessable {
+            code: "connector_scope_missing",
+            message: format!("connector {connector_id} does not have the import scope"),
+        });
+    }
+    state.live_index(index_id).ok_or_else(|| DomainError::NotFound { kind: "index", id: index_id.to_string() })?;
+    let created = Event::ImportJobCreated {
+        job_id,
+        connector_id: *connector_id,
+        index_id: *index_id,
+        source_prefix: source_prefix.to_string(),
+        file_pattern: if file_pattern.trim().is_empty() { "*".into() } else { file_pattern.to_string() },
+        recursive,
+        import_mode: import_mode.unwrap_or(conn.import_mode),
+    };
+    let started = domain(
+        "import_job.started",
+        job_id.to_string(),
+        serde_json::json!({ "job_id": job_id.to_string(), "connector_id": connector_id.to_string(), "index_id": index_id.to_string() }),
+    );
+    Ok(one(state, job_id.to_string(), vec![created, started], Outcome::ImportJob(job_id)))
+}
+
+pub fn record_scan_page(
+    state: &State,
+    job_id: &ImportJobId,
+    objects: &[ListedObject],
+    ctx: &mut crate::Ctx,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() || j.scan_done {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let mut files = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for o in objects.iter().take(SCAN_PAGE_OBJECTS_MAX) {
+        if j.seen_paths.contains(&o.path) || !seen.insert(o.path.as_str()) {
+            continue;
+        }
+        let file_id = (j.files.len() + files.len()) as u32;
+        let key = import_key(&j.connector_id, &j.index_id, &o.path, o.etag.as_deref(), o.size_bytes);
+        let skip = if MediaType::from_extension(&extension(&o.path)).is_none() {
+            Some("unsupported_format")
+        } else if o.size_bytes == 0 {
+            Some("empty_object")
+        } else if j.import_mode == ImportMode::NewOnly && state.imported_keys.contains(&key) {
+            Some("already_imported")
+        } else {
+            None
+        };
+        files.push(DiscoveredFile {
+            file_id,
+            path: o.path.clone(),
+            size_bytes: o.size_bytes,
+            etag: o.etag.clone(),
+            last_modified_ms: o.last_modified_ms,
+            video_id: if skip.is_none() { Some(VideoId(ctx.new_ulid())) } else { None },
+            skip_reason: skip.map(str::to_string),
+        });
+    }
+    if files.is_empty() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+pub fn record_scan_completed(state: &State, job_id: &ImportJobId, now_ms: u64) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() || j.scan_done {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let mut events = vec![Event::ImportScanCompleted { job_id: *job_id }];
+    let a = after(j, &events, now_ms);
+    finish_if_done(&a, &mut events, now_ms);
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+}
+
+pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let error: String = error.chars().take(1000).collect();
+    let events = vec![
+        Event::ImportJobFailed { job_id: *job_id, error: error.clone() },
+        domain(
+            "import_job.failed",
+            job_id.to_string(),
+            serde_json::json!({ "job_id": job_id.to_string(), "error_message": error }),
+        ),
+    ];
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+}
+
+fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
+    j.files
+        .get(file_id as usize)
+        .ok_or_else(|| DomainError::NotFound { kind: "import_file", id: format!("{}/{file_id}", j.job_id) })
+}
+
+pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u32) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    let nothing = Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) };
+    match f.status {
+        // A new attempt may start only on a live job.
+        FileStatus::Pending if attempt == f.attempts + 1 && !j.status.is_terminal() => Ok(one(
+            state,
+            job_id.to_string(),
+            vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
+            Outcome::ImportJob(*job_id),
+        )),
+        // Resuming after a crash: the started attempt goes on (also on a cancelled job, so
+        // its copy finishes cleanly).
+        FileStatus::Started if attempt == f.attempts => Ok(nothing),
+        _ => Err(DomainError::InvalidState(format!("file {file_id} of {job_id} cannot start attempt {attempt}"))),
+    }
+}
+
+pub fn record_file_imported(
+    state: &State,
+    job_id: &ImportJobId,
+    file_id: u32,
+    attempt: u32,
+    bytes: u64,
+    sha256: [u8; 32],
+    now_ms: u64,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    if f.status != FileStatus::Started || f.attempts != attempt {
+        // A duplicate or stale outcome (effects run at least once).
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let Some(video_id) = f.file.video_id else {
+        return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
+    };
+    let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
+    let a = after(j, &events, now_ms);
+    finish_if_done(&a, &mut events, now_ms);
+    let title = f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string();
+    let media_type = MediaType::from_extension(&extension(&f.file.path)).unwrap_or(MediaType::Video);
+    let video_events = vec![
+        Event::VideoCreated {
+            video_id,
+            index_id: j.index_id,
+            title: title.clone(),
+            media_type,
+            connector_id: Some(j.connector_id),
+            source_path: f.file.path.clone(),
+            source_etag: f.file.etag.clone(),
+            size_bytes: bytes,
+            sha256,
+            media_path: media_path(&video_id, &f.file.path),
+        },
+        domain(
+            "media.created",
+            video_id.to_string(),
+            serde_json::json!({
+                "video_id": video_id.to_string(),
+                "index_id": j.index_id.to_string(),
+                "title": title,
+                "media_type": media_type.as_str(),
+                "import_job_id": job_id.to_string(),
+            }),
+        ),
+    ];
+    let vs = video_id.to_string();
+    Ok(Decision {
+        streams: vec![
+            StreamEvents { stream: job_id.to_string(), expected_version: state.version(&job_id.to_string()), events },
+            StreamEvents { expected_version: state.version(&vs), stream: vs, events: video_events },
+        ],
+        outcome: Outcome::ImportJob(*job_id),
+    })
+}
+
+pub fn record_file_failed(
+    state: &State,
+    job_id: &ImportJobId,
+    file_id: u32,
+    attempt: u32,
+    failure: &FileFailure,
+    now_ms: u64,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    if f.status != FileStatus::Started || f.attempts != attempt {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let failure = FileFailure {
+        code: failure.code.clone(),
+        message: failure.message.chars().take(1000).collect(),
+        retryable: failure.retryable,
+    };
+    let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
+    let a = after(j, &events, now_ms);
+    finish_if_done(&a, &mut events, now_ms);
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+}
+
+pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() {
+        // Cancelling a finished job answers it unchanged.
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    Ok(one(state, job_id.to_string(), vec![Event::ImportJobCancelled { job_id: *job_id }], Outcome::ImportJob(*job_id)))
+}
+
+pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if !j.status.is_terminal() {
+        return Err(DomainError::InvalidState(format!(
+            "import job {job_id} is {}; retry a finished job",
+            j.status.as_str()
+        )));
+    }
+    let failed: Vec<u32> = j.files.iter().filter(|f| f.status == FileStatus::Failed).map(|f| f.file.file_id).collect();
+    if failed.is_empty() {
+        return Err(DomainError::InvalidState(format!("import job {job_id} has no failed files to retry")));
+    }
+    if state.live_connector(&j.connector_id).is_none() || state.live_index(&j.index_id).is_none() {
+        return Err(DomainError::InvalidState("the job's connector or index is gone".into()));
+    }
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportJobRetried { job_id: *job_id, file_ids: failed }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+/// Fold an import event into its job.
+pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
+    j.updated_at_ms = at;
+    match event {
+        Event::ImportFilesDiscovered { files, .. } => {
+            if j.status == JobStatus::Pending {
+                j.status = JobStatus::Scanning;
+            }
+            for f in files {
+                j.seen_paths.insert(f.path.clone());
+                let status = if f.skip_reason.is_some() { FileStatus::Skipped } else { FileStatus::Pending };
+                if status == FileStatus::Skipped {
+                    j.skipped += 1;
+                } else {
+                    j.open_files.insert(f.file_id);
+                }
+                j.files.push(ImportFile { file: f.clone(), status, attempts: 0, bytes: 0, failure: None });
+            }
+        }
+        Event::ImportScanCompleted { .. } => {
+            j.scan_done = true;
+            if !j.status.is_terminal() {
+                j.status = JobStatus::Importing;
+            }
+        }
+        Event::ImportFileStarted { file_id, attempt, .. } => {
+            if let Some(f) = j.files.get_mut(*file_id as usize) {
+                f.status = FileStatus::Started;
+                f.attempts = *attempt;
+            }
+        }
+        Event::ImportFileImported { file_id, bytes, .. } => {
+            if let Some(f) = j.files.get_mut(*file_id as usize) {
+                f.status = FileStatus::Imported;
+                f.bytes = *bytes;
+                f.failure = None;
+                j.imported += 1;
+                j.bytes_transferred += bytes;
+                j.open_files.remove(file_id);
+            }
+        }
+        Event::ImportFileFailed { file_id, failure, .. } => {
+            if let Some(f) = j.files.get_mut(*file_id as usize) {
+                f.status = FileStatus::Failed;
+                f.failure = Some(failure.clone());
+                j.failed += 1;
+                j.open_files.remove(file_id);
+            }
+        }
+        Event::ImportJobCompleted { .. } => {
+            j.status = JobStatus::Completed;
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobFailed { error, .. } => {
+            j.status = JobStatus::Failed;
+            j.error = Some(error.clone());
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobCancelled { .. } => {
+            j.status = JobStatus::Cancelled;
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobRetried { file_ids, .. } => {
+            for id in file_ids {
+                if let Some(f) = j.files.get_mut(*id as usize)
+                    && f.status == FileStatus::Failed
+                {
+                    f.status = FileStatus::Pending;
+                    j.failed -= 1;
+                    j.open_files.insert(*id);
+                }
+            }
+            j.status = if j.scan_done { JobStatus::Importing } else { JobStatus::Scanning };
+            j.completed_at_ms = None;
+            j.error = None;
+        }
+        Event::DomainEventRaised { name, .. } if name == "import_job.progress" => j.last_progress_ms = at,
+        _ => {}
+    }
+}
+
+/// Fold import and video events into the state (called from `evolve`).
+pub fn evolve(state: &mut State, env: &Envelope) {
+    let at = env.at_ms;
+    match &env.event {
+        Event::ImportJobCreated {
+            job_id,
+            connector_id,
+            index_id,
+            source_prefix,
+            file_pattern,
+            recursive,
+            import_mode,
+        } => {
+            state.imports.insert(
+                *job_id,
+                ImportJob {
+                    job_id: *job_id,
+                    connector_id: *connector_id,
+                    index_id: *index_id,
+                    source_prefix: source_prefix.clone(),
+                    file_pattern: file_pattern.clone(),
+                    recursive: *recursive,
+                    import_mode: *import_mode,
+                    status: JobStatus::Pending,
+                    created_at_ms: at,
+                    updated_at_ms: at,
+                    completed_at_ms: None,
+                    error: None,
+                    scan_done: false,
+                    files: Vec::new(),
+                    seen_paths: BTreeSet::new(),
+                    open_files: BTreeSet::new(),
+                    imported: 0,
+                    failed: 0,
+                    skipped: 0,
+                    bytes_transferred: 0,
+                    last_progress_ms: at,
+                },
+            );
+            state.active_imports.insert(*job_id);
+        }
+        Event::VideoCreated {
+            video_id,
+            index_id,
+            title,
+            media_type,
+            connector_id,
+            source_path,
+            source_etag,
+            size_bytes,
+            sha256,
+            media_path,
+        } => {
+            state.videos.insert(
+                *video_id,
+                Video {
+                    video_id: *video_id,
+                    index_id: *index_id,
+                    title: title.clone(),
+                    media_type: *media_type,
+                    connector_id: *connector_id,
+                    source_path: source_path.clone(),
+                    source_etag: source_etag.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: *sha256,
+                    media_path: media_path.clone(),
+                    created_at_ms: at,
+                },
+            );
+            state.index_videos.entry(*index_id).or_default().insert((at, *video_id));
+            if let Some(c) = connector_id {
+                state.imported_keys.insert(import_key(c, index_id, source_path, source_etag.as_deref(), *size_bytes));
+            }
+        }
+        Event::ImportFilesDiscovered { job_id, .. }
+        | Event::ImportScanCompleted { job_id }
+        | Event::ImportFileStarted { job_id, .. }
+        | Event::ImportFileImported { job_id, .. }
+        | Event::ImportFileFailed { job_id, .. }
+        | Event::ImportJobCompleted { job_id }
+        | Event::ImportJobFailed { job_id, .. }
+        | Event::ImportJobCancelled { job_id }
+        | Event::ImportJobRetried { job_id, .. } => {
+            if let Some(j) = state.imports.get_mut(job_id) {
+                evolve_job(j, &env.event, at);
+                // Active while it has work; a cancelled job stays active until its started
+                // copies have reported.
+                let started = j.files.iter().any(|f| f.status == FileStatus::Started);
+                if j.status.is_terminal() && !(j.status == JobStatus::Cancelled && started) {
+                    state.active_imports.remove(job_id);
+                } else {
+                    state.active_imports.insert(*job_id);
+                }
+            }
+        }
+        Event::DomainEventRaised { name, subject, .. } if name == "import_job.progress" => {
+            if let Ok(id) = subject.parse::<ImportJobId>()
+                && let Some(j) = state.imports.get_mut(&id)
+            {
+                j.last_progress_ms = at;
+            }
+        }
+        _ => {}
+    }
+}
