@@ -20,6 +20,7 @@ struct Run {
     step: u64,
     last_index: Option<String>,
     last_key: Option<String>,
+    last_job: Option<String>,
 }
 
 impl Run {
@@ -40,6 +41,9 @@ impl Run {
         }
         if let Some(k) = &self.last_key {
             s = s.replace("$key", k);
+        }
+        if let Some(j) = &self.last_job {
+            s = s.replace("$job", j);
         }
         s
     }
@@ -81,6 +85,7 @@ impl Run {
                     Outcome::Index(id) => self.last_index = Some(id.to_string()),
                     Outcome::ApiKey(id) => self.last_key = Some(id.to_string()),
                     Outcome::Connector(_) => {}
+                    Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
                     Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
@@ -122,6 +127,37 @@ fn render_state(state: &State) -> String {
         )
         .unwrap();
     }
+    for j in state.imports.values() {
+        writeln!(
+            t,
+            "  state job {} status={} scan_done={} imported={} failed={} skipped={} open={:?}",
+            j.job_id,
+            j.status.as_str(),
+            j.scan_done,
+            j.imported,
+            j.failed,
+            j.skipped,
+            j.open_files
+        )
+        .unwrap();
+        for f in &j.files {
+            writeln!(
+                t,
+                "    file {} {} {} attempts={} skip={:?} failure={:?}",
+                f.file.file_id,
+                f.file.path,
+                f.status.as_str(),
+                f.attempts,
+                f.file.skip_reason,
+                f.failure.as_ref().map(|x| x.code.clone())
+            )
+            .unwrap();
+        }
+    }
+    for v in state.videos.values() {
+        writeln!(t, "  state video {} index={} title={:?} bytes={}", v.video_id, v.index_id, v.title, v.size_bytes)
+            .unwrap();
+    }
     for k in state.api_keys.values() {
         writeln!(
             t,
@@ -145,7 +181,7 @@ fn check(path: &Path) -> Result<(), String> {
         Some((s, e)) => (s.to_string(), e.to_string()),
         None => (text.trim_end().to_string(), String::new()),
     };
-    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None };
+    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None };
     let mut actual = String::new();
     for line in script.lines() {
         let line = line.trim();
@@ -191,7 +227,7 @@ fn scenarios() {
 
 #[test]
 fn snapshots_round_trip_and_refold_is_deterministic() {
-    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None };
+    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None };
     run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
     run.exec(
         r#"{"CreateApiKey":{"name":"k","scopes":["write"],"expires_in_days":3,"secret":"sk_test_abcdefghijklmnop"}}"#,
