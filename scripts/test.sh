@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, every Rust test (unit, golden encodings, scenario,
-# crash tests against the real binary), then the official Python SDK against the real server.
+# The one test command: formatting, lints, the real storage servers, every Rust test (unit,
+# golden encodings, scenarios, crash tests against the real binary and a real S3 server), then
+# the official Python SDK against the real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,17 +9,19 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== storage servers (s3s-fs, moto, azurite, fake-gcs-server + GCS XML adapter)"
+CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" scripts/storage-servers.sh install
+state=$(mktemp -d "${TMPDIR:-/tmp}/spool-storage.XXXXXX")
+trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+scripts/storage-servers.sh start "$state"
+# shellcheck disable=SC1091
+. "$state/env"
+
 echo "== cargo test"
 cargo test --workspace --quiet
 
-if [ -d tests/sdk ] && [ -z "${SPOOL_SKIP_SDK:-}" ]; then
-  echo "== storage servers (s3s-fs, moto, azurite, fake-gcs-server + GCS XML adapter)"
-  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" scripts/storage-servers.sh install
-  state=$(mktemp -d "${TMPDIR:-/tmp}/spool-storage.XXXXXX")
-  trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true' EXIT
-  scripts/storage-servers.sh start "$state"
-  # shellcheck disable=SC1091
-  . "$state/env"
+if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
