@@ -42,6 +42,28 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Import jobs from an S3 bucket against `rclone copy` of the same objects to a local folder:
+    /// many small objects (files/s) and one large object (MB/s). The bucket must exist (for
+    /// s3s-fs: `scripts/storage-servers.sh make-bucket STATE s3s spool-bench-import`); missing
+    /// objects are uploaded first.
+    Import {
+        #[arg(long, default_value = "http://127.0.0.1:8014")]
+        endpoint: String,
+        #[arg(long, default_value = "spool-bench-import")]
+        bucket: String,
+        #[arg(long, default_value = "AKIAEMULATOR")]
+        access_key: String,
+        #[arg(long, default_value = "emulatorsecret")]
+        secret_key: String,
+        #[arg(long, default_value_t = 2000)]
+        small: usize,
+        /// Size of the large object in MiB.
+        #[arg(long, default_value_t = 1024)]
+        large_mib: usize,
+        /// Files copied at once by Spool, and `--transfers` of rclone.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -50,6 +72,18 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let tmp = tempdir(dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(bench_log(&tmp, events, replay_events))
+        }
+        BenchCmd::Import { endpoint, bucket, access_key, secret_key, small, large_mib, concurrency } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(crate::bench_import::run(crate::bench_import::Args {
+                endpoint,
+                bucket,
+                access_key,
+                secret_key,
+                small,
+                large_mib,
+                concurrency,
+            }))
         }
         BenchCmd::Browse { endpoint, bucket, access_key, secret_key, objects, runs } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
