@@ -5,6 +5,9 @@ or, where many are needed or one must be unreadable, straight into the bucket's 
 serves `SPOOL_TEST_S3S_ROOT/<bucket>/<key>`). Imported videos are checked against the bytes
 that were written: `GET /videos/{id}` carries `size_bytes`, `sha256` and `source` beside the
 SDK's `Video` fields.
+
+A job reported `cancelled` is expected to be final, like any terminal job: no file still
+importing, and no counter, output or video added afterwards.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ POLL_S = 0.1
 WAIT_S = 30.0
 TERMINAL = {"completed", "failed", "cancelled"}
 JOB_STATUSES = {"pending", "scanning", "importing", *TERMINAL}
-MISSING_JOB = "imp_01KB0000000000000000000000"
+MISSING_JOB = "job_01KB0000000000000000000000"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def _raw_video(raw, admin_headers, video_id: str) -> dict:
 
 
 def _assert_progress_matches_files(job, files) -> None:
-    """progress counters are the per-file outcomes, and a terminal job has no file left over."""
+    """The progress counters are the files' outcomes; on a completed job every file has one."""
     p = job.progress
     by_status: Dict[str, int] = {}
     for f in files:
@@ -120,6 +123,8 @@ def _assert_imported_video(raw, admin_headers, client, out, *, key: str, data: b
     assert v["index_id"] == index_id
     assert v["source"]["connector_id"] == connector_id
     assert v["source"]["path"] == key
+    # s3s-fs lists objects without an ETag, so the listing gives Spool none to record.
+    assert "etag" in v["source"] and (v["source"]["etag"] is None or isinstance(v["source"]["etag"], str))
     # The SDK's own model accepts it too.
     sdk = client.videos.retrieve(out.video_id)
     assert isinstance(sdk, Video)
@@ -253,14 +258,23 @@ def test_new_only_connector_skips_already_imported_files(client, raw, admin_head
     _assert_imported_video(raw, admin_headers, client, outputs[0], key="n/c.mp4", data=added,
                            media_type="video", connector_id=conn_id, index_id=index_id)
 
+    # A changed object (new content, new etag) is new again; the unchanged ones stay skipped.
+    changed = _body("na-v2", 150)
+    server.put(bucket, "n/a.mp4", changed)
+    job3 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=index_id).job_id)
+    assert (job3.progress.imported, job3.progress.skipped) == (1, 2), job3.progress
+    [out3] = list(client.import_jobs.iter_outputs(job3.job_id))
+    _assert_imported_video(raw, admin_headers, client, out3, key="n/a.mp4", data=changed,
+                           media_type="video", connector_id=conn_id, index_id=index_id)
+
     # The same objects into another index are new there.
     other = _index(client)
-    job3 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=other).job_id)
-    assert (job3.progress.imported, job3.progress.skipped) == (3, 0)
+    job4 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=other).job_id)
+    assert (job4.progress.imported, job4.progress.skipped) == (3, 0)
 
-    # Three distinct videos in the first index, none imported twice.
+    # Four distinct videos in the first index (a, b, c, changed a), none imported twice.
     listed = [v.video_id for v in client.indexes.list_videos(index_id, limit=100).auto_paging_iter()]
-    assert len(listed) == len(set(listed)) == 3
+    assert len(listed) == len(set(listed)) == 4
 
 
 def test_new_only_as_a_job_override(client, raw, admin_headers):
@@ -362,13 +376,39 @@ def test_failed_file_is_listed_and_retry_imports_it(client, raw, admin_headers):
 # 4. cancel
 
 
-def test_cancel_keeps_what_was_imported_and_is_idempotent(client, raw, admin_headers):
-    server = storage.s3s()
-    bucket = server.make_bucket()
-    n = 300
-    payloads = {f"many/{i:03}.mp4": _body(f"m{i}", 2048) for i in range(n)}
+def _many(bucket: str, n: int, prefix: str = "many") -> Dict[str, bytes]:
+    payloads = {f"{prefix}/{i:03}.mp4": _body(f"{bucket}{i}", 2048) for i in range(n)}
     for key, data in payloads.items():
         _write(bucket, key, data)
+    return payloads
+
+
+def _assert_cancelled_job_is_final(client, raw, admin_headers, job) -> None:
+    """A job reported `cancelled` is terminal: nothing still importing, nothing changes later,
+    and cancelling it again answers the same job with 200."""
+    files = list(client.import_jobs.iter_files(job.job_id))
+    still = [f.file_name for f in files if f.status == "importing"]
+    time.sleep(0.3)
+    later = client.import_jobs.retrieve(job.job_id)
+    assert later.status == "cancelled"
+    assert (later.progress, later.outputs.total) == (job.progress, job.outputs.total), (
+        f"the job changed after it was reported cancelled: imported {job.progress.imported} -> "
+        f"{later.progress.imported}, outputs {job.outputs.total} -> {later.outputs.total}, "
+        f"current_file {job.progress.current_file!r} -> {later.progress.current_file!r}; "
+        f"files still importing when it was cancelled: {still}"
+    )
+    assert not still, f"a cancelled job still has files importing: {still}"
+    assert job.progress.current_file is None
+    _assert_progress_matches_files(later, files)
+    resp = raw.post(f"/api/v2/import-jobs/{job.job_id}/cancel", headers=admin_headers)
+    assert resp.status_code == 200, resp.text
+    assert client.import_jobs.cancel(job.job_id).model_dump() == later.model_dump()
+
+
+def test_cancel_right_away(client, raw, admin_headers):
+    bucket = storage.s3s().make_bucket()
+    n = 300
+    _many(bucket, n)
     conn_id = _connector(client, bucket)
     index_id = _index(client)
 
@@ -378,30 +418,53 @@ def test_cancel_keeps_what_was_imported_and_is_idempotent(client, raw, admin_hea
     assert cancelled.status in JOB_STATUSES - {"completed", "failed"}, cancelled.status
     job = _wait(client, created.job_id)
     assert job.status == "cancelled", job
+    assert job.error_message is None
     assert_timestamp(job.completed_at)
     p = job.progress
     assert p.total_files <= n
     assert p.imported < n, "the job finished before it was cancelled; nothing was tested"
     assert p.imported + p.failed + p.skipped <= p.total_files
+    _assert_cancelled_job_is_final(client, raw, admin_headers, job)
 
-    # Files already imported are kept: their videos resolve and are in the index.
+
+def test_cancel_mid_import_keeps_what_was_imported(client, raw, admin_headers):
+    bucket = storage.s3s().make_bucket()
+    n = 300
+    payloads = _many(bucket, n)
+    conn_id = _connector(client, bucket)
+    index_id = _index(client)
+
+    created = client.import_jobs.create(connector_id=conn_id, index_id=index_id)
+    deadline = time.monotonic() + WAIT_S
+    while client.import_jobs.retrieve(created.job_id).progress.imported < 1:
+        assert time.monotonic() < deadline, "no file was imported"
+        time.sleep(0.01)
+    cancelled = client.import_jobs.cancel(created.job_id)
+    assert cancelled.status in ("importing", "cancelled"), cancelled.status
+    job = _wait(client, created.job_id)
+    assert job.status == "cancelled", job
+    _assert_cancelled_job_is_final(client, raw, admin_headers, job)
+    assert_timestamp(job.completed_at)
+    p = job.progress
+    assert p.total_files == n
+    assert 1 <= p.imported < n, p
+    assert (p.failed, p.skipped) == (0, 0)
+    assert p.bytes_transferred == 2048 * p.imported
+
+    # Files already imported are kept: their videos resolve, with the right bytes, in the index.
     outputs = list(client.import_jobs.iter_outputs(job.job_id))
-    assert len(outputs) == p.imported
-    for out in outputs[:5]:
+    assert len(outputs) == job.outputs.total
+    for out in outputs:
         v = _raw_video(raw, admin_headers, out.video_id)
-        assert v["sha256"] == _sha(payloads[out.file_name])
+        assert v["sha256"] == _sha(payloads[out.file_name]), out
     listed = {v.video_id for v in client.indexes.list_videos(index_id, limit=100).auto_paging_iter()}
     assert listed == {o.video_id for o in outputs}
+    assert len(outputs) == p.imported, (len(outputs), p)
 
-    # It stays cancelled; cancelling again returns the same job with 200.
-    time.sleep(0.3)
-    later = client.import_jobs.retrieve(job.job_id)
-    assert later.status == "cancelled"
-    assert later.progress == p
-    resp = raw.post(f"/api/v2/import-jobs/{job.job_id}/cancel", headers=admin_headers)
-    assert resp.status_code == 200, resp.text
-    again = client.import_jobs.cancel(job.job_id)
-    assert again.model_dump() == later.model_dump()
+    # Files past the first page are listed too, each once.
+    files = list(client.import_jobs.iter_files(job.job_id))
+    assert len(files) == n and len({f.file_id for f in files}) == n
+    assert {f.file_name for f in files} == set(payloads)
 
 
 def test_cancel_of_a_completed_job_returns_it_unchanged(client):
@@ -482,26 +545,35 @@ def test_unknown_connector_or_index_is_not_found(client):
 
 
 def test_retry_of_a_running_or_clean_job_conflicts(client):
-    server = storage.s3s()
-    bucket = server.make_bucket()
-    for i in range(150):
-        _write(bucket, f"r/{i:03}.mp4", _body(f"r{i}", 1024))
+    bucket = storage.s3s().make_bucket()
+    n = 150
+    _many(bucket, n, prefix="r")
     conn_id = _connector(client, bucket)
     index_id = _index(client)
     job = client.import_jobs.create(connector_id=conn_id, index_id=index_id)
     running = client.import_jobs.retrieve(job.job_id)
+    assert running.status not in TERMINAL, f"the job finished too early to be retried while running: {running.status}"
     with pytest.raises(ConflictError) as info:
         client.import_jobs.retry(job.job_id)
     assert info.value.status_code == 409 and info.value.error_code == "invalid_state"
-    if running.status in TERMINAL:
-        pytest.fail(f"the job finished before it could be retried while running: {running.status}")
+
     done = _wait(client, job.job_id)
-    assert done.status == "completed" and done.progress.failed == 0
+    assert done.status == "completed"
+    assert (done.progress.imported, done.progress.failed) == (n, 0)
     with pytest.raises(ConflictError) as info:
         client.import_jobs.retry(done.job_id)
     assert info.value.error_code == "invalid_state"
     # Neither refused retry touched the job.
     assert client.import_jobs.retrieve(done.job_id).model_dump() == done.model_dump()
+
+    # More than one page of outputs: the job embeds the first page, iter_outputs walks them all.
+    assert done.outputs.total == n
+    assert len(done.outputs.items) == len(done.video_ids) == 100
+    assert done.outputs.next_cursor is not None
+    outputs = list(client.import_jobs.iter_outputs(done.job_id))
+    assert len(outputs) == n and len({o.video_id for o in outputs}) == n
+    assert [o.video_id for o in outputs[:100]] == done.video_ids
+    assert sorted(o.file_name for o in outputs) == [f"r/{i:03}.mp4" for i in range(n)]
 
 
 def test_unknown_job_is_not_found(client):
@@ -515,6 +587,8 @@ def test_unknown_job_is_not_found(client):
     ):
         with pytest.raises(NotFoundError):
             call()
+    with pytest.raises(NotFoundError):
+        jobs.retrieve("not-a-job-id")
 
 
 def test_list_filters_by_status(client):

@@ -150,6 +150,7 @@ pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {
     let skipped = files_page(j, 0, n, |s| s == FileStatus::Skipped);
     let current = j.files.iter().find(|f| f.status == FileStatus::Started).map(|f| f.file.path.clone());
     let phase = match j.status.as_str() {
+        _ if j.cancel_requested && !j.status.is_terminal() => "cancelling",
         "pending" | "scanning" => "listing",
         "importing" => "transferring",
         _ => "finished",

@@ -3,7 +3,7 @@
 //! that no longer fit, so a repeated effect is harmless.
 
 use crate::State;
-use crate::imports::{FileStatus, IMPORT_EFFECTS_PER_JOB_MAX, JobStatus};
+use crate::imports::{FileStatus, IMPORT_EFFECTS_PER_JOB_MAX};
 use serde::Serialize;
 use spool_model::{DeletionId, DeletionStage, ImportJobId, IndexId};
 
@@ -27,7 +27,7 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     let mut out = Vec::new();
     for id in &state.active_imports {
         let Some(j) = state.imports.get(id) else { continue };
-        let live = !j.status.is_terminal();
+        let live = j.takes_work();
         if live && !j.scan_done {
             out.push(Effect::ScanImport { job_id: *id });
         }
@@ -39,8 +39,8 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
             let Some(f) = j.files.get(*file_id as usize) else { continue };
             let attempt = match f.status {
                 FileStatus::Pending if live => f.attempts + 1,
-                // A started copy is resumed (after a crash), also on a cancelled job.
-                FileStatus::Started if live || j.status == JobStatus::Cancelled => f.attempts,
+                // A started copy is resumed (after a crash), also while a cancel waits for it.
+                FileStatus::Started if !j.status.is_terminal() => f.attempts,
                 _ => continue,
             };
             out.push(Effect::ImportFile { job_id: *id, file_id: *file_id, attempt });

@@ -150,7 +150,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobCancelled { .. }
         | Event::ImportJobRetried { .. }
         | Event::VideoCreated { .. }
-        | Event::DomainEventRaised { .. } => crate::imports::evolve(state, env),
+        | Event::DomainEventRaised { .. }
+        | Event::ImportJobCancelRequested { .. } => crate::imports::evolve(state, env),
         Event::ConnectorDeleted { connector_id } => {
             if let Some(c) = state.connectors.get_mut(connector_id) {
                 c.deleted_at_ms = Some(at);

@@ -101,9 +101,21 @@ pub struct ImportJob {
     pub skipped: u64,
     pub bytes_transferred: u64,
     pub last_progress_ms: u64,
+    /// Cancel asked while copies were running: nothing new starts; the job ends `cancelled`
+    /// when the running copies have reported.
+    pub cancel_requested: bool,
 }
 
 impl ImportJob {
+    /// Accepts new work (scan pages, new copies).
+    pub fn takes_work(&self) -> bool {
+        !self.status.is_terminal() && !self.cancel_requested
+    }
+
+    pub fn running(&self) -> usize {
+        self.files.iter().filter(|f| f.status == FileStatus::Started).count()
+    }
+
     fn all_done(&self) -> bool {
         self.scan_done && self.open_files.is_empty()
     }
@@ -133,11 +145,19 @@ pub struct ListedObject {
     pub last_modified_ms: u64,
 }
 
-/// The key `new_only` dedupes on: connector, index, path and etag (or size when there is none).
-pub fn import_key(connector: &ConnectorId, index: &IndexId, path: &str, etag: Option<&str>, size: u64) -> String {
+/// The key `new_only` dedupes on: connector, index, path and etag (or size and modification
+/// time when the listing gives no etag).
+pub fn import_key(
+    connector: &ConnectorId,
+    index: &IndexId,
+    path: &str,
+    etag: Option<&str>,
+    size: u64,
+    modified_ms: u64,
+) -> String {
     match etag {
         Some(e) => format!("{connector}|{index}|{path}|{e}"),
-        None => format!("{connector}|{index}|{path}|size:{size}"),
+        None => format!("{connector}|{index}|{path}|size:{size}|mtime:{modified_ms}"),
     }
 }
 
@@ -183,6 +203,12 @@ fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> D
 
 /// Events that end a job whose last open file just closed (or whose scan just ended).
 fn finish_if_done(after: &ImportJob, events: &mut Vec<Event>, now_ms: u64) {
+    if after.cancel_requested {
+        if !after.status.is_terminal() && after.running() == 0 {
+            events.push(Event::ImportJobCancelled { job_id: after.job_id });
+        }
+        return;
+    }
     if after.status.is_terminal() || !after.all_done() {
         if !after.status.is_terminal() && now_ms.saturating_sub(after.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
             events.push(domain("import_job.progress", after.job_id.to_string(), progress_json(after)));
@@ -248,7 +274,7 @@ pub fn record_scan_page(
     ctx: &mut crate::Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
-    if j.status.is_terminal() || j.scan_done {
+    if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
     let mut files = Vec::new();
@@ -258,7 +284,8 @@ pub fn record_scan_page(
             continue;
         }
         let file_id = (j.files.len() + files.len()) as u32;
-        let key = import_key(&j.connector_id, &j.index_id, &o.path, o.etag.as_deref(), o.size_bytes);
+        let key =
+            import_key(&j.connector_id, &j.index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
         let skip = if MediaType::from_extension(&extension(&o.path)).is_none() {
             Some("unsupported_format")
         } else if o.size_bytes == 0 {
@@ -291,7 +318,7 @@ pub fn record_scan_page(
 
 pub fn record_scan_completed(state: &State, job_id: &ImportJobId, now_ms: u64) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
-    if j.status.is_terminal() || j.scan_done {
+    if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
     let mut events = vec![Event::ImportScanCompleted { job_id: *job_id }];
@@ -329,15 +356,15 @@ pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u3
     let nothing = Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) };
     match f.status {
         // A new attempt may start only on a live job.
-        FileStatus::Pending if attempt == f.attempts + 1 && !j.status.is_terminal() => Ok(one(
+        FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(one(
             state,
             job_id.to_string(),
             vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
             Outcome::ImportJob(*job_id),
         )),
-        // Resuming after a crash: the started attempt goes on (also on a cancelled job, so
-        // its copy finishes cleanly).
-        FileStatus::Started if attempt == f.attempts => Ok(nothing),
+        // Resuming after a crash: the started attempt goes on (also while a cancel waits for
+        // it, so its copy finishes cleanly).
+        FileStatus::Started if attempt == f.attempts && !j.status.is_terminal() => Ok(nothing),
         _ => Err(DomainError::InvalidState(format!("file {file_id} of {job_id} cannot start attempt {attempt}"))),
     }
 }
@@ -426,11 +453,18 @@ pub fn record_file_failed(
 
 pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
-    if j.status.is_terminal() {
-        // Cancelling a finished job answers it unchanged.
+    if j.status.is_terminal() || j.cancel_requested {
+        // Cancelling a finished (or cancelling) job answers it unchanged.
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    Ok(one(state, job_id.to_string(), vec![Event::ImportJobCancelled { job_id: *job_id }], Outcome::ImportJob(*job_id)))
+    // With copies running, they finish first; the job is `cancelled` once they have reported,
+    // so a `cancelled` job never changes again.
+    let event = if j.running() == 0 {
+        Event::ImportJobCancelled { job_id: *job_id }
+    } else {
+        Event::ImportJobCancelRequested { job_id: *job_id }
+    };
+    Ok(one(state, job_id.to_string(), vec![event], Outcome::ImportJob(*job_id)))
 }
 
 pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
@@ -514,6 +548,7 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
             j.error = Some(error.clone());
             j.completed_at_ms = Some(at);
         }
+        Event::ImportJobCancelRequested { .. } => j.cancel_requested = true,
         Event::ImportJobCancelled { .. } => {
             j.status = JobStatus::Cancelled;
             j.completed_at_ms = Some(at);
@@ -529,6 +564,7 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 }
             }
             j.status = if j.scan_done { JobStatus::Importing } else { JobStatus::Scanning };
+            j.cancel_requested = false;
             j.completed_at_ms = None;
             j.error = None;
         }
@@ -574,6 +610,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     skipped: 0,
                     bytes_transferred: 0,
                     last_progress_ms: at,
+                    cancel_requested: false,
                 },
             );
             state.active_imports.insert(*job_id);
@@ -607,9 +644,6 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 },
             );
             state.index_videos.entry(*index_id).or_default().insert((at, *video_id));
-            if let Some(c) = connector_id {
-                state.imported_keys.insert(import_key(c, index_id, source_path, source_etag.as_deref(), *size_bytes));
-            }
         }
         Event::ImportFilesDiscovered { job_id, .. }
         | Event::ImportScanCompleted { job_id }
@@ -619,13 +653,23 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobCompleted { job_id }
         | Event::ImportJobFailed { job_id, .. }
         | Event::ImportJobCancelled { job_id }
+        | Event::ImportJobCancelRequested { job_id }
         | Event::ImportJobRetried { job_id, .. } => {
             if let Some(j) = state.imports.get_mut(job_id) {
                 evolve_job(j, &env.event, at);
-                // Active while it has work; a cancelled job stays active until its started
-                // copies have reported.
-                let started = j.files.iter().any(|f| f.status == FileStatus::Started);
-                if j.status.is_terminal() && !(j.status == JobStatus::Cancelled && started) {
+                if let Event::ImportFileImported { file_id, .. } = &env.event
+                    && let Some(f) = j.files.get(*file_id as usize)
+                {
+                    state.imported_keys.insert(import_key(
+                        &j.connector_id,
+                        &j.index_id,
+                        &f.file.path,
+                        f.file.etag.as_deref(),
+                        f.file.size_bytes,
+                        f.file.last_modified_ms,
+                    ));
+                }
+                if j.status.is_terminal() {
                     state.active_imports.remove(job_id);
                 } else {
                     state.active_imports.insert(*job_id);

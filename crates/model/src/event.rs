@@ -280,6 +280,9 @@ pub enum Event {
     /// A domain event for webhooks (`import_job.completed`, `media.created`, …), on the stream of
     /// its subject, in the same append as the change it reports.
     DomainEventRaised { name: String, subject: String, data_json: String },
+    /// Stream `job_…`. No new file starts; copies already running finish, then
+    /// `ImportJobCancelled` ends the job.
+    ImportJobCancelRequested { job_id: ImportJobId },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -309,6 +312,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "ImportJobRetried",
     "VideoCreated",
     "DomainEventRaised",
+    "ImportJobCancelRequested",
 ];
 
 impl Event {
@@ -341,6 +345,7 @@ impl Event {
             Event::ImportJobRetried { .. } => 22,
             Event::VideoCreated { .. } => 23,
             Event::DomainEventRaised { .. } => 24,
+            Event::ImportJobCancelRequested { .. } => 25,
         }
     }
 
@@ -472,6 +477,7 @@ impl Event {
                 subject: "vid_x".into(),
                 data_json: "{\"video_id\":\"vid_x\"}".into(),
             },
+            Event::ImportJobCancelRequested { job_id },
         ]
     }
 }

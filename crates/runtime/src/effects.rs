@@ -11,10 +11,7 @@ use std::sync::Arc;
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
-            Effect::DrainIndex { index_id, deletion_id } => self
-                .execute(Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id })
-                .await
-                .map(|_| ()),
+            Effect::DrainIndex { index_id, deletion_id } => self.drain_index(index_id, deletion_id).await,
             Effect::PurgeIndex { index_id, deletion_id } => self
                 .execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id })
                 .await
@@ -25,6 +22,27 @@ impl Runtime {
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
         }
+    }
+
+    /// Stop the index's running work: its import jobs fail ("index deleted"), then the index
+    /// is drained.
+    async fn drain_index(
+        self: &Arc<Self>,
+        index_id: &spool_model::IndexId,
+        deletion_id: &spool_model::DeletionId,
+    ) -> Result<(), crate::RuntimeError> {
+        let jobs: Vec<ImportJobId> = self.read(|st| {
+            st.active_imports
+                .iter()
+                .filter(|j| st.imports.get(j).is_some_and(|x| x.index_id == *index_id))
+                .copied()
+                .collect()
+        });
+        for job_id in jobs {
+            self.execute(Command::RecordImportJobFailed { job_id, error: format!("index {index_id} was deleted") })
+                .await?;
+        }
+        self.execute(Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
     }
 
     /// The store of a live connector, with its credentials opened (cached per connector and
