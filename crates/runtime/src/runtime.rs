@@ -104,6 +104,8 @@ pub struct Runtime {
     pub(crate) import_slots: Arc<Semaphore>,
     /// Connector stores by connector, with the connector's `updated_at` they were built for.
     pub(crate) stores: Mutex<std::collections::HashMap<spool_model::ConnectorId, (u64, spool_storage::Store)>>,
+    /// One async lock per aggregate with a command in progress (`Command::lock_key`).
+    aggregate_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     last_snapshot_seq: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
@@ -178,6 +180,7 @@ impl Runtime {
             media,
             import_slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
             stores: Mutex::new(std::collections::HashMap::new()),
+            aggregate_locks: Mutex::new(std::collections::HashMap::new()),
             commands_total: AtomicU64::new(0),
             effects_total: AtomicU64::new(0),
             cfg,
@@ -351,12 +354,42 @@ impl Runtime {
             return Err(RuntimeError::ShuttingDown);
         }
         self.commands_total.fetch_add(1, Ordering::Relaxed);
+        // Commands on the same aggregate run one after another; different aggregates still
+        // share group commits.
+        let lock = cmd.lock_key().map(|k| {
+            let m =
+                self.aggregate_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(k.clone()).or_default().clone();
+            (k, m)
+        });
+        let _guard = match &lock {
+            Some((_, m)) => Some(m.clone().lock_owned().await),
+            None => None,
+        };
+        let result = self.decide_and_append(&cmd, idem, &side, &render).await;
+        drop(_guard);
+        if let Some((k, m)) = lock {
+            let mut locks = self.aggregate_locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Ours and the map's: nobody else waits, so the entry can go.
+            if Arc::strong_count(&m) <= 2 {
+                locks.remove(&k);
+            }
+        }
+        result
+    }
+
+    async fn decide_and_append(
+        &self,
+        cmd: &Command,
+        idem: Option<&IdemKey>,
+        side: &[SideWrite],
+        render: &impl Fn(&State, Outcome) -> Reply,
+    ) -> Result<(Reply, Outcome), RuntimeError> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let now = self.clock.now_ms();
             let entropy = self.ids.entropy();
             let (decision, reply) = self.read(|st| {
                 let mut ctx = spool_core::Ctx::new(now, entropy);
-                let decision = decide(st, &cmd, &mut ctx)?;
+                let decision = decide(st, cmd, &mut ctx)?;
                 let pre = preview(st, &decision, now);
                 let reply = render(&pre, decision.outcome);
                 Ok::<_, DomainError>((decision, reply))
@@ -372,7 +405,7 @@ impl Runtime {
                         events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
                     })
                     .collect(),
-                side: side.clone(),
+                side: side.to_vec(),
             };
             if let Some(k) = idem {
                 let body = if k.seal {
