@@ -139,6 +139,10 @@ pub enum Command {
     RetryImportJob {
         job_id: ImportJobId,
     },
+    /// Effect outcome: end the job if it is done (or cancelled with nothing running).
+    RecordImportJobFinished {
+        job_id: ImportJobId,
+    },
 }
 
 impl Command {
@@ -161,14 +165,15 @@ impl Command {
             | Command::UpdateConnector { connector_id, .. }
             | Command::RecordConnectorTest { connector_id, .. }
             | Command::DeleteConnector { connector_id } => connector_id.to_string(),
+            Command::StartImportFile { job_id, file_id, .. }
+            | Command::RecordFileImported { job_id, file_id, .. }
+            | Command::RecordFileFailed { job_id, file_id, .. } => crate::imports::file_stream(job_id, *file_id),
             Command::RecordScanPage { job_id, .. }
             | Command::RecordScanCompleted { job_id }
             | Command::RecordImportJobFailed { job_id, .. }
-            | Command::StartImportFile { job_id, .. }
-            | Command::RecordFileImported { job_id, .. }
-            | Command::RecordFileFailed { job_id, .. }
             | Command::CancelImportJob { job_id }
-            | Command::RetryImportJob { job_id } => job_id.to_string(),
+            | Command::RetryImportJob { job_id }
+            | Command::RecordImportJobFinished { job_id } => job_id.to_string(),
         })
     }
 

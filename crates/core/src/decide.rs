@@ -336,6 +336,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         }
         Command::CancelImportJob { job_id } => imports::cancel(state, job_id),
         Command::RetryImportJob { job_id } => imports::retry(state, job_id),
+        Command::RecordImportJobFinished { job_id } => imports::record_finished(state, job_id),
         Command::RecordApiKeyUse { key_id, used_at_ms } => match state.api_keys.get(key_id) {
             Some(k) if k.last_used_at_ms.is_none_or(|t| t < *used_at_ms) => {
                 let ev = Event::ApiKeyUsed { key_id: *key_id, used_at_ms: *used_at_ms };

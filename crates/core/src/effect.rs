@@ -19,6 +19,8 @@ pub enum Effect {
     /// Copy one file into the media store: `StartImportFile`, then `RecordFileImported` or
     /// `RecordFileFailed` for the same attempt.
     ImportFile { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    /// The job is done (or cancelled with nothing running): `RecordImportJobFinished`.
+    FinishImportJob { job_id: ImportJobId },
 }
 
 /// Effects for the aggregates that have work (kept in small sets by `evolve`, so this does not
@@ -27,6 +29,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     let mut out = Vec::new();
     for id in &state.active_imports {
         let Some(j) = state.imports.get(id) else { continue };
+        if crate::imports::finish_due(j).is_some() {
+            out.push(Effect::FinishImportJob { job_id: *id });
+        }
         let live = j.takes_work();
         if live && !j.scan_done {
             out.push(Effect::ScanImport { job_id: *id });
@@ -64,7 +69,9 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
         .into_iter()
         .filter(|e| match e {
             Effect::DrainIndex { index_id, .. } | Effect::PurgeIndex { index_id, .. } => index_id.to_string() == stream,
-            Effect::ScanImport { job_id } | Effect::ImportFile { job_id, .. } => job_id.to_string() == stream,
+            Effect::ScanImport { job_id } | Effect::ImportFile { job_id, .. } | Effect::FinishImportJob { job_id } => {
+                job_id.to_string() == stream
+            }
         })
         .collect()
 }

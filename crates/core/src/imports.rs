@@ -170,6 +170,13 @@ pub fn extension(path: &str) -> String {
     }
 }
 
+/// The stream of one file of a job: its start and outcome events go there, so the files of a
+/// job are decided and appended in parallel (group commit) instead of one after another on the
+/// job's stream. The job's end is decided by the `FinishImportJob` effect.
+pub fn file_stream(job_id: &ImportJobId, file_id: u32) -> String {
+    format!("{job_id}/f{file_id}")
+}
+
 /// Where an imported file's bytes go in the media store.
 pub fn media_path(video_id: &VideoId, source_path: &str) -> String {
     let ext = extension(source_path);
@@ -201,23 +208,37 @@ fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> D
     Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
 }
 
-/// Events that end a job whose last open file just closed (or whose scan just ended).
-fn finish_if_done(after: &ImportJob, events: &mut Vec<Event>, now_ms: u64) {
-    if after.cancel_requested {
-        if !after.status.is_terminal() && after.running() == 0 {
-            events.push(Event::ImportJobCancelled { job_id: after.job_id });
-        }
-        return;
+/// A throttled `import_job.progress` after an outcome.
+fn progress_if_due(after: &ImportJob, events: &mut Vec<Event>, now_ms: u64) {
+    if !after.status.is_terminal() && now_ms.saturating_sub(after.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
+        events.push(domain("import_job.progress", after.job_id.to_string(), progress_json(after)));
     }
-    if after.status.is_terminal() || !after.all_done() {
-        if !after.status.is_terminal() && now_ms.saturating_sub(after.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
-            events.push(domain("import_job.progress", after.job_id.to_string(), progress_json(after)));
-        }
-        return;
+}
+
+/// Whether the job is ready to end, and how.
+pub fn finish_due(j: &ImportJob) -> Option<JobStatus> {
+    if j.status.is_terminal() {
+        None
+    } else if j.cancel_requested {
+        (j.running() == 0).then_some(JobStatus::Cancelled)
+    } else {
+        j.all_done().then_some(JobStatus::Completed)
     }
-    events.push(Event::ImportJobCompleted { job_id: after.job_id });
-    let name = if after.failed > 0 { "import_job.partial_completed" } else { "import_job.completed" };
-    events.push(domain(name, after.job_id.to_string(), progress_json(after)));
+}
+
+/// `RecordImportJobFinished` (effect `FinishImportJob`): end the job once its last open file
+/// closed (or, after a cancel, its last running copy reported).
+pub fn record_finished(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let events = match finish_due(j) {
+        None => return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) }),
+        Some(JobStatus::Cancelled) => vec![Event::ImportJobCancelled { job_id: *job_id }],
+        Some(_) => {
+            let name = if j.failed > 0 { "import_job.partial_completed" } else { "import_job.completed" };
+            vec![Event::ImportJobCompleted { job_id: *job_id }, domain(name, job_id.to_string(), progress_json(j))]
+        }
+    };
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
 }
 
 /// Fold events of this decision into a copy of the job, to see the job as it will be.
@@ -321,10 +342,13 @@ pub fn record_scan_completed(state: &State, job_id: &ImportJobId, now_ms: u64) -
     if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    let mut events = vec![Event::ImportScanCompleted { job_id: *job_id }];
-    let a = after(j, &events, now_ms);
-    finish_if_done(&a, &mut events, now_ms);
-    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    let _ = now_ms;
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportScanCompleted { job_id: *job_id }],
+        Outcome::ImportJob(*job_id),
+    ))
 }
 
 pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Result<Decision, DomainError> {
@@ -358,7 +382,7 @@ pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u3
         // A new attempt may start only on a live job.
         FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(one(
             state,
-            job_id.to_string(),
+            file_stream(job_id, file_id),
             vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
             Outcome::ImportJob(*job_id),
         )),
@@ -389,7 +413,7 @@ pub fn record_file_imported(
     };
     let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
     let a = after(j, &events, now_ms);
-    finish_if_done(&a, &mut events, now_ms);
+    progress_if_due(&a, &mut events, now_ms);
     let title = f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string();
     let media_type = MediaType::from_extension(&extension(&f.file.path)).unwrap_or(MediaType::Video);
     let video_events = vec![
@@ -418,9 +442,10 @@ pub fn record_file_imported(
         ),
     ];
     let vs = video_id.to_string();
+    let fs = file_stream(job_id, file_id);
     Ok(Decision {
         streams: vec![
-            StreamEvents { stream: job_id.to_string(), expected_version: state.version(&job_id.to_string()), events },
+            StreamEvents { expected_version: state.version(&fs), stream: fs, events },
             StreamEvents { expected_version: state.version(&vs), stream: vs, events: video_events },
         ],
         outcome: Outcome::ImportJob(*job_id),
@@ -447,8 +472,8 @@ pub fn record_file_failed(
     };
     let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
     let a = after(j, &events, now_ms);
-    finish_if_done(&a, &mut events, now_ms);
-    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    progress_if_due(&a, &mut events, now_ms);
+    Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
 }
 
 pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
@@ -457,14 +482,15 @@ pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErr
         // Cancelling a finished (or cancelling) job answers it unchanged.
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    // With copies running, they finish first; the job is `cancelled` once they have reported,
-    // so a `cancelled` job never changes again.
-    let event = if j.running() == 0 {
-        Event::ImportJobCancelled { job_id: *job_id }
-    } else {
-        Event::ImportJobCancelRequested { job_id: *job_id }
-    };
-    Ok(one(state, job_id.to_string(), vec![event], Outcome::ImportJob(*job_id)))
+    // Copies may be starting on their own streams right now: the cancel is a request; the
+    // `FinishImportJob` effect ends the job once no copy runs, so a `cancelled` job never
+    // changes again.
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportJobCancelRequested { job_id: *job_id }],
+        Outcome::ImportJob(*job_id),
+    ))
 }
 
 pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {

@@ -18,6 +18,9 @@ impl Runtime {
                 .map(|_| ()),
             Effect::ScanImport { job_id } => self.scan(job_id).await,
             Effect::ImportFile { job_id, file_id, attempt } => self.import_file(job_id, *file_id, *attempt).await,
+            Effect::FinishImportJob { job_id } => {
+                self.execute(Command::RecordImportJobFinished { job_id: *job_id }).await.map(|_| ())
+            }
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
