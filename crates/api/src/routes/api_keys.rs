@@ -2,7 +2,7 @@
 //! rotate; only its SHA-256 is stored in the log. A create with an `Idempotency-Key` stores its
 //! answer (which holds the secret) sealed by the keyring, so a retry gets the same key back.
 
-use super::{json, reply, to_reply};
+use super::{json, reply, run_command, to_reply};
 use crate::body::{JsonBody, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, State};
@@ -74,11 +74,7 @@ pub async fn create(
         },
         _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
     };
-    let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
-        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
-    };
-    Ok(reply(r))
+    run_command(&app, cmd, idem, Vec::new(), render).await
 }
 
 pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {

@@ -2,7 +2,7 @@
 //! and local folders (an extension). Credentials are sealed by the keyring for the
 //! connector's own data key before they reach a command; no answer ever carries them.
 
-use super::{json, reply, to_reply};
+use super::{json, reply, run_command, to_reply};
 use crate::body::{JsonBody, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, State};
@@ -127,11 +127,7 @@ async fn create(
         credentials,
     };
     let render = |st: &spool_core::State, out: Outcome| render_connector(st, out, StatusCode::CREATED);
-    let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, side, render).await?,
-        None => app.rt.execute_with(cmd, None, side, render).await?.0,
-    };
-    Ok(reply(r))
+    run_command(&app, cmd, idem, side, render).await
 }
 
 #[derive(Deserialize)]

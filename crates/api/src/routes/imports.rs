@@ -1,6 +1,6 @@
 //! Import jobs (contract §2.3, §6.1) and the videos they create (§2.7).
 
-use super::{json, reply, to_reply};
+use super::{json, run_command, to_reply};
 use crate::body::{JsonBody, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, RawQuery, State};
@@ -92,11 +92,7 @@ pub async fn create(
         import_mode,
     };
     let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::ACCEPTED);
-    let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
-        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
-    };
-    Ok(reply(r))
+    run_command(&app, cmd, idem, Vec::new(), render).await
 }
 
 pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -189,11 +185,7 @@ async fn job_command(
     let idem = idempotency_key(&headers, &who, "POST", &format!("/import-jobs/{id}/{route}"), b"")?;
     let cmd = if retry { Command::RetryImportJob { job_id: id } } else { Command::CancelImportJob { job_id: id } };
     let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::OK);
-    let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
-        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
-    };
-    Ok(reply(r))
+    run_command(&app, cmd, idem, Vec::new(), render).await
 }
 
 pub async fn retry(

@@ -1,6 +1,6 @@
 //! Indexes (contract §2.6).
 
-use super::{json, reply, to_reply};
+use super::{json, reply, run_command, to_reply};
 use crate::body::{JsonBody, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, RawQuery, State};
@@ -39,11 +39,7 @@ pub async fn create(
         },
         _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
     };
-    let r = match idem {
-        Some(k) => app.rt.execute_idempotent(cmd, &k, Vec::new(), render).await?,
-        None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
-    };
-    Ok(reply(r))
+    run_command(&app, cmd, idem, Vec::new(), render).await
 }
 
 pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

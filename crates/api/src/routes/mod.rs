@@ -119,6 +119,22 @@ pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
 }
 
+/// Run a command: replayed or refused by its `Idempotency-Key` when it has one, else executed;
+/// the answer is rendered from the state the command leads to.
+pub(crate) async fn run_command(
+    app: &AppState,
+    cmd: spool_core::Command,
+    idem: Option<spool_runtime::IdemKey>,
+    side: Vec<spool_log::SideWrite>,
+    render: impl Fn(&spool_core::State, spool_core::Outcome) -> Reply,
+) -> Result<Response, ApiError> {
+    let r = match idem {
+        Some(k) => app.rt.execute_idempotent(cmd, &k, side, render).await?,
+        None => app.rt.execute_with(cmd, None, side, render).await?.0,
+    };
+    Ok(reply(r))
+}
+
 pub(crate) fn reply(r: Reply) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
