@@ -17,4 +17,6 @@ pub mod tools;
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
 pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
-pub use runtime::{IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, Reply, Runtime, RuntimeConfig, RuntimeError};
+pub use runtime::{
+    IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, Reply, Runtime, RuntimeConfig, RuntimeError,
+};

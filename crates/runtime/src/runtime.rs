@@ -24,8 +24,10 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
-    /// How often coarse API key usage is written.
+    /// How often coarse API key usage is written (and expired idempotency records swept).
     pub usage_flush: Duration,
+    /// How long an idempotency record is kept (at least 24 h by the contract).
+    pub idempotency_ttl: Duration,
     /// How long SIGTERM waits for running effects.
     pub drain_timeout: Duration,
     /// Run effects (off for offline tools).
@@ -38,6 +40,11 @@ pub struct RuntimeConfig {
     pub import_concurrency: usize,
 }
 
+/// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
+pub const IDEMPOTENCY_TTL_SECS_DEFAULT: u64 = 48 * 3600;
+/// Expired idempotency records removed per sweep transaction.
+pub const IDEMPOTENCY_SWEEP_BATCH_MAX: usize = 1024;
+
 /// Default of [`RuntimeConfig::import_concurrency`].
 pub const IMPORT_CONCURRENCY_DEFAULT: usize = 8;
 /// The media store's folder inside the data directory.
@@ -49,6 +56,7 @@ impl RuntimeConfig {
             data_dir: data_dir.into(),
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
+            idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
             drain_timeout: Duration::from_secs(10),
             run_effects: true,
             master_key: None,
@@ -204,6 +212,7 @@ impl Runtime {
                         return;
                     }
                     starter.flush_usage().await;
+                    starter.sweep_idempotency().await;
                 }
             }
         });
@@ -485,6 +494,50 @@ impl Runtime {
             },
         };
         Ok(Some(Reply { status: rec.status, body }))
+    }
+
+    /// Delete idempotency records older than the TTL, with the data keys of sealed ones (their
+    /// stored secrets are then gone for good). Returns how many were removed.
+    pub async fn sweep_idempotency(&self) -> usize {
+        let cutoff = self.clock.now_ms().saturating_sub(self.cfg.idempotency_ttl.as_millis() as u64);
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let batch = match self.log.side_scan(SideTable::Idempotency, after.as_deref(), spool_log::READ_BATCH_MAX) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency sweep: reading failed");
+                    return removed;
+                }
+            };
+            let Some((last, _)) = batch.last().cloned() else { return removed };
+            let mut side = Vec::new();
+            for (key, bytes) in batch {
+                let Some(rec) = IdemRecord::decode(&bytes) else { continue };
+                if rec.created_at_ms >= cutoff {
+                    continue;
+                }
+                if let IdemBody::Sealed(s) = &rec.body {
+                    side.push(self.keyring.shred(&s.owner));
+                }
+                side.push(SideWrite::Delete { table: SideTable::Idempotency, key });
+                if side.len() >= IDEMPOTENCY_SWEEP_BATCH_MAX {
+                    break;
+                }
+            }
+            let n =
+                side.iter().filter(|w| matches!(w, SideWrite::Delete { table: SideTable::Idempotency, .. })).count();
+            if n > 0 {
+                match self.log.append(AppendRequest { streams: vec![], side }).await {
+                    Ok(_) => removed += n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "idempotency sweep: delete failed");
+                        return removed;
+                    }
+                }
+            }
+            after = Some(last);
+        }
     }
 
     /// Note that a key was used now; written coarsely by the usage flusher.
