@@ -12,10 +12,7 @@ impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
             Effect::DrainIndex { index_id, deletion_id } => self.drain_index(index_id, deletion_id).await,
-            Effect::PurgeIndex { index_id, deletion_id } => self
-                .execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id })
-                .await
-                .map(|_| ()),
+            Effect::PurgeIndex { index_id, deletion_id } => self.purge_index(index_id, deletion_id).await,
             Effect::ScanImport { job_id } => self.scan(job_id).await,
             Effect::ImportFile { job_id, file_id, attempt } => self.import_file(job_id, *file_id, *attempt).await,
             Effect::FinishImportJob { job_id } => {
@@ -46,6 +43,34 @@ impl Runtime {
                 .await?;
         }
         self.execute(Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
+    }
+
+    /// Remove what the index owns from the media store (its videos' objects), then record the
+    /// purge. Deleting is idempotent, so a purge that runs twice is harmless; a deletion that
+    /// fails leaves the effect pending, to run again.
+    async fn purge_index(
+        self: &Arc<Self>,
+        index_id: &spool_model::IndexId,
+        deletion_id: &spool_model::DeletionId,
+    ) -> Result<(), crate::RuntimeError> {
+        use object_store::ObjectStoreExt;
+        let paths: Vec<String> = self.read(|st| {
+            st.index_videos
+                .get(index_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, v)| st.videos.get(v).map(|v| v.media_path.clone()))
+                .collect()
+        });
+        for path in paths {
+            match self.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!("deleting {path}: {e}"))));
+                }
+            }
+        }
+        self.execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
     }
 
     /// The store of a live connector, with its credentials opened (cached per connector and

@@ -135,8 +135,6 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
     // The index holds exactly these videos: nothing was imported twice.
     let (_, page) = call(&server.addr, "GET", &format!("/api/v2/indexes/{index_id}/videos?limit=100"), None);
     assert_eq!(page["pagination"]["total"], OBJECTS);
-    sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
 
     // No orphan: the media store holds one object per video and nothing else.
     let stored = media_files(&data.join("media"));
@@ -147,6 +145,23 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
         let bytes = std::fs::read(&path).unwrap();
         assert!(expected.values().any(|(_, sha)| *sha == hex::encode(sha2::Sha256::digest(&bytes))));
     }
+    // Deleting the index purges its media.
+    let (s, _) = call(&server.addr, "DELETE", &format!("/api/v2/indexes/{index_id}"), None);
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, d) = call(&server.addr, "GET", &format!("/api/v2/indexes/{index_id}/deletion"), None);
+        if d["status"] == "deleted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deletion did not finish: {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(media_files(&data.join("media")).len(), 0, "the index's media is gone");
+    let some_video = videos.iter().next().unwrap();
+    assert_eq!(call(&server.addr, "GET", &format!("/api/v2/videos/{some_video}"), None).0, 404);
+    sigterm(&server.child);
+    assert!(server.child.wait().unwrap().success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
         .args(["verify", "--data-dir"])
         .arg(&data)
