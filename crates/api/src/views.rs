@@ -79,14 +79,13 @@ pub fn connector(c: &Connector) -> Value {
 
 use spool_core::imports::{FileStatus, ImportFile, ImportJob, Video};
 
-fn output(j: &ImportJob, f: &ImportFile, st: &spool_core::State) -> Option<Value> {
+fn output(f: &ImportFile, st: &spool_core::State) -> Option<Value> {
     let video_id = f.file.video_id?;
     let title = st
         .videos
         .get(&video_id)
         .map(|v| v.title.clone())
         .unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
-    let _ = j;
     Some(json!({
         "file_id": f.file.file_id.to_string(),
         "file_name": f.file.path,
@@ -127,7 +126,7 @@ fn cursor_after(next: usize, more: bool) -> Value {
 pub fn outputs_page(j: &ImportJob, st: &spool_core::State, from: u64, limit: usize) -> Value {
     let all: Vec<&ImportFile> = j.files.iter().filter(|f| f.status == FileStatus::Imported).collect();
     let from = from as usize;
-    let items: Vec<Value> = all.iter().skip(from).take(limit).filter_map(|f| output(j, f, st)).collect();
+    let items: Vec<Value> = all.iter().skip(from).take(limit).filter_map(|f| output(f, st)).collect();
     let more = from + limit < all.len();
     json!({ "items": items, "next_cursor": cursor_after(from + limit, more), "total": all.len() })
 }

@@ -325,7 +325,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
             )
         }
         Command::RecordScanPage { job_id, objects } => imports::record_scan_page(state, job_id, objects, ctx),
-        Command::RecordScanCompleted { job_id } => imports::record_scan_completed(state, job_id, ctx.now_ms),
+        Command::RecordScanCompleted { job_id } => imports::record_scan_completed(state, job_id),
         Command::RecordImportJobFailed { job_id, error } => imports::record_job_failed(state, job_id, error),
         Command::StartImportFile { job_id, file_id, attempt } => imports::start_file(state, job_id, *file_id, *attempt),
         Command::RecordFileImported { job_id, file_id, attempt, bytes, sha256 } => {

@@ -337,12 +337,11 @@ pub fn record_scan_page(
     ))
 }
 
-pub fn record_scan_completed(state: &State, job_id: &ImportJobId, now_ms: u64) -> Result<Decision, DomainError> {
+pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    let _ = now_ms;
     Ok(one(
         state,
         job_id.to_string(),

@@ -245,6 +245,12 @@ impl Runtime {
         self.clock.now_ms()
     }
 
+    /// A new ULID from the runtime's clock and entropy (for ids drawn outside `decide`: request
+    /// ids, ids that own a data key before their command exists, probe names).
+    pub fn new_ulid(&self) -> ulid::Ulid {
+        ulid::Ulid::from_parts(self.clock.now_ms(), self.ids.entropy())
+    }
+
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow() && !self.draining.load(Ordering::SeqCst)
     }

@@ -164,7 +164,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         spool_core::Outcome::Index(i) => i,
         _ => anyhow::bail!("no index"),
     };
-    let conn = ConnectorId(ulid::Ulid::new());
+    let conn = ConnectorId(rt.new_ulid());
     let (sealed, put) = rt.keyring().seal(&conn.to_string(), &serde_json::to_vec(&creds)?)?;
     let cmd = Command::CreateConnector {
         connector_id: conn,

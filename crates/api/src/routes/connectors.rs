@@ -106,7 +106,7 @@ async fn create(
     let idem = idempotency_key(&headers, &who, "POST", route, canonical)?;
     let scopes = parse_scopes(n.scopes)?.unwrap_or_else(|| vec![ConnectorScope::Import]);
     let import_mode = parse_import_mode(n.import_mode.as_deref())?.unwrap_or(ImportMode::All);
-    let connector_id = ConnectorId(ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy()));
+    let connector_id = ConnectorId(app.rt.new_ulid());
     let mut side = Vec::new();
     let credentials = match &n.credentials {
         Some(c) => {
@@ -568,7 +568,7 @@ pub async fn test(State(app): State<AppState>, who: Principal, Path(raw): Path<S
     let id = parse_id(&raw)?;
     let outcome = match store_of(&app, &id, &raw) {
         Ok((store, conn)) => {
-            let probe = ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy()).to_string();
+            let probe = app.rt.new_ulid().to_string();
             spool_storage::test_connection(
                 &store,
                 conn.has_scope(ConnectorScope::Export),

@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
 /// Gives every request an id (for error envelopes and the `X-Request-Id` header), counts
 /// responses and logs one line per request (never headers or bodies: they may hold secrets).
 async fn request_scope(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let id = spool_model::RequestId(ulid::Ulid::from_parts(app.rt.now_ms(), app.rt.ids().entropy())).to_string();
+    let id = spool_model::RequestId(app.rt.new_ulid()).to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut resp = if path.starts_with("/api/") && !app.rt.is_ready() {
