@@ -2,7 +2,7 @@
 //! rotate; only its SHA-256 is stored in the log. A create with an `Idempotency-Key` stores its
 //! answer (which holds the secret) sealed by the keyring, so a retry gets the same key back.
 
-use super::{json, reply, run_command, to_reply};
+use super::{json, reply, run_command, view_reply};
 use crate::body::{JsonBody, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, State};
@@ -67,12 +67,12 @@ pub async fn create(
     let now = app.rt.now_ms();
     let cmd =
         Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) };
-    let render = |st: &spool_core::State, out: Outcome| match out {
-        Outcome::ApiKey(id) => match st.api_keys.get(&id) {
-            Some(k) => to_reply(StatusCode::CREATED, &views::api_key_with_secret(k, &secret, now)),
-            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-        },
-        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    let render = |st: &spool_core::State, out: Outcome| {
+        let key = match out {
+            Outcome::ApiKey(id) => st.api_keys.get(&id),
+            _ => None,
+        };
+        view_reply(StatusCode::CREATED, key.map(|k| views::api_key_with_secret(k, &secret, now)))
     };
     run_command(&app, cmd, idem, Vec::new(), render).await
 }
@@ -116,9 +116,8 @@ pub async fn revoke(
     let now = app.rt.now_ms();
     let (r, _) = app
         .rt
-        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), |st, _| match st.api_keys.get(&id) {
-            Some(k) => to_reply(StatusCode::OK, &views::api_key(k, k.last_used_at_ms, now)),
-            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), |st, _| {
+            view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key(k, k.last_used_at_ms, now)))
         })
         .await?;
     Ok(reply(r))
@@ -139,9 +138,8 @@ pub async fn rotate(
             Command::RotateApiKey { key_id: id, secret: spool_core::Secret(secret.clone()) },
             None,
             Vec::new(),
-            |st, _| match st.api_keys.get(&id) {
-                Some(k) => to_reply(StatusCode::OK, &views::api_key_with_secret(k, &secret, now)),
-                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+            |st, _| {
+                view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key_with_secret(k, &secret, now)))
             },
         )
         .await?;

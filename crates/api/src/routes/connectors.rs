@@ -2,7 +2,7 @@
 //! and local folders (an extension). Credentials are sealed by the keyring for the
 //! connector's own data key before they reach a command; no answer ever carries them.
 
-use super::{json, reply, run_command, to_reply};
+use super::{json, oldest_first, reply, run_command, to_reply, view_reply};
 use crate::body::{JsonBody, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, State};
@@ -75,13 +75,11 @@ fn open_credentials(app: &AppState, sealed: Option<&Sealed>) -> Result<Credentia
 }
 
 fn render_connector(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
-    match out {
-        Outcome::Connector(id) => match st.connectors.get(&id) {
-            Some(c) => to_reply(status, &views::connector(c)),
-            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-        },
-        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-    }
+    let conn = match out {
+        Outcome::Connector(id) => st.connectors.get(&id),
+        _ => None,
+    };
+    view_reply(status, conn.map(views::connector))
 }
 
 struct NewConnector {
@@ -396,15 +394,13 @@ pub async fn create_local(
 
 pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let mut items: Vec<(u64, String, serde_json::Value)> = app.rt.read(|st| {
+    Ok(oldest_first(app.rt.read(|st| {
         st.connectors
             .values()
             .filter(|c| c.is_live())
             .map(|c| (c.created_at_ms, c.connector_id.to_string(), views::connector(c)))
             .collect()
-    });
-    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Ok(json(StatusCode::OK, &serde_json::Value::Array(items.into_iter().map(|(_, _, v)| v).collect())))
+    })))
 }
 
 pub async fn retrieve(

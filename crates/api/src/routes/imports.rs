@@ -1,6 +1,6 @@
 //! Import jobs (contract §2.3, §6.1) and the videos they create (§2.7).
 
-use super::{json, run_command, to_reply};
+use super::{json, run_command, view_reply};
 use crate::body::{JsonBody, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, RawQuery, State};
@@ -51,13 +51,11 @@ pub struct CreateJob {
 }
 
 fn render_job(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
-    match out {
-        Outcome::ImportJob(id) => match st.imports.get(&id) {
-            Some(j) => to_reply(status, &views::import_job(j, st)),
-            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-        },
-        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-    }
+    let job = match out {
+        Outcome::ImportJob(id) => st.imports.get(&id),
+        _ => None,
+    };
+    view_reply(status, job.map(|j| views::import_job(j, st)))
 }
 
 pub async fn create(

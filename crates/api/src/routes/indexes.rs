@@ -1,6 +1,6 @@
 //! Indexes (contract §2.6).
 
-use super::{json, reply, run_command, to_reply};
+use super::{json, oldest_first, reply, run_command, view_reply};
 use crate::body::{JsonBody, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
 use axum::extract::{Path, RawQuery, State};
@@ -32,12 +32,12 @@ pub async fn create(
     who.require(Scope::Write)?;
     let idem = idempotency_key(&headers, &who, "POST", "/indexes", &body.canonical)?;
     let cmd = Command::CreateIndex { name: body.value.name, user_id: who.id.clone() };
-    let render = |st: &spool_core::State, out: Outcome| match out {
-        Outcome::Index(id) => match st.indexes.get(&id) {
-            Some(i) => to_reply(StatusCode::CREATED, &views::index(i)),
-            None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-        },
-        _ => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    let render = |st: &spool_core::State, out: Outcome| {
+        let index = match out {
+            Outcome::Index(id) => st.indexes.get(&id),
+            _ => None,
+        };
+        view_reply(StatusCode::CREATED, index.map(views::index))
     };
     run_command(&app, cmd, idem, Vec::new(), render).await
 }
@@ -46,15 +46,13 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
     q.bool("include_defaults", true)?;
-    let mut items: Vec<(u64, String, serde_json::Value)> = app.rt.read(|st| {
+    Ok(oldest_first(app.rt.read(|st| {
         st.indexes
             .values()
             .filter(|i| i.is_live())
             .map(|i| (i.created_at_ms, i.index_id.to_string(), views::index(i)))
             .collect()
-    });
-    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Ok(json(StatusCode::OK, &serde_json::Value::Array(items.into_iter().map(|(_, _, v)| v).collect())))
+    })))
 }
 
 pub async fn retrieve(
@@ -78,10 +76,7 @@ pub async fn delete(
     let (r, _) = app
         .rt
         .execute_with(Command::DeleteIndex { index_id: id }, None, Vec::new(), |st, _| {
-            match st.indexes.get(&id).and_then(views::deletion) {
-                Some(v) => to_reply(StatusCode::OK, &v),
-                None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
-            }
+            view_reply(StatusCode::OK, st.indexes.get(&id).and_then(views::deletion))
         })
         .await?;
     Ok(reply(r))

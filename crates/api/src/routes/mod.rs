@@ -140,6 +140,21 @@ pub(crate) fn reply(r: Reply) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
 }
 
+/// The answer showing the aggregate a command led to. The preview always holds it, so `None`
+/// is a bug, answered 500 rather than a panic.
+pub(crate) fn view_reply(status: StatusCode, view: Option<serde_json::Value>) -> Reply {
+    match view {
+        Some(v) => to_reply(status, &v),
+        None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+    }
+}
+
+/// A bare JSON array of `(created_at_ms, id, view)` items, oldest first (ties by id).
+pub(crate) fn oldest_first(mut items: Vec<(u64, String, serde_json::Value)>) -> Response {
+    items.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    json(StatusCode::OK, &serde_json::Value::Array(items.into_iter().map(|(_, _, v)| v).collect()))
+}
+
 pub(crate) fn to_reply(status: StatusCode, v: &serde_json::Value) -> Reply {
     Reply { status: status.as_u16(), body: serde_json::to_vec(v).unwrap_or_default() }
 }
