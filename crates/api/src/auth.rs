@@ -55,13 +55,8 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(Principal { id: "env-admin".into(), key_id: None, scope: Scope::Admin });
         }
         let now = app.rt.now_ms();
-        let found = app.rt.read(|st| {
-            st.key_by_hash
-                .get(&hash)
-                .and_then(|id| st.api_keys.get(id))
-                .filter(|k| k.is_active(now))
-                .map(|k| (k.key_id, k.top_scope()))
-        });
+        let found =
+            app.rt.read(|st| st.key_with_hash(&hash).filter(|k| k.is_active(now)).map(|k| (k.key_id, k.top_scope())));
         match found {
             Some((key_id, scope)) => {
                 app.rt.note_key_use(key_id);

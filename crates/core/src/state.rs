@@ -144,10 +144,9 @@ impl State {
         self.indexes.get(id).filter(|i| i.is_live())
     }
 
-    /// The key a secret belongs to, if that secret is current.
-    pub fn key_for_secret(&self, secret: &str) -> Option<&ApiKey> {
-        let hash = crate::hash_secret(secret);
-        self.key_by_hash.get(&hash).and_then(|id| self.api_keys.get(id))
+    /// The key whose current secret has this SHA-256 (`hash_secret`), if any.
+    pub fn key_with_hash(&self, hash: &[u8; 32]) -> Option<&ApiKey> {
+        self.key_by_hash.get(hash).and_then(|id| self.api_keys.get(id))
     }
 
     /// Encode for a snapshot (bincode, prefixed with [`STATE_FORMAT`]).

@@ -63,9 +63,4 @@ impl Tail {
         }
         Ok(out)
     }
-
-    /// The sequence number the tail will yield next.
-    pub fn position(&self) -> u64 {
-        self.next_seq - self.buffered.len() as u64
-    }
 }

@@ -106,11 +106,8 @@ fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, 
     }
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 50, 1, 100)?;
-    if let Some(c) = q.get("cursor").filter(|c| !c.is_empty())
-        && !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::validation("cursor", "is not a cursor this server issued"));
-    }
+    // The same opaque cursors as every other page.
+    super::imports::decode_cursor(q.get("cursor"))?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }),
