@@ -73,9 +73,20 @@ impl Runtime {
         self.execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
     }
 
+    /// A connector's credentials, opened by the keyring (none when it has none, or when its
+    /// data key was shredded).
+    pub fn open_credentials(&self, sealed: Option<&spool_model::Sealed>) -> Result<Credentials, String> {
+        let Some(sealed) = sealed else { return Ok(Credentials::default()) };
+        match self.keyring().open(sealed) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|_| "stored credentials are damaged".to_string()),
+            Ok(None) => Ok(Credentials::default()),
+            Err(e) => Err(format!("credentials cannot be opened: {e}")),
+        }
+    }
+
     /// The store of a live connector, with its credentials opened (cached per connector and
     /// version, so a patch of credentials takes effect).
-    pub(crate) fn connector_store(&self, id: &ConnectorId) -> Result<Store, String> {
+    pub fn connector_store(&self, id: &ConnectorId) -> Result<Store, String> {
         let conn = self.read(|st| st.live_connector(id).cloned()).ok_or_else(|| format!("connector {id} is gone"))?;
         let version = conn.updated_at_ms;
         if let Some((v, s)) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(id)
@@ -83,16 +94,7 @@ impl Runtime {
         {
             return Ok(s.clone());
         }
-        let creds = match &conn.credentials {
-            None => Credentials::default(),
-            Some(sealed) => match self.keyring().open(sealed) {
-                Ok(Some(bytes)) => {
-                    serde_json::from_slice(&bytes).map_err(|_| "stored credentials are damaged".to_string())?
-                }
-                Ok(None) => Credentials::default(),
-                Err(e) => return Err(format!("credentials cannot be opened: {e}")),
-            },
-        };
+        let creds = self.open_credentials(conn.credentials.as_ref())?;
         let store = spool_storage::build_store(conn.provider, &conn.location, &creds, &self.cfg.storage)
             .map_err(|e| e.to_string())?;
         self.stores.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, (version, store.clone()));

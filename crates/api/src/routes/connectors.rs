@@ -61,17 +61,10 @@ fn seal_credentials(app: &AppState, id: &ConnectorId, creds: &Credentials) -> Re
 }
 
 fn open_credentials(app: &AppState, sealed: Option<&Sealed>) -> Result<Credentials, ApiError> {
-    let Some(sealed) = sealed else { return Ok(Credentials::default()) };
-    match app.rt.keyring().open(sealed) {
-        Ok(Some(bytes)) => {
-            serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("stored credentials are damaged"))
-        }
-        Ok(None) => Ok(Credentials::default()),
-        Err(e) => {
-            tracing::error!(error = %e, "opening connector credentials");
-            Err(ApiError::internal("could not open the stored credentials"))
-        }
-    }
+    app.rt.open_credentials(sealed).map_err(|e| {
+        tracing::error!(error = %e, "opening connector credentials");
+        ApiError::internal("could not open the stored credentials")
+    })
 }
 
 fn render_connector(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
@@ -551,9 +544,11 @@ fn store_of(
     raw: &str,
 ) -> Result<(spool_storage::Store, spool_core::Connector), ApiError> {
     let conn = app.rt.read(|st| st.live_connector(id).cloned()).ok_or_else(|| ApiError::not_found("connector", raw))?;
-    let creds = open_credentials(app, conn.credentials.as_ref())?;
-    let store = spool_storage::build_store(conn.provider, &conn.location, &creds, &app.cfg.storage)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connector_invalid", e.to_string()))?;
+    // The runtime's store, the one imports use (cached per connector version).
+    let store = app
+        .rt
+        .connector_store(id)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connector_invalid", e))?;
     Ok((store, conn))
 }
 
