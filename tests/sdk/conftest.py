@@ -148,7 +148,9 @@ def spool_server() -> Iterator[SpoolServer]:
     local_root.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROP}
     env["SPOOL_API_KEY"] = admin_key
-    env["SPOOL_LOCAL_ROOTS"] = str(local_root)
+    # The session folder is allowed too: it holds the data directory, which must still be refused
+    # as (or around, or inside) a local root (test_sdk_bad_input.py).
+    env["SPOOL_LOCAL_ROOTS"] = os.pathsep.join([str(local_root), str(tmp)])
     # S3 connectors without an `endpoint` of their own go to the SigV4-checking s3s-fs.
     if os.environ.get("SPOOL_TEST_S3S_ENDPOINT"):
         env["AWS_ENDPOINT_URL"] = os.environ["SPOOL_TEST_S3S_ENDPOINT"]

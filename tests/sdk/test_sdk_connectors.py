@@ -133,7 +133,7 @@ def test_s3_wrong_bucket_fails_the_test(client, s3s_bucket):
 def test_dead_endpoint_fails_the_test_with_a_message(raw, admin_headers, client):
     body = {
         "name": unique("dead"),
-        "bucket": "b",
+        "bucket": "bkt",
         "region": "us-east-1",
         "aws_access_key_id": "k",
         "aws_secret_access_key": "s",
@@ -230,7 +230,7 @@ def test_create_validation_names_the_field(client, s3s_bucket, override, field):
 
 def test_empty_scopes_are_refused(raw, admin_headers):
     # The SDK turns [] into ["import"], so this goes over raw HTTP.
-    body = {"name": unique("noscope"), "bucket": "b", "region": "us-east-1", "aws_access_key_id": "k", "aws_secret_access_key": "s", "scopes": []}
+    body = {"name": unique("noscope"), "bucket": "bkt", "region": "us-east-1", "aws_access_key_id": "k", "aws_secret_access_key": "s", "scopes": []}
     err = assert_error_envelope(raw.post("/api/v2/connectors/s3", json=body, headers=admin_headers), 422, "validation_error")
     assert "scopes" in err["message"]
 

@@ -34,8 +34,20 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
             return Err(too_large());
         }
+        let content_type =
+            req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_string());
         let bytes = axum::body::to_bytes(req.into_body(), BODY_BYTES_MAX).await.map_err(|_| too_large())?;
-        let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { &bytes };
+        let empty = bytes.iter().all(|b| b.is_ascii_whitespace());
+        // A body is JSON only when it says so: `text/plain` (or none at all) is not parsed.
+        if !empty && !content_type.as_deref().is_some_and(is_json_media_type) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            )
+            .details(serde_json::json!({ "content_type": content_type, "expected": "application/json" })));
+        }
+        let bytes: &[u8] = if empty { b"{}" } else { &bytes };
         let raw: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", format!("not valid JSON ({e})")))?;
         if !raw.is_object() {
@@ -51,6 +63,44 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         })?;
         Ok(JsonBody { value, canonical })
     }
+}
+
+/// `application/json`, or any `…/…+json`, with or without parameters.
+fn is_json_media_type(v: &str) -> bool {
+    let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
+}
+
+/// A path parameter. Unlike axum's own `Path`, a parameter that does not decode (say `%ff`,
+/// not UTF-8) is answered in the envelope: 404, as for any id this server never issued.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "the path does not name a resource (it does not decode as UTF-8)",
+            )
+            .details(serde_json::json!({ "reason": e.body_text() }))),
+        }
+    }
+}
+
+/// Check a free-text field a user sends: at most `max` characters, no NUL or other control
+/// characters (they end up in storage requests, logs and file names).
+pub fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.chars().count() > max {
+        return Err(ApiError::validation(field, format!("must be at most {max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::validation(field, "must not contain NUL or other control characters"));
+    }
+    Ok(())
 }
 
 /// Query parameters as a small map; each handler converts what it reads.

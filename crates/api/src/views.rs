@@ -127,8 +127,9 @@ pub fn outputs_page(j: &ImportJob, st: &spool_core::State, from: u64, limit: usi
     let all: Vec<&ImportFile> = j.files.iter().filter(|f| f.status == FileStatus::Imported).collect();
     let from = from as usize;
     let items: Vec<Value> = all.iter().skip(from).take(limit).filter_map(|f| output(f, st)).collect();
-    let more = from + limit < all.len();
-    json!({ "items": items, "next_cursor": cursor_after(from + limit, more), "total": all.len() })
+    let next = from.saturating_add(limit);
+    let more = next < all.len();
+    json!({ "items": items, "next_cursor": cursor_after(next, more), "total": all.len() })
 }
 
 /// `ImportFilesPage`: the job's files matching `keep`, from position `from`.
@@ -136,8 +137,9 @@ pub fn files_page(j: &ImportJob, from: u64, limit: usize, keep: impl Fn(FileStat
     let all: Vec<&ImportFile> = j.files.iter().filter(|f| keep(f.status)).collect();
     let from = from as usize;
     let items: Vec<Value> = all.iter().skip(from).take(limit).map(|f| source_file(f)).collect();
-    let more = from + limit < all.len();
-    json!({ "items": items, "next_cursor": cursor_after(from + limit, more), "total": all.len() })
+    let next = from.saturating_add(limit);
+    let more = next < all.len();
+    json!({ "items": items, "next_cursor": cursor_after(next, more), "total": all.len() })
 }
 
 pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {

@@ -21,3 +21,21 @@ pub use event::{
 };
 pub use ids::*;
 pub use sealed::Sealed;
+
+/// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` makes [`failpoint`] answer true for
+/// those names, in debug builds only (a release build never reads the variable). Tests use it
+/// to make a request handler or an effect executor panic and check that Spool stays up.
+pub fn failpoint(name: &str) -> bool {
+    if !cfg!(debug_assertions) {
+        return false;
+    }
+    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    POINTS
+        .get_or_init(|| {
+            std::env::var("SPOOL_FAILPOINTS")
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|p| p == name)
+}

@@ -115,6 +115,9 @@ impl Runtime {
                 return Ok(());
             }
         };
+        if spool_model::failpoint("scan_panic") {
+            panic!("failpoint scan_panic");
+        }
         let req = BrowseRequest {
             prefix: job.source_prefix.clone(),
             pattern: job.file_pattern.clone(),

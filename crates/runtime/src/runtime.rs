@@ -16,6 +16,9 @@ pub const CONFLICT_RETRIES_MAX: u32 = 32;
 pub const EFFECTS_CONCURRENCY_MAX: usize = 16;
 /// Events folded per lock of the state.
 pub const FOLD_BATCH_MAX: usize = 1024;
+/// Times an effect may panic before it is given up: its job then fails with `internal_error`
+/// (an effect with no job to fail is not offered again until the next start).
+pub const EFFECT_PANIC_TRIES_MAX: u32 = 3;
 /// The name of the core state's snapshot.
 pub const SNAPSHOT_NAME: &str = "core";
 
@@ -104,6 +107,10 @@ pub struct Runtime {
     ready: watch::Sender<bool>,
     draining: AtomicBool,
     inflight_effects: Mutex<BTreeSet<Effect>>,
+    /// Panics of each effect so far (in this process), and the effects given up after
+    /// [`EFFECT_PANIC_TRIES_MAX`] of them.
+    effect_panics: Mutex<std::collections::HashMap<Effect, u32>>,
+    given_up_effects: Mutex<BTreeSet<Effect>>,
     effect_slots: Arc<Semaphore>,
     inflight_idem: Mutex<HashSet<String>>,
     usage: Mutex<BTreeMap<ApiKeyId, u64>>,
@@ -164,12 +171,8 @@ impl Runtime {
         sweep_staging(&media_dir);
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
-        let media = spool_storage::Store {
-            inner: Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(&media_dir)
-                    .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?,
-            ),
-        };
+        let media = spool_storage::Store::local(&media_dir)
+            .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             log,
@@ -182,6 +185,8 @@ impl Runtime {
             ready: watch::channel(false).0,
             draining: AtomicBool::new(false),
             inflight_effects: Mutex::new(BTreeSet::new()),
+            effect_panics: Mutex::new(std::collections::HashMap::new()),
+            given_up_effects: Mutex::new(BTreeSet::new()),
             effect_slots: Arc::new(Semaphore::new(EFFECTS_CONCURRENCY_MAX)),
             inflight_idem: Mutex::new(HashSet::new()),
             usage: Mutex::new(BTreeMap::new()),
@@ -329,6 +334,9 @@ impl Runtime {
         }
         let effects = self.read(pending_effects);
         for effect in effects {
+            if self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).contains(&effect) {
+                continue;
+            }
             {
                 let mut inflight = self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner());
                 if !inflight.insert(effect.clone()) {
@@ -339,13 +347,66 @@ impl Runtime {
             tokio::spawn(async move {
                 let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
                 if !rt.draining.load(Ordering::SeqCst) {
+                    use futures::FutureExt;
                     rt.effects_total.fetch_add(1, Ordering::Relaxed);
-                    rt.run_effect(&effect).await;
+                    // A panic in an executor is a failure of that effect, never a wedged task.
+                    let run = std::panic::AssertUnwindSafe(rt.run_effect(&effect)).catch_unwind().await;
+                    if let Err(payload) = run {
+                        let what = panic_message(payload.as_ref());
+                        drop(payload);
+                        rt.effect_panicked(&effect, what).await;
+                    }
                 }
                 rt.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).remove(&effect);
                 // The outcome may have scheduled the next effect of the same aggregate.
                 rt.dispatch_effects();
             });
+        }
+    }
+
+    /// An executor panicked: count it; at [`EFFECT_PANIC_TRIES_MAX`] give the effect up and
+    /// record the failure of its job (`internal_error`).
+    async fn effect_panicked(&self, effect: &Effect, what: String) {
+        let tries = {
+            let mut p = self.effect_panics.lock().unwrap_or_else(|p| p.into_inner());
+            let n = p.entry(effect.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        tracing::error!(?effect, tries, panic = %what, "an effect executor panicked");
+        if tries < EFFECT_PANIC_TRIES_MAX {
+            return;
+        }
+        self.effect_panics.lock().unwrap_or_else(|p| p.into_inner()).remove(effect);
+        self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).insert(effect.clone());
+        let message =
+            format!("internal_error: Spool failed while running this work ({tries} tries); see the server log");
+        let result = match effect {
+            Effect::ScanImport { job_id } | Effect::FinishImportJob { job_id } => {
+                self.execute(Command::RecordImportJobFailed { job_id: *job_id, error: message }).await.map(|_| ())
+            }
+            Effect::ImportFile { job_id, file_id, attempt } => {
+                // The attempt may not have started when the executor panicked.
+                let _ = self
+                    .execute(Command::StartImportFile { job_id: *job_id, file_id: *file_id, attempt: *attempt })
+                    .await;
+                let failure = spool_model::FileFailure { code: "internal_error".into(), message, retryable: false };
+                self.execute(Command::RecordFileFailed {
+                    job_id: *job_id,
+                    file_id: *file_id,
+                    attempt: *attempt,
+                    failure,
+                })
+                .await
+                .map(|_| ())
+            }
+            Effect::DrainIndex { .. } | Effect::PurgeIndex { .. } => {
+                tracing::error!(?effect, "given up until the next start");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, ?effect, "the failure of a panicking effect was not recorded");
         }
     }
 
@@ -587,6 +648,15 @@ impl Runtime {
         }
         self.snapshot().await;
     }
+}
+
+/// The message a panic carried.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Remove half-written uploads a crash left in the media store (object_store's local store

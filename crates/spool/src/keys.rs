@@ -108,8 +108,9 @@ pub async fn create_first_admin_key(rt: &Runtime) -> anyhow::Result<()> {
     };
     let out = rt.execute(cmd).await?;
     if let Outcome::ApiKey(id) = out {
+        // One marked line of its own, written in one call so no log line can interleave.
         eprintln!(
-            "\nspool: created the first admin API key ({id}). It is shown only this once; keep it safe:\n\n    {secret}\n"
+            "\n==== spool: first admin API key ({id}), shown only this once; keep it safe ====\nSPOOL_FIRST_ADMIN_KEY={secret}\n====\n"
         );
     }
     Ok(())

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(spool_log::Error::AlreadyOpen { path }) = e.downcast_ref::<spool_log::Error>() {
                 eprintln!(
-                    "spool: {} is held by a running server; stop it first, or read through the server's admin routes",
+                    "spool: {} is held by a running server; stop it first (SIGTERM), or manage keys live through the API (POST/GET /api/v2/api-keys with an admin key)",
                     path.display()
                 );
                 return ExitCode::from(EXIT_HELD);

@@ -125,7 +125,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // The data directory is never a local connector's root (nor inside or around one).
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&settings.data_dir)
+        .with_context(|| format!("resolving the data directory {}", settings.data_dir.display()))?;
     let storage = spool_storage::StorageEnv {
+        data_dir: Some(data_dir),
         aws_endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.trim().is_empty()),
         local_roots,
         azure_use_emulator: std::env::var("AZURE_STORAGE_USE_EMULATOR")

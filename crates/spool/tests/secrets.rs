@@ -90,7 +90,7 @@ fn planted_secrets_are_nowhere_in_clear_and_shredding_and_rotation_hold() {
 
     // An S3 connector whose secret is planted (its endpoint is a closed loopback port).
     let body = format!(
-        r#"{{"name":"planted","bucket":"b","region":"us-east-1","aws_access_key_id":"AKIAPLANTED","aws_secret_access_key":"{PLANTED}","endpoint":"http://127.0.0.1:1","scopes":["import","export"]}}"#
+        r#"{{"name":"planted","bucket":"bkt","region":"us-east-1","aws_access_key_id":"AKIAPLANTED","aws_secret_access_key":"{PLANTED}","endpoint":"http://127.0.0.1:1","scopes":["import","export"]}}"#
     );
     let (s, created) = request(&a, "POST", "/api/v2/connectors/s3", Some(ADMIN_KEY), Some(&body)).unwrap();
     assert_eq!(s, 201, "{created}");

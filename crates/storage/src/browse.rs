@@ -1,4 +1,4 @@
-use crate::{Store, describe};
+use crate::Store;
 use futures::StreamExt;
 use globset::GlobMatcher;
 use object_store::ObjectMeta;
@@ -116,6 +116,7 @@ pub fn matching(
         Some(i) => prefix[..i].to_string(),
         None => String::new(),
     };
+    let rest_empty = prefix.len() == dir.len() || prefix.ends_with('/');
     let dir_path = if dir.is_empty() { None } else { Some(Path::from(dir)) };
     let recursive = req.recursive;
     let keep = move |meta: &ObjectMeta| -> bool {
@@ -127,14 +128,37 @@ pub fn matching(
         }
         glob.as_ref().is_none_or(|g| g.is_match(below))
     };
-    let stream = store.inner.list(dir_path.as_ref()).filter_map(move |item| {
-        let out = match item {
-            Ok(meta) if keep(&meta) => Some(Ok(meta)),
-            Ok(_) => None,
-            Err(e) => Some(Err(BrowseError::Storage(describe(&e)))),
-        };
-        futures::future::ready(out)
-    });
+    let stream = match &store.local_root {
+        // Local folders: a confined walk, one level (or two, when the prefix ends inside a
+        // folder name) when not recursive.
+        Some(root) => {
+            let depth = (!recursive).then_some(if rest_empty { 1 } else { 2 });
+            crate::local::list(root.clone(), dir_path.map(|p| p.to_string()), depth)
+                .filter_map(move |item| {
+                    futures::future::ready(match item {
+                        Ok(meta) if keep(&meta) => Some(Ok(meta)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(BrowseError::Storage(e))),
+                    })
+                })
+                .boxed()
+        }
+        None => {
+            let store = store.clone();
+            store
+                .inner
+                .list(dir_path.as_ref())
+                .filter_map(move |item| {
+                    let out = match item {
+                        Ok(meta) if keep(&meta) => Some(Ok(meta)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(BrowseError::Storage(store.describe(&e)))),
+                    };
+                    futures::future::ready(out)
+                })
+                .boxed()
+        }
+    };
     Ok(stream.boxed())
 }
 

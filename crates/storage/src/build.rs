@@ -2,7 +2,6 @@ use crate::Store;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::{ClientOptions, RetryConfig};
 use spool_model::{ConnectorLocation, Provider};
 use std::path::PathBuf;
@@ -13,8 +12,10 @@ use std::time::Duration;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opened credentials of a connector. `Debug` is redacted.
+/// Opened credentials of a connector. `Debug` is redacted. Unknown fields are refused (a
+/// `PATCH` naming `{"foo": ...}` is a mistake to report, not to ignore).
 #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
@@ -45,6 +46,8 @@ pub struct StorageEnv {
     /// `AZURE_STORAGE_USE_EMULATOR=true`: Azure connectors without an account key use the
     /// emulator account (its URL from `AZURITE_BLOB_STORAGE_URL`, read by object_store).
     pub azure_use_emulator: bool,
+    /// Spool's own data directory (canonical): never usable as, in or around a local root.
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,21 +58,64 @@ pub enum StoreError {
     Build(String),
 }
 
-/// Check an endpoint URL: http or https, a host, nothing else odd. Returns it without a
-/// trailing slash.
-pub fn normalize_endpoint(raw: &str) -> Result<String, StoreError> {
-    let t = raw.trim().trim_end_matches('/');
-    let rest = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")).ok_or_else(|| StoreError::Invalid {
-        field: "endpoint",
-        message: "must start with http:// or https://".into(),
-    })?;
-    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains('@') {
-        return Err(StoreError::Invalid {
-            field: "endpoint",
-            message: "must be a URL with a host (and no credentials)".into(),
-        });
+/// Longest endpoint or base URL accepted.
+pub const ENDPOINT_CHARS_MAX: usize = 2048;
+
+/// Check a storage endpoint or base URL that a user gave: `http` or `https`, a host, a port in
+/// range, no user info, no query, no fragment. Returns it without a trailing slash. Everything
+/// object_store would later choke on (and some of it by panicking) is refused here, with the
+/// field named.
+pub fn check_url(field: &'static str, raw: &str) -> Result<String, StoreError> {
+    let bad = |message: &str| StoreError::Invalid { field, message: message.to_string() };
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(bad("must not be empty"));
     }
-    Ok(t.to_string())
+    if t.len() > ENDPOINT_CHARS_MAX {
+        return Err(bad(&format!("must be at most {ENDPOINT_CHARS_MAX} characters")));
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("must not contain spaces or control characters"));
+    }
+    let lower = t.to_ascii_lowercase();
+    if !lower.starts_with("http://") && !lower.starts_with("https://") {
+        return Err(bad("must start with http:// or https://"));
+    }
+    let url = url::Url::parse(t).map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with http:// or https://"));
+    }
+    match url.host_str() {
+        None | Some("") => return Err(bad("must name a host")),
+        Some(_) => {}
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry user info (credentials go in their own fields)"));
+    }
+    if url.query().is_some() {
+        return Err(bad("must not have a query string"));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("must not have a fragment"));
+    }
+    if url.port() == Some(0) {
+        return Err(bad("must have a port from 1 to 65535"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// [`check_url`] for the `endpoint` field.
+pub fn normalize_endpoint(raw: &str) -> Result<String, StoreError> {
+    check_url("endpoint", raw)
+}
+
+/// Check the `gcs_base_url` of a GCS service-account JSON, when it has one.
+pub fn check_gcs_service_account(sa: &serde_json::Value) -> Result<(), StoreError> {
+    match sa.get("gcs_base_url") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(u)) => check_url("gcs_base_url", u).map(|_| ()),
+        Some(_) => Err(StoreError::Invalid { field: "gcs_base_url", message: "must be a string".into() }),
+    }
 }
 
 fn client_options() -> ClientOptions {
@@ -106,10 +152,13 @@ pub fn build_store(
                 .with_access_key_id(id)
                 .with_secret_access_key(secret)
                 .with_retry(retry());
-            let endpoint = loc.endpoint.clone().or_else(|| env.aws_endpoint_url.clone());
             let mut opts = client_options();
+            let endpoint = match (&loc.endpoint, &env.aws_endpoint_url) {
+                (Some(ep), _) => Some(normalize_endpoint(ep)?),
+                (None, Some(ep)) => Some(check_url("AWS_ENDPOINT_URL", ep)?),
+                (None, None) => None,
+            };
             if let Some(ep) = endpoint {
-                let ep = normalize_endpoint(&ep)?;
                 if ep.starts_with("http://") {
                     opts = opts.with_allow_http(true);
                 }
@@ -120,14 +169,16 @@ pub fn build_store(
         Provider::Local => {
             let root =
                 loc.root.as_deref().ok_or(StoreError::Invalid { field: "root", message: "is required".into() })?;
-            Arc::new(LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::Build(e.to_string()))?)
+            // Checked again on every build: the operator's settings may have changed since.
+            let root = crate::local::check_local_root(root, env)?;
+            return Store::local(&root);
         }
         Provider::Azure => {
             Arc::new(azure_builder(loc, creds, env)?.build().map_err(|e| StoreError::Build(e.to_string()))?)
         }
         Provider::Gcs => Arc::new(gcs_builder(loc, creds)?.build().map_err(|e| StoreError::Build(e.to_string()))?),
     };
-    Ok(Store { inner })
+    Ok(Store { inner, local_root: None })
 }
 
 /// Which way an Azure connector reaches its account.
@@ -209,6 +260,7 @@ pub fn gcs_builder(loc: &ConnectorLocation, creds: &Credentials) -> Result<Googl
         .ok_or(StoreError::Invalid { field: "credentials_file", message: "is required".into() })?;
     let parsed: serde_json::Value = serde_json::from_str(sa)
         .map_err(|_| StoreError::Invalid { field: "credentials_file", message: "is not JSON".into() })?;
+    check_gcs_service_account(&parsed)?;
     let mut opts = client_options();
     if parsed.get("gcs_base_url").and_then(|v| v.as_str()).is_some_and(|u| u.starts_with("http://")) {
         opts = opts.with_allow_http(true);

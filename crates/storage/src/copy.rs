@@ -1,6 +1,6 @@
 //! Streaming copies into the media store and paged scans for imports.
 
-use crate::{BrowseError, BrowseRequest, Store, describe};
+use crate::{BrowseError, BrowseRequest, Store};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -25,24 +25,37 @@ pub async fn copy_object(
 ) -> Result<(u64, [u8; 32]), CopyError> {
     let read_err = |e: object_store::Error| match e {
         object_store::Error::NotFound { .. } => {
-            CopyError { code: "source_object_missing", message: describe(&e), retryable: false }
+            CopyError { code: "source_object_missing", message: src.describe(&e), retryable: false }
         }
-        other => CopyError { code: "source_read_failed", message: describe(&other), retryable: true },
+        other => CopyError { code: "source_read_failed", message: src.describe(&other), retryable: true },
     };
-    let write_err =
-        |e: object_store::Error| CopyError { code: "media_store_write_failed", message: describe(&e), retryable: true };
-    let got = src.inner.get(&Path::from(src_path)).await.map_err(read_err)?;
+    let write_err = |e: object_store::Error| CopyError {
+        code: "media_store_write_failed",
+        message: dst.describe(&e),
+        retryable: true,
+    };
+    let mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, CopyError>> = match &src.local_root {
+        Some(root) => local_stream(root, src_path)?,
+        None => {
+            let got = src.inner.get(&Path::from(src_path)).await.map_err(read_err)?;
+            let src = src.clone();
+            got.into_stream()
+                .map(move |c| {
+                    c.map_err(|e| CopyError { code: "source_read_failed", message: src.describe(&e), retryable: true })
+                })
+                .boxed()
+        }
+    };
     let upload = dst.inner.put_multipart(&Path::from(dst_path)).await.map_err(write_err)?;
     let mut writer = WriteMultipart::new(upload);
     let mut hasher = sha2::Sha256::new();
     let mut bytes = 0u64;
-    let mut stream = got.into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
                 let _ = writer.abort().await;
-                return Err(read_err(e));
+                return Err(e);
             }
         };
         hasher.update(&chunk);
@@ -55,6 +68,54 @@ pub async fn copy_object(
     }
     writer.finish().await.map_err(write_err)?;
     Ok((bytes, hasher.finalize().into()))
+}
+
+/// A file of a local root as a stream of chunks, opened through the confined [`crate::local::open`].
+fn local_stream(
+    root: &std::path::Path,
+    key: &str,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, CopyError>>, CopyError> {
+    use crate::local::OpenError;
+    let file = crate::local::open(root, key).map_err(|e| match e {
+        OpenError::Missing => {
+            CopyError { code: "source_object_missing", message: "the file is gone".into(), retryable: false }
+        }
+        OpenError::OutsideRoot => CopyError {
+            code: "path_outside_root",
+            message: "the file resolves to a location outside the connector's root; it is not read".into(),
+            retryable: false,
+        },
+        OpenError::NotAFile => {
+            CopyError { code: "source_not_a_file", message: "the path is not a regular file".into(), retryable: false }
+        }
+        OpenError::Unreadable(kind) => CopyError {
+            code: "source_read_failed",
+            message: format!("the file cannot be read ({kind})"),
+            retryable: true,
+        },
+    })?;
+    let file = tokio::fs::File::from_std(file);
+    Ok(futures::stream::unfold(Some(file), |state| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = state?;
+        let mut buf = vec![0u8; crate::local::READ_CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((
+                Err(CopyError {
+                    code: "source_read_failed",
+                    message: format!("the file cannot be read ({})", e.kind()),
+                    retryable: true,
+                }),
+                None,
+            )),
+        }
+    })
+    .boxed())
 }
 
 /// One object of a scan.

@@ -8,13 +8,15 @@
 mod browse;
 mod build;
 mod copy;
+mod local;
 
 pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching};
 pub use build::{
-    AzureAccess, Credentials, StorageEnv, StoreError, azure_access, azure_builder, build_store, gcs_builder,
-    normalize_endpoint,
+    AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
+    check_gcs_service_account, check_url, gcs_builder, normalize_endpoint,
 };
 pub use copy::{CopyError, ScannedObject, copy_object, scan_pages};
+pub use local::{OpenError, check_local_root};
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -24,6 +26,36 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Store {
     pub inner: Arc<dyn ObjectStore>,
+    /// For a local folder: its canonical root. Listing and reading then go through
+    /// [`local`]'s confined walk and open, never following a link out of the root.
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+impl Store {
+    /// A local folder (which must exist), confined to itself.
+    pub fn local(root: &std::path::Path) -> Result<Store, StoreError> {
+        let root = std::fs::canonicalize(root).map_err(|e| StoreError::Build(format!("local folder: {}", e.kind())))?;
+        let inner = object_store::local::LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| StoreError::Build(format!("local folder: {e}")))?;
+        Ok(Store { inner: Arc::new(inner), local_root: Some(root) })
+    }
+
+    /// [`describe`], without the server's own paths (a local root is shown as `<root>`).
+    pub fn describe(&self, e: &object_store::Error) -> String {
+        let text = describe(e);
+        match &self.local_root {
+            Some(root) => redact_path(&text, root),
+            None => text,
+        }
+    }
+}
+
+/// `text` with every mention of `root` replaced by `<root>`.
+pub fn redact_path(text: &str, root: &std::path::Path) -> String {
+    match root.to_str() {
+        Some(r) if !r.is_empty() && r != "/" => text.replace(r, "<root>"),
+        _ => text.to_string(),
+    }
 }
 
 /// Run a connection test: one listing; for the export scope also a probe object written and
@@ -37,7 +69,7 @@ pub async fn test_connection(
     use futures::StreamExt;
     let mut listing = store.inner.list(None);
     if let Some(Err(e)) = listing.next().await {
-        return Err(describe(&e));
+        return Err(store.describe(&e));
     }
     drop(listing);
     if export {
@@ -46,8 +78,12 @@ pub async fn test_connection(
             Some(base) => Path::from(format!("{base}/{name}")),
             None => Path::from(name),
         };
-        store.inner.put(&path, PutPayload::from_static(b"spool connection test\n")).await.map_err(|e| describe(&e))?;
-        store.inner.delete(&path).await.map_err(|e| describe(&e))?;
+        store
+            .inner
+            .put(&path, PutPayload::from_static(b"spool connection test\n"))
+            .await
+            .map_err(|e| store.describe(&e))?;
+        store.inner.delete(&path).await.map_err(|e| store.describe(&e))?;
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! answer (which holds the secret) sealed by the keyring, so a retry gets the same key back.
 
 use super::{json, reply, run_command, view_reply};
-use crate::body::{JsonBody, idempotency_key};
+use crate::body::{JsonBody, PathParam, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -92,7 +92,7 @@ pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Respons
 pub async fn retrieve(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
@@ -109,7 +109,7 @@ pub async fn retrieve(
 pub async fn revoke(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
@@ -126,7 +126,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
@@ -149,7 +149,7 @@ pub async fn rotate(
 pub async fn delete(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;

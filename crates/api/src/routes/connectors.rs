@@ -3,9 +3,9 @@
 //! connector's own data key before they reach a command; no answer ever carries them.
 
 use super::{json, oldest_first, reply, run_command, to_reply, view_reply};
-use crate::body::{JsonBody, idempotency_key};
+use crate::body::{JsonBody, PathParam, check_text, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -43,6 +43,68 @@ fn parse_import_mode(raw: Option<&str>) -> Result<Option<ImportMode>, ApiError> 
         Some("new_only") => Ok(Some(ImportMode::NewOnly)),
         Some(other) => Err(ApiError::validation("import_mode", format!("must be all or new_only (got {other:?})"))),
     }
+}
+
+/// A storage setting refused by spool-storage, as the API's 422 naming the field.
+fn store_invalid(e: spool_storage::StoreError) -> ApiError {
+    match e {
+        spool_storage::StoreError::Invalid { field, message } => ApiError::validation(field, message),
+        spool_storage::StoreError::Build(m) => ApiError::validation("connector", m),
+    }
+}
+
+/// Longest connector name (the SDK documents 1–100 characters).
+pub const NAME_CHARS_MAX: usize = 100;
+/// Longest `export_base_path`.
+pub const EXPORT_BASE_PATH_CHARS_MAX: usize = 1024;
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::validation("name", "is required"));
+    }
+    check_text("name", name, NAME_CHARS_MAX)?;
+    Ok(name.to_string())
+}
+
+/// A bucket, container or account name: `min`–`max` characters from `allowed`, starting and
+/// ending with a letter or digit.
+fn check_bucket(
+    field: &'static str,
+    v: &str,
+    min: usize,
+    max: usize,
+    allowed: fn(char) -> bool,
+) -> Result<(), ApiError> {
+    let n = v.chars().count();
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if n < min || n > max || !v.chars().all(allowed) || !edge_ok(v.chars().next()) || !edge_ok(v.chars().last()) {
+        return Err(ApiError::validation(
+            field,
+            format!(
+                "must be {min}–{max} characters of letters, digits, dots, hyphens or underscores, starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn s3_bucket_char(c: char) -> bool {
+    // Legacy us-east-1 buckets may hold capitals and underscores; nothing else is an S3 name.
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
+}
+
+fn gcs_bucket_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+}
+
+fn check_export_base_path(v: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(p) = v else { return Ok(None) };
+    check_text("export_base_path", &p, EXPORT_BASE_PATH_CHARS_MAX)?;
+    if p.split('/').any(|seg| seg == "..") {
+        return Err(ApiError::validation("export_base_path", "must not contain .. segments"));
+    }
+    Ok(Some(p))
 }
 
 fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
@@ -95,6 +157,8 @@ async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let idem = idempotency_key(&headers, &who, "POST", route, canonical)?;
+    let name = check_name(&n.name)?;
+    let export_base_path = check_export_base_path(n.export_base_path)?;
     let scopes = parse_scopes(n.scopes)?.unwrap_or_else(|| vec![ConnectorScope::Import]);
     let import_mode = parse_import_mode(n.import_mode.as_deref())?.unwrap_or(ImportMode::All);
     let connector_id = ConnectorId(app.rt.new_ulid());
@@ -110,10 +174,10 @@ async fn create(
     let cmd = Command::CreateConnector {
         connector_id,
         provider: n.provider,
-        name: n.name,
+        name,
         scopes,
         import_mode,
-        export_base_path: n.export_base_path,
+        export_base_path,
         location: n.location,
         credentials,
     };
@@ -149,19 +213,29 @@ pub async fn create_s3(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     let endpoint = match b.endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-        Some(e) => {
-            Some(spool_storage::normalize_endpoint(e).map_err(|e| ApiError::validation("endpoint", e.to_string()))?)
-        }
+        Some(e) => Some(spool_storage::normalize_endpoint(e).map_err(store_invalid)?),
         None => None,
     };
-    let location = ConnectorLocation {
-        bucket: Some(required("bucket", b.bucket)?),
-        region: Some(
-            b.region.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into()),
-        ),
-        endpoint,
-        ..ConnectorLocation::default()
+    let bucket = required("bucket", b.bucket)?;
+    check_bucket("bucket", &bucket, 3, 255, s3_bucket_char)?;
+    let region = match b.region {
+        None => "us-east-1".to_string(),
+        Some(r) => {
+            let r = r.trim().to_string();
+            if r.is_empty()
+                || r.len() > 64
+                || !r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(ApiError::validation(
+                    "region",
+                    "must be an AWS region name such as us-east-1 (lower-case letters, digits, hyphens)",
+                ));
+            }
+            r
+        }
     };
+    let location =
+        ConnectorLocation { bucket: Some(bucket), region: Some(region), endpoint, ..ConnectorLocation::default() };
     let credentials = Credentials {
         aws_access_key_id: Some(required("aws_access_key_id", b.aws_access_key_id)?),
         aws_secret_access_key: Some(required("aws_secret_access_key", b.aws_secret_access_key)?),
@@ -230,9 +304,7 @@ pub async fn create_azure(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     let endpoint = match non_empty(b.endpoint) {
-        Some(e) => {
-            Some(spool_storage::normalize_endpoint(&e).map_err(|e| ApiError::validation("endpoint", e.to_string()))?)
-        }
+        Some(e) => Some(spool_storage::normalize_endpoint(&e).map_err(store_invalid)?),
         None => None,
     };
     let account_key = non_empty(b.account_key);
@@ -243,8 +315,15 @@ pub async fn create_azure(
     {
         return Err(ApiError::validation("container", "must be 3–63 lower-case letters, digits or hyphens"));
     }
+    let storage_account = required("storage_account", b.storage_account)?;
+    check_bucket("storage_account", &storage_account, 3, 24, |c| c.is_ascii_lowercase() || c.is_ascii_digit())?;
+    for (field, v) in [("tenant_id", &b.tenant_id), ("client_id", &b.client_id)] {
+        if let Some(v) = v {
+            check_text(field, v, 128)?;
+        }
+    }
     let location = ConnectorLocation {
-        storage_account: Some(required("storage_account", b.storage_account)?),
+        storage_account: Some(storage_account),
         container: Some(container),
         tenant_id: non_empty(b.tenant_id),
         client_id: non_empty(b.client_id),
@@ -327,6 +406,7 @@ pub async fn create_gcs(
     if !sa.is_object() {
         return Err(ApiError::validation("credentials_file", "must be a JSON object (a service-account key)"));
     }
+    spool_storage::check_gcs_service_account(&sa).map_err(store_invalid)?;
     let sa_text = String::from_utf8(file).map_err(|_| ApiError::validation("credentials_file", "is not UTF-8"))?;
     // Fingerprint on decoded fields and a hash of the file, not on the raw multipart bytes.
     let canonical = {
@@ -334,11 +414,13 @@ pub async fn create_gcs(
         serde_json::to_vec(&serde_json::json!({ "fields": &text, "credentials_sha256": hex::encode(sha2::Sha256::digest(sa_text.as_bytes())) }))
             .unwrap_or_default()
     };
-    let location = ConnectorLocation {
-        bucket: Some(required("bucket", one("bucket"))?),
-        gcp_project_id: non_empty(one("gcp_project_id")),
-        ..ConnectorLocation::default()
-    };
+    let bucket = required("bucket", one("bucket"))?;
+    check_bucket("bucket", &bucket, 3, 222, gcs_bucket_char)?;
+    let gcp_project_id = non_empty(one("gcp_project_id"));
+    if let Some(p) = &gcp_project_id {
+        check_text("gcp_project_id", p, 128)?;
+    }
+    let location = ConnectorLocation { bucket: Some(bucket), gcp_project_id, ..ConnectorLocation::default() };
     let n = NewConnector {
         provider: Provider::Gcs,
         name: one("name").ok_or_else(|| ApiError::validation("name", "is required"))?,
@@ -359,17 +441,7 @@ pub async fn create_local(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     let root = required("root", b.root)?;
-    let canonical =
-        std::fs::canonicalize(&root).map_err(|_| ApiError::validation("root", "does not exist or cannot be read"))?;
-    if !canonical.is_dir() {
-        return Err(ApiError::validation("root", "is not a folder"));
-    }
-    if !app.cfg.storage.local_roots.iter().any(|allowed| canonical.starts_with(allowed)) {
-        return Err(ApiError::validation(
-            "root",
-            "is not under any of the folders the operator allows (SPOOL_LOCAL_ROOTS / storage.local_roots)",
-        ));
-    }
+    let canonical = spool_storage::check_local_root(&root, &app.cfg.storage).map_err(store_invalid)?;
     let n = NewConnector {
         provider: Provider::Local,
         name: b.name,
@@ -399,7 +471,7 @@ pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Respons
 pub async fn retrieve(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_id(&raw)?;
@@ -442,7 +514,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 pub async fn patch(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     body: JsonBody<Patch>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
@@ -452,7 +524,22 @@ pub async fn patch(
         .rt
         .read(|st| st.live_connector(&id).map(|c| (c.provider, c.credentials.clone())))
         .ok_or_else(|| ApiError::not_found("connector", &raw))?;
+    if let Some(n) = &b.name {
+        check_name(n)?;
+    }
+    if let Some(Some(p)) = &b.export_base_path {
+        check_export_base_path(Some(p.clone()))?;
+    }
     let mut side = Vec::new();
+    if let Some(c) = &b.credentials
+        && c.aws_access_key_id.is_none()
+        && c.aws_secret_access_key.is_none()
+        && c.azure_account_key.is_none()
+        && c.azure_client_secret.is_none()
+        && c.gcs_service_account.is_none()
+    {
+        return Err(ApiError::validation("credentials", "names no credential to change"));
+    }
     let mut new_creds = b.credentials.unwrap_or_default();
     if b.aws_access_key_id.is_some() {
         new_creds.aws_access_key_id = b.aws_access_key_id;
@@ -497,8 +584,11 @@ pub async fn patch(
             merged.azure_client_secret = Some(v);
         }
         if let Some(v) = keep(new_creds.gcs_service_account) {
-            serde_json::from_str::<serde_json::Value>(&v)
-                .map_err(|_| ApiError::validation("credentials", "gcs_service_account is not JSON"))?;
+            let sa = serde_json::from_str::<serde_json::Value>(&v)
+                .ok()
+                .filter(|v| v.is_object())
+                .ok_or_else(|| ApiError::validation("credentials", "gcs_service_account is not a JSON object"))?;
+            spool_storage::check_gcs_service_account(&sa).map_err(store_invalid)?;
             merged.gcs_service_account = Some(v);
         }
         let (sealed, put) = seal_credentials(&app, &id, &merged)?;
@@ -524,7 +614,7 @@ pub async fn patch(
 pub async fn delete(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
@@ -554,9 +644,16 @@ fn store_of(
 
 /// `POST /connectors/{id}/test`: reach the storage for real; a storage failure is
 /// `success: false` with a message, never an error status.
-pub async fn test(State(app): State<AppState>, who: Principal, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub async fn test(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let id = parse_id(&raw)?;
+    if spool_model::failpoint("connector_test_panic") {
+        panic!("failpoint connector_test_panic");
+    }
     let outcome = match store_of(&app, &id, &raw) {
         Ok((store, conn)) => {
             let probe = app.rt.new_ulid().to_string();
@@ -593,7 +690,7 @@ pub struct Browse {
 pub async fn browse(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     body: JsonBody<Browse>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;

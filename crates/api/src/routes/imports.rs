@@ -1,9 +1,9 @@
 //! Import jobs (contract §2.3, §6.1) and the videos they create (§2.7).
 
 use super::{json, run_command, view_reply};
-use crate::body::{JsonBody, Query, idempotency_key};
+use crate::body::{JsonBody, PathParam, Query, check_text, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -24,6 +24,10 @@ pub fn encode_cursor(pos: u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{pos}"))
 }
 
+/// Largest position a cursor may hold: positions count items, and no page is that deep, so
+/// `position + limit` can never wrap.
+pub const CURSOR_POSITION_MAX: u64 = u32::MAX as u64;
+
 pub fn decode_cursor(raw: Option<&str>) -> Result<u64, ApiError> {
     use base64::Engine;
     let Some(c) = raw.filter(|c| !c.is_empty()) else { return Ok(0) };
@@ -31,9 +35,17 @@ pub fn decode_cursor(raw: Option<&str>) -> Result<u64, ApiError> {
         .decode(c)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("v1:").and_then(|n| n.parse().ok()))
+        .and_then(|s| s.strip_prefix("v1:").and_then(|n| n.parse::<u64>().ok()))
+        .filter(|n| *n <= CURSOR_POSITION_MAX)
         .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this server issued"))
 }
+
+/// Longest `source_prefix` accepted (S3 keys are at most 1,024 bytes).
+pub const SOURCE_PREFIX_CHARS_MAX: usize = 1024;
+/// Longest `file_pattern` accepted.
+pub const FILE_PATTERN_CHARS_MAX: usize = 512;
+/// The statuses a job's file can have (`/import-jobs/{id}/files?status=`).
+pub const FILE_STATUSES: [&str; 5] = ["pending", "importing", "imported", "failed", "skipped"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,12 +91,15 @@ pub async fn create(
         }
     };
     let file_pattern = b.file_pattern.unwrap_or_else(|| "*".into());
+    let source_prefix = b.source_prefix.unwrap_or_default();
+    check_text("source_prefix", &source_prefix, SOURCE_PREFIX_CHARS_MAX)?;
+    check_text("file_pattern", &file_pattern, FILE_PATTERN_CHARS_MAX)?;
     // Check the glob now, so a bad one is a 422 here, not a failed job later.
     spool_storage::check_pattern(&file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
     let cmd = Command::CreateImportJob {
         connector_id,
         index_id,
-        source_prefix: b.source_prefix.unwrap_or_default(),
+        source_prefix,
         file_pattern,
         recursive: b.recursive.unwrap_or(true),
         import_mode,
@@ -100,7 +115,10 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     if let Some(s) = &status
         && !["pending", "scanning", "importing", "completed", "failed", "cancelled"].contains(&s.as_str())
     {
-        return Err(ApiError::validation("status", format!("unknown status {s:?}")));
+        return Err(ApiError::validation("status", format!("unknown status {s:?}")).details(serde_json::json!({
+            "field": "status",
+            "allowed": ["pending", "scanning", "importing", "completed", "failed", "cancelled"],
+        })));
     }
     let limit = q.int("limit", 100, 1, 1000)? as usize;
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
@@ -115,7 +133,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
 pub async fn retrieve(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_job(&raw)?;
@@ -129,7 +147,7 @@ pub async fn retrieve(
 pub async fn outputs(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
@@ -147,7 +165,7 @@ pub async fn outputs(
 pub async fn files(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
@@ -155,7 +173,13 @@ pub async fn files(
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 100, 1, 1000)? as usize;
     let failed_only = q.bool("failed_only", false)?;
-    let status = q.get("status").map(str::to_string);
+    let status = q.get("status").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase());
+    if let Some(s) = &status
+        && !FILE_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::validation("status", format!("unknown status {s:?}"))
+            .details(serde_json::json!({ "field": "status", "allowed": FILE_STATUSES })));
+    }
     let from = decode_cursor(q.get("cursor"))?;
     let v = app
         .rt
@@ -190,7 +214,7 @@ pub async fn retry(
     State(app): State<AppState>,
     who: Principal,
     headers: HeaderMap,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     job_command(app, who, headers, raw, "retry", true).await
 }
@@ -199,12 +223,16 @@ pub async fn cancel(
     State(app): State<AppState>,
     who: Principal,
     headers: HeaderMap,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     job_command(app, who, headers, raw, "cancel", false).await
 }
 
-pub async fn video(State(app): State<AppState>, who: Principal, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub async fn video(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let v = app
@@ -218,7 +246,7 @@ pub async fn video(State(app): State<AppState>, who: Principal, Path(raw): Path<
 pub async fn index_videos(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
@@ -237,13 +265,13 @@ pub async fn index_videos(
             .filter_map(|(_, id)| st.videos.get(id).map(views::video))
             .collect();
         let total = all.map_or(0, |a| a.len());
-        let has_more = from + items.len() < total;
+        let has_more = from.saturating_add(items.len()) < total;
         Some(serde_json::json!({
             "data": items,
             "pagination": {
                 "limit": limit,
                 "has_more": has_more,
-                "next_cursor": if has_more { Some(encode_cursor((from + limit) as u64)) } else { None },
+                "next_cursor": if has_more { Some(encode_cursor(from.saturating_add(limit) as u64)) } else { None },
                 "total": total,
             }
         }))

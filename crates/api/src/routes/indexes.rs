@@ -1,9 +1,9 @@
 //! Indexes (contract §2.6).
 
 use super::{json, oldest_first, reply, run_command, view_reply};
-use crate::body::{JsonBody, Query, idempotency_key};
+use crate::body::{JsonBody, PathParam, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal, views};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -58,7 +58,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
 pub async fn retrieve(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_id(&raw)?;
@@ -69,7 +69,7 @@ pub async fn retrieve(
 pub async fn delete(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
@@ -85,7 +85,7 @@ pub async fn delete(
 pub async fn deletion(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_id(&raw)?;
@@ -117,7 +117,7 @@ fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, 
 pub async fn prompt_runs(
     State(app): State<AppState>,
     who: Principal,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;

@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v2", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the request scope, so a panic's answer and its log line carry the request id.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_scope))
         .with_state(state)
 }
@@ -86,6 +88,20 @@ async fn request_scope(State(app): State<AppState>, req: Request, next: Next) ->
     }
     tracing::info!(target: "spool::http", %method, %path, status, request_id = %id, "request");
     resp
+}
+
+/// A handler panicked: answer 500 in the envelope (the connection stays, the server serves on)
+/// and log the panic with the request id.
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    let request_id = crate::error::current_request_id();
+    tracing::error!(target: "spool::http", %request_id, panic = %what, "a request handler panicked");
+    ApiError::internal("the server failed while handling this request; it is logged with this request id")
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
