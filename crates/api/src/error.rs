@@ -94,9 +94,9 @@ impl From<RuntimeError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            RuntimeError::Contention => {
-                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contention", e.to_string());
-                e.retry_after = Some(1);
+            RuntimeError::Stopped => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", e.to_string());
+                e.retry_after = Some(5);
                 e
             }
             RuntimeError::ShuttingDown => {

@@ -146,37 +146,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// The aggregate this command changes, when it changes an existing one: the runtime runs
-    /// commands with the same key one after another, so that the many outcomes of one job do
-    /// not race each other for the same stream version.
-    pub fn lock_key(&self) -> Option<String> {
-        Some(match self {
-            Command::CreateIndex { .. } | Command::CreateApiKey { .. } | Command::CreateImportJob { .. } => {
-                return None;
-            }
-            Command::DeleteIndex { index_id }
-            | Command::RecordIndexDrained { index_id, .. }
-            | Command::RecordIndexPurged { index_id, .. } => index_id.to_string(),
-            Command::RevokeApiKey { key_id }
-            | Command::RotateApiKey { key_id, .. }
-            | Command::DeleteApiKey { key_id }
-            | Command::RecordApiKeyUse { key_id, .. } => key_id.to_string(),
-            Command::CreateConnector { connector_id, .. }
-            | Command::UpdateConnector { connector_id, .. }
-            | Command::RecordConnectorTest { connector_id, .. }
-            | Command::DeleteConnector { connector_id } => connector_id.to_string(),
-            Command::StartImportFile { job_id, file_id, .. }
-            | Command::RecordFileImported { job_id, file_id, .. }
-            | Command::RecordFileFailed { job_id, file_id, .. } => crate::imports::file_stream(job_id, *file_id),
-            Command::RecordScanPage { job_id, .. }
-            | Command::RecordScanCompleted { job_id }
-            | Command::RecordImportJobFailed { job_id, .. }
-            | Command::CancelImportJob { job_id }
-            | Command::RetryImportJob { job_id }
-            | Command::RecordImportJobFinished { job_id } => job_id.to_string(),
-        })
-    }
-
     /// The command with its secret replaced, for logs and scenario output.
     pub fn redacted(&self) -> Command {
         let mut c = self.clone();

@@ -1,6 +1,6 @@
 //! `decide`: a command and the state in, events (or a refusal) out. Pure.
 
-use crate::{ApiKey, Command, Ctx, DomainError, State, evolve, hash_secret, imports};
+use crate::{ApiKey, Command, Ctx, DomainError, State, hash_secret, imports};
 use spool_model::{ApiKeyId, ConnectorId, ConnectorScope, DeletionId, DeletionStage, Event, IndexId, Scope};
 
 pub const INDEX_NAME_CHARS_MAX: usize = 255;
@@ -345,59 +345,6 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
             _ => Ok(Decision::nothing(Outcome::Done)),
         },
     }
-}
-
-/// The state of the aggregates a decision touches, as it will be once its events are folded.
-/// Only those aggregates are copied, so this is cheap; the caller renders its answer (and the
-/// idempotency record stored with the events) from it before the append.
-pub fn preview(state: &State, decision: &Decision, at_ms: u64) -> State {
-    let mut mini = State::default();
-    let mut touched: Vec<String> = decision.streams.iter().map(|s| s.stream.clone()).collect();
-    match decision.outcome {
-        Outcome::Index(id) => touched.push(id.to_string()),
-        Outcome::ApiKey(id) => touched.push(id.to_string()),
-        Outcome::Connector(id) => touched.push(id.to_string()),
-        Outcome::ImportJob(id) => touched.push(id.to_string()),
-        Outcome::Done => {}
-    }
-    for stream in &touched {
-        if let Ok(id) = stream.parse::<IndexId>() {
-            if let Some(i) = state.indexes.get(&id) {
-                mini.indexes.insert(id, i.clone());
-            }
-        } else if let Ok(id) = stream.parse::<ApiKeyId>()
-            && let Some(k) = state.api_keys.get(&id)
-        {
-            mini.api_keys.insert(id, k.clone());
-        } else if let Ok(id) = stream.parse::<ConnectorId>()
-            && let Some(c) = state.connectors.get(&id)
-        {
-            mini.connectors.insert(id, c.clone());
-        } else if let Ok(id) = stream.parse::<spool_model::ImportJobId>()
-            && let Some(j) = state.imports.get(&id)
-        {
-            mini.imports.insert(id, j.clone());
-        } else if let Ok(id) = stream.parse::<spool_model::VideoId>()
-            && let Some(v) = state.videos.get(&id)
-        {
-            mini.videos.insert(id, v.clone());
-        }
-    }
-    let mut seq = state.applied_seq;
-    for s in &decision.streams {
-        for ev in &s.events {
-            seq += 1;
-            let env = spool_model::Envelope {
-                seq,
-                stream: s.stream.clone(),
-                at_ms,
-                format_version: spool_model::FORMAT_VERSION,
-                event: ev.clone(),
-            };
-            evolve(&mut mini, &env);
-        }
-    }
-    mini
 }
 
 /// Scopes in the order the API lists them.

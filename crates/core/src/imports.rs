@@ -42,7 +42,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FileStatus {
     Pending,
     Started,
@@ -94,8 +94,10 @@ pub struct ImportJob {
     pub files: Vec<ImportFile>,
     /// Paths already discovered (a re-listed page after a crash adds nothing twice).
     pub seen_paths: BTreeSet<String>,
-    /// Candidate files not yet imported or failed: the work `pending_effects` looks at.
-    pub open_files: BTreeSet<u32>,
+    /// File ids by status: counts, the work `effects_for` offers, and the pages of the views.
+    pub by_status: crate::workset::StatusSets<FileStatus, u32>,
+    /// Files that will be copied (not skipped): `parts_total`.
+    pub candidates: u64,
     pub imported: u64,
     pub failed: u64,
     pub skipped: u64,
@@ -112,12 +114,27 @@ impl ImportJob {
         !self.status.is_terminal() && !self.cancel_requested
     }
 
+    /// Copies started and not yet reported.
     pub fn running(&self) -> usize {
-        self.files.iter().filter(|f| f.status == FileStatus::Started).count()
+        self.by_status.count(FileStatus::Started)
+    }
+
+    /// The ids of the files with this status, in order.
+    pub fn files_in(&self, status: FileStatus) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        self.by_status.iter(status)
     }
 
     fn all_done(&self) -> bool {
-        self.scan_done && self.open_files.is_empty()
+        self.scan_done && self.by_status.count(FileStatus::Pending) == 0 && self.running() == 0
+    }
+
+    /// Move a file to another status, keeping the per-status sets in step.
+    fn set_status(&mut self, file_id: u32, to: FileStatus) -> Option<FileStatus> {
+        let f = self.files.get_mut(file_id as usize)?;
+        let from = f.status;
+        f.status = to;
+        self.by_status.moved(file_id, from, to);
+        Some(from)
     }
 }
 
@@ -192,14 +209,20 @@ fn domain(name: &str, subject: String, data: serde_json::Value) -> Event {
 }
 
 fn progress_json(j: &ImportJob) -> serde_json::Value {
+    progress_json_with(j, 0, 0, 0)
+}
+
+/// The job's progress after an outcome not folded yet (`imported` / `failed` more files,
+/// `bytes` more transferred): O(1), no copy of the job.
+fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> serde_json::Value {
     serde_json::json!({
         "job_id": j.job_id.to_string(),
         "index_id": j.index_id.to_string(),
         "total_files": j.files.len(),
-        "imported": j.imported,
-        "failed": j.failed,
+        "imported": j.imported + imported,
+        "failed": j.failed + failed,
         "skipped": j.skipped,
-        "bytes_transferred": j.bytes_transferred,
+        "bytes_transferred": j.bytes_transferred + bytes,
     })
 }
 
@@ -208,10 +231,14 @@ fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> D
     Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
 }
 
-/// A throttled `import_job.progress` after an outcome.
-fn progress_if_due(after: &ImportJob, events: &mut Vec<Event>, now_ms: u64) {
-    if !after.status.is_terminal() && now_ms.saturating_sub(after.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
-        events.push(domain("import_job.progress", after.job_id.to_string(), progress_json(after)));
+/// A throttled `import_job.progress` after an outcome (its deltas not folded yet).
+fn progress_if_due(j: &ImportJob, events: &mut Vec<Event>, now_ms: u64, imported: u64, failed: u64, bytes: u64) {
+    if !j.status.is_terminal() && now_ms.saturating_sub(j.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
+        events.push(domain(
+            "import_job.progress",
+            j.job_id.to_string(),
+            progress_json_with(j, imported, failed, bytes),
+        ));
     }
 }
 
@@ -239,15 +266,6 @@ pub fn record_finished(state: &State, job_id: &ImportJobId) -> Result<Decision, 
         }
     };
     Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
-}
-
-/// Fold events of this decision into a copy of the job, to see the job as it will be.
-fn after(job: &ImportJob, events: &[Event], at_ms: u64) -> ImportJob {
-    let mut j = job.clone();
-    for e in events {
-        evolve_job(&mut j, e, at_ms);
-    }
-    j
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -411,8 +429,7 @@ pub fn record_file_imported(
         return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
     };
     let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
-    let a = after(j, &events, now_ms);
-    progress_if_due(&a, &mut events, now_ms);
+    progress_if_due(j, &mut events, now_ms, 1, 0, bytes);
     let title = f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string();
     let media_type = MediaType::from_extension(&extension(&f.file.path)).unwrap_or(MediaType::Video);
     let video_events = vec![
@@ -470,8 +487,7 @@ pub fn record_file_failed(
         retryable: failure.retryable,
     };
     let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
-    let a = after(j, &events, now_ms);
-    progress_if_due(&a, &mut events, now_ms);
+    progress_if_due(j, &mut events, now_ms, 0, 1, 0);
     Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
 }
 
@@ -500,7 +516,7 @@ pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErro
             j.status.as_str()
         )));
     }
-    let failed: Vec<u32> = j.files.iter().filter(|f| f.status == FileStatus::Failed).map(|f| f.file.file_id).collect();
+    let failed: Vec<u32> = j.files_in(FileStatus::Failed).collect();
     if failed.is_empty() {
         return Err(DomainError::InvalidState(format!("import job {job_id} has no failed files to retry")));
     }
@@ -524,13 +540,18 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 j.status = JobStatus::Scanning;
             }
             for f in files {
+                if f.file_id as usize != j.files.len() {
+                    // File ids are positions; `decide` numbers them so. Anything else is ignored.
+                    continue;
+                }
                 j.seen_paths.insert(f.path.clone());
                 let status = if f.skip_reason.is_some() { FileStatus::Skipped } else { FileStatus::Pending };
                 if status == FileStatus::Skipped {
                     j.skipped += 1;
                 } else {
-                    j.open_files.insert(f.file_id);
+                    j.candidates += 1;
                 }
+                j.by_status.insert(status, f.file_id);
                 j.files.push(ImportFile { file: f.clone(), status, attempts: 0, bytes: 0, failure: None });
             }
         }
@@ -541,27 +562,33 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
             }
         }
         Event::ImportFileStarted { file_id, attempt, .. } => {
-            if let Some(f) = j.files.get_mut(*file_id as usize) {
-                f.status = FileStatus::Started;
+            if j.set_status(*file_id, FileStatus::Started).is_some()
+                && let Some(f) = j.files.get_mut(*file_id as usize)
+            {
                 f.attempts = *attempt;
             }
         }
         Event::ImportFileImported { file_id, bytes, .. } => {
-            if let Some(f) = j.files.get_mut(*file_id as usize) {
-                f.status = FileStatus::Imported;
-                f.bytes = *bytes;
-                f.failure = None;
+            if let Some(from) = j.set_status(*file_id, FileStatus::Imported) {
+                if from == FileStatus::Failed {
+                    j.failed -= 1;
+                }
+                if let Some(f) = j.files.get_mut(*file_id as usize) {
+                    f.bytes = *bytes;
+                    f.failure = None;
+                }
                 j.imported += 1;
                 j.bytes_transferred += bytes;
-                j.open_files.remove(file_id);
             }
         }
         Event::ImportFileFailed { file_id, failure, .. } => {
-            if let Some(f) = j.files.get_mut(*file_id as usize) {
-                f.status = FileStatus::Failed;
-                f.failure = Some(failure.clone());
-                j.failed += 1;
-                j.open_files.remove(file_id);
+            if let Some(from) = j.set_status(*file_id, FileStatus::Failed) {
+                if from != FileStatus::Failed {
+                    j.failed += 1;
+                }
+                if let Some(f) = j.files.get_mut(*file_id as usize) {
+                    f.failure = Some(failure.clone());
+                }
             }
         }
         Event::ImportJobCompleted { .. } => {
@@ -580,12 +607,9 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
         }
         Event::ImportJobRetried { file_ids, .. } => {
             for id in file_ids {
-                if let Some(f) = j.files.get_mut(*id as usize)
-                    && f.status == FileStatus::Failed
-                {
-                    f.status = FileStatus::Pending;
+                if j.files.get(*id as usize).is_some_and(|f| f.status == FileStatus::Failed) {
+                    j.set_status(*id, FileStatus::Pending);
                     j.failed -= 1;
-                    j.open_files.insert(*id);
                 }
             }
             j.status = if j.scan_done { JobStatus::Importing } else { JobStatus::Scanning };
@@ -629,7 +653,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     scan_done: false,
                     files: Vec::new(),
                     seen_paths: BTreeSet::new(),
-                    open_files: BTreeSet::new(),
+                    by_status: Default::default(),
+                    candidates: 0,
                     imported: 0,
                     failed: 0,
                     skipped: 0,

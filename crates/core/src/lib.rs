@@ -12,10 +12,11 @@ pub mod error;
 pub mod evolve;
 pub mod imports;
 pub mod state;
+pub mod workset;
 
 pub use command::{Command, Secret};
-pub use decide::{Decision, Outcome, StreamEvents, decide, preview};
-pub use effect::{Effect, pending_effects};
+pub use decide::{Decision, Outcome, StreamEvents, decide};
+pub use effect::{Effect, WorkKey, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};
 pub use state::*;

@@ -137,7 +137,9 @@ fn render_state(state: &State) -> String {
             j.imported,
             j.failed,
             j.skipped,
-            j.open_files
+            j.files_in(spool_core::imports::FileStatus::Pending)
+                .chain(j.files_in(spool_core::imports::FileStatus::Started))
+                .collect::<std::collections::BTreeSet<u32>>()
         )
         .unwrap();
         for f in &j.files {

@@ -12,6 +12,7 @@ mod effects;
 mod idem;
 pub mod keyring;
 mod runtime;
+mod sequencer;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};

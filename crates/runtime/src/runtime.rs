@@ -1,7 +1,8 @@
 use crate::keyring::{Keyring, KeyringError, MasterKey};
+use crate::sequencer::Submission;
 use crate::{Clock, IdSource, IdemBody, IdemKey, IdemRecord};
-use spool_core::{Command, DomainError, Effect, Outcome, State, decide, evolve, pending_effects, preview};
-use spool_log::{AppendRequest, EventLog, Expected, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend};
+use spool_core::{Command, DomainError, Effect, Outcome, State, WorkKey, pending_effects};
+use spool_log::{AppendRequest, EventLog, RedbLog, SideTable, SideWrite};
 use spool_model::ApiKeyId;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -10,12 +11,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
-/// Times a command is re-decided after losing an optimistic race.
-pub const CONFLICT_RETRIES_MAX: u32 = 32;
+/// Submissions waiting for the sequencer; a full inbox makes submitters wait (back-pressure).
+pub const INBOX_DEPTH_MAX: usize = 8192;
+/// Commands decided in one sequencer batch (one group commit).
+pub const SEQUENCER_BATCH_COMMANDS_MAX: usize = 1024;
+/// Events in one sequencer batch: past this the batch closes (below `APPEND_EVENTS_MAX`).
+pub const SEQUENCER_BATCH_EVENTS_MAX: usize = 4096;
 /// Effects running at once.
 pub const EFFECTS_CONCURRENCY_MAX: usize = 16;
-/// Events folded per lock of the state.
-pub const FOLD_BATCH_MAX: usize = 1024;
 /// Times an effect may panic before it is given up: its job then fails with `internal_error`
 /// (an effect with no job to fail is not offered again until the next start).
 pub const EFFECT_PANIC_TRIES_MAX: u32 = 3;
@@ -77,8 +80,8 @@ pub enum RuntimeError {
     IdempotencyMismatch,
     #[error("a request with this idempotency key is still running")]
     IdempotencyInProgress,
-    #[error("too many concurrent changes of the same resource; retry")]
-    Contention,
+    #[error("the engine's sequencer has stopped")]
+    Stopped,
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the stored answer of this idempotency key can no longer be read; use a new key")]
@@ -100,11 +103,11 @@ pub struct Runtime {
     log: Arc<RedbLog>,
     keyring: Keyring,
     state: RwLock<State>,
-    applied: watch::Sender<u64>,
+    pub(crate) applied: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     pub(crate) cfg: RuntimeConfig,
-    ready: watch::Sender<bool>,
+    pub(crate) ready: watch::Sender<bool>,
     draining: AtomicBool,
     inflight_effects: Mutex<BTreeSet<Effect>>,
     /// Panics of each effect so far (in this process), and the effects given up after
@@ -119,8 +122,10 @@ pub struct Runtime {
     pub(crate) import_slots: Arc<Semaphore>,
     /// Connector stores by connector, with the connector's `updated_at` they were built for.
     pub(crate) stores: Mutex<std::collections::HashMap<spool_model::ConnectorId, (u64, spool_storage::Store)>>,
-    /// One async lock per aggregate with a command in progress (`Command::lock_key`).
-    aggregate_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The sequencer's inbox: every command (API, effect outcome, timer) goes through it.
+    inbox: tokio::sync::mpsc::Sender<Submission>,
+    /// The tokio runtime effects are spawned on (the sequencer is an OS thread).
+    handle: tokio::runtime::Handle,
     last_snapshot_seq: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
@@ -154,19 +159,24 @@ impl Runtime {
             }
         };
         let keyring = Keyring::load(master, log.clone()).await?;
-        let head = log.head();
-        let mut state = State::default();
-        match log.snapshot(SNAPSHOT_NAME)? {
-            Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
-                Some(st) if st.applied_seq == s.at_seq => {
-                    tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
-                    state = st;
-                }
-                _ => tracing::warn!("the snapshot is of another state format; rebuilding from the log"),
-            },
-            _ => {}
-        }
-        let from = state.applied_seq + 1;
+        // The snapshot now; the tail is folded by the sequencer thread before it takes commands
+        // (the caller may serve meanwhile: `/api` answers 503 until ready).
+        let state = {
+            let head = log.head();
+            let mut state = State::default();
+            match log.snapshot(SNAPSHOT_NAME)? {
+                Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
+                    Some(st) if st.applied_seq == s.at_seq => {
+                        tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
+                        state = st;
+                    }
+                    _ => tracing::warn!("the snapshot is of another state format; rebuilding from the log"),
+                },
+                _ => {}
+            }
+            state
+        };
+        let (inbox, rx) = crate::sequencer::inbox();
         let media_dir = cfg.data_dir.join(MEDIA_DIR);
         sweep_staging(&media_dir);
         std::fs::create_dir_all(&media_dir)
@@ -193,21 +203,20 @@ impl Runtime {
             media,
             import_slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
             stores: Mutex::new(std::collections::HashMap::new()),
-            aggregate_locks: Mutex::new(std::collections::HashMap::new()),
+            inbox,
+            handle: tokio::runtime::Handle::current(),
             commands_total: AtomicU64::new(0),
             effects_total: AtomicU64::new(0),
             cfg,
         });
-        let fold = rt.clone();
-        tokio::spawn(async move { fold.fold_loop(from).await });
-        // Ready once everything that was durable at open is folded; the caller may serve
-        // (answering 503) meanwhile.
+        let seq = rt.clone();
+        std::thread::Builder::new()
+            .name("spool-sequencer".into())
+            .spawn(move || seq.sequencer_loop(rx))
+            .map_err(|e| spool_log::Error::Storage(format!("starting the sequencer: {e}")))?;
         let starter = rt.clone();
         tokio::spawn(async move {
-            starter.wait_applied(head).await;
-            starter.ready.send_replace(true);
-            tracing::info!(head, "log replayed");
-            starter.dispatch_effects();
+            starter.wait_ready().await;
             if starter.cfg.run_effects {
                 let mut tick = tokio::time::interval(starter.cfg.usage_flush);
                 tick.tick().await;
@@ -270,42 +279,23 @@ impl Runtime {
         f(&st)
     }
 
-    async fn wait_applied(&self, seq: u64) {
-        let mut rx = self.applied.subscribe();
-        let _ = rx.wait_for(|a| *a >= seq).await;
+    /// The state, for the sequencer (the only writer).
+    pub(crate) fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn fold_loop(self: Arc<Self>, from: u64) {
-        let mut tail = self.log.tail(from);
-        loop {
-            let first = match tail.next().await {
-                Ok(env) => env,
-                Err(spool_log::Error::Closed) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "the fold cannot read the log; stopping");
-                    return;
-                }
-            };
-            let mut batch = vec![first];
-            match tail.drain_ready(FOLD_BATCH_MAX) {
-                Ok(more) => batch.extend(more),
-                Err(e) => tracing::error!(error = %e, "reading the log"),
-            }
-            let last = batch.last().map(|e| e.seq).unwrap_or(0);
-            {
-                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-                for env in &batch {
-                    evolve(&mut st, env);
-                }
-            }
-            self.applied.send_replace(last);
-            if *self.ready.borrow() {
-                self.dispatch_effects();
-                if last - self.last_snapshot_seq.load(Ordering::SeqCst) >= self.cfg.snapshot_every_events {
-                    let rt = self.clone();
-                    tokio::spawn(async move { rt.snapshot().await });
-                }
-            }
+    /// After a committed batch: offer the effects of the aggregates it touched, and take a
+    /// snapshot when enough events were folded since the last one.
+    pub(crate) fn after_commit(self: &Arc<Self>, touched: &BTreeSet<WorkKey>, last_seq: u64) {
+        if !*self.ready.borrow() {
+            return;
+        }
+        for key in touched {
+            self.offer_effects(*key);
+        }
+        if last_seq.saturating_sub(self.last_snapshot_seq.load(Ordering::SeqCst)) >= self.cfg.snapshot_every_events {
+            let rt = self.clone();
+            self.handle.spawn(async move { rt.snapshot().await });
         }
     }
 
@@ -328,11 +318,22 @@ impl Runtime {
         }
     }
 
-    fn dispatch_effects(self: &Arc<Self>) {
+    /// Offer every pending effect (at start: the state's work sets, never everything).
+    pub(crate) fn dispatch_effects(self: &Arc<Self>) {
+        let effects = self.read(pending_effects);
+        self.spawn_effects(effects);
+    }
+
+    /// Offer the effects of one aggregate (after a batch touched it, or one of its effects ended).
+    fn offer_effects(self: &Arc<Self>, key: WorkKey) {
+        let effects = self.read(|st| spool_core::effects_for(st, key));
+        self.spawn_effects(effects);
+    }
+
+    fn spawn_effects(self: &Arc<Self>, effects: Vec<Effect>) {
         if !self.cfg.run_effects || self.draining.load(Ordering::SeqCst) {
             return;
         }
-        let effects = self.read(pending_effects);
         for effect in effects {
             if self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).contains(&effect) {
                 continue;
@@ -344,7 +345,7 @@ impl Runtime {
                 }
             }
             let rt = self.clone();
-            tokio::spawn(async move {
+            self.handle.spawn(async move {
                 let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
                 if !rt.draining.load(Ordering::SeqCst) {
                     use futures::FutureExt;
@@ -358,8 +359,8 @@ impl Runtime {
                     }
                 }
                 rt.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).remove(&effect);
-                // The outcome may have scheduled the next effect of the same aggregate.
-                rt.dispatch_effects();
+                // Its outcome may not have changed anything (a failed record): offer again.
+                rt.offer_effects(effect.work_key());
             });
         }
     }
@@ -416,104 +417,24 @@ impl Runtime {
         Ok(reply.1)
     }
 
-    /// Decide, render the answer from the state as it will be, append (with the idempotency
-    /// record, when there is a key, and the given side writes, such as data keys, in the same
-    /// transaction), fold, answer.
+    /// Submit a command to the sequencer: it is decided in order with everything else, its
+    /// events (with the idempotency record, when there is a key, and the given side writes) are
+    /// appended in the batch's group commit, and the answer, rendered from the state the command
+    /// led to, comes back once that commit is durable.
     pub async fn execute_with(
         &self,
         cmd: Command,
         idem: Option<&IdemKey>,
         side: Vec<SideWrite>,
-        render: impl Fn(&State, Outcome) -> Reply,
+        render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
     ) -> Result<(Reply, Outcome), RuntimeError> {
         if self.draining.load(Ordering::SeqCst) && !matches!(cmd, Command::RecordApiKeyUse { .. }) {
             return Err(RuntimeError::ShuttingDown);
         }
-        self.commands_total.fetch_add(1, Ordering::Relaxed);
-        // Commands on the same aggregate run one after another; different aggregates still
-        // share group commits.
-        let lock = cmd.lock_key().map(|k| {
-            let m =
-                self.aggregate_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(k.clone()).or_default().clone();
-            (k, m)
-        });
-        let _guard = match &lock {
-            Some((_, m)) => Some(m.clone().lock_owned().await),
-            None => None,
-        };
-        let result = self.decide_and_append(&cmd, idem, &side, &render).await;
-        drop(_guard);
-        if let Some((k, m)) = lock {
-            let mut locks = self.aggregate_locks.lock().unwrap_or_else(|p| p.into_inner());
-            // Ours and the map's: nobody else waits, so the entry can go.
-            if Arc::strong_count(&m) <= 2 {
-                locks.remove(&k);
-            }
-        }
-        result
-    }
-
-    async fn decide_and_append(
-        &self,
-        cmd: &Command,
-        idem: Option<&IdemKey>,
-        side: &[SideWrite],
-        render: &impl Fn(&State, Outcome) -> Reply,
-    ) -> Result<(Reply, Outcome), RuntimeError> {
-        for _ in 0..CONFLICT_RETRIES_MAX {
-            let now = self.clock.now_ms();
-            let entropy = self.ids.entropy();
-            let (decision, reply) = self.read(|st| {
-                let mut ctx = spool_core::Ctx::new(now, entropy);
-                let decision = decide(st, cmd, &mut ctx)?;
-                let pre = preview(st, &decision, now);
-                let reply = render(&pre, decision.outcome);
-                Ok::<_, DomainError>((decision, reply))
-            })?;
-            let mut req = AppendRequest {
-                streams: decision
-                    .streams
-                    .iter()
-                    .filter(|s| !s.events.is_empty())
-                    .map(|s| StreamAppend {
-                        stream: s.stream.clone(),
-                        expected: Expected::Exact(s.expected_version),
-                        events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
-                    })
-                    .collect(),
-                side: side.to_vec(),
-            };
-            if let Some(k) = idem {
-                let body = if k.seal {
-                    let (sealed, put) = self.keyring.seal(&k.owner(), &reply.body)?;
-                    req.side.push(put);
-                    IdemBody::Sealed(sealed)
-                } else {
-                    IdemBody::Plain(reply.body.clone())
-                };
-                let rec = IdemRecord { fingerprint: k.fingerprint, status: reply.status, body, created_at_ms: now };
-                req.side.push(SideWrite::Put {
-                    table: SideTable::Idempotency,
-                    key: k.scoped.clone(),
-                    value: rec.encode(),
-                });
-            }
-            if req.streams.is_empty() && req.side.is_empty() {
-                return Ok((reply, decision.outcome));
-            }
-            match self.log.append(req).await {
-                Ok(done) => {
-                    self.wait_applied(done.last_seq).await;
-                    return Ok((reply, decision.outcome));
-                }
-                Err(spool_log::Error::Conflict { .. }) => {
-                    // Someone else appended to the same stream: fold up to the head, decide again.
-                    self.wait_applied(self.log.head()).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RuntimeError::Contention)
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sub = crate::sequencer::Submission { cmd, idem: idem.cloned(), side, render: Box::new(render), reply };
+        self.inbox.send(sub).await.map_err(|_| RuntimeError::Stopped)?;
+        rx.await.map_err(|_| RuntimeError::Stopped)?
     }
 
     /// Like `execute_with`, for a request that carries an `Idempotency-Key`: a stored answer
@@ -524,7 +445,7 @@ impl Runtime {
         cmd: Command,
         key: &IdemKey,
         side: Vec<SideWrite>,
-        render: impl Fn(&State, Outcome) -> Reply,
+        render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
     ) -> Result<Reply, RuntimeError> {
         if let Some(reply) = self.stored_reply(key)? {
             return Ok(reply);

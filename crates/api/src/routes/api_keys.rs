@@ -67,7 +67,7 @@ pub async fn create(
     let now = app.rt.now_ms();
     let cmd =
         Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) };
-    let render = |st: &spool_core::State, out: Outcome| {
+    let render = move |st: &spool_core::State, out: Outcome| {
         let key = match out {
             Outcome::ApiKey(id) => st.api_keys.get(&id),
             _ => None,
@@ -116,7 +116,7 @@ pub async fn revoke(
     let now = app.rt.now_ms();
     let (r, _) = app
         .rt
-        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), |st, _| {
+        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), move |st, _| {
             view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key(k, k.last_used_at_ms, now)))
         })
         .await?;
@@ -138,7 +138,7 @@ pub async fn rotate(
             Command::RotateApiKey { key_id: id, secret: spool_core::Secret(secret.clone()) },
             None,
             Vec::new(),
-            |st, _| {
+            move |st, _| {
                 view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key_with_secret(k, &secret, now)))
             },
         )

@@ -618,10 +618,10 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
-    // The data key goes in the same transaction as the deletion event: crypto-shredding.
-    let side = vec![app.rt.keyring().shred(&id.to_string())];
+    // The runtime deletes the data key in the same transaction as `ConnectorDeleted`
+    // (crypto-shredding follows from the event, not from this handler).
     app.rt
-        .execute_with(Command::DeleteConnector { connector_id: id }, None, side, |_, _| {
+        .execute_with(Command::DeleteConnector { connector_id: id }, None, Vec::new(), |_, _| {
             to_reply(StatusCode::OK, &serde_json::json!({}))
         })
         .await?;

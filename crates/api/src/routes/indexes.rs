@@ -75,7 +75,7 @@ pub async fn delete(
     let id = parse_id(&raw)?;
     let (r, _) = app
         .rt
-        .execute_with(Command::DeleteIndex { index_id: id }, None, Vec::new(), |st, _| {
+        .execute_with(Command::DeleteIndex { index_id: id }, None, Vec::new(), move |st, _| {
             view_reply(StatusCode::OK, st.indexes.get(&id).and_then(views::deletion))
         })
         .await?;

@@ -142,7 +142,7 @@ pub(crate) async fn run_command(
     cmd: spool_core::Command,
     idem: Option<spool_runtime::IdemKey>,
     side: Vec<spool_log::SideWrite>,
-    render: impl Fn(&spool_core::State, spool_core::Outcome) -> Reply,
+    render: impl FnOnce(&spool_core::State, spool_core::Outcome) -> Reply + Send + 'static,
 ) -> Result<Response, ApiError> {
     let r = match idem {
         Some(k) => app.rt.execute_idempotent(cmd, &k, side, render).await?,
