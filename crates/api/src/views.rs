@@ -118,28 +118,40 @@ fn source_file(f: &ImportFile) -> Value {
     })
 }
 
-fn cursor_after(next: usize, more: bool) -> Value {
-    if more { json!(crate::routes::encode_cursor(next as u64)) } else { Value::Null }
+fn cursor_at(next: Option<u32>) -> Value {
+    match next {
+        Some(id) => json!(crate::routes::encode_cursor(&id.to_string())),
+        None => Value::Null,
+    }
 }
 
-/// `ImportOutputsPage`: imported files from position `from` (positions count outputs).
-pub fn outputs_page(j: &ImportJob, st: &spool_core::State, from: u64, limit: usize) -> Value {
-    let all: Vec<&ImportFile> = j.files.iter().filter(|f| f.status == FileStatus::Imported).collect();
-    let from = from as usize;
-    let items: Vec<Value> = all.iter().skip(from).take(limit).filter_map(|f| output(f, st)).collect();
-    let next = from.saturating_add(limit);
-    let more = next < all.len();
-    json!({ "items": items, "next_cursor": cursor_after(next, more), "total": all.len() })
+/// `ImportOutputsPage`: imported files from file id `from` on (O(log n + limit)).
+pub fn outputs_page(j: &ImportJob, st: &spool_core::State, from: u32, limit: usize) -> Value {
+    let mut ids = j.by_status.from(FileStatus::Imported, from);
+    let items: Vec<Value> =
+        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).filter_map(|f| output(f, st)).collect();
+    let next = ids.next();
+    json!({ "items": items, "next_cursor": cursor_at(next), "total": j.by_status.count(FileStatus::Imported) })
 }
 
-/// `ImportFilesPage`: the job's files matching `keep`, from position `from`.
-pub fn files_page(j: &ImportJob, from: u64, limit: usize, keep: impl Fn(FileStatus) -> bool) -> Value {
-    let all: Vec<&ImportFile> = j.files.iter().filter(|f| keep(f.status)).collect();
-    let from = from as usize;
-    let items: Vec<Value> = all.iter().skip(from).take(limit).map(|f| source_file(f)).collect();
-    let next = from.saturating_add(limit);
-    let more = next < all.len();
-    json!({ "items": items, "next_cursor": cursor_after(next, more), "total": all.len() })
+/// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
+pub fn files_page(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: usize) -> Value {
+    let (items, next, total) = match status {
+        Some(s) => {
+            let mut ids = j.by_status.from(s, from);
+            let items: Vec<Value> =
+                ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).map(source_file).collect();
+            (items, ids.next(), j.by_status.count(s))
+        }
+        None => {
+            let start = (from as usize).min(j.files.len());
+            let end = start.saturating_add(limit).min(j.files.len());
+            let items: Vec<Value> = j.files[start..end].iter().map(source_file).collect();
+            let next = (end < j.files.len()).then_some(end as u32);
+            (items, next, j.files.len())
+        }
+    };
+    json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
 
 pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {
@@ -147,9 +159,10 @@ pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {
     let outputs = outputs_page(j, st, 0, n);
     let video_ids: Vec<Value> =
         outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
-    let failed = files_page(j, 0, n, |s| s == FileStatus::Failed);
-    let skipped = files_page(j, 0, n, |s| s == FileStatus::Skipped);
-    let current = j.files.iter().find(|f| f.status == FileStatus::Started).map(|f| f.file.path.clone());
+    let failed = files_page(j, Some(FileStatus::Failed), 0, n);
+    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n);
+    let current =
+        j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(id as usize)).map(|f| f.file.path.clone());
     let phase = match j.status.as_str() {
         _ if j.cancel_requested && !j.status.is_terminal() => "cancelling",
         "pending" | "scanning" => "listing",
@@ -180,7 +193,7 @@ pub fn import_job(j: &ImportJob, st: &spool_core::State) -> Value {
             "skipped": j.skipped,
             "bytes_transferred": j.bytes_transferred,
             "current_file": current,
-            "parts_total": j.files.iter().filter(|f| f.file.video_id.is_some()).count(),
+            "parts_total": j.candidates,
             "parts_completed": j.imported,
             "parts_failed": j.failed,
         },

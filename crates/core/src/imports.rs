@@ -15,7 +15,7 @@ pub const PROGRESS_EVENT_INTERVAL_MS: u64 = 2_000;
 /// Objects in one scan page command.
 pub const SCAN_PAGE_OBJECTS_MAX: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum JobStatus {
     Pending,
     Scanning,
@@ -39,6 +39,18 @@ impl JobStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "pending" => JobStatus::Pending,
+            "scanning" => JobStatus::Scanning,
+            "importing" => JobStatus::Importing,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
     }
 }
 
@@ -64,6 +76,18 @@ impl FileStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, FileStatus::Imported | FileStatus::Failed | FileStatus::Skipped)
+    }
+
+    /// The status an API name stands for (`importing` is a started copy).
+    pub fn parse(s: &str) -> Option<FileStatus> {
+        Some(match s {
+            "pending" => FileStatus::Pending,
+            "importing" => FileStatus::Started,
+            "imported" => FileStatus::Imported,
+            "failed" => FileStatus::Failed,
+            "skipped" => FileStatus::Skipped,
+            _ => return None,
+        })
     }
 }
 
@@ -664,6 +688,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 },
             );
             state.active_imports.insert(*job_id);
+            state.imports_by_created.insert((at, *job_id));
+            state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
         }
         Event::VideoCreated {
             video_id,
@@ -706,7 +732,9 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobCancelRequested { job_id }
         | Event::ImportJobRetried { job_id, .. } => {
             if let Some(j) = state.imports.get_mut(job_id) {
+                let before = j.status;
                 evolve_job(j, &env.event, at);
+                state.imports_by_status.moved((j.created_at_ms, *job_id), before, j.status);
                 if let Event::ImportFileImported { file_id, .. } = &env.event
                     && let Some(f) = j.files.get(*file_id as usize)
                 {

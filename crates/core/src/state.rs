@@ -31,6 +31,9 @@ pub struct State {
     pub imports: BTreeMap<ImportJobId, crate::imports::ImportJob>,
     /// Jobs with work left (scanning, open files, or cancelled with copies still running).
     pub active_imports: BTreeSet<ImportJobId>,
+    /// Jobs by (created_at, id), all of them and per status: `GET /import-jobs` pages from these.
+    pub imports_by_created: BTreeSet<(u64, ImportJobId)>,
+    pub imports_by_status: crate::workset::StatusSets<crate::imports::JobStatus, (u64, ImportJobId)>,
     pub videos: BTreeMap<VideoId, crate::imports::Video>,
     /// An index's videos in (created_at, id) order: the order of its cursor pages.
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,

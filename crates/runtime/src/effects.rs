@@ -8,6 +8,15 @@ use spool_model::{ConnectorId, FileFailure, ImportJobId};
 use spool_storage::{BrowseRequest, Credentials, Store};
 use std::sync::Arc;
 
+/// What a scan reads of its job.
+struct ScanSpec {
+    index_id: spool_model::IndexId,
+    connector_id: ConnectorId,
+    source_prefix: String,
+    file_pattern: String,
+    recursive: bool,
+}
+
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
@@ -102,7 +111,18 @@ impl Runtime {
     }
 
     async fn scan(self: &Arc<Self>, job_id: &ImportJobId) -> Result<(), crate::RuntimeError> {
-        let Some(job) = self.read(|st| st.imports.get(job_id).cloned()) else { return Ok(()) };
+        // The few fields the scan needs, not a copy of the job (which holds every file).
+        let Some(job) = self.read(|st| {
+            st.imports.get(job_id).map(|j| ScanSpec {
+                index_id: j.index_id,
+                connector_id: j.connector_id,
+                source_prefix: j.source_prefix.clone(),
+                file_pattern: j.file_pattern.clone(),
+                recursive: j.recursive,
+            })
+        }) else {
+            return Ok(());
+        };
         let fail = |error: String| Command::RecordImportJobFailed { job_id: *job_id, error };
         if self.read(|st| st.live_index(&job.index_id).is_none()) {
             self.execute(fail(format!("index {} is gone", job.index_id))).await?;

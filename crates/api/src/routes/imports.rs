@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use spool_core::imports::{FileStatus, ImportJob};
+use spool_core::imports::{FileStatus, JobStatus};
 use spool_core::{Command, Outcome};
 use spool_model::{ConnectorId, ImportJobId, ImportMode, IndexId, Scope, VideoId};
 
@@ -18,26 +18,48 @@ fn parse_job(raw: &str) -> Result<ImportJobId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("import_job", raw))
 }
 
-/// Cursors are opaque: base64url of `v1:<position>`.
-pub fn encode_cursor(pos: u64) -> String {
+/// Cursors are opaque: base64url of `v1:<key>`, where the key is where the next page starts
+/// (a file id for a job's pages, `<created_ms>-<video_id>` for an index's videos). Pages read
+/// from the key onward (`range`), so a page costs O(log n + limit) however deep it is.
+pub fn encode_cursor(key: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{pos}"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"))
 }
 
-/// Largest position a cursor may hold: positions count items, and no page is that deep, so
-/// `position + limit` can never wrap.
-pub const CURSOR_POSITION_MAX: u64 = u32::MAX as u64;
-
-pub fn decode_cursor(raw: Option<&str>) -> Result<u64, ApiError> {
+/// The key of a cursor this server issued (`None` without one).
+pub fn decode_cursor(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     use base64::Engine;
-    let Some(c) = raw.filter(|c| !c.is_empty()) else { return Ok(0) };
+    let Some(c) = raw.filter(|c| !c.is_empty()) else { return Ok(None) };
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("v1:").and_then(|n| n.parse::<u64>().ok()))
-        .filter(|n| *n <= CURSOR_POSITION_MAX)
-        .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this server issued"))
+        .and_then(|s| s.strip_prefix("v1:").map(str::to_string))
+        .map(Some)
+        .ok_or_else(|| bad_cursor())
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::validation("cursor", "is not a cursor this server issued")
+}
+
+/// A job page's cursor: the file id the page starts at (file ids are `u32`).
+pub fn decode_file_cursor(raw: Option<&str>) -> Result<u32, ApiError> {
+    match decode_cursor(raw)? {
+        None => Ok(0),
+        Some(k) => k.parse::<u32>().map_err(|_| bad_cursor()),
+    }
+}
+
+/// An index videos page's cursor: the (created_ms, video id) the page starts at.
+pub fn decode_video_cursor(raw: Option<&str>) -> Result<Option<(u64, VideoId)>, ApiError> {
+    match decode_cursor(raw)? {
+        None => Ok(None),
+        Some(k) => {
+            let (ms, id) = k.split_once('-').ok_or_else(bad_cursor)?;
+            Ok(Some((ms.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?)))
+        }
+    }
 }
 
 /// Longest `source_prefix` accepted (S3 keys are at most 1,024 bytes).
@@ -111,21 +133,24 @@ pub async fn create(
 pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let status = q.get("status").map(|s| s.to_ascii_lowercase());
-    if let Some(s) = &status
-        && !["pending", "scanning", "importing", "completed", "failed", "cancelled"].contains(&s.as_str())
-    {
-        return Err(ApiError::validation("status", format!("unknown status {s:?}")).details(serde_json::json!({
-            "field": "status",
-            "allowed": ["pending", "scanning", "importing", "completed", "failed", "cancelled"],
-        })));
-    }
+    let status = q.get("status").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase());
+    let status = match status.as_deref() {
+        None => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::validation("status", format!("unknown status {s:?}")).details(serde_json::json!({
+                "field": "status",
+                "allowed": ["pending", "scanning", "importing", "completed", "failed", "cancelled"],
+            }))
+        })?),
+    };
     let limit = q.int("limit", 100, 1, 1000)? as usize;
+    // Newest first, read from the (created_at, id) indexes: O(log n + limit).
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
-        let mut jobs: Vec<&ImportJob> =
-            st.imports.values().filter(|j| status.as_deref().is_none_or(|s| s == j.status.as_str())).collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at_ms, j.job_id)));
-        jobs.into_iter().take(limit).map(|j| views::import_job(j, st)).collect()
+        let keys: Box<dyn Iterator<Item = (u64, ImportJobId)>> = match status {
+            Some(s) => Box::new(st.imports_by_status.iter(s).rev()),
+            None => Box::new(st.imports_by_created.iter().rev().copied()),
+        };
+        keys.take(limit).filter_map(|(_, id)| st.imports.get(&id)).map(|j| views::import_job(j, st)).collect()
     });
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
@@ -154,7 +179,7 @@ pub async fn outputs(
     let id = parse_job(&raw)?;
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 100, 1, 1000)? as usize;
-    let from = decode_cursor(q.get("cursor"))?;
+    let from = decode_file_cursor(q.get("cursor"))?;
     let v = app
         .rt
         .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, from, limit)))
@@ -174,22 +199,24 @@ pub async fn files(
     let limit = q.int("limit", 100, 1, 1000)? as usize;
     let failed_only = q.bool("failed_only", false)?;
     let status = q.get("status").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase());
-    if let Some(s) = &status
-        && !FILE_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::validation("status", format!("unknown status {s:?}"))
-            .details(serde_json::json!({ "field": "status", "allowed": FILE_STATUSES })));
-    }
-    let from = decode_cursor(q.get("cursor"))?;
+    let status = match status.as_deref() {
+        None => None,
+        Some(s) => Some(FileStatus::parse(s).ok_or_else(|| {
+            ApiError::validation("status", format!("unknown status {s:?}"))
+                .details(serde_json::json!({ "field": "status", "allowed": FILE_STATUSES }))
+        })?),
+    };
+    let status = match (failed_only, status) {
+        (true, Some(s)) if s != FileStatus::Failed => {
+            return Err(ApiError::validation("status", "contradicts failed_only=true"));
+        }
+        (true, _) => Some(FileStatus::Failed),
+        (false, s) => s,
+    };
+    let from = decode_file_cursor(q.get("cursor"))?;
     let v = app
         .rt
-        .read(|st| {
-            st.imports.get(&id).map(|j| {
-                views::files_page(j, from, limit, |s| {
-                    (!failed_only || s == FileStatus::Failed) && status.as_deref().is_none_or(|w| w == s.as_str())
-                })
-            })
-        })
+        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -253,26 +280,23 @@ pub async fn index_videos(
     let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 50, 1, 100)? as usize;
-    let from = decode_cursor(q.get("cursor"))? as usize;
+    let from = decode_video_cursor(q.get("cursor"))?;
     let page = app.rt.read(|st| {
         st.live_index(&index_id)?;
-        let all = st.index_videos.get(&index_id);
-        let items: Vec<serde_json::Value> = all
-            .into_iter()
-            .flatten()
-            .skip(from)
-            .take(limit)
-            .filter_map(|(_, id)| st.videos.get(id).map(views::video))
-            .collect();
-        let total = all.map_or(0, |a| a.len());
-        let has_more = from.saturating_add(items.len()) < total;
+        let empty = std::collections::BTreeSet::new();
+        let all = st.index_videos.get(&index_id).unwrap_or(&empty);
+        let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
+        let mut keys = all.range(start..);
+        let items: Vec<serde_json::Value> =
+            keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(views::video)).collect();
+        let next = keys.next();
         Some(serde_json::json!({
             "data": items,
             "pagination": {
                 "limit": limit,
-                "has_more": has_more,
-                "next_cursor": if has_more { Some(encode_cursor(from.saturating_add(limit) as u64)) } else { None },
-                "total": total,
+                "has_more": next.is_some(),
+                "next_cursor": next.map(|(ms, id)| encode_cursor(&format!("{ms}-{id}"))),
+                "total": all.len(),
             }
         }))
     });

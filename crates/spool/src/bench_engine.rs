@@ -1,0 +1,609 @@
+//! `spool bench engine`: import jobs from a local folder through a real `spool serve` child (this
+//! executable), at several sizes, against `cp -r` + `sync` of the same folder in the same run;
+//! for the largest size also the durable event rate against raw redb commits of the same
+//! records, the server's resident memory, and its recovery time after `kill -9`. Readable lines,
+//! then one JSON line. Not a test: nothing here asserts on time.
+//!
+//! Layout of the scratch directory `<work>` (`--dir`, else a fresh folder under the temporary
+//! directory, removed at the end of a successful run):
+//! - `srcs/src-N/dNNN/clipNNNNNN.png`: N copies of `fixtures/media/tiny.png`, 1,000 per folder;
+//!   `srcs` is the only folder in `SPOOL_LOCAL_ROOTS`;
+//! - `cp-N`: the baseline's copy (removed once counted);
+//! - `data-N`: the server's data directory (a sibling of `srcs`, so outside every allowed root);
+//! - `logs/serve-N.log`: the server's stdout and stderr;
+//! - `raw.redb`: the raw redb baseline (removed once measured).
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The file every source folder is made of: a valid 24×24 RGB PNG of 1,024 bytes.
+const TINY_PNG: &[u8] = include_bytes!("../../../fixtures/media/tiny.png");
+/// Files per sub-folder of a source folder.
+const FILES_PER_FOLDER: usize = 1000;
+/// Sizes measured when none are given.
+pub const DEFAULT_SIZES: [usize; 3] = [1000, 10_000, 100_000];
+/// `SPOOL_IMPORT_CONCURRENCY` of the server when none is given.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Records per commit of the raw redb baseline.
+const RAW_BATCH: usize = 1000;
+/// How often the job is polled while it runs.
+const JOB_POLL: Duration = Duration::from_millis(50);
+/// How often `/healthz` is polled while the server starts (first start, after an import).
+const START_POLL: Duration = Duration::from_millis(20);
+/// How often `/healthz` is polled while the server recovers after `kill -9`.
+const RECOVERY_POLL: Duration = Duration::from_millis(5);
+/// Longest wait for a server to answer `/healthz` with 200.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for a server to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Aim: files/s at the largest size ÷ files/s at the smallest.
+const AIM_SCALING: f64 = 0.8;
+/// Aim: files/s at [`AIM_FILES_AT`] files.
+const AIM_FILES_PER_S: f64 = 5000.0;
+const AIM_FILES_AT: usize = 100_000;
+/// Aim: milliseconds from spawn to the first `/healthz` 200 after `kill -9`.
+const AIM_RECOVERY_MS: f64 = 1000.0;
+
+pub struct Args {
+    /// Files per import job, one job (and one fresh server) per size.
+    pub sizes: Vec<usize>,
+    /// Scratch directory (default: a fresh temporary directory, removed at the end).
+    pub dir: Option<PathBuf>,
+    /// `SPOOL_IMPORT_CONCURRENCY` of the server.
+    pub concurrency: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut sizes = if args.sizes.is_empty() { DEFAULT_SIZES.to_vec() } else { args.sizes };
+    sizes.sort_unstable();
+    sizes.dedup();
+    ensure!(sizes.first().is_some_and(|n| *n > 0), "every size must be at least 1 file");
+    let concurrency = if args.concurrency == 0 { DEFAULT_CONCURRENCY } else { args.concurrency };
+    let temporary = args.dir.is_none();
+    let work = match args.dir {
+        Some(d) => d,
+        None => {
+            let name = format!("spool-bench-engine-{}-{:08x}", std::process::id(), rand::random::<u32>());
+            std::env::temp_dir().join(name)
+        }
+    };
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let result = bench(&work, &sizes, concurrency);
+    if temporary {
+        match &result {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            Err(_) => eprintln!("spool bench engine: scratch (with the server logs) left in {}", work.display()),
+        }
+    }
+    result
+}
+
+/// How the server is started: the same command for every start, only the data directory, the
+/// port and the log file differ.
+struct Serve {
+    exe: PathBuf,
+    key: String,
+    roots: PathBuf,
+    concurrency: usize,
+}
+
+impl Serve {
+    /// Start `spool serve` on a free loopback port; stdout and stderr are appended to `log`.
+    fn spawn(&self, data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&self.exe)
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(data_dir)
+            .env("SPOOL_API_KEY", &self.key)
+            .env("SPOOL_LOCAL_ROOTS", &self.roots)
+            .env("SPOOL_IMPORT_CONCURRENCY", self.concurrency.to_string())
+            .env("RUST_LOG", "warn")
+            // The operator's own settings must not change what is measured.
+            .env_remove("SPOOL_CONFIG")
+            .env_remove("SPOOL_MASTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {} serve", self.exe.display()))?;
+        Ok(Server { child, addr, log: log.to_path_buf() })
+    }
+}
+
+/// A running `spool serve` child. Dropping it on an error path kills it, so no server is left
+/// behind.
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// An error when the server has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("spool serve exited ({status}); see {}", self.log.display());
+        }
+        Ok(())
+    }
+
+    /// Poll `/healthz` every `poll` until it answers 200.
+    fn wait_healthy(&mut self, poll: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = http(&self.addr, "GET", "/healthz", None, None) {
+                return Ok(());
+            }
+            self.check_running()?;
+            ensure!(
+                start.elapsed() < START_TIMEOUT,
+                "spool serve did not become healthy in {} s; see {}",
+                START_TIMEOUT.as_secs(),
+                self.log.display()
+            );
+            std::thread::sleep(poll);
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit. `kill(1)` rather than libc: `unsafe_code` is
+    /// forbidden workspace-wide.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().context("running kill -TERM")?.success();
+        ensure!(ok, "kill -TERM {pid} failed");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "spool serve ended {status} after SIGTERM; see {}", self.log.display());
+                return Ok(());
+            }
+            ensure!(
+                start.elapsed() < STOP_TIMEOUT,
+                "spool serve did not stop {} s after SIGTERM; see {}",
+                STOP_TIMEOUT.as_secs(),
+                self.log.display()
+            );
+            std::thread::sleep(START_POLL);
+        }
+    }
+
+    /// `kill -9` and reap.
+    fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("kill -9 of spool serve")?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What one import job measured.
+struct Measured {
+    secs: f64,
+    /// Increase of the counters whose names contain `commands`, and those series.
+    commands: f64,
+    command_series: Vec<String>,
+    /// `applied_seq` of `/healthz` before the job was created and after it ended.
+    seq_before: u64,
+    seq_after: u64,
+}
+
+impl Measured {
+    fn events(&self) -> u64 {
+        self.seq_after.saturating_sub(self.seq_before)
+    }
+}
+
+/// One size's results.
+struct SizeResult {
+    n: usize,
+    files_per_s: f64,
+    cp_files_per_s: f64,
+}
+
+fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()> {
+    let srcs = work.join("srcs");
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&srcs).with_context(|| format!("creating {}", srcs.display()))?;
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let serve = Serve {
+        exe: std::env::current_exe().context("finding the spool executable")?,
+        key: format!("sk_test_bench_{:032x}", rand::random::<u128>()),
+        roots: srcs.clone(),
+        concurrency,
+    };
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    println!("spool bench engine: scratch {}, import concurrency {concurrency}", work.display());
+
+    let mut results = Vec::new();
+    let mut last: Option<Measured> = None;
+    let mut rss_mib = None;
+    let mut recovery_ms = 0.0;
+    for &n in sizes {
+        let src = srcs.join(format!("src-{n}"));
+        make_source(&src, n)?;
+        let cp_files_per_s = cp_baseline(&src, &work.join(format!("cp-{n}")), n)?;
+
+        let data = work.join(format!("data-{n}"));
+        if data.exists() {
+            std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+        }
+        let log = logs.join(format!("serve-{n}.log"));
+        let mut server = serve.spawn(&data, &log)?;
+        server.wait_healthy(START_POLL)?;
+        let m = import(&mut server, &serve.key, &src, n)?;
+        let files_per_s = n as f64 / m.secs;
+        println!(
+            "spool  {n:>7} files: {files_per_s:>9.0} files/s   cp -r+sync: {cp_files_per_s:>9.0} files/s   ratio {:.2}",
+            files_per_s / cp_files_per_s
+        );
+        println!(
+            "       durable: {:>9.0} steps/s ({} commands: {})   {:>9.0} events/s ({} events: applied_seq {} → {})   {:.2} s",
+            m.commands / m.secs,
+            m.commands,
+            m.command_series.join(" + "),
+            m.events() as f64 / m.secs,
+            m.events(),
+            m.seq_before,
+            m.seq_after,
+            m.secs
+        );
+        results.push(SizeResult { n, files_per_s, cp_files_per_s });
+
+        if n == largest {
+            rss_mib = rss_mib_of(server.child.id());
+            match rss_mib {
+                Some(r) => println!("memory after {n} files: {r:.1} MiB resident (VmRSS of spool serve)"),
+                None => println!("memory after {n} files: n/a (no /proc/<pid>/status)"),
+            }
+            server.kill9()?;
+            let start = Instant::now();
+            let mut again = serve.spawn(&data, &log)?;
+            again.wait_healthy(RECOVERY_POLL)?;
+            recovery_ms = start.elapsed().as_secs_f64() * 1000.0;
+            println!(
+                "recovery after kill -9 at {n} files: {recovery_ms:.0} ms from spawn to the first /healthz 200 ({} events in the log)",
+                m.seq_after
+            );
+            again.stop()?;
+            last = Some(m);
+        } else {
+            server.stop()?;
+        }
+    }
+    let m = last.context("no size was measured")?;
+    let (Some(smallest), Some(biggest)) = (results.first(), results.last()) else { bail!("no size was measured") };
+
+    // Raw redb: the very records the largest import appended, in commits of RAW_BATCH.
+    let records = logged_records(&work.join(format!("data-{largest}")), m.seq_before + 1, m.seq_after)?;
+    let mean_bytes = records.iter().map(Vec::len).sum::<usize>() as f64 / records.len() as f64;
+    let raw_events_per_s = raw_redb(&work.join("raw.redb"), &records, RAW_BATCH)?;
+    let durable_events_per_s = m.events() as f64 / m.secs;
+    let durable_steps_per_s = m.commands / m.secs;
+    let durable_vs_raw = durable_events_per_s / raw_events_per_s;
+    println!(
+        "raw redb {} records of {mean_bytes:.0} bytes (mean), {RAW_BATCH} per commit: {raw_events_per_s:>9.0} events/s   durable/raw: {durable_vs_raw:.2}",
+        records.len()
+    );
+
+    // The aims: reported, never asserted.
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let scaling = biggest.files_per_s / smallest.files_per_s;
+    println!(
+        "aim files/s at {} ÷ files/s at {} ≥ {AIM_SCALING:.2}: {scaling:.2}: {}",
+        biggest.n,
+        smallest.n,
+        met(scaling >= AIM_SCALING)
+    );
+    match results.iter().find(|r| r.n == AIM_FILES_AT) {
+        Some(r) => println!(
+            "aim ≥ {AIM_FILES_PER_S:.0} files/s at {AIM_FILES_AT} files: {:.0} files/s: {}",
+            r.files_per_s,
+            met(r.files_per_s >= AIM_FILES_PER_S)
+        ),
+        None => println!("aim ≥ {AIM_FILES_PER_S:.0} files/s at {AIM_FILES_AT} files: not measured (no such size)"),
+    }
+    println!("aim recovery ≤ {AIM_RECOVERY_MS:.0} ms: {recovery_ms:.0} ms: {}", met(recovery_ms <= AIM_RECOVERY_MS));
+
+    let mut out = serde_json::Map::new();
+    out.insert("bench".into(), json!("engine"));
+    for r in &results {
+        out.insert(format!("files_per_s_{}", r.n), json!(r.files_per_s.round()));
+        out.insert(format!("cp_files_per_s_{}", r.n), json!(r.cp_files_per_s.round()));
+    }
+    out.insert("ratio_largest_to_smallest".into(), json!(round2(scaling)));
+    out.insert("durable_steps_per_s".into(), json!(durable_steps_per_s.round()));
+    out.insert("durable_events_per_s".into(), json!(durable_events_per_s.round()));
+    out.insert("raw_redb_events_per_s".into(), json!(raw_events_per_s.round()));
+    out.insert("durable_vs_raw".into(), json!(round2(durable_vs_raw)));
+    out.insert("rss_mib_after_largest".into(), json!(rss_mib.map(round2)));
+    out.insert("recovery_ms".into(), json!(round2(recovery_ms)));
+    println!("{}", Value::Object(out));
+    Ok(())
+}
+
+/// A fresh folder of `n` copies of [`TINY_PNG`]: `dNNN/clipNNNNNN.png`, [`FILES_PER_FOLDER`] per
+/// sub-folder.
+fn make_source(dir: &Path, n: usize) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let mut sub = dir.to_path_buf();
+    for i in 0..n {
+        if i % FILES_PER_FOLDER == 0 {
+            sub = dir.join(format!("d{:03}", i / FILES_PER_FOLDER));
+            std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        }
+        let file = sub.join(format!("clip{i:06}.png"));
+        std::fs::write(&file, TINY_PNG).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Regular files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|es| es.flatten().map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum())
+        .unwrap_or(0)
+}
+
+/// Run a program to completion; an error unless it succeeds.
+fn sh(program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    ensure!(out.status.success(), "{program} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// files/s of `cp -r src dest && sync`. The source is synced first (untimed), so the timed
+/// `sync` flushes the copy only; the copy is removed once counted.
+fn cp_baseline(src: &Path, dest: &Path, n: usize) -> anyhow::Result<f64> {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    sh("sync", &[])?;
+    let start = Instant::now();
+    sh("cp", &["-r".as_ref(), src.as_os_str(), dest.as_os_str()])?;
+    sh("sync", &[])?;
+    let secs = start.elapsed().as_secs_f64();
+    let copied = count_files(dest);
+    ensure!(copied == n, "cp -r copied {copied} files, expected {n}");
+    std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
+    // Flush the removal now, not during the import that follows.
+    sh("sync", &[])?;
+    Ok(n as f64 / secs)
+}
+
+/// One import job of the whole source folder through the HTTP API: a new index and local
+/// connector (untimed), then the clock runs from the job's creation to its end. A job that did
+/// not import every file is an error: its numbers would mean nothing.
+fn import(server: &mut Server, key: &str, src: &Path, n: usize) -> anyhow::Result<Measured> {
+    let addr = server.addr.clone();
+    let index = api(&addr, key, "POST", "/api/v2/indexes", Some(&json!({ "name": "bench" })))?;
+    let index_id = text_field(&index, "index_id")?;
+    let root = src.to_str().with_context(|| format!("{} is not UTF-8", src.display()))?;
+    let conn = api(&addr, key, "POST", "/api/v2/connectors/local", Some(&json!({ "name": "bench", "root": root })))?;
+    let connector_id = text_field(&conn, "connector_id")?;
+
+    let (commands_before, _) = commands_total(&addr)?;
+    let seq_before = applied_seq(&addr)?;
+    let start = Instant::now();
+    let body = json!({
+        "connector_id": connector_id,
+        "index_id": index_id,
+        "file_pattern": "*.png",
+        "recursive": true,
+    });
+    let job = api(&addr, key, "POST", "/api/v2/import-jobs", Some(&body))?;
+    let job_id = text_field(&job, "job_id")?;
+    let path = format!("/api/v2/import-jobs/{job_id}");
+    // Generous: a stuck job must end the bench, not hang it.
+    let timeout = Duration::from_secs(120) + Duration::from_millis(10) * u32::try_from(n).unwrap_or(u32::MAX);
+    let view = loop {
+        let v = api(&addr, key, "GET", &path, None)?;
+        match v["status"].as_str() {
+            Some("completed" | "failed" | "cancelled") => break v,
+            Some(_) => {}
+            None => bail!("GET {path}: no status in {v}"),
+        }
+        server.check_running()?;
+        ensure!(start.elapsed() < timeout, "job {job_id} did not end in {} s", timeout.as_secs());
+        std::thread::sleep(JOB_POLL);
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let seq_after = applied_seq(&addr)?;
+    let (commands_after, command_series) = commands_total(&addr)?;
+
+    let p = &view["progress"];
+    let count = |name: &str| p[name].as_u64();
+    let status = view["status"].as_str().unwrap_or("");
+    ensure!(
+        status == "completed" && count("imported") == Some(n as u64),
+        "job {job_id} of {n} files ended {status:?}: imported {:?}, failed {:?}, skipped {:?}, total_files {:?}, \
+         error {}; see {}",
+        count("imported"),
+        count("failed"),
+        count("skipped"),
+        count("total_files"),
+        view["error_message"],
+        server.log.display()
+    );
+    Ok(Measured { secs, commands: commands_after - commands_before, command_series, seq_before, seq_after })
+}
+
+fn text_field(v: &Value, name: &str) -> anyhow::Result<String> {
+    v[name].as_str().map(str::to_string).with_context(|| format!("no {name:?} in {v}"))
+}
+
+/// A JSON request with the API key; an error unless the answer is 2xx JSON.
+fn api(addr: &str, key: &str, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let text = body.map(Value::to_string);
+    let (status, resp) =
+        http(addr, method, path, Some(key), text.as_deref()).with_context(|| format!("{method} {path}"))?;
+    ensure!((200..300).contains(&status), "{method} {path} answered {status}: {resp}");
+    serde_json::from_str(&resp).with_context(|| format!("{method} {path} answered no JSON: {resp}"))
+}
+
+/// `applied_seq` of `/healthz`: the number of durable events folded.
+fn applied_seq(addr: &str) -> anyhow::Result<u64> {
+    let (status, body) = http(addr, "GET", "/healthz", None, None).context("GET /healthz")?;
+    ensure!(status == 200, "GET /healthz answered {status}: {body}");
+    let v: Value = serde_json::from_str(&body).with_context(|| format!("GET /healthz answered no JSON: {body}"))?;
+    v["applied_seq"].as_u64().with_context(|| format!("no applied_seq in /healthz: {body}"))
+}
+
+/// The sum of the `/metrics` samples whose metric names contain `commands`, and their series
+/// (printed, so a renamed metric shows).
+fn commands_total(addr: &str) -> anyhow::Result<(f64, Vec<String>)> {
+    let (status, text) = http(addr, "GET", "/metrics", None, None).context("GET /metrics")?;
+    ensure!(status == 200, "GET /metrics answered {status}: {text}");
+    let mut total = 0.0;
+    let mut series = Vec::new();
+    let mut names = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = &line[..line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len())];
+        names.push(name);
+        if !name.contains("commands") {
+            continue;
+        }
+        let (s, value) = line.rsplit_once(char::is_whitespace).with_context(|| format!("/metrics line {line:?}"))?;
+        total += value.parse::<f64>().with_context(|| format!("/metrics line {line:?}"))?;
+        series.push(s.trim().to_string());
+    }
+    ensure!(!series.is_empty(), "/metrics has no metric whose name contains `commands` (it has: {})", names.join(", "));
+    Ok((total, series))
+}
+
+/// One request on its own connection (HTTP/1.1, `Connection: close`); returns (status, body).
+/// Errors are connection failures or unreadable answers.
+fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let sock = addr.parse().map_err(std::io::Error::other)?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(k) = key {
+        req.push_str(&format!("X-API-Key: {k}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = find(&raw, b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no end of the header"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let rest = &raw[end + 4..];
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The body of a chunked answer.
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = find(s, b"\r\n") {
+        let size = std::str::from_utf8(&s[..i])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        let rest = &s[i + 2..];
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.extend_from_slice(&rest[..size]);
+        s = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
+/// VmRSS of a process in MiB, where `/proc` exists.
+fn rss_mib_of(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The stored records `from..=to` of the log of a data directory that no server holds.
+fn logged_records(data_dir: &Path, from: u64, to: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+    ensure!(to >= from, "the import appended no events (applied_seq {} → {to})", from - 1);
+    let log = spool_log::RedbLog::open_dir(data_dir)
+        .with_context(|| format!("opening the log of {} after the server stopped", data_dir.display()))?;
+    let mut out = Vec::new();
+    let mut seq = from;
+    while seq <= to {
+        let batch = log.read_raw(seq, spool_log::READ_BATCH_MAX)?;
+        let Some(&(last, _)) = batch.last() else { break };
+        out.extend(batch.into_iter().filter(|(s, _)| *s <= to).map(|(_, bytes)| bytes));
+        seq = last + 1;
+    }
+    log.close();
+    ensure!(!out.is_empty(), "the log of {} holds no events {from}..={to}", data_dir.display());
+    if out.len() as u64 != to - from + 1 {
+        println!("note: the log holds {} records in {from}..={to}", out.len());
+    }
+    Ok(out)
+}
+
+/// events/s of raw redb commits of `batch` records each (the default durability, like the
+/// log), in a fresh file removed afterwards.
+fn raw_redb(path: &Path, records: &[Vec<u8>], batch: usize) -> anyhow::Result<f64> {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+    let _ = std::fs::remove_file(path);
+    let db = redb::Database::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let start = Instant::now();
+    let mut seq = 0u64;
+    for chunk in records.chunks(batch.max(1)) {
+        let w = db.begin_write()?;
+        {
+            let mut t = w.open_table(T)?;
+            for r in chunk {
+                seq += 1;
+                t.insert(seq, r.as_slice())?;
+            }
+        }
+        w.commit()?;
+    }
+    let rate = seq as f64 / start.elapsed().as_secs_f64();
+    drop(db);
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
