@@ -36,7 +36,7 @@ pub fn decode_cursor(raw: Option<&str>) -> Result<Option<String>, ApiError> {
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("v1:").map(str::to_string))
         .map(Some)
-        .ok_or_else(|| bad_cursor())
+        .ok_or_else(bad_cursor)
 }
 
 fn bad_cursor() -> ApiError {
