@@ -11,7 +11,7 @@ pub fn index(i: &Index) -> Value {
         "name": i.name,
         "user_id": i.user_id,
         "created_at": rfc3339_ms(i.created_at_ms),
-        "description": null,
+        "description": i.description,
         "sort_order": null,
         "is_default": false,
     })

@@ -26,6 +26,9 @@ pub enum Command {
     CreateIndex {
         name: String,
         user_id: String,
+        /// Kept as `IndexDescriptionSet` beside `IndexCreated`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
     /// Start (or, when started, resume) the deletion of an index.
     DeleteIndex {
@@ -142,6 +145,10 @@ pub enum Command {
     /// Effect outcome: end the job if it is done (or cancelled with nothing running).
     RecordImportJobFinished {
         job_id: ImportJobId,
+    },
+    /// A durable timer is due (the runtime's timer service).
+    FireTimer {
+        timer: crate::Timer,
     },
 }
 

@@ -4,6 +4,7 @@ use crate::{ApiKey, Command, Ctx, DomainError, State, hash_secret, imports};
 use spool_model::{ApiKeyId, ConnectorId, ConnectorScope, DeletionId, DeletionStage, Event, IndexId, Scope};
 
 pub const INDEX_NAME_CHARS_MAX: usize = 255;
+pub const INDEX_DESCRIPTION_CHARS_MAX: usize = 2000;
 pub const KEY_NAME_CHARS_MAX: usize = 100;
 pub const CONNECTOR_NAME_CHARS_MAX: usize = 100;
 pub const EXPORT_BASE_PATH_CHARS_MAX: usize = 1024;
@@ -124,11 +125,29 @@ fn existing_key<'a>(state: &'a State, key_id: &ApiKeyId) -> Result<&'a ApiKey, D
 
 pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
-        Command::CreateIndex { name, user_id } => {
+        Command::CreateIndex { name, user_id, description } => {
             let name = check_name("name", name, INDEX_NAME_CHARS_MAX)?;
+            let description = match description.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+                None => None,
+                Some(d) => {
+                    if d.chars().count() > INDEX_DESCRIPTION_CHARS_MAX {
+                        return Err(DomainError::invalid(
+                            "description",
+                            format!("must be at most {INDEX_DESCRIPTION_CHARS_MAX} characters"),
+                        ));
+                    }
+                    if d.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                        return Err(DomainError::invalid("description", "must not contain control characters"));
+                    }
+                    Some(d.to_string())
+                }
+            };
             let index_id = IndexId(ctx.new_ulid());
-            let ev = Event::IndexCreated { index_id, name, user_id: user_id.clone() };
-            Ok(Decision::one(state, index_id.to_string(), vec![ev], Outcome::Index(index_id)))
+            let mut events = vec![Event::IndexCreated { index_id, name, user_id: user_id.clone() }];
+            if let Some(description) = description {
+                events.push(Event::IndexDescriptionSet { index_id, description });
+            }
+            Ok(Decision::one(state, index_id.to_string(), events, Outcome::Index(index_id)))
         }
         Command::DeleteIndex { index_id } => {
             let index = state
@@ -332,11 +351,14 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
             imports::record_file_imported(state, job_id, *file_id, *attempt, *bytes, *sha256, ctx.now_ms)
         }
         Command::RecordFileFailed { job_id, file_id, attempt, failure } => {
-            imports::record_file_failed(state, job_id, *file_id, *attempt, failure, ctx.now_ms)
+            imports::record_file_failed(state, job_id, *file_id, *attempt, failure, ctx)
         }
         Command::CancelImportJob { job_id } => imports::cancel(state, job_id),
         Command::RetryImportJob { job_id } => imports::retry(state, job_id),
         Command::RecordImportJobFinished { job_id } => imports::record_finished(state, job_id),
+        Command::FireTimer { timer } => match timer {
+            crate::Timer::ImportFileRetry { .. } => imports::fire_retry(state, timer),
+        },
         Command::RecordApiKeyUse { key_id, used_at_ms } => match state.api_keys.get(key_id) {
             Some(k) if k.last_used_at_ms.is_none_or(|t| t < *used_at_ms) => {
                 let ev = Event::ApiKeyUsed { key_id: *key_id, used_at_ms: *used_at_ms };

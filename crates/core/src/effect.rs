@@ -47,6 +47,8 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         | Event::ImportJobFailed { job_id, .. }
         | Event::ImportJobCancelled { job_id }
         | Event::ImportJobRetried { job_id, .. }
+        | Event::ImportFileRetryScheduled { job_id, .. }
+        | Event::ImportFileRetryDue { job_id, .. }
         | Event::ImportJobCancelRequested { job_id } => WorkKey::ImportJob(*job_id),
         _ => return None,
     })

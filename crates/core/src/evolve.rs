@@ -16,6 +16,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     index_id: *index_id,
                     name: name.clone(),
                     user_id: user_id.clone(),
+                    description: None,
                     created_at_ms: at,
                     deletion: None,
                 },
@@ -151,7 +152,14 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobRetried { .. }
         | Event::VideoCreated { .. }
         | Event::DomainEventRaised { .. }
-        | Event::ImportJobCancelRequested { .. } => crate::imports::evolve(state, env),
+        | Event::ImportJobCancelRequested { .. }
+        | Event::ImportFileRetryScheduled { .. }
+        | Event::ImportFileRetryDue { .. } => crate::imports::evolve(state, env),
+        Event::IndexDescriptionSet { index_id, description } => {
+            if let Some(i) = state.indexes.get_mut(index_id) {
+                i.description = Some(description.clone());
+            }
+        }
         Event::ConnectorDeleted { connector_id } => {
             if let Some(c) = state.connectors.get_mut(connector_id) {
                 c.deleted_at_ms = Some(at);

@@ -14,6 +14,12 @@ pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 32;
 pub const PROGRESS_EVENT_INTERVAL_MS: u64 = 2_000;
 /// Objects in one scan page command.
 pub const SCAN_PAGE_OBJECTS_MAX: usize = 1000;
+/// Attempts of one file before a retryable failure lists it as failed.
+pub const IMPORT_FILE_ATTEMPTS_MAX: u32 = 3;
+/// Wait before attempt n+1 after a retryable failure of attempt n (index n-1), ±20% jitter.
+pub const IMPORT_RETRY_BACKOFF_MS: [u64; 2] = [1_000, 5_000];
+/// Jitter of a retry's wait, in percent either way.
+pub const IMPORT_RETRY_JITTER_PCT: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum JobStatus {
@@ -61,6 +67,8 @@ pub enum FileStatus {
     Imported,
     Failed,
     Skipped,
+    /// A retryable failure below the attempt limit: waiting for its retry timer.
+    Waiting,
 }
 
 impl FileStatus {
@@ -71,6 +79,7 @@ impl FileStatus {
             FileStatus::Imported => "imported",
             FileStatus::Failed => "failed",
             FileStatus::Skipped => "skipped",
+            FileStatus::Waiting => "retrying",
         }
     }
 
@@ -86,6 +95,7 @@ impl FileStatus {
             "imported" => FileStatus::Imported,
             "failed" => FileStatus::Failed,
             "skipped" => FileStatus::Skipped,
+            "retrying" => FileStatus::Waiting,
             _ => return None,
         })
     }
@@ -149,7 +159,10 @@ impl ImportJob {
     }
 
     fn all_done(&self) -> bool {
-        self.scan_done && self.by_status.count(FileStatus::Pending) == 0 && self.running() == 0
+        self.scan_done
+            && self.by_status.count(FileStatus::Pending) == 0
+            && self.by_status.count(FileStatus::Waiting) == 0
+            && self.running() == 0
     }
 
     /// Move a file to another status, keeping the per-status sets in step.
@@ -498,7 +511,7 @@ pub fn record_file_failed(
     file_id: u32,
     attempt: u32,
     failure: &FileFailure,
-    now_ms: u64,
+    ctx: &mut crate::Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
@@ -510,9 +523,37 @@ pub fn record_file_failed(
         message: failure.message.chars().take(1000).collect(),
         retryable: failure.retryable,
     };
+    let now_ms = ctx.now_ms;
+    if failure.retryable && attempt < IMPORT_FILE_ATTEMPTS_MAX && j.takes_work() {
+        // Not failed yet: a durable timer brings the file back after a backoff decided here.
+        let due_ms = now_ms + retry_backoff_ms(attempt, ctx);
+        let events = vec![Event::ImportFileRetryScheduled { job_id: *job_id, file_id, attempt, due_ms, failure }];
+        return Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)));
+    }
     let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
     progress_if_due(j, &mut events, now_ms, 0, 1, 0);
     Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
+}
+
+/// The wait before the attempt after `attempt`: the schedule's step, ±jitter from the context's
+/// entropy (recorded in the event, so replay never recomputes it).
+pub fn retry_backoff_ms(attempt: u32, ctx: &mut crate::Ctx) -> u64 {
+    let i = (attempt.max(1) as usize - 1).min(IMPORT_RETRY_BACKOFF_MS.len() - 1);
+    let base = IMPORT_RETRY_BACKOFF_MS[i];
+    let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
+    let r = (ctx.new_ulid().random() as u64) % (2 * spread + 1);
+    base - spread + r
+}
+
+/// `FireTimer` of a file's retry: the file is pending again. Stale timers (fired already) add
+/// nothing; a timer whose job ended still fires once, so that it leaves the index.
+pub fn fire_retry(state: &State, timer: &crate::Timer) -> Result<Decision, DomainError> {
+    let crate::Timer::ImportFileRetry { job_id, file_id, attempt } = timer;
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Done });
+    }
+    let events = vec![Event::ImportFileRetryDue { job_id: *job_id, file_id: *file_id, attempt: *attempt }];
+    Ok(one(state, file_stream(job_id, *file_id), events, Outcome::Done))
 }
 
 pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
@@ -613,6 +654,19 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 if let Some(f) = j.files.get_mut(*file_id as usize) {
                     f.failure = Some(failure.clone());
                 }
+            }
+        }
+        Event::ImportFileRetryScheduled { file_id, failure, .. } => {
+            if j.set_status(*file_id, FileStatus::Waiting).is_some()
+                && let Some(f) = j.files.get_mut(*file_id as usize)
+            {
+                f.failure = Some(failure.clone());
+            }
+        }
+        Event::ImportFileRetryDue { file_id, attempt, .. } => {
+            let waits = |f: &ImportFile| f.status == FileStatus::Waiting && f.attempts == *attempt;
+            if j.files.get(*file_id as usize).is_some_and(waits) {
+                j.set_status(*file_id, FileStatus::Pending);
             }
         }
         Event::ImportJobCompleted { .. } => {
@@ -730,7 +784,20 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobFailed { job_id, .. }
         | Event::ImportJobCancelled { job_id }
         | Event::ImportJobCancelRequested { job_id }
+        | Event::ImportFileRetryScheduled { job_id, .. }
+        | Event::ImportFileRetryDue { job_id, .. }
         | Event::ImportJobRetried { job_id, .. } => {
+            match &env.event {
+                Event::ImportFileRetryScheduled { file_id, attempt, due_ms, .. } => {
+                    let t = crate::Timer::ImportFileRetry { job_id: *job_id, file_id: *file_id, attempt: *attempt };
+                    state.set_timer(t, *due_ms);
+                }
+                Event::ImportFileRetryDue { file_id, attempt, .. } => {
+                    let t = crate::Timer::ImportFileRetry { job_id: *job_id, file_id: *file_id, attempt: *attempt };
+                    state.clear_timer(&t);
+                }
+                _ => {}
+            }
             if let Some(j) = state.imports.get_mut(job_id) {
                 let before = j.status;
                 evolve_job(j, &env.event, at);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -39,6 +39,17 @@ pub struct State {
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
     /// `new_only` keys of everything imported (`imports::import_key`).
     pub imported_keys: BTreeSet<String>,
+    /// Durable timers, by (due, timer): derived from the events that set and clear them, so
+    /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
+    pub timers: BTreeSet<(u64, Timer)>,
+    pub timer_due: BTreeMap<Timer, u64>,
+}
+
+/// A durable timer: what to wake, decided by a machine and recorded in its event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Timer {
+    /// Retry `attempt + 1` of a job's file after a retryable failure of `attempt`.
+    ImportFileRetry { job_id: ImportJobId, file_id: u32, attempt: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +99,7 @@ pub struct Index {
     pub index_id: IndexId,
     pub name: String,
     pub user_id: String,
+    pub description: Option<String>,
     pub created_at_ms: u64,
     pub deletion: Option<Deletion>,
 }
@@ -150,6 +162,25 @@ impl State {
     /// The key whose current secret has this SHA-256 (`hash_secret`), if any.
     pub fn key_with_hash(&self, hash: &[u8; 32]) -> Option<&ApiKey> {
         self.key_by_hash.get(hash).and_then(|id| self.api_keys.get(id))
+    }
+
+    /// Set (or move) a timer.
+    pub fn set_timer(&mut self, timer: Timer, due_ms: u64) {
+        if let Some(old) = self.timer_due.insert(timer.clone(), due_ms) {
+            self.timers.remove(&(old, timer.clone()));
+        }
+        self.timers.insert((due_ms, timer));
+    }
+
+    pub fn clear_timer(&mut self, timer: &Timer) {
+        if let Some(due) = self.timer_due.remove(timer) {
+            self.timers.remove(&(due, timer.clone()));
+        }
+    }
+
+    /// The earliest timer.
+    pub fn next_timer(&self) -> Option<&(u64, Timer)> {
+        self.timers.first()
     }
 
     /// Encode for a snapshot (bincode, prefixed with [`STATE_FORMAT`]).

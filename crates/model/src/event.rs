@@ -283,6 +283,14 @@ pub enum Event {
     /// Stream `job_…`. No new file starts; copies already running finish, then
     /// `ImportJobCancelled` ends the job.
     ImportJobCancelRequested { job_id: ImportJobId },
+    /// Stream `job_…/fN`. A retryable failure below the attempt limit: the file waits for a
+    /// durable timer at `due_ms` (backoff and jitter decided in the core) instead of failing.
+    ImportFileRetryScheduled { job_id: ImportJobId, file_id: u32, attempt: u32, due_ms: u64, failure: FileFailure },
+    /// Stream `job_…/fN`. The retry timer of `attempt` fired: the file is pending again (when its
+    /// job still takes work). The timer is gone either way.
+    ImportFileRetryDue { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    /// Stream `idx_…`. The index's description (set at creation when given).
+    IndexDescriptionSet { index_id: IndexId, description: String },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -313,6 +321,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "VideoCreated",
     "DomainEventRaised",
     "ImportJobCancelRequested",
+    "ImportFileRetryScheduled",
+    "ImportFileRetryDue",
+    "IndexDescriptionSet",
 ];
 
 impl Event {
@@ -346,6 +357,9 @@ impl Event {
             Event::VideoCreated { .. } => 23,
             Event::DomainEventRaised { .. } => 24,
             Event::ImportJobCancelRequested { .. } => 25,
+            Event::ImportFileRetryScheduled { .. } => 26,
+            Event::ImportFileRetryDue { .. } => 27,
+            Event::IndexDescriptionSet { .. } => 28,
         }
     }
 
@@ -478,6 +492,15 @@ impl Event {
                 data_json: "{\"video_id\":\"vid_x\"}".into(),
             },
             Event::ImportJobCancelRequested { job_id },
+            Event::ImportFileRetryScheduled {
+                job_id,
+                file_id: 3,
+                attempt: 1,
+                due_ms: 1_764_000_001_000,
+                failure: FileFailure { code: "source_read_failed".into(), message: "timeout".into(), retryable: true },
+            },
+            Event::ImportFileRetryDue { job_id, file_id: 3, attempt: 1 },
+            Event::IndexDescriptionSet { index_id, description: "Field recordings, 2024".into() },
         ]
     }
 }

@@ -22,20 +22,29 @@ pub use event::{
 pub use ids::*;
 pub use sealed::Sealed;
 
-/// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` makes [`failpoint`] answer true for
-/// those names, in debug builds only (a release build never reads the variable). Tests use it
-/// to make a request handler or an effect executor panic and check that Spool stays up.
+/// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` (or [`enable_failpoint`], for tests
+/// in the same process) makes [`failpoint`] answer true for those names, in debug builds only (a
+/// release build never reads the variable). Tests use it to make a request handler or an effect
+/// executor fail or panic and check that Spool stays up.
 pub fn failpoint(name: &str) -> bool {
     if !cfg!(debug_assertions) {
         return false;
     }
-    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    POINTS
-        .get_or_init(|| {
+    failpoints().read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| p == name)
+}
+
+/// Turn a failpoint on for the rest of this process (debug builds).
+pub fn enable_failpoint(name: &str) {
+    failpoints().write().unwrap_or_else(|p| p.into_inner()).push(name.to_string());
+}
+
+fn failpoints() -> &'static std::sync::RwLock<Vec<String>> {
+    static POINTS: std::sync::OnceLock<std::sync::RwLock<Vec<String>>> = std::sync::OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::sync::RwLock::new(
             std::env::var("SPOOL_FAILPOINTS")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default()
-        })
-        .iter()
-        .any(|p| p == name)
+                .unwrap_or_default(),
+        )
+    })
 }

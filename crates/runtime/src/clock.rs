@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+    /// Notified when the clock jumps (a test clock's `advance`); the wall clock never is, and
+    /// the timer service re-reads it at least every `TIMER_IDLE_MS` anyway.
+    fn jumped(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// The wall clock. The only `SystemTime::now()` of the workspace.
@@ -19,22 +24,26 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to (and wakes the timer service when it does).
 #[derive(Debug)]
-pub struct TestClock(AtomicU64);
+pub struct TestClock(AtomicU64, std::sync::Arc<tokio::sync::Notify>);
 
 impl TestClock {
     pub fn new(start_ms: u64) -> Self {
-        TestClock(AtomicU64::new(start_ms))
+        TestClock(AtomicU64::new(start_ms), Default::default())
     }
     pub fn advance(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
+        self.1.notify_one();
     }
 }
 
 impl Clock for TestClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+    fn jumped(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.1.clone())
     }
 }
 

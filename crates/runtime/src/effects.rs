@@ -189,7 +189,13 @@ impl Runtime {
             return Ok(());
         };
         let Some(video_id) = file.video_id else { return Ok(()) };
-        let outcome =
+        let outcome = if spool_model::failpoint("import_copy_fails_first_attempt") && attempt == 1 {
+            Err(FileFailure {
+                code: "source_read_failed".into(),
+                message: "failpoint import_copy_fails_first_attempt".into(),
+                retryable: true,
+            })
+        } else {
             match self.connector_store(&connector_id) {
                 Err(e) => Err(FileFailure { code: "connector_unavailable".into(), message: e, retryable: true }),
                 Ok(src) => {
@@ -198,7 +204,8 @@ impl Runtime {
                         .await
                         .map_err(|e| FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable })
                 }
-            };
+            }
+        };
         let cmd = match outcome {
             Ok((bytes, sha256)) => Command::RecordFileImported { job_id: *job_id, file_id, attempt, bytes, sha256 },
             Err(failure) => Command::RecordFileFailed { job_id: *job_id, file_id, attempt, failure },

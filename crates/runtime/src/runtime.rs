@@ -22,6 +22,10 @@ pub const EFFECTS_CONCURRENCY_MAX: usize = 16;
 /// Times an effect may panic before it is given up: its job then fails with `internal_error`
 /// (an effect with no job to fail is not offered again until the next start).
 pub const EFFECT_PANIC_TRIES_MAX: u32 = 3;
+/// Timers fired at once by the timer service.
+pub const TIMER_FIRE_BATCH_MAX: usize = 256;
+/// The timer service re-reads the clock at least this often (wall-clock jumps, missed wakes).
+pub const TIMER_IDLE_MS: u64 = 1_000;
 /// The name of the core state's snapshot.
 pub const SNAPSHOT_NAME: &str = "core";
 
@@ -123,9 +127,16 @@ pub struct Runtime {
     /// Connector stores by connector, with the connector's `updated_at` they were built for.
     pub(crate) stores: Mutex<std::collections::HashMap<spool_model::ConnectorId, (u64, spool_storage::Store)>>,
     /// The sequencer's inbox: every command (API, effect outcome, timer) goes through it.
-    inbox: tokio::sync::mpsc::Sender<Submission>,
+    inbox: Mutex<Option<tokio::sync::mpsc::Sender<Submission>>>,
+    /// The sequencer thread and the background tasks, joined by `shutdown`.
+    sequencer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Turns true at shutdown; background loops select on it.
+    stopping: watch::Sender<bool>,
     /// The tokio runtime effects are spawned on (the sequencer is an OS thread).
     handle: tokio::runtime::Handle,
+    /// Notified when a committed batch set a timer (the timer service re-reads the earliest).
+    timers_changed: tokio::sync::Notify,
     last_snapshot_seq: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
@@ -203,25 +214,39 @@ impl Runtime {
             media,
             import_slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
             stores: Mutex::new(std::collections::HashMap::new()),
-            inbox,
+            inbox: Mutex::new(Some(inbox)),
+            sequencer: Mutex::new(None),
+            background: Mutex::new(Vec::new()),
+            stopping: watch::channel(false).0,
             handle: tokio::runtime::Handle::current(),
+            timers_changed: tokio::sync::Notify::new(),
             commands_total: AtomicU64::new(0),
             effects_total: AtomicU64::new(0),
             cfg,
         });
         let seq = rt.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("spool-sequencer".into())
             .spawn(move || seq.sequencer_loop(rx))
             .map_err(|e| spool_log::Error::Storage(format!("starting the sequencer: {e}")))?;
+        *rt.sequencer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        let mut background = Vec::new();
+        if rt.cfg.run_effects {
+            let timers = rt.clone();
+            background.push(tokio::spawn(async move { timers.timer_loop().await }));
+        }
         let starter = rt.clone();
-        tokio::spawn(async move {
+        background.push(tokio::spawn(async move {
+            let mut stop = starter.stopping.subscribe();
             starter.wait_ready().await;
             if starter.cfg.run_effects {
                 let mut tick = tokio::time::interval(starter.cfg.usage_flush);
                 tick.tick().await;
                 loop {
-                    tick.tick().await;
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
                     if starter.draining.load(Ordering::SeqCst) {
                         return;
                     }
@@ -229,7 +254,8 @@ impl Runtime {
                     starter.sweep_idempotency().await;
                 }
             }
-        });
+        }));
+        *rt.background.lock().unwrap_or_else(|p| p.into_inner()) = background;
         Ok(rt)
     }
 
@@ -284,9 +310,60 @@ impl Runtime {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The timer service: fire every due timer as a `FireTimer` command (through the
+    /// sequencer, like everything else), then sleep until the earliest one, a new timer, or a
+    /// clock jump. Timers live in the state, derived from the log: none is lost on a restart,
+    /// and one that fired is gone from the state, so it never fires twice.
+    async fn timer_loop(self: Arc<Self>) {
+        self.wait_ready().await;
+        let jumped = self.clock.jumped();
+        let mut stop = self.stopping.subscribe();
+        loop {
+            if self.draining.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = self.clock.now_ms();
+            let due: Vec<spool_core::Timer> = self.read(|st| {
+                st.timers
+                    .iter()
+                    .take_while(|(d, _)| *d <= now)
+                    .take(TIMER_FIRE_BATCH_MAX)
+                    .map(|(_, t)| t.clone())
+                    .collect()
+            });
+            if !due.is_empty() {
+                let fired =
+                    futures::future::join_all(due.into_iter().map(|timer| self.execute(Command::FireTimer { timer })))
+                        .await;
+                if let Some(Err(e)) = fired.into_iter().find(|r| r.is_err()) {
+                    tracing::warn!(error = %e, "a timer did not fire; trying again shortly");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+            let next = self.read(|st| st.next_timer().map(|(d, _)| *d));
+            let wait = next.map_or(TIMER_IDLE_MS, |d| d.saturating_sub(now)).min(TIMER_IDLE_MS);
+            let jump = async {
+                match &jumped {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                _ = self.timers_changed.notified() => {}
+                _ = jump => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
     /// After a committed batch: offer the effects of the aggregates it touched, and take a
     /// snapshot when enough events were folded since the last one.
-    pub(crate) fn after_commit(self: &Arc<Self>, touched: &BTreeSet<WorkKey>, last_seq: u64) {
+    pub(crate) fn after_commit(self: &Arc<Self>, touched: &BTreeSet<WorkKey>, last_seq: u64, timers: bool) {
+        if timers {
+            self.timers_changed.notify_one();
+        }
         if !*self.ready.borrow() {
             return;
         }
@@ -433,7 +510,8 @@ impl Runtime {
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         let sub = crate::sequencer::Submission { cmd, idem: idem.cloned(), side, render: Box::new(render), reply };
-        self.inbox.send(sub).await.map_err(|_| RuntimeError::Stopped)?;
+        let inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(RuntimeError::Stopped)?;
+        inbox.send(sub).await.map_err(|_| RuntimeError::Stopped)?;
         rx.await.map_err(|_| RuntimeError::Stopped)?
     }
 
@@ -568,6 +646,18 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.snapshot().await;
+        // Stop the background loops, then the sequencer (its inbox closes when the last sender
+        // goes), so the data directory is free once this returns.
+        self.stopping.send_replace(true);
+        let tasks = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 

@@ -118,6 +118,7 @@ impl Runtime {
         let mut decided: Vec<Decided> = Vec::with_capacity(batch.len());
         let mut touched: BTreeSet<WorkKey> = BTreeSet::new();
         let mut events = 0usize;
+        let mut timers = false;
         let mut pending = batch.into_iter().collect::<std::collections::VecDeque<_>>();
         while let Some(sub) = pending.pop_front() {
             let Submission { cmd, idem, side: sub_side, render, reply } = sub;
@@ -147,6 +148,7 @@ impl Runtime {
                     if let Some(k) = spool_core::work_key(&env.event) {
                         touched.insert(k);
                     }
+                    timers |= matches!(env.event, spool_model::Event::ImportFileRetryScheduled { .. });
                     evolve(&mut st, &env);
                     events += 1;
                 }
@@ -200,7 +202,7 @@ impl Runtime {
                 self.applied.send_replace(expected_last);
                 drop(st);
                 self.answer(decided);
-                self.after_commit(&touched, expected_last);
+                self.after_commit(&touched, expected_last, timers);
             }
             Ok(done) => {
                 tracing::error!(

@@ -35,7 +35,7 @@ async fn records_are_replayed_then_swept_with_their_data_keys() {
     assert_eq!(first, again, "replayed while young");
     let plain = rt
         .execute_idempotent(
-            Command::CreateIndex { name: "i".into(), user_id: "u".into() },
+            Command::CreateIndex { name: "i".into(), user_id: "u".into(), description: None },
             &key("b", false),
             vec![],
             render,

@@ -11,6 +11,20 @@ use std::time::Instant;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
+    /// Local-folder imports of 1,000, 10,000 and 100,000 small PNG files through a real
+    /// `spool serve` (files/s, durable steps/s, memory, recovery after kill -9), against
+    /// `cp -r` + `sync` of the same folders and raw batched redb commits of the same events.
+    Engine {
+        /// Files per run (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_values_t = crate::bench_engine::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
+        /// Work directory (default: a fresh temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// `SPOOL_IMPORT_CONCURRENCY` of the server.
+        #[arg(long, default_value_t = crate::bench_engine::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+    },
     /// Durable appends through the EventLog against raw redb commits; replay against raw decode.
     Log {
         /// Scratch directory (default: a fresh temporary directory).
@@ -68,6 +82,9 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::Engine { sizes, dir, concurrency } => {
+            crate::bench_engine::run(crate::bench_engine::Args { sizes, dir, concurrency })
+        }
         BenchCmd::Log { dir, events, replay_events } => {
             let tmp = tempdir(dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

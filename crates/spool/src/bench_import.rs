@@ -160,7 +160,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     cfg.import_concurrency = a.concurrency;
     let rt = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds)).await?;
     rt.wait_ready().await;
-    let index = match rt.execute(Command::CreateIndex { name: "bench".into(), user_id: "bench".into() }).await? {
+    let index = match rt
+        .execute(Command::CreateIndex { name: "bench".into(), user_id: "bench".into(), description: None })
+        .await?
+    {
         spool_core::Outcome::Index(i) => i,
         _ => anyhow::bail!("no index"),
     };

@@ -2,6 +2,7 @@
 //! the work lives there. `anyhow` is used here and nowhere else.
 
 mod bench;
+mod bench_engine;
 mod bench_import;
 mod debug;
 mod keys;

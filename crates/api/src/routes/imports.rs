@@ -67,7 +67,7 @@ pub const SOURCE_PREFIX_CHARS_MAX: usize = 1024;
 /// Longest `file_pattern` accepted.
 pub const FILE_PATTERN_CHARS_MAX: usize = 512;
 /// The statuses a job's file can have (`/import-jobs/{id}/files?status=`).
-pub const FILE_STATUSES: [&str; 5] = ["pending", "importing", "imported", "failed", "skipped"];
+pub const FILE_STATUSES: [&str; 6] = ["pending", "importing", "imported", "failed", "skipped", "retrying"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

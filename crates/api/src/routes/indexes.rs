@@ -15,7 +15,6 @@ use spool_model::{IndexId, Scope};
 pub struct CreateIndex {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)]
     description: Option<String>,
 }
 
@@ -31,7 +30,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let idem = idempotency_key(&headers, &who, "POST", "/indexes", &body.canonical)?;
-    let cmd = Command::CreateIndex { name: body.value.name, user_id: who.id.clone() };
+    let cmd =
+        Command::CreateIndex { name: body.value.name, user_id: who.id.clone(), description: body.value.description };
     let render = |st: &spool_core::State, out: Outcome| {
         let index = match out {
             Outcome::Index(id) => st.indexes.get(&id),
