@@ -68,7 +68,9 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::NotFound { kind, id } => ApiError::not_found(kind, &id),
             DomainError::Invalid { field, message } => ApiError::validation(field, message),
-            DomainError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            DomainError::InvalidState(m) | DomainError::Stale(m) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", m)
+            }
             DomainError::Unprocessable { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }

@@ -10,6 +10,11 @@ pub enum DomainError {
     /// 409 `invalid_state`.
     #[error("{0}")]
     InvalidState(String),
+    /// An effect's step that no longer fits: its attempt was superseded, its job was cancelled
+    /// or ended. Executors drop it quietly; anything else they log as an error. (409
+    /// `invalid_state` if it ever reaches the API.)
+    #[error("stale: {0}")]
+    Stale(String),
     /// 422 with its own stable code (e.g. `connector_scope_missing`).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },

@@ -443,7 +443,7 @@ pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u3
         // Resuming after a crash: the started attempt goes on (also while a cancel waits for
         // it, so its copy finishes cleanly).
         FileStatus::Started if attempt == f.attempts && !j.status.is_terminal() => Ok(nothing),
-        _ => Err(DomainError::InvalidState(format!("file {file_id} of {job_id} cannot start attempt {attempt}"))),
+        _ => Err(DomainError::Stale(format!("file {file_id} of {job_id} cannot start attempt {attempt}"))),
     }
 }
 
@@ -458,8 +458,10 @@ pub fn record_file_imported(
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
-    if f.status != FileStatus::Started || f.attempts != attempt {
-        // A duplicate or stale outcome (effects run at least once).
+    // A duplicate or stale outcome (effects run at least once), or a copy that finished after
+    // its job ended (its index was deleted): a terminal job never changes again. The executor
+    // removes what such a copy wrote.
+    if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
     let Some(video_id) = f.file.video_id else {
@@ -515,7 +517,7 @@ pub fn record_file_failed(
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
-    if f.status != FileStatus::Started || f.attempts != attempt {
+    if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
     let failure = FileFailure {

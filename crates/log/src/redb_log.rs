@@ -329,13 +329,10 @@ fn validate(req: &AppendRequest) -> Result<(), Error> {
     if n > APPEND_EVENTS_MAX {
         return Err(Error::Invalid(format!("{n} events in one append; at most {APPEND_EVENTS_MAX}")));
     }
-    for (i, s) in req.streams.iter().enumerate() {
-        if s.stream.is_empty() {
-            return Err(Error::Invalid("empty stream name".into()));
-        }
-        if req.streams[..i].iter().any(|o| o.stream == s.stream) {
-            return Err(Error::Invalid(format!("stream {} appears twice in one append", s.stream)));
-        }
+    // A stream may appear several times (the sequencer appends a batch in decision order);
+    // each appearance expects the version the earlier ones leave.
+    if req.streams.iter().any(|s| s.stream.is_empty()) {
+        return Err(Error::Invalid("empty stream name".into()));
     }
     Ok(())
 }
@@ -469,13 +466,16 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
         'jobs: for job in batch {
-            // Check every stream of the request before writing any of it.
+            // Check every stream of the request before writing any of it; a stream named again
+            // in the same request continues from its earlier appearance.
             let mut current = Vec::with_capacity(job.req.streams.len());
+            let mut within: HashMap<&str, u64> = HashMap::new();
             for s in &job.req.streams {
-                let actual = match versions.get(s.stream.as_str()) {
+                let actual = match within.get(s.stream.as_str()).or_else(|| versions.get(s.stream.as_str())) {
                     Some(v) => *v,
                     None => heads.get(s.stream.as_str())?.map(|g| g.value()).unwrap_or(0),
                 };
+                within.insert(s.stream.as_str(), actual + s.events.len() as u64);
                 let ok = match s.expected {
                     Expected::Any => true,
                     Expected::NoStream => actual == 0,

@@ -98,10 +98,7 @@ async fn invalid_requests_are_refused_before_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
     let req = AppendRequest {
-        streams: vec![
-            StreamAppend { stream: "s".into(), expected: Expected::Any, events: vec![ev(1)] },
-            StreamAppend { stream: "s".into(), expected: Expected::Any, events: vec![ev(2)] },
-        ],
+        streams: vec![StreamAppend { stream: "".into(), expected: Expected::Any, events: vec![ev(1)] }],
         side: vec![],
     };
     assert!(matches!(log.append(req).await, Err(Error::Invalid(_))));
@@ -318,4 +315,37 @@ fn read_all_of(log: &RedbLog, stream: &str) -> Vec<u64> {
         }
         out.extend(batch.iter().map(|e| e.seq));
     }
+}
+
+/// The sequencer appends a batch in decision order, so one request may name a stream several
+/// times: each appearance continues from the one before (versions, expected versions, index).
+#[tokio::test]
+async fn a_stream_named_twice_in_one_request_continues_from_its_first_appearance() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let req = AppendRequest {
+        streams: vec![
+            StreamAppend { stream: "a".into(), expected: Expected::Exact(0), events: vec![ev(1), ev(2)] },
+            StreamAppend { stream: "b".into(), expected: Expected::Any, events: vec![ev(3)] },
+            StreamAppend { stream: "a".into(), expected: Expected::Exact(2), events: vec![ev(4)] },
+        ],
+        side: vec![],
+    };
+    let done = log.append(req).await.unwrap();
+    assert_eq!((done.first_seq, done.last_seq, done.versions.clone()), (1, 4, vec![2, 1, 3]));
+    assert_eq!(read_all_of(&log, "a"), [1, 2, 4]);
+    assert_eq!(log.stream_version("a").unwrap(), 3);
+    // A wrong expectation for the second appearance refuses the whole request.
+    let bad = AppendRequest {
+        streams: vec![
+            StreamAppend { stream: "a".into(), expected: Expected::Exact(3), events: vec![ev(5)] },
+            StreamAppend { stream: "a".into(), expected: Expected::Exact(3), events: vec![ev(6)] },
+        ],
+        side: vec![],
+    };
+    assert!(matches!(log.append(bad).await, Err(Error::Conflict { .. })));
+    assert_eq!(log.head(), 4);
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(read_all_of(&log, "a"), [1, 2, 4]);
 }

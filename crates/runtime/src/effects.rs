@@ -93,6 +93,91 @@ impl Runtime {
         }
     }
 
+    /// A connector's creation, its credentials sealed inside the sequencer with the connector's
+    /// own data key (the key's side write commits with `ConnectorCreated`).
+    pub fn create_connector(cmd: Command, credentials: Option<Credentials>) -> crate::Work {
+        crate::Work::Prepared(Box::new(move |_st, keyring| {
+            let mut cmd = cmd;
+            let mut side = Vec::new();
+            if let (Command::CreateConnector { connector_id, credentials: slot, .. }, Some(creds)) =
+                (&mut cmd, credentials)
+            {
+                let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&creds).unwrap_or_default());
+                let (sealed, put) = keyring.seal(&connector_id.to_string(), &bytes)?;
+                *slot = Some(sealed);
+                side.push(put);
+            }
+            Ok((cmd, side))
+        }))
+    }
+
+    /// A connector's update whose credentials `patch` (fields left `None` or empty are kept) is
+    /// merged into the stored credentials inside the sequencer, so concurrent patches never
+    /// lose each other's fields; the merge is sealed again with the connector's data key.
+    pub fn update_connector(cmd: Command, patch: Option<Credentials>) -> crate::Work {
+        crate::Work::Prepared(Box::new(move |st, keyring| {
+            let Some(patch) = patch else { return Ok((cmd, Vec::new())) };
+            let Command::UpdateConnector { connector_id, name, scopes, import_mode, export_base_path, .. } = cmd else {
+                return Ok((cmd, Vec::new()));
+            };
+            let conn = st
+                .live_connector(&connector_id)
+                .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
+            let aws = patch.aws_access_key_id.is_some() || patch.aws_secret_access_key.is_some();
+            let azure = patch.azure_account_key.is_some() || patch.azure_client_secret.is_some();
+            let gcs = patch.gcs_service_account.is_some();
+            let fits = match conn.provider {
+                spool_model::Provider::S3 => !azure && !gcs,
+                spool_model::Provider::Azure => !aws && !gcs,
+                spool_model::Provider::Gcs => !aws && !azure,
+                spool_model::Provider::Local => false,
+            };
+            if !fits {
+                return Err(DomainError::invalid(
+                    "credentials",
+                    format!("these credentials do not fit a {} connector", conn.provider.as_str()),
+                )
+                .into());
+            }
+            let mut merged = match &conn.credentials {
+                None => Credentials::default(),
+                Some(sealed) => match keyring.open(sealed)? {
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| {
+                        crate::RuntimeError::Keyring(crate::KeyringError::Damaged("stored credentials".into()))
+                    })?,
+                    None => Credentials::default(),
+                },
+            };
+            let keep = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+            if let Some(v) = keep(patch.aws_access_key_id) {
+                merged.aws_access_key_id = Some(v);
+            }
+            if let Some(v) = keep(patch.aws_secret_access_key) {
+                merged.aws_secret_access_key = Some(v);
+            }
+            if let Some(v) = keep(patch.azure_account_key) {
+                merged.azure_account_key = Some(v);
+            }
+            if let Some(v) = keep(patch.azure_client_secret) {
+                merged.azure_client_secret = Some(v);
+            }
+            if let Some(v) = keep(patch.gcs_service_account) {
+                merged.gcs_service_account = Some(v);
+            }
+            let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&merged).unwrap_or_default());
+            let (sealed, put) = keyring.seal(&connector_id.to_string(), &bytes)?;
+            let cmd = Command::UpdateConnector {
+                connector_id,
+                name,
+                scopes,
+                import_mode,
+                export_base_path,
+                credentials: Some(sealed),
+            };
+            Ok((cmd, vec![put]))
+        }))
+    }
+
     /// The store of a live connector, with its credentials opened (cached per connector and
     /// version, so a patch of credentials takes effect).
     pub fn connector_store(&self, id: &ConnectorId) -> Result<Store, String> {
@@ -179,8 +264,9 @@ impl Runtime {
         let Ok(_slot) = self.import_slots.clone().acquire_owned().await else { return Ok(()) };
         match self.execute(Command::StartImportFile { job_id: *job_id, file_id, attempt }).await {
             Ok(_) => {}
-            // The job was cancelled or the attempt is stale: nothing to do.
-            Err(crate::RuntimeError::Domain(DomainError::InvalidState(_))) => return Ok(()),
+            // The job was cancelled or ended, or the attempt is stale: nothing to do. Any other
+            // refusal is a bug and is reported as the error it is.
+            Err(crate::RuntimeError::Domain(DomainError::Stale(_))) => return Ok(()),
             Err(e) => return Err(e),
         }
         let Some((connector_id, file)) = self.read(|st| {
@@ -206,10 +292,30 @@ impl Runtime {
                 }
             }
         };
+        let copied = outcome.is_ok();
         let cmd = match outcome {
             Ok((bytes, sha256)) => Command::RecordFileImported { job_id: *job_id, file_id, attempt, bytes, sha256 },
             Err(failure) => Command::RecordFileFailed { job_id: *job_id, file_id, attempt, failure },
         };
-        self.execute(cmd).await.map(|_| ())
+        self.execute(cmd).await?;
+        // A copy that finished after its job ended (the index was deleted meanwhile) is not
+        // recorded: remove what it wrote, so no media outlives its index.
+        if copied {
+            let kept = self.read(|st| {
+                st.imports
+                    .get(job_id)
+                    .and_then(|j| j.files.get(file_id as usize))
+                    .is_some_and(|f| f.status == spool_core::imports::FileStatus::Imported && f.attempts == attempt)
+            });
+            if !kept {
+                use object_store::ObjectStoreExt;
+                let dst = object_store::path::Path::from(spool_core::imports::media_path(&video_id, &file.path));
+                match self.media.inner.delete(&dst).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(error = %e, "an unrecorded copy could not be removed"),
+                }
+            }
+        }
+        Ok(())
     }
 }

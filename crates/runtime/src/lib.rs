@@ -21,3 +21,4 @@ pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{
     IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, Reply, Runtime, RuntimeConfig, RuntimeError,
 };
+pub use sequencer::{Prepare, Work};

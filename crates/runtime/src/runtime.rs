@@ -500,16 +500,19 @@ impl Runtime {
     /// led to, comes back once that commit is durable.
     pub async fn execute_with(
         &self,
-        cmd: Command,
+        cmd: impl Into<crate::sequencer::Work>,
         idem: Option<&IdemKey>,
         side: Vec<SideWrite>,
         render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
     ) -> Result<(Reply, Outcome), RuntimeError> {
-        if self.draining.load(Ordering::SeqCst) && !matches!(cmd, Command::RecordApiKeyUse { .. }) {
+        let work = cmd.into();
+        let usage =
+            matches!(&work, crate::sequencer::Work::Command(c) if matches!(**c, Command::RecordApiKeyUse { .. }));
+        if self.draining.load(Ordering::SeqCst) && !usage {
             return Err(RuntimeError::ShuttingDown);
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let sub = crate::sequencer::Submission { cmd, idem: idem.cloned(), side, render: Box::new(render), reply };
+        let sub = crate::sequencer::Submission { work, idem: idem.cloned(), side, render: Box::new(render), reply };
         let inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(RuntimeError::Stopped)?;
         inbox.send(sub).await.map_err(|_| RuntimeError::Stopped)?;
         rx.await.map_err(|_| RuntimeError::Stopped)?
@@ -520,7 +523,7 @@ impl Runtime {
     /// with the same key are refused while the first runs.
     pub async fn execute_idempotent(
         &self,
-        cmd: Command,
+        cmd: impl Into<crate::sequencer::Work>,
         key: &IdemKey,
         side: Vec<SideWrite>,
         render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,

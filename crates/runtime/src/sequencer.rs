@@ -30,9 +30,28 @@ use std::sync::atomic::Ordering;
 /// How an answer is rendered from the state the command led to.
 pub type Render = Box<dyn FnOnce(&State, Outcome) -> Reply + Send + 'static>;
 
+/// A step that turns into a command inside the sequencer, against the state as the earlier
+/// commands leave it: sealing a secret with its owner's data key, or merging a credentials patch
+/// into the stored credentials (two concurrent patches then both land). It returns the command
+/// and the side writes (data keys) that commit with it.
+pub type Prepare =
+    Box<dyn FnOnce(&State, &crate::Keyring) -> Result<(Command, Vec<SideWrite>), RuntimeError> + Send + 'static>;
+
+/// What a submitter asks the sequencer to decide.
+pub enum Work {
+    Command(Box<Command>),
+    Prepared(Prepare),
+}
+
+impl From<Command> for Work {
+    fn from(c: Command) -> Work {
+        Work::Command(Box::new(c))
+    }
+}
+
 /// A command waiting for the sequencer.
 pub(crate) struct Submission {
-    pub cmd: Command,
+    pub work: Work,
     pub idem: Option<IdemKey>,
     /// Side writes that commit with the command's events (a new data key for sealed values).
     pub side: Vec<SideWrite>,
@@ -121,8 +140,21 @@ impl Runtime {
         let mut timers = false;
         let mut pending = batch.into_iter().collect::<std::collections::VecDeque<_>>();
         while let Some(sub) = pending.pop_front() {
-            let Submission { cmd, idem, side: sub_side, render, reply } = sub;
+            let Submission { work, idem, side: mut sub_side, render, reply } = sub;
             self.commands_total.fetch_add(1, Ordering::Relaxed);
+            let cmd = match work {
+                Work::Command(c) => *c,
+                Work::Prepared(prepare) => match prepare(&st, self.keyring()) {
+                    Ok((c, extra)) => {
+                        sub_side.extend(extra);
+                        c
+                    }
+                    Err(e) => {
+                        decided.push(Decided { reply, result: Err(e) });
+                        continue;
+                    }
+                },
+            };
             let now = self.clock().now_ms();
             let mut ctx = Ctx::new(now, self.ids().entropy());
             let decision = match decide(&st, &cmd, &mut ctx) {

@@ -10,8 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use spool_core::{Command, Outcome};
-use spool_log::SideWrite;
-use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, Scope, Sealed};
+use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, Scope};
 use spool_storage::{BrowseError, BrowseRequest, Credentials};
 
 fn parse_id(raw: &str) -> Result<ConnectorId, ApiError> {
@@ -114,21 +113,6 @@ fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> 
     }
 }
 
-fn seal_credentials(app: &AppState, id: &ConnectorId, creds: &Credentials) -> Result<(Sealed, SideWrite), ApiError> {
-    let bytes = zeroize::Zeroizing::new(serde_json::to_vec(creds).unwrap_or_default());
-    app.rt.keyring().seal(&id.to_string(), &bytes).map_err(|e| {
-        tracing::error!(error = %e, "sealing connector credentials");
-        ApiError::internal("could not seal the credentials")
-    })
-}
-
-fn open_credentials(app: &AppState, sealed: Option<&Sealed>) -> Result<Credentials, ApiError> {
-    app.rt.open_credentials(sealed).map_err(|e| {
-        tracing::error!(error = %e, "opening connector credentials");
-        ApiError::internal("could not open the stored credentials")
-    })
-}
-
 fn render_connector(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
     let conn = match out {
         Outcome::Connector(id) => st.connectors.get(&id),
@@ -161,16 +145,9 @@ async fn create(
     let export_base_path = check_export_base_path(n.export_base_path)?;
     let scopes = parse_scopes(n.scopes)?.unwrap_or_else(|| vec![ConnectorScope::Import]);
     let import_mode = parse_import_mode(n.import_mode.as_deref())?.unwrap_or(ImportMode::All);
+    // The id is drawn here because it owns the data key the sequencer seals the credentials
+    // with (in the same commit as `ConnectorCreated`).
     let connector_id = ConnectorId(app.rt.new_ulid());
-    let mut side = Vec::new();
-    let credentials = match &n.credentials {
-        Some(c) => {
-            let (sealed, put) = seal_credentials(&app, &connector_id, c)?;
-            side.push(put);
-            Some(sealed)
-        }
-        None => None,
-    };
     let cmd = Command::CreateConnector {
         connector_id,
         provider: n.provider,
@@ -179,10 +156,11 @@ async fn create(
         import_mode,
         export_base_path,
         location: n.location,
-        credentials,
+        credentials: None,
     };
+    let work = spool_runtime::Runtime::create_connector(cmd, n.credentials);
     let render = |st: &spool_core::State, out: Outcome| render_connector(st, out, StatusCode::CREATED);
-    run_command(&app, cmd, idem, side, render).await
+    run_command(&app, work, idem, Vec::new(), render).await
 }
 
 #[derive(Deserialize)]
@@ -520,17 +498,15 @@ pub async fn patch(
     who.require(Scope::Write)?;
     let id = parse_id(&raw)?;
     let b = body.value;
-    let (provider, stored) = app
-        .rt
-        .read(|st| st.live_connector(&id).map(|c| (c.provider, c.credentials.clone())))
-        .ok_or_else(|| ApiError::not_found("connector", &raw))?;
+    if !app.rt.read(|st| st.live_connector(&id).is_some()) {
+        return Err(ApiError::not_found("connector", &raw));
+    }
     if let Some(n) = &b.name {
         check_name(n)?;
     }
     if let Some(Some(p)) = &b.export_base_path {
         check_export_base_path(Some(p.clone()))?;
     }
-    let mut side = Vec::new();
     if let Some(c) = &b.credentials
         && c.aws_access_key_id.is_none()
         && c.aws_secret_access_key.is_none()
@@ -540,63 +516,31 @@ pub async fn patch(
     {
         return Err(ApiError::validation("credentials", "names no credential to change"));
     }
-    let mut new_creds = b.credentials.unwrap_or_default();
+    let mut patch = b.credentials.unwrap_or_default();
     if b.aws_access_key_id.is_some() {
-        new_creds.aws_access_key_id = b.aws_access_key_id;
+        patch.aws_access_key_id = b.aws_access_key_id;
     }
     if b.aws_secret_access_key.is_some() {
-        new_creds.aws_secret_access_key = b.aws_secret_access_key;
+        patch.aws_secret_access_key = b.aws_secret_access_key;
     }
     if b.account_key.is_some() {
-        new_creds.azure_account_key = b.account_key;
+        patch.azure_account_key = b.account_key;
     }
     if b.client_secret.is_some() {
-        new_creds.azure_client_secret = b.client_secret;
+        patch.azure_client_secret = b.client_secret;
     }
-    let aws = new_creds.aws_access_key_id.is_some() || new_creds.aws_secret_access_key.is_some();
-    let azure = new_creds.azure_account_key.is_some() || new_creds.azure_client_secret.is_some();
-    let gcs = new_creds.gcs_service_account.is_some();
-    let credentials = if aws || azure || gcs {
-        let fits = match provider {
-            Provider::S3 => !azure && !gcs,
-            Provider::Azure => !aws && !gcs,
-            Provider::Gcs => !aws && !azure,
-            Provider::Local => false,
-        };
-        if !fits {
-            return Err(ApiError::validation(
-                "credentials",
-                format!("these credentials do not fit a {} connector", provider.as_str()),
-            ));
-        }
-        let mut merged = open_credentials(&app, stored.as_ref())?;
-        let keep = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        if let Some(v) = keep(new_creds.aws_access_key_id) {
-            merged.aws_access_key_id = Some(v);
-        }
-        if let Some(v) = keep(new_creds.aws_secret_access_key) {
-            merged.aws_secret_access_key = Some(v);
-        }
-        if let Some(v) = keep(new_creds.azure_account_key) {
-            merged.azure_account_key = Some(v);
-        }
-        if let Some(v) = keep(new_creds.azure_client_secret) {
-            merged.azure_client_secret = Some(v);
-        }
-        if let Some(v) = keep(new_creds.gcs_service_account) {
-            let sa = serde_json::from_str::<serde_json::Value>(&v)
-                .ok()
-                .filter(|v| v.is_object())
-                .ok_or_else(|| ApiError::validation("credentials", "gcs_service_account is not a JSON object"))?;
-            spool_storage::check_gcs_service_account(&sa).map_err(store_invalid)?;
-            merged.gcs_service_account = Some(v);
-        }
-        let (sealed, put) = seal_credentials(&app, &id, &merged)?;
-        side.push(put);
-        Some(sealed)
-    } else {
-        None
-    };
+    if let Some(v) = patch.gcs_service_account.as_deref().filter(|v| !v.trim().is_empty()) {
+        let sa = serde_json::from_str::<serde_json::Value>(v)
+            .ok()
+            .filter(|v| v.is_object())
+            .ok_or_else(|| ApiError::validation("credentials", "gcs_service_account is not a JSON object"))?;
+        spool_storage::check_gcs_service_account(&sa).map_err(store_invalid)?;
+    }
+    let any = patch.aws_access_key_id.is_some()
+        || patch.aws_secret_access_key.is_some()
+        || patch.azure_account_key.is_some()
+        || patch.azure_client_secret.is_some()
+        || patch.gcs_service_account.is_some();
     let cmd = Command::UpdateConnector {
         connector_id: id,
         name: b.name,
@@ -605,9 +549,13 @@ pub async fn patch(
         export_base_path: b.export_base_path.map(|p| {
             p.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).map(Some).unwrap_or(Some(String::new()))
         }),
-        credentials,
+        credentials: None,
     };
-    let (r, _) = app.rt.execute_with(cmd, None, side, |st, out| render_connector(st, out, StatusCode::OK)).await?;
+    // The merge with the stored credentials happens in the sequencer, in order with every other
+    // change of this connector.
+    let cmd = spool_runtime::Runtime::update_connector(cmd, any.then_some(patch));
+    let (r, _) =
+        app.rt.execute_with(cmd, None, Vec::new(), |st, out| render_connector(st, out, StatusCode::OK)).await?;
     Ok(reply(r))
 }
 

@@ -139,7 +139,7 @@ pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
 /// the answer is rendered from the state the command leads to.
 pub(crate) async fn run_command(
     app: &AppState,
-    cmd: spool_core::Command,
+    cmd: impl Into<spool_runtime::Work>,
     idem: Option<spool_runtime::IdemKey>,
     side: Vec<spool_log::SideWrite>,
     render: impl FnOnce(&spool_core::State, spool_core::Outcome) -> Reply + Send + 'static,
