@@ -15,11 +15,11 @@ pub const KEY_EXPIRY_DAYS_MAX: u32 = 365;
 pub const KEY_PREFIX_CHARS: usize = 12;
 const DAY_MS: u64 = 86_400_000;
 
-/// Events for one stream, appended only if the stream is still at `expected_version`.
+/// Events for one stream. The sequencer appends decisions in the order it made them, so no
+/// expected version is needed: nothing else writes events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEvents {
     pub stream: String,
-    pub expected_version: u64,
     pub events: Vec<Event>,
 }
 
@@ -41,9 +41,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
-        let expected_version = state.version(&stream);
-        Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
+    fn one(_state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
+        Decision { streams: vec![StreamEvents { stream, events }], outcome }
     }
 
     fn nothing(outcome: Outcome) -> Decision {

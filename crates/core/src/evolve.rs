@@ -6,7 +6,6 @@ use spool_model::{DeletionStage, Envelope, Event};
 
 pub fn evolve(state: &mut State, env: &Envelope) {
     state.applied_seq = env.seq;
-    *state.versions.entry(env.stream.clone()).or_insert(0) += 1;
     let at = env.at_ms;
     match &env.event {
         Event::IndexCreated { index_id, name, user_id } => {

@@ -9,7 +9,7 @@ use spool_model::{
 use std::collections::BTreeSet;
 
 /// Copy effects offered per job at once (the runtime bounds concurrency further).
-pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 32;
+pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 64;
 /// `import_job.progress` is raised at most this often per job.
 pub const PROGRESS_EVENT_INTERVAL_MS: u64 = 2_000;
 /// Objects in one scan page command.
@@ -264,8 +264,8 @@ fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> 
 }
 
 fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
-    let expected_version = state.version(&stream);
-    Decision { streams: vec![StreamEvents { stream, expected_version, events }], outcome }
+    let _ = state;
+    Decision { streams: vec![StreamEvents { stream, events }], outcome }
 }
 
 /// A throttled `import_job.progress` after an outcome (its deltas not folded yet).
@@ -499,10 +499,7 @@ pub fn record_file_imported(
     let vs = video_id.to_string();
     let fs = file_stream(job_id, file_id);
     Ok(Decision {
-        streams: vec![
-            StreamEvents { expected_version: state.version(&fs), stream: fs, events },
-            StreamEvents { expected_version: state.version(&vs), stream: vs, events: video_events },
-        ],
+        streams: vec![StreamEvents { stream: fs, events }, StreamEvents { stream: vs, events: video_events }],
         outcome: Outcome::ImportJob(*job_id),
     })
 }

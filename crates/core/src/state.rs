@@ -9,14 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 3;
+pub const STATE_FORMAT: u32 = 4;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// The sequence number of the last folded event.
     pub applied_seq: u64,
-    /// Every stream's version (number of events), for optimistic appends.
-    pub versions: BTreeMap<String, u64>,
     pub indexes: BTreeMap<IndexId, Index>,
     /// Indexes whose deletion is not finished: the work `pending_effects` looks at.
     pub deleting: BTreeSet<IndexId>,
@@ -145,10 +143,6 @@ impl ApiKey {
 }
 
 impl State {
-    pub fn version(&self, stream: &str) -> u64 {
-        self.versions.get(stream).copied().unwrap_or(0)
-    }
-
     /// A connector that is not deleted.
     pub fn live_connector(&self, id: &ConnectorId) -> Option<&Connector> {
         self.connectors.get(id).filter(|c| c.is_live())

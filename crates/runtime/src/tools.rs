@@ -12,10 +12,32 @@ pub struct ReplayStep {
     pub effects: Vec<spool_core::Effect>,
 }
 
-/// Fold the events of one stream (up to `until` seq) and return the state after each.
+/// Fold the events of one stream (up to `until` seq) and return the state after each. A job's
+/// replay includes its files' streams (`job_…/fN`), where their starts and outcomes are.
 pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
     let mut state = State::default();
     let mut out = Vec::new();
+    if stream.parse::<spool_model::ImportJobId>().is_ok() {
+        // The job and its files, in log order: a scan of the log (an offline tool's cost).
+        let children = format!("{stream}/");
+        let mut from = 1;
+        loop {
+            let batch = log.read_from(from, READ_BATCH_MAX)?;
+            let Some(last) = batch.last() else { return Ok(out) };
+            from = last.seq + 1;
+            for env in batch {
+                if until.is_some_and(|u| env.seq > u) {
+                    return Ok(out);
+                }
+                if env.stream != stream && !env.stream.starts_with(&children) {
+                    continue;
+                }
+                evolve(&mut state, &env);
+                let effects = spool_core::effect::pending_effects_for(&state, stream);
+                out.push(ReplayStep { envelope: env, state: state.clone(), effects });
+            }
+        }
+    }
     let mut version = 0;
     loop {
         let batch = log.read_stream(stream, version, READ_BATCH_MAX)?;
@@ -40,6 +62,8 @@ pub struct VerifyReport {
     pub streams: u64,
     pub decode_errors: Vec<String>,
     pub problems: Vec<String>,
+    /// Whether a snapshot of this state format was there to compare with.
+    pub snapshot_compared: bool,
 }
 
 impl VerifyReport {
@@ -48,13 +72,17 @@ impl VerifyReport {
     }
 }
 
-/// Re-fold everything twice and compare; check every record decodes, sequence numbers have no
-/// gaps, the stream index agrees with the records, and the snapshot equals a fresh fold.
+/// Re-fold everything; check every record decodes, sequence numbers have no gaps, the stream
+/// index agrees with the records, and the state the server wrote as its snapshot (another
+/// process, another run) equals this fold at the snapshot's sequence number: that comparison is
+/// what can catch a non-deterministic fold.
 pub fn verify(log: &RedbLog) -> Result<VerifyReport, spool_log::Error> {
     let mut report = VerifyReport::default();
     let snapshot = log.snapshot(crate::runtime::SNAPSHOT_NAME)?;
     let mut a = State::default();
-    let mut b = State::default();
+    let mut compared = false;
+    // Each stream's number of events, counted here (the state keeps none).
+    let mut versions: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut expected_seq = 1;
     let mut seq = 1;
     loop {
@@ -73,21 +101,24 @@ pub fn verify(log: &RedbLog) -> Result<VerifyReport, spool_log::Error> {
                     if env.seq != key {
                         report.problems.push(format!("record at {key} says seq {}", env.seq));
                     }
+                    *versions.entry(env.stream.clone()).or_insert(0u64) += 1;
                     evolve(&mut a, &env);
-                    evolve(&mut b, &env);
                     if let Some(s) = &snapshot
                         && s.at_seq == key
-                        && State::from_snapshot(&s.bytes).is_some_and(|snap| snap != a)
+                        && let Some(snap) = State::from_snapshot(&s.bytes)
                     {
-                        report.problems.push(format!("the snapshot at seq {key} differs from a fresh fold"));
+                        compared = true;
+                        if snap != a {
+                            report.problems.push(format!(
+                                "the snapshot at seq {key} (written by the server) differs from a fresh fold: the fold is not deterministic, or the snapshot is damaged"
+                            ));
+                        }
                     }
                 }
             }
         }
     }
-    if a != b || a.to_snapshot() != b.to_snapshot() {
-        report.problems.push("two folds of the same log differ (non-determinism)".into());
-    }
+    report.snapshot_compared = compared;
     let _ = pending_effects(&a);
     let mut after = None::<String>;
     loop {
@@ -95,10 +126,9 @@ pub fn verify(log: &RedbLog) -> Result<VerifyReport, spool_log::Error> {
         let Some((last, _)) = streams.last().cloned() else { break };
         for (name, version) in streams {
             report.streams += 1;
-            if a.version(&name) != version {
-                report
-                    .problems
-                    .push(format!("stream {name}: index says {version} events, the fold saw {}", a.version(&name)));
+            let seen = versions.get(&name).copied().unwrap_or(0);
+            if seen != version {
+                report.problems.push(format!("stream {name}: index says {version} events, the fold saw {seen}"));
             }
         }
         after = Some(last);

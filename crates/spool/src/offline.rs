@@ -177,6 +177,22 @@ pub fn replay(dir: &DataDirArg, stream: &str, until: Option<u64>) -> anyhow::Res
         for c in st.connectors.values() {
             println!("    state: {c:?}");
         }
+        for j in st.imports.values() {
+            use spool_core::imports::FileStatus;
+            println!(
+                "    state: ImportJob {{ job_id: {}, status: {}, files: {}, pending: {}, importing: {}, retrying: {}, imported: {}, failed: {}, skipped: {}, cancel_requested: {} }}",
+                j.job_id,
+                j.status.as_str(),
+                j.files.len(),
+                j.by_status.count(FileStatus::Pending),
+                j.running(),
+                j.by_status.count(FileStatus::Waiting),
+                j.imported,
+                j.failed,
+                j.skipped,
+                j.cancel_requested
+            );
+        }
         for k in st.api_keys.values() {
             println!(
                 "    state: ApiKey {{ key_id: {}, name: {:?}, scopes: {:?}, key_prefix: {:?}, created_at: {}, expires_at: {:?}, revoked_at: {:?}, last_used_at: {:?} }}",
@@ -214,6 +230,10 @@ pub fn verify(dir: &DataDirArg) -> anyhow::Result<()> {
     if !report.is_clean() {
         bail!("verify found {} decode errors and {} problems", report.decode_errors.len(), report.problems.len());
     }
-    println!("ok: every record decodes, the fold is deterministic, the indexes agree");
+    if report.snapshot_compared {
+        println!("ok: every record decodes, the indexes agree, the server's snapshot equals a fresh fold");
+    } else {
+        println!("ok: every record decodes, the indexes agree (no snapshot of this format to compare the fold with)");
+    }
     Ok(())
 }

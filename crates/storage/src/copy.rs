@@ -34,6 +34,16 @@ pub async fn copy_object(
         message: dst.describe(&e),
         retryable: true,
     };
+    if let (Some(src_root), Some(dst_root)) = (&src.local_root, &dst.local_root) {
+        // Folder to folder: one blocking task reads, hashes and writes (no hop per chunk).
+        let (src_root, dst_root) = (src_root.clone(), dst_root.clone());
+        let (src_path, dst_path) = (src_path.to_string(), dst_path.to_string());
+        return tokio::task::spawn_blocking(move || local_to_local(&src_root, &src_path, &dst_root, &dst_path))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CopyError { code: "internal_error", message: "the copy task failed".into(), retryable: true })
+            });
+    }
     let mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, CopyError>> = match &src.local_root {
         Some(root) => local_stream(root, src_path)?,
         None => {
@@ -70,13 +80,9 @@ pub async fn copy_object(
     Ok((bytes, hasher.finalize().into()))
 }
 
-/// A file of a local root as a stream of chunks, opened through the confined [`crate::local::open`].
-fn local_stream(
-    root: &std::path::Path,
-    key: &str,
-) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, CopyError>>, CopyError> {
+fn open_error(e: crate::local::OpenError) -> CopyError {
     use crate::local::OpenError;
-    let file = crate::local::open(root, key).map_err(|e| match e {
+    match e {
         OpenError::Missing => {
             CopyError { code: "source_object_missing", message: "the file is gone".into(), retryable: false }
         }
@@ -93,7 +99,72 @@ fn local_stream(
             message: format!("the file cannot be read ({kind})"),
             retryable: true,
         },
-    })?;
+    }
+}
+
+/// Copy a file of one local root into another, confined on both sides: the destination is
+/// written under a staging name (`…#spool`, swept at start if a crash leaves it) and renamed
+/// into place when complete.
+fn local_to_local(
+    src_root: &std::path::Path,
+    src_key: &str,
+    dst_root: &std::path::Path,
+    dst_key: &str,
+) -> Result<(u64, [u8; 32]), CopyError> {
+    use std::io::{Read, Write};
+    let mut file = crate::local::open(src_root, src_key).map_err(open_error)?;
+    let write_err = |e: std::io::Error| CopyError {
+        code: "media_store_write_failed",
+        message: format!("the media store cannot be written ({})", e.kind()),
+        retryable: true,
+    };
+    if dst_key.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.contains('#')) {
+        return Err(CopyError { code: "internal_error", message: "bad destination key".into(), retryable: false });
+    }
+    let dst = dst_root.join(dst_key);
+    if let Some(dir) = dst.parent() {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+    }
+    let staging = {
+        let mut name = dst.as_os_str().to_owned();
+        name.push("#spool");
+        std::path::PathBuf::from(name)
+    };
+    let mut out = std::fs::File::create(&staging).map_err(write_err)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; crate::local::READ_CHUNK_BYTES.min(64 * 1024)];
+    let mut bytes = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staging);
+                return Err(CopyError {
+                    code: "source_read_failed",
+                    message: format!("the file cannot be read ({})", e.kind()),
+                    retryable: true,
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+        if let Err(e) = out.write_all(&buf[..n]) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(write_err(e));
+        }
+    }
+    drop(out);
+    std::fs::rename(&staging, &dst).map_err(write_err)?;
+    Ok((bytes, hasher.finalize().into()))
+}
+
+/// A file of a local root as a stream of chunks, opened through the confined [`crate::local::open`].
+fn local_stream(
+    root: &std::path::Path,
+    key: &str,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, CopyError>>, CopyError> {
+    let file = crate::local::open(root, key).map_err(open_error)?;
     let file = tokio::fs::File::from_std(file);
     Ok(futures::stream::unfold(Some(file), |state| async move {
         use tokio::io::AsyncReadExt;
