@@ -186,7 +186,7 @@ async fn bench_browse(
         ours.push(files.len() as f64 / start.elapsed().as_secs_f64());
     }
     let remote = format!(
-        ":s3,provider=Other,endpoint='{endpoint}',force_path_style=true,region=us-east-1,access_key_id='{access_key}',secret_access_key='{secret_key}':{bucket}/bench"
+        ":s3,provider=Other,endpoint='{endpoint}',force_path_style=true,region=us-east-1,access_key_id='{access_key}',secret_access_key='{secret_key}':{bucket}/bench/"
     );
     let mut theirs = Vec::new();
     let mut rclone_count = 0;

@@ -1,6 +1,7 @@
 //! An import under SIGKILL: a few hundred objects from the real S3 server (s3s-fs, started
-//! by scripts/test.sh), the server killed at random moments at least 10 times while the job
-//! runs and restarted each time. At the end: the job completed, every file imported exactly
+//! by scripts/test.sh), the server killed at least 10 times while the job runs (each kill timed
+//! on the job's progress, so the test does not depend on the engine's speed) and restarted each
+//! time. At the end: the job completed, every file imported exactly
 //! once, counters equal to the file outcomes, and no orphan object in the media store.
 
 mod common;
@@ -80,25 +81,36 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
     assert_eq!(s, 202, "{job}");
     let job_id = job["job_id"].as_str().unwrap().to_string();
 
+    // Kills are timed on progress, not on the clock: the k-th kill comes once the job has
+    // imported k/(KILLS_MIN+3) of the files (plus a small random delay), so a faster engine
+    // still gets at least KILLS_MIN kills spread over the whole job.
+    let thresholds: Vec<u64> =
+        (1..=KILLS_MIN as u64 + 1).map(|k| k * OBJECTS as u64 / (KILLS_MIN as u64 + 3)).collect();
     let mut rng = 0x9e37_79b9_u64;
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     let final_job = loop {
         assert!(Instant::now() < deadline, "the import did not finish");
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(40 + (rng >> 33) % 200));
         let (_, j) = call(&server.addr, "GET", &format!("/api/v2/import-jobs/{job_id}"), None);
         let terminal = ["completed", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or(""));
         if terminal {
             if kills >= KILLS_MIN {
                 break j;
             }
-            panic!("the job finished after only {kills} kills; make it longer ({j})");
+            panic!("the job finished after only {kills} kills; the progress thresholds were {thresholds:?} ({j})");
         }
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
-        kills += 1;
-        server = start_with(&data, &envs);
+        let imported = j["progress"]["imported"].as_u64().unwrap_or(0);
+        match thresholds.get(kills as usize) {
+            Some(t) if imported >= *t => {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis((rng >> 33) % 15));
+                server.child.kill().unwrap();
+                server.child.wait().unwrap();
+                kills += 1;
+                server = start_with(&data, &envs);
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
     };
     assert_eq!(final_job["status"], "completed", "{final_job}");
     let p = &final_job["progress"];
