@@ -77,7 +77,8 @@ pub fn connector(c: &Connector) -> Value {
     })
 }
 
-use spool_core::imports::{FileStatus, ImportFile, ImportJob, Video};
+use spool_core::Video;
+use spool_core::imports::{FileStatus, ImportFile, ImportJob};
 
 fn output(f: &ImportFile, st: &spool_core::State) -> Option<Value> {
     let video_id = f.file.video_id?;

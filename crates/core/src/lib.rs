@@ -10,15 +10,23 @@ pub mod decide;
 pub mod effect;
 pub mod error;
 pub mod evolve;
-pub mod imports;
+pub mod machines;
 pub mod state;
 pub mod workset;
 
-pub use command::{Command, Secret};
+/// The import job machine under its older path.
+pub use machines::import_job as imports;
+
+pub use command::{Command, EngineCommand, Secret};
 pub use decide::{Decision, Outcome, StreamEvents, decide};
 pub use effect::{Effect, WorkKey, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};
+pub use machines::api_key::ApiKeyCommand;
+pub use machines::connector::ConnectorCommand;
+pub use machines::import_job::{ImportCommand, ImportEffect};
+pub use machines::index::{IndexCommand, IndexEffect};
+pub use machines::video::Video;
 pub use state::*;
 
 use ulid::Ulid;

@@ -1,11 +1,12 @@
 //! The folded state. Collections are BTreeMaps so iteration (and snapshots) are deterministic.
 
 use serde::{Deserialize, Serialize};
-use spool_model::{
-    ApiKeyId, ConnectorId, ConnectorLocation, ConnectorScope, DeletionId, DeletionStage, ImportJobId, ImportMode,
-    IndexId, Provider, Scope, Sealed, VideoId,
-};
+use spool_model::{ApiKeyId, ConnectorId, ImportJobId, IndexId, VideoId};
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use crate::machines::api_key::ApiKey;
+pub use crate::machines::connector::{Connector, ConnectorTest};
+pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
@@ -26,13 +27,13 @@ pub struct State {
     pub api_keys_created: u64,
     /// Connectors, deleted ones kept as tombstones so a repeated DELETE answers the same.
     pub connectors: BTreeMap<ConnectorId, Connector>,
-    pub imports: BTreeMap<ImportJobId, crate::imports::ImportJob>,
+    pub imports: BTreeMap<ImportJobId, crate::machines::import_job::ImportJob>,
     /// Jobs with work left (scanning, open files, or cancelled with copies still running).
     pub active_imports: BTreeSet<ImportJobId>,
     /// Jobs by (created_at, id), all of them and per status: `GET /import-jobs` pages from these.
     pub imports_by_created: BTreeSet<(u64, ImportJobId)>,
-    pub imports_by_status: crate::workset::StatusSets<crate::imports::JobStatus, (u64, ImportJobId)>,
-    pub videos: BTreeMap<VideoId, crate::imports::Video>,
+    pub imports_by_status: crate::workset::StatusSets<crate::machines::import_job::JobStatus, (u64, ImportJobId)>,
+    pub videos: BTreeMap<VideoId, crate::machines::video::Video>,
     /// An index's videos in (created_at, id) order: the order of its cursor pages.
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
     /// `new_only` keys of everything imported (`imports::import_key`).
@@ -48,98 +49,6 @@ pub struct State {
 pub enum Timer {
     /// Retry `attempt + 1` of a job's file after a retryable failure of `attempt`.
     ImportFileRetry { job_id: ImportJobId, file_id: u32, attempt: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Connector {
-    pub connector_id: ConnectorId,
-    pub provider: Provider,
-    pub name: String,
-    pub scopes: Vec<ConnectorScope>,
-    pub import_mode: ImportMode,
-    pub export_base_path: Option<String>,
-    pub location: ConnectorLocation,
-    /// Sealed for the connector's data key; unreadable once the connector is deleted.
-    pub credentials: Option<Sealed>,
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
-    pub last_test: Option<ConnectorTest>,
-    pub deleted_at_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectorTest {
-    pub at_ms: u64,
-    pub success: bool,
-    pub error: Option<String>,
-}
-
-impl Connector {
-    pub fn is_live(&self) -> bool {
-        self.deleted_at_ms.is_none()
-    }
-
-    /// `active` until a test fails, `failed` until one succeeds.
-    pub fn status(&self) -> &'static str {
-        match &self.last_test {
-            Some(t) if !t.success => "failed",
-            _ => "active",
-        }
-    }
-
-    pub fn has_scope(&self, scope: ConnectorScope) -> bool {
-        self.scopes.contains(&scope)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Index {
-    pub index_id: IndexId,
-    pub name: String,
-    pub user_id: String,
-    pub description: Option<String>,
-    pub created_at_ms: u64,
-    pub deletion: Option<Deletion>,
-}
-
-impl Index {
-    /// Visible to the API (no deletion has started).
-    pub fn is_live(&self) -> bool {
-        self.deletion.is_none()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deletion {
-    pub deletion_id: DeletionId,
-    pub stage: DeletionStage,
-    pub requested_at_ms: u64,
-    pub finished_at_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKey {
-    pub key_id: ApiKeyId,
-    pub name: String,
-    pub scopes: Vec<Scope>,
-    pub key_prefix: String,
-    pub key_hash: [u8; 32],
-    pub created_at_ms: u64,
-    pub expires_at_ms: Option<u64>,
-    pub revoked_at_ms: Option<u64>,
-    pub last_used_at_ms: Option<u64>,
-}
-
-impl ApiKey {
-    /// The highest scope the key holds.
-    pub fn top_scope(&self) -> Scope {
-        self.scopes.iter().copied().max().unwrap_or(Scope::Read)
-    }
-
-    /// Usable at `now_ms`: not revoked, not expired.
-    pub fn is_active(&self, now_ms: u64) -> bool {
-        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)
-    }
 }
 
 impl State {

@@ -20,13 +20,20 @@ struct ScanSpec {
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
-            Effect::DrainIndex { index_id, deletion_id } => self.drain_index(index_id, deletion_id).await,
-            Effect::PurgeIndex { index_id, deletion_id } => self.purge_index(index_id, deletion_id).await,
-            Effect::ScanImport { job_id } => self.scan(job_id).await,
-            Effect::ImportFile { job_id, file_id, attempt } => self.import_file(job_id, *file_id, *attempt).await,
-            Effect::FinishImportJob { job_id } => {
-                self.execute(Command::RecordImportJobFinished { job_id: *job_id }).await.map(|_| ())
+            Effect::Index(spool_core::IndexEffect::DrainIndex { index_id, deletion_id }) => {
+                self.drain_index(index_id, deletion_id).await
             }
+            Effect::Index(spool_core::IndexEffect::PurgeIndex { index_id, deletion_id }) => {
+                self.purge_index(index_id, deletion_id).await
+            }
+            Effect::Import(spool_core::ImportEffect::ScanImport { job_id }) => self.scan(job_id).await,
+            Effect::Import(spool_core::ImportEffect::ImportFile { job_id, file_id, attempt }) => {
+                self.import_file(job_id, *file_id, *attempt).await
+            }
+            Effect::Import(spool_core::ImportEffect::FinishImportJob { job_id }) => self
+                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFinished { job_id: *job_id }))
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
@@ -48,10 +55,18 @@ impl Runtime {
                 .collect()
         });
         for job_id in jobs {
-            self.execute(Command::RecordImportJobFailed { job_id, error: format!("index {index_id} was deleted") })
-                .await?;
+            self.execute(Command::Import(spool_core::ImportCommand::RecordImportJobFailed {
+                job_id,
+                error: format!("index {index_id} was deleted"),
+            }))
+            .await?;
         }
-        self.execute(Command::RecordIndexDrained { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
+        self.execute(Command::Index(spool_core::IndexCommand::RecordIndexDrained {
+            index_id: *index_id,
+            deletion_id: *deletion_id,
+        }))
+        .await
+        .map(|_| ())
     }
 
     /// Remove what the index owns from the media store (its videos' objects), then record the
@@ -79,7 +94,12 @@ impl Runtime {
                 }
             }
         }
-        self.execute(Command::RecordIndexPurged { index_id: *index_id, deletion_id: *deletion_id }).await.map(|_| ())
+        self.execute(Command::Index(spool_core::IndexCommand::RecordIndexPurged {
+            index_id: *index_id,
+            deletion_id: *deletion_id,
+        }))
+        .await
+        .map(|_| ())
     }
 
     /// A connector's credentials, opened by the keyring (none when it has none, or when its
@@ -99,8 +119,14 @@ impl Runtime {
         crate::Work::Prepared(Box::new(move |_st, keyring| {
             let mut cmd = cmd;
             let mut side = Vec::new();
-            if let (Command::CreateConnector { connector_id, credentials: slot, .. }, Some(creds)) =
-                (&mut cmd, credentials)
+            if let (
+                Command::Connector(spool_core::ConnectorCommand::CreateConnector {
+                    connector_id,
+                    credentials: slot,
+                    ..
+                }),
+                Some(creds),
+            ) = (&mut cmd, credentials)
             {
                 let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&creds).unwrap_or_default());
                 let (sealed, put) = keyring.seal(&connector_id.to_string(), &bytes)?;
@@ -117,7 +143,15 @@ impl Runtime {
     pub fn update_connector(cmd: Command, patch: Option<Credentials>) -> crate::Work {
         crate::Work::Prepared(Box::new(move |st, keyring| {
             let Some(patch) = patch else { return Ok((cmd, Vec::new())) };
-            let Command::UpdateConnector { connector_id, name, scopes, import_mode, export_base_path, .. } = cmd else {
+            let Command::Connector(spool_core::ConnectorCommand::UpdateConnector {
+                connector_id,
+                name,
+                scopes,
+                import_mode,
+                export_base_path,
+                ..
+            }) = cmd
+            else {
                 return Ok((cmd, Vec::new()));
             };
             let conn = st
@@ -166,14 +200,14 @@ impl Runtime {
             }
             let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&merged).unwrap_or_default());
             let (sealed, put) = keyring.seal(&connector_id.to_string(), &bytes)?;
-            let cmd = Command::UpdateConnector {
+            let cmd = Command::Connector(spool_core::ConnectorCommand::UpdateConnector {
                 connector_id,
                 name,
                 scopes,
                 import_mode,
                 export_base_path,
                 credentials: Some(sealed),
-            };
+            });
             Ok((cmd, vec![put]))
         }))
     }
@@ -208,7 +242,9 @@ impl Runtime {
         }) else {
             return Ok(());
         };
-        let fail = |error: String| Command::RecordImportJobFailed { job_id: *job_id, error };
+        let fail = |error: String| {
+            Command::Import(spool_core::ImportCommand::RecordImportJobFailed { job_id: *job_id, error })
+        };
         if self.read(|st| st.live_index(&job.index_id).is_none()) {
             self.execute(fail(format!("index {} is gone", job.index_id))).await?;
             return Ok(());
@@ -242,7 +278,7 @@ impl Runtime {
                         last_modified_ms: o.last_modified_ms,
                     })
                     .collect();
-                rt.execute(Command::RecordScanPage { job_id: *job_id, objects })
+                rt.execute(Command::Import(spool_core::ImportCommand::RecordScanPage { job_id: *job_id, objects }))
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -250,7 +286,10 @@ impl Runtime {
         })
         .await;
         match scanned {
-            Ok(()) => self.execute(Command::RecordScanCompleted { job_id: *job_id }).await.map(|_| ()),
+            Ok(()) => self
+                .execute(Command::Import(spool_core::ImportCommand::RecordScanCompleted { job_id: *job_id }))
+                .await
+                .map(|_| ()),
             Err(e) => self.execute(fail(format!("listing the source failed: {e}"))).await.map(|_| ()),
         }
     }
@@ -262,7 +301,10 @@ impl Runtime {
         attempt: u32,
     ) -> Result<(), crate::RuntimeError> {
         let Ok(_slot) = self.import_slots.clone().acquire_owned().await else { return Ok(()) };
-        match self.execute(Command::StartImportFile { job_id: *job_id, file_id, attempt }).await {
+        match self
+            .execute(Command::Import(spool_core::ImportCommand::StartImportFile { job_id: *job_id, file_id, attempt }))
+            .await
+        {
             Ok(_) => {}
             // The job was cancelled or ended, or the attempt is stale: nothing to do. Any other
             // refusal is a bug and is reported as the error it is.
@@ -294,8 +336,19 @@ impl Runtime {
         };
         let copied = outcome.is_ok();
         let cmd = match outcome {
-            Ok((bytes, sha256)) => Command::RecordFileImported { job_id: *job_id, file_id, attempt, bytes, sha256 },
-            Err(failure) => Command::RecordFileFailed { job_id: *job_id, file_id, attempt, failure },
+            Ok((bytes, sha256)) => Command::Import(spool_core::ImportCommand::RecordFileImported {
+                job_id: *job_id,
+                file_id,
+                attempt,
+                bytes,
+                sha256,
+            }),
+            Err(failure) => Command::Import(spool_core::ImportCommand::RecordFileFailed {
+                job_id: *job_id,
+                file_id,
+                attempt,
+                failure,
+            }),
         };
         self.execute(cmd).await?;
         // A copy that finished after its job ended (the index was deleted meanwhile) is not

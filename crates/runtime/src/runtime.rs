@@ -335,9 +335,11 @@ impl Runtime {
                     .collect()
             });
             if !due.is_empty() {
-                let fired =
-                    futures::future::join_all(due.into_iter().map(|timer| self.execute(Command::FireTimer { timer })))
-                        .await;
+                let fired = futures::future::join_all(
+                    due.into_iter()
+                        .map(|timer| self.execute(Command::Engine(spool_core::EngineCommand::FireTimer { timer }))),
+                )
+                .await;
                 if let Some(Err(e)) = fired.into_iter().find(|r| r.is_err()) {
                     tracing::warn!(error = %e, "a timer did not fire; trying again shortly");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -472,25 +474,35 @@ impl Runtime {
         let message =
             format!("internal_error: Spool failed while running this work ({tries} tries); see the server log");
         let result = match effect {
-            Effect::ScanImport { job_id } | Effect::FinishImportJob { job_id } => {
-                self.execute(Command::RecordImportJobFailed { job_id: *job_id, error: message }).await.map(|_| ())
-            }
-            Effect::ImportFile { job_id, file_id, attempt } => {
+            Effect::Import(spool_core::ImportEffect::ScanImport { job_id })
+            | Effect::Import(spool_core::ImportEffect::FinishImportJob { job_id }) => self
+                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFailed {
+                    job_id: *job_id,
+                    error: message,
+                }))
+                .await
+                .map(|_| ()),
+            Effect::Import(spool_core::ImportEffect::ImportFile { job_id, file_id, attempt }) => {
                 // The attempt may not have started when the executor panicked.
                 let _ = self
-                    .execute(Command::StartImportFile { job_id: *job_id, file_id: *file_id, attempt: *attempt })
+                    .execute(Command::Import(spool_core::ImportCommand::StartImportFile {
+                        job_id: *job_id,
+                        file_id: *file_id,
+                        attempt: *attempt,
+                    }))
                     .await;
                 let failure = spool_model::FileFailure { code: "internal_error".into(), message, retryable: false };
-                self.execute(Command::RecordFileFailed {
+                self.execute(Command::Import(spool_core::ImportCommand::RecordFileFailed {
                     job_id: *job_id,
                     file_id: *file_id,
                     attempt: *attempt,
                     failure,
-                })
+                }))
                 .await
                 .map(|_| ())
             }
-            Effect::DrainIndex { .. } | Effect::PurgeIndex { .. } => {
+            Effect::Index(spool_core::IndexEffect::DrainIndex { .. })
+            | Effect::Index(spool_core::IndexEffect::PurgeIndex { .. }) => {
                 tracing::error!(?effect, "given up until the next start");
                 Ok(())
             }
@@ -518,8 +530,7 @@ impl Runtime {
         render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
     ) -> Result<(Reply, Outcome), RuntimeError> {
         let work = cmd.into();
-        let usage =
-            matches!(&work, crate::sequencer::Work::Command(c) if matches!(**c, Command::RecordApiKeyUse { .. }));
+        let usage = matches!(&work, crate::sequencer::Work::Command(c) if matches!(**c, Command::ApiKey(spool_core::ApiKeyCommand::RecordApiKeyUse { .. })));
         if self.draining.load(Ordering::SeqCst) && !usage {
             return Err(RuntimeError::ShuttingDown);
         }
@@ -641,7 +652,9 @@ impl Runtime {
         let pending: Vec<(ApiKeyId, u64)> =
             std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
         for (key_id, used_at_ms) in pending {
-            if let Err(e) = self.execute(Command::RecordApiKeyUse { key_id, used_at_ms }).await {
+            if let Err(e) =
+                self.execute(Command::ApiKey(spool_core::ApiKeyCommand::RecordApiKeyUse { key_id, used_at_ms })).await
+            {
                 tracing::debug!(error = %e, "key usage not recorded");
             }
         }

@@ -24,18 +24,24 @@ async fn records_are_replayed_then_swept_with_their_data_keys() {
         status: 201,
         body: format!("{out:?} sk_live_SECRET").into_bytes(),
     };
-    let cmd = || Command::CreateApiKey {
-        name: "k".into(),
-        scopes: vec![spool_model::Scope::Read],
-        expires_in_days: None,
-        secret: Secret("sk_live_SECRET_a".into()),
+    let cmd = || {
+        Command::ApiKey(spool_core::ApiKeyCommand::CreateApiKey {
+            name: "k".into(),
+            scopes: vec![spool_model::Scope::Read],
+            expires_in_days: None,
+            secret: Secret("sk_live_SECRET_a".into()),
+        })
     };
     let first = rt.execute_idempotent(cmd(), &key("a", true), vec![], render).await.unwrap();
     let again = rt.execute_idempotent(cmd(), &key("a", true), vec![], render).await.unwrap();
     assert_eq!(first, again, "replayed while young");
     let plain = rt
         .execute_idempotent(
-            Command::CreateIndex { name: "i".into(), user_id: "u".into(), description: None },
+            Command::Index(spool_core::IndexCommand::CreateIndex {
+                name: "i".into(),
+                user_id: "u".into(),
+                description: None,
+            }),
             &key("b", false),
             vec![],
             render,

@@ -47,7 +47,7 @@ fn events_of_kind(rt: &Runtime, kind: &str) -> Vec<Event> {
 
 async fn setup(rt: &Runtime, root: &Path) -> ImportJobId {
     let connector_id = ConnectorId(rt.new_ulid());
-    rt.execute(Command::CreateConnector {
+    rt.execute(Command::Connector(spool_core::ConnectorCommand::CreateConnector {
         connector_id,
         provider: Provider::Local,
         name: "local".into(),
@@ -59,24 +59,30 @@ async fn setup(rt: &Runtime, root: &Path) -> ImportJobId {
             ..Default::default()
         },
         credentials: None,
-    })
+    }))
     .await
     .unwrap();
-    let Outcome::Index(index_id) =
-        rt.execute(Command::CreateIndex { name: "i".into(), user_id: "u".into(), description: None }).await.unwrap()
+    let Outcome::Index(index_id) = rt
+        .execute(Command::Index(spool_core::IndexCommand::CreateIndex {
+            name: "i".into(),
+            user_id: "u".into(),
+            description: None,
+        }))
+        .await
+        .unwrap()
     else {
         panic!("no index")
     };
     let index_id: IndexId = index_id;
     let Outcome::ImportJob(job_id) = rt
-        .execute(Command::CreateImportJob {
+        .execute(Command::Import(spool_core::ImportCommand::CreateImportJob {
             connector_id,
             index_id,
             source_prefix: String::new(),
             file_pattern: "*.mp4".into(),
             recursive: true,
             import_mode: None,
-        })
+        }))
         .await
         .unwrap()
     else {
@@ -146,9 +152,11 @@ async fn a_retryable_failure_waits_for_its_timer_which_fires_once_and_survives_a
     assert_eq!(due.len(), 3);
     let Event::ImportFileRetryDue { job_id, file_id, attempt } = due[0].clone() else { unreachable!() };
     let head = rt.log().head();
-    rt.execute(Command::FireTimer { timer: spool_core::Timer::ImportFileRetry { job_id, file_id, attempt } })
-        .await
-        .unwrap();
+    rt.execute(Command::Engine(spool_core::EngineCommand::FireTimer {
+        timer: spool_core::Timer::ImportFileRetry { job_id, file_id, attempt },
+    }))
+    .await
+    .unwrap();
     assert_eq!(rt.log().head(), head, "a timer fired twice");
     rt.shutdown().await;
 }

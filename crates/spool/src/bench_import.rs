@@ -73,14 +73,14 @@ async fn run_job(
 ) -> anyhow::Result<(Duration, u64, u64)> {
     let start = Instant::now();
     let out = rt
-        .execute(Command::CreateImportJob {
+        .execute(Command::Import(spool_core::ImportCommand::CreateImportJob {
             connector_id: conn,
             index_id: index,
             source_prefix: prefix.into(),
             file_pattern: "*".into(),
             recursive: true,
             import_mode: Some(ImportMode::All),
-        })
+        }))
         .await?;
     let spool_core::Outcome::ImportJob(job_id) = out else { anyhow::bail!("no job") };
     loop {
@@ -161,7 +161,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let rt = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds)).await?;
     rt.wait_ready().await;
     let index = match rt
-        .execute(Command::CreateIndex { name: "bench".into(), user_id: "bench".into(), description: None })
+        .execute(Command::Index(spool_core::IndexCommand::CreateIndex {
+            name: "bench".into(),
+            user_id: "bench".into(),
+            description: None,
+        }))
         .await?
     {
         spool_core::Outcome::Index(i) => i,
@@ -169,7 +173,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let conn = ConnectorId(rt.new_ulid());
     let (sealed, put) = rt.keyring().seal(&conn.to_string(), &serde_json::to_vec(&creds)?)?;
-    let cmd = Command::CreateConnector {
+    let cmd = Command::Connector(spool_core::ConnectorCommand::CreateConnector {
         connector_id: conn,
         provider: Provider::S3,
         name: "bench".into(),
@@ -178,7 +182,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         export_base_path: None,
         location: loc,
         credentials: Some(sealed),
-    };
+    });
     rt.execute_with(cmd, None, vec![put], |_, _| spool_runtime::Reply { status: 200, body: vec![] }).await?;
 
     // rclone first: the baseline is measured before Spool's own connections exist.

@@ -100,12 +100,12 @@ fn rotate_master(dir: &std::path::Path) -> anyhow::Result<()> {
 /// Create the admin key of a fresh data directory and print it once on stderr.
 pub async fn create_first_admin_key(rt: &Runtime) -> anyhow::Result<()> {
     let secret = rt.ids().secret(SECRET_PREFIX);
-    let cmd = Command::CreateApiKey {
+    let cmd = Command::ApiKey(spool_core::ApiKeyCommand::CreateApiKey {
         name: "admin (first start)".into(),
         scopes: vec![Scope::Admin],
         expires_in_days: None,
         secret: spool_core::Secret(secret.clone()),
-    };
+    });
     let out = rt.execute(cmd).await?;
     if let Outcome::ApiKey(id) = out {
         // One marked line of its own, written in one call so no log line can interleave.
@@ -150,12 +150,12 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 let scopes = scopes.iter().map(|s| parse_scope(s)).collect::<anyhow::Result<Vec<_>>>()?;
                 let secret = runtime.ids().secret(SECRET_PREFIX);
                 let out = runtime
-                    .execute(Command::CreateApiKey {
+                    .execute(Command::ApiKey(spool_core::ApiKeyCommand::CreateApiKey {
                         name,
                         scopes,
                         expires_in_days,
                         secret: spool_core::Secret(secret.clone()),
-                    })
+                    }))
                     .await?;
                 if let Outcome::ApiKey(id) = out {
                     eprintln!("created {id}; its secret is shown only this once:");
@@ -180,7 +180,7 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             }
             KeysCmd::Revoke { key_id, .. } => {
                 let id: ApiKeyId = key_id.parse()?;
-                runtime.execute(Command::RevokeApiKey { key_id: id }).await?;
+                runtime.execute(Command::ApiKey(spool_core::ApiKeyCommand::RevokeApiKey { key_id: id })).await?;
                 println!("revoked {id}");
             }
             KeysCmd::RotateMaster { .. } => unreachable!("handled above"),

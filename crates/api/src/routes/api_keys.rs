@@ -65,8 +65,12 @@ pub async fn create(
     };
     let secret = app.rt.ids().secret(SECRET_PREFIX);
     let now = app.rt.now_ms();
-    let cmd =
-        Command::CreateApiKey { name: b.name, scopes, expires_in_days, secret: spool_core::Secret(secret.clone()) };
+    let cmd = Command::ApiKey(spool_core::ApiKeyCommand::CreateApiKey {
+        name: b.name,
+        scopes,
+        expires_in_days,
+        secret: spool_core::Secret(secret.clone()),
+    });
     let render = move |st: &spool_core::State, out: Outcome| {
         let key = match out {
             Outcome::ApiKey(id) => st.api_keys.get(&id),
@@ -116,9 +120,14 @@ pub async fn revoke(
     let now = app.rt.now_ms();
     let (r, _) = app
         .rt
-        .execute_with(Command::RevokeApiKey { key_id: id }, None, Vec::new(), move |st, _| {
-            view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key(k, k.last_used_at_ms, now)))
-        })
+        .execute_with(
+            Command::ApiKey(spool_core::ApiKeyCommand::RevokeApiKey { key_id: id }),
+            None,
+            Vec::new(),
+            move |st, _| {
+                view_reply(StatusCode::OK, st.api_keys.get(&id).map(|k| views::api_key(k, k.last_used_at_ms, now)))
+            },
+        )
         .await?;
     Ok(reply(r))
 }
@@ -135,7 +144,10 @@ pub async fn rotate(
     let (r, _) = app
         .rt
         .execute_with(
-            Command::RotateApiKey { key_id: id, secret: spool_core::Secret(secret.clone()) },
+            Command::ApiKey(spool_core::ApiKeyCommand::RotateApiKey {
+                key_id: id,
+                secret: spool_core::Secret(secret.clone()),
+            }),
             None,
             Vec::new(),
             move |st, _| {
@@ -153,6 +165,6 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let id = parse_id(&raw)?;
-    app.rt.execute(Command::DeleteApiKey { key_id: id }).await?;
+    app.rt.execute(Command::ApiKey(spool_core::ApiKeyCommand::DeleteApiKey { key_id: id })).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "message": format!("API key {id} deleted") })))
 }

@@ -148,7 +148,7 @@ async fn create(
     // The id is drawn here because it owns the data key the sequencer seals the credentials
     // with (in the same commit as `ConnectorCreated`).
     let connector_id = ConnectorId(app.rt.new_ulid());
-    let cmd = Command::CreateConnector {
+    let cmd = Command::Connector(spool_core::ConnectorCommand::CreateConnector {
         connector_id,
         provider: n.provider,
         name,
@@ -157,7 +157,7 @@ async fn create(
         export_base_path,
         location: n.location,
         credentials: None,
-    };
+    });
     let work = spool_runtime::Runtime::create_connector(cmd, n.credentials);
     let render = |st: &spool_core::State, out: Outcome| render_connector(st, out, StatusCode::CREATED);
     run_command(&app, work, idem, Vec::new(), render).await
@@ -541,7 +541,7 @@ pub async fn patch(
         || patch.azure_account_key.is_some()
         || patch.azure_client_secret.is_some()
         || patch.gcs_service_account.is_some();
-    let cmd = Command::UpdateConnector {
+    let cmd = Command::Connector(spool_core::ConnectorCommand::UpdateConnector {
         connector_id: id,
         name: b.name,
         scopes: parse_scopes(b.scopes)?,
@@ -550,7 +550,7 @@ pub async fn patch(
             p.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).map(Some).unwrap_or(Some(String::new()))
         }),
         credentials: None,
-    };
+    });
     // The merge with the stored credentials happens in the sequencer, in order with every other
     // change of this connector.
     let cmd = spool_runtime::Runtime::update_connector(cmd, any.then_some(patch));
@@ -569,9 +569,12 @@ pub async fn delete(
     // The runtime deletes the data key in the same transaction as `ConnectorDeleted`
     // (crypto-shredding follows from the event, not from this handler).
     app.rt
-        .execute_with(Command::DeleteConnector { connector_id: id }, None, Vec::new(), |_, _| {
-            to_reply(StatusCode::OK, &serde_json::json!({}))
-        })
+        .execute_with(
+            Command::Connector(spool_core::ConnectorCommand::DeleteConnector { connector_id: id }),
+            None,
+            Vec::new(),
+            |_, _| to_reply(StatusCode::OK, &serde_json::json!({})),
+        )
         .await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "message": format!("connector {id} deleted") })))
 }
@@ -620,7 +623,13 @@ pub async fn test(
         Ok(()) => (true, None),
         Err(m) => (false, Some(m)),
     };
-    app.rt.execute(Command::RecordConnectorTest { connector_id: id, success, error: error.clone() }).await?;
+    app.rt
+        .execute(Command::Connector(spool_core::ConnectorCommand::RecordConnectorTest {
+            connector_id: id,
+            success,
+            error: error.clone(),
+        }))
+        .await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "success": success, "error_message": error })))
 }
 

@@ -118,14 +118,14 @@ pub async fn create(
     check_text("file_pattern", &file_pattern, FILE_PATTERN_CHARS_MAX)?;
     // Check the glob now, so a bad one is a 422 here, not a failed job later.
     spool_storage::check_pattern(&file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
-    let cmd = Command::CreateImportJob {
+    let cmd = Command::Import(spool_core::ImportCommand::CreateImportJob {
         connector_id,
         index_id,
         source_prefix,
         file_pattern,
         recursive: b.recursive.unwrap_or(true),
         import_mode,
-    };
+    });
     let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::ACCEPTED);
     run_command(&app, cmd, idem, Vec::new(), render).await
 }
@@ -232,7 +232,11 @@ async fn job_command(
     who.require(Scope::Write)?;
     let id = parse_job(&raw)?;
     let idem = idempotency_key(&headers, &who, "POST", &format!("/import-jobs/{id}/{route}"), b"")?;
-    let cmd = if retry { Command::RetryImportJob { job_id: id } } else { Command::CancelImportJob { job_id: id } };
+    let cmd = if retry {
+        Command::Import(spool_core::ImportCommand::RetryImportJob { job_id: id })
+    } else {
+        Command::Import(spool_core::ImportCommand::CancelImportJob { job_id: id })
+    };
     let render = |st: &spool_core::State, out: Outcome| render_job(st, out, StatusCode::OK);
     run_command(&app, cmd, idem, Vec::new(), render).await
 }

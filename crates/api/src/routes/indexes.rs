@@ -30,8 +30,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let idem = idempotency_key(&headers, &who, "POST", "/indexes", &body.canonical)?;
-    let cmd =
-        Command::CreateIndex { name: body.value.name, user_id: who.id.clone(), description: body.value.description };
+    let cmd = Command::Index(spool_core::IndexCommand::CreateIndex {
+        name: body.value.name,
+        user_id: who.id.clone(),
+        description: body.value.description,
+    });
     let render = |st: &spool_core::State, out: Outcome| {
         let index = match out {
             Outcome::Index(id) => st.indexes.get(&id),
@@ -75,9 +78,12 @@ pub async fn delete(
     let id = parse_id(&raw)?;
     let (r, _) = app
         .rt
-        .execute_with(Command::DeleteIndex { index_id: id }, None, Vec::new(), move |st, _| {
-            view_reply(StatusCode::OK, st.indexes.get(&id).and_then(views::deletion))
-        })
+        .execute_with(
+            Command::Index(spool_core::IndexCommand::DeleteIndex { index_id: id }),
+            None,
+            Vec::new(),
+            move |st, _| view_reply(StatusCode::OK, st.indexes.get(&id).and_then(views::deletion)),
+        )
         .await?;
     Ok(reply(r))
 }

@@ -1,0 +1,391 @@
+use super::*;
+use crate::{Ctx, Decision, DomainError, Outcome, State, StreamEvents};
+use spool_model::{ConnectorScope, Event, MediaType};
+
+/// Decide an import command.
+pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    match cmd {
+        ImportCommand::CreateImportJob {
+            connector_id,
+            index_id,
+            source_prefix,
+            file_pattern,
+            recursive,
+            import_mode,
+        } => {
+            let job_id = ImportJobId(ctx.new_ulid());
+            create(state, job_id, connector_id, index_id, source_prefix, file_pattern, *recursive, *import_mode)
+        }
+        ImportCommand::RecordScanPage { job_id, objects } => record_scan_page(state, job_id, objects, ctx),
+        ImportCommand::RecordScanCompleted { job_id } => record_scan_completed(state, job_id),
+        ImportCommand::RecordImportJobFailed { job_id, error } => record_job_failed(state, job_id, error),
+        ImportCommand::StartImportFile { job_id, file_id, attempt } => start_file(state, job_id, *file_id, *attempt),
+        ImportCommand::RecordFileImported { job_id, file_id, attempt, bytes, sha256 } => {
+            record_file_imported(state, job_id, *file_id, *attempt, *bytes, *sha256, ctx.now_ms)
+        }
+        ImportCommand::RecordFileFailed { job_id, file_id, attempt, failure } => {
+            record_file_failed(state, job_id, *file_id, *attempt, failure, ctx)
+        }
+        ImportCommand::CancelImportJob { job_id } => cancel(state, job_id),
+        ImportCommand::RetryImportJob { job_id } => retry(state, job_id),
+        ImportCommand::RecordImportJobFinished { job_id } => record_finished(state, job_id),
+    }
+}
+
+fn job<'a>(state: &'a State, id: &ImportJobId) -> Result<&'a ImportJob, DomainError> {
+    state.imports.get(id).ok_or_else(|| DomainError::NotFound { kind: "import_job", id: id.to_string() })
+}
+
+fn domain(name: &str, subject: String, data: serde_json::Value) -> Event {
+    Event::DomainEventRaised { name: name.into(), subject, data_json: data.to_string() }
+}
+
+fn progress_json(j: &ImportJob) -> serde_json::Value {
+    progress_json_with(j, 0, 0, 0)
+}
+
+/// The job's progress after an outcome not folded yet (`imported` / `failed` more files,
+/// `bytes` more transferred): O(1), no copy of the job.
+fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": j.job_id.to_string(),
+        "index_id": j.index_id.to_string(),
+        "total_files": j.files.len(),
+        "imported": j.imported + imported,
+        "failed": j.failed + failed,
+        "skipped": j.skipped,
+        "bytes_transferred": j.bytes_transferred + bytes,
+    })
+}
+
+fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
+    let _ = state;
+    Decision { streams: vec![StreamEvents { stream, events }], outcome }
+}
+
+/// A throttled `import_job.progress` after an outcome (its deltas not folded yet).
+fn progress_if_due(j: &ImportJob, events: &mut Vec<Event>, now_ms: u64, imported: u64, failed: u64, bytes: u64) {
+    if !j.status.is_terminal() && now_ms.saturating_sub(j.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
+        events.push(domain(
+            "import_job.progress",
+            j.job_id.to_string(),
+            progress_json_with(j, imported, failed, bytes),
+        ));
+    }
+}
+
+/// Whether the job is ready to end, and how.
+pub fn finish_due(j: &ImportJob) -> Option<JobStatus> {
+    if j.status.is_terminal() {
+        None
+    } else if j.cancel_requested {
+        (j.running() == 0).then_some(JobStatus::Cancelled)
+    } else {
+        j.all_done().then_some(JobStatus::Completed)
+    }
+}
+
+/// `RecordImportJobFinished` (effect `FinishImportJob`): end the job once its last open file
+/// closed (or, after a cancel, its last running copy reported).
+pub fn record_finished(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let events = match finish_due(j) {
+        None => return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) }),
+        Some(JobStatus::Cancelled) => vec![Event::ImportJobCancelled { job_id: *job_id }],
+        Some(_) => {
+            let name = if j.failed > 0 { "import_job.partial_completed" } else { "import_job.completed" };
+            vec![Event::ImportJobCompleted { job_id: *job_id }, domain(name, job_id.to_string(), progress_json(j))]
+        }
+    };
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn create(
+    state: &State,
+    job_id: ImportJobId,
+    connector_id: &ConnectorId,
+    index_id: &IndexId,
+    source_prefix: &str,
+    file_pattern: &str,
+    recursive: bool,
+    import_mode: Option<ImportMode>,
+) -> Result<Decision, DomainError> {
+    let conn = state
+        .live_connector(connector_id)
+        .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
+    if !conn.has_scope(ConnectorScope::Import) {
+        return Err(DomainError::Unprocessable {
+            code: "connector_scope_missing",
+            message: format!("connector {connector_id} does not have the import scope"),
+        });
+    }
+    state.live_index(index_id).ok_or_else(|| DomainError::NotFound { kind: "index", id: index_id.to_string() })?;
+    let created = Event::ImportJobCreated {
+        job_id,
+        connector_id: *connector_id,
+        index_id: *index_id,
+        source_prefix: source_prefix.to_string(),
+        file_pattern: if file_pattern.trim().is_empty() { "*".into() } else { file_pattern.to_string() },
+        recursive,
+        import_mode: import_mode.unwrap_or(conn.import_mode),
+    };
+    let started = domain(
+        "import_job.started",
+        job_id.to_string(),
+        serde_json::json!({ "job_id": job_id.to_string(), "connector_id": connector_id.to_string(), "index_id": index_id.to_string() }),
+    );
+    Ok(one(state, job_id.to_string(), vec![created, started], Outcome::ImportJob(job_id)))
+}
+
+pub fn record_scan_page(
+    state: &State,
+    job_id: &ImportJobId,
+    objects: &[ListedObject],
+    ctx: &mut crate::Ctx,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if !j.takes_work() || j.scan_done {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let mut files = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for o in objects.iter().take(SCAN_PAGE_OBJECTS_MAX) {
+        if j.seen_paths.contains(&o.path) || !seen.insert(o.path.as_str()) {
+            continue;
+        }
+        let file_id = (j.files.len() + files.len()) as u32;
+        let key =
+            import_key(&j.connector_id, &j.index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
+        let skip = if MediaType::from_extension(&extension(&o.path)).is_none() {
+            Some("unsupported_format")
+        } else if o.size_bytes == 0 {
+            Some("empty_object")
+        } else if j.import_mode == ImportMode::NewOnly && state.imported_keys.contains(&key) {
+            Some("already_imported")
+        } else {
+            None
+        };
+        files.push(DiscoveredFile {
+            file_id,
+            path: o.path.clone(),
+            size_bytes: o.size_bytes,
+            etag: o.etag.clone(),
+            last_modified_ms: o.last_modified_ms,
+            video_id: if skip.is_none() { Some(VideoId(ctx.new_ulid())) } else { None },
+            skip_reason: skip.map(str::to_string),
+        });
+    }
+    if files.is_empty() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if !j.takes_work() || j.scan_done {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportScanCompleted { job_id: *job_id }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let error: String = error.chars().take(1000).collect();
+    let events = vec![
+        Event::ImportJobFailed { job_id: *job_id, error: error.clone() },
+        domain(
+            "import_job.failed",
+            job_id.to_string(),
+            serde_json::json!({ "job_id": job_id.to_string(), "error_message": error }),
+        ),
+    ];
+    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+}
+
+fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
+    j.files
+        .get(file_id as usize)
+        .ok_or_else(|| DomainError::NotFound { kind: "import_file", id: format!("{}/{file_id}", j.job_id) })
+}
+
+pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u32) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    let nothing = Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) };
+    match f.status {
+        // A new attempt may start only on a live job.
+        FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(one(
+            state,
+            file_stream(job_id, file_id),
+            vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
+            Outcome::ImportJob(*job_id),
+        )),
+        // Resuming after a crash: the started attempt goes on (also while a cancel waits for
+        // it, so its copy finishes cleanly).
+        FileStatus::Started if attempt == f.attempts && !j.status.is_terminal() => Ok(nothing),
+        _ => Err(DomainError::Stale(format!("file {file_id} of {job_id} cannot start attempt {attempt}"))),
+    }
+}
+
+pub fn record_file_imported(
+    state: &State,
+    job_id: &ImportJobId,
+    file_id: u32,
+    attempt: u32,
+    bytes: u64,
+    sha256: [u8; 32],
+    now_ms: u64,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    // A duplicate or stale outcome (effects run at least once), or a copy that finished after
+    // its job ended (its index was deleted): a terminal job never changes again. The executor
+    // removes what such a copy wrote.
+    if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let Some(video_id) = f.file.video_id else {
+        return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
+    };
+    let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
+    progress_if_due(j, &mut events, now_ms, 1, 0, bytes);
+    let title = f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string();
+    let media_type = MediaType::from_extension(&extension(&f.file.path)).unwrap_or(MediaType::Video);
+    let video_events = vec![
+        Event::VideoCreated {
+            video_id,
+            index_id: j.index_id,
+            title: title.clone(),
+            media_type,
+            connector_id: Some(j.connector_id),
+            source_path: f.file.path.clone(),
+            source_etag: f.file.etag.clone(),
+            size_bytes: bytes,
+            sha256,
+            media_path: media_path(&video_id, &f.file.path),
+        },
+        domain(
+            "media.created",
+            video_id.to_string(),
+            serde_json::json!({
+                "video_id": video_id.to_string(),
+                "index_id": j.index_id.to_string(),
+                "title": title,
+                "media_type": media_type.as_str(),
+                "import_job_id": job_id.to_string(),
+            }),
+        ),
+    ];
+    let vs = video_id.to_string();
+    let fs = file_stream(job_id, file_id);
+    Ok(Decision {
+        streams: vec![StreamEvents { stream: fs, events }, StreamEvents { stream: vs, events: video_events }],
+        outcome: Outcome::ImportJob(*job_id),
+    })
+}
+
+pub fn record_file_failed(
+    state: &State,
+    job_id: &ImportJobId,
+    file_id: u32,
+    attempt: u32,
+    failure: &FileFailure,
+    ctx: &mut crate::Ctx,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    let f = file(j, file_id)?;
+    if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let failure = FileFailure {
+        code: failure.code.clone(),
+        message: failure.message.chars().take(1000).collect(),
+        retryable: failure.retryable,
+    };
+    let now_ms = ctx.now_ms;
+    if failure.retryable && attempt < IMPORT_FILE_ATTEMPTS_MAX && j.takes_work() {
+        // Not failed yet: a durable timer brings the file back after a backoff decided here.
+        let due_ms = now_ms + retry_backoff_ms(attempt, ctx);
+        let events = vec![Event::ImportFileRetryScheduled { job_id: *job_id, file_id, attempt, due_ms, failure }];
+        return Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)));
+    }
+    let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
+    progress_if_due(j, &mut events, now_ms, 0, 1, 0);
+    Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
+}
+
+/// The wait before the attempt after `attempt`: the schedule's step, ±jitter from the context's
+/// entropy (recorded in the event, so replay never recomputes it).
+pub fn retry_backoff_ms(attempt: u32, ctx: &mut crate::Ctx) -> u64 {
+    let i = (attempt.max(1) as usize - 1).min(IMPORT_RETRY_BACKOFF_MS.len() - 1);
+    let base = IMPORT_RETRY_BACKOFF_MS[i];
+    let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
+    let r = (ctx.new_ulid().random() as u64) % (2 * spread + 1);
+    base - spread + r
+}
+
+/// `FireTimer` of a file's retry: the file is pending again. Stale timers (fired already) add
+/// nothing; a timer whose job ended still fires once, so that it leaves the index.
+pub fn fire_retry(state: &State, timer: &crate::Timer) -> Result<Decision, DomainError> {
+    let crate::Timer::ImportFileRetry { job_id, file_id, attempt } = timer;
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Done });
+    }
+    let events = vec![Event::ImportFileRetryDue { job_id: *job_id, file_id: *file_id, attempt: *attempt }];
+    Ok(one(state, file_stream(job_id, *file_id), events, Outcome::Done))
+}
+
+pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if j.status.is_terminal() || j.cancel_requested {
+        // Cancelling a finished (or cancelling) job answers it unchanged.
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    // Copies may be starting on their own streams right now: the cancel is a request; the
+    // `FinishImportJob` effect ends the job once no copy runs, so a `cancelled` job never
+    // changes again.
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportJobCancelRequested { job_id: *job_id }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if !j.status.is_terminal() {
+        return Err(DomainError::InvalidState(format!(
+            "import job {job_id} is {}; retry a finished job",
+            j.status.as_str()
+        )));
+    }
+    let failed: Vec<u32> = j.files_in(FileStatus::Failed).collect();
+    if failed.is_empty() {
+        return Err(DomainError::InvalidState(format!("import job {job_id} has no failed files to retry")));
+    }
+    if state.live_connector(&j.connector_id).is_none() || state.live_index(&j.index_id).is_none() {
+        return Err(DomainError::InvalidState("the job's connector or index is gone".into()));
+    }
+    Ok(one(
+        state,
+        job_id.to_string(),
+        vec![Event::ImportJobRetried { job_id: *job_id, file_ids: failed }],
+        Outcome::ImportJob(*job_id),
+    ))
+}

@@ -1,0 +1,209 @@
+use super::*;
+use crate::State;
+use spool_model::{Envelope, Event};
+
+/// Fold an import event into its job.
+pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
+    j.updated_at_ms = at;
+    match event {
+        Event::ImportFilesDiscovered { files, .. } => {
+            if j.status == JobStatus::Pending {
+                j.status = JobStatus::Scanning;
+            }
+            for f in files {
+                if f.file_id as usize != j.files.len() {
+                    // File ids are positions; `decide` numbers them so. Anything else is ignored.
+                    continue;
+                }
+                j.seen_paths.insert(f.path.clone());
+                let status = if f.skip_reason.is_some() { FileStatus::Skipped } else { FileStatus::Pending };
+                if status == FileStatus::Skipped {
+                    j.skipped += 1;
+                } else {
+                    j.candidates += 1;
+                }
+                j.by_status.insert(status, f.file_id);
+                j.files.push(ImportFile { file: f.clone(), status, attempts: 0, bytes: 0, failure: None });
+            }
+        }
+        Event::ImportScanCompleted { .. } => {
+            j.scan_done = true;
+            if !j.status.is_terminal() {
+                j.status = JobStatus::Importing;
+            }
+        }
+        Event::ImportFileStarted { file_id, attempt, .. } => {
+            if j.set_status(*file_id, FileStatus::Started).is_some()
+                && let Some(f) = j.files.get_mut(*file_id as usize)
+            {
+                f.attempts = *attempt;
+            }
+        }
+        Event::ImportFileImported { file_id, bytes, .. } => {
+            if let Some(from) = j.set_status(*file_id, FileStatus::Imported) {
+                if from == FileStatus::Failed {
+                    j.failed -= 1;
+                }
+                if let Some(f) = j.files.get_mut(*file_id as usize) {
+                    f.bytes = *bytes;
+                    f.failure = None;
+                }
+                j.imported += 1;
+                j.bytes_transferred += bytes;
+            }
+        }
+        Event::ImportFileFailed { file_id, failure, .. } => {
+            if let Some(from) = j.set_status(*file_id, FileStatus::Failed) {
+                if from != FileStatus::Failed {
+                    j.failed += 1;
+                }
+                if let Some(f) = j.files.get_mut(*file_id as usize) {
+                    f.failure = Some(failure.clone());
+                }
+            }
+        }
+        Event::ImportFileRetryScheduled { file_id, failure, .. } => {
+            if j.set_status(*file_id, FileStatus::Waiting).is_some()
+                && let Some(f) = j.files.get_mut(*file_id as usize)
+            {
+                f.failure = Some(failure.clone());
+            }
+        }
+        Event::ImportFileRetryDue { file_id, attempt, .. } => {
+            let waits = |f: &ImportFile| f.status == FileStatus::Waiting && f.attempts == *attempt;
+            if j.files.get(*file_id as usize).is_some_and(waits) {
+                j.set_status(*file_id, FileStatus::Pending);
+            }
+        }
+        Event::ImportJobCompleted { .. } => {
+            j.status = JobStatus::Completed;
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobFailed { error, .. } => {
+            j.status = JobStatus::Failed;
+            j.error = Some(error.clone());
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobCancelRequested { .. } => j.cancel_requested = true,
+        Event::ImportJobCancelled { .. } => {
+            j.status = JobStatus::Cancelled;
+            j.completed_at_ms = Some(at);
+        }
+        Event::ImportJobRetried { file_ids, .. } => {
+            for id in file_ids {
+                if j.files.get(*id as usize).is_some_and(|f| f.status == FileStatus::Failed) {
+                    j.set_status(*id, FileStatus::Pending);
+                    j.failed -= 1;
+                }
+            }
+            j.status = if j.scan_done { JobStatus::Importing } else { JobStatus::Scanning };
+            j.cancel_requested = false;
+            j.completed_at_ms = None;
+            j.error = None;
+        }
+        Event::DomainEventRaised { name, .. } if name == "import_job.progress" => j.last_progress_ms = at,
+        _ => {}
+    }
+}
+
+/// Fold import and video events into the state (called from `evolve`).
+pub fn evolve(state: &mut State, env: &Envelope) {
+    let at = env.at_ms;
+    match &env.event {
+        Event::ImportJobCreated {
+            job_id,
+            connector_id,
+            index_id,
+            source_prefix,
+            file_pattern,
+            recursive,
+            import_mode,
+        } => {
+            state.imports.insert(
+                *job_id,
+                ImportJob {
+                    job_id: *job_id,
+                    connector_id: *connector_id,
+                    index_id: *index_id,
+                    source_prefix: source_prefix.clone(),
+                    file_pattern: file_pattern.clone(),
+                    recursive: *recursive,
+                    import_mode: *import_mode,
+                    status: JobStatus::Pending,
+                    created_at_ms: at,
+                    updated_at_ms: at,
+                    completed_at_ms: None,
+                    error: None,
+                    scan_done: false,
+                    files: Vec::new(),
+                    seen_paths: BTreeSet::new(),
+                    by_status: Default::default(),
+                    candidates: 0,
+                    imported: 0,
+                    failed: 0,
+                    skipped: 0,
+                    bytes_transferred: 0,
+                    last_progress_ms: at,
+                    cancel_requested: false,
+                },
+            );
+            state.active_imports.insert(*job_id);
+            state.imports_by_created.insert((at, *job_id));
+            state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
+        }
+        Event::ImportFilesDiscovered { job_id, .. }
+        | Event::ImportScanCompleted { job_id }
+        | Event::ImportFileStarted { job_id, .. }
+        | Event::ImportFileImported { job_id, .. }
+        | Event::ImportFileFailed { job_id, .. }
+        | Event::ImportJobCompleted { job_id }
+        | Event::ImportJobFailed { job_id, .. }
+        | Event::ImportJobCancelled { job_id }
+        | Event::ImportJobCancelRequested { job_id }
+        | Event::ImportFileRetryScheduled { job_id, .. }
+        | Event::ImportFileRetryDue { job_id, .. }
+        | Event::ImportJobRetried { job_id, .. } => {
+            match &env.event {
+                Event::ImportFileRetryScheduled { file_id, attempt, due_ms, .. } => {
+                    let t = crate::Timer::ImportFileRetry { job_id: *job_id, file_id: *file_id, attempt: *attempt };
+                    state.set_timer(t, *due_ms);
+                }
+                Event::ImportFileRetryDue { file_id, attempt, .. } => {
+                    let t = crate::Timer::ImportFileRetry { job_id: *job_id, file_id: *file_id, attempt: *attempt };
+                    state.clear_timer(&t);
+                }
+                _ => {}
+            }
+            if let Some(j) = state.imports.get_mut(job_id) {
+                let before = j.status;
+                evolve_job(j, &env.event, at);
+                state.imports_by_status.moved((j.created_at_ms, *job_id), before, j.status);
+                if let Event::ImportFileImported { file_id, .. } = &env.event
+                    && let Some(f) = j.files.get(*file_id as usize)
+                {
+                    state.imported_keys.insert(import_key(
+                        &j.connector_id,
+                        &j.index_id,
+                        &f.file.path,
+                        f.file.etag.as_deref(),
+                        f.file.size_bytes,
+                        f.file.last_modified_ms,
+                    ));
+                }
+                if j.status.is_terminal() {
+                    state.active_imports.remove(job_id);
+                } else {
+                    state.active_imports.insert(*job_id);
+                }
+            }
+        }
+        Event::DomainEventRaised { name, subject, .. } if name == "import_job.progress" => {
+            if let Ok(id) = subject.parse::<ImportJobId>()
+                && let Some(j) = state.imports.get_mut(&id)
+            {
+                j.last_progress_ms = at;
+            }
+        }
+        _ => {}
+    }
+}

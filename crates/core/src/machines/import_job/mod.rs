@@ -1,0 +1,283 @@
+//! The import job machine (engine-spec/machines/import-job.md): a job lists a connector's
+//! objects, classifies them, and copies each candidate into the media store as a video.
+
+mod decide;
+mod effects;
+mod evolve;
+
+pub use decide::*;
+pub use effects::{ImportEffect, effects_for, work_key};
+pub use evolve::{evolve, evolve_job};
+
+use serde::{Deserialize, Serialize};
+use spool_model::{ConnectorId, DiscoveredFile, FileFailure, ImportJobId, ImportMode, IndexId, VideoId};
+use std::collections::BTreeSet;
+
+/// Copy effects offered per job at once (the runtime bounds concurrency further).
+pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 64;
+/// `import_job.progress` is raised at most this often per job.
+pub const PROGRESS_EVENT_INTERVAL_MS: u64 = 2_000;
+/// Objects in one scan page command.
+pub const SCAN_PAGE_OBJECTS_MAX: usize = 1000;
+/// Attempts of one file before a retryable failure lists it as failed.
+pub const IMPORT_FILE_ATTEMPTS_MAX: u32 = 3;
+/// Wait before attempt n+1 after a retryable failure of attempt n (index n-1), ±20% jitter.
+pub const IMPORT_RETRY_BACKOFF_MS: [u64; 2] = [1_000, 5_000];
+/// Jitter of a retry's wait, in percent either way.
+pub const IMPORT_RETRY_JITTER_PCT: u64 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportCommand {
+    CreateImportJob {
+        connector_id: ConnectorId,
+        index_id: IndexId,
+        source_prefix: String,
+        file_pattern: String,
+        recursive: bool,
+        import_mode: Option<ImportMode>,
+    },
+    /// Effect outcome: one listed page of the scan.
+    RecordScanPage {
+        job_id: ImportJobId,
+        objects: Vec<ListedObject>,
+    },
+    /// Effect outcome: the listing ended.
+    RecordScanCompleted {
+        job_id: ImportJobId,
+    },
+    /// Effect outcome: job-level trouble (listing failed, connector or index gone).
+    RecordImportJobFailed {
+        job_id: ImportJobId,
+        error: String,
+    },
+    /// A copy attempt begins (the executor records it before copying).
+    StartImportFile {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+    },
+    RecordFileImported {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        bytes: u64,
+        sha256: [u8; 32],
+    },
+    RecordFileFailed {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        failure: FileFailure,
+    },
+    CancelImportJob {
+        job_id: ImportJobId,
+    },
+    RetryImportJob {
+        job_id: ImportJobId,
+    },
+    /// Effect outcome: end the job if it is done (or cancelled with nothing running).
+    RecordImportJobFinished {
+        job_id: ImportJobId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobStatus {
+    Pending,
+    Scanning,
+    Importing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Scanning => "scanning",
+            JobStatus::Importing => "importing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "pending" => JobStatus::Pending,
+            "scanning" => JobStatus::Scanning,
+            "importing" => JobStatus::Importing,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FileStatus {
+    Pending,
+    Started,
+    Imported,
+    Failed,
+    Skipped,
+    /// A retryable failure below the attempt limit: waiting for its retry timer.
+    Waiting,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Pending => "pending",
+            FileStatus::Started => "importing",
+            FileStatus::Imported => "imported",
+            FileStatus::Failed => "failed",
+            FileStatus::Skipped => "skipped",
+            FileStatus::Waiting => "retrying",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FileStatus::Imported | FileStatus::Failed | FileStatus::Skipped)
+    }
+
+    /// The status an API name stands for (`importing` is a started copy).
+    pub fn parse(s: &str) -> Option<FileStatus> {
+        Some(match s {
+            "pending" => FileStatus::Pending,
+            "importing" => FileStatus::Started,
+            "imported" => FileStatus::Imported,
+            "failed" => FileStatus::Failed,
+            "skipped" => FileStatus::Skipped,
+            "retrying" => FileStatus::Waiting,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFile {
+    pub file: DiscoveredFile,
+    pub status: FileStatus,
+    pub attempts: u32,
+    pub bytes: u64,
+    pub failure: Option<FileFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportJob {
+    pub job_id: ImportJobId,
+    pub connector_id: ConnectorId,
+    pub index_id: IndexId,
+    pub source_prefix: String,
+    pub file_pattern: String,
+    pub recursive: bool,
+    pub import_mode: ImportMode,
+    pub status: JobStatus,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub completed_at_ms: Option<u64>,
+    pub error: Option<String>,
+    pub scan_done: bool,
+    pub files: Vec<ImportFile>,
+    /// Paths already discovered (a re-listed page after a crash adds nothing twice).
+    pub seen_paths: BTreeSet<String>,
+    /// File ids by status: counts, the work `effects_for` offers, and the pages of the views.
+    pub by_status: crate::workset::StatusSets<FileStatus, u32>,
+    /// Files that will be copied (not skipped): `parts_total`.
+    pub candidates: u64,
+    pub imported: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub bytes_transferred: u64,
+    pub last_progress_ms: u64,
+    /// Cancel asked while copies were running: nothing new starts; the job ends `cancelled`
+    /// when the running copies have reported.
+    pub cancel_requested: bool,
+}
+
+impl ImportJob {
+    /// Accepts new work (scan pages, new copies).
+    pub fn takes_work(&self) -> bool {
+        !self.status.is_terminal() && !self.cancel_requested
+    }
+
+    /// Copies started and not yet reported.
+    pub fn running(&self) -> usize {
+        self.by_status.count(FileStatus::Started)
+    }
+
+    /// The ids of the files with this status, in order.
+    pub fn files_in(&self, status: FileStatus) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        self.by_status.iter(status)
+    }
+
+    fn all_done(&self) -> bool {
+        self.scan_done
+            && self.by_status.count(FileStatus::Pending) == 0
+            && self.by_status.count(FileStatus::Waiting) == 0
+            && self.running() == 0
+    }
+
+    /// Move a file to another status, keeping the per-status sets in step.
+    fn set_status(&mut self, file_id: u32, to: FileStatus) -> Option<FileStatus> {
+        let f = self.files.get_mut(file_id as usize)?;
+        let from = f.status;
+        f.status = to;
+        self.by_status.moved(file_id, from, to);
+        Some(from)
+    }
+}
+
+/// An object as a scan page lists it (an effect's outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedObject {
+    pub path: String,
+    pub size_bytes: u64,
+    pub etag: Option<String>,
+    pub last_modified_ms: u64,
+}
+
+/// The key `new_only` dedupes on: connector, index, path and etag (or size and modification
+/// time when the listing gives no etag).
+pub fn import_key(
+    connector: &ConnectorId,
+    index: &IndexId,
+    path: &str,
+    etag: Option<&str>,
+    size: u64,
+    modified_ms: u64,
+) -> String {
+    match etag {
+        Some(e) => format!("{connector}|{index}|{path}|{e}"),
+        None => format!("{connector}|{index}|{path}|size:{size}|mtime:{modified_ms}"),
+    }
+}
+
+/// The extension of a path's file name (lower case, without the dot).
+pub fn extension(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// The stream of one file of a job: its start and outcome events go there, so the files of a
+/// job are decided and appended in parallel (group commit) instead of one after another on the
+/// job's stream. The job's end is decided by the `FinishImportJob` effect.
+pub fn file_stream(job_id: &ImportJobId, file_id: u32) -> String {
+    format!("{job_id}/f{file_id}")
+}
+
+/// Where an imported file's bytes go in the media store.
+pub fn media_path(video_id: &VideoId, source_path: &str) -> String {
+    let ext = extension(source_path);
+    if ext.is_empty() { format!("videos/{video_id}/source") } else { format!("videos/{video_id}/source.{ext}") }
+}
