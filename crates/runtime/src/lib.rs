@@ -8,7 +8,7 @@
 //! return as commands.
 
 mod clock;
-mod effects;
+mod executors;
 mod idem;
 pub mod keyring;
 mod runtime;

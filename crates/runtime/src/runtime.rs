@@ -121,11 +121,8 @@ pub struct Runtime {
     effect_slots: Arc<Semaphore>,
     inflight_idem: Mutex<HashSet<String>>,
     usage: Mutex<BTreeMap<ApiKeyId, u64>>,
-    /// Where imported media goes.
-    pub(crate) media: spool_storage::Store,
-    pub(crate) import_slots: Arc<Semaphore>,
-    /// Connector stores by connector, with the connector's `updated_at` they were built for.
-    pub(crate) stores: Mutex<std::collections::HashMap<spool_model::ConnectorId, (u64, spool_storage::Store)>>,
+    /// The executors and their resources (media store, import slots, connector stores).
+    pub(crate) executors: crate::executors::Executors,
     /// The sequencer's inbox: every command (API, effect outcome, timer) goes through it.
     inbox: Mutex<Option<tokio::sync::mpsc::Sender<Submission>>>,
     /// The sequencer thread and the background tasks, joined by `shutdown`.
@@ -214,9 +211,13 @@ impl Runtime {
             effect_slots: Arc::new(Semaphore::new(EFFECTS_CONCURRENCY_MAX)),
             inflight_idem: Mutex::new(HashSet::new()),
             usage: Mutex::new(BTreeMap::new()),
-            media,
-            import_slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
-            stores: Mutex::new(std::collections::HashMap::new()),
+            executors: crate::executors::Executors {
+                media,
+                imports: crate::executors::import_job::ImportExecutor {
+                    slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
+                },
+                connectors: Default::default(),
+            },
             inbox: Mutex::new(Some(inbox)),
             sequencer: Mutex::new(None),
             background: Mutex::new(Vec::new()),
@@ -473,40 +474,19 @@ impl Runtime {
         self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).insert(effect.clone());
         let message =
             format!("internal_error: Spool failed while running this work ({tries} tries); see the server log");
-        let result = match effect {
-            Effect::Import(spool_core::ImportEffect::ScanImport { job_id })
-            | Effect::Import(spool_core::ImportEffect::FinishImportJob { job_id }) => self
-                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFailed {
-                    job_id: *job_id,
-                    error: message,
-                }))
-                .await
-                .map(|_| ()),
-            Effect::Import(spool_core::ImportEffect::ImportFile { job_id, file_id, attempt }) => {
-                // The attempt may not have started when the executor panicked.
-                let _ = self
-                    .execute(Command::Import(spool_core::ImportCommand::StartImportFile {
-                        job_id: *job_id,
-                        file_id: *file_id,
-                        attempt: *attempt,
-                    }))
-                    .await;
-                let failure = spool_model::FileFailure { code: "internal_error".into(), message, retryable: false };
-                self.execute(Command::Import(spool_core::ImportCommand::RecordFileFailed {
-                    job_id: *job_id,
-                    file_id: *file_id,
-                    attempt: *attempt,
-                    failure,
-                }))
-                .await
-                .map(|_| ())
+        let mut result = Ok(());
+        let commands = Self::give_up_command(effect, message);
+        if commands.is_empty() {
+            tracing::error!(?effect, "given up until the next start");
+        }
+        for (i, cmd) in commands.into_iter().enumerate() {
+            match self.execute(cmd).await {
+                // A first step that no longer fits (an attempt already started) is fine.
+                Err(RuntimeError::Domain(DomainError::Stale(_))) if i == 0 => {}
+                Err(e) => result = Err(e),
+                Ok(_) => {}
             }
-            Effect::Index(spool_core::IndexEffect::DrainIndex { .. })
-            | Effect::Index(spool_core::IndexEffect::PurgeIndex { .. }) => {
-                tracing::error!(?effect, "given up until the next start");
-                Ok(())
-            }
-        };
+        }
         if let Err(e) = result {
             tracing::error!(error = %e, ?effect, "the failure of a panicking effect was not recorded");
         }

@@ -1,0 +1,53 @@
+//! Executors, one file per machine with effects: run an effect and report its outcome as
+//! commands. Effects run at least once; `decide` drops outcomes that no longer fit, so running
+//! one twice is harmless. Effect resources belong here, not to the runtime: the media store
+//! (written by imports, purged by index deletion), the import slots, the connector stores.
+
+pub(crate) mod connector;
+pub(crate) mod import_job;
+pub(crate) mod index;
+
+use crate::Runtime;
+use spool_core::{Command, Effect};
+use std::sync::Arc;
+
+/// The executors' resources.
+pub(crate) struct Executors {
+    /// Where imported media goes (`<data-dir>/media`).
+    pub media: spool_storage::Store,
+    pub imports: import_job::ImportExecutor,
+    pub connectors: connector::ConnectorStores,
+}
+
+impl Runtime {
+    pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
+        let result = match effect {
+            Effect::Index(spool_core::IndexEffect::DrainIndex { index_id, deletion_id }) => {
+                self.drain_index(index_id, deletion_id).await
+            }
+            Effect::Index(spool_core::IndexEffect::PurgeIndex { index_id, deletion_id }) => {
+                self.purge_index(index_id, deletion_id).await
+            }
+            Effect::Import(spool_core::ImportEffect::ScanImport { job_id }) => self.scan(job_id).await,
+            Effect::Import(spool_core::ImportEffect::ImportFile { job_id, file_id, attempt }) => {
+                self.import_file(job_id, *file_id, *attempt).await
+            }
+            Effect::Import(spool_core::ImportEffect::FinishImportJob { job_id }) => self
+                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFinished { job_id: *job_id }))
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
+        }
+    }
+
+    /// The command that records an effect given up after too many panics, if its machine has
+    /// one (a job or file failure with `internal_error`).
+    pub(crate) fn give_up_command(effect: &Effect, message: String) -> Vec<Command> {
+        match effect {
+            Effect::Import(e) => import_job::give_up(e, message),
+            Effect::Index(_) => Vec::new(),
+        }
+    }
+}
