@@ -11,7 +11,6 @@ mod body;
 mod error;
 mod metrics;
 mod routes;
-mod views;
 
 pub use auth::Principal;
 pub use error::ApiError;

@@ -1,9 +1,13 @@
-mod api_keys;
-mod connectors;
-mod imports;
-mod indexes;
+//! The API registry: one module per machine (`routes/<machine>/`: handlers in `mod.rs`, the JSON
+//! shapes in `views.rs`), and one block of routes per machine below.
 
-pub(crate) use imports::{EMBEDDED_PAGE_ITEMS, encode_cursor};
+mod api_key;
+mod connector;
+mod import_job;
+mod index;
+mod video;
+
+pub(crate) use import_job::{EMBEDDED_PAGE_ITEMS, encode_cursor};
 
 use crate::error::REQUEST_ID;
 use crate::{ApiError, AppState, Principal};
@@ -18,34 +22,31 @@ use std::sync::atomic::Ordering;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/indexes", post(indexes::create).get(indexes::list))
-        .route("/indexes/{index_id}", get(indexes::retrieve).delete(indexes::delete))
-        .route("/indexes/{index_id}/deletion", get(indexes::deletion))
-        .route("/indexes/{index_id}/videos", get(imports::index_videos))
-        .route("/import-jobs", post(imports::create).get(imports::list))
-        .route("/import-jobs/{job_id}", get(imports::retrieve))
-        .route("/import-jobs/{job_id}/outputs", get(imports::outputs))
-        .route("/import-jobs/{job_id}/files", get(imports::files))
-        .route("/import-jobs/{job_id}/retry", post(imports::retry))
-        .route("/import-jobs/{job_id}/cancel", post(imports::cancel))
-        .route("/videos/{video_id}", get(imports::video))
-        .route("/indexes/{index_id}/prompt-runs", get(indexes::prompt_runs))
-        .route("/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/api-keys/{key_id}", get(api_keys::retrieve).delete(api_keys::delete))
-        .route("/api-keys/{key_id}/revoke", post(api_keys::revoke))
-        .route("/api-keys/{key_id}/rotate", post(api_keys::rotate))
+        .route("/indexes", post(index::create).get(index::list))
+        .route("/indexes/{index_id}", get(index::retrieve).delete(index::delete))
+        .route("/indexes/{index_id}/deletion", get(index::deletion))
+        .route("/indexes/{index_id}/videos", get(video::index_videos))
+        .route("/import-jobs", post(import_job::create).get(import_job::list))
+        .route("/import-jobs/{job_id}", get(import_job::retrieve))
+        .route("/import-jobs/{job_id}/outputs", get(import_job::outputs))
+        .route("/import-jobs/{job_id}/files", get(import_job::files))
+        .route("/import-jobs/{job_id}/retry", post(import_job::retry))
+        .route("/import-jobs/{job_id}/cancel", post(import_job::cancel))
+        .route("/videos/{video_id}", get(video::video))
+        .route("/indexes/{index_id}/prompt-runs", get(index::prompt_runs))
+        .route("/api-keys", post(api_key::create).get(api_key::list))
+        .route("/api-keys/{key_id}", get(api_key::retrieve).delete(api_key::delete))
+        .route("/api-keys/{key_id}/revoke", post(api_key::revoke))
+        .route("/api-keys/{key_id}/rotate", post(api_key::rotate))
         .route("/auth/processing-activity", post(processing_activity))
-        .route("/connectors", get(connectors::list))
-        .route("/connectors/s3", post(connectors::create_s3))
-        .route("/connectors/local", post(connectors::create_local))
-        .route("/connectors/azure", post(connectors::create_azure))
-        .route("/connectors/gcs", post(connectors::create_gcs))
-        .route(
-            "/connectors/{connector_id}",
-            get(connectors::retrieve).patch(connectors::patch).delete(connectors::delete),
-        )
-        .route("/connectors/{connector_id}/test", post(connectors::test))
-        .route("/connectors/{connector_id}/browse", post(connectors::browse));
+        .route("/connectors", get(connector::list))
+        .route("/connectors/s3", post(connector::create_s3))
+        .route("/connectors/local", post(connector::create_local))
+        .route("/connectors/azure", post(connector::create_azure))
+        .route("/connectors/gcs", post(connector::create_gcs))
+        .route("/connectors/{connector_id}", get(connector::retrieve).patch(connector::patch).delete(connector::delete))
+        .route("/connectors/{connector_id}/test", post(connector::test))
+        .route("/connectors/{connector_id}/browse", post(connector::browse));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

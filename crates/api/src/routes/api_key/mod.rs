@@ -2,9 +2,11 @@
 //! rotate; only its SHA-256 is stored in the log. A create with an `Idempotency-Key` stores its
 //! answer (which holds the secret) sealed by the keyring, so a retry gets the same key back.
 
+pub(crate) mod views;
+
 use super::{json, reply, run_command, view_reply};
 use crate::body::{JsonBody, PathParam, idempotency_key};
-use crate::{ApiError, AppState, Principal, views};
+use crate::{ApiError, AppState, Principal};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -1,8 +1,10 @@
 //! Indexes (contract §2.6).
 
+pub(crate) mod views;
+
 use super::{json, oldest_first, reply, run_command, view_reply};
 use crate::body::{JsonBody, PathParam, Query, idempotency_key};
-use crate::{ApiError, AppState, Principal, views};
+use crate::{ApiError, AppState, Principal};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -113,7 +115,7 @@ fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, 
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 50, 1, 100)?;
     // The same opaque cursors as every other page.
-    super::imports::decode_cursor(q.get("cursor"))?;
+    super::import_job::decode_cursor(q.get("cursor"))?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }),

@@ -2,9 +2,11 @@
 //! and local folders (an extension). Credentials are sealed by the keyring for the
 //! connector's own data key before they reach a command; no answer ever carries them.
 
+pub(crate) mod views;
+
 use super::{json, oldest_first, reply, run_command, to_reply, view_reply};
 use crate::body::{JsonBody, PathParam, check_text, idempotency_key};
-use crate::{ApiError, AppState, Principal, views};
+use crate::{ApiError, AppState, Principal};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
