@@ -117,6 +117,7 @@ pub fn matching(
         None => String::new(),
     };
     let rest_empty = prefix.len() == dir.len() || prefix.ends_with('/');
+    let prefix_for_dirs = prefix.clone();
     let dir_path = if dir.is_empty() { None } else { Some(Path::from(dir)) };
     let recursive = req.recursive;
     let keep = move |meta: &ObjectMeta| -> bool {
@@ -141,6 +142,29 @@ pub fn matching(
                         Err(e) => Some(Err(BrowseError::Storage(e))),
                     })
                 })
+                .boxed()
+        }
+        // One level of a bucket: delimiter listings (the folder the prefix ends in, and the
+        // prefix itself when it may name a folder), never the whole subtree.
+        None if !recursive => {
+            let mut dirs = vec![dir_path.clone()];
+            if !rest_empty {
+                dirs.push(Some(Path::from(prefix_for_dirs.trim_end_matches('/'))));
+            }
+            let store = store.clone();
+            futures::stream::iter(dirs)
+                .then(move |d| {
+                    let store = store.clone();
+                    async move {
+                        match store.inner.list_with_delimiter(d.as_ref()).await {
+                            Ok(r) => r.objects.into_iter().map(Ok).collect::<Vec<_>>(),
+                            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                            Err(e) => vec![Err(BrowseError::Storage(store.describe(&e)))],
+                        }
+                    }
+                })
+                .flat_map(futures::stream::iter)
+                .filter(move |item| futures::future::ready(item.as_ref().map_or(true, &keep)))
                 .boxed()
         }
         None => {
