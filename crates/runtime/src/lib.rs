@@ -1,11 +1,11 @@
 //! spool-runtime: the imperative shell around the pure core.
 //!
-//! It owns the clock, the id source, the log and the folded state. A command is decided on
-//! the current state, appended durably (optimistically, with each stream's expected version;
-//! a conflict re-decides), folded by the single fold task in log order, and only then
-//! answered, so a reader always sees its own writes. Effects that the state derives are run
-//! with bounded concurrency after the events that scheduled them are durable; their outcomes
-//! return as commands.
+//! It owns the clock, the id source, the log and the folded state. Every command goes through
+//! one sequencer (`sequencer.rs`), which decides batches in order, appends each batch in one
+//! durable group commit and only then answers, so a reader always sees its own writes. Effects
+//! that the state derives are run by the executors (`executors/<machine>.rs`) with bounded
+//! concurrency after the events that scheduled them are durable; their outcomes, and the
+//! durable timers when due, return as commands.
 
 mod clock;
 mod executors;
