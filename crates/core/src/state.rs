@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 4;
+pub const STATE_FORMAT: u32 = 5;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -37,7 +37,7 @@ pub struct State {
     /// An index's videos in (created_at, id) order: the order of its cursor pages.
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
     /// `new_only` keys of everything imported (`imports::import_key`).
-    pub imported_keys: BTreeSet<String>,
+    pub imported_keys: BTreeSet<crate::machines::import_job::PathKey>,
     /// Durable timers, by (due, timer): derived from the events that set and clear them, so
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
     pub timers: BTreeSet<(u64, Timer)>,

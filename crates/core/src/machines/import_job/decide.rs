@@ -151,7 +151,7 @@ pub fn record_scan_page(
     let mut files = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for o in objects.iter().take(SCAN_PAGE_OBJECTS_MAX) {
-        if j.seen_paths.contains(&o.path) || !seen.insert(o.path.as_str()) {
+        if j.seen_paths.contains(&path_key(&o.path)) || !seen.insert(o.path.as_str()) {
             continue;
         }
         let file_id = (j.files.len() + files.len()) as u32;
@@ -161,7 +161,7 @@ pub fn record_scan_page(
             Some("unsupported_format")
         } else if o.size_bytes == 0 {
             Some("empty_object")
-        } else if j.import_mode == ImportMode::NewOnly && state.imported_keys.contains(&key) {
+        } else if j.import_mode == ImportMode::NewOnly && state.imported_keys.contains(&path_key(&key)) {
             Some("already_imported")
         } else {
             None

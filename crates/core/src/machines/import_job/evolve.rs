@@ -15,7 +15,7 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                     // File ids are positions; `decide` numbers them so. Anything else is ignored.
                     continue;
                 }
-                j.seen_paths.insert(f.path.clone());
+                j.seen_paths.insert(path_key(&f.path));
                 let status = if f.skip_reason.is_some() { FileStatus::Skipped } else { FileStatus::Pending };
                 if status == FileStatus::Skipped {
                     j.skipped += 1;
@@ -181,14 +181,14 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 if let Event::ImportFileImported { file_id, .. } = &env.event
                     && let Some(f) = j.files.get(*file_id as usize)
                 {
-                    state.imported_keys.insert(import_key(
+                    state.imported_keys.insert(path_key(&import_key(
                         &j.connector_id,
                         &j.index_id,
                         &f.file.path,
                         f.file.etag.as_deref(),
                         f.file.size_bytes,
                         f.file.last_modified_ms,
-                    ));
+                    )));
                 }
                 if j.status.is_terminal() {
                     state.active_imports.remove(job_id);

@@ -187,7 +187,7 @@ pub struct ImportJob {
     pub scan_done: bool,
     pub files: Vec<ImportFile>,
     /// Paths already discovered (a re-listed page after a crash adds nothing twice).
-    pub seen_paths: BTreeSet<String>,
+    pub seen_paths: BTreeSet<PathKey>,
     /// File ids by status: counts, the work `effects_for` offers, and the pages of the views.
     pub by_status: crate::workset::StatusSets<FileStatus, u32>,
     /// Files that will be copied (not skipped): `parts_total`.
@@ -244,6 +244,19 @@ pub struct ListedObject {
     pub last_modified_ms: u64,
 }
 
+/// A path or dedupe key kept by its 128-bit SHA-256 prefix: 16 bytes instead of a string per
+/// file, in memory and in snapshots (a collision needs ~2^64 keys).
+pub type PathKey = [u8; 16];
+
+/// The [`PathKey`] of a string.
+pub fn path_key(s: &str) -> PathKey {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
 /// The key `new_only` dedupes on: connector, index, path and etag (or size and modification
 /// time when the listing gives no etag).
 pub fn import_key(
@@ -269,11 +282,11 @@ pub fn extension(path: &str) -> String {
     }
 }
 
-/// The stream of one file of a job: its start and outcome events go there, so the files of a
-/// job are decided and appended in parallel (group commit) instead of one after another on the
-/// job's stream. The job's end is decided by the `FinishImportJob` effect.
-pub fn file_stream(job_id: &ImportJobId, file_id: u32) -> String {
-    format!("{job_id}/f{file_id}")
+/// The stream of a job's file events: the job's own stream. (Before the sequencer each file had
+/// `job_…/f<N>`, so that files could be appended in parallel under optimistic concurrency;
+/// logs written then still fold and replay the same.)
+pub fn file_stream(job_id: &ImportJobId, _file_id: u32) -> String {
+    job_id.to_string()
 }
 
 /// Where an imported file's bytes go in the media store.
