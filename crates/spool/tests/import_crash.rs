@@ -152,7 +152,7 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
     let stored = media_files(&data.join("media"));
     assert_eq!(stored.len(), OBJECTS, "media store objects: {}", stored.len());
     for path in stored {
-        let vid = path.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+        let vid = path.file_stem().unwrap().to_str().unwrap().to_string();
         assert!(videos.contains(&vid), "orphan object {}", path.display());
         let bytes = std::fs::read(&path).unwrap();
         assert!(expected.values().any(|(_, sha)| *sha == hex::encode(sha2::Sha256::digest(&bytes))));

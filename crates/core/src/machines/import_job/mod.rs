@@ -290,7 +290,12 @@ pub fn file_stream(job_id: &ImportJobId, _file_id: u32) -> String {
 }
 
 /// Where an imported file's bytes go in the media store.
+/// `videos/<shard>/<video_id>[.<ext>]`, the shard being the id's last two characters (random
+/// bits of the ULID: 1,024 folders), so no folder grows with the library and no file needs a
+/// folder of its own. (Older videos keep the path their `VideoCreated` recorded.)
 pub fn media_path(video_id: &VideoId, source_path: &str) -> String {
     let ext = extension(source_path);
-    if ext.is_empty() { format!("videos/{video_id}/source") } else { format!("videos/{video_id}/source.{ext}") }
+    let id = video_id.to_string();
+    let shard = &id[id.len().saturating_sub(2)..];
+    if ext.is_empty() { format!("videos/{shard}/{id}") } else { format!("videos/{shard}/{id}.{ext}") }
 }
