@@ -48,6 +48,8 @@ impl ApiError {
             "connector" => "resource_connector_not_found",
             "import_job" => "resource_import_job_not_found",
             "video" => "resource_video_not_found",
+            "webhook" => "resource_webhook_not_found",
+            "delivery" => "resource_delivery_not_found",
             _ => "resource_not_found",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{} {id} was not found", kind.replace('_', " ")))

@@ -4,6 +4,7 @@
 
 use crate::machines::{
     api_key::ApiKeyCommand, connector::ConnectorCommand, import_job::ImportCommand, index::IndexCommand,
+    webhook::WebhookCommand,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,7 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     Connector(ConnectorCommand),
     Import(ImportCommand),
+    Webhook(WebhookCommand),
     Engine(EngineCommand),
 }
 
@@ -55,6 +57,7 @@ from_machine!(
     ApiKeyCommand => ApiKey,
     ConnectorCommand => Connector,
     ImportCommand => Import,
+    WebhookCommand => Webhook,
     EngineCommand => Engine,
 );
 

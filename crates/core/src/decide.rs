@@ -2,7 +2,7 @@
 //! registry: each machine's commands go to its own `decide`.
 
 use crate::command::EngineCommand;
-use crate::machines::{api_key, connector, import_job, index};
+use crate::machines::{api_key, connector, import_job, index, webhook};
 use crate::{Command, Ctx, DomainError, State, Timer};
 use spool_model::{ApiKeyId, ConnectorId, Event, ImportJobId, IndexId, Scope};
 
@@ -27,6 +27,8 @@ pub enum Outcome {
     ApiKey(ApiKeyId),
     Connector(ConnectorId),
     ImportJob(ImportJobId),
+    Webhook(spool_model::WebhookId),
+    Delivery(spool_model::DeliveryId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -70,13 +72,22 @@ pub(crate) fn check_name(field: &'static str, name: &str, max: usize) -> Result<
 }
 
 pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    let mut decision = decide_machine(state, cmd, ctx)?;
+    // The outbox: deliveries of the decision's domain events join the same append.
+    webhook::fan_out(state, &mut decision, ctx);
+    Ok(decision)
+}
+
+fn decide_machine(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
         Command::Index(c) => index::decide(state, c, ctx),
         Command::ApiKey(c) => api_key::decide(state, c, ctx),
         Command::Connector(c) => connector::decide(state, c, ctx),
         Command::Import(c) => import_job::decide(state, c, ctx),
+        Command::Webhook(c) => webhook::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
+            Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
         },
     }
 }

@@ -3,7 +3,10 @@
 //! fit, so a repeated effect is harmless. This file is the registry of the machines' effects.
 
 use crate::State;
-use crate::machines::{api_key, connector, import_job, import_job::ImportEffect, index, index::IndexEffect};
+use crate::machines::{
+    api_key, connector, import_job, import_job::ImportEffect, index, index::IndexEffect, webhook,
+    webhook::WebhookEffect,
+};
 use serde::Serialize;
 use spool_model::{Event, ImportJobId, IndexId};
 
@@ -14,6 +17,7 @@ use spool_model::{Event, ImportJobId, IndexId};
 pub enum Effect {
     Index(IndexEffect),
     Import(ImportEffect),
+    Webhook(WebhookEffect),
 }
 
 /// The aggregate whose effects an event can change: after a batch the runtime offers the
@@ -22,12 +26,14 @@ pub enum Effect {
 pub enum WorkKey {
     Index(IndexId),
     ImportJob(ImportJobId),
+    Webhook(spool_model::WebhookId),
 }
 
 /// The aggregate with work that an event concerns, if any.
 pub fn work_key(event: &Event) -> Option<WorkKey> {
     index::work_key(event)
         .or_else(|| import_job::work_key(event))
+        .or_else(|| webhook::work_key(event))
         .or_else(|| connector::work_key(event))
         .or_else(|| api_key::work_key(event))
 }
@@ -38,6 +44,7 @@ impl Effect {
         match self {
             Effect::Index(e) => e.work_key(),
             Effect::Import(e) => e.work_key(),
+            Effect::Webhook(e) => e.work_key(),
         }
     }
 }
@@ -47,6 +54,7 @@ pub fn effects_for(state: &State, key: WorkKey) -> Vec<Effect> {
     match key {
         WorkKey::Index(id) => index::effects_for(state, id).into_iter().map(Effect::Index).collect(),
         WorkKey::ImportJob(id) => import_job::effects_for(state, id).into_iter().map(Effect::Import).collect(),
+        WorkKey::Webhook(id) => webhook::effects_for(state, id).into_iter().map(Effect::Webhook).collect(),
     }
 }
 
@@ -61,6 +69,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     for id in &state.deleting {
         out.extend(effects_for(state, WorkKey::Index(*id)));
     }
+    for id in &state.webhooks_with_work {
+        out.extend(effects_for(state, WorkKey::Webhook(*id)));
+    }
     out
 }
 
@@ -71,6 +82,7 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
         .filter(|e| match e.work_key() {
             WorkKey::Index(id) => id.to_string() == stream,
             WorkKey::ImportJob(id) => id.to_string() == stream,
+            WorkKey::Webhook(id) => id.to_string() == stream,
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 //! registry: every machine sees every event and folds its own.
 
 use crate::State;
-use crate::machines::{api_key, connector, import_job, index, video};
+use crate::machines::{api_key, connector, import_job, index, video, webhook};
 use spool_model::Envelope;
 
 pub fn evolve(state: &mut State, env: &Envelope) {
@@ -13,6 +13,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     connector::evolve(state, env);
     import_job::evolve(state, env);
     video::evolve(state, env);
+    webhook::evolve(state, env);
 }
 
 /// Fold envelopes, in order, into a state.

@@ -27,6 +27,7 @@ pub use machines::connector::ConnectorCommand;
 pub use machines::import_job::{ImportCommand, ImportEffect};
 pub use machines::index::{IndexCommand, IndexEffect};
 pub use machines::video::Video;
+pub use machines::webhook::{WebhookCommand, WebhookEffect};
 pub use state::*;
 
 use ulid::Ulid;

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 5;
+pub const STATE_FORMAT: u32 = 6;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -42,6 +42,11 @@ pub struct State {
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
     pub timers: BTreeSet<(u64, Timer)>,
     pub timer_due: BTreeMap<Timer, u64>,
+    /// Webhooks (deleted ones kept as tombstones) and their deliveries.
+    pub webhooks: BTreeMap<spool_model::WebhookId, crate::machines::webhook::Webhook>,
+    pub deliveries: BTreeMap<spool_model::DeliveryId, crate::machines::webhook::Delivery>,
+    /// Webhooks with pending deliveries: the work `pending_effects` looks at.
+    pub webhooks_with_work: BTreeSet<spool_model::WebhookId>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.
@@ -49,6 +54,8 @@ pub struct State {
 pub enum Timer {
     /// Retry `attempt + 1` of a job's file after a retryable failure of `attempt`.
     ImportFileRetry { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    /// Attempt `attempt + 1` of a webhook delivery.
+    DeliveryRetry { delivery_id: spool_model::DeliveryId, attempt: u32 },
 }
 
 impl State {

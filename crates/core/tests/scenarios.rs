@@ -21,6 +21,7 @@ struct Run {
     last_index: Option<String>,
     last_key: Option<String>,
     last_job: Option<String>,
+    last_webhook: Option<String>,
 }
 
 impl Run {
@@ -44,6 +45,9 @@ impl Run {
         }
         if let Some(j) = &self.last_job {
             s = s.replace("$job", j);
+        }
+        if let Some(w) = &self.last_webhook {
+            s = s.replace("$webhook", w);
         }
         s
     }
@@ -85,7 +89,8 @@ impl Run {
                     Outcome::ApiKey(id) => self.last_key = Some(id.to_string()),
                     Outcome::Connector(_) => {}
                     Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
-                    Outcome::Done => {}
+                    Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
+                    Outcome::Delivery(_) | Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
             }
@@ -182,7 +187,8 @@ fn check(path: &Path) -> Result<(), String> {
         Some((s, e)) => (s.to_string(), e.to_string()),
         None => (text.trim_end().to_string(), String::new()),
     };
-    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None };
+    let mut run =
+        Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None, last_webhook: None };
     let mut actual = String::new();
     for line in script.lines() {
         let line = line.trim();
@@ -228,7 +234,8 @@ fn scenarios() {
 
 #[test]
 fn snapshots_round_trip_and_refold_is_deterministic() {
-    let mut run = Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None };
+    let mut run =
+        Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None, last_webhook: None };
     run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
     run.exec(
         r#"{"CreateApiKey":{"name":"k","scopes":["write"],"expires_in_days":3,"secret":"sk_test_abcdefghijklmnop"}}"#,

@@ -291,6 +291,57 @@ pub enum Event {
     ImportFileRetryDue { job_id: ImportJobId, file_id: u32, attempt: u32 },
     /// Stream `idx_…`. The index's description (set at creation when given).
     IndexDescriptionSet { index_id: IndexId, description: String },
+    /// Stream `wh_…`. A webhook exists; its secret is sealed for its own data key.
+    WebhookCreated {
+        webhook_id: WebhookId,
+        name: String,
+        url: String,
+        events: Vec<String>,
+        /// `None`: every index.
+        index_ids: Option<Vec<IndexId>>,
+        metadata_json: Option<String>,
+        secret: Sealed,
+    },
+    /// Stream `wh_…`. Only what changed; `status` is `active`, `paused` or `disabled`.
+    WebhookUpdated {
+        webhook_id: WebhookId,
+        name: Option<String>,
+        url: Option<String>,
+        events: Option<Vec<String>>,
+        index_ids: Option<Vec<IndexId>>,
+        metadata_json: Option<Option<String>>,
+        status: Option<String>,
+    },
+    /// Stream `wh_…`. A new secret; the previous one still signs `webhook-signature` until
+    /// `grace_until_ms`.
+    WebhookSecretRotated { webhook_id: WebhookId, secret: Sealed, grace_until_ms: u64 },
+    /// Stream `wh_…`. Terminal; its data key is deleted in the same transaction.
+    WebhookDeleted { webhook_id: WebhookId },
+    /// Stream `wh_…`. The outbox: a delivery of a domain event, in the same append as the event.
+    /// `payload_json` is the body, serialized once; it is signed and sent as is.
+    DeliveryCreated {
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+        event_type: String,
+        sequence: u64,
+        index_id: Option<IndexId>,
+        payload_json: String,
+    },
+    /// Stream `wh_…`. One attempt and what it came to: delivered, a retry at `retry_at_ms`
+    /// (backoff and jitter decided in the core), or failed for good.
+    DeliveryAttempted {
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+        attempt: u32,
+        status_code: Option<u16>,
+        response_excerpt: Option<String>,
+        error: Option<String>,
+        duration_ms: u64,
+        delivered: bool,
+        retry_at_ms: Option<u64>,
+    },
+    /// Stream `wh_…`. A delivery is pending again: its retry timer fired, or a manual retry.
+    DeliveryPending { delivery_id: DeliveryId, webhook_id: WebhookId },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -324,6 +375,13 @@ pub const EVENT_KINDS: &[&str] = &[
     "ImportFileRetryScheduled",
     "ImportFileRetryDue",
     "IndexDescriptionSet",
+    "WebhookCreated",
+    "WebhookUpdated",
+    "WebhookSecretRotated",
+    "WebhookDeleted",
+    "DeliveryCreated",
+    "DeliveryAttempted",
+    "DeliveryPending",
 ];
 
 impl Event {
@@ -360,6 +418,13 @@ impl Event {
             Event::ImportFileRetryScheduled { .. } => 26,
             Event::ImportFileRetryDue { .. } => 27,
             Event::IndexDescriptionSet { .. } => 28,
+            Event::WebhookCreated { .. } => 29,
+            Event::WebhookUpdated { .. } => 30,
+            Event::WebhookSecretRotated { .. } => 31,
+            Event::WebhookDeleted { .. } => 32,
+            Event::DeliveryCreated { .. } => 33,
+            Event::DeliveryAttempted { .. } => 34,
+            Event::DeliveryPending { .. } => 35,
         }
     }
 
@@ -378,6 +443,8 @@ impl Event {
         let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
         let job_id = ImportJobId(Ulid::from_parts(1_764_000_000_004, 5));
         let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
+        let webhook_id = WebhookId(Ulid::from_parts(1_764_000_000_006, 7));
+        let delivery_id = DeliveryId(Ulid::from_parts(1_764_000_000_007, 8));
         let sealed = Sealed { owner: connector_id.to_string(), nonce: [9; 24], ciphertext: vec![1, 2, 3, 4, 5] };
         let mut hash = [0u8; 32];
         for (i, b) in hash.iter_mut().enumerate() {
@@ -421,7 +488,7 @@ impl Event {
                 scopes: None,
                 import_mode: Some(ImportMode::All),
                 export_base_path: Some(None),
-                credentials: Some(sealed),
+                credentials: Some(sealed.clone()),
             },
             Event::ConnectorTested { connector_id, success: false, error: Some("NoSuchBucket".into()) },
             Event::ConnectorDeleted { connector_id },
@@ -501,6 +568,46 @@ impl Event {
             },
             Event::ImportFileRetryDue { job_id, file_id: 3, attempt: 1 },
             Event::IndexDescriptionSet { index_id, description: "Field recordings, 2024".into() },
+            Event::WebhookCreated {
+                webhook_id,
+                name: "ops".into(),
+                url: "https://hooks.example.com/spool".into(),
+                events: vec!["import_job.completed".into()],
+                index_ids: Some(vec![index_id]),
+                metadata_json: Some("{\"team\":\"media\"}".into()),
+                secret: sealed.clone(),
+            },
+            Event::WebhookUpdated {
+                webhook_id,
+                name: None,
+                url: None,
+                events: None,
+                index_ids: None,
+                metadata_json: Some(None),
+                status: Some("paused".into()),
+            },
+            Event::WebhookSecretRotated { webhook_id, secret: sealed.clone(), grace_until_ms: 1_764_086_400_000 },
+            Event::WebhookDeleted { webhook_id },
+            Event::DeliveryCreated {
+                delivery_id,
+                webhook_id,
+                event_type: "import_job.completed".into(),
+                sequence: 1,
+                index_id: Some(index_id),
+                payload_json: "{\"event\":\"import_job.completed\"}".into(),
+            },
+            Event::DeliveryAttempted {
+                delivery_id,
+                webhook_id,
+                attempt: 1,
+                status_code: Some(503),
+                response_excerpt: Some("busy".into()),
+                error: None,
+                duration_ms: 12,
+                delivered: false,
+                retry_at_ms: Some(1_764_000_005_000),
+            },
+            Event::DeliveryPending { delivery_id, webhook_id },
         ]
     }
 }

@@ -16,6 +16,9 @@ mod sequencer;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
+pub use executors::webhook::{
+    Secrets, Sent, WebhookSettings, check_target, new_secret, parse_duration, sha256_signature, standard_signature,
+};
 pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{

@@ -48,6 +48,8 @@ pub struct RuntimeConfig {
     pub storage: spool_storage::StorageEnv,
     /// Files copied at once by import jobs (all jobs together; `SPOOL_IMPORT_CONCURRENCY`).
     pub import_concurrency: usize,
+    /// Webhook delivery settings (allowed hosts, retry schedule, timeout, rotation grace).
+    pub webhooks: crate::executors::webhook::WebhookSettings,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -72,6 +74,7 @@ impl RuntimeConfig {
             master_key: None,
             storage: spool_storage::StorageEnv::default(),
             import_concurrency: IMPORT_CONCURRENCY_DEFAULT,
+            webhooks: Default::default(),
         }
     }
 }
@@ -187,6 +190,8 @@ impl Runtime {
             state
         };
         let (inbox, rx) = crate::sequencer::inbox();
+        let webhooks = crate::executors::webhook::WebhookExecutor::new(cfg.webhooks.clone())
+            .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;
         let media_dir = cfg.data_dir.join(MEDIA_DIR);
         sweep_staging(&media_dir);
         std::fs::create_dir_all(&media_dir)
@@ -217,6 +222,7 @@ impl Runtime {
                     slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
                 },
                 connectors: Default::default(),
+                webhooks,
             },
             inbox: Mutex::new(Some(inbox)),
             sequencer: Mutex::new(None),
@@ -271,6 +277,11 @@ impl Runtime {
 
     pub fn log(&self) -> &Arc<RedbLog> {
         &self.log
+    }
+
+    /// The operator's webhook settings.
+    pub fn webhook_settings(&self) -> &crate::WebhookSettings {
+        &self.executors.webhooks.settings
     }
 
     pub fn keyring(&self) -> &Keyring {

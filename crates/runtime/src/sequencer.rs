@@ -180,7 +180,11 @@ impl Runtime {
                     if let Some(k) = spool_core::work_key(&env.event) {
                         touched.insert(k);
                     }
-                    timers |= matches!(env.event, spool_model::Event::ImportFileRetryScheduled { .. });
+                    timers |= matches!(
+                        env.event,
+                        spool_model::Event::ImportFileRetryScheduled { .. }
+                            | spool_model::Event::DeliveryAttempted { retry_at_ms: Some(_), .. }
+                    );
                     evolve(&mut st, &env);
                     events += 1;
                 }
@@ -321,8 +325,14 @@ impl Runtime {
         let mut out = Vec::new();
         for s in &decision.streams {
             for ev in &s.events {
-                if let spool_model::Event::ConnectorDeleted { connector_id } = ev {
-                    out.push(self.keyring().shred(&connector_id.to_string()));
+                match ev {
+                    spool_model::Event::ConnectorDeleted { connector_id } => {
+                        out.push(self.keyring().shred(&connector_id.to_string()))
+                    }
+                    spool_model::Event::WebhookDeleted { webhook_id } => {
+                        out.push(self.keyring().shred(&webhook_id.to_string()))
+                    }
+                    _ => {}
                 }
             }
         }

@@ -39,6 +39,15 @@ pub struct FileConfig {
 pub struct WebhooksConfig {
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// Comma-separated durations, e.g. `0s,5s,5m,30m,2h,5h,10h,10h` (the default).
+    #[serde(default)]
+    pub retry_schedule: Option<String>,
+    /// e.g. `15s` (the default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// e.g. `24h` (the default).
+    #[serde(default)]
+    pub rotation_grace: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -61,6 +70,9 @@ pub struct Settings {
     /// Hosts, IPs or CIDRs webhooks may reach over plain http or private addresses
     /// (env SPOOL_WEBHOOK_ALLOW_HOSTS, comma-separated; config `webhooks.allow_hosts`).
     pub webhook_allow_hosts: Vec<String>,
+    /// Webhook deliveries: schedule, timeout, rotation grace (env SPOOL_WEBHOOK_RETRY_SCHEDULE,
+    /// SPOOL_WEBHOOK_TIMEOUT, SPOOL_WEBHOOK_ROTATION_GRACE; config `webhooks.*`).
+    pub webhooks: spool_runtime::WebhookSettings,
     /// Folders `local` connectors may use (env SPOOL_LOCAL_ROOTS, separated by `:`;
     /// config `storage.local_roots`).
     pub local_roots: Vec<PathBuf>,
@@ -79,7 +91,39 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         }
         None => FileConfig::default(),
     };
+    let duration = |name: &str, env: &str, file: Option<&String>| -> anyhow::Result<Option<std::time::Duration>> {
+        let raw = std::env::var(env).ok().or_else(|| file.cloned());
+        match raw {
+            None => Ok(None),
+            Some(v) => spool_runtime::parse_duration(&v)
+                .map(Some)
+                .with_context(|| format!("{name}={v:?} is not a duration such as 500ms, 5s, 5m or 2h")),
+        }
+    };
+    let mut webhooks = spool_runtime::WebhookSettings::default();
+    if let Some(raw) =
+        std::env::var("SPOOL_WEBHOOK_RETRY_SCHEDULE").ok().or_else(|| file.webhooks.retry_schedule.clone())
+    {
+        let mut out = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let d = spool_runtime::parse_duration(part).with_context(|| {
+                format!("SPOOL_WEBHOOK_RETRY_SCHEDULE: {part:?} is not a duration such as 5s or 2h")
+            })?;
+            out.push(d.as_millis() as u64);
+        }
+        anyhow::ensure!(!out.is_empty(), "SPOOL_WEBHOOK_RETRY_SCHEDULE names no attempt");
+        webhooks.retry_schedule_ms = out;
+    }
+    if let Some(d) = duration("SPOOL_WEBHOOK_TIMEOUT", "SPOOL_WEBHOOK_TIMEOUT", file.webhooks.timeout.as_ref())? {
+        webhooks.timeout = d;
+    }
+    if let Some(d) =
+        duration("SPOOL_WEBHOOK_ROTATION_GRACE", "SPOOL_WEBHOOK_ROTATION_GRACE", file.webhooks.rotation_grace.as_ref())?
+    {
+        webhooks.rotation_grace = d;
+    }
     Ok(Settings {
+        webhooks,
         data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         listen: args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
         webhook_allow_hosts: match std::env::var("SPOOL_WEBHOOK_ALLOW_HOSTS") {
@@ -140,6 +184,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut cfg = RuntimeConfig::new(&settings.data_dir);
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
+    cfg.webhooks = spool_runtime::WebhookSettings {
+        allow_hosts: settings.webhook_allow_hosts.clone(),
+        ..settings.webhooks.clone()
+    };
     let runtime = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds))
         .await
         .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;

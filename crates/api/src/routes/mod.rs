@@ -6,6 +6,7 @@ mod connector;
 mod import_job;
 mod index;
 mod video;
+mod webhook;
 
 pub(crate) use import_job::{EMBEDDED_PAGE_ITEMS, encode_cursor};
 
@@ -46,7 +47,15 @@ pub fn router(state: AppState) -> Router {
         .route("/connectors/gcs", post(connector::create_gcs))
         .route("/connectors/{connector_id}", get(connector::retrieve).patch(connector::patch).delete(connector::delete))
         .route("/connectors/{connector_id}/test", post(connector::test))
-        .route("/connectors/{connector_id}/browse", post(connector::browse));
+        .route("/connectors/{connector_id}/browse", post(connector::browse))
+        .route("/webhooks", post(webhook::create).get(webhook::list))
+        .route("/webhooks/events", get(webhook::events))
+        .route("/webhooks/deliveries/{delivery_id}", get(webhook::delivery))
+        .route("/webhooks/deliveries/{delivery_id}/retry", post(webhook::retry))
+        .route("/webhooks/{webhook_id}", get(webhook::retrieve).patch(webhook::patch).delete(webhook::delete))
+        .route("/webhooks/{webhook_id}/rotate-secret", post(webhook::rotate))
+        .route("/webhooks/{webhook_id}/test", post(webhook::test))
+        .route("/webhooks/{webhook_id}/deliveries", get(webhook::deliveries));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -8,3 +8,4 @@ pub mod connector;
 pub mod import_job;
 pub mod index;
 pub mod video;
+pub mod webhook;

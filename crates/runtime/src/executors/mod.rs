@@ -6,6 +6,7 @@
 pub(crate) mod connector;
 pub(crate) mod import_job;
 pub(crate) mod index;
+pub mod webhook;
 
 use crate::Runtime;
 use spool_core::{Command, Effect};
@@ -17,11 +18,15 @@ pub(crate) struct Executors {
     pub media: spool_storage::Store,
     pub imports: import_job::ImportExecutor,
     pub connectors: connector::ConnectorStores,
+    pub webhooks: webhook::WebhookExecutor,
 }
 
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
+            Effect::Webhook(spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. }) => {
+                self.deliver(delivery_id, *attempt).await
+            }
             Effect::Index(spool_core::IndexEffect::DrainIndex { index_id, deletion_id }) => {
                 self.drain_index(index_id, deletion_id).await
             }
@@ -47,7 +52,7 @@ impl Runtime {
     pub(crate) fn give_up_command(effect: &Effect, message: String) -> Vec<Command> {
         match effect {
             Effect::Import(e) => import_job::give_up(e, message),
-            Effect::Index(_) => Vec::new(),
+            Effect::Index(_) | Effect::Webhook(_) => Vec::new(),
         }
     }
 }

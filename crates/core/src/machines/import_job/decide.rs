@@ -211,7 +211,7 @@ pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Re
         domain(
             "import_job.failed",
             job_id.to_string(),
-            serde_json::json!({ "job_id": job_id.to_string(), "error_message": error }),
+            serde_json::json!({ "job_id": job_id.to_string(), "index_id": j.index_id.to_string(), "error_message": error }),
         ),
     ];
     Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
@@ -342,7 +342,9 @@ pub fn retry_backoff_ms(attempt: u32, ctx: &mut crate::Ctx) -> u64 {
 /// `FireTimer` of a file's retry: the file is pending again. Stale timers (fired already) add
 /// nothing; a timer whose job ended still fires once, so that it leaves the index.
 pub fn fire_retry(state: &State, timer: &crate::Timer) -> Result<Decision, DomainError> {
-    let crate::Timer::ImportFileRetry { job_id, file_id, attempt } = timer;
+    let crate::Timer::ImportFileRetry { job_id, file_id, attempt } = timer else {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Done });
+    };
     if !state.timer_due.contains_key(timer) {
         return Ok(Decision { streams: vec![], outcome: Outcome::Done });
     }

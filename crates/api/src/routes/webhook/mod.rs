@@ -1,0 +1,364 @@
+//! Webhooks (contract §2.5, §4): CRUD, secret rotation, the test endpoint, delivery logs and
+//! manual retry. The secret is shown once (creation, rotation) and sealed at rest; deliveries
+//! come from the outbox in the log (`spool-core`'s webhook machine).
+
+pub(crate) mod views;
+
+use super::{json, oldest_first, reply, run_command, to_reply, view_reply};
+use crate::body::{JsonBody, PathParam, Query, idempotency_key};
+use crate::{ApiError, AppState, Principal};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use spool_core::machines::webhook::{DeliveryStatus, WEBHOOK_EVENTS};
+use spool_core::{Command, Outcome, WebhookCommand};
+use spool_model::{DeliveryId, IndexId, Scope, WebhookId};
+
+fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("webhook", raw))
+}
+
+fn parse_delivery(raw: &str) -> Result<DeliveryId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("delivery", raw))
+}
+
+fn check_events(events: &[String]) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::validation("events", "must name at least one event")
+            .details(serde_json::json!({ "field": "events", "allowed": WEBHOOK_EVENTS })));
+    }
+    if let Some(bad) = events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::validation("events", format!("unknown event {bad:?}"))
+            .details(serde_json::json!({ "field": "events", "allowed": WEBHOOK_EVENTS })));
+    }
+    Ok(())
+}
+
+fn check_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+    spool_runtime::check_target(app.rt.webhook_settings(), url.trim()).map_err(|m| ApiError::validation("url", m))
+}
+
+fn parse_indexes(app: &AppState, raw: Option<Vec<String>>) -> Result<Option<Vec<IndexId>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut out = Vec::new();
+    for r in raw {
+        let id: IndexId =
+            r.parse().map_err(|_| ApiError::validation("index_ids", format!("{r:?} is not an index id")))?;
+        if app.rt.read(|st| st.live_index(&id).is_none()) {
+            return Err(ApiError::validation("index_ids", format!("index {id} does not exist")));
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn metadata(v: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(m) if m.is_object() => Ok(Some(m.to_string())),
+        Some(_) => Err(ApiError::validation("metadata", "must be a JSON object")),
+    }
+}
+
+fn render(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
+    let w = match out {
+        Outcome::Webhook(id) => st.webhooks.get(&id),
+        _ => None,
+    };
+    view_reply(status, w.map(views::webhook))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    name: String,
+    url: String,
+    events: Vec<String>,
+    #[serde(default)]
+    index_ids: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<Create>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let mut idem = idempotency_key(&headers, &who, "POST", "/webhooks", &body.canonical)?;
+    if let Some(k) = &mut idem {
+        // The stored answer holds the secret.
+        k.seal = true;
+    }
+    let b = body.value;
+    check_events(&b.events)?;
+    check_url(&app, &b.url)?;
+    let index_ids = parse_indexes(&app, b.index_ids)?;
+    let metadata_json = metadata(b.metadata)?;
+    let webhook_id = WebhookId(app.rt.new_ulid());
+    let secret = spool_runtime::new_secret(app.rt.ids().as_ref());
+    let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
+        webhook_id,
+        name: b.name,
+        url: b.url.trim().to_string(),
+        events: b.events,
+        index_ids,
+        metadata_json,
+        secret: None,
+    });
+    let work = spool_runtime::Runtime::create_webhook(cmd, secret.clone());
+    let render = move |st: &spool_core::State, out: Outcome| {
+        let w = match out {
+            Outcome::Webhook(id) => st.webhooks.get(&id),
+            _ => None,
+        };
+        view_reply(
+            StatusCode::CREATED,
+            w.map(|w| {
+                let mut v = views::webhook(w);
+                v["secret"] = serde_json::json!(secret);
+                v
+            }),
+        )
+    };
+    run_command(&app, work, idem, Vec::new(), render).await
+}
+
+pub async fn list(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(oldest_first(app.rt.read(|st| {
+        st.webhooks
+            .values()
+            .filter(|w| w.is_live())
+            .map(|w| (w.created_at_ms, w.webhook_id.to_string(), views::webhook(w)))
+            .collect()
+    })))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let v = app
+        .rt
+        .read(|st| st.webhooks.get(&id).filter(|w| w.is_live()).map(views::webhook))
+        .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    index_ids: Option<Vec<String>>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<Option<serde_json::Value>>,
+}
+
+/// Tell a present `null` (Some(None)) from an absent field (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+    Ok(Some(Option::<serde_json::Value>::deserialize(d)?))
+}
+
+pub async fn patch(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    body: JsonBody<Patch>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let b = body.value;
+    if let Some(e) = &b.events {
+        check_events(e)?;
+    }
+    if let Some(u) = &b.url {
+        check_url(&app, u)?;
+    }
+    if let Some(s) = &b.status
+        && s != "active"
+        && s != "paused"
+    {
+        return Err(ApiError::validation("status", "must be active or paused"));
+    }
+    let cmd = Command::Webhook(WebhookCommand::UpdateWebhook {
+        webhook_id: id,
+        name: b.name,
+        url: b.url.map(|u| u.trim().to_string()),
+        events: b.events,
+        index_ids: parse_indexes(&app, b.index_ids)?,
+        metadata_json: match b.metadata {
+            None => None,
+            Some(m) => Some(metadata(m)?),
+        },
+        status: b.status,
+    });
+    let (r, _) = app.rt.execute_with(cmd, None, Vec::new(), |st, out| render(st, out, StatusCode::OK)).await?;
+    Ok(reply(r))
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let id = parse_id(&raw)?;
+    // The runtime deletes the secret's data key with `WebhookDeleted` (crypto-shredding).
+    app.rt
+        .execute_with(Command::Webhook(WebhookCommand::DeleteWebhook { webhook_id: id }), None, Vec::new(), |_, _| {
+            to_reply(StatusCode::OK, &serde_json::json!({}))
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "message": format!("webhook {id} deleted") })))
+}
+
+pub async fn rotate(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let secret = spool_runtime::new_secret(app.rt.ids().as_ref());
+    let grace_ms = app.rt.webhook_settings().rotation_grace.as_millis() as u64;
+    let work = spool_runtime::Runtime::rotate_webhook_secret(id, secret.clone(), grace_ms);
+    let (r, _) = app
+        .rt
+        .execute_with(work, None, Vec::new(), move |_, _| {
+            to_reply(StatusCode::OK, &serde_json::json!({ "webhook_id": id.to_string(), "new_secret": secret }))
+        })
+        .await?;
+    Ok(reply(r))
+}
+
+/// `POST /webhooks/{id}/test`: one signed test delivery now (also when paused); the answer is
+/// the receiver's status. Nothing is recorded.
+pub async fn test(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let url = app
+        .rt
+        .read(|st| st.webhooks.get(&id).filter(|w| w.is_live()).map(|w| w.url.clone()))
+        .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
+    let secrets = app.rt.webhook_secrets(&id).map_err(ApiError::internal)?;
+    let delivery_id = format!("test_{}", app.rt.new_ulid());
+    let body = serde_json::json!({
+        "id": format!("evt_{}", app.rt.new_ulid()),
+        "event": "webhook.test",
+        "created_at": spool_model::time::rfc3339_ms(app.rt.now_ms()),
+        "api_version": "2",
+        "data": { "message": "a test delivery from Spool" },
+        "webhook_id": id.to_string(),
+        "delivery_id": delivery_id,
+    })
+    .to_string();
+    let sent =
+        app.rt.send_webhook(&url, &id.to_string(), &delivery_id, "webhook.test", body.as_bytes(), &secrets).await;
+    let success = sent.status_code.is_some_and(|c| (200..300).contains(&c));
+    let error = if success {
+        None
+    } else {
+        sent.error.or_else(|| sent.status_code.map(|c| format!("the receiver answered {c}")))
+    };
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "success": success, "status_code": sent.status_code, "error": error }),
+    ))
+}
+
+pub async fn deliveries(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_id(&raw)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 1000)? as usize;
+    let status = match q.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::validation("status", format!("unknown status {s:?}")).details(serde_json::json!({
+                "field": "status",
+                "allowed": ["pending", "delivered", "retrying", "failed"],
+            }))
+        })?),
+    };
+    let items = app
+        .rt
+        .read(|st| {
+            let w = st.webhooks.get(&id).filter(|w| w.is_live())?;
+            Some(
+                w.deliveries
+                    .iter()
+                    .rev()
+                    .filter_map(|(_, d)| st.deliveries.get(d))
+                    .filter(|d| status.is_none_or(|s| d.status == s))
+                    .take(limit)
+                    .map(|d| views::delivery(d, false))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+pub async fn delivery(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_delivery(&raw)?;
+    let v = app
+        .rt
+        .read(|st| st.deliveries.get(&id).map(|d| views::delivery(d, true)))
+        .ok_or_else(|| ApiError::not_found("delivery", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn retry(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_delivery(&raw)?;
+    let (r, _) = app
+        .rt
+        .execute_with(
+            Command::Webhook(WebhookCommand::RetryDelivery { delivery_id: id }),
+            None,
+            Vec::new(),
+            move |st, _| view_reply(StatusCode::OK, st.deliveries.get(&id).map(|d| views::delivery(d, true))),
+        )
+        .await?;
+    Ok(reply(r))
+}
+
+/// `GET /webhooks/events`: public, the event names as a JSON array of strings.
+pub async fn events() -> Response {
+    json(StatusCode::OK, &serde_json::json!(WEBHOOK_EVENTS))
+}

@@ -1,0 +1,311 @@
+use super::*;
+use crate::decide::check_name;
+use crate::{Ctx, Decision, DomainError, Outcome, State, StreamEvents, Timer};
+use spool_model::Event;
+
+fn live<'a>(state: &'a State, id: &WebhookId) -> Result<&'a Webhook, DomainError> {
+    state
+        .webhooks
+        .get(id)
+        .filter(|w| w.is_live())
+        .ok_or_else(|| DomainError::NotFound { kind: "webhook", id: id.to_string() })
+}
+
+fn delivery<'a>(state: &'a State, id: &DeliveryId) -> Result<&'a Delivery, DomainError> {
+    state.deliveries.get(id).ok_or_else(|| DomainError::NotFound { kind: "delivery", id: id.to_string() })
+}
+
+fn check_events(events: &[String]) -> Result<Vec<String>, DomainError> {
+    if events.is_empty() {
+        return Err(DomainError::invalid("events", "must name at least one event"));
+    }
+    let mut out = Vec::new();
+    for e in events {
+        if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+            return Err(DomainError::invalid("events", format!("unknown event {e:?}")));
+        }
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn check_url(url: &str) -> Result<String, DomainError> {
+    let u = url.trim();
+    if u.is_empty() || u.chars().count() > WEBHOOK_URL_CHARS_MAX || u.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(DomainError::invalid(
+            "url",
+            format!("must be a URL of at most {WEBHOOK_URL_CHARS_MAX} characters"),
+        ));
+    }
+    let lower = u.to_ascii_lowercase();
+    if !lower.starts_with("https://") && !lower.starts_with("http://") {
+        return Err(DomainError::invalid("url", "must start with https://"));
+    }
+    Ok(u.to_string())
+}
+
+fn check_metadata(m: &str) -> Result<(), DomainError> {
+    if m.len() > WEBHOOK_METADATA_BYTES_MAX {
+        return Err(DomainError::invalid("metadata", format!("must be at most {WEBHOOK_METADATA_BYTES_MAX} bytes")));
+    }
+    match serde_json::from_str::<serde_json::Value>(m) {
+        Ok(v) if v.is_object() => Ok(()),
+        _ => Err(DomainError::invalid("metadata", "must be a JSON object")),
+    }
+}
+
+fn one(webhook_id: &WebhookId, events: Vec<Event>, outcome: Outcome) -> Decision {
+    Decision::one(webhook_id.to_string(), events, outcome)
+}
+
+pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    match cmd {
+        WebhookCommand::CreateWebhook { webhook_id, name, url, events, index_ids, metadata_json, secret } => {
+            if state.webhooks.contains_key(webhook_id) {
+                return Err(DomainError::InvalidState(format!("webhook {webhook_id} already exists")));
+            }
+            let name = check_name("name", name, WEBHOOK_NAME_CHARS_MAX)?;
+            let url = check_url(url)?;
+            let events = check_events(events)?;
+            if let Some(m) = metadata_json {
+                check_metadata(m)?;
+            }
+            let secret = secret.clone().ok_or_else(|| DomainError::InvalidState("the secret was not sealed".into()))?;
+            let ev = Event::WebhookCreated {
+                webhook_id: *webhook_id,
+                name,
+                url,
+                events,
+                index_ids: index_ids.clone(),
+                metadata_json: metadata_json.clone(),
+                secret,
+            };
+            Ok(one(webhook_id, vec![ev], Outcome::Webhook(*webhook_id)))
+        }
+        WebhookCommand::UpdateWebhook { webhook_id, name, url, events, index_ids, metadata_json, status } => {
+            let w = live(state, webhook_id)?;
+            let name = name.as_deref().map(|n| check_name("name", n, WEBHOOK_NAME_CHARS_MAX)).transpose()?;
+            let url = url.as_deref().map(check_url).transpose()?;
+            let events = events.as_deref().map(check_events).transpose()?;
+            if let Some(Some(m)) = metadata_json {
+                check_metadata(m)?;
+            }
+            if let Some(s) = status
+                && s != "active"
+                && s != "paused"
+            {
+                return Err(DomainError::invalid("status", "must be active or paused"));
+            }
+            let ev = Event::WebhookUpdated {
+                webhook_id: *webhook_id,
+                name: name.filter(|n| *n != w.name),
+                url: url.filter(|u| *u != w.url),
+                events: events.filter(|e| *e != w.events),
+                index_ids: index_ids.clone().filter(|i| Some(i) != w.index_ids.as_ref()),
+                metadata_json: metadata_json.clone().filter(|m| *m != w.metadata_json),
+                status: status.clone().filter(|s| *s != w.status),
+            };
+            if let Event::WebhookUpdated {
+                name: None,
+                url: None,
+                events: None,
+                index_ids: None,
+                metadata_json: None,
+                status: None,
+                ..
+            } = ev
+            {
+                return Ok(Decision::nothing(Outcome::Webhook(*webhook_id)));
+            }
+            Ok(one(webhook_id, vec![ev], Outcome::Webhook(*webhook_id)))
+        }
+        WebhookCommand::RotateWebhookSecret { webhook_id, secret, grace_ms } => {
+            live(state, webhook_id)?;
+            let secret = secret.clone().ok_or_else(|| DomainError::InvalidState("the secret was not sealed".into()))?;
+            let ev = Event::WebhookSecretRotated {
+                webhook_id: *webhook_id,
+                secret,
+                grace_until_ms: ctx.now_ms.saturating_add(*grace_ms),
+            };
+            Ok(one(webhook_id, vec![ev], Outcome::Webhook(*webhook_id)))
+        }
+        WebhookCommand::DeleteWebhook { webhook_id } => match state.webhooks.get(webhook_id) {
+            None => Err(DomainError::NotFound { kind: "webhook", id: webhook_id.to_string() }),
+            Some(w) if !w.is_live() => Ok(Decision::nothing(Outcome::Webhook(*webhook_id))),
+            Some(_) => Ok(one(
+                webhook_id,
+                vec![Event::WebhookDeleted { webhook_id: *webhook_id }],
+                Outcome::Webhook(*webhook_id),
+            )),
+        },
+        WebhookCommand::RecordDeliveryAttempt {
+            delivery_id,
+            attempt,
+            status_code,
+            response_excerpt,
+            error,
+            duration_ms,
+            retry_after_ms,
+            schedule_ms,
+        } => {
+            let d = delivery(state, delivery_id)?;
+            let Some(w) = state.webhooks.get(&d.webhook_id) else {
+                return Ok(Decision::nothing(Outcome::Done));
+            };
+            if d.status != DeliveryStatus::Pending || d.attempts + 1 != *attempt || !w.is_live() {
+                // A duplicate or stale outcome (the attempt ran twice, or the webhook is gone).
+                return Ok(Decision::nothing(Outcome::Done));
+            }
+            let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
+            let retry_at_ms = if delivered || (*attempt as usize) >= schedule_ms.len() {
+                None
+            } else {
+                let base = schedule_ms[*attempt as usize];
+                let spread = base * DELIVERY_RETRY_JITTER_PCT / 100;
+                let jitter = if spread == 0 { 0 } else { (ctx.new_ulid().random() as u64) % (2 * spread + 1) };
+                let mut at = ctx.now_ms + base - spread + jitter;
+                if let Some(ra) = retry_after_ms {
+                    at = at.max(ctx.now_ms + (*ra).min(RETRY_AFTER_CAP_MS));
+                }
+                Some(at)
+            };
+            let excerpt = response_excerpt.as_ref().map(|b| {
+                let mut end = b.len().min(RESPONSE_EXCERPT_BYTES_MAX);
+                while !b.is_char_boundary(end) {
+                    end -= 1;
+                }
+                b[..end].to_string()
+            });
+            let mut events = vec![Event::DeliveryAttempted {
+                delivery_id: *delivery_id,
+                webhook_id: d.webhook_id,
+                attempt: *attempt,
+                status_code: *status_code,
+                response_excerpt: excerpt,
+                error: error.as_ref().map(|e| e.chars().take(1000).collect()),
+                duration_ms: *duration_ms,
+                delivered,
+                retry_at_ms,
+            }];
+            // The last attempt failed: after enough failed deliveries in a row, the webhook is
+            // disabled (no more deliveries until it is set active again).
+            if !delivered
+                && retry_at_ms.is_none()
+                && w.failure_count + 1 >= WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES
+                && w.status != "disabled"
+            {
+                events.push(Event::WebhookUpdated {
+                    webhook_id: d.webhook_id,
+                    name: None,
+                    url: None,
+                    events: None,
+                    index_ids: None,
+                    metadata_json: None,
+                    status: Some("disabled".into()),
+                });
+            }
+            Ok(one(&d.webhook_id, events, Outcome::Done))
+        }
+        WebhookCommand::RetryDelivery { delivery_id } => {
+            let d = delivery(state, delivery_id)?;
+            match d.status {
+                DeliveryStatus::Delivered => {
+                    Err(DomainError::InvalidState(format!("delivery {delivery_id} was delivered; nothing to retry")))
+                }
+                DeliveryStatus::Pending => Ok(Decision::nothing(Outcome::Delivery(*delivery_id))),
+                DeliveryStatus::Failed | DeliveryStatus::Retrying => Ok(one(
+                    &d.webhook_id,
+                    vec![Event::DeliveryPending { delivery_id: *delivery_id, webhook_id: d.webhook_id }],
+                    Outcome::Delivery(*delivery_id),
+                )),
+            }
+        }
+    }
+}
+
+/// `FireTimer` of a delivery's retry: it is pending again (once; a stale timer adds nothing).
+pub fn fire_retry(state: &State, timer: &Timer) -> Result<Decision, DomainError> {
+    let Timer::DeliveryRetry { delivery_id, attempt } = timer else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision::nothing(Outcome::Done));
+    }
+    let Some(d) = state.deliveries.get(delivery_id) else { return Ok(Decision::nothing(Outcome::Done)) };
+    let _ = attempt;
+    Ok(one(
+        &d.webhook_id,
+        vec![Event::DeliveryPending { delivery_id: *delivery_id, webhook_id: d.webhook_id }],
+        Outcome::Done,
+    ))
+}
+
+/// The outbox: for each domain event of a decision, a `DeliveryCreated` for every live webhook
+/// (active or paused; paused ones hold it as `pending`) subscribed to its name whose index filter
+/// matches (an event without an index reaches every subscribed webhook). Appended to the same
+/// decision, so the delivery commits with its cause.
+pub fn fan_out(state: &State, decision: &mut Decision, ctx: &mut Ctx) {
+    if state.webhooks.is_empty() {
+        return;
+    }
+    let mut raised = Vec::new();
+    for s in &decision.streams {
+        for ev in &s.events {
+            if let Event::DomainEventRaised { name, data_json, .. } = ev {
+                raised.push((name.clone(), data_json.clone()));
+            }
+        }
+    }
+    if raised.is_empty() {
+        return;
+    }
+    let mut next: std::collections::BTreeMap<WebhookId, u64> = Default::default();
+    for (name, data_json) in raised {
+        let data: serde_json::Value = serde_json::from_str(&data_json).unwrap_or(serde_json::Value::Null);
+        let index_id: Option<IndexId> = data.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+        let event_id = format!("evt_{}", ctx.new_ulid());
+        for w in state.webhooks.values() {
+            if !w.is_live() || w.status == "disabled" || !w.events.contains(&name) {
+                continue;
+            }
+            if let (Some(filter), Some(idx)) = (&w.index_ids, &index_id)
+                && !filter.contains(idx)
+            {
+                continue;
+            }
+            let sequence = *next.entry(w.webhook_id).or_insert(w.next_sequence);
+            next.insert(w.webhook_id, sequence + 1);
+            let delivery_id = DeliveryId(ctx.new_ulid());
+            let mut payload = serde_json::json!({
+                "id": event_id,
+                "event": name,
+                "created_at": spool_model::time::rfc3339_ms(ctx.now_ms),
+                "api_version": "2",
+                "data": data,
+                "webhook_id": w.webhook_id.to_string(),
+                "delivery_id": delivery_id.to_string(),
+                "sequence": sequence,
+            });
+            if let Some(i) = &index_id {
+                payload["index_id"] = serde_json::json!(i.to_string());
+            }
+            if let Some(m) = w.metadata_json.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            {
+                payload["metadata"] = m;
+            }
+            decision.streams.push(StreamEvents {
+                stream: w.webhook_id.to_string(),
+                events: vec![Event::DeliveryCreated {
+                    delivery_id,
+                    webhook_id: w.webhook_id,
+                    event_type: name.clone(),
+                    sequence,
+                    index_id,
+                    payload_json: payload.to_string(),
+                }],
+            });
+        }
+    }
+}

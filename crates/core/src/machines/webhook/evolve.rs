@@ -1,0 +1,184 @@
+use super::*;
+use crate::{State, Timer};
+use spool_model::{Envelope, Event};
+
+fn set_delivery_status(state: &mut State, id: &DeliveryId, to: DeliveryStatus) {
+    let Some(d) = state.deliveries.get_mut(id) else { return };
+    let key = (d.sequence, d.delivery_id);
+    d.status = to;
+    if let Some(w) = state.webhooks.get_mut(&d.webhook_id) {
+        if to == DeliveryStatus::Pending {
+            w.pending.insert(key);
+        } else {
+            w.pending.remove(&key);
+        }
+        if w.pending.is_empty() {
+            state.webhooks_with_work.remove(&d.webhook_id);
+        } else {
+            state.webhooks_with_work.insert(d.webhook_id);
+        }
+    }
+}
+
+/// Fold the webhook's and its deliveries' events; others are not this machine's.
+pub fn evolve(state: &mut State, env: &Envelope) {
+    let at = env.at_ms;
+    match &env.event {
+        Event::WebhookCreated { webhook_id, name, url, events, index_ids, metadata_json, secret } => {
+            state.webhooks.insert(
+                *webhook_id,
+                Webhook {
+                    webhook_id: *webhook_id,
+                    name: name.clone(),
+                    url: url.clone(),
+                    events: events.clone(),
+                    index_ids: index_ids.clone(),
+                    metadata_json: metadata_json.clone(),
+                    status: "active".into(),
+                    secret: Some(secret.clone()),
+                    previous_secret: None,
+                    created_at_ms: at,
+                    updated_at_ms: at,
+                    failure_count: 0,
+                    last_failure_at_ms: None,
+                    last_success_at_ms: None,
+                    next_sequence: 1,
+                    deleted: false,
+                    deliveries: BTreeSet::new(),
+                    pending: BTreeSet::new(),
+                },
+            );
+        }
+        Event::WebhookUpdated { webhook_id, name, url, events, index_ids, metadata_json, status } => {
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                if let Some(v) = name {
+                    w.name = v.clone();
+                }
+                if let Some(v) = url {
+                    w.url = v.clone();
+                }
+                if let Some(v) = events {
+                    w.events = v.clone();
+                }
+                if let Some(v) = index_ids {
+                    w.index_ids = Some(v.clone());
+                }
+                if let Some(v) = metadata_json {
+                    w.metadata_json = v.clone();
+                }
+                if let Some(v) = status {
+                    if v == "active" {
+                        w.failure_count = 0;
+                    }
+                    w.status = v.clone();
+                }
+                w.updated_at_ms = at;
+            }
+        }
+        Event::WebhookSecretRotated { webhook_id, secret, grace_until_ms } => {
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                w.previous_secret = w.secret.take().map(|s| (s, *grace_until_ms));
+                w.secret = Some(secret.clone());
+                w.updated_at_ms = at;
+            }
+        }
+        Event::WebhookDeleted { webhook_id } => {
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                w.deleted = true;
+                // The data key is gone: keep no copy of the sealed bytes.
+                w.secret = None;
+                w.previous_secret = None;
+                w.pending.clear();
+                w.updated_at_ms = at;
+            }
+            state.webhooks_with_work.remove(webhook_id);
+        }
+        Event::DeliveryCreated { delivery_id, webhook_id, event_type, sequence, index_id, payload_json } => {
+            state.deliveries.insert(
+                *delivery_id,
+                Delivery {
+                    delivery_id: *delivery_id,
+                    webhook_id: *webhook_id,
+                    event_type: event_type.clone(),
+                    sequence: *sequence,
+                    index_id: *index_id,
+                    payload_json: payload_json.clone(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    last_attempt_at_ms: None,
+                    next_retry_at_ms: None,
+                    response_status_code: None,
+                    response_body: None,
+                    error_message: None,
+                    created_at_ms: at,
+                    completed_at_ms: None,
+                },
+            );
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                w.next_sequence = w.next_sequence.max(sequence + 1);
+                w.deliveries.insert((at, *delivery_id));
+                w.pending.insert((*sequence, *delivery_id));
+                state.webhooks_with_work.insert(*webhook_id);
+            }
+        }
+        Event::DeliveryAttempted {
+            delivery_id,
+            webhook_id,
+            attempt,
+            status_code,
+            response_excerpt,
+            error,
+            delivered,
+            retry_at_ms,
+            ..
+        } => {
+            let to = if *delivered {
+                DeliveryStatus::Delivered
+            } else if retry_at_ms.is_some() {
+                DeliveryStatus::Retrying
+            } else {
+                DeliveryStatus::Failed
+            };
+            if let Some(d) = state.deliveries.get_mut(delivery_id) {
+                d.attempts = *attempt;
+                d.last_attempt_at_ms = Some(at);
+                d.response_status_code = *status_code;
+                d.response_body = response_excerpt.clone();
+                d.error_message = error.clone();
+                d.next_retry_at_ms = *retry_at_ms;
+                if to != DeliveryStatus::Retrying {
+                    d.completed_at_ms = Some(at);
+                }
+            }
+            set_delivery_status(state, delivery_id, to);
+            if let Some(due) = retry_at_ms {
+                state.set_timer(Timer::DeliveryRetry { delivery_id: *delivery_id, attempt: *attempt }, *due);
+            }
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                match to {
+                    DeliveryStatus::Delivered => {
+                        w.failure_count = 0;
+                        w.last_success_at_ms = Some(at);
+                    }
+                    DeliveryStatus::Failed => {
+                        w.failure_count += 1;
+                        w.last_failure_at_ms = Some(at);
+                    }
+                    _ => w.last_failure_at_ms = Some(at),
+                }
+            }
+        }
+        Event::DeliveryPending { delivery_id, .. } => {
+            let attempts = state.deliveries.get(delivery_id).map(|d| d.attempts);
+            if let Some(a) = attempts {
+                state.clear_timer(&Timer::DeliveryRetry { delivery_id: *delivery_id, attempt: a });
+            }
+            if let Some(d) = state.deliveries.get_mut(delivery_id) {
+                d.next_retry_at_ms = None;
+                d.completed_at_ms = None;
+            }
+            set_delivery_status(state, delivery_id, DeliveryStatus::Pending);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! The webhook machine (engine-spec/webhooks.md): webhooks and their deliveries. Deliveries
+//! are an outbox in the log: `fan_out` adds a `DeliveryCreated` for every matching webhook to
+//! the same decision as the domain event that causes it, so none can be lost or invented.
+
+mod decide;
+mod effects;
+mod evolve;
+
+pub use decide::{decide, fan_out, fire_retry};
+pub use effects::{WebhookEffect, effects_for, work_key};
+pub use evolve::evolve;
+
+use serde::{Deserialize, Serialize};
+use spool_model::{DeliveryId, IndexId, Sealed, WebhookId};
+use std::collections::BTreeSet;
+
+/// The event names a webhook may subscribe to (contract §4.1), in the contract's order.
+pub const WEBHOOK_EVENTS: [&str; 17] = [
+    "media.created",
+    "media.processing.started",
+    "media.processing.completed",
+    "media.processing.failed",
+    "prompt_run.started",
+    "prompt_run.completed",
+    "prompt_run.failed",
+    "prompt_run.cancelled",
+    "prompt_run.partial_completed",
+    "prompt_run.progress",
+    "export.ready",
+    "export.failed",
+    "import_job.started",
+    "import_job.completed",
+    "import_job.failed",
+    "import_job.partial_completed",
+    "import_job.progress",
+];
+pub const WEBHOOK_NAME_CHARS_MAX: usize = 100;
+pub const WEBHOOK_URL_CHARS_MAX: usize = 2048;
+/// Largest `metadata` object (its JSON).
+pub const WEBHOOK_METADATA_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of a receiver's answer kept with an attempt.
+pub const RESPONSE_EXCERPT_BYTES_MAX: usize = 4096;
+/// Deliveries of one webhook offered at once (they are offered in `sequence` order).
+pub const WEBHOOK_DELIVERIES_IN_FLIGHT_MAX: usize = 4;
+/// Consecutive failed deliveries after which a webhook is `disabled`.
+pub const WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES: u32 = 20;
+/// A receiver's `Retry-After` can push a retry later, by at most this much.
+pub const RETRY_AFTER_CAP_MS: u64 = 3_600_000;
+/// Jitter of a retry's wait, in percent either way.
+pub const DELIVERY_RETRY_JITTER_PCT: u64 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WebhookCommand {
+    /// The id is drawn by the runtime, which seals the secret with the webhook's data key
+    /// (`secret` is filled in the sequencer).
+    CreateWebhook {
+        webhook_id: WebhookId,
+        name: String,
+        url: String,
+        events: Vec<String>,
+        index_ids: Option<Vec<IndexId>>,
+        metadata_json: Option<String>,
+        secret: Option<Sealed>,
+    },
+    UpdateWebhook {
+        webhook_id: WebhookId,
+        name: Option<String>,
+        url: Option<String>,
+        events: Option<Vec<String>>,
+        index_ids: Option<Vec<IndexId>>,
+        metadata_json: Option<Option<String>>,
+        /// `active` or `paused` (`disabled` is set by the engine).
+        status: Option<String>,
+    },
+    RotateWebhookSecret {
+        webhook_id: WebhookId,
+        secret: Option<Sealed>,
+        grace_ms: u64,
+    },
+    DeleteWebhook {
+        webhook_id: WebhookId,
+    },
+    /// Effect outcome: one attempt. `schedule_ms[n]` is the wait before attempt n+1 (the
+    /// operator's retry schedule); `retry_after_ms` is the receiver's `Retry-After`.
+    RecordDeliveryAttempt {
+        delivery_id: DeliveryId,
+        attempt: u32,
+        status_code: Option<u16>,
+        response_excerpt: Option<String>,
+        error: Option<String>,
+        duration_ms: u64,
+        retry_after_ms: Option<u64>,
+        schedule_ms: Vec<u64>,
+    },
+    /// `POST /webhooks/deliveries/{id}/retry`: a failed (or waiting) delivery goes out now.
+    RetryDelivery {
+        delivery_id: DeliveryId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Retrying,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "delivered" => DeliveryStatus::Delivered,
+            "retrying" => DeliveryStatus::Retrying,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub webhook_id: WebhookId,
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub index_ids: Option<Vec<IndexId>>,
+    pub metadata_json: Option<String>,
+    /// `active`, `paused` or `disabled`.
+    pub status: String,
+    pub secret: Option<Sealed>,
+    /// The secret before the last rotation, and until when it still signs.
+    pub previous_secret: Option<(Sealed, u64)>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Consecutive failed deliveries (reset by a delivered one).
+    pub failure_count: u32,
+    pub last_failure_at_ms: Option<u64>,
+    pub last_success_at_ms: Option<u64>,
+    /// The next delivery's `sequence`.
+    pub next_sequence: u64,
+    pub deleted: bool,
+    /// Every delivery, by (created_at, id): `GET /webhooks/{id}/deliveries` pages newest first.
+    pub deliveries: BTreeSet<(u64, DeliveryId)>,
+    /// Deliveries waiting to go out, by sequence: the work `effects_for` offers, in order.
+    pub pending: BTreeSet<(u64, DeliveryId)>,
+}
+
+impl Webhook {
+    pub fn is_live(&self) -> bool {
+        !self.deleted
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_type: String,
+    pub sequence: u64,
+    pub index_id: Option<IndexId>,
+    pub payload_json: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_attempt_at_ms: Option<u64>,
+    pub next_retry_at_ms: Option<u64>,
+    pub response_status_code: Option<u16>,
+    pub response_body: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at_ms: u64,
+    pub completed_at_ms: Option<u64>,
+}

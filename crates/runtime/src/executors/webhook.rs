@@ -1,0 +1,405 @@
+//! The webhook machine's executor: sign a delivery's body (serialized once, at creation) and
+//! POST it through a guarded client, then record the attempt. First attempts and retries draw
+//! on separate pools, so a dead receiver's retries never delay fresh deliveries.
+//!
+//! Network policy (`WebhookSettings::allow_hosts`, `SPOOL_WEBHOOK_ALLOW_HOSTS`): `https` only,
+//! and only public addresses, unless the host (name or IP) is allowed. The resolver checks every
+//! address it returns, at connect time, so a name that resolves to a private address later (DNS
+//! rebinding) is refused then too. Redirects are never followed.
+
+use crate::Runtime;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use spool_core::{Command, WebhookCommand};
+use spool_model::{DeliveryId, WebhookId};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// First attempts in flight at once (all webhooks).
+pub const WEBHOOK_FIRST_ATTEMPTS_CONCURRENCY_MAX: usize = 64;
+/// Retries in flight at once (all webhooks): a separate pool.
+pub const WEBHOOK_RETRIES_CONCURRENCY_MAX: usize = 16;
+
+/// The operator's webhook settings.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Hosts or IPs that may be plain http and private (`SPOOL_WEBHOOK_ALLOW_HOSTS`).
+    pub allow_hosts: Vec<String>,
+    /// Waits before each attempt: `[0]` before the first (0 s), `[n]` before attempt n+1.
+    pub retry_schedule_ms: Vec<u64>,
+    pub timeout: Duration,
+    pub rotation_grace: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            allow_hosts: Vec::new(),
+            retry_schedule_ms: vec![0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000],
+            timeout: Duration::from_secs(15),
+            rotation_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Parse a duration such as `500ms`, `5s`, `5m`, `2h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        return None;
+    };
+    num.trim().parse::<u64>().ok().and_then(|n| n.checked_mul(mul)).map(Duration::from_millis)
+}
+
+/// A new webhook secret: `whsec_` + standard padded base64 of 32 random bytes.
+pub fn new_secret(ids: &dyn crate::IdSource) -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(&ids.entropy().to_le_bytes());
+    bytes[16..].copy_from_slice(&ids.entropy().to_le_bytes());
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// `sha256=<hex HMAC-SHA256(key = the whole secret string, body)>`.
+pub fn sha256_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Standard Webhooks: `v1,<base64 HMAC-SHA256(key = base64-decoded bytes after whsec_,
+/// "{id}.{timestamp}.{body}")>`.
+pub fn standard_signature(secret: &str, msg_id: &str, timestamp: u64, body: &[u8]) -> Option<String> {
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_")?).ok()?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    Some(format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())))
+}
+
+fn host_allowed(allow: &[String], host: &str) -> bool {
+    allow.iter().any(|a| a.eq_ignore_ascii_case(host))
+}
+
+/// Public unicast: not loopback, private, link-local, unspecified, multicast, CGNAT or ULA.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] == 0)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|m| !is_public(IpAddr::V4(m))))
+        }
+    }
+}
+
+/// Check a webhook URL against the policy (at creation and update; the resolver checks again
+/// at connect time). Returns a sentence for the 422.
+pub fn check_target(settings: &WebhookSettings, raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
+    let host = url.host_str().ok_or("must name a host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry user info".into());
+    }
+    let allowed = host_allowed(&settings.allow_hosts, &host);
+    match url.scheme() {
+        "https" => {}
+        "http" if allowed => {}
+        _ => return Err("must be https (plain http only for hosts in SPOOL_WEBHOOK_ALLOW_HOSTS)".into()),
+    }
+    if let Ok(ip) = host.parse::<IpAddr>()
+        && !allowed
+        && !is_public(ip)
+    {
+        return Err(
+            "points to a private, loopback or link-local address (allow it with SPOOL_WEBHOOK_ALLOW_HOSTS)".into()
+        );
+    }
+    Ok(())
+}
+
+/// A resolver that refuses private answers for hosts that are not allowed (DNS rebinding).
+struct GuardedResolver {
+    allow: Vec<String>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let allowed = host_allowed(&self.allow, &host);
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allowed && addrs.iter().any(|a| !is_public(a.ip())) {
+                return Err(format!("{host} resolves to a private address; refused").into());
+            }
+            let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(it)
+        })
+    }
+}
+
+/// The executor's resources.
+pub(crate) struct WebhookExecutor {
+    pub settings: WebhookSettings,
+    pub client: reqwest::Client,
+    pub first_attempts: Arc<tokio::sync::Semaphore>,
+    pub retries: Arc<tokio::sync::Semaphore>,
+}
+
+impl WebhookExecutor {
+    pub fn new(settings: WebhookSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .dns_resolver(Arc::new(GuardedResolver { allow: settings.allow_hosts.clone() }))
+            .user_agent("VideoVector-Webhooks/1 (Spool)")
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(WebhookExecutor {
+            settings,
+            client,
+            first_attempts: Arc::new(tokio::sync::Semaphore::new(WEBHOOK_FIRST_ATTEMPTS_CONCURRENCY_MAX)),
+            retries: Arc::new(tokio::sync::Semaphore::new(WEBHOOK_RETRIES_CONCURRENCY_MAX)),
+        })
+    }
+}
+
+/// What a POST came to.
+pub struct Sent {
+    pub status_code: Option<u16>,
+    pub body: Option<String>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+/// The signing secrets of a webhook, opened: the current one, and the previous one while its
+/// grace lasts.
+pub struct Secrets {
+    pub current: String,
+    pub previous: Option<String>,
+}
+
+impl Runtime {
+    /// Open a webhook's secrets (the previous one only while its grace lasts).
+    pub fn webhook_secrets(&self, id: &WebhookId) -> Result<Secrets, String> {
+        let (current, previous) = self
+            .read(|st| {
+                st.webhooks.get(id).filter(|w| w.is_live()).map(|w| (w.secret.clone(), w.previous_secret.clone()))
+            })
+            .ok_or_else(|| format!("webhook {id} is gone"))?;
+        let open = |s: &spool_model::Sealed| -> Result<String, String> {
+            match self.keyring().open(s) {
+                Ok(Some(b)) => String::from_utf8(b.to_vec()).map_err(|_| "the stored secret is damaged".to_string()),
+                Ok(None) => Err("the secret's key was deleted".into()),
+                Err(e) => Err(format!("the secret cannot be opened: {e}")),
+            }
+        };
+        let current = open(current.as_ref().ok_or("the webhook has no secret")?)?;
+        let now = self.now_ms();
+        let previous = match previous {
+            Some((s, until)) if now < until => Some(open(&s)?),
+            _ => None,
+        };
+        Ok(Secrets { current, previous })
+    }
+
+    /// POST a body, signed both ways, with these ids; never follows a redirect.
+    pub async fn send_webhook(
+        &self,
+        url: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        event_type: &str,
+        body: &[u8],
+        secrets: &Secrets,
+    ) -> Sent {
+        let ex = &self.executors.webhooks;
+        let ts = self.now_ms() / 1000;
+        let mut standard = standard_signature(&secrets.current, delivery_id, ts, body).unwrap_or_default();
+        if let Some(prev) = &secrets.previous
+            && let Some(p) = standard_signature(prev, delivery_id, ts, body)
+        {
+            standard = format!("{standard} {p}");
+        }
+        let started = Instant::now();
+        let req = ex
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-webhook-signature", sha256_signature(&secrets.current, body))
+            .header("x-webhook-id", webhook_id)
+            .header("x-delivery-id", delivery_id)
+            .header("x-event-type", event_type)
+            .header("idempotency-key", delivery_id)
+            .header("webhook-id", delivery_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", standard)
+            .body(body.to_vec());
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after_ms = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| s.saturating_mul(1000));
+                let bytes = resp.bytes().await.unwrap_or_default();
+                let n = bytes.len().min(spool_core::machines::webhook::RESPONSE_EXCERPT_BYTES_MAX);
+                Sent {
+                    status_code: Some(status),
+                    body: Some(String::from_utf8_lossy(&bytes[..n]).into_owned()),
+                    error: None,
+                    retry_after_ms,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                }
+            }
+            Err(e) => Sent {
+                status_code: None,
+                body: None,
+                error: Some(if e.is_timeout() {
+                    "the receiver did not answer in time".to_string()
+                } else if e.is_connect() {
+                    format!("could not connect: {e}")
+                } else {
+                    format!("the request failed: {e}")
+                }),
+                retry_after_ms: None,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+        }
+    }
+
+    /// The `Deliver` effect: one attempt of one delivery, recorded as a command.
+    pub(super) async fn deliver(
+        self: &Arc<Self>,
+        delivery_id: &DeliveryId,
+        attempt: u32,
+    ) -> Result<(), crate::RuntimeError> {
+        let pool = if attempt <= 1 {
+            self.executors.webhooks.first_attempts.clone()
+        } else {
+            self.executors.webhooks.retries.clone()
+        };
+        let Ok(_slot) = pool.acquire_owned().await else { return Ok(()) };
+        let Some((webhook_id, url, event_type, payload)) = self.read(|st| {
+            let d = st.deliveries.get(delivery_id)?;
+            let w = st.webhooks.get(&d.webhook_id)?;
+            Some((w.webhook_id, w.url.clone(), d.event_type.clone(), d.payload_json.clone()))
+        }) else {
+            return Ok(());
+        };
+        let sent = match self.webhook_secrets(&webhook_id) {
+            Ok(secrets) => {
+                self.send_webhook(
+                    &url,
+                    &webhook_id.to_string(),
+                    &delivery_id.to_string(),
+                    &event_type,
+                    payload.as_bytes(),
+                    &secrets,
+                )
+                .await
+            }
+            Err(e) => Sent { status_code: None, body: None, error: Some(e), retry_after_ms: None, duration_ms: 0 },
+        };
+        self.execute(Command::Webhook(WebhookCommand::RecordDeliveryAttempt {
+            delivery_id: *delivery_id,
+            attempt,
+            status_code: sent.status_code,
+            response_excerpt: sent.body,
+            error: sent.error,
+            duration_ms: sent.duration_ms,
+            retry_after_ms: sent.retry_after_ms,
+            schedule_ms: self.executors.webhooks.settings.retry_schedule_ms.clone(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// A webhook's creation, its secret sealed inside the sequencer with the webhook's own data
+    /// key (the key's side write commits with `WebhookCreated`).
+    pub fn create_webhook(cmd: Command, secret: String) -> crate::Work {
+        crate::Work::Prepared(Box::new(move |_st, keyring| {
+            let mut cmd = cmd;
+            let mut side = Vec::new();
+            if let Command::Webhook(WebhookCommand::CreateWebhook { webhook_id, secret: slot, .. }) = &mut cmd {
+                let (sealed, put) = keyring.seal(&webhook_id.to_string(), secret.as_bytes())?;
+                *slot = Some(sealed);
+                side.push(put);
+            }
+            Ok((cmd, side))
+        }))
+    }
+
+    /// A rotation: the new secret sealed with the webhook's data key, in the sequencer.
+    pub fn rotate_webhook_secret(webhook_id: WebhookId, secret: String, grace_ms: u64) -> crate::Work {
+        crate::Work::Prepared(Box::new(move |_st, keyring| {
+            let (sealed, put) = keyring.seal(&webhook_id.to_string(), secret.as_bytes())?;
+            Ok((
+                Command::Webhook(WebhookCommand::RotateWebhookSecret { webhook_id, secret: Some(sealed), grace_ms }),
+                vec![put],
+            ))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_both_schemes() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        // Standard Webhooks' published example (webhook-id msg_p5jXN8AQM9LWM0D4loKWxJek,
+        // timestamp 1614265330, body {"test": 2432232314}).
+        let sig = standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
+        assert_eq!(sig.as_deref(), Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        let s = sha256_signature("whsec_abc", b"{}");
+        assert!(s.starts_with("sha256=") && s.len() == 7 + 64);
+    }
+
+    #[test]
+    fn private_targets_are_refused_unless_allowed() {
+        let mut s = WebhookSettings::default();
+        assert!(check_target(&s, "https://hooks.example.com/x").is_ok());
+        assert!(check_target(&s, "http://hooks.example.com/x").is_err());
+        for bad in [
+            "https://127.0.0.1/x",
+            "https://10.0.0.8/x",
+            "https://169.254.169.254/",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+        ] {
+            assert!(check_target(&s, bad).is_err(), "{bad}");
+        }
+        s.allow_hosts = vec!["127.0.0.1".into()];
+        assert!(check_target(&s, "http://127.0.0.1:9/x").is_ok());
+        assert!(parse_duration("5m") == Some(Duration::from_secs(300)) && parse_duration("x").is_none());
+    }
+}
