@@ -50,6 +50,9 @@ class Receiver:
                 with outer.lock:
                     outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     status, headers = outer.script.pop(0) if outer.script else (200, {})
+                if "X-Test-Sleep" in headers:
+                    # Answer after the server's timeout (conftest: 2 s): the attempt times out.
+                    time.sleep(float(headers.pop("X-Test-Sleep")))
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -179,13 +182,20 @@ def test_import_events_reach_subscribed_webhooks_signed_both_ways(client, raw, a
 
 
 def test_a_failing_receiver_is_retried_on_the_schedule_until_it_answers(client, raw, admin_headers, spool_server, receiver):
-    receiver.script = [(500, {}), (429, {"Retry-After": "1"}), (200, {})]
+    receiver.script = [(500, {}), (200, {"X-Test-Sleep": "3"}), (429, {"Retry-After": "1"}), (200, {})]
     index = client.indexes.create(name=unique("retry")).index_id
+    # Four attempts need a schedule of four: this webhook's deliveries use the server's
+    # (0s,1s,1s) plus the manual retry below for the last one.
     wh = client.webhooks.create(name=unique("wh"), url=receiver.url, events=["import_job.completed"], index_ids=[index])
     _import(client, raw, admin_headers, spool_server, index, 1)
-    ds = _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 1 and ds[0].status == "delivered")
-    assert ds[0].attempts == 3
-    assert [verify(wh.secret, h, b)["delivery_id"] for h, b in receiver.requests] == [ds[0].delivery_id] * 3
+    ds = _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 1 and ds[0].status == "failed")
+    assert ds[0].attempts == 3 and ds[0].response_status_code == 429
+    logged = client.webhooks.get_delivery(ds[0].delivery_id)
+    assert logged.response_body == "ok"
+    client.webhooks.retry_delivery(ds[0].delivery_id)
+    ds = _deliveries(client, wh.webhook_id, lambda ds: ds[0].status == "delivered")
+    assert ds[0].attempts == 4 and ds[0].response_status_code == 200
+    assert [verify(wh.secret, h, b)["delivery_id"] for h, b in receiver.requests] == [ds[0].delivery_id] * 4
     # A delivered delivery cannot be retried.
     with pytest.raises(ConflictError):
         client.webhooks.retry_delivery(ds[0].delivery_id)

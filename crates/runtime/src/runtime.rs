@@ -504,7 +504,7 @@ impl Runtime {
     }
 
     /// Decide, append, fold; no answer to render.
-    pub async fn execute(&self, cmd: Command) -> Result<Outcome, RuntimeError> {
+    pub async fn execute(&self, cmd: impl Into<crate::sequencer::Work>) -> Result<Outcome, RuntimeError> {
         let reply = self.execute_with(cmd, None, Vec::new(), |_, _| Reply { status: 200, body: Vec::new() }).await?;
         Ok(reply.1)
     }
