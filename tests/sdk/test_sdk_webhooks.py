@@ -253,3 +253,35 @@ def test_a_failed_delivery_is_retried_by_hand_and_delete_forgets_the_webhook(cli
     client.webhooks.delete(wh.webhook_id)
     with pytest.raises(NotFoundError):
         client.webhooks.retrieve(wh.webhook_id)
+
+
+def test_bulk_retry_of_failed_deliveries_runs_as_a_job_from_the_api_and_the_cli(
+    client, raw, admin_headers, spool_server, receiver
+):
+    import subprocess
+
+    import conftest
+
+    receiver.script = [(500, {})] * 9  # three deliveries, three attempts each
+    index = client.indexes.create(name=unique("bulk")).index_id
+    wh = client.webhooks.create(name=unique("wh"), url=receiver.url, events=["media.created"], index_ids=[index])
+    _import(client, raw, admin_headers, spool_server, index, 3)
+    _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 3 and all(d.status == "failed" for d in ds))
+    resp = raw.post(
+        f"/api/v2/webhooks/{wh.webhook_id}/deliveries/retry", json={"status": "bogus"}, headers=admin_headers
+    )
+    assert_error_envelope(resp, 422, "validation_error")
+    binary = os.environ.get("SPOOL_BIN") or str(conftest.DEFAULT_BIN)
+    out = subprocess.run(
+        [binary, "webhooks", "retry", wh.webhook_id, "--status", "failed", "--server", spool_server.root_url],
+        env={**os.environ, "SPOOL_API_KEY": spool_server.admin_key},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["webhook_id"] == wh.webhook_id
+    ds = _deliveries(client, wh.webhook_id, lambda ds: all(d.status == "delivered" for d in ds))
+    assert all(d.attempts == 4 for d in ds)
+    view = raw.get(f"/api/v2/webhooks/{wh.webhook_id}", headers=admin_headers).json()
+    assert view["bulk_retry"] == {"status": "finished", "retried": 3}

@@ -342,6 +342,13 @@ pub enum Event {
     },
     /// Stream `wh_…`. A delivery is pending again: its retry timer fired, or a manual retry.
     DeliveryPending { delivery_id: DeliveryId, webhook_id: WebhookId },
+    /// Stream `wh_…`. A bulk retry of the webhook's deliveries in `status` (created within the
+    /// range) starts; it runs page by page (`BulkRetryProgressed`), durable across restarts.
+    BulkRetryStarted { webhook_id: WebhookId, status: String, from_ms: Option<u64>, to_ms: Option<u64> },
+    /// Stream `wh_…`. A page was done: deliveries up to (created_ms, delivery) were looked at.
+    BulkRetryProgressed { webhook_id: WebhookId, after_ms: u64, after: DeliveryId, retried: u64 },
+    /// Stream `wh_…`. The bulk retry looked at every delivery.
+    BulkRetryFinished { webhook_id: WebhookId, retried: u64 },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -382,6 +389,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "DeliveryCreated",
     "DeliveryAttempted",
     "DeliveryPending",
+    "BulkRetryStarted",
+    "BulkRetryProgressed",
+    "BulkRetryFinished",
 ];
 
 impl Event {
@@ -425,6 +435,9 @@ impl Event {
             Event::DeliveryCreated { .. } => 33,
             Event::DeliveryAttempted { .. } => 34,
             Event::DeliveryPending { .. } => 35,
+            Event::BulkRetryStarted { .. } => 36,
+            Event::BulkRetryProgressed { .. } => 37,
+            Event::BulkRetryFinished { .. } => 38,
         }
     }
 
@@ -608,6 +621,14 @@ impl Event {
                 retry_at_ms: Some(1_764_000_005_000),
             },
             Event::DeliveryPending { delivery_id, webhook_id },
+            Event::BulkRetryStarted {
+                webhook_id,
+                status: "failed".into(),
+                from_ms: Some(1_764_000_000_000),
+                to_ms: None,
+            },
+            Event::BulkRetryProgressed { webhook_id, after_ms: 1_764_000_000_007, after: delivery_id, retried: 3 },
+            Event::BulkRetryFinished { webhook_id, retried: 3 },
         ]
     }
 }

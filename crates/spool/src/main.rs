@@ -8,6 +8,7 @@ mod debug;
 mod keys;
 mod offline;
 mod serve;
+mod webhooks_cli;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: offline::LogCmd,
     },
+    /// Webhooks of a running server (through its API).
+    Webhooks {
+        #[command(subcommand)]
+        cmd: webhooks_cli::WebhooksCmd,
+    },
     /// Benchmarks (run by hand; each ends with one JSON line).
     Bench {
         #[command(subcommand)]
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),
+        Cmd::Webhooks { cmd } => webhooks_cli::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),
     };
     match result {

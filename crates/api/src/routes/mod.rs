@@ -55,7 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{webhook_id}", get(webhook::retrieve).patch(webhook::patch).delete(webhook::delete))
         .route("/webhooks/{webhook_id}/rotate-secret", post(webhook::rotate))
         .route("/webhooks/{webhook_id}/test", post(webhook::test))
-        .route("/webhooks/{webhook_id}/deliveries", get(webhook::deliveries));
+        .route("/webhooks/{webhook_id}/deliveries", get(webhook::deliveries))
+        .route("/webhooks/{webhook_id}/deliveries/retry", post(webhook::bulk_retry));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

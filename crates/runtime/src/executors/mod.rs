@@ -27,6 +27,10 @@ impl Runtime {
             Effect::Webhook(spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. }) => {
                 self.deliver(delivery_id, *attempt).await
             }
+            Effect::Webhook(spool_core::WebhookEffect::BulkRetryStep { webhook_id }) => self
+                .execute(Command::Webhook(spool_core::WebhookCommand::RunBulkRetryStep { webhook_id: *webhook_id }))
+                .await
+                .map(|_| ()),
             Effect::Index(spool_core::IndexEffect::DrainIndex { index_id, deletion_id }) => {
                 self.drain_index(index_id, deletion_id).await
             }

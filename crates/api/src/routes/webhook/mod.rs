@@ -358,6 +358,52 @@ pub async fn retry(
     Ok(reply(r))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetry {
+    #[serde(default)]
+    status: Option<String>,
+    /// RFC 3339; deliveries created at or after.
+    #[serde(default)]
+    since: Option<String>,
+    /// RFC 3339; deliveries created at or before.
+    #[serde(default)]
+    until: Option<String>,
+}
+
+/// `POST /webhooks/{id}/deliveries/retry`: retry every failed (or retrying) delivery created in
+/// a time range, as a durable job; answers 202 with the webhook (its `bulk_retry` shows the run).
+pub async fn bulk_retry(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    body: JsonBody<BulkRetry>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_id(&raw)?;
+    let b = body.value;
+    let status = match b.status.as_deref().unwrap_or("failed") {
+        "failed" => DeliveryStatus::Failed,
+        "retrying" => DeliveryStatus::Retrying,
+        other => {
+            return Err(ApiError::validation("status", format!("must be failed or retrying (got {other:?})"))
+                .details(serde_json::json!({ "field": "status", "allowed": ["failed", "retrying"] })));
+        }
+    };
+    let time = |field: &'static str, v: Option<String>| -> Result<Option<u64>, ApiError> {
+        v.map(|t| {
+            spool_model::time::parse_rfc3339_ms(&t).ok_or_else(|| {
+                ApiError::validation(field, "must be an RFC 3339 time in UTC, such as 2026-12-01T08:00:00Z")
+            })
+        })
+        .transpose()
+    };
+    let (from_ms, to_ms) = (time("since", b.since)?, time("until", b.until)?);
+    let cmd = Command::Webhook(WebhookCommand::StartBulkRetry { webhook_id: id, status, from_ms, to_ms });
+    let (r, _) = app.rt.execute_with(cmd, None, Vec::new(), |st, out| render(st, out, StatusCode::ACCEPTED)).await?;
+    Ok(reply(r))
+}
+
 /// `GET /webhooks/events`: public, the event names as a JSON array of strings.
 pub async fn events() -> Response {
     json(StatusCode::OK, &serde_json::json!(WEBHOOK_EVENTS))

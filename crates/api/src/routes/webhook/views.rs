@@ -18,6 +18,13 @@ pub fn webhook(w: &Webhook) -> Value {
         "created_at": rfc3339_ms(w.created_at_ms),
         "updated_at": rfc3339_ms(w.updated_at_ms),
         "metadata": w.metadata_json.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+        "bulk_retry": match &w.bulk_retry {
+            Some(b) => json!({ "status": "running", "retrying": b.status.as_str(), "retried": b.retried }),
+            None => match w.last_bulk_retried {
+                Some(n) => json!({ "status": "finished", "retried": n }),
+                None => Value::Null,
+            },
+        },
     })
 }
 

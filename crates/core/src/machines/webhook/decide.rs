@@ -208,6 +208,28 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             }
             Ok(one(&d.webhook_id, events, Outcome::Done))
         }
+        WebhookCommand::StartBulkRetry { webhook_id, status, from_ms, to_ms } => {
+            let w = live(state, webhook_id)?;
+            if w.bulk_retry.is_some() {
+                return Err(DomainError::InvalidState(format!("a bulk retry of {webhook_id} is already running")));
+            }
+            if !matches!(status, DeliveryStatus::Failed | DeliveryStatus::Retrying) {
+                return Err(DomainError::invalid("status", "must be failed or retrying"));
+            }
+            let ev = Event::BulkRetryStarted {
+                webhook_id: *webhook_id,
+                status: status.as_str().into(),
+                from_ms: *from_ms,
+                to_ms: *to_ms,
+            };
+            Ok(one(webhook_id, vec![ev], Outcome::Webhook(*webhook_id)))
+        }
+        WebhookCommand::RunBulkRetryStep { webhook_id } => {
+            let Some(w) = state.webhooks.get(webhook_id).filter(|w| w.is_live() && w.bulk_retry.is_some()) else {
+                return Ok(Decision::nothing(Outcome::Done));
+            };
+            Ok(one(webhook_id, bulk_step(state, w), Outcome::Done))
+        }
         WebhookCommand::RetryDelivery { delivery_id } => {
             let d = delivery(state, delivery_id)?;
             match d.status {
@@ -223,6 +245,37 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             }
         }
     }
+}
+
+fn bulk_step(state: &State, w: &Webhook) -> Vec<Event> {
+    let Some(b) = &w.bulk_retry else { return Vec::new() };
+    let start = match b.after {
+        Some(k) => std::ops::Bound::Excluded(k),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut events = Vec::new();
+    let mut last = None;
+    let mut retried = b.retried;
+    for (created, id) in w.deliveries.range((start, std::ops::Bound::Unbounded)).take(BULK_RETRY_PAGE_MAX) {
+        last = Some((*created, *id));
+        let in_range = b.from_ms.is_none_or(|f| *created >= f) && b.to_ms.is_none_or(|t| *created <= t);
+        if in_range && state.deliveries.get(id).is_some_and(|d| d.status == b.status) {
+            events.push(Event::DeliveryPending { delivery_id: *id, webhook_id: w.webhook_id });
+            retried += 1;
+        }
+    }
+    match last {
+        Some((after_ms, after))
+            if w.deliveries
+                .range((std::ops::Bound::Excluded((after_ms, after)), std::ops::Bound::Unbounded))
+                .next()
+                .is_some() =>
+        {
+            events.push(Event::BulkRetryProgressed { webhook_id: w.webhook_id, after_ms, after, retried });
+        }
+        _ => events.push(Event::BulkRetryFinished { webhook_id: w.webhook_id, retried }),
+    }
+    events
 }
 
 /// `FireTimer` of a delivery's retry: it is pending again (once; a stale timer adds nothing).

@@ -46,6 +46,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     deleted: false,
                     deliveries: BTreeSet::new(),
                     pending: BTreeSet::new(),
+                    bulk_retry: None,
+                    last_bulk_retried: None,
                 },
             );
         }
@@ -166,6 +168,29 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     }
                     _ => w.last_failure_at_ms = Some(at),
                 }
+            }
+        }
+        Event::BulkRetryStarted { webhook_id, status, from_ms, to_ms } => {
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                w.bulk_retry = Some(BulkRetry {
+                    status: DeliveryStatus::parse(status).unwrap_or(DeliveryStatus::Failed),
+                    from_ms: *from_ms,
+                    to_ms: *to_ms,
+                    after: None,
+                    retried: 0,
+                });
+            }
+        }
+        Event::BulkRetryProgressed { webhook_id, after_ms, after, retried } => {
+            if let Some(b) = state.webhooks.get_mut(webhook_id).and_then(|w| w.bulk_retry.as_mut()) {
+                b.after = Some((*after_ms, *after));
+                b.retried = *retried;
+            }
+        }
+        Event::BulkRetryFinished { webhook_id, retried } => {
+            if let Some(w) = state.webhooks.get_mut(webhook_id) {
+                w.bulk_retry = None;
+                w.last_bulk_retried = Some(*retried);
             }
         }
         Event::DeliveryPending { delivery_id, .. } => {

@@ -46,6 +46,8 @@ pub const WEBHOOK_DELIVERIES_IN_FLIGHT_MAX: usize = 4;
 pub const WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES: u32 = 20;
 /// A receiver's `Retry-After` can push a retry later, by at most this much.
 pub const RETRY_AFTER_CAP_MS: u64 = 3_600_000;
+/// Deliveries a bulk retry looks at per step.
+pub const BULK_RETRY_PAGE_MAX: usize = 256;
 /// Jitter of a retry's wait, in percent either way.
 pub const DELIVERY_RETRY_JITTER_PCT: u64 = 20;
 
@@ -96,6 +98,29 @@ pub enum WebhookCommand {
     RetryDelivery {
         delivery_id: DeliveryId,
     },
+    /// `POST /webhooks/{id}/deliveries/retry`: retry every delivery in `status` (failed or
+    /// retrying) created within the range, as a durable job of bounded steps.
+    StartBulkRetry {
+        webhook_id: WebhookId,
+        status: DeliveryStatus,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    },
+    /// Effect outcome: one step of a bulk retry.
+    RunBulkRetryStep {
+        webhook_id: WebhookId,
+    },
+}
+
+/// A bulk retry under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkRetry {
+    pub status: DeliveryStatus,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    /// The last delivery looked at, by (created_ms, id).
+    pub after: Option<(u64, DeliveryId)>,
+    pub retried: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -153,6 +178,9 @@ pub struct Webhook {
     pub deliveries: BTreeSet<(u64, DeliveryId)>,
     /// Deliveries waiting to go out, by sequence: the work `effects_for` offers, in order.
     pub pending: BTreeSet<(u64, DeliveryId)>,
+    /// A bulk retry under way (one at a time), and how the last one ended.
+    pub bulk_retry: Option<BulkRetry>,
+    pub last_bulk_retried: Option<u64>,
 }
 
 impl Webhook {
