@@ -81,6 +81,7 @@ async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace
         retry_schedule_ms: vec![0, 60_000, 600_000],
         timeout: Duration::from_secs(5),
         rotation_grace: Duration::from_secs(1),
+        disable_after: 20,
     };
     let rt = Runtime::open(cfg, clock.clone(), Arc::new(SeededIds::new(9))).await.unwrap();
     rt.wait_ready().await;

@@ -48,6 +48,9 @@ pub struct WebhooksConfig {
     /// e.g. `24h` (the default).
     #[serde(default)]
     pub rotation_grace: Option<String>,
+    /// Failed deliveries in a row that disable a webhook (default 20).
+    #[serde(default)]
+    pub disable_after: Option<u32>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -121,6 +124,17 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         duration("SPOOL_WEBHOOK_ROTATION_GRACE", "SPOOL_WEBHOOK_ROTATION_GRACE", file.webhooks.rotation_grace.as_ref())?
     {
         webhooks.rotation_grace = d;
+    }
+    match std::env::var("SPOOL_WEBHOOK_DISABLE_AFTER") {
+        Ok(v) => {
+            webhooks.disable_after =
+                v.trim().parse().with_context(|| format!("SPOOL_WEBHOOK_DISABLE_AFTER={v:?} is not a number"))?
+        }
+        Err(_) => {
+            if let Some(n) = file.webhooks.disable_after {
+                webhooks.disable_after = n;
+            }
+        }
     }
     Ok(Settings {
         webhooks,

@@ -30,6 +30,8 @@ pub struct WebhookSettings {
     pub retry_schedule_ms: Vec<u64>,
     pub timeout: Duration,
     pub rotation_grace: Duration,
+    /// Failed deliveries in a row after which a webhook is disabled (`SPOOL_WEBHOOK_DISABLE_AFTER`).
+    pub disable_after: u32,
 }
 
 impl Default for WebhookSettings {
@@ -39,6 +41,7 @@ impl Default for WebhookSettings {
             retry_schedule_ms: vec![0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000],
             timeout: Duration::from_secs(15),
             rotation_grace: Duration::from_secs(24 * 3600),
+            disable_after: spool_core::machines::webhook::WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES,
         }
     }
 }
@@ -85,8 +88,33 @@ pub fn standard_signature(secret: &str, msg_id: &str, timestamp: u64, body: &[u8
     Some(format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())))
 }
 
+/// A host name or IP literal listed in the allow list (an IP also when a listed CIDR holds it).
 fn host_allowed(allow: &[String], host: &str) -> bool {
-    allow.iter().any(|a| a.eq_ignore_ascii_case(host))
+    allow.iter().any(|a| a.eq_ignore_ascii_case(host)) || host.parse::<IpAddr>().is_ok_and(|ip| ip_allowed(allow, ip))
+}
+
+/// An address listed in the allow list, exactly or inside a listed CIDR (`10.0.0.0/8`).
+pub fn ip_allowed(allow: &[String], ip: IpAddr) -> bool {
+    allow.iter().any(|a| match a.split_once('/') {
+        None => a.parse::<IpAddr>().is_ok_and(|x| x == ip),
+        Some((net, bits)) => match (net.parse::<IpAddr>(), bits.parse::<u32>()) {
+            (Ok(IpAddr::V4(n)), Ok(b)) if b <= 32 => match ip {
+                IpAddr::V4(v) => {
+                    let mask = if b == 0 { 0 } else { u32::MAX << (32 - b) };
+                    (u32::from(v) & mask) == (u32::from(n) & mask)
+                }
+                IpAddr::V6(_) => false,
+            },
+            (Ok(IpAddr::V6(n)), Ok(b)) if b <= 128 => match ip {
+                IpAddr::V6(v) => {
+                    let mask = if b == 0 { 0 } else { u128::MAX << (128 - b) };
+                    (u128::from(v) & mask) == (u128::from(n) & mask)
+                }
+                IpAddr::V4(_) => false,
+            },
+            _ => false,
+        },
+    })
 }
 
 /// Public unicast: not loopback, private, link-local, unspecified, multicast, CGNAT or ULA.
@@ -150,9 +178,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         let allowed = host_allowed(&self.allow, &host);
+        let allow = self.allow.clone();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allowed && addrs.iter().any(|a| !is_public(a.ip())) {
+            if !allowed && addrs.iter().any(|a| !is_public(a.ip()) && !ip_allowed(&allow, a.ip())) {
                 return Err(format!("{host} resolves to a private address; refused").into());
             }
             let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
@@ -337,6 +366,7 @@ impl Runtime {
             duration_ms: sent.duration_ms,
             retry_after_ms: sent.retry_after_ms,
             schedule_ms: self.executors.webhooks.settings.retry_schedule_ms.clone(),
+            disable_after: self.executors.webhooks.settings.disable_after,
         }))
         .await
         .map(|_| ())
@@ -400,6 +430,11 @@ mod tests {
         }
         s.allow_hosts = vec!["127.0.0.1".into()];
         assert!(check_target(&s, "http://127.0.0.1:9/x").is_ok());
+        assert!(check_target(&s, "https://10.1.2.3/x").is_err());
+        s.allow_hosts = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+        assert!(check_target(&s, "http://10.1.2.3/x").is_ok());
+        assert!(check_target(&s, "https://[fd12::1]/x").is_ok());
+        assert!(check_target(&s, "https://192.168.1.1/x").is_err());
         assert!(parse_duration("5m") == Some(Duration::from_secs(300)) && parse_duration("x").is_none());
     }
 }

@@ -149,6 +149,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             duration_ms,
             retry_after_ms,
             schedule_ms,
+            disable_after,
         } => {
             let d = delivery(state, delivery_id)?;
             let Some(w) = state.webhooks.get(&d.webhook_id) else {
@@ -193,7 +194,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             // disabled (no more deliveries until it is set active again).
             if !delivered
                 && retry_at_ms.is_none()
-                && w.failure_count + 1 >= WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES
+                && w.failure_count + 1 >= (*disable_after).max(1)
                 && w.status != "disabled"
             {
                 events.push(Event::WebhookUpdated {

@@ -42,7 +42,7 @@ pub const WEBHOOK_METADATA_BYTES_MAX: usize = 16 * 1024;
 pub const RESPONSE_EXCERPT_BYTES_MAX: usize = 4096;
 /// Deliveries of one webhook offered at once (they are offered in `sequence` order).
 pub const WEBHOOK_DELIVERIES_IN_FLIGHT_MAX: usize = 4;
-/// Consecutive failed deliveries after which a webhook is `disabled`.
+/// Default of the consecutive failed deliveries after which a webhook is `disabled`.
 pub const WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES: u32 = 20;
 /// A receiver's `Retry-After` can push a retry later, by at most this much.
 pub const RETRY_AFTER_CAP_MS: u64 = 3_600_000;
@@ -93,6 +93,9 @@ pub enum WebhookCommand {
         duration_ms: u64,
         retry_after_ms: Option<u64>,
         schedule_ms: Vec<u64>,
+        /// Failed deliveries in a row that disable the webhook (the operator's setting).
+        #[serde(default = "default_disable_after")]
+        disable_after: u32,
     },
     /// `POST /webhooks/deliveries/{id}/retry`: a failed (or waiting) delivery goes out now.
     RetryDelivery {
@@ -121,6 +124,10 @@ pub struct BulkRetry {
     /// The last delivery looked at, by (created_ms, id).
     pub after: Option<(u64, DeliveryId)>,
     pub retried: u64,
+}
+
+fn default_disable_after() -> u32 {
+    WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
