@@ -11,6 +11,13 @@ use std::time::Instant;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
+    /// Webhook deliveries/s to a receiver on loopback with 1, 4 and 16 webhooks (≤ 4, 16, 64
+    /// in flight), against the receiver's own ceiling measured with wrk in the same run.
+    Webhooks {
+        /// Domain events per run (each goes to every webhook).
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+    },
     /// Local-folder imports of 1,000, 10,000 and 100,000 small PNG files through a real
     /// `spool serve` (files/s, durable steps/s, memory, recovery after kill -9), against
     /// `cp -r` + `sync` of the same folders and raw batched redb commits of the same events.
@@ -82,6 +89,7 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency } => {
             crate::bench_engine::run(crate::bench_engine::Args { sizes, dir, concurrency })
         }

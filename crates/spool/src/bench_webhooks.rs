@@ -1,0 +1,167 @@
+//! `spool bench webhooks`: deliveries/s from the real engine (sequencer, outbox, executor,
+//! signing, guarded client) to a receiver on loopback, with 1, 4 and 16 subscribed webhooks
+//! (at most 4 deliveries of one webhook in flight: up to 4, 16 and 64 at once), against that
+//! receiver's own ceiling measured in the same run with `wrk` at the same connection counts.
+
+use anyhow::{Context, bail};
+use spool_core::{Command, ConnectorCommand, ImportCommand, IndexCommand, Outcome, WebhookCommand};
+use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, WebhookId};
+use spool_runtime::{Runtime, RuntimeConfig, SystemClock, SystemIds, WebhookSettings};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Args {
+    /// Domain events raised per run (each goes to every webhook of the run).
+    pub events: usize,
+}
+
+/// The receiver: answers every request 200 (any method, any path).
+async fn receiver() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}/hook"))
+}
+
+/// requests/s of `wrk` against the receiver with `connections` connections for 3 s.
+fn wrk(url: &str, connections: usize) -> anyhow::Result<f64> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), "-d3s", url])
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:").map(|v| v.trim().parse::<f64>()))
+        .context("wrk printed no Requests/sec")?
+        .context("wrk's Requests/sec")
+}
+
+async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f64> {
+    let scratch = std::env::temp_dir().join(format!("spool-bench-webhooks-{}-{webhooks}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("empty"))?;
+    let mut cfg = RuntimeConfig::new(scratch.join("data"));
+    cfg.master_key = Some(spool_runtime::MasterKey::generate());
+    cfg.storage.local_roots = vec![scratch.canonicalize()?];
+    cfg.webhooks = WebhookSettings {
+        allow_hosts: vec!["127.0.0.1".into()],
+        retry_schedule_ms: vec![0, 1000],
+        ..Default::default()
+    };
+    let rt = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds)).await?;
+    rt.wait_ready().await;
+    for _ in 0..webhooks {
+        let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
+            webhook_id: WebhookId(rt.new_ulid()),
+            name: "bench".into(),
+            url: url.to_string(),
+            events: vec!["import_job.started".into()],
+            index_ids: None,
+            metadata_json: None,
+            secret: None,
+        });
+        rt.execute(Runtime::create_webhook(cmd, spool_runtime::new_secret(rt.ids().as_ref()))).await?;
+    }
+    let Outcome::Index(index_id) = rt
+        .execute(Command::Index(IndexCommand::CreateIndex { name: "b".into(), user_id: "b".into(), description: None }))
+        .await?
+    else {
+        bail!("no index")
+    };
+    let connector_id = ConnectorId(rt.new_ulid());
+    rt.execute(Command::Connector(ConnectorCommand::CreateConnector {
+        connector_id,
+        provider: Provider::Local,
+        name: "empty".into(),
+        scopes: vec![ConnectorScope::Import],
+        import_mode: ImportMode::All,
+        export_base_path: None,
+        location: ConnectorLocation {
+            root: Some(scratch.join("empty").canonicalize()?.to_string_lossy().into_owned()),
+            ..Default::default()
+        },
+        credentials: None,
+    }))
+    .await?;
+    let expected = events * webhooks;
+    let start = Instant::now();
+    // Each import job raises `import_job.started`: one delivery per webhook.
+    let mut tasks = Vec::new();
+    for chunk in 0..16 {
+        let rt = rt.clone();
+        let n = events / 16 + usize::from(chunk < events % 16);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n {
+                rt.execute(Command::Import(ImportCommand::CreateImportJob {
+                    connector_id,
+                    index_id,
+                    source_prefix: String::new(),
+                    file_pattern: "*".into(),
+                    recursive: true,
+                    import_mode: None,
+                }))
+                .await?;
+            }
+            Ok::<_, spool_runtime::RuntimeError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (delivered, failed) = rt.read(|st| {
+            let d = st
+                .deliveries
+                .values()
+                .filter(|d| d.status == spool_core::machines::webhook::DeliveryStatus::Delivered)
+                .count();
+            let f = st
+                .deliveries
+                .values()
+                .filter(|d| d.status == spool_core::machines::webhook::DeliveryStatus::Failed)
+                .count();
+            (d, f)
+        });
+        if failed > 0 {
+            bail!("{failed} deliveries failed: the receiver is not taking them (the ratio would mean nothing)");
+        }
+        if delivered >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {delivered} of {expected} deliveries in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rt.shutdown().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(expected as f64 / secs)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let url = receiver().await?;
+        let mut json = serde_json::json!({ "bench": "webhooks", "events": a.events });
+        for (webhooks, in_flight) in [(1usize, 4usize), (4, 16), (16, 64)] {
+            // The receiver's ceiling first, at the same number of connections.
+            let u = url.clone();
+            let ceiling = tokio::task::spawn_blocking(move || wrk(&u, in_flight)).await??;
+            let ours = run_once(&url, webhooks, a.events).await?;
+            println!(
+                "{webhooks:>2} webhooks (≤ {in_flight:>2} in flight): {ours:>8.0} deliveries/s   receiver ceiling (wrk -c{in_flight}) {ceiling:>9.0} req/s   ratio {:.2}",
+                ours / ceiling
+            );
+            json[format!("deliveries_per_s_{in_flight}")] = serde_json::json!(ours.round());
+            json[format!("receiver_ceiling_{in_flight}")] = serde_json::json!(ceiling.round());
+            json[format!("ratio_{in_flight}")] = serde_json::json!((ours / ceiling * 100.0).round() / 100.0);
+        }
+        println!("{json}");
+        Ok(())
+    })
+}
