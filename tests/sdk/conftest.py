@@ -162,7 +162,7 @@ def spool_server() -> Iterator[SpoolServer]:
     env.setdefault("SPOOL_BROWSE_MAX_ENTRIES", "200")
     # Webhook receivers in the tests listen on loopback; retries come after seconds, not hours.
     env["SPOOL_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
-    env.setdefault("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s")
+    env.setdefault("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s,1s")
     env.setdefault("SPOOL_WEBHOOK_TIMEOUT", "2s")
     env.setdefault("RUST_BACKTRACE", "1")
 

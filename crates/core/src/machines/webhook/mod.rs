@@ -40,8 +40,9 @@ pub const WEBHOOK_URL_CHARS_MAX: usize = 2048;
 pub const WEBHOOK_METADATA_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of a receiver's answer kept with an attempt.
 pub const RESPONSE_EXCERPT_BYTES_MAX: usize = 4096;
-/// Deliveries of one webhook offered at once (they are offered in `sequence` order).
-pub const WEBHOOK_DELIVERIES_IN_FLIGHT_MAX: usize = 4;
+/// Deliveries of one webhook in flight at once: one, so they reach the receiver in `sequence`
+/// order (a delivery waiting for a retry lets the next ones go).
+pub const WEBHOOK_DELIVERIES_IN_FLIGHT_MAX: usize = 1;
 /// Default of the consecutive failed deliveries after which a webhook is `disabled`.
 pub const WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES: u32 = 20;
 /// A receiver's `Retry-After` can push a retry later, by at most this much.
