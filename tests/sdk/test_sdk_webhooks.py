@@ -176,6 +176,13 @@ def test_import_events_reach_subscribed_webhooks_signed_both_ways(client, raw, a
     for p in payloads:
         assert p["webhook_id"] == wh.webhook_id and p["index_id"] == index
         assert p["metadata"] == {"team": "media"} and p["api_version"] and p["created_at"]
+        # `data` is the resource as the API shows it when the event happened.
+        if p["event"] == "import_job.completed":
+            assert p["data"]["status"] == "completed" and p["data"]["progress"]["imported"] == 2
+            assert p["data"] == {**p["data"], "job_id": p["data"]["job_id"]}
+        else:
+            video = raw.get(f"/api/v2/videos/{p['data']['video_id']}", headers=admin_headers).json()
+            assert p["data"]["sha256"] == video["sha256"] and p["data"]["index_id"] == index
     ds = _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 3 and all(d.status == "delivered" for d in ds))
     one = client.webhooks.get_delivery(ds[0].delivery_id)
     assert one.payload["delivery_id"] == one.delivery_id and one.response_status_code == 200

@@ -71,14 +71,13 @@ pub(crate) fn check_name(field: &'static str, name: &str, max: usize) -> Result<
     Ok(name.to_string())
 }
 
-pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
-    let mut decision = decide_machine(state, cmd, ctx)?;
-    // The outbox: deliveries of the decision's domain events join the same append.
-    webhook::fan_out(state, &mut decision, ctx);
-    Ok(decision)
+/// The webhook deliveries of a decision's domain events, decided on the state after the
+/// decision's events (the sequencer folds them first) and appended with them.
+pub fn outbox(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEvents> {
+    webhook::outbox(state_after, decision, ctx)
 }
 
-fn decide_machine(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
         Command::Index(c) => index::decide(state, c, ctx),
         Command::ApiKey(c) => api_key::decide(state, c, ctx),

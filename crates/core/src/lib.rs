@@ -18,7 +18,7 @@ pub mod workset;
 pub use machines::import_job as imports;
 
 pub use command::{Command, EngineCommand, Secret};
-pub use decide::{Decision, Outcome, StreamEvents, decide};
+pub use decide::{Decision, Outcome, StreamEvents, decide, outbox};
 pub use effect::{Effect, WorkKey, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};

@@ -157,7 +157,7 @@ impl Runtime {
             };
             let now = self.clock().now_ms();
             let mut ctx = Ctx::new(now, self.ids().entropy());
-            let decision = match decide(&st, &cmd, &mut ctx) {
+            let mut decision = match decide(&st, &cmd, &mut ctx) {
                 Ok(d) => d,
                 Err(e) => {
                     decided.push(Decided { reply, result: Err(e.into()) });
@@ -194,6 +194,31 @@ impl Runtime {
                     events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
                 });
             }
+            // The outbox: deliveries of this decision's domain events, decided on the state its
+            // events left, join the same append.
+            let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
+            for s in &deliveries {
+                for ev in &s.events {
+                    let env = Envelope {
+                        seq: st.applied_seq + 1,
+                        stream: s.stream.clone(),
+                        at_ms: now,
+                        format_version: FORMAT_VERSION,
+                        event: ev.clone(),
+                    };
+                    if let Some(k) = spool_core::work_key(&env.event) {
+                        touched.insert(k);
+                    }
+                    evolve(&mut st, &env);
+                    events += 1;
+                }
+                streams.push(StreamAppend {
+                    stream: s.stream.clone(),
+                    expected: Expected::Any,
+                    events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
+                });
+            }
+            decision.streams.extend(deliveries);
             side.extend(sub_side);
             side.extend(self.side_writes_of(&decision));
             let answer = render(&st, decision.outcome);

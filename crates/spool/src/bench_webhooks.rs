@@ -29,7 +29,8 @@ async fn receiver() -> anyhow::Result<String> {
 /// requests/s of `wrk` against the receiver with `connections` connections for 3 s.
 fn wrk(url: &str, connections: usize) -> anyhow::Result<f64> {
     let out = std::process::Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), "-d3s", url])
+        // wrk wants at least as many connections as threads.
+        .args([&format!("-t{}", connections.clamp(1, 2)), &format!("-c{connections}"), "-d3s", url])
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -8,8 +8,6 @@ mod index;
 mod video;
 mod webhook;
 
-pub(crate) use import_job::{EMBEDDED_PAGE_ITEMS, encode_cursor};
-
 use crate::error::REQUEST_ID;
 use crate::{ApiError, AppState, Principal};
 use axum::Router;

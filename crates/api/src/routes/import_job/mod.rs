@@ -13,9 +13,6 @@ use spool_core::imports::{FileStatus, JobStatus};
 use spool_core::{Command, Outcome};
 use spool_model::{ConnectorId, ImportJobId, ImportMode, IndexId, Scope, VideoId};
 
-/// Items of the first outputs / failed-files page embedded in an `ImportJob`.
-pub const EMBEDDED_PAGE_ITEMS: usize = 100;
-
 fn parse_job(raw: &str) -> Result<ImportJobId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("import_job", raw))
 }
@@ -24,8 +21,7 @@ fn parse_job(raw: &str) -> Result<ImportJobId, ApiError> {
 /// (a file id for a job's pages, `<created_ms>-<video_id>` for an index's videos). Pages read
 /// from the key onward (`range`), so a page costs O(log n + limit) however deep it is.
 pub fn encode_cursor(key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"))
+    spool_core::machines::import_job::view::encode_cursor(key)
 }
 
 /// The key of a cursor this server issued (`None` without one).

@@ -4,6 +4,7 @@
 mod decide;
 mod effects;
 mod evolve;
+pub mod view;
 
 pub use decide::*;
 pub use effects::{ImportEffect, effects_for, work_key};

@@ -2,6 +2,7 @@
 //! registration come with the media issue).
 
 mod evolve;
+pub mod view;
 
 pub use evolve::evolve;
 

@@ -298,37 +298,60 @@ pub fn fire_retry(state: &State, timer: &Timer) -> Result<Decision, DomainError>
 
 /// The outbox: for each domain event of a decision, a `DeliveryCreated` for every live webhook
 /// (active or paused; paused ones hold it as `pending`) subscribed to its name whose index filter
-/// matches (an event without an index reaches every subscribed webhook). Appended to the same
-/// decision, so the delivery commits with its cause.
-pub fn fan_out(state: &State, decision: &mut Decision, ctx: &mut Ctx) {
+/// matches (an event without an index reaches every subscribed webhook). Called by the sequencer
+/// with the state *after* the decision's events, so `data` is the resource as the API shows it
+/// then (an `ImportJob`, a `Video`); the deliveries join the decision's append.
+pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEvents> {
+    let mut out = Vec::new();
     if state.webhooks.is_empty() {
-        return;
+        return out;
     }
     let mut raised = Vec::new();
     for s in &decision.streams {
         for ev in &s.events {
-            if let Event::DomainEventRaised { name, data_json, .. } = ev {
-                raised.push((name.clone(), data_json.clone()));
+            if let Event::DomainEventRaised { name, subject, data_json } = ev {
+                raised.push((name.clone(), subject.clone(), data_json.clone()));
             }
         }
     }
     if raised.is_empty() {
-        return;
+        return out;
     }
     let mut next: std::collections::BTreeMap<WebhookId, u64> = Default::default();
-    for (name, data_json) in raised {
-        let data: serde_json::Value = serde_json::from_str(&data_json).unwrap_or(serde_json::Value::Null);
-        let index_id: Option<IndexId> = data.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+    for (name, subject, data_json) in raised {
+        let summary: serde_json::Value = serde_json::from_str(&data_json).unwrap_or(serde_json::Value::Null);
+        let index_id: Option<IndexId> = summary.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+        let mut subscribed = state
+            .webhooks
+            .values()
+            .filter(|w| w.is_live() && w.status != "disabled" && w.events.contains(&name))
+            .filter(|w| match (&w.index_ids, &index_id) {
+                (Some(filter), Some(idx)) => filter.contains(idx),
+                _ => true,
+            })
+            .peekable();
+        if subscribed.peek().is_none() {
+            continue;
+        }
+        // The resource as the API shows it now; the event's own summary when there is none.
+        let data = if name.starts_with("import_job.") {
+            subject
+                .parse::<spool_model::ImportJobId>()
+                .ok()
+                .and_then(|id| state.imports.get(&id))
+                .map(|j| crate::machines::import_job::view::import_job(j, state))
+        } else if name.starts_with("media.") {
+            subject
+                .parse::<spool_model::VideoId>()
+                .ok()
+                .and_then(|id| state.videos.get(&id))
+                .map(crate::machines::video::view::video)
+        } else {
+            None
+        }
+        .unwrap_or(summary);
         let event_id = format!("evt_{}", ctx.new_ulid());
-        for w in state.webhooks.values() {
-            if !w.is_live() || w.status == "disabled" || !w.events.contains(&name) {
-                continue;
-            }
-            if let (Some(filter), Some(idx)) = (&w.index_ids, &index_id)
-                && !filter.contains(idx)
-            {
-                continue;
-            }
+        for w in subscribed {
             let sequence = *next.entry(w.webhook_id).or_insert(w.next_sequence);
             next.insert(w.webhook_id, sequence + 1);
             let delivery_id = DeliveryId(ctx.new_ulid());
@@ -349,7 +372,7 @@ pub fn fan_out(state: &State, decision: &mut Decision, ctx: &mut Ctx) {
             {
                 payload["metadata"] = m;
             }
-            decision.streams.push(StreamEvents {
+            out.push(StreamEvents {
                 stream: w.webhook_id.to_string(),
                 events: vec![Event::DeliveryCreated {
                     delivery_id,
@@ -362,4 +385,5 @@ pub fn fan_out(state: &State, decision: &mut Decision, ctx: &mut Ctx) {
             });
         }
     }
+    out
 }

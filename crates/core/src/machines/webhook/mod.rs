@@ -1,12 +1,12 @@
 //! The webhook machine (engine-spec/webhooks.md): webhooks and their deliveries. Deliveries
-//! are an outbox in the log: `fan_out` adds a `DeliveryCreated` for every matching webhook to
-//! the same decision as the domain event that causes it, so none can be lost or invented.
+//! are an outbox in the log: `outbox` adds a `DeliveryCreated` for every matching webhook to the
+//! same append as the domain event that causes it, so none can be lost or invented.
 
 mod decide;
 mod effects;
 mod evolve;
 
-pub use decide::{decide, fan_out, fire_retry};
+pub use decide::{decide, fire_retry, outbox};
 pub use effects::{WebhookEffect, effects_for, work_key};
 pub use evolve::evolve;
 

@@ -1,0 +1,143 @@
+//! The JSON of an import job and its pages (contract §2.3, §6.1): what the API answers and what
+//! webhook deliveries carry as `data`.
+
+use serde_json::{Value, json};
+
+/// Items of the first outputs / failed-files page embedded in an `ImportJob`.
+pub const EMBEDDED_PAGE_ITEMS: usize = 100;
+
+/// Cursors are opaque: base64url of `v1:<key>`, where the key is where the next page starts
+/// (a file id for a job's pages, `<created_ms>-<video_id>` for an index's videos).
+pub fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"))
+}
+use super::{FileStatus, ImportFile, ImportJob};
+use spool_model::time::rfc3339_ms;
+
+fn output(f: &ImportFile, st: &crate::State) -> Option<Value> {
+    let video_id = f.file.video_id?;
+    let title = st
+        .videos
+        .get(&video_id)
+        .map(|v| v.title.clone())
+        .unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
+    Some(json!({
+        "file_id": f.file.file_id.to_string(),
+        "file_name": f.file.path,
+        "source_ordinal": f.file.file_id,
+        "part_index": 0,
+        "part_count": 1,
+        "source_start_seconds": 0.0,
+        "source_end_seconds": 0.0,
+        "video_id": video_id.to_string(),
+        "title": title,
+        "status": "ready",
+    }))
+}
+
+fn source_file(f: &ImportFile) -> Value {
+    json!({
+        "file_id": f.file.file_id.to_string(),
+        "file_name": f.file.path,
+        "source_ordinal": f.file.file_id,
+        "status": f.status.as_str(),
+        "part_count": if f.file.video_id.is_some() { json!(1) } else { Value::Null },
+        "parts_completed": if f.status == FileStatus::Imported { 1 } else { 0 },
+        "parts_failed": if f.status == FileStatus::Failed { 1 } else { 0 },
+        "failure": f.failure.as_ref().map(|x| json!({ "code": x.code, "message": x.message, "retryable": x.retryable })),
+        "skip_reason": f.file.skip_reason,
+        "size_bytes": f.file.size_bytes,
+        "bytes_transferred": f.bytes,
+        "attempts": f.attempts,
+        "video_id": if f.status == FileStatus::Imported { f.file.video_id.map(|v| v.to_string()) } else { None },
+    })
+}
+
+fn cursor_at(next: Option<u32>) -> Value {
+    match next {
+        Some(id) => json!(encode_cursor(&id.to_string())),
+        None => Value::Null,
+    }
+}
+
+/// `ImportOutputsPage`: imported files from file id `from` on (O(log n + limit)).
+pub fn outputs_page(j: &ImportJob, st: &crate::State, from: u32, limit: usize) -> Value {
+    let mut ids = j.by_status.from(FileStatus::Imported, from);
+    let items: Vec<Value> =
+        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).filter_map(|f| output(f, st)).collect();
+    let next = ids.next();
+    json!({ "items": items, "next_cursor": cursor_at(next), "total": j.by_status.count(FileStatus::Imported) })
+}
+
+/// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
+pub fn files_page(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: usize) -> Value {
+    let (items, next, total) = match status {
+        Some(s) => {
+            let mut ids = j.by_status.from(s, from);
+            let items: Vec<Value> =
+                ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).map(source_file).collect();
+            (items, ids.next(), j.by_status.count(s))
+        }
+        None => {
+            let start = (from as usize).min(j.files.len());
+            let end = start.saturating_add(limit).min(j.files.len());
+            let items: Vec<Value> = j.files[start..end].iter().map(source_file).collect();
+            let next = (end < j.files.len()).then_some(end as u32);
+            (items, next, j.files.len())
+        }
+    };
+    json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
+}
+
+pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
+    let n = EMBEDDED_PAGE_ITEMS;
+    let outputs = outputs_page(j, st, 0, n);
+    let video_ids: Vec<Value> =
+        outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
+    let failed = files_page(j, Some(FileStatus::Failed), 0, n);
+    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n);
+    let current =
+        j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(id as usize)).map(|f| f.file.path.clone());
+    let phase = match j.status.as_str() {
+        _ if j.cancel_requested && !j.status.is_terminal() => "cancelling",
+        "pending" | "scanning" => "listing",
+        "importing" => "transferring",
+        _ => "finished",
+    };
+    json!({
+        "job_id": j.job_id.to_string(),
+        "status": j.status.as_str(),
+        "phase": phase,
+        "source_kind": "connector",
+        "connector_id": j.connector_id.to_string(),
+        "target_index_id": j.index_id.to_string(),
+        "index_id": j.index_id.to_string(),
+        "source_prefix": j.source_prefix,
+        "file_pattern": j.file_pattern,
+        "recursive": j.recursive,
+        "import_mode": j.import_mode.as_str(),
+        "created_at": rfc3339_ms(j.created_at_ms),
+        "updated_at": rfc3339_ms(j.updated_at_ms),
+        "started_at": rfc3339_ms(j.created_at_ms),
+        "completed_at": j.completed_at_ms.map(rfc3339_ms),
+        "error_message": j.error,
+        "progress": {
+            "total_files": j.files.len(),
+            "imported": j.imported,
+            "failed": j.failed,
+            "skipped": j.skipped,
+            "bytes_transferred": j.bytes_transferred,
+            "current_file": current,
+            "parts_total": j.candidates,
+            "parts_completed": j.imported,
+            "parts_failed": j.failed,
+        },
+        "outputs": outputs,
+        "execution": { "status": "not_requested" },
+        "video_ids": video_ids,
+        "failed_files": failed["items"],
+        "failed_files_next_cursor": failed["next_cursor"],
+        "skipped_files": skipped["items"],
+    })
+}
