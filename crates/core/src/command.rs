@@ -4,7 +4,7 @@
 
 use crate::machines::{
     api_key::ApiKeyCommand, connector::ConnectorCommand, import_job::ImportCommand, index::IndexCommand,
-    webhook::WebhookCommand,
+    video::VideoCommand, webhook::WebhookCommand,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     Connector(ConnectorCommand),
     Import(ImportCommand),
+    Video(VideoCommand),
     Webhook(WebhookCommand),
     Engine(EngineCommand),
 }
@@ -58,6 +59,7 @@ from_machine!(
     ConnectorCommand => Connector,
     ImportCommand => Import,
     WebhookCommand => Webhook,
+    VideoCommand => Video,
     EngineCommand => Engine,
 );
 

@@ -2,7 +2,7 @@
 //! registry: each machine's commands go to its own `decide`.
 
 use crate::command::EngineCommand;
-use crate::machines::{api_key, connector, import_job, index, webhook};
+use crate::machines::{api_key, connector, import_job, index, video, webhook};
 use crate::{Command, Ctx, DomainError, State, Timer};
 use spool_model::{ApiKeyId, ConnectorId, Event, ImportJobId, IndexId, Scope};
 
@@ -29,6 +29,7 @@ pub enum Outcome {
     ImportJob(ImportJobId),
     Webhook(spool_model::WebhookId),
     Delivery(spool_model::DeliveryId),
+    Video(spool_model::VideoId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -84,6 +85,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Connector(c) => connector::decide(state, c, ctx),
         Command::Import(c) => import_job::decide(state, c, ctx),
         Command::Webhook(c) => webhook::decide(state, c, ctx),
+        Command::Video(c) => video::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),

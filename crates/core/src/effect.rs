@@ -4,8 +4,8 @@
 
 use crate::State;
 use crate::machines::{
-    api_key, connector, import_job, import_job::ImportEffect, index, index::IndexEffect, webhook,
-    webhook::WebhookEffect,
+    api_key, connector, import_job, import_job::ImportEffect, index, index::IndexEffect, video, video::VideoEffect,
+    webhook, webhook::WebhookEffect,
 };
 use serde::Serialize;
 use spool_model::{Event, ImportJobId, IndexId};
@@ -18,6 +18,7 @@ pub enum Effect {
     Index(IndexEffect),
     Import(ImportEffect),
     Webhook(WebhookEffect),
+    Video(VideoEffect),
 }
 
 /// The aggregate whose effects an event can change: after a batch the runtime offers the
@@ -27,6 +28,7 @@ pub enum WorkKey {
     Index(IndexId),
     ImportJob(ImportJobId),
     Webhook(spool_model::WebhookId),
+    Video(spool_model::VideoId),
 }
 
 /// The aggregate with work that an event concerns, if any.
@@ -34,6 +36,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
     index::work_key(event)
         .or_else(|| import_job::work_key(event))
         .or_else(|| webhook::work_key(event))
+        .or_else(|| video::work_key(event))
         .or_else(|| connector::work_key(event))
         .or_else(|| api_key::work_key(event))
 }
@@ -45,6 +48,7 @@ impl Effect {
             Effect::Index(e) => e.work_key(),
             Effect::Import(e) => e.work_key(),
             Effect::Webhook(e) => e.work_key(),
+            Effect::Video(e) => e.work_key(),
         }
     }
 }
@@ -55,6 +59,7 @@ pub fn effects_for(state: &State, key: WorkKey) -> Vec<Effect> {
         WorkKey::Index(id) => index::effects_for(state, id).into_iter().map(Effect::Index).collect(),
         WorkKey::ImportJob(id) => import_job::effects_for(state, id).into_iter().map(Effect::Import).collect(),
         WorkKey::Webhook(id) => webhook::effects_for(state, id).into_iter().map(Effect::Webhook).collect(),
+        WorkKey::Video(id) => video::effects_for(state, id).into_iter().map(Effect::Video).collect(),
     }
 }
 
@@ -72,6 +77,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     for id in &state.webhooks_with_work {
         out.extend(effects_for(state, WorkKey::Webhook(*id)));
     }
+    for id in &state.videos_deleting {
+        out.extend(effects_for(state, WorkKey::Video(*id)));
+    }
     out
 }
 
@@ -83,6 +91,7 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
             WorkKey::Index(id) => id.to_string() == stream,
             WorkKey::ImportJob(id) => id.to_string() == stream,
             WorkKey::Webhook(id) => id.to_string() == stream,
+            WorkKey::Video(id) => id.to_string() == stream,
         })
         .collect()
 }

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 7;
+pub const STATE_FORMAT: u32 = 8;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -47,6 +47,8 @@ pub struct State {
     pub deliveries: BTreeMap<spool_model::DeliveryId, crate::machines::webhook::Delivery>,
     /// Webhooks with pending deliveries: the work `pending_effects` looks at.
     pub webhooks_with_work: BTreeSet<spool_model::WebhookId>,
+    /// Videos whose deletion is not finished.
+    pub videos_deleting: BTreeSet<VideoId>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.

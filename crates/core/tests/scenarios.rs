@@ -90,7 +90,7 @@ impl Run {
                     Outcome::Connector(_) => {}
                     Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
-                    Outcome::Delivery(_) | Outcome::Done => {}
+                    Outcome::Delivery(_) | Outcome::Video(_) | Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
             }

@@ -349,6 +349,12 @@ pub enum Event {
     BulkRetryProgressed { webhook_id: WebhookId, after_ms: u64, after: DeliveryId, retried: u64 },
     /// Stream `wh_…`. The bulk retry looked at every delivery.
     BulkRetryFinished { webhook_id: WebhookId, retried: u64 },
+    /// Stream `vid_…`. Deletion started (status `draining`): the video is gone from the API.
+    VideoDeletionRequested { video_id: VideoId, deletion_id: DeletionId },
+    /// Stream `vid_…`. No work of the video runs any more (status `deleting`).
+    VideoDrained { video_id: VideoId, deletion_id: DeletionId },
+    /// Stream `vid_…`. Terminal: its media-store object is gone (status `deleted`).
+    VideoDeleted { video_id: VideoId, deletion_id: DeletionId },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -392,6 +398,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "BulkRetryStarted",
     "BulkRetryProgressed",
     "BulkRetryFinished",
+    "VideoDeletionRequested",
+    "VideoDrained",
+    "VideoDeleted",
 ];
 
 impl Event {
@@ -438,6 +447,9 @@ impl Event {
             Event::BulkRetryStarted { .. } => 36,
             Event::BulkRetryProgressed { .. } => 37,
             Event::BulkRetryFinished { .. } => 38,
+            Event::VideoDeletionRequested { .. } => 39,
+            Event::VideoDrained { .. } => 40,
+            Event::VideoDeleted { .. } => 41,
         }
     }
 
@@ -629,6 +641,9 @@ impl Event {
             },
             Event::BulkRetryProgressed { webhook_id, after_ms: 1_764_000_000_007, after: delivery_id, retried: 3 },
             Event::BulkRetryFinished { webhook_id, retried: 3 },
+            Event::VideoDeletionRequested { video_id, deletion_id },
+            Event::VideoDrained { video_id, deletion_id },
+            Event::VideoDeleted { video_id, deletion_id },
         ]
     }
 }

@@ -6,6 +6,7 @@
 pub(crate) mod connector;
 pub(crate) mod import_job;
 pub(crate) mod index;
+pub(crate) mod video;
 pub mod webhook;
 
 use crate::Runtime;
@@ -24,6 +25,12 @@ pub(crate) struct Executors {
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
         let result = match effect {
+            Effect::Video(spool_core::VideoEffect::DrainVideo { video_id, deletion_id }) => {
+                self.drain_video(video_id, deletion_id).await
+            }
+            Effect::Video(spool_core::VideoEffect::PurgeVideo { video_id, deletion_id }) => {
+                self.purge_video(video_id, deletion_id).await
+            }
             Effect::Webhook(spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. }) => {
                 self.deliver(delivery_id, *attempt).await
             }
@@ -56,7 +63,7 @@ impl Runtime {
     pub(crate) fn give_up_command(effect: &Effect, message: String) -> Vec<Command> {
         match effect {
             Effect::Import(e) => import_job::give_up(e, message),
-            Effect::Index(_) | Effect::Webhook(_) => Vec::new(),
+            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) => Vec::new(),
         }
     }
 }

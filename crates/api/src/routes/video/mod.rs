@@ -20,7 +20,7 @@ pub async fn video(
     let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let v = app
         .rt
-        .read(|st| st.videos.get(&id).filter(|v| st.live_index(&v.index_id).is_some()).map(views::video))
+        .read(|st| st.videos.get(&id).filter(|v| v.is_live() && st.live_index(&v.index_id).is_some()).map(views::video))
         .ok_or_else(|| ApiError::not_found("video", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -58,4 +58,122 @@ pub async fn index_videos(
     });
     let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
     Ok(json(StatusCode::OK, &page))
+}
+
+fn parse_video(raw: &str) -> Result<VideoId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("video", raw))
+}
+
+fn deletion_view(v: &spool_core::Video) -> Option<serde_json::Value> {
+    let d = v.deletion.as_ref()?;
+    let status = match d.stage {
+        spool_model::DeletionStage::Draining => "draining",
+        spool_model::DeletionStage::Deleting => "deleting",
+        spool_model::DeletionStage::Deleted => "deleted",
+    };
+    let mut out = serde_json::json!({
+        "video_id": v.video_id.to_string(),
+        "deletion_id": d.deletion_id.to_string(),
+        "status": status,
+    });
+    if d.stage != spool_model::DeletionStage::Deleted {
+        out["retry_after_seconds"] = serde_json::json!(1);
+    }
+    Some(out)
+}
+
+/// `DELETE /videos/{id}`: start (or resume) the deletion; its media-store object is removed.
+pub async fn delete(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let id = parse_video(&raw)?;
+    let cmd = spool_core::Command::Video(spool_core::VideoCommand::DeleteVideo { video_id: id });
+    let (r, _) = app
+        .rt
+        .execute_with(cmd, None, Vec::new(), move |st, _| {
+            super::view_reply(StatusCode::OK, st.videos.get(&id).and_then(deletion_view))
+        })
+        .await?;
+    Ok(super::reply(r))
+}
+
+/// `GET /videos/{id}/deletion`.
+pub async fn deletion(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_video(&raw)?;
+    let v = app.rt.read(|st| st.videos.get(&id).and_then(deletion_view));
+    let v = v.ok_or_else(|| ApiError::not_found("video", &raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoIds {
+    video_ids: Vec<String>,
+}
+
+/// Largest `video_ids` list of a batch call.
+pub const BATCH_VIDEO_IDS_MAX: usize = 500;
+
+/// `POST /videos/batch/status`: the status of each known video (unknown ids are left out).
+pub async fn batch_status(
+    State(app): State<AppState>,
+    who: Principal,
+    body: crate::body::JsonBody<VideoIds>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let ids = &body.value.video_ids;
+    if ids.len() > BATCH_VIDEO_IDS_MAX {
+        return Err(ApiError::validation("video_ids", format!("at most {BATCH_VIDEO_IDS_MAX} ids")));
+    }
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        ids.iter()
+            .filter_map(|raw| raw.parse::<VideoId>().ok())
+            .filter_map(|id| st.videos.get(&id).filter(|v| v.is_live() && st.live_index(&v.index_id).is_some()))
+            .map(|v| {
+                serde_json::json!({ "video_id": v.video_id.to_string(), "status": "not_processed", "processing_status": null })
+            })
+            .collect()
+    });
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+fn empty_page(q: &Query) -> Result<serde_json::Value, ApiError> {
+    let limit = q.int("limit", 50, 1, 100)?;
+    super::import_job::decode_cursor(q.get("cursor"))?;
+    Ok(serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }))
+}
+
+/// `GET /videos/{id}/segments`: a cursor page; empty until prompt runs exist.
+pub async fn segments(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id = parse_video(&raw)?;
+    if !app.rt.read(|st| st.videos.get(&id).is_some_and(|v| v.is_live() && st.live_index(&v.index_id).is_some())) {
+        return Err(ApiError::not_found("video", &raw));
+    }
+    let q = Query::parse(q.as_deref())?;
+    Ok(json(StatusCode::OK, &empty_page(&q)?))
+}
+
+/// `GET /playground/videos`: uploads without an index; none until uploads exist.
+pub async fn playground(
+    State(_app): State<AppState>,
+    who: Principal,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    Ok(json(StatusCode::OK, &empty_page(&q)?))
 }

@@ -1,9 +1,8 @@
 use super::Video;
 use crate::State;
-use spool_model::{Envelope, Event};
+use spool_model::{DeletionStage, Envelope, Event};
 
-/// Fold the video's events; others are not this machine's (one today; more come with uploads).
-#[allow(clippy::single_match)]
+/// Fold the video's events; others are not this machine's.
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
     match &env.event {
@@ -33,9 +32,37 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     sha256: *sha256,
                     media_path: media_path.clone(),
                     created_at_ms: at,
+                    deletion: None,
                 },
             );
             state.index_videos.entry(*index_id).or_default().insert((at, *video_id));
+        }
+        Event::VideoDeletionRequested { video_id, deletion_id } => {
+            if let Some(v) = state.videos.get_mut(video_id) {
+                v.deletion = Some(crate::Deletion {
+                    deletion_id: *deletion_id,
+                    stage: DeletionStage::Draining,
+                    requested_at_ms: at,
+                    finished_at_ms: None,
+                });
+                // Gone from its index's pages at once.
+                if let Some(set) = state.index_videos.get_mut(&v.index_id) {
+                    set.remove(&(v.created_at_ms, *video_id));
+                }
+                state.videos_deleting.insert(*video_id);
+            }
+        }
+        Event::VideoDrained { video_id, .. } => {
+            if let Some(d) = state.videos.get_mut(video_id).and_then(|v| v.deletion.as_mut()) {
+                d.stage = DeletionStage::Deleting;
+            }
+        }
+        Event::VideoDeleted { video_id, .. } => {
+            if let Some(d) = state.videos.get_mut(video_id).and_then(|v| v.deletion.as_mut()) {
+                d.stage = DeletionStage::Deleted;
+                d.finished_at_ms = Some(at);
+            }
+            state.videos_deleting.remove(video_id);
         }
         _ => {}
     }

@@ -1,0 +1,45 @@
+use super::VideoCommand;
+use crate::{Ctx, Decision, DomainError, Outcome, State};
+use spool_model::{DeletionId, DeletionStage, Event};
+
+pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    match cmd {
+        VideoCommand::DeleteVideo { video_id } => {
+            let v = state
+                .videos
+                .get(video_id)
+                .filter(|v| state.live_index(&v.index_id).is_some() || v.deletion.is_some())
+                .ok_or_else(|| DomainError::NotFound { kind: "video", id: video_id.to_string() })?;
+            if v.deletion.is_some() {
+                // Start or resume: a repeated DELETE returns the deletion under way.
+                return Ok(Decision::nothing(Outcome::Video(*video_id)));
+            }
+            let deletion_id = DeletionId(ctx.new_ulid());
+            Ok(Decision::one(
+                video_id.to_string(),
+                vec![Event::VideoDeletionRequested { video_id: *video_id, deletion_id }],
+                Outcome::Video(*video_id),
+            ))
+        }
+        VideoCommand::RecordVideoDrained { video_id, deletion_id } => {
+            match state.videos.get(video_id).and_then(|v| v.deletion.as_ref()) {
+                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Draining => Ok(Decision::one(
+                    video_id.to_string(),
+                    vec![Event::VideoDrained { video_id: *video_id, deletion_id: *deletion_id }],
+                    Outcome::Done,
+                )),
+                _ => Ok(Decision::nothing(Outcome::Done)),
+            }
+        }
+        VideoCommand::RecordVideoPurged { video_id, deletion_id } => {
+            match state.videos.get(video_id).and_then(|v| v.deletion.as_ref()) {
+                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => Ok(Decision::one(
+                    video_id.to_string(),
+                    vec![Event::VideoDeleted { video_id: *video_id, deletion_id: *deletion_id }],
+                    Outcome::Done,
+                )),
+                _ => Ok(Decision::nothing(Outcome::Done)),
+            }
+        }
+    }
+}

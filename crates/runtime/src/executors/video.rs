@@ -1,0 +1,40 @@
+//! The video machine's executor: drain (nothing runs on a video yet) and purge (delete its
+//! media-store object; deleting is idempotent, so a purge that runs twice is harmless).
+
+use crate::Runtime;
+use spool_core::{Command, VideoCommand};
+use spool_model::{DeletionId, VideoId};
+use std::sync::Arc;
+
+impl Runtime {
+    pub(super) async fn drain_video(
+        self: &Arc<Self>,
+        video_id: &VideoId,
+        deletion_id: &DeletionId,
+    ) -> Result<(), crate::RuntimeError> {
+        self.execute(Command::Video(VideoCommand::RecordVideoDrained {
+            video_id: *video_id,
+            deletion_id: *deletion_id,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn purge_video(
+        self: &Arc<Self>,
+        video_id: &VideoId,
+        deletion_id: &DeletionId,
+    ) -> Result<(), crate::RuntimeError> {
+        use object_store::ObjectStoreExt;
+        let Some(path) = self.read(|st| st.videos.get(video_id).map(|v| v.media_path.clone())) else { return Ok(()) };
+        match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!("deleting {path}: {e}"))));
+            }
+        }
+        self.execute(Command::Video(VideoCommand::RecordVideoPurged { video_id: *video_id, deletion_id: *deletion_id }))
+            .await
+            .map(|_| ())
+    }
+}
