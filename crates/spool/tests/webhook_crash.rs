@@ -34,7 +34,7 @@ fn receiver() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut got = Vec::new();
                 let mut buf = [0u8; 16384];
-                let (head, len) = loop {
+                let head = loop {
                     let Ok(n) = stream.read(&mut buf) else { return };
                     if n == 0 {
                         return;
@@ -51,11 +51,10 @@ fn receiver() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
                             })
                             .unwrap_or(0);
                         if got.len() >= end + 4 + len {
-                            break (head, len);
+                            break head;
                         }
                     }
                 };
-                let _ = len;
                 let id = head.lines().find_map(|l| {
                     let (k, v) = l.split_once(':')?;
                     k.eq_ignore_ascii_case("x-delivery-id").then(|| v.trim().to_string())

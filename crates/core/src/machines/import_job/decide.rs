@@ -58,8 +58,7 @@ fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> 
     })
 }
 
-fn one(state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
-    let _ = state;
+fn one(_state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
     Decision { streams: vec![StreamEvents { stream, events }], outcome }
 }
 

@@ -279,16 +279,16 @@ fn bulk_step(state: &State, w: &Webhook) -> Vec<Event> {
     events
 }
 
-/// `FireTimer` of a delivery's retry: it is pending again (once; a stale timer adds nothing).
+/// `FireTimer` of a delivery's retry: it is pending again. A timer that is set always fires
+/// once (its event clears it); `evolve` makes only a retrying or failed delivery pending.
 pub fn fire_retry(state: &State, timer: &Timer) -> Result<Decision, DomainError> {
-    let Timer::DeliveryRetry { delivery_id, attempt } = timer else {
+    let Timer::DeliveryRetry { delivery_id, .. } = timer else {
         return Ok(Decision::nothing(Outcome::Done));
     };
     if !state.timer_due.contains_key(timer) {
         return Ok(Decision::nothing(Outcome::Done));
     }
     let Some(d) = state.deliveries.get(delivery_id) else { return Ok(Decision::nothing(Outcome::Done)) };
-    let _ = attempt;
     Ok(one(
         &d.webhook_id,
         vec![Event::DeliveryPending { delivery_id: *delivery_id, webhook_id: d.webhook_id }],

@@ -198,11 +198,18 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             if let Some(a) = attempts {
                 state.clear_timer(&Timer::DeliveryRetry { delivery_id: *delivery_id, attempt: a });
             }
-            if let Some(d) = state.deliveries.get_mut(delivery_id) {
-                d.next_retry_at_ms = None;
-                d.completed_at_ms = None;
+            // Only a delivery that waits or failed goes out again (a stale timer changes nothing).
+            let again = state
+                .deliveries
+                .get(delivery_id)
+                .is_some_and(|d| matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Failed));
+            if again {
+                if let Some(d) = state.deliveries.get_mut(delivery_id) {
+                    d.next_retry_at_ms = None;
+                    d.completed_at_ms = None;
+                }
+                set_delivery_status(state, delivery_id, DeliveryStatus::Pending);
             }
-            set_delivery_status(state, delivery_id, DeliveryStatus::Pending);
         }
         _ => {}
     }
