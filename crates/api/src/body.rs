@@ -103,6 +103,14 @@ pub fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// For `#[serde(default, deserialize_with = "present")]`: tells a present `null` (`Some(None)`)
+/// from an absent field (`None`).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(<Option<T> as serde::Deserialize>::deserialize(d)?))
+}
+
 /// Query parameters as a small map; each handler converts what it reads.
 pub struct Query(pub Vec<(String, String)>);
 

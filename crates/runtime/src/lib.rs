@@ -23,6 +23,6 @@ pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{
     IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, Reply, Runtime, RuntimeConfig, RuntimeError,
-    SNAPSHOT_NAME,
+    SNAPSHOT_NAME, panic_message,
 };
 pub use sequencer::{Prepare, Work};

@@ -174,21 +174,7 @@ impl Runtime {
         let keyring = Keyring::load(master, log.clone()).await?;
         // The snapshot now; the tail is folded by the sequencer thread before it takes commands
         // (the caller may serve meanwhile: `/api` answers 503 until ready).
-        let state = {
-            let head = log.head();
-            let mut state = State::default();
-            match log.snapshot(SNAPSHOT_NAME)? {
-                Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
-                    Some(st) if st.applied_seq == s.at_seq => {
-                        tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
-                        state = st;
-                    }
-                    _ => tracing::warn!("the snapshot is of another state format; rebuilding from the log"),
-                },
-                _ => {}
-            }
-            state
-        };
+        let state = crate::sequencer::restore_snapshot(&log)?;
         let (inbox, rx) = crate::sequencer::inbox();
         let webhooks = crate::executors::webhook::WebhookExecutor::new(cfg.webhooks.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;

@@ -78,22 +78,70 @@ pub(crate) fn fold_tail(log: &spool_log::RedbLog, state: &mut State) -> Result<(
     }
 }
 
-/// The state as the log says: the snapshot when it fits, then the tail.
-pub(crate) fn load_state(log: &spool_log::RedbLog) -> Result<State, spool_log::Error> {
+/// The latest snapshot's state when it fits the log and this state format, else an empty state.
+pub(crate) fn restore_snapshot(log: &spool_log::RedbLog) -> Result<State, spool_log::Error> {
     let head = log.head();
-    let mut state = State::default();
     match log.snapshot(SNAPSHOT_NAME)? {
         Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
             Some(st) if st.applied_seq == s.at_seq => {
                 tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
-                state = st;
+                Ok(st)
             }
-            _ => tracing::warn!("the snapshot is of another state format; rebuilding from the log"),
+            _ => {
+                tracing::warn!("the snapshot is of another state format; rebuilding from the log");
+                Ok(State::default())
+            }
         },
-        _ => {}
+        _ => Ok(State::default()),
     }
+}
+
+/// The state as the log says: the snapshot when it fits, then the tail.
+pub(crate) fn load_state(log: &spool_log::RedbLog) -> Result<State, spool_log::Error> {
+    let mut state = restore_snapshot(log)?;
     fold_tail(log, &mut state)?;
     Ok(state)
+}
+
+/// Fold a decision's streams into the state at once (the next command of the batch decides on
+/// it) and queue them for the batch's append, noting the aggregates they touch. Returns the
+/// number of events.
+fn fold_streams(
+    st: &mut State,
+    decided: &[spool_core::StreamEvents],
+    now: u64,
+    streams: &mut Vec<StreamAppend>,
+    touched: &mut BTreeSet<WorkKey>,
+    timers: &mut bool,
+) -> usize {
+    let mut n = 0;
+    for s in decided.iter().filter(|s| !s.events.is_empty()) {
+        for ev in &s.events {
+            let env = Envelope {
+                seq: st.applied_seq + 1,
+                stream: s.stream.clone(),
+                at_ms: now,
+                format_version: FORMAT_VERSION,
+                event: ev.clone(),
+            };
+            if let Some(k) = spool_core::work_key(&env.event) {
+                touched.insert(k);
+            }
+            *timers |= matches!(
+                env.event,
+                spool_model::Event::ImportFileRetryScheduled { .. }
+                    | spool_model::Event::DeliveryAttempted { retry_at_ms: Some(_), .. }
+            );
+            evolve(st, &env);
+            n += 1;
+        }
+        streams.push(StreamAppend {
+            stream: s.stream.clone(),
+            expected: Expected::Any,
+            events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
+        });
+    }
+    n
 }
 
 /// What one submission of a batch came to, before the commit.
@@ -164,60 +212,12 @@ impl Runtime {
                     continue;
                 }
             };
-            // Fold at once: the next command of the batch decides on this state.
-            for s in &decision.streams {
-                if s.events.is_empty() {
-                    continue;
-                }
-                for ev in &s.events {
-                    let env = Envelope {
-                        seq: st.applied_seq + 1,
-                        stream: s.stream.clone(),
-                        at_ms: now,
-                        format_version: FORMAT_VERSION,
-                        event: ev.clone(),
-                    };
-                    if let Some(k) = spool_core::work_key(&env.event) {
-                        touched.insert(k);
-                    }
-                    timers |= matches!(
-                        env.event,
-                        spool_model::Event::ImportFileRetryScheduled { .. }
-                            | spool_model::Event::DeliveryAttempted { retry_at_ms: Some(_), .. }
-                    );
-                    evolve(&mut st, &env);
-                    events += 1;
-                }
-                streams.push(StreamAppend {
-                    stream: s.stream.clone(),
-                    expected: Expected::Any,
-                    events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
-                });
-            }
-            // The outbox: deliveries of this decision's domain events, decided on the state its
-            // events left, join the same append.
+            // Fold at once: the next command of the batch decides on this state. Then the
+            // outbox: deliveries of this decision's domain events, decided on the state its events
+            // left, join the same append.
+            events += fold_streams(&mut st, &decision.streams, now, &mut streams, &mut touched, &mut timers);
             let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
-            for s in &deliveries {
-                for ev in &s.events {
-                    let env = Envelope {
-                        seq: st.applied_seq + 1,
-                        stream: s.stream.clone(),
-                        at_ms: now,
-                        format_version: FORMAT_VERSION,
-                        event: ev.clone(),
-                    };
-                    if let Some(k) = spool_core::work_key(&env.event) {
-                        touched.insert(k);
-                    }
-                    evolve(&mut st, &env);
-                    events += 1;
-                }
-                streams.push(StreamAppend {
-                    stream: s.stream.clone(),
-                    expected: Expected::Any,
-                    events: s.events.iter().map(|e| NewEvent { at_ms: now, event: e.clone() }).collect(),
-                });
-            }
+            events += fold_streams(&mut st, &deliveries, now, &mut streams, &mut touched, &mut timers);
             decision.streams.extend(deliveries);
             side.extend(sub_side);
             side.extend(self.side_writes_of(&decision));

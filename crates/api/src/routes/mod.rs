@@ -106,11 +106,7 @@ async fn request_scope(State(app): State<AppState>, req: Request, next: Next) ->
 /// A handler panicked: answer 500 in the envelope (the connection stays, the server serves on)
 /// and log the panic with the request id.
 fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into());
+    let what = spool_runtime::panic_message(payload.as_ref());
     let request_id = crate::error::current_request_id();
     tracing::error!(target: "spool::http", %request_id, panic = %what, "a request handler panicked");
     ApiError::internal("the server failed while handling this request; it is logged with this request id")

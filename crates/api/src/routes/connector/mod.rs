@@ -54,20 +54,6 @@ fn store_invalid(e: spool_storage::StoreError) -> ApiError {
     }
 }
 
-/// Longest connector name (the SDK documents 1–100 characters).
-pub const NAME_CHARS_MAX: usize = 100;
-/// Longest `export_base_path`.
-pub const EXPORT_BASE_PATH_CHARS_MAX: usize = 1024;
-
-fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ApiError::validation("name", "is required"));
-    }
-    check_text("name", name, NAME_CHARS_MAX)?;
-    Ok(name.to_string())
-}
-
 /// A bucket, container or account name: `min`–`max` characters from `allowed`, starting and
 /// ending with a letter or digit.
 fn check_bucket(
@@ -97,15 +83,6 @@ fn s3_bucket_char(c: char) -> bool {
 
 fn gcs_bucket_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
-}
-
-fn check_export_base_path(v: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(p) = v else { return Ok(None) };
-    check_text("export_base_path", &p, EXPORT_BASE_PATH_CHARS_MAX)?;
-    if p.split('/').any(|seg| seg == "..") {
-        return Err(ApiError::validation("export_base_path", "must not contain .. segments"));
-    }
-    Ok(Some(p))
 }
 
 fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
@@ -143,8 +120,8 @@ async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let idem = idempotency_key(&headers, &who, "POST", route, canonical)?;
-    let name = check_name(&n.name)?;
-    let export_base_path = check_export_base_path(n.export_base_path)?;
+    // Names and export paths are checked by the connector machine (`decide`).
+    let (name, export_base_path) = (n.name, n.export_base_path);
     let scopes = parse_scopes(n.scopes)?.unwrap_or_else(|| vec![ConnectorScope::Import]);
     let import_mode = parse_import_mode(n.import_mode.as_deref())?.unwrap_or(ImportMode::All);
     // The id is drawn here because it owns the data key the sequencer seals the credentials
@@ -472,7 +449,7 @@ pub struct Patch {
     #[serde(default)]
     import_mode: Option<String>,
     /// `null` or `""` clears it; absent leaves it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::body::present")]
     export_base_path: Option<Option<String>>,
     #[serde(default)]
     aws_access_key_id: Option<String>,
@@ -486,11 +463,6 @@ pub struct Patch {
     credentials: Option<Credentials>,
 }
 
-/// Tell a present `null` (Some(None)) from an absent field (None).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::<String>::deserialize(d)?))
-}
-
 pub async fn patch(
     State(app): State<AppState>,
     who: Principal,
@@ -502,12 +474,6 @@ pub async fn patch(
     let b = body.value;
     if !app.rt.read(|st| st.live_connector(&id).is_some()) {
         return Err(ApiError::not_found("connector", &raw));
-    }
-    if let Some(n) = &b.name {
-        check_name(n)?;
-    }
-    if let Some(Some(p)) = &b.export_base_path {
-        check_export_base_path(Some(p.clone()))?;
     }
     if let Some(c) = &b.credentials
         && c.aws_access_key_id.is_none()

@@ -66,15 +66,10 @@ fn parse_video(raw: &str) -> Result<VideoId, ApiError> {
 
 fn deletion_view(v: &spool_core::Video) -> Option<serde_json::Value> {
     let d = v.deletion.as_ref()?;
-    let status = match d.stage {
-        spool_model::DeletionStage::Draining => "draining",
-        spool_model::DeletionStage::Deleting => "deleting",
-        spool_model::DeletionStage::Deleted => "deleted",
-    };
     let mut out = serde_json::json!({
         "video_id": v.video_id.to_string(),
         "deletion_id": d.deletion_id.to_string(),
-        "status": status,
+        "status": d.stage.as_str(),
     });
     if d.stage != spool_model::DeletionStage::Deleted {
         out["retry_after_seconds"] = serde_json::json!(1);

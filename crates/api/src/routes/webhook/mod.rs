@@ -167,13 +167,8 @@ pub struct Patch {
     index_ids: Option<Vec<String>>,
     #[serde(default)]
     status: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::body::present")]
     metadata: Option<Option<serde_json::Value>>,
-}
-
-/// Tell a present `null` (Some(None)) from an absent field (None).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<serde_json::Value>>, D::Error> {
-    Ok(Some(Option::<serde_json::Value>::deserialize(d)?))
 }
 
 pub async fn patch(

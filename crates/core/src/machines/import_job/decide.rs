@@ -58,10 +58,6 @@ fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> 
     })
 }
 
-fn one(_state: &State, stream: String, events: Vec<Event>, outcome: Outcome) -> Decision {
-    Decision { streams: vec![StreamEvents { stream, events }], outcome }
-}
-
 /// A throttled `import_job.progress` after an outcome (its deltas not folded yet).
 fn progress_if_due(j: &ImportJob, events: &mut Vec<Event>, now_ms: u64, imported: u64, failed: u64, bytes: u64) {
     if !j.status.is_terminal() && now_ms.saturating_sub(j.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
@@ -96,7 +92,7 @@ pub fn record_finished(state: &State, job_id: &ImportJobId) -> Result<Decision, 
             vec![Event::ImportJobCompleted { job_id: *job_id }, domain(name, job_id.to_string(), progress_json(j))]
         }
     };
-    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -134,7 +130,7 @@ pub fn create(
         job_id.to_string(),
         serde_json::json!({ "job_id": job_id.to_string(), "connector_id": connector_id.to_string(), "index_id": index_id.to_string() }),
     );
-    Ok(one(state, job_id.to_string(), vec![created, started], Outcome::ImportJob(job_id)))
+    Ok(Decision::one(job_id.to_string(), vec![created, started], Outcome::ImportJob(job_id)))
 }
 
 pub fn record_scan_page(
@@ -178,8 +174,7 @@ pub fn record_scan_page(
     if files.is_empty() {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    Ok(one(
-        state,
+    Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
         Outcome::ImportJob(*job_id),
@@ -191,8 +186,7 @@ pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Deci
     if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    Ok(one(
-        state,
+    Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportScanCompleted { job_id: *job_id }],
         Outcome::ImportJob(*job_id),
@@ -213,7 +207,7 @@ pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Re
             serde_json::json!({ "job_id": job_id.to_string(), "index_id": j.index_id.to_string(), "error_message": error }),
         ),
     ];
-    Ok(one(state, job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)))
 }
 
 fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
@@ -228,8 +222,7 @@ pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u3
     let nothing = Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) };
     match f.status {
         // A new attempt may start only on a live job.
-        FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(one(
-            state,
+        FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(Decision::one(
             file_stream(job_id, file_id),
             vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
             Outcome::ImportJob(*job_id),
@@ -321,11 +314,11 @@ pub fn record_file_failed(
         // Not failed yet: a durable timer brings the file back after a backoff decided here.
         let due_ms = now_ms + retry_backoff_ms(attempt, ctx);
         let events = vec![Event::ImportFileRetryScheduled { job_id: *job_id, file_id, attempt, due_ms, failure }];
-        return Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)));
+        return Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)));
     }
     let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
     progress_if_due(j, &mut events, now_ms, 0, 1, 0);
-    Ok(one(state, file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
 }
 
 /// The wait before the attempt after `attempt`: the schedule's step, ±jitter from the context's
@@ -348,7 +341,7 @@ pub fn fire_retry(state: &State, timer: &crate::Timer) -> Result<Decision, Domai
         return Ok(Decision { streams: vec![], outcome: Outcome::Done });
     }
     let events = vec![Event::ImportFileRetryDue { job_id: *job_id, file_id: *file_id, attempt: *attempt }];
-    Ok(one(state, file_stream(job_id, *file_id), events, Outcome::Done))
+    Ok(Decision::one(file_stream(job_id, *file_id), events, Outcome::Done))
 }
 
 pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
@@ -360,8 +353,7 @@ pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErr
     // Copies may be starting on their own streams right now: the cancel is a request; the
     // `FinishImportJob` effect ends the job once no copy runs, so a `cancelled` job never
     // changes again.
-    Ok(one(
-        state,
+    Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportJobCancelRequested { job_id: *job_id }],
         Outcome::ImportJob(*job_id),
@@ -383,8 +375,7 @@ pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErro
     if state.live_connector(&j.connector_id).is_none() || state.live_index(&j.index_id).is_none() {
         return Err(DomainError::InvalidState("the job's connector or index is gone".into()));
     }
-    Ok(one(
-        state,
+    Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportJobRetried { job_id: *job_id, file_ids: failed }],
         Outcome::ImportJob(*job_id),
