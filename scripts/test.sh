@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ffprobe is the media tests' oracle and ffmpeg makes their long files (Spool never runs either).
+if ! command -v ffprobe >/dev/null; then
+  echo "== installing ffmpeg (the media tests' oracle)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"

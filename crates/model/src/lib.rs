@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod event;
 pub mod ids;
+pub mod media;
 pub mod sealed;
 pub mod time;
 
@@ -20,6 +21,7 @@ pub use event::{
     Provider, Scope,
 };
 pub use ids::*;
+pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};
 pub use sealed::Sealed;
 
 /// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` (or [`enable_failpoint`], for tests

@@ -1,0 +1,110 @@
+//! Media facts: what the probe reads from a stored file (container, duration, streams,
+//! bitrate). Persisted in `VideoMediaProbed` and `ImportFileProbed`, so integers only (times in
+//! microseconds, frame rates as fractions): events derive `Eq`.
+
+use serde::{Deserialize, Serialize};
+
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Video,
+    Audio,
+    Subtitle,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Video => "video",
+            StreamKind::Audio => "audio",
+            StreamKind::Subtitle => "subtitle",
+        }
+    }
+}
+
+/// One stream (track) of a file. Codec names are ffprobe's (`h264`, `aac`, `pcm_s16le`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamFacts {
+    pub kind: StreamKind,
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Frames per second as `numerator / denominator`.
+    pub frame_rate: Option<(u32, u32)>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+    pub duration_us: Option<u64>,
+}
+
+/// The facts of one media file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaFacts {
+    /// `mp4`, `mov`, `matroska`, `webm`, `ogg`, `mp3`, `wav`, `flac`, `png`, `jpeg`, …
+    pub container: String,
+    /// `None` for stills, and for media whose length cannot be read within the probe's budget.
+    pub duration_us: Option<u64>,
+    /// Bits per second over the whole file (size × 8 / duration).
+    pub bit_rate: Option<u64>,
+    pub streams: Vec<StreamFacts>,
+}
+
+impl MediaFacts {
+    pub fn duration_seconds(&self) -> f64 {
+        self.duration_us.unwrap_or(0) as f64 / 1e6
+    }
+
+    /// The first stream of a kind.
+    pub fn first(&self, kind: StreamKind) -> Option<&StreamFacts> {
+        self.streams.iter().find(|s| s.kind == kind)
+    }
+}
+
+/// Which part of a stored file a video covers: long media becomes parts of at most
+/// `PART_SECONDS_MAX`, each its own video over a time range of the same object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRange {
+    pub part_index: u32,
+    pub part_count: u32,
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+/// The longest part a video covers: 40 minutes.
+pub const PART_SECONDS_MAX: u64 = 40 * 60;
+
+/// The parts of media lasting `duration_us`: one part when it is at most
+/// [`PART_SECONDS_MAX`] long (or has no duration), else equal ranges of at most that length.
+pub fn parts_of(duration_us: Option<u64>) -> Vec<PartRange> {
+    let max_us = PART_SECONDS_MAX * 1_000_000;
+    let d = duration_us.unwrap_or(0);
+    if d <= max_us {
+        return vec![PartRange { part_index: 0, part_count: 1, start_us: 0, end_us: d }];
+    }
+    let count = d.div_ceil(max_us);
+    (0..count)
+        .map(|i| PartRange {
+            part_index: i as u32,
+            part_count: count as u32,
+            start_us: i * max_us,
+            end_us: ((i + 1) * max_us).min(d),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_of_forty_minutes_or_less_is_one_part_and_longer_media_is_split_at_forty_minutes() {
+        assert_eq!(parts_of(None).len(), 1);
+        assert_eq!(parts_of(Some(2400 * 1_000_000)).len(), 1);
+        let p = parts_of(Some(2400 * 1_000_000 + 1));
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[1].start_us, p[1].end_us), (2400 * 1_000_000, 2400 * 1_000_000 + 1));
+        let p = parts_of(Some(100 * 60 * 1_000_000));
+        assert_eq!(p.iter().map(|r| (r.end_us - r.start_us) / 60_000_000).collect::<Vec<_>>(), vec![40, 40, 20]);
+        assert!(p.iter().all(|r| r.part_count == 3));
+    }
+}
