@@ -160,6 +160,8 @@ def spool_server() -> Iterator[SpoolServer]:
         env["AZURE_STORAGE_USE_EMULATOR"] = "true"
         env["AZURITE_BLOB_STORAGE_URL"] = os.environ["SPOOL_TEST_AZURITE_URL"]
     env.setdefault("SPOOL_BROWSE_MAX_ENTRIES", "200")
+    # test_sdk_media.py sends an upload past this bound.
+    env["SPOOL_UPLOAD_MAX_BYTES"] = str(8 * 1024 * 1024)
     # Webhook receivers in the tests listen on loopback; retries come after seconds, not hours.
     env["SPOOL_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
     env.setdefault("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s,1s")

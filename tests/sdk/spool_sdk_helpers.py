@@ -66,3 +66,54 @@ def assert_error_envelope(
     if code is not None:
         assert err["code"] == code, f"expected code {code!r}, got {err['code']!r}: {err!r}"
     return err
+
+
+# ---------------------------------------------------------------------------------------------
+# real media of any size: Spool probes every imported file and fails unreadable ones
+# (`media_unreadable`), so tests that need distinct content of a given size build real files.
+
+import hashlib as _hashlib
+import struct as _struct
+from pathlib import Path as _Path
+
+FIXTURES = _Path(__file__).resolve().parent.parent.parent / "fixtures" / "media"
+
+
+def _fill(seed: str, size: int) -> bytes:
+    """Deterministic bytes: a SHA-256 chain for small sizes; large sizes repeat a 64 KiB
+    block of it (linear time)."""
+    blocks = []
+    block = _hashlib.sha256(seed.encode()).digest()
+    for _ in range(min(size, 1 << 16) // 32 + 1):
+        blocks.append(block)
+        block = _hashlib.sha256(block).digest()
+    unit = b"".join(blocks)
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def wav(seed: str, size: int = 1044) -> bytes:
+    """A real WAV (8 kHz mono 8-bit PCM) of exactly `size` bytes (at least 45) whose samples
+    come from `seed`: distinct content, `(size - 44) / 8000` seconds of audio."""
+    n = max(size - 44, 1)
+    header = b"RIFF" + _struct.pack("<I", 36 + n) + b"WAVEfmt " + _struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8)
+    return header + b"data" + _struct.pack("<I", n) + _fill(seed, n)
+
+
+def video(seed: str = "", name: str = "h264_faststart.mov") -> bytes:
+    """A real video fixture (H.264 + AAC, 1 s) made distinct by a trailing ISO-BMFF `free` box
+    holding `seed`: a valid file that ffprobe and Spool read the same."""
+    data = (FIXTURES / name).read_bytes()
+    if not seed:
+        return data
+    payload = _fill(seed, 32)
+    return data + _struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+
+def image(seed: str = "") -> bytes:
+    """A real PNG (32x24), made distinct by bytes after its IEND chunk (readers stop there)."""
+    data = (FIXTURES / "still.png").read_bytes()
+    return data + _fill(seed, 16) if seed else data
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()

@@ -29,6 +29,7 @@ import pytest
 
 import conftest
 from spool_sdk_helpers import assert_error_envelope, poll, unique
+from spool_sdk_helpers import video as real_video
 
 WAIT_S = 30.0
 
@@ -149,7 +150,7 @@ def _start_failpoint_server(points: str):
     data.mkdir()
     root = tmp / "root"
     root.mkdir()
-    (root / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 64)
+    (root / "a.mp4").write_bytes(real_video("failpoints", name="h264_aac.mp4"))
     port = conftest._free_port()
     key = "sk_test_" + secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k not in conftest._SERVER_ENV_DROP}
@@ -222,12 +223,15 @@ def test_a_panicking_handler_answers_500_in_the_envelope_and_a_panicking_effect_
 def test_symlinks_out_of_a_local_root_are_neither_browsed_nor_imported(raw, admin_headers, client, spool_server):
     root = spool_server.local_root / ("links-" + uuid.uuid4().hex[:8])
     root.mkdir()
-    inside = b"\x00\x00\x00\x18ftypmp42" + os.urandom(64)
+    # Real media (Spool probes what it imports): the file inside, and the one a followed
+    # directory link would reach, which would import too.
+    inside = real_video(root.name, name="h264_aac.mp4")
     (root / "ok.mp4").write_bytes(inside)
     outside_dir = Path(tempfile.mkdtemp(prefix="spool-outside-"))
     (outside_dir / "passwd").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
     (outside_dir / "nested").mkdir()
-    (outside_dir / "nested" / "leak.mp4").write_bytes(b"leak")
+    leak = real_video("leak-" + root.name, name="h264_aac.mp4")
+    (outside_dir / "nested" / "leak.mp4").write_bytes(leak)
     os.symlink(outside_dir, root / "etcdir")
     os.symlink(outside_dir / "passwd", root / "passwd.mp4")
     os.symlink(spool_server.data_dir / "master.key", root / "key.mp4")
@@ -248,10 +252,13 @@ def test_symlinks_out_of_a_local_root_are_neither_browsed_nor_imported(raw, admi
     job = _wait_job(client, job.job_id)
     assert job.status == "completed", job
     assert job.progress.imported == 2, job
+    # A followed link to a non-media file would now fail its file (media_unreadable) rather
+    # than import: only the two files inside were picked up at all.
+    assert (job.progress.total_files, job.progress.failed, job.progress.skipped) == (2, 0, 0), job
     leaked = {
         hashlib.sha256((outside_dir / "passwd").read_bytes()).hexdigest(),
         hashlib.sha256((spool_server.data_dir / "master.key").read_bytes()).hexdigest(),
-        hashlib.sha256(b"leak").hexdigest(),
+        hashlib.sha256(leak).hexdigest(),
     }
     for out in client.import_jobs.iter_outputs(job.job_id):
         video = raw.get(f"/api/v2/videos/{out.video_id}", headers=admin_headers).json()

@@ -11,7 +11,6 @@ broke before the sequencer, through the official SDK and raw HTTP against the re
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -21,17 +20,18 @@ import httpx
 import pytest
 
 import storage
-from spool_sdk_helpers import unique
+from spool_sdk_helpers import unique, wav
 
 WAIT_S = 60.0
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def _files(root: Path, n: int, size: int = 2048) -> None:
+    """n distinct real WAVs of `size` bytes (Spool probes every imported file)."""
     for i in range(n):
         d = root / f"d{i % 10}"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"clip{i:05}.mp4").write_bytes(os.urandom(size))
+        (d / f"clip{i:05}.wav").write_bytes(wav(f"{root.name}-{i}", size))
 
 
 def _local(raw, admin_headers, root: Path) -> str:
@@ -119,7 +119,7 @@ def test_cancel_race_a_cancelled_job_never_changes(client, raw, admin_headers, s
     _files(root, 400)
     conn = _local(raw, admin_headers, root)
     index = client.indexes.create(name=unique("cancel-race")).index_id
-    job = client.import_jobs.create(connector_id=conn, index_id=index, file_pattern="*.mp4")
+    job = client.import_jobs.create(connector_id=conn, index_id=index, file_pattern="*.wav")
     # Cancel as soon as copies are under way, while more are being started.
     _wait(lambda: client.import_jobs.retrieve(job.job_id), lambda j: j.progress.imported > 0 or j.status in TERMINAL,
           "copies started")
@@ -143,7 +143,7 @@ def test_index_deletion_race_leaves_no_media_and_no_late_progress(client, raw, a
     _files(root, 400, size=8192)
     conn = _local(raw, admin_headers, root)
     index = client.indexes.create(name=unique("delete-race")).index_id
-    job = client.import_jobs.create(connector_id=conn, index_id=index, file_pattern="*.mp4")
+    job = client.import_jobs.create(connector_id=conn, index_id=index, file_pattern="*.wav")
     _wait(lambda: client.import_jobs.retrieve(job.job_id), lambda j: j.progress.imported > 0 or j.status in TERMINAL,
           "copies started")
     resp = raw.delete(f"/api/v2/indexes/{index}", headers=admin_headers)

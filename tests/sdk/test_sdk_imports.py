@@ -6,6 +6,9 @@ serves `SPOOL_TEST_S3S_ROOT/<bucket>/<key>`). Imported videos are checked agains
 that were written: `GET /videos/{id}` carries `size_bytes`, `sha256` and `source` beside the
 SDK's `Video` fields.
 
+Spool probes every imported file, so every file meant to import is real media (the helpers'
+`video`, `wav`, `image`, `fixture`), and its `media_type` is what the probe finds in it.
+
 A job reported `cancelled` is expected to be final, like any terminal job: no file still
 importing, and no counter, output or video added afterwards.
 """
@@ -21,7 +24,16 @@ import pytest
 from videovector import ConflictError, NotFoundError, SyncPage, ValidationError, Video
 
 import storage
-from spool_sdk_helpers import URL_SAFE_ID, assert_error_envelope, assert_timestamp, unique
+from spool_sdk_helpers import (
+    URL_SAFE_ID,
+    assert_error_envelope,
+    assert_timestamp,
+    fixture,
+    image,
+    unique,
+    video,
+    wav,
+)
 
 POLL_S = 0.1
 WAIT_S = 30.0
@@ -35,13 +47,18 @@ MISSING_JOB = "job_01KB0000000000000000000000"
 
 
 def _body(seed: str, size: int) -> bytes:
-    """Deterministic, distinct content of `size` bytes."""
+    """Deterministic, distinct content of `size` bytes (not media: for files Spool skips)."""
     out = b""
     block = hashlib.sha256(seed.encode()).digest()
     while len(out) < size:
         out += block
         block = hashlib.sha256(block).digest()
     return out[:size]
+
+
+def _mp4(seed: str) -> bytes:
+    """A real MP4 (H.264 + AAC), distinct per seed: probed as a video."""
+    return video(seed, name="h264_aac.mp4")
 
 
 def _sha(data: bytes) -> str:
@@ -136,23 +153,24 @@ def _assert_imported_video(raw, admin_headers, client, out, *, key: str, data: b
 # 1. a full import: outputs, files, progress, videos
 
 
+# key -> (media_type the probe finds, or None for a skipped file; the bytes written)
 IMPORT_FILES = {
-    "in/clip.mp4": ("video", 3000),
-    "in/Song.MP3": ("audio", 1500),
-    "in/sub/deeper/pic.png": ("image", 700),
-    "in/sub/movie.MKV": ("video", 5000),
-    "in/notes.txt": (None, 12),
-    "in/empty.mov": (None, 0),
+    "in/clip.mp4": ("video", _mp4("in/clip.mp4")),
+    "in/Song.MP3": ("audio", fixture("tone.mp3")),
+    "in/sub/deeper/pic.png": ("image", image("in/sub/deeper/pic.png")),
+    "in/sub/movie.MKV": ("video", fixture("mpeg4_flac.mkv")),
+    "in/notes.txt": (None, _body("in/notes.txt", 12)),
+    "in/empty.mov": (None, b""),
 }
 
 
 def test_import_outputs_files_progress_and_videos(client, raw, admin_headers):
     server = storage.s3s()
     bucket = server.make_bucket()
-    payloads = {k: _body(k, size) for k, (_, size) in IMPORT_FILES.items()}
+    payloads = {k: data for k, (_, data) in IMPORT_FILES.items()}
     for key, data in payloads.items():
         server.put(bucket, key, data)
-    server.put(bucket, "elsewhere/outside.mp4", b"not under the prefix")
+    server.put(bucket, "elsewhere/outside.mp4", _mp4("not under the prefix"))
     conn_id = _connector(client, bucket)
     index_id = _index(client)
 
@@ -209,8 +227,12 @@ def test_import_outputs_files_progress_and_videos(client, raw, admin_headers):
 def test_pattern_and_non_recursive_scan(client):
     server = storage.s3s()
     bucket = server.make_bucket()
-    for key in ("top/a.mp4", "top/b.jpg", "top/nested/c.mp4"):
-        server.put(bucket, key, _body(key, 64))
+    for key, data in (
+        ("top/a.mp4", _mp4("top/a.mp4")),
+        ("top/b.jpg", fixture("still.jpg")),
+        ("top/nested/c.mp4", _mp4("top/nested/c.mp4")),
+    ):
+        server.put(bucket, key, data)
     conn_id = _connector(client, bucket)
     index_id = _index(client)
     job = client.import_jobs.create(
@@ -230,7 +252,7 @@ def test_pattern_and_non_recursive_scan(client):
 def test_new_only_connector_skips_already_imported_files(client, raw, admin_headers):
     server = storage.s3s()
     bucket = server.make_bucket()
-    first = {"n/a.mp4": _body("na", 100), "n/b.wav": _body("nb", 200)}
+    first = {"n/a.mp4": _mp4("na"), "n/b.wav": wav("nb", 200)}
     for key, data in first.items():
         server.put(bucket, key, data)
     conn_id = _connector(client, bucket, import_mode="new_only")
@@ -242,7 +264,7 @@ def test_new_only_connector_skips_already_imported_files(client, raw, admin_head
     first_ids = {o.file_name: o.video_id for o in client.import_jobs.iter_outputs(job1.job_id)}
     assert set(first_ids) == set(first)
 
-    added = _body("nc", 300)
+    added = _mp4("nc")
     server.put(bucket, "n/c.mp4", added)
     job2 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=index_id).job_id)
     assert job2.job_id != job1.job_id
@@ -259,7 +281,9 @@ def test_new_only_connector_skips_already_imported_files(client, raw, admin_head
                            media_type="video", connector_id=conn_id, index_id=index_id)
 
     # A changed object (new content, new etag) is new again; the unchanged ones stay skipped.
-    changed = _body("na-v2", 150)
+    # (Another size too, as before: the MOV fixture under the same .mp4 name, still a video.)
+    changed = video("na-v2")
+    assert len(changed) != len(first["n/a.mp4"])
     server.put(bucket, "n/a.mp4", changed)
     job3 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=index_id).job_id)
     assert (job3.progress.imported, job3.progress.skipped) == (1, 2), job3.progress
@@ -280,12 +304,12 @@ def test_new_only_connector_skips_already_imported_files(client, raw, admin_head
 def test_new_only_as_a_job_override(client, raw, admin_headers):
     server = storage.s3s()
     bucket = server.make_bucket()
-    server.put(bucket, "o/a.mp4", _body("oa", 50))
+    server.put(bucket, "o/a.mp4", _mp4("oa"))
     conn_id = _connector(client, bucket, import_mode="all")
     index_id = _index(client)
     job1 = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=index_id).job_id)
     assert job1.progress.imported == 1
-    server.put(bucket, "o/b.mp4", _body("ob", 60))
+    server.put(bucket, "o/b.mp4", _mp4("ob"))
 
     # The SDK's create sends no import_mode; the override goes over raw HTTP.
     body = {"connector_id": conn_id, "index_id": index_id, "source_prefix": "", "file_pattern": "*",
@@ -313,7 +337,7 @@ def test_new_only_as_a_job_override(client, raw, admin_headers):
 def test_failed_file_is_listed_and_retry_imports_it(client, raw, admin_headers):
     server = storage.s3s()
     bucket = server.make_bucket()
-    good = _body("good", 400)
+    good = _mp4("good")
     server.put(bucket, "v/good.mp4", good)
     broken = os.path.join(_bucket_dir(bucket), "v", "broken.mp4")
     # Lists with a size (of the link) but every GET fails NoSuchKey.
@@ -344,7 +368,7 @@ def test_failed_file_is_listed_and_retry_imports_it(client, raw, admin_headers):
 
     # Fix the object, then retry: only the failed file is re-opened.
     os.unlink(broken)
-    fixed = _body("fixed", 900)
+    fixed = _mp4("fixed")
     server.put(bucket, "v/broken.mp4", fixed)
     retried = client.import_jobs.retry(job.job_id)
     assert retried.job_id == job.job_id
@@ -372,12 +396,71 @@ def test_failed_file_is_listed_and_retry_imports_it(client, raw, admin_headers):
     assert info.value.status_code == 409 and info.value.error_code == "invalid_state"
 
 
+def _media_store(spool_server) -> set:
+    media = spool_server.data_dir / "media"
+    return {p for p in media.rglob("*") if p.is_file()} if media.exists() else set()
+
+
+def test_unreadable_media_fails_its_file_with_media_unreadable_and_keeps_nothing(
+    client, raw, admin_headers, spool_server
+):
+    root = spool_server.local_root / unique("unreadable")
+    root.mkdir()
+    real = _mp4(root.name)
+    (root / "real.mp4").write_bytes(real)
+    (root / "corrupt.mp4").write_bytes(fixture("corrupt.mp4"))
+    resp = raw.post(
+        "/api/v2/connectors/local",
+        json={"name": unique("local"), "root": str(root), "scopes": ["import"]},
+        headers=admin_headers,
+    )
+    assert resp.status_code == 201, resp.text
+    conn_id = resp.json()["connector_id"]
+    index_id = _index(client)
+    # Tests run one at a time: whatever the media store gains meanwhile is this job's.
+    before = _media_store(spool_server)
+
+    job = _wait(client, client.import_jobs.create(connector_id=conn_id, index_id=index_id).job_id)
+    # A failed file does not fail the job.
+    assert job.status == "completed", job
+    assert job.error_message is None
+    assert (job.progress.total_files, job.progress.imported, job.progress.failed, job.progress.skipped) == (2, 1, 1, 0)
+    assert [f["file_name"] for f in job.failed_files] == ["corrupt.mp4"]
+    assert job.failed_files[0]["failure"]["code"] == "media_unreadable"
+
+    failed = list(client.import_jobs.iter_files(job.job_id, failed_only=True))
+    assert [f.file_name for f in failed] == ["corrupt.mp4"]
+    f = failed[0]
+    assert f.status == "failed" and f.skip_reason is None
+    assert f.failure is not None and f.failure["code"] == "media_unreadable", f.failure
+    assert isinstance(f.failure["message"], str) and f.failure["message"]
+    assert isinstance(f.failure["retryable"], bool)
+    files = {f.file_name: f for f in client.import_jobs.iter_files(job.job_id)}
+    assert set(files) == {"real.mp4", "corrupt.mp4"}
+    assert files["real.mp4"].status == "imported", files["real.mp4"]
+    _assert_progress_matches_files(job, list(files.values()))
+
+    outputs = list(client.import_jobs.iter_outputs(job.job_id))
+    assert [o.file_name for o in outputs] == ["real.mp4"]
+    _assert_imported_video(raw, admin_headers, client, outputs[0], key="real.mp4", data=real,
+                           media_type="video", connector_id=conn_id, index_id=index_id)
+    listed = [v.video_id for v in client.indexes.list_videos(index_id, limit=100).auto_paging_iter()]
+    assert listed == [outputs[0].video_id]
+
+    # The media store holds exactly one file from this job: the real file's, with its bytes.
+    added = sorted(_media_store(spool_server) - before)
+    assert len(added) == 1, f"media store gained {added}"
+    assert added[0].name.split(".")[0] == outputs[0].video_id, added
+    assert added[0].read_bytes() == real
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. cancel
 
 
 def _many(bucket: str, n: int, prefix: str = "many") -> Dict[str, bytes]:
-    payloads = {f"{prefix}/{i:03}.mp4": _body(f"{bucket}{i}", 2048) for i in range(n)}
+    """n distinct real WAVs of 2048 bytes each."""
+    payloads = {f"{prefix}/{i:03}.wav": wav(f"{bucket}{i}", 2048) for i in range(n)}
     for key, data in payloads.items():
         _write(bucket, key, data)
     return payloads
@@ -470,7 +553,7 @@ def test_cancel_mid_import_keeps_what_was_imported(client, raw, admin_headers):
 def test_cancel_of_a_completed_job_returns_it_unchanged(client):
     server = storage.s3s()
     bucket = server.make_bucket()
-    server.put(bucket, "c/one.mp4", _body("c1", 10))
+    server.put(bucket, "c/one.mp4", _mp4("c1"))
     job = _wait(client, client.import_jobs.create(connector_id=_connector(client, bucket), index_id=_index(client)).job_id)
     assert job.status == "completed"
     after = client.import_jobs.cancel(job.job_id)
@@ -485,7 +568,7 @@ def test_list_videos_pages_one_at_a_time(client):
     server = storage.s3s()
     bucket = server.make_bucket()
     for i in range(3):
-        server.put(bucket, f"p/{i}.mp4", _body(f"p{i}", 32 + i))
+        server.put(bucket, f"p/{i}.mp4", _mp4(f"p{i}"))
     index_id = _index(client)
     job = _wait(client, client.import_jobs.create(connector_id=_connector(client, bucket), index_id=index_id).job_id)
     assert job.progress.imported == 3
@@ -573,7 +656,7 @@ def test_retry_of_a_running_or_clean_job_conflicts(client):
     outputs = list(client.import_jobs.iter_outputs(done.job_id))
     assert len(outputs) == n and len({o.video_id for o in outputs}) == n
     assert [o.video_id for o in outputs[:100]] == done.video_ids
-    assert sorted(o.file_name for o in outputs) == [f"r/{i:03}.mp4" for i in range(n)]
+    assert sorted(o.file_name for o in outputs) == [f"r/{i:03}.wav" for i in range(n)]
 
 
 def test_unknown_job_is_not_found(client):
@@ -594,7 +677,7 @@ def test_unknown_job_is_not_found(client):
 def test_list_filters_by_status(client):
     server = storage.s3s()
     bucket = server.make_bucket()
-    server.put(bucket, "l/a.mp4", _body("la", 10))
+    server.put(bucket, "l/a.mp4", _mp4("la"))
     job = _wait(client, client.import_jobs.create(connector_id=_connector(client, bucket), index_id=_index(client)).job_id)
     assert job.status == "completed"
     everything = client.import_jobs.list()

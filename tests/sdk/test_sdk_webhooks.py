@@ -21,7 +21,7 @@ import pytest
 import standardwebhooks
 from videovector import ConflictError, NotFoundError, ValidationError
 
-from spool_sdk_helpers import assert_error_envelope, unique
+from spool_sdk_helpers import assert_error_envelope, unique, video
 
 WAIT_S = 30.0
 
@@ -102,7 +102,7 @@ def _import(client, raw, admin_headers, spool_server, index_id: str, n: int) -> 
     root = spool_server.local_root / ("hooks-" + uuid.uuid4().hex[:8])
     root.mkdir()
     for i in range(n):
-        (root / f"clip{i}.mp4").write_bytes(os.urandom(512))
+        (root / f"clip{i}.mp4").write_bytes(video(f"{root.name}-{i}", name="h264_aac.mp4"))
     conn = raw.post(
         "/api/v2/connectors/local", json={"name": unique("hooks"), "root": str(root)}, headers=admin_headers
     ).json()["connector_id"]

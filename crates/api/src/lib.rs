@@ -33,10 +33,15 @@ pub struct ApiConfig {
     pub storage: spool_storage::StorageEnv,
     /// Browse answers past this many entries are refused (`browse_too_many_results`).
     pub browse_max_entries: usize,
+    /// Largest upload (`SPOOL_UPLOAD_MAX_BYTES`; 413 above).
+    pub upload_max_bytes: u64,
+    /// The base clients reach (`SPOOL_PUBLIC_URL`), for signed media URLs; else the request's host.
+    pub public_url: Option<String>,
 }
 
 /// Default of [`ApiConfig::browse_max_entries`].
 pub const BROWSE_MAX_ENTRIES_DEFAULT: usize = 50_000;
+pub use routes::video::upload::UPLOAD_BYTES_MAX_DEFAULT;
 
 #[doc(hidden)]
 pub struct Shared {

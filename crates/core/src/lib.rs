@@ -26,7 +26,7 @@ pub use machines::api_key::ApiKeyCommand;
 pub use machines::connector::ConnectorCommand;
 pub use machines::import_job::{ImportCommand, ImportEffect};
 pub use machines::index::{IndexCommand, IndexEffect};
-pub use machines::video::{Video, VideoCommand, VideoEffect};
+pub use machines::video::{Video, VideoCommand, VideoEffect, media_unshared};
 pub use machines::webhook::{WebhookCommand, WebhookEffect};
 pub use state::*;
 

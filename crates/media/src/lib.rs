@@ -420,3 +420,44 @@ mod tests {
         assert!(b.read(&mut buf).is_err(), "seeking does not renew the budget");
     }
 }
+
+/// A valid WAV file (8 kHz, mono, 8-bit PCM) whose samples are `payload`: any bytes are
+/// valid samples, so tests and benchmarks get real media of any size and content. It lasts
+/// `payload.len() / 8000` seconds.
+pub fn pcm_wav(payload: &[u8]) -> Vec<u8> {
+    let mut out = pcm_wav_header(payload.len() as u32);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The 44-byte header of [`pcm_wav`] for `data_len` bytes of samples (for writers that stream
+/// the samples after it).
+pub fn pcm_wav_header(data_len: u32) -> Vec<u8> {
+    const RATE: u32 = 8000;
+    let mut h = Vec::with_capacity(44);
+    h.extend_from_slice(b"RIFF");
+    h.extend_from_slice(&(36 + data_len).to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    h.extend_from_slice(&1u16.to_le_bytes()); // mono
+    h.extend_from_slice(&RATE.to_le_bytes());
+    h.extend_from_slice(&RATE.to_le_bytes()); // bytes per second
+    h.extend_from_slice(&1u16.to_le_bytes()); // block align
+    h.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&data_len.to_le_bytes());
+    h
+}
+
+#[cfg(test)]
+mod wav_tests {
+    #[test]
+    fn a_synthetic_wav_of_any_payload_is_real_audio_of_its_length() {
+        let facts = super::probe(std::io::Cursor::new(super::pcm_wav(&[7u8; 16_000])), "wav").unwrap();
+        assert_eq!(facts.container, "wav");
+        assert_eq!(facts.duration_us, Some(2_000_000));
+        assert_eq!(facts.streams[0].codec, "pcm_u8");
+        assert_eq!(facts.streams[0].sample_rate, Some(8000));
+    }
+}

@@ -7,6 +7,7 @@
 //! `skip_serializing_if` in anything persisted.
 
 use crate::ids::*;
+use crate::media::{MediaFacts, PartRange};
 use crate::sealed::Sealed;
 use serde::{Deserialize, Serialize};
 
@@ -355,6 +356,24 @@ pub enum Event {
     VideoDrained { video_id: VideoId, deletion_id: DeletionId },
     /// Stream `vid_…`. Terminal: its media-store object is gone (status `deleted`).
     VideoDeleted { video_id: VideoId, deletion_id: DeletionId },
+    /// Stream `job_…`, in the append of `ImportFileImported`: the probed facts of the file and
+    /// the videos it became, one per part (the first is the file's `video_id`).
+    ImportFileProbed { job_id: ImportJobId, file_id: u32, facts: MediaFacts, parts: Vec<VideoId> },
+    /// Stream `vid_…`, after `VideoCreated`: the facts of the stored media, the part of it this
+    /// video covers, and every part's video (in order, this one among them).
+    VideoMediaProbed { video_id: VideoId, facts: MediaFacts, part: PartRange, parts: Vec<VideoId> },
+    /// Stream `job_…`. A job of one object (an upload, or one object of a connector), with its
+    /// title; `index_id` `None` is the playground. Its file is discovered in the same append.
+    ImportJobOpened { job_id: ImportJobId, source: JobSource, index_id: Option<IndexId>, title: String },
+}
+
+/// Where a one-object job's object is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobSource {
+    /// `POST /videos/upload`: received whole into Spool's staging folder, under `staged_key`.
+    Upload { file_name: String, staged_key: String, size_bytes: u64, sha256: [u8; 32] },
+    /// `POST /videos`: the object at `path` of a connector, as `video_uri` named it.
+    Uri { connector_id: ConnectorId, video_uri: String, path: String },
 }
 
 /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
@@ -401,6 +420,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "VideoDeletionRequested",
     "VideoDrained",
     "VideoDeleted",
+    "ImportFileProbed",
+    "VideoMediaProbed",
+    "ImportJobOpened",
 ];
 
 impl Event {
@@ -450,6 +472,9 @@ impl Event {
             Event::VideoDeletionRequested { .. } => 39,
             Event::VideoDrained { .. } => 40,
             Event::VideoDeleted { .. } => 41,
+            Event::ImportFileProbed { .. } => 42,
+            Event::VideoMediaProbed { .. } => 43,
+            Event::ImportJobOpened { .. } => 44,
         }
     }
 
@@ -468,6 +493,21 @@ impl Event {
         let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
         let job_id = ImportJobId(Ulid::from_parts(1_764_000_000_004, 5));
         let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
+        let facts = crate::MediaFacts {
+            container: "mp4".into(),
+            duration_us: Some(2_000_000),
+            bit_rate: Some(209_712),
+            streams: vec![crate::StreamFacts {
+                kind: crate::StreamKind::Video,
+                codec: "h264".into(),
+                width: Some(176),
+                height: Some(144),
+                frame_rate: Some((25, 1)),
+                sample_rate: None,
+                channels: None,
+                duration_us: Some(2_000_000),
+            }],
+        };
         let webhook_id = WebhookId(Ulid::from_parts(1_764_000_000_006, 7));
         let delivery_id = DeliveryId(Ulid::from_parts(1_764_000_000_007, 8));
         let sealed = Sealed { owner: connector_id.to_string(), nonce: [9; 24], ciphertext: vec![1, 2, 3, 4, 5] };
@@ -644,6 +684,24 @@ impl Event {
             Event::VideoDeletionRequested { video_id, deletion_id },
             Event::VideoDrained { video_id, deletion_id },
             Event::VideoDeleted { video_id, deletion_id },
+            Event::ImportFileProbed { job_id, file_id: 0, facts: facts.clone(), parts: vec![video_id] },
+            Event::VideoMediaProbed {
+                video_id,
+                facts,
+                part: crate::PartRange { part_index: 0, part_count: 1, start_us: 0, end_us: 2_000_000 },
+                parts: vec![video_id],
+            },
+            Event::ImportJobOpened {
+                job_id,
+                source: JobSource::Upload {
+                    file_name: "clip.mp4".into(),
+                    staged_key: "uploads/job_x".into(),
+                    size_bytes: 52_428,
+                    sha256: [7; 32],
+                },
+                index_id: Some(index_id),
+                title: "A clip".into(),
+            },
         ]
     }
 }

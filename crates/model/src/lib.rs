@@ -17,8 +17,8 @@ pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{
-    ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, FileFailure, ImportMode, MediaType,
-    Provider, Scope,
+    ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, FileFailure, ImportMode, JobSource,
+    MediaType, Provider, Scope,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};

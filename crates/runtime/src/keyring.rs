@@ -230,6 +230,19 @@ impl Keyring {
         }
     }
 
+    /// An HMAC-SHA256 of `msg` under a key derived from the master key for `purpose` (signed
+    /// media URLs): verifiable by this server only, invalid after a master-key rotation.
+    pub fn mac(&self, purpose: &str, msg: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut derive = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.master.0.as_ref()).expect("any key length");
+        derive.update(b"spool/");
+        derive.update(purpose.as_bytes());
+        let key: Zeroizing<[u8; 32]> = Zeroizing::new(derive.finalize().into_bytes().into());
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_ref()).expect("any key length");
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Seal `plaintext` for `owner`. The returned side write stores the owner's (wrapped) data
     /// key; append it in the same request as the event that carries the sealed value.
     pub fn seal(&self, owner: &str, plaintext: &[u8]) -> Result<(Sealed, SideWrite), KeyringError> {

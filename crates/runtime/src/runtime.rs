@@ -61,6 +61,8 @@ pub const IDEMPOTENCY_SWEEP_BATCH_MAX: usize = 1024;
 pub const IMPORT_CONCURRENCY_DEFAULT: usize = 8;
 /// The media store's folder inside the data directory.
 pub const MEDIA_DIR: &str = "media";
+/// Where uploads are staged until their job imports them, inside the data directory.
+pub const UPLOADS_DIR: &str = "uploads";
 
 impl RuntimeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -184,6 +186,12 @@ impl Runtime {
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
         let media = spool_storage::Store::local(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
+        let uploads_dir = cfg.data_dir.join(UPLOADS_DIR);
+        sweep_uploads(&uploads_dir, &state);
+        std::fs::create_dir_all(&uploads_dir)
+            .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
+        let uploads = spool_storage::Store::local(&uploads_dir)
+            .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             log,
@@ -204,6 +212,7 @@ impl Runtime {
             usage: Mutex::new(BTreeMap::new()),
             executors: crate::executors::Executors {
                 media,
+                uploads,
                 imports: crate::executors::import_job::ImportExecutor {
                     slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
                 },
@@ -272,6 +281,16 @@ impl Runtime {
 
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// Where uploads are staged (`<data-dir>/uploads`).
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.executors.uploads.local_root.clone().unwrap_or_default()
+    }
+
+    /// The media store's folder.
+    pub fn media_dir(&self) -> Option<PathBuf> {
+        self.executors.media.local_root.clone()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -673,6 +692,33 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Remove staged uploads no open job needs: bodies a crash cut off, and uploads whose job
+/// ended while the file was being removed. Runs before the server takes requests.
+fn sweep_uploads(dir: &std::path::Path, state: &spool_core::State) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let needed: std::collections::BTreeSet<String> = state
+        .active_imports
+        .iter()
+        .filter_map(|id| state.imports.get(id))
+        .filter_map(|j| match &j.source {
+            Some(spool_model::JobSource::Upload { staged_key, .. }) => Some(staged_key.clone()),
+            _ => None,
+        })
+        .collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if needed.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed an upload no job needs"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload"),
+        }
+    }
 }
 
 /// Remove half-written uploads a crash left in the media store (object_store's local store

@@ -79,7 +79,7 @@ async fn setup(rt: &Runtime, root: &Path) -> ImportJobId {
             connector_id,
             index_id,
             source_prefix: String::new(),
-            file_pattern: "*.mp4".into(),
+            file_pattern: "*.wav".into(),
             recursive: true,
             import_mode: None,
         }))
@@ -104,7 +104,8 @@ async fn a_retryable_failure_waits_for_its_timer_which_fires_once_and_survives_a
     let root = roots.join("videos");
     std::fs::create_dir_all(&root).unwrap();
     for i in 0..3 {
-        std::fs::write(root.join(format!("clip{i}.mp4")), format!("video {i}")).unwrap();
+        std::fs::write(root.join(format!("clip{i}.wav")), spool_media::pcm_wav(format!("video {i}").as_bytes()))
+            .unwrap();
     }
     let data = work.path().join("data");
     let master = MasterKey::generate();

@@ -66,6 +66,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: webhooks_cli::WebhooksCmd,
     },
+    /// Print the media facts Spool records for files (container, duration, streams, bitrate),
+    /// one JSON line each; exits 1 if any is unreadable.
+    Probe {
+        /// Files to probe.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Benchmarks (run by hand; each ends with one JSON line).
     Bench {
         #[command(subcommand)]
@@ -84,7 +91,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                // The probe reports unreadable media as a file failure; symphonia's own log
+                // lines about the same file are noise.
+                .add_directive("symphonia=off".parse().expect("a valid directive"))
+                .add_directive("symphonia_core=off".parse().expect("a valid directive"))
+                .add_directive("symphonia_format_isomp4=off".parse().expect("a valid directive"))
+                .add_directive("symphonia_format_mkv=off".parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -95,11 +108,13 @@ fn main() -> ExitCode {
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),
+        Cmd::Probe { files } => probe(&files),
         Cmd::Webhooks { cmd } => webhooks_cli::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Unreadable>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             if let Some(spool_log::Error::AlreadyOpen { path }) = e.downcast_ref::<spool_log::Error>() {
                 eprintln!(
@@ -112,4 +127,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Some file of `spool probe` was unreadable (each said why already).
+#[derive(Debug)]
+struct Unreadable;
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("some files are unreadable")
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+fn probe(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut bad = false;
+    for f in files {
+        let ext = f.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_default();
+        let line = match spool_media::probe_file(f, &ext) {
+            Ok(facts) => serde_json::json!({ "file": f, "media": spool_core::machines::video::view::facts(&facts) }),
+            Err(e) => {
+                bad = true;
+                serde_json::json!({ "file": f, "error": { "code": e.code(), "message": e.to_string() } })
+            }
+        };
+        println!("{line}");
+    }
+    if bad { Err(Unreadable.into()) } else { Ok(()) }
 }

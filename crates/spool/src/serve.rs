@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The base clients reach, e.g. `https://spool.example.com` (env SPOOL_PUBLIC_URL).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -63,6 +66,9 @@ pub struct StorageConfig {
     pub browse_max_entries: Option<usize>,
     #[serde(default)]
     pub import_concurrency: Option<usize>,
+    /// Largest upload in bytes (env SPOOL_UPLOAD_MAX_BYTES; default 4 GiB).
+    #[serde(default)]
+    pub upload_max_bytes: Option<u64>,
 }
 
 /// The settings in force.
@@ -83,6 +89,10 @@ pub struct Settings {
     /// Files copied at once by import jobs (env SPOOL_IMPORT_CONCURRENCY; config
     /// `storage.import_concurrency`; default 8).
     pub import_concurrency: usize,
+    /// Largest upload (env SPOOL_UPLOAD_MAX_BYTES; config `storage.upload_max_bytes`; 4 GiB).
+    pub upload_max_bytes: u64,
+    /// The base clients reach (env SPOOL_PUBLIC_URL; config `public_url`).
+    pub public_url: Option<String>,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -152,6 +162,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_BROWSE_MAX_ENTRIES={v:?} is not a number"))?,
             Err(_) => file.storage.browse_max_entries.unwrap_or(spool_api::BROWSE_MAX_ENTRIES_DEFAULT),
         },
+        upload_max_bytes: match std::env::var("SPOOL_UPLOAD_MAX_BYTES") {
+            Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_UPLOAD_MAX_BYTES={v:?} is not a number"))?,
+            Err(_) => file.storage.upload_max_bytes.unwrap_or(spool_api::UPLOAD_BYTES_MAX_DEFAULT),
+        },
+        public_url: match std::env::var("SPOOL_PUBLIC_URL") {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+            _ => file.public_url.clone(),
+        },
         import_concurrency: match std::env::var("SPOOL_IMPORT_CONCURRENCY") {
             Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_IMPORT_CONCURRENCY={v:?} is not a number"))?,
             Err(_) => file.storage.import_concurrency.unwrap_or(spool_runtime::IMPORT_CONCURRENCY_DEFAULT),
@@ -211,6 +229,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret),
             storage: storage.clone(),
             browse_max_entries: settings.browse_max_entries.max(1),
+            upload_max_bytes: settings.upload_max_bytes,
+            public_url: settings.public_url.clone(),
         },
     );
     tracing::info!(

@@ -53,8 +53,9 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
     let bucket = format!("crash-{}", std::process::id());
     let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for i in 0..OBJECTS {
-        let key = format!("clips/d{}/c{i:04}.mp4", i % 7);
-        let body: Vec<u8> = (0..(1000 + i * 37)).map(|j| ((i * 31 + j) % 251) as u8).collect();
+        let key = format!("clips/d{}/c{i:04}.wav", i % 7);
+        let samples: Vec<u8> = (0..(1000 + i * 37)).map(|j| ((i * 31 + j) % 251) as u8).collect();
+        let body = spool_media::pcm_wav(&samples);
         let path = root.join(&bucket).join(&key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &body).unwrap();
@@ -74,7 +75,7 @@ fn an_import_survives_repeated_sigkill_and_imports_every_file_exactly_once() {
     let (s, conn) = call(&server.addr, "POST", "/api/v2/connectors/s3", Some(&body));
     assert_eq!(s, 201, "{conn}");
     let body = format!(
-        r#"{{"connector_id":"{}","index_id":"{index_id}","source_prefix":"clips/","file_pattern":"*.mp4","recursive":true}}"#,
+        r#"{{"connector_id":"{}","index_id":"{index_id}","source_prefix":"clips/","file_pattern":"*.wav","recursive":true}}"#,
         conn["connector_id"].as_str().unwrap()
     );
     let (s, job) = call(&server.addr, "POST", "/api/v2/import-jobs", Some(&body));

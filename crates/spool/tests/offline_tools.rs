@@ -26,7 +26,11 @@ fn replay_of_a_job_includes_its_file_streams_and_verify_reports_a_snapshot_that_
     let videos = roots.join("videos");
     std::fs::create_dir_all(&videos).unwrap();
     for i in 0..3 {
-        std::fs::write(videos.join(format!("clip{i}.mp4")), format!("bytes of clip {i}")).unwrap();
+        std::fs::write(
+            videos.join(format!("clip{i}.wav")),
+            spool_media::pcm_wav(format!("bytes of clip {i}").as_bytes()),
+        )
+        .unwrap();
     }
     let data = tmp.path().join("data");
     let server = start_with(&data, &[("RUST_LOG", "warn"), ("SPOOL_LOCAL_ROOTS", roots.to_str().unwrap())]);
@@ -36,7 +40,7 @@ fn replay_of_a_job_includes_its_file_streams_and_verify_reports_a_snapshot_that_
     let (s, conn) = call(&a, "POST", "/api/v2/connectors/local", Some(&body));
     assert_eq!(s, 201, "{conn}");
     let body = format!(
-        r#"{{"connector_id":"{}","index_id":"{}","file_pattern":"*.mp4"}}"#,
+        r#"{{"connector_id":"{}","index_id":"{}","file_pattern":"*.wav"}}"#,
         conn["connector_id"].as_str().unwrap(),
         idx["index_id"].as_str().unwrap()
     );

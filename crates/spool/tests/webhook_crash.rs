@@ -76,7 +76,8 @@ fn deliveries_survive_repeated_sigkill_none_lost() {
     let videos = roots.join("v");
     std::fs::create_dir_all(&videos).unwrap();
     for i in 0..FILES {
-        std::fs::write(videos.join(format!("clip{i:04}.mp4")), format!("bytes {i}")).unwrap();
+        std::fs::write(videos.join(format!("clip{i:04}.wav")), spool_media::pcm_wav(format!("bytes {i}").as_bytes()))
+            .unwrap();
     }
     let data = tmp.path().join("data");
     let envs = [
@@ -98,7 +99,7 @@ fn deliveries_survive_repeated_sigkill_none_lost() {
     let body = format!(r#"{{"name":"local","root":"{}"}}"#, videos.display());
     let (_, conn) = call(&a, "POST", "/api/v2/connectors/local", Some(&body));
     let body = format!(
-        r#"{{"connector_id":"{}","index_id":"{index_id}","file_pattern":"*.mp4"}}"#,
+        r#"{{"connector_id":"{}","index_id":"{index_id}","file_pattern":"*.wav"}}"#,
         conn["connector_id"].as_str().unwrap()
     );
     let (s, job) = call(&a, "POST", "/api/v2/import-jobs", Some(&body));

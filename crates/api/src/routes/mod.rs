@@ -5,7 +5,7 @@ mod api_key;
 mod connector;
 mod import_job;
 mod index;
-mod video;
+pub(crate) mod video;
 mod webhook;
 
 use crate::error::REQUEST_ID;
@@ -35,6 +35,11 @@ pub fn router(state: AppState) -> Router {
         .route("/videos/{video_id}/deletion", get(video::deletion))
         .route("/videos/{video_id}/segments", get(video::segments))
         .route("/videos/batch/status", post(video::batch_status))
+        .route("/videos", post(video::upload::create))
+        .route("/videos/upload", post(video::upload::upload).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/videos/signed-url", post(video::media::signed_url))
+        .route("/videos/batch", post(video::media::batch))
+        .route("/videos/batch/segments", post(video::media::batch_segments))
         .route("/playground/videos", get(video::playground))
         .route("/indexes/{index_id}/prompt-runs", get(index::prompt_runs))
         .route("/api-keys", post(api_key::create).get(api_key::list))
@@ -61,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{webhook_id}/deliveries/retry", post(webhook::bulk_retry));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/media/{*path}", get(video::media::serve))
         .route("/metrics", get(metrics))
         .nest("/api/v2", api)
         .fallback(not_found)

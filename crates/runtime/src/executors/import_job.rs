@@ -20,6 +20,8 @@ struct ScanSpec {
     source_prefix: String,
     file_pattern: String,
     recursive: bool,
+    /// A URI job's one object.
+    one_object: Option<String>,
 }
 
 /// The commands that record an import effect given up after repeated panics.
@@ -59,6 +61,10 @@ impl Runtime {
                 source_prefix: j.source_prefix.clone(),
                 file_pattern: j.file_pattern.clone(),
                 recursive: j.recursive,
+                one_object: match &j.source {
+                    Some(spool_model::JobSource::Uri { path, .. }) => Some(path.clone()),
+                    _ => None,
+                },
             })
         }) else {
             return Ok(());
@@ -79,6 +85,32 @@ impl Runtime {
         };
         if spool_model::failpoint("scan_panic") {
             panic!("failpoint scan_panic");
+        }
+        if let Some(path) = job.one_object {
+            // A registered object (`POST /videos`): look it up, no listing.
+            use object_store::ObjectStoreExt;
+            return match store.inner.head(&object_store::path::Path::from(path.as_str())).await {
+                Ok(meta) => {
+                    let object = ListedObject {
+                        path,
+                        size_bytes: meta.size,
+                        etag: meta.e_tag,
+                        last_modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+                    };
+                    let page = spool_core::ImportCommand::RecordScanPage { job_id: *job_id, objects: vec![object] };
+                    self.execute(Command::Import(page)).await?;
+                    self.execute(Command::Import(spool_core::ImportCommand::RecordScanCompleted { job_id: *job_id }))
+                        .await
+                        .map(|_| ())
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.execute(fail(format!("the object {path:?} does not exist in the connector"))).await.map(|_| ())
+                }
+                Err(e) => self
+                    .execute(fail(format!("looking up the object failed: {}", store.describe(&e))))
+                    .await
+                    .map(|_| ()),
+            };
         }
         let req = BrowseRequest {
             prefix: job.source_prefix.clone(),
@@ -132,12 +164,19 @@ impl Runtime {
             Err(crate::RuntimeError::Domain(DomainError::Stale(_))) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let Some((connector_id, file)) = self.read(|st| {
-            st.imports.get(job_id).and_then(|j| j.files.get(file_id as usize).map(|f| (j.connector_id, f.file.clone())))
+        let Some((connector_id, file, staged)) = self.read(|st| {
+            st.imports.get(job_id).and_then(|j| {
+                let staged = match &j.source {
+                    Some(spool_model::JobSource::Upload { staged_key, .. }) => Some(staged_key.clone()),
+                    _ => None,
+                };
+                j.files.get(file_id as usize).map(|f| (j.connector_id, f.file.clone(), staged))
+            })
         }) else {
             return Ok(());
         };
         let Some(video_id) = file.video_id else { return Ok(()) };
+        let dst_path = spool_core::imports::media_path(&video_id, &file.path);
         let outcome = if spool_model::failpoint("import_copy_fails_first_attempt") && attempt == 1 {
             Err(FileFailure {
                 code: "source_read_failed".into(),
@@ -145,24 +184,40 @@ impl Runtime {
                 retryable: true,
             })
         } else {
-            match self.connector_store(&connector_id) {
-                Err(e) => Err(FileFailure { code: "connector_unavailable".into(), message: e, retryable: true }),
-                Ok(src) => {
-                    let dst_path = spool_core::imports::media_path(&video_id, &file.path);
-                    spool_storage::copy_object(&src, &file.path, &self.executors.media, &dst_path)
-                        .await
-                        .map_err(|e| FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable })
+            let source = match &staged {
+                Some(key) => Ok((self.executors.uploads.clone(), key.clone())),
+                None => self.connector_store(&connector_id).map(|s| (s, file.path.clone())).map_err(|e| FileFailure {
+                    code: "connector_unavailable".into(),
+                    message: e,
+                    retryable: true,
+                }),
+            };
+            match source {
+                Err(f) => Err(f),
+                Ok((src, src_path)) => {
+                    match spool_storage::copy_object(&src, &src_path, &self.executors.media, &dst_path).await {
+                        Err(e) => Err(FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable }),
+                        Ok((bytes, sha256)) => match self.probe_stored(&dst_path, &file.path).await {
+                            Ok(facts) => Ok((bytes, sha256, facts)),
+                            Err(failure) => {
+                                // Unreadable media is not kept.
+                                self.remove_media(&dst_path).await;
+                                Err(failure)
+                            }
+                        },
+                    }
                 }
             }
         };
         let copied = outcome.is_ok();
         let cmd = match outcome {
-            Ok((bytes, sha256)) => Command::Import(spool_core::ImportCommand::RecordFileImported {
+            Ok((bytes, sha256, facts)) => Command::Import(spool_core::ImportCommand::RecordFileImported {
                 job_id: *job_id,
                 file_id,
                 attempt,
                 bytes,
                 sha256,
+                facts: Some(facts),
             }),
             Err(failure) => Command::Import(spool_core::ImportCommand::RecordFileFailed {
                 job_id: *job_id,
@@ -174,22 +229,59 @@ impl Runtime {
         self.execute(cmd).await?;
         // A copy that finished after its job ended (the index was deleted meanwhile) is not
         // recorded: remove what it wrote, so no media outlives its index.
-        if copied {
-            let kept = self.read(|st| {
-                st.imports
-                    .get(job_id)
-                    .and_then(|j| j.files.get(file_id as usize))
-                    .is_some_and(|f| f.status == spool_core::imports::FileStatus::Imported && f.attempts == attempt)
-            });
-            if !kept {
-                use object_store::ObjectStoreExt;
-                let dst = object_store::path::Path::from(spool_core::imports::media_path(&video_id, &file.path));
-                match self.executors.media.inner.delete(&dst).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "an unrecorded copy could not be removed"),
-                }
-            }
+        let status = self.read(|st| {
+            st.imports
+                .get(job_id)
+                .and_then(|j| j.files.get(file_id as usize))
+                .filter(|f| f.attempts == attempt)
+                .map(|f| f.status)
+        });
+        if copied && status != Some(spool_core::imports::FileStatus::Imported) {
+            self.remove_media(&dst_path).await;
+        }
+        // An upload's staged bytes are needed until its file is done.
+        if let Some(key) = staged
+            && status.is_none_or(|s| s.is_terminal())
+        {
+            use object_store::ObjectStoreExt;
+            let _ = self.executors.uploads.inner.delete(&object_store::path::Path::from(key.as_str())).await;
         }
         Ok(())
+    }
+
+    /// The probe's facts of a stored copy (a blocking read within the probe's byte budget).
+    async fn probe_stored(&self, media_path: &str, source_path: &str) -> Result<spool_model::MediaFacts, FileFailure> {
+        let Some(root) = self.executors.media.local_root.clone() else {
+            return Err(FileFailure {
+                code: "internal_error".into(),
+                message: "the media store is not a folder".into(),
+                retryable: false,
+            });
+        };
+        let path = root.join(media_path);
+        let ext = spool_core::imports::extension(source_path);
+        let probed = tokio::task::spawn_blocking(move || spool_media::probe_file(&path, &ext)).await;
+        match probed {
+            Ok(Ok(facts)) => Ok(facts),
+            Ok(Err(e)) => Err(FileFailure {
+                code: e.code().into(),
+                message: e.to_string(),
+                retryable: matches!(e, spool_media::ProbeError::Io(_)),
+            }),
+            Err(_) => Err(FileFailure {
+                code: "internal_error".into(),
+                message: "the probe task failed".into(),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// Remove an object of the media store (gone already is fine).
+    pub(crate) async fn remove_media(&self, path: &str) {
+        use object_store::ObjectStoreExt;
+        match self.executors.media.inner.delete(&object_store::path::Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, path, "media could not be removed"),
+        }
     }
 }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub(crate) struct Executors {
     /// Where imported media goes (`<data-dir>/media`).
     pub media: spool_storage::Store,
+    /// Uploads received whole, waiting for their job (`<data-dir>/uploads`).
+    pub uploads: spool_storage::Store,
     pub imports: import_job::ImportExecutor,
     pub connectors: connector::ConnectorStores,
     pub webhooks: webhook::WebhookExecutor,

@@ -26,8 +26,18 @@ impl Runtime {
         deletion_id: &DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        let Some(path) = self.read(|st| st.videos.get(video_id).map(|v| v.media_path.clone())) else { return Ok(()) };
-        match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
+        let Some((path, unshared)) =
+            self.read(|st| st.videos.get(video_id).map(|v| (v.media_path.clone(), spool_core::media_unshared(st, v))))
+        else {
+            return Ok(());
+        };
+        // Parts share one stored object: it goes with the last live part.
+        let delete = if unshared {
+            self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await
+        } else {
+            Ok(())
+        };
+        match delete {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!("deleting {path}: {e}"))));

@@ -82,7 +82,7 @@ pub struct CreateJob {
     import_mode: Option<String>,
 }
 
-fn render_job(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
+pub(crate) fn render_job(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
     let job = match out {
         Outcome::ImportJob(id) => st.imports.get(&id),
         _ => None,

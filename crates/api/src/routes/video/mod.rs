@@ -1,5 +1,7 @@
 //! Videos (contract §2.7): one video, and an index's videos as a cursor page.
 
+pub(crate) mod media;
+pub mod upload;
 pub(crate) mod views;
 
 use super::import_job::{decode_video_cursor, encode_cursor};
@@ -20,7 +22,7 @@ pub async fn video(
     let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let v = app
         .rt
-        .read(|st| st.videos.get(&id).filter(|v| v.is_live() && st.live_index(&v.index_id).is_some()).map(views::video))
+        .read(|st| st.videos.get(&id).filter(|v| v.visible(st)).map(views::video))
         .ok_or_else(|| ApiError::not_found("video", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -39,25 +41,35 @@ pub async fn index_videos(
     let from = decode_video_cursor(q.get("cursor"))?;
     let page = app.rt.read(|st| {
         st.live_index(&index_id)?;
-        let empty = std::collections::BTreeSet::new();
-        let all = st.index_videos.get(&index_id).unwrap_or(&empty);
-        let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
-        let mut keys = all.range(start..);
-        let items: Vec<serde_json::Value> =
-            keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(views::video)).collect();
-        let next = keys.next();
-        Some(serde_json::json!({
-            "data": items,
-            "pagination": {
-                "limit": limit,
-                "has_more": next.is_some(),
-                "next_cursor": next.map(|(ms, id)| encode_cursor(&format!("{ms}-{id}"))),
-                "total": all.len(),
-            }
-        }))
+        Some(video_page(st, &index_id, limit, from))
     });
     let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
     Ok(json(StatusCode::OK, &page))
+}
+
+/// A cursor page of the videos of an index (or of the playground), in (created_at, id) order.
+fn video_page(
+    st: &spool_core::State,
+    index_id: &IndexId,
+    limit: usize,
+    from: Option<(u64, VideoId)>,
+) -> serde_json::Value {
+    let empty = std::collections::BTreeSet::new();
+    let all = st.index_videos.get(index_id).unwrap_or(&empty);
+    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
+    let mut keys = all.range(start..);
+    let items: Vec<serde_json::Value> =
+        keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(views::video)).collect();
+    let next = keys.next();
+    serde_json::json!({
+        "data": items,
+        "pagination": {
+            "limit": limit,
+            "has_more": next.is_some(),
+            "next_cursor": next.map(|(ms, id)| encode_cursor(&format!("{ms}-{id}"))),
+            "total": all.len(),
+        }
+    })
 }
 
 fn parse_video(raw: &str) -> Result<VideoId, ApiError> {
@@ -131,7 +143,7 @@ pub async fn batch_status(
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
         ids.iter()
             .filter_map(|raw| raw.parse::<VideoId>().ok())
-            .filter_map(|id| st.videos.get(&id).filter(|v| v.is_live() && st.live_index(&v.index_id).is_some()))
+            .filter_map(|id| st.videos.get(&id).filter(|v| v.visible(st)))
             .map(|v| {
                 serde_json::json!({ "video_id": v.video_id.to_string(), "status": "not_processed", "processing_status": null })
             })
@@ -155,20 +167,23 @@ pub async fn segments(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_video(&raw)?;
-    if !app.rt.read(|st| st.videos.get(&id).is_some_and(|v| v.is_live() && st.live_index(&v.index_id).is_some())) {
+    if !app.rt.read(|st| st.videos.get(&id).is_some_and(|v| v.visible(st))) {
         return Err(ApiError::not_found("video", &raw));
     }
     let q = Query::parse(q.as_deref())?;
     Ok(json(StatusCode::OK, &empty_page(&q)?))
 }
 
-/// `GET /playground/videos`: uploads without an index; none until uploads exist.
+/// `GET /playground/videos`: uploads without an index, as a cursor page.
 pub async fn playground(
-    State(_app): State<AppState>,
+    State(app): State<AppState>,
     who: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    Ok(json(StatusCode::OK, &empty_page(&q)?))
+    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let from = decode_video_cursor(q.get("cursor"))?;
+    let page = app.rt.read(|st| video_page(st, &spool_core::imports::PLAYGROUND, limit, from));
+    Ok(json(StatusCode::OK, &page))
 }

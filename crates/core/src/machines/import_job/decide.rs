@@ -1,6 +1,6 @@
 use super::*;
 use crate::{Ctx, Decision, DomainError, Outcome, State, StreamEvents};
-use spool_model::{ConnectorScope, Event, MediaType};
+use spool_model::{ConnectorScope, Event, JobSource, MediaFacts, MediaType};
 
 /// Decide an import command.
 pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
@@ -20,8 +20,9 @@ pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decis
         ImportCommand::RecordScanCompleted { job_id } => record_scan_completed(state, job_id),
         ImportCommand::RecordImportJobFailed { job_id, error } => record_job_failed(state, job_id, error),
         ImportCommand::StartImportFile { job_id, file_id, attempt } => start_file(state, job_id, *file_id, *attempt),
-        ImportCommand::RecordFileImported { job_id, file_id, attempt, bytes, sha256 } => {
-            record_file_imported(state, job_id, *file_id, *attempt, *bytes, *sha256, ctx.now_ms)
+        ImportCommand::RecordFileImported { job_id, file_id, attempt, bytes, sha256, facts } => {
+            let outcome = Copied { bytes: *bytes, sha256: *sha256, facts: facts.as_ref() };
+            record_file_imported(state, job_id, *file_id, *attempt, outcome, ctx)
         }
         ImportCommand::RecordFileFailed { job_id, file_id, attempt, failure } => {
             record_file_failed(state, job_id, *file_id, *attempt, failure, ctx)
@@ -29,6 +30,109 @@ pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decis
         ImportCommand::CancelImportJob { job_id } => cancel(state, job_id),
         ImportCommand::RetryImportJob { job_id } => retry(state, job_id),
         ImportCommand::RecordImportJobFinished { job_id } => record_finished(state, job_id),
+        ImportCommand::OpenUploadJob { index_id, title, file_name, staged_key, size_bytes, sha256 } => {
+            let source = JobSource::Upload {
+                file_name: file_name.clone(),
+                staged_key: staged_key.clone(),
+                size_bytes: *size_bytes,
+                sha256: *sha256,
+            };
+            open_one(state, *index_id, title, source, ctx)
+        }
+        ImportCommand::OpenUriJob { index_id, title, connector_id, video_uri, path } => {
+            let source =
+                JobSource::Uri { connector_id: *connector_id, video_uri: video_uri.clone(), path: path.clone() };
+            open_one(state, Some(*index_id), title, source, ctx)
+        }
+    }
+}
+
+/// Titles of uploads and registered videos: 1–255 characters (the SDK's bound).
+pub const TITLE_CHARS_MAX: usize = 255;
+
+/// Open a job of one object (an upload or one object of a connector). An upload's file is
+/// discovered with the job (it is staged already); a URI job's scan looks the object up.
+fn open_one(
+    state: &State,
+    index_id: Option<IndexId>,
+    title: &str,
+    source: JobSource,
+    ctx: &mut Ctx,
+) -> Result<Decision, DomainError> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > TITLE_CHARS_MAX {
+        return Err(DomainError::Unprocessable {
+            code: "invalid_title",
+            message: format!("title must be 1 to {TITLE_CHARS_MAX} characters"),
+        });
+    }
+    if let Some(index_id) = &index_id {
+        state.live_index(index_id).ok_or_else(|| DomainError::NotFound { kind: "index", id: index_id.to_string() })?;
+    }
+    let name = match &source {
+        JobSource::Upload { file_name, .. } => file_name.clone(),
+        JobSource::Uri { path, .. } => path.clone(),
+    };
+    if MediaType::from_extension(&extension(&name)).is_none() {
+        return Err(DomainError::Unprocessable {
+            code: "unsupported_format",
+            message: format!(
+                "{name:?} is not a supported media file (video mp4/avi/mkv/mov/webm, audio mp3/wav/flac/m4a/ogg/aac, \
+                 image jpg/jpeg/png/webp/gif/bmp/tiff/heic/heif)"
+            ),
+        });
+    }
+    if let JobSource::Uri { connector_id, .. } = &source {
+        let conn = state
+            .live_connector(connector_id)
+            .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
+        if !conn.has_scope(ConnectorScope::Import) {
+            return Err(DomainError::Unprocessable {
+                code: "connector_scope_missing",
+                message: format!("connector {connector_id} does not have the import scope"),
+            });
+        }
+    }
+    let job_id = ImportJobId(ctx.new_ulid());
+    let index_json = index_id.map(|i| i.to_string());
+    let mut events = vec![Event::ImportJobOpened { job_id, source: source.clone(), index_id, title: title.into() }];
+    if let JobSource::Upload { size_bytes, .. } = &source {
+        let file = DiscoveredFile {
+            file_id: 0,
+            path: name.clone(),
+            size_bytes: *size_bytes,
+            etag: None,
+            last_modified_ms: ctx.now_ms,
+            video_id: Some(VideoId(ctx.new_ulid())),
+            skip_reason: None,
+        };
+        events.push(Event::ImportFilesDiscovered { job_id, files: vec![file] });
+        events.push(Event::ImportScanCompleted { job_id });
+    }
+    events.push(domain(
+        "import_job.started",
+        job_id.to_string(),
+        serde_json::json!({ "job_id": job_id.to_string(), "index_id": index_json }),
+    ));
+    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(job_id)))
+}
+
+/// What a finished copy reports.
+pub struct Copied<'a> {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub facts: Option<&'a MediaFacts>,
+}
+
+/// The media type of a probed file: stills are images, files with a video stream are videos,
+/// the rest audio; without facts, the extension's.
+pub fn media_type_of(facts: Option<&MediaFacts>, path: &str) -> MediaType {
+    use spool_model::StreamKind;
+    match facts {
+        Some(f) if f.duration_us.is_none() && f.first(StreamKind::Audio).is_none() => MediaType::Image,
+        Some(f) if f.first(StreamKind::Video).is_some() => MediaType::Video,
+        Some(_) => MediaType::Audio,
+        None => MediaType::from_extension(&extension(path)).unwrap_or(MediaType::Video),
     }
 }
 
@@ -239,9 +343,8 @@ pub fn record_file_imported(
     job_id: &ImportJobId,
     file_id: u32,
     attempt: u32,
-    bytes: u64,
-    sha256: [u8; 32],
-    now_ms: u64,
+    copied: Copied<'_>,
+    ctx: &mut Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
@@ -254,41 +357,71 @@ pub fn record_file_imported(
     let Some(video_id) = f.file.video_id else {
         return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
     };
+    let Copied { bytes, sha256, facts } = copied;
+    // Long media becomes parts of at most 40 minutes, each its own video over a time range of
+    // the same stored object; the first part is the file's video.
+    let ranges = match facts {
+        Some(f) => spool_model::media::parts_of(f.duration_us),
+        None => Vec::new(),
+    };
+    let mut parts = vec![video_id];
+    for _ in 1..ranges.len() {
+        parts.push(VideoId(ctx.new_ulid()));
+    }
     let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
-    progress_if_due(j, &mut events, now_ms, 1, 0, bytes);
-    let title = f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string();
-    let media_type = MediaType::from_extension(&extension(&f.file.path)).unwrap_or(MediaType::Video);
-    let video_events = vec![
-        Event::VideoCreated {
-            video_id,
+    if let Some(facts) = facts {
+        events.push(Event::ImportFileProbed { job_id: *job_id, file_id, facts: facts.clone(), parts: parts.clone() });
+    }
+    progress_if_due(j, &mut events, ctx.now_ms, 1, 0, bytes);
+    let base_title = match &j.title {
+        Some(t) => t.clone(),
+        None => f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string(),
+    };
+    let media_type = media_type_of(facts, &f.file.path);
+    let stored = media_path(&video_id, &f.file.path);
+    let index_json = (j.index_id != PLAYGROUND).then(|| j.index_id.to_string());
+    let mut streams = vec![StreamEvents { stream: file_stream(job_id, file_id), events }];
+    for (i, part_video) in parts.iter().enumerate() {
+        let title = if parts.len() > 1 {
+            format!("{base_title} (part {} of {})", i + 1, parts.len())
+        } else {
+            base_title.clone()
+        };
+        let mut video_events = vec![Event::VideoCreated {
+            video_id: *part_video,
             index_id: j.index_id,
             title: title.clone(),
             media_type,
-            connector_id: Some(j.connector_id),
+            connector_id: (j.source_kind() != "upload").then_some(j.connector_id),
             source_path: f.file.path.clone(),
             source_etag: f.file.etag.clone(),
             size_bytes: bytes,
             sha256,
-            media_path: media_path(&video_id, &f.file.path),
-        },
-        domain(
+            media_path: stored.clone(),
+        }];
+        if let (Some(facts), Some(range)) = (facts, ranges.get(i)) {
+            video_events.push(Event::VideoMediaProbed {
+                video_id: *part_video,
+                facts: facts.clone(),
+                part: *range,
+                parts: parts.clone(),
+            });
+        }
+        video_events.push(domain(
             "media.created",
-            video_id.to_string(),
+            part_video.to_string(),
             serde_json::json!({
-                "video_id": video_id.to_string(),
-                "index_id": j.index_id.to_string(),
+                "video_id": part_video.to_string(),
+                "index_id": index_json,
                 "title": title,
                 "media_type": media_type.as_str(),
                 "import_job_id": job_id.to_string(),
+                "duration_seconds": facts.map(|f| f.duration_seconds()),
             }),
-        ),
-    ];
-    let vs = video_id.to_string();
-    let fs = file_stream(job_id, file_id);
-    Ok(Decision {
-        streams: vec![StreamEvents { stream: fs, events }, StreamEvents { stream: vs, events: video_events }],
-        outcome: Outcome::ImportJob(*job_id),
-    })
+        ));
+        streams.push(StreamEvents { stream: part_video.to_string(), events: video_events });
+    }
+    Ok(Decision { streams, outcome: Outcome::ImportJob(*job_id) })
 }
 
 pub fn record_file_failed(
@@ -366,6 +499,11 @@ pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErro
         return Err(DomainError::InvalidState(format!(
             "import job {job_id} is {}; retry a finished job",
             j.status.as_str()
+        )));
+    }
+    if matches!(j.source, Some(JobSource::Upload { .. })) {
+        return Err(DomainError::InvalidState(format!(
+            "import job {job_id} is an upload: its bytes are not kept after it ends; upload the file again"
         )));
     }
     let failed: Vec<u32> = j.files_in(FileStatus::Failed).collect();

@@ -29,6 +29,8 @@ impl ImportEffect {
 pub fn work_key(event: &Event) -> Option<WorkKey> {
     match event {
         Event::ImportJobCreated { job_id, .. }
+        | Event::ImportJobOpened { job_id, .. }
+        | Event::ImportFileProbed { job_id, .. }
         | Event::ImportFilesDiscovered { job_id, .. }
         | Event::ImportScanCompleted { job_id }
         | Event::ImportFileStarted { job_id, .. }

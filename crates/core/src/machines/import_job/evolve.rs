@@ -1,6 +1,6 @@
 use super::*;
 use crate::State;
-use spool_model::{Envelope, Event};
+use spool_model::{ConnectorId, Envelope, Event, JobSource};
 
 /// Fold an import event into its job.
 pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
@@ -23,7 +23,14 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                     j.candidates += 1;
                 }
                 j.by_status.insert(status, f.file_id);
-                j.files.push(ImportFile { file: f.clone(), status, attempts: 0, bytes: 0, failure: None });
+                j.files.push(ImportFile {
+                    file: f.clone(),
+                    status,
+                    attempts: 0,
+                    bytes: 0,
+                    failure: None,
+                    parts: Vec::new(),
+                });
             }
         }
         Event::ImportScanCompleted { .. } => {
@@ -50,6 +57,14 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 }
                 j.imported += 1;
                 j.bytes_transferred += bytes;
+            }
+        }
+        Event::ImportFileProbed { file_id, parts, .. } => {
+            if let Some(f) = j.files.get_mut(*file_id as usize)
+                && f.parts.is_empty()
+            {
+                f.parts = parts.clone();
+                j.extra_parts += parts.len().saturating_sub(1) as u64;
             }
         }
         Event::ImportFileFailed { file_id, failure, .. } => {
@@ -145,6 +160,49 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     bytes_transferred: 0,
                     last_progress_ms: at,
                     cancel_requested: false,
+                    source: None,
+                    title: None,
+                    extra_parts: 0,
+                },
+            );
+            state.active_imports.insert(*job_id);
+            state.imports_by_created.insert((at, *job_id));
+            state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
+        }
+        Event::ImportJobOpened { job_id, source, index_id, title } => {
+            let (connector_id, prefix) = match source {
+                JobSource::Upload { .. } => (ConnectorId(ulid::Ulid::nil()), String::new()),
+                JobSource::Uri { connector_id, path, .. } => (*connector_id, path.clone()),
+            };
+            state.imports.insert(
+                *job_id,
+                ImportJob {
+                    job_id: *job_id,
+                    connector_id,
+                    index_id: index_id.unwrap_or(PLAYGROUND),
+                    source_prefix: prefix,
+                    file_pattern: "*".into(),
+                    recursive: false,
+                    import_mode: ImportMode::All,
+                    status: JobStatus::Pending,
+                    created_at_ms: at,
+                    updated_at_ms: at,
+                    completed_at_ms: None,
+                    error: None,
+                    scan_done: false,
+                    files: Vec::new(),
+                    seen_paths: BTreeSet::new(),
+                    by_status: Default::default(),
+                    candidates: 0,
+                    imported: 0,
+                    failed: 0,
+                    skipped: 0,
+                    bytes_transferred: 0,
+                    last_progress_ms: at,
+                    cancel_requested: false,
+                    source: Some(source.clone()),
+                    title: Some(title.clone()),
+                    extra_parts: 0,
                 },
             );
             state.active_imports.insert(*job_id);
@@ -152,6 +210,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
         }
         Event::ImportFilesDiscovered { job_id, .. }
+        | Event::ImportFileProbed { job_id, .. }
         | Event::ImportScanCompleted { job_id }
         | Event::ImportFileStarted { job_id, .. }
         | Event::ImportFileImported { job_id, .. }

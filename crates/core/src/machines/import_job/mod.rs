@@ -11,7 +11,9 @@ pub use effects::{ImportEffect, effects_for, work_key};
 pub use evolve::{evolve, evolve_job};
 
 use serde::{Deserialize, Serialize};
-use spool_model::{ConnectorId, DiscoveredFile, FileFailure, ImportJobId, ImportMode, IndexId, VideoId};
+use spool_model::{
+    ConnectorId, DiscoveredFile, FileFailure, ImportJobId, ImportMode, IndexId, JobSource, MediaFacts, VideoId,
+};
 use std::collections::BTreeSet;
 
 /// Copy effects offered per job at once (the runtime bounds concurrency further).
@@ -63,6 +65,10 @@ pub enum ImportCommand {
         attempt: u32,
         bytes: u64,
         sha256: [u8; 32],
+        /// The probe's facts of the stored copy; absent only in scenario files written before
+        /// the probe (the file is then one part without facts).
+        #[serde(default)]
+        facts: Option<MediaFacts>,
     },
     RecordFileFailed {
         job_id: ImportJobId,
@@ -80,7 +86,28 @@ pub enum ImportCommand {
     RecordImportJobFinished {
         job_id: ImportJobId,
     },
+    /// `POST /videos/upload`: the upload is staged whole (size and hash known); a job of one
+    /// file imports it. `index_id` `None` is the playground.
+    OpenUploadJob {
+        index_id: Option<IndexId>,
+        title: String,
+        file_name: String,
+        staged_key: String,
+        size_bytes: u64,
+        sha256: [u8; 32],
+    },
+    /// `POST /videos`: a job of one object of a connector.
+    OpenUriJob {
+        index_id: IndexId,
+        title: String,
+        connector_id: ConnectorId,
+        video_uri: String,
+        path: String,
+    },
 }
+
+/// The index of playground media (uploads without an index): the nil id, never a real index.
+pub const PLAYGROUND: IndexId = IndexId(ulid::Ulid::nil());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum JobStatus {
@@ -169,6 +196,17 @@ pub struct ImportFile {
     pub attempts: u32,
     pub bytes: u64,
     pub failure: Option<FileFailure>,
+    /// The videos an imported file became, one per part (empty before it is imported, and for
+    /// files imported before the probe: then its `video_id` is its one part).
+    #[serde(default)]
+    pub parts: Vec<VideoId>,
+}
+
+impl ImportFile {
+    /// The videos of an imported file, in part order.
+    pub fn part_videos(&self) -> Vec<VideoId> {
+        if self.parts.is_empty() { self.file.video_id.into_iter().collect() } else { self.parts.clone() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,9 +239,24 @@ pub struct ImportJob {
     /// Cancel asked while copies were running: nothing new starts; the job ends `cancelled`
     /// when the running copies have reported.
     pub cancel_requested: bool,
+    /// A one-object job (upload or URI); `None` for a connector scan.
+    pub source: Option<JobSource>,
+    /// The title its video gets (one-object jobs); else the file name.
+    pub title: Option<String>,
+    /// Parts beyond the first of imported long files: `parts_total` is `candidates` plus these.
+    pub extra_parts: u64,
 }
 
 impl ImportJob {
+    /// `connector`, `upload` or `uri` (`ImportJob.source_kind`).
+    pub fn source_kind(&self) -> &'static str {
+        match self.source {
+            None => "connector",
+            Some(JobSource::Upload { .. }) => "upload",
+            Some(JobSource::Uri { .. }) => "uri",
+        }
+    }
+
     /// Accepts new work (scan pages, new copies).
     pub fn takes_work(&self) -> bool {
         !self.status.is_terminal() && !self.cancel_requested

@@ -15,25 +15,32 @@ pub fn encode_cursor(key: &str) -> String {
 use super::{FileStatus, ImportFile, ImportJob};
 use spool_model::time::rfc3339_ms;
 
-fn output(f: &ImportFile, st: &crate::State) -> Option<Value> {
-    let video_id = f.file.video_id?;
-    let title = st
-        .videos
-        .get(&video_id)
-        .map(|v| v.title.clone())
-        .unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
-    Some(json!({
-        "file_id": f.file.file_id.to_string(),
-        "file_name": f.file.path,
-        "source_ordinal": f.file.file_id,
-        "part_index": 0,
-        "part_count": 1,
-        "source_start_seconds": 0.0,
-        "source_end_seconds": 0.0,
-        "video_id": video_id.to_string(),
-        "title": title,
-        "status": "ready",
-    }))
+/// One output per part of an imported file.
+fn outputs(f: &ImportFile, st: &crate::State) -> Vec<Value> {
+    let parts = f.part_videos();
+    let count = parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, video_id)| {
+            let v = st.videos.get(video_id);
+            let title =
+                v.map(|v| v.title.clone()).unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
+            let (start, end) = v.map(|v| v.range_seconds()).unwrap_or((0.0, 0.0));
+            json!({
+                "file_id": f.file.file_id.to_string(),
+                "file_name": f.file.path,
+                "source_ordinal": f.file.file_id,
+                "part_index": i,
+                "part_count": count,
+                "source_start_seconds": start,
+                "source_end_seconds": end,
+                "video_id": video_id.to_string(),
+                "title": title,
+                "status": if v.is_some_and(|v| v.is_live()) { "ready" } else { "deleted" },
+            })
+        })
+        .collect()
 }
 
 fn source_file(f: &ImportFile) -> Value {
@@ -42,8 +49,8 @@ fn source_file(f: &ImportFile) -> Value {
         "file_name": f.file.path,
         "source_ordinal": f.file.file_id,
         "status": f.status.as_str(),
-        "part_count": if f.file.video_id.is_some() { json!(1) } else { Value::Null },
-        "parts_completed": if f.status == FileStatus::Imported { 1 } else { 0 },
+        "part_count": if f.file.video_id.is_some() { json!(f.parts.len().max(1)) } else { Value::Null },
+        "parts_completed": if f.status == FileStatus::Imported { f.parts.len().max(1) } else { 0 },
         "parts_failed": if f.status == FileStatus::Failed { 1 } else { 0 },
         "failure": f.failure.as_ref().map(|x| json!({ "code": x.code, "message": x.message, "retryable": x.retryable })),
         "skip_reason": f.file.skip_reason,
@@ -51,6 +58,7 @@ fn source_file(f: &ImportFile) -> Value {
         "bytes_transferred": f.bytes,
         "attempts": f.attempts,
         "video_id": if f.status == FileStatus::Imported { f.file.video_id.map(|v| v.to_string()) } else { None },
+        "video_ids": if f.status == FileStatus::Imported { f.part_videos().iter().map(|v| json!(v.to_string())).collect::<Vec<_>>() } else { Vec::new() },
     })
 }
 
@@ -65,9 +73,10 @@ fn cursor_at(next: Option<u32>) -> Value {
 pub fn outputs_page(j: &ImportJob, st: &crate::State, from: u32, limit: usize) -> Value {
     let mut ids = j.by_status.from(FileStatus::Imported, from);
     let items: Vec<Value> =
-        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).filter_map(|f| output(f, st)).collect();
+        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).flat_map(|f| outputs(f, st)).collect();
     let next = ids.next();
-    json!({ "items": items, "next_cursor": cursor_at(next), "total": j.by_status.count(FileStatus::Imported) })
+    let total = j.by_status.count(FileStatus::Imported) as u64 + j.extra_parts;
+    json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
 
 /// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
@@ -99,6 +108,7 @@ pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
     let skipped = files_page(j, Some(FileStatus::Skipped), 0, n);
     let current =
         j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(id as usize)).map(|f| f.file.path.clone());
+    let index = if j.index_id == super::PLAYGROUND { Value::Null } else { json!(j.index_id.to_string()) };
     let phase = match j.status.as_str() {
         _ if j.cancel_requested && !j.status.is_terminal() => "cancelling",
         "pending" | "scanning" => "listing",
@@ -109,10 +119,11 @@ pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
         "job_id": j.job_id.to_string(),
         "status": j.status.as_str(),
         "phase": phase,
-        "source_kind": "connector",
-        "connector_id": j.connector_id.to_string(),
-        "target_index_id": j.index_id.to_string(),
-        "index_id": j.index_id.to_string(),
+        "source_kind": j.source_kind(),
+        "connector_id": if j.source_kind() == "upload" { Value::Null } else { json!(j.connector_id.to_string()) },
+        "target_index_id": index,
+        "index_id": index,
+        "title": j.title,
         "source_prefix": j.source_prefix,
         "file_pattern": j.file_pattern,
         "recursive": j.recursive,
@@ -129,8 +140,8 @@ pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
             "skipped": j.skipped,
             "bytes_transferred": j.bytes_transferred,
             "current_file": current,
-            "parts_total": j.candidates,
-            "parts_completed": j.imported,
+            "parts_total": j.candidates + j.extra_parts,
+            "parts_completed": j.imported + j.extra_parts,
             "parts_failed": j.failed,
         },
         "outputs": outputs,

@@ -33,9 +33,19 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     media_path: media_path.clone(),
                     created_at_ms: at,
                     deletion: None,
+                    facts: None,
+                    part: None,
+                    parts: Vec::new(),
                 },
             );
             state.index_videos.entry(*index_id).or_default().insert((at, *video_id));
+        }
+        Event::VideoMediaProbed { video_id, facts, part, parts } => {
+            if let Some(v) = state.videos.get_mut(video_id) {
+                v.facts = Some(facts.clone());
+                v.part = Some(*part);
+                v.parts = parts.clone();
+            }
         }
         Event::VideoDeletionRequested { video_id, deletion_id } => {
             if let Some(v) = state.videos.get_mut(video_id) {

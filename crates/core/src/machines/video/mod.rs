@@ -12,7 +12,7 @@ pub use effects::{VideoEffect, effects_for, work_key};
 pub use evolve::evolve;
 
 use serde::{Deserialize, Serialize};
-use spool_model::{ConnectorId, DeletionId, IndexId, MediaType, VideoId};
+use spool_model::{ConnectorId, DeletionId, IndexId, MediaFacts, MediaType, PartRange, VideoId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VideoCommand {
@@ -39,6 +39,12 @@ pub struct Video {
     pub created_at_ms: u64,
     #[serde(default)]
     pub deletion: Option<crate::Deletion>,
+    /// The probe's facts of the stored media (none for videos imported before the probe).
+    pub facts: Option<MediaFacts>,
+    /// The part of the stored media this video covers.
+    pub part: Option<PartRange>,
+    /// Every part's video of the same stored media, in order (empty: this video alone).
+    pub parts: Vec<VideoId>,
 }
 
 impl Video {
@@ -46,4 +52,28 @@ impl Video {
     pub fn is_live(&self) -> bool {
         self.deletion.is_none()
     }
+
+    /// Shown by the API: live, and in a live index or the playground.
+    pub fn visible(&self, st: &crate::State) -> bool {
+        self.is_live() && (self.in_playground() || st.live_index(&self.index_id).is_some())
+    }
+
+    /// In the playground (an upload without an index).
+    pub fn in_playground(&self) -> bool {
+        self.index_id == crate::machines::import_job::PLAYGROUND
+    }
+
+    /// The time range of the stored media this video covers, in seconds.
+    pub fn range_seconds(&self) -> (f64, f64) {
+        match (&self.part, &self.facts) {
+            (Some(p), _) => (p.start_us as f64 / 1e6, p.end_us as f64 / 1e6),
+            (None, Some(f)) => (0.0, f.duration_seconds()),
+            (None, None) => (0.0, 0.0),
+        }
+    }
+}
+
+/// Whether a video's stored media may be removed: no other part over it is live.
+pub fn media_unshared(state: &crate::State, v: &Video) -> bool {
+    v.parts.iter().filter(|p| **p != v.video_id).all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
 }

@@ -15,7 +15,15 @@ pub fn video(v: &Video) -> Value {
         "metadata_keys": null,
         "media_type": v.media_type.as_str(),
         "processing_status": null,
-        "index_id": v.index_id.to_string(),
+        "index_id": if v.in_playground() { Value::Null } else { json!(v.index_id.to_string()) },
+        "duration_seconds": v.range_seconds().1 - v.range_seconds().0,
+        "media": v.facts.as_ref().map(facts),
+        "part": v.part.map(|p| json!({
+            "part_index": p.part_index,
+            "part_count": p.part_count,
+            "source_start_seconds": p.start_us as f64 / 1e6,
+            "source_end_seconds": p.end_us as f64 / 1e6,
+        })),
         "size_bytes": v.size_bytes,
         "sha256": hex::encode(v.sha256),
         "source": {
@@ -23,5 +31,24 @@ pub fn video(v: &Video) -> Value {
             "path": v.source_path,
             "etag": v.source_etag,
         },
+    })
+}
+
+/// The probe's facts as JSON (`Video.media`).
+pub fn facts(f: &spool_model::MediaFacts) -> Value {
+    json!({
+        "container": f.container,
+        "duration_seconds": f.duration_us.map(|d| d as f64 / 1e6),
+        "bit_rate": f.bit_rate,
+        "streams": f.streams.iter().map(|s| json!({
+            "kind": s.kind.as_str(),
+            "codec": s.codec,
+            "width": s.width,
+            "height": s.height,
+            "frame_rate": s.frame_rate.map(|(n, d)| n as f64 / d as f64),
+            "sample_rate": s.sample_rate,
+            "channels": s.channels,
+            "duration_seconds": s.duration_us.map(|d| d as f64 / 1e6),
+        })).collect::<Vec<_>>(),
     })
 }

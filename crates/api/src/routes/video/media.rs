@@ -1,0 +1,303 @@
+//! Stored media over HTTP: `POST /videos/signed-url` mints a short-lived URL for a video's
+//! `video_uri`; `GET /media/{path}` (outside `/api/v2`, no key: the URL is the capability)
+//! serves the stored bytes with range requests. The same URLs go to processors.
+//! Also the batch reads `POST /videos/batch` and `POST /videos/batch/segments`.
+
+use super::views;
+use crate::body::JsonBody;
+use crate::{ApiError, AppState, Principal};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use spool_model::{Scope, VideoId};
+
+/// How long a signed media URL reads: 15 minutes.
+pub const SIGNED_URL_TTL_SECS: u64 = 15 * 60;
+/// The key purpose signed media URLs are made with (a key derived from the master key).
+const SIGNING_PURPOSE: &str = "media-url/v1";
+/// The prefix of a stored video's `video_uri`.
+pub const VIDEO_URI_PREFIX: &str = "spool://media/";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    gcs_uri: String,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+fn signature(app: &AppState, path: &str, expires: u64) -> String {
+    hex::encode(app.rt.keyring().mac(SIGNING_PURPOSE, format!("{path}\n{expires}").as_bytes()))
+}
+
+/// The base clients reach: `SPOOL_PUBLIC_URL`, else the request's own host over http.
+fn public_base(app: &AppState, headers: &HeaderMap) -> String {
+    if let Some(base) = &app.cfg.public_url {
+        return base.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// `POST /videos/signed-url`: `{gcs_uri}` is a video's `video_uri`.
+pub async fn signed_url(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<SignRequest>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let uri = body.value.gcs_uri.trim().to_string();
+    let _ = body.value.force_refresh; // every call mints a new URL
+    let Some(path) = uri.strip_prefix(VIDEO_URI_PREFIX) else {
+        return Err(ApiError::validation(
+            "gcs_uri",
+            format!("must be a video's video_uri ({VIDEO_URI_PREFIX}…); Spool signs only media it stores"),
+        ));
+    };
+    // The path's file name is the stored object's (first) video: an O(log n) lookup.
+    let stem = path.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
+    let known = stem.parse::<VideoId>().ok().is_some_and(|id| {
+        app.rt.read(|st| {
+            st.videos.get(&id).is_some_and(|v| {
+                v.media_path == path
+                    && (v.visible(st) || v.parts.iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
+            })
+        })
+    });
+    if !known {
+        return Err(ApiError::not_found("media", &uri));
+    }
+    let expires = app.rt.now_ms() / 1000 + SIGNED_URL_TTL_SECS;
+    let sig = signature(&app, path, expires);
+    let url = format!("{}/media/{path}?expires={expires}&sig={sig}", public_base(&app, &headers));
+    let v = serde_json::json!({
+        "signed_url": url,
+        "expires_at": spool_model::time::rfc3339_ms(expires * 1000),
+    });
+    Ok(super::json(StatusCode::OK, &v))
+}
+
+fn media_error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// A single byte range of a `Range` header over `len` bytes: `Ok(None)` for the whole file,
+/// `Err(())` when unsatisfiable.
+fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = h else { return Ok(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        // Several ranges: answered whole (allowed by RFC 9110).
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len.checked_sub(1).ok_or(())?)
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, len.checked_sub(1).ok_or(())?),
+        (s, e) => {
+            let (s, e): (u64, u64) = (s.parse().map_err(|_| ())?, e.parse().map_err(|_| ())?);
+            (s, e.min(len.saturating_sub(1)))
+        }
+    };
+    if start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+fn content_type(path: &str) -> &'static str {
+    match spool_core::imports::extension(path).as_str() {
+        "mp4" | "m4v" => "video/mp4",
+        "mov" => "video/quicktime",
+        "mkv" => "video/x-matroska",
+        "webm" => "video/webm",
+        "avi" => "video/x-msvideo",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "flac" => "audio/flac",
+        "ogg" => "audio/ogg",
+        "m4a" | "aac" => "audio/aac",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /media/{path}?expires=&sig=`: the stored bytes, whole or one range.
+pub async fn serve(
+    State(app): State<AppState>,
+    Path(path): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let q = match crate::body::Query::parse(q.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let forbidden =
+        || media_error(StatusCode::FORBIDDEN, "signature_invalid", "the URL is not a valid signed media URL");
+    let (Some(expires), Some(sig)) = (q.get("expires").and_then(|e| e.parse::<u64>().ok()), q.get("sig")) else {
+        return forbidden();
+    };
+    let want = signature(&app, &path, expires);
+    if !constant_eq(want.as_bytes(), sig.as_bytes()) {
+        return forbidden();
+    }
+    if app.rt.now_ms() / 1000 > expires {
+        return media_error(StatusCode::FORBIDDEN, "signature_expired", "the signed URL has expired; mint a new one");
+    }
+    if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return forbidden();
+    }
+    let Some(root) = app.rt.media_dir() else {
+        return media_error(StatusCode::NOT_FOUND, "not_found", "no such media");
+    };
+    let file = match tokio::fs::File::open(root.join(&path)).await {
+        Ok(f) => f,
+        Err(_) => return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone"),
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(_) => return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone"),
+    };
+    let range = headers.get(header::RANGE).and_then(|r| r.to_str().ok());
+    let (status, start, end) = match parse_range(range, len) {
+        Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
+        Err(()) => {
+            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
+                .into_response();
+        }
+    };
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = file;
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return media_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the media cannot be read");
+    }
+    let n = if len == 0 { 0 } else { end - start + 1 };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(n)));
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type(&path))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, n.to_string())
+        .header(header::CACHE_CONTROL, "private, max-age=60");
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+    }
+    resp.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Largest `video_ids` of `POST /videos/batch` (the SDK's bound).
+pub const BATCH_RETRIEVE_MAX: usize = 100;
+/// Largest `video_ids` / `targets` of `POST /videos/batch/segments` (the SDK's bound).
+pub const BATCH_SEGMENTS_MAX: usize = 50;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchIds {
+    video_ids: Vec<String>,
+}
+
+/// `POST /videos/batch`: `VideoWithDetails` of each known video (unknown ids are left out).
+pub async fn batch(
+    State(app): State<AppState>,
+    who: Principal,
+    body: JsonBody<BatchIds>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let ids = &body.value.video_ids;
+    if ids.is_empty() || ids.len() > BATCH_RETRIEVE_MAX {
+        return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_RETRIEVE_MAX} ids")));
+    }
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        ids.iter()
+            .filter_map(|raw| raw.parse::<VideoId>().ok())
+            .filter_map(|id| st.videos.get(&id).filter(|v| v.visible(st)))
+            .map(|v| {
+                let mut j = views::video(v);
+                j["gif_data"] = serde_json::Value::Null;
+                j["first_thumbnail"] = serde_json::Value::Null;
+                j
+            })
+            .collect()
+    });
+    Ok(super::json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    video_id: String,
+    #[serde(default)]
+    run_id: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSegments {
+    #[serde(default)]
+    video_ids: Option<Vec<String>>,
+    #[serde(default)]
+    targets: Option<Vec<Target>>,
+}
+
+/// `POST /videos/batch/segments`: `{video_ids}` or `{targets}`; each known video with its
+/// segments (none until prompt runs exist).
+pub async fn batch_segments(
+    State(app): State<AppState>,
+    who: Principal,
+    body: JsonBody<BatchSegments>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let targets: Vec<(String, Option<String>)> = match (body.value.video_ids, body.value.targets) {
+        (Some(_), Some(_)) => return Err(ApiError::validation("targets", "send video_ids or targets, not both")),
+        (Some(ids), None) => ids.into_iter().map(|i| (i, None)).collect(),
+        (None, Some(t)) => t.into_iter().map(|t| (t.video_id, t.run_id)).collect(),
+        (None, None) => return Err(ApiError::validation("video_ids", "send video_ids or targets")),
+    };
+    if targets.is_empty() || targets.len() > BATCH_SEGMENTS_MAX {
+        return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_SEGMENTS_MAX} videos")));
+    }
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        targets
+            .iter()
+            .filter(|(raw, _)| {
+                raw.parse::<VideoId>().ok().and_then(|id| st.videos.get(&id)).is_some_and(|v| v.visible(st))
+            })
+            .map(|(raw, run)| serde_json::json!({ "video_id": raw, "run_id": run, "segments": [] }))
+            .collect()
+    });
+    Ok(super::json(StatusCode::OK, &serde_json::Value::Array(items)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(parse_range(None, 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=5-1"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=x-1"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
+    }
+}
