@@ -1,6 +1,7 @@
 //! `spool`: the binary. It parses the command line and hands over to the library crates;
 //! the work lives there. `anyhow` is used here and nowhere else.
 
+mod demo;
 mod bench;
 mod bench_engine;
 mod bench_import;
@@ -36,6 +37,8 @@ pub struct DataDirArg {
 enum Cmd {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Run a real workflow on embedded media in a fresh data directory, then stop.
+    Demo(demo::DemoArgs),
     /// Show the state and pending effects of one stream after each of its events (offline).
     Replay {
         #[command(flatten)]
@@ -88,10 +91,12 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo prints its own story; the server's request lines would drown it.
+    let default_level = if matches!(cli.cmd, Cmd::Demo(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
                 // The probe reports unreadable media as a file failure; symphonia's own log
                 // lines about the same file are noise.
                 .add_directive("symphonia=off".parse().expect("a valid directive"))
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.cmd {
         Cmd::Serve(args) => serve::run(args),
+        Cmd::Demo(args) => demo::run(args),
         Cmd::Replay { dir, stream, until } => offline::replay(&dir, &stream, until),
         Cmd::Verify { dir } => offline::verify(&dir),
         Cmd::Keys { cmd } => keys::run(cmd),

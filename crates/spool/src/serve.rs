@@ -183,8 +183,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(serve(settings))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let env_key = std::env::var("SPOOL_API_KEY").ok().filter(|k| !k.trim().is_empty());
+/// A server that is open and bound, not yet serving.
+pub struct Started {
+    pub runtime: Arc<Runtime>,
+    pub listener: tokio::net::TcpListener,
+    pub app: axum::Router,
+}
+
+/// Open the data directory and bind the listener: everything `serve` does before it serves.
+pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result<Started> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -226,13 +233,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = spool_api::router(
         runtime.clone(),
         spool_api::ApiConfig {
-            env_admin_key_hash: env_key.as_deref().map(spool_core::hash_secret),
+            env_admin_key_hash: env_key.map(spool_core::hash_secret),
             storage: storage.clone(),
             browse_max_entries: settings.browse_max_entries.max(1),
             upload_max_bytes: settings.upload_max_bytes,
             public_url: settings.public_url.clone(),
         },
     );
+    Ok(Started { runtime, listener, app })
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let env_key = std::env::var("SPOOL_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    let Started { runtime, listener, app } = start(&settings, env_key.as_deref()).await?;
     tracing::info!(
         listen = %settings.listen,
         data_dir = %settings.data_dir.display(),

@@ -1,0 +1,276 @@
+//! `spool demo`: a real workflow on embedded defaults. A fresh data directory (temporary unless
+//! `--data-dir`), the media fixtures embedded in this binary written to a local folder, a local
+//! connector, an index and an import job driven through the HTTP API, with a progress bar on a
+//! terminal (plain lines elsewhere), then a summary of what was imported (duration, codecs),
+//! what failed and what was skipped (with reasons), and the commands to look further. It exits
+//! 0 and leaves nothing running; `--serve` keeps the server up, printing its URL and key.
+
+use crate::serve::{Settings, Started, start};
+use anyhow::Context;
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The media the demo imports: the files of `fixtures/media`, embedded.
+const MEDIA: &[(&str, &[u8])] = &[
+    ("h264_aac.mp4", include_bytes!("../../../fixtures/media/h264_aac.mp4")),
+    ("h264_faststart.mov", include_bytes!("../../../fixtures/media/h264_faststart.mov")),
+    ("vp9_opus.webm", include_bytes!("../../../fixtures/media/vp9_opus.webm")),
+    ("vp8_live.webm", include_bytes!("../../../fixtures/media/vp8_live.webm")),
+    ("mpeg4_flac.mkv", include_bytes!("../../../fixtures/media/mpeg4_flac.mkv")),
+    ("vorbis.ogg", include_bytes!("../../../fixtures/media/vorbis.ogg")),
+    ("tone.mp3", include_bytes!("../../../fixtures/media/tone.mp3")),
+    ("tone.wav", include_bytes!("../../../fixtures/media/tone.wav")),
+    ("tone.flac", include_bytes!("../../../fixtures/media/tone.flac")),
+    ("still.jpg", include_bytes!("../../../fixtures/media/still.jpg")),
+    ("still.png", include_bytes!("../../../fixtures/media/still.png")),
+    ("tiny.png", include_bytes!("../../../fixtures/media/tiny.png")),
+    ("corrupt.mp4", include_bytes!("../../../fixtures/media/corrupt.mp4")),
+    ("empty.mp4", include_bytes!("../../../fixtures/media/empty.mp4")),
+    ("README.md", include_bytes!("../../../fixtures/media/README.md")),
+];
+
+/// How long the demo waits for its import.
+const DEMO_IMPORT_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Data directory (default: a fresh temporary one, kept afterwards for `spool log show`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the server running afterwards (until Ctrl-C), printing its URL and key.
+    #[arg(long)]
+    pub serve: bool,
+    /// Address to listen on (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let base_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("spool-demo-{}", ulid::Ulid::new().to_string().to_lowercase())),
+    };
+    let data_dir = base_dir.join("data");
+    if data_dir.join("spool.redb").exists() || data_dir.join("log.redb").exists() {
+        anyhow::bail!("{} already holds a Spool data directory; the demo needs a fresh one", data_dir.display());
+    }
+    let media_dir = base_dir.join("demo-media");
+    std::fs::create_dir_all(&media_dir).with_context(|| format!("creating {}", media_dir.display()))?;
+    for (name, bytes) in MEDIA {
+        std::fs::write(media_dir.join(name), bytes).with_context(|| format!("writing {name}"))?;
+    }
+    let key = format!("sk_demo_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let settings = Settings {
+        data_dir: data_dir.clone(),
+        listen: args.listen.clone(),
+        webhook_allow_hosts: Vec::new(),
+        webhooks: spool_runtime::WebhookSettings::default(),
+        local_roots: vec![media_dir.clone()],
+        browse_max_entries: spool_api::BROWSE_MAX_ENTRIES_DEFAULT,
+        import_concurrency: spool_runtime::IMPORT_CONCURRENCY_DEFAULT,
+        upload_max_bytes: spool_api::UPLOAD_BYTES_MAX_DEFAULT,
+        public_url: None,
+    };
+    let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    runtime.wait_ready().await;
+    let base = format!("http://{addr}/api/v2");
+    println!("Spool demo: data in {}, media in {}", data_dir.display(), media_dir.display());
+    let outcome = drive(&base, &key, &media_dir).await;
+    let keep_serving = args.serve && outcome.is_ok();
+    if let Ok(job_id) = &outcome {
+        println!();
+        println!("Look further (once the server is stopped):");
+        println!("  spool log show --data-dir {}", data_dir.display());
+        println!("  spool replay --data-dir {} {job_id}", data_dir.display());
+        println!("  spool verify --data-dir {}", data_dir.display());
+    }
+    if keep_serving {
+        println!();
+        println!("Serving at http://{addr} (API base {base}), key {key}; Ctrl-C stops.");
+        println!("  VIDEO_VECTOR_BASE_URL={base} VIDEO_VECTOR_API_KEY={key} python -c 'import videovector'");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    runtime.shutdown().await;
+    outcome.map(|_| ())
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).header("X-API-Key", &self.key);
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let text = resp.bytes().await.with_context(|| format!("{method} {path}"))?;
+        let v: Value =
+            serde_json::from_slice(&text).with_context(|| format!("{method} {path}: the answer is not JSON"))?;
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status}: {v}");
+        Ok(v)
+    }
+}
+
+/// The workflow: index, connector, import job (watched to its end), summary. Returns the job id.
+async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Result<String> {
+    let api = Api { http: reqwest::Client::new(), base: base.to_string(), key: key.to_string() };
+    let index = api.call(reqwest::Method::POST, "/indexes", Some(serde_json::json!({ "name": "demo" }))).await?;
+    let index_id = index["index_id"].as_str().context("index_id")?.to_string();
+    let root = media_dir.to_string_lossy().to_string();
+    let conn = api
+        .call(
+            reqwest::Method::POST,
+            "/connectors/local",
+            Some(serde_json::json!({ "name": "demo media", "root": root, "scopes": ["import"] })),
+        )
+        .await?;
+    let connector_id = conn["connector_id"].as_str().context("connector_id")?.to_string();
+    let job = api
+        .call(
+            reqwest::Method::POST,
+            "/import-jobs",
+            Some(serde_json::json!({ "connector_id": connector_id, "index_id": index_id })),
+        )
+        .await?;
+    let job_id = job["job_id"].as_str().context("job_id")?.to_string();
+    println!("index {index_id}, connector {connector_id}, import job {job_id}");
+    let job = watch(&api, &job_id).await?;
+    summary(&api, &job_id, &job).await?;
+    Ok(job_id)
+}
+
+/// Poll the job to its end: a progress bar on a terminal, a line per change elsewhere.
+async fn watch(api: &Api, job_id: &str) -> anyhow::Result<Value> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} importing [{bar:30}] {pos}/{len} files {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let deadline = Instant::now() + DEMO_IMPORT_WAIT;
+    let mut last = String::new();
+    loop {
+        let job = api.call(reqwest::Method::GET, &format!("/import-jobs/{job_id}"), None).await?;
+        let p = &job["progress"];
+        let (total, done) = (
+            p["total_files"].as_u64().unwrap_or(0),
+            p["imported"].as_u64().unwrap_or(0) + p["failed"].as_u64().unwrap_or(0) + p["skipped"].as_u64().unwrap_or(0),
+        );
+        let status = job["status"].as_str().unwrap_or("?").to_string();
+        let line = format!(
+            "{status}: {done}/{total} files (imported {}, failed {}, skipped {})",
+            p["imported"], p["failed"], p["skipped"]
+        );
+        match &bar {
+            Some(b) => {
+                b.set_length(total);
+                b.set_position(done);
+                b.set_message(status.clone());
+            }
+            None if line != last => println!("  {line}"),
+            None => {}
+        }
+        last = line;
+        if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
+            if let Some(b) = &bar {
+                b.finish_with_message(status);
+            }
+            return Ok(job);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the import did not finish within {DEMO_IMPORT_WAIT:?}: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn codecs(media: &Value) -> String {
+    let streams = media["streams"].as_array().cloned().unwrap_or_default();
+    streams
+        .iter()
+        .map(|s| {
+            let mut d = format!("{} {}", s["kind"].as_str().unwrap_or("?"), s["codec"].as_str().unwrap_or("?"));
+            if let (Some(w), Some(h)) = (s["width"].as_u64(), s["height"].as_u64()) {
+                d.push_str(&format!(" {w}x{h}"));
+            }
+            if let Some(f) = s["frame_rate"].as_f64() {
+                d.push_str(&format!(" {f:.2}fps"));
+            }
+            if let Some(r) = s["sample_rate"].as_u64() {
+                d.push_str(&format!(" {r}Hz"));
+            }
+            if let Some(c) = s["channels"].as_u64() {
+                d.push_str(&format!(" {c}ch"));
+            }
+            d
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn summary(api: &Api, job_id: &str, job: &Value) -> anyhow::Result<()> {
+    let files = api.call(reqwest::Method::GET, &format!("/import-jobs/{job_id}/files?limit=1000"), None).await?;
+    let mut items = files["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by(|a, b| a["file_name"].as_str().cmp(&b["file_name"].as_str()));
+    let p = &job["progress"];
+    println!();
+    println!(
+        "Import {}: {} imported, {} failed, {} skipped of {} files ({} bytes)",
+        job["status"].as_str().unwrap_or("?"),
+        p["imported"],
+        p["failed"],
+        p["skipped"],
+        p["total_files"],
+        p["bytes_transferred"]
+    );
+    println!();
+    println!("{:<20} {:<9} {:<6} {:>9}  {:<9} details", "file", "status", "type", "seconds", "container");
+    for f in &items {
+        let name = f["file_name"].as_str().unwrap_or("?");
+        let status = f["status"].as_str().unwrap_or("?");
+        match status {
+            "imported" => {
+                let vid = f["video_id"].as_str().unwrap_or("");
+                let v = api.call(reqwest::Method::GET, &format!("/videos/{vid}"), None).await?;
+                let media = &v["media"];
+                let secs = media["duration_seconds"].as_f64().map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into());
+                let container = media["container"].as_str().unwrap_or("?");
+                let kind = v["media_type"].as_str().unwrap_or("?");
+                println!("{name:<20} {status:<9} {kind:<6} {secs:>9}  {container:<9} {}", codecs(media));
+            }
+            "failed" => {
+                let why = format!("{}: {}", f["failure"]["code"].as_str().unwrap_or("?"), f["failure"]["message"].as_str().unwrap_or(""));
+                println!("{name:<20} {status:<9} {:<6} {:>9}  {:<9} {why}", "-", "-", "-");
+            }
+            _ => {
+                let why = f["skip_reason"].as_str().unwrap_or("");
+                println!("{name:<20} {status:<9} {:<6} {:>9}  {:<9} {why}", "-", "-", "-");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `spool demo` end to end: the real binary, embedded media, the HTTP API, a summary that
+//! matches what the probe reads; it exits 0 and leaves nothing running. `--serve` keeps a server
+//! that answers with the printed key until interrupted.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spool")).arg("demo").arg("--data-dir").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Import completed: 12 imported, 1 failed, 2 skipped of 15 files"), "{stdout}");
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {stdout}"));
+    assert!(line("corrupt.mp4").contains("failed") && line("corrupt.mp4").contains("media_unreadable"));
+    assert!(line("empty.mp4").contains("empty_object"));
+    assert!(line("README.md").contains("unsupported_format"));
+    assert!(line("h264_aac.mp4").contains("2.000") && line("h264_aac.mp4").contains("h264 176x144"));
+    assert!(line("still.jpg").contains("image"));
+    assert!(line("tone.wav").contains("audio") && line("tone.wav").contains("pcm_s16le 22050Hz 1ch"));
+    // The commands it suggests work on what it left.
+    let data = dir.path().join("data");
+    let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    // A second demo in the same folder refuses rather than mixing two runs.
+    let again = Command::new(env!("CARGO_BIN_EXE_spool")).arg("demo").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(!again.status.success());
+}
+
+#[test]
+fn demo_serve_keeps_a_server_up_with_the_printed_key_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["demo", "--serve", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = loop {
+        let l = lines.next().expect("the demo printed no 'Serving at' line").unwrap();
+        if l.starts_with("Serving at ") {
+            break l;
+        }
+    };
+    // "Serving at http://ADDR (API base http://ADDR/api/v2), key KEY; Ctrl-C stops."
+    let base = serving.split("API base ").nth(1).unwrap().split(')').next().unwrap().to_string();
+    let key = serving.split(", key ").nth(1).unwrap().split(';').next().unwrap().to_string();
+    let addr = base.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /api/v2/import-jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"status\":\"completed\""), "{resp}");
+    let pid = child.id() as i32;
+    assert_eq!(interrupt(pid), 0, "Ctrl-C");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Ctrl-C, sent with the `kill` tool.
+fn interrupt(pid: i32) -> i32 {
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().map(|s| if s.success() { 0 } else { 1 }).unwrap_or(1)
+}
