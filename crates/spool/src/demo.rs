@@ -180,7 +180,9 @@ async fn watch(api: &Api, job_id: &str) -> anyhow::Result<Value> {
         let p = &job["progress"];
         let (total, done) = (
             p["total_files"].as_u64().unwrap_or(0),
-            p["imported"].as_u64().unwrap_or(0) + p["failed"].as_u64().unwrap_or(0) + p["skipped"].as_u64().unwrap_or(0),
+            p["imported"].as_u64().unwrap_or(0)
+                + p["failed"].as_u64().unwrap_or(0)
+                + p["skipped"].as_u64().unwrap_or(0),
         );
         let status = job["status"].as_str().unwrap_or("?").to_string();
         let line = format!(
@@ -263,7 +265,11 @@ async fn summary(api: &Api, job_id: &str, job: &Value) -> anyhow::Result<()> {
                 println!("{name:<20} {status:<9} {kind:<6} {secs:>9}  {container:<9} {}", codecs(media));
             }
             "failed" => {
-                let why = format!("{}: {}", f["failure"]["code"].as_str().unwrap_or("?"), f["failure"]["message"].as_str().unwrap_or(""));
+                let why = format!(
+                    "{}: {}",
+                    f["failure"]["code"].as_str().unwrap_or("?"),
+                    f["failure"]["message"].as_str().unwrap_or("")
+                );
                 println!("{name:<20} {status:<9} {:<6} {:>9}  {:<9} {why}", "-", "-", "-");
             }
             _ => {

@@ -1,12 +1,12 @@
 //! `spool`: the binary. It parses the command line and hands over to the library crates;
 //! the work lives there. `anyhow` is used here and nowhere else.
 
-mod demo;
 mod bench;
 mod bench_engine;
 mod bench_import;
 mod bench_webhooks;
 mod debug;
+mod demo;
 mod keys;
 mod offline;
 mod serve;

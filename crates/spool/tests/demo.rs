@@ -24,7 +24,8 @@ fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped(
     let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     // A second demo in the same folder refuses rather than mixing two runs.
-    let again = Command::new(env!("CARGO_BIN_EXE_spool")).arg("demo").arg("--data-dir").arg(dir.path()).output().unwrap();
+    let again =
+        Command::new(env!("CARGO_BIN_EXE_spool")).arg("demo").arg("--data-dir").arg(dir.path()).output().unwrap();
     assert!(!again.status.success());
 }
 
