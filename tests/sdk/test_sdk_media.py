@@ -201,6 +201,13 @@ def test_an_upload_without_an_index_is_a_playground_video(client, raw, admin_hea
     assert vid in listed
     v = raw.get(f"/api/v2/videos/{vid}", headers=admin_headers).json()
     assert v["index_id"] is None and v["media_type"] == "image"
+    # Regression: a playground video can be deleted (its deletion used to look for an index).
+    assert client.videos.delete(vid).video_id == vid
+    deadline = time.monotonic() + WAIT_S
+    while client.videos.get_deletion(vid).status != "deleted":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert vid not in [v.video_id for v in client.videos.list_playground()]
 
 
 def test_a_repeated_upload_with_the_same_idempotency_key_answers_the_first_job(client, spool_server):

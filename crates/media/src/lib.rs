@@ -159,7 +159,7 @@ fn probe_av<R: Read + Seek + Send + Sync + 'static>(
         }
         streams.push(facts);
     }
-    if streams.is_empty() {
+    if !streams.iter().any(|s| s.kind != StreamKind::Subtitle) {
         return Err(ProbeError::Unreadable("the file has no audio or video stream".into()));
     }
     let info = *reader.media_info();

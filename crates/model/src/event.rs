@@ -147,7 +147,7 @@ impl MediaType {
     pub fn from_extension(ext: &str) -> Option<MediaType> {
         match ext.to_ascii_lowercase().as_str() {
             "mp4" | "m4v" | "mov" | "avi" | "mkv" | "webm" | "mpg" | "mpeg" | "ts" => Some(MediaType::Video),
-            "mp3" | "wav" | "flac" | "m4a" | "ogg" | "aac" => Some(MediaType::Audio),
+            "mp3" | "wav" | "flac" | "m4a" | "ogg" | "aac" | "aif" | "aiff" | "opus" => Some(MediaType::Audio),
             "jpg" | "jpeg" | "png" | "webp" | "gif" | "bmp" | "tif" | "tiff" | "heic" | "heif" => {
                 Some(MediaType::Image)
             }
@@ -356,11 +356,12 @@ pub enum Event {
     VideoDrained { video_id: VideoId, deletion_id: DeletionId },
     /// Stream `vid_…`. Terminal: its media-store object is gone (status `deleted`).
     VideoDeleted { video_id: VideoId, deletion_id: DeletionId },
-    /// Stream `job_…`, in the append of `ImportFileImported`: the probed facts of the file and
-    /// the videos it became, one per part (the first is the file's `video_id`).
-    ImportFileProbed { job_id: ImportJobId, file_id: u32, facts: MediaFacts, parts: Vec<VideoId> },
+    /// Stream `job_…`, in the append of `ImportFileImported`, for media long enough to become
+    /// several parts: the videos the file became, one per part (the first is the file's
+    /// `video_id`). A file of one part has no such event.
+    ImportFileProbed { job_id: ImportJobId, file_id: u32, parts: Vec<VideoId> },
     /// Stream `vid_…`, after `VideoCreated`: the facts of the stored media, the part of it this
-    /// video covers, and every part's video (in order, this one among them).
+    /// video covers, and every part's video in order (empty when the media is one part).
     VideoMediaProbed { video_id: VideoId, facts: MediaFacts, part: PartRange, parts: Vec<VideoId> },
     /// Stream `job_…`. A job of one object (an upload, or one object of a connector), with its
     /// title; `index_id` `None` is the playground. Its file is discovered in the same append.
@@ -493,6 +494,7 @@ impl Event {
         let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
         let job_id = ImportJobId(Ulid::from_parts(1_764_000_000_004, 5));
         let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
+        let second_part = VideoId(Ulid::from_parts(1_764_000_000_006, 9));
         let facts = crate::MediaFacts {
             container: "mp4".into(),
             duration_us: Some(2_000_000),
@@ -684,12 +686,12 @@ impl Event {
             Event::VideoDeletionRequested { video_id, deletion_id },
             Event::VideoDrained { video_id, deletion_id },
             Event::VideoDeleted { video_id, deletion_id },
-            Event::ImportFileProbed { job_id, file_id: 0, facts: facts.clone(), parts: vec![video_id] },
+            Event::ImportFileProbed { job_id, file_id: 0, parts: vec![video_id, second_part] },
             Event::VideoMediaProbed {
                 video_id,
                 facts,
-                part: crate::PartRange { part_index: 0, part_count: 1, start_us: 0, end_us: 2_000_000 },
-                parts: vec![video_id],
+                part: crate::PartRange { part_index: 0, part_count: 2, start_us: 0, end_us: 2_400_000_000 },
+                parts: vec![video_id, second_part],
             },
             Event::ImportJobOpened {
                 job_id,

@@ -1,5 +1,5 @@
 //! Media facts: what the probe reads from a stored file (container, duration, streams,
-//! bitrate). Persisted in `VideoMediaProbed` and `ImportFileProbed`, so integers only (times in
+//! bitrate). Persisted in `VideoMediaProbed`, so integers only (times in
 //! microseconds, frame rates as fractions): events derive `Eq`.
 
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,8 @@ pub struct PartRange {
 pub const PART_SECONDS_MAX: u64 = 40 * 60;
 
 /// The parts of media lasting `duration_us`: one part when it is at most
-/// [`PART_SECONDS_MAX`] long (or has no duration), else equal ranges of at most that length.
+/// [`PART_SECONDS_MAX`] long (or has no duration), else ranges of exactly that length and a
+/// shorter last one.
 pub fn parts_of(duration_us: Option<u64>) -> Vec<PartRange> {
     let max_us = PART_SECONDS_MAX * 1_000_000;
     let d = duration_us.unwrap_or(0);

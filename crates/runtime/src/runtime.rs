@@ -187,7 +187,6 @@ impl Runtime {
         let media = spool_storage::Store::local(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
         let uploads_dir = cfg.data_dir.join(UPLOADS_DIR);
-        sweep_uploads(&uploads_dir, &state);
         std::fs::create_dir_all(&uploads_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
         let uploads = spool_storage::Store::local(&uploads_dir)
@@ -695,8 +694,9 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Remove staged uploads no open job needs: bodies a crash cut off, and uploads whose job
-/// ended while the file was being removed. Runs before the server takes requests.
-fn sweep_uploads(dir: &std::path::Path, state: &spool_core::State) {
+/// ended while the file was being removed. The sequencer runs it once the log is folded and
+/// before the runtime is ready (so before any upload can be staged).
+pub(crate) fn sweep_uploads(dir: &std::path::Path, state: &spool_core::State) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let needed: std::collections::BTreeSet<String> = state
         .active_imports

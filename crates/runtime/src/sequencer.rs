@@ -161,6 +161,9 @@ impl Runtime {
                 return;
             }
             self.applied.send_replace(st.applied_seq);
+            // The whole log is folded and nothing is served yet (the API answers 503 until
+            // ready, so no upload is being staged): every staged file an open job names is known.
+            crate::runtime::sweep_uploads(&self.uploads_dir(), &st);
         }
         self.ready.send_replace(true);
         tracing::info!(head = self.log().head(), "log replayed");

@@ -29,15 +29,16 @@ async fn ensure_objects(store: &spool_storage::Store, small: usize, large_bytes:
         max_entries: usize::MAX,
     };
     let have: std::collections::HashSet<String> =
-        spool_storage::browse(store, &req("small/")).await?.into_iter().map(|f| f.path).collect();
+        spool_storage::browse(store, &req("wav-small/")).await?.into_iter().map(|f| f.path).collect();
     let missing: Vec<String> =
-        (0..small).map(|i| format!("small/d{:02}/clip{i:05}.mp4", i % 20)).filter(|k| !have.contains(k)).collect();
+        (0..small).map(|i| format!("wav-small/d{:02}/clip{i:05}.wav", i % 20)).filter(|k| !have.contains(k)).collect();
     if !missing.is_empty() {
         println!("uploading {} small objects …", missing.len());
         let results: Vec<_> = futures::stream::iter(missing)
             .map(|k| {
                 let store = store.clone();
-                let body = vec![b'x'; 16 * 1024];
+                // Real media (every imported file is probed): 16 KiB of WAV.
+                let body = spool_media::pcm_wav(&[b'x'; 16 * 1024 - 44]);
                 async move { store.inner.put(&object_store::path::Path::from(k), body.into()).await }
             })
             .buffer_unordered(32)
@@ -47,13 +48,15 @@ async fn ensure_objects(store: &spool_storage::Store, small: usize, large_bytes:
             r?;
         }
     }
-    let large = spool_storage::browse(store, &req("large/")).await?;
+    let large = spool_storage::browse(store, &req("wav-large/")).await?;
     if !large.iter().any(|f| f.size_bytes == large_bytes) {
         println!("uploading a {} MiB object …", large_bytes >> 20);
-        let upload = store.inner.put_multipart(&object_store::path::Path::from("large/big.mp4")).await?;
+        let upload = store.inner.put_multipart(&object_store::path::Path::from("wav-large/big.wav")).await?;
         let mut w = object_store::WriteMultipart::new(upload);
+        // A WAV header, then its samples: real media of the size asked.
+        w.write(&spool_media::pcm_wav_header((large_bytes - 44) as u32));
         let chunk = vec![7u8; 8 << 20];
-        let mut left = large_bytes;
+        let mut left = large_bytes - 44;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
             w.wait_for_capacity(4).await?;
@@ -186,8 +189,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     rt.execute_with(cmd, None, vec![put], |_, _| spool_runtime::Reply { status: 200, body: vec![] }).await?;
 
     // rclone first: the baseline is measured before Spool's own connections exist.
-    let t_rclone_small = rclone_copy(&a, "small", &scratch.join("rclone-small"), a.small)?;
-    let (t_small, n_small, _) = run_job(&rt, conn, index, "small/").await?;
+    let t_rclone_small = rclone_copy(&a, "wav-small", &scratch.join("rclone-small"), a.small)?;
+    let (t_small, n_small, _) = run_job(&rt, conn, index, "wav-small/").await?;
     let spool_small = n_small as f64 / t_small.as_secs_f64();
     let rclone_small = a.small as f64 / t_rclone_small.as_secs_f64();
     println!(
@@ -195,8 +198,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         spool_small / rclone_small
     );
 
-    let t_rclone_large = rclone_copy(&a, "large", &scratch.join("rclone-large"), 1)?;
-    let (t_large, _, bytes) = run_job(&rt, conn, index, "large/").await?;
+    let t_rclone_large = rclone_copy(&a, "wav-large", &scratch.join("rclone-large"), 1)?;
+    let (t_large, _, bytes) = run_job(&rt, conn, index, "wav-large/").await?;
     let spool_large = bytes as f64 / (1 << 20) as f64 / t_large.as_secs_f64();
     let rclone_large = large_bytes as f64 / (1 << 20) as f64 / t_rclone_large.as_secs_f64();
     println!(

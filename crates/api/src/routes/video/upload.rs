@@ -104,11 +104,8 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
                 }
                 let file_name = clean_file_name(field.file_name().unwrap_or("upload"));
                 let ext = spool_core::imports::extension(&file_name);
-                let key = if ext.is_empty() {
-                    format!("up_{}", ulid::Ulid::new())
-                } else {
-                    format!("up_{}.{ext}", ulid::Ulid::new())
-                };
+                let id = app.rt.new_ulid();
+                let key = if ext.is_empty() { format!("up_{id}") } else { format!("up_{id}.{ext}") };
                 let staged = Staged { path: dir.join(&key), keep: false };
                 let mut out = tokio::fs::File::create(&staged.path)
                     .await

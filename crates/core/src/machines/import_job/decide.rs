@@ -128,8 +128,9 @@ pub struct Copied<'a> {
 /// the rest audio; without facts, the extension's.
 pub fn media_type_of(facts: Option<&MediaFacts>, path: &str) -> MediaType {
     use spool_model::StreamKind;
+    const STILLS: [&str; 7] = ["png", "jpeg", "webp", "gif", "bmp", "tiff", "heif"];
     match facts {
-        Some(f) if f.duration_us.is_none() && f.first(StreamKind::Audio).is_none() => MediaType::Image,
+        Some(f) if STILLS.contains(&f.container.as_str()) => MediaType::Image,
         Some(f) if f.first(StreamKind::Video).is_some() => MediaType::Video,
         Some(_) => MediaType::Audio,
         None => MediaType::from_extension(&extension(path)).unwrap_or(MediaType::Video),
@@ -150,10 +151,15 @@ fn progress_json(j: &ImportJob) -> serde_json::Value {
 
 /// The job's progress after an outcome not folded yet (`imported` / `failed` more files,
 /// `bytes` more transferred): O(1), no copy of the job.
+/// A job's index as JSON: `null` in the playground.
+fn index_json(j: &ImportJob) -> serde_json::Value {
+    if j.index_id == PLAYGROUND { serde_json::Value::Null } else { serde_json::json!(j.index_id.to_string()) }
+}
+
 fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> serde_json::Value {
     serde_json::json!({
         "job_id": j.job_id.to_string(),
-        "index_id": j.index_id.to_string(),
+        "index_id": index_json(j),
         "total_files": j.files.len(),
         "imported": j.imported + imported,
         "failed": j.failed + failed,
@@ -308,7 +314,7 @@ pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Re
         domain(
             "import_job.failed",
             job_id.to_string(),
-            serde_json::json!({ "job_id": job_id.to_string(), "index_id": j.index_id.to_string(), "error_message": error }),
+            serde_json::json!({ "job_id": job_id.to_string(), "index_id": index_json(j), "error_message": error }),
         ),
     ];
     Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)))
@@ -369,8 +375,10 @@ pub fn record_file_imported(
         parts.push(VideoId(ctx.new_ulid()));
     }
     let mut events = vec![Event::ImportFileImported { job_id: *job_id, file_id, video_id, bytes, sha256 }];
-    if let Some(facts) = facts {
-        events.push(Event::ImportFileProbed { job_id: *job_id, file_id, facts: facts.clone(), parts: parts.clone() });
+    // One part (nearly every file): the file's video is its part; nothing more to record.
+    let parts_listed = if parts.len() > 1 { parts.clone() } else { Vec::new() };
+    if parts.len() > 1 {
+        events.push(Event::ImportFileProbed { job_id: *job_id, file_id, parts: parts.clone() });
     }
     progress_if_due(j, &mut events, ctx.now_ms, 1, 0, bytes);
     let base_title = match &j.title {
@@ -379,7 +387,7 @@ pub fn record_file_imported(
     };
     let media_type = media_type_of(facts, &f.file.path);
     let stored = media_path(&video_id, &f.file.path);
-    let index_json = (j.index_id != PLAYGROUND).then(|| j.index_id.to_string());
+    let index_json = index_json(j);
     let mut streams = vec![StreamEvents { stream: file_stream(job_id, file_id), events }];
     for (i, part_video) in parts.iter().enumerate() {
         let title = if parts.len() > 1 {
@@ -404,7 +412,7 @@ pub fn record_file_imported(
                 video_id: *part_video,
                 facts: facts.clone(),
                 part: *range,
-                parts: parts.clone(),
+                parts: parts_listed.clone(),
             });
         }
         video_events.push(domain(
@@ -416,7 +424,7 @@ pub fn record_file_imported(
                 "title": title,
                 "media_type": media_type.as_str(),
                 "import_job_id": job_id.to_string(),
-                "duration_seconds": facts.map(|f| f.duration_seconds()),
+                "duration_seconds": ranges.get(i).map(|r| (r.end_us - r.start_us) as f64 / 1e6),
             }),
         ));
         streams.push(StreamEvents { stream: part_video.to_string(), events: video_events });

@@ -8,7 +8,7 @@ pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decisi
             let v = state
                 .videos
                 .get(video_id)
-                .filter(|v| state.live_index(&v.index_id).is_some() || v.deletion.is_some())
+                .filter(|v| v.visible(state) || v.deletion.is_some())
                 .ok_or_else(|| DomainError::NotFound { kind: "video", id: video_id.to_string() })?;
             if v.deletion.is_some() {
                 // Start or resume: a repeated DELETE returns the deletion under way.
