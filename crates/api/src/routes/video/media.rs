@@ -224,9 +224,7 @@ pub async fn batch(
         return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_RETRIEVE_MAX} ids")));
     }
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
-        ids.iter()
-            .filter_map(|raw| raw.parse::<VideoId>().ok())
-            .filter_map(|id| st.videos.get(&id).filter(|v| v.visible(st)))
+        super::visible_videos(st, ids)
             .map(|v| {
                 let mut j = views::video(v);
                 j["gif_data"] = serde_json::Value::Null;

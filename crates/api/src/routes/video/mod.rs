@@ -72,6 +72,16 @@ fn video_page(
     })
 }
 
+/// The visible videos among `ids`, in their order (unknown or malformed ids are left out).
+pub(crate) fn visible_videos<'a>(
+    st: &'a spool_core::State,
+    ids: &'a [String],
+) -> impl Iterator<Item = &'a spool_core::Video> + 'a {
+    ids.iter()
+        .filter_map(|raw| raw.parse::<VideoId>().ok())
+        .filter_map(move |id| st.videos.get(&id).filter(|v| v.visible(st)))
+}
+
 fn parse_video(raw: &str) -> Result<VideoId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("video", raw))
 }
@@ -141,9 +151,7 @@ pub async fn batch_status(
         return Err(ApiError::validation("video_ids", format!("at most {BATCH_VIDEO_IDS_MAX} ids")));
     }
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
-        ids.iter()
-            .filter_map(|raw| raw.parse::<VideoId>().ok())
-            .filter_map(|id| st.videos.get(&id).filter(|v| v.visible(st)))
+        visible_videos(st, ids)
             .map(|v| {
                 serde_json::json!({ "video_id": v.video_id.to_string(), "status": "not_processed", "processing_status": null })
             })

@@ -47,6 +47,23 @@ pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decis
     }
 }
 
+/// A live connector with the import scope.
+fn import_connector<'a>(
+    state: &'a State,
+    connector_id: &ConnectorId,
+) -> Result<&'a crate::machines::connector::Connector, DomainError> {
+    let conn = state
+        .live_connector(connector_id)
+        .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
+    if !conn.has_scope(ConnectorScope::Import) {
+        return Err(DomainError::Unprocessable {
+            code: "connector_scope_missing",
+            message: format!("connector {connector_id} does not have the import scope"),
+        });
+    }
+    Ok(conn)
+}
+
 /// Titles of uploads and registered videos: 1–255 characters (the SDK's bound).
 pub const TITLE_CHARS_MAX: usize = 255;
 
@@ -83,15 +100,7 @@ fn open_one(
         });
     }
     if let JobSource::Uri { connector_id, .. } = &source {
-        let conn = state
-            .live_connector(connector_id)
-            .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
-        if !conn.has_scope(ConnectorScope::Import) {
-            return Err(DomainError::Unprocessable {
-                code: "connector_scope_missing",
-                message: format!("connector {connector_id} does not have the import scope"),
-            });
-        }
+        import_connector(state, connector_id)?;
     }
     let job_id = ImportJobId(ctx.new_ulid());
     let index_json = index_id.map(|i| i.to_string());
@@ -216,15 +225,7 @@ pub fn create(
     recursive: bool,
     import_mode: Option<ImportMode>,
 ) -> Result<Decision, DomainError> {
-    let conn = state
-        .live_connector(connector_id)
-        .ok_or_else(|| DomainError::NotFound { kind: "connector", id: connector_id.to_string() })?;
-    if !conn.has_scope(ConnectorScope::Import) {
-        return Err(DomainError::Unprocessable {
-            code: "connector_scope_missing",
-            message: format!("connector {connector_id} does not have the import scope"),
-        });
-    }
+    let conn = import_connector(state, connector_id)?;
     state.live_index(index_id).ok_or_else(|| DomainError::NotFound { kind: "index", id: index_id.to_string() })?;
     let created = Event::ImportJobCreated {
         job_id,

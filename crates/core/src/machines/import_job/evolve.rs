@@ -122,6 +122,15 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
 }
 
 /// Fold import and video events into the state (called from `evolve`).
+/// A new job in the state and its indexes.
+fn open(state: &mut State, j: ImportJob) {
+    let (id, at) = (j.job_id, j.created_at_ms);
+    state.imports.insert(id, j);
+    state.active_imports.insert(id);
+    state.imports_by_created.insert((at, id));
+    state.imports_by_status.insert(JobStatus::Pending, (at, id));
+}
+
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
     match &env.event {
@@ -134,80 +143,26 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             recursive,
             import_mode,
         } => {
-            state.imports.insert(
-                *job_id,
-                ImportJob {
-                    job_id: *job_id,
-                    connector_id: *connector_id,
-                    index_id: *index_id,
-                    source_prefix: source_prefix.clone(),
-                    file_pattern: file_pattern.clone(),
-                    recursive: *recursive,
-                    import_mode: *import_mode,
-                    status: JobStatus::Pending,
-                    created_at_ms: at,
-                    updated_at_ms: at,
-                    completed_at_ms: None,
-                    error: None,
-                    scan_done: false,
-                    files: Vec::new(),
-                    seen_paths: BTreeSet::new(),
-                    by_status: Default::default(),
-                    candidates: 0,
-                    imported: 0,
-                    failed: 0,
-                    skipped: 0,
-                    bytes_transferred: 0,
-                    last_progress_ms: at,
-                    cancel_requested: false,
-                    source: None,
-                    title: None,
-                    extra_parts: 0,
-                },
-            );
-            state.active_imports.insert(*job_id);
-            state.imports_by_created.insert((at, *job_id));
-            state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
+            let mut j = ImportJob::new(*job_id, *connector_id, *index_id, at);
+            j.source_prefix = source_prefix.clone();
+            j.file_pattern = file_pattern.clone();
+            j.recursive = *recursive;
+            j.import_mode = *import_mode;
+            open(state, j);
         }
         Event::ImportJobOpened { job_id, source, index_id, title } => {
-            let (connector_id, prefix) = match source {
-                JobSource::Upload { .. } => (ConnectorId(ulid::Ulid::nil()), String::new()),
-                JobSource::Uri { connector_id, path, .. } => (*connector_id, path.clone()),
+            let connector_id = match source {
+                JobSource::Upload { .. } => ConnectorId(ulid::Ulid::nil()),
+                JobSource::Uri { connector_id, .. } => *connector_id,
             };
-            state.imports.insert(
-                *job_id,
-                ImportJob {
-                    job_id: *job_id,
-                    connector_id,
-                    index_id: index_id.unwrap_or(PLAYGROUND),
-                    source_prefix: prefix,
-                    file_pattern: "*".into(),
-                    recursive: false,
-                    import_mode: ImportMode::All,
-                    status: JobStatus::Pending,
-                    created_at_ms: at,
-                    updated_at_ms: at,
-                    completed_at_ms: None,
-                    error: None,
-                    scan_done: false,
-                    files: Vec::new(),
-                    seen_paths: BTreeSet::new(),
-                    by_status: Default::default(),
-                    candidates: 0,
-                    imported: 0,
-                    failed: 0,
-                    skipped: 0,
-                    bytes_transferred: 0,
-                    last_progress_ms: at,
-                    cancel_requested: false,
-                    source: Some(source.clone()),
-                    title: Some(title.clone()),
-                    extra_parts: 0,
-                },
-            );
-            state.active_imports.insert(*job_id);
-            state.imports_by_created.insert((at, *job_id));
-            state.imports_by_status.insert(JobStatus::Pending, (at, *job_id));
+            let mut j = ImportJob::new(*job_id, connector_id, index_id.unwrap_or(PLAYGROUND), at);
+            if let JobSource::Uri { path, .. } = source {
+                j.source_prefix = path.clone();
+            }
+            j.recursive = false;
+            j.source = Some(source.clone());
+            j.title = Some(title.clone());
+            open(state, j);
         }
         Event::ImportFilesDiscovered { job_id, .. }
         | Event::ImportFileProbed { job_id, .. }

@@ -248,6 +248,39 @@ pub struct ImportJob {
 }
 
 impl ImportJob {
+    /// A pending job with nothing discovered: all files of the connector (`*`, recursive,
+    /// import mode `all`) until its event says otherwise.
+    pub fn new(job_id: ImportJobId, connector_id: ConnectorId, index_id: IndexId, at: u64) -> ImportJob {
+        ImportJob {
+            job_id,
+            connector_id,
+            index_id,
+            source_prefix: String::new(),
+            file_pattern: "*".into(),
+            recursive: true,
+            import_mode: ImportMode::All,
+            status: JobStatus::Pending,
+            created_at_ms: at,
+            updated_at_ms: at,
+            completed_at_ms: None,
+            error: None,
+            scan_done: false,
+            files: Vec::new(),
+            seen_paths: BTreeSet::new(),
+            by_status: Default::default(),
+            candidates: 0,
+            imported: 0,
+            failed: 0,
+            skipped: 0,
+            bytes_transferred: 0,
+            last_progress_ms: at,
+            cancel_requested: false,
+            source: None,
+            title: None,
+            extra_parts: 0,
+        }
+    }
+
     /// `connector`, `upload` or `uri` (`ImportJob.source_kind`).
     pub fn source_kind(&self) -> &'static str {
         match self.source {
