@@ -33,6 +33,7 @@ pub enum Command {
     Import(ImportCommand),
     Video(VideoCommand),
     Webhook(WebhookCommand),
+    Prompt(crate::machines::prompt::PromptCommand),
     Engine(EngineCommand),
 }
 
@@ -60,6 +61,7 @@ from_machine!(
     ImportCommand => Import,
     WebhookCommand => Webhook,
     VideoCommand => Video,
+    crate::machines::prompt::PromptCommand => Prompt,
     EngineCommand => Engine,
 );
 

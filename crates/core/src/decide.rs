@@ -30,6 +30,7 @@ pub enum Outcome {
     Webhook(spool_model::WebhookId),
     Delivery(spool_model::DeliveryId),
     Video(spool_model::VideoId),
+    Prompt(spool_model::PromptId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -86,6 +87,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Import(c) => import_job::decide(state, c, ctx),
         Command::Webhook(c) => webhook::decide(state, c, ctx),
         Command::Video(c) => video::decide(state, c, ctx),
+        Command::Prompt(c) => crate::machines::prompt::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),

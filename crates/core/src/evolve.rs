@@ -14,6 +14,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     import_job::evolve(state, env);
     video::evolve(state, env);
     webhook::evolve(state, env);
+    crate::machines::prompt::evolve(state, env);
 }
 
 /// Fold envelopes, in order, into a state.

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 9;
+pub const STATE_FORMAT: u32 = 10;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -49,6 +49,8 @@ pub struct State {
     pub webhooks_with_work: BTreeSet<spool_model::WebhookId>,
     /// Videos whose deletion is not finished.
     pub videos_deleting: BTreeSet<VideoId>,
+    /// Prompts (deleted ones kept as tombstones).
+    pub prompts: BTreeMap<spool_model::PromptId, crate::machines::prompt::Prompt>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.

@@ -22,6 +22,7 @@ struct Run {
     last_key: Option<String>,
     last_job: Option<String>,
     last_webhook: Option<String>,
+    last_prompt: Option<String>,
 }
 
 impl Run {
@@ -48,6 +49,9 @@ impl Run {
         }
         if let Some(w) = &self.last_webhook {
             s = s.replace("$webhook", w);
+        }
+        if let Some(p) = &self.last_prompt {
+            s = s.replace("$prompt", p);
         }
         s
     }
@@ -90,6 +94,7 @@ impl Run {
                     Outcome::Connector(_) => {}
                     Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
+                    Outcome::Prompt(id) => self.last_prompt = Some(id.to_string()),
                     Outcome::Delivery(_) | Outcome::Video(_) | Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
@@ -107,6 +112,18 @@ impl Run {
 
 fn render_state(state: &State) -> String {
     let mut t = String::new();
+    for p in state.prompts.values() {
+        writeln!(
+            t,
+            "  state prompt {} name={:?} schema={} video_level={} deleted={}",
+            p.prompt_id,
+            p.name,
+            p.json_schema,
+            p.video_level.is_some(),
+            p.deleted_at_ms.is_some()
+        )
+        .unwrap();
+    }
     for i in state.indexes.values() {
         let deletion = match &i.deletion {
             None => "none".to_string(),
@@ -187,8 +204,15 @@ fn check(path: &Path) -> Result<(), String> {
         Some((s, e)) => (s.to_string(), e.to_string()),
         None => (text.trim_end().to_string(), String::new()),
     };
-    let mut run =
-        Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None, last_webhook: None };
+    let mut run = Run {
+        state: State::default(),
+        step: 0,
+        last_index: None,
+        last_key: None,
+        last_job: None,
+        last_webhook: None,
+        last_prompt: None,
+    };
     let mut actual = String::new();
     for line in script.lines() {
         let line = line.trim();
@@ -234,8 +258,15 @@ fn scenarios() {
 
 #[test]
 fn snapshots_round_trip_and_refold_is_deterministic() {
-    let mut run =
-        Run { state: State::default(), step: 0, last_index: None, last_key: None, last_job: None, last_webhook: None };
+    let mut run = Run {
+        state: State::default(),
+        step: 0,
+        last_index: None,
+        last_key: None,
+        last_job: None,
+        last_webhook: None,
+        last_prompt: None,
+    };
     run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
     run.exec(
         r#"{"CreateApiKey":{"name":"k","scopes":["write"],"expires_in_days":3,"secret":"sk_test_abcdefghijklmnop"}}"#,

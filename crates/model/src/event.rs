@@ -366,6 +366,43 @@ pub enum Event {
     /// Stream `job_…`. A job of one object (an upload, or one object of a connector), with its
     /// title; `index_id` `None` is the playground. Its file is discovered in the same append.
     ImportJobOpened { job_id: ImportJobId, source: JobSource, index_id: Option<IndexId>, title: String },
+    /// Stream `prompt_…`. Schemas are kept as the JSON text that was checked.
+    PromptCreated {
+        prompt_id: PromptId,
+        user_id: String,
+        name: String,
+        description: String,
+        prompt_text: String,
+        json_schema: String,
+        video_level: Option<PromptVideoLevel>,
+        semantic: PromptSemantic,
+    },
+    /// Stream `prompt_…`. Only the given fields change; `video_level: Some(None)` clears it.
+    PromptUpdated {
+        prompt_id: PromptId,
+        name: Option<String>,
+        description: Option<String>,
+        prompt_text: Option<String>,
+        json_schema: Option<String>,
+        video_level: Option<Option<PromptVideoLevel>>,
+        semantic: Option<PromptSemantic>,
+    },
+    /// Stream `prompt_…`. Terminal.
+    PromptDeleted { prompt_id: PromptId },
+}
+
+/// A prompt's video-level extraction: one more processor call per video over its segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptVideoLevel {
+    pub instructions_text: String,
+    pub json_schema: String,
+}
+
+/// Output fields left out of semantic indexing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptSemantic {
+    pub disabled_segment_fields: Vec<String>,
+    pub disabled_video_level_fields: Vec<String>,
 }
 
 /// Where a one-object job's object is.
@@ -424,6 +461,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "ImportFileProbed",
     "VideoMediaProbed",
     "ImportJobOpened",
+    "PromptCreated",
+    "PromptUpdated",
+    "PromptDeleted",
 ];
 
 impl Event {
@@ -476,6 +516,9 @@ impl Event {
             Event::ImportFileProbed { .. } => 42,
             Event::VideoMediaProbed { .. } => 43,
             Event::ImportJobOpened { .. } => 44,
+            Event::PromptCreated { .. } => 45,
+            Event::PromptUpdated { .. } => 46,
+            Event::PromptDeleted { .. } => 47,
         }
     }
 
@@ -494,6 +537,7 @@ impl Event {
         let connector_id = ConnectorId(Ulid::from_parts(1_764_000_000_003, 4));
         let job_id = ImportJobId(Ulid::from_parts(1_764_000_000_004, 5));
         let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
+        let prompt_id = PromptId(Ulid::from_parts(1_764_000_000_008, 10));
         let second_part = VideoId(Ulid::from_parts(1_764_000_000_006, 9));
         let facts = crate::MediaFacts {
             container: "mp4".into(),
@@ -704,6 +748,32 @@ impl Event {
                 index_id: Some(index_id),
                 title: "A clip".into(),
             },
+            Event::PromptCreated {
+                prompt_id,
+                user_id: "key_01".into(),
+                name: "Scenes".into(),
+                description: "".into(),
+                prompt_text: "Describe the scene.".into(),
+                json_schema: "{\"type\":\"object\"}".into(),
+                video_level: Some(PromptVideoLevel {
+                    instructions_text: "Summarise.".into(),
+                    json_schema: "{\"type\":\"object\"}".into(),
+                }),
+                semantic: PromptSemantic {
+                    disabled_segment_fields: vec!["raw".into()],
+                    disabled_video_level_fields: vec![],
+                },
+            },
+            Event::PromptUpdated {
+                prompt_id,
+                name: Some("Scenes v2".into()),
+                description: None,
+                prompt_text: None,
+                json_schema: None,
+                video_level: Some(None),
+                semantic: None,
+            },
+            Event::PromptDeleted { prompt_id },
         ]
     }
 }

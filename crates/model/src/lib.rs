@@ -18,7 +18,7 @@ pub mod time;
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{
     ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, FileFailure, ImportMode, JobSource,
-    MediaType, Provider, Scope,
+    MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};

@@ -5,6 +5,7 @@ mod api_key;
 mod connector;
 mod import_job;
 mod index;
+pub(crate) mod prompt;
 pub(crate) mod video;
 mod webhook;
 
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/videos/{video_id}/segments", get(video::segments))
         .route("/videos/batch/status", post(video::batch_status))
         .route("/videos", post(video::upload::create))
+        .route("/prompts", post(prompt::create).get(prompt::list))
+        .route("/prompts/test-schema", post(prompt::test_schema))
+        .route("/prompts/{prompt_id}", get(prompt::retrieve).put(prompt::update).delete(prompt::delete))
+        .route("/prompts/{prompt_id}/usage", get(prompt::usage))
         .route("/videos/upload", post(video::upload::upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/videos/signed-url", post(video::media::signed_url))
         .route("/videos/batch", post(video::media::batch))

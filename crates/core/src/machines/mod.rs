@@ -7,5 +7,6 @@ pub mod api_key;
 pub mod connector;
 pub mod import_job;
 pub mod index;
+pub mod prompt;
 pub mod video;
 pub mod webhook;
