@@ -301,6 +301,9 @@ def test_a_signed_url_reads_the_stored_media_with_ranges_and_nothing_else(client
     assert_error_envelope(unknown, 404, "resource_not_found")
     foreign = raw.post("/api/v2/videos/signed-url", json={"gcs_uri": "gs://bucket/a.mp4"}, headers=admin_headers)
     assert_error_envelope(foreign, 422, "validation_error")
+    # Regression: a URL minted before its video was deleted reads nothing afterwards.
+    client.videos.delete(v.video_id)
+    assert_error_envelope(raw.get(path), 404, "not_found")
 
 
 def test_batch_retrieve_and_batch_segments(client, raw, admin_headers):

@@ -55,16 +55,7 @@ pub async fn signed_url(
             format!("must be a video's video_uri ({VIDEO_URI_PREFIX}…); Spool signs only media it stores"),
         ));
     };
-    // The path's file name is the stored object's (first) video: an O(log n) lookup.
-    let stem = path.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
-    let known = stem.parse::<VideoId>().ok().is_some_and(|id| {
-        app.rt.read(|st| {
-            st.videos.get(&id).is_some_and(|v| {
-                v.media_path == path
-                    && (v.visible(st) || v.parts.iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
-            })
-        })
-    });
+    let known = app.rt.read(|st| media_visible(st, path));
     if !known {
         return Err(ApiError::not_found("media", &uri));
     }
@@ -76,6 +67,18 @@ pub async fn signed_url(
         "expires_at": spool_model::time::rfc3339_ms(expires * 1000),
     });
     Ok(super::json(StatusCode::OK, &v))
+}
+
+/// Whether a stored object belongs to a visible video (or part): the path's file name is the
+/// object's first video, so this is an O(log n) lookup.
+fn media_visible(st: &spool_core::State, path: &str) -> bool {
+    let stem = path.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
+    stem.parse::<VideoId>().ok().is_some_and(|id| {
+        st.videos.get(&id).is_some_and(|v| {
+            v.media_path == path
+                && (v.visible(st) || v.parts.iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
+        })
+    })
 }
 
 fn media_error(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -157,6 +160,10 @@ pub async fn serve(
     }
     if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
         return forbidden();
+    }
+    // A URL minted before its video was deleted reads nothing.
+    if !app.rt.read(|st| media_visible(st, &path)) {
+        return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone");
     }
     let Some(root) = app.rt.media_dir() else {
         return media_error(StatusCode::NOT_FOUND, "not_found", "no such media");
