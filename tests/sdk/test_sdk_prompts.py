@@ -93,6 +93,8 @@ def test_an_update_is_checked_like_a_create_and_an_unknown_prompt_is_404(client,
         client.prompts.update("prompt_01KB0000000000000000000000", name="nobody")
     with pytest.raises(NotFoundError):
         client.prompts.get_usage("prompt_01KB0000000000000000000000")
+    missing = raw.get("/api/v2/prompts/prompt_01KB0000000000000000000000", headers=admin_headers)
+    assert_error_envelope(missing, 404, "resource_prompt_not_found")
 
 
 def test_test_schema_validates_a_sample_without_storing_anything(client):

@@ -50,6 +50,7 @@ impl ApiError {
             "video" => "resource_video_not_found",
             "webhook" => "resource_webhook_not_found",
             "delivery" => "resource_delivery_not_found",
+            "prompt" => "resource_prompt_not_found",
             _ => "resource_not_found",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{} {id} was not found", kind.replace('_', " ")))
