@@ -162,6 +162,8 @@ def spool_server() -> Iterator[SpoolServer]:
     env.setdefault("SPOOL_BROWSE_MAX_ENTRIES", "200")
     # test_sdk_media.py sends an upload past this bound.
     env["SPOOL_UPLOAD_MAX_BYTES"] = str(8 * 1024 * 1024)
+    # …and one that stops sending for longer than this.
+    env["SPOOL_UPLOAD_IDLE_TIMEOUT"] = "2s"
     # Webhook receivers in the tests listen on loopback; retries come after seconds, not hours.
     env["SPOOL_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
     env.setdefault("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s,1s")

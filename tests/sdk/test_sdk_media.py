@@ -160,6 +160,35 @@ def test_an_upload_cut_off_mid_stream_leaves_nothing(client, raw, admin_headers,
     assert job.progress.imported == 1
 
 
+def test_an_upload_that_stops_sending_is_answered_408_and_leaves_nothing(client, raw, admin_headers, spool_server):
+    # conftest sets SPOOL_UPLOAD_IDLE_TIMEOUT=2s.
+    before = _jobs_total(raw, admin_headers)
+    url = urlsplit(spool_server.root_url)
+    head = (
+        b"--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nstalled\r\n"
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stall.wav\"\r\n\r\n"
+    )
+    payload = wav("stall", 100_000)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(
+            b"POST /api/v2/videos/upload HTTP/1.1\r\nHost: x\r\n"
+            + f"X-API-Key: {spool_server.admin_key}\r\n".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(head) + len(payload) + 10}\r\n\r\n".encode()
+            + head
+            + payload[:50_000]
+        )
+        # Then nothing: the server answers on its own, the connection still open.
+        answer = b""
+        while b"upload_incomplete" not in answer:
+            chunk = s.recv(4096)
+            assert chunk, f"the server closed without the error body: {answer[:300]!r}"
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert _uploads_left(spool_server) == []
+    assert _jobs_total(raw, admin_headers) == before
+
+
 def test_bad_uploads_get_clear_errors_and_unreadable_media_fails_its_file(client, raw, admin_headers, spool_server, tmp_path):
     index = client.indexes.create(name=unique("bad")).index_id
     h = admin_headers

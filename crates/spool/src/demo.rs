@@ -76,6 +76,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         browse_max_entries: spool_api::BROWSE_MAX_ENTRIES_DEFAULT,
         import_concurrency: spool_runtime::IMPORT_CONCURRENCY_DEFAULT,
         upload_max_bytes: spool_api::UPLOAD_BYTES_MAX_DEFAULT,
+        upload_idle_timeout: spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT,
         public_url: None,
     };
     let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;

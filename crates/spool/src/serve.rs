@@ -69,6 +69,9 @@ pub struct StorageConfig {
     /// Largest upload in bytes (env SPOOL_UPLOAD_MAX_BYTES; default 4 GiB).
     #[serde(default)]
     pub upload_max_bytes: Option<u64>,
+    /// e.g. `60s` (the default): an upload that sends nothing for this long is answered 408.
+    #[serde(default)]
+    pub upload_idle_timeout: Option<String>,
 }
 
 /// The settings in force.
@@ -91,6 +94,9 @@ pub struct Settings {
     pub import_concurrency: usize,
     /// Largest upload (env SPOOL_UPLOAD_MAX_BYTES; config `storage.upload_max_bytes`; 4 GiB).
     pub upload_max_bytes: u64,
+    /// Idle time after which an upload is given up (env SPOOL_UPLOAD_IDLE_TIMEOUT; config
+    /// `storage.upload_idle_timeout`; 60 s).
+    pub upload_idle_timeout: std::time::Duration,
     /// The base clients reach (env SPOOL_PUBLIC_URL; config `public_url`).
     pub public_url: Option<String>,
 }
@@ -166,6 +172,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_UPLOAD_MAX_BYTES={v:?} is not a number"))?,
             Err(_) => file.storage.upload_max_bytes.unwrap_or(spool_api::UPLOAD_BYTES_MAX_DEFAULT),
         },
+        upload_idle_timeout: duration(
+            "SPOOL_UPLOAD_IDLE_TIMEOUT",
+            "SPOOL_UPLOAD_IDLE_TIMEOUT",
+            file.storage.upload_idle_timeout.as_ref(),
+        )?
+        .unwrap_or(spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT),
         public_url: match std::env::var("SPOOL_PUBLIC_URL") {
             Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
             _ => file.public_url.clone(),
@@ -237,6 +249,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
             storage: storage.clone(),
             browse_max_entries: settings.browse_max_entries.max(1),
             upload_max_bytes: settings.upload_max_bytes,
+            upload_idle_timeout: settings.upload_idle_timeout,
             public_url: settings.public_url.clone(),
         },
     );

@@ -22,6 +22,8 @@ use tokio::io::AsyncWriteExt;
 pub const UPLOAD_BYTES_MAX_DEFAULT: u64 = 4 << 30;
 /// Longest text field of an upload form (`title`, `index_id`).
 pub const UPLOAD_FIELD_BYTES_MAX: usize = 4096;
+/// Default of [`crate::ApiConfig::upload_idle_timeout`] (`SPOOL_UPLOAD_IDLE_TIMEOUT`).
+pub const UPLOAD_IDLE_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes of an over-large upload read and dropped before the 413 is answered.
 pub const UPLOAD_DRAIN_BYTES_MAX: u64 = 64 << 20;
 /// Longest file name kept of an upload.
@@ -36,6 +38,23 @@ fn too_large(max: u64) -> ApiError {
 
 fn cut_off(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "upload_incomplete", format!("the upload did not arrive whole: {e}"))
+}
+
+/// The next piece of the body, or 408 `upload_incomplete` when none arrives within `idle`
+/// (a client that stops sending never holds a handler for ever).
+async fn within<T, E: std::fmt::Display>(
+    idle: std::time::Duration,
+    next: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(idle, next).await {
+        Ok(r) => r.map_err(cut_off),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "upload_incomplete",
+            format!("no bytes of the upload arrived for {} s", idle.as_secs_f64()),
+        )
+        .details(serde_json::json!({ "setting": "SPOOL_UPLOAD_IDLE_TIMEOUT" }))),
+    }
 }
 
 /// The staging file of one upload: removed when dropped unless kept.
@@ -59,9 +78,13 @@ fn clean_file_name(raw: &str) -> String {
     if name.is_empty() || name == "." || name == ".." { "upload".into() } else { name }
 }
 
-async fn text_field(mut field: axum::extract::multipart::Field<'_>, name: &str) -> Result<String, ApiError> {
+async fn text_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+    idle: std::time::Duration,
+) -> Result<String, ApiError> {
     let mut out = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(cut_off)? {
+    while let Some(chunk) = within(idle, field.chunk()).await? {
         out.extend_from_slice(&chunk);
         if out.len() > UPLOAD_FIELD_BYTES_MAX {
             return Err(ApiError::validation(name, format!("must be at most {UPLOAD_FIELD_BYTES_MAX} bytes")));
@@ -75,6 +98,7 @@ async fn text_field(mut field: axum::extract::multipart::Field<'_>, name: &str) 
 pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let max = app.cfg.upload_max_bytes;
+    let idle = app.cfg.upload_idle_timeout;
     let headers: HeaderMap = req.headers().clone();
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -94,10 +118,10 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     let (mut title, mut index_raw) = (None::<String>, None::<String>);
     let mut received: Option<(Staged, String, u64, [u8; 32])> = None;
     let dir = app.rt.uploads_dir();
-    while let Some(mut field) = form.next_field().await.map_err(cut_off)? {
+    while let Some(mut field) = within(idle, form.next_field()).await? {
         match field.name().unwrap_or("") {
-            "title" => title = Some(text_field(field, "title").await?),
-            "index_id" => index_raw = Some(text_field(field, "index_id").await?),
+            "title" => title = Some(text_field(field, "title", idle).await?),
+            "index_id" => index_raw = Some(text_field(field, "index_id", idle).await?),
             "file" => {
                 if received.is_some() {
                     return Err(ApiError::validation("file", "send one file per upload"));
@@ -112,7 +136,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
                     .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
                 let mut hasher = sha2::Sha256::new();
                 let mut bytes = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(cut_off)? {
+                while let Some(chunk) = within(idle, field.chunk()).await? {
                     bytes += chunk.len() as u64;
                     if bytes > max {
                         drop(out);
@@ -120,7 +144,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
                         // Read (and drop) a bounded rest, so the client is not stuck sending
                         // and sees the answer.
                         let mut drained = 0u64;
-                        while let Ok(Some(c)) = field.chunk().await {
+                        while let Ok(Ok(Some(c))) = tokio::time::timeout(idle, field.chunk()).await {
                             drained += c.len() as u64;
                             if drained > UPLOAD_DRAIN_BYTES_MAX {
                                 break;
@@ -141,7 +165,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
             }
             _ => {
                 // Other parts are read and ignored.
-                while field.chunk().await.map_err(cut_off)?.is_some() {}
+                while within(idle, field.chunk()).await?.is_some() {}
             }
         }
     }
