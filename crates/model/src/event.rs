@@ -360,9 +360,25 @@ pub enum Event {
     /// several parts: the videos the file became, one per part (the first is the file's
     /// `video_id`). A file of one part has no such event.
     ImportFileProbed { job_id: ImportJobId, file_id: u32, parts: Vec<VideoId> },
-    /// Stream `vid_…`, after `VideoCreated`: the facts of the stored media, the part of it this
-    /// video covers, and every part's video in order (empty when the media is one part).
-    VideoMediaProbed { video_id: VideoId, facts: MediaFacts, part: PartRange, parts: Vec<VideoId> },
+    /// Stream `vid_…`. A video made by an import since the probe: `VideoCreated`'s fields, the
+    /// probe's facts of the stored media, the part of it this video covers, and every part's
+    /// video in order (empty when the media is one part). One event, so a file costs no more
+    /// appended events than before the probe.
+    VideoImported {
+        video_id: VideoId,
+        index_id: IndexId,
+        title: String,
+        media_type: MediaType,
+        connector_id: Option<ConnectorId>,
+        source_path: String,
+        source_etag: Option<String>,
+        size_bytes: u64,
+        sha256: [u8; 32],
+        media_path: String,
+        facts: MediaFacts,
+        part: PartRange,
+        parts: Vec<VideoId>,
+    },
     /// Stream `job_…`. A job of one object (an upload, or one object of a connector), with its
     /// title; `index_id` `None` is the playground. Its file is discovered in the same append.
     ImportJobOpened { job_id: ImportJobId, source: JobSource, index_id: Option<IndexId>, title: String },
@@ -459,7 +475,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "VideoDrained",
     "VideoDeleted",
     "ImportFileProbed",
-    "VideoMediaProbed",
+    "VideoImported",
     "ImportJobOpened",
     "PromptCreated",
     "PromptUpdated",
@@ -514,7 +530,7 @@ impl Event {
             Event::VideoDrained { .. } => 40,
             Event::VideoDeleted { .. } => 41,
             Event::ImportFileProbed { .. } => 42,
-            Event::VideoMediaProbed { .. } => 43,
+            Event::VideoImported { .. } => 43,
             Event::ImportJobOpened { .. } => 44,
             Event::PromptCreated { .. } => 45,
             Event::PromptUpdated { .. } => 46,
@@ -731,8 +747,17 @@ impl Event {
             Event::VideoDrained { video_id, deletion_id },
             Event::VideoDeleted { video_id, deletion_id },
             Event::ImportFileProbed { job_id, file_id: 0, parts: vec![video_id, second_part] },
-            Event::VideoMediaProbed {
+            Event::VideoImported {
                 video_id,
+                index_id,
+                title: "clip.mp4 (part 1 of 2)".into(),
+                media_type: MediaType::Video,
+                connector_id: Some(connector_id),
+                source_path: "videos/clip.mp4".into(),
+                source_etag: Some("\"e1\"".into()),
+                size_bytes: 52_428,
+                sha256: [9; 32],
+                media_path: "videos/06/vid_x.mp4".into(),
                 facts,
                 part: crate::PartRange { part_index: 0, part_count: 2, start_us: 0, end_us: 2_400_000_000 },
                 parts: vec![video_id, second_part],

@@ -1,5 +1,5 @@
 //! Media facts: what the probe reads from a stored file (container, duration, streams,
-//! bitrate). Persisted in `VideoMediaProbed`, so integers only (times in
+//! bitrate). Persisted in `VideoImported`, so integers only (times in
 //! microseconds, frame rates as fractions): events derive `Eq`.
 
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,12 @@ use super::Video;
 use crate::State;
 use spool_model::{DeletionStage, Envelope, Event};
 
+/// A new video, on its index's pages.
+fn insert(state: &mut State, v: Video) {
+    state.index_videos.entry(v.index_id).or_default().insert((v.created_at_ms, v.video_id));
+    state.videos.insert(v.video_id, v);
+}
+
 /// Fold the video's events; others are not this machine's.
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
@@ -18,34 +24,58 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             sha256,
             media_path,
         } => {
-            state.videos.insert(
-                *video_id,
-                Video {
-                    video_id: *video_id,
-                    index_id: *index_id,
-                    title: title.clone(),
-                    media_type: *media_type,
-                    connector_id: *connector_id,
-                    source_path: source_path.clone(),
-                    source_etag: source_etag.clone(),
-                    size_bytes: *size_bytes,
-                    sha256: *sha256,
-                    media_path: media_path.clone(),
-                    created_at_ms: at,
-                    deletion: None,
-                    facts: None,
-                    part: None,
-                    parts: Vec::new(),
-                },
-            );
-            state.index_videos.entry(*index_id).or_default().insert((at, *video_id));
+            let v = Video {
+                video_id: *video_id,
+                index_id: *index_id,
+                title: title.clone(),
+                media_type: *media_type,
+                connector_id: *connector_id,
+                source_path: source_path.clone(),
+                source_etag: source_etag.clone(),
+                size_bytes: *size_bytes,
+                sha256: *sha256,
+                media_path: media_path.clone(),
+                created_at_ms: at,
+                deletion: None,
+                facts: None,
+                part: None,
+                parts: Vec::new(),
+            };
+            insert(state, v);
         }
-        Event::VideoMediaProbed { video_id, facts, part, parts } => {
-            if let Some(v) = state.videos.get_mut(video_id) {
-                v.facts = Some(facts.clone());
-                v.part = Some(*part);
-                v.parts = parts.clone();
-            }
+        Event::VideoImported {
+            video_id,
+            index_id,
+            title,
+            media_type,
+            connector_id,
+            source_path,
+            source_etag,
+            size_bytes,
+            sha256,
+            media_path,
+            facts,
+            part,
+            parts,
+        } => {
+            let v = Video {
+                video_id: *video_id,
+                index_id: *index_id,
+                title: title.clone(),
+                media_type: *media_type,
+                connector_id: *connector_id,
+                source_path: source_path.clone(),
+                source_etag: source_etag.clone(),
+                size_bytes: *size_bytes,
+                sha256: *sha256,
+                media_path: media_path.clone(),
+                created_at_ms: at,
+                deletion: None,
+                facts: Some(facts.clone()),
+                part: Some(*part),
+                parts: parts.clone(),
+            };
+            insert(state, v);
         }
         Event::VideoDeletionRequested { video_id, deletion_id } => {
             if let Some(v) = state.videos.get_mut(video_id) {
