@@ -14,6 +14,38 @@ pub struct CopyError {
     pub retryable: bool,
 }
 
+/// [`copy_object`], then `after` on the stored file (the destination must be a local folder),
+/// in the same blocking task when both sides are folders: one hop per file instead of two.
+pub async fn copy_then<T: Send + 'static>(
+    src: &Store,
+    src_path: &str,
+    dst: &Store,
+    dst_path: &str,
+    after: impl FnOnce(&std::path::Path) -> T + Send + 'static,
+) -> Result<((u64, [u8; 32]), T), CopyError> {
+    let Some(dst_root) = dst.local_root.clone() else {
+        return Err(CopyError {
+            code: "internal_error",
+            message: "the destination is not a folder".into(),
+            retryable: false,
+        });
+    };
+    let failed = || CopyError { code: "internal_error", message: "the copy task failed".into(), retryable: true };
+    if let Some(src_root) = src.local_root.clone() {
+        let (src_path, dst_path) = (src_path.to_string(), dst_path.to_string());
+        return tokio::task::spawn_blocking(move || {
+            let copied = local_to_local(&src_root, &src_path, &dst_root, &dst_path)?;
+            Ok((copied, after(&dst_root.join(&dst_path))))
+        })
+        .await
+        .unwrap_or_else(|_| Err(failed()));
+    }
+    let copied = copy_object(src, src_path, dst, dst_path).await?;
+    let path = dst_root.join(dst_path);
+    let t = tokio::task::spawn_blocking(move || after(&path)).await.map_err(|_| failed())?;
+    Ok((copied, t))
+}
+
 /// Stream `src_path` of `src` into `dst_path` of `dst`, never holding the whole object: the
 /// bytes go through in chunks, hashed (SHA-256) and counted on the way. The destination
 /// appears only when complete (multipart upload; on a local folder, a rename).

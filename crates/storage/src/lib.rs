@@ -15,7 +15,7 @@ pub use build::{
     AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
     check_gcs_service_account, check_url, gcs_builder, normalize_endpoint,
 };
-pub use copy::{CopyError, ScannedObject, copy_object, scan_pages};
+pub use copy::{CopyError, ScannedObject, copy_object, copy_then, scan_pages};
 pub use local::{OpenError, check_local_root};
 
 use object_store::path::Path;

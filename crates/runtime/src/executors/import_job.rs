@@ -195,16 +195,21 @@ impl Runtime {
             match source {
                 Err(f) => Err(f),
                 Ok((src, src_path)) => {
-                    match spool_storage::copy_object(&src, &src_path, &self.executors.media, &dst_path).await {
+                    // Copy and probe in one blocking task (for folders on both sides).
+                    let ext = spool_core::imports::extension(&file.path);
+                    let probe = move |stored: &std::path::Path| spool_media::probe_file(stored, &ext);
+                    match spool_storage::copy_then(&src, &src_path, &self.executors.media, &dst_path, probe).await {
                         Err(e) => Err(FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable }),
-                        Ok((bytes, sha256)) => match self.probe_stored(&dst_path, &file.path).await {
-                            Ok(facts) => Ok((bytes, sha256, facts)),
-                            Err(failure) => {
-                                // Unreadable media is not kept.
-                                self.remove_media(&dst_path).await;
-                                Err(failure)
-                            }
-                        },
+                        Ok(((bytes, sha256), Ok(facts))) => Ok((bytes, sha256, facts)),
+                        Ok((_, Err(e))) => {
+                            // Unreadable media is not kept.
+                            self.remove_media(&dst_path).await;
+                            Err(FileFailure {
+                                code: e.code().into(),
+                                message: e.to_string(),
+                                retryable: matches!(e, spool_media::ProbeError::Io(_)),
+                            })
+                        }
                     }
                 }
             }
@@ -247,33 +252,6 @@ impl Runtime {
             let _ = self.executors.uploads.inner.delete(&object_store::path::Path::from(key.as_str())).await;
         }
         Ok(())
-    }
-
-    /// The probe's facts of a stored copy (a blocking read within the probe's byte budget).
-    async fn probe_stored(&self, media_path: &str, source_path: &str) -> Result<spool_model::MediaFacts, FileFailure> {
-        let Some(root) = self.executors.media.local_root.clone() else {
-            return Err(FileFailure {
-                code: "internal_error".into(),
-                message: "the media store is not a folder".into(),
-                retryable: false,
-            });
-        };
-        let path = root.join(media_path);
-        let ext = spool_core::imports::extension(source_path);
-        let probed = tokio::task::spawn_blocking(move || spool_media::probe_file(&path, &ext)).await;
-        match probed {
-            Ok(Ok(facts)) => Ok(facts),
-            Ok(Err(e)) => Err(FileFailure {
-                code: e.code().into(),
-                message: e.to_string(),
-                retryable: matches!(e, spool_media::ProbeError::Io(_)),
-            }),
-            Err(_) => Err(FileFailure {
-                code: "internal_error".into(),
-                message: "the probe task failed".into(),
-                retryable: true,
-            }),
-        }
     }
 
     /// Remove an object of the media store (gone already is fine).
