@@ -538,6 +538,39 @@ impl Event {
         }
     }
 
+    /// A `VideoCreated` with the probe's facts, as `VideoImported`; any other event unchanged.
+    pub fn with_media(self, facts: MediaFacts, part: PartRange, parts: Vec<VideoId>) -> Event {
+        match self {
+            Event::VideoCreated {
+                video_id,
+                index_id,
+                title,
+                media_type,
+                connector_id,
+                source_path,
+                source_etag,
+                size_bytes,
+                sha256,
+                media_path,
+            } => Event::VideoImported {
+                video_id,
+                index_id,
+                title,
+                media_type,
+                connector_id,
+                source_path,
+                source_etag,
+                size_bytes,
+                sha256,
+                media_path,
+                facts,
+                part,
+                parts,
+            },
+            other => other,
+        }
+    }
+
     /// The variant's name, as `spool log show` prints it and `--kind` filters it.
     pub fn kind(&self) -> &'static str {
         EVENT_KINDS[self.kind_index()]

@@ -151,6 +151,19 @@ async fn processing_activity(_who: Principal) -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
 }
 
+/// A read of one aggregate: the id parsed (a malformed id is 404, like an unknown one), its view
+/// read from the state, 404 `resource_<kind>_not_found` when there is none.
+pub(crate) fn show<I: std::str::FromStr>(
+    app: &AppState,
+    kind: &str,
+    raw: &str,
+    view: impl FnOnce(&spool_core::State, I) -> Option<serde_json::Value>,
+) -> Result<Response, crate::ApiError> {
+    let id: I = raw.parse().map_err(|_| crate::ApiError::not_found(kind, raw))?;
+    let v = app.rt.read(|st| view(st, id)).ok_or_else(|| crate::ApiError::not_found(kind, raw))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
 pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
 }

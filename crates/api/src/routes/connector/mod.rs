@@ -431,12 +431,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_id(&raw)?;
-    let v = app
-        .rt
-        .read(|st| st.live_connector(&id).map(views::connector))
-        .ok_or_else(|| ApiError::not_found("connector", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "connector", &raw, |st, id| st.live_connector(&id).map(views::connector))
 }
 
 #[derive(Deserialize)]

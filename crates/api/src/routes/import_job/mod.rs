@@ -159,12 +159,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_job(&raw)?;
-    let v = app
-        .rt
-        .read(|st| st.imports.get(&id).map(|j| views::import_job(j, st)))
-        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "import_job", &raw, |st, id: ImportJobId| st.imports.get(&id).map(|j| views::import_job(j, st)))
 }
 
 pub async fn outputs(

@@ -66,9 +66,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_id(&raw)?;
-    let v = app.rt.read(|st| st.live_index(&id).map(views::index)).ok_or_else(|| ApiError::not_found("index", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "index", &raw, |st, id| st.live_index(&id).map(views::index))
 }
 
 pub async fn delete(

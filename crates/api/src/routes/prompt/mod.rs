@@ -150,9 +150,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_id(&raw)?;
-    let v = app.rt.read(|st| st.prompts.get(&id).filter(|p| p.is_live()).map(view::prompt));
-    Ok(json(StatusCode::OK, &v.ok_or_else(|| ApiError::not_found("prompt", &raw))?))
+    super::show(&app, "prompt", &raw, |st, id: PromptId| st.prompts.get(&id).filter(|p| p.is_live()).map(view::prompt))
 }
 
 /// `GET /prompts`: `PromptListResponse`, oldest first. Every prompt is active (there is no
@@ -230,7 +228,7 @@ pub async fn usage(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_id(&raw)?;
-    let v = app.rt.read(|st| st.prompts.get(&id).filter(|p| p.is_live()).map(|p| view::usage(p, st)));
-    Ok(json(StatusCode::OK, &v.ok_or_else(|| ApiError::not_found("prompt", &raw))?))
+    super::show(&app, "prompt", &raw, |st, id: PromptId| {
+        st.prompts.get(&id).filter(|p| p.is_live()).map(|p| view::usage(p, st))
+    })
 }

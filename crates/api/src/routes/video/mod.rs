@@ -19,12 +19,7 @@ pub async fn video(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
-    let v = app
-        .rt
-        .read(|st| st.videos.get(&id).filter(|v| v.visible(st)).map(views::video))
-        .ok_or_else(|| ApiError::not_found("video", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "video", &raw, |st, id: VideoId| st.videos.get(&id).filter(|v| v.visible(st)).map(views::video))
 }
 
 /// `GET /indexes/{id}/videos`: the cursor page envelope, in (created_at, id) order.
@@ -124,10 +119,7 @@ pub async fn deletion(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_video(&raw)?;
-    let v = app.rt.read(|st| st.videos.get(&id).and_then(deletion_view));
-    let v = v.ok_or_else(|| ApiError::not_found("video", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "video", &raw, |st, id: VideoId| st.videos.get(&id).and_then(deletion_view))
 }
 
 #[derive(serde::Deserialize)]

@@ -146,12 +146,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    let id = parse_id(&raw)?;
-    let v = app
-        .rt
-        .read(|st| st.webhooks.get(&id).filter(|w| w.is_live()).map(views::webhook))
-        .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
-    Ok(json(StatusCode::OK, &v))
+    super::show(&app, "webhook", &raw, |st, id| st.webhooks.get(&id).filter(|w| w.is_live()).map(views::webhook))
 }
 
 #[derive(Deserialize)]

@@ -396,35 +396,21 @@ pub fn record_file_imported(
         } else {
             base_title.clone()
         };
-        let connector_id = (j.source_kind() != "upload").then_some(j.connector_id);
+        let created = Event::VideoCreated {
+            video_id: *part_video,
+            index_id: j.index_id,
+            title: title.clone(),
+            media_type,
+            connector_id: (j.source_kind() != "upload").then_some(j.connector_id),
+            source_path: f.file.path.clone(),
+            source_etag: f.file.etag.clone(),
+            size_bytes: bytes,
+            sha256,
+            media_path: stored.clone(),
+        };
         let created = match (facts, ranges.get(i)) {
-            (Some(facts), Some(range)) => Event::VideoImported {
-                video_id: *part_video,
-                index_id: j.index_id,
-                title: title.clone(),
-                media_type,
-                connector_id,
-                source_path: f.file.path.clone(),
-                source_etag: f.file.etag.clone(),
-                size_bytes: bytes,
-                sha256,
-                media_path: stored.clone(),
-                facts: facts.clone(),
-                part: *range,
-                parts: parts_listed.clone(),
-            },
-            _ => Event::VideoCreated {
-                video_id: *part_video,
-                index_id: j.index_id,
-                title: title.clone(),
-                media_type,
-                connector_id,
-                source_path: f.file.path.clone(),
-                source_etag: f.file.etag.clone(),
-                size_bytes: bytes,
-                sha256,
-                media_path: stored.clone(),
-            },
+            (Some(facts), Some(range)) => created.with_media(facts.clone(), *range, parts_listed.clone()),
+            _ => created,
         };
         let mut video_events = vec![created];
         video_events.push(domain(

@@ -12,6 +12,8 @@ fn insert(state: &mut State, v: Video) {
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
     match &env.event {
+        // Logs before the probe hold `VideoCreated`; imports since write `VideoImported`, the
+        // same fields with the facts.
         Event::VideoCreated {
             video_id,
             index_id,
@@ -23,27 +25,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             size_bytes,
             sha256,
             media_path,
-        } => {
-            let v = Video {
-                video_id: *video_id,
-                index_id: *index_id,
-                title: title.clone(),
-                media_type: *media_type,
-                connector_id: *connector_id,
-                source_path: source_path.clone(),
-                source_etag: source_etag.clone(),
-                size_bytes: *size_bytes,
-                sha256: *sha256,
-                media_path: media_path.clone(),
-                created_at_ms: at,
-                deletion: None,
-                facts: None,
-                part: None,
-                parts: Vec::new(),
-            };
-            insert(state, v);
         }
-        Event::VideoImported {
+        | Event::VideoImported {
             video_id,
             index_id,
             title,
@@ -54,10 +37,12 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             size_bytes,
             sha256,
             media_path,
-            facts,
-            part,
-            parts,
+            ..
         } => {
+            let (facts, part, parts) = match &env.event {
+                Event::VideoImported { facts, part, parts, .. } => (Some(facts.clone()), Some(*part), parts.clone()),
+                _ => (None, None, Vec::new()),
+            };
             let v = Video {
                 video_id: *video_id,
                 index_id: *index_id,
@@ -71,9 +56,9 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 media_path: media_path.clone(),
                 created_at_ms: at,
                 deletion: None,
-                facts: Some(facts.clone()),
-                part: Some(*part),
-                parts: parts.clone(),
+                facts,
+                part,
+                parts,
             };
             insert(state, v);
         }
