@@ -197,16 +197,21 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
         size_bytes: bytes,
         sha256,
     });
-    let key = staged_key.clone();
-    let render = move |st: &spool_core::State, out: spool_core::Outcome| render_job(st, out, StatusCode::ACCEPTED);
+    // Kept only if this upload's job took it: an idempotent replay answers the first upload's
+    // job without deciding anything, so its render never runs and the new copy goes.
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let took = taken.clone();
+    let render = move |st: &spool_core::State, out: spool_core::Outcome| {
+        if let spool_core::Outcome::ImportJob(id) = out
+            && let Some(spool_model::JobSource::Upload { staged_key: k, .. }) =
+                st.imports.get(&id).and_then(|j| j.source.as_ref())
+        {
+            took.store(*k == staged_key, std::sync::atomic::Ordering::SeqCst);
+        }
+        render_job(st, out, StatusCode::ACCEPTED)
+    };
     let answer = run_command(&app, cmd, idem, Vec::new(), render).await?;
-    // Kept only if a job took it (an idempotent replay answers the first upload's job).
-    staged.keep = app.rt.read(|st| {
-        st.active_imports
-            .iter()
-            .filter_map(|id| st.imports.get(id))
-            .any(|j| matches!(&j.source, Some(spool_model::JobSource::Upload { staged_key, .. }) if *staged_key == key))
-    });
+    staged.keep = taken.load(std::sync::atomic::Ordering::SeqCst);
     Ok(answer)
 }
 
