@@ -91,6 +91,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
     }
 }
 
+/// Every parameter of a path with several (`/prompt-runs/{run_id}/videos/{video_id}/…`), in
+/// order.
+pub struct PathParams(pub Vec<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParams(v.into_iter().map(|(_, v)| v).collect())),
+            Err(e) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "the path does not name a resource (it does not decode as UTF-8)",
+            )
+            .details(serde_json::json!({ "reason": e.body_text() }))),
+        }
+    }
+}
+
 /// Check a free-text field a user sends: at most `max` characters, no NUL or other control
 /// characters (they end up in storage requests, logs and file names).
 pub fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {

@@ -34,6 +34,7 @@ pub enum Command {
     Video(VideoCommand),
     Webhook(WebhookCommand),
     Prompt(crate::machines::prompt::PromptCommand),
+    PromptRun(crate::machines::prompt_run::PromptRunCommand),
     Engine(EngineCommand),
 }
 
@@ -62,6 +63,7 @@ from_machine!(
     WebhookCommand => Webhook,
     VideoCommand => Video,
     crate::machines::prompt::PromptCommand => Prompt,
+    crate::machines::prompt_run::PromptRunCommand => PromptRun,
     EngineCommand => Engine,
 );
 

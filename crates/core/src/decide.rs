@@ -31,6 +31,9 @@ pub enum Outcome {
     Delivery(spool_model::DeliveryId),
     Video(spool_model::VideoId),
     Prompt(spool_model::PromptId),
+    PromptRun(spool_model::PromptRunId),
+    /// A manual segment retry of a run.
+    SegmentRetry(spool_model::PromptRunId, spool_model::RetryId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -88,9 +91,11 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Webhook(c) => webhook::decide(state, c, ctx),
         Command::Video(c) => video::decide(state, c, ctx),
         Command::Prompt(c) => crate::machines::prompt::decide(state, c, ctx),
+        Command::PromptRun(c) => crate::machines::prompt_run::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
+            Timer::PromptTaskRetry { .. } => crate::machines::prompt_run::fire_retry(state, timer),
         },
     }
 }

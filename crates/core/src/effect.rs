@@ -19,6 +19,7 @@ pub enum Effect {
     Import(ImportEffect),
     Webhook(WebhookEffect),
     Video(VideoEffect),
+    PromptRun(crate::machines::prompt_run::PromptRunEffect),
 }
 
 /// The aggregate whose effects an event can change: after a batch the runtime offers the
@@ -29,6 +30,7 @@ pub enum WorkKey {
     ImportJob(ImportJobId),
     Webhook(spool_model::WebhookId),
     Video(spool_model::VideoId),
+    PromptRun(spool_model::PromptRunId),
 }
 
 /// The aggregate with work that an event concerns, if any.
@@ -37,6 +39,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         .or_else(|| import_job::work_key(event))
         .or_else(|| webhook::work_key(event))
         .or_else(|| video::work_key(event))
+        .or_else(|| crate::machines::prompt_run::work_key(event))
         .or_else(|| connector::work_key(event))
         .or_else(|| api_key::work_key(event))
 }
@@ -49,6 +52,7 @@ impl Effect {
             Effect::Import(e) => e.work_key(),
             Effect::Webhook(e) => e.work_key(),
             Effect::Video(e) => e.work_key(),
+            Effect::PromptRun(e) => e.work_key(),
         }
     }
 }
@@ -60,6 +64,9 @@ pub fn effects_for(state: &State, key: WorkKey) -> Vec<Effect> {
         WorkKey::ImportJob(id) => import_job::effects_for(state, id).into_iter().map(Effect::Import).collect(),
         WorkKey::Webhook(id) => webhook::effects_for(state, id).into_iter().map(Effect::Webhook).collect(),
         WorkKey::Video(id) => video::effects_for(state, id).into_iter().map(Effect::Video).collect(),
+        WorkKey::PromptRun(id) => {
+            crate::machines::prompt_run::effects_for(state, id).into_iter().map(Effect::PromptRun).collect()
+        }
     }
 }
 
@@ -80,6 +87,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     for id in &state.videos_deleting {
         out.extend(effects_for(state, WorkKey::Video(*id)));
     }
+    for id in &state.active_runs {
+        out.extend(effects_for(state, WorkKey::PromptRun(*id)));
+    }
     out
 }
 
@@ -92,6 +102,7 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
             WorkKey::ImportJob(id) => id.to_string() == stream,
             WorkKey::Webhook(id) => id.to_string() == stream,
             WorkKey::Video(id) => id.to_string() == stream,
+            WorkKey::PromptRun(id) => id.to_string() == stream,
         })
         .collect()
 }

@@ -15,6 +15,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     video::evolve(state, env);
     webhook::evolve(state, env);
     crate::machines::prompt::evolve(state, env);
+    crate::machines::prompt_run::evolve(state, env);
 }
 
 /// Fold envelopes, in order, into a state.

@@ -1,4 +1,5 @@
 //! spool-core: the deterministic state machines. No IO, no clock, no async; everything
+#![recursion_limit = "256"]
 //! non-deterministic (the time, new ids, secrets) arrives in [`Ctx`] or in the command.
 //!
 //! The loop: `decide(&state, &command, &mut ctx)` returns events (or a domain error);
@@ -26,6 +27,7 @@ pub use machines::api_key::ApiKeyCommand;
 pub use machines::connector::ConnectorCommand;
 pub use machines::import_job::{ImportCommand, ImportEffect};
 pub use machines::index::{IndexCommand, IndexEffect};
+pub use machines::prompt_run::{PromptRunCommand, PromptRunEffect};
 pub use machines::video::{Video, VideoCommand, VideoEffect, media_unshared};
 pub use machines::webhook::{WebhookCommand, WebhookEffect};
 pub use state::*;

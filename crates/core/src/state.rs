@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 10;
+pub const STATE_FORMAT: u32 = 11;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -51,6 +51,13 @@ pub struct State {
     pub videos_deleting: BTreeSet<VideoId>,
     /// Prompts (deleted ones kept as tombstones).
     pub prompts: BTreeMap<spool_model::PromptId, crate::machines::prompt::Prompt>,
+    /// Prompt runs, by id, by (created_at, id), and per index; the runs that have not ended
+    /// (the work `pending_effects` looks at); the runs each video is in, oldest first.
+    pub prompt_runs: BTreeMap<spool_model::PromptRunId, crate::machines::prompt_run::PromptRun>,
+    pub runs_by_created: BTreeSet<(u64, spool_model::PromptRunId)>,
+    pub runs_by_index: BTreeMap<IndexId, BTreeSet<(u64, spool_model::PromptRunId)>>,
+    pub active_runs: BTreeSet<spool_model::PromptRunId>,
+    pub video_runs: BTreeMap<VideoId, Vec<spool_model::PromptRunId>>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.
@@ -60,6 +67,8 @@ pub enum Timer {
     ImportFileRetry { job_id: ImportJobId, file_id: u32, attempt: u32 },
     /// Attempt `attempt + 1` of a webhook delivery.
     DeliveryRetry { delivery_id: spool_model::DeliveryId, attempt: u32 },
+    /// Attempt `attempt + 1` of a prompt run's task.
+    PromptTaskRetry { run_id: spool_model::PromptRunId, task: spool_model::RunTask, attempt: u32 },
 }
 
 impl State {

@@ -23,6 +23,7 @@ struct Run {
     last_job: Option<String>,
     last_webhook: Option<String>,
     last_prompt: Option<String>,
+    last_run: Option<String>,
 }
 
 impl Run {
@@ -52,6 +53,9 @@ impl Run {
         }
         if let Some(p) = &self.last_prompt {
             s = s.replace("$prompt", p);
+        }
+        if let Some(r) = &self.last_run {
+            s = s.replace("$run", r);
         }
         s
     }
@@ -95,6 +99,7 @@ impl Run {
                     Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
                     Outcome::Prompt(id) => self.last_prompt = Some(id.to_string()),
+                    Outcome::PromptRun(id) | Outcome::SegmentRetry(id, _) => self.last_run = Some(id.to_string()),
                     Outcome::Delivery(_) | Outcome::Video(_) | Outcome::Done => {}
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
@@ -112,6 +117,24 @@ impl Run {
 
 fn render_state(state: &State) -> String {
     let mut t = String::new();
+    for r in state.prompt_runs.values() {
+        use spool_core::machines::prompt_run::TaskStatus as T;
+        writeln!(
+            t,
+            "  state run {} status={} videos={} segments={} completed={} failed={} pending={} started={} waiting={} stop={}",
+            r.run_id,
+            r.status.as_str(),
+            r.videos.len(),
+            r.segments.len(),
+            r.completed_segments,
+            r.failed_segments,
+            r.tasks.count(T::Pending),
+            r.tasks.count(T::Started),
+            r.tasks.count(T::Waiting),
+            r.stop.is_some()
+        )
+        .unwrap();
+    }
     for p in state.prompts.values() {
         writeln!(
             t,
@@ -212,6 +235,7 @@ fn check(path: &Path) -> Result<(), String> {
         last_job: None,
         last_webhook: None,
         last_prompt: None,
+        last_run: None,
     };
     let mut actual = String::new();
     for line in script.lines() {
@@ -266,6 +290,7 @@ fn snapshots_round_trip_and_refold_is_deterministic() {
         last_job: None,
         last_webhook: None,
         last_prompt: None,
+        last_run: None,
     };
     run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
     run.exec(

@@ -9,6 +9,7 @@
 //! packets when a frame rate has to be measured from timestamps. A file that cannot be read
 //! within those bounds is unreadable (`media_unreadable`).
 
+pub mod boundaries;
 mod mkv_tail;
 
 use spool_model::{MediaFacts, StreamFacts, StreamKind};

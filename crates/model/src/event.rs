@@ -8,6 +8,7 @@
 
 use crate::ids::*;
 use crate::media::{MediaFacts, PartRange};
+use crate::run::{CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, TaskAnswer, TaskFailure, TimeRange};
 use crate::sealed::Sealed;
 use serde::{Deserialize, Serialize};
 
@@ -126,7 +127,7 @@ pub struct ConnectorLocation {
 }
 
 /// The kind of media a file holds, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaType {
     Video,
@@ -405,6 +406,42 @@ pub enum Event {
     },
     /// Stream `prompt_…`. Terminal.
     PromptDeleted { prompt_id: PromptId },
+    /// Stream `run_…`. A prompt run, with the prompt as it was and what was asked.
+    PromptRunCreated {
+        run_id: PromptRunId,
+        prompt_id: PromptId,
+        prompt: RunPrompt,
+        target: RunTarget,
+        settings: RunSettings,
+        executed_by: String,
+    },
+    /// Stream `run_…`. The next page of the run's videos (numbered in order); `done`: no more.
+    PromptRunVideosAdded { run_id: PromptRunId, videos: Vec<VideoId>, done: bool },
+    /// Stream `run_…`. A video's segments, decided from its facts (and the boundaries its
+    /// media offered); `method` says how (`fixed`, `keyframes`, `silence`, `image`, `none`).
+    PromptRunVideoPlanned { run_id: PromptRunId, video: u32, segments: Vec<TimeRange>, method: String },
+    /// Stream `run_…`. An attempt of a task begins (recorded before the processor is called).
+    PromptTaskStarted { run_id: PromptRunId, task: RunTask, attempt: u32 },
+    /// Stream `run_…`. The attempt's answer passed the schema: the task's one result.
+    PromptTaskSucceeded { run_id: PromptRunId, task: RunTask, attempt: u32, answer: TaskAnswer, usage: CallUsage },
+    /// Stream `run_…`. The attempt failed; with `retry_due_ms` a durable timer brings it back,
+    /// without it the task is failed.
+    PromptTaskFailed {
+        run_id: PromptRunId,
+        task: RunTask,
+        attempt: u32,
+        failure: TaskFailure,
+        usage: Option<CallUsage>,
+        retry_due_ms: Option<u64>,
+    },
+    /// Stream `run_…`. A retry timer fired: the task is pending again.
+    PromptTaskRetryDue { run_id: PromptRunId, task: RunTask, attempt: u32 },
+    /// Stream `run_…`. A failed segment was retried by hand (reopening a finished run).
+    PromptTaskRetryRequested { run_id: PromptRunId, task: RunTask, retry_id: RetryId },
+    /// Stream `run_…`. Nothing new starts; the run ends `cancelled` once nothing runs.
+    PromptRunCancelRequested { run_id: PromptRunId, requested_by: String },
+    /// Stream `run_…`. `completed`, `completed_with_failures`, `failed` or `cancelled`.
+    PromptRunFinished { run_id: PromptRunId, status: String, error: Option<String> },
 }
 
 /// A prompt's video-level extraction: one more processor call per video over its segments.
@@ -480,6 +517,16 @@ pub const EVENT_KINDS: &[&str] = &[
     "PromptCreated",
     "PromptUpdated",
     "PromptDeleted",
+    "PromptRunCreated",
+    "PromptRunVideosAdded",
+    "PromptRunVideoPlanned",
+    "PromptTaskStarted",
+    "PromptTaskSucceeded",
+    "PromptTaskFailed",
+    "PromptTaskRetryDue",
+    "PromptTaskRetryRequested",
+    "PromptRunCancelRequested",
+    "PromptRunFinished",
 ];
 
 impl Event {
@@ -535,6 +582,16 @@ impl Event {
             Event::PromptCreated { .. } => 45,
             Event::PromptUpdated { .. } => 46,
             Event::PromptDeleted { .. } => 47,
+            Event::PromptRunCreated { .. } => 48,
+            Event::PromptRunVideosAdded { .. } => 49,
+            Event::PromptRunVideoPlanned { .. } => 50,
+            Event::PromptTaskStarted { .. } => 51,
+            Event::PromptTaskSucceeded { .. } => 52,
+            Event::PromptTaskFailed { .. } => 53,
+            Event::PromptTaskRetryDue { .. } => 54,
+            Event::PromptTaskRetryRequested { .. } => 55,
+            Event::PromptRunCancelRequested { .. } => 56,
+            Event::PromptRunFinished { .. } => 57,
         }
     }
 
@@ -588,6 +645,8 @@ impl Event {
         let video_id = VideoId(Ulid::from_parts(1_764_000_000_005, 6));
         let prompt_id = PromptId(Ulid::from_parts(1_764_000_000_008, 10));
         let second_part = VideoId(Ulid::from_parts(1_764_000_000_006, 9));
+        let run_id = PromptRunId(Ulid::from_parts(1_764_000_000_009, 11));
+        let retry_id = RetryId(Ulid::from_parts(1_764_000_000_010, 12));
         let facts = crate::MediaFacts {
             container: "mp4".into(),
             duration_us: Some(2_000_000),
@@ -832,6 +891,67 @@ impl Event {
                 semantic: None,
             },
             Event::PromptDeleted { prompt_id },
+            Event::PromptRunCreated {
+                run_id,
+                prompt_id,
+                prompt: RunPrompt {
+                    name: "Facts".into(),
+                    prompt_text: "Describe the segment.".into(),
+                    json_schema: r#"{"type":"object"}"#.into(),
+                    video_level: Some(PromptVideoLevel {
+                        instructions_text: "Sum up.".into(),
+                        json_schema: r#"{"type":"object"}"#.into(),
+                    }),
+                },
+                target: RunTarget::Videos { video_ids: vec![video_id], index_id: Some(index_id) },
+                settings: RunSettings {
+                    video_segmentation: crate::run::Segmentation::Fixed,
+                    audio_segmentation: crate::run::Segmentation::ContentAware,
+                    video_segment_s: Some(10),
+                    audio_segment_s: None,
+                    processing_model: Some("probe".into()),
+                    processor: "probe".into(),
+                    enable_transcription: true,
+                    enable_image_embedding: false,
+                },
+                executed_by: "key_x".into(),
+            },
+            Event::PromptRunVideosAdded { run_id, videos: vec![video_id, second_part], done: true },
+            Event::PromptRunVideoPlanned {
+                run_id,
+                video: 1,
+                segments: vec![
+                    TimeRange { start_us: 0, end_us: 7_000_000 },
+                    TimeRange { start_us: 7_000_000, end_us: 9_500_000 },
+                ],
+                method: "keyframes".into(),
+            },
+            Event::PromptTaskStarted { run_id, task: RunTask::Segment(3), attempt: 1 },
+            Event::PromptTaskSucceeded {
+                run_id,
+                task: RunTask::Segment(3),
+                attempt: 1,
+                answer: TaskAnswer { metadata_json: r#"{"a":1}"#.into(), metadata_text: "a is 1".into() },
+                usage: CallUsage { input_tokens: 120, output_tokens: 30, duration_ms: 42 },
+            },
+            Event::PromptTaskFailed {
+                run_id,
+                task: RunTask::Video(1),
+                attempt: 2,
+                failure: TaskFailure {
+                    stage: "field_extraction".into(),
+                    code: "schema_mismatch".into(),
+                    message: "\"a\" is a required property".into(),
+                    retryable: true,
+                    error_paths: vec!["/a".into()],
+                },
+                usage: Some(CallUsage { input_tokens: 1, output_tokens: 2, duration_ms: 3 }),
+                retry_due_ms: Some(1_764_000_200_000),
+            },
+            Event::PromptTaskRetryDue { run_id, task: RunTask::Video(1), attempt: 2 },
+            Event::PromptTaskRetryRequested { run_id, task: RunTask::Segment(3), retry_id },
+            Event::PromptRunCancelRequested { run_id, requested_by: "key_x".into() },
+            Event::PromptRunFinished { run_id, status: "completed_with_failures".into(), error: None },
         ]
     }
 }

@@ -108,6 +108,8 @@ prefixed_id!(/// An API key's public id (`key_…`); the secret itself is never 
     ApiKeyId, "key", "API key");
 prefixed_id!(/// One index deletion (`dln_…`), stable across repeated DELETEs.
     DeletionId, "dln", "deletion");
+prefixed_id!(/// One manual retry of a prompt run's segment (`retry_…`).
+    RetryId, "retry", "segment retry");
 prefixed_id!(/// One HTTP request (`req_…`), echoed in error envelopes.
     RequestId, "req", "request");
 

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod event;
 pub mod ids;
 pub mod media;
+pub mod run;
 pub mod sealed;
 pub mod time;
 
@@ -22,6 +23,9 @@ pub use event::{
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};
+pub use run::{
+    CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, Segmentation, TaskAnswer, TaskFailure, TimeRange,
+};
 pub use sealed::Sealed;
 
 /// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` (or [`enable_failpoint`], for tests

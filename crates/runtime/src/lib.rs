@@ -16,13 +16,17 @@ mod sequencer;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
+pub use executors::prompt_run::{
+    HTTP_PROCESSOR_CONCURRENCY_DEFAULT, HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT, HTTP_PROCESSOR_TIMEOUT_DEFAULT,
+    PROBE_PROCESSOR, ProcessorConfig, ProcessorKind, ProcessorSettings, sign_request,
+};
 pub use executors::webhook::{
     Secrets, Sent, WebhookSettings, check_target, new_secret, parse_duration, sha256_signature, standard_signature,
 };
 pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{
-    IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, Reply, Runtime, RuntimeConfig, RuntimeError,
-    SNAPSHOT_NAME, panic_message,
+    IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, MEDIA_SIGNING_PURPOSE, Reply, Runtime,
+    RuntimeConfig, RuntimeError, SNAPSHOT_NAME, panic_message,
 };
 pub use sequencer::{Prepare, Work};

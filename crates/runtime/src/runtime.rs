@@ -26,6 +26,8 @@ pub const EFFECT_PANIC_TRIES_MAX: u32 = 3;
 pub const TIMER_FIRE_BATCH_MAX: usize = 256;
 /// The timer service re-reads the clock at least this often (wall-clock jumps, missed wakes).
 pub const TIMER_IDLE_MS: u64 = 1_000;
+/// The purpose under which media URLs are signed (`/media/{path}?expires&sig`).
+pub const MEDIA_SIGNING_PURPOSE: &str = "media-url/v1";
 /// The name of the core state's snapshot.
 pub const SNAPSHOT_NAME: &str = "core";
 
@@ -50,6 +52,8 @@ pub struct RuntimeConfig {
     pub import_concurrency: usize,
     /// Webhook delivery settings (allowed hosts, retry schedule, timeout, rotation grace).
     pub webhooks: crate::executors::webhook::WebhookSettings,
+    /// The processors prompt runs use (`[processors.<name>]`).
+    pub processors: crate::executors::prompt_run::ProcessorSettings,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -77,6 +81,7 @@ impl RuntimeConfig {
             storage: spool_storage::StorageEnv::default(),
             import_concurrency: IMPORT_CONCURRENCY_DEFAULT,
             webhooks: Default::default(),
+            processors: Default::default(),
         }
     }
 }
@@ -180,6 +185,8 @@ impl Runtime {
         let (inbox, rx) = crate::sequencer::inbox();
         let webhooks = crate::executors::webhook::WebhookExecutor::new(cfg.webhooks.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;
+        let prompt_runs = crate::executors::prompt_run::PromptRunExecutor::new(cfg.processors.clone())
+            .map_err(|e| spool_log::Error::Storage(format!("the processor client: {e}")))?;
         let media_dir = cfg.data_dir.join(MEDIA_DIR);
         sweep_staging(&media_dir);
         std::fs::create_dir_all(&media_dir)
@@ -217,6 +224,7 @@ impl Runtime {
                 },
                 connectors: Default::default(),
                 webhooks,
+                prompt_runs,
             },
             inbox: Mutex::new(Some(inbox)),
             sequencer: Mutex::new(None),
@@ -276,6 +284,11 @@ impl Runtime {
     /// The operator's webhook settings.
     pub fn webhook_settings(&self) -> &crate::WebhookSettings {
         &self.executors.webhooks.settings
+    }
+
+    /// The processors prompt runs may use.
+    pub fn processors(&self) -> &crate::ProcessorSettings {
+        &self.cfg.processors
     }
 
     pub fn keyring(&self) -> &Keyring {

@@ -35,6 +35,78 @@ pub struct FileConfig {
     /// The base clients reach, e.g. `https://spool.example.com` (env SPOOL_PUBLIC_URL).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// `default = "<name>"` and one `[processors.<name>]` table per processor.
+    #[serde(default)]
+    pub processors: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// One `[processors.<name>]` table.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorFile {
+    pub kind: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// e.g. `120s` (the default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Largest answer in bytes (default 1 MiB).
+    #[serde(default)]
+    pub response_max_bytes: Option<u64>,
+}
+
+/// The processors of the config file's `[processors]` (the built-in `probe` is always there).
+pub fn processors(
+    file: &std::collections::BTreeMap<String, toml::Value>,
+) -> anyhow::Result<spool_runtime::ProcessorSettings> {
+    use spool_runtime::{ProcessorConfig, ProcessorKind};
+    let mut out = spool_runtime::ProcessorSettings::default();
+    for (name, v) in file {
+        if name == "default" {
+            out.default = v.as_str().with_context(|| "processors.default must be a processor's name")?.to_string();
+            continue;
+        }
+        let p: ProcessorFile = v.clone().try_into().with_context(|| format!("in [processors.{name}]"))?;
+        let kind = match p.kind.as_str() {
+            "probe" => ProcessorKind::Probe,
+            "http" => {
+                let url = p.url.clone().with_context(|| format!("[processors.{name}] needs a url"))?;
+                let parsed = reqwest::Url::parse(&url).with_context(|| format!("[processors.{name}] url {url:?}"))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "http" | "https"),
+                    "[processors.{name}] url must be http or https"
+                );
+                let secret = p.secret.clone().with_context(|| format!("[processors.{name}] needs a secret"))?;
+                anyhow::ensure!(secret.len() >= 16, "[processors.{name}] secret must be at least 16 characters");
+                let timeout = match &p.timeout {
+                    Some(t) => spool_runtime::parse_duration(t)
+                        .with_context(|| format!("[processors.{name}] timeout {t:?} is not a duration such as 30s"))?,
+                    None => spool_runtime::HTTP_PROCESSOR_TIMEOUT_DEFAULT,
+                };
+                ProcessorKind::Http {
+                    url,
+                    secret,
+                    timeout,
+                    response_bytes_max: p
+                        .response_max_bytes
+                        .unwrap_or(spool_runtime::HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT),
+                }
+            }
+            other => anyhow::bail!("[processors.{name}] kind {other:?}: must be \"probe\" or \"http\""),
+        };
+        let concurrency = p.concurrency.unwrap_or(spool_runtime::HTTP_PROCESSOR_CONCURRENCY_DEFAULT).clamp(1, 256);
+        out.processors.insert(name.clone(), ProcessorConfig { kind, concurrency });
+    }
+    anyhow::ensure!(
+        out.processors.contains_key(&out.default),
+        "processors.default names {:?}, which is not configured",
+        out.default
+    );
+    Ok(out)
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -99,6 +171,8 @@ pub struct Settings {
     pub upload_idle_timeout: std::time::Duration,
     /// The base clients reach (env SPOOL_PUBLIC_URL; config `public_url`).
     pub public_url: Option<String>,
+    /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
+    pub processors: spool_runtime::ProcessorSettings,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -178,6 +252,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             file.storage.upload_idle_timeout.as_ref(),
         )?
         .unwrap_or(spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT),
+        processors: processors(&file.processors)?,
         public_url: match std::env::var("SPOOL_PUBLIC_URL") {
             Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
             _ => file.public_url.clone(),
@@ -238,6 +313,14 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     cfg.webhooks = spool_runtime::WebhookSettings {
         allow_hosts: settings.webhook_allow_hosts.clone(),
         ..settings.webhooks.clone()
+    };
+    cfg.processors = settings.processors.clone();
+    cfg.processors.media_base_url = match &settings.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!(
+            "http://{}",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone())
+        ),
     };
     let runtime = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds))
         .await

@@ -6,6 +6,7 @@ mod connector;
 mod import_job;
 mod index;
 pub(crate) mod prompt;
+mod prompt_run;
 pub(crate) mod video;
 mod webhook;
 
@@ -46,7 +47,23 @@ pub fn router(state: AppState) -> Router {
         .route("/videos/batch", post(video::media::batch))
         .route("/videos/batch/segments", post(video::media::batch_segments))
         .route("/playground/videos", get(video::playground))
-        .route("/indexes/{index_id}/prompt-runs", get(index::prompt_runs))
+        .route("/indexes/{index_id}/prompt-runs", get(prompt_run::index_runs))
+        .route("/prompt-runs", get(prompt_run::list))
+        .route("/prompt-runs/execute", post(prompt_run::execute))
+        .route("/prompt-runs/estimate", post(prompt_run::estimate))
+        .route("/prompt-runs/{run_id}", get(prompt_run::retrieve))
+        .route("/prompt-runs/{run_id}/cancel", post(prompt_run::cancel))
+        .route("/prompt-runs/{run_id}/results", get(prompt_run::results))
+        .route("/prompt-runs/{run_id}/failed-segments", get(prompt_run::failed_segments))
+        .route("/prompt-runs/{run_id}/llm-calls", get(prompt_run::llm_calls))
+        .route("/prompt-runs/{run_id}/videos/{video_id}/video-result", get(prompt_run::video_result))
+        .route("/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retry", post(prompt_run::retry_segment))
+        .route(
+            "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retries/{retry_id}",
+            get(prompt_run::retry_status),
+        )
+        .route("/videos/{video_id}/process", post(prompt_run::process_video))
+        .route("/videos/{video_id}/prompt-runs", get(prompt_run::video_runs))
         .route("/api-keys", post(api_key::create).get(api_key::list))
         .route("/api-keys/{key_id}", get(api_key::retrieve).delete(api_key::delete))
         .route("/api-keys/{key_id}/revoke", post(api_key::revoke))

@@ -8,5 +8,6 @@ pub mod connector;
 pub mod import_job;
 pub mod index;
 pub mod prompt;
+pub mod prompt_run;
 pub mod video;
 pub mod webhook;

@@ -6,6 +6,7 @@
 pub(crate) mod connector;
 pub(crate) mod import_job;
 pub(crate) mod index;
+pub mod prompt_run;
 pub(crate) mod video;
 pub mod webhook;
 
@@ -22,6 +23,7 @@ pub(crate) struct Executors {
     pub imports: import_job::ImportExecutor,
     pub connectors: connector::ConnectorStores,
     pub webhooks: webhook::WebhookExecutor,
+    pub prompt_runs: prompt_run::PromptRunExecutor,
 }
 
 impl Runtime {
@@ -54,6 +56,7 @@ impl Runtime {
                 .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFinished { job_id: *job_id }))
                 .await
                 .map(|_| ()),
+            Effect::PromptRun(e) => self.run_prompt_effect(e).await,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
@@ -65,7 +68,36 @@ impl Runtime {
     pub(crate) fn give_up_command(effect: &Effect, message: String) -> Vec<Command> {
         match effect {
             Effect::Import(e) => import_job::give_up(e, message),
-            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) => Vec::new(),
+            Effect::PromptRun(spool_core::PromptRunEffect::RunTask { run_id, task, attempt }) => {
+                let failure = spool_model::TaskFailure {
+                    stage: "processing".into(),
+                    code: "internal_error".into(),
+                    message,
+                    retryable: false,
+                    error_paths: Vec::new(),
+                };
+                use spool_core::PromptRunCommand as C;
+                vec![
+                    Command::PromptRun(C::StartTask { run_id: *run_id, task: *task, attempt: *attempt }),
+                    Command::PromptRun(C::RecordTaskFailed {
+                        run_id: *run_id,
+                        task: *task,
+                        attempt: *attempt,
+                        failure,
+                        usage: None,
+                    }),
+                ]
+            }
+            Effect::PromptRun(spool_core::PromptRunEffect::PlanVideo { run_id, video }) => {
+                // Planned without boundaries (fixed segmentation).
+                vec![Command::PromptRun(spool_core::PromptRunCommand::RecordVideoAnalysis {
+                    run_id: *run_id,
+                    video: *video,
+                    boundaries_us: None,
+                    source: "none".into(),
+                })]
+            }
+            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) => Vec::new(),
         }
     }
 }

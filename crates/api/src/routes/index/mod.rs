@@ -102,30 +102,3 @@ pub async fn deletion(
         Some(Some(v)) => Ok(json(StatusCode::OK, &v)),
     }
 }
-
-/// The cursor page envelope (contract §3.1). Videos and prompt runs arrive with later machines;
-/// until then every page is empty, but limits and cursors are validated as they will be.
-fn empty_page(app: &AppState, raw: &str, q: Option<String>) -> Result<Response, ApiError> {
-    let id = parse_id(raw)?;
-    if app.rt.read(|st| st.live_index(&id).is_none()) {
-        return Err(ApiError::not_found("index", raw));
-    }
-    let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)?;
-    // The same opaque cursors as every other page.
-    super::import_job::decode_cursor(q.get("cursor"))?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }),
-    ))
-}
-
-pub async fn prompt_runs(
-    State(app): State<AppState>,
-    who: Principal,
-    PathParam(raw): PathParam,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    who.require(Scope::Read)?;
-    empty_page(&app, &raw, q)
-}

@@ -14,7 +14,7 @@ use spool_model::{Scope, VideoId};
 /// How long a signed media URL reads: 15 minutes.
 pub const SIGNED_URL_TTL_SECS: u64 = 15 * 60;
 /// The key purpose signed media URLs are made with (a key derived from the master key).
-const SIGNING_PURPOSE: &str = "media-url/v1";
+const SIGNING_PURPOSE: &str = spool_runtime::MEDIA_SIGNING_PURPOSE;
 /// The prefix of a stored video's `video_uri`.
 pub const VIDEO_URI_PREFIX: &str = "spool://media/";
 
@@ -233,7 +233,7 @@ pub async fn batch(
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
         super::visible_videos(st, ids)
             .map(|v| {
-                let mut j = views::video(v);
+                let mut j = views::video(v, st);
                 j["gif_data"] = serde_json::Value::Null;
                 j["first_thumbnail"] = serde_json::Value::Null;
                 j

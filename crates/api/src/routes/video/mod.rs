@@ -19,7 +19,9 @@ pub async fn video(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "video", &raw, |st, id: VideoId| st.videos.get(&id).filter(|v| v.visible(st)).map(views::video))
+    super::show(&app, "video", &raw, |st, id: VideoId| {
+        st.videos.get(&id).filter(|v| v.visible(st)).map(|v| views::video(v, st))
+    })
 }
 
 /// `GET /indexes/{id}/videos`: the cursor page envelope, in (created_at, id) order.
@@ -54,7 +56,7 @@ fn video_page(
     let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
     let mut keys = all.range(start..);
     let items: Vec<serde_json::Value> =
-        keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(views::video)).collect();
+        keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(|v| views::video(v, st))).collect();
     let next = keys.next();
     serde_json::json!({
         "data": items,
@@ -145,20 +147,17 @@ pub async fn batch_status(
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
         visible_videos(st, ids)
             .map(|v| {
-                serde_json::json!({ "video_id": v.video_id.to_string(), "status": "not_processed", "processing_status": null })
+                let full = views::video(v, st);
+                serde_json::json!({ "video_id": v.video_id.to_string(), "status": full["status"], "processing_status": full["processing_status"] })
             })
             .collect()
     });
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 
-fn empty_page(q: &Query) -> Result<serde_json::Value, ApiError> {
-    let limit = q.int("limit", 50, 1, 100)?;
-    super::import_job::decode_cursor(q.get("cursor"))?;
-    Ok(serde_json::json!({ "data": [], "pagination": { "limit": limit, "has_more": false, "next_cursor": null } }))
-}
-
-/// `GET /videos/{id}/segments`: a cursor page; empty until prompt runs exist.
+/// `GET /videos/{id}/segments`: the video's segments in one run, as a cursor page: the run
+/// named by `run_id`, else its latest run (`latest_run=false` lists every run's segments, the
+/// newest run first). Empty until the video is in a run.
 pub async fn segments(
     State(app): State<AppState>,
     who: Principal,
@@ -171,7 +170,58 @@ pub async fn segments(
         return Err(ApiError::not_found("video", &raw));
     }
     let q = Query::parse(q.as_deref())?;
-    Ok(json(StatusCode::OK, &empty_page(&q)?))
+    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let latest = q.bool("latest_run", true)?;
+    let run_id: Option<spool_model::PromptRunId> = match q.get("run_id").filter(|r| !r.is_empty()) {
+        Some(r) => Some(r.parse().map_err(|_| ApiError::not_found("prompt_run", r))?),
+        None => None,
+    };
+    // Cursor: `<run position>:<segment number>` (position in the video's runs, newest first).
+    let from = match super::import_job::decode_cursor(q.get("cursor"))? {
+        None => (0usize, 0u32),
+        Some(k) => {
+            let (a, b) = k
+                .split_once(':')
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this server issued"))?;
+            (
+                a.parse().map_err(|_| ApiError::validation("cursor", "is not a cursor this server issued"))?,
+                b.parse().map_err(|_| ApiError::validation("cursor", "is not a cursor this server issued"))?,
+            )
+        }
+    };
+    let page = app.rt.read(|st| {
+        let runs: Vec<&spool_core::machines::prompt_run::PromptRun> = match run_id {
+            Some(r) => st.prompt_runs.get(&r).into_iter().filter(|r| r.video_pos.contains_key(&id)).collect(),
+            None => {
+                let all = st.video_runs.get(&id).into_iter().flatten().rev().filter_map(|r| st.prompt_runs.get(r));
+                if latest { all.take(1).collect() } else { all.collect() }
+            }
+        };
+        let mut data = Vec::new();
+        let mut next = None;
+        'outer: for (pos, r) in runs.iter().enumerate().skip(from.0) {
+            let Some(rv) = r.video_pos.get(&id).and_then(|n| r.videos.get(*n as usize)) else { continue };
+            let start = if pos == from.0 { from.1.max(rv.seg_first) } else { rv.seg_first };
+            for n in start..rv.seg_first + rv.seg_count {
+                if data.len() == limit {
+                    next = Some(format!("{pos}:{n}"));
+                    break 'outer;
+                }
+                if let Some(s) = spool_core::machines::prompt_run::view::segment(r, n) {
+                    data.push(s);
+                }
+            }
+        }
+        serde_json::json!({
+            "data": data,
+            "pagination": {
+                "limit": limit,
+                "has_more": next.is_some(),
+                "next_cursor": next.map(|k| super::import_job::encode_cursor(&k)),
+            },
+        })
+    });
+    Ok(json(StatusCode::OK, &page))
 }
 
 /// `GET /playground/videos`: uploads without an index, as a cursor page.

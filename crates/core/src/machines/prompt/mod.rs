@@ -61,8 +61,9 @@ impl Prompt {
         self.deleted_at_ms.is_none()
     }
 
-    /// Whether a run or an automation that has not ended uses it. Neither exists yet.
-    pub fn is_in_use(&self, _state: &crate::State) -> bool {
-        false
+    /// Whether a run that has not ended uses it (automations come with their issue). O(runs
+    /// not ended).
+    pub fn is_in_use(&self, state: &crate::State) -> bool {
+        state.active_runs.iter().any(|r| state.prompt_runs.get(r).is_some_and(|r| r.prompt_id == self.prompt_id))
     }
 }

@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+pub use jsonschema::Validator;
+
 /// Largest schema accepted, as JSON text.
 pub const SCHEMA_BYTES_MAX: usize = 64 * 1024;
 /// Validation errors reported of one answer.

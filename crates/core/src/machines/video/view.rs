@@ -4,17 +4,37 @@ use super::Video;
 use serde_json::{Value, json};
 use spool_model::time::rfc3339_ms;
 
-pub fn video(v: &Video) -> Value {
+/// A video with its status over its prompt runs (`status`, `processing_status`: one entry per
+/// run it is in, oldest first).
+pub fn video(v: &Video, st: &crate::State) -> Value {
+    let runs: Vec<Value> = st
+        .video_runs
+        .get(&v.video_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| st.prompt_runs.get(r))
+        .filter_map(|r| {
+            r.video_pos.get(&v.video_id).and_then(|n| crate::machines::prompt_run::view::processing_status(r, *n))
+        })
+        .collect();
+    let updated = st
+        .video_runs
+        .get(&v.video_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| st.prompt_runs.get(r))
+        .map(|r| r.updated_at_ms)
+        .max();
     json!({
         "video_id": v.video_id.to_string(),
         "title": v.title,
         "video_uri": format!("spool://media/{}", v.media_path),
-        "status": "not_processed",
+        "status": crate::machines::prompt_run::view::video_status(st, &v.video_id),
         "created_at": rfc3339_ms(v.created_at_ms),
-        "updated_at": rfc3339_ms(v.created_at_ms),
+        "updated_at": rfc3339_ms(updated.unwrap_or(v.created_at_ms).max(v.created_at_ms)),
         "metadata_keys": null,
         "media_type": v.media_type.as_str(),
-        "processing_status": null,
+        "processing_status": if runs.is_empty() { Value::Null } else { Value::Array(runs) },
         "index_id": if v.in_playground() { Value::Null } else { json!(v.index_id.to_string()) },
         "duration_seconds": v.range_seconds().1 - v.range_seconds().0,
         "media": v.facts.as_ref().map(facts),

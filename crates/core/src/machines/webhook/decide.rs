@@ -345,7 +345,7 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
                 .parse::<spool_model::VideoId>()
                 .ok()
                 .and_then(|id| state.videos.get(&id))
-                .map(crate::machines::video::view::video)
+                .map(|v| crate::machines::video::view::video(v, state))
         } else {
             None
         }

@@ -1,0 +1,490 @@
+//! Prompt runs (contract §2.9): execute over an index, videos or the playground; list,
+//! retrieve, cancel; results, video-level results, failed segments, segment retries, the cost
+//! estimate and the processor calls. Also `POST /videos/{id}/process`,
+//! `GET /videos/{id}/prompt-runs` and `GET /indexes/{id}/prompt-runs`.
+
+use super::{json, run_command, view_reply};
+use crate::body::{JsonBody, PathParam, PathParams, Query, idempotency_key};
+use crate::{ApiError, AppState, Principal};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spool_core::machines::prompt_run::{PromptRun, PromptRunCommand, parse_segment_id, view};
+use spool_core::{Command, Outcome};
+use spool_model::{IndexId, PromptId, PromptRunId, RetryId, RunSettings, RunTarget, Scope, Segmentation, VideoId};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    prompt_id: String,
+    target: Value,
+    #[serde(default)]
+    video_segmentation_type: Option<String>,
+    #[serde(default)]
+    audio_segmentation_type: Option<String>,
+    #[serde(default)]
+    video_segment_duration: Option<Value>,
+    #[serde(default)]
+    audio_segment_duration: Option<Value>,
+    #[serde(default)]
+    processing_model: Option<String>,
+    #[serde(default)]
+    enable_transcription: Option<bool>,
+    #[serde(default)]
+    enable_image_embedding: Option<bool>,
+}
+
+fn parse_run(raw: &str) -> Result<PromptRunId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("prompt_run", raw))
+}
+
+fn duration(field: &str, v: Option<&Value>) -> Result<Option<u32>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=300).contains(&n)) => {
+            Ok(n.as_u64().map(|n| n as u32))
+        }
+        Some(_) => Err(ApiError::validation(field, "must be an integer from 1 to 300")),
+    }
+}
+
+fn segmentation(
+    field: &str,
+    v: Option<&str>,
+    default: Segmentation,
+    allowed: &[&str],
+) -> Result<Segmentation, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) if allowed.contains(&s) => Segmentation::parse(s).ok_or_else(|| ApiError::validation(field, "unknown")),
+        Some(_) => Err(ApiError::validation(field, format!("must be one of: {}", allowed.join(", ")))
+            .details(json!({ "field": field, "allowed": allowed }))),
+    }
+}
+
+fn target(v: &Value) -> Result<RunTarget, ApiError> {
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let index = |field: &str, raw: Option<&Value>| -> Result<Option<IndexId>, ApiError> {
+        match raw {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| ApiError::not_found("index", s)),
+            Some(_) => Err(ApiError::validation(field, "must be an index id")),
+        }
+    };
+    match kind {
+        "index" => match index("target.index_id", v.get("index_id"))? {
+            Some(index_id) => Ok(RunTarget::Index { index_id }),
+            None => Err(ApiError::validation("target.index_id", "is required when target.type is `index`")),
+        },
+        "videos" => {
+            let ids = v
+                .get("video_ids")
+                .and_then(|a| a.as_array())
+                .ok_or_else(|| ApiError::validation("target.video_ids", "must be a non-empty array of video ids"))?;
+            let mut video_ids = Vec::new();
+            for id in ids {
+                let s = id.as_str().ok_or_else(|| ApiError::validation("target.video_ids", "must hold video ids"))?;
+                video_ids.push(s.parse::<VideoId>().map_err(|_| ApiError::not_found("video", s))?);
+            }
+            Ok(RunTarget::Videos { video_ids, index_id: index("target.index_id", v.get("index_id"))? })
+        }
+        "playground" => Ok(RunTarget::Playground),
+        _ => Err(ApiError::validation("target.type", "must be one of: index, videos, playground")
+            .details(json!({ "field": "target.type", "allowed": ["index", "videos", "playground"] }))),
+    }
+}
+
+/// The run a request asks for, with its processor resolved from the configuration.
+fn settings(app: &AppState, b: &ExecuteBody) -> Result<(PromptId, RunTarget, RunSettings), ApiError> {
+    let prompt_id: PromptId = b.prompt_id.parse().map_err(|_| ApiError::not_found("prompt", &b.prompt_id))?;
+    let target = target(&b.target)?;
+    let processor = app.rt.processors().resolve(b.processing_model.as_deref()).map_err(|allowed| {
+        ApiError::validation(
+            "processing_model",
+            format!(
+                "names no configured processor; this server has: {} (see [processors.<name>] in the configuration)",
+                allowed.join(", ")
+            ),
+        )
+        .details(json!({ "field": "processing_model", "allowed": allowed }))
+    })?;
+    let s = RunSettings {
+        video_segmentation: segmentation(
+            "video_segmentation_type",
+            b.video_segmentation_type.as_deref(),
+            Segmentation::Smart,
+            &["smart", "fixed", "content_aware"],
+        )?,
+        audio_segmentation: segmentation(
+            "audio_segmentation_type",
+            b.audio_segmentation_type.as_deref(),
+            Segmentation::ContentAware,
+            &["fixed", "content_aware"],
+        )?,
+        video_segment_s: duration("video_segment_duration", b.video_segment_duration.as_ref())?,
+        audio_segment_s: duration("audio_segment_duration", b.audio_segment_duration.as_ref())?,
+        processing_model: b.processing_model.clone().filter(|m| !m.trim().is_empty()),
+        processor,
+        enable_transcription: b.enable_transcription.unwrap_or(true),
+        enable_image_embedding: b.enable_image_embedding.unwrap_or(true),
+    };
+    spool_core::machines::prompt_run::check_settings(&s)?;
+    Ok((prompt_id, target, s))
+}
+
+fn render_run(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
+    let r = match out {
+        Outcome::PromptRun(id) => st.prompt_runs.get(&id),
+        _ => None,
+    };
+    view_reply(StatusCode::OK, r.map(view::run))
+}
+
+pub async fn execute(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: JsonBody<ExecuteBody>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let idem = idempotency_key(&headers, &who, "POST", "/prompt-runs/execute", &body.canonical)?;
+    let (prompt_id, target, settings) = settings(&app, &body.value)?;
+    let cmd = PromptRunCommand::ExecuteRun { prompt_id, target, settings, executed_by: who.id.clone() };
+    run_command(&app, Command::PromptRun(cmd), idem, Vec::new(), render_run).await
+}
+
+/// `POST /prompt-runs/estimate`: what `execute` would do, checked the same way. Spool bills
+/// nothing, so the cost is zero and the balance always sufficient; the breakdown counts the
+/// videos and their seconds.
+pub async fn estimate(
+    State(app): State<AppState>,
+    who: Principal,
+    body: JsonBody<ExecuteBody>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let (prompt_id, target, settings) = settings(&app, &body.value)?;
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        if st.prompts.get(&prompt_id).is_none_or(|p| !p.is_live()) {
+            return Err(ApiError::not_found("prompt", &prompt_id.to_string()));
+        }
+        let ids: Vec<VideoId> = match &target {
+            RunTarget::Index { index_id } => {
+                st.live_index(index_id).ok_or_else(|| ApiError::not_found("index", &index_id.to_string()))?;
+                st.index_videos.get(index_id).into_iter().flatten().map(|(_, v)| *v).collect()
+            }
+            RunTarget::Videos { video_ids, .. } => video_ids.clone(),
+            RunTarget::Playground => {
+                st.index_videos.get(&spool_core::imports::PLAYGROUND).into_iter().flatten().map(|(_, v)| *v).collect()
+            }
+        };
+        let videos: Vec<&spool_core::Video> =
+            ids.iter().filter_map(|id| st.videos.get(id)).filter(|v| v.visible(st)).collect();
+        let seconds: f64 = videos.iter().map(|v| v.range_seconds().1 - v.range_seconds().0).sum();
+        Ok(json!({
+            "estimated_mt": 0.0,
+            "breakdown": {
+                "videos": videos.len(),
+                "video_seconds": seconds,
+                "processor": settings.processor,
+                "note": "Spool runs your own processors and bills nothing",
+            },
+            "sufficient_balance": true,
+            "current_balance_mt": 0.0,
+        }))
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `GET /prompt-runs?limit=`: a bare array, newest first.
+pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 200, 1, 1000)? as usize;
+    let v = app.rt.read(|st| {
+        let runs: Vec<Value> = st
+            .runs_by_created
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|(_, id)| st.prompt_runs.get(id))
+            .map(view::run)
+            .collect();
+        Value::Array(runs)
+    });
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(view::run))
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let run_id = parse_run(&raw)?;
+    let idem = idempotency_key(&headers, &who, "POST", &format!("/prompt-runs/{run_id}/cancel"), b"")?;
+    let cmd = PromptRunCommand::CancelRun { run_id, requested_by: who.id.clone() };
+    run_command(&app, Command::PromptRun(cmd), idem, Vec::new(), render_run).await
+}
+
+/// A run and the number of one of its videos, or 404.
+fn run_video<'a>(st: &'a spool_core::State, run: &str, video: &str) -> Result<(&'a PromptRun, u32), ApiError> {
+    let run_id = parse_run(run)?;
+    let r = st.prompt_runs.get(&run_id).ok_or_else(|| ApiError::not_found("prompt_run", run))?;
+    let video_id: VideoId = video.parse().map_err(|_| ApiError::not_found("video", video))?;
+    let n = r.video_pos.get(&video_id).copied().ok_or_else(|| ApiError::not_found("video", video))?;
+    Ok((r, n))
+}
+
+/// `GET /prompt-runs/{id}/results?video_id=`: a video's segment results, in time order.
+pub async fn results(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 100)? as u32;
+    let video =
+        q.get("video_id").filter(|v| !v.is_empty()).ok_or_else(|| ApiError::validation("video_id", "is required"))?;
+    let from = super::import_job::decode_file_cursor(q.get("cursor"))?;
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        let (r, n) = run_video(st, &raw, video)?;
+        let rv = &r.videos[n as usize];
+        let mut data = Vec::new();
+        let mut next = None;
+        for s in rv.segments().filter(|s| *s >= from) {
+            if data.len() as u32 == limit {
+                next = Some(s);
+                break;
+            }
+            if let Some(res) = view::result(st, r, s) {
+                data.push(res);
+            }
+        }
+        Ok(json!({
+            "data": data,
+            "pagination": {
+                "limit": limit,
+                "has_more": next.is_some(),
+                "next_cursor": next.map(|s| super::import_job::encode_cursor(&s.to_string())),
+            },
+        }))
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn video_result(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParams(p): PathParams,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let [run, video] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        let (r, n) = run_video(st, run, video)?;
+        if r.prompt.video_level.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_video_result_not_found",
+                "this run's prompt has no video_level part, so it has no video-level results",
+            ));
+        }
+        view::video_result(r, n).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_video_result_not_found",
+                "the video-level result is not there yet: it is asked once the video's segments have ended (and one succeeded)",
+            )
+        })
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn failed_segments(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(view::failed_segments))
+}
+
+pub async fn llm_calls(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(view::llm_calls))
+}
+
+pub async fn retry_segment(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    PathParams(p): PathParams,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let [run, video, seg] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
+    let run_id = parse_run(run)?;
+    let video_id: VideoId = video.parse().map_err(|_| ApiError::not_found("video", video))?;
+    let segment = parse_segment_id(&run_id, seg).ok_or_else(|| ApiError::not_found("segment", seg))?;
+    let path = format!("/prompt-runs/{run_id}/videos/{video_id}/segments/{seg}/retry");
+    let idem = idempotency_key(&headers, &who, "POST", &path, b"")?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let cmd = PromptRunCommand::RetrySegment { run_id, video_id, segment };
+    let render = move |st: &spool_core::State, out: Outcome| {
+        let v = match out {
+            Outcome::SegmentRetry(run_id, retry_id) => st.prompt_runs.get(&run_id).and_then(|r| {
+                r.retries.get(&retry_id).map(|rt| {
+                    let mut v = view::retry(r, &retry_id, rt, true);
+                    v["idempotency_key"] = json!(key);
+                    v
+                })
+            }),
+            _ => None,
+        };
+        view_reply(StatusCode::ACCEPTED, v)
+    };
+    run_command(&app, Command::PromptRun(cmd), idem, Vec::new(), render).await
+}
+
+pub async fn retry_status(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParams(p): PathParams,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let [run, video, seg, retry] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        let (r, _) = run_video(st, run, video)?;
+        let retry_id: RetryId = retry.parse().map_err(|_| ApiError::not_found("segment_retry", retry))?;
+        let rt = r.retries.get(&retry_id).ok_or_else(|| ApiError::not_found("segment_retry", retry))?;
+        if parse_segment_id(&r.run_id, seg).is_none_or(|n| rt.task != spool_model::RunTask::Segment(n)) {
+            return Err(ApiError::not_found("segment_retry", retry));
+        }
+        Ok(view::retry(r, &retry_id, rt, false))
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `POST /videos/{id}/process?segment_duration=&prompt_id=`: a run of one video with fixed
+/// segments. Spool ships no default prompt, so `prompt_id` is required.
+pub async fn process_video(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
+    let q = Query::parse(q.as_deref())?;
+    let secs = q.int("segment_duration", 10, 1, 300)? as u32;
+    let prompt = q.get("prompt_id").filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::validation("prompt_id", "is required: Spool has no default prompt; create one with POST /prompts")
+    })?;
+    let prompt_id: PromptId = prompt.parse().map_err(|_| ApiError::not_found("prompt", prompt))?;
+    let busy = app.rt.read(|st| -> Result<bool, ApiError> {
+        st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
+        Ok(view::video_status(st, &video_id) == "processing")
+    })?;
+    if busy {
+        return Err(ApiError::validation("video_id", "the video is already processing; wait for its run to end"));
+    }
+    let idem = idempotency_key(&headers, &who, "POST", &format!("/videos/{video_id}/process?{secs}&{prompt_id}"), b"")?;
+    let settings = RunSettings {
+        video_segmentation: Segmentation::Fixed,
+        audio_segmentation: Segmentation::Fixed,
+        video_segment_s: Some(secs),
+        audio_segment_s: Some(secs),
+        processing_model: None,
+        processor: app.rt.processors().default.clone(),
+        enable_transcription: true,
+        enable_image_embedding: true,
+    };
+    let cmd = PromptRunCommand::ExecuteRun {
+        prompt_id,
+        target: RunTarget::Videos { video_ids: vec![video_id], index_id: None },
+        settings,
+        executed_by: who.id.clone(),
+    };
+    let render = |st: &spool_core::State, out: Outcome| {
+        let v = match out {
+            Outcome::PromptRun(id) => st.prompt_runs.get(&id).map(|r| {
+                json!({ "message": format!("processing started: prompt run {}", r.run_id), "run_id": r.run_id.to_string() })
+            }),
+            _ => None,
+        };
+        view_reply(StatusCode::OK, v)
+    };
+    run_command(&app, Command::PromptRun(cmd), idem, Vec::new(), render).await
+}
+
+/// `GET /videos/{id}/prompt-runs?limit=`: the runs a video is in, newest first (bare array).
+pub async fn video_runs(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 1000)? as usize;
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
+        let runs = st.video_runs.get(&video_id).into_iter().flatten().rev().take(limit);
+        Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(view::run).collect()))
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `GET /indexes/{id}/prompt-runs`: the index's runs, newest first, as a cursor page.
+pub async fn index_runs(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let from = super::import_job::decode_cursor(q.get("cursor"))?;
+    let from: Option<(u64, PromptRunId)> = match from {
+        None => None,
+        Some(k) => {
+            let bad = || ApiError::validation("cursor", "is not a cursor this server issued");
+            let (ms, id) = k.split_once('-').ok_or_else(bad)?;
+            Some((ms.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+        }
+    };
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        st.live_index(&index_id).ok_or_else(|| ApiError::not_found("index", &raw))?;
+        let empty = Default::default();
+        let set = st.runs_by_index.get(&index_id).unwrap_or(&empty);
+        let mut iter: Box<dyn Iterator<Item = &(u64, PromptRunId)>> = match from {
+            Some(f) => Box::new(set.range(..=f).rev()),
+            None => Box::new(set.iter().rev()),
+        };
+        let data: Vec<Value> =
+            iter.by_ref().take(limit).filter_map(|(_, id)| st.prompt_runs.get(id)).map(view::run).collect();
+        let next = iter.next().map(|(ms, id)| super::import_job::encode_cursor(&format!("{ms}-{id}")));
+        Ok(json!({ "data": data, "pagination": { "limit": limit, "has_more": next.is_some(), "next_cursor": next } }))
+    })?;
+    Ok(json(StatusCode::OK, &v))
+}

@@ -1,0 +1,601 @@
+//! The prompt run machine's executor: list a run's videos, read a video's media for segment
+//! boundaries, and run one task on the run's processor, validating the answer against the
+//! prompt's schema before it is recorded (engine-spec/processors.md).
+//!
+//! Processors are named in the configuration (`[processors.<name>]`): `probe` (built in:
+//! the segment's media facts) or `http` (an external worker Spool POSTs a signed request to).
+//! Each processor has its own concurrency bound; an `http` call has a timeout and a bound on
+//! the answer's size, and its retryable failures come back on durable timers (the core decides
+//! the backoff and records it).
+
+use crate::Runtime;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use spool_core::machines::prompt_run::{self as pr, PromptRunEffect};
+use spool_core::{Command, DomainError, PromptRunCommand};
+use spool_model::{CallUsage, MediaType, PromptRunId, RunTask, TaskAnswer, TaskFailure};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The built-in processor's name, and the default one.
+pub const PROBE_PROCESSOR: &str = "probe";
+/// Default timeout of an `http` processor call.
+pub const HTTP_PROCESSOR_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
+/// Default calls in flight at once per `http` processor.
+pub const HTTP_PROCESSOR_CONCURRENCY_DEFAULT: usize = 4;
+/// Default bound of an `http` processor's answer.
+pub const HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT: u64 = 1024 * 1024;
+/// Calls in flight at once of the `probe` processor.
+pub const PROBE_CONCURRENCY: usize = 64;
+/// How long the media URL in a request stays valid.
+pub const PROCESSOR_MEDIA_URL_TTL_SECS: u64 = 15 * 60;
+/// Segment answers sent with one video-level request.
+pub const VIDEO_LEVEL_SEGMENTS_MAX: usize = 500;
+/// Compiled schemas kept (one or two per run that is running).
+const VALIDATORS_KEPT_MAX: usize = 256;
+
+/// One configured processor.
+#[derive(Clone)]
+pub enum ProcessorKind {
+    Probe,
+    Http { url: String, secret: String, timeout: Duration, response_bytes_max: u64 },
+}
+
+/// Never shows the secret.
+impl std::fmt::Debug for ProcessorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcessorKind::Probe => f.write_str("Probe"),
+            ProcessorKind::Http { url, timeout, response_bytes_max, .. } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("secret", &"<redacted>")
+                .field("timeout", timeout)
+                .field("response_bytes_max", response_bytes_max)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub kind: ProcessorKind,
+    pub concurrency: usize,
+}
+
+/// The processors an operator configured (`[processors.<name>]`, `processors.default`).
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    pub processors: BTreeMap<String, ProcessorConfig>,
+    /// The one a run that names none uses.
+    pub default: String,
+    /// The base a worker reaches Spool at, for media URLs (`public_url`, else the listen
+    /// address over http).
+    pub media_base_url: String,
+}
+
+impl Default for ProcessorSettings {
+    fn default() -> Self {
+        let mut processors = BTreeMap::new();
+        processors.insert(
+            PROBE_PROCESSOR.to_string(),
+            ProcessorConfig { kind: ProcessorKind::Probe, concurrency: PROBE_CONCURRENCY },
+        );
+        ProcessorSettings {
+            processors,
+            default: PROBE_PROCESSOR.to_string(),
+            media_base_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl ProcessorSettings {
+    /// The processor a run's `processing_model` names (the default when it names none).
+    pub fn resolve(&self, model: Option<&str>) -> Result<String, Vec<String>> {
+        let name = model.map(str::trim).filter(|m| !m.is_empty()).unwrap_or(&self.default);
+        if self.processors.contains_key(name) {
+            Ok(name.to_string())
+        } else {
+            Err(self.processors.keys().cloned().collect())
+        }
+    }
+}
+
+/// The executor's resources: a semaphore per processor, the HTTP client, compiled schemas.
+pub(crate) struct PromptRunExecutor {
+    pub settings: ProcessorSettings,
+    slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    client: reqwest::Client,
+    validators: Mutex<HashMap<(PromptRunId, bool), Arc<spool_core::machines::prompt::schema::Validator>>>,
+}
+
+impl PromptRunExecutor {
+    pub fn new(settings: ProcessorSettings) -> Result<PromptRunExecutor, reqwest::Error> {
+        let slots = settings
+            .processors
+            .iter()
+            .map(|(n, p)| (n.clone(), Arc::new(tokio::sync::Semaphore::new(p.concurrency.max(1)))))
+            .collect();
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(PromptRunExecutor { settings, slots, client, validators: Mutex::new(HashMap::new()) })
+    }
+
+    fn validator(
+        &self,
+        run_id: PromptRunId,
+        video_level: bool,
+        schema: &str,
+    ) -> Result<Arc<spool_core::machines::prompt::schema::Validator>, String> {
+        let key = (run_id, video_level);
+        if let Some(v) = self.validators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(v.clone());
+        }
+        let value: Value = serde_json::from_str(schema).map_err(|e| format!("the prompt's schema is not JSON: {e}"))?;
+        let v = Arc::new(spool_core::machines::prompt::schema::compile(&value)?);
+        let mut cache = self.validators.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VALIDATORS_KEPT_MAX {
+            cache.clear();
+        }
+        cache.insert(key, v.clone());
+        Ok(v)
+    }
+}
+
+/// What a task needs, read from the state under the lock (no copy of the run).
+struct TaskSpec {
+    processor: String,
+    kind: &'static str,
+    prompt_id: String,
+    prompt_name: String,
+    prompt_text: String,
+    schema: String,
+    video_id: String,
+    title: String,
+    media_type: MediaType,
+    media_path: Option<String>,
+    facts: Option<spool_model::MediaFacts>,
+    segment_id: Option<String>,
+    range_us: (u64, u64),
+    /// Video-level: the video's segment answers.
+    segments: Vec<Value>,
+}
+
+fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Option<TaskSpec> {
+    let r = st.prompt_runs.get(run_id)?;
+    let v = r.task_video(task)?;
+    let rv = r.videos.get(v as usize)?;
+    let video = st.videos.get(&rv.video_id).filter(|x| x.is_live());
+    let (kind, schema, prompt_text, segment_id, range_us, segments) = match task {
+        RunTask::Segment(n) => {
+            let s = r.segments.get(n as usize)?;
+            let range = (s.range.start_us, s.range.end_us);
+            (
+                "segment",
+                r.prompt.json_schema.clone(),
+                r.prompt.prompt_text.clone(),
+                Some(pr::segment_id(run_id, n)),
+                range,
+                Vec::new(),
+            )
+        }
+        RunTask::Video(_) => {
+            let vl = r.prompt.video_level.as_ref()?;
+            let segs: Vec<Value> = rv
+                .segments()
+                .take(VIDEO_LEVEL_SEGMENTS_MAX)
+                .filter_map(|n| {
+                    let s = r.segments.get(n as usize)?;
+                    let a = s.task.answer.as_ref()?;
+                    Some(json!({
+                        "segment_id": pr::segment_id(run_id, n),
+                        "start_time": s.range.start_us as f64 / 1e6,
+                        "end_time": s.range.end_us as f64 / 1e6,
+                        "metadata": serde_json::from_str::<Value>(&a.metadata_json).unwrap_or(Value::Null),
+                        "metadata_text": a.metadata_text,
+                    }))
+                })
+                .collect();
+            let first = rv.segments().next().and_then(|n| r.segments.get(n as usize)).map_or(0, |s| s.range.start_us);
+            let last = rv.segments().last().and_then(|n| r.segments.get(n as usize)).map_or(0, |s| s.range.end_us);
+            ("video", vl.json_schema.clone(), vl.instructions_text.clone(), None, (first, last), segs)
+        }
+    };
+    Some(TaskSpec {
+        processor: r.settings.processor.clone(),
+        kind,
+        prompt_id: r.prompt_id.to_string(),
+        prompt_name: r.prompt.name.clone(),
+        prompt_text,
+        schema,
+        video_id: rv.video_id.to_string(),
+        title: video.map(|v| v.title.clone()).unwrap_or_default(),
+        media_type: rv.media_type,
+        media_path: video.map(|v| v.media_path.clone()),
+        facts: video.and_then(|v| v.facts.clone()),
+        segment_id,
+        range_us,
+        segments,
+    })
+}
+
+fn failure(stage: &str, code: &str, message: impl Into<String>, retryable: bool) -> TaskFailure {
+    TaskFailure { stage: stage.into(), code: code.into(), message: message.into(), retryable, error_paths: Vec::new() }
+}
+
+/// The `probe` processor: the segment's media facts as the answer.
+fn probe_answer(spec: &TaskSpec) -> (Value, String) {
+    use spool_model::StreamKind;
+    let (start, end) = (spec.range_us.0 as f64 / 1e6, spec.range_us.1 as f64 / 1e6);
+    let duration = ((end - start) * 1000.0).round() / 1000.0;
+    let f = spec.facts.as_ref();
+    let video = f.and_then(|f| f.first(StreamKind::Video));
+    let audio = f.and_then(|f| f.first(StreamKind::Audio));
+    let mut m = json!({
+        "media_type": spec.media_type.as_str(),
+        "container": f.map(|f| f.container.clone()),
+        "start_time": start,
+        "end_time": end,
+        "duration_seconds": duration,
+        "bit_rate": f.and_then(|f| f.bit_rate),
+        "video_codec": video.map(|s| s.codec.clone()),
+        "width": video.and_then(|s| s.width),
+        "height": video.and_then(|s| s.height),
+        "frame_rate": video.and_then(|s| s.frame_rate).map(|(n, d)| ((n as f64 / d.max(1) as f64) * 1000.0).round() / 1000.0),
+        "audio_codec": audio.map(|s| s.codec.clone()),
+        "sample_rate": audio.and_then(|s| s.sample_rate),
+        "channels": audio.and_then(|s| s.channels),
+    });
+    if spec.kind == "video" {
+        m["segment_count"] = json!(spec.segments.len());
+    }
+    let what = match (video, audio) {
+        (Some(v), Some(a)) => {
+            format!("{} {}x{} video with {} audio", v.codec, v.width.unwrap_or(0), v.height.unwrap_or(0), a.codec)
+        }
+        (Some(v), None) if spec.media_type == MediaType::Image => {
+            format!("{} image of {}x{}", v.codec, v.width.unwrap_or(0), v.height.unwrap_or(0))
+        }
+        (Some(v), None) => {
+            format!("{} {}x{} video without audio", v.codec, v.width.unwrap_or(0), v.height.unwrap_or(0))
+        }
+        (None, Some(a)) => {
+            format!("{} audio, {} Hz, {} channel(s)", a.codec, a.sample_rate.unwrap_or(0), a.channels.unwrap_or(0))
+        }
+        (None, None) => "media without readable streams".to_string(),
+    };
+    let text = match spec.kind {
+        "video" => format!("{}: {what}, {} segments over {duration} s.", spec.title, spec.segments.len()),
+        _ => format!("{} from {start} s to {end} s ({duration} s): {what}.", spec.title),
+    };
+    (m, text)
+}
+
+/// The signature headers of a processor request: Standard Webhooks' scheme, so a worker can
+/// verify with any Standard Webhooks library (`whsec_` secrets are base64-decoded, others
+/// are used as their UTF-8 bytes).
+pub fn sign_request(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => {
+            base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_else(|_| secret.as_bytes().to_vec())
+        }
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+type Outcome = Result<(TaskAnswer, CallUsage), (TaskFailure, Option<CallUsage>)>;
+
+impl Runtime {
+    pub(super) async fn run_prompt_effect(
+        self: &Arc<Self>,
+        effect: &PromptRunEffect,
+    ) -> Result<(), crate::RuntimeError> {
+        match effect {
+            PromptRunEffect::ListRunVideos { run_id } => {
+                self.execute(Command::PromptRun(PromptRunCommand::AddRunVideos { run_id: *run_id })).await.map(|_| ())
+            }
+            PromptRunEffect::FinishRun { run_id } => {
+                self.execute(Command::PromptRun(PromptRunCommand::FinishRun { run_id: *run_id })).await.map(|_| ())
+            }
+            PromptRunEffect::PlanVideo { run_id, video } => self.plan_video(run_id, *video).await,
+            PromptRunEffect::RunTask { run_id, task, attempt } => self.run_task(run_id, *task, *attempt).await,
+        }
+    }
+
+    /// Read the media for boundaries when the run's segmentation wants them.
+    async fn plan_video(self: &Arc<Self>, run_id: &PromptRunId, video: u32) -> Result<(), crate::RuntimeError> {
+        let spec = self.read(|st| {
+            let r = st.prompt_runs.get(run_id)?;
+            let rv = r.videos.get(video as usize)?;
+            let v = st.videos.get(&rv.video_id)?;
+            let wants = pr::plan::wants_boundaries(&r.settings, v.media_type);
+            let (a, b) = v.range_seconds();
+            Some((wants, v.media_type, v.media_path.clone(), ((a * 1e6) as u64, (b * 1e6) as u64)))
+        });
+        let (boundaries, source) = match (spec, self.media_dir()) {
+            (Some((true, media_type, path, range)), Some(dir)) => {
+                let file = dir.join(&path);
+                let ext = spool_core::imports::extension(&path);
+                let found = tokio::task::spawn_blocking(move || match media_type {
+                    MediaType::Audio => spool_media::boundaries::silences(&file, &ext, range).map(|b| (b, "silence")),
+                    _ => spool_media::boundaries::mp4_keyframes(&file)
+                        .map(|b| (b, "keyframes"))
+                        .or_else(|| spool_media::boundaries::silences(&file, &ext, range).map(|b| (b, "silence"))),
+                })
+                .await
+                .ok()
+                .flatten();
+                match found {
+                    Some((b, s)) => (Some(b), s),
+                    None => (Some(Vec::new()), "none"),
+                }
+            }
+            _ => (None, "none"),
+        };
+        let cmd = PromptRunCommand::RecordVideoAnalysis {
+            run_id: *run_id,
+            video,
+            boundaries_us: boundaries,
+            source: source.into(),
+        };
+        self.execute(Command::PromptRun(cmd)).await.map(|_| ())
+    }
+
+    async fn run_task(
+        self: &Arc<Self>,
+        run_id: &PromptRunId,
+        task: RunTask,
+        attempt: u32,
+    ) -> Result<(), crate::RuntimeError> {
+        let Some(spec) = self.read(|st| read_task(st, run_id, task)) else { return Ok(()) };
+        let exec = &self.executors.prompt_runs;
+        let Some(slots) = exec.slots.get(&spec.processor).cloned() else {
+            // A processor removed from the configuration since the run began.
+            let f = failure(
+                "processing",
+                "processor_not_configured",
+                format!("the processor {:?} is not configured", spec.processor),
+                false,
+            );
+            self.start_and_record(run_id, task, attempt, Err((f, None))).await?;
+            return Ok(());
+        };
+        let Ok(_slot) = slots.acquire_owned().await else { return Ok(()) };
+        match self.execute(Command::PromptRun(PromptRunCommand::StartTask { run_id: *run_id, task, attempt })).await {
+            Ok(_) => {}
+            Err(crate::RuntimeError::Domain(DomainError::Stale(_))) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let outcome = self.call_processor(run_id, task, attempt, &spec).await;
+        self.record_outcome(run_id, task, attempt, outcome).await
+    }
+
+    async fn start_and_record(
+        &self,
+        run_id: &PromptRunId,
+        task: RunTask,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<(), crate::RuntimeError> {
+        match self.execute(Command::PromptRun(PromptRunCommand::StartTask { run_id: *run_id, task, attempt })).await {
+            Ok(_) => {}
+            Err(crate::RuntimeError::Domain(DomainError::Stale(_))) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.record_outcome(run_id, task, attempt, outcome).await
+    }
+
+    async fn record_outcome(
+        &self,
+        run_id: &PromptRunId,
+        task: RunTask,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<(), crate::RuntimeError> {
+        let cmd = match outcome {
+            Ok((answer, usage)) => {
+                PromptRunCommand::RecordTaskSucceeded { run_id: *run_id, task, attempt, answer, usage }
+            }
+            Err((failure, usage)) => {
+                PromptRunCommand::RecordTaskFailed { run_id: *run_id, task, attempt, failure, usage }
+            }
+        };
+        self.execute(Command::PromptRun(cmd)).await.map(|_| ())
+    }
+
+    async fn call_processor(&self, run_id: &PromptRunId, task: RunTask, attempt: u32, spec: &TaskSpec) -> Outcome {
+        let started = Instant::now();
+        if spec.media_path.is_none() {
+            return Err((
+                failure("processing", "video_not_found", format!("video {} is gone", spec.video_id), false),
+                None,
+            ));
+        }
+        let exec = &self.executors.prompt_runs;
+        let Some(cfg) = exec.settings.processors.get(&spec.processor) else {
+            return Err((
+                failure("processing", "processor_not_configured", "the processor is not configured", false),
+                None,
+            ));
+        };
+        let (metadata, text, usage) = match &cfg.kind {
+            ProcessorKind::Probe => {
+                let (m, t) = probe_answer(spec);
+                let usage =
+                    CallUsage { input_tokens: 0, output_tokens: 0, duration_ms: started.elapsed().as_millis() as u64 };
+                (m, t, usage)
+            }
+            ProcessorKind::Http { url, secret, timeout, response_bytes_max } => {
+                let body = self.request_body(run_id, task, attempt, spec);
+                match call_http(&exec.client, url, secret, *timeout, *response_bytes_max, &body, self.now_ms()).await {
+                    Ok((m, t, mut u)) => {
+                        u.duration_ms = started.elapsed().as_millis() as u64;
+                        (m, t, u)
+                    }
+                    Err(f) => {
+                        return Err((
+                            f,
+                            Some(CallUsage { duration_ms: started.elapsed().as_millis() as u64, ..Default::default() }),
+                        ));
+                    }
+                }
+            }
+        };
+        let validator = match exec.validator(*run_id, spec.kind == "video", &spec.schema) {
+            Ok(v) => v,
+            Err(e) => return Err((failure("field_extraction", "schema_unusable", e, false), Some(usage))),
+        };
+        if let Err(errors) = spool_core::machines::prompt::schema::validate(&validator, &metadata) {
+            let mut f = failure(
+                "field_extraction",
+                "schema_mismatch",
+                format!("the answer does not match the prompt's schema: {}", errors.join("; ")),
+                true,
+            );
+            f.error_paths = errors.iter().map(|e| e.split(": ").next().unwrap_or("/").to_string()).collect();
+            return Err((f, Some(usage)));
+        }
+        Ok((TaskAnswer { metadata_json: metadata.to_string(), metadata_text: text }, usage))
+    }
+
+    /// The JSON an `http` processor receives (engine-spec/processors.md).
+    fn request_body(&self, run_id: &PromptRunId, task: RunTask, attempt: u32, spec: &TaskSpec) -> Vec<u8> {
+        let exec = &self.executors.prompt_runs;
+        let expires = self.now_ms() / 1000 + PROCESSOR_MEDIA_URL_TTL_SECS;
+        let media_url = spec.media_path.as_ref().map(|p| {
+            let sig =
+                hex::encode(self.keyring().mac(crate::MEDIA_SIGNING_PURPOSE, format!("{p}\n{expires}").as_bytes()));
+            format!("{}/media/{p}?expires={expires}&sig={sig}", exec.settings.media_base_url.trim_end_matches('/'))
+        });
+        let task_id = match task {
+            RunTask::Segment(n) => pr::segment_id(run_id, n),
+            RunTask::Video(_) => format!("{}_video_{}", run_id, spec.video_id),
+        };
+        let body = json!({
+            "version": 1,
+            "kind": spec.kind,
+            "run_id": run_id.to_string(),
+            "task_id": task_id,
+            "attempt": attempt,
+            "prompt": {
+                "prompt_id": spec.prompt_id,
+                "name": spec.prompt_name,
+                "text": spec.prompt_text,
+                "json_schema": serde_json::from_str::<Value>(&spec.schema).unwrap_or(Value::Null),
+            },
+            "video": {
+                "video_id": spec.video_id,
+                "title": spec.title,
+                "media_type": spec.media_type.as_str(),
+                "facts": spec.facts.as_ref().map(spool_core::machines::video::view::facts),
+            },
+            "segment": spec.segment_id.as_ref().map(|id| json!({
+                "segment_id": id,
+                "start_time": spec.range_us.0 as f64 / 1e6,
+                "end_time": spec.range_us.1 as f64 / 1e6,
+            })),
+            "segments": if spec.kind == "video" { json!(spec.segments) } else { Value::Null },
+            "media_url": media_url,
+            "media_url_expires_at": spool_model::time::rfc3339_ms(expires * 1000),
+        });
+        body.to_string().into_bytes()
+    }
+}
+
+/// POST a request to an `http` processor and read its answer within the bounds.
+async fn call_http(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    timeout: Duration,
+    max_bytes: u64,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<(Value, String, CallUsage), TaskFailure> {
+    let id = format!("msg_{}", ulid::Ulid::new());
+    let ts = now_ms / 1000;
+    let sig = sign_request(secret, &id, ts, body);
+    let send = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body.to_vec())
+        .timeout(timeout)
+        .send();
+    let mut resp = match send.await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Err(failure(
+                "processing",
+                "processor_timeout",
+                format!("no answer within {} ms", timeout.as_millis()),
+                true,
+            ));
+        }
+        Err(e) => {
+            return Err(failure(
+                "processing",
+                "processor_unreachable",
+                format!("the processor could not be reached: {e}"),
+                true,
+            ));
+        }
+    };
+    let status = resp.status();
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, resp.chunk()).await {
+            Err(_) => {
+                return Err(failure("processing", "processor_timeout", "the answer did not arrive in time", true));
+            }
+            Ok(Err(e)) => {
+                return Err(failure(
+                    "processing",
+                    "processor_unreachable",
+                    format!("reading the answer failed: {e}"),
+                    true,
+                ));
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => {
+                if buf.len() as u64 + chunk.len() as u64 > max_bytes {
+                    return Err(failure(
+                        "processing",
+                        "response_too_large",
+                        format!("the answer is larger than {max_bytes} bytes"),
+                        false,
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    if !status.is_success() {
+        let excerpt: String = String::from_utf8_lossy(&buf).chars().take(300).collect();
+        let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+        let code = if retryable { "processor_error" } else { "processor_rejected" };
+        return Err(failure("processing", code, format!("the processor answered {status}: {excerpt}"), retryable));
+    }
+    let v: Value = serde_json::from_slice(&buf)
+        .map_err(|e| failure("processing", "processor_bad_answer", format!("the answer is not JSON: {e}"), true))?;
+    let Some(metadata) = v.get("metadata").filter(|m| m.is_object()).cloned() else {
+        return Err(failure("processing", "processor_bad_answer", "the answer has no `metadata` object", true));
+    };
+    let text = v.get("metadata_text").and_then(|t| t.as_str()).unwrap_or("").to_string();
+    let tokens = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(|n| n.as_u64()).unwrap_or(0);
+    Ok((
+        metadata,
+        text,
+        CallUsage { input_tokens: tokens("input_tokens"), output_tokens: tokens("output_tokens"), duration_ms: 0 },
+    ))
+}
