@@ -13,6 +13,16 @@ use std::time::Instant;
 pub enum BenchCmd {
     /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
     /// flight), against the receiver's own ceiling measured with wrk in the same run.
+    /// A prompt run over 1,000 imported videos (2 segments each) with the `probe` processor and
+    /// with a local no-op `http` worker, against the worker's own ceiling under a plain load
+    /// generator in the same run.
+    PromptRun {
+        #[arg(long, default_value_t = 1000)]
+        videos: usize,
+        /// Work directory (default: a fresh temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     Webhooks {
         /// Domain events per run (each goes to every webhook).
         #[arg(long, default_value_t = 2000)]
@@ -89,6 +99,9 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
+        BenchCmd::PromptRun { videos, dir } => {
+            crate::bench_prompt_run::run(crate::bench_prompt_run::Args { videos, dir })
+        }
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency } => {
             crate::bench_engine::run(crate::bench_engine::Args { sizes, dir, concurrency })

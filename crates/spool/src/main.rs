@@ -4,6 +4,7 @@
 mod bench;
 mod bench_engine;
 mod bench_import;
+mod bench_prompt_run;
 mod bench_webhooks;
 mod debug;
 mod demo;
