@@ -161,7 +161,64 @@ async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Re
     println!("index {index_id}, connector {connector_id}, import job {job_id}");
     let job = watch(&api, &job_id).await?;
     summary(&api, &job_id, &job).await?;
+    prompt_run(&api, &index_id).await?;
     Ok(job_id)
+}
+
+/// A prompt run over the imported media with the built-in `probe` processor: each segment's
+/// real media facts, checked against a schema that describes them.
+async fn prompt_run(api: &Api, index_id: &str) -> anyhow::Result<()> {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "media_type": { "enum": ["video", "audio", "image"] },
+            "duration_seconds": { "type": "number", "minimum": 0 },
+            "container": { "type": ["string", "null"] },
+        },
+        "required": ["media_type", "duration_seconds"],
+    });
+    let prompt = api
+        .call(
+            reqwest::Method::POST,
+            "/prompts",
+            Some(serde_json::json!({
+                "name": "media facts",
+                "prompt_text": "Report the media facts of each segment.",
+                "json_schema": schema,
+            })),
+        )
+        .await?;
+    let body = serde_json::json!({
+        "prompt_id": prompt["prompt_id"],
+        "target": { "type": "index", "index_id": index_id },
+        "video_segmentation_type": "fixed",
+        "video_segment_duration": 1,
+        "audio_segmentation_type": "fixed",
+        "audio_segment_duration": 1,
+        "processing_model": "probe",
+    });
+    let run = api.call(reqwest::Method::POST, "/prompt-runs/execute", Some(body)).await?;
+    let run_id = run["run_id"].as_str().context("run_id")?.to_string();
+    let deadline = Instant::now() + DEMO_IMPORT_WAIT;
+    let run = loop {
+        let r = api.call(reqwest::Method::GET, &format!("/prompt-runs/{run_id}"), None).await?;
+        if !matches!(r["status"].as_str(), Some("pending" | "processing")) {
+            break r;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the prompt run did not finish in time: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!();
+    println!(
+        "Prompt run {run_id} {}: {} of {} segments answered by the probe processor ({} videos, {} audios, {} images)",
+        run["status"].as_str().unwrap_or("?"),
+        run["completed_segments"],
+        run["total_segments"],
+        run["total_videos"],
+        run["total_audios"],
+        run["total_images"],
+    );
+    Ok(())
 }
 
 /// Poll the job to its end: a progress bar on a terminal, a line per change elsewhere.

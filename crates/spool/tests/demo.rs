@@ -19,6 +19,9 @@ fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped(
     assert!(line("h264_aac.mp4").contains("2.000") && line("h264_aac.mp4").contains("h264 176x144"));
     assert!(line("still.jpg").contains("image"));
     assert!(line("tone.wav").contains("audio") && line("tone.wav").contains("pcm_s16le 22050Hz 1ch"));
+    // Then a prompt run over what was imported, with the probe processor: every segment answered.
+    let run = line("Prompt run ");
+    assert!(run.contains(" completed: 21 of 21 segments") && run.contains("(5 videos, 4 audios, 3 images)"), "{run}");
     // The commands it suggests work on what it left.
     let data = dir.path().join("data");
     let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
