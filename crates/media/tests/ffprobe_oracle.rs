@@ -232,3 +232,62 @@ fn media_longer_than_forty_minutes_has_the_duration_ffprobe_reports() {
     assert_eq!(parts.len(), 2);
     assert_eq!(parts[1].end_us, facts.duration_us.unwrap());
 }
+
+#[test]
+fn keyframes_are_read_from_the_mp4_sync_sample_table_as_ffprobe_lists_them() {
+    // 30 s at 10 fps with keyframes forced at 0, 7 and 19 s only.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyframes.mp4");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=64x48:r=10",
+            "-t",
+            "30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "1000",
+            "-sc_threshold",
+            "0",
+            "-force_key_frames",
+            "0,7,19",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+        &path,
+    );
+    let got = spool_media::boundaries::mp4_keyframes(&path).expect("a sync-sample table");
+    // ffprobe's own list of keyframe timestamps.
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-skip_frame",
+            "nokey",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let want: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+        .map(|s| (s * 1e6).round() as u64)
+        .collect();
+    assert_eq!(want.len(), 3, "ffprobe: {want:?}");
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        // Decode times (stts) against presentation times: within one frame (100 ms).
+        assert!(g.abs_diff(*w) <= 100_000, "{got:?} vs {want:?}");
+    }
+}
