@@ -166,7 +166,7 @@ fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Opt
     let r = st.prompt_runs.get(run_id)?;
     let v = r.task_video(task)?;
     let rv = r.videos.get(v as usize)?;
-    let video = st.videos.get(&rv.video_id).filter(|x| x.is_live());
+    let video = st.videos.get(&rv.video_id).filter(|x| x.visible(st));
     let (kind, schema, prompt_text, segment_id, range_us, segments) = match task {
         RunTask::Segment(n) => {
             let s = r.segments.get(n as usize)?;

@@ -9,8 +9,8 @@ pub fn decide(state: &State, cmd: &PromptRunCommand, ctx: &mut Ctx) -> Result<De
             execute(state, prompt_id, target, settings, executed_by, ctx)
         }
         PromptRunCommand::AddRunVideos { run_id } => add_videos(state, run_id),
-        PromptRunCommand::RecordVideoAnalysis { run_id, video, boundaries_us, source: _ } => {
-            plan_video(state, run_id, *video, boundaries_us.as_deref())
+        PromptRunCommand::RecordVideoAnalysis { run_id, video, boundaries_us, source } => {
+            plan_video(state, run_id, *video, boundaries_us.as_deref(), source)
         }
         PromptRunCommand::StartTask { run_id, task, attempt } => start_task(state, run_id, *task, *attempt),
         PromptRunCommand::RecordTaskSucceeded { run_id, task, attempt, answer, usage } => {
@@ -228,6 +228,7 @@ fn plan_video(
     run_id: &PromptRunId,
     video: u32,
     boundaries: Option<&[u64]>,
+    source: &str,
 ) -> Result<Decision, DomainError> {
     let r = run(state, run_id)?;
     let Some(rv) = r.videos.get(video as usize) else {
@@ -246,6 +247,13 @@ fn plan_video(
             }
             let media_type = if v.media_type == MediaType::Image { MediaType::Image } else { rv.media_type };
             let (segs, m) = plan::segments(&r.settings, media_type, range, sorted.as_deref());
+            // A cut at a boundary is named by where the boundaries came from (a video's audio
+            // silences when its container has no keyframe table).
+            let m = if matches!(m, "keyframes" | "silence") && matches!(source, "keyframes" | "silence") {
+                source
+            } else {
+                m
+            };
             (segs, m.to_string())
         }
         // Gone since it was listed: one segment, whose task fails `video_not_found`.

@@ -182,7 +182,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     settle_video(run, v);
                 }
                 run.updated_at_ms = at;
-                if at.saturating_sub(run.last_progress_ms) >= RUN_PROGRESS_INTERVAL_MS {
+                // `decide` raises `prompt_run.progress` only with a final failure.
+                if to == TaskStatus::Failed && at.saturating_sub(run.last_progress_ms) >= RUN_PROGRESS_INTERVAL_MS {
                     run.last_progress_ms = at;
                 }
             }
@@ -241,6 +242,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 if reopened {
                     run.status = RunStatus::Processing;
                     run.finished_at_ms = None;
+                    run.error = None;
                 }
                 run.updated_at_ms = at;
                 reopened
