@@ -9,6 +9,11 @@ Every client built here (SDK or raw httpx) records each response it receives, an
 if any of them was a 204 or a 3xx: the SDK turns a 204 into `{}` (which fails its models) and
 does not follow redirects (contract §1.1, §1.3).
 
+Before the server, the session starts `prompt_worker.py` (a worker playing a model) on another
+free loopback port and writes `<tmpdir>/spool.toml`, which configures it as the `http` processor
+`worker` (`processors.default` stays the built-in `probe`); `spool serve` gets `--config` on that
+file. The `worker` fixture yields it (its recorded calls, its secret).
+
 Run: `.venv/bin/pip install -r tests/sdk/requirements.txt && .venv/bin/python -m pytest tests/sdk`.
 """
 
@@ -31,6 +36,15 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import httpx
 import pytest
 from videovector import VideoVector
+
+from prompt_worker import (
+    PROCESSOR_CONCURRENCY,
+    PROCESSOR_NAME,
+    PROCESSOR_RESPONSE_MAX_BYTES,
+    PROCESSOR_TIMEOUT_S,
+    PromptWorker,
+    start_worker,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "spool"
@@ -61,6 +75,8 @@ class SpoolServer:
     data_dir: Path
     log_path: Path
     local_root: Path
+    config_path: Optional[Path] = None
+    worker: Optional[PromptWorker] = None
 
     def log_text(self) -> str:
         try:
@@ -114,6 +130,22 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
     )
 
 
+def _write_config(path: Path, worker: PromptWorker) -> None:
+    """The server's TOML configuration: the worker as the `http` processor `worker`."""
+    path.write_text(
+        "[processors]\n"
+        'default = "probe"\n'
+        "\n"
+        f"[processors.{PROCESSOR_NAME}]\n"
+        'kind = "http"\n'
+        f'url = "{worker.url}"\n'
+        f'secret = "{worker.secret}"\n'
+        f'timeout = "{PROCESSOR_TIMEOUT_S:g}s"\n'
+        f"concurrency = {PROCESSOR_CONCURRENCY}\n"
+        f"response_max_bytes = {PROCESSOR_RESPONSE_MAX_BYTES}\n"
+    )
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -130,6 +162,8 @@ def spool_server() -> Iterator[SpoolServer]:
     """Start `spool serve` once per session; yield where it listens and its admin key."""
     global _SERVER
     binary = Path(os.environ.get("SPOOL_BIN") or DEFAULT_BIN)
+    if binary.is_dir():  # a build folder holding the binary
+        binary = binary / "spool"
     if not binary.is_file() or not os.access(binary, os.X_OK):
         pytest.fail(
             f"spool binary not found or not executable at {binary}; build it "
@@ -170,10 +204,19 @@ def spool_server() -> Iterator[SpoolServer]:
     env.setdefault("SPOOL_WEBHOOK_TIMEOUT", "2s")
     env.setdefault("RUST_BACKTRACE", "1")
 
+    worker = start_worker()
+    config_path = tmp / "spool.toml"
+    _write_config(config_path, worker)
+
     log_file = open(log_path, "wb")
     try:
         proc = subprocess.Popen(
-            [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+            [
+                str(binary), "serve",
+                "--data-dir", str(data_dir),
+                "--listen", f"127.0.0.1:{port}",
+                "--config", str(config_path),
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -182,6 +225,7 @@ def spool_server() -> Iterator[SpoolServer]:
         )
     except OSError as exc:
         log_file.close()
+        worker.stop()
         pytest.fail(f"could not start {binary}: {exc}", pytrace=False)
     root_url = f"http://127.0.0.1:{port}"
     saved_env = {
@@ -197,6 +241,8 @@ def spool_server() -> Iterator[SpoolServer]:
             data_dir=data_dir,
             log_path=log_path,
             local_root=local_root,
+            config_path=config_path,
+            worker=worker,
         )
         # Any client built without explicit settings talks to this server and fails fast.
         for k in _CLIENT_ENV_DROP:
@@ -214,12 +260,20 @@ def spool_server() -> Iterator[SpoolServer]:
                 os.environ[k] = v
         _stop(proc)
         log_file.close()
+        worker.stop()
         if proc.returncode not in (0, None):
             print(f"\nspool exited with code {proc.returncode} after SIGTERM; log kept at {log_path}")
         elif os.environ.get("SPOOL_SDK_KEEP_TMP"):
             print(f"\nspool data and log kept at {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def worker(spool_server: SpoolServer) -> PromptWorker:
+    """The prompt worker the session server calls as its `http` processor `worker`."""
+    assert spool_server.worker is not None
+    return spool_server.worker
 
 
 Observed = Tuple[str, str, int]
