@@ -162,7 +162,7 @@ def spool_server() -> Iterator[SpoolServer]:
     """Start `spool serve` once per session; yield where it listens and its admin key."""
     global _SERVER
     binary = Path(os.environ.get("SPOOL_BIN") or DEFAULT_BIN)
-    if binary.is_dir():  # a build folder holding the binary
+    if binary.is_dir():  # a folder holding the binary
         binary = binary / "spool"
     if not binary.is_file() or not os.access(binary, os.X_OK):
         pytest.fail(
@@ -230,7 +230,7 @@ def spool_server() -> Iterator[SpoolServer]:
     root_url = f"http://127.0.0.1:{port}"
     saved_env = {
         k: os.environ.get(k)
-        for k in (*_CLIENT_ENV_DROP, "VIDEO_VECTOR_BASE_URL", "VIDEO_VECTOR_MAX_RETRIES")
+        for k in (*_CLIENT_ENV_DROP, "VIDEO_VECTOR_BASE_URL", "VIDEO_VECTOR_MAX_RETRIES", "SPOOL_BIN")
     }
     try:
         _wait_healthy(proc, f"{root_url}/healthz", log_path)
@@ -249,6 +249,9 @@ def spool_server() -> Iterator[SpoolServer]:
             os.environ.pop(k, None)
         os.environ["VIDEO_VECTOR_BASE_URL"] = server.api_base
         os.environ["VIDEO_VECTOR_MAX_RETRIES"] = "0"
+        # Tests that run the CLI read SPOOL_BIN: the binary itself, also when it named a folder.
+        if os.environ.get("SPOOL_BIN"):
+            os.environ["SPOOL_BIN"] = str(binary)
         _SERVER = server
         yield server
     finally:

@@ -30,9 +30,11 @@ What it answers is chosen by tokens in `prompt.text`:
 | `valid_from_attempt=K` | with any mode: attempts >= K answer valid instead |
 | `only_at=S` | the mode applies only to the segment starting at S seconds; every other task (the video-level one included) answers valid |
 
-Video-level requests (kind "video") are answered
-`{"segment_count": len(segments), "labels": [each segment's label], "bytes_read": N}` in every
-mode but 500 (and `mode=invalid`, which drops `labels`).
+Video-level requests (kind "video", whose `prompt.text` is the video-level instructions) follow
+the same tokens; their valid answer is
+`{"segment_count": len(segments), "labels": [each segment's label], "bytes_read": N}`
+(`mode=invalid` drops `labels`). Usage is always `input_tokens = len(prompt.text)`,
+`output_tokens = OUTPUT_TOKENS`.
 
 Every request is recorded (parsed body, headers, whether the signature verified, the media
 read, what was answered) in a thread-safe list: `worker.calls` is a snapshot of it.

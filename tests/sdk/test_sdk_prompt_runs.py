@@ -10,11 +10,17 @@ video's status and segments; /videos/{id}/process, /videos/{id}/prompt-runs and
 failure codes of a worker that fails (500), hangs (timeout) or answers too much; refused
 bodies; deleting a prompt a running run uses. The worker checks every request's Standard
 Webhooks signature and reads the first KiB of the signed media URL it is given.
+
+Regression tests are named after what broke (the processing-activity ping that closed its
+connection, a results page that promised more, a video-level task that reused its attempt).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import socket
 import time
 from datetime import datetime, timezone
 from typing import Dict, Optional
@@ -25,7 +31,6 @@ from videovector import ConflictError, NotFoundError, ProcessingError, Validatio
 
 from prompt_worker import (
     HUGE_BYTES,
-    MEDIA_RANGE,
     OUTPUT_TOKENS,
     PROCESSOR_NAME,
     PROCESSOR_RESPONSE_MAX_BYTES,
@@ -85,12 +90,16 @@ def _upload(client, *, index_id: Optional[str] = None, name: str = MP4) -> str:
     return out.video_id
 
 
-def _prompt(client, mode: str, *, video_level: bool = False, schema: dict = SCHEMA, extra: str = ""):
+def _prompt(
+    client, mode: str, *, video_level: bool = False, video_mode: Optional[str] = None, schema: dict = SCHEMA, extra: str = ""
+):
+    """A prompt whose text tells the worker how to answer (`mode=…`, prompt_worker.py); its
+    video-level instructions (with `video_level`) say `mode=<video_mode or mode>`."""
     text = f"Label each segment of the clip. mode={mode} {extra}".strip()
     kwargs = {}
     if video_level:
         kwargs["video_level"] = {
-            "instructions_text": f"Gather the labels of the segments. mode={mode}",
+            "instructions_text": f"Gather the labels of the segments. mode={video_mode or mode}",
             "json_schema": VIDEO_SCHEMA,
         }
     return client.prompts.create(name=unique(f"run-{mode}"), prompt_text=text, json_schema=schema, **kwargs)
@@ -333,8 +342,15 @@ def test_runs_over_a_list_of_videos_and_over_the_playground(client, worker):
     assert (rb.start_time, rb.end_time, rb.source_index_id) == (0.0, 1.0, None)
     assert rb.metadata == {"label": "0.0-1.0", "bytes_read": 1024}
 
-    play = _execute(client, prompt, {"type": "playground"})
+    key = unique("execute")
+    fixed = dict(video_segmentation_type="fixed", video_segment_duration=1, processing_model="worker")
+    play = client.prompt_runs.execute(prompt_id=prompt.prompt_id, target={"type": "playground"}, idempotency_key=key, **fixed)
     assert play.run_context == {"type": "playground"}
+    # The same key and body answer the same run; another body with it is refused.
+    again = client.prompt_runs.execute(prompt_id=prompt.prompt_id, target={"type": "playground"}, idempotency_key=key, **fixed)
+    assert again.run_id == play.run_id
+    with pytest.raises(ConflictError):
+        client.prompt_runs.execute(prompt_id=prompt.prompt_id, target={"type": "videos", "video_ids": [a]}, idempotency_key=key)
     play = _wait(client, play.run_id)
     assert play.status == "completed", play
     playground = {v.video_id for v in client.videos.list_playground(limit=100).auto_paging_iter()}
@@ -359,8 +375,10 @@ def test_process_runs_one_video_with_fixed_segments_on_the_default_processor(cli
     with pytest.raises(ValidationError):
         client.videos.process(vid, segment_duration=1)
     started = client.videos.process(vid, prompt_id=prompt.prompt_id, segment_duration=1)
-    (run,) = client.videos.list_prompt_runs(vid)
-    assert run.run_id in started.message
+    (run_id,) = re.findall(r"\brun_[0-9A-Z]{26}\b", started.message)
+    # The video is in the run's list once the run has listed it.
+    (run,) = _poll(lambda: client.videos.list_prompt_runs(vid), bool, "the video's runs")
+    assert run.run_id == run_id
     assert run.run_context == {"type": "videos", "video_ids": [vid], "index_id": None}
     assert (run.processing_model, run.video_segmentation_type, run.video_segment_duration) == ("probe", "fixed", 1)
     run = _wait(client, run.run_id)
@@ -371,11 +389,50 @@ def test_process_runs_one_video_with_fixed_segments_on_the_default_processor(cli
     (ps,) = v.processing_status
     assert (ps.status, ps.total_segments, ps.successful_segments, ps.failed_segments, ps.pending_segments) == ("completed", 2, 2, 0, 0)
     assert [s.metadata["duration_seconds"] for s in client.videos.list_segments(vid)] == [1.0, 1.0]
-    # A run over a list of videos that names no index is in no index's list.
+    # A run over a list of videos that names no index is in no index's list; one that names
+    # its index is.
     assert run.run_id not in [r.run_id for r in client.indexes.list_prompt_runs(index)]
+    named = _execute(client, prompt, {"type": "videos", "video_ids": [vid], "index_id": index}, model=None)
+    assert named.run_context == {"type": "videos", "video_ids": [vid], "index_id": index}
+    assert [r.run_id for r in client.indexes.list_prompt_runs(index)] == [named.run_id]
+    named = _wait(client, named.run_id)
+    (r0, _) = client.prompt_runs.list_results(named.run_id, video_id=vid)
+    assert r0.source_index_id == index
 
 
-def test_the_estimate_costs_nothing_and_starts_nothing(client):
+def test_audio_and_images_are_segmented_by_their_own_rules(client, raw, admin_headers):
+    index = client.indexes.create(name=unique("media-kinds")).index_id
+    mp3, wav, jpg = (_upload(client, index_id=index, name=n) for n in ("tone.mp3", "tone.wav", "still.jpg"))
+    prompt = _prompt(client, "valid", schema=PROBE_SCHEMA)
+    run = client.prompt_runs.execute(
+        prompt_id=prompt.prompt_id, target={"type": "index", "index_id": index},
+        audio_segmentation_type="fixed", audio_segment_duration=1,
+    )
+    assert (run.audio_segmentation_type, run.audio_segment_duration, run.processing_model) == ("fixed", 1, "probe")
+    run = _wait(client, run.run_id)
+    assert run.status == "completed", run
+    assert (run.total_videos, run.total_audios, run.completed_audios, run.total_images, run.completed_images) == (0, 2, 2, 1, 1)
+    # tone.mp3 lasts about 2 s (ffprobe 2.04 s; the probe's own duration decides): 1 s segments,
+    # the last one what is left.
+    mp3_duration = raw.get(f"/api/v2/videos/{mp3}", headers=admin_headers).json()["media"]["duration_seconds"]
+    assert 1.95 <= mp3_duration <= 2.1
+    n = math.ceil(mp3_duration - 1e-6)
+    assert (run.total_segments, run.completed_segments) == (n + 2, n + 2)
+    got = list(client.prompt_runs.list_results(run.run_id, video_id=mp3))
+    assert [(r.start_time, r.end_time) for r in got][:2] == [(0.0, 1.0), (1.0, 2.0)]
+    assert len(got) == n and got[-1].end_time == pytest.approx(mp3_duration, abs=1e-6)
+    m = got[0].metadata
+    assert (m["media_type"], m["audio_codec"], m["sample_rate"], m["channels"], m["video_codec"]) == ("audio", "mp3", 44100, 2, None)
+    (w,) = client.prompt_runs.list_results(run.run_id, video_id=wav)
+    assert (w.start_time, w.end_time, w.metadata["audio_codec"], w.metadata["sample_rate"], w.metadata["channels"]) == (0.0, 1.0, "pcm_s16le", 22050, 1)
+    (j,) = client.prompt_runs.list_results(run.run_id, video_id=jpg)
+    assert (j.start_time, j.end_time) == (0.0, 0.0)
+    assert (j.metadata["media_type"], j.metadata["width"], j.metadata["height"], j.metadata["duration_seconds"]) == ("image", 64, 48, 0.0)
+    assert "image of 64x48" in j.metadata_text
+    assert all(client.videos.retrieve(v).status == "processed" for v in (mp3, wav, jpg))
+
+
+def test_the_estimate_costs_nothing_and_starts_nothing(client, worker):
     index = client.indexes.create(name=unique("estimate")).index_id
     _upload(client, index_id=index)
     prompt = _prompt(client, "valid")
@@ -390,6 +447,12 @@ def test_the_estimate_costs_nothing_and_starts_nothing(client):
     assert client.prompt_runs.estimate(prompt_id=prompt.prompt_id, target={"type": "playground"}).breakdown["processor"] == "probe"
     assert [r.run_id for r in client.prompt_runs.list(limit=5)] == before
     assert client.indexes.list_prompt_runs(index).data == []
+    # An empty index: nothing to estimate, and a run over it completes at once.
+    empty = client.indexes.create(name=unique("empty")).index_id
+    assert client.prompt_runs.estimate(prompt_id=prompt.prompt_id, target={"type": "index", "index_id": empty}).breakdown["videos"] == 0
+    run = _wait(client, _execute(client, prompt, {"type": "index", "index_id": empty}).run_id)
+    assert (run.status, run.total_videos, run.total_segments, run.created_new_segments) == ("completed", 0, 0, False)
+    assert worker.calls_for(run_id=run.run_id) == []
     with pytest.raises(ValidationError):
         client.prompt_runs.estimate(prompt_id=prompt.prompt_id, target={"type": "playground"}, processing_model="gpt-17")
 
@@ -466,9 +529,13 @@ def test_answers_that_miss_the_schema_fail_their_segments_and_a_retry_runs_one_a
 
     # Retry the first segment by hand: attempt 4, which the worker answers right.
     seg = fv.segments[0]
-    retry = client.prompt_runs.retry_segment(run.run_id, vid, seg.segment_id)
-    assert (retry.run_id, retry.video_id, retry.segment_id) == (run.run_id, vid, seg.segment_id)
-    assert retry.retry_id and retry.status in ("queued", "processing", "completed") and retry.message
+    key = unique("retry")
+    retry = client.prompt_runs.retry_segment(run.run_id, vid, seg.segment_id, idempotency_key=key)
+    assert (retry.run_id, retry.video_id, retry.segment_id, retry.idempotency_key) == (run.run_id, vid, seg.segment_id, key)
+    assert retry.retry_id.startswith("retry_") and retry.status in ("queued", "processing", "completed") and retry.message
+    assert_timestamp(retry.created_at)
+    # The same key answers the same retry (and runs nothing more).
+    assert client.prompt_runs.retry_segment(run.run_id, vid, seg.segment_id, idempotency_key=key).retry_id == retry.retry_id
     status = _poll(
         lambda: client.prompt_runs.get_segment_retry_status(run.run_id, vid, seg.segment_id, retry.retry_id),
         lambda s: s.status not in ("queued", "processing"),
@@ -592,6 +659,31 @@ def test_cancel_stops_a_run_midway_and_a_second_cancel_changes_nothing(client, r
     _assert_signed_and_read(seen)
 
 
+def test_a_cancel_while_a_segment_waits_for_its_retry_ends_the_run_and_the_timer_changes_nothing(client, raw, admin_headers, worker):
+    index = client.indexes.create(name=unique("cancel-wait")).index_id
+    vid = _upload(client, index_id=index, name=MOV)
+    run = _execute(client, _prompt(client, "500"), {"type": "index", "index_id": index})
+    # Attempt 1 fails (500, retryable): the segment waits about 1 s for attempt 2.
+    (seg,) = _poll(
+        lambda: list(client.videos.list_segments(vid, run_id=run.run_id)),
+        lambda segs: [s.segment_status for s in segs] == ["retrying"],
+        "the segment waiting for its retry",
+        interval=0.02,
+    )
+    client.prompt_runs.cancel(run.run_id)
+    done = _finished(client, run.run_id, timeout=5)
+    assert (done.status, done.completed_segments, done.cancelled_videos) == ("cancelled", 0, 1), done
+    assert raw.get(f"/api/v2/prompt-runs/{run.run_id}", headers=admin_headers).json()["failed_segments"] == 0
+    assert [s.segment_status for s in client.videos.list_segments(vid, run_id=run.run_id)] == ["cancelled"]
+    # The retry timer still fires, once, and nothing shown changes; no attempt 2 is made.
+    time.sleep(1.6)
+    assert client.prompt_runs.retrieve(run.run_id) == done
+    assert [c.attempt for c in worker.calls_for(run_id=run.run_id)] == [1]
+    assert client.videos.retrieve(vid).status == "not_processed"
+    with pytest.raises(ConflictError):  # not failed, and the run is cancelled
+        client.prompt_runs.retry_segment(run.run_id, vid, seg.segment_id)
+
+
 def test_a_prompt_that_a_running_run_uses_is_not_deleted_without_force(client, raw, admin_headers, worker):
     index = client.indexes.create(name=unique("in-use")).index_id
     vids = [_upload(client, index_id=index) for _ in range(3)]  # 6 segments of 0.3 s
@@ -626,6 +718,51 @@ def test_a_prompt_that_a_running_run_uses_is_not_deleted_without_force(client, r
     assert client.prompts.delete(other.prompt_id).message
 
 
+# Regression tests of server bugs these tests found.
+
+
+def test_the_processing_activity_ping_keeps_its_connection_usable(spool_server):
+    """The SDK pings before every processing call and sends that call on the same pooled
+    connection. Here the ping's body comes 0.1 s after its headers (as it may under load)."""
+    host, port = spool_server.root_url.rsplit("/", 1)[1].split(":")
+    body = b'{"event_id":"e","surface":"sdk","reason":"processing_intent","operation":"process_media"}'
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(
+            b"POST /api/v2/auth/processing-activity HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-API-Key: {spool_server.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        time.sleep(0.1)
+        s.sendall(body)
+        first = _read_response(s)
+        assert first.startswith(b"HTTP/1.1 200"), first[:100]
+        if b"\r\nconnection: close" in first.lower():
+            return  # a server that closes must say so
+        s.sendall(f"GET /api/v2/prompts HTTP/1.1\r\nHost: x\r\nX-API-Key: {spool_server.admin_key}\r\n\r\n".encode())
+        second = _read_response(s)
+    assert second.startswith(b"HTTP/1.1 200"), f"the kept-alive connection gave {second[:100]!r}"
+
+
+def _read_response(s: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length (b"" when the server closed)."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return head + b"\r\n\r\n" + rest
+    except OSError:
+        return data
+
+
 def test_a_results_page_says_has_more_only_when_another_result_follows(client):
     index = client.indexes.create(name=unique("pages")).index_id
     vid = _upload(client, index_id=index)
@@ -645,7 +782,7 @@ def test_a_video_level_task_asked_again_after_a_segment_retry_is_a_new_attempt(c
     index = client.indexes.create(name=unique("vl-retry")).index_id
     vid = _upload(client, index_id=index)
     # The segment at 1 s fails on attempt 1 (too large, not retryable), answers on attempt 2.
-    prompt = _prompt(client, "huge", video_level=True, extra="only_at=1.0 valid_from_attempt=2")
+    prompt = _prompt(client, "huge", video_level=True, video_mode="valid", extra="only_at=1.0 valid_from_attempt=2")
     run = _wait(client, _execute(client, prompt, {"type": "index", "index_id": index}).run_id)
     assert (run.status, run.completed_segments, run.video_level_completed_items, run.partial_videos) == ("completed_with_failures", 1, 1, 1), run
     first = client.prompt_runs.get_video_result(run.run_id, vid)
@@ -670,9 +807,11 @@ def test_a_video_level_task_asked_again_after_a_segment_retry_is_a_new_attempt(c
     llm = client.prompt_runs.get_llm_calls(run.run_id)
     assert len(llm) == 5  # 2 + 1 segment calls, 2 video-level calls
     # A worker tells a repeat by (task_id, attempt) (processors.md): the second video-level
-    # request, with other segments, must not look like a repeat of the first.
-    assert [c.attempt for c in video_calls] == [1, 2], [c.attempt for c in video_calls]
-    assert len({c.llm_call_id for c in llm}) == len(llm), sorted(c.llm_call_id for c in llm)
+    # request, with other segments, must not look like a repeat of the first; and each
+    # processor call is its own llm-calls record.
+    ids = [c.llm_call_id for c in llm]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    assert ([c.attempt for c in video_calls], duplicated) == ([1, 2], [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -780,4 +919,3 @@ def test_every_call_spool_made_to_the_worker_was_signed_and_could_read_its_media
     assert all(c.media_status == 206 and c.bytes_read > 0 for c in calls), [
         (c.task_id, c.media_status, c.media_error) for c in calls if c.media_status != 206
     ]
-    assert MEDIA_RANGE == "bytes=0-1023"

@@ -164,7 +164,9 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 /// `POST /auth/processing-activity`: the SDK's ping before processing calls and
 /// `client.authenticate()`. Any valid key may send it.
-async fn processing_activity(_who: Principal) -> Response {
+/// The body is read (and ignored) before answering: answering first would leave its bytes on
+/// the connection, which is then closed under the client's next request.
+async fn processing_activity(_who: Principal, _body: axum::body::Bytes) -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
 }
 

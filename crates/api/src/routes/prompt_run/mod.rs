@@ -265,14 +265,15 @@ pub async fn results(
         let rv = &r.videos[n as usize];
         let mut data = Vec::new();
         let mut next = None;
+        // Only segments with a result are listed; the cursor is the next one that has one (a
+        // scan bounded by the video's segments).
         for s in rv.segments().filter(|s| *s >= from) {
+            let Some(res) = view::result(st, r, s) else { continue };
             if data.len() as u32 == limit {
                 next = Some(s);
                 break;
             }
-            if let Some(res) = view::result(st, r, s) {
-                data.push(res);
-            }
+            data.push(res);
         }
         Ok(json!({
             "data": data,

@@ -68,6 +68,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     succeeded: 0,
                     failed: 0,
                     video_level: None,
+                    video_level_attempts: 0,
                     outcome: None,
                     seconds_ms: 0,
                 });
@@ -222,6 +223,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     rv.failed = rv.failed.saturating_sub(1);
                     // The video's video-level answer is asked again once its segments end.
                     if let Some(vl) = rv.video_level.take() {
+                        rv.video_level_attempts = vl.attempts;
                         let key = RunTask::Video(v);
                         run.tasks.remove(vl.status, key);
                         run.video_level_total = run.video_level_total.saturating_sub(1);
@@ -307,7 +309,10 @@ fn settle_video(run: &mut PromptRun, v: u32) {
     if wants_video_level && rv.succeeded > 0 {
         match &rv.video_level {
             None => {
-                rv.video_level = Some(TaskState::new(run.updated_at_ms));
+                let mut t = TaskState::new(run.updated_at_ms);
+                t.attempts = rv.video_level_attempts;
+                t.attempts_base = rv.video_level_attempts;
+                rv.video_level = Some(t);
                 run.tasks.insert(TaskStatus::Pending, RunTask::Video(v));
                 run.video_level_total += 1;
                 return;

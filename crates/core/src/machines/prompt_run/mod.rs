@@ -205,6 +205,9 @@ pub struct RunVideo {
     pub succeeded: u32,
     pub failed: u32,
     pub video_level: Option<TaskState>,
+    /// Attempts of earlier video-level tasks of this video (a segment retry asks the video level
+    /// again): the next one continues the count, so every call is its own (task, attempt).
+    pub video_level_attempts: u32,
     pub outcome: Option<VideoOutcome>,
     /// Seconds of media its segments cover, in milliseconds.
     pub seconds_ms: u64,
