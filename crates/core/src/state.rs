@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 12;
+pub const STATE_FORMAT: u32 = 13;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -36,6 +36,9 @@ pub struct State {
     pub videos: BTreeMap<VideoId, crate::machines::video::Video>,
     /// An index's videos in (created_at, id) order: the order of its cursor pages.
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
+    /// The milliseconds of media of an index's videos (what `index_videos` holds): the
+    /// estimate of a run over an index in O(1).
+    pub index_media_ms: BTreeMap<IndexId, u64>,
     /// `new_only` keys of everything imported (`imports::import_key`).
     pub imported_keys: BTreeSet<crate::machines::import_job::PathKey>,
     /// Durable timers, by (due, timer): derived from the events that set and clear them, so

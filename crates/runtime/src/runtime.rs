@@ -466,6 +466,9 @@ impl Runtime {
             }
             let rt = self.clone();
             self.handle.spawn(async move {
+                // A prompt task waits for its processor's slot first, so tasks queued behind a
+                // slow processor hold no engine-wide slot (imports and webhooks go on).
+                let _processor_slot = rt.processor_slot(&effect).await;
                 let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
                 if !rt.draining.load(Ordering::SeqCst) {
                     use futures::FutureExt;

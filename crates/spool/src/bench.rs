@@ -17,8 +17,12 @@ pub enum BenchCmd {
     /// with a local no-op `http` worker, against the worker's own ceiling under a plain load
     /// generator in the same run.
     PromptRun {
+        /// Videos of the http comparison (two 1-second segments each).
         #[arg(long, default_value_t = 1000)]
         videos: usize,
+        /// Images of the probe scale runs (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_values_t = crate::bench_prompt_run::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
         /// Work directory (default: a fresh temporary directory, removed afterwards).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
@@ -99,8 +103,8 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::PromptRun { videos, dir } => {
-            crate::bench_prompt_run::run(crate::bench_prompt_run::Args { videos, dir })
+        BenchCmd::PromptRun { videos, sizes, dir } => {
+            crate::bench_prompt_run::run(crate::bench_prompt_run::Args { videos, sizes, dir })
         }
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency } => {

@@ -12,15 +12,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The http processor's concurrency (and the load generator's).
-const CONCURRENCY: usize = 8;
 const KEY: &str = "sk_bench_prompt_run_0123456789abcdef";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub struct Args {
+    /// Videos of the http comparison (two 1-second WAV segments each).
     pub videos: usize,
+    /// Images of the scale runs (one segment each), one fresh server per size.
+    pub sizes: Vec<usize>,
     pub dir: Option<PathBuf>,
 }
+
+/// Sizes of the scale runs when none are given.
+pub const DEFAULT_SIZES: [usize; 3] = [1000, 10_000, 100_000];
+/// A valid 24×24 PNG of 1,024 bytes: one segment each.
+const TINY_PNG: &[u8] = include_bytes!("../../../fixtures/media/tiny.png");
+/// The concurrencies the http processor is measured at (each against the worker's ceiling at
+/// the same concurrency).
+const HTTP_CONCURRENCIES: [usize; 2] = [8, 64];
 
 struct Server {
     child: Child,
@@ -113,7 +122,29 @@ async fn run_once(
         match r["status"].as_str() {
             Some("completed") => {
                 let n = r["completed_segments"].as_u64().unwrap_or(0);
-                return Ok((n, n as f64 / t.elapsed().as_secs_f64()));
+                let took = t.elapsed().as_secs_f64();
+                // Where the time went: the processor calls' own durations, as recorded.
+                let calls = call(c, s, "GET", &format!("/prompt-runs/{id}/llm-calls"), None).await?;
+                let d: Vec<f64> =
+                    calls.as_array().into_iter().flatten().filter_map(|c| c["duration_ms"].as_f64()).collect();
+                let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+                let first = calls
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(|c| c["invoked_at"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let last = calls
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|c| c["invoked_at"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                eprintln!(
+                    "  {model}: {took:.2} s, mean call {mean:.2} ms, first answer {first}, last {last}, run created {}",
+                    r["created_at"]
+                );
+                return Ok((n, n as f64 / took));
             }
             Some("processing" | "pending") => tokio::time::sleep(Duration::from_millis(20)).await,
             other => bail!("the run ended {other:?}: {r}"),
@@ -122,13 +153,13 @@ async fn run_once(
 }
 
 /// The worker's ceiling: `total` POSTs of `body`, `CONCURRENCY` at a time, keep-alive.
-async fn ceiling(url: &str, body: Vec<u8>, total: u64) -> anyhow::Result<(f64, u64)> {
+async fn ceiling(url: &str, body: Vec<u8>, total: u64, concurrency: usize) -> anyhow::Result<(f64, u64)> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency {
         let (client, next, failed, url, body) =
             (client.clone(), next.clone(), failed.clone(), url.to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
@@ -162,7 +193,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("spool-bench-prompt-run-{}", std::process::id())),
     };
     std::fs::create_dir_all(&work)?;
-    let r = rt.block_on(bench(&work, args.videos.max(1)));
+    let sizes = if args.sizes.is_empty() { DEFAULT_SIZES.to_vec() } else { args.sizes };
+    let r = rt.block_on(bench(&work, args.videos.max(1), &sizes));
     if r.is_ok() {
         let _ = std::fs::remove_dir_all(&work);
     } else {
@@ -171,7 +203,80 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     r
 }
 
-async fn bench(work: &Path, videos: usize) -> anyhow::Result<()> {
+async fn healthy(c: &reqwest::Client, s: &Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while c.get(format!("{}/healthz", s.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+        ensure!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// An index with everything in `media` imported; returns (index, prompt).
+async fn prepare(c: &reqwest::Client, s: &Server, media: &Path, pattern: &str) -> anyhow::Result<(String, String)> {
+    healthy(c, s).await?;
+    let idx = call(c, s, "POST", "/indexes", Some(json!({"name": "bench"}))).await?;
+    let index = idx["index_id"].as_str().context("no index")?.to_string();
+    let conn = call(c, s, "POST", "/connectors/local", Some(json!({"name": "m", "root": media}))).await?;
+    let job = call(
+        c,
+        s,
+        "POST",
+        "/import-jobs",
+        Some(json!({"connector_id": conn["connector_id"], "index_id": index, "file_pattern": pattern})),
+    )
+    .await?;
+    let job_id = job["job_id"].as_str().context("no job")?.to_string();
+    loop {
+        let j = call(c, s, "GET", &format!("/import-jobs/{job_id}"), None).await?;
+        if j["status"] == "completed" {
+            break;
+        }
+        ensure!(j["status"] != "failed", "the import failed: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let prompt = call(
+        c,
+        s,
+        "POST",
+        "/prompts",
+        Some(json!({"name": "bench", "prompt_text": "Describe every segment.", "json_schema": {"type": "object"}})),
+    )
+    .await?;
+    Ok((index, prompt["prompt_id"].as_str().context("no prompt")?.to_string()))
+}
+
+async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()> {
+    let c = reqwest::Client::new();
+    let no_config = work.join("none.toml");
+    std::fs::write(&no_config, "")?;
+    // Scale: the probe processor over 1k / 10k / 100k one-segment images, a fresh server each.
+    let mut scale = Vec::new();
+    for &n in sizes {
+        let media = work.join(format!("images-{n}"));
+        for i in 0..n {
+            let d = media.join(format!("d{:03}", i / 1000));
+            if i % 1000 == 0 {
+                std::fs::create_dir_all(&d)?;
+            }
+            std::fs::write(d.join(format!("i{i:06}.png")), TINY_PNG)?;
+        }
+        let server = spawn(work, &work.join(format!("data-{n}")), &no_config, &media)?;
+        let (index, prompt) = prepare(&c, &server, &media, "*.png").await?;
+        let (segments, sps) = run_once(&c, &server, &prompt, &index, "probe").await?;
+        println!("probe, {n:>7} images: {segments} segments, {sps:.0} segments/s");
+        scale.push((n, sps));
+        drop(server);
+        let _ = std::fs::remove_dir_all(&media);
+        let _ = std::fs::remove_dir_all(work.join(format!("data-{n}")));
+    }
+    let ratio_scale = match (scale.first(), scale.last()) {
+        (Some(a), Some(b)) if a.1 > 0.0 => b.1 / a.1,
+        _ => 0.0,
+    };
+    println!("largest / smallest:   {ratio_scale:.2} (O(1) per outcome keeps this near 1)");
+
+    // The http processor against its worker's ceiling.
     let media = work.join("media");
     std::fs::create_dir_all(&media)?;
     for i in 0..videos {
@@ -180,77 +285,48 @@ async fn bench(work: &Path, videos: usize) -> anyhow::Result<()> {
     }
     let (url, served) = worker().await?;
     let config = work.join("spool.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[processors]\ndefault = \"probe\"\n\n[processors.noop]\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"10s\"\nconcurrency = {CONCURRENCY}\n"
-        ),
-    )?;
+    let mut text = "[processors]\ndefault = \"probe\"\n".to_string();
+    for n in HTTP_CONCURRENCIES {
+        text.push_str(&format!(
+            "\n[processors.noop{n}]\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"10s\"\nconcurrency = {n}\n"
+        ));
+    }
+    std::fs::write(&config, text)?;
     let server = spawn(work, &work.join("data"), &config, &media)?;
-    let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.get(format!("{}/healthz", server.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-        ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let idx = call(&c, &server, "POST", "/indexes", Some(json!({"name": "bench"}))).await?;
-    let index = idx["index_id"].as_str().context("no index")?.to_string();
-    let conn = call(&c, &server, "POST", "/connectors/local", Some(json!({"name": "m", "root": media}))).await?;
-    let job = call(
-        &c,
-        &server,
-        "POST",
-        "/import-jobs",
-        Some(json!({"connector_id": conn["connector_id"], "index_id": index, "file_pattern": "*.wav"})),
-    )
-    .await?;
-    let job_id = job["job_id"].as_str().context("no job")?.to_string();
-    loop {
-        let j = call(&c, &server, "GET", &format!("/import-jobs/{job_id}"), None).await?;
-        if j["status"] == "completed" {
-            break;
-        }
-        ensure!(j["status"] != "failed", "the import failed: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let prompt = call(
-        &c,
-        &server,
-        "POST",
-        "/prompts",
-        Some(json!({"name": "bench", "prompt_text": "Describe every segment.", "json_schema": {"type": "object"}})),
-    )
-    .await?;
-    let prompt = prompt["prompt_id"].as_str().context("no prompt")?.to_string();
-
+    let (index, prompt) = prepare(&c, &server, &media, "*.wav").await?;
     let (segments, probe_sps) = run_once(&c, &server, &prompt, &index, "probe").await?;
-    println!("probe processor:      {segments} segments, {probe_sps:.0} segments/s");
-    let before = served.load(Ordering::Relaxed);
-    let (segments_http, http_sps) = run_once(&c, &server, &prompt, &index, "noop").await?;
-    let calls = served.load(Ordering::Relaxed) - before;
-    println!("no-op http worker:    {segments_http} segments, {http_sps:.0} segments/s ({calls} worker calls)");
+    println!("probe, {videos} WAVs:     {segments} segments, {probe_sps:.0} segments/s");
     // A request of the size Spool sends (a segment request with its facts and media URL).
-    let body = vec![b' '; 1500];
-    let mut body = body;
+    let mut body = vec![b' '; 1500];
     body[..2].copy_from_slice(b"{}");
-    let (ceiling_rps, failed) = ceiling(&url, body, (segments_http.max(1000)) * 2).await?;
-    ensure!(failed == 0, "the load generator saw {failed} failed requests: the baseline is not at its real speed");
-    println!("worker ceiling:       {ceiling_rps:.0} requests/s ({CONCURRENCY} in flight, keep-alive, no failures)");
-    let ratio = http_sps / ceiling_rps;
-    println!("http run / ceiling:   {ratio:.2}");
-    println!(
-        "{}",
-        json!({
-            "bench": "prompt-run",
-            "videos": videos,
-            "segments": segments,
-            "probe_segments_per_s": probe_sps.round(),
-            "http_segments_per_s": http_sps.round(),
+    let mut http = Vec::new();
+    for n in HTTP_CONCURRENCIES {
+        let before = served.load(Ordering::Relaxed);
+        let (done, sps) = run_once(&c, &server, &prompt, &index, &format!("noop{n}")).await?;
+        let calls = served.load(Ordering::Relaxed) - before;
+        let (ceiling_rps, failed) = ceiling(&url, body.clone(), done.max(1000) * 2, n).await?;
+        ensure!(failed == 0, "the load generator saw {failed} failed requests: the baseline is not at its real speed");
+        println!(
+            "http, {n:>2} in flight:    {done} segments, {sps:.0} segments/s ({calls} worker calls); worker ceiling {ceiling_rps:.0} requests/s; ratio {:.2}",
+            sps / ceiling_rps
+        );
+        http.push(json!({
+            "concurrency": n,
+            "segments_per_s": sps.round(),
             "worker_ceiling_requests_per_s": ceiling_rps.round(),
-            "http_vs_ceiling": (ratio * 100.0).round() / 100.0,
-            "http_worker_calls": calls,
-            "concurrency": CONCURRENCY,
-        })
-    );
+            "ratio": ((sps / ceiling_rps) * 100.0).round() / 100.0,
+            "worker_calls": calls,
+        }));
+    }
+    let mut line = json!({
+        "bench": "prompt-run",
+        "probe_wav_segments_per_s": probe_sps.round(),
+        "http": http,
+        "scale_largest_vs_smallest": (ratio_scale * 100.0).round() / 100.0,
+    });
+    for (n, sps) in &scale {
+        line[format!("probe_segments_per_s_{n}")] = json!(sps.round());
+    }
+    println!("{line}");
     Ok(())
 }

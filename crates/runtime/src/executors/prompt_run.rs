@@ -118,7 +118,11 @@ impl PromptRunExecutor {
             .iter()
             .map(|(n, p)| (n.clone(), Arc::new(tokio::sync::Semaphore::new(p.concurrency.max(1)))))
             .collect();
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .build()?;
         Ok(PromptRunExecutor { settings, slots, client, validators: Mutex::new(HashMap::new()) })
     }
 
@@ -294,6 +298,18 @@ pub fn sign_request(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Stri
 type Outcome = Result<(TaskAnswer, CallUsage), (TaskFailure, Option<CallUsage>)>;
 
 impl Runtime {
+    /// The processor slot a prompt task needs before it runs (`None` for other effects, and for
+    /// a task whose processor is not configured: it fails without a call).
+    pub(crate) async fn processor_slot(
+        &self,
+        effect: &spool_core::Effect,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let spool_core::Effect::PromptRun(PromptRunEffect::RunTask { run_id, .. }) = effect else { return None };
+        let processor = self.read(|st| st.prompt_runs.get(run_id).map(|r| r.settings.processor.clone()))?;
+        let slots = self.executors.prompt_runs.slots.get(&processor)?.clone();
+        slots.acquire_owned().await.ok()
+    }
+
     pub(super) async fn run_prompt_effect(
         self: &Arc<Self>,
         effect: &PromptRunEffect,
@@ -357,7 +373,7 @@ impl Runtime {
     ) -> Result<(), crate::RuntimeError> {
         let Some(spec) = self.read(|st| read_task(st, run_id, task)) else { return Ok(()) };
         let exec = &self.executors.prompt_runs;
-        let Some(slots) = exec.slots.get(&spec.processor).cloned() else {
+        if !exec.slots.contains_key(&spec.processor) {
             // A processor removed from the configuration since the run began.
             let f = failure(
                 "processing",
@@ -367,8 +383,9 @@ impl Runtime {
             );
             self.start_and_record(run_id, task, attempt, Err((f, None))).await?;
             return Ok(());
-        };
-        let Ok(_slot) = slots.acquire_owned().await else { return Ok(()) };
+        }
+        // The start is durable before the processor is called (its slot is held already, see
+        // `processor_slot`): after a cancel nothing new reaches a processor.
         match self.execute(Command::PromptRun(PromptRunCommand::StartTask { run_id: *run_id, task, attempt })).await {
             Ok(_) => {}
             Err(crate::RuntimeError::Domain(DomainError::Stale(_))) => return Ok(()),
@@ -435,7 +452,11 @@ impl Runtime {
             }
             ProcessorKind::Http { url, secret, timeout, response_bytes_max } => {
                 let body = self.request_body(run_id, task, attempt, spec);
-                match call_http(&exec.client, url, secret, *timeout, *response_bytes_max, &body, self.now_ms()).await {
+                // The same (task, attempt) always has the same message id: a worker can tell a
+                // repeated call from a new attempt.
+                let id = format!("msg_{}_{attempt}", task_id(run_id, task, spec));
+                let call = Call { url, secret, id: &id, timeout: *timeout, max_bytes: *response_bytes_max };
+                match call_http(&exec.client, call, &body, self.now_ms()).await {
                     Ok((m, t, mut u)) => {
                         u.duration_ms = started.elapsed().as_millis() as u64;
                         (m, t, u)
@@ -475,10 +496,7 @@ impl Runtime {
                 hex::encode(self.keyring().mac(crate::MEDIA_SIGNING_PURPOSE, format!("{p}\n{expires}").as_bytes()));
             format!("{}/media/{p}?expires={expires}&sig={sig}", exec.settings.media_base_url.trim_end_matches('/'))
         });
-        let task_id = match task {
-            RunTask::Segment(n) => pr::segment_id(run_id, n),
-            RunTask::Video(_) => format!("{}_video_{}", run_id, spec.video_id),
-        };
+        let task_id = task_id(run_id, task, spec);
         let body = json!({
             "version": 1,
             "kind": spec.kind,
@@ -510,23 +528,37 @@ impl Runtime {
     }
 }
 
+/// A task's id in processor requests: the segment id, or `<run>_video_<video>`.
+fn task_id(run_id: &PromptRunId, task: RunTask, spec: &TaskSpec) -> String {
+    match task {
+        RunTask::Segment(n) => pr::segment_id(run_id, n),
+        RunTask::Video(_) => format!("{}_video_{}", run_id, spec.video_id),
+    }
+}
+
+/// One call to an `http` processor: where, signed how, bounded how.
+struct Call<'a> {
+    url: &'a str,
+    secret: &'a str,
+    id: &'a str,
+    timeout: Duration,
+    max_bytes: u64,
+}
+
 /// POST a request to an `http` processor and read its answer within the bounds.
 async fn call_http(
     client: &reqwest::Client,
-    url: &str,
-    secret: &str,
-    timeout: Duration,
-    max_bytes: u64,
+    call: Call<'_>,
     body: &[u8],
     now_ms: u64,
 ) -> Result<(Value, String, CallUsage), TaskFailure> {
-    let id = format!("msg_{}", ulid::Ulid::new());
+    let Call { url, secret, id, timeout, max_bytes } = call;
     let ts = now_ms / 1000;
-    let sig = sign_request(secret, &id, ts, body);
+    let sig = sign_request(secret, id, ts, body);
     let send = client
         .post(url)
         .header("content-type", "application/json")
-        .header("webhook-id", &id)
+        .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", sig)
         .body(body.to_vec())

@@ -169,23 +169,53 @@ pub async fn estimate(
         if st.prompts.get(&prompt_id).is_none_or(|p| !p.is_live()) {
             return Err(ApiError::not_found("prompt", &prompt_id.to_string()));
         }
-        let ids: Vec<VideoId> = match &target {
+        // O(1) for an index or the playground (the size of its set and its kept total of
+        // media); summed over a list of videos (at most RUN_TARGET_VIDEOS_MAX), checked as
+        // execute checks it.
+        let (videos, seconds) = match &target {
             RunTarget::Index { index_id } => {
                 st.live_index(index_id).ok_or_else(|| ApiError::not_found("index", &index_id.to_string()))?;
-                st.index_videos.get(index_id).into_iter().flatten().map(|(_, v)| *v).collect()
+                let ms = st.index_media_ms.get(index_id).copied().unwrap_or(0);
+                (st.index_videos.get(index_id).map_or(0, |s| s.len()), Some(ms as f64 / 1e3))
             }
-            RunTarget::Videos { video_ids, .. } => video_ids.clone(),
             RunTarget::Playground => {
-                st.index_videos.get(&spool_core::imports::PLAYGROUND).into_iter().flatten().map(|(_, v)| *v).collect()
+                let p = spool_core::imports::PLAYGROUND;
+                let ms = st.index_media_ms.get(&p).copied().unwrap_or(0);
+                (st.index_videos.get(&p).map_or(0, |s| s.len()), Some(ms as f64 / 1e3))
+            }
+            RunTarget::Videos { video_ids, index_id } => {
+                let max = spool_core::machines::prompt_run::RUN_TARGET_VIDEOS_MAX;
+                if video_ids.is_empty() || video_ids.len() > max {
+                    return Err(ApiError::validation("target.video_ids", format!("must hold 1 to {max} video ids")));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                let mut total = 0.0;
+                for id in video_ids {
+                    let v = st
+                        .videos
+                        .get(id)
+                        .filter(|v| v.visible(st))
+                        .ok_or_else(|| ApiError::not_found("video", &id.to_string()))?;
+                    if let Some(i) = index_id
+                        && v.index_id != *i
+                    {
+                        return Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "video_not_in_index",
+                            format!("video {id} is not in index {i}"),
+                        ));
+                    }
+                    if seen.insert(*id) {
+                        total += v.range_seconds().1 - v.range_seconds().0;
+                    }
+                }
+                (seen.len(), Some(total))
             }
         };
-        let videos: Vec<&spool_core::Video> =
-            ids.iter().filter_map(|id| st.videos.get(id)).filter(|v| v.visible(st)).collect();
-        let seconds: f64 = videos.iter().map(|v| v.range_seconds().1 - v.range_seconds().0).sum();
         Ok(json!({
             "estimated_mt": 0.0,
             "breakdown": {
-                "videos": videos.len(),
+                "videos": videos,
                 "video_seconds": seconds,
                 "processor": settings.processor,
                 "note": "Spool runs your own processors and bills nothing",

@@ -5,7 +5,14 @@ use spool_model::{DeletionStage, Envelope, Event};
 /// A new video, on its index's pages.
 fn insert(state: &mut State, v: Video) {
     state.index_videos.entry(v.index_id).or_default().insert((v.created_at_ms, v.video_id));
+    *state.index_media_ms.entry(v.index_id).or_default() += media_ms(&v);
     state.videos.insert(v.video_id, v);
+}
+
+/// The milliseconds of media a video covers (its part's range).
+pub fn media_ms(v: &Video) -> u64 {
+    let (a, b) = v.range_seconds();
+    ((b - a).max(0.0) * 1000.0).round() as u64
 }
 
 /// Fold the video's events; others are not this machine's.
@@ -71,8 +78,11 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     finished_at_ms: None,
                 });
                 // Gone from its index's pages at once.
-                if let Some(set) = state.index_videos.get_mut(&v.index_id) {
-                    set.remove(&(v.created_at_ms, *video_id));
+                if let Some(set) = state.index_videos.get_mut(&v.index_id)
+                    && set.remove(&(v.created_at_ms, *video_id))
+                    && let Some(ms) = state.index_media_ms.get_mut(&v.index_id)
+                {
+                    *ms = ms.saturating_sub(media_ms(v));
                 }
                 state.videos_deleting.insert(*video_id);
             }
