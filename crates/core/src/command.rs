@@ -35,6 +35,7 @@ pub enum Command {
     Webhook(WebhookCommand),
     Prompt(crate::machines::prompt::PromptCommand),
     PromptRun(crate::machines::prompt_run::PromptRunCommand),
+    Export(crate::machines::export::ExportCommand),
     Engine(EngineCommand),
 }
 
@@ -64,6 +65,7 @@ from_machine!(
     VideoCommand => Video,
     crate::machines::prompt::PromptCommand => Prompt,
     crate::machines::prompt_run::PromptRunCommand => PromptRun,
+    crate::machines::export::ExportCommand => Export,
     EngineCommand => Engine,
 );
 

@@ -34,6 +34,7 @@ pub enum Outcome {
     PromptRun(spool_model::PromptRunId),
     /// A manual segment retry of a run.
     SegmentRetry(spool_model::PromptRunId, spool_model::RetryId),
+    Export(spool_model::ExportId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -92,10 +93,12 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Video(c) => video::decide(state, c, ctx),
         Command::Prompt(c) => crate::machines::prompt::decide(state, c, ctx),
         Command::PromptRun(c) => crate::machines::prompt_run::decide(state, c, ctx),
+        Command::Export(c) => crate::machines::export::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
             Timer::PromptTaskRetry { .. } => crate::machines::prompt_run::fire_retry(state, timer),
+            Timer::ExportRetry { .. } => crate::machines::export::fire_retry(state, timer),
         },
     }
 }

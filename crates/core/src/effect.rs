@@ -20,6 +20,7 @@ pub enum Effect {
     Webhook(WebhookEffect),
     Video(VideoEffect),
     PromptRun(crate::machines::prompt_run::PromptRunEffect),
+    Export(crate::machines::export::ExportEffect),
 }
 
 /// The aggregate whose effects an event can change: after a batch the runtime offers the
@@ -31,6 +32,7 @@ pub enum WorkKey {
     Webhook(spool_model::WebhookId),
     Video(spool_model::VideoId),
     PromptRun(spool_model::PromptRunId),
+    Export(spool_model::ExportId),
 }
 
 /// The aggregate with work that an event concerns, if any.
@@ -40,6 +42,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         .or_else(|| webhook::work_key(event))
         .or_else(|| video::work_key(event))
         .or_else(|| crate::machines::prompt_run::work_key(event))
+        .or_else(|| crate::machines::export::work_key(event))
         .or_else(|| connector::work_key(event))
         .or_else(|| api_key::work_key(event))
 }
@@ -53,6 +56,7 @@ impl Effect {
             Effect::Webhook(e) => e.work_key(),
             Effect::Video(e) => e.work_key(),
             Effect::PromptRun(e) => e.work_key(),
+            Effect::Export(e) => e.work_key(),
         }
     }
 }
@@ -66,6 +70,9 @@ pub fn effects_for(state: &State, key: WorkKey) -> Vec<Effect> {
         WorkKey::Video(id) => video::effects_for(state, id).into_iter().map(Effect::Video).collect(),
         WorkKey::PromptRun(id) => {
             crate::machines::prompt_run::effects_for(state, id).into_iter().map(Effect::PromptRun).collect()
+        }
+        WorkKey::Export(id) => {
+            crate::machines::export::effects_for(state, id).into_iter().map(Effect::Export).collect()
         }
     }
 }
@@ -90,6 +97,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     for id in &state.active_runs {
         out.extend(effects_for(state, WorkKey::PromptRun(*id)));
     }
+    for id in &state.active_exports {
+        out.extend(effects_for(state, WorkKey::Export(*id)));
+    }
     out
 }
 
@@ -103,6 +113,7 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
             WorkKey::Webhook(id) => id.to_string() == stream,
             WorkKey::Video(id) => id.to_string() == stream,
             WorkKey::PromptRun(id) => id.to_string() == stream,
+            WorkKey::Export(id) => id.to_string() == stream,
         })
         .collect()
 }

@@ -25,6 +25,7 @@ pub use error::DomainError;
 pub use evolve::{evolve, replay};
 pub use machines::api_key::ApiKeyCommand;
 pub use machines::connector::ConnectorCommand;
+pub use machines::export::{ExportCommand, ExportEffect};
 pub use machines::import_job::{ImportCommand, ImportEffect};
 pub use machines::index::{IndexCommand, IndexEffect};
 pub use machines::prompt_run::{PromptRunCommand, PromptRunEffect};

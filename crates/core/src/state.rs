@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 13;
+pub const STATE_FORMAT: u32 = 14;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -61,6 +61,10 @@ pub struct State {
     pub runs_by_index: BTreeMap<IndexId, BTreeSet<(u64, spool_model::PromptRunId)>>,
     pub active_runs: BTreeSet<spool_model::PromptRunId>,
     pub video_runs: BTreeMap<VideoId, Vec<spool_model::PromptRunId>>,
+    /// Exports by id and by (created_at, id); the ones that have not ended.
+    pub exports: BTreeMap<spool_model::ExportId, crate::machines::export::Export>,
+    pub exports_by_created: BTreeSet<(u64, spool_model::ExportId)>,
+    pub active_exports: BTreeSet<spool_model::ExportId>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.
@@ -72,6 +76,8 @@ pub enum Timer {
     DeliveryRetry { delivery_id: spool_model::DeliveryId, attempt: u32 },
     /// Attempt `attempt + 1` of a prompt run's task.
     PromptTaskRetry { run_id: spool_model::PromptRunId, task: spool_model::RunTask, attempt: u32 },
+    /// Attempt `attempt + 1` of an export.
+    ExportRetry { export_id: spool_model::ExportId, attempt: u32 },
 }
 
 impl State {

@@ -442,6 +442,42 @@ pub enum Event {
     PromptRunCancelRequested { run_id: PromptRunId, requested_by: String },
     /// Stream `run_…`. `completed`, `completed_with_failures`, `failed` or `cancelled`.
     PromptRunFinished { run_id: PromptRunId, status: String, error: Option<String> },
+    /// Stream `exp_…`. An export of an index (its runs, or only `run_ids`) or of one run.
+    ExportCreated {
+        export_id: ExportId,
+        kind: ExportKind,
+        index_id: Option<IndexId>,
+        run_ids: Vec<PromptRunId>,
+        destination: ExportDestination,
+        user_id: String,
+    },
+    /// Stream `exp_…`. An attempt begins (recorded before the artifact is made).
+    ExportStarted { export_id: ExportId, attempt: u32 },
+    /// Stream `exp_…`. The artifact is made and kept (`<data-dir>/exports/<id>.json`): every
+    /// download and upload reads these bytes.
+    ExportGenerated { export_id: ExportId, attempt: u32, size_bytes: u64, sha256: [u8; 32] },
+    /// Stream `exp_…`. Terminal: downloadable, or written to the connector.
+    ExportCompleted { export_id: ExportId, attempt: u32 },
+    /// Stream `exp_…`. With `retry_due_ms` a durable timer brings it back; without, terminal.
+    ExportFailed { export_id: ExportId, attempt: u32, error: String, retry_due_ms: Option<u64> },
+    /// Stream `exp_…`. A retry timer fired: the export is queued again.
+    ExportRetryDue { export_id: ExportId, attempt: u32 },
+}
+
+/// What an export packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportKind {
+    Index,
+    PromptRun,
+}
+
+/// Where an export goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportDestination {
+    /// Kept by Spool, for `GET /exports/{id}/download`.
+    Download,
+    /// Written to `object_path` (inside the connector's `export_base_path`) of a connector.
+    Connector { connector_id: ConnectorId, base_path: String, subpath: String, object_path: String, uri: String },
 }
 
 /// A prompt's video-level extraction: one more processor call per video over its segments.
@@ -527,6 +563,12 @@ pub const EVENT_KINDS: &[&str] = &[
     "PromptTaskRetryRequested",
     "PromptRunCancelRequested",
     "PromptRunFinished",
+    "ExportCreated",
+    "ExportStarted",
+    "ExportGenerated",
+    "ExportCompleted",
+    "ExportFailed",
+    "ExportRetryDue",
 ];
 
 impl Event {
@@ -592,6 +634,12 @@ impl Event {
             Event::PromptTaskRetryRequested { .. } => 55,
             Event::PromptRunCancelRequested { .. } => 56,
             Event::PromptRunFinished { .. } => 57,
+            Event::ExportCreated { .. } => 58,
+            Event::ExportStarted { .. } => 59,
+            Event::ExportGenerated { .. } => 60,
+            Event::ExportCompleted { .. } => 61,
+            Event::ExportFailed { .. } => 62,
+            Event::ExportRetryDue { .. } => 63,
         }
     }
 
@@ -647,6 +695,7 @@ impl Event {
         let second_part = VideoId(Ulid::from_parts(1_764_000_000_006, 9));
         let run_id = PromptRunId(Ulid::from_parts(1_764_000_000_009, 11));
         let retry_id = RetryId(Ulid::from_parts(1_764_000_000_010, 12));
+        let export_id = ExportId(Ulid::from_parts(1_764_000_000_011, 13));
         let facts = crate::MediaFacts {
             container: "mp4".into(),
             duration_us: Some(2_000_000),
@@ -952,6 +1001,30 @@ impl Event {
             Event::PromptTaskRetryRequested { run_id, task: RunTask::Segment(3), retry_id },
             Event::PromptRunCancelRequested { run_id, requested_by: "key_x".into() },
             Event::PromptRunFinished { run_id, status: "completed_with_failures".into(), error: None },
+            Event::ExportCreated {
+                export_id,
+                kind: ExportKind::Index,
+                index_id: Some(index_id),
+                run_ids: vec![run_id],
+                destination: ExportDestination::Connector {
+                    connector_id,
+                    base_path: "exports/spool".into(),
+                    subpath: "weekly".into(),
+                    object_path: "exports/spool/weekly/exp_x.json".into(),
+                    uri: "s3://media/exports/spool/weekly/exp_x.json".into(),
+                },
+                user_id: "key_x".into(),
+            },
+            Event::ExportStarted { export_id, attempt: 1 },
+            Event::ExportGenerated { export_id, attempt: 1, size_bytes: 4096, sha256: hash },
+            Event::ExportCompleted { export_id, attempt: 1 },
+            Event::ExportFailed {
+                export_id,
+                attempt: 1,
+                error: "the connector refused the write".into(),
+                retry_due_ms: Some(1_764_000_300_000),
+            },
+            Event::ExportRetryDue { export_id, attempt: 1 },
         ]
     }
 }

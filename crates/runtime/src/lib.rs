@@ -16,6 +16,7 @@ mod sequencer;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
+pub use executors::export::{EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT, EXPORTS_DIR};
 pub use executors::prompt_run::{
     HTTP_PROCESSOR_CONCURRENCY_DEFAULT, HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT, HTTP_PROCESSOR_TIMEOUT_DEFAULT,
     PROBE_PROCESSOR, ProcessorConfig, ProcessorKind, ProcessorSettings, sign_request,

@@ -54,6 +54,8 @@ pub struct RuntimeConfig {
     pub webhooks: crate::executors::webhook::WebhookSettings,
     /// The processors prompt runs use (`[processors.<name>]`).
     pub processors: crate::executors::prompt_run::ProcessorSettings,
+    /// Largest artifact of a download export (`SPOOL_EXPORT_DOWNLOAD_MAX_BYTES`).
+    pub export_download_max_bytes: u64,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -82,6 +84,7 @@ impl RuntimeConfig {
             import_concurrency: IMPORT_CONCURRENCY_DEFAULT,
             webhooks: Default::default(),
             processors: Default::default(),
+            export_download_max_bytes: crate::executors::export::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
         }
     }
 }

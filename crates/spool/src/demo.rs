@@ -79,6 +79,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         upload_idle_timeout: spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT,
         public_url: None,
         processors: spool_runtime::ProcessorSettings::default(),
+        export_download_max_bytes: spool_runtime::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
     };
     let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;
     let addr = listener.local_addr()?;

@@ -35,9 +35,19 @@ pub struct FileConfig {
     /// The base clients reach, e.g. `https://spool.example.com` (env SPOOL_PUBLIC_URL).
     #[serde(default)]
     pub public_url: Option<String>,
+    #[serde(default)]
+    pub exports: ExportsConfig,
     /// `default = "<name>"` and one `[processors.<name>]` table per processor.
     #[serde(default)]
     pub processors: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Largest download export in bytes (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; default 64 MiB).
+    #[serde(default)]
+    pub download_max_bytes: Option<u64>,
 }
 
 /// One `[processors.<name>]` table.
@@ -173,6 +183,9 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
     pub processors: spool_runtime::ProcessorSettings,
+    /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
+    /// `exports.download_max_bytes`; 64 MiB).
+    pub export_download_max_bytes: u64,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -253,6 +266,13 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         )?
         .unwrap_or(spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT),
         processors: processors(&file.processors)?,
+        export_download_max_bytes: match std::env::var("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES={v:?} is not a number of bytes"))?,
+            Err(_) => file.exports.download_max_bytes.unwrap_or(spool_runtime::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT),
+        },
         public_url: match std::env::var("SPOOL_PUBLIC_URL") {
             Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
             _ => file.public_url.clone(),
@@ -315,6 +335,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
         ..settings.webhooks.clone()
     };
     cfg.processors = settings.processors.clone();
+    cfg.export_download_max_bytes = settings.export_download_max_bytes;
     cfg.processors.media_base_url = match &settings.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!(

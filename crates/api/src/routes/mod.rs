@@ -3,6 +3,7 @@
 
 mod api_key;
 mod connector;
+mod export;
 mod import_job;
 mod index;
 pub(crate) mod prompt;
@@ -64,6 +65,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/videos/{video_id}/process", post(prompt_run::process_video))
         .route("/videos/{video_id}/prompt-runs", get(prompt_run::video_runs))
+        .route("/exports", get(export::list))
+        .route("/exports/index/{index_id}", post(export::create_index))
+        .route("/exports/prompt-run/{run_id}", post(export::create_run))
+        .route("/exports/{export_id}", get(export::retrieve))
+        .route("/exports/{export_id}/download-url", post(export::download_url))
+        .route("/exports/{export_id}/download", get(export::download))
         .route("/api-keys", post(api_key::create).get(api_key::list))
         .route("/api-keys/{key_id}", get(api_key::retrieve).delete(api_key::delete))
         .route("/api-keys/{key_id}/revoke", post(api_key::revoke))

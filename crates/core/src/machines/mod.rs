@@ -5,6 +5,7 @@
 
 pub mod api_key;
 pub mod connector;
+pub mod export;
 pub mod import_job;
 pub mod index;
 pub mod prompt;

@@ -4,6 +4,7 @@
 //! (written by imports, purged by index deletion), the import slots, the connector stores.
 
 pub(crate) mod connector;
+pub mod export;
 pub(crate) mod import_job;
 pub(crate) mod index;
 pub mod prompt_run;
@@ -57,6 +58,9 @@ impl Runtime {
                 .await
                 .map(|_| ()),
             Effect::PromptRun(e) => self.run_prompt_effect(e).await,
+            Effect::Export(spool_core::ExportEffect::RunExport { export_id, attempt }) => {
+                self.run_export(export_id, *attempt).await
+            }
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
@@ -96,6 +100,18 @@ impl Runtime {
                     boundaries_us: None,
                     source: "none".into(),
                 })]
+            }
+            Effect::Export(spool_core::ExportEffect::RunExport { export_id, attempt }) => {
+                use spool_core::ExportCommand as C;
+                vec![
+                    Command::Export(C::StartExport { export_id: *export_id, attempt: *attempt }),
+                    Command::Export(C::RecordExportFailed {
+                        export_id: *export_id,
+                        attempt: *attempt,
+                        error: message,
+                        retryable: false,
+                    }),
+                ]
             }
             Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) => Vec::new(),
         }

@@ -1,0 +1,256 @@
+//! Exports (contract §2.4, §1.8, §1.9, §6.2): create (an index, or one prompt run), retrieve,
+//! list, download-url and download. The artifact is made by the export machine's executor and
+//! kept in the data directory; the download streams it with an explicit `Content-Length`.
+
+use super::{json, run_command, view_reply};
+use crate::body::{JsonBody, PathParam, Query, idempotency_key};
+use crate::{ApiError, AppState, Principal};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use spool_core::machines::export::{ExportCommand, ExportStatus, view};
+use spool_core::{Command, Outcome};
+use spool_model::{ConnectorId, ExportDestination, ExportId, ExportKind, PromptRunId, Scope};
+
+/// How long a minted download URL works.
+pub const DOWNLOAD_TOKEN_TTL_SECS: u64 = 15 * 60;
+const TOKEN_PURPOSE: &str = "export-download/v1";
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[serde(default)]
+    prompt_run_ids: Option<Vec<String>>,
+    #[serde(default)]
+    destination_connector_id: Option<String>,
+    #[serde(default)]
+    destination_subpath: Option<String>,
+}
+
+fn render(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
+    let v = match out {
+        Outcome::Export(id) => st.exports.get(&id).map(|e| {
+            let mut v = view::export(e);
+            v["status"] = json!(e.status.as_str());
+            v
+        }),
+        _ => None,
+    };
+    view_reply(StatusCode::ACCEPTED, v)
+}
+
+async fn create(
+    app: AppState,
+    who: Principal,
+    headers: HeaderMap,
+    kind: ExportKind,
+    target: String,
+    body: JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Write)?;
+    let path = match kind {
+        ExportKind::Index => format!("/exports/index/{target}"),
+        ExportKind::PromptRun => format!("/exports/prompt-run/{target}"),
+    };
+    let idem = idempotency_key(&headers, &who, "POST", &path, &body.canonical)?;
+    let b = body.value;
+    if kind == ExportKind::PromptRun && b.prompt_run_ids.is_some() {
+        return Err(ApiError::validation("prompt_run_ids", "is for index exports; a run export packages its own run"));
+    }
+    let mut run_ids = Vec::new();
+    for r in b.prompt_run_ids.unwrap_or_default() {
+        run_ids.push(r.parse::<PromptRunId>().map_err(|_| ApiError::not_found("prompt_run", &r))?);
+    }
+    let connector_id = match b.destination_connector_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => Some(c.parse::<ConnectorId>().map_err(|_| ApiError::not_found("connector", c))?),
+        None => None,
+    };
+    let cmd = ExportCommand::CreateExport {
+        kind,
+        target,
+        run_ids,
+        connector_id,
+        subpath: b.destination_subpath,
+        user_id: who.id.clone(),
+    };
+    run_command(&app, Command::Export(cmd), idem, Vec::new(), render).await
+}
+
+pub async fn create_index(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    PathParam(raw): PathParam,
+    body: JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    create(app, who, headers, ExportKind::Index, raw, body).await
+}
+
+pub async fn create_run(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    PathParam(raw): PathParam,
+    body: JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    create(app, who, headers, ExportKind::PromptRun, raw, body).await
+}
+
+pub async fn retrieve(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    super::show(&app, "export", &raw, |st, id: ExportId| st.exports.get(&id).map(view::export))
+}
+
+/// `GET /exports?limit=`: a bare array, newest first.
+pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let q = Query::parse(q.as_deref())?;
+    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let v = app.rt.read(|st| {
+        serde_json::Value::Array(
+            st.exports_by_created
+                .iter()
+                .rev()
+                .take(limit)
+                .filter_map(|(_, id)| st.exports.get(id))
+                .map(view::export)
+                .collect(),
+        )
+    });
+    Ok(json(StatusCode::OK, &v))
+}
+
+fn mac(app: &AppState, payload: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(app.rt.keyring().mac(TOKEN_PURPOSE, payload.as_bytes()))
+}
+
+/// `v1.<base64url payload>.<base64url HMAC>`; the payload is `<export id>|<principal>|<expiry>`.
+pub fn mint_token(app: &AppState, export_id: &ExportId, principal: &str, expires: u64) -> String {
+    let payload = format!("{export_id}|{principal}|{expires}");
+    let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.as_bytes());
+    format!("v1.{p}.{}", mac(app, &payload))
+}
+
+/// The export a token opens, if it is this server's, unexpired and for this export.
+fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some("v1"), Some(p), Some(m), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(payload) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| String::from_utf8(b).ok())
+    else {
+        return false;
+    };
+    let expected = mac(app, &payload);
+    // Constant-time enough: both are fixed-length base64 of a MAC.
+    if expected.len() != m.len() || !expected.bytes().zip(m.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
+        return false;
+    }
+    let mut f = payload.split('|');
+    let (Some(id), Some(_who), Some(exp)) = (f.next(), f.next(), f.next()) else { return false };
+    id == export_id.to_string() && exp.parse::<u64>().is_ok_and(|e| e >= app.rt.now_ms() / 1000)
+}
+
+/// `POST /exports/{id}/download-url`: a bearer URL, minted only when the public base URL is
+/// https and the export is a completed download (else `download_url: null`).
+pub async fn download_url(
+    State(app): State<AppState>,
+    who: Principal,
+    PathParam(raw): PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read)?;
+    let id: ExportId = raw.parse().map_err(|_| ApiError::not_found("export", &raw))?;
+    let e = app.rt.read(|st| st.exports.get(&id).cloned()).ok_or_else(|| ApiError::not_found("export", &raw))?;
+    let base = app
+        .cfg
+        .public_url
+        .as_deref()
+        .map(|b| b.trim_end_matches('/').to_string())
+        .filter(|b| b.starts_with("https://"));
+    let url = match (base, view::download_path(&e)) {
+        (Some(base), Some(path)) => {
+            let token = mint_token(&app, &id, &who.id, app.rt.now_ms() / 1000 + DOWNLOAD_TOKEN_TTL_SECS);
+            Some(format!("{base}{path}?token={token}"))
+        }
+        _ => None,
+    };
+    let connector = match &e.destination {
+        ExportDestination::Connector { connector_id, .. } => Some(connector_id.to_string()),
+        ExportDestination::Download => None,
+    };
+    let v = json!({
+        "export_id": id.to_string(),
+        "status": e.status.as_str(),
+        "destination_type": view::destination_type(&e),
+        "destination_connector_id": connector,
+        "download_url": url,
+        "expires_in_seconds": url.as_ref().map(|_| DOWNLOAD_TOKEN_TTL_SECS),
+    });
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `GET /exports/{id}/download[?token=]`: the kept artifact, `application/json`, with its
+/// `Content-Length`, never compressed. With a minted token no key is needed.
+pub async fn download(State(app): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = req.into_parts();
+    let PathParam(raw) = PathParam::from_request_parts(&mut parts, &app).await?;
+    let id: ExportId = raw.parse().map_err(|_| ApiError::not_found("export", &raw))?;
+    let q = Query::parse(parts.uri.query())?;
+    match q.get("token").filter(|t| !t.is_empty()) {
+        Some(t) => {
+            if !check_token(&app, &id, t) {
+                return Err(ApiError::unauthenticated(
+                    "download_token_invalid",
+                    "the download token is not valid or has expired",
+                ));
+            }
+        }
+        None => {
+            let who = Principal::from_request_parts(&mut parts, &app).await?;
+            who.require(Scope::Read)?;
+        }
+    }
+    let e = app.rt.read(|st| st.exports.get(&id).cloned()).ok_or_else(|| ApiError::not_found("export", &raw))?;
+    if !matches!(e.destination, ExportDestination::Download) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export_not_downloadable",
+            "this export was written to its connector (destination_uri); it has no download",
+        ));
+    }
+    if e.status != ExportStatus::Completed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export_not_ready",
+            format!("the export is {}", e.status.as_str()),
+        ));
+    }
+    let path = app.rt.export_artifact(&id);
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|_| ApiError::internal("the export's artifact is missing"))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if Some(len) != e.size_bytes {
+        return Err(ApiError::internal("the export's artifact does not have its recorded size"));
+    }
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CONTENT_ENCODING, "identity".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.json\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
