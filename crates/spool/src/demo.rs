@@ -78,6 +78,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         upload_max_bytes: spool_api::UPLOAD_BYTES_MAX_DEFAULT,
         upload_idle_timeout: spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT,
         public_url: None,
+        tls: None,
         processors: spool_runtime::ProcessorSettings::default(),
         export_download_max_bytes: spool_runtime::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
     };

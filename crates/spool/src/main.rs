@@ -11,6 +11,7 @@ mod demo;
 mod keys;
 mod offline;
 mod serve;
+mod tls;
 mod webhooks_cli;
 
 use clap::{Parser, Subcommand};

@@ -37,9 +37,21 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     #[serde(default)]
     pub exports: ExportsConfig,
+    /// `cert` and `key`: PEM files; `serve` then speaks https itself.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// `default = "<name>"` and one `[processors.<name>]` table per processor.
     #[serde(default)]
     pub processors: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -181,6 +193,9 @@ pub struct Settings {
     pub upload_idle_timeout: std::time::Duration,
     /// The base clients reach (env SPOOL_PUBLIC_URL; config `public_url`).
     pub public_url: Option<String>,
+    /// PEM certificate chain and key (env SPOOL_TLS_CERT / SPOOL_TLS_KEY; config `tls.cert` /
+    /// `tls.key`): with both, `serve` speaks https.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
     pub processors: spool_runtime::ProcessorSettings,
     /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
@@ -272,6 +287,16 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
                 .parse()
                 .with_context(|| format!("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES={v:?} is not a number of bytes"))?,
             Err(_) => file.exports.download_max_bytes.unwrap_or(spool_runtime::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT),
+        },
+        tls: {
+            let env = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+            match (env("SPOOL_TLS_CERT").or(file.tls.cert.clone()), env("SPOOL_TLS_KEY").or(file.tls.key.clone())) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => anyhow::bail!(
+                    "TLS needs both a certificate and a key (SPOOL_TLS_CERT and SPOOL_TLS_KEY, or tls.cert and tls.key)"
+                ),
+            }
         },
         public_url: match std::env::var("SPOOL_PUBLIC_URL") {
             Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
@@ -370,7 +395,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         local_roots = ?settings.local_roots,
         "spool serving"
     );
-    eprintln!("spool: listening on http://{} (data in {})", settings.listen, settings.data_dir.display());
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    eprintln!("spool: listening on {scheme}://{} (data in {})", settings.listen, settings.data_dir.display());
     let bootstrap = runtime.clone();
     tokio::spawn(async move {
         bootstrap.wait_ready().await;
@@ -381,7 +407,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::error!(error = %e, "could not create the first admin key");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    match &settings.tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+        Some((cert, key)) => {
+            crate::tls::serve(listener, app, crate::tls::config(cert, key)?, shutdown_signal()).await?
+        }
+    }
     tracing::info!("draining");
     runtime.shutdown().await;
     tracing::info!("stopped; everything acknowledged is durable");
