@@ -462,6 +462,12 @@ pub enum Event {
     ExportFailed { export_id: ExportId, attempt: u32, error: String, retry_due_ms: Option<u64> },
     /// Stream `exp_…`. A retry timer fired: the export is queued again.
     ExportRetryDue { export_id: ExportId, attempt: u32 },
+    /// Stream `exp_…`. A multipart upload of the artifact to the connector began (or began
+    /// again, its earlier upload gone): parts recorded before are dropped.
+    ExportUploadStarted { export_id: ExportId, attempt: u32, upload_id: String },
+    /// Stream `exp_…`. Part `part` (from 0, in order) of the upload is stored, with the id the
+    /// store gave it: after a crash the upload goes on from the next part.
+    ExportPartWritten { export_id: ExportId, part: u32, content_id: String },
 }
 
 /// What an export packages.
@@ -569,6 +575,8 @@ pub const EVENT_KINDS: &[&str] = &[
     "ExportCompleted",
     "ExportFailed",
     "ExportRetryDue",
+    "ExportUploadStarted",
+    "ExportPartWritten",
 ];
 
 impl Event {
@@ -640,6 +648,8 @@ impl Event {
             Event::ExportCompleted { .. } => 61,
             Event::ExportFailed { .. } => 62,
             Event::ExportRetryDue { .. } => 63,
+            Event::ExportUploadStarted { .. } => 64,
+            Event::ExportPartWritten { .. } => 65,
         }
     }
 
@@ -1025,6 +1035,8 @@ impl Event {
                 retry_due_ms: Some(1_764_000_300_000),
             },
             Event::ExportRetryDue { export_id, attempt: 1 },
+            Event::ExportUploadStarted { export_id, attempt: 2, upload_id: "2~abcDEF".into() },
+            Event::ExportPartWritten { export_id, part: 0, content_id: "\"9b2cf535f27731c974343645a3985328\"".into() },
         ]
     }
 }

@@ -56,6 +56,8 @@ pub struct RuntimeConfig {
     pub processors: crate::executors::prompt_run::ProcessorSettings,
     /// Largest artifact of a download export (`SPOOL_EXPORT_DOWNLOAD_MAX_BYTES`).
     pub export_download_max_bytes: u64,
+    /// Part size of resumable uploads of exports (`SPOOL_EXPORT_PART_BYTES`; 8 MiB).
+    pub export_part_bytes: u64,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -85,6 +87,7 @@ impl RuntimeConfig {
             webhooks: Default::default(),
             processors: Default::default(),
             export_download_max_bytes: crate::executors::export::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
+            export_part_bytes: spool_core::machines::export::EXPORT_PART_BYTES_DEFAULT,
         }
     }
 }

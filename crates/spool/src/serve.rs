@@ -361,6 +361,11 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     };
     cfg.processors = settings.processors.clone();
     cfg.export_download_max_bytes = settings.export_download_max_bytes;
+    // Smaller parts make a resumable upload testable with a small artifact.
+    if let Ok(v) = std::env::var("SPOOL_EXPORT_PART_BYTES") {
+        cfg.export_part_bytes =
+            v.trim().parse().with_context(|| format!("SPOOL_EXPORT_PART_BYTES={v:?} is not a number of bytes"))?;
+    }
     cfg.processors.media_base_url = match &settings.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!(

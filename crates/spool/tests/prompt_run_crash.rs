@@ -8,10 +8,8 @@
 mod common;
 
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const VIDEOS: usize = 1000;
@@ -33,63 +31,6 @@ fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde
 
 /// A worker: answers every request `{"metadata":{"label":<segment id>}, …}` after 1 ms; counts
 /// calls per segment.
-/// Calls per segment id.
-type Calls = Arc<Mutex<BTreeMap<String, u64>>>;
-
-fn worker() -> (String, Calls, Arc<AtomicU64>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let calls: Calls = Default::default();
-    let total = Arc::new(AtomicU64::new(0));
-    let (c, t) = (calls.clone(), total.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (c, t) = (c.clone(), t.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let id = v["segment"]["segment_id"].as_str().unwrap_or("").to_string();
-                    *c.lock().unwrap().entry(id.clone()).or_default() += 1;
-                    t.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(1));
-                    let answer = serde_json::json!({ "metadata": { "label": id }, "metadata_text": "ok", "usage": { "input_tokens": 3, "output_tokens": 1 } }).to_string();
-                    let mut s = stream.try_clone().unwrap();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if s.write_all(head.as_bytes()).and_then(|_| s.write_all(answer.as_bytes())).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, calls, total)
-}
-
 #[test]
 fn a_prompt_run_survives_repeated_sigkill_with_one_result_per_segment() {
     let tmp = tempfile::tempdir().unwrap();
@@ -100,7 +41,7 @@ fn a_prompt_run_survives_repeated_sigkill_with_one_result_per_segment() {
         let samples: Vec<u8> = (0..16_000).map(|j| ((i * 31 + j) % 251) as u8).collect();
         std::fs::write(media.join(format!("c{i:04}.wav")), spool_media::pcm_wav(&samples)).unwrap();
     }
-    let (url, calls, total_calls) = worker();
+    let (url, calls, total_calls) = worker(0);
     let config = tmp.path().join("spool.toml");
     std::fs::write(
         &config,

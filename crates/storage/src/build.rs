@@ -134,7 +134,13 @@ pub fn build_store(
     creds: &Credentials,
     env: &StorageEnv,
 ) -> Result<Store, StoreError> {
-    let inner: Arc<dyn object_store::ObjectStore> = match provider {
+    fn both<S: object_store::ObjectStore + object_store::multipart::MultipartStore>(
+        s: S,
+    ) -> (Arc<dyn object_store::ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) {
+        let s = Arc::new(s);
+        (s.clone(), s)
+    }
+    let (inner, multipart) = match provider {
         Provider::S3 => {
             let bucket =
                 loc.bucket.as_deref().ok_or(StoreError::Invalid { field: "bucket", message: "is required".into() })?;
@@ -164,7 +170,7 @@ pub fn build_store(
                 }
                 b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
             }
-            Arc::new(b.with_client_options(opts).build().map_err(|e| StoreError::Build(e.to_string()))?)
+            both(b.with_client_options(opts).build().map_err(|e| StoreError::Build(e.to_string()))?)
         }
         Provider::Local => {
             let root =
@@ -173,12 +179,10 @@ pub fn build_store(
             let root = crate::local::check_local_root(root, env)?;
             return Store::local(&root);
         }
-        Provider::Azure => {
-            Arc::new(azure_builder(loc, creds, env)?.build().map_err(|e| StoreError::Build(e.to_string()))?)
-        }
-        Provider::Gcs => Arc::new(gcs_builder(loc, creds)?.build().map_err(|e| StoreError::Build(e.to_string()))?),
+        Provider::Azure => both(azure_builder(loc, creds, env)?.build().map_err(|e| StoreError::Build(e.to_string()))?),
+        Provider::Gcs => both(gcs_builder(loc, creds)?.build().map_err(|e| StoreError::Build(e.to_string()))?),
     };
-    Ok(Store { inner, local_root: None })
+    Ok(Store { inner, multipart: Some(multipart), local_root: None })
 }
 
 /// Which way an Azure connector reaches its account.

@@ -23,12 +23,25 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::Arc;
 
 /// A store and what the connector allows on it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pub inner: Arc<dyn ObjectStore>,
+    /// The same store's multipart uploads by id (S3, GCS, Azure; not local folders): what a
+    /// resumable upload needs (its id and each part's id are recorded between parts).
+    pub multipart: Option<Arc<dyn object_store::multipart::MultipartStore>>,
     /// For a local folder: its canonical root. Listing and reading then go through
     /// [`local`]'s confined walk and open, never following a link out of the root.
     pub local_root: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("inner", &self.inner)
+            .field("multipart", &self.multipart.is_some())
+            .field("local_root", &self.local_root)
+            .finish()
+    }
 }
 
 impl Store {
@@ -37,7 +50,7 @@ impl Store {
         let root = std::fs::canonicalize(root).map_err(|e| StoreError::Build(format!("local folder: {}", e.kind())))?;
         let inner = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StoreError::Build(format!("local folder: {e}")))?;
-        Ok(Store { inner: Arc::new(inner), local_root: Some(root) })
+        Ok(Store { inner: Arc::new(inner), multipart: None, local_root: Some(root) })
     }
 
     /// [`describe`], without the server's own paths (a local root is shown as `<root>`).

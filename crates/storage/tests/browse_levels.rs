@@ -69,7 +69,7 @@ async fn one_level_browse_lists_with_a_delimiter_not_the_whole_subtree() {
             .await
             .unwrap();
     }
-    let store = Store { inner: counting.clone(), local_root: None };
+    let store = Store { inner: counting.clone(), multipart: None, local_root: None };
     let paths = |v: Vec<spool_storage::CloudFile>| v.into_iter().map(|f| f.path).collect::<Vec<_>>();
 
     let top = paths(browse(&store, &req("videos/", false)).await.unwrap());

@@ -83,7 +83,124 @@ impl Runtime {
         let store = self.connector_store(connector_id).map_err(Failure::Fatal)?;
         let location = object_store::path::Path::parse(object_path)
             .map_err(|err| Failure::Fatal(format!("the destination path {object_path:?} is not valid: {err}")))?;
-        put_file(&store, &location, &path).await
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?
+            .len();
+        let part_bytes = self.cfg.export_part_bytes.max(1);
+        match store.multipart.clone() {
+            Some(mp) if size > part_bytes => self.upload_parts(e, attempt, &store, mp, &location, &path, size).await,
+            _ => put_file(&store, &location, &path).await,
+        }
+    }
+
+    /// A multipart upload whose id and every part's id are recorded as they are made: after a
+    /// crash (or a failed attempt) it goes on from the next part, reading the same kept bytes, so
+    /// the object is byte-identical to an uninterrupted upload.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_parts(
+        self: &Arc<Self>,
+        e: &Export,
+        attempt: u32,
+        store: &spool_storage::Store,
+        mp: Arc<dyn object_store::multipart::MultipartStore>,
+        location: &object_store::path::Path,
+        file: &std::path::Path,
+        size: u64,
+    ) -> Result<(), Failure> {
+        use object_store::ObjectStoreExt;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let export_id = e.export_id;
+        let part_bytes = self.cfg.export_part_bytes.max(1);
+        let parts_total = size.div_ceil(part_bytes);
+        let record = |cmd: ExportCommand| async move {
+            self.execute(Command::Export(cmd)).await.map(|_| ()).map_err(|err| Failure::Retry(err.to_string()))
+        };
+        let recorded = || self.read(|st| st.exports.get(&export_id).map(|x| (x.upload_id.clone(), x.parts.clone())));
+        let (upload_id, done) = recorded().unwrap_or_default();
+        let (upload_id, done) = match upload_id {
+            Some(id) => (id, done.len() as u64),
+            None => {
+                let id = mp.create_multipart(location).await.map_err(|err| classify(store, err))?;
+                record(ExportCommand::RecordUploadStarted { export_id, attempt, upload_id: id.clone() }).await?;
+                (id, 0)
+            }
+        };
+        let mut f =
+            tokio::fs::File::open(file).await.map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
+        let mut buf = Vec::with_capacity(part_bytes.min(64 * 1024 * 1024) as usize);
+        for part in done..parts_total {
+            if spool_model::failpoint("export_part_slow") {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
+            let at = part * part_bytes;
+            let len = part_bytes.min(size - at);
+            f.seek(std::io::SeekFrom::Start(at))
+                .await
+                .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
+            buf.clear();
+            (&mut f)
+                .take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
+            match mp.put_part(location, &upload_id, part as usize, buf.clone().into()).await {
+                Ok(id) => {
+                    let cmd = ExportCommand::RecordPartWritten {
+                        export_id,
+                        attempt,
+                        part: part as u32,
+                        content_id: id.content_id,
+                    };
+                    record(cmd).await?;
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    // The store dropped the upload (expired, or aborted): a new one, from part 0.
+                    let id = mp.create_multipart(location).await.map_err(|err| classify(store, err))?;
+                    record(ExportCommand::RecordUploadStarted { export_id, attempt, upload_id: id }).await?;
+                    return Err(Failure::Retry("the multipart upload was gone at the store; it starts again".into()));
+                }
+                Err(err) => return Err(classify(store, err)),
+            }
+        }
+        let parts: Vec<object_store::multipart::PartId> = recorded()
+            .map(|(_, p)| p)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|content_id| object_store::multipart::PartId { content_id })
+            .collect();
+        match mp.complete_multipart(location, &upload_id, parts).await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                // Completed before a crash (the outcome was not recorded): the object is there.
+                match store.inner.head(location).await {
+                    Ok(meta) if meta.size == size => Ok(()),
+                    Ok(meta) => Err(Failure::Retry(format!(
+                        "completing the upload failed ({}); the object holds {} of {size} bytes",
+                        store.describe(&err),
+                        meta.size
+                    ))),
+                    Err(head) => {
+                        // The store no longer knows the upload and holds no object (a complete
+                        // cut short): a new upload, from part 0, on the next attempt.
+                        if matches!(
+                            err,
+                            object_store::Error::NotFound { .. } | object_store::Error::PermissionDenied { .. }
+                        ) || store.describe(&err).contains("AccessDenied")
+                            || store.describe(&err).contains("NoSuchUpload")
+                        {
+                            let id = mp.create_multipart(location).await.map_err(|err| classify(store, err))?;
+                            record(ExportCommand::RecordUploadStarted { export_id, attempt, upload_id: id }).await?;
+                        }
+                        Err(Failure::Retry(format!(
+                            "completing the upload failed ({}); the object is not there ({}); it goes up again",
+                            store.describe(&err),
+                            store.describe(&head)
+                        )))
+                    }
+                }
+            }
+        }
     }
 
     /// Write the artifact: the head, then the videos a few at a time (the state lock is held
@@ -182,8 +299,20 @@ fn check_kept(path: &std::path::Path, size: u64, sha: &[u8; 32]) -> bool {
     std::io::copy(&mut f, &mut h).is_ok() && h.finalize().as_slice() == sha
 }
 
-/// Upload the artifact to the connector: one put up to `SINGLE_PUT_BYTES_MAX`, else a multipart
-/// upload (aborted on failure, so nothing half-written stays visible).
+/// A store error as an export failure: refusals are final, the rest is retried.
+fn classify(store: &spool_storage::Store, err: object_store::Error) -> Failure {
+    match err {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::NotFound { .. } => {
+            Failure::Fatal(format!("the connector refused the write: {}", store.describe(&err)))
+        }
+        other => Failure::Retry(format!("writing to the connector failed: {}", store.describe(&other))),
+    }
+}
+
+/// Upload the artifact to the connector in one go: one put up to `SINGLE_PUT_BYTES_MAX`, else a
+/// streamed multipart upload (for stores without resumable uploads, such as local folders).
 async fn put_file(
     store: &spool_storage::Store,
     location: &object_store::path::Path,
@@ -191,14 +320,7 @@ async fn put_file(
 ) -> Result<(), Failure> {
     use object_store::ObjectStoreExt;
     use tokio::io::AsyncReadExt;
-    let classify = |err: object_store::Error| match err {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. }
-        | object_store::Error::NotFound { .. } => {
-            Failure::Fatal(format!("the connector refused the write: {}", store.describe(&err)))
-        }
-        other => Failure::Retry(format!("writing to the connector failed: {}", store.describe(&other))),
-    };
+    let classify = |err: object_store::Error| classify(store, err);
     let size =
         tokio::fs::metadata(file).await.map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?.len();
     if size <= SINGLE_PUT_BYTES_MAX {

@@ -38,6 +38,26 @@ pub fn decide(state: &State, cmd: &ExportCommand, ctx: &mut Ctx) -> Result<Decis
                 ],
             ))
         }
+        ExportCommand::RecordUploadStarted { export_id, attempt, upload_id } => {
+            let e = export(state, export_id)?;
+            if !fits(e, *attempt) || e.size_bytes.is_none() {
+                return nothing(export_id);
+            }
+            let id: String = upload_id.chars().take(1024).collect();
+            Ok(one(
+                export_id,
+                vec![Event::ExportUploadStarted { export_id: *export_id, attempt: *attempt, upload_id: id }],
+            ))
+        }
+        ExportCommand::RecordPartWritten { export_id, attempt, part, content_id } => {
+            let e = export(state, export_id)?;
+            // Parts are recorded in order, once: a repeated or out-of-order part is dropped.
+            if !fits(e, *attempt) || e.upload_id.is_none() || *part as usize != e.parts.len() {
+                return nothing(export_id);
+            }
+            let id: String = content_id.chars().take(1024).collect();
+            Ok(one(export_id, vec![Event::ExportPartWritten { export_id: *export_id, part: *part, content_id: id }]))
+        }
         ExportCommand::RecordExportFailed { export_id, attempt, error, retryable } => {
             let e = export(state, export_id)?;
             if !fits(e, *attempt) {

@@ -24,7 +24,9 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         | Event::ExportGenerated { export_id, .. }
         | Event::ExportCompleted { export_id, .. }
         | Event::ExportFailed { export_id, .. }
-        | Event::ExportRetryDue { export_id, .. } => Some(WorkKey::Export(*export_id)),
+        | Event::ExportRetryDue { export_id, .. }
+        | Event::ExportUploadStarted { export_id, .. }
+        | Event::ExportPartWritten { export_id, .. } => Some(WorkKey::Export(*export_id)),
         _ => None,
     }
 }

@@ -29,6 +29,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     size_bytes: None,
                     sha256: None,
                     error: None,
+                    upload_id: None,
+                    parts: Vec::new(),
                 },
             );
         }
@@ -72,6 +74,19 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     state.active_exports.remove(export_id);
                 }
             }
+        }
+        Event::ExportUploadStarted { export_id, upload_id, .. } => {
+            let Some(e) = state.exports.get_mut(export_id) else { return };
+            e.upload_id = Some(upload_id.clone());
+            e.parts.clear();
+            e.updated_at_ms = at;
+        }
+        Event::ExportPartWritten { export_id, part, content_id } => {
+            let Some(e) = state.exports.get_mut(export_id) else { return };
+            if *part as usize == e.parts.len() {
+                e.parts.push(content_id.clone());
+            }
+            e.updated_at_ms = at;
         }
         Event::ExportRetryDue { export_id, attempt } => {
             state.clear_timer(&crate::Timer::ExportRetry { export_id: *export_id, attempt: *attempt });

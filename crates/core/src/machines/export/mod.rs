@@ -20,6 +20,9 @@ use spool_model::{ConnectorId, ExportDestination, ExportId, ExportKind, IndexId,
 pub const EXPORT_ATTEMPTS_MAX: u32 = 3;
 /// Wait before attempt n+1 after a retryable failure of attempt n (index n-1), ±20%.
 pub const EXPORT_RETRY_BACKOFF_MS: [u64; 2] = [2_000, 10_000];
+/// Size of one part of a multipart upload (the last may be smaller; S3 wants at least 5 MiB
+/// for every other part). `SPOOL_EXPORT_PART_BYTES` changes it, for tests.
+pub const EXPORT_PART_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 /// Longest `destination_subpath`.
 pub const SUBPATH_CHARS_MAX: usize = 512;
 /// Runs named by one index export.
@@ -55,6 +58,17 @@ pub enum ExportCommand {
         attempt: u32,
         error: String,
         retryable: bool,
+    },
+    RecordUploadStarted {
+        export_id: ExportId,
+        attempt: u32,
+        upload_id: String,
+    },
+    RecordPartWritten {
+        export_id: ExportId,
+        attempt: u32,
+        part: u32,
+        content_id: String,
     },
 }
 
@@ -106,6 +120,9 @@ pub struct Export {
     pub sha256: Option<[u8; 32]>,
     /// The last failure (kept while a retry waits), and the final one.
     pub error: Option<String>,
+    /// A multipart upload to the connector: its id and the ids of the parts stored, in order.
+    pub upload_id: Option<String>,
+    pub parts: Vec<String>,
 }
 
 impl Export {

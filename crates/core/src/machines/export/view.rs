@@ -62,6 +62,7 @@ pub fn export(e: &Export) -> Value {
         "download_url": download_path(e),
         "file_size_bytes": e.size_bytes,
         "sha256": e.sha256.map(hex::encode),
+        "parts_written": e.parts.len(),
         "gcs_uri": uri,
         "export_params": {
             "prompt_run_ids": if e.kind == ExportKind::Index { json!(e.run_ids.iter().map(|r| r.to_string()).collect::<Vec<_>>()) } else { Value::Null },
