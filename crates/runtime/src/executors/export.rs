@@ -88,6 +88,12 @@ impl Runtime {
             .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?
             .len();
         let part_bytes = self.cfg.export_part_bytes.max(1);
+        if let Some(root) = store.local_root.clone() {
+            let object = object_path.clone();
+            return tokio::task::spawn_blocking(move || local_put(&root, &object, &path))
+                .await
+                .map_err(|err| Failure::Retry(format!("the local write stopped: {err}")))?;
+        }
         match store.multipart.clone() {
             Some(mp) if size > part_bytes => self.upload_parts(e, attempt, &store, mp, &location, &path, size).await,
             _ => put_file(&store, &location, &path).await,
@@ -297,6 +303,64 @@ fn check_kept(path: &std::path::Path, size: u64, sha: &[u8; 32]) -> bool {
     }
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h).is_ok() && h.finalize().as_slice() == sha
+}
+
+/// Write the artifact into a local connector's folder without following a link: each folder
+/// on the way is checked (a symbolic link, or anything not a folder, is refused) or created,
+/// and the file goes in as a temporary name renamed into place, so nothing half-written is
+/// ever visible under the final name.
+fn local_put(root: &std::path::Path, object_path: &str, src: &std::path::Path) -> Result<(), Failure> {
+    let refuse = |what: String| Failure::Fatal(format!("the connector refused the write: {what}"));
+    let segments: Vec<&str> = object_path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((name, folders)) = segments.split_last() else { return Err(refuse("an empty destination path".into())) };
+    let mut dir = root.to_path_buf();
+    for seg in folders {
+        dir.push(seg);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(format!(
+                    "{seg:?} on the destination path is a symbolic link; exports never follow links"
+                )));
+            }
+            // Perhaps fixed by the operator before the next attempt: retried.
+            Ok(m) if !m.is_dir() => {
+                return Err(Failure::Retry(format!(
+                    "writing to the connector failed: {seg:?} on the destination path is not a folder"
+                )));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&dir).map_err(|err| refuse(format!("creating {seg:?}: {}", err.kind())))?;
+            }
+            Err(err) => return Err(refuse(format!("{seg:?}: {}", err.kind()))),
+        }
+    }
+    let target = dir.join(name);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(refuse("the destination file is a symbolic link".into()));
+    }
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let io = |err: std::io::Error| Failure::Retry(format!("writing to the connector's folder: {}", err.kind()));
+    let mut from = std::fs::File::open(src).map_err(io)?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .or_else(|_| {
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)
+        })
+        .map_err(io)?;
+    let copied = std::io::copy(&mut from, &mut to).and_then(|_| to.sync_all());
+    if let Err(err) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(err));
+    }
+    std::fs::rename(&tmp, &target).map_err(|err| {
+        let _ = std::fs::remove_file(&tmp);
+        io(err)
+    })?;
+    Ok(())
 }
 
 /// A store error as an export failure: refusals are final, the rest is retried.
