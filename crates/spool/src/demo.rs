@@ -148,7 +148,12 @@ async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Re
         .call(
             reqwest::Method::POST,
             "/connectors/local",
-            Some(serde_json::json!({ "name": "demo media", "root": root, "scopes": ["import"] })),
+            Some(serde_json::json!({
+                "name": "demo media",
+                "root": root,
+                "scopes": ["import", "export"],
+                "export_base_path": "exports",
+            })),
         )
         .await?;
     let connector_id = conn["connector_id"].as_str().context("connector_id")?.to_string();
@@ -164,7 +169,34 @@ async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Re
     let job = watch(&api, &job_id).await?;
     summary(&api, &job_id, &job).await?;
     prompt_run(&api, &index_id).await?;
+    export(&api, &index_id, &connector_id, media_dir).await?;
     Ok(job_id)
+}
+
+/// An export of the index (its run, its videos with their facts and results) written to the
+/// demo's media folder through the same connector, under `exports/`.
+async fn export(api: &Api, index_id: &str, connector_id: &str, media_dir: &std::path::Path) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "destination_connector_id": connector_id, "destination_subpath": "demo" });
+    let created = api.call(reqwest::Method::POST, &format!("/exports/index/{index_id}"), Some(body)).await?;
+    let export_id = created["export_id"].as_str().context("export_id")?.to_string();
+    let deadline = Instant::now() + DEMO_IMPORT_WAIT;
+    let e = loop {
+        let e = api.call(reqwest::Method::GET, &format!("/exports/{export_id}"), None).await?;
+        if matches!(e["status"].as_str(), Some("completed" | "failed")) {
+            break e;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the export did not finish in time: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    anyhow::ensure!(e["status"] == "completed", "the export failed: {}", e["error_message"]);
+    let path = media_dir.join("exports/demo").join(format!("{export_id}.json"));
+    println!(
+        "Export {export_id} completed: {} bytes (sha256 {}) written to {}",
+        e["file_size_bytes"],
+        e["sha256"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
 }
 
 /// A prompt run over the imported media with the built-in `probe` processor: each segment's

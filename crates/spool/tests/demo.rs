@@ -22,6 +22,16 @@ fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped(
     // Then a prompt run over what was imported, with the probe processor: every segment answered.
     let run = line("Prompt run ");
     assert!(run.contains(" completed: 21 of 21 segments") && run.contains("(5 videos, 4 audios, 3 images)"), "{run}");
+    // And an export of the index written through the connector: the file is the reported bytes.
+    let export = line("Export ");
+    assert!(export.contains(" completed: "), "{export}");
+    let path = export.rsplit(" written to ").next().unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let sha = export.split("(sha256 ").nth(1).unwrap().split(')').next().unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha);
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["videos"].as_array().unwrap().len(), 12);
     // The commands it suggests work on what it left.
     let data = dir.path().join("data");
     let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
