@@ -81,6 +81,21 @@ pub enum BenchCmd {
     /// many small objects (files/s) and one large object (MB/s). The bucket must exist (for
     /// s3s-fs: `scripts/storage-servers.sh make-bucket STATE s3s spool-bench-import`); missing
     /// objects are uploaded first.
+    /// An export of a generated large index to S3 (s3s-fs) against `rclone copyto` of a file of
+    /// the same size to the same bucket.
+    Export {
+        #[arg(long, default_value = "http://127.0.0.1:8014")]
+        endpoint: String,
+        #[arg(long, default_value = "spool-bench-export")]
+        bucket: String,
+        #[arg(long, default_value = "AKIAEMULATOR")]
+        access_key: String,
+        #[arg(long, default_value = "emulatorsecret")]
+        secret_key: String,
+        /// About this many MiB of artifact.
+        #[arg(long, default_value_t = 128)]
+        mib: usize,
+    },
     Import {
         #[arg(long, default_value = "http://127.0.0.1:8014")]
         endpoint: String,
@@ -114,6 +129,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let tmp = tempdir(dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(bench_log(&tmp, events, replay_events))
+        }
+        BenchCmd::Export { endpoint, bucket, access_key, secret_key, mib } => {
+            crate::bench_export::run(crate::bench_export::Args { endpoint, bucket, access_key, secret_key, mib })
         }
         BenchCmd::Import { endpoint, bucket, access_key, secret_key, small, large_mib, concurrency } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

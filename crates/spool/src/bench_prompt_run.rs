@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const KEY: &str = "sk_bench_prompt_run_0123456789abcdef";
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const KEY: &str = "sk_bench_prompt_run_0123456789abcdef";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub struct Args {
     /// Videos of the http comparison (two 1-second WAV segments each).
@@ -31,9 +31,9 @@ const TINY_PNG: &[u8] = include_bytes!("../../../fixtures/media/tiny.png");
 /// the same concurrency).
 const HTTP_CONCURRENCIES: [usize; 2] = [8, 64];
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -44,7 +44,7 @@ impl Drop for Server {
 }
 
 /// The no-op worker: answers every request with an empty object; counts requests.
-async fn worker() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+pub(crate) async fn worker(pad: usize) -> anyhow::Result<(String, Arc<AtomicU64>)> {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     let app = axum::Router::new().route(
@@ -54,9 +54,8 @@ async fn worker() -> anyhow::Result<(String, Arc<AtomicU64>)> {
             async move {
                 c.fetch_add(1, Ordering::Relaxed);
                 let _ = body.len();
-                axum::Json(
-                    json!({ "metadata": {}, "metadata_text": "", "usage": { "input_tokens": 1, "output_tokens": 1 } }),
-                )
+                let metadata = if pad > 0 { json!({ "pad": "x".repeat(pad) }) } else { json!({}) };
+                axum::Json(json!({ "metadata": metadata, "metadata_text": "", "usage": { "input_tokens": 1, "output_tokens": 1 } }))
             }
         }),
     );
@@ -68,7 +67,7 @@ async fn worker() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, count))
 }
 
-fn spawn(work: &Path, data: &Path, config: &Path, media: &Path) -> anyhow::Result<Server> {
+pub(crate) fn spawn(work: &Path, data: &Path, config: &Path, media: &Path) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(work.join("serve.log"))?;
@@ -89,7 +88,13 @@ fn spawn(work: &Path, data: &Path, config: &Path, media: &Path) -> anyhow::Resul
     Ok(Server { child, base: format!("http://{addr}") })
 }
 
-async fn call(c: &reqwest::Client, s: &Server, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) async fn call(
+    c: &reqwest::Client,
+    s: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}/api/v2{path}", s.base);
     let req = match method {
         "POST" => c.post(&url).header("content-type", "application/json").body(body.unwrap_or(json!({})).to_string()),
@@ -102,7 +107,7 @@ async fn call(c: &reqwest::Client, s: &Server, method: &str, path: &str, body: O
     Ok(v)
 }
 
-async fn run_once(
+pub(crate) async fn run_once(
     c: &reqwest::Client,
     s: &Server,
     prompt: &str,
@@ -203,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     r
 }
 
-async fn healthy(c: &reqwest::Client, s: &Server) -> anyhow::Result<()> {
+pub(crate) async fn healthy(c: &reqwest::Client, s: &Server) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while c.get(format!("{}/healthz", s.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
         ensure!(Instant::now() < deadline, "the server did not start");
@@ -213,7 +218,12 @@ async fn healthy(c: &reqwest::Client, s: &Server) -> anyhow::Result<()> {
 }
 
 /// An index with everything in `media` imported; returns (index, prompt).
-async fn prepare(c: &reqwest::Client, s: &Server, media: &Path, pattern: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn prepare(
+    c: &reqwest::Client,
+    s: &Server,
+    media: &Path,
+    pattern: &str,
+) -> anyhow::Result<(String, String)> {
     healthy(c, s).await?;
     let idx = call(c, s, "POST", "/indexes", Some(json!({"name": "bench"}))).await?;
     let index = idx["index_id"].as_str().context("no index")?.to_string();
@@ -283,7 +293,7 @@ async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()
         let samples: Vec<u8> = (0..16_000).map(|j| ((i * 31 + j) % 251) as u8).collect();
         std::fs::write(media.join(format!("c{i:05}.wav")), spool_media::pcm_wav(&samples))?;
     }
-    let (url, served) = worker().await?;
+    let (url, served) = worker(0).await?;
     let config = work.join("spool.toml");
     let mut text = "[processors]\ndefault = \"probe\"\n".to_string();
     for n in HTTP_CONCURRENCIES {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_export;
 mod bench_import;
 mod bench_prompt_run;
 mod bench_webhooks;

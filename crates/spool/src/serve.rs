@@ -369,7 +369,8 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     cfg.processors.media_base_url = match &settings.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!(
-            "http://{}",
+            "{}://{}",
+            if settings.tls.is_some() { "https" } else { "http" },
             listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone())
         ),
     };

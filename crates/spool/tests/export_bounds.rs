@@ -1,7 +1,7 @@
 //! Exports through the real binary: a download export above `SPOOL_EXPORT_DOWNLOAD_MAX_BYTES`
 //! fails with an error that names the connector destination as the way out; the same export to
 //! a connector has no such bound and writes exactly the bytes it reports (size and SHA-256);
-//! the download of a small export carries `Content-Length` and is byte-identical each time.
+//! a destination path that leaves `export_base_path` is refused however it is spelled.
 
 mod common;
 

@@ -10,7 +10,8 @@ pub fn decide(state: &State, cmd: &ExportCommand, ctx: &mut Ctx) -> Result<Decis
         ExportCommand::StartExport { export_id, attempt } => start(state, export_id, *attempt),
         ExportCommand::RecordExportGenerated { export_id, attempt, size_bytes, sha256 } => {
             let e = export(state, export_id)?;
-            if !fits(e, *attempt) || e.size_bytes.is_some() {
+            // Recorded once; again only if the kept bytes had to be made anew (lost or altered).
+            if !fits(e, *attempt) || e.sha256 == Some(*sha256) {
                 return nothing(export_id);
             }
             Ok(one(

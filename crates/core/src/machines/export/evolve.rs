@@ -45,6 +45,11 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         }
         Event::ExportGenerated { export_id, size_bytes, sha256, .. } => {
             let Some(e) = state.exports.get_mut(export_id) else { return };
+            // New bytes: an upload of the old ones cannot go on.
+            if e.sha256.is_some_and(|old| old != *sha256) {
+                e.upload_id = None;
+                e.parts.clear();
+            }
             e.size_bytes = Some(*size_bytes);
             e.sha256 = Some(*sha256);
             e.updated_at_ms = at;

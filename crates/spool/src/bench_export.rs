@@ -1,0 +1,137 @@
+//! `spool bench export`: an export of a generated large index (videos whose prompt-run answers
+//! are padded by a local worker, so the artifact is about `--mib` MiB) to the real S3 server
+//! (s3s-fs) through a real `spool serve` child, against `rclone copyto` of a file of the same
+//! size to the same bucket in the same run. MB/s both ways, the ratio, one JSON line. Not a
+//! test: nothing asserts on time.
+
+use crate::bench_prompt_run::{KEY, call, prepare, run_once, spawn, worker};
+use anyhow::{Context, ensure};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Args {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// About this many MiB of artifact.
+    pub mib: usize,
+}
+
+/// Seconds (= segments) per video, and answer padding per segment.
+const SECONDS: usize = 20;
+const PAD: usize = 8000;
+
+fn rclone(a: &Args, args: &[&str]) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let out = std::process::Command::new("rclone")
+        .args(args)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .context("running rclone (apt-get install rclone)")?;
+    ensure!(out.status.success(), "rclone {:?} failed: {}", args.first(), String::from_utf8_lossy(&out.stderr));
+    let _ = a;
+    Ok(t.elapsed())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let work = std::env::temp_dir().join(format!("spool-bench-export-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let r = rt.block_on(bench(&a, &work));
+    if r.is_ok() {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        eprintln!("spool bench export: scratch and server log left in {}", work.display());
+    }
+    r
+}
+
+async fn bench(a: &Args, work: &Path) -> anyhow::Result<()> {
+    let remote = |path: &str| {
+        format!(
+            ":s3,provider=Other,endpoint='{}',force_path_style=true,region=us-east-1,access_key_id='{}',secret_access_key='{}':{}/{path}",
+            a.endpoint, a.access_key, a.secret_key, a.bucket
+        )
+    };
+    rclone(a, &["mkdir", &remote("")])?;
+    // Videos enough for the size: each segment's answer is about PAD bytes.
+    let videos = ((a.mib << 20) / (SECONDS * (PAD + 450))).max(1);
+    let media = work.join("media");
+    std::fs::create_dir_all(&media)?;
+    for i in 0..videos {
+        let samples: Vec<u8> = (0..8_000 * SECONDS).map(|j| ((i * 31 + j) % 251) as u8).collect();
+        std::fs::write(media.join(format!("c{i:05}.wav")), spool_media::pcm_wav(&samples))?;
+    }
+    let (url, _) = worker(PAD).await?;
+    let config = work.join("spool.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[processors.pad]\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"{}\"\nconcurrency = 32\n",
+            crate::bench_prompt_run::SECRET
+        ),
+    )?;
+    let server = spawn(work, &work.join("data"), &config, &media)?;
+    let c = reqwest::Client::new();
+    let (index, prompt) = prepare(&c, &server, &media, "*.wav").await?;
+    let (segments, _) = run_once(&c, &server, &prompt, &index, "pad").await?;
+    let body = json!({
+        "name": "dest", "bucket": a.bucket, "region": "us-east-1", "endpoint": a.endpoint,
+        "aws_access_key_id": a.access_key, "aws_secret_access_key": a.secret_key,
+        "scopes": ["export"], "export_base_path": "bench",
+    });
+    let conn = call(&c, &server, "POST", "/connectors/s3", Some(body)).await?;
+    let t = Instant::now();
+    let created = call(
+        &c,
+        &server,
+        "POST",
+        &format!("/exports/index/{index}"),
+        Some(json!({ "destination_connector_id": conn["connector_id"] })),
+    )
+    .await?;
+    let id = created["export_id"].as_str().context("no export id")?.to_string();
+    let e = loop {
+        let e = call(&c, &server, "GET", &format!("/exports/{id}"), None).await?;
+        if e["status"] == "completed" || e["status"] == "failed" {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let spool_s = t.elapsed().as_secs_f64();
+    ensure!(e["status"] == "completed", "the export failed: {e}");
+    let size = e["file_size_bytes"].as_u64().unwrap_or(0);
+    let mb = size as f64 / 1e6;
+    let spool_mbs = mb / spool_s;
+    println!(
+        "spool export:  {videos} videos, {segments} segments, {mb:.1} MB in {spool_s:.2} s = {spool_mbs:.1} MB/s ({} parts)",
+        e["parts_written"]
+    );
+    // The baseline: the same number of bytes, one file, rclone copyto to the same bucket.
+    let file = work.join("same-size.json");
+    std::fs::copy(work.join("data/exports").join(format!("{id}.json")), &file)?;
+    let file_s = file.display().to_string();
+    let rclone_s =
+        rclone(a, &["copyto", "--s3-no-head", "--ignore-checksum", &file_s, &remote("rclone/same-size.json")])?
+            .as_secs_f64();
+    let rclone_mbs = mb / rclone_s;
+    println!("rclone copyto: {mb:.1} MB in {rclone_s:.2} s = {rclone_mbs:.1} MB/s");
+    println!("ratio:         {:.2}", spool_mbs / rclone_mbs);
+    let _ = KEY;
+    println!(
+        "{}",
+        json!({
+            "bench": "export",
+            "bytes": size,
+            "videos": videos,
+            "segments": segments,
+            "spool_mb_per_s": (spool_mbs * 10.0).round() / 10.0,
+            "rclone_copyto_mb_per_s": (rclone_mbs * 10.0).round() / 10.0,
+            "export_vs_rclone": ((spool_mbs / rclone_mbs) * 100.0).round() / 100.0,
+            "note": "the export's time includes making the artifact from the state",
+        })
+    );
+    Ok(())
+}
