@@ -51,6 +51,7 @@ impl ApiError {
             "webhook" => "resource_webhook_not_found",
             "delivery" => "resource_delivery_not_found",
             "prompt" => "resource_prompt_not_found",
+            "automation" => "automation_not_found",
             _ => "resource_not_found",
         };
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{} {id} was not found", kind.replace('_', " ")))

@@ -36,6 +36,7 @@ pub enum Command {
     Prompt(crate::machines::prompt::PromptCommand),
     PromptRun(crate::machines::prompt_run::PromptRunCommand),
     Export(crate::machines::export::ExportCommand),
+    Automation(crate::machines::automation::AutomationCommand),
     Engine(EngineCommand),
 }
 
@@ -66,6 +67,7 @@ from_machine!(
     crate::machines::prompt::PromptCommand => Prompt,
     crate::machines::prompt_run::PromptRunCommand => PromptRun,
     crate::machines::export::ExportCommand => Export,
+    crate::machines::automation::AutomationCommand => Automation,
     EngineCommand => Engine,
 );
 

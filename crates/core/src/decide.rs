@@ -35,6 +35,7 @@ pub enum Outcome {
     /// A manual segment retry of a run.
     SegmentRetry(spool_model::PromptRunId, spool_model::RetryId),
     Export(spool_model::ExportId),
+    Automation(spool_model::AutomationId),
     /// Nothing to show (effect outcomes, usage records, timers).
     Done,
 }
@@ -94,6 +95,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Prompt(c) => crate::machines::prompt::decide(state, c, ctx),
         Command::PromptRun(c) => crate::machines::prompt_run::decide(state, c, ctx),
         Command::Export(c) => crate::machines::export::decide(state, c, ctx),
+        Command::Automation(c) => crate::machines::automation::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),

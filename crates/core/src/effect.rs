@@ -21,6 +21,7 @@ pub enum Effect {
     Video(VideoEffect),
     PromptRun(crate::machines::prompt_run::PromptRunEffect),
     Export(crate::machines::export::ExportEffect),
+    Automation(crate::machines::automation::AutomationEffect),
 }
 
 /// The aggregate whose effects an event can change: after a batch the runtime offers the
@@ -33,6 +34,13 @@ pub enum WorkKey {
     Video(spool_model::VideoId),
     PromptRun(spool_model::PromptRunId),
     Export(spool_model::ExportId),
+    Automation(spool_model::AutomationId),
+}
+
+/// Another aggregate an event gives work to, read from the state after it (a run's end: its
+/// index's export automation).
+pub fn also_touches(state: &State, event: &Event) -> Option<WorkKey> {
+    crate::machines::automation::effects::run_work_key(state, event)
 }
 
 /// The aggregate with work that an event concerns, if any.
@@ -43,6 +51,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         .or_else(|| video::work_key(event))
         .or_else(|| crate::machines::prompt_run::work_key(event))
         .or_else(|| crate::machines::export::work_key(event))
+        .or_else(|| crate::machines::automation::work_key(event))
         .or_else(|| connector::work_key(event))
         .or_else(|| api_key::work_key(event))
 }
@@ -57,6 +66,7 @@ impl Effect {
             Effect::Video(e) => e.work_key(),
             Effect::PromptRun(e) => e.work_key(),
             Effect::Export(e) => e.work_key(),
+            Effect::Automation(e) => e.work_key(),
         }
     }
 }
@@ -73,6 +83,9 @@ pub fn effects_for(state: &State, key: WorkKey) -> Vec<Effect> {
         }
         WorkKey::Export(id) => {
             crate::machines::export::effects_for(state, id).into_iter().map(Effect::Export).collect()
+        }
+        WorkKey::Automation(id) => {
+            crate::machines::automation::effects_for(state, id).into_iter().map(Effect::Automation).collect()
         }
     }
 }
@@ -100,6 +113,9 @@ pub fn pending_effects(state: &State) -> Vec<Effect> {
     for id in &state.active_exports {
         out.extend(effects_for(state, WorkKey::Export(*id)));
     }
+    for id in &state.automations_with_work {
+        out.extend(effects_for(state, WorkKey::Automation(*id)));
+    }
     out
 }
 
@@ -114,6 +130,7 @@ pub fn pending_effects_for(state: &State, stream: &str) -> Vec<Effect> {
             WorkKey::Video(id) => id.to_string() == stream,
             WorkKey::PromptRun(id) => id.to_string() == stream,
             WorkKey::Export(id) => id.to_string() == stream,
+            WorkKey::Automation(id) => id.to_string() == stream,
         })
         .collect()
 }

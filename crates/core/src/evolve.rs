@@ -17,6 +17,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     crate::machines::prompt::evolve(state, env);
     crate::machines::prompt_run::evolve(state, env);
     crate::machines::export::evolve(state, env);
+    crate::machines::automation::evolve(state, env);
 }
 
 /// Fold envelopes, in order, into a state.

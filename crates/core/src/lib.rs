@@ -20,10 +20,11 @@ pub use machines::import_job as imports;
 
 pub use command::{Command, EngineCommand, Secret};
 pub use decide::{Decision, Outcome, StreamEvents, decide, outbox};
-pub use effect::{Effect, WorkKey, effects_for, pending_effects, work_key};
+pub use effect::{Effect, WorkKey, also_touches, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};
 pub use machines::api_key::ApiKeyCommand;
+pub use machines::automation::{AutomationCommand, AutomationEffect};
 pub use machines::connector::ConnectorCommand;
 pub use machines::export::{ExportCommand, ExportEffect};
 pub use machines::import_job::{ImportCommand, ImportEffect};

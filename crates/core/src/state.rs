@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 15;
+pub const STATE_FORMAT: u32 = 16;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -65,6 +65,11 @@ pub struct State {
     pub exports: BTreeMap<spool_model::ExportId, crate::machines::export::Export>,
     pub exports_by_created: BTreeSet<(u64, spool_model::ExportId)>,
     pub active_exports: BTreeSet<spool_model::ExportId>,
+    /// Automations by id, by (index, kind), and those with runs waiting to be exported.
+    pub automations: BTreeMap<spool_model::AutomationId, crate::machines::automation::Automation>,
+    pub automation_by_index:
+        BTreeMap<(IndexId, crate::machines::automation::AutomationKind), spool_model::AutomationId>,
+    pub automations_with_work: BTreeSet<spool_model::AutomationId>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.

@@ -187,13 +187,26 @@ pub struct FileFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// Stream `idx_…`.
-    IndexCreated { index_id: IndexId, name: String, user_id: String },
+    IndexCreated {
+        index_id: IndexId,
+        name: String,
+        user_id: String,
+    },
     /// Stream `idx_…`. The deletion id is decided once; repeated DELETEs return it.
-    IndexDeletionRequested { index_id: IndexId, deletion_id: DeletionId },
+    IndexDeletionRequested {
+        index_id: IndexId,
+        deletion_id: DeletionId,
+    },
     /// Stream `idx_…`. No work of the index is running any more.
-    IndexDrained { index_id: IndexId, deletion_id: DeletionId },
+    IndexDrained {
+        index_id: IndexId,
+        deletion_id: DeletionId,
+    },
     /// Stream `idx_…`. Terminal: the index and what it owned are gone.
-    IndexDeleted { index_id: IndexId, deletion_id: DeletionId },
+    IndexDeleted {
+        index_id: IndexId,
+        deletion_id: DeletionId,
+    },
     /// Stream `key_…`. Only the SHA-256 of the secret is stored.
     ApiKeyCreated {
         key_id: ApiKeyId,
@@ -204,13 +217,24 @@ pub enum Event {
         expires_at_ms: Option<u64>,
     },
     /// Stream `key_…`.
-    ApiKeyRevoked { key_id: ApiKeyId },
+    ApiKeyRevoked {
+        key_id: ApiKeyId,
+    },
     /// Stream `key_…`. The old secret stops working in the same instant.
-    ApiKeyRotated { key_id: ApiKeyId, key_prefix: String, key_hash: [u8; 32] },
+    ApiKeyRotated {
+        key_id: ApiKeyId,
+        key_prefix: String,
+        key_hash: [u8; 32],
+    },
     /// Stream `key_…`. Terminal.
-    ApiKeyDeleted { key_id: ApiKeyId },
+    ApiKeyDeleted {
+        key_id: ApiKeyId,
+    },
     /// Stream `key_…`. Coarse usage (at most one per key per flush interval), never one per request.
-    ApiKeyUsed { key_id: ApiKeyId, used_at_ms: u64 },
+    ApiKeyUsed {
+        key_id: ApiKeyId,
+        used_at_ms: u64,
+    },
     /// Stream `conn_…`. Credentials are sealed for the connector's own data key.
     ConnectorCreated {
         connector_id: ConnectorId,
@@ -233,10 +257,16 @@ pub enum Event {
         credentials: Option<Sealed>,
     },
     /// Stream `conn_…`. The outcome of a connection test.
-    ConnectorTested { connector_id: ConnectorId, success: bool, error: Option<String> },
+    ConnectorTested {
+        connector_id: ConnectorId,
+        success: bool,
+        error: Option<String>,
+    },
     /// Stream `conn_…`. Terminal; the data key of its credentials is deleted in the same
     /// transaction (crypto-shredding).
-    ConnectorDeleted { connector_id: ConnectorId },
+    ConnectorDeleted {
+        connector_id: ConnectorId,
+    },
     /// Stream `job_…`. `import_mode` is the connector's, or the job's override.
     ImportJobCreated {
         job_id: ImportJobId,
@@ -248,23 +278,53 @@ pub enum Event {
         import_mode: ImportMode,
     },
     /// Stream `job_…`. One listed page's new objects, classified.
-    ImportFilesDiscovered { job_id: ImportJobId, files: Vec<DiscoveredFile> },
+    ImportFilesDiscovered {
+        job_id: ImportJobId,
+        files: Vec<DiscoveredFile>,
+    },
     /// Stream `job_…`. The listing is complete.
-    ImportScanCompleted { job_id: ImportJobId },
+    ImportScanCompleted {
+        job_id: ImportJobId,
+    },
     /// Stream `job_…`. A copy attempt begins.
-    ImportFileStarted { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    ImportFileStarted {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+    },
     /// Stream `job_…`. The file is in the media store (a `VideoCreated` commits with it).
-    ImportFileImported { job_id: ImportJobId, file_id: u32, video_id: VideoId, bytes: u64, sha256: [u8; 32] },
+    ImportFileImported {
+        job_id: ImportJobId,
+        file_id: u32,
+        video_id: VideoId,
+        bytes: u64,
+        sha256: [u8; 32],
+    },
     /// Stream `job_…`.
-    ImportFileFailed { job_id: ImportJobId, file_id: u32, attempt: u32, failure: FileFailure },
+    ImportFileFailed {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        failure: FileFailure,
+    },
     /// Stream `job_…`. Terminal: every file imported, failed or skipped.
-    ImportJobCompleted { job_id: ImportJobId },
+    ImportJobCompleted {
+        job_id: ImportJobId,
+    },
     /// Stream `job_…`. Terminal: job-level trouble (listing failed, connector or index gone).
-    ImportJobFailed { job_id: ImportJobId, error: String },
+    ImportJobFailed {
+        job_id: ImportJobId,
+        error: String,
+    },
     /// Stream `job_…`. Terminal: no new file starts; what was imported stays.
-    ImportJobCancelled { job_id: ImportJobId },
+    ImportJobCancelled {
+        job_id: ImportJobId,
+    },
     /// Stream `job_…`. These failed files are pending again.
-    ImportJobRetried { job_id: ImportJobId, file_ids: Vec<u32> },
+    ImportJobRetried {
+        job_id: ImportJobId,
+        file_ids: Vec<u32>,
+    },
     /// Stream `vid_…`.
     VideoCreated {
         video_id: VideoId,
@@ -281,18 +341,37 @@ pub enum Event {
     },
     /// A domain event for webhooks (`import_job.completed`, `media.created`, …), on the stream of
     /// its subject, in the same append as the change it reports.
-    DomainEventRaised { name: String, subject: String, data_json: String },
+    DomainEventRaised {
+        name: String,
+        subject: String,
+        data_json: String,
+    },
     /// Stream `job_…`. No new file starts; copies already running finish, then
     /// `ImportJobCancelled` ends the job.
-    ImportJobCancelRequested { job_id: ImportJobId },
+    ImportJobCancelRequested {
+        job_id: ImportJobId,
+    },
     /// Stream `job_…/fN`. A retryable failure below the attempt limit: the file waits for a
     /// durable timer at `due_ms` (backoff and jitter decided in the core) instead of failing.
-    ImportFileRetryScheduled { job_id: ImportJobId, file_id: u32, attempt: u32, due_ms: u64, failure: FileFailure },
+    ImportFileRetryScheduled {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+        due_ms: u64,
+        failure: FileFailure,
+    },
     /// Stream `job_…/fN`. The retry timer of `attempt` fired: the file is pending again (when its
     /// job still takes work). The timer is gone either way.
-    ImportFileRetryDue { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    ImportFileRetryDue {
+        job_id: ImportJobId,
+        file_id: u32,
+        attempt: u32,
+    },
     /// Stream `idx_…`. The index's description (set at creation when given).
-    IndexDescriptionSet { index_id: IndexId, description: String },
+    IndexDescriptionSet {
+        index_id: IndexId,
+        description: String,
+    },
     /// Stream `wh_…`. A webhook exists; its secret is sealed for its own data key.
     WebhookCreated {
         webhook_id: WebhookId,
@@ -316,9 +395,15 @@ pub enum Event {
     },
     /// Stream `wh_…`. A new secret; the previous one still signs `webhook-signature` until
     /// `grace_until_ms`.
-    WebhookSecretRotated { webhook_id: WebhookId, secret: Sealed, grace_until_ms: u64 },
+    WebhookSecretRotated {
+        webhook_id: WebhookId,
+        secret: Sealed,
+        grace_until_ms: u64,
+    },
     /// Stream `wh_…`. Terminal; its data key is deleted in the same transaction.
-    WebhookDeleted { webhook_id: WebhookId },
+    WebhookDeleted {
+        webhook_id: WebhookId,
+    },
     /// Stream `wh_…`. The outbox: a delivery of a domain event, in the same append as the event.
     /// `payload_json` is the body, serialized once; it is signed and sent as is.
     DeliveryCreated {
@@ -343,24 +428,53 @@ pub enum Event {
         retry_at_ms: Option<u64>,
     },
     /// Stream `wh_…`. A delivery is pending again: its retry timer fired, or a manual retry.
-    DeliveryPending { delivery_id: DeliveryId, webhook_id: WebhookId },
+    DeliveryPending {
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+    },
     /// Stream `wh_…`. A bulk retry of the webhook's deliveries in `status` (created within the
     /// range) starts; it runs page by page (`BulkRetryProgressed`), durable across restarts.
-    BulkRetryStarted { webhook_id: WebhookId, status: String, from_ms: Option<u64>, to_ms: Option<u64> },
+    BulkRetryStarted {
+        webhook_id: WebhookId,
+        status: String,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    },
     /// Stream `wh_…`. A page was done: deliveries up to (created_ms, delivery) were looked at.
-    BulkRetryProgressed { webhook_id: WebhookId, after_ms: u64, after: DeliveryId, retried: u64 },
+    BulkRetryProgressed {
+        webhook_id: WebhookId,
+        after_ms: u64,
+        after: DeliveryId,
+        retried: u64,
+    },
     /// Stream `wh_…`. The bulk retry looked at every delivery.
-    BulkRetryFinished { webhook_id: WebhookId, retried: u64 },
+    BulkRetryFinished {
+        webhook_id: WebhookId,
+        retried: u64,
+    },
     /// Stream `vid_…`. Deletion started (status `draining`): the video is gone from the API.
-    VideoDeletionRequested { video_id: VideoId, deletion_id: DeletionId },
+    VideoDeletionRequested {
+        video_id: VideoId,
+        deletion_id: DeletionId,
+    },
     /// Stream `vid_…`. No work of the video runs any more (status `deleting`).
-    VideoDrained { video_id: VideoId, deletion_id: DeletionId },
+    VideoDrained {
+        video_id: VideoId,
+        deletion_id: DeletionId,
+    },
     /// Stream `vid_…`. Terminal: its media-store object is gone (status `deleted`).
-    VideoDeleted { video_id: VideoId, deletion_id: DeletionId },
+    VideoDeleted {
+        video_id: VideoId,
+        deletion_id: DeletionId,
+    },
     /// Stream `job_…`, in the append of `ImportFileImported`, for media long enough to become
     /// several parts: the videos the file became, one per part (the first is the file's
     /// `video_id`). A file of one part has no such event.
-    ImportFileProbed { job_id: ImportJobId, file_id: u32, parts: Vec<VideoId> },
+    ImportFileProbed {
+        job_id: ImportJobId,
+        file_id: u32,
+        parts: Vec<VideoId>,
+    },
     /// Stream `vid_…`. A video made by an import since the probe: `VideoCreated`'s fields, the
     /// probe's facts of the stored media, the part of it this video covers, and every part's
     /// video in order (empty when the media is one part). One event, so a file costs no more
@@ -382,7 +496,12 @@ pub enum Event {
     },
     /// Stream `job_…`. A job of one object (an upload, or one object of a connector), with its
     /// title; `index_id` `None` is the playground. Its file is discovered in the same append.
-    ImportJobOpened { job_id: ImportJobId, source: JobSource, index_id: Option<IndexId>, title: String },
+    ImportJobOpened {
+        job_id: ImportJobId,
+        source: JobSource,
+        index_id: Option<IndexId>,
+        title: String,
+    },
     /// Stream `prompt_…`. Schemas are kept as the JSON text that was checked.
     PromptCreated {
         prompt_id: PromptId,
@@ -405,7 +524,9 @@ pub enum Event {
         semantic: Option<PromptSemantic>,
     },
     /// Stream `prompt_…`. Terminal.
-    PromptDeleted { prompt_id: PromptId },
+    PromptDeleted {
+        prompt_id: PromptId,
+    },
     /// Stream `run_…`. A prompt run, with the prompt as it was and what was asked.
     PromptRunCreated {
         run_id: PromptRunId,
@@ -416,14 +537,33 @@ pub enum Event {
         executed_by: String,
     },
     /// Stream `run_…`. The next page of the run's videos (numbered in order); `done`: no more.
-    PromptRunVideosAdded { run_id: PromptRunId, videos: Vec<VideoId>, done: bool },
+    PromptRunVideosAdded {
+        run_id: PromptRunId,
+        videos: Vec<VideoId>,
+        done: bool,
+    },
     /// Stream `run_…`. A video's segments, decided from its facts (and the boundaries its
     /// media offered); `method` says how (`fixed`, `keyframes`, `silence`, `image`, `none`).
-    PromptRunVideoPlanned { run_id: PromptRunId, video: u32, segments: Vec<TimeRange>, method: String },
+    PromptRunVideoPlanned {
+        run_id: PromptRunId,
+        video: u32,
+        segments: Vec<TimeRange>,
+        method: String,
+    },
     /// Stream `run_…`. An attempt of a task begins (recorded before the processor is called).
-    PromptTaskStarted { run_id: PromptRunId, task: RunTask, attempt: u32 },
+    PromptTaskStarted {
+        run_id: PromptRunId,
+        task: RunTask,
+        attempt: u32,
+    },
     /// Stream `run_…`. The attempt's answer passed the schema: the task's one result.
-    PromptTaskSucceeded { run_id: PromptRunId, task: RunTask, attempt: u32, answer: TaskAnswer, usage: CallUsage },
+    PromptTaskSucceeded {
+        run_id: PromptRunId,
+        task: RunTask,
+        attempt: u32,
+        answer: TaskAnswer,
+        usage: CallUsage,
+    },
     /// Stream `run_…`. The attempt failed; with `retry_due_ms` a durable timer brings it back,
     /// without it the task is failed.
     PromptTaskFailed {
@@ -435,13 +575,28 @@ pub enum Event {
         retry_due_ms: Option<u64>,
     },
     /// Stream `run_…`. A retry timer fired: the task is pending again.
-    PromptTaskRetryDue { run_id: PromptRunId, task: RunTask, attempt: u32 },
+    PromptTaskRetryDue {
+        run_id: PromptRunId,
+        task: RunTask,
+        attempt: u32,
+    },
     /// Stream `run_…`. A failed segment was retried by hand (reopening a finished run).
-    PromptTaskRetryRequested { run_id: PromptRunId, task: RunTask, retry_id: RetryId },
+    PromptTaskRetryRequested {
+        run_id: PromptRunId,
+        task: RunTask,
+        retry_id: RetryId,
+    },
     /// Stream `run_…`. Nothing new starts; the run ends `cancelled` once nothing runs.
-    PromptRunCancelRequested { run_id: PromptRunId, requested_by: String },
+    PromptRunCancelRequested {
+        run_id: PromptRunId,
+        requested_by: String,
+    },
     /// Stream `run_…`. `completed`, `completed_with_failures`, `failed` or `cancelled`.
-    PromptRunFinished { run_id: PromptRunId, status: String, error: Option<String> },
+    PromptRunFinished {
+        run_id: PromptRunId,
+        status: String,
+        error: Option<String>,
+    },
     /// Stream `exp_…`. An export of an index (its runs, or only `run_ids`) or of one run.
     ExportCreated {
         export_id: ExportId,
@@ -452,22 +607,88 @@ pub enum Event {
         user_id: String,
     },
     /// Stream `exp_…`. An attempt begins (recorded before the artifact is made).
-    ExportStarted { export_id: ExportId, attempt: u32 },
+    ExportStarted {
+        export_id: ExportId,
+        attempt: u32,
+    },
     /// Stream `exp_…`. The artifact is made and kept (`<data-dir>/exports/<id>.json`): every
     /// download and upload reads these bytes.
-    ExportGenerated { export_id: ExportId, attempt: u32, size_bytes: u64, sha256: [u8; 32] },
+    ExportGenerated {
+        export_id: ExportId,
+        attempt: u32,
+        size_bytes: u64,
+        sha256: [u8; 32],
+    },
     /// Stream `exp_…`. Terminal: downloadable, or written to the connector.
-    ExportCompleted { export_id: ExportId, attempt: u32 },
+    ExportCompleted {
+        export_id: ExportId,
+        attempt: u32,
+    },
     /// Stream `exp_…`. With `retry_due_ms` a durable timer brings it back; without, terminal.
-    ExportFailed { export_id: ExportId, attempt: u32, error: String, retry_due_ms: Option<u64> },
+    ExportFailed {
+        export_id: ExportId,
+        attempt: u32,
+        error: String,
+        retry_due_ms: Option<u64>,
+    },
     /// Stream `exp_…`. A retry timer fired: the export is queued again.
-    ExportRetryDue { export_id: ExportId, attempt: u32 },
+    ExportRetryDue {
+        export_id: ExportId,
+        attempt: u32,
+    },
     /// Stream `exp_…`. A multipart upload of the artifact to the connector began (or began
     /// again, its earlier upload gone): parts recorded before are dropped.
-    ExportUploadStarted { export_id: ExportId, attempt: u32, upload_id: String },
+    ExportUploadStarted {
+        export_id: ExportId,
+        attempt: u32,
+        upload_id: String,
+    },
     /// Stream `exp_…`. Part `part` (from 0, in order) of the upload is stored, with the id the
     /// store gave it: after a crash the upload goes on from the next part.
-    ExportPartWritten { export_id: ExportId, part: u32, content_id: String },
+    ExportPartWritten {
+        export_id: ExportId,
+        part: u32,
+        content_id: String,
+    },
+    /// Stream `auto_…`. An index's import or export automation, saved whole (PUT replaces it).
+    AutomationSaved {
+        automation_id: AutomationId,
+        index_id: IndexId,
+        config: AutomationConfig,
+    },
+    /// Stream `auto_…`. A temporary stop; the configuration is kept.
+    AutomationPaused {
+        automation_id: AutomationId,
+    },
+    AutomationResumed {
+        automation_id: AutomationId,
+    },
+    /// Stream `auto_…`. An export automation handled a completed run, once per run: the export
+    /// it created (its `ExportCreated` is in the same append), or why it could not.
+    AutomationExported {
+        automation_id: AutomationId,
+        run_id: PromptRunId,
+        export_id: Option<ExportId>,
+        error: Option<String>,
+    },
+}
+
+/// What an automation does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AutomationConfig {
+    /// Watch a connector's prefix; debounced imports, then a prompt run with the preset.
+    Import {
+        enabled: bool,
+        connector_id: ConnectorId,
+        source_prefix: String,
+        file_pattern: String,
+        recursive: bool,
+        debounce_ms: u64,
+        prompt_id: PromptId,
+        preset: crate::run::RunSettings,
+    },
+    /// Export every run of the index that ends completed (or with failures).
+    Export { enabled: bool, connector_id: ConnectorId, subpath: String },
 }
 
 /// What an export packages.
@@ -577,6 +798,10 @@ pub const EVENT_KINDS: &[&str] = &[
     "ExportRetryDue",
     "ExportUploadStarted",
     "ExportPartWritten",
+    "AutomationSaved",
+    "AutomationPaused",
+    "AutomationResumed",
+    "AutomationExported",
 ];
 
 impl Event {
@@ -650,6 +875,10 @@ impl Event {
             Event::ExportRetryDue { .. } => 63,
             Event::ExportUploadStarted { .. } => 64,
             Event::ExportPartWritten { .. } => 65,
+            Event::AutomationSaved { .. } => 66,
+            Event::AutomationPaused { .. } => 67,
+            Event::AutomationResumed { .. } => 68,
+            Event::AutomationExported { .. } => 69,
         }
     }
 
@@ -706,6 +935,7 @@ impl Event {
         let run_id = PromptRunId(Ulid::from_parts(1_764_000_000_009, 11));
         let retry_id = RetryId(Ulid::from_parts(1_764_000_000_010, 12));
         let export_id = ExportId(Ulid::from_parts(1_764_000_000_011, 13));
+        let automation_id = AutomationId(Ulid::from_parts(1_764_000_000_012, 14));
         let facts = crate::MediaFacts {
             container: "mp4".into(),
             duration_us: Some(2_000_000),
@@ -1037,6 +1267,32 @@ impl Event {
             Event::ExportRetryDue { export_id, attempt: 1 },
             Event::ExportUploadStarted { export_id, attempt: 2, upload_id: "2~abcDEF".into() },
             Event::ExportPartWritten { export_id, part: 0, content_id: "\"9b2cf535f27731c974343645a3985328\"".into() },
+            Event::AutomationSaved {
+                automation_id,
+                index_id,
+                config: AutomationConfig::Import {
+                    enabled: true,
+                    connector_id,
+                    source_prefix: "incoming/daily/".into(),
+                    file_pattern: "*.mp4".into(),
+                    recursive: true,
+                    debounce_ms: 600_000,
+                    prompt_id,
+                    preset: RunSettings {
+                        video_segmentation: crate::run::Segmentation::Smart,
+                        audio_segmentation: crate::run::Segmentation::ContentAware,
+                        video_segment_s: None,
+                        audio_segment_s: None,
+                        processing_model: None,
+                        processor: "probe".into(),
+                        enable_transcription: true,
+                        enable_image_embedding: true,
+                    },
+                },
+            },
+            Event::AutomationPaused { automation_id },
+            Event::AutomationResumed { automation_id },
+            Event::AutomationExported { automation_id, run_id, export_id: Some(export_id), error: None },
         ]
     }
 }

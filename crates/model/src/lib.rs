@@ -18,8 +18,8 @@ pub mod time;
 
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{
-    ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, ExportDestination, ExportKind,
-    FileFailure, ImportMode, JobSource, MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
+    AutomationConfig, ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, ExportDestination,
+    ExportKind, FileFailure, ImportMode, JobSource, MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};

@@ -131,8 +131,15 @@ fn fold_streams(
                 env.event,
                 spool_model::Event::ImportFileRetryScheduled { .. }
                     | spool_model::Event::DeliveryAttempted { retry_at_ms: Some(_), .. }
+                    | spool_model::Event::PromptTaskFailed { retry_due_ms: Some(_), .. }
+                    | spool_model::Event::ExportFailed { retry_due_ms: Some(_), .. }
             );
             evolve(st, &env);
+            // An event may also give another aggregate work (a run's end, its index's export
+            // automation), known from the state it leads to.
+            if let Some(k) = spool_core::also_touches(st, &env.event) {
+                touched.insert(k);
+            }
             n += 1;
         }
         streams.push(StreamAppend {

@@ -2,6 +2,7 @@
 //! shapes in `views.rs`), and one block of routes per machine below.
 
 mod api_key;
+mod automation;
 mod connector;
 mod export;
 mod import_job;
@@ -65,6 +66,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/videos/{video_id}/process", post(prompt_run::process_video))
         .route("/videos/{video_id}/prompt-runs", get(prompt_run::video_runs))
+        .route("/indexes/{index_id}/automations/import", get(automation::get_import).put(automation::put_import))
+        .route("/indexes/{index_id}/automations/import/pause", post(automation::pause_import))
+        .route("/indexes/{index_id}/automations/import/resume", post(automation::resume_import))
+        .route("/indexes/{index_id}/automations/export", get(automation::get_export).put(automation::put_export))
+        .route("/indexes/{index_id}/automations/export/pause", post(automation::pause_export))
+        .route("/indexes/{index_id}/automations/export/resume", post(automation::resume_export))
         .route("/exports", get(export::list))
         .route("/exports/index/{index_id}", post(export::create_index))
         .route("/exports/prompt-run/{run_id}", post(export::create_run))

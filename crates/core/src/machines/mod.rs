@@ -4,6 +4,7 @@
 //! fields it owns, and the dispatch lines of `crate::decide` / `crate::evolve`.
 
 pub mod api_key;
+pub mod automation;
 pub mod connector;
 pub mod export;
 pub mod import_job;

@@ -61,6 +61,13 @@ impl Runtime {
             Effect::Export(spool_core::ExportEffect::RunExport { export_id, attempt }) => {
                 self.run_export(export_id, *attempt).await
             }
+            Effect::Automation(spool_core::AutomationEffect::ExportRun { automation_id, run_id }) => self
+                .execute(Command::Automation(spool_core::AutomationCommand::ExportRun {
+                    automation_id: *automation_id,
+                    run_id: *run_id,
+                }))
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
@@ -113,7 +120,9 @@ impl Runtime {
                     }),
                 ]
             }
-            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) => Vec::new(),
+            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) | Effect::Automation(_) => {
+                Vec::new()
+            }
         }
     }
 }

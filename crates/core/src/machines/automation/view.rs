@@ -1,0 +1,74 @@
+//! The JSON of an automation (contract §5, its recommendations; engine-spec/api.md).
+
+use super::*;
+use serde_json::{Value, json};
+use spool_model::time::rfc3339_ms;
+
+pub fn debounce_name(ms: u64) -> &'static str {
+    DEBOUNCE_INTERVALS.iter().find(|(_, m)| *m == ms).map_or("", |(n, _)| n)
+}
+
+pub fn automation(a: &Automation, st: &crate::State) -> Value {
+    let mut v = match &a.config {
+        AutomationConfig::Import {
+            enabled,
+            connector_id,
+            source_prefix,
+            file_pattern,
+            recursive,
+            debounce_ms,
+            prompt_id,
+            preset,
+        } => json!({
+            "enabled": enabled,
+            "connector_id": connector_id.to_string(),
+            "source_prefix": source_prefix,
+            "file_pattern": file_pattern,
+            "recursive": recursive,
+            "debounce_interval": debounce_name(*debounce_ms),
+            "prompt_preset": {
+                "prompt_id": prompt_id.to_string(),
+                "video_segmentation_type": preset.video_segmentation.as_str(),
+                "audio_segmentation_type": preset.audio_segmentation.as_str(),
+                "video_segment_duration": preset.video_segment_s,
+                "audio_segment_duration": preset.audio_segment_s,
+                "processing_model": preset.processing_model,
+                "enable_transcription": preset.enable_transcription,
+                "enable_image_embedding": preset.enable_image_embedding,
+            },
+            "last_import_job_id": Value::Null,
+            // The watch of the prefix is not built yet: the configuration is kept and checked.
+            "watching": false,
+            "waiting_for": if a.active() { "the watch (not built yet)" } else if a.enabled() { "resume" } else { "enabled" },
+        }),
+        AutomationConfig::Export { enabled, connector_id, subpath } => json!({
+            "enabled": enabled,
+            "destination_connector_id": connector_id.to_string(),
+            "destination_subpath": subpath,
+            "last_export_id": a.last_export_id.map(|e| e.to_string()),
+            "pending_run_ids": a.pending_runs.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "exported_runs": a.exported_runs.len(),
+            "waiting_for": if !a.enabled() {
+                "enabled"
+            } else if a.paused_at_ms.is_some() {
+                "resume"
+            } else if a.pending_runs.is_empty() {
+                "a completed prompt run of the index"
+            } else {
+                "exports of completed runs"
+            },
+        }),
+    };
+    let _ = st;
+    v["automation_id"] = json!(a.automation_id.to_string());
+    v["index_id"] = json!(a.index_id.to_string());
+    v["type"] = json!(a.kind().as_str());
+    v["paused"] = json!(a.paused_at_ms.is_some());
+    v["paused_at"] = json!(a.paused_at_ms.map(rfc3339_ms));
+    v["created_at"] = json!(rfc3339_ms(a.created_at_ms));
+    v["updated_at"] = json!(rfc3339_ms(a.updated_at_ms));
+    v["last_triggered_at"] = json!(a.last_triggered_at_ms.map(rfc3339_ms));
+    v["last_error"] = json!(a.last_error);
+    v["next_due_at"] = Value::Null;
+    v
+}
