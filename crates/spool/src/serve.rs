@@ -393,6 +393,11 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let env_key = std::env::var("SPOOL_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    // A bad certificate stops the start before anything is opened or printed.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(crate::tls::config(cert, key)?),
+        None => None,
+    };
     let Started { runtime, listener, app } = start(&settings, env_key.as_deref()).await?;
     tracing::info!(
         listen = %settings.listen,
@@ -413,11 +418,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::error!(error = %e, "could not create the first admin key");
         }
     });
-    match &settings.tls {
+    match tls {
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
-        Some((cert, key)) => {
-            crate::tls::serve(listener, app, crate::tls::config(cert, key)?, shutdown_signal()).await?
-        }
+        Some(cfg) => crate::tls::serve(listener, app, cfg, shutdown_signal()).await?,
     }
     tracing::info!("draining");
     runtime.shutdown().await;

@@ -218,7 +218,8 @@ impl Runtime {
         let done = self.export_artifact(&e.export_id);
         let rt = self.clone();
         let e = e.clone();
-        tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32]), Failure> {
+        let tmp_left = tmp.clone();
+        let made = tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32]), Failure> {
             let io = |err: std::io::Error| Failure::Retry(format!("writing the artifact: {err}"));
             let file = std::fs::File::create(&tmp).map_err(io)?;
             let mut w = Hashing { inner: std::io::BufWriter::new(file), hash: sha2::Sha256::new(), written: 0, bound };
@@ -267,7 +268,13 @@ impl Runtime {
             Ok((size, hash))
         })
         .await
-        .map_err(|err| Failure::Retry(format!("the artifact writer stopped: {err}")))?
+        .map_err(|err| Failure::Retry(format!("the artifact writer stopped: {err}")))
+        .and_then(|r| r);
+        if made.is_err() {
+            // Nothing half-made is kept (an over-bound attempt could leave its bound's worth).
+            let _ = std::fs::remove_file(&tmp_left);
+        }
+        made
     }
 }
 

@@ -475,11 +475,13 @@ impl Runtime {
             Err(e) => return Err((failure("field_extraction", "schema_unusable", e, false), Some(usage))),
         };
         if let Err(errors) = spool_core::machines::prompt::schema::validate(&validator, &metadata) {
+            // The probe answers the same every time: retrying its mismatch cannot help.
+            let retryable = !matches!(cfg.kind, ProcessorKind::Probe);
             let mut f = failure(
                 "field_extraction",
                 "schema_mismatch",
                 format!("the answer does not match the prompt's schema: {}", errors.join("; ")),
-                true,
+                retryable,
             );
             f.error_paths = errors.iter().map(|e| e.split(": ").next().unwrap_or("/").to_string()).collect();
             return Err((f, Some(usage)));
@@ -601,6 +603,10 @@ async fn call_http(
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => {
                 if buf.len() as u64 + chunk.len() as u64 > max_bytes {
+                    if !status.is_success() {
+                        // A failing status is what counts (its body is only an excerpt).
+                        break;
+                    }
                     return Err(failure(
                         "processing",
                         "response_too_large",
