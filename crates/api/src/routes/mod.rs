@@ -8,7 +8,7 @@ mod export;
 mod import_job;
 mod index;
 pub(crate) mod prompt;
-mod prompt_run;
+pub(crate) mod prompt_run;
 pub(crate) mod video;
 mod webhook;
 

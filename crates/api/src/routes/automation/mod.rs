@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use spool_core::machines::automation::{AutomationCommand, AutomationKind, DEBOUNCE_INTERVALS, view};
 use spool_core::{Command, Outcome};
-use spool_model::{AutomationConfig, ConnectorId, IndexId, PromptId, RunSettings, Scope, Segmentation};
+use spool_model::{AutomationConfig, ConnectorId, IndexId, PromptId, Scope};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,9 +22,9 @@ pub struct PresetBody {
     #[serde(default)]
     audio_segmentation_type: Option<String>,
     #[serde(default)]
-    video_segment_duration: Option<u32>,
+    video_segment_duration: Option<Value>,
     #[serde(default)]
-    audio_segment_duration: Option<u32>,
+    audio_segment_duration: Option<Value>,
     #[serde(default)]
     processing_model: Option<String>,
     #[serde(default)]
@@ -71,19 +71,6 @@ fn index(raw: &str) -> Result<IndexId, ApiError> {
 
 fn connector(raw: &str) -> Result<ConnectorId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("connector", raw))
-}
-
-fn segmentation(
-    field: &str,
-    v: Option<&str>,
-    default: Segmentation,
-    allowed: &[&str],
-) -> Result<Segmentation, ApiError> {
-    match v {
-        None => Ok(default),
-        Some(s) if allowed.contains(&s) => Segmentation::parse(s).ok_or_else(|| ApiError::validation(field, "unknown")),
-        Some(_) => Err(ApiError::validation(field, format!("must be one of: {}", allowed.join(", ")))),
-    }
 }
 
 fn render(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
@@ -162,32 +149,16 @@ pub async fn put_import(
         .ok_or_else(|| ApiError::validation("debounce_interval", "must be one of 5m, 10m, 1h, 1d"))?;
     let p = &b.prompt_preset;
     let prompt_id: PromptId = p.prompt_id.parse().map_err(|_| ApiError::not_found("prompt", &p.prompt_id))?;
-    let processor = app.rt.processors().resolve(p.processing_model.as_deref()).map_err(|allowed| {
-        ApiError::validation(
-            "prompt_preset.processing_model",
-            format!("names no configured processor; this server has: {}", allowed.join(", ")),
-        )
-    })?;
-    let preset = RunSettings {
-        video_segmentation: segmentation(
-            "prompt_preset.video_segmentation_type",
-            p.video_segmentation_type.as_deref(),
-            Segmentation::Smart,
-            &["smart", "fixed", "content_aware"],
-        )?,
-        audio_segmentation: segmentation(
-            "prompt_preset.audio_segmentation_type",
-            p.audio_segmentation_type.as_deref(),
-            Segmentation::ContentAware,
-            &["fixed", "content_aware"],
-        )?,
-        video_segment_s: p.video_segment_duration,
-        audio_segment_s: p.audio_segment_duration,
-        processing_model: p.processing_model.clone(),
-        processor,
-        enable_transcription: p.enable_transcription.unwrap_or(true),
-        enable_image_embedding: p.enable_image_embedding.unwrap_or(true),
+    let options = super::prompt_run::RunOptions {
+        video_segmentation_type: p.video_segmentation_type.as_deref(),
+        audio_segmentation_type: p.audio_segmentation_type.as_deref(),
+        video_segment_duration: p.video_segment_duration.as_ref(),
+        audio_segment_duration: p.audio_segment_duration.as_ref(),
+        processing_model: p.processing_model.as_deref(),
+        enable_transcription: p.enable_transcription,
+        enable_image_embedding: p.enable_image_embedding,
     };
+    let preset = super::prompt_run::run_settings(&app, "prompt_preset.", &options)?;
     let config = AutomationConfig::Import {
         enabled: b.enabled,
         connector_id: connector(&b.connector_id)?,

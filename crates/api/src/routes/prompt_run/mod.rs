@@ -96,42 +96,71 @@ fn target(v: &Value) -> Result<RunTarget, ApiError> {
     }
 }
 
-/// The run a request asks for, with its processor resolved from the configuration.
-fn settings(app: &AppState, b: &ExecuteBody) -> Result<(PromptId, RunTarget, RunSettings), ApiError> {
-    let prompt_id: PromptId = b.prompt_id.parse().map_err(|_| ApiError::not_found("prompt", &b.prompt_id))?;
-    let target = target(&b.target)?;
-    let processor = app.rt.processors().resolve(b.processing_model.as_deref()).map_err(|allowed| {
+/// The fields of an execute body that say how a run goes (also an automation's
+/// `prompt_preset`): checked one way for both.
+pub(crate) struct RunOptions<'a> {
+    pub video_segmentation_type: Option<&'a str>,
+    pub audio_segmentation_type: Option<&'a str>,
+    pub video_segment_duration: Option<&'a Value>,
+    pub audio_segment_duration: Option<&'a Value>,
+    pub processing_model: Option<&'a str>,
+    pub enable_transcription: Option<bool>,
+    pub enable_image_embedding: Option<bool>,
+}
+
+/// A run's settings from its options, field names prefixed with `prefix` in errors (`""` or
+/// `"prompt_preset."`), the processor resolved from the configuration.
+pub(crate) fn run_settings(app: &AppState, prefix: &str, o: &RunOptions<'_>) -> Result<RunSettings, ApiError> {
+    let field = |name: &str| format!("{prefix}{name}");
+    let processor = app.rt.processors().resolve(o.processing_model).map_err(|allowed| {
+        let f = field("processing_model");
         ApiError::validation(
-            "processing_model",
+            &f,
             format!(
                 "names no configured processor; this server has: {} (see [processors.<name>] in the configuration)",
                 allowed.join(", ")
             ),
         )
-        .details(json!({ "field": "processing_model", "allowed": allowed }))
+        .details(json!({ "field": f, "allowed": allowed }))
     })?;
     let s = RunSettings {
         video_segmentation: segmentation(
-            "video_segmentation_type",
-            b.video_segmentation_type.as_deref(),
+            &field("video_segmentation_type"),
+            o.video_segmentation_type,
             Segmentation::Smart,
             &["smart", "fixed", "content_aware"],
         )?,
         audio_segmentation: segmentation(
-            "audio_segmentation_type",
-            b.audio_segmentation_type.as_deref(),
+            &field("audio_segmentation_type"),
+            o.audio_segmentation_type,
             Segmentation::ContentAware,
             &["fixed", "content_aware"],
         )?,
-        video_segment_s: duration("video_segment_duration", b.video_segment_duration.as_ref())?,
-        audio_segment_s: duration("audio_segment_duration", b.audio_segment_duration.as_ref())?,
-        processing_model: b.processing_model.clone().filter(|m| !m.trim().is_empty()),
+        video_segment_s: duration(&field("video_segment_duration"), o.video_segment_duration)?,
+        audio_segment_s: duration(&field("audio_segment_duration"), o.audio_segment_duration)?,
+        processing_model: o.processing_model.map(str::to_string).filter(|m| !m.trim().is_empty()),
         processor,
-        enable_transcription: b.enable_transcription.unwrap_or(true),
-        enable_image_embedding: b.enable_image_embedding.unwrap_or(true),
+        enable_transcription: o.enable_transcription.unwrap_or(true),
+        enable_image_embedding: o.enable_image_embedding.unwrap_or(true),
     };
     spool_core::machines::prompt_run::check_settings(&s)?;
-    Ok((prompt_id, target, s))
+    Ok(s)
+}
+
+/// The run a request asks for, with its processor resolved from the configuration.
+fn settings(app: &AppState, b: &ExecuteBody) -> Result<(PromptId, RunTarget, RunSettings), ApiError> {
+    let prompt_id: PromptId = b.prompt_id.parse().map_err(|_| ApiError::not_found("prompt", &b.prompt_id))?;
+    let target = target(&b.target)?;
+    let options = RunOptions {
+        video_segmentation_type: b.video_segmentation_type.as_deref(),
+        audio_segmentation_type: b.audio_segmentation_type.as_deref(),
+        video_segment_duration: b.video_segment_duration.as_ref(),
+        audio_segment_duration: b.audio_segment_duration.as_ref(),
+        processing_model: b.processing_model.as_deref(),
+        enable_transcription: b.enable_transcription,
+        enable_image_embedding: b.enable_image_embedding,
+    };
+    Ok((prompt_id, target, run_settings(app, "", &options)?))
 }
 
 fn render_run(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
