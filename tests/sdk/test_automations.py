@@ -123,9 +123,11 @@ def test_bad_automation_documents_are_refused_with_the_field_named(client, raw, 
     # The export automation needs a connector with the export scope, and a path inside it.
     r = raw.put(exp, json={"destination_connector_id": conn}, headers=admin_headers)
     assert_error_envelope(r, 422, "connector_scope_missing")
-    for sub in ["../x", "/abs", "a//b", "%2e%2e"]:
-        r = raw.put(exp, json={"destination_connector_id": conn, "destination_subpath": sub}, headers=admin_headers)
+    _i, export_conn, _r, _p = _setup(client, raw, admin_headers, spool_server, scopes=("export",))
+    for sub in ["../x", "/abs", "a//b", "%2e%2e", "a\\..\\b"]:
+        r = raw.put(exp, json={"destination_connector_id": export_conn, "destination_subpath": sub}, headers=admin_headers)
         assert r.status_code == 422, (sub, r.text)
+        assert r.json()["error"]["details"]["field"] == "destination_subpath", (sub, r.text)
     assert_error_envelope(raw.get("/api/v2/indexes/idx_01JD0000000000000000000000/automations/export", headers=admin_headers), 404, "resource_index_not_found")
     # Pause and resume keep the configuration.
     p = raw.post(f"{imp}/pause", headers=admin_headers).json()

@@ -75,7 +75,7 @@ fn connector(raw: &str) -> Result<ConnectorId, ApiError> {
 
 fn render(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
     let v = match out {
-        Outcome::Automation(id) => st.automations.get(&id).map(|a| view::automation(a, st)),
+        Outcome::Automation(id) => st.automations.get(&id).map(view::automation),
         _ => None,
     };
     view_reply(StatusCode::OK, v)
@@ -96,7 +96,7 @@ async fn get(app: &AppState, raw: &str, kind: AutomationKind) -> Result<Response
         st.automation_by_index
             .get(&(index_id, kind))
             .and_then(|id| st.automations.get(id))
-            .map(|a| view::automation(a, st))
+            .map(view::automation)
             .ok_or_else(|| not_found(&index_id, kind))
     })?;
     Ok(super::json(StatusCode::OK, &v))
@@ -159,6 +159,10 @@ pub async fn put_import(
         enable_image_embedding: p.enable_image_embedding,
     };
     let preset = super::prompt_run::run_settings(&app, "prompt_preset.", &options)?;
+    // The prefix and pattern are checked as an import job's are (the watch's job uses them).
+    crate::body::check_text("source_prefix", &b.source_prefix, super::import_job::SOURCE_PREFIX_CHARS_MAX)?;
+    crate::body::check_text("file_pattern", &b.file_pattern, super::import_job::FILE_PATTERN_CHARS_MAX)?;
+    spool_storage::check_pattern(&b.file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
     let config = AutomationConfig::Import {
         enabled: b.enabled,
         connector_id: connector(&b.connector_id)?,

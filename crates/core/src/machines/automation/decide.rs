@@ -78,7 +78,7 @@ fn save(
             if file_pattern.trim().is_empty() {
                 return Err(DomainError::invalid("file_pattern", "must not be empty"));
             }
-            if source_prefix.chars().any(char::is_control) || source_prefix.len() > 1024 {
+            if source_prefix.chars().any(char::is_control) || source_prefix.chars().count() > 1024 {
                 return Err(DomainError::invalid(
                     "source_prefix",
                     "must be at most 1024 characters, without control characters",

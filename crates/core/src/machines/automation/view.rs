@@ -8,7 +8,7 @@ pub fn debounce_name(ms: u64) -> &'static str {
     DEBOUNCE_INTERVALS.iter().find(|(_, m)| *m == ms).map_or("", |(n, _)| n)
 }
 
-pub fn automation(a: &Automation, st: &crate::State) -> Value {
+pub fn automation(a: &Automation) -> Value {
     let mut v = match &a.config {
         AutomationConfig::Import {
             enabled,
@@ -59,7 +59,6 @@ pub fn automation(a: &Automation, st: &crate::State) -> Value {
             },
         }),
     };
-    let _ = st;
     v["automation_id"] = json!(a.automation_id.to_string());
     v["index_id"] = json!(a.index_id.to_string());
     v["type"] = json!(a.kind().as_str());
