@@ -4,7 +4,7 @@
 //! size to the same bucket in the same run. MB/s both ways, the ratio, one JSON line. Not a
 //! test: nothing asserts on time.
 
-use crate::bench_prompt_run::{KEY, call, prepare, run_once, spawn, worker};
+use crate::bench_prompt_run::{call, prepare, run_once, spawn, worker};
 use anyhow::{Context, ensure};
 use serde_json::json;
 use std::path::Path;
@@ -23,7 +23,7 @@ pub struct Args {
 const SECONDS: usize = 20;
 const PAD: usize = 8000;
 
-fn rclone(a: &Args, args: &[&str]) -> anyhow::Result<Duration> {
+fn rclone(args: &[&str]) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let out = std::process::Command::new("rclone")
         .args(args)
@@ -31,7 +31,6 @@ fn rclone(a: &Args, args: &[&str]) -> anyhow::Result<Duration> {
         .output()
         .context("running rclone (apt-get install rclone)")?;
     ensure!(out.status.success(), "rclone {:?} failed: {}", args.first(), String::from_utf8_lossy(&out.stderr));
-    let _ = a;
     Ok(t.elapsed())
 }
 
@@ -55,7 +54,7 @@ async fn bench(a: &Args, work: &Path) -> anyhow::Result<()> {
             a.endpoint, a.access_key, a.secret_key, a.bucket
         )
     };
-    rclone(a, &["mkdir", &remote("")])?;
+    rclone(&["mkdir", &remote("")])?;
     // Videos enough for the size: each segment's answer is about PAD bytes.
     let videos = ((a.mib << 20) / (SECONDS * (PAD + 450))).max(1);
     let media = work.join("media");
@@ -113,13 +112,11 @@ async fn bench(a: &Args, work: &Path) -> anyhow::Result<()> {
     let file = work.join("same-size.json");
     std::fs::copy(work.join("data/exports").join(format!("{id}.json")), &file)?;
     let file_s = file.display().to_string();
-    let rclone_s =
-        rclone(a, &["copyto", "--s3-no-head", "--ignore-checksum", &file_s, &remote("rclone/same-size.json")])?
-            .as_secs_f64();
+    let rclone_s = rclone(&["copyto", "--s3-no-head", "--ignore-checksum", &file_s, &remote("rclone/same-size.json")])?
+        .as_secs_f64();
     let rclone_mbs = mb / rclone_s;
     println!("rclone copyto: {mb:.1} MB in {rclone_s:.2} s = {rclone_mbs:.1} MB/s");
     println!("ratio:         {:.2}", spool_mbs / rclone_mbs);
-    let _ = KEY;
     println!(
         "{}",
         json!({

@@ -9,18 +9,6 @@ use common::*;
 use sha2::Digest;
 use std::time::{Duration, Instant};
 
-fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let (s, b) = request(addr, method, path, Some(ADMIN_KEY), body).unwrap();
-    (
-        s,
-        if b.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
-        },
-    )
-}
-
 fn wait(addr: &str, export_id: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -26,18 +26,6 @@ fn env(name: &str) -> String {
     })
 }
 
-fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let (s, b) = request(addr, method, path, Some(ADMIN_KEY), body).unwrap();
-    (
-        s,
-        if b.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
-        },
-    )
-}
-
 #[test]
 fn an_export_to_s3_resumes_from_its_last_durable_part_after_sigkill_and_writes_identical_bytes() {
     let endpoint = env("SPOOL_TEST_S3S_ENDPOINT");

@@ -17,18 +17,6 @@ const SEGMENTS_PER_VIDEO: usize = 2;
 const KILLS_MIN: u64 = 10;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let (s, b) = request(addr, method, path, Some(ADMIN_KEY), body).unwrap();
-    (
-        s,
-        if b.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
-        },
-    )
-}
-
 /// A worker: answers every request `{"metadata":{"label":<segment id>}, …}` after 1 ms; counts
 /// calls per segment.
 #[test]

@@ -240,9 +240,10 @@ impl Runtime {
             let mut first = true;
             for chunk in ids.chunks(ARTIFACT_VIDEOS_PER_READ) {
                 let docs: Vec<String> = rt.read(|st| {
+                    let runs = ex::view::runs(st, &e);
                     chunk
                         .iter()
-                        .filter_map(|id| ex::view::artifact_video(st, &e, id))
+                        .filter_map(|id| ex::view::artifact_video(st, &runs, id))
                         .map(|v| serde_json::to_string(&v).unwrap_or_default())
                         .collect()
                 });

@@ -59,6 +59,19 @@ pub fn start_with(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
     }
 }
 
+/// One request with the admin key; the body parsed as JSON (`Null` when empty).
+pub fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let (s, b) = request(addr, method, path, Some(ADMIN_KEY), body).unwrap();
+    (
+        s,
+        if b.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"))
+        },
+    )
+}
+
 /// One request; returns (status, body). Errors are connection failures.
 pub fn request(
     addr: &str,

@@ -51,6 +51,11 @@ pub fn decode_file_cursor(raw: Option<&str>) -> Result<u32, ApiError> {
 
 /// An index videos page's cursor: the (created_ms, video id) the page starts at.
 pub fn decode_video_cursor(raw: Option<&str>) -> Result<Option<(u64, VideoId)>, ApiError> {
+    decode_created_cursor(raw)
+}
+
+/// A cursor of a page ordered by (created_ms, id): `<created_ms>-<id>`, for any id type.
+pub fn decode_created_cursor<I: std::str::FromStr>(raw: Option<&str>) -> Result<Option<(u64, I)>, ApiError> {
     match decode_cursor(raw)? {
         None => Ok(None),
         Some(k) => {

@@ -524,15 +524,7 @@ pub async fn index_runs(
     let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
     let q = Query::parse(q.as_deref())?;
     let limit = q.int("limit", 50, 1, 100)? as usize;
-    let from = super::import_job::decode_cursor(q.get("cursor"))?;
-    let from: Option<(u64, PromptRunId)> = match from {
-        None => None,
-        Some(k) => {
-            let bad = || ApiError::validation("cursor", "is not a cursor this server issued");
-            let (ms, id) = k.split_once('-').ok_or_else(bad)?;
-            Some((ms.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
-        }
-    };
+    let from: Option<(u64, PromptRunId)> = super::import_job::decode_created_cursor(q.get("cursor"))?;
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         st.live_index(&index_id).ok_or_else(|| ApiError::not_found("index", &raw))?;
         let empty = Default::default();

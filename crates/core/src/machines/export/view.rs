@@ -131,10 +131,15 @@ pub fn video_ids(st: &crate::State, e: &Export) -> Vec<spool_model::VideoId> {
 
 /// One video of the artifact: its facts and, per packaged run it is in, its segments with
 /// their results and its video-level result.
-pub fn artifact_video(st: &crate::State, e: &Export, video_id: &spool_model::VideoId) -> Option<Value> {
+/// `runs` is [`runs`] of the export, read once per chunk of videos rather than per video.
+pub fn artifact_video(
+    st: &crate::State,
+    runs: &[&crate::machines::prompt_run::PromptRun],
+    video_id: &spool_model::VideoId,
+) -> Option<Value> {
     let v = st.videos.get(video_id)?;
     let mut results = Vec::new();
-    for r in runs(st, e) {
+    for r in runs.iter().copied() {
         let Some(n) = r.video_pos.get(video_id) else { continue };
         let Some(rv) = r.videos.get(*n as usize) else { continue };
         let segments: Vec<Value> = rv

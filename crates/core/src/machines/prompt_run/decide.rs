@@ -1,6 +1,6 @@
 use super::*;
 use crate::{Ctx, Decision, DomainError, Outcome, State};
-use spool_model::{Event, MediaType, Segmentation};
+use spool_model::{Event, Segmentation};
 
 /// Decide a prompt run command.
 pub fn decide(state: &State, cmd: &PromptRunCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
@@ -245,8 +245,7 @@ fn plan_video(
             if let Some(s) = sorted.as_mut() {
                 s.sort_unstable();
             }
-            let media_type = if v.media_type == MediaType::Image { MediaType::Image } else { rv.media_type };
-            let (segs, m) = plan::segments(&r.settings, media_type, range, sorted.as_deref());
+            let (segs, m) = plan::segments(&r.settings, v.media_type, range, sorted.as_deref());
             // A cut at a boundary is named by where the boundaries came from (a video's audio
             // silences when its container has no keyframe table).
             let m = if matches!(m, "keyframes" | "silence") && matches!(source, "keyframes" | "silence") {
