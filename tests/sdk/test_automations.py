@@ -2,7 +2,7 @@
 automation exports every run of its index that ends completed, exactly once, to its destination
 connector; pause holds runs and resume exports them; PUT replaces the document and is
 idempotent; every bad field is refused. The import automation's configuration is stored and
-checked (its watch is not built yet: `watching` is false)."""
+checked; the watch itself is in test_automation_watch.py."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_bad_automation_documents_are_refused_with_the_field_named(client, raw, 
     r = raw.put(imp, json=good, headers=admin_headers)
     assert r.status_code == 200, r.text
     a = r.json()
-    assert (a["type"], a["debounce_interval"], a["prompt_preset"]["prompt_id"], a["watching"]) == ("import", "10m", prompt, False)
+    assert (a["type"], a["debounce_interval"], a["prompt_preset"]["prompt_id"], a["watching"]) == ("import", "10m", prompt, True)
     for bad, code, field in [
         ({**good, "debounce_interval": "7m"}, 422, "debounce_interval"),
         ({**good, "prompt_preset": {}}, 422, "prompt_preset"),

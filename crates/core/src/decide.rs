@@ -101,6 +101,8 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
             Timer::PromptTaskRetry { .. } => crate::machines::prompt_run::fire_retry(state, timer),
             Timer::ExportRetry { .. } => crate::machines::export::fire_retry(state, timer),
+            Timer::AutomationWatch { .. } => crate::machines::automation::fire_watch(state, timer),
+            Timer::AutomationDebounce { .. } => crate::machines::automation::fire_debounce(state, timer, ctx),
         },
     }
 }

@@ -24,4 +24,16 @@ impl DomainError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         DomainError::Invalid { field, message: message.into() }
     }
+
+    /// The stable API error code it maps to (`engine-spec/errors.md`), for records that keep
+    /// a refusal (an automation's `blocked` execution).
+    pub fn code(&self) -> String {
+        match self {
+            DomainError::NotFound { kind: "automation", .. } => "automation_not_found".into(),
+            DomainError::NotFound { kind, .. } => format!("resource_{kind}_not_found"),
+            DomainError::Invalid { .. } => "validation_error".into(),
+            DomainError::InvalidState(_) | DomainError::Stale(_) => "invalid_state".into(),
+            DomainError::Unprocessable { code, .. } => (*code).into(),
+        }
+    }
 }

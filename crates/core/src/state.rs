@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 16;
+pub const STATE_FORMAT: u32 = 17;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -41,6 +41,9 @@ pub struct State {
     pub index_media_ms: BTreeMap<IndexId, u64>,
     /// `new_only` keys of everything imported (`imports::import_key`).
     pub imported_keys: BTreeSet<crate::machines::import_job::PathKey>,
+    /// `(connector, index, path)` keys of everything imported, whatever the version
+    /// (`imports::import_path_key`): an import automation's `new_only` skips by path.
+    pub imported_paths: BTreeSet<crate::machines::import_job::PathKey>,
     /// Durable timers, by (due, timer): derived from the events that set and clear them, so
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
     pub timers: BTreeSet<(u64, Timer)>,
@@ -70,6 +73,8 @@ pub struct State {
     pub automation_by_index:
         BTreeMap<(IndexId, crate::machines::automation::AutomationKind), spool_model::AutomationId>,
     pub automations_with_work: BTreeSet<spool_model::AutomationId>,
+    /// The import jobs automations made, and what became of each (its `execution`).
+    pub automation_jobs: BTreeMap<ImportJobId, crate::machines::automation::JobExecution>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.
@@ -83,6 +88,10 @@ pub enum Timer {
     PromptTaskRetry { run_id: spool_model::PromptRunId, task: spool_model::RunTask, attempt: u32 },
     /// Attempt `attempt + 1` of an export.
     ExportRetry { export_id: spool_model::ExportId, attempt: u32 },
+    /// The next listing of an import automation's location.
+    AutomationWatch { automation_id: spool_model::AutomationId },
+    /// An import automation's debounce: the import of what it found.
+    AutomationDebounce { automation_id: spool_model::AutomationId },
 }
 
 impl State {

@@ -671,6 +671,53 @@ pub enum Event {
         export_id: Option<ExportId>,
         error: Option<String>,
     },
+    /// Stream `auto_…`. An import automation's watch timer fired: a listing of its location is
+    /// due.
+    AutomationWatchDue {
+        automation_id: AutomationId,
+    },
+    /// Stream `auto_…`. One listed page's new or changed objects (a key not in the automation's
+    /// manifest, or with another etag or size). The manifest takes them, and the debounce is
+    /// (re)armed one `debounce_interval` after this event.
+    AutomationObjectsFound {
+        automation_id: AutomationId,
+        objects: Vec<WatchedObject>,
+    },
+    /// Stream `auto_…`. A listing of the location ended after `objects` objects (`error` when it
+    /// failed); the next one is due at `next_listing_ms`.
+    AutomationListed {
+        automation_id: AutomationId,
+        objects: u64,
+        error: Option<String>,
+        next_listing_ms: u64,
+    },
+    /// Stream `auto_…`. The debounce expired: the import job made of exactly the found objects
+    /// (its `ImportJobCreated`, `ImportFilesDiscovered` and `ImportScanCompleted` are in the same
+    /// append), or why none could be made.
+    AutomationImportStarted {
+        automation_id: AutomationId,
+        job_id: Option<ImportJobId>,
+        files: u32,
+        error: Option<String>,
+    },
+    /// Stream `auto_…`. An automation's import job ended: the prompt run started with the preset
+    /// on its videos (its `PromptRunCreated` is in the same append), or why none could start.
+    AutomationRunStarted {
+        automation_id: AutomationId,
+        job_id: ImportJobId,
+        run_id: Option<PromptRunId>,
+        error_code: Option<String>,
+        error: Option<String>,
+    },
+}
+
+/// An object an import automation's listing saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedObject {
+    pub path: String,
+    pub size_bytes: u64,
+    pub etag: Option<String>,
+    pub last_modified_ms: u64,
 }
 
 /// What an automation does.
@@ -802,6 +849,11 @@ pub const EVENT_KINDS: &[&str] = &[
     "AutomationPaused",
     "AutomationResumed",
     "AutomationExported",
+    "AutomationWatchDue",
+    "AutomationObjectsFound",
+    "AutomationListed",
+    "AutomationImportStarted",
+    "AutomationRunStarted",
 ];
 
 impl Event {
@@ -879,6 +931,11 @@ impl Event {
             Event::AutomationPaused { .. } => 67,
             Event::AutomationResumed { .. } => 68,
             Event::AutomationExported { .. } => 69,
+            Event::AutomationWatchDue { .. } => 70,
+            Event::AutomationObjectsFound { .. } => 71,
+            Event::AutomationListed { .. } => 72,
+            Event::AutomationImportStarted { .. } => 73,
+            Event::AutomationRunStarted { .. } => 74,
         }
     }
 
@@ -1293,6 +1350,19 @@ impl Event {
             Event::AutomationPaused { automation_id },
             Event::AutomationResumed { automation_id },
             Event::AutomationExported { automation_id, run_id, export_id: Some(export_id), error: None },
+            Event::AutomationWatchDue { automation_id },
+            Event::AutomationObjectsFound {
+                automation_id,
+                objects: vec![WatchedObject {
+                    path: "incoming/daily/a.mp4".into(),
+                    size_bytes: 1_048_576,
+                    etag: Some("\"9b2cf535f27731c974343645a3985328\"".into()),
+                    last_modified_ms: 1_764_000_000_000,
+                }],
+            },
+            Event::AutomationListed { automation_id, objects: 1, error: None, next_listing_ms: 1_764_000_060_000 },
+            Event::AutomationImportStarted { automation_id, job_id: Some(job_id), files: 1, error: None },
+            Event::AutomationRunStarted { automation_id, job_id, run_id: Some(run_id), error_code: None, error: None },
         ]
     }
 }

@@ -12,6 +12,10 @@ pub trait Clock: Send + Sync + 'static {
     fn jumped(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+    /// Move a controllable clock forward (`false`: this clock cannot be moved).
+    fn advance_by(&self, _ms: u64) -> bool {
+        false
+    }
 }
 
 /// The wall clock. The only `SystemTime::now()` of the workspace.
@@ -44,6 +48,10 @@ impl Clock for TestClock {
     }
     fn jumped(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         Some(self.1.clone())
+    }
+    fn advance_by(&self, ms: u64) -> bool {
+        self.advance(ms);
+        true
     }
 }
 

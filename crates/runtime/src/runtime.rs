@@ -58,6 +58,8 @@ pub struct RuntimeConfig {
     pub export_download_max_bytes: u64,
     /// Part size of resumable uploads of exports (`SPOOL_EXPORT_PART_BYTES`; 8 MiB).
     pub export_part_bytes: u64,
+    /// How often an import automation lists its location (`SPOOL_AUTOMATION_WATCH_INTERVAL`).
+    pub automation_watch_interval: Duration,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -88,6 +90,9 @@ impl RuntimeConfig {
             processors: Default::default(),
             export_download_max_bytes: crate::executors::export::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
             export_part_bytes: spool_core::machines::export::EXPORT_PART_BYTES_DEFAULT,
+            automation_watch_interval: Duration::from_millis(
+                spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
+            ),
         }
     }
 }

@@ -112,7 +112,6 @@ fn fold_streams(
     now: u64,
     streams: &mut Vec<StreamAppend>,
     touched: &mut BTreeSet<WorkKey>,
-    timers: &mut bool,
 ) -> usize {
     let mut n = 0;
     for s in decided.iter().filter(|s| !s.events.is_empty()) {
@@ -127,13 +126,6 @@ fn fold_streams(
             if let Some(k) = spool_core::work_key(&env.event) {
                 touched.insert(k);
             }
-            *timers |= matches!(
-                env.event,
-                spool_model::Event::ImportFileRetryScheduled { .. }
-                    | spool_model::Event::DeliveryAttempted { retry_at_ms: Some(_), .. }
-                    | spool_model::Event::PromptTaskFailed { retry_due_ms: Some(_), .. }
-                    | spool_model::Event::ExportFailed { retry_due_ms: Some(_), .. }
-            );
             evolve(st, &env);
             // An event may also give another aggregate work (a run's end, its index's export
             // automation), known from the state it leads to.
@@ -195,7 +187,8 @@ impl Runtime {
         let mut decided: Vec<Decided> = Vec::with_capacity(batch.len());
         let mut touched: BTreeSet<WorkKey> = BTreeSet::new();
         let mut events = 0usize;
-        let mut timers = false;
+        // The timer service sleeps until the earliest timer: it is woken when that changes.
+        let first_timer = st.next_timer().cloned();
         let mut pending = batch.into_iter().collect::<std::collections::VecDeque<_>>();
         while let Some(sub) = pending.pop_front() {
             let Submission { work, idem, side: mut sub_side, render, reply } = sub;
@@ -225,9 +218,9 @@ impl Runtime {
             // Fold at once: the next command of the batch decides on this state. Then the
             // outbox: deliveries of this decision's domain events, decided on the state its events
             // left, join the same append.
-            events += fold_streams(&mut st, &decision.streams, now, &mut streams, &mut touched, &mut timers);
+            events += fold_streams(&mut st, &decision.streams, now, &mut streams, &mut touched);
             let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
-            events += fold_streams(&mut st, &deliveries, now, &mut streams, &mut touched, &mut timers);
+            events += fold_streams(&mut st, &deliveries, now, &mut streams, &mut touched);
             decision.streams.extend(deliveries);
             side.extend(sub_side);
             side.extend(self.side_writes_of(&decision));
@@ -270,6 +263,7 @@ impl Runtime {
         let expected_last = st.applied_seq;
         match futures::executor::block_on(self.log().append(req)) {
             Ok(done) if done.last_seq == expected_last => {
+                let timers = st.next_timer() != first_timer.as_ref();
                 self.applied.send_replace(expected_last);
                 drop(st);
                 self.answer(decided);

@@ -81,6 +81,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         tls: None,
         processors: spool_runtime::ProcessorSettings::default(),
         export_download_max_bytes: spool_runtime::EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT,
+        automation_watch_interval: std::time::Duration::from_millis(
+            spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
+        ),
     };
     let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;
     let addr = listener.local_addr()?;

@@ -47,9 +47,20 @@ pub struct FileConfig {
     /// `cert` and `key`: PEM files; `serve` then speaks https itself.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `watch_interval`: how often an import automation lists its location.
+    #[serde(default)]
+    pub automations: AutomationsConfig,
     /// `default = "<name>"` and one `[processors.<name>]` table per processor.
     #[serde(default)]
     pub processors: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationsConfig {
+    /// e.g. `1m` (the default).
+    #[serde(default)]
+    pub watch_interval: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -203,6 +214,9 @@ pub struct Settings {
     /// PEM certificate chain and key (env SPOOL_TLS_CERT / SPOOL_TLS_KEY; config `tls.cert` /
     /// `tls.key`): with both, `serve` speaks https.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often an import automation lists its location (env SPOOL_AUTOMATION_WATCH_INTERVAL;
+    /// config `automations.watch_interval`; 1m).
+    pub automation_watch_interval: std::time::Duration,
     /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
     pub processors: spool_runtime::ProcessorSettings,
     /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
@@ -288,6 +302,13 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         )?
         .unwrap_or(spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT),
         processors: processors(&file.processors)?,
+        automation_watch_interval: duration(
+            "SPOOL_AUTOMATION_WATCH_INTERVAL",
+            "SPOOL_AUTOMATION_WATCH_INTERVAL",
+            file.automations.watch_interval.as_ref(),
+        )?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_millis(spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS)),
         export_download_max_bytes: match std::env::var("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES") {
             Ok(v) => v
                 .trim()
@@ -368,6 +389,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     };
     cfg.processors = settings.processors.clone();
     cfg.export_download_max_bytes = settings.export_download_max_bytes;
+    cfg.automation_watch_interval = settings.automation_watch_interval;
     // Smaller parts make a resumable upload testable with a small artifact.
     if let Ok(v) = std::env::var("SPOOL_EXPORT_PART_BYTES") {
         cfg.export_part_bytes =
@@ -381,7 +403,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
             listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone())
         ),
     };
-    let runtime = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds))
+    let runtime = Runtime::open(cfg, engine_clock()?, Arc::new(SystemIds))
         .await
         .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
     let app = spool_api::router(
@@ -445,4 +467,18 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+}
+
+/// The wall clock; in debug builds, `SPOOL_TEST_CLOCK_MS=<epoch ms>` gives a controllable clock
+/// starting there instead, moved by `POST /api/v2/admin/test-clock/advance` (tests drive
+/// timers with it, never by sleeping). Release builds ignore the variable.
+fn engine_clock() -> anyhow::Result<Arc<dyn spool_runtime::Clock>> {
+    if cfg!(debug_assertions)
+        && let Ok(v) = std::env::var("SPOOL_TEST_CLOCK_MS")
+    {
+        let start: u64 = v.trim().parse().with_context(|| format!("SPOOL_TEST_CLOCK_MS={v:?} is not a number"))?;
+        tracing::warn!(start_ms = start, "SPOOL_TEST_CLOCK_MS: the engine runs on a test clock");
+        return Ok(Arc::new(spool_runtime::TestClock::new(start)));
+    }
+    Ok(Arc::new(SystemClock))
 }

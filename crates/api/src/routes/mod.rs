@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys/{key_id}/revoke", post(api_key::revoke))
         .route("/api-keys/{key_id}/rotate", post(api_key::rotate))
         .route("/auth/processing-activity", post(processing_activity))
+        .route("/admin/test-clock/advance", post(advance_test_clock))
         .route("/connectors", get(connector::list))
         .route("/connectors/s3", post(connector::create_s3))
         .route("/connectors/local", post(connector::create_local))
@@ -182,6 +183,29 @@ async fn metrics(State(app): State<AppState>) -> Response {
 /// the connection, which is then closed under the client's next request.
 async fn processing_activity(_who: Principal, _body: axum::body::Bytes) -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+}
+
+/// `POST /admin/test-clock/advance {"ms": N}` (admin): move the engine's clock forward, when
+/// `serve` runs on a controllable clock (`SPOOL_TEST_CLOCK_MS`, debug builds only: tests drive
+/// timers with it instead of sleeping). On the wall clock: 404.
+async fn advance_test_clock(
+    State(app): State<AppState>,
+    who: Principal,
+    body: axum::body::Bytes,
+) -> Result<Response, crate::ApiError> {
+    who.require(spool_model::Scope::Admin)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Advance {
+        ms: u64,
+    }
+    let a: Advance = serde_json::from_slice(&body)
+        .map_err(|e| crate::ApiError::validation("ms", format!("expected {{\"ms\": <milliseconds>}}: {e}")))?;
+    if !app.rt.clock().advance_by(a.ms) {
+        return Err(crate::ApiError::new(StatusCode::NOT_FOUND, "not_found", "this server runs on the wall clock"));
+    }
+    let now = app.rt.clock().now_ms();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "now_ms": now, "now": spool_model::time::rfc3339_ms(now) })))
 }
 
 /// A read of one aggregate: the id parsed (a malformed id is 404, like an unknown one), its view

@@ -3,6 +3,7 @@
 //! one twice is harmless. Effect resources belong here, not to the runtime: the media store
 //! (written by imports, purged by index deletion), the import slots, the connector stores.
 
+mod automation;
 pub(crate) mod connector;
 pub mod export;
 pub(crate) mod import_job;
@@ -68,6 +69,16 @@ impl Runtime {
                 }))
                 .await
                 .map(|_| ()),
+            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id }) => {
+                self.watch(automation_id).await
+            }
+            Effect::Automation(spool_core::AutomationEffect::StartRun { automation_id, job_id }) => self
+                .execute(Command::Automation(spool_core::AutomationCommand::StartRun {
+                    automation_id: *automation_id,
+                    job_id: *job_id,
+                }))
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
@@ -119,6 +130,16 @@ impl Runtime {
                         retryable: false,
                     }),
                 ]
+            }
+            // A watch that keeps panicking ends its listing with the error; the next is due one
+            // default interval later.
+            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id }) => {
+                vec![Command::Automation(spool_core::AutomationCommand::RecordWatchListed {
+                    automation_id: *automation_id,
+                    objects: 0,
+                    error: Some(message),
+                    interval_ms: spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
+                })]
             }
             Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) | Effect::Automation(_) => {
                 Vec::new()

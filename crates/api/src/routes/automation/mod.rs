@@ -75,7 +75,7 @@ fn connector(raw: &str) -> Result<ConnectorId, ApiError> {
 
 fn render(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
     let v = match out {
-        Outcome::Automation(id) => st.automations.get(&id).map(view::automation),
+        Outcome::Automation(id) => st.automations.get(&id).map(|a| view::automation(st, a)),
         _ => None,
     };
     view_reply(StatusCode::OK, v)
@@ -96,7 +96,7 @@ async fn get(app: &AppState, raw: &str, kind: AutomationKind) -> Result<Response
         st.automation_by_index
             .get(&(index_id, kind))
             .and_then(|id| st.automations.get(id))
-            .map(view::automation)
+            .map(|a| view::automation(st, a))
             .ok_or_else(|| not_found(&index_id, kind))
     })?;
     Ok(super::json(StatusCode::OK, &v))

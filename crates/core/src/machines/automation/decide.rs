@@ -1,7 +1,7 @@
 use super::*;
 use crate::machines::export::ExportCommand;
 use crate::{Ctx, Decision, DomainError, Outcome, State, StreamEvents};
-use spool_model::{ConnectorScope, Event, ExportKind};
+use spool_model::{ConnectorScope, Event, ExportKind, ImportJobId, WatchedObject};
 
 pub fn decide(state: &State, cmd: &AutomationCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
@@ -25,6 +25,197 @@ pub fn decide(state: &State, cmd: &AutomationCommand, ctx: &mut Ctx) -> Result<D
             Ok(Decision::one(a.automation_id.to_string(), events, Outcome::Automation(a.automation_id)))
         }
         AutomationCommand::ExportRun { automation_id, run_id } => export_run(state, automation_id, run_id, ctx),
+        AutomationCommand::RecordWatchPage { automation_id, objects } => watch_page(state, automation_id, objects),
+        AutomationCommand::RecordWatchListed { automation_id, objects, error, interval_ms } => {
+            let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due) else {
+                return Ok(Decision::nothing(Outcome::Done));
+            };
+            let event = Event::AutomationListed {
+                automation_id: a.automation_id,
+                objects: *objects,
+                error: error.clone(),
+                next_listing_ms: ctx.now_ms.saturating_add((*interval_ms).max(1)),
+            };
+            Ok(Decision::one(a.automation_id.to_string(), vec![event], Outcome::Automation(a.automation_id)))
+        }
+        AutomationCommand::StartRun { automation_id, job_id } => start_run(state, automation_id, job_id, ctx),
+    }
+}
+
+/// `FireTimer` of an import automation's watch: a listing is due. A timer that is no longer set
+/// (the automation was paused, or it fired already) decides nothing.
+pub fn fire_watch(state: &State, timer: &crate::Timer) -> Result<Decision, DomainError> {
+    let crate::Timer::AutomationWatch { automation_id } = timer else { return Ok(Decision::nothing(Outcome::Done)) };
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision::nothing(Outcome::Done));
+    }
+    let events = vec![Event::AutomationWatchDue { automation_id: *automation_id }];
+    Ok(Decision::one(automation_id.to_string(), events, Outcome::Automation(*automation_id)))
+}
+
+/// One page of a listing: the objects that are not in the manifest as they are now.
+fn watch_page(state: &State, automation_id: &AutomationId, objects: &[WatchedObject]) -> Result<Decision, DomainError> {
+    let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due) else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    let mut seen = BTreeSet::new();
+    let found: Vec<WatchedObject> = objects
+        .iter()
+        .take(crate::machines::import_job::SCAN_PAGE_OBJECTS_MAX)
+        .filter(|o| {
+            let path = crate::machines::import_job::path_key(&o.path);
+            seen.insert(path) && a.manifest.get(&path) != Some(&version_key(o))
+        })
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return Ok(Decision::nothing(Outcome::Automation(*automation_id)));
+    }
+    let events = vec![Event::AutomationObjectsFound { automation_id: *automation_id, objects: found }];
+    Ok(Decision::one(automation_id.to_string(), events, Outcome::Automation(*automation_id)))
+}
+
+/// `FireTimer` of an import automation's debounce: one import job over exactly the objects
+/// found, created, discovered and scanned in the same decision as the automation's record of
+/// it. A stale timer, or one of an automation that is not active, decides nothing.
+pub fn fire_debounce(state: &State, timer: &crate::Timer, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+    let crate::Timer::AutomationDebounce { automation_id } = timer else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    let Some(a) = state.automations.get(automation_id).filter(|a| a.active()) else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision::nothing(Outcome::Done));
+    }
+    let AutomationConfig::Import { connector_id, source_prefix, file_pattern, recursive, .. } = &a.config else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    let record = |job_id, files, error| StreamEvents {
+        stream: automation_id.to_string(),
+        events: vec![Event::AutomationImportStarted { automation_id: *automation_id, job_id, files, error }],
+    };
+    let job_id = ImportJobId(ctx.new_ulid());
+    let created = crate::machines::import_job::create(
+        state,
+        job_id,
+        connector_id,
+        &a.index_id,
+        source_prefix,
+        file_pattern,
+        *recursive,
+        None,
+    );
+    let mut streams = match created {
+        Ok(d) => d.streams,
+        Err(e) => {
+            return Ok(Decision {
+                streams: vec![record(None, 0, Some(e.to_string()))],
+                outcome: Outcome::Automation(*automation_id),
+            });
+        }
+    };
+    // The job's import mode is the connector's, as `create` recorded it.
+    let import_mode = state.live_connector(connector_id).map_or(spool_model::ImportMode::All, |c| c.import_mode);
+    let listed: Vec<crate::machines::import_job::ListedObject> = a
+        .found
+        .values()
+        .map(|o| crate::machines::import_job::ListedObject {
+            path: o.path.clone(),
+            size_bytes: o.size_bytes,
+            etag: o.etag.clone(),
+            last_modified_ms: o.last_modified_ms,
+        })
+        .collect();
+    let job_events = &mut streams[0].events;
+    for (n, chunk) in listed.chunks(FOUND_FILES_PER_EVENT).enumerate() {
+        let first = (n * FOUND_FILES_PER_EVENT) as u32;
+        let files = crate::machines::import_job::classify(
+            state,
+            connector_id,
+            &a.index_id,
+            import_mode,
+            first,
+            chunk.iter(),
+            true,
+            ctx,
+        );
+        job_events.push(Event::ImportFilesDiscovered { job_id, files });
+    }
+    job_events.push(Event::ImportScanCompleted { job_id });
+    streams.push(record(Some(job_id), listed.len() as u32, None));
+    Ok(Decision { streams, outcome: Outcome::Automation(*automation_id) })
+}
+
+/// An automation's import job ended: the preset's prompt run over the videos it imported (every
+/// part), in the same decision as the automation's record of it; or the reason none starts.
+fn start_run(
+    state: &State,
+    automation_id: &AutomationId,
+    job_id: &ImportJobId,
+    ctx: &mut Ctx,
+) -> Result<Decision, DomainError> {
+    let Some(a) = state.automations.get(automation_id).filter(|a| a.active() && a.jobs_ended.contains(job_id)) else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    let AutomationConfig::Import { prompt_id, preset, .. } = &a.config else {
+        return Ok(Decision::nothing(Outcome::Done));
+    };
+    let blocked = |code: &str, error: String| {
+        Ok(Decision::one(
+            automation_id.to_string(),
+            vec![Event::AutomationRunStarted {
+                automation_id: *automation_id,
+                job_id: *job_id,
+                run_id: None,
+                error_code: Some(code.to_string()),
+                error: Some(error),
+            }],
+            Outcome::Automation(*automation_id),
+        ))
+    };
+    let Some(job) = state.imports.get(job_id) else {
+        return blocked("resource_import_job_not_found", format!("import job {job_id} was not found"));
+    };
+    if job.status == crate::machines::import_job::JobStatus::Cancelled {
+        return blocked("import_job_cancelled", format!("import job {job_id} was cancelled"));
+    }
+    let video_ids: Vec<spool_model::VideoId> = job
+        .files
+        .iter()
+        .filter(|f| f.status == crate::machines::import_job::FileStatus::Imported)
+        .flat_map(|f| f.part_videos())
+        .filter(|v| state.videos.contains_key(v))
+        .collect();
+    if video_ids.is_empty() {
+        return blocked("no_videos_imported", format!("import job {job_id} imported no video"));
+    }
+    let cmd = crate::machines::prompt_run::PromptRunCommand::ExecuteRun {
+        prompt_id: *prompt_id,
+        target: spool_model::RunTarget::Videos { video_ids, index_id: Some(a.index_id) },
+        settings: preset.clone(),
+        executed_by: format!("automation:{automation_id}"),
+    };
+    match crate::machines::prompt_run::decide(state, &cmd, ctx) {
+        Ok(d) => {
+            let run_id = match d.outcome {
+                Outcome::PromptRun(id) => Some(id),
+                _ => None,
+            };
+            let mut streams = d.streams;
+            streams.push(StreamEvents {
+                stream: automation_id.to_string(),
+                events: vec![Event::AutomationRunStarted {
+                    automation_id: *automation_id,
+                    job_id: *job_id,
+                    run_id,
+                    error_code: None,
+                    error: None,
+                }],
+            });
+            Ok(Decision { streams, outcome: Outcome::Automation(*automation_id) })
+        }
+        Err(e) => blocked(&e.code(), e.to_string()),
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
-use crate::State;
+use crate::machines::import_job::path_key;
+use crate::{State, Timer};
 use spool_model::{Envelope, Event};
 
 pub fn evolve(state: &mut State, env: &Envelope) {
@@ -20,21 +21,114 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 last_error: None,
                 pending_runs: BTreeSet::new(),
                 exported_runs: BTreeSet::new(),
+                manifest: BTreeMap::new(),
+                found: BTreeMap::new(),
+                listing_due: false,
+                last_listed_at_ms: None,
+                last_import_job_id: None,
+                jobs_ended: BTreeSet::new(),
             });
+            // Another location makes what was seen meaningless: the next listing starts afresh.
+            if location(&a.config) != location(config) {
+                a.manifest.clear();
+                a.found.clear();
+            }
             a.config = config.clone();
             a.updated_at_ms = at;
+            let id = *automation_id;
+            arm(state, id, at);
         }
         Event::AutomationPaused { automation_id } => {
             if let Some(a) = state.automations.get_mut(automation_id) {
                 a.paused_at_ms.get_or_insert(at);
                 a.updated_at_ms = at;
             }
+            arm(state, *automation_id, at);
         }
         Event::AutomationResumed { automation_id } => {
             if let Some(a) = state.automations.get_mut(automation_id) {
                 a.paused_at_ms = None;
                 a.updated_at_ms = at;
             }
+            arm(state, *automation_id, at);
+        }
+        Event::AutomationWatchDue { automation_id } => {
+            state.clear_timer(&Timer::AutomationWatch { automation_id: *automation_id });
+            if let Some(a) = state.automations.get_mut(automation_id) {
+                a.listing_due = true;
+                state.automations_with_work.insert(*automation_id);
+            }
+        }
+        Event::AutomationObjectsFound { automation_id, objects } => {
+            let Some(a) = state.automations.get_mut(automation_id) else { return };
+            for o in objects {
+                a.manifest.insert(path_key(&o.path), version_key(o));
+                a.found.insert(o.path.clone(), o.clone());
+            }
+            // Every new or changed object moves the import one debounce interval later.
+            if let (true, Some(debounce)) = (a.active(), a.debounce_ms()) {
+                state.set_timer(
+                    Timer::AutomationDebounce { automation_id: *automation_id },
+                    at.saturating_add(debounce),
+                );
+            }
+        }
+        Event::AutomationListed { automation_id, error, next_listing_ms, .. } => {
+            let Some(a) = state.automations.get_mut(automation_id) else { return };
+            a.listing_due = false;
+            a.last_listed_at_ms = Some(at);
+            a.last_error = error.clone();
+            let active = a.active();
+            refresh_work(state, *automation_id);
+            if active {
+                state.set_timer(Timer::AutomationWatch { automation_id: *automation_id }, *next_listing_ms);
+            }
+        }
+        Event::AutomationImportStarted { automation_id, job_id, error, .. } => {
+            state.clear_timer(&Timer::AutomationDebounce { automation_id: *automation_id });
+            let Some(a) = state.automations.get_mut(automation_id) else { return };
+            a.found.clear();
+            a.last_triggered_at_ms = Some(at);
+            a.last_error = error.clone();
+            a.updated_at_ms = at;
+            if let Some(job_id) = job_id {
+                a.last_import_job_id = Some(*job_id);
+                state.automation_jobs.insert(
+                    *job_id,
+                    JobExecution {
+                        automation_id: *automation_id,
+                        decided: false,
+                        run_id: None,
+                        error_code: None,
+                        error: None,
+                    },
+                );
+            }
+        }
+        Event::ImportJobCompleted { job_id }
+        | Event::ImportJobFailed { job_id, .. }
+        | Event::ImportJobCancelled { job_id } => {
+            let Some(exec) = state.automation_jobs.get(job_id).filter(|e| !e.decided) else { return };
+            let id = exec.automation_id;
+            if let Some(a) = state.automations.get_mut(&id) {
+                a.jobs_ended.insert(*job_id);
+                state.automations_with_work.insert(id);
+            }
+        }
+        Event::AutomationRunStarted { automation_id, job_id, run_id, error_code, error } => {
+            if let Some(exec) = state.automation_jobs.get_mut(job_id) {
+                exec.decided = true;
+                exec.run_id = *run_id;
+                exec.error_code = error_code.clone();
+                exec.error = error.clone();
+            }
+            let Some(a) = state.automations.get_mut(automation_id) else { return };
+            a.jobs_ended.remove(job_id);
+            a.updated_at_ms = at;
+            if error.is_some() {
+                a.last_error = error.clone();
+            }
+            refresh_work(state, *automation_id);
         }
         Event::PromptRunFinished { run_id, status, .. }
             if status == "completed" || status == "completed_with_failures" =>
@@ -58,10 +152,50 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             }
             a.last_error = error.clone();
             a.updated_at_ms = at;
-            if a.pending_runs.is_empty() {
-                state.automations_with_work.remove(automation_id);
-            }
+            refresh_work(state, *automation_id);
         }
         _ => {}
+    }
+}
+
+/// What an import automation watches: another location makes its manifest stale.
+fn location(config: &AutomationConfig) -> Option<(&spool_model::ConnectorId, &str, &str, bool)> {
+    match config {
+        AutomationConfig::Import { connector_id, source_prefix, file_pattern, recursive, .. } => {
+            Some((connector_id, source_prefix.as_str(), file_pattern.as_str(), *recursive))
+        }
+        AutomationConfig::Export { .. } => None,
+    }
+}
+
+/// An import automation's timers after a save, a pause or a resume. Active: a listing is due at
+/// once (the watch timer is then set by its end), and what was found and not imported yet is
+/// imported one debounce interval from now. Not active: both timers are cleared, and a resume
+/// sets them again (found objects are kept, so nothing that arrived is lost).
+fn arm(state: &mut State, id: AutomationId, at: u64) {
+    let Some(a) = state.automations.get_mut(&id) else { return };
+    let Some(debounce) = a.debounce_ms() else { return };
+    let watch = Timer::AutomationWatch { automation_id: id };
+    let debounce_timer = Timer::AutomationDebounce { automation_id: id };
+    if a.active() {
+        a.listing_due = true;
+        let found = !a.found.is_empty();
+        state.automations_with_work.insert(id);
+        state.clear_timer(&watch);
+        if found {
+            state.set_timer(debounce_timer, at.saturating_add(debounce));
+        }
+    } else {
+        state.clear_timer(&watch);
+        state.clear_timer(&debounce_timer);
+    }
+}
+
+/// Keep `automations_with_work` to the automations that have something to offer.
+fn refresh_work(state: &mut State, id: AutomationId) {
+    if state.automations.get(&id).is_some_and(|a| a.has_work()) {
+        state.automations_with_work.insert(id);
+    } else {
+        state.automations_with_work.remove(&id);
     }
 }

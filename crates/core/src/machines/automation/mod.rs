@@ -2,8 +2,8 @@
 //! (a watched prefix, debounced imports, a prompt run with a preset) and its export automation
 //! (every run of the index that ends completed, or completed with failures, exported once to a
 //! destination connector). Both are saved whole, paused and resumed keeping their
-//! configuration. The export automation runs; the import automation's watch is not built yet
-//! (its configuration is stored and checked).
+//! configuration. The import automation lists its location on a durable watch timer, compares
+//! each page with its manifest, and imports what it found once a durable debounce timer expires.
 
 mod decide;
 pub mod effects;
@@ -14,15 +14,21 @@ pub use decide::*;
 pub use effects::{AutomationEffect, effects_for, work_key};
 pub use evolve::evolve;
 
+use crate::machines::import_job::PathKey;
 use serde::{Deserialize, Serialize};
-use spool_model::{AutomationConfig, AutomationId, ExportId, IndexId, PromptRunId};
-use std::collections::BTreeSet;
+use spool_model::{AutomationConfig, AutomationId, ExportId, ImportJobId, IndexId, PromptRunId, WatchedObject};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The debounce intervals an import automation may use: 5m, 10m, 1h, 1d.
 pub const DEBOUNCE_INTERVALS: [(&str, u64); 4] =
     [("5m", 300_000), ("10m", 600_000), ("1h", 3_600_000), ("1d", 86_400_000)];
 /// Runs exported at once per automation.
 pub const AUTOMATION_EXPORTS_OFFERED_MAX: usize = 8;
+/// How often an import automation lists its location, unless the runtime is told otherwise
+/// (`SPOOL_AUTOMATION_WATCH_INTERVAL`).
+pub const WATCH_INTERVAL_DEFAULT_MS: u64 = 60_000;
+/// Objects in one `ImportFilesDiscovered` of an automation's job (the scan's page size).
+pub const FOUND_FILES_PER_EVENT: usize = crate::machines::import_job::SCAN_PAGE_OBJECTS_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AutomationKind {
@@ -67,6 +73,24 @@ pub enum AutomationCommand {
         automation_id: AutomationId,
         run_id: PromptRunId,
     },
+    /// Effect outcome: one page of the import automation's listing, compared with its manifest.
+    RecordWatchPage {
+        automation_id: AutomationId,
+        objects: Vec<WatchedObject>,
+    },
+    /// Effect outcome: the listing ended (`error` when it failed); the next is due `interval_ms`
+    /// later.
+    RecordWatchListed {
+        automation_id: AutomationId,
+        objects: u64,
+        error: Option<String>,
+        interval_ms: u64,
+    },
+    /// Effect outcome: an automation's import job ended; start the preset's prompt run.
+    StartRun {
+        automation_id: AutomationId,
+        job_id: ImportJobId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +108,39 @@ pub struct Automation {
     pub pending_runs: BTreeSet<PromptRunId>,
     /// Runs handled already: each is exported once.
     pub exported_runs: BTreeSet<PromptRunId>,
+    /// Import: every object seen under the location, by path key → a key of its etag (or last
+    /// modification) and size. A listed object whose entry is missing or differs is found.
+    pub manifest: BTreeMap<PathKey, PathKey>,
+    /// Import: the objects found since the last import, by path (the latest listing of each).
+    pub found: BTreeMap<String, WatchedObject>,
+    /// Import: a listing is due (saved or resumed active, or the watch timer fired).
+    pub listing_due: bool,
+    pub last_listed_at_ms: Option<u64>,
+    pub last_import_job_id: Option<ImportJobId>,
+    /// Import: the automation's jobs that ended and wait for their prompt run.
+    pub jobs_ended: BTreeSet<ImportJobId>,
+}
+
+/// What became of an automation's import job (the job's `execution`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobExecution {
+    pub automation_id: AutomationId,
+    /// Decided: the run started (`run_id`), or it could not (`error_code`, `error`).
+    pub decided: bool,
+    pub run_id: Option<PromptRunId>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
+impl JobExecution {
+    /// `pending`, `submitted` or `blocked` (the SDK's `ImportExecution.status`).
+    pub fn status(&self) -> &'static str {
+        match (self.decided, self.run_id) {
+            (false, _) => "pending",
+            (true, Some(_)) => "submitted",
+            (true, None) => "blocked",
+        }
+    }
 }
 
 impl Automation {
@@ -101,4 +158,26 @@ impl Automation {
     pub fn active(&self) -> bool {
         self.enabled() && self.paused_at_ms.is_none()
     }
+
+    /// Something for `effects_for` to offer once the automation is active.
+    pub fn has_work(&self) -> bool {
+        !self.pending_runs.is_empty() || !self.jobs_ended.is_empty() || self.listing_due
+    }
+
+    pub fn debounce_ms(&self) -> Option<u64> {
+        match &self.config {
+            AutomationConfig::Import { debounce_ms, .. } => Some(*debounce_ms),
+            AutomationConfig::Export { .. } => None,
+        }
+    }
+}
+
+/// The manifest's key of what an object is now: its etag (or, without one, its last
+/// modification) and its size. A new version of an object changes it.
+pub fn version_key(o: &WatchedObject) -> PathKey {
+    let version = match &o.etag {
+        Some(e) => format!("e{e}\u{0}{}", o.size_bytes),
+        None => format!("m{}\u{0}{}", o.last_modified_ms, o.size_bytes),
+    };
+    crate::machines::import_job::path_key(&version)
 }

@@ -8,7 +8,38 @@ pub fn debounce_name(ms: u64) -> &'static str {
     DEBOUNCE_INTERVALS.iter().find(|(_, m)| *m == ms).map_or("", |(n, _)| n)
 }
 
-pub fn automation(a: &Automation) -> Value {
+/// What an import automation waits for: `enabled`, `resume`, `listing` (a listing is due or
+/// running), `prompt_run` (a job ended and its run is about to start), `import_job` (its last
+/// job runs), `debounce` (objects were found: the import is due at `next_due_at`), or
+/// `next_listing` (nothing found: the next listing is at `next_due_at`).
+fn import_waiting_for(st: &crate::State, a: &Automation) -> &'static str {
+    if !a.enabled() {
+        "enabled"
+    } else if a.paused_at_ms.is_some() {
+        "resume"
+    } else if a.listing_due {
+        "listing"
+    } else if !a.jobs_ended.is_empty() {
+        "prompt_run"
+    } else if !a.found.is_empty() {
+        "debounce"
+    } else if a.last_import_job_id.and_then(|j| st.imports.get(&j)).is_some_and(|j| !j.status.is_terminal()) {
+        "import_job"
+    } else {
+        "next_listing"
+    }
+}
+
+/// When the automation's next timer is due: the debounce if armed, else the next listing.
+fn next_due_ms(st: &crate::State, a: &Automation) -> Option<u64> {
+    let id = a.automation_id;
+    st.timer_due
+        .get(&crate::Timer::AutomationDebounce { automation_id: id })
+        .or_else(|| st.timer_due.get(&crate::Timer::AutomationWatch { automation_id: id }))
+        .copied()
+}
+
+pub fn automation(st: &crate::State, a: &Automation) -> Value {
     let mut v = match &a.config {
         AutomationConfig::Import {
             enabled,
@@ -36,10 +67,12 @@ pub fn automation(a: &Automation) -> Value {
                 "enable_transcription": preset.enable_transcription,
                 "enable_image_embedding": preset.enable_image_embedding,
             },
-            "last_import_job_id": Value::Null,
-            // The watch of the prefix is not built yet: the configuration is kept and checked.
-            "watching": false,
-            "waiting_for": if a.active() { "the watch (not built yet)" } else if a.enabled() { "resume" } else { "enabled" },
+            "last_import_job_id": a.last_import_job_id.map(|j| j.to_string()),
+            "watching": a.active(),
+            "found_objects": a.found.len(),
+            "manifest_objects": a.manifest.len(),
+            "last_listed_at": a.last_listed_at_ms.map(rfc3339_ms),
+            "waiting_for": import_waiting_for(st, a),
         }),
         AutomationConfig::Export { enabled, connector_id, subpath } => json!({
             "enabled": enabled,
@@ -68,6 +101,6 @@ pub fn automation(a: &Automation) -> Value {
     v["updated_at"] = json!(rfc3339_ms(a.updated_at_ms));
     v["last_triggered_at"] = json!(a.last_triggered_at_ms.map(rfc3339_ms));
     v["last_error"] = json!(a.last_error);
-    v["next_due_at"] = Value::Null;
+    v["next_due_at"] = json!(next_due_ms(st, a).map(rfc3339_ms));
     v
 }

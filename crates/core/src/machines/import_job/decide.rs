@@ -254,20 +254,50 @@ pub fn record_scan_page(
     if !j.takes_work() || j.scan_done {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
-    let mut files = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    for o in objects.iter().take(SCAN_PAGE_OBJECTS_MAX) {
-        if j.seen_paths.contains(&path_key(&o.path)) || !seen.insert(o.path.as_str()) {
-            continue;
-        }
-        let file_id = (j.files.len() + files.len()) as u32;
-        let key =
-            import_key(&j.connector_id, &j.index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
+    let new = objects
+        .iter()
+        .take(SCAN_PAGE_OBJECTS_MAX)
+        .filter(|o| !j.seen_paths.contains(&path_key(&o.path)) && seen.insert(o.path.as_str()));
+    let files = classify(state, &j.connector_id, &j.index_id, j.import_mode, j.files.len() as u32, new, false, ctx);
+    if files.is_empty() {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    Ok(Decision::one(
+        job_id.to_string(),
+        vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
+        Outcome::ImportJob(*job_id),
+    ))
+}
+
+/// A job's files made of listed objects, numbered from `first_file_id`: skipped for an
+/// unsupported format, an empty object, or (under `new_only`) an object imported before (this
+/// version of it; with `by_path`, any version of its path); the rest get the id of the video
+/// they will become.
+#[allow(clippy::too_many_arguments)]
+pub fn classify<'a>(
+    state: &State,
+    connector_id: &ConnectorId,
+    index_id: &IndexId,
+    import_mode: ImportMode,
+    first_file_id: u32,
+    objects: impl Iterator<Item = &'a ListedObject>,
+    by_path: bool,
+    ctx: &mut crate::Ctx,
+) -> Vec<DiscoveredFile> {
+    let mut files = Vec::new();
+    for o in objects {
+        let file_id = first_file_id + files.len() as u32;
+        let key = import_key(connector_id, index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
         let skip = if MediaType::from_extension(&extension(&o.path)).is_none() {
             Some("unsupported_format")
         } else if o.size_bytes == 0 {
             Some("empty_object")
-        } else if j.import_mode == ImportMode::NewOnly && state.imported_keys.contains(&path_key(&key)) {
+        } else if import_mode == ImportMode::NewOnly
+            && (state.imported_keys.contains(&path_key(&key))
+                || by_path
+                    && state.imported_paths.contains(&path_key(&import_path_key(connector_id, index_id, &o.path))))
+        {
             Some("already_imported")
         } else {
             None
@@ -282,14 +312,7 @@ pub fn record_scan_page(
             skip_reason: skip.map(str::to_string),
         });
     }
-    if files.is_empty() {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
-    }
-    Ok(Decision::one(
-        job_id.to_string(),
-        vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
-        Outcome::ImportJob(*job_id),
-    ))
+    files
 }
 
 pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {

@@ -203,6 +203,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                         f.file.size_bytes,
                         f.file.last_modified_ms,
                     )));
+                    state.imported_paths.insert(path_key(&import_path_key(&j.connector_id, &j.index_id, &f.file.path)));
                 }
                 if j.status.is_terminal() {
                     state.active_imports.remove(job_id);

@@ -344,6 +344,12 @@ pub fn path_key(s: &str) -> PathKey {
     k
 }
 
+/// The key of a path imported from a connector into an index, whatever its version: an import
+/// automation's `new_only` skips a changed object whose path was imported before.
+pub fn import_path_key(connector: &ConnectorId, index: &IndexId, path: &str) -> String {
+    format!("{connector}|{index}|{path}")
+}
+
 /// The key `new_only` dedupes on: connector, index, path and etag (or size and modification
 /// time when the listing gives no etag).
 pub fn import_key(

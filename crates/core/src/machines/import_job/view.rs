@@ -99,6 +99,21 @@ pub fn files_page(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: u
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
 
+/// What became of the prompt run an import automation starts when its job ends: `pending`,
+/// `submitted` with `run_id`, or `blocked` with `error_code`; `not_requested` for every other job.
+fn execution(j: &ImportJob, st: &crate::State) -> Value {
+    let Some(e) = st.automation_jobs.get(&j.job_id) else { return json!({ "status": "not_requested" }) };
+    let mut v = json!({ "status": e.status(), "automation_id": e.automation_id.to_string() });
+    if let Some(run) = e.run_id {
+        v["run_id"] = json!(run.to_string());
+    }
+    if let Some(code) = &e.error_code {
+        v["error_code"] = json!(code);
+        v["error"] = json!(e.error);
+    }
+    v
+}
+
 pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
     let n = EMBEDDED_PAGE_ITEMS;
     let outputs = outputs_page(j, st, 0, n);
@@ -145,7 +160,7 @@ pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
             "parts_failed": j.failed,
         },
         "outputs": outputs,
-        "execution": { "status": "not_requested" },
+        "execution": execution(j, st),
         "video_ids": video_ids,
         "failed_files": failed["items"],
         "failed_files_next_cursor": failed["next_cursor"],

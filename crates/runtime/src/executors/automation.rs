@@ -1,0 +1,73 @@
+//! The automation machine's one executor with IO: an import automation's watch lists its
+//! location in pages (the import scan's rules: prefix, glob, recursive) and hands each page to
+//! `RecordWatchPage`, which compares it with the manifest. It holds one page at a time, never
+//! the listing.
+
+use crate::Runtime;
+use spool_core::{AutomationCommand, Command};
+use spool_model::{AutomationConfig, AutomationId, WatchedObject};
+use spool_storage::BrowseRequest;
+use std::sync::Arc;
+
+impl Runtime {
+    pub(super) async fn watch(self: &Arc<Self>, automation_id: &AutomationId) -> Result<(), crate::RuntimeError> {
+        let Some((connector_id, req)) = self.read(|st| {
+            let a = st.automations.get(automation_id).filter(|a| a.listing_due)?;
+            match &a.config {
+                AutomationConfig::Import { connector_id, source_prefix, file_pattern, recursive, .. } => Some((
+                    *connector_id,
+                    BrowseRequest {
+                        prefix: source_prefix.clone(),
+                        pattern: file_pattern.clone(),
+                        recursive: *recursive,
+                        max_entries: usize::MAX,
+                    },
+                )),
+                AutomationConfig::Export { .. } => None,
+            }
+        }) else {
+            return Ok(());
+        };
+        let interval_ms = self.cfg.automation_watch_interval.as_millis().max(1) as u64;
+        let listed = |objects: u64, error: Option<String>| {
+            Command::Automation(AutomationCommand::RecordWatchListed {
+                automation_id: *automation_id,
+                objects,
+                error,
+                interval_ms,
+            })
+        };
+        let store = match self.connector_store(&connector_id) {
+            Ok(s) => s,
+            Err(e) => return self.execute(listed(0, Some(e))).await.map(|_| ()),
+        };
+        let mut count = 0u64;
+        let rt = self.clone();
+        let counter = &mut count;
+        let scanned = spool_storage::scan_pages(&store, &req, spool_core::imports::SCAN_PAGE_OBJECTS_MAX, |page| {
+            let rt = rt.clone();
+            *counter += page.len() as u64;
+            async move {
+                let objects = page
+                    .into_iter()
+                    .map(|o| WatchedObject {
+                        path: o.path,
+                        size_bytes: o.size_bytes,
+                        etag: o.etag,
+                        last_modified_ms: o.last_modified_ms,
+                    })
+                    .collect();
+                rt.execute(Command::Automation(AutomationCommand::RecordWatchPage {
+                    automation_id: *automation_id,
+                    objects,
+                }))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        let error = scanned.err().map(|e| format!("listing the location failed: {e}"));
+        self.execute(listed(count, error)).await.map(|_| ())
+    }
+}
