@@ -115,11 +115,24 @@ def test_bad_automation_documents_are_refused_with_the_field_named(client, raw, 
         ({**good, "prompt_preset": {"prompt_id": prompt, "video_segmentation_type": "fixed"}}, 422, "video_segment_duration"),
         ({**good, "file_pattern": " "}, 422, "file_pattern"),
         ({k: v for k, v in good.items() if k != "connector_id"}, 422, "connector_id"),
+        ({k: v for k, v in good.items() if k != "debounce_interval"}, 422, "debounce_interval"),
+        ({k: v for k, v in good.items() if k != "source_prefix"}, 422, "source_prefix"),
+        ({**good, "source_prefix": "in\ncoming/"}, 422, "source_prefix"),
+        ({**good, "source_prefix": "x" * 1025}, 422, "source_prefix"),
+        ({**good, "file_pattern": "*.{mp4,mov"}, 422, "file_pattern"),
+        ({**good, "recursive": "yes"}, 422, "recursive"),
+        ({**good, "enabled": 1}, 422, "enabled"),
+        ({**good, "prompt_preset": {"prompt_id": prompt, "processing_model": "no-such-model"}}, 422, "prompt_preset.processing_model"),
+        ({**good, "prompt_preset": {"prompt_id": prompt, "audio_segmentation_type": "smart"}}, 422, "prompt_preset.audio_segmentation_type"),
+        ({**good, "prompt_preset": {"prompt_id": prompt, "video_segmentation_type": "fixed", "video_segment_duration": 301}}, 422, "prompt_preset.video_segment_duration"),
     ]:
         r = raw.put(imp, json=bad, headers=admin_headers)
         assert r.status_code == code, (bad, r.text)
         assert r.json()["error"]["details"].get("field") == field, (bad, r.text)
     assert_error_envelope(raw.put(imp, json={**good, "prompt_preset": {"prompt_id": "prompt_01JD0000000000000000000000"}}, headers=admin_headers), 404, "resource_prompt_not_found")
+    assert_error_envelope(raw.put(imp, json={**good, "connector_id": "conn_01JD0000000000000000000000"}, headers=admin_headers), 404, "resource_connector_not_found")
+    # Nothing refused changed what was stored.
+    assert raw.get(imp, headers=admin_headers).json()["updated_at"] == a["updated_at"]
     # The export automation needs a connector with the export scope, and a path inside it.
     r = raw.put(exp, json={"destination_connector_id": conn}, headers=admin_headers)
     assert_error_envelope(r, 422, "connector_scope_missing")

@@ -77,6 +77,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One import automation watch cycle over prefixes of 1k, 10k and 100k objects of an S3
+    /// bucket (s3s-fs) against `rclone lsjson -R` of the same prefix. The bucket must exist
+    /// (`scripts/storage-servers.sh make-bucket STATE s3s spool-bench-watch`); missing objects
+    /// are uploaded first.
+    Watch {
+        /// `local` (a folder, through a local connector) or `s3` (the bucket below).
+        #[arg(long, default_value = "local")]
+        store: String,
+        #[arg(long, default_value = "http://127.0.0.1:8014")]
+        endpoint: String,
+        #[arg(long, default_value = "spool-bench-watch")]
+        bucket: String,
+        #[arg(long, default_value = "AKIAEMULATOR")]
+        access_key: String,
+        #[arg(long, default_value = "emulatorsecret")]
+        secret_key: String,
+        #[arg(long, value_delimiter = ',', default_values_t = crate::bench_prompt_run::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
+    },
     /// Import jobs from an S3 bucket against `rclone copy` of the same objects to a local folder:
     /// many small objects (files/s) and one large object (MB/s). The bucket must exist (for
     /// s3s-fs: `scripts/storage-servers.sh make-bucket STATE s3s spool-bench-import`); missing
@@ -144,6 +163,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 large_mib,
                 concurrency,
             }))
+        }
+        BenchCmd::Watch { store, endpoint, bucket, access_key, secret_key, sizes } => {
+            crate::bench_watch::run(crate::bench_watch::Args { store, endpoint, bucket, access_key, secret_key, sizes })
         }
         BenchCmd::Browse { endpoint, bucket, access_key, secret_key, objects, runs } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -36,6 +36,12 @@ pub(crate) struct Server {
     pub(crate) base: String,
 }
 
+impl Server {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -98,6 +104,7 @@ pub(crate) async fn call(
     let url = format!("{}/api/v2{path}", s.base);
     let req = match method {
         "POST" => c.post(&url).header("content-type", "application/json").body(body.unwrap_or(json!({})).to_string()),
+        "PUT" => c.put(&url).header("content-type", "application/json").body(body.unwrap_or(json!({})).to_string()),
         _ => c.get(&url),
     };
     let resp = req.bearer_auth(KEY).send().await?;

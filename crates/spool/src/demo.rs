@@ -8,6 +8,7 @@
 use crate::serve::{Settings, Started, start};
 use anyhow::Context;
 use serde_json::Value;
+use spool_runtime::Clock as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,6 +68,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::write(media_dir.join(name), bytes).with_context(|| format!("writing {name}"))?;
     }
     let key = format!("sk_demo_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let clock = std::sync::Arc::new(spool_runtime::TestClock::new(spool_runtime::SystemClock.now_ms()));
     let settings = Settings {
         data_dir: data_dir.clone(),
         listen: args.listen.clone(),
@@ -84,6 +86,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         automation_watch_interval: std::time::Duration::from_millis(
             spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
         ),
+        // The demo's engine runs on a clock it moves, so an automation's debounce is shown
+        // firing without waiting five minutes.
+        clock: Some(clock.clone()),
     };
     let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;
     let addr = listener.local_addr()?;
@@ -98,7 +103,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     runtime.wait_ready().await;
     let base = format!("http://{addr}/api/v2");
     println!("Spool demo: data in {}, media in {}", data_dir.display(), media_dir.display());
-    let outcome = drive(&base, &key, &media_dir).await;
+    let outcome = drive(&base, &key, &media_dir, &clock).await;
     let keep_serving = args.serve && outcome.is_ok();
     if let Ok(job_id) = &outcome {
         println!();
@@ -142,7 +147,12 @@ impl Api {
 }
 
 /// The workflow: index, connector, import job (watched to its end), summary. Returns the job id.
-async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Result<String> {
+async fn drive(
+    base: &str,
+    key: &str,
+    media_dir: &std::path::Path,
+    clock: &spool_runtime::TestClock,
+) -> anyhow::Result<String> {
     let api = Api { http: reqwest::Client::new(), base: base.to_string(), key: key.to_string() };
     let index = api.call(reqwest::Method::POST, "/indexes", Some(serde_json::json!({ "name": "demo" }))).await?;
     let index_id = index["index_id"].as_str().context("index_id")?.to_string();
@@ -171,9 +181,95 @@ async fn drive(base: &str, key: &str, media_dir: &std::path::Path) -> anyhow::Re
     println!("index {index_id}, connector {connector_id}, import job {job_id}");
     let job = watch(&api, &job_id).await?;
     summary(&api, &job_id, &job).await?;
-    prompt_run(&api, &index_id).await?;
+    let prompt_id = prompt_run(&api, &index_id).await?;
     export(&api, &index_id, &connector_id, media_dir).await?;
+    automation(&api, &index_id, &connector_id, &prompt_id, media_dir, clock).await?;
     Ok(job_id)
+}
+
+/// Poll `path` until `done` holds.
+async fn until(api: &Api, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + DEMO_IMPORT_WAIT;
+    loop {
+        let v = api.call(reqwest::Method::GET, path, None).await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what} did not happen in time: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Index automations on the demo's clock: two files dropped into `incoming/` are found by the
+/// import automation's watch; five minutes later (the clock is moved, not waited for) its
+/// debounce fires one import job of exactly those files, the preset's prompt run follows, and
+/// the export automation writes the completed run under `exports/automated/`.
+async fn automation(
+    api: &Api,
+    index_id: &str,
+    connector_id: &str,
+    prompt_id: &str,
+    media_dir: &std::path::Path,
+    clock: &spool_runtime::TestClock,
+) -> anyhow::Result<()> {
+    let incoming = media_dir.join("incoming");
+    std::fs::create_dir_all(&incoming)?;
+    for (name, bytes) in MEDIA.iter().filter(|(n, _)| *n == "h264_aac.mp4" || *n == "tone.wav") {
+        std::fs::write(incoming.join(name), bytes)?;
+    }
+    let (export_path, path) =
+        (format!("/indexes/{index_id}/automations/export"), format!("/indexes/{index_id}/automations/import"));
+    let export_doc =
+        serde_json::json!({ "destination_connector_id": connector_id, "destination_subpath": "automated" });
+    api.call(reqwest::Method::PUT, &export_path, Some(export_doc)).await?;
+    let import_doc = serde_json::json!({
+        "connector_id": connector_id, "source_prefix": "incoming/", "file_pattern": "*",
+        "debounce_interval": "5m",
+        "prompt_preset": {
+            "prompt_id": prompt_id, "processing_model": "probe",
+            "video_segmentation_type": "fixed", "video_segment_duration": 1,
+            "audio_segmentation_type": "fixed", "audio_segment_duration": 1,
+        },
+    });
+    let saved = api.call(reqwest::Method::PUT, &path, Some(import_doc)).await?;
+    let a = until(api, &path, "the first listing", |a| a["waiting_for"] == "debounce").await?;
+    println!();
+    println!(
+        "Import automation {} watches incoming/: found {} new objects, import due at {} (debounce 5m)",
+        saved["automation_id"].as_str().unwrap_or("?"),
+        a["found_objects"],
+        a["next_due_at"].as_str().unwrap_or("?"),
+    );
+    clock.advance(5 * 60 * 1000);
+    println!("The demo's engine clock moves 5 minutes on (serve runs on the wall clock)");
+    let a = until(api, &path, "the automation's import", |a| a["last_import_job_id"].is_string()).await?;
+    let job_id = a["last_import_job_id"].as_str().unwrap_or_default().to_string();
+    let job = until(api, &format!("/import-jobs/{job_id}"), "the automation's run", |j| {
+        j["execution"]["status"] != "pending"
+    })
+    .await?;
+    anyhow::ensure!(job["execution"]["status"] == "submitted", "no prompt run started: {}", job["execution"]);
+    let run_id = job["execution"]["run_id"].as_str().unwrap_or_default().to_string();
+    let run = until(api, &format!("/prompt-runs/{run_id}"), "the automation's prompt run", |r| {
+        !matches!(r["status"].as_str(), Some("pending" | "processing"))
+    })
+    .await?;
+    let exp = until(api, &export_path, "the automation's export", |e| e["last_export_id"].is_string()).await?;
+    let export_id = exp["last_export_id"].as_str().unwrap_or_default().to_string();
+    let e = until(api, &format!("/exports/{export_id}"), "the automation's export", |e| {
+        matches!(e["status"].as_str(), Some("completed" | "failed"))
+    })
+    .await?;
+    println!(
+        "Automation import job {job_id}: {} of {} files imported; prompt run {run_id} {} ({} segments); export {export_id} {} to {}",
+        job["progress"]["imported"],
+        job["progress"]["total_files"],
+        run["status"].as_str().unwrap_or("?"),
+        run["completed_segments"],
+        e["status"].as_str().unwrap_or("?"),
+        media_dir.join("exports/automated").join(format!("{export_id}.json")).display(),
+    );
+    Ok(())
 }
 
 /// An export of the index (its run, its videos with their facts and results) written to the
@@ -204,7 +300,7 @@ async fn export(api: &Api, index_id: &str, connector_id: &str, media_dir: &std::
 
 /// A prompt run over the imported media with the built-in `probe` processor: each segment's
 /// real media facts, checked against a schema that describes them.
-async fn prompt_run(api: &Api, index_id: &str) -> anyhow::Result<()> {
+async fn prompt_run(api: &Api, index_id: &str) -> anyhow::Result<String> {
     let schema = serde_json::json!({
         "type": "object",
         "properties": {
@@ -255,7 +351,7 @@ async fn prompt_run(api: &Api, index_id: &str) -> anyhow::Result<()> {
         run["total_audios"],
         run["total_images"],
     );
-    Ok(())
+    Ok(prompt["prompt_id"].as_str().unwrap_or_default().to_string())
 }
 
 /// Poll the job to its end: a progress bar on a terminal, a line per change elsewhere.

@@ -217,6 +217,9 @@ pub struct Settings {
     /// How often an import automation lists its location (env SPOOL_AUTOMATION_WATCH_INTERVAL;
     /// config `automations.watch_interval`; 1m).
     pub automation_watch_interval: std::time::Duration,
+    /// A clock the caller moves (`spool demo` shows an automation's timers on one); `None`: the
+    /// wall clock (or `SPOOL_TEST_CLOCK_MS` in a debug build).
+    pub clock: Option<Arc<spool_runtime::TestClock>>,
     /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
     pub processors: spool_runtime::ProcessorSettings,
     /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
@@ -309,6 +312,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         )?
         .filter(|d| !d.is_zero())
         .unwrap_or(std::time::Duration::from_millis(spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS)),
+        clock: None,
         export_download_max_bytes: match std::env::var("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES") {
             Ok(v) => v
                 .trim()
@@ -403,7 +407,11 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
             listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone())
         ),
     };
-    let runtime = Runtime::open(cfg, engine_clock()?, Arc::new(SystemIds))
+    let clock: Arc<dyn spool_runtime::Clock> = match &settings.clock {
+        Some(c) => c.clone(),
+        None => engine_clock()?,
+    };
+    let runtime = Runtime::open(cfg, clock, Arc::new(SystemIds))
         .await
         .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
     let app = spool_api::router(

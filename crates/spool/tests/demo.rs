@@ -32,6 +32,24 @@ fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped(
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha);
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["videos"].as_array().unwrap().len(), 12);
+    // Then the automations on the demo's clock: two files dropped into incoming/ are found,
+    // and when the clock moves past the debounce one job imports both, its run completes and
+    // the export automation writes it.
+    let found = line("Import automation ");
+    assert!(found.contains("found 2 new objects") && found.contains("(debounce 5m)"), "{found}");
+    let fired = line("Automation import job ");
+    assert!(fired.contains(": 2 of 2 files imported; prompt run ") && fired.contains(" completed ("), "{fired}");
+    let path = fired.rsplit(" to ").next().unwrap();
+    let auto: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    // An index export limited to the automation's run: its two videos carry the run's results.
+    let with_results = auto["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["results"].as_array().is_some_and(|r| !r.is_empty()))
+        .count();
+    assert_eq!(with_results, 2, "{auto}");
+    assert_eq!(auto["prompt_runs"].as_array().unwrap().len(), 1);
     // The commands it suggests work on what it left.
     let data = dir.path().join("data");
     let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
