@@ -335,3 +335,30 @@ def test_a_sigkill_between_arming_and_firing_loses_nothing_and_duplicates_nothin
 def test_the_clock_route_is_refused_on_the_wall_clock(client, raw, admin_headers):
     r = raw.post("/api/v2/admin/test-clock/advance", json={"ms": 1000}, headers=admin_headers)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+
+
+def test_a_drop_of_more_files_than_a_request_may_list_still_gets_one_run(server):
+    """A run's `videos` target in a request holds at most 1,000 ids; an automation's job is not
+    bound by it (1,050 files here), and the run's `run_context` lists the first 1,000 with
+    `video_count`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = server
+    storage, bucket, index, conn, prompt = setup(s, "all")
+    client = storage.client()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: client.put_object(Bucket=bucket, Key=f"incoming/many/{i:04}.wav", Body=wav(f"many {i}")),
+                      range(1050)))
+    save_watch(s, index, conn, prompt)
+    until(lambda: watch(s, index), lambda a: a["found_objects"] == 1050 and a["waiting_for"] == "debounce",
+          "the listing", timeout=60)
+    s.advance(5 * MINUTE)
+    a = until(lambda: watch(s, index), lambda a: a["last_import_job_id"], "the import")
+    sdk = s.sdk()
+    job = until(lambda: sdk.import_jobs.retrieve(a["last_import_job_id"]), lambda j: j.execution.status != "pending",
+                "the run", timeout=120)
+    assert job.progress.imported == 1050 and job.execution.status == "submitted", job.execution
+    run = sdk.prompt_runs.wait_for_completion(job.execution.run_id, poll_interval=0.1, timeout=120)
+    assert run.status == "completed" and run.total_audios == 1050
+    ctx = run.run_context
+    assert (ctx["type"], ctx["video_count"], len(ctx["video_ids"])) == ("videos", 1050, 1000)

@@ -190,13 +190,10 @@ fn start_run(
     if video_ids.is_empty() {
         return blocked("no_videos_imported", format!("import job {job_id} imported no video"));
     }
-    let cmd = crate::machines::prompt_run::PromptRunCommand::ExecuteRun {
-        prompt_id: *prompt_id,
-        target: spool_model::RunTarget::Videos { video_ids, index_id: Some(a.index_id) },
-        settings: preset.clone(),
-        executed_by: format!("automation:{automation_id}"),
-    };
-    match crate::machines::prompt_run::decide(state, &cmd, ctx) {
+    let target = spool_model::RunTarget::Videos { video_ids, index_id: Some(a.index_id) };
+    let by = format!("automation:{automation_id}");
+    let max = crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX;
+    match crate::machines::prompt_run::execute(state, prompt_id, &target, preset, &by, max, ctx) {
         Ok(d) => {
             let run_id = match d.outcome {
                 Outcome::PromptRun(id) => Some(id),

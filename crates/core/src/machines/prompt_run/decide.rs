@@ -6,7 +6,7 @@ use spool_model::{Event, Segmentation};
 pub fn decide(state: &State, cmd: &PromptRunCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
         PromptRunCommand::ExecuteRun { prompt_id, target, settings, executed_by } => {
-            execute(state, prompt_id, target, settings, executed_by, ctx)
+            execute(state, prompt_id, target, settings, executed_by, RUN_TARGET_VIDEOS_MAX, ctx)
         }
         PromptRunCommand::AddRunVideos { run_id } => add_videos(state, run_id),
         PromptRunCommand::RecordVideoAnalysis { run_id, video, boundaries_us, source } => {
@@ -86,12 +86,15 @@ pub fn check_settings(settings: &RunSettings) -> Result<(), DomainError> {
     Ok(())
 }
 
-fn execute(
+/// Create a run. `max_videos` bounds a `Videos` target: `RUN_TARGET_VIDEOS_MAX` for a request
+/// body, `AUTOMATION_RUN_VIDEOS_MAX` for the run an import automation starts on its job.
+pub fn execute(
     state: &State,
     prompt_id: &PromptId,
     target: &RunTarget,
     settings: &RunSettings,
     executed_by: &str,
+    max_videos: usize,
     ctx: &mut Ctx,
 ) -> Result<Decision, DomainError> {
     let prompt = state
@@ -108,11 +111,8 @@ fn execute(
             target.clone()
         }
         RunTarget::Videos { video_ids, index_id } => {
-            if video_ids.is_empty() || video_ids.len() > RUN_TARGET_VIDEOS_MAX {
-                return Err(DomainError::invalid(
-                    "target.video_ids",
-                    format!("must hold 1 to {RUN_TARGET_VIDEOS_MAX} video ids"),
-                ));
+            if video_ids.is_empty() || video_ids.len() > max_videos {
+                return Err(DomainError::invalid("target.video_ids", format!("must hold 1 to {max_videos} video ids")));
             }
             if let Some(i) = index_id {
                 state.live_index(i).ok_or_else(|| DomainError::NotFound { kind: "index", id: i.to_string() })?;
@@ -184,7 +184,8 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
         // The target's ids were checked at execute time; one deleted since is listed anyway
         // (its task fails `video_not_found`), so the position moves by what the page lists.
         RunTarget::Videos { video_ids, .. } => {
-            let page: Vec<VideoId> = video_ids.iter().skip(r.list_pos).take(RUN_VIDEOS_PAGE_MAX).copied().collect();
+            let rest = video_ids.get(r.list_pos..).unwrap_or_default();
+            let page: Vec<VideoId> = rest.iter().take(RUN_VIDEOS_PAGE_MAX).copied().collect();
             let done = r.list_pos + page.len() >= video_ids.len();
             (page, done)
         }

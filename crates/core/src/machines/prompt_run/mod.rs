@@ -28,6 +28,12 @@ use std::collections::BTreeMap;
 pub const RUN_VIDEOS_PAGE_MAX: usize = 500;
 /// Videos of one `target.videos`.
 pub const RUN_TARGET_VIDEOS_MAX: usize = 1000;
+/// Videos of the run an import automation starts on its job (every part of every imported
+/// file): more than a request may list, since one drop of files makes one job.
+pub const AUTOMATION_RUN_VIDEOS_MAX: usize = 100_000;
+/// Ids of a `videos` target a run's JSON lists (`run_context.video_ids`); past it the list is
+/// cut and `video_count` says how many there are.
+pub const RUN_CONTEXT_VIDEO_IDS_MAX: usize = RUN_TARGET_VIDEOS_MAX;
 /// Tasks offered per run at once (the processor's concurrency bounds them further).
 pub const RUN_TASKS_OFFERED_MAX: usize = 64;
 /// Videos planned per run at once.

@@ -11,11 +11,17 @@ fn secs(us: u64) -> f64 {
 fn target_json(t: &RunTarget) -> Value {
     match t {
         RunTarget::Index { index_id } => json!({ "type": "index", "index_id": index_id.to_string() }),
-        RunTarget::Videos { video_ids, index_id } => json!({
-            "type": "videos",
-            "video_ids": video_ids.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-            "index_id": index_id.map(|i| i.to_string()),
-        }),
+        RunTarget::Videos { video_ids, index_id } => {
+            let mut v = json!({
+                "type": "videos",
+                "video_ids": video_ids.iter().take(RUN_CONTEXT_VIDEO_IDS_MAX).map(|v| v.to_string()).collect::<Vec<_>>(),
+                "index_id": index_id.map(|i| i.to_string()),
+            });
+            if video_ids.len() > RUN_CONTEXT_VIDEO_IDS_MAX {
+                v["video_count"] = json!(video_ids.len());
+            }
+            v
+        }
         RunTarget::Playground => json!({ "type": "playground" }),
     }
 }
