@@ -53,10 +53,9 @@ fn first_admin_key_is_printed_on_its_own_marked_line_and_the_held_dir_message_na
     common::sigterm(&child);
     assert!(child.wait().unwrap().success());
     // The key is printed once: a restart prints none.
-    let restart = common::start(&data);
-    let mut restart = restart.child;
-    common::sigterm(&restart);
-    restart.wait().unwrap();
+    let mut restart = common::start(&data);
+    common::sigterm(&restart.child);
+    restart.child.wait().unwrap();
     let again = common::server_log(&data);
     assert!(!again.contains("SPOOL_FIRST_ADMIN_KEY"), "{again}");
 }

@@ -56,9 +56,9 @@ fn replay_of_a_job_includes_its_file_streams_and_verify_reports_a_snapshot_that_
         assert!(Instant::now() < deadline, "the job did not complete: {j}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut child = server.child;
-    sigterm(&child);
-    assert!(child.wait().unwrap().success());
+    let mut server = server;
+    sigterm(&server.child);
+    assert!(server.child.wait().unwrap().success());
 
     // The replay of the job shows its files' steps and ends with every file imported.
     let out = spool(&["replay", &job_id], &data);

@@ -21,6 +21,15 @@ pub struct Server {
     pub addr: String,
 }
 
+/// A server is killed when its test lets go of it, also when the test fails: a test that panics
+/// leaves no `spool serve` running (they piled up across runs before).
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn start(data_dir: &Path) -> Server {
     start_with(data_dir, &[("RUST_LOG", "warn")])
 }
