@@ -50,8 +50,27 @@ fn the_demo_imports_the_embedded_media_and_explains_what_failed_and_was_skipped(
         .count();
     assert_eq!(with_results, 2, "{auto}");
     assert_eq!(auto["prompt_runs"].as_array().unwrap().len(), 1);
-    // The commands it suggests work on what it left.
+    // The automation is a stream like any other: `spool replay` shows its steps.
+    let auto_id = found.split_whitespace().nth(2).unwrap();
     let data = dir.path().join("data");
+    let replay = Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["replay", "--data-dir"])
+        .arg(&data)
+        .arg(auto_id)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{text}{}", String::from_utf8_lossy(&replay.stderr));
+    for step in [
+        "AutomationSaved",
+        "AutomationObjectsFound",
+        "AutomationListed",
+        "AutomationImportStarted",
+        "AutomationRunStarted",
+    ] {
+        assert!(text.contains(step), "{step} missing from the replay of {auto_id}:\n{text}");
+    }
+    // The commands it suggests work on what it left.
     let verify = Command::new(env!("CARGO_BIN_EXE_spool")).arg("verify").arg("--data-dir").arg(&data).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     // A second demo in the same folder refuses rather than mixing two runs.
