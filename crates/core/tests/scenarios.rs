@@ -24,6 +24,7 @@ struct Run {
     last_webhook: Option<String>,
     last_prompt: Option<String>,
     last_run: Option<String>,
+    last_automation: Option<String>,
 }
 
 impl Run {
@@ -56,6 +57,9 @@ impl Run {
         }
         if let Some(r) = &self.last_run {
             s = s.replace("$run", r);
+        }
+        if let Some(a) = &self.last_automation {
+            s = s.replace("$auto", a);
         }
         s
     }
@@ -100,11 +104,8 @@ impl Run {
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
                     Outcome::Prompt(id) => self.last_prompt = Some(id.to_string()),
                     Outcome::PromptRun(id) | Outcome::SegmentRetry(id, _) => self.last_run = Some(id.to_string()),
-                    Outcome::Delivery(_)
-                    | Outcome::Video(_)
-                    | Outcome::Export(_)
-                    | Outcome::Automation(_)
-                    | Outcome::Done => {}
+                    Outcome::Delivery(_) | Outcome::Video(_) | Outcome::Export(_) | Outcome::Done => {}
+                    Outcome::Automation(id) => self.last_automation = Some(id.to_string()),
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();
             }
@@ -121,6 +122,37 @@ impl Run {
 
 fn render_state(state: &State) -> String {
     let mut t = String::new();
+    for a in state.automations.values() {
+        let found: Vec<&str> = a.found.keys().map(String::as_str).collect();
+        writeln!(
+            t,
+            "  state automation {} kind={} active={} listing_due={} listing={} manifest={} found={:?} last_job={:?} jobs_ended={} error={:?}",
+            a.automation_id,
+            a.kind().as_str(),
+            a.active(),
+            a.listing_due,
+            a.listing,
+            a.manifest.len(),
+            found,
+            a.last_import_job_id.map(|j| j.to_string()),
+            a.jobs_ended.len(),
+            a.last_error,
+        )
+        .unwrap();
+    }
+    for (job, e) in &state.automation_jobs {
+        writeln!(
+            t,
+            "  state execution {job} {} run={:?} code={:?}",
+            e.status(),
+            e.run_id.map(|r| r.to_string()),
+            e.error_code
+        )
+        .unwrap();
+    }
+    for (due, timer) in &state.timers {
+        writeln!(t, "  timer {due} {}", serde_json::to_string(timer).unwrap()).unwrap();
+    }
     for r in state.prompt_runs.values() {
         use spool_core::machines::prompt_run::TaskStatus as T;
         writeln!(
@@ -240,6 +272,7 @@ fn check(path: &Path) -> Result<(), String> {
         last_webhook: None,
         last_prompt: None,
         last_run: None,
+        last_automation: None,
     };
     let mut actual = String::new();
     for line in script.lines() {
@@ -295,6 +328,7 @@ fn snapshots_round_trip_and_refold_is_deterministic() {
         last_webhook: None,
         last_prompt: None,
         last_run: None,
+        last_automation: None,
     };
     run.exec(r#"{"CreateIndex":{"name":"a","user_id":"u"}}"#, None);
     run.exec(

@@ -10,9 +10,13 @@ use spool_storage::BrowseRequest;
 use std::sync::Arc;
 
 impl Runtime {
-    pub(super) async fn watch(self: &Arc<Self>, automation_id: &AutomationId) -> Result<(), crate::RuntimeError> {
+    pub(super) async fn watch(
+        self: &Arc<Self>,
+        automation_id: &AutomationId,
+        listing: u64,
+    ) -> Result<(), crate::RuntimeError> {
         let Some((connector_id, req)) = self.read(|st| {
-            let a = st.automations.get(automation_id).filter(|a| a.listing_due)?;
+            let a = st.automations.get(automation_id).filter(|a| a.listing_due && a.listing == listing)?;
             match &a.config {
                 AutomationConfig::Import { connector_id, source_prefix, file_pattern, recursive, .. } => Some((
                     *connector_id,
@@ -32,6 +36,7 @@ impl Runtime {
         let listed = |objects: u64, error: Option<String>| {
             Command::Automation(AutomationCommand::RecordWatchListed {
                 automation_id: *automation_id,
+                listing,
                 objects,
                 error,
                 interval_ms,
@@ -59,6 +64,7 @@ impl Runtime {
                     .collect();
                 rt.execute(Command::Automation(AutomationCommand::RecordWatchPage {
                     automation_id: *automation_id,
+                    listing,
                     objects,
                 }))
                 .await

@@ -69,8 +69,8 @@ impl Runtime {
                 }))
                 .await
                 .map(|_| ()),
-            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id }) => {
-                self.watch(automation_id).await
+            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id, listing }) => {
+                self.watch(automation_id, *listing).await
             }
             Effect::Automation(spool_core::AutomationEffect::StartRun { automation_id, job_id }) => self
                 .execute(Command::Automation(spool_core::AutomationCommand::StartRun {
@@ -133,9 +133,10 @@ impl Runtime {
             }
             // A watch that keeps panicking ends its listing with the error; the next is due one
             // default interval later.
-            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id }) => {
+            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id, listing }) => {
                 vec![Command::Automation(spool_core::AutomationCommand::RecordWatchListed {
                     automation_id: *automation_id,
+                    listing: *listing,
                     objects: 0,
                     error: Some(message),
                     interval_ms: spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,

@@ -25,9 +25,12 @@ pub fn decide(state: &State, cmd: &AutomationCommand, ctx: &mut Ctx) -> Result<D
             Ok(Decision::one(a.automation_id.to_string(), events, Outcome::Automation(a.automation_id)))
         }
         AutomationCommand::ExportRun { automation_id, run_id } => export_run(state, automation_id, run_id, ctx),
-        AutomationCommand::RecordWatchPage { automation_id, objects } => watch_page(state, automation_id, objects),
-        AutomationCommand::RecordWatchListed { automation_id, objects, error, interval_ms } => {
-            let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due) else {
+        AutomationCommand::RecordWatchPage { automation_id, listing, objects } => {
+            watch_page(state, automation_id, *listing, objects)
+        }
+        AutomationCommand::RecordWatchListed { automation_id, listing, objects, error, interval_ms } => {
+            let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due && a.listing == *listing)
+            else {
                 return Ok(Decision::nothing(Outcome::Done));
             };
             let event = Event::AutomationListed {
@@ -54,8 +57,13 @@ pub fn fire_watch(state: &State, timer: &crate::Timer) -> Result<Decision, Domai
 }
 
 /// One page of a listing: the objects that are not in the manifest as they are now.
-fn watch_page(state: &State, automation_id: &AutomationId, objects: &[WatchedObject]) -> Result<Decision, DomainError> {
-    let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due) else {
+fn watch_page(
+    state: &State,
+    automation_id: &AutomationId,
+    listing: u64,
+    objects: &[WatchedObject],
+) -> Result<Decision, DomainError> {
+    let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due && a.listing == listing) else {
         return Ok(Decision::nothing(Outcome::Done));
     };
     let mut seen = BTreeSet::new();

@@ -8,7 +8,7 @@ pub enum AutomationEffect {
     ExportRun { automation_id: AutomationId, run_id: PromptRunId },
     /// List the import automation's location, page by page (`RecordWatchPage`), then
     /// `RecordWatchListed`.
-    Watch { automation_id: AutomationId },
+    Watch { automation_id: AutomationId, listing: u64 },
     /// Start the preset's prompt run over an ended job's videos: `StartRun`.
     StartRun { automation_id: AutomationId, job_id: ImportJobId },
 }
@@ -17,7 +17,7 @@ impl AutomationEffect {
     pub fn work_key(&self) -> WorkKey {
         match self {
             AutomationEffect::ExportRun { automation_id, .. }
-            | AutomationEffect::Watch { automation_id }
+            | AutomationEffect::Watch { automation_id, .. }
             | AutomationEffect::StartRun { automation_id, .. } => WorkKey::Automation(*automation_id),
         }
     }
@@ -67,8 +67,10 @@ pub fn effects_for(state: &State, id: AutomationId) -> Vec<AutomationEffect> {
         .map(|run_id| AutomationEffect::ExportRun { automation_id: id, run_id: *run_id })
         .collect();
     if a.kind() == AutomationKind::Import {
-        if a.listing_due {
-            out.push(AutomationEffect::Watch { automation_id: id });
+        // A deleted index's automation lists no more (its timers run out: the next is set by
+        // a listing's end).
+        if a.listing_due && state.live_index(&a.index_id).is_some() {
+            out.push(AutomationEffect::Watch { automation_id: id, listing: a.listing });
         }
         out.extend(
             a.jobs_ended

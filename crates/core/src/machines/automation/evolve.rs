@@ -24,6 +24,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 manifest: BTreeMap::new(),
                 found: BTreeMap::new(),
                 listing_due: false,
+                listing: 0,
                 last_listed_at_ms: None,
                 last_import_job_id: None,
                 jobs_ended: BTreeSet::new(),
@@ -56,6 +57,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             state.clear_timer(&Timer::AutomationWatch { automation_id: *automation_id });
             if let Some(a) = state.automations.get_mut(automation_id) {
                 a.listing_due = true;
+                a.listing += 1;
                 state.automations_with_work.insert(*automation_id);
             }
         }
@@ -179,11 +181,16 @@ fn arm(state: &mut State, id: AutomationId, at: u64) {
     let debounce_timer = Timer::AutomationDebounce { automation_id: id };
     if a.active() {
         a.listing_due = true;
+        a.listing += 1;
         let found = !a.found.is_empty();
         state.automations_with_work.insert(id);
         state.clear_timer(&watch);
+        // A debounce is set only while something is found (a save with another location
+        // empties the found set): its firing always has objects to import.
         if found {
             state.set_timer(debounce_timer, at.saturating_add(debounce));
+        } else {
+            state.clear_timer(&debounce_timer);
         }
     } else {
         state.clear_timer(&watch);

@@ -76,12 +76,14 @@ pub enum AutomationCommand {
     /// Effect outcome: one page of the import automation's listing, compared with its manifest.
     RecordWatchPage {
         automation_id: AutomationId,
+        listing: u64,
         objects: Vec<WatchedObject>,
     },
     /// Effect outcome: the listing ended (`error` when it failed); the next is due `interval_ms`
     /// later.
     RecordWatchListed {
         automation_id: AutomationId,
+        listing: u64,
         objects: u64,
         error: Option<String>,
         interval_ms: u64,
@@ -115,6 +117,10 @@ pub struct Automation {
     pub found: BTreeMap<String, WatchedObject>,
     /// Import: a listing is due (saved or resumed active, or the watch timer fired).
     pub listing_due: bool,
+    /// Import: the number of the listing due, counted up each time one becomes due. A page or
+    /// an end of an earlier listing (one still running when the location was saved anew, say)
+    /// decides nothing.
+    pub listing: u64,
     pub last_listed_at_ms: Option<u64>,
     pub last_import_job_id: Option<ImportJobId>,
     /// Import: the automation's jobs that ended and wait for their prompt run.
