@@ -194,3 +194,26 @@ pub fn idempotency_key(
         seal: false,
     }))
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests of query strings (proptest): any query parses or is a 422, and so does
+    //! every typed read of it, never a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_query_parses_or_is_refused_never_a_panic(raw in ".{0,200}", soup in "[a-z=&%0-9+;.-]{0,120}") {
+            for q in [&raw, &soup] {
+                if let Ok(q) = Query::parse(Some(q)) {
+                    let _ = q.int("limit", 50, 1, 100);
+                    let _ = q.bool("failed_only", false);
+                    let _ = q.get("cursor");
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 17;
+pub const STATE_FORMAT: u32 = 18;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -129,19 +129,28 @@ impl State {
         self.timers.first()
     }
 
-    /// Encode for a snapshot (bincode, prefixed with [`STATE_FORMAT`]).
+    /// Encode for a snapshot: [`STATE_FORMAT`] (4 bytes), the CRC-32 of the body (4 bytes), the
+    /// body (bincode).
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let mut out = STATE_FORMAT.to_le_bytes().to_vec();
         // Encoding plain data into a Vec cannot fail.
         let body = bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
+        let mut out = STATE_FORMAT.to_le_bytes().to_vec();
+        out.extend(crc32fast::hash(&body).to_le_bytes());
         out.extend(body);
         out
     }
 
-    /// Decode a snapshot; `None` when it was written by another state format (rebuild instead).
+    /// Decode a snapshot; `None` when it was written by another state format, or is damaged (its
+    /// checksum differs, or it does not decode to its exact length): the state is then rebuilt
+    /// from the log. The checksum is read first, so damaged bytes are never decoded (a damaged
+    /// length field once made the decoder ask for terabytes and abort the process).
     pub fn from_snapshot(bytes: &[u8]) -> Option<State> {
-        let (head, body) = bytes.split_at_checked(4)?;
+        let (head, rest) = bytes.split_at_checked(4)?;
         if u32::from_le_bytes(head.try_into().ok()?) != STATE_FORMAT {
+            return None;
+        }
+        let (crc, body) = rest.split_at_checked(4)?;
+        if u32::from_le_bytes(crc.try_into().ok()?) != crc32fast::hash(body) {
             return None;
         }
         let (state, used) = bincode::serde::decode_from_slice::<State, _>(body, bincode::config::standard()).ok()?;

@@ -54,8 +54,13 @@ pub enum CodecError {
     Encode(String),
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The most bytes one record may claim when decoded: a damaged length field that claims more is
+/// refused before anything is allocated (an unbounded claim aborted the process). The largest
+/// event written is far below it (a page of 1,000 discovered files is ~200 KB).
+pub const RECORD_BYTES_MAX: usize = 64 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<RECORD_BYTES_MAX>()
 }
 
 /// Encode the event body alone (what the golden files hold).

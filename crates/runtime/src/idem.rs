@@ -45,6 +45,8 @@ impl IdemRecord {
         bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
     }
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).ok().map(|(r, _)| r)
+        // Bounded like a log record: a damaged length is refused, not allocated.
+        let config = bincode::config::standard().with_limit::<{ spool_model::codec::RECORD_BYTES_MAX }>();
+        bincode::serde::decode_from_slice(bytes, config).ok().map(|(r, _)| r)
     }
 }

@@ -86,6 +86,12 @@ pub fn check_pattern(pattern: &str) -> Result<(), BrowseError> {
     matcher(pattern).map(|_| ())
 }
 
+/// Whether one key (below the prefix) matches a pattern, by the rules `matching` uses. It
+/// compiles the pattern on every call: for checks of one key and for the property tests.
+pub fn pattern_matches(pattern: &str, key: &str) -> Result<bool, BrowseError> {
+    Ok(matcher(pattern)?.is_none_or(|m| m.is_match(key)))
+}
+
 fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
     let p = pattern.trim();
     if p.is_empty() || p == "*" || p == "**" {

@@ -10,7 +10,9 @@ mod build;
 mod copy;
 mod local;
 
-pub use browse::{BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching};
+pub use browse::{
+    BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching, pattern_matches,
+};
 pub use build::{
     AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
     check_gcs_service_account, check_url, gcs_builder, normalize_endpoint,

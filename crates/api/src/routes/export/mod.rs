@@ -140,6 +140,11 @@ pub fn mint_token(app: &AppState, export_id: &ExportId, principal: &str, expires
 
 /// The export a token opens, if it is this server's, unexpired and for this export.
 fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
+    token_opens(token, export_id, app.rt.now_ms() / 1000, |payload| mac(app, payload))
+}
+
+/// `check_token` without the server: `mac` is the keyring's, `now_s` the clock's.
+fn token_opens(token: &str, export_id: &ExportId, now_s: u64, mac: impl Fn(&str) -> String) -> bool {
     let mut parts = token.split('.');
     let (Some("v1"), Some(p), Some(m), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;
@@ -149,14 +154,14 @@ fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
     else {
         return false;
     };
-    let expected = mac(app, &payload);
+    let expected = mac(&payload);
     // Constant-time enough: both are fixed-length base64 of a MAC.
     if expected.len() != m.len() || !expected.bytes().zip(m.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
         return false;
     }
     let mut f = payload.split('|');
     let (Some(id), Some(_who), Some(exp)) = (f.next(), f.next(), f.next()) else { return false };
-    id == export_id.to_string() && exp.parse::<u64>().is_ok_and(|e| e >= app.rt.now_ms() / 1000)
+    id == export_id.to_string() && exp.parse::<u64>().is_ok_and(|e| e >= now_s)
 }
 
 /// `POST /exports/{id}/download-url`: a bearer URL, minted only when the public base URL is
@@ -253,4 +258,58 @@ pub async fn download(State(app): State<AppState>, req: axum::extract::Request) 
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests of download tokens (proptest): any string is refused without a panic; a
+    //! minted token opens its export until it expires, and no other; one changed character of
+    //! it opens nothing.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A stand-in for the keyring's MAC: a keyed hash of the payload.
+    fn test_mac(payload: &str) -> String {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest([b"test key|".as_slice(), payload.as_bytes()].concat());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    }
+
+    fn mint(id: &ExportId, who: &str, exp: u64) -> String {
+        let payload = format!("{id}|{who}|{exp}");
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.as_bytes());
+        format!("v1.{p}.{}", test_mac(&payload))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_string_is_refused_never_a_panic(token in ".{0,200}", dotted in "v1\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,60}") {
+            let id = ExportId(ulid::Ulid::from_parts(1, 2));
+            prop_assert!(!token_opens(&token, &id, 0, test_mac));
+            prop_assert!(!token_opens(&dotted, &id, 0, test_mac));
+        }
+
+        #[test]
+        fn a_minted_token_opens_its_export_until_expiry_and_a_changed_one_nothing(
+            who in "[a-z_0-9:]{1,40}",
+            exp in 1u64..4_000_000_000,
+            now in 0u64..4_000_000_000,
+            at in any::<prop::sample::Index>(),
+            other in any::<char>(),
+        ) {
+            let id = ExportId(ulid::Ulid::from_parts(1, 2));
+            let token = mint(&id, &who, exp);
+            prop_assert_eq!(token_opens(&token, &id, now, test_mac), exp >= now);
+            prop_assert!(!token_opens(&token, &ExportId(ulid::Ulid::from_parts(1, 3)), 0, test_mac));
+            let mut chars: Vec<char> = token.chars().collect();
+            let i = at.index(chars.len());
+            if chars[i] != other {
+                chars[i] = other;
+                let changed: String = chars.into_iter().collect();
+                prop_assert!(!token_opens(&changed, &id, 0, test_mac), "{changed} opened");
+            }
+        }
+    }
 }

@@ -256,3 +256,33 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     job_command(app, who, headers, raw, "cancel", false).await
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests of page cursors (proptest): any string is a cursor this server issued or a
+    //! 422, never a panic; every issued cursor decodes to its key.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_cursor_is_decoded_or_refused_never_a_panic(raw in ".{0,120}", b64 in "[A-Za-z0-9_-]{0,120}") {
+            for c in [&raw, &b64] {
+                let _ = decode_cursor(Some(c));
+                let _ = decode_file_cursor(Some(c));
+                let _ = decode_video_cursor(Some(c));
+            }
+        }
+
+        #[test]
+        fn an_issued_cursor_decodes_to_its_key(key in ".{0,80}", file in any::<u32>(), ms in any::<u64>()) {
+            prop_assert_eq!(decode_cursor(Some(&encode_cursor(&key))).unwrap(), Some(key.clone()));
+            prop_assert_eq!(decode_file_cursor(Some(&encode_cursor(&file.to_string()))).unwrap(), file);
+            let v = VideoId(ulid::Ulid::from_parts(ms >> 16, 9));
+            let c = encode_cursor(&format!("{ms}-{v}"));
+            prop_assert_eq!(decode_video_cursor(Some(&c)).unwrap(), Some((ms, v)));
+        }
+    }
+}
