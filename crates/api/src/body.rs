@@ -47,22 +47,27 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
             )
             .details(serde_json::json!({ "content_type": content_type, "expected": "application/json" })));
         }
-        let bytes: &[u8] = if empty { b"{}" } else { &bytes };
-        let raw: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", format!("not valid JSON ({e})")))?;
-        if !raw.is_object() {
-            return Err(ApiError::validation("body", "must be a JSON object"));
-        }
-        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
-        let value = serde_path_to_error::deserialize::<_, T>(raw).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            // serde names a missing field in its message; a wrong type is named by the path.
-            let field = if path == "." { inner.split('`').nth(1).unwrap_or("body").to_string() } else { path };
-            ApiError::validation(&field, inner)
-        })?;
-        Ok(JsonBody { value, canonical })
+        parse_json(if empty { b"{}" } else { &bytes })
     }
+}
+
+/// A JSON body as the handlers take it: valid JSON, an object, then the handler's type (an
+/// error names the field: the missing one, or the path of a wrong type).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", format!("not valid JSON ({e})")))?;
+    if !raw.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    let canonical = serde_json::to_vec(&raw).unwrap_or_default();
+    let value = serde_path_to_error::deserialize::<_, T>(raw).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names a missing field in its message; a wrong type is named by the path.
+        let field = if path == "." { inner.split('`').nth(1).unwrap_or("body").to_string() } else { path };
+        ApiError::validation(&field, inner)
+    })?;
+    Ok(JsonBody { value, canonical })
 }
 
 /// `application/json`, or any `…/…+json`, with or without parameters.
@@ -202,8 +207,82 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
+    /// A body shaped like the handlers' (nested, optional, enums, unknown fields refused).
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        limit: Option<u32>,
+        scopes: Vec<String>,
+        mode: Option<Mode>,
+        inner: Option<Inner>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Mode {
+        All,
+        NewOnly,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        prompt_id: String,
+        duration: Option<f64>,
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "[a-z_]{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("new_only")),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("name".to_string()),
+                        Just("limit".to_string()),
+                        Just("scopes".to_string()),
+                        Just("mode".to_string()),
+                        Just("inner".to_string()),
+                        Just("prompt_id".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_bytes_are_a_body_or_a_422_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Err(e) = parse_json::<Body>(&bytes) {
+                prop_assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            }
+        }
+
+        #[test]
+        fn any_json_is_a_body_or_a_422_naming_a_field(v in json_value()) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            match parse_json::<Body>(&bytes) {
+                Ok(b) => prop_assert_eq!(serde_json::from_slice::<serde_json::Value>(&b.canonical).unwrap(), v),
+                Err(e) => {
+                    prop_assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+                    prop_assert!(e.details.get("field").and_then(|f| f.as_str()).is_some_and(|f| !f.is_empty()), "{:?}", e.details);
+                }
+            }
+        }
 
         #[test]
         fn any_query_parses_or_is_refused_never_a_panic(raw in ".{0,200}", soup in "[a-z=&%0-9+;.-]{0,120}") {

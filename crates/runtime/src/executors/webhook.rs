@@ -400,6 +400,60 @@ impl Runtime {
 }
 
 #[cfg(test)]
+mod props {
+    //! Property tests of the signing inputs (proptest): any secret, message id, timestamp and
+    //! body are signed or refused, never a panic; a processor request signed with a `whsec_`
+    //! secret carries the Standard Webhooks signature of the same inputs; any allow-list entry
+    //! is read without a panic, and a CIDR holds the addresses it names.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_signing_input_is_signed_or_refused_never_a_panic(
+            secret in ".{0,80}",
+            id in ".{0,80}",
+            ts in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = standard_signature(&secret, &id, ts, &body);
+            let _ = sha256_signature(&secret, &body);
+            let _ = crate::executors::prompt_run::sign_request(&secret, &id, ts, &body);
+        }
+
+        #[test]
+        fn a_whsec_secret_signs_processor_requests_as_standard_webhooks(
+            key in proptest::collection::vec(any::<u8>(), 1..64),
+            id in "[a-z0-9_]{1,40}",
+            ts in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            use base64::Engine;
+            let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(&key));
+            let standard = standard_signature(&secret, &id, ts, &body).expect("a whsec_ secret signs");
+            prop_assert_eq!(crate::executors::prompt_run::sign_request(&secret, &id, ts, &body), standard);
+        }
+
+        #[test]
+        fn any_allow_list_entry_is_read_without_a_panic(entry in ".{0,48}", v4 in any::<u32>(), v6 in any::<u128>()) {
+            let allow = vec![entry];
+            let _ = ip_allowed(&allow, IpAddr::V4(v4.into()));
+            let _ = ip_allowed(&allow, IpAddr::V6(v6.into()));
+        }
+
+        #[test]
+        fn a_cidr_holds_the_addresses_it_names(net in any::<u32>(), bits in 0u32..=32, host in any::<u32>()) {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let inside = (net & mask) | (host & !mask);
+            let allow = vec![format!("{}/{bits}", std::net::Ipv4Addr::from(net))];
+            prop_assert!(ip_allowed(&allow, IpAddr::V4(inside.into())));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

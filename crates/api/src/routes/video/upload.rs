@@ -304,6 +304,93 @@ pub async fn create(
 }
 
 #[cfg(test)]
+mod props {
+    //! Property tests of what an upload and a registration parse (proptest): any multipart
+    //! body is read field by field or refused, never a panic; any file name becomes one plain
+    //! component; any `video_uri` is an object key without empty, `.` or `..` parts, or refused.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_form(body: Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .header("content-type", "multipart/form-data; boundary=XyZ")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let Ok(mut form) = axum::extract::Multipart::from_request(req, &()).await else { return };
+            while let Ok(Some(mut field)) = form.next_field().await {
+                let _ = (field.name().map(str::to_string), field.file_name().map(clean_file_name));
+                while let Ok(Some(_)) = field.chunk().await {}
+            }
+        });
+    }
+
+    fn part() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![
+                Just("file".to_string()),
+                Just("title".to_string()),
+                Just("index_id".to_string()),
+                "[a-z\"]{0,8}"
+            ],
+            "[ -~]{0,24}",
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<bool>(),
+        )
+            .prop_map(|(name, file, content, close)| {
+                let mut p =
+                    format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\r\n")
+                        .into_bytes();
+                p.extend(content);
+                if close {
+                    p.extend(b"\r\n");
+                }
+                p
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn any_multipart_body_is_read_or_refused_never_a_panic(
+            noise in proptest::collection::vec(any::<u8>(), 0..300),
+            parts in proptest::collection::vec(part(), 0..4),
+            end in any::<bool>(),
+        ) {
+            read_form(noise);
+            let mut body: Vec<u8> = parts.concat();
+            if end {
+                body.extend(b"--XyZ--\r\n");
+            }
+            read_form(body);
+        }
+
+        #[test]
+        fn any_file_name_becomes_one_plain_component(raw in ".{0,80}") {
+            let name = clean_file_name(&raw);
+            prop_assert!(!name.is_empty() && name != "." && name != "..", "{name:?}");
+            prop_assert!(!name.contains(['/', '\\', '\0']), "{name:?}");
+        }
+
+        #[test]
+        fn any_video_uri_is_a_clean_key_or_refused(uri in "([a-z]{1,6}://)?[a-z./]{0,40}", raw in ".{0,60}") {
+            let loc = spool_model::ConnectorLocation { bucket: Some("media".into()), ..Default::default() };
+            for u in [&uri, &raw] {
+                for provider in [Provider::S3, Provider::Gcs, Provider::Azure, Provider::Local] {
+                    if let Ok(key) = object_path(u, provider, &loc) {
+                        prop_assert!(!key.starts_with('/') && !key.is_empty(), "{u:?} -> {key:?}");
+                        prop_assert!(key.split('/').all(|p| !p.is_empty() && p != "." && p != ".."), "{u:?} -> {key:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
