@@ -27,6 +27,10 @@ scripts/storage-servers.sh start "$state"
 echo "== cargo test"
 cargo test --workspace --quiet
 
+echo "== simulator (10,000 seeds, budget 10 minutes)"
+# A failing seed prints the one command that replays it: spool sim --seed N.
+timeout 600 target/debug/spool sim --seeds "${SPOOL_SIM_SEEDS:-10000}"
+
 if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh

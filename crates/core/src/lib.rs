@@ -12,6 +12,7 @@ pub mod effect;
 pub mod error;
 pub mod evolve;
 pub mod machines;
+pub mod sim;
 pub mod state;
 pub mod workset;
 

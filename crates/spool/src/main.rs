@@ -85,12 +85,89 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+    /// A seeded simulation of the machines under faults (engine-spec/invariants.md): one seed
+    /// with `--seed N`, many with `--seeds COUNT [--from N]`; exits 1 if any seed breaks an
+    /// invariant, printing the command that replays it.
+    Sim {
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = spool_core::sim::SIM_STEPS_DEFAULT)]
+        steps: usize,
+    },
     /// Test helpers (used by the crash tests).
     #[command(hide = true)]
     Debug {
         #[command(subcommand)]
         cmd: debug::DebugCmd,
     },
+}
+
+/// `spool sim`: run the seeds, one line per failing seed with the command that replays it, a
+/// summary, and one JSON line.
+fn sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow::Result<()> {
+    let range = match seed {
+        Some(s) => s..s + 1,
+        None => from..from.saturating_add(seeds),
+    };
+    let start = std::time::Instant::now();
+    let mut total = spool_core::sim::SimReport::default();
+    let (mut ran, mut failed) = (0u64, Vec::new());
+    // A failing seed's panic message is reported below, once.
+    std::panic::set_hook(Box::new(|_| {}));
+    for s in range {
+        ran += 1;
+        match spool_core::sim::run(s, steps) {
+            Ok(r) => {
+                total.steps += r.steps;
+                total.events += r.events;
+                total.crashes += r.crashes;
+                total.failed_commits += r.failed_commits;
+                total.duplicates += r.duplicates;
+                total.simulated_ms += r.simulated_ms;
+                total.jobs += r.jobs;
+                total.runs += r.runs;
+                total.exports += r.exports;
+                total.videos += r.videos;
+                if seed.is_some() {
+                    println!("{r:?}");
+                }
+            }
+            Err(e) => {
+                println!("FAILED {e}\n  replay: spool sim --seed {s} --steps {steps}");
+                failed.push(s);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let hours = total.simulated_ms as f64 / 3_600_000.0;
+    println!(
+        "{ran} seeds in {secs:.1} s: {} failed; {} steps, {} events, {} crashes, {} failed commits, {} duplicated outcomes, \
+         {hours:.0} simulated hours; {} jobs, {} runs, {} exports, {} videos",
+        failed.len(),
+        total.steps,
+        total.events,
+        total.crashes,
+        total.failed_commits,
+        total.duplicates,
+        total.jobs,
+        total.runs,
+        total.exports,
+        total.videos,
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "sim": "core", "seeds": ran, "failed": failed, "steps": total.steps, "events": total.events,
+            "crashes": total.crashes, "failed_commits": total.failed_commits, "duplicates": total.duplicates,
+            "simulated_hours": hours.round(), "seconds": (secs * 10.0).round() / 10.0,
+        })
+    );
+    anyhow::ensure!(failed.is_empty(), "{} of {ran} seeds broke an invariant", failed.len());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -121,6 +198,7 @@ fn main() -> ExitCode {
         Cmd::Probe { files } => probe(&files),
         Cmd::Webhooks { cmd } => webhooks_cli::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),
+        Cmd::Sim { seed, seeds, from, steps } => sim(seed, seeds, from, steps),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
