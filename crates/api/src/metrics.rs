@@ -31,6 +31,13 @@ pub fn render(app: &AppState) -> String {
     let _ = writeln!(out, "spool_applied_seq {}", app.rt.applied_seq());
     let _ = writeln!(
         out,
+        "# HELP spool_waiting Workflows that have not ended, by kind and by what they wait on.\n# TYPE spool_waiting gauge"
+    );
+    for ((kind, reason), n) in app.rt.read(spool_core::waiting::counts) {
+        let _ = writeln!(out, "spool_waiting{{kind=\"{kind}\",reason=\"{reason}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
         "# HELP spool_http_responses_total HTTP responses by status class.\n# TYPE spool_http_responses_total counter"
     );
     for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod evolve;
 pub mod machines;
 pub mod sim;
 pub mod state;
+pub mod waiting;
 pub mod workset;
 
 /// The import job machine under its older path.

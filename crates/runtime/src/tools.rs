@@ -14,6 +14,12 @@ pub struct ReplayStep {
 
 /// Fold the events of one stream (up to `until` seq) and return the state after each. A job's
 /// replay includes its files' streams (`job_…/fN`), where their starts and outcomes are.
+/// The state a data directory's log folds to (its snapshot, then the events after it), as a
+/// server would start from it.
+pub fn fold_state(log: &RedbLog) -> Result<spool_core::State, spool_log::Error> {
+    crate::sequencer::load_state(log)
+}
+
 pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
     let mut state = State::default();
     let mut out = Vec::new();

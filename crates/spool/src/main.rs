@@ -53,6 +53,21 @@ enum Cmd {
         #[arg(long)]
         until: Option<u64>,
     },
+    /// Why an import job, prompt run, export or automation is not moving: offline from a data
+    /// directory, or from a running server with `--server URL` (and `SPOOL_API_KEY`).
+    Why {
+        /// `job_…`, `run_…`, `exp_…` or `auto_…`.
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// A running server's base URL, e.g. `http://127.0.0.1:8080` (then the data directory is
+        /// not opened).
+        #[arg(long)]
+        server: Option<String>,
+        /// An API key with the read scope (with `--server`).
+        #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Re-fold the whole log: decoding, determinism, index consistency (offline).
     Verify {
         #[command(flatten)]
@@ -192,6 +207,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Replay { dir, stream, until } => offline::replay(&dir, &stream, until),
         Cmd::Verify { dir } => offline::verify(&dir),
+        Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),

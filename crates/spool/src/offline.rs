@@ -237,3 +237,56 @@ pub fn verify(dir: &DataDirArg) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `spool why <id>`: one line with the workflow's kind, status and what it waits on, then the
+/// detail as JSON.
+pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&str>) -> anyhow::Result<()> {
+    let (kind, status, waiting) = match server {
+        None => {
+            let log = open_existing(&dir.data_dir)?;
+            let st = spool_runtime::tools::fold_state(&log)?;
+            let (kind, status, w) = spool_core::waiting::of_id(&st, id).map_err(|e| anyhow::anyhow!(e))?;
+            (kind.to_string(), status, w.map(|w| w.json()).unwrap_or(serde_json::Value::Null))
+        }
+        Some(base) => {
+            let path = match id.split('_').next() {
+                Some("job") => format!("/import-jobs/{id}"),
+                Some("run") => format!("/prompt-runs/{id}"),
+                Some("exp") => format!("/exports/{id}"),
+                _ => anyhow::bail!(
+                    "{id}: with --server, give a job_, run_ or exp_ id (an automation is read by its index)"
+                ),
+            };
+            let key = api_key.context("--server needs an API key (SPOOL_API_KEY or --api-key)")?;
+            let url = format!("{}/api/v2{path}", base.trim_end_matches('/'));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let v: serde_json::Value = rt.block_on(async {
+                let resp = reqwest::Client::new()
+                    .get(&url)
+                    .header("x-api-key", key)
+                    .send()
+                    .await
+                    .with_context(|| format!("reaching {base}"))?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
+                Ok::<_, anyhow::Error>(serde_json::from_str(&text)?)
+            })?;
+            let kind = path.split('/').nth(1).unwrap_or("").trim_end_matches('s').replace('-', "_");
+            (kind, v["status"].as_str().unwrap_or("?").to_string(), v["waiting_on"].clone())
+        }
+    };
+    if waiting.is_null() {
+        println!("{id} ({kind}, {status}): it has ended; it waits on nothing");
+        return Ok(());
+    }
+    let at = |k: &str| waiting[k].as_str().map(|t| format!(" {k} {t}")).unwrap_or_default();
+    println!(
+        "{id} ({kind}, {status}): waiting on {}{}{}",
+        waiting["reason"].as_str().unwrap_or("?"),
+        at("since"),
+        at("until")
+    );
+    println!("  detail: {}", waiting["detail"]);
+    Ok(())
+}

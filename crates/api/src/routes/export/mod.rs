@@ -30,10 +30,19 @@ pub struct CreateBody {
     destination_subpath: Option<String>,
 }
 
+/// An export's JSON with its `waiting_on` (why it is not moving; only while it has not ended).
+fn export_view(st: &spool_core::State, e: &spool_core::machines::export::Export) -> serde_json::Value {
+    let mut v = view::export(e);
+    if let Some(w) = spool_core::waiting::of_export(st, e) {
+        v["waiting_on"] = w.json();
+    }
+    v
+}
+
 fn render(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
     let v = match out {
         Outcome::Export(id) => st.exports.get(&id).map(|e| {
-            let mut v = view::export(e);
+            let mut v = export_view(st, e);
             v["status"] = json!(e.status.as_str());
             v
         }),
@@ -105,7 +114,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "export", &raw, |st, id: ExportId| st.exports.get(&id).map(view::export))
+    super::show(&app, "export", &raw, |st, id: ExportId| st.exports.get(&id).map(|e| export_view(st, e)))
 }
 
 /// `GET /exports?limit=`: a bare array, newest first.
@@ -120,7 +129,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
                 .rev()
                 .take(limit)
                 .filter_map(|(_, id)| st.exports.get(id))
-                .map(view::export)
+                .map(|e| export_view(st, e))
                 .collect(),
         )
     });

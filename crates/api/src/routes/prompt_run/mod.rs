@@ -168,7 +168,16 @@ fn render_run(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
         Outcome::PromptRun(id) => st.prompt_runs.get(&id),
         _ => None,
     };
-    view_reply(StatusCode::OK, r.map(view::run))
+    view_reply(StatusCode::OK, r.map(|r| run_view(st, r)))
+}
+
+/// A run's JSON with its `waiting_on` (why it is not moving; only while it has not ended).
+fn run_view(st: &spool_core::State, r: &spool_core::machines::prompt_run::PromptRun) -> Value {
+    let mut v = view::run(r);
+    if let Some(w) = spool_core::waiting::of_run(st, r) {
+        v["waiting_on"] = w.json();
+    }
+    v
 }
 
 pub async fn execute(
@@ -268,7 +277,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
             .rev()
             .take(limit)
             .filter_map(|(_, id)| st.prompt_runs.get(id))
-            .map(view::run)
+            .map(|r| run_view(st, r))
             .collect();
         Value::Array(runs)
     });
@@ -281,7 +290,7 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(view::run))
+    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(|r| run_view(st, r)))
 }
 
 pub async fn cancel(
@@ -508,7 +517,7 @@ pub async fn video_runs(
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
         let runs = st.video_runs.get(&video_id).into_iter().flatten().rev().take(limit);
-        Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(view::run).collect()))
+        Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(|r| run_view(st, r)).collect()))
     })?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -534,7 +543,7 @@ pub async fn index_runs(
             None => Box::new(set.iter().rev()),
         };
         let data: Vec<Value> =
-            iter.by_ref().take(limit).filter_map(|(_, id)| st.prompt_runs.get(id)).map(view::run).collect();
+            iter.by_ref().take(limit).filter_map(|(_, id)| st.prompt_runs.get(id)).map(|r| run_view(st, r)).collect();
         let next = iter.next().map(|(ms, id)| super::import_job::encode_cursor(&format!("{ms}-{id}")));
         Ok(json!({ "data": data, "pagination": { "limit": limit, "has_more": next.is_some(), "next_cursor": next } }))
     })?;

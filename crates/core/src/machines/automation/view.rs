@@ -102,5 +102,6 @@ pub fn automation(st: &crate::State, a: &Automation) -> Value {
     v["last_triggered_at"] = json!(a.last_triggered_at_ms.map(rfc3339_ms));
     v["last_error"] = json!(a.last_error);
     v["next_due_at"] = json!(next_due_ms(st, a).map(rfc3339_ms));
+    v["waiting_on"] = json!(crate::waiting::of_automation(st, a).map(|w| w.json()));
     v
 }

@@ -114,7 +114,16 @@ fn execution(j: &ImportJob, st: &crate::State) -> Value {
     v
 }
 
+/// An ImportJob's JSON, with `waiting_on` (why it is not moving) while it has not ended.
 pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
+    let mut v = import_job_fields(j, st);
+    if let Some(w) = crate::waiting::of_job(st, j) {
+        v["waiting_on"] = w.json();
+    }
+    v
+}
+
+fn import_job_fields(j: &ImportJob, st: &crate::State) -> Value {
     let n = EMBEDDED_PAGE_ITEMS;
     let outputs = outputs_page(j, st, 0, n);
     let video_ids: Vec<Value> =

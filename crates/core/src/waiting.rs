@@ -1,0 +1,275 @@
+//! "Waiting on": why a workflow that has not ended is not moving, computed from the state
+//! (`engine-spec/debugging.md`). Every non-terminal import job, prompt run, export and
+//! automation has one typed reason, shown as the extension field `waiting_on` in its JSON, as
+//! gauges by reason on `/metrics`, and by `spool why <id>`. Each costs O(log n) plus a bounded
+//! look at its waiting items.
+
+use crate::State;
+use crate::Timer;
+use crate::machines::automation::Automation;
+use crate::machines::export::{Export, ExportStatus};
+use crate::machines::import_job::{FileStatus, ImportJob};
+use crate::machines::prompt_run::{PromptRun, TaskStatus};
+use serde_json::{Value, json};
+use spool_model::RunTask;
+use spool_model::time::rfc3339_ms;
+
+/// Waiting items looked at for the earliest retry timer.
+const WAITING_ITEMS_LOOKED_AT_MAX: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingOn {
+    /// `listing`, `concurrency_slot`, `storage` (copies or writes in flight), `processor`
+    /// (calls in flight), `timer` (a retry, a debounce, the next listing), `storage_unreachable`
+    /// (retries of a storage failure), `processor_failing`, `cancel_draining`, `planning`,
+    /// `finishing`, `import_job`, `prompt_run`, `paused`, `disabled`.
+    pub reason: &'static str,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub detail: Value,
+}
+
+impl WaitingOn {
+    fn new(reason: &'static str, since_ms: Option<u64>, detail: Value) -> WaitingOn {
+        WaitingOn { reason, since_ms, until_ms: None, detail }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "reason": self.reason,
+            "since": self.since_ms.map(rfc3339_ms),
+            "until": self.until_ms.map(rfc3339_ms),
+            "detail": self.detail,
+        })
+    }
+}
+
+/// Failure codes of a copy that mean the storage could not be reached or read.
+fn is_storage_failure(code: &str) -> bool {
+    code.starts_with("source_") || code.starts_with("storage_") || code.contains("unreachable")
+}
+
+pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
+    if j.status.is_terminal() {
+        return None;
+    }
+    let started = j.files_in(FileStatus::Started).count();
+    if j.cancel_requested {
+        return Some(WaitingOn::new("cancel_draining", Some(j.updated_at_ms), json!({ "copies_running": started })));
+    }
+    if !j.scan_done {
+        return Some(WaitingOn::new("listing", Some(j.created_at_ms), json!({ "files_found": j.files.len() })));
+    }
+    if started > 0 {
+        return Some(WaitingOn::new("storage", Some(j.updated_at_ms), json!({ "copies_running": started })));
+    }
+    let pending = j.files_in(FileStatus::Pending).count();
+    if pending > 0 {
+        return Some(WaitingOn::new("concurrency_slot", Some(j.updated_at_ms), json!({ "files_pending": pending })));
+    }
+    let waiting: Vec<u32> = j.files_in(FileStatus::Waiting).take(WAITING_ITEMS_LOOKED_AT_MAX).collect();
+    if let Some(first) = waiting.first().and_then(|id| j.files.get(*id as usize)) {
+        let until = waiting
+            .iter()
+            .filter_map(|id| j.files.get(*id as usize))
+            .filter_map(|f| {
+                st.timer_due.get(&Timer::ImportFileRetry {
+                    job_id: j.job_id,
+                    file_id: f.file.file_id,
+                    attempt: f.attempts,
+                })
+            })
+            .min()
+            .copied();
+        let failure = first.failure.as_ref();
+        let reason = if failure.is_some_and(|f| is_storage_failure(&f.code)) { "storage_unreachable" } else { "timer" };
+        let mut w = WaitingOn::new(
+            reason,
+            Some(j.updated_at_ms),
+            json!({
+                "files_waiting": j.files_in(FileStatus::Waiting).count(),
+                "last_error": failure.map(|f| json!({ "code": f.code, "message": f.message })),
+            }),
+        );
+        w.until_ms = until;
+        return Some(w);
+    }
+    Some(WaitingOn::new("finishing", Some(j.updated_at_ms), json!({})))
+}
+
+pub fn of_run(st: &State, r: &PromptRun) -> Option<WaitingOn> {
+    if r.status.is_terminal() {
+        return None;
+    }
+    let running = r.tasks.count(TaskStatus::Started);
+    if let Some(stop) = &r.stop {
+        return Some(WaitingOn::new(
+            "cancel_draining",
+            Some(stop.requested_at_ms),
+            json!({ "calls_in_flight": running }),
+        ));
+    }
+    if running > 0 {
+        return Some(WaitingOn::new(
+            "processor",
+            Some(r.updated_at_ms),
+            json!({ "processor": r.settings.processor, "calls_in_flight": running }),
+        ));
+    }
+    let pending = r.tasks.count(TaskStatus::Pending);
+    if pending > 0 {
+        return Some(WaitingOn::new(
+            "concurrency_slot",
+            Some(r.updated_at_ms),
+            json!({ "processor": r.settings.processor, "tasks_pending": pending }),
+        ));
+    }
+    if !r.unplanned.is_empty() || !r.listing_done {
+        return Some(WaitingOn::new(
+            if r.listing_done { "planning" } else { "listing" },
+            Some(r.updated_at_ms),
+            json!({ "videos": r.videos.len(), "unplanned": r.unplanned.len() }),
+        ));
+    }
+    let waiting: Vec<RunTask> = r.tasks.iter(TaskStatus::Waiting).take(WAITING_ITEMS_LOOKED_AT_MAX).collect();
+    if !waiting.is_empty() {
+        let attempt = |t: &RunTask| match t {
+            RunTask::Segment(n) => r.segments.get(*n as usize).map(|s| s.task.attempts),
+            RunTask::Video(_) => None,
+        };
+        let until = waiting
+            .iter()
+            .filter_map(|t| {
+                attempt(t).and_then(|a| {
+                    st.timer_due.get(&Timer::PromptTaskRetry { run_id: r.run_id, task: *t, attempt: a }).copied()
+                })
+            })
+            .min();
+        let last = waiting.iter().find_map(|t| match t {
+            RunTask::Segment(n) => r.segments.get(*n as usize).and_then(|s| s.task.failure.clone()),
+            RunTask::Video(_) => None,
+        });
+        let mut w = WaitingOn::new(
+            if last.is_some() { "processor_failing" } else { "timer" },
+            Some(r.updated_at_ms),
+            json!({
+                "processor": r.settings.processor,
+                "tasks_waiting": r.tasks.count(TaskStatus::Waiting),
+                "last_error": last.map(|f| json!({ "code": f.code, "message": f.message })),
+            }),
+        );
+        w.until_ms = until;
+        return Some(w);
+    }
+    Some(WaitingOn::new("finishing", Some(r.updated_at_ms), json!({})))
+}
+
+pub fn of_export(st: &State, e: &Export) -> Option<WaitingOn> {
+    if e.status.is_terminal() {
+        return None;
+    }
+    if e.waiting {
+        let until = st.timer_due.get(&Timer::ExportRetry { export_id: e.export_id, attempt: e.attempts }).copied();
+        let mut w = WaitingOn::new(
+            "storage_unreachable",
+            Some(e.updated_at_ms),
+            json!({ "attempts": e.attempts, "last_error": e.error }),
+        );
+        w.until_ms = until.or(Some(e.available_at_ms));
+        return Some(w);
+    }
+    Some(match e.status {
+        ExportStatus::Processing => {
+            WaitingOn::new("storage", e.started_at_ms, json!({ "attempt": e.attempts, "parts_written": e.parts.len() }))
+        }
+        _ => WaitingOn::new("concurrency_slot", Some(e.created_at_ms), json!({})),
+    })
+}
+
+pub fn of_automation(st: &State, a: &Automation) -> Option<WaitingOn> {
+    let id = a.automation_id;
+    let due = |t: Timer| st.timer_due.get(&t).copied();
+    let w = if !a.enabled() {
+        WaitingOn::new("disabled", Some(a.updated_at_ms), json!({}))
+    } else if let Some(at) = a.paused_at_ms {
+        WaitingOn::new("paused", Some(at), json!({}))
+    } else if a.listing_due {
+        WaitingOn::new("listing", a.last_listed_at_ms, json!({ "listing": a.listing }))
+    } else if let Some(job) = a.jobs_ended.iter().next() {
+        WaitingOn::new("prompt_run", Some(a.updated_at_ms), json!({ "import_job_id": job.to_string() }))
+    } else if !a.pending_runs.is_empty() {
+        WaitingOn::new("storage", Some(a.updated_at_ms), json!({ "runs_to_export": a.pending_runs.len() }))
+    } else if let Some(until) = due(Timer::AutomationDebounce { automation_id: id }) {
+        let mut w = WaitingOn::new(
+            "timer",
+            a.last_listed_at_ms,
+            json!({ "timer": "debounce", "found_objects": a.found.len() }),
+        );
+        w.until_ms = Some(until);
+        w
+    } else if let Some(job) =
+        a.last_import_job_id.filter(|j| st.imports.get(j).is_some_and(|j| !j.status.is_terminal()))
+    {
+        WaitingOn::new("import_job", a.last_triggered_at_ms, json!({ "import_job_id": job.to_string() }))
+    } else if let Some(until) = due(Timer::AutomationWatch { automation_id: id }) {
+        let mut w = WaitingOn::new("timer", a.last_listed_at_ms, json!({ "timer": "next_listing" }));
+        w.until_ms = Some(until);
+        w
+    } else {
+        WaitingOn::new("timer", Some(a.updated_at_ms), json!({ "timer": "a completed prompt run of the index" }))
+    };
+    Some(w)
+}
+
+/// What `spool why <id>` shows: the kind, the status and the reason of one workflow, by id.
+pub fn of_id(st: &State, raw: &str) -> Result<(&'static str, String, Option<WaitingOn>), String> {
+    let unknown = || format!("{raw}: no import job, prompt run, export or automation has this id");
+    if let Ok(id) = raw.parse::<spool_model::ImportJobId>() {
+        let j = st.imports.get(&id).ok_or_else(unknown)?;
+        return Ok(("import_job", j.status.as_str().to_string(), of_job(st, j)));
+    }
+    if let Ok(id) = raw.parse::<spool_model::PromptRunId>() {
+        let r = st.prompt_runs.get(&id).ok_or_else(unknown)?;
+        return Ok(("prompt_run", r.status.as_str().to_string(), of_run(st, r)));
+    }
+    if let Ok(id) = raw.parse::<spool_model::ExportId>() {
+        let e = st.exports.get(&id).ok_or_else(unknown)?;
+        return Ok(("export", e.status.as_str().to_string(), of_export(st, e)));
+    }
+    if let Ok(id) = raw.parse::<spool_model::AutomationId>() {
+        let a = st.automations.get(&id).ok_or_else(unknown)?;
+        let status = if a.active() {
+            "active"
+        } else if a.enabled() {
+            "paused"
+        } else {
+            "off"
+        };
+        return Ok(("automation", status.to_string(), of_automation(st, a)));
+    }
+    Err(unknown())
+}
+
+/// The workflows that have not ended, counted by (kind, reason): the `/metrics` gauges. It
+/// walks the work sets (jobs, runs and exports that have not ended; every automation).
+pub fn counts(st: &State) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |kind, w: Option<WaitingOn>| {
+        if let Some(w) = w {
+            *out.entry((kind, w.reason)).or_insert(0) += 1;
+        }
+    };
+    for j in st.active_imports.iter().filter_map(|id| st.imports.get(id)) {
+        add("import_job", of_job(st, j));
+    }
+    for r in st.active_runs.iter().filter_map(|id| st.prompt_runs.get(id)) {
+        add("prompt_run", of_run(st, r));
+    }
+    for e in st.active_exports.iter().filter_map(|id| st.exports.get(id)) {
+        add("export", of_export(st, e));
+    }
+    for a in st.automations.values() {
+        add("automation", of_automation(st, a));
+    }
+    out
+}
