@@ -212,6 +212,13 @@ def test_pause_holds_deliveries_and_resume_sends_them_in_order_test_endpoint_sen
     time.sleep(0.5)
     assert receiver.requests == []
     assert all(d.status == "pending" for d in client.webhooks.list_deliveries(wh.webhook_id))
+    # Each held delivery says why it is not moving: the webhook is paused (debugging.md).
+    held = [d.delivery_id for d in client.webhooks.list_deliveries(wh.webhook_id)]
+    for d in held:
+        w = raw.get(f"/api/v2/webhooks/deliveries/{d}", headers=admin_headers).json()["waiting_on"]
+        assert w["reason"] == "webhook_paused" and w["detail"]["webhook_id"] == wh.webhook_id, w
+    metrics = raw.get("/metrics").text
+    assert 'spool_waiting{kind="delivery",reason="webhook_paused"}' in metrics, metrics
     test = client.webhooks.test(wh.webhook_id)
     assert test.success is True and test.status_code == 200
     assert verify(wh.secret, *receiver.requests[0])["event"] == "webhook.test"

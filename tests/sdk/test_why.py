@@ -59,5 +59,5 @@ def test_an_export_to_a_closed_port_waits_on_storage_unreachable_with_its_error(
     # An id that names nothing is a clear error.
     out = subprocess.run([binary, "why", "exp_01JD0000000000000000000000", "--data-dir", str(s.tmp / "data")],
                          capture_output=True, text=True)
-    assert out.returncode != 0 and "no import job, prompt run, export or automation" in out.stderr, out.stderr
+    assert out.returncode != 0 and "no import job, prompt run, export, delivery or automation" in out.stderr, out.stderr
     s.start()

@@ -221,9 +221,33 @@ pub fn of_automation(st: &State, a: &Automation) -> Option<WaitingOn> {
     Some(w)
 }
 
+pub fn of_delivery(st: &State, d: &crate::machines::webhook::Delivery) -> Option<WaitingOn> {
+    use crate::machines::webhook::DeliveryStatus as D;
+    if matches!(d.status, D::Delivered | D::Failed) {
+        return None;
+    }
+    let hook = st.webhooks.get(&d.webhook_id);
+    let detail = json!({
+        "webhook_id": d.webhook_id.to_string(),
+        "attempts": d.attempts,
+        "last_status_code": d.response_status_code,
+        "last_error": d.error_message,
+    });
+    if let Some(h) = hook.filter(|h| h.status != "active") {
+        let reason = if h.status == "paused" { "webhook_paused" } else { "webhook_disabled" };
+        return Some(WaitingOn::new(reason, Some(h.updated_at_ms), detail));
+    }
+    if let (D::Retrying, Some(at)) = (d.status, d.next_retry_at_ms) {
+        let mut w = WaitingOn::new("timer", d.last_attempt_at_ms, detail);
+        w.until_ms = Some(at);
+        return Some(w);
+    }
+    Some(WaitingOn::new("receiver", d.last_attempt_at_ms.or(Some(d.created_at_ms)), detail))
+}
+
 /// What `spool why <id>` shows: the kind, the status and the reason of one workflow, by id.
 pub fn of_id(st: &State, raw: &str) -> Result<(&'static str, String, Option<WaitingOn>), String> {
-    let unknown = || format!("{raw}: no import job, prompt run, export or automation has this id");
+    let unknown = || format!("{raw}: no import job, prompt run, export, delivery or automation has this id");
     if let Ok(id) = raw.parse::<spool_model::ImportJobId>() {
         let j = st.imports.get(&id).ok_or_else(unknown)?;
         return Ok(("import_job", j.status.as_str().to_string(), of_job(st, j)));
@@ -235,6 +259,10 @@ pub fn of_id(st: &State, raw: &str) -> Result<(&'static str, String, Option<Wait
     if let Ok(id) = raw.parse::<spool_model::ExportId>() {
         let e = st.exports.get(&id).ok_or_else(unknown)?;
         return Ok(("export", e.status.as_str().to_string(), of_export(st, e)));
+    }
+    if let Ok(id) = raw.parse::<spool_model::DeliveryId>() {
+        let d = st.deliveries.get(&id).ok_or_else(unknown)?;
+        return Ok(("delivery", d.status.as_str().to_string(), of_delivery(st, d)));
     }
     if let Ok(id) = raw.parse::<spool_model::AutomationId>() {
         let a = st.automations.get(&id).ok_or_else(unknown)?;
@@ -270,6 +298,11 @@ pub fn counts(st: &State) -> std::collections::BTreeMap<(&'static str, &'static 
     }
     for a in st.automations.values() {
         add("automation", of_automation(st, a));
+    }
+    for h in st.webhooks_with_work.iter().filter_map(|id| st.webhooks.get(id)) {
+        for d in h.pending.iter().filter_map(|(_, id)| st.deliveries.get(id)) {
+            add("delivery", of_delivery(st, d));
+        }
     }
     out
 }

@@ -272,7 +272,13 @@ pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&st
                 anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
                 Ok::<_, anyhow::Error>(serde_json::from_str(&text)?)
             })?;
-            let kind = path.split('/').nth(1).unwrap_or("").trim_end_matches('s').replace('-', "_");
+            let kind = match id.split('_').next() {
+                Some("job") => "import_job",
+                Some("run") => "prompt_run",
+                Some("exp") => "export",
+                _ => "delivery",
+            }
+            .to_string();
             (kind, v["status"].as_str().unwrap_or("?").to_string(), v["waiting_on"].clone())
         }
     };

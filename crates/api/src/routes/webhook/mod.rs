@@ -307,7 +307,7 @@ pub async fn deliveries(
                     .filter_map(|(_, d)| st.deliveries.get(d))
                     .filter(|d| status.is_none_or(|s| d.status == s))
                     .take(limit)
-                    .map(|d| views::delivery(d, false))
+                    .map(|d| views::delivery_in(st, d, false))
                     .collect::<Vec<_>>(),
             )
         })
@@ -324,7 +324,7 @@ pub async fn delivery(
     let id = parse_delivery(&raw)?;
     let v = app
         .rt
-        .read(|st| st.deliveries.get(&id).map(|d| views::delivery(d, true)))
+        .read(|st| st.deliveries.get(&id).map(|d| views::delivery_in(st, d, true)))
         .ok_or_else(|| ApiError::not_found("delivery", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -342,7 +342,7 @@ pub async fn retry(
             Command::Webhook(WebhookCommand::RetryDelivery { delivery_id: id }),
             None,
             Vec::new(),
-            move |st, _| view_reply(StatusCode::OK, st.deliveries.get(&id).map(|d| views::delivery(d, true))),
+            move |st, _| view_reply(StatusCode::OK, st.deliveries.get(&id).map(|d| views::delivery_in(st, d, true))),
         )
         .await?;
     Ok(reply(r))

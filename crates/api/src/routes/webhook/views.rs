@@ -28,6 +28,15 @@ pub fn webhook(w: &Webhook) -> Value {
     })
 }
 
+/// A delivery's JSON with its `waiting_on` while it is not delivered or failed.
+pub fn delivery_in(st: &spool_core::State, d: &Delivery, with_payload: bool) -> Value {
+    let mut v = delivery(d, with_payload);
+    if let Some(w) = spool_core::waiting::of_delivery(st, d) {
+        v["waiting_on"] = w.json();
+    }
+    v
+}
+
 pub fn delivery(d: &Delivery, with_payload: bool) -> Value {
     let mut v = json!({
         "delivery_id": d.delivery_id.to_string(),
