@@ -20,6 +20,14 @@ pub fn fold_state(log: &RedbLog) -> Result<spool_core::State, spool_log::Error> 
     crate::sequencer::load_state(log)
 }
 
+/// The SHA-256 (hex) of the state the first `until` events fold to, from nothing (no
+/// snapshot): what `spool verify --against` compares between two builds.
+pub fn fold_digest(events: &[spool_model::Envelope], until: usize) -> String {
+    use sha2::Digest;
+    let st = spool_core::replay(spool_core::State::default(), events.iter().take(until));
+    hex::encode(sha2::Sha256::digest(st.to_snapshot()))
+}
+
 pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
     let mut state = State::default();
     let mut out = Vec::new();

@@ -20,6 +20,14 @@ pub enum DebugCmd {
         #[arg(long, default_value_t = 1)]
         batch: u32,
     },
+    /// Print `{"state_format", "digest"}` of the state the first `--until` events fold to (what
+    /// `spool verify --against` asks another build).
+    FoldDigest {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        until: u64,
+    },
 }
 
 pub fn run(cmd: DebugCmd) -> anyhow::Result<()> {
@@ -28,6 +36,7 @@ pub fn run(cmd: DebugCmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(hammer(dir, tasks, batch))
         }
+        DebugCmd::FoldDigest { dir, until } => crate::offline::print_fold_digest(&dir, until),
     }
 }
 

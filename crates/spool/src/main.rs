@@ -68,10 +68,14 @@ enum Cmd {
         #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
     },
-    /// Re-fold the whole log: decoding, determinism, index consistency (offline).
+    /// Re-fold the whole log: decoding, determinism, index consistency (offline). With
+    /// `--against OTHER_BINARY`, fold it with that build too and name the first event after
+    /// which the two states differ.
     Verify {
         #[command(flatten)]
         dir: DataDirArg,
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Manage API keys (offline).
     Keys {
@@ -206,7 +210,8 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => serve::run(args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Replay { dir, stream, until } => offline::replay(&dir, &stream, until),
-        Cmd::Verify { dir } => offline::verify(&dir),
+        Cmd::Verify { dir, against: None } => offline::verify(&dir),
+        Cmd::Verify { dir, against: Some(other) } => offline::verify_against(&dir, &other),
         Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),

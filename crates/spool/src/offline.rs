@@ -238,6 +238,77 @@ pub fn verify(dir: &DataDirArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every event of a data directory, read once (the log is closed again, so another build can
+/// open it).
+fn all_events(dir: &std::path::Path) -> anyhow::Result<Vec<Envelope>> {
+    let log = open_existing(dir)?;
+    let mut out = Vec::new();
+    loop {
+        let batch = log.read_from(out.len() as u64 + 1, spool_log::READ_BATCH_MAX)?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        out.extend(batch);
+    }
+}
+
+use spool_runtime::tools::fold_digest;
+
+/// `spool debug fold-digest`: what `verify --against` asks the other build.
+pub fn print_fold_digest(dir: &DataDirArg, until: u64) -> anyhow::Result<()> {
+    let events = all_events(&dir.data_dir)?;
+    let json = serde_json::json!({
+        "state_format": spool_core::state::STATE_FORMAT,
+        "digest": fold_digest(&events, until as usize),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+/// `spool verify --against OTHER`: fold the same log with this build and another one and name
+/// the first event after which their states differ (a bisection: O(n log n) events folded).
+pub fn verify_against(dir: &DataDirArg, other: &std::path::Path) -> anyhow::Result<()> {
+    let events = all_events(&dir.data_dir)?;
+    let theirs = |until: usize| -> anyhow::Result<(u32, String)> {
+        let out = std::process::Command::new(other)
+            .args(["debug", "fold-digest", "--data-dir"])
+            .arg(&dir.data_dir)
+            .args(["--until", &until.to_string()])
+            .output()
+            .with_context(|| format!("running {}", other.display()))?;
+        anyhow::ensure!(out.status.success(), "{} failed: {}", other.display(), String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).with_context(|| format!("{} printed no digest", other.display()))?;
+        Ok((v["state_format"].as_u64().unwrap_or(0) as u32, v["digest"].as_str().unwrap_or("").to_string()))
+    };
+    let n = events.len();
+    let (format, digest) = theirs(n)?;
+    let ours = spool_core::state::STATE_FORMAT;
+    if format != ours {
+        bail!(
+            "the builds keep different state shapes (STATE_FORMAT {ours} here, {format} there): their folds cannot be compared"
+        );
+    }
+    if digest == fold_digest(&events, n) {
+        println!("ok: both builds fold the {n} events to the same state");
+        return Ok(());
+    }
+    // The states agree after `lo` events and differ after `hi`.
+    let (mut lo, mut hi) = (0usize, n);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if theirs(mid)?.1 == fold_digest(&events, mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let env = &events[hi - 1];
+    println!("the states first differ after event {}:", env.seq);
+    println!("{}", line(env));
+    bail!("{} folds the log differently from this build from event {} on", other.display(), env.seq)
+}
+
 /// `spool why <id>`: one line with the workflow's kind, status and what it waits on, then the
 /// detail as JSON.
 pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&str>) -> anyhow::Result<()> {
