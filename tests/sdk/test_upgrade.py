@@ -34,6 +34,8 @@ def old_server(request):
     tmp = Path(tempfile.mkdtemp(prefix="spool-upgrade-"))
     data = tmp / "data"
     shutil.copytree(request.param / "data", data)
+    # git keeps no file modes: the master key must be readable by its owner only.
+    os.chmod(data / "master.key", 0o600)
     verify = subprocess.run([str(_binary()), "verify", "--data-dir", str(data)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     admin = "sk_test_" + secrets.token_hex(24)
