@@ -28,6 +28,117 @@ pub fn fold_digest(events: &[spool_model::Envelope], until: usize) -> String {
     hex::encode(sha2::Sha256::digest(st.to_snapshot()))
 }
 
+/// `replay_stream` over events in hand (a bundle's): the stream's events (a job's with its
+/// files'), folded from nothing, in order, up to `until`.
+pub fn replay_events(
+    events: impl IntoIterator<Item = spool_model::Envelope>,
+    stream: &str,
+    until: Option<u64>,
+) -> Vec<ReplayStep> {
+    let is_job = stream.parse::<spool_model::ImportJobId>().is_ok();
+    let children = format!("{stream}/");
+    let mut state = State::default();
+    let mut out = Vec::new();
+    for env in events {
+        if until.is_some_and(|u| env.seq > u) {
+            break;
+        }
+        if env.stream != stream && !(is_job && env.stream.starts_with(&children)) {
+            continue;
+        }
+        evolve(&mut state, &env);
+        let effects = spool_core::effect::pending_effects_for(&state, stream);
+        out.push(ReplayStep { envelope: env, state: state.clone(), effects });
+    }
+    out
+}
+
+/// The streams one workflow's bundle holds: its own (a job's files' too), and the ones it
+/// refers to: its index, connectors, prompt, videos, runs, and an automation's jobs.
+pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<String> {
+    use spool_model::*;
+    let mut out = std::collections::BTreeSet::new();
+    out.insert(subject.to_string());
+    let job = |out: &mut std::collections::BTreeSet<String>, j: &spool_core::machines::import_job::ImportJob| {
+        out.insert(j.job_id.to_string());
+        out.insert(j.index_id.to_string());
+        out.insert(j.connector_id.to_string());
+        for f in &j.files {
+            out.extend(f.part_videos().into_iter().map(|v| v.to_string()));
+        }
+    };
+    if let Some(j) = subject.parse::<ImportJobId>().ok().and_then(|id| st.imports.get(&id)) {
+        job(&mut out, j);
+    }
+    let run = |out: &mut std::collections::BTreeSet<String>, r: &spool_core::machines::prompt_run::PromptRun| {
+        out.insert(r.run_id.to_string());
+        out.insert(r.prompt_id.to_string());
+        if let Some(i) = r.index_id() {
+            out.insert(i.to_string());
+        }
+        out.extend(r.videos.iter().map(|v| v.video_id.to_string()));
+    };
+    if let Some(r) = subject.parse::<PromptRunId>().ok().and_then(|id| st.prompt_runs.get(&id)) {
+        run(&mut out, r);
+    }
+    if let Some(e) = subject.parse::<ExportId>().ok().and_then(|id| st.exports.get(&id)) {
+        if let Some(i) = e.index_id {
+            out.insert(i.to_string());
+        }
+        if let ExportDestination::Connector { connector_id, .. } = &e.destination {
+            out.insert(connector_id.to_string());
+        }
+        for r in e.run_ids.iter().filter_map(|id| st.prompt_runs.get(id)) {
+            run(&mut out, r);
+        }
+    }
+    if let Some(a) = subject.parse::<AutomationId>().ok().and_then(|id| st.automations.get(&id)) {
+        out.insert(a.index_id.to_string());
+        match &a.config {
+            AutomationConfig::Import { connector_id, prompt_id, .. } => {
+                out.insert(connector_id.to_string());
+                out.insert(prompt_id.to_string());
+            }
+            AutomationConfig::Export { connector_id, .. } => {
+                out.insert(connector_id.to_string());
+            }
+        }
+        for (job_id, e) in st.automation_jobs.iter().filter(|(_, e)| e.automation_id == a.automation_id) {
+            if let Some(j) = st.imports.get(job_id) {
+                job(&mut out, j);
+            }
+            if let Some(r) = e.run_id.and_then(|id| st.prompt_runs.get(&id)) {
+                run(&mut out, r);
+            }
+        }
+    }
+    out
+}
+
+/// An event as a bundle holds it: connector credentials (sealed, but still secret material)
+/// are removed.
+pub fn without_secrets(event: spool_model::Event) -> spool_model::Event {
+    use spool_model::Event as E;
+    match event {
+        E::ConnectorCreated {
+            connector_id, provider, name, scopes, import_mode, export_base_path, location, ..
+        } => E::ConnectorCreated {
+            connector_id,
+            provider,
+            name,
+            scopes,
+            import_mode,
+            export_base_path,
+            location,
+            credentials: None,
+        },
+        E::ConnectorUpdated { connector_id, name, scopes, import_mode, export_base_path, .. } => {
+            E::ConnectorUpdated { connector_id, name, scopes, import_mode, export_base_path, credentials: None }
+        }
+        other => other,
+    }
+}
+
 pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
     let mut state = State::default();
     let mut out = Vec::new();

@@ -43,15 +43,31 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Run a real workflow on embedded media in a fresh data directory, then stop.
     Demo(demo::DemoArgs),
-    /// Show the state and pending effects of one stream after each of its events (offline).
+    /// Show the state and pending effects of one stream after each of its events (offline),
+    /// or of a bundle's subject with `--bundle FILE` (no data directory needed).
     Replay {
         #[command(flatten)]
         dir: DataDirArg,
-        /// The stream, e.g. `idx_01J…`.
-        stream: String,
+        /// The stream, e.g. `idx_01J…` (not with `--bundle`).
+        #[arg(required_unless_present = "bundle")]
+        stream: Option<String>,
         /// Stop after this sequence number.
         #[arg(long)]
         until: Option<u64>,
+        /// A file written by `spool bundle`.
+        #[arg(long, conflicts_with = "stream")]
+        bundle: Option<PathBuf>,
+    },
+    /// Every event of one workflow and of what it refers to (index, connector without its
+    /// credentials, prompt, videos, runs) into one file, for `spool replay --bundle` elsewhere.
+    Bundle {
+        /// `job_…`, `run_…`, `exp_…`, `auto_…` or any stream.
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The file (default `<id>.bundle`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Why an import job, prompt run, export or automation is not moving: offline from a data
     /// directory, or from a running server with `--server URL` (and `SPOOL_API_KEY`).
@@ -209,7 +225,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve(args) => serve::run(args),
         Cmd::Demo(args) => demo::run(args),
-        Cmd::Replay { dir, stream, until } => offline::replay(&dir, &stream, until),
+        Cmd::Replay { bundle: Some(file), until, .. } => offline::replay_bundle(&file, until),
+        Cmd::Replay { dir, stream, until, bundle: None } => {
+            offline::replay(&dir, stream.as_deref().unwrap_or(""), until)
+        }
+        Cmd::Bundle { id, dir, out } => offline::bundle(&dir, &id, out.as_deref()),
         Cmd::Verify { dir, against: None } => offline::verify(&dir),
         Cmd::Verify { dir, against: Some(other) } => offline::verify_against(&dir, &other),
         Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
