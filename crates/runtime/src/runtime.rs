@@ -342,6 +342,12 @@ impl Runtime {
         *self.applied.borrow()
     }
 
+    /// Told each time a batch is folded and durable (its last sequence number): what a live
+    /// tail of the log waits on.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Read the folded state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());

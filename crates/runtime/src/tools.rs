@@ -139,6 +139,73 @@ pub fn without_secrets(event: spool_model::Event) -> spool_model::Event {
     }
 }
 
+/// The first line of a bundle file.
+pub const BUNDLE_FORMAT: &str = "spool.bundle.v1";
+
+/// A bundle of one workflow (`spool bundle`, `GET /admin/bundles/{id}`): a JSON header line,
+/// then one line per event of its streams (the hex of the record), in log order, connector
+/// credentials removed. `None` when the id has no events.
+pub fn bundle_text(log: &RedbLog, st: &State, id: &str) -> Result<Option<(usize, usize, String)>, spool_log::Error> {
+    let streams = bundle_streams(st, id);
+    let is_job = id.parse::<spool_model::ImportJobId>().is_ok();
+    let children = format!("{id}/");
+    let mut lines = Vec::new();
+    let mut from = 1;
+    loop {
+        let batch = log.read_from(from, READ_BATCH_MAX)?;
+        let Some(last) = batch.last() else { break };
+        from = last.seq + 1;
+        for mut env in batch {
+            if streams.contains(&env.stream) || (is_job && env.stream.starts_with(&children)) {
+                env.event = without_secrets(env.event);
+                // Encoding a record that was just decoded cannot fail.
+                lines.push(hex::encode(spool_model::encode_envelope(&env).unwrap_or_default()));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let header = serde_json::json!({
+        "format": BUNDLE_FORMAT,
+        "subject": id,
+        "events": lines.len(),
+        "streams": streams,
+        "written_by": concat!("spool ", env!("CARGO_PKG_VERSION")),
+        "secrets": "connector credentials removed",
+    });
+    Ok(Some((lines.len(), streams.len(), format!("{header}\n{}\n", lines.join("\n")))))
+}
+
+/// An envelope as the admin log routes and `spool log --json` show it, sealed values replaced
+/// by `"<sealed>"` (their ciphertext never leaves the server).
+pub fn envelope_json(env: &spool_model::Envelope) -> serde_json::Value {
+    fn redact(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("ciphertext") && m.contains_key("nonce") {
+                    *v = serde_json::Value::from("<sealed>");
+                    return;
+                }
+                m.values_mut().for_each(redact);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+            // A sealed value's JSON form (`Sealed`'s serde text).
+            serde_json::Value::String(s) if s.starts_with("sealed.v1.") => *v = serde_json::Value::from("<sealed>"),
+            _ => {}
+        }
+    }
+    let mut event = serde_json::to_value(&env.event).unwrap_or_default();
+    redact(&mut event);
+    serde_json::json!({
+        "seq": env.seq,
+        "stream": env.stream,
+        "at": spool_model::time::rfc3339_ms(env.at_ms),
+        "kind": env.event.kind(),
+        "event": event,
+    })
+}
+
 pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
     let mut state = State::default();
     let mut out = Vec::new();

@@ -41,6 +41,13 @@ pub struct ShowArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `tail` only: follow a running server's log live (server-sent events) from `--from`
+    /// (default: new events only), stopping after `--limit` events if given.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// An admin API key (with `--server`).
+    #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Open an existing data directory for an offline tool.
@@ -119,6 +126,9 @@ pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
         LogCmd::Tail(a) => (a, None, true),
         LogCmd::Grep { pattern, args } => (args, Some(pattern), false),
     };
+    if let (true, Some(server)) = (tail, args.server.as_deref()) {
+        return follow(server, args.api_key.as_deref(), &args);
+    }
     let log = open_existing(&args.dir.data_dir)?;
     let render = |e: &Envelope| if args.json { json_line(e) } else { line(e) };
     let stdout = std::io::stdout();
@@ -172,46 +182,19 @@ pub fn replay(dir: &DataDirArg, stream: &str, until: Option<u64>) -> anyhow::Res
     Ok(())
 }
 
-/// The first line of a bundle file.
-const BUNDLE_FORMAT: &str = "spool.bundle.v1";
+use spool_runtime::tools::BUNDLE_FORMAT;
 
 /// `spool bundle <id>`: every event of one workflow and of the streams it refers to, in log
-/// order, connector credentials removed, into one file: a JSON header line, then one line per
-/// event (the hex of its record, exactly as the log holds it).
+/// order, connector credentials removed, into one file (`tools::bundle_text`).
 pub fn bundle(dir: &DataDirArg, id: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     let log = open_existing(&dir.data_dir)?;
     let st = spool_runtime::tools::fold_state(&log)?;
-    let streams = spool_runtime::tools::bundle_streams(&st, id);
-    let is_job = id.parse::<spool_model::ImportJobId>().is_ok();
-    let children = format!("{id}/");
-    let mut lines = Vec::new();
-    let mut from = 1;
-    loop {
-        let batch = log.read_from(from, spool_log::READ_BATCH_MAX)?;
-        let Some(last) = batch.last() else { break };
-        from = last.seq + 1;
-        for mut env in batch {
-            if streams.contains(&env.stream) || (is_job && env.stream.starts_with(&children)) {
-                env.event = spool_runtime::tools::without_secrets(env.event);
-                lines.push(hex::encode(spool_model::encode_envelope(&env)?));
-            }
-        }
-    }
-    if lines.is_empty() {
+    let Some((events, streams, text)) = spool_runtime::tools::bundle_text(&log, &st, id)? else {
         bail!("{id} has no events");
-    }
-    let header = serde_json::json!({
-        "format": BUNDLE_FORMAT,
-        "subject": id,
-        "events": lines.len(),
-        "streams": streams,
-        "written_by": concat!("spool ", env!("CARGO_PKG_VERSION")),
-        "secrets": "connector credentials removed",
-    });
-    let text = format!("{header}\n{}\n", lines.join("\n"));
+    };
     let path = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| format!("{id}.bundle").into());
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    println!("{} events of {} streams written to {}", lines.len(), streams.len(), path.display());
+    println!("{events} events of {streams} streams written to {}", path.display());
     Ok(())
 }
 
@@ -435,4 +418,65 @@ pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&st
     );
     println!("  detail: {}", waiting["detail"]);
     Ok(())
+}
+
+/// `spool log tail --server URL`: the server's `GET /admin/log/tail` (server-sent events), one
+/// line per event as `log show` prints them.
+fn follow(server: &str, api_key: Option<&str>, args: &ShowArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let key = api_key.context("--server needs an admin API key (SPOOL_API_KEY or --api-key)")?;
+    let mut url = format!("{}/api/v2/admin/log/tail", server.trim_end_matches('/'));
+    if args.from > 1 {
+        url.push_str(&format!("?from={}", args.from));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .header("x-api-key", key)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .with_context(|| format!("reaching {server}"))?;
+        let status = resp.status();
+        anyhow::ensure!(status.is_success(), "the server answered {status}: {}", resp.text().await.unwrap_or_default());
+        let mut body = resp.bytes_stream();
+        let (mut pending, mut printed) = (String::new(), 0usize);
+        let stdout = std::io::stdout();
+        while let Some(chunk) = body.next().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk?));
+            while let Some(i) = pending.find('\n') {
+                let l: String = pending.drain(..=i).collect();
+                let Some(data) = l.trim_end().strip_prefix("data:") else { continue };
+                let v: serde_json::Value = serde_json::from_str(data.trim())?;
+                if args.stream.as_ref().is_some_and(|s| v["stream"] != s.as_str())
+                    || (!args.kind.is_empty() && !args.kind.iter().any(|k| v["kind"] == k.as_str()))
+                {
+                    continue;
+                }
+                let text = if args.json {
+                    v.to_string()
+                } else {
+                    let body = v["event"].as_object().and_then(|o| o.values().next().cloned()).unwrap_or_default();
+                    format!(
+                        "{:>8}  {}  {:<32}  {:<24} {}",
+                        v["seq"],
+                        v["at"].as_str().unwrap_or(""),
+                        v["stream"].as_str().unwrap_or(""),
+                        v["kind"].as_str().unwrap_or(""),
+                        body
+                    )
+                };
+                let mut out = stdout.lock();
+                writeln!(out, "{text}")?;
+                out.flush()?;
+                printed += 1;
+                if args.limit.is_some_and(|n| printed >= n) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    })
 }

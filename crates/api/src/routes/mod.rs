@@ -1,6 +1,7 @@
 //! The API registry: one module per machine (`routes/<machine>/`: handlers in `mod.rs`, the JSON
 //! shapes in `views.rs`), and one block of routes per machine below.
 
+mod admin;
 mod api_key;
 mod automation;
 mod connector;
@@ -84,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys/{key_id}/rotate", post(api_key::rotate))
         .route("/auth/processing-activity", post(processing_activity))
         .route("/admin/test-clock/advance", post(advance_test_clock))
+        .route("/admin/log", get(admin::log))
+        .route("/admin/log/tail", get(admin::tail))
+        .route("/admin/streams/{stream}", get(admin::stream))
+        .route("/admin/bundles/{id}", get(admin::bundle))
         .route("/connectors", get(connector::list))
         .route("/connectors/s3", post(connector::create_s3))
         .route("/connectors/local", post(connector::create_local))

@@ -1,0 +1,118 @@
+//! Admin reads of a running server's log (`engine-spec/debugging.md`): events from a position,
+//! one stream, a workflow's bundle, and a live tail as server-sent events. Admin scope; sealed
+//! values are shown as `"<sealed>"` and bundles carry no connector credentials.
+
+use crate::body::Query;
+use crate::{ApiError, AppState, Principal};
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use spool_log::EventLog;
+use spool_model::Scope;
+
+/// Events per page of the admin log routes.
+pub const ADMIN_LOG_PAGE_MAX: u64 = 1000;
+
+fn page(events: Vec<spool_model::Envelope>, next: impl Fn(&spool_model::Envelope) -> u64) -> serde_json::Value {
+    let next_from = events.last().map(&next);
+    serde_json::json!({
+        "events": events.iter().map(spool_runtime::tools::envelope_json).collect::<Vec<_>>(),
+        "next_from": next_from,
+    })
+}
+
+/// `GET /admin/log?from=SEQ&limit=N`: events from a sequence number, oldest first.
+pub async fn log(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let q = Query::parse(q.as_deref())?;
+    let from = q.int("from", 1, 1, u64::MAX)?;
+    let limit = q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)? as usize;
+    let events = app.rt.log().read_from(from, limit).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(super::json(StatusCode::OK, &page(events, |e| e.seq + 1)))
+}
+
+/// `GET /admin/streams/{stream}?from_version=V&limit=N`: one stream's events in order.
+pub async fn stream(
+    State(app): State<AppState>,
+    who: Principal,
+    crate::body::PathParam(stream): crate::body::PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let q = Query::parse(q.as_deref())?;
+    let from = q.int("from_version", 0, 0, u64::MAX)?;
+    let limit = q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)? as usize;
+    let events = app.rt.log().read_stream(&stream, from, limit).map_err(|e| ApiError::internal(e.to_string()))?;
+    let n = events.len() as u64;
+    let mut v = page(events, |_| 0);
+    v["next_from"] = if n == 0 { serde_json::Value::Null } else { serde_json::json!(from + n) };
+    Ok(super::json(StatusCode::OK, &v))
+}
+
+/// `GET /admin/bundles/{id}`: the workflow's bundle (what `spool bundle` writes), as text.
+pub async fn bundle(
+    State(app): State<AppState>,
+    who: Principal,
+    crate::body::PathParam(id): crate::body::PathParam,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    // The state is cloned out of the read lock: the log scan that follows can take a while.
+    let st = app.rt.read(bundle_state);
+    let text = spool_runtime::tools::bundle_text(app.rt.log(), &st, &id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("stream", &id))?
+        .2;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+/// The parts of the state `bundle_streams` reads for the subject (so the rest is not cloned).
+fn bundle_state(st: &spool_core::State) -> spool_core::State {
+    spool_core::State {
+        imports: st.imports.clone(),
+        prompt_runs: st.prompt_runs.clone(),
+        exports: st.exports.clone(),
+        automations: st.automations.clone(),
+        automation_jobs: st.automation_jobs.clone(),
+        ..Default::default()
+    }
+}
+
+/// `GET /admin/log/tail?from=SEQ` (server-sent events): every event from `from` (default: the
+/// next one), then each new one as its batch becomes durable; one `data:` line per event.
+pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let q = Query::parse(q.as_deref())?;
+    let from = q.int("from", app.rt.applied_seq() + 1, 1, u64::MAX)?;
+    let rt = app.rt.clone();
+    let applied = rt.watch_applied();
+    let start = (from, Vec::<spool_model::Envelope>::new(), applied);
+    let events = futures::stream::unfold(start, move |(mut next, mut buf, mut applied)| {
+        let rt = rt.clone();
+        async move {
+            loop {
+                if !buf.is_empty() {
+                    let env = buf.remove(0);
+                    let data = spool_runtime::tools::envelope_json(&env).to_string();
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)),
+                        (next, buf, applied),
+                    ));
+                }
+                // Mark the current value seen before reading, so a commit after the read wakes us.
+                applied.borrow_and_update();
+                if rt.applied_seq() >= next {
+                    buf = rt.log().read_from(next, ADMIN_LOG_PAGE_MAX as usize).unwrap_or_default();
+                    if let Some(last) = buf.last() {
+                        next = last.seq + 1;
+                        continue;
+                    }
+                }
+                if applied.changed().await.is_err() {
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
