@@ -40,7 +40,7 @@ pub enum WorkKey {
 /// Another aggregate an event gives work to, read from the state after it (a run's end: its
 /// index's export automation).
 pub fn also_touches(state: &State, event: &Event) -> Option<WorkKey> {
-    crate::machines::automation::effects::run_work_key(state, event)
+    crate::machines::automation::effects::touched_by(state, event)
 }
 
 /// The aggregate with work that an event concerns, if any.

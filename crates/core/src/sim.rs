@@ -240,7 +240,7 @@ impl World {
                     })];
                 }
                 let prefix = self.st.imports.get(job_id).map(|j| j.source_prefix.clone()).unwrap_or_default();
-                let objects: Vec<ListedObject> = self.listing(&prefix).into_iter().map(listed).collect();
+                let objects: Vec<ListedObject> = self.listing(&prefix).iter().map(Into::into).collect();
                 let mut out: Vec<Command> = objects
                     .chunks(3)
                     .map(|c| Command::Import(I::RecordScanPage { job_id: *job_id, objects: c.to_vec() }))
@@ -652,10 +652,6 @@ impl World {
         self.report.videos = self.videos_created.len() as u64;
         Ok(())
     }
-}
-
-fn listed(o: WatchedObject) -> ListedObject {
-    ListedObject { path: o.path, size_bytes: o.size_bytes, etag: o.etag, last_modified_ms: o.last_modified_ms }
 }
 
 fn audio_second() -> spool_model::MediaFacts {

@@ -187,36 +187,36 @@ pub fn of_export(st: &State, e: &Export) -> Option<WaitingOn> {
 }
 
 pub fn of_automation(st: &State, a: &Automation) -> Option<WaitingOn> {
+    use crate::machines::automation::AutomationKind;
     let id = a.automation_id;
     let due = |t: Timer| st.timer_due.get(&t).copied();
+    let timer = |which: &str, until: Option<u64>| {
+        let mut w =
+            WaitingOn::new("timer", a.last_listed_at_ms, json!({ "timer": which, "found_objects": a.found.len() }));
+        w.until_ms = until;
+        w
+    };
+    let running_job = a.last_import_job_id.filter(|j| st.imports.get(j).is_some_and(|j| !j.status.is_terminal()));
     let w = if !a.enabled() {
         WaitingOn::new("disabled", Some(a.updated_at_ms), json!({}))
     } else if let Some(at) = a.paused_at_ms {
         WaitingOn::new("paused", Some(at), json!({}))
+    } else if a.kind() == AutomationKind::Export {
+        if a.pending_runs.is_empty() {
+            WaitingOn::new("run_completion", Some(a.updated_at_ms), json!({}))
+        } else {
+            WaitingOn::new("storage", Some(a.updated_at_ms), json!({ "runs_to_export": a.pending_runs.len() }))
+        }
     } else if a.listing_due {
         WaitingOn::new("listing", a.last_listed_at_ms, json!({ "listing": a.listing }))
     } else if let Some(job) = a.jobs_ended.iter().next() {
         WaitingOn::new("prompt_run", Some(a.updated_at_ms), json!({ "import_job_id": job.to_string() }))
-    } else if !a.pending_runs.is_empty() {
-        WaitingOn::new("storage", Some(a.updated_at_ms), json!({ "runs_to_export": a.pending_runs.len() }))
-    } else if let Some(until) = due(Timer::AutomationDebounce { automation_id: id }) {
-        let mut w = WaitingOn::new(
-            "timer",
-            a.last_listed_at_ms,
-            json!({ "timer": "debounce", "found_objects": a.found.len() }),
-        );
-        w.until_ms = Some(until);
-        w
-    } else if let Some(job) =
-        a.last_import_job_id.filter(|j| st.imports.get(j).is_some_and(|j| !j.status.is_terminal()))
-    {
+    } else if !a.found.is_empty() {
+        timer("debounce", due(Timer::AutomationDebounce { automation_id: id }))
+    } else if let Some(job) = running_job {
         WaitingOn::new("import_job", a.last_triggered_at_ms, json!({ "import_job_id": job.to_string() }))
-    } else if let Some(until) = due(Timer::AutomationWatch { automation_id: id }) {
-        let mut w = WaitingOn::new("timer", a.last_listed_at_ms, json!({ "timer": "next_listing" }));
-        w.until_ms = Some(until);
-        w
     } else {
-        WaitingOn::new("timer", Some(a.updated_at_ms), json!({ "timer": "a completed prompt run of the index" }))
+        timer("next_listing", due(Timer::AutomationWatch { automation_id: id }))
     };
     Some(w)
 }

@@ -125,16 +125,7 @@ pub fn fire_debounce(state: &State, timer: &crate::Timer, ctx: &mut Ctx) -> Resu
     };
     // The job's import mode is the connector's, as `create` recorded it.
     let import_mode = state.live_connector(connector_id).map_or(spool_model::ImportMode::All, |c| c.import_mode);
-    let listed: Vec<crate::machines::import_job::ListedObject> = a
-        .found
-        .values()
-        .map(|o| crate::machines::import_job::ListedObject {
-            path: o.path.clone(),
-            size_bytes: o.size_bytes,
-            etag: o.etag.clone(),
-            last_modified_ms: o.last_modified_ms,
-        })
-        .collect();
+    let listed: Vec<crate::machines::import_job::ListedObject> = a.found.values().map(Into::into).collect();
     let job_events = &mut streams[0].events;
     for (n, chunk) in listed.chunks(FOUND_FILES_PER_EVENT).enumerate() {
         let first = (n * FOUND_FILES_PER_EVENT) as u32;

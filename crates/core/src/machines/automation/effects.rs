@@ -40,7 +40,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
 
 /// The automation another aggregate's event gives work: a run's end, the export automation of
 /// its index; the end of an automation's import job, that automation.
-pub fn run_work_key(state: &State, event: &Event) -> Option<WorkKey> {
+pub fn touched_by(state: &State, event: &Event) -> Option<WorkKey> {
     match event {
         Event::PromptRunFinished { run_id, .. } => {
             let index_id = state.prompt_runs.get(run_id)?.index_id()?;

@@ -8,25 +8,20 @@ pub fn debounce_name(ms: u64) -> &'static str {
     DEBOUNCE_INTERVALS.iter().find(|(_, m)| *m == ms).map_or("", |(n, _)| n)
 }
 
-/// What an import automation waits for: `enabled`, `resume`, `listing` (a listing is due or
-/// running), `prompt_run` (a job ended and its run is about to start), `import_job` (its last
-/// job runs), `debounce` (objects were found: the import is due at `next_due_at`), or
-/// `next_listing` (nothing found: the next listing is at `next_due_at`).
-fn import_waiting_for(st: &crate::State, a: &Automation) -> &'static str {
-    if !a.enabled() {
-        "enabled"
-    } else if a.paused_at_ms.is_some() {
-        "resume"
-    } else if a.listing_due {
-        "listing"
-    } else if !a.jobs_ended.is_empty() {
-        "prompt_run"
-    } else if !a.found.is_empty() {
-        "debounce"
-    } else if a.last_import_job_id.and_then(|j| st.imports.get(&j)).is_some_and(|j| !j.status.is_terminal()) {
-        "import_job"
-    } else {
-        "next_listing"
+/// `waiting_for`, the older, plainer name of the automation's `waiting_on` (one derivation,
+/// `crate::waiting::of_automation`): `enabled`, `resume`, `listing`, `prompt_run`, `debounce`,
+/// `import_job`, `next_listing` for an import automation; `a completed prompt run of the index`
+/// or `exports of completed runs` for an export automation.
+fn waiting_for(st: &crate::State, a: &Automation) -> &'static str {
+    let Some(w) = crate::waiting::of_automation(st, a) else { return "enabled" };
+    match w.reason {
+        "disabled" => "enabled",
+        "paused" => "resume",
+        "timer" if w.detail["timer"] == "debounce" => "debounce",
+        "timer" => "next_listing",
+        "storage" => "exports of completed runs",
+        "run_completion" => "a completed prompt run of the index",
+        other => other,
     }
 }
 
@@ -72,7 +67,7 @@ pub fn automation(st: &crate::State, a: &Automation) -> Value {
             "found_objects": a.found.len(),
             "manifest_objects": a.manifest.len(),
             "last_listed_at": a.last_listed_at_ms.map(rfc3339_ms),
-            "waiting_for": import_waiting_for(st, a),
+            "waiting_for": waiting_for(st, a),
         }),
         AutomationConfig::Export { enabled, connector_id, subpath } => json!({
             "enabled": enabled,
@@ -81,15 +76,7 @@ pub fn automation(st: &crate::State, a: &Automation) -> Value {
             "last_export_id": a.last_export_id.map(|e| e.to_string()),
             "pending_run_ids": a.pending_runs.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
             "exported_runs": a.exported_runs.len(),
-            "waiting_for": if !a.enabled() {
-                "enabled"
-            } else if a.paused_at_ms.is_some() {
-                "resume"
-            } else if a.pending_runs.is_empty() {
-                "a completed prompt run of the index"
-            } else {
-                "exports of completed runs"
-            },
+            "waiting_for": waiting_for(st, a),
         }),
     };
     v["automation_id"] = json!(a.automation_id.to_string());

@@ -331,6 +331,17 @@ pub struct ListedObject {
     pub last_modified_ms: u64,
 }
 
+impl From<&spool_model::WatchedObject> for ListedObject {
+    fn from(o: &spool_model::WatchedObject) -> Self {
+        ListedObject {
+            path: o.path.clone(),
+            size_bytes: o.size_bytes,
+            etag: o.etag.clone(),
+            last_modified_ms: o.last_modified_ms,
+        }
+    }
+}
+
 /// A path or dedupe key kept by its 128-bit SHA-256 prefix: 16 bytes instead of a string per
 /// file, in memory and in snapshots (a collision needs ~2^64 keys).
 pub type PathKey = [u8; 16];
