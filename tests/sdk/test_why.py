@@ -61,3 +61,79 @@ def test_an_export_to_a_closed_port_waits_on_storage_unreachable_with_its_error(
                          capture_output=True, text=True)
     assert out.returncode != 0 and "no import job, prompt run, export, delivery or automation" in out.stderr, out.stderr
     s.start()
+
+
+def _closed_port_connector(s, scopes):
+    r = s.call("POST", "/connectors/s3", {
+        "name": unique("nowhere"), "bucket": "nowhere", "region": "us-east-1",
+        "endpoint": f"http://127.0.0.1:{_closed_port()}",
+        "aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "secret-not-used",
+        "scopes": scopes,
+    })
+    assert r.status_code == 201, r.text
+    return r.json()["connector_id"]
+
+
+def test_an_import_job_listing_a_closed_port_waits_on_storage_unreachable_then_fails_after_its_retries(server):  # noqa: F811
+    s = server
+    index = s.call("POST", "/indexes", {"name": unique("why")}).json()["index_id"]
+    conn = _closed_port_connector(s, ["import"])
+    r = s.call("POST", "/import-jobs", {"connector_id": conn, "index_id": index, "source_prefix": "incoming/"})
+    assert r.status_code in (200, 201, 202), r.text
+    job_id = r.json()["job_id"]
+
+    def reason(j):
+        return (j.get("waiting_on") or {}).get("reason")
+
+    j = until(lambda: s.call("GET", f"/import-jobs/{job_id}").json(),
+              lambda j: reason(j) == "storage_unreachable", "the first failed listing")
+    w = j["waiting_on"]
+    assert j["status"] in ("pending", "scanning"), j
+    assert w["since"] and w["until"] and w["detail"]["listing_attempts"] == 1, w
+    assert w["detail"]["last_error"]["code"] == "listing_failed", w
+    assert "listing the source failed" in w["detail"]["last_error"]["message"], w
+    assert "secret-not-used" not in str(j)
+    metrics = httpx.get(f"{s.base}/metrics").text
+    assert 'spool_waiting{kind="import_job",reason="storage_unreachable"} 1' in metrics, metrics
+    env = {**os.environ, "SPOOL_API_KEY": s.admin}
+    out = subprocess.run([str(s.binary), "why", job_id, "--server", s.base], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"{job_id} (import_job, " in out.stdout and "waiting on storage_unreachable since " in out.stdout, out.stdout
+
+    # The clock has not moved: the job waits on its durable timer, it does not spin or fail.
+    until(lambda: s.call("GET", f"/import-jobs/{job_id}").json(),
+          lambda j: reason(j) == "storage_unreachable" and j["waiting_on"]["detail"]["listing_attempts"] == 1,
+          "still the first attempt")
+    # Survives a SIGKILL: the retry comes back from the log.
+    s.kill()
+    s.start()
+    j = s.call("GET", f"/import-jobs/{job_id}").json()
+    assert reason(j) == "storage_unreachable" and j["waiting_on"]["until"] == w["until"], j
+    # Each retry lists again (the attempts grow); the fifth failure fails the job with its error.
+    seen = 1
+    for _ in range(10):
+        s.advance(90_000)
+        j = until(lambda: s.call("GET", f"/import-jobs/{job_id}").json(),
+                  lambda j: j["status"] == "failed" or j["waiting_on"]["detail"]["listing_attempts"] > seen,
+                  "the next listing")
+        if j["status"] == "failed":
+            break
+        seen = j["waiting_on"]["detail"]["listing_attempts"]
+    assert j["status"] == "failed" and seen == 4, (seen, j)
+    assert "listing attempt 5 of 5" in (j.get("error_message") or ""), j
+    assert "waiting_on" not in j or j["waiting_on"] is None, j
+
+
+def test_a_cancel_while_a_listing_waits_for_its_retry_ends_the_job_cancelled(server):  # noqa: F811
+    s = server
+    index = s.call("POST", "/indexes", {"name": unique("why")}).json()["index_id"]
+    conn = _closed_port_connector(s, ["import"])
+    job_id = s.call("POST", "/import-jobs", {"connector_id": conn, "index_id": index}).json()["job_id"]
+    until(lambda: s.call("GET", f"/import-jobs/{job_id}").json(),
+          lambda j: (j.get("waiting_on") or {}).get("reason") == "storage_unreachable", "the first failed listing")
+    r = s.call("POST", f"/import-jobs/{job_id}/cancel")
+    assert r.status_code == 200, r.text
+    j = until(lambda: s.call("GET", f"/import-jobs/{job_id}").json(), lambda j: j["status"] == "cancelled", "cancelled")
+    # The retry timer still fires once (and changes nothing).
+    s.advance(90_000)
+    assert s.call("GET", f"/import-jobs/{job_id}").json()["status"] == "cancelled"

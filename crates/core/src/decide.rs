@@ -98,6 +98,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, D
         Command::Automation(c) => crate::machines::automation::decide(state, c, ctx),
         Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
             Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
+            Timer::ImportScanRetry { .. } => import_job::fire_scan_retry(state, timer),
             Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
             Timer::PromptTaskRetry { .. } => crate::machines::prompt_run::fire_retry(state, timer),
             Timer::ExportRetry { .. } => crate::machines::export::fire_retry(state, timer),

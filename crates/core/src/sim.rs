@@ -233,10 +233,10 @@ impl World {
         let fail = |w: &mut World, p| w.faults && w.rng.chance(p);
         match e {
             Effect::Import(ImportEffect::ScanImport { job_id }) => {
-                if fail(self, 5) {
+                if fail(self, 3) {
                     return vec![Command::Import(I::RecordImportJobFailed {
                         job_id: *job_id,
-                        error: "sim: listing failed".into(),
+                        error: "sim: connector gone".into(),
                     })];
                 }
                 let prefix = self.st.imports.get(job_id).map(|j| j.source_prefix.clone()).unwrap_or_default();
@@ -245,6 +245,18 @@ impl World {
                     .chunks(3)
                     .map(|c| Command::Import(I::RecordScanPage { job_id: *job_id, objects: c.to_vec() }))
                     .collect();
+                if fail(self, 15) {
+                    // A partial listing: some pages, then the storage stops answering.
+                    let kept = self.rng.below(out.len() as u64 + 1) as usize;
+                    out.truncate(kept);
+                    let transient = self.rng.chance(85);
+                    out.push(Command::Import(I::RecordScanFailed {
+                        job_id: *job_id,
+                        error: "sim: connection refused".into(),
+                        transient,
+                    }));
+                    return out;
+                }
                 out.push(Command::Import(I::RecordScanCompleted { job_id: *job_id }));
                 out
             }

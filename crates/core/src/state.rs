@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 18;
+pub const STATE_FORMAT: u32 = 19;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -82,6 +82,8 @@ pub struct State {
 pub enum Timer {
     /// Retry `attempt + 1` of a job's file after a retryable failure of `attempt`.
     ImportFileRetry { job_id: ImportJobId, file_id: u32, attempt: u32 },
+    /// Listing `attempt + 1` of a connector job's source after a transient failure.
+    ImportScanRetry { job_id: ImportJobId, attempt: u32 },
     /// Attempt `attempt + 1` of a webhook delivery.
     DeliveryRetry { delivery_id: spool_model::DeliveryId, attempt: u32 },
     /// Attempt `attempt + 1` of a prompt run's task.

@@ -58,6 +58,25 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
         return Some(WaitingOn::new("cancel_draining", Some(j.updated_at_ms), json!({ "copies_running": started })));
     }
     if !j.scan_done {
+        if let Some(error) = &j.scan_error {
+            // The listing failed and is retried on a timer (or is being retried now).
+            let until = j
+                .scan_waiting
+                .then(|| st.timer_due.get(&Timer::ImportScanRetry { job_id: j.job_id, attempt: j.scan_failures }))
+                .flatten()
+                .copied();
+            let mut w = WaitingOn::new(
+                "storage_unreachable",
+                j.scan_failing_since_ms,
+                json!({
+                    "listing_attempts": j.scan_failures,
+                    "files_found": j.files.len(),
+                    "last_error": { "code": "listing_failed", "message": error },
+                }),
+            );
+            w.until_ms = until;
+            return Some(w);
+        }
         return Some(WaitingOn::new("listing", Some(j.created_at_ms), json!({ "files_found": j.files.len() })));
     }
     if started > 0 {

@@ -709,6 +709,22 @@ pub enum Event {
         error_code: Option<String>,
         error: Option<String>,
     },
+    /// Stream `job_…`. The listing of a connector job's source failed with a transient error
+    /// (the storage could not be reached, or answered 5xx) below the attempt limit: the scan
+    /// waits for a durable timer at `due_ms`, then lists again from the start (paths already
+    /// discovered add nothing).
+    ImportScanRetryScheduled {
+        job_id: ImportJobId,
+        attempt: u32,
+        due_ms: u64,
+        error: String,
+    },
+    /// Stream `job_…`. The scan's retry timer of `attempt` fired: the listing starts again when
+    /// the job still takes work. The timer is gone either way.
+    ImportScanRetryDue {
+        job_id: ImportJobId,
+        attempt: u32,
+    },
 }
 
 /// An object an import automation's listing saw.
@@ -854,6 +870,8 @@ pub const EVENT_KINDS: &[&str] = &[
     "AutomationListed",
     "AutomationImportStarted",
     "AutomationRunStarted",
+    "ImportScanRetryScheduled",
+    "ImportScanRetryDue",
 ];
 
 impl Event {
@@ -936,6 +954,8 @@ impl Event {
             Event::AutomationListed { .. } => 72,
             Event::AutomationImportStarted { .. } => 73,
             Event::AutomationRunStarted { .. } => 74,
+            Event::ImportScanRetryScheduled { .. } => 75,
+            Event::ImportScanRetryDue { .. } => 76,
         }
     }
 
@@ -1363,6 +1383,13 @@ impl Event {
             Event::AutomationListed { automation_id, objects: 1, error: None, next_listing_ms: 1_764_000_060_000 },
             Event::AutomationImportStarted { automation_id, job_id: Some(job_id), files: 1, error: None },
             Event::AutomationRunStarted { automation_id, job_id, run_id: Some(run_id), error_code: None, error: None },
+            Event::ImportScanRetryScheduled {
+                job_id,
+                attempt: 1,
+                due_ms: 1_764_000_002_000,
+                error: "listing the source failed: connection refused".into(),
+            },
+            Event::ImportScanRetryDue { job_id, attempt: 1 },
         ]
     }
 }

@@ -34,6 +34,24 @@ pub enum BrowseError {
     TooMany { max: usize },
     #[error("{0}")]
     Storage(String),
+    /// The storage could not be reached or failed on its side (connection refused, timeout,
+    /// 5xx after the client's own retries): worth listing again later.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl BrowseError {
+    /// A listing error of `store`, classed: a transient one is [`BrowseError::Unreachable`].
+    pub fn of(store: &Store, e: &object_store::Error) -> BrowseError {
+        match e {
+            object_store::Error::Generic { .. } => BrowseError::Unreachable(store.describe(e)),
+            _ => BrowseError::Storage(store.describe(e)),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BrowseError::Unreachable(_))
+    }
 }
 
 /// A content type for common media and text extensions.
@@ -165,7 +183,7 @@ pub fn matching(
                         match store.inner.list_with_delimiter(d.as_ref()).await {
                             Ok(r) => r.objects.into_iter().map(Ok).collect::<Vec<_>>(),
                             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-                            Err(e) => vec![Err(BrowseError::Storage(store.describe(&e)))],
+                            Err(e) => vec![Err(BrowseError::of(&store, &e))],
                         }
                     }
                 })
@@ -182,7 +200,7 @@ pub fn matching(
                     let out = match item {
                         Ok(meta) if keep(&meta) => Some(Ok(meta)),
                         Ok(_) => None,
-                        Err(e) => Some(Err(BrowseError::Storage(store.describe(&e)))),
+                        Err(e) => Some(Err(BrowseError::of(&store, &e))),
                     };
                     futures::future::ready(out)
                 })

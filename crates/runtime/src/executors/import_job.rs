@@ -143,7 +143,14 @@ impl Runtime {
                 .execute(Command::Import(spool_core::ImportCommand::RecordScanCompleted { job_id: *job_id }))
                 .await
                 .map(|_| ()),
-            Err(e) => self.execute(fail(format!("listing the source failed: {e}"))).await.map(|_| ()),
+            Err(e) => {
+                let cmd = spool_core::ImportCommand::RecordScanFailed {
+                    job_id: *job_id,
+                    error: format!("listing the source failed: {e}"),
+                    transient: e.is_transient(),
+                };
+                self.execute(Command::Import(cmd)).await.map(|_| ())
+            }
         }
     }
 

@@ -631,6 +631,8 @@ pub async fn browse(
             format!("more than {max} objects match; narrow the prefix or the pattern"),
         )
         .details(serde_json::json!({ "max_entries": max }))),
-        Err(BrowseError::Storage(m)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "connector_storage_error", m)),
+        Err(BrowseError::Storage(m) | BrowseError::Unreachable(m)) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, "connector_storage_error", m))
+        }
     }
 }

@@ -18,6 +18,9 @@ pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decis
         }
         ImportCommand::RecordScanPage { job_id, objects } => record_scan_page(state, job_id, objects, ctx),
         ImportCommand::RecordScanCompleted { job_id } => record_scan_completed(state, job_id),
+        ImportCommand::RecordScanFailed { job_id, error, transient } => {
+            record_scan_failed(state, job_id, error, *transient, ctx)
+        }
         ImportCommand::RecordImportJobFailed { job_id, error } => record_job_failed(state, job_id, error),
         ImportCommand::StartImportFile { job_id, file_id, attempt } => start_file(state, job_id, *file_id, *attempt),
         ImportCommand::RecordFileImported { job_id, file_id, attempt, bytes, sha256, facts } => {
@@ -325,6 +328,47 @@ pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Deci
         vec![Event::ImportScanCompleted { job_id: *job_id }],
         Outcome::ImportJob(*job_id),
     ))
+}
+
+/// `RecordScanFailed`: a transient failure below the attempt limit schedules the next listing
+/// on a durable timer (backoff and jitter decided here, recorded in the event); the last
+/// attempt, or a failure that retrying cannot mend, fails the job.
+pub fn record_scan_failed(
+    state: &State,
+    job_id: &ImportJobId,
+    error: &str,
+    transient: bool,
+    ctx: &mut crate::Ctx,
+) -> Result<Decision, DomainError> {
+    let j = job(state, job_id)?;
+    if !j.takes_work() || j.scan_done || j.scan_waiting {
+        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+    }
+    let attempt = j.scan_failures + 1;
+    let error: String = error.chars().take(1000).collect();
+    if transient && attempt < IMPORT_SCAN_ATTEMPTS_MAX {
+        let i = (attempt as usize - 1).min(IMPORT_SCAN_BACKOFF_MS.len() - 1);
+        let base = IMPORT_SCAN_BACKOFF_MS[i];
+        let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
+        let due_ms = ctx.now_ms + base - spread + (ctx.new_ulid().random() as u64) % (2 * spread + 1);
+        let events = vec![Event::ImportScanRetryScheduled { job_id: *job_id, attempt, due_ms, error }];
+        return Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)));
+    }
+    let error =
+        if transient { format!("{error} (listing attempt {attempt} of {IMPORT_SCAN_ATTEMPTS_MAX})") } else { error };
+    record_job_failed(state, job_id, &error)
+}
+
+/// `FireTimer` of a scan's retry: the listing starts again.
+pub fn fire_scan_retry(state: &State, timer: &crate::Timer) -> Result<Decision, DomainError> {
+    let crate::Timer::ImportScanRetry { job_id, attempt } = timer else {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Done });
+    };
+    if !state.timer_due.contains_key(timer) {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Done });
+    }
+    let events = vec![Event::ImportScanRetryDue { job_id: *job_id, attempt: *attempt }];
+    Ok(Decision::one(job_id.to_string(), events, Outcome::Done))
 }
 
 pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Result<Decision, DomainError> {

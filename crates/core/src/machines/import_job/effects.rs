@@ -6,7 +6,7 @@ use spool_model::{Event, ImportJobId};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ImportEffect {
     /// List the job's source, page by page; answer `RecordScanPage`… then `RecordScanCompleted`
-    /// (or `RecordImportJobFailed`).
+    /// (or `RecordScanFailed`, `RecordImportJobFailed`).
     ScanImport { job_id: ImportJobId },
     /// Copy one file into the media store: `StartImportFile`, then `RecordFileImported` or
     /// `RecordFileFailed` for the same attempt.
@@ -42,6 +42,8 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         | Event::ImportJobRetried { job_id, .. }
         | Event::ImportFileRetryScheduled { job_id, .. }
         | Event::ImportFileRetryDue { job_id, .. }
+        | Event::ImportScanRetryScheduled { job_id, .. }
+        | Event::ImportScanRetryDue { job_id, .. }
         | Event::ImportJobCancelRequested { job_id } => Some(WorkKey::ImportJob(*job_id)),
         _ => None,
     }
@@ -59,7 +61,7 @@ pub fn effects_for(state: &State, id: ImportJobId) -> Vec<ImportEffect> {
         out.push(ImportEffect::FinishImportJob { job_id: id });
     }
     let live = j.takes_work();
-    if live && !j.scan_done {
+    if live && !j.scan_done && !j.scan_waiting {
         out.push(ImportEffect::ScanImport { job_id: id });
     }
     // A started copy is resumed (after a crash), also while a cancel waits for it.

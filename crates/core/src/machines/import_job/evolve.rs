@@ -33,8 +33,19 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 });
             }
         }
+        Event::ImportScanRetryScheduled { attempt, error, .. } => {
+            j.scan_failures = *attempt;
+            j.scan_waiting = true;
+            j.scan_error = Some(error.clone());
+            j.scan_failing_since_ms.get_or_insert(at);
+        }
+        Event::ImportScanRetryDue { .. } => {
+            j.scan_waiting = false;
+        }
         Event::ImportScanCompleted { .. } => {
             j.scan_done = true;
+            j.scan_error = None;
+            j.scan_failing_since_ms = None;
             if !j.status.is_terminal() {
                 j.status = JobStatus::Importing;
             }
@@ -176,8 +187,16 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         | Event::ImportJobCancelRequested { job_id }
         | Event::ImportFileRetryScheduled { job_id, .. }
         | Event::ImportFileRetryDue { job_id, .. }
+        | Event::ImportScanRetryScheduled { job_id, .. }
+        | Event::ImportScanRetryDue { job_id, .. }
         | Event::ImportJobRetried { job_id, .. } => {
             match &env.event {
+                Event::ImportScanRetryScheduled { attempt, due_ms, .. } => {
+                    state.set_timer(crate::Timer::ImportScanRetry { job_id: *job_id, attempt: *attempt }, *due_ms);
+                }
+                Event::ImportScanRetryDue { attempt, .. } => {
+                    state.clear_timer(&crate::Timer::ImportScanRetry { job_id: *job_id, attempt: *attempt });
+                }
                 Event::ImportFileRetryScheduled { file_id, attempt, due_ms, .. } => {
                     let t = crate::Timer::ImportFileRetry { job_id: *job_id, file_id: *file_id, attempt: *attempt };
                     state.set_timer(t, *due_ms);

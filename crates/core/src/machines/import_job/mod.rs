@@ -28,6 +28,10 @@ pub const IMPORT_FILE_ATTEMPTS_MAX: u32 = 3;
 pub const IMPORT_RETRY_BACKOFF_MS: [u64; 2] = [1_000, 5_000];
 /// Jitter of a retry's wait, in percent either way.
 pub const IMPORT_RETRY_JITTER_PCT: u64 = 20;
+/// Listings of a connector job's source before a transient failure fails the job.
+pub const IMPORT_SCAN_ATTEMPTS_MAX: u32 = 5;
+/// Wait before listing n+1 after a transient failure of listing n (index n-1), ±20% jitter.
+pub const IMPORT_SCAN_BACKOFF_MS: [u64; 4] = [2_000, 10_000, 30_000, 60_000];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImportCommand {
@@ -48,7 +52,14 @@ pub enum ImportCommand {
     RecordScanCompleted {
         job_id: ImportJobId,
     },
-    /// Effect outcome: job-level trouble (listing failed, connector or index gone).
+    /// Effect outcome: the listing failed. A `transient` failure (storage unreachable, 5xx)
+    /// below [`IMPORT_SCAN_ATTEMPTS_MAX`] waits for a retry; any other fails the job.
+    RecordScanFailed {
+        job_id: ImportJobId,
+        error: String,
+        transient: bool,
+    },
+    /// Effect outcome: job-level trouble (connector or index gone, the object missing).
     RecordImportJobFailed {
         job_id: ImportJobId,
         error: String,
@@ -224,6 +235,14 @@ pub struct ImportJob {
     pub completed_at_ms: Option<u64>,
     pub error: Option<String>,
     pub scan_done: bool,
+    /// Listings that failed with a transient error; the scan waits for its retry timer while
+    /// `scan_waiting`.
+    pub scan_failures: u32,
+    pub scan_waiting: bool,
+    /// The last listing failure and when the first of them happened (cleared by a completed
+    /// listing): `waiting_on` `storage_unreachable`.
+    pub scan_error: Option<String>,
+    pub scan_failing_since_ms: Option<u64>,
     pub files: Vec<ImportFile>,
     /// Paths already discovered (a re-listed page after a crash adds nothing twice).
     pub seen_paths: BTreeSet<PathKey>,
@@ -265,6 +284,10 @@ impl ImportJob {
             completed_at_ms: None,
             error: None,
             scan_done: false,
+            scan_failures: 0,
+            scan_waiting: false,
+            scan_error: None,
+            scan_failing_since_ms: None,
             files: Vec::new(),
             seen_paths: BTreeSet::new(),
             by_status: Default::default(),
