@@ -10,7 +10,10 @@ mod auth;
 mod body;
 mod error;
 mod metrics;
+pub mod openapi;
 mod routes;
+
+pub use routes::openapi as openapi_document;
 
 pub use auth::Principal;
 pub use error::ApiError;

@@ -14,98 +14,177 @@ pub(crate) mod video;
 mod webhook;
 
 use crate::error::REQUEST_ID;
+use crate::openapi::{Body, Doc, Q, QKind, Resp, q};
 use crate::{ApiError, AppState, Principal};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use spool_runtime::Reply;
 use std::sync::atomic::Ordering;
 
+/// One `/api/v2` route: its handler and its description (`crate::openapi`).
+pub(crate) struct Op {
+    pub doc: Doc,
+    pub route: axum::routing::MethodRouter<AppState>,
+}
+
+/// `op!(method "/path" handler, "operationId", "tag", response, field = value…)`: the method
+/// names both the router's method and the description's, so they cannot disagree.
+macro_rules! op {
+    ($m:ident $path:literal $h:expr, $id:literal, $tag:literal, $resp:expr $(, $field:ident = $val:expr)* $(,)?) => {
+        Op {
+            doc: Doc { tag: $tag, resp: $resp, $($field: const { $val },)* ..Doc::new(stringify!($m), $path, $id) },
+            route: axum::routing::$m($h),
+        }
+    };
+}
+
+const LIMIT_100: Q = q("limit", QKind::Int(1, 100));
+const LIMIT_1000: Q = q("limit", QKind::Int(1, 1000));
+const CURSOR: Q = q("cursor", QKind::Str);
+
+const fn json_body(schema: &'static str) -> Body {
+    Body::Json { schema, required: true }
+}
+
+const fn optional_body(schema: &'static str) -> Body {
+    Body::Json { schema, required: false }
+}
+
+/// Every `/api/v2` route, in the order the description lists them.
+pub(crate) fn api_ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/indexes" index::create, "createIndex", "indexes", Model("Index"), ok = 201, body = json_body("CreateIndex")),
+        op!(get "/indexes" index::list, "listIndexes", "indexes", Array("Index"), query = &[q("include_defaults", QKind::Bool)]),
+        op!(get "/indexes/{index_id}" index::retrieve, "getIndex", "indexes", Model("Index")),
+        op!(delete "/indexes/{index_id}" index::delete, "deleteIndex", "indexes", Model("IndexDeletionResponse"), ok = 202),
+        op!(get "/indexes/{index_id}/deletion" index::deletion, "getIndexDeletion", "indexes", Model("IndexDeletionResponse")),
+        op!(get "/indexes/{index_id}/videos" video::index_videos, "listIndexVideos", "indexes", Page("Video"), query = &[LIMIT_100, CURSOR]),
+        op!(post "/import-jobs" import_job::create, "createImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = json_body("Object")),
+        op!(get "/import-jobs" import_job::list, "listImportJobs", "import-jobs", Array("ImportJob"), query = &[q("status", QKind::Str), LIMIT_1000]),
+        op!(get "/import-jobs/{job_id}" import_job::retrieve, "getImportJob", "import-jobs", Model("ImportJob")),
+        op!(get "/import-jobs/{job_id}/outputs" import_job::outputs, "listImportJobOutputs", "import-jobs", Model("ImportOutputsPage"), query = &[LIMIT_1000, CURSOR]),
+        op!(get "/import-jobs/{job_id}/files" import_job::files, "listImportJobFiles", "import-jobs", Model("ImportFilesPage"),
+            query = &[LIMIT_1000, CURSOR, q("failed_only", QKind::Bool), q("status", QKind::Str)]),
+        op!(post "/import-jobs/{job_id}/retry" import_job::retry, "retryImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = optional_body("ImportRetry")),
+        op!(post "/import-jobs/{job_id}/cancel" import_job::cancel, "cancelImportJob", "import-jobs", Model("ImportJob")),
+        op!(get "/videos/{video_id}" video::video, "getVideo", "videos", Model("Video")),
+        op!(delete "/videos/{video_id}" video::delete, "deleteVideo", "videos", Model("VideoDeletionResponse"), ok = 202),
+        op!(get "/videos/{video_id}/deletion" video::deletion, "getVideoDeletion", "videos", Model("VideoDeletionResponse")),
+        op!(get "/videos/{video_id}/segments" video::segments, "listVideoSegments", "videos", Page("Segment"),
+            query = &[LIMIT_100, CURSOR, q("run_id", QKind::Str), q("latest_run", QKind::Bool)]),
+        op!(post "/videos/batch/status" video::batch_status, "batchVideoStatus", "videos", Array("VideoStatus"), body = json_body("VideoIds")),
+        op!(post "/videos" video::upload::create, "registerVideo", "videos", Model("ImportJob"), ok = 202, body = json_body("Object")),
+        op!(post "/prompts" prompt::create, "createPrompt", "prompts", Model("Prompt"), ok = 201, body = json_body("CreatePrompt")),
+        op!(get "/prompts" prompt::list, "listPrompts", "prompts", Model("PromptListResponse"),
+            query = &[q("active_only", QKind::Bool), q("include_defaults", QKind::Bool)]),
+        op!(post "/prompts/test-schema" prompt::test_schema, "testPromptSchema", "prompts", Model("TestSchemaResponse"), body = json_body("TestSchema")),
+        op!(get "/prompts/{prompt_id}" prompt::retrieve, "getPrompt", "prompts", Model("Prompt")),
+        op!(put "/prompts/{prompt_id}" prompt::update, "updatePrompt", "prompts", Model("Prompt"), body = json_body("UpdatePrompt")),
+        op!(delete "/prompts/{prompt_id}" prompt::delete, "deletePrompt", "prompts", Model("DeleteResponse"), query = &[q("force", QKind::Bool)]),
+        op!(get "/prompts/{prompt_id}/usage" prompt::usage, "getPromptUsage", "prompts", Model("PromptUsageStats")),
+        Op {
+            route: axum::routing::post(video::upload::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            ..op!(post "/videos/upload" video::upload::upload, "uploadVideo", "videos", Model("ImportJob"), ok = 202, body = Body::Multipart)
+        },
+        op!(post "/videos/signed-url" video::media::signed_url, "signVideoUrl", "videos", Model("SignedUrl"), body = json_body("SignedUrlRequest")),
+        op!(post "/videos/batch" video::media::batch, "batchVideos", "videos", Array("VideoWithDetails"), body = json_body("VideoIds")),
+        op!(post "/videos/batch/segments" video::media::batch_segments, "batchVideoSegments", "videos", Array("VideoSegments"), body = json_body("BatchSegments")),
+        op!(get "/playground/videos" video::playground, "listPlaygroundVideos", "videos", Page("Video"), query = &[LIMIT_100, CURSOR]),
+        op!(get "/indexes/{index_id}/prompt-runs" prompt_run::index_runs, "listIndexPromptRuns", "prompt-runs", Page("PromptRun"), query = &[LIMIT_100, CURSOR]),
+        op!(get "/prompt-runs" prompt_run::list, "listPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
+        op!(post "/prompt-runs/execute" prompt_run::execute, "executePromptRun", "prompt-runs", Model("PromptRun"), ok = 202, body = json_body("ExecuteRun")),
+        op!(post "/prompt-runs/estimate" prompt_run::estimate, "estimatePromptRun", "prompt-runs", Model("PromptRunCostEstimate"), body = json_body("ExecuteRun")),
+        op!(get "/prompt-runs/{run_id}" prompt_run::retrieve, "getPromptRun", "prompt-runs", Model("PromptRun")),
+        op!(post "/prompt-runs/{run_id}/cancel" prompt_run::cancel, "cancelPromptRun", "prompt-runs", Model("PromptRun")),
+        op!(get "/prompt-runs/{run_id}/results" prompt_run::results, "listPromptRunResults", "prompt-runs", Page("SegmentRunResult"),
+            query = &[LIMIT_100, CURSOR, q("video_id", QKind::Str)]),
+        op!(get "/prompt-runs/{run_id}/failed-segments" prompt_run::failed_segments, "getPromptRunFailedSegments", "prompt-runs", Model("PromptRunFailedSegmentsManifest")),
+        op!(get "/prompt-runs/{run_id}/llm-calls" prompt_run::llm_calls, "listPromptRunLlmCalls", "prompt-runs", Array("LlmCall")),
+        op!(get "/prompt-runs/{run_id}/videos/{video_id}/video-result" prompt_run::video_result, "getPromptRunVideoResult", "prompt-runs", Model("PromptRunVideoResult")),
+        op!(post "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retry" prompt_run::retry_segment, "retryPromptRunSegment", "prompt-runs",
+            Model("PromptRunSegmentRetry"), ok = 202),
+        op!(get "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retries/{retry_id}" prompt_run::retry_status, "getPromptRunSegmentRetry",
+            "prompt-runs", Model("PromptRunSegmentRetryStatus")),
+        op!(post "/videos/{video_id}/process" prompt_run::process_video, "processVideo", "prompt-runs", Model("ProcessingStartedResponse"), ok = 202,
+            query = &[q("prompt_id", QKind::Str), q("segment_duration", QKind::Int(1, 300))]),
+        op!(get "/videos/{video_id}/prompt-runs" prompt_run::video_runs, "listVideoPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
+        op!(get "/indexes/{index_id}/automations/import" automation::get_import, "getImportAutomation", "automations", Local("Automation")),
+        op!(put "/indexes/{index_id}/automations/import" automation::put_import, "putImportAutomation", "automations", Local("Automation"), body = json_body("ImportAutomationBody")),
+        op!(post "/indexes/{index_id}/automations/import/pause" automation::pause_import, "pauseImportAutomation", "automations", Local("Automation")),
+        op!(post "/indexes/{index_id}/automations/import/resume" automation::resume_import, "resumeImportAutomation", "automations", Local("Automation")),
+        op!(get "/indexes/{index_id}/automations/export" automation::get_export, "getExportAutomation", "automations", Local("Automation")),
+        op!(put "/indexes/{index_id}/automations/export" automation::put_export, "putExportAutomation", "automations", Local("Automation"), body = json_body("ExportAutomationBody")),
+        op!(post "/indexes/{index_id}/automations/export/pause" automation::pause_export, "pauseExportAutomation", "automations", Local("Automation")),
+        op!(post "/indexes/{index_id}/automations/export/resume" automation::resume_export, "resumeExportAutomation", "automations", Local("Automation")),
+        op!(get "/exports" export::list, "listExports", "exports", Array("Export"), query = &[LIMIT_100]),
+        op!(post "/exports/index/{index_id}" export::create_index, "createIndexExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
+        op!(post "/exports/prompt-run/{run_id}" export::create_run, "createPromptRunExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
+        op!(get "/exports/{export_id}" export::retrieve, "getExport", "exports", Model("Export")),
+        op!(post "/exports/{export_id}/download-url" export::download_url, "createExportDownloadUrl", "exports", Model("ExportDownloadUrlResult")),
+        op!(get "/exports/{export_id}/download" export::download, "downloadExport", "exports", AnyJson, query = &[q("token", QKind::Str)]),
+        op!(post "/api-keys" api_key::create, "createApiKey", "api-keys", Model("ApiKeyWithSecret"), ok = 201, body = json_body("CreateApiKey")),
+        op!(get "/api-keys" api_key::list, "listApiKeys", "api-keys", Array("ApiKey")),
+        op!(get "/api-keys/{key_id}" api_key::retrieve, "getApiKey", "api-keys", Model("ApiKey")),
+        op!(delete "/api-keys/{key_id}" api_key::delete, "deleteApiKey", "api-keys", Model("DeleteResponse")),
+        op!(post "/api-keys/{key_id}/revoke" api_key::revoke, "revokeApiKey", "api-keys", Model("ApiKey")),
+        op!(post "/api-keys/{key_id}/rotate" api_key::rotate, "rotateApiKey", "api-keys", Model("ApiKeyWithSecret")),
+        op!(post "/auth/processing-activity" processing_activity, "processingActivity", "auth", Local("Ready"), body = optional_body("AnyBody")),
+        op!(post "/admin/test-clock/advance" advance_test_clock, "advanceTestClock", "admin", Local("ClockNow"), body = json_body("ClockAdvance")),
+        op!(get "/admin/log" admin::log, "readLog", "admin", Local("LogPage"), query = &[q("from", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
+        op!(get "/admin/log/tail" admin::tail, "tailLog", "admin", Events, query = &[q("from", QKind::Int(0, u32::MAX as u64))]),
+        op!(get "/admin/streams/{stream}" admin::stream, "readStream", "admin", Local("LogPage"),
+            query = &[q("from_version", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
+        op!(get "/admin/bundles/{id}" admin::bundle, "readBundle", "admin", NdJson),
+        op!(get "/connectors" connector::list, "listConnectors", "connectors", Array("Connector")),
+        op!(post "/connectors/s3" connector::create_s3, "createS3Connector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/local" connector::create_local, "createLocalConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/azure" connector::create_azure, "createAzureConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/gcs" connector::create_gcs, "createGcsConnector", "connectors", Model("Connector"), ok = 201, body = Body::Multipart),
+        op!(get "/connectors/{connector_id}" connector::retrieve, "getConnector", "connectors", Model("Connector")),
+        op!(patch "/connectors/{connector_id}" connector::patch, "updateConnector", "connectors", Model("Connector"), body = json_body("ConnectorPatch")),
+        op!(delete "/connectors/{connector_id}" connector::delete, "deleteConnector", "connectors", Model("DeleteResponse")),
+        op!(post "/connectors/{connector_id}/test" connector::test, "testConnector", "connectors", Model("TestConnectionResult")),
+        op!(post "/connectors/{connector_id}/browse" connector::browse, "browseConnector", "connectors", Array("CloudFile"), body = optional_body("Browse")),
+        op!(post "/webhooks" webhook::create, "createWebhook", "webhooks", Model("WebhookWithSecret"), ok = 201, body = json_body("Object")),
+        op!(get "/webhooks" webhook::list, "listWebhooks", "webhooks", Array("Webhook")),
+        op!(get "/webhooks/events" webhook::events, "listWebhookEvents", "webhooks", Strings, public = true),
+        op!(get "/webhooks/deliveries/{delivery_id}" webhook::delivery, "getWebhookDelivery", "webhooks", Model("WebhookDelivery")),
+        op!(post "/webhooks/deliveries/{delivery_id}/retry" webhook::retry, "retryWebhookDelivery", "webhooks", Model("WebhookDelivery"), ok = 202),
+        op!(get "/webhooks/{webhook_id}" webhook::retrieve, "getWebhook", "webhooks", Model("Webhook")),
+        op!(patch "/webhooks/{webhook_id}" webhook::patch, "updateWebhook", "webhooks", Model("Webhook"), body = json_body("WebhookPatch")),
+        op!(delete "/webhooks/{webhook_id}" webhook::delete, "deleteWebhook", "webhooks", Model("DeleteResponse")),
+        op!(post "/webhooks/{webhook_id}/rotate-secret" webhook::rotate, "rotateWebhookSecret", "webhooks", Model("RotateSecretResponse")),
+        op!(post "/webhooks/{webhook_id}/test" webhook::test, "testWebhook", "webhooks", Model("WebhookTestResponse")),
+        op!(get "/webhooks/{webhook_id}/deliveries" webhook::deliveries, "listWebhookDeliveries", "webhooks", Array("WebhookDelivery"),
+            query = &[q("limit", QKind::Int(1, 1000)), q("status", QKind::Str)]),
+        op!(post "/webhooks/{webhook_id}/deliveries/retry" webhook::bulk_retry, "retryWebhookDeliveries", "webhooks", Local("Object"), ok = 202),
+        op!(get "/openapi.json" openapi_json, "getOpenApi", "meta", Local("Object"), public = true),
+    ]
+}
+
+/// The description of [`api_ops`] (`crate::openapi`).
+pub fn openapi() -> serde_json::Value {
+    let docs: Vec<Doc> = api_ops().into_iter().map(|o| o.doc).collect();
+    crate::openapi::document(&docs)
+}
+
+/// `GET /api/v2/openapi.json`: no key needed.
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| serde_json::to_vec_pretty(&openapi()).unwrap_or_default());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+}
+
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/indexes", post(index::create).get(index::list))
-        .route("/indexes/{index_id}", get(index::retrieve).delete(index::delete))
-        .route("/indexes/{index_id}/deletion", get(index::deletion))
-        .route("/indexes/{index_id}/videos", get(video::index_videos))
-        .route("/import-jobs", post(import_job::create).get(import_job::list))
-        .route("/import-jobs/{job_id}", get(import_job::retrieve))
-        .route("/import-jobs/{job_id}/outputs", get(import_job::outputs))
-        .route("/import-jobs/{job_id}/files", get(import_job::files))
-        .route("/import-jobs/{job_id}/retry", post(import_job::retry))
-        .route("/import-jobs/{job_id}/cancel", post(import_job::cancel))
-        .route("/videos/{video_id}", get(video::video).delete(video::delete))
-        .route("/videos/{video_id}/deletion", get(video::deletion))
-        .route("/videos/{video_id}/segments", get(video::segments))
-        .route("/videos/batch/status", post(video::batch_status))
-        .route("/videos", post(video::upload::create))
-        .route("/prompts", post(prompt::create).get(prompt::list))
-        .route("/prompts/test-schema", post(prompt::test_schema))
-        .route("/prompts/{prompt_id}", get(prompt::retrieve).put(prompt::update).delete(prompt::delete))
-        .route("/prompts/{prompt_id}/usage", get(prompt::usage))
-        .route("/videos/upload", post(video::upload::upload).layer(axum::extract::DefaultBodyLimit::disable()))
-        .route("/videos/signed-url", post(video::media::signed_url))
-        .route("/videos/batch", post(video::media::batch))
-        .route("/videos/batch/segments", post(video::media::batch_segments))
-        .route("/playground/videos", get(video::playground))
-        .route("/indexes/{index_id}/prompt-runs", get(prompt_run::index_runs))
-        .route("/prompt-runs", get(prompt_run::list))
-        .route("/prompt-runs/execute", post(prompt_run::execute))
-        .route("/prompt-runs/estimate", post(prompt_run::estimate))
-        .route("/prompt-runs/{run_id}", get(prompt_run::retrieve))
-        .route("/prompt-runs/{run_id}/cancel", post(prompt_run::cancel))
-        .route("/prompt-runs/{run_id}/results", get(prompt_run::results))
-        .route("/prompt-runs/{run_id}/failed-segments", get(prompt_run::failed_segments))
-        .route("/prompt-runs/{run_id}/llm-calls", get(prompt_run::llm_calls))
-        .route("/prompt-runs/{run_id}/videos/{video_id}/video-result", get(prompt_run::video_result))
-        .route("/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retry", post(prompt_run::retry_segment))
-        .route(
-            "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retries/{retry_id}",
-            get(prompt_run::retry_status),
-        )
-        .route("/videos/{video_id}/process", post(prompt_run::process_video))
-        .route("/videos/{video_id}/prompt-runs", get(prompt_run::video_runs))
-        .route("/indexes/{index_id}/automations/import", get(automation::get_import).put(automation::put_import))
-        .route("/indexes/{index_id}/automations/import/pause", post(automation::pause_import))
-        .route("/indexes/{index_id}/automations/import/resume", post(automation::resume_import))
-        .route("/indexes/{index_id}/automations/export", get(automation::get_export).put(automation::put_export))
-        .route("/indexes/{index_id}/automations/export/pause", post(automation::pause_export))
-        .route("/indexes/{index_id}/automations/export/resume", post(automation::resume_export))
-        .route("/exports", get(export::list))
-        .route("/exports/index/{index_id}", post(export::create_index))
-        .route("/exports/prompt-run/{run_id}", post(export::create_run))
-        .route("/exports/{export_id}", get(export::retrieve))
-        .route("/exports/{export_id}/download-url", post(export::download_url))
-        .route("/exports/{export_id}/download", get(export::download))
-        .route("/api-keys", post(api_key::create).get(api_key::list))
-        .route("/api-keys/{key_id}", get(api_key::retrieve).delete(api_key::delete))
-        .route("/api-keys/{key_id}/revoke", post(api_key::revoke))
-        .route("/api-keys/{key_id}/rotate", post(api_key::rotate))
-        .route("/auth/processing-activity", post(processing_activity))
-        .route("/admin/test-clock/advance", post(advance_test_clock))
-        .route("/admin/log", get(admin::log))
-        .route("/admin/log/tail", get(admin::tail))
-        .route("/admin/streams/{stream}", get(admin::stream))
-        .route("/admin/bundles/{id}", get(admin::bundle))
-        .route("/connectors", get(connector::list))
-        .route("/connectors/s3", post(connector::create_s3))
-        .route("/connectors/local", post(connector::create_local))
-        .route("/connectors/azure", post(connector::create_azure))
-        .route("/connectors/gcs", post(connector::create_gcs))
-        .route("/connectors/{connector_id}", get(connector::retrieve).patch(connector::patch).delete(connector::delete))
-        .route("/connectors/{connector_id}/test", post(connector::test))
-        .route("/connectors/{connector_id}/browse", post(connector::browse))
-        .route("/webhooks", post(webhook::create).get(webhook::list))
-        .route("/webhooks/events", get(webhook::events))
-        .route("/webhooks/deliveries/{delivery_id}", get(webhook::delivery))
-        .route("/webhooks/deliveries/{delivery_id}/retry", post(webhook::retry))
-        .route("/webhooks/{webhook_id}", get(webhook::retrieve).patch(webhook::patch).delete(webhook::delete))
-        .route("/webhooks/{webhook_id}/rotate-secret", post(webhook::rotate))
-        .route("/webhooks/{webhook_id}/test", post(webhook::test))
-        .route("/webhooks/{webhook_id}/deliveries", get(webhook::deliveries))
-        .route("/webhooks/{webhook_id}/deliveries/retry", post(webhook::bulk_retry));
+    let mut api = Router::new();
+    for op in api_ops() {
+        api = api.route(op.doc.path, op.route);
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/media/{*path}", get(video::media::serve))
