@@ -30,6 +30,9 @@ cargo test --workspace --quiet
 echo "== simulator (10,000 seeds, budget 10 minutes)"
 # A failing seed prints the one command that replays it: spool sim --seed N.
 timeout 600 target/debug/spool sim --seeds "${SPOOL_SIM_SEEDS:-10000}"
+echo "== runtime simulator (100 seeds, budget 10 minutes)"
+# The real runtime on a crashing in-memory disk and a failing in-memory bucket (crates/sim).
+timeout 600 target/debug/spool sim --runtime --seeds "${SPOOL_RUNTIME_SIM_SEEDS:-100}"
 
 if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"

@@ -84,9 +84,7 @@ struct World {
     export_automation: Option<AutomationId>,
     /// Command lists of effects run already: replayed as duplicated, late outcomes.
     done: Vec<Vec<Command>>,
-    terminal_jobs: BTreeMap<ImportJobId, JobStatus>,
-    terminal_runs: BTreeMap<PromptRunId, &'static str>,
-    terminal_exports: BTreeMap<ExportId, &'static str>,
+    checks: StateChecks,
     videos_created: BTreeSet<VideoId>,
     exported: BTreeSet<(AutomationId, PromptRunId)>,
     runs_started: BTreeSet<ImportJobId>,
@@ -96,6 +94,58 @@ struct World {
 fn command(json: &str) -> Command {
     // The setup commands are fixed text: a typo is a bug of this file.
     serde_json::from_str(json).unwrap_or_else(|e| panic!("sim setup command {json}: {e}"))
+}
+
+/// The invariants of one state that also hold across states (`counters-equal-outcomes`,
+/// `finished-stays-finished`): this simulator and the runtime's (`crates/sim`) check them after
+/// every step. A broken one panics with its name's words.
+#[derive(Debug, Default)]
+pub struct StateChecks {
+    terminal_jobs: BTreeMap<ImportJobId, JobStatus>,
+    terminal_runs: BTreeMap<PromptRunId, &'static str>,
+    terminal_exports: BTreeMap<ExportId, &'static str>,
+}
+
+impl StateChecks {
+    /// A job's `ImportJobRetried`: it may leave its finished status.
+    pub fn reopened(&mut self, job_id: &ImportJobId) {
+        self.terminal_jobs.remove(job_id);
+    }
+
+    pub fn check(&mut self, st: &State) {
+        for (id, j) in &st.imports {
+            let count = |s| j.files.iter().filter(|f| f.status == s).count() as u64;
+            use crate::machines::import_job::FileStatus as F;
+            assert_eq!(j.imported, count(F::Imported), "job {id}: imported counter");
+            assert_eq!(j.failed, count(F::Failed), "job {id}: failed counter");
+            assert_eq!(j.skipped, count(F::Skipped), "job {id}: skipped counter");
+            if j.status.is_terminal() {
+                let was = *self.terminal_jobs.entry(*id).or_insert(j.status);
+                assert_eq!(was, j.status, "finished job {id} changed without a retry");
+            } else {
+                assert!(!self.terminal_jobs.contains_key(id), "finished job {id} re-opened without a retry");
+            }
+        }
+        for (id, r) in &st.prompt_runs {
+            use crate::machines::prompt_run::TaskStatus as T;
+            let succeeded = r.segments.iter().filter(|s| s.task.status == T::Succeeded).count() as u64;
+            let failed = r.segments.iter().filter(|s| s.task.status == T::Failed).count() as u64;
+            assert_eq!(r.completed_segments, succeeded, "run {id}: completed counter");
+            assert_eq!(r.failed_segments, failed, "run {id}: failed counter");
+            if r.status.is_terminal() {
+                let now = r.status.as_str();
+                let was = *self.terminal_runs.entry(*id).or_insert(now);
+                assert_eq!(was, now, "finished run {id} changed from {was} to {now}");
+            }
+        }
+        for (id, e) in &st.exports {
+            if e.status.is_terminal() {
+                let now = e.status.as_str();
+                let was = *self.terminal_exports.entry(*id).or_insert(now);
+                assert_eq!(was, now, "finished export {id} changed from {was} to {now}");
+            }
+        }
+    }
 }
 
 impl World {
@@ -116,9 +166,7 @@ impl World {
             import_automation: None,
             export_automation: None,
             done: Vec::new(),
-            terminal_jobs: BTreeMap::new(),
-            terminal_runs: BTreeMap::new(),
-            terminal_exports: BTreeMap::new(),
+            checks: StateChecks::default(),
             videos_created: BTreeSet::new(),
             exported: BTreeSet::new(),
             runs_started: BTreeSet::new(),
@@ -191,7 +239,7 @@ impl World {
                 }
                 // A retry re-opens a finished job (contract §6.1): its end may change.
                 Event::ImportJobRetried { job_id, .. } => {
-                    self.terminal_jobs.remove(job_id);
+                    self.checks.reopened(job_id);
                 }
                 _ => {}
             }
@@ -519,38 +567,7 @@ impl World {
 
     /// The invariants that hold after every step (`engine-spec/invariants.md`).
     fn check(&mut self) {
-        for (id, j) in &self.st.imports {
-            let count = |s| j.files.iter().filter(|f| f.status == s).count() as u64;
-            use crate::machines::import_job::FileStatus as F;
-            assert_eq!(j.imported, count(F::Imported), "job {id}: imported counter");
-            assert_eq!(j.failed, count(F::Failed), "job {id}: failed counter");
-            assert_eq!(j.skipped, count(F::Skipped), "job {id}: skipped counter");
-            if j.status.is_terminal() {
-                let was = *self.terminal_jobs.entry(*id).or_insert(j.status);
-                assert_eq!(was, j.status, "finished job {id} changed without a retry");
-            } else {
-                assert!(!self.terminal_jobs.contains_key(id), "finished job {id} re-opened without a retry");
-            }
-        }
-        for (id, r) in &self.st.prompt_runs {
-            use crate::machines::prompt_run::TaskStatus as T;
-            let succeeded = r.segments.iter().filter(|s| s.task.status == T::Succeeded).count() as u64;
-            let failed = r.segments.iter().filter(|s| s.task.status == T::Failed).count() as u64;
-            assert_eq!(r.completed_segments, succeeded, "run {id}: completed counter");
-            assert_eq!(r.failed_segments, failed, "run {id}: failed counter");
-            if r.status.is_terminal() {
-                let now = r.status.as_str();
-                let was = *self.terminal_runs.entry(*id).or_insert(now);
-                assert_eq!(was, now, "finished run {id} changed from {was} to {now}");
-            }
-        }
-        for (id, e) in &self.st.exports {
-            if e.status.is_terminal() {
-                let now = e.status.as_str();
-                let was = *self.terminal_exports.entry(*id).or_insert(now);
-                assert_eq!(was, now, "finished export {id} changed from {was} to {now}");
-            }
-        }
+        self.checks.check(&self.st);
         for a in self.st.automations.values() {
             if !a.active() {
                 assert!(

@@ -130,8 +130,13 @@ enum Cmd {
         seeds: u64,
         #[arg(long, default_value_t = 0)]
         from: u64,
-        #[arg(long, default_value_t = spool_core::sim::SIM_STEPS_DEFAULT)]
-        steps: usize,
+        /// Steps per seed (default: 300 for the machines, 60 with `--runtime`).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// The runtime simulator instead (`crates/sim`): the real runtime against in-memory
+        /// twins of the disk and the bucket.
+        #[arg(long)]
+        runtime: bool,
     },
     /// Test helpers (used by the crash tests).
     #[command(hide = true)]
@@ -205,10 +210,69 @@ fn sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow::Result
     Ok(())
 }
 
+/// `spool sim --runtime`: the same report shape for the runtime simulator.
+fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow::Result<()> {
+    let range = match seed {
+        Some(s) => s..s + 1,
+        None => from..from.saturating_add(seeds),
+    };
+    let start = std::time::Instant::now();
+    let mut total = spool_sim::SimReport::default();
+    let (mut ran, mut failed) = (0u64, Vec::new());
+    for s in range {
+        ran += 1;
+        match spool_sim::run(s, steps) {
+            Ok(r) => {
+                if seed.is_some() {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                }
+                total.add(&r);
+            }
+            Err(e) => {
+                println!("FAILED {e}\n  replay: spool sim --runtime --seed {s} --steps {steps}");
+                failed.push(s);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let hours = total.simulated_ms as f64 / 3_600_000.0;
+    println!(
+        "{ran} seeds in {secs:.1} s: {} failed; {} steps, {} events, {} crashes, {} failed commits, {} injected storage faults, \
+         {hours:.1} simulated hours; {} jobs, {} runs, {} exports, {} videos",
+        failed.len(),
+        total.steps,
+        total.events,
+        total.crashes,
+        total.failed_commits,
+        total.injected_storage_faults,
+        total.jobs,
+        total.runs,
+        total.exports,
+        total.videos,
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "sim": "runtime", "seeds": ran, "failed": failed, "steps": total.steps, "events": total.events,
+            "crashes": total.crashes, "failed_commits": total.failed_commits,
+            "injected_storage_faults": total.injected_storage_faults, "jobs": total.jobs, "runs": total.runs,
+            "exports": total.exports, "videos": total.videos,
+            "simulated_hours": (hours * 10.0).round() / 10.0, "seconds": (secs * 10.0).round() / 10.0,
+        })
+    );
+    anyhow::ensure!(failed.is_empty(), "{} of {ran} seeds broke an invariant", failed.len());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; the server's request lines would drown it.
-    let default_level = if matches!(cli.cmd, Cmd::Demo(_)) { "warn" } else { "info" };
+    // The simulators crash and fail on purpose: the runtime's warnings would drown the report.
+    let default_level = match cli.cmd {
+        Cmd::Demo(_) => "warn",
+        Cmd::Sim { .. } => "off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -239,7 +303,12 @@ fn main() -> ExitCode {
         Cmd::Probe { files } => probe(&files),
         Cmd::Webhooks { cmd } => webhooks_cli::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),
-        Cmd::Sim { seed, seeds, from, steps } => sim(seed, seeds, from, steps),
+        Cmd::Sim { seed, seeds, from, steps, runtime: false } => {
+            sim(seed, seeds, from, steps.unwrap_or(spool_core::sim::SIM_STEPS_DEFAULT))
+        }
+        Cmd::Sim { seed, seeds, from, steps, runtime: true } => {
+            runtime_sim(seed, seeds, from, steps.unwrap_or(spool_sim::SIM_STEPS_DEFAULT))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -383,6 +383,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
         local_roots,
         azure_use_emulator: std::env::var("AZURE_STORAGE_USE_EMULATOR")
             .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+        twins: None,
     };
     let mut cfg = RuntimeConfig::new(&settings.data_dir);
     cfg.storage = storage.clone();

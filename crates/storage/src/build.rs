@@ -48,6 +48,9 @@ pub struct StorageEnv {
     pub azure_use_emulator: bool,
     /// Spool's own data directory (canonical): never usable as, in or around a local root.
     pub data_dir: Option<PathBuf>,
+    /// In-memory twins of buckets (the runtime simulator only): an S3 connector whose bucket is
+    /// registered here gets the twin instead of a client. `None` in `serve`.
+    pub twins: Option<crate::twin::Twins>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,11 @@ pub fn build_store(
     ) -> (Arc<dyn object_store::ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) {
         let s = Arc::new(s);
         (s.clone(), s)
+    }
+    if let (Provider::S3, Some(twins), Some(bucket)) = (provider, &env.twins, loc.bucket.as_deref())
+        && let Some(twin) = twins.get(bucket)
+    {
+        return Ok(twin.store());
     }
     let (inner, multipart) = match provider {
         Provider::S3 => {

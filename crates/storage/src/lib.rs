@@ -9,6 +9,7 @@ mod browse;
 mod build;
 mod copy;
 mod local;
+pub mod twin;
 
 pub use browse::{
     BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching, pattern_matches,

@@ -1,0 +1,603 @@
+//! The runtime simulator (`spool sim --runtime`): the real `Runtime` (sequencer, machines,
+//! executors, timer service, snapshots, keyring) against in-memory twins, driven by one seed:
+//! - the log on a redb [`SimDisk`] whose bytes are durable only at `sync_data`; a **crash**
+//!   fails every later write, stops the runtime and opens a new one on the last durable image
+//!   (so a commit that was running is lost, and a **failed commit** can be injected just before);
+//! - the connectors' bucket a [`TwinStore`] (object_store's `InMemory`) that fails a share of
+//!   calls and cuts listings off part-way, at a level the seed changes;
+//! - the clock a [`TestClock`], moved by the seed (and jumped by up to an hour);
+//! - media bytes real WAVs (the probe reads them), in a temporary folder.
+//!
+//! The workload (objects arriving, imports, cancels, retries, probe prompt runs, exports to the
+//! bucket and for download, video deletions) and the faults come from the seed. The runtime's own
+//! threads are not scheduled by the simulator, so a failing seed replays the same workload and
+//! faults, not always the same interleaving. After every step the state invariants hold
+//! (`StateChecks`: counters equal outcomes, finished stays finished); at the end, with faults
+//! off, every job, run and export ends within a bound of simulated time (liveness), a fold of
+//! the log equals the live state, no video is created twice, every completed export to the
+//! bucket is there with its recorded checksum, and the connector's secret is nowhere in the
+//! log's bytes (`engine-spec/invariants.md`).
+
+use object_store::ObjectStoreExt;
+use redb::StorageBackend;
+use sha2::Digest;
+use spool_core::sim::StateChecks;
+use spool_core::{Command, Outcome, State};
+use spool_log::{EventLog, READ_BATCH_MAX, RedbLog, RedbLogOptions};
+use spool_model::{
+    ConnectorId, ConnectorLocation, ConnectorScope, Event, ExportDestination, ExportKind, ImportJobId, ImportMode,
+    IndexId, PromptId, PromptRunId, Provider, VideoId,
+};
+use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
+use spool_storage::twin::{TwinStore, Twins};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const START_MS: u64 = 1_764_000_000_000;
+const BUCKET: &str = "sim-bucket";
+/// The connector's secret: it must never be in the log's bytes in clear text.
+const SECRET: &str = "sim-secret-never-in-clear-7f3a";
+/// Simulated time the drain may take before liveness is broken.
+pub const DRAIN_SIMULATED_MS_MAX: u64 = 6 * 3_600_000;
+/// Real time a seed's drain may take (a hang is a failure, not a stuck CI).
+const DRAIN_REAL_MAX: Duration = Duration::from_secs(60);
+
+/// Steps per seed with faults, before the drain.
+pub const SIM_STEPS_DEFAULT: usize = 60;
+
+/// What one seed did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SimReport {
+    pub seed: u64,
+    pub steps: u64,
+    pub crashes: u64,
+    pub failed_commits: u64,
+    pub injected_storage_faults: u64,
+    pub simulated_ms: u64,
+    pub events: u64,
+    pub jobs: u64,
+    pub runs: u64,
+    pub exports: u64,
+    pub videos: u64,
+}
+
+impl SimReport {
+    /// Sum of seeds (`seed` is left as it is).
+    pub fn add(&mut self, r: &SimReport) {
+        self.steps += r.steps;
+        self.crashes += r.crashes;
+        self.failed_commits += r.failed_commits;
+        self.injected_storage_faults += r.injected_storage_faults;
+        self.simulated_ms += r.simulated_ms;
+        self.events += r.events;
+        self.jobs += r.jobs;
+        self.runs += r.runs;
+        self.exports += r.exports;
+        self.videos += r.videos;
+    }
+}
+
+/// A redb backend in memory whose bytes become durable only at `sync_data`, like a disk
+/// under a page cache: [`Disk::crash`] keeps the durable image and fails everything after.
+#[derive(Debug, Default)]
+pub struct Disk {
+    live: Mutex<Vec<u8>>,
+    durable: Mutex<Vec<u8>>,
+    crashed: AtomicBool,
+    fail_syncs: AtomicU64,
+}
+
+impl Disk {
+    fn from_image(image: Vec<u8>) -> Arc<Disk> {
+        Arc::new(Disk { live: Mutex::new(image.clone()), durable: Mutex::new(image), ..Default::default() })
+    }
+
+    fn image(&self) -> Vec<u8> {
+        self.durable.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn crash(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+    }
+
+    fn io_error(what: &str) -> std::io::Error {
+        std::io::Error::other(format!("sim disk: {what}"))
+    }
+}
+
+#[derive(Debug)]
+pub struct SimDisk(Arc<Disk>);
+
+impl StorageBackend for SimDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.0.live.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        let start = offset as usize;
+        let end = start
+            .checked_add(out.len())
+            .filter(|e| *e <= live.len())
+            .ok_or_else(|| Disk::io_error("read past the end"))?;
+        out.copy_from_slice(&live[start..end]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if self.0.crashed.load(Ordering::SeqCst) {
+            return Err(Disk::io_error("crashed"));
+        }
+        self.0.live.lock().unwrap_or_else(|p| p.into_inner()).resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        if self.0.crashed.load(Ordering::SeqCst) {
+            return Err(Disk::io_error("crashed"));
+        }
+        if self.0.fail_syncs.load(Ordering::SeqCst) > 0 {
+            self.0.fail_syncs.fetch_sub(1, Ordering::SeqCst);
+            return Err(Disk::io_error("injected failed commit"));
+        }
+        let live = self.0.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        *self.0.durable.lock().unwrap_or_else(|p| p.into_inner()) = live;
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.0.crashed.load(Ordering::SeqCst) {
+            return Err(Disk::io_error("crashed"));
+        }
+        let mut live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        let end = offset as usize + data.len();
+        if live.len() < end {
+            live.resize(end, 0);
+        }
+        live[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// SplitMix64: the seed's one source of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One draw whatever `v` holds, so that the seed's later choices do not depend on what the
+    /// runtime has done by then.
+    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
+        let r = self.next();
+        (!v.is_empty()).then(|| v[(r % v.len() as u64) as usize])
+    }
+}
+
+struct World {
+    seed: u64,
+    rng: Rng,
+    tmp: tempfile::TempDir,
+    master: MasterKey,
+    clock: Arc<TestClock>,
+    twins: Twins,
+    twin: TwinStore,
+    disk: Arc<Disk>,
+    rt: Arc<Runtime>,
+    restarts: u64,
+    index: IndexId,
+    prompt: PromptId,
+    connector: ConnectorId,
+    objects: u64,
+    checks: StateChecks,
+    report: SimReport,
+}
+
+fn command(json: &str) -> Command {
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("sim command {json}: {e}"))
+}
+
+async fn open(
+    seed: u64,
+    restarts: u64,
+    tmp: &std::path::Path,
+    master: &MasterKey,
+    clock: &Arc<TestClock>,
+    twins: &Twins,
+    disk: &Arc<Disk>,
+) -> Result<Arc<Runtime>, String> {
+    let log = RedbLog::open_with_backend(SimDisk(disk.clone()), RedbLogOptions::default())
+        .map_err(|e| format!("opening the log after {restarts} restarts: {e}"))?;
+    let mut cfg = RuntimeConfig::new(tmp.join("data"));
+    cfg.master_key = Some(master.clone());
+    cfg.storage.twins = Some(twins.clone());
+    cfg.drain_timeout = Duration::from_millis(500);
+    cfg.snapshot_every_events = 500;
+    let ids = Arc::new(SeededIds::new(seed.wrapping_mul(1_000_003).wrapping_add(restarts)));
+    let rt = Runtime::start(Arc::new(log), cfg, clock.clone(), ids)
+        .await
+        .map_err(|e| format!("starting the runtime after {restarts} restarts: {e}"))?;
+    rt.wait_ready().await;
+    Ok(rt)
+}
+
+impl World {
+    async fn new(seed: u64) -> Result<World, String> {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(tmp.path().join("data")).map_err(|e| e.to_string())?;
+        let master = MasterKey::generate();
+        let clock = Arc::new(TestClock::new(START_MS));
+        let twins = Twins::default();
+        let twin = TwinStore::new(seed);
+        twins.add(BUCKET, twin.clone());
+        let disk = Disk::from_image(Vec::new());
+        let rt = open(seed, 0, tmp.path(), &master, &clock, &twins, &disk).await?;
+        let mut w = World {
+            seed,
+            rng: Rng(seed),
+            tmp,
+            master,
+            clock,
+            twins,
+            twin,
+            disk,
+            rt,
+            restarts: 0,
+            index: IndexId(Default::default()),
+            prompt: PromptId(Default::default()),
+            connector: ConnectorId(Default::default()),
+            objects: 0,
+            checks: StateChecks::default(),
+            report: SimReport { seed, ..Default::default() },
+        };
+        w.setup().await?;
+        Ok(w)
+    }
+
+    async fn setup(&mut self) -> Result<(), String> {
+        let e = |what: &str, e: spool_runtime::RuntimeError| format!("setup, {what}: {e}");
+        match self.rt.execute(command(r#"{"CreateIndex":{"name":"sim","user_id":"u"}}"#)).await {
+            Ok(Outcome::Index(i)) => self.index = i,
+            other => return Err(format!("setup, the index: {other:?}")),
+        }
+        match self
+            .rt
+            .execute(command(
+                r#"{"CreatePrompt":{"user_id":"u","name":"Facts","description":"","prompt_text":"Report the media facts.","json_schema":"{\"type\":\"object\"}","video_level":null,"semantic":{"disabled_segment_fields":[],"disabled_video_level_fields":[]}}}"#,
+            ))
+            .await
+        {
+            Ok(Outcome::Prompt(p)) => self.prompt = p,
+            other => return Err(format!("setup, the prompt: {other:?}")),
+        }
+        let connector_id = ConnectorId(self.rt.new_ulid());
+        let cmd = Command::Connector(spool_core::ConnectorCommand::CreateConnector {
+            connector_id,
+            provider: Provider::S3,
+            name: "bucket".into(),
+            scopes: vec![ConnectorScope::Import, ConnectorScope::Export],
+            import_mode: ImportMode::All,
+            export_base_path: Some("out".into()),
+            location: ConnectorLocation {
+                bucket: Some(BUCKET.into()),
+                region: Some("us-east-1".into()),
+                ..Default::default()
+            },
+            credentials: None,
+        });
+        let creds = spool_storage::Credentials {
+            aws_access_key_id: Some("AKIASIM".into()),
+            aws_secret_access_key: Some(SECRET.into()),
+            ..Default::default()
+        };
+        self.rt.execute(Runtime::create_connector(cmd, Some(creds))).await.map_err(|x| e("the connector", x))?;
+        self.connector = connector_id;
+        Ok(())
+    }
+
+    fn state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.rt.read(f)
+    }
+
+    /// A command of the workload: refusals (a cancelled job retried, a run of nothing…) are
+    /// answers, not failures; a storage error is a failed commit the sim caused.
+    async fn exec(&mut self, cmd: impl Into<spool_runtime::Work>) -> Option<Outcome> {
+        self.rt.execute(cmd).await.ok()
+    }
+
+    async fn put_object(&mut self) {
+        self.objects += 1;
+        let n = self.objects;
+        let (path, bytes) = match self.rng.below(10) {
+            0 => (format!("in/notes{n}.txt"), b"not media".to_vec()),
+            1 => (format!("other/clip{n}.wav"), spool_media::pcm_wav(format!("{}-{n}", self.seed).as_bytes())),
+            _ => (format!("in/clip{n}.wav"), spool_media::pcm_wav(format!("{}-{n}", self.seed).as_bytes())),
+        };
+        let _ = self.twin.contents().put(&object_store::path::Path::from(path), bytes.into()).await;
+    }
+
+    fn jobs(&self) -> Vec<ImportJobId> {
+        self.state(|st| st.imports.keys().copied().collect())
+    }
+
+    fn runs(&self, done: bool) -> Vec<PromptRunId> {
+        self.state(|st| {
+            st.prompt_runs.iter().filter(|(_, r)| !done || r.status.is_terminal()).map(|(id, _)| *id).collect()
+        })
+    }
+
+    async fn crash(&mut self) -> Result<(), String> {
+        let fail_commit = self.rng.chance(30);
+        let wait_ms = self.rng.below(20);
+        if fail_commit {
+            // The next commit fails (its appenders get an error), then the process dies.
+            self.disk.fail_syncs.store(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            self.report.failed_commits += 1;
+        }
+        self.disk.crash();
+        self.rt.shutdown().await;
+        self.restarts += 1;
+        self.report.crashes += 1;
+        self.disk = Disk::from_image(self.disk.image());
+        self.rt =
+            open(self.seed, self.restarts, self.tmp.path(), &self.master, &self.clock, &self.twins, &self.disk).await?;
+        Ok(())
+    }
+
+    async fn step(&mut self) -> Result<(), String> {
+        match self.rng.below(100) {
+            0..=17 => self.put_object().await,
+            18..=27 => {
+                let cmd = spool_core::ImportCommand::CreateImportJob {
+                    connector_id: self.connector,
+                    index_id: self.index,
+                    source_prefix: if self.rng.chance(80) { "in/".into() } else { String::new() },
+                    file_pattern: "*".into(),
+                    recursive: true,
+                    import_mode: None,
+                };
+                self.exec(Command::Import(cmd)).await;
+            }
+            28..=31 => {
+                let cancel = self.rng.chance(50);
+                if let Some(job_id) = self.rng.pick(&self.jobs()) {
+                    let cmd = if cancel {
+                        spool_core::ImportCommand::CancelImportJob { job_id }
+                    } else {
+                        spool_core::ImportCommand::RetryImportJob { job_id }
+                    };
+                    let retry = matches!(cmd, spool_core::ImportCommand::RetryImportJob { .. });
+                    if self.exec(Command::Import(cmd)).await.is_some() && retry {
+                        self.checks.reopened(&job_id);
+                    }
+                }
+            }
+            32..=40 => {
+                let cmd = format!(
+                    r#"{{"ExecuteRun":{{"prompt_id":"{}","target":{{"Index":{{"index_id":"{}"}}}},"settings":{{"video_segmentation":"Fixed","audio_segmentation":"Fixed","video_segment_s":1,"audio_segment_s":1,"processing_model":null,"processor":"probe","enable_transcription":true,"enable_image_embedding":true}},"executed_by":"sim"}}}}"#,
+                    self.prompt, self.index
+                );
+                self.exec(command(&cmd)).await;
+            }
+            41..=43 => {
+                if let Some(run_id) = self.rng.pick(&self.runs(false)) {
+                    self.exec(Command::PromptRun(spool_core::PromptRunCommand::CancelRun {
+                        run_id,
+                        requested_by: "sim".into(),
+                    }))
+                    .await;
+                }
+            }
+            44..=51 => {
+                let to_bucket = self.rng.chance(60);
+                let of_run = self.rng.chance(70);
+                let (kind, target, run_ids) = match self.rng.pick(&self.runs(true)) {
+                    Some(run) if of_run => (ExportKind::PromptRun, run.to_string(), vec![run]),
+                    _ => (ExportKind::Index, self.index.to_string(), Vec::new()),
+                };
+                self.exec(Command::Export(spool_core::ExportCommand::CreateExport {
+                    kind,
+                    target,
+                    run_ids,
+                    connector_id: to_bucket.then_some(self.connector),
+                    subpath: to_bucket.then(|| "sim".to_string()),
+                    user_id: "u".into(),
+                }))
+                .await;
+            }
+            52..=54 => {
+                let videos: Vec<VideoId> = self.state(|st| st.videos.keys().copied().collect());
+                if let Some(video_id) = self.rng.pick(&videos) {
+                    self.exec(Command::Video(spool_core::VideoCommand::DeleteVideo { video_id })).await;
+                }
+            }
+            55..=69 => {
+                let span = if self.rng.chance(10) { 3_600_000 } else { 120_000 };
+                self.clock.advance(self.rng.below(span));
+            }
+            70..=74 => {
+                let p = [0, 0, 5, 20, 50][self.rng.below(5) as usize];
+                self.twin.set_fail_percent(p);
+            }
+            75..=78 => self.crash().await?,
+            _ => tokio::time::sleep(Duration::from_millis(5 + self.rng.below(20))).await,
+        }
+        self.report.steps += 1;
+        self.check()
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let rt = self.rt.clone();
+        let checks = &mut self.checks;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.read(|st| checks.check(st))))
+            .map_err(|p| panic_text(p.as_ref()))
+    }
+
+    fn settled(st: &State) -> bool {
+        st.imports.values().all(|j| j.status.is_terminal())
+            && st.prompt_runs.values().all(|r| r.status.is_terminal())
+            && st.exports.values().all(|e| e.status.is_terminal())
+    }
+
+    fn unsettled(st: &State) -> String {
+        let mut out = Vec::new();
+        for j in st.imports.values().filter(|j| !j.status.is_terminal()) {
+            out.push(format!("job {} {:?} waiting on {:?}", j.job_id, j.status, spool_core::waiting::of_job(st, j)));
+        }
+        for r in st.prompt_runs.values().filter(|r| !r.status.is_terminal()) {
+            out.push(format!(
+                "run {} {} waiting on {:?}",
+                r.run_id,
+                r.status.as_str(),
+                spool_core::waiting::of_run(st, r)
+            ));
+        }
+        for e in st.exports.values().filter(|e| !e.status.is_terminal()) {
+            out.push(format!(
+                "export {} {} waiting on {:?}",
+                e.export_id,
+                e.status.as_str(),
+                spool_core::waiting::of_export(st, e)
+            ));
+        }
+        out.truncate(5);
+        out.join("; ")
+    }
+
+    /// Faults off: every workflow must end within [`DRAIN_SIMULATED_MS_MAX`] of simulated time.
+    async fn drain(&mut self) -> Result<(), String> {
+        self.twin.set_fail_percent(0);
+        let from = self.clock_ms();
+        let started = Instant::now();
+        loop {
+            // Let the effects run, then move the clock to bring back what waits on a timer.
+            for _ in 0..10 {
+                if self.state(Self::settled) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.check()?;
+            if self.clock_ms() - from > DRAIN_SIMULATED_MS_MAX || started.elapsed() > DRAIN_REAL_MAX {
+                return Err(format!(
+                    "liveness: not settled {} simulated minutes after the faults stopped: {}",
+                    (self.clock_ms() - from) / 60_000,
+                    self.state(Self::unsettled)
+                ));
+            }
+            self.clock.advance(30_000);
+        }
+    }
+
+    fn clock_ms(&self) -> u64 {
+        use spool_runtime::Clock;
+        self.clock.now_ms()
+    }
+
+    fn all_events(&self) -> Result<Vec<spool_model::Envelope>, String> {
+        let mut out = Vec::new();
+        let mut from = 1;
+        loop {
+            let batch = self.rt.log().read_from(from, READ_BATCH_MAX).map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { return Ok(out) };
+            from = last.seq + 1;
+            out.extend(batch);
+        }
+    }
+
+    async fn final_checks(&mut self) -> Result<(), String> {
+        // A clean restart first: what follows reads only what is durable.
+        self.crash().await?;
+        let live = self.state(Clone::clone);
+        let folded = spool_runtime::tools::fold_state(self.rt.log()).map_err(|e| e.to_string())?;
+        if live.applied_seq == folded.applied_seq && live != folded {
+            return Err(format!(
+                "fold-equals-live: a fold of the {} events differs from the live state",
+                folded.applied_seq
+            ));
+        }
+        let events = self.all_events()?;
+        let mut videos = BTreeSet::new();
+        for env in &events {
+            if let Event::VideoCreated { video_id, .. } | Event::VideoImported { video_id, .. } = &env.event
+                && !videos.insert(*video_id)
+            {
+                return Err(format!("no-video-twice: {video_id} created twice (seq {})", env.seq));
+            }
+        }
+        let image = self.disk.image();
+        if image.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
+            return Err("secrets-sealed: the connector's secret is in the log's bytes in clear text".into());
+        }
+        let exports: Vec<(String, Option<[u8; 32]>)> = live
+            .exports
+            .values()
+            .filter(|e| e.status.is_terminal() && e.status.as_str() == "completed")
+            .filter_map(|e| match &e.destination {
+                ExportDestination::Connector { object_path, .. } => Some((object_path.clone(), e.sha256)),
+                ExportDestination::Download => None,
+            })
+            .collect();
+        for (path, sha) in exports {
+            let got = self.twin.contents().get(&object_store::path::Path::from(path.as_str())).await;
+            let bytes = match got {
+                Ok(g) => g.bytes().await.map_err(|e| e.to_string())?,
+                Err(e) => return Err(format!("export-in-bucket: {path}: {e}")),
+            };
+            let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+            if sha.is_some_and(|s| s != digest) {
+                return Err(format!("export-in-bucket: {path} differs from the checksum its export recorded"));
+            }
+        }
+        self.report.events = events.len() as u64;
+        self.report.jobs = live.imports.len() as u64;
+        self.report.runs = live.prompt_runs.len() as u64;
+        self.report.exports = live.exports.len() as u64;
+        self.report.videos = videos.len() as u64;
+        self.report.injected_storage_faults = self.twin.injected();
+        Ok(())
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    spool_runtime::panic_message(p)
+}
+
+/// Run one seed: `steps` steps with faults, the drain, the final checks. Any broken invariant
+/// (or panic) is an `Err` naming the seed.
+pub fn run(seed: u64, steps: usize) -> Result<SimReport, String> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let out = tokio.block_on(async move {
+        let mut w = World::new(seed).await?;
+        for i in 0..steps {
+            w.step().await.map_err(|e| format!("step {i}: {e}"))?;
+        }
+        w.drain().await?;
+        w.final_checks().await?;
+        w.report.simulated_ms = w.clock_ms() - START_MS;
+        w.rt.shutdown().await;
+        Ok::<SimReport, String>(w.report.clone())
+    });
+    tokio.shutdown_timeout(Duration::from_secs(5));
+    out.map_err(|e| format!("seed {seed}: {e}"))
+}

@@ -1,0 +1,20 @@
+//! A few seeds of the runtime simulator in `cargo test` (CI runs many more through
+//! `spool sim --runtime`, scripts/test.sh).
+
+#[test]
+fn the_first_seeds_keep_every_invariant() {
+    for seed in 0..4 {
+        let r = spool_sim::run(seed, spool_sim::SIM_STEPS_DEFAULT).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.steps, spool_sim::SIM_STEPS_DEFAULT as u64);
+        assert!(r.events > 0, "{r:?}");
+    }
+}
+
+#[test]
+fn a_seed_reruns_with_the_same_workload() {
+    // The runtime's threads are not scheduled by the simulator, so only the workload (and
+    // what it creates before the first crash) is compared, not every count.
+    let a = spool_sim::run(7, 20).unwrap();
+    let b = spool_sim::run(7, 20).unwrap();
+    assert_eq!((a.steps, a.crashes), (b.steps, b.crashes));
+}
