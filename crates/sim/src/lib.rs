@@ -35,10 +35,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod peers;
+
 const START_MS: u64 = 1_764_000_000_000;
 const BUCKET: &str = "sim-bucket";
 /// The connector's secret: it must never be in the log's bytes in clear text.
 const SECRET: &str = "sim-secret-never-in-clear-7f3a";
+/// The http processor's signing secret (`whsec_` + standard base64).
+const PROCESSOR_SECRET: &str = "whsec_c3Bvb2wtc2ltdWxhdG9yLXByb2Nlc3Nvci1rZXktMzI=";
+/// The name runs use for the http processor twin.
+const WORKER: &str = "worker";
 /// Simulated time the drain may take before liveness is broken.
 pub const DRAIN_SIMULATED_MS_MAX: u64 = 6 * 3_600_000;
 /// Real time a seed's drain may take (a hang is a failure, not a stuck CI).
@@ -61,6 +67,9 @@ pub struct SimReport {
     pub runs: u64,
     pub exports: u64,
     pub videos: u64,
+    pub deliveries: u64,
+    pub injected_peer_faults: u64,
+    pub processor_calls: u64,
 }
 
 impl SimReport {
@@ -76,6 +85,9 @@ impl SimReport {
         self.runs += r.runs;
         self.exports += r.exports;
         self.videos += r.videos;
+        self.deliveries += r.deliveries;
+        self.injected_peer_faults += r.injected_peer_faults;
+        self.processor_calls += r.processor_calls;
     }
 }
 
@@ -199,10 +211,13 @@ struct World {
     twin: TwinStore,
     disk: Arc<Disk>,
     rt: Arc<Runtime>,
+    peers: Arc<peers::Peers>,
+    peer_addr: std::net::SocketAddr,
     restarts: u64,
     index: IndexId,
     prompt: PromptId,
     connector: ConnectorId,
+    webhook: spool_model::WebhookId,
     objects: u64,
     checks: StateChecks,
     report: SimReport,
@@ -212,15 +227,18 @@ fn command(json: &str) -> Command {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("sim command {json}: {e}"))
 }
 
-async fn open(
+/// What every incarnation of the runtime of one seed shares.
+struct Machine<'a> {
     seed: u64,
-    restarts: u64,
-    tmp: &std::path::Path,
-    master: &MasterKey,
-    clock: &Arc<TestClock>,
-    twins: &Twins,
-    disk: &Arc<Disk>,
-) -> Result<Arc<Runtime>, String> {
+    tmp: &'a std::path::Path,
+    master: &'a MasterKey,
+    clock: &'a Arc<TestClock>,
+    twins: &'a Twins,
+    peer: std::net::SocketAddr,
+}
+
+async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Runtime>, String> {
+    let Machine { seed, tmp, master, clock, twins, peer } = m;
     let log = RedbLog::open_with_backend(SimDisk(disk.clone()), RedbLogOptions::default())
         .map_err(|e| format!("opening the log after {restarts} restarts: {e}"))?;
     let mut cfg = RuntimeConfig::new(tmp.join("data"));
@@ -228,6 +246,25 @@ async fn open(
     cfg.storage.twins = Some(twins.clone());
     cfg.drain_timeout = Duration::from_millis(500);
     cfg.snapshot_every_events = 500;
+    cfg.webhooks = spool_runtime::WebhookSettings {
+        allow_hosts: vec!["127.0.0.1".into()],
+        retry_schedule_ms: vec![0, 1_000, 10_000, 60_000],
+        timeout: Duration::from_millis(300),
+        disable_after: 1_000_000,
+        ..Default::default()
+    };
+    cfg.processors.processors.insert(
+        WORKER.into(),
+        spool_runtime::ProcessorConfig {
+            kind: spool_runtime::ProcessorKind::Http {
+                url: format!("http://{peer}/worker"),
+                secret: PROCESSOR_SECRET.into(),
+                timeout: Duration::from_millis(300),
+                response_bytes_max: 65_536,
+            },
+            concurrency: 4,
+        },
+    );
     let ids = Arc::new(SeededIds::new(seed.wrapping_mul(1_000_003).wrapping_add(restarts)));
     let rt = Runtime::start(Arc::new(log), cfg, clock.clone(), ids)
         .await
@@ -246,7 +283,9 @@ impl World {
         let twin = TwinStore::new(seed);
         twins.add(BUCKET, twin.clone());
         let disk = Disk::from_image(Vec::new());
-        let rt = open(seed, 0, tmp.path(), &master, &clock, &twins, &disk).await?;
+        let (peers, peer_addr) = peers::start(seed).await?;
+        let machine = Machine { seed, tmp: tmp.path(), master: &master, clock: &clock, twins: &twins, peer: peer_addr };
+        let rt = open(machine, 0, &disk).await?;
         let mut w = World {
             seed,
             rng: Rng(seed),
@@ -257,10 +296,13 @@ impl World {
             twin,
             disk,
             rt,
+            peers,
+            peer_addr,
             restarts: 0,
             index: IndexId(Default::default()),
             prompt: PromptId(Default::default()),
             connector: ConnectorId(Default::default()),
+            webhook: spool_model::WebhookId(Default::default()),
             objects: 0,
             checks: StateChecks::default(),
             report: SimReport { seed, ..Default::default() },
@@ -307,6 +349,19 @@ impl World {
         };
         self.rt.execute(Runtime::create_connector(cmd, Some(creds))).await.map_err(|x| e("the connector", x))?;
         self.connector = connector_id;
+        let webhook_id = spool_model::WebhookId(self.rt.new_ulid());
+        let cmd = Command::Webhook(spool_core::WebhookCommand::CreateWebhook {
+            webhook_id,
+            name: "receiver".into(),
+            url: format!("http://{}/hook", self.peer_addr),
+            events: spool_core::machines::webhook::WEBHOOK_EVENTS.iter().map(|s| s.to_string()).collect(),
+            index_ids: None,
+            metadata_json: None,
+            secret: None,
+        });
+        let secret = spool_runtime::new_secret(self.rt.ids().as_ref());
+        self.rt.execute(Runtime::create_webhook(cmd, secret)).await.map_err(|x| e("the webhook", x))?;
+        self.webhook = webhook_id;
         Ok(())
     }
 
@@ -355,8 +410,15 @@ impl World {
         self.restarts += 1;
         self.report.crashes += 1;
         self.disk = Disk::from_image(self.disk.image());
-        self.rt =
-            open(self.seed, self.restarts, self.tmp.path(), &self.master, &self.clock, &self.twins, &self.disk).await?;
+        let machine = Machine {
+            seed: self.seed,
+            tmp: self.tmp.path(),
+            master: &self.master,
+            clock: &self.clock,
+            twins: &self.twins,
+            peer: self.peer_addr,
+        };
+        self.rt = open(machine, self.restarts, &self.disk).await?;
         Ok(())
     }
 
@@ -389,8 +451,9 @@ impl World {
                 }
             }
             32..=40 => {
+                let processor = if self.rng.chance(50) { WORKER } else { "probe" };
                 let cmd = format!(
-                    r#"{{"ExecuteRun":{{"prompt_id":"{}","target":{{"Index":{{"index_id":"{}"}}}},"settings":{{"video_segmentation":"Fixed","audio_segmentation":"Fixed","video_segment_s":1,"audio_segment_s":1,"processing_model":null,"processor":"probe","enable_transcription":true,"enable_image_embedding":true}},"executed_by":"sim"}}}}"#,
+                    r#"{{"ExecuteRun":{{"prompt_id":"{}","target":{{"Index":{{"index_id":"{}"}}}},"settings":{{"video_segmentation":"Fixed","audio_segmentation":"Fixed","video_segment_s":1,"audio_segment_s":1,"processing_model":null,"processor":"{processor}","enable_transcription":true,"enable_image_embedding":true}},"executed_by":"sim"}}}}"#,
                     self.prompt, self.index
                 );
                 self.exec(command(&cmd)).await;
@@ -434,12 +497,32 @@ impl World {
             70..=74 => {
                 let p = [0, 0, 5, 20, 50][self.rng.below(5) as usize];
                 self.twin.set_fail_percent(p);
+                let q = [0, 0, 10, 30, 60][self.rng.below(5) as usize];
+                self.peers.set_fail_percent(q);
             }
             75..=78 => self.crash().await?,
+            79..=80 => {
+                // A paused webhook holds its deliveries (`webhook_paused`); resuming sends them.
+                let status = if self.rng.chance(50) { "paused" } else { "active" };
+                self.set_webhook(status).await;
+            }
             _ => tokio::time::sleep(Duration::from_millis(5 + self.rng.below(20))).await,
         }
         self.report.steps += 1;
         self.check()
+    }
+
+    async fn set_webhook(&mut self, status: &str) {
+        let cmd = spool_core::WebhookCommand::UpdateWebhook {
+            webhook_id: self.webhook,
+            name: None,
+            url: None,
+            events: None,
+            index_ids: None,
+            metadata_json: None,
+            status: Some(status.into()),
+        };
+        self.exec(Command::Webhook(cmd)).await;
     }
 
     fn check(&mut self) -> Result<(), String> {
@@ -450,7 +533,9 @@ impl World {
     }
 
     fn settled(st: &State) -> bool {
-        st.imports.values().all(|j| j.status.is_terminal())
+        use spool_core::machines::webhook::DeliveryStatus as D;
+        st.deliveries.values().all(|d| matches!(d.status, D::Delivered | D::Failed))
+            && st.imports.values().all(|j| j.status.is_terminal())
             && st.prompt_runs.values().all(|r| r.status.is_terminal())
             && st.exports.values().all(|e| e.status.is_terminal())
     }
@@ -476,13 +561,18 @@ impl World {
                 spool_core::waiting::of_export(st, e)
             ));
         }
-        out.truncate(5);
+        for d in st.deliveries.values().filter(|d| spool_core::waiting::of_delivery(st, d).is_some()).take(3) {
+            out.push(format!("delivery {} waiting on {:?}", d.delivery_id, spool_core::waiting::of_delivery(st, d)));
+        }
+        out.truncate(6);
         out.join("; ")
     }
 
     /// Faults off: every workflow must end within [`DRAIN_SIMULATED_MS_MAX`] of simulated time.
     async fn drain(&mut self) -> Result<(), String> {
         self.twin.set_fail_percent(0);
+        self.peers.set_fail_percent(0);
+        self.set_webhook("active").await;
         let from = self.clock_ms();
         let started = Instant::now();
         loop {
@@ -541,6 +631,36 @@ impl World {
                 return Err(format!("no-video-twice: {video_id} created twice (seq {})", env.seq));
             }
         }
+        let mut deliveries = BTreeSet::new();
+        for env in &events {
+            if let Event::DeliveryCreated { webhook_id, sequence, delivery_id, .. } = &env.event
+                && !deliveries.insert((*webhook_id, *sequence))
+            {
+                return Err(format!("no-delivery-twice: {delivery_id} repeats event {sequence} (seq {})", env.seq));
+            }
+        }
+        {
+            use spool_core::machines::webhook::DeliveryStatus as D;
+            let seen = self.peers.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for d in live.deliveries.values() {
+                match d.status {
+                    D::Delivered if d.attempts >= 1 && seen.contains_key(&d.delivery_id.to_string()) => {}
+                    D::Failed if d.attempts >= 1 => {}
+                    _ => {
+                        return Err(format!(
+                            "delivery-ends: {} is {} after {} attempts (received {})",
+                            d.delivery_id,
+                            d.status.as_str(),
+                            d.attempts,
+                            seen.get(&d.delivery_id.to_string()).copied().unwrap_or(0)
+                        ));
+                    }
+                }
+            }
+        }
+        self.report.deliveries = live.deliveries.len() as u64;
+        self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
+        self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);
         let image = self.disk.image();
         if image.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
             return Err("secrets-sealed: the connector's secret is in the log's bytes in clear text".into());

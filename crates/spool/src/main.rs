@@ -238,17 +238,21 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
     let hours = total.simulated_ms as f64 / 3_600_000.0;
     println!(
         "{ran} seeds in {secs:.1} s: {} failed; {} steps, {} events, {} crashes, {} failed commits, {} injected storage faults, \
-         {hours:.1} simulated hours; {} jobs, {} runs, {} exports, {} videos",
+         {} injected receiver and processor faults, {hours:.1} simulated hours; {} jobs, {} runs, {} exports, {} videos, \
+         {} deliveries, {} processor calls",
         failed.len(),
         total.steps,
         total.events,
         total.crashes,
         total.failed_commits,
         total.injected_storage_faults,
+        total.injected_peer_faults,
         total.jobs,
         total.runs,
         total.exports,
         total.videos,
+        total.deliveries,
+        total.processor_calls,
     );
     println!(
         "{}",
@@ -256,7 +260,8 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
             "sim": "runtime", "seeds": ran, "failed": failed, "steps": total.steps, "events": total.events,
             "crashes": total.crashes, "failed_commits": total.failed_commits,
             "injected_storage_faults": total.injected_storage_faults, "jobs": total.jobs, "runs": total.runs,
-            "exports": total.exports, "videos": total.videos,
+            "exports": total.exports, "videos": total.videos, "deliveries": total.deliveries,
+            "injected_peer_faults": total.injected_peer_faults, "processor_calls": total.processor_calls,
             "simulated_hours": (hours * 10.0).round() / 10.0, "seconds": (secs * 10.0).round() / 10.0,
         })
     );
