@@ -218,6 +218,7 @@ struct World {
     prompt: PromptId,
     connector: ConnectorId,
     webhook: spool_model::WebhookId,
+    webhook_secret: String,
     objects: u64,
     checks: StateChecks,
     report: SimReport,
@@ -249,7 +250,7 @@ async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Run
     cfg.webhooks = spool_runtime::WebhookSettings {
         allow_hosts: vec!["127.0.0.1".into()],
         retry_schedule_ms: vec![0, 1_000, 10_000, 60_000],
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(150),
         disable_after: 1_000_000,
         ..Default::default()
     };
@@ -259,7 +260,7 @@ async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Run
             kind: spool_runtime::ProcessorKind::Http {
                 url: format!("http://{peer}/worker"),
                 secret: PROCESSOR_SECRET.into(),
-                timeout: Duration::from_millis(300),
+                timeout: Duration::from_millis(150),
                 response_bytes_max: 65_536,
             },
             concurrency: 4,
@@ -303,6 +304,7 @@ impl World {
             prompt: PromptId(Default::default()),
             connector: ConnectorId(Default::default()),
             webhook: spool_model::WebhookId(Default::default()),
+            webhook_secret: String::new(),
             objects: 0,
             checks: StateChecks::default(),
             report: SimReport { seed, ..Default::default() },
@@ -360,8 +362,22 @@ impl World {
             secret: None,
         });
         let secret = spool_runtime::new_secret(self.rt.ids().as_ref());
+        self.webhook_secret = secret.clone();
         self.rt.execute(Runtime::create_webhook(cmd, secret)).await.map_err(|x| e("the webhook", x))?;
         self.webhook = webhook_id;
+        // Both automations of the index: the watch imports what arrives under `in/` and runs
+        // the probe over it; each completed run is exported to the bucket.
+        let preset = r#"{"video_segmentation":"Fixed","audio_segmentation":"Fixed","video_segment_s":1,"audio_segment_s":1,"processing_model":null,"processor":"probe","enable_transcription":true,"enable_image_embedding":true}"#;
+        let save = format!(
+            r#"{{"SaveAutomation":{{"index_id":"{}","config":{{"Import":{{"enabled":true,"connector_id":"{}","source_prefix":"in/","file_pattern":"*","recursive":true,"debounce_ms":300000,"prompt_id":"{}","preset":{preset}}}}},"paused":false}}}}"#,
+            self.index, self.connector, self.prompt
+        );
+        self.rt.execute(command(&save)).await.map_err(|x| e("the import automation", x))?;
+        let save = format!(
+            r#"{{"SaveAutomation":{{"index_id":"{}","config":{{"Export":{{"enabled":true,"connector_id":"{}","subpath":"auto"}}}},"paused":false}}}}"#,
+            self.index, self.connector
+        );
+        self.rt.execute(command(&save)).await.map_err(|x| e("the export automation", x))?;
         Ok(())
     }
 
@@ -506,10 +522,47 @@ impl World {
                 let status = if self.rng.chance(50) { "paused" } else { "active" };
                 self.set_webhook(status).await;
             }
+            81..=83 => self.upload().await?,
+            84..=85 => {
+                let kind = if self.rng.chance(50) {
+                    spool_core::machines::automation::AutomationKind::Import
+                } else {
+                    spool_core::machines::automation::AutomationKind::Export
+                };
+                let index_id = self.index;
+                let cmd = if self.rng.chance(50) {
+                    spool_core::AutomationCommand::PauseAutomation { index_id, kind }
+                } else {
+                    spool_core::AutomationCommand::ResumeAutomation { index_id, kind }
+                };
+                self.exec(Command::Automation(cmd)).await;
+            }
             _ => tokio::time::sleep(Duration::from_millis(5 + self.rng.below(20))).await,
         }
         self.report.steps += 1;
         self.check()
+    }
+
+    /// An upload as `POST /videos/upload` makes it: the bytes staged in the uploads folder,
+    /// then a one-file job that imports them (to the index, or 20 % of the time the playground).
+    async fn upload(&mut self) -> Result<(), String> {
+        self.objects += 1;
+        let n = self.objects;
+        let bytes = spool_media::pcm_wav(format!("upload-{}-{n}", self.seed).as_bytes());
+        let key = format!("sim-upload-{n}");
+        let path = self.rt.uploads_dir().join(&key);
+        std::fs::write(&path, &bytes).map_err(|e| format!("staging an upload: {e}"))?;
+        let playground = self.rng.chance(20);
+        let cmd = spool_core::ImportCommand::OpenUploadJob {
+            index_id: (!playground).then_some(self.index),
+            title: format!("upload {n}"),
+            file_name: format!("up{n}.wav"),
+            staged_key: key,
+            size_bytes: bytes.len() as u64,
+            sha256: sha2::Sha256::digest(&bytes).into(),
+        };
+        self.exec(Command::Import(cmd)).await;
+        Ok(())
     }
 
     async fn set_webhook(&mut self, status: &str) {
@@ -538,6 +591,10 @@ impl World {
             && st.imports.values().all(|j| j.status.is_terminal())
             && st.prompt_runs.values().all(|r| r.status.is_terminal())
             && st.exports.values().all(|e| e.status.is_terminal())
+            && st.automations.values().all(|a| {
+                !a.active()
+                    || (a.found.is_empty() && a.jobs_ended.is_empty() && a.pending_runs.is_empty() && !a.listing_due)
+            })
     }
 
     fn unsettled(st: &State) -> String {
@@ -573,15 +630,24 @@ impl World {
         self.twin.set_fail_percent(0);
         self.peers.set_fail_percent(0);
         self.set_webhook("active").await;
+        for kind in [
+            spool_core::machines::automation::AutomationKind::Import,
+            spool_core::machines::automation::AutomationKind::Export,
+        ] {
+            let cmd = spool_core::AutomationCommand::ResumeAutomation { index_id: self.index, kind };
+            self.exec(Command::Automation(cmd)).await;
+        }
         let from = self.clock_ms();
         let started = Instant::now();
         loop {
-            // Let the effects run, then move the clock to bring back what waits on a timer.
-            for _ in 0..10 {
+            // Let the effects run, then move the clock 30 s; when nothing moved, straight to the
+            // next timer (what waits on one comes back).
+            let before = self.state(|st| st.applied_seq);
+            for _ in 0..4 {
                 if self.state(Self::settled) {
                     return Ok(());
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             self.check()?;
             if self.clock_ms() - from > DRAIN_SIMULATED_MS_MAX || started.elapsed() > DRAIN_REAL_MAX {
@@ -591,7 +657,13 @@ impl World {
                     self.state(Self::unsettled)
                 ));
             }
-            self.clock.advance(30_000);
+            let (after, next) = self.state(|st| (st.applied_seq, st.next_timer().map(|(due, _)| *due)));
+            let now = self.clock_ms();
+            let jump = match next {
+                Some(due) if after == before => due.saturating_sub(now).max(30_000),
+                _ => 30_000,
+            };
+            self.clock.advance(jump);
         }
     }
 
@@ -631,6 +703,24 @@ impl World {
                 return Err(format!("no-video-twice: {video_id} created twice (seq {})", env.seq));
             }
         }
+        let (mut results, mut started, mut exported) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for env in &events {
+            let twice = match &env.event {
+                Event::PromptTaskSucceeded { run_id, task, .. } => {
+                    (!results.insert((*run_id, *task))).then(|| format!("no-result-twice: {run_id} {task:?}"))
+                }
+                Event::AutomationRunStarted { job_id, .. } => {
+                    (!started.insert(*job_id)).then(|| format!("one-run-per-job: {job_id}"))
+                }
+                Event::AutomationExported { automation_id, run_id, .. } => (!exported
+                    .insert((*automation_id, *run_id)))
+                .then(|| format!("one-export-per-run: {run_id} by {automation_id}")),
+                _ => None,
+            };
+            if let Some(e) = twice {
+                return Err(format!("{e} (seq {})", env.seq));
+            }
+        }
         let mut deliveries = BTreeSet::new();
         for env in &events {
             if let Event::DeliveryCreated { webhook_id, sequence, delivery_id, .. } = &env.event
@@ -662,8 +752,12 @@ impl World {
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);
         let image = self.disk.image();
-        if image.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
-            return Err("secrets-sealed: the connector's secret is in the log's bytes in clear text".into());
+        for (what, secret) in
+            [("the connector's secret", SECRET), ("the webhook's secret", self.webhook_secret.as_str())]
+        {
+            if !secret.is_empty() && image.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                return Err(format!("secrets-sealed: {what} is in the log's bytes in clear text"));
+            }
         }
         let exports: Vec<(String, Option<[u8; 32]>)> = live
             .exports
@@ -709,11 +803,17 @@ pub fn run(seed: u64, steps: usize) -> Result<SimReport, String> {
         .map_err(|e| e.to_string())?;
     let out = tokio.block_on(async move {
         let mut w = World::new(seed).await?;
+        let t0 = Instant::now();
         for i in 0..steps {
             w.step().await.map_err(|e| format!("step {i}: {e}"))?;
         }
+        let t1 = Instant::now();
         w.drain().await?;
+        let t2 = Instant::now();
         w.final_checks().await?;
+        if std::env::var_os("SPOOL_SIM_TIMES").is_some() {
+            eprintln!("seed {seed}: steps {:?}, drain {:?}, final {:?}", t1 - t0, t2 - t1, t2.elapsed());
+        }
         w.report.simulated_ms = w.clock_ms() - START_MS;
         w.rt.shutdown().await;
         Ok::<SimReport, String>(w.report.clone())

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a hanging answer waits: past both timeouts the simulator configures.
-pub const HANG: Duration = Duration::from_millis(450);
+pub const HANG: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Default)]
 pub struct Peers {
