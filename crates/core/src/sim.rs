@@ -46,25 +46,31 @@ pub struct SimReport {
     pub videos: u64,
 }
 
-/// A small, fast, seedable generator (SplitMix64): the simulation needs no other randomness.
-struct Rng(u64);
+/// A small, fast, seedable generator (SplitMix64): the simulations need no other randomness.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
     fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
         (!v.is_empty()).then(|| &v[self.below(v.len() as u64) as usize])
+    }
+    /// One draw whatever `v` holds, so that later choices do not depend on what it held (the
+    /// runtime simulator's workload, whose state moves on its own).
+    pub fn pick_any<T: Copy>(&mut self, v: &[T]) -> Option<T> {
+        let r = self.next_u64();
+        (!v.is_empty()).then(|| v[(r % v.len() as u64) as usize])
     }
 }
 
@@ -211,7 +217,7 @@ impl World {
     /// appends nothing. With faults on, a commit may fail: its events are dropped and the state
     /// is rebuilt from the log.
     fn apply(&mut self, cmd: Command) -> Option<crate::Outcome> {
-        let mut ctx = Ctx::new(self.now, u128::from(self.rng.next()) << 64 | u128::from(self.rng.next()));
+        let mut ctx = Ctx::new(self.now, u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
         let decision = decide(&self.st, &cmd, &mut ctx).ok()?;
         let before = self.log.len();
         self.fold(&decision.streams);

@@ -21,7 +21,7 @@
 use object_store::ObjectStoreExt;
 use redb::StorageBackend;
 use sha2::Digest;
-use spool_core::sim::StateChecks;
+use spool_core::sim::{Rng, StateChecks};
 use spool_core::{Command, Outcome, State};
 use spool_log::{EventLog, READ_BATCH_MAX, RedbLog, RedbLogOptions};
 use spool_model::{
@@ -170,34 +170,6 @@ impl StorageBackend for SimDisk {
         }
         live[offset as usize..end].copy_from_slice(data);
         Ok(())
-    }
-}
-
-/// SplitMix64: the seed's one source of choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// One draw whatever `v` holds, so that the seed's later choices do not depend on what the
-    /// runtime has done by then.
-    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
-        let r = self.next();
-        (!v.is_empty()).then(|| v[(r % v.len() as u64) as usize])
     }
 }
 
@@ -454,7 +426,7 @@ impl World {
             }
             28..=31 => {
                 let cancel = self.rng.chance(50);
-                if let Some(job_id) = self.rng.pick(&self.jobs()) {
+                if let Some(job_id) = self.rng.pick_any(&self.jobs()) {
                     let cmd = if cancel {
                         spool_core::ImportCommand::CancelImportJob { job_id }
                     } else {
@@ -475,7 +447,7 @@ impl World {
                 self.exec(command(&cmd)).await;
             }
             41..=43 => {
-                if let Some(run_id) = self.rng.pick(&self.runs(false)) {
+                if let Some(run_id) = self.rng.pick_any(&self.runs(false)) {
                     self.exec(Command::PromptRun(spool_core::PromptRunCommand::CancelRun {
                         run_id,
                         requested_by: "sim".into(),
@@ -486,7 +458,7 @@ impl World {
             44..=51 => {
                 let to_bucket = self.rng.chance(60);
                 let of_run = self.rng.chance(70);
-                let (kind, target, run_ids) = match self.rng.pick(&self.runs(true)) {
+                let (kind, target, run_ids) = match self.rng.pick_any(&self.runs(true)) {
                     Some(run) if of_run => (ExportKind::PromptRun, run.to_string(), vec![run]),
                     _ => (ExportKind::Index, self.index.to_string(), Vec::new()),
                 };
@@ -502,7 +474,7 @@ impl World {
             }
             52..=54 => {
                 let videos: Vec<VideoId> = self.state(|st| st.videos.keys().copied().collect());
-                if let Some(video_id) = self.rng.pick(&videos) {
+                if let Some(video_id) = self.rng.pick_any(&videos) {
                     self.exec(Command::Video(spool_core::VideoCommand::DeleteVideo { video_id })).await;
                 }
             }

@@ -42,10 +42,7 @@ impl Peers {
     }
 
     fn draw(&self) -> u64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        spool_storage::twin::draw(&self.rng)
     }
 
     fn fault(&self, garbage: bool) -> Fault {

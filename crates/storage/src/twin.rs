@@ -33,13 +33,18 @@ struct Faults {
     injected: AtomicU64,
 }
 
+/// The next draw of a SplitMix64 sequence kept in an atomic: one seeded sequence that
+/// concurrent callers share (the twins' faults).
+pub fn draw(state: &AtomicU64) -> u64 {
+    let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Faults {
     fn draw(&self) -> u64 {
-        // SplitMix64 over an atomic counter: one seeded sequence, shared by all calls.
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        draw(&self.rng)
     }
 
     fn fails(&self) -> bool {
