@@ -92,22 +92,35 @@ impl SimReport {
 }
 
 /// A redb backend in memory whose bytes become durable only at `sync_data`, like a disk
-/// under a page cache: [`Disk::crash`] keeps the durable image and fails everything after.
+/// under a page cache: [`Disk::crash`] keeps the durable image and fails everything after. A
+/// sync copies only the ranges written since the last one (O(bytes written), not O(size)).
 #[derive(Debug, Default)]
 pub struct Disk {
-    live: Mutex<Vec<u8>>,
-    durable: Mutex<Vec<u8>>,
+    bytes: Mutex<Bytes>,
     crashed: AtomicBool,
     fail_syncs: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Bytes {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    /// (offset, length) written since the last sync.
+    dirty: Vec<(usize, usize)>,
+}
+
 impl Disk {
     fn from_image(image: Vec<u8>) -> Arc<Disk> {
-        Arc::new(Disk { live: Mutex::new(image.clone()), durable: Mutex::new(image), ..Default::default() })
+        let bytes = Bytes { live: image.clone(), durable: image, dirty: Vec::new() };
+        Arc::new(Disk { bytes: Mutex::new(bytes), ..Default::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bytes> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn image(&self) -> Vec<u8> {
-        self.durable.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().durable.clone()
     }
 
     fn crash(&self) {
@@ -117,6 +130,13 @@ impl Disk {
     fn io_error(what: &str) -> std::io::Error {
         std::io::Error::other(format!("sim disk: {what}"))
     }
+
+    fn writable(&self) -> Result<(), std::io::Error> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(Disk::io_error("crashed"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -124,51 +144,53 @@ pub struct SimDisk(Arc<Disk>);
 
 impl StorageBackend for SimDisk {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.0.live.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+        Ok(self.0.lock().live.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        let b = self.0.lock();
         let start = offset as usize;
         let end = start
             .checked_add(out.len())
-            .filter(|e| *e <= live.len())
+            .filter(|e| *e <= b.live.len())
             .ok_or_else(|| Disk::io_error("read past the end"))?;
-        out.copy_from_slice(&live[start..end]);
+        out.copy_from_slice(&b.live[start..end]);
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        if self.0.crashed.load(Ordering::SeqCst) {
-            return Err(Disk::io_error("crashed"));
-        }
-        self.0.live.lock().unwrap_or_else(|p| p.into_inner()).resize(len as usize, 0);
+        self.0.writable()?;
+        self.0.lock().live.resize(len as usize, 0);
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        if self.0.crashed.load(Ordering::SeqCst) {
-            return Err(Disk::io_error("crashed"));
-        }
+        self.0.writable()?;
         if self.0.fail_syncs.load(Ordering::SeqCst) > 0 {
             self.0.fail_syncs.fetch_sub(1, Ordering::SeqCst);
             return Err(Disk::io_error("injected failed commit"));
         }
-        let live = self.0.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        *self.0.durable.lock().unwrap_or_else(|p| p.into_inner()) = live;
+        let mut b = self.0.lock();
+        let Bytes { live, durable, dirty } = &mut *b;
+        durable.resize(live.len(), 0);
+        for (off, len) in dirty.drain(..) {
+            let end = (off + len).min(live.len());
+            if off < end {
+                durable[off..end].copy_from_slice(&live[off..end]);
+            }
+        }
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        if self.0.crashed.load(Ordering::SeqCst) {
-            return Err(Disk::io_error("crashed"));
+        self.0.writable()?;
+        let mut b = self.0.lock();
+        let (off, end) = (offset as usize, offset as usize + data.len());
+        if b.live.len() < end {
+            b.live.resize(end, 0);
         }
-        let mut live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
-        let end = offset as usize + data.len();
-        if live.len() < end {
-            live.resize(end, 0);
-        }
-        live[offset as usize..end].copy_from_slice(data);
+        b.live[off..end].copy_from_slice(data);
+        b.dirty.push((off, data.len()));
         Ok(())
     }
 }
@@ -624,8 +646,9 @@ impl World {
             self.check()?;
             if self.clock_ms() - from > DRAIN_SIMULATED_MS_MAX || started.elapsed() > DRAIN_REAL_MAX {
                 return Err(format!(
-                    "liveness: not settled {} simulated minutes after the faults stopped: {}",
+                    "liveness: not settled {} simulated minutes ({:.0} s of real time) after the faults stopped: {}",
                     (self.clock_ms() - from) / 60_000,
+                    started.elapsed().as_secs_f64(),
                     self.state(Self::unsettled)
                 ));
             }
