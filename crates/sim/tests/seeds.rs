@@ -18,3 +18,12 @@ fn a_seed_reruns_with_the_same_workload() {
     let b = spool_sim::run(7, 20).unwrap();
     assert_eq!((a.steps, a.crashes), (b.steps, b.crashes));
 }
+
+/// Seed 1068 at 120 steps makes about 2,000 webhook deliveries. The sim disk used to copy its
+/// whole image at every commit, so the drain ran past its real-time bound and reported a false
+/// liveness failure (deliveries waiting on the receiver with no attempt yet).
+#[test]
+fn seed_1068_two_thousand_deliveries_settle_within_the_drain_bound() {
+    let r = spool_sim::run(1068, 120).unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.deliveries > 1000, "{r:?}");
+}
