@@ -118,6 +118,12 @@ impl StateChecks {
         self.terminal_jobs.remove(job_id);
     }
 
+    /// A run's failed segment retried by hand (`PromptTaskRetryRequested`): it may leave its
+    /// finished status.
+    pub fn reopened_run(&mut self, run_id: &PromptRunId) {
+        self.terminal_runs.remove(run_id);
+    }
+
     pub fn check(&mut self, st: &State) {
         for (id, j) in &st.imports {
             let count = |s| j.files.iter().filter(|f| f.status == s).count() as u64;

@@ -41,6 +41,8 @@ const START_MS: u64 = 1_764_000_000_000;
 const BUCKET: &str = "sim-bucket";
 /// The connector's secret: it must never be in the log's bytes in clear text.
 const SECRET: &str = "sim-secret-never-in-clear-7f3a";
+/// The secret a credentials patch rotates it to (the same rule).
+const SECRET_ROTATED: &str = "sim-secret-rotated-never-in-clear-91c4";
 /// The http processor's signing secret (`whsec_` + standard base64).
 const PROCESSOR_SECRET: &str = "whsec_c3Bvb2wtc2ltdWxhdG9yLXByb2Nlc3Nvci1rZXktMzI=";
 /// The name runs use for the http processor twin.
@@ -70,6 +72,10 @@ pub struct SimReport {
     pub deliveries: u64,
     pub injected_peer_faults: u64,
     pub processor_calls: u64,
+    /// Commands of the rarer workload steps that were taken (not refused).
+    pub uri_jobs: u64,
+    pub segment_retries: u64,
+    pub credential_patches: u64,
 }
 
 impl SimReport {
@@ -88,6 +94,9 @@ impl SimReport {
         self.deliveries += r.deliveries;
         self.injected_peer_faults += r.injected_peer_faults;
         self.processor_calls += r.processor_calls;
+        self.uri_jobs += r.uri_jobs;
+        self.segment_retries += r.segment_retries;
+        self.credential_patches += r.credential_patches;
     }
 }
 
@@ -210,10 +219,13 @@ struct World {
     restarts: u64,
     index: IndexId,
     prompt: PromptId,
+    labels: PromptId,
     connector: ConnectorId,
     webhook: spool_model::WebhookId,
     webhook_secret: String,
     objects: u64,
+    /// Media objects put in the bucket (what a URI registration may name).
+    media: Vec<String>,
     checks: StateChecks,
     report: SimReport,
 }
@@ -279,6 +291,7 @@ impl World {
         twins.add(BUCKET, twin.clone());
         let disk = Disk::from_image(Vec::new());
         let (peers, peer_addr) = peers::start(seed).await?;
+        peers.set_invalid_percent(8);
         let machine = Machine { seed, tmp: tmp.path(), master: &master, clock: &clock, twins: &twins, peer: peer_addr };
         let rt = open(machine, 0, &disk).await?;
         let mut w = World {
@@ -296,10 +309,12 @@ impl World {
             restarts: 0,
             index: IndexId(Default::default()),
             prompt: PromptId(Default::default()),
+            labels: PromptId(Default::default()),
             connector: ConnectorId(Default::default()),
             webhook: spool_model::WebhookId(Default::default()),
             webhook_secret: String::new(),
             objects: 0,
+            media: Vec::new(),
             checks: StateChecks::default(),
             report: SimReport { seed, ..Default::default() },
         };
@@ -322,6 +337,18 @@ impl World {
         {
             Ok(Outcome::Prompt(p)) => self.prompt = p,
             other => return Err(format!("setup, the prompt: {other:?}")),
+        }
+        // The http worker's runs use a prompt whose schema requires `label`: an answer without
+        // it fails its segment (for good: no retry mends a wrong answer).
+        match self
+            .rt
+            .execute(command(
+                r#"{"CreatePrompt":{"user_id":"u","name":"Labels","description":"","prompt_text":"Label this segment.","json_schema":"{\"type\":\"object\",\"required\":[\"label\"]}","video_level":null,"semantic":{"disabled_segment_fields":[],"disabled_video_level_fields":[]}}}"#,
+            ))
+            .await
+        {
+            Ok(Outcome::Prompt(p)) => self.labels = p,
+            other => return Err(format!("setup, the labels prompt: {other:?}")),
         }
         let connector_id = ConnectorId(self.rt.new_ulid());
         let cmd = Command::Connector(spool_core::ConnectorCommand::CreateConnector {
@@ -393,6 +420,9 @@ impl World {
             1 => (format!("other/clip{n}.wav"), spool_media::pcm_wav(format!("{}-{n}", self.seed).as_bytes())),
             _ => (format!("in/clip{n}.wav"), spool_media::pcm_wav(format!("{}-{n}", self.seed).as_bytes())),
         };
+        if path.ends_with(".wav") {
+            self.media.push(path.clone());
+        }
         let _ = self.twin.contents().put(&object_store::path::Path::from(path), bytes.into()).await;
     }
 
@@ -461,10 +491,11 @@ impl World {
                 }
             }
             32..=40 => {
-                let processor = if self.rng.chance(50) { WORKER } else { "probe" };
+                let (processor, prompt) =
+                    if self.rng.chance(50) { (WORKER, self.labels) } else { ("probe", self.prompt) };
                 let cmd = format!(
                     r#"{{"ExecuteRun":{{"prompt_id":"{}","target":{{"Index":{{"index_id":"{}"}}}},"settings":{{"video_segmentation":"Fixed","audio_segmentation":"Fixed","video_segment_s":1,"audio_segment_s":1,"processing_model":null,"processor":"{processor}","enable_transcription":true,"enable_image_embedding":true}},"executed_by":"sim"}}}}"#,
-                    self.prompt, self.index
+                    prompt, self.index
                 );
                 self.exec(command(&cmd)).await;
             }
@@ -517,6 +548,67 @@ impl World {
                 self.set_webhook(status).await;
             }
             81..=83 => self.upload().await?,
+            86 => {
+                // `POST /videos`: one object of the connector, by its URI.
+                if let Some(path) = self.rng.pick_any(&self.media.iter().map(String::as_str).collect::<Vec<_>>()) {
+                    let cmd = spool_core::ImportCommand::OpenUriJob {
+                        index_id: self.index,
+                        title: format!("registered {path}"),
+                        connector_id: self.connector,
+                        video_uri: format!("s3://{BUCKET}/{path}"),
+                        path: path.to_string(),
+                    };
+                    if self.exec(Command::Import(cmd)).await.is_some() {
+                        self.report.uri_jobs += 1;
+                    }
+                }
+            }
+            87..=89 => {
+                // A failed segment of a finished run retried by hand (it reopens the run).
+                let failed: Vec<(PromptRunId, VideoId, u32)> = self.state(|st| {
+                    use spool_core::machines::prompt_run::TaskStatus as T;
+                    st.prompt_runs
+                        .values()
+                        .filter(|r| r.status.is_terminal())
+                        .flat_map(|r| {
+                            r.segments
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, sg)| sg.task.status == T::Failed)
+                                .filter_map(|(n, sg)| {
+                                    r.videos.get(sg.video as usize).map(|v| (r.run_id, v.video_id, n as u32))
+                                })
+                                .take(4)
+                        })
+                        .collect()
+                });
+                if let Some((run_id, video_id, segment)) = self.rng.pick_any(&failed) {
+                    // `segment` is the run-wide number, as the segment id's suffix is.
+                    let cmd = spool_core::PromptRunCommand::RetrySegment { run_id, video_id, segment };
+                    if self.exec(Command::PromptRun(cmd)).await.is_some() {
+                        self.checks.reopened_run(&run_id);
+                        self.report.segment_retries += 1;
+                    }
+                }
+            }
+            90 => {
+                // The connector's credentials patched (sealed again in the sequencer).
+                let cmd = Command::Connector(spool_core::ConnectorCommand::UpdateConnector {
+                    connector_id: self.connector,
+                    name: None,
+                    scopes: None,
+                    import_mode: None,
+                    export_base_path: None,
+                    credentials: None,
+                });
+                let patch = spool_storage::Credentials {
+                    aws_secret_access_key: Some(if self.rng.chance(50) { SECRET_ROTATED } else { SECRET }.into()),
+                    ..Default::default()
+                };
+                if self.exec(Runtime::update_connector(cmd, Some(patch))).await.is_some() {
+                    self.report.credential_patches += 1;
+                }
+            }
             84..=85 => {
                 let kind = if self.rng.chance(50) {
                     spool_core::machines::automation::AutomationKind::Import
@@ -623,6 +715,7 @@ impl World {
     async fn drain(&mut self) -> Result<(), String> {
         self.twin.set_fail_percent(0);
         self.peers.set_fail_percent(0);
+        self.peers.set_invalid_percent(0);
         self.set_webhook("active").await;
         for kind in [
             spool_core::machines::automation::AutomationKind::Import,

@@ -22,6 +22,9 @@ pub const HANG: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 pub struct Peers {
     fail_percent: AtomicU64,
+    /// The share of processor answers without `label`, whatever the fault level (0 once the
+    /// faults stop).
+    invalid_percent: AtomicU64,
     rng: AtomicU64,
     pub injected: AtomicU64,
     /// Deliveries answered 2xx, by `webhook-id` (the delivery id), with how many times.
@@ -34,6 +37,8 @@ enum Fault {
     Status(StatusCode),
     Hang,
     Garbage,
+    /// JSON whose metadata lacks the `label` the worker's prompt requires.
+    Invalid,
 }
 
 impl Peers {
@@ -41,21 +46,31 @@ impl Peers {
         self.fail_percent.store(p.min(100), Ordering::Relaxed);
     }
 
+    pub fn set_invalid_percent(&self, p: u64) {
+        self.invalid_percent.store(p.min(100), Ordering::Relaxed);
+    }
+
     fn draw(&self) -> u64 {
         spool_storage::twin::draw(&self.rng)
     }
 
     fn fault(&self, garbage: bool) -> Fault {
+        let invalid = self.invalid_percent.load(Ordering::Relaxed);
+        if garbage && invalid > 0 && self.draw() % 100 < invalid {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Fault::Invalid;
+        }
         let p = self.fail_percent.load(Ordering::Relaxed);
         if p == 0 || self.draw() % 100 >= p {
             return Fault::None;
         }
         self.injected.fetch_add(1, Ordering::Relaxed);
-        match self.draw() % if garbage { 4 } else { 3 } {
+        match self.draw() % if garbage { 5 } else { 3 } {
             0 => Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
             1 => Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
             2 => Fault::Hang,
-            _ => Fault::Garbage,
+            3 => Fault::Garbage,
+            _ => Fault::Invalid,
         }
     }
 
@@ -69,7 +84,7 @@ async fn hook(State(p): State<Arc<Peers>>, headers: HeaderMap, _body: Bytes) -> 
     match p.fault(false) {
         Fault::Status(s) => return (s, "injected").into_response(),
         Fault::Hang => tokio::time::sleep(HANG).await,
-        Fault::None | Fault::Garbage => {}
+        Fault::None | Fault::Garbage | Fault::Invalid => {}
     }
     // Deliveries of one webhook go one at a time: a short wait.
     p.jitter(4).await;
@@ -84,6 +99,10 @@ async fn worker(State(p): State<Arc<Peers>>, _body: Bytes) -> Response {
         Fault::Status(s) => return (s, "injected").into_response(),
         Fault::Hang => tokio::time::sleep(HANG).await,
         Fault::Garbage => return (StatusCode::OK, "this is not JSON").into_response(),
+        Fault::Invalid => {
+            let body = serde_json::json!({ "metadata": { "other": 1 }, "metadata_text": "no label" });
+            return (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response();
+        }
         Fault::None => {}
     }
     p.jitter(20).await;

@@ -262,6 +262,8 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
             "injected_storage_faults": total.injected_storage_faults, "jobs": total.jobs, "runs": total.runs,
             "exports": total.exports, "videos": total.videos, "deliveries": total.deliveries,
             "injected_peer_faults": total.injected_peer_faults, "processor_calls": total.processor_calls,
+            "uri_jobs": total.uri_jobs, "segment_retries": total.segment_retries,
+            "credential_patches": total.credential_patches,
             "simulated_hours": (hours * 10.0).round() / 10.0, "seconds": (secs * 10.0).round() / 10.0,
         })
     );
