@@ -137,3 +137,18 @@ def test_a_cancel_while_a_listing_waits_for_its_retry_ends_the_job_cancelled(ser
     # The retry timer still fires once (and changes nothing).
     s.advance(90_000)
     assert s.call("GET", f"/import-jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_registered_video_on_a_closed_port_waits_on_storage_unreachable_not_failed(server):  # noqa: F811
+    s = server
+    index = s.call("POST", "/indexes", {"name": unique("why")}).json()["index_id"]
+    conn = _closed_port_connector(s, ["import"])
+    r = s.call("POST", "/videos", {"title": "far away", "video_uri": "s3://nowhere/clips/a.wav",
+                                    "index_id": index, "source_connector_id": conn})
+    assert r.status_code in (200, 201, 202), r.text
+    job = r.json()
+    assert job["source_kind"] == "uri", job
+    j = until(lambda: s.call("GET", f"/import-jobs/{job['job_id']}").json(),
+              lambda j: (j.get("waiting_on") or {}).get("reason") == "storage_unreachable", "the failed lookup")
+    assert j["status"] not in ("failed", "completed"), j
+    assert "looking up the object failed" in j["waiting_on"]["detail"]["last_error"]["message"], j

@@ -106,10 +106,15 @@ impl Runtime {
                 Err(object_store::Error::NotFound { .. }) => {
                     self.execute(fail(format!("the object {path:?} does not exist in the connector"))).await.map(|_| ())
                 }
-                Err(e) => self
-                    .execute(fail(format!("looking up the object failed: {}", store.describe(&e))))
-                    .await
-                    .map(|_| ()),
+                Err(e) => {
+                    // A storage that cannot be reached is asked again later, as a listing is.
+                    let cmd = spool_core::ImportCommand::RecordScanFailed {
+                        job_id: *job_id,
+                        error: format!("looking up the object failed: {}", store.describe(&e)),
+                        transient: matches!(e, object_store::Error::Generic { .. }),
+                    };
+                    self.execute(Command::Import(cmd)).await.map(|_| ())
+                }
             };
         }
         let req = BrowseRequest {
