@@ -111,3 +111,25 @@ def test_the_sdk_over_https_downloads_through_a_minted_url_without_a_key(tls_ser
     client.exports.wait_for_completion(other, poll_interval=0.1, timeout=30)
     r = httpx.get(f"{base}/api/v2/exports/{other}/download", params={"token": token}, verify=ctx)
     assert r.status_code == 401
+
+
+def test_a_download_url_stops_opening_when_the_key_that_minted_it_is_revoked(tls_server, monkeypatch):
+    base, admin, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    ctx = ssl.create_default_context(cafile=str(cert))
+    root = VideoVector(api_key=admin, base_url=f"{base}/api/v2", max_retries=0)
+    key = root.api_keys.create(name="reader", scopes=["read", "write"])
+    client = VideoVector(api_key=key.key, base_url=f"{base}/api/v2", max_retries=0)
+    index = client.indexes.create(name="revoked").index_id
+    created = client.exports.create_index_export(index)
+    client.exports.wait_for_completion(created.export_id, poll_interval=0.1, timeout=30)
+    url = client.exports.download_url(created.export_id)
+    assert url is not None
+    assert httpx.get(url, verify=ctx).status_code == 200
+    # Another key's URL still opens; this key's does not once it is revoked.
+    admin_url = root.exports.download_url(created.export_id)
+    root.api_keys.revoke(key.key_id)
+    r = httpx.get(url, verify=ctx)
+    assert r.status_code == 401, (r.status_code, r.text)
+    assert r.json()["error"]["code"] == "download_token_invalid"
+    assert httpx.get(admin_url, verify=ctx).status_code == 200

@@ -147,30 +147,45 @@ pub fn mint_token(app: &AppState, export_id: &ExportId, principal: &str, expires
     format!("v1.{p}.{}", mac(app, &payload))
 }
 
-/// The export a token opens, if it is this server's, unexpired and for this export.
+/// The export a token opens, if it is this server's, unexpired, for this export, and minted by
+/// a key that is still active (a revoked, deleted or expired key's tokens open nothing; so do
+/// `SPOOL_API_KEY`'s once the variable is unset).
 fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
-    token_opens(token, export_id, app.rt.now_ms() / 1000, |payload| mac(app, payload))
+    let now_ms = app.rt.now_ms();
+    let Some(principal) = token_principal(token, export_id, now_ms / 1000, |payload| mac(app, payload)) else {
+        return false;
+    };
+    if principal == "env-admin" {
+        return app.cfg.env_admin_key_hash.is_some();
+    }
+    match principal.parse::<spool_model::ApiKeyId>() {
+        Ok(id) => app.rt.read(|st| st.api_keys.get(&id).is_some_and(|k| k.is_active(now_ms))),
+        Err(_) => false,
+    }
 }
 
-/// `check_token` without the server: `mac` is the keyring's, `now_s` the clock's.
+#[cfg(test)]
 fn token_opens(token: &str, export_id: &ExportId, now_s: u64, mac: impl Fn(&str) -> String) -> bool {
+    token_principal(token, export_id, now_s, mac).is_some()
+}
+
+/// Who minted the token, when it is this server's (`mac`), unexpired at `now_s` and for this
+/// export.
+fn token_principal(token: &str, export_id: &ExportId, now_s: u64, mac: impl Fn(&str) -> String) -> Option<String> {
     let mut parts = token.split('.');
     let (Some("v1"), Some(p), Some(m), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return false;
+        return None;
     };
-    let Some(payload) =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| String::from_utf8(b).ok())
-    else {
-        return false;
-    };
+    let payload =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| String::from_utf8(b).ok())?;
     let expected = mac(&payload);
     // Constant-time enough: both are fixed-length base64 of a MAC.
     if expected.len() != m.len() || !expected.bytes().zip(m.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
-        return false;
+        return None;
     }
     let mut f = payload.split('|');
-    let (Some(id), Some(_who), Some(exp)) = (f.next(), f.next(), f.next()) else { return false };
-    id == export_id.to_string() && exp.parse::<u64>().is_ok_and(|e| e >= now_s)
+    let (Some(id), Some(who), Some(exp)) = (f.next(), f.next(), f.next()) else { return None };
+    (id == export_id.to_string() && exp.parse::<u64>().is_ok_and(|e| e >= now_s)).then(|| who.to_string())
 }
 
 /// `POST /exports/{id}/download-url`: a bearer URL, minted only when the public base URL is
