@@ -362,3 +362,37 @@ def test_a_drop_of_more_files_than_a_request_may_list_still_gets_one_run(server)
     assert run.status == "completed" and run.total_audios == 1050
     ctx = run.run_context
     assert (ctx["type"], ctx["video_count"], len(ctx["video_ids"])) == ("videos", 1050, 1000)
+
+
+def test_objects_arriving_faster_than_the_debounce_still_import_after_the_maximum_wait(server):
+    """A 5-minute debounce that every new object re-arms waits at most 4 intervals (20 minutes)
+    from the first object: a bucket written to every 4 minutes still imports."""
+    s = server
+    storage, bucket, index, conn, prompt = setup(s, "all")
+    storage.put(bucket, "incoming/first.wav", wav("first"))
+    save_watch(s, index, conn, prompt)
+    until(lambda: watch(s, index), lambda a: a["found_objects"] == 1 and a["waiting_for"] == "debounce",
+          "the first object found")
+    t0 = s.now_ms
+    n = 1
+    for _ in range(4):
+        # A new object every 4 minutes, each found by the next listing (every 30 s): each
+        # re-arms the debounce 5 minutes on.
+        s.advance(4 * MINUTE - 30_000)
+        listed_now(s, index)
+        storage.put(bucket, f"incoming/more{n}.wav", wav(f"more{n}"))
+        n += 1
+        s.advance(30_000)
+        until(lambda: watch(s, index), lambda a: a["found_objects"] == n, "the new object found")
+        assert jobs_of(s, conn) == [], "imported before the maximum wait"
+    # 16 minutes after the first object, the last one a moment ago: without the maximum wait the
+    # import would be at 21 minutes; it is at 20.
+    s.advance(3 * MINUTE + 30_000)
+    listed_now(s, index)
+    assert jobs_of(s, conn) == [], "imported before the maximum wait"
+    s.advance(20 * MINUTE - (s.now_ms - t0) + 1_000)
+    a = until(lambda: watch(s, index), lambda a: a["last_import_job_id"], "the import at the maximum wait")
+    assert s.now_ms - t0 < 21 * MINUTE
+    job = until(lambda: s.sdk().import_jobs.retrieve(a["last_import_job_id"]),
+                lambda j: j.status == "completed", "the job")
+    assert job.progress.total_files == n == 5, (job.progress, n)

@@ -23,6 +23,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 exported_runs: BTreeSet::new(),
                 manifest: BTreeMap::new(),
                 found: BTreeMap::new(),
+                found_since_ms: None,
                 listing_due: false,
                 listing: 0,
                 last_listed_at_ms: None,
@@ -33,6 +34,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             if location(&a.config) != location(config) {
                 a.manifest.clear();
                 a.found.clear();
+                a.found_since_ms = None;
             }
             a.config = config.clone();
             a.updated_at_ms = at;
@@ -67,11 +69,13 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 a.manifest.insert(path_key(&o.path), version_key(o));
                 a.found.insert(o.path.clone(), o.clone());
             }
-            // Every new or changed object moves the import one debounce interval later.
+            let since = *a.found_since_ms.get_or_insert(at);
+            // Every new or changed object moves the import one debounce interval later, up to
+            // the maximum wait from the first one.
             if let (true, Some(debounce)) = (a.active(), a.debounce_ms()) {
                 state.set_timer(
                     Timer::AutomationDebounce { automation_id: *automation_id },
-                    at.saturating_add(debounce),
+                    debounce_due(at, since, debounce),
                 );
             }
         }
@@ -90,6 +94,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             state.clear_timer(&Timer::AutomationDebounce { automation_id: *automation_id });
             let Some(a) = state.automations.get_mut(automation_id) else { return };
             a.found.clear();
+            a.found_since_ms = None;
             a.last_triggered_at_ms = Some(at);
             a.last_error = error.clone();
             a.updated_at_ms = at;
@@ -183,6 +188,8 @@ fn arm(state: &mut State, id: AutomationId, at: u64) {
         a.listing_due = true;
         a.listing += 1;
         let found = !a.found.is_empty();
+        // The maximum wait counts from the resume (or save): time paused does not count.
+        a.found_since_ms = found.then_some(at);
         state.automations_with_work.insert(id);
         state.clear_timer(&watch);
         // A debounce is set only while something is found (a save with another location

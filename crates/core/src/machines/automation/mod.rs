@@ -19,6 +19,16 @@ use serde::{Deserialize, Serialize};
 use spool_model::{AutomationConfig, AutomationId, ExportId, ImportJobId, IndexId, PromptRunId, WatchedObject};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A debounce that objects keep re-arming fires at the latest this many intervals after the
+/// first object it waits for was found (a bucket written to every few minutes still imports).
+pub const DEBOUNCE_MAX_WAIT_FACTOR: u64 = 4;
+
+/// When the debounce of objects first found at `since` fires, when the latest was found at
+/// `at`: one interval after the latest, but never past `since` + the maximum wait.
+pub fn debounce_due(at: u64, since: u64, debounce_ms: u64) -> u64 {
+    at.saturating_add(debounce_ms).min(since.saturating_add(debounce_ms.saturating_mul(DEBOUNCE_MAX_WAIT_FACTOR)))
+}
+
 /// The debounce intervals an import automation may use: 5m, 10m, 1h, 1d.
 pub const DEBOUNCE_INTERVALS: [(&str, u64); 4] =
     [("5m", 300_000), ("10m", 600_000), ("1h", 3_600_000), ("1d", 86_400_000)];
@@ -115,6 +125,10 @@ pub struct Automation {
     pub manifest: BTreeMap<PathKey, PathKey>,
     /// Import: the objects found since the last import, by path (the latest listing of each).
     pub found: BTreeMap<String, WatchedObject>,
+    /// Import: when the first of `found` was found (the debounce never waits past this plus
+    /// [`DEBOUNCE_MAX_WAIT_FACTOR`] intervals, however often objects keep arriving).
+    #[serde(default)]
+    pub found_since_ms: Option<u64>,
     /// Import: a listing is due (saved or resumed active, or the watch timer fired).
     pub listing_due: bool,
     /// Import: the number of the listing due, counted up each time one becomes due. A page or
