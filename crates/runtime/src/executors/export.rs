@@ -55,7 +55,32 @@ impl Runtime {
                 ExportCommand::RecordExportFailed { export_id: *export_id, attempt, error, retryable: false }
             }
         };
+        // A failure the core will not retry (fatal, or the last attempt) first aborts a begun
+        // multipart upload, then is recorded: once the export reads `failed`, nothing of it is
+        // left open in the bucket. (A crash between the two leaves a retry that finds the upload
+        // gone and begins another.)
+        if let ExportCommand::RecordExportFailed { retryable, .. } = &cmd
+            && (!retryable || attempt >= spool_core::machines::export::EXPORT_ATTEMPTS_MAX)
+        {
+            self.abort_upload(&e).await;
+        }
         self.execute(Command::Export(cmd)).await.map(|_| ())
+    }
+
+    /// Abort the export's multipart upload, if one was begun. Best effort: a failure to abort is
+    /// logged (the upload then stays until the bucket's own lifecycle rules remove it).
+    async fn abort_upload(self: &Arc<Self>, e: &Export) {
+        let Some(upload_id) = self.read(|st| st.exports.get(&e.export_id).and_then(|x| x.upload_id.clone())) else {
+            return;
+        };
+        let ExportDestination::Connector { connector_id, object_path, .. } = &e.destination else { return };
+        let Ok(store) = self.connector_store(connector_id) else { return };
+        let (Some(mp), Ok(location)) = (store.multipart.clone(), object_store::path::Path::parse(object_path)) else {
+            return;
+        };
+        if let Err(err) = mp.abort_multipart(&location, &upload_id).await {
+            tracing::warn!(export_id = %e.export_id, error = %store.describe(&err), "aborting the failed export's upload failed");
+        }
     }
 
     async fn deliver_export(self: &Arc<Self>, e: &Export, attempt: u32) -> Result<(), Failure> {
@@ -159,6 +184,9 @@ impl Runtime {
                         content_id: id.content_id,
                     };
                     record(cmd).await?;
+                    if spool_model::failpoint("export_fatal_after_first_part") {
+                        return Err(Failure::Fatal("failpoint export_fatal_after_first_part".into()));
+                    }
                 }
                 Err(object_store::Error::NotFound { .. }) => {
                     // The store dropped the upload (expired, or aborted): a new one, from part 0.
