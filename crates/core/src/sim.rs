@@ -91,9 +91,6 @@ struct World {
     /// Command lists of effects run already: replayed as duplicated, late outcomes.
     done: Vec<Vec<Command>>,
     checks: StateChecks,
-    videos_created: BTreeSet<VideoId>,
-    exported: BTreeSet<(AutomationId, PromptRunId)>,
-    runs_started: BTreeSet<ImportJobId>,
     report: SimReport,
 }
 
@@ -110,6 +107,11 @@ pub struct StateChecks {
     terminal_jobs: BTreeMap<ImportJobId, JobStatus>,
     terminal_runs: BTreeMap<PromptRunId, &'static str>,
     terminal_exports: BTreeMap<ExportId, &'static str>,
+    videos_created: BTreeSet<VideoId>,
+    exported: BTreeSet<(AutomationId, PromptRunId)>,
+    runs_started: BTreeSet<ImportJobId>,
+    results: BTreeSet<(PromptRunId, spool_model::RunTask)>,
+    deliveries: BTreeSet<(spool_model::WebhookId, u64)>,
 }
 
 impl StateChecks {
@@ -122,6 +124,48 @@ impl StateChecks {
     /// finished status.
     pub fn reopened_run(&mut self, run_id: &PromptRunId) {
         self.terminal_runs.remove(run_id);
+    }
+
+    /// The invariants over the log, one appended event at a time: `no-video-twice`,
+    /// `one-export-per-run`, `one-run-per-job`, `no-result-twice` (a segment retried by hand
+    /// may succeed again), `no-delivery-twice`; a job's retry or a segment's manual retry
+    /// re-opens its job or run for `finished-stays-finished`.
+    pub fn see(&mut self, event: &Event) {
+        match event {
+            Event::VideoCreated { video_id, .. } | Event::VideoImported { video_id, .. } => {
+                assert!(self.videos_created.insert(*video_id), "video {video_id} created twice");
+            }
+            Event::AutomationExported { automation_id, run_id, .. } => {
+                assert!(
+                    self.exported.insert((*automation_id, *run_id)),
+                    "run {run_id} handled twice by {automation_id}"
+                );
+            }
+            Event::AutomationRunStarted { job_id, .. } => {
+                assert!(self.runs_started.insert(*job_id), "job {job_id} started two runs");
+            }
+            Event::PromptTaskSucceeded { run_id, task, .. } => {
+                assert!(self.results.insert((*run_id, *task)), "run {run_id}: task {task:?} has two results");
+            }
+            Event::PromptTaskRetryRequested { run_id, task, .. } => {
+                self.results.remove(&(*run_id, *task));
+                self.reopened_run(run_id);
+            }
+            Event::DeliveryCreated { webhook_id, sequence, delivery_id, .. } => {
+                assert!(
+                    self.deliveries.insert((*webhook_id, *sequence)),
+                    "{delivery_id}: webhook {webhook_id} got event {sequence} twice"
+                );
+            }
+            // A retry re-opens a finished job (contract §6.1): its end may change.
+            Event::ImportJobRetried { job_id, .. } => self.reopened(job_id),
+            _ => {}
+        }
+    }
+
+    /// Videos created so far (`see`).
+    pub fn videos(&self) -> usize {
+        self.videos_created.len()
     }
 
     pub fn check(&mut self, st: &State) {
@@ -179,9 +223,6 @@ impl World {
             export_automation: None,
             done: Vec::new(),
             checks: StateChecks::default(),
-            videos_created: BTreeSet::new(),
-            exported: BTreeSet::new(),
-            runs_started: BTreeSet::new(),
             report: SimReport { seed, ..Default::default() },
         };
         if let Some(crate::Outcome::Index(i)) = w.apply(command(r#"{"CreateIndex":{"name":"sim","user_id":"u"}}"#)) {
@@ -236,25 +277,7 @@ impl World {
             return None;
         }
         for env in &self.log[before..] {
-            match &env.event {
-                Event::VideoCreated { video_id, .. } | Event::VideoImported { video_id, .. } => {
-                    assert!(self.videos_created.insert(*video_id), "video {video_id} created twice");
-                }
-                Event::AutomationExported { automation_id, run_id, .. } => {
-                    assert!(
-                        self.exported.insert((*automation_id, *run_id)),
-                        "run {run_id} handled twice by {automation_id}"
-                    );
-                }
-                Event::AutomationRunStarted { job_id, .. } => {
-                    assert!(self.runs_started.insert(*job_id), "job {job_id} started two runs");
-                }
-                // A retry re-opens a finished job (contract §6.1): its end may change.
-                Event::ImportJobRetried { job_id, .. } => {
-                    self.checks.reopened(job_id);
-                }
-                _ => {}
-            }
+            self.checks.see(&env.event);
         }
         self.report.events += (self.log.len() - before) as u64;
         Some(decision.outcome)
@@ -690,7 +713,7 @@ impl World {
         self.report.jobs = self.st.imports.len() as u64;
         self.report.runs = self.st.prompt_runs.len() as u64;
         self.report.exports = self.st.exports.len() as u64;
-        self.report.videos = self.videos_created.len() as u64;
+        self.report.videos = self.checks.videos() as u64;
         Ok(())
     }
 }

@@ -34,6 +34,11 @@ impl WaitingOn {
         WaitingOn { reason, since_ms, until_ms: None, detail }
     }
 
+    /// The same reason, ending at `until_ms` (a timer's due time).
+    fn until(self, until_ms: Option<u64>) -> WaitingOn {
+        WaitingOn { until_ms, ..self }
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "reason": self.reason,
@@ -60,22 +65,20 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
     if !j.scan_done {
         if let Some(error) = &j.scan_error {
             // The listing failed and is retried on a timer (or is being retried now).
-            let until = j
-                .scan_waiting
-                .then(|| st.timer_due.get(&Timer::ImportScanRetry { job_id: j.job_id, attempt: j.scan_failures }))
-                .flatten()
-                .copied();
-            let mut w = WaitingOn::new(
-                "storage_unreachable",
-                j.scan_failing_since_ms,
-                json!({
-                    "listing_attempts": j.scan_failures,
-                    "files_found": j.files.len(),
-                    "last_error": { "code": "listing_failed", "message": error },
-                }),
+            let until =
+                st.timer_due.get(&Timer::ImportScanRetry { job_id: j.job_id, attempt: j.scan_failures }).copied();
+            return Some(
+                WaitingOn::new(
+                    "storage_unreachable",
+                    j.scan_failing_since_ms,
+                    json!({
+                        "listing_attempts": j.scan_failures,
+                        "files_found": j.files.len(),
+                        "last_error": { "code": "listing_failed", "message": error },
+                    }),
+                )
+                .until(until),
             );
-            w.until_ms = until;
-            return Some(w);
         }
         return Some(WaitingOn::new("listing", Some(j.created_at_ms), json!({ "files_found": j.files.len() })));
     }
@@ -102,16 +105,17 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
             .copied();
         let failure = first.failure.as_ref();
         let reason = if failure.is_some_and(|f| is_storage_failure(&f.code)) { "storage_unreachable" } else { "timer" };
-        let mut w = WaitingOn::new(
-            reason,
-            Some(j.updated_at_ms),
-            json!({
-                "files_waiting": j.files_in(FileStatus::Waiting).count(),
-                "last_error": failure.map(|f| json!({ "code": f.code, "message": f.message })),
-            }),
+        return Some(
+            WaitingOn::new(
+                reason,
+                Some(j.updated_at_ms),
+                json!({
+                    "files_waiting": j.files_in(FileStatus::Waiting).count(),
+                    "last_error": failure.map(|f| json!({ "code": f.code, "message": f.message })),
+                }),
+            )
+            .until(until),
         );
-        w.until_ms = until;
-        return Some(w);
     }
     Some(WaitingOn::new("finishing", Some(j.updated_at_ms), json!({})))
 }
@@ -168,17 +172,18 @@ pub fn of_run(st: &State, r: &PromptRun) -> Option<WaitingOn> {
             RunTask::Segment(n) => r.segments.get(*n as usize).and_then(|s| s.task.failure.clone()),
             RunTask::Video(_) => None,
         });
-        let mut w = WaitingOn::new(
-            if last.is_some() { "processor_failing" } else { "timer" },
-            Some(r.updated_at_ms),
-            json!({
-                "processor": r.settings.processor,
-                "tasks_waiting": r.tasks.count(TaskStatus::Waiting),
-                "last_error": last.map(|f| json!({ "code": f.code, "message": f.message })),
-            }),
+        return Some(
+            WaitingOn::new(
+                if last.is_some() { "processor_failing" } else { "timer" },
+                Some(r.updated_at_ms),
+                json!({
+                    "processor": r.settings.processor,
+                    "tasks_waiting": r.tasks.count(TaskStatus::Waiting),
+                    "last_error": last.map(|f| json!({ "code": f.code, "message": f.message })),
+                }),
+            )
+            .until(until),
         );
-        w.until_ms = until;
-        return Some(w);
     }
     Some(WaitingOn::new("finishing", Some(r.updated_at_ms), json!({})))
 }
@@ -189,13 +194,14 @@ pub fn of_export(st: &State, e: &Export) -> Option<WaitingOn> {
     }
     if e.waiting {
         let until = st.timer_due.get(&Timer::ExportRetry { export_id: e.export_id, attempt: e.attempts }).copied();
-        let mut w = WaitingOn::new(
-            "storage_unreachable",
-            Some(e.updated_at_ms),
-            json!({ "attempts": e.attempts, "last_error": e.error }),
+        return Some(
+            WaitingOn::new(
+                "storage_unreachable",
+                Some(e.updated_at_ms),
+                json!({ "attempts": e.attempts, "last_error": e.error }),
+            )
+            .until(until.or(Some(e.available_at_ms))),
         );
-        w.until_ms = until.or(Some(e.available_at_ms));
-        return Some(w);
     }
     Some(match e.status {
         ExportStatus::Processing => {
@@ -210,10 +216,8 @@ pub fn of_automation(st: &State, a: &Automation) -> Option<WaitingOn> {
     let id = a.automation_id;
     let due = |t: Timer| st.timer_due.get(&t).copied();
     let timer = |which: &str, until: Option<u64>| {
-        let mut w =
-            WaitingOn::new("timer", a.last_listed_at_ms, json!({ "timer": which, "found_objects": a.found.len() }));
-        w.until_ms = until;
-        w
+        WaitingOn::new("timer", a.last_listed_at_ms, json!({ "timer": which, "found_objects": a.found.len() }))
+            .until(until)
     };
     let running_job = a.last_import_job_id.filter(|j| st.imports.get(j).is_some_and(|j| !j.status.is_terminal()));
     let w = if !a.enabled() {
@@ -257,9 +261,7 @@ pub fn of_delivery(st: &State, d: &crate::machines::webhook::Delivery) -> Option
         return Some(WaitingOn::new(reason, Some(h.updated_at_ms), detail));
     }
     if let (D::Retrying, Some(at)) = (d.status, d.next_retry_at_ms) {
-        let mut w = WaitingOn::new("timer", d.last_attempt_at_ms, detail);
-        w.until_ms = Some(at);
-        return Some(w);
+        return Some(WaitingOn::new("timer", d.last_attempt_at_ms, detail).until(Some(at)));
     }
     Some(WaitingOn::new("receiver", d.last_attempt_at_ms.or(Some(d.created_at_ms)), detail))
 }

@@ -117,26 +117,12 @@ pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<S
 
 /// An event as a bundle holds it: connector credentials (sealed, but still secret material)
 /// are removed.
-pub fn without_secrets(event: spool_model::Event) -> spool_model::Event {
+pub fn without_secrets(mut event: spool_model::Event) -> spool_model::Event {
     use spool_model::Event as E;
-    match event {
-        E::ConnectorCreated {
-            connector_id, provider, name, scopes, import_mode, export_base_path, location, ..
-        } => E::ConnectorCreated {
-            connector_id,
-            provider,
-            name,
-            scopes,
-            import_mode,
-            export_base_path,
-            location,
-            credentials: None,
-        },
-        E::ConnectorUpdated { connector_id, name, scopes, import_mode, export_base_path, .. } => {
-            E::ConnectorUpdated { connector_id, name, scopes, import_mode, export_base_path, credentials: None }
-        }
-        other => other,
+    if let E::ConnectorCreated { credentials, .. } | E::ConnectorUpdated { credentials, .. } = &mut event {
+        *credentials = None;
     }
+    event
 }
 
 /// The first line of a bundle file.

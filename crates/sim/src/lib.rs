@@ -25,12 +25,11 @@ use spool_core::sim::{Rng, StateChecks};
 use spool_core::{Command, Outcome, State};
 use spool_log::{EventLog, READ_BATCH_MAX, RedbLog, RedbLogOptions};
 use spool_model::{
-    ConnectorId, ConnectorLocation, ConnectorScope, Event, ExportDestination, ExportKind, ImportJobId, ImportMode,
-    IndexId, PromptId, PromptRunId, Provider, VideoId,
+    ConnectorId, ConnectorLocation, ConnectorScope, ExportDestination, ExportKind, ImportJobId, ImportMode, IndexId,
+    PromptId, PromptRunId, Provider, VideoId,
 };
 use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
 use spool_storage::twin::{TwinStore, Twins};
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -783,39 +782,12 @@ impl World {
             ));
         }
         let events = self.all_events()?;
-        let mut videos = BTreeSet::new();
+        // The log's own invariants over every event, as the machines' simulator checks them
+        // after each append.
+        let mut log_checks = StateChecks::default();
         for env in &events {
-            if let Event::VideoCreated { video_id, .. } | Event::VideoImported { video_id, .. } = &env.event
-                && !videos.insert(*video_id)
-            {
-                return Err(format!("no-video-twice: {video_id} created twice (seq {})", env.seq));
-            }
-        }
-        let (mut results, mut started, mut exported) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        for env in &events {
-            let twice = match &env.event {
-                Event::PromptTaskSucceeded { run_id, task, .. } => {
-                    (!results.insert((*run_id, *task))).then(|| format!("no-result-twice: {run_id} {task:?}"))
-                }
-                Event::AutomationRunStarted { job_id, .. } => {
-                    (!started.insert(*job_id)).then(|| format!("one-run-per-job: {job_id}"))
-                }
-                Event::AutomationExported { automation_id, run_id, .. } => (!exported
-                    .insert((*automation_id, *run_id)))
-                .then(|| format!("one-export-per-run: {run_id} by {automation_id}")),
-                _ => None,
-            };
-            if let Some(e) = twice {
-                return Err(format!("{e} (seq {})", env.seq));
-            }
-        }
-        let mut deliveries = BTreeSet::new();
-        for env in &events {
-            if let Event::DeliveryCreated { webhook_id, sequence, delivery_id, .. } = &env.event
-                && !deliveries.insert((*webhook_id, *sequence))
-            {
-                return Err(format!("no-delivery-twice: {delivery_id} repeats event {sequence} (seq {})", env.seq));
-            }
+            let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log_checks.see(&env.event)));
+            seen.map_err(|p| format!("{} (seq {})", panic_text(p.as_ref()), env.seq))?;
         }
         {
             use spool_core::machines::webhook::DeliveryStatus as D;
@@ -840,9 +812,11 @@ impl World {
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);
         let image = self.disk.image();
-        for (what, secret) in
-            [("the connector's secret", SECRET), ("the webhook's secret", self.webhook_secret.as_str())]
-        {
+        for (what, secret) in [
+            ("the connector's secret", SECRET),
+            ("the connector's rotated secret", SECRET_ROTATED),
+            ("the webhook's secret", self.webhook_secret.as_str()),
+        ] {
             if !secret.is_empty() && image.windows(secret.len()).any(|w| w == secret.as_bytes()) {
                 return Err(format!("secrets-sealed: {what} is in the log's bytes in clear text"));
             }
@@ -871,7 +845,7 @@ impl World {
         self.report.jobs = live.imports.len() as u64;
         self.report.runs = live.prompt_runs.len() as u64;
         self.report.exports = live.exports.len() as u64;
-        self.report.videos = videos.len() as u64;
+        self.report.videos = log_checks.videos() as u64;
         self.report.injected_storage_faults = self.twin.injected();
         Ok(())
     }

@@ -341,7 +341,7 @@ pub fn record_scan_failed(
     ctx: &mut crate::Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
-    if !j.takes_work() || j.scan_done || j.scan_waiting {
+    if !j.takes_work() || j.scan_done || scan_retry_pending(state, j) {
         return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
     }
     let attempt = j.scan_failures + 1;

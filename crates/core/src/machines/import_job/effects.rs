@@ -61,7 +61,7 @@ pub fn effects_for(state: &State, id: ImportJobId) -> Vec<ImportEffect> {
         out.push(ImportEffect::FinishImportJob { job_id: id });
     }
     let live = j.takes_work();
-    if live && !j.scan_done && !j.scan_waiting {
+    if live && !j.scan_done && !super::scan_retry_pending(state, j) {
         out.push(ImportEffect::ScanImport { job_id: id });
     }
     // A started copy is resumed (after a crash), also while a cancel waits for it.

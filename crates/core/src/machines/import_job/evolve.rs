@@ -35,12 +35,8 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
         }
         Event::ImportScanRetryScheduled { attempt, error, .. } => {
             j.scan_failures = *attempt;
-            j.scan_waiting = true;
             j.scan_error = Some(error.clone());
             j.scan_failing_since_ms.get_or_insert(at);
-        }
-        Event::ImportScanRetryDue { .. } => {
-            j.scan_waiting = false;
         }
         Event::ImportScanCompleted { .. } => {
             j.scan_done = true;

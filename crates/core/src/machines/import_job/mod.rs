@@ -235,10 +235,9 @@ pub struct ImportJob {
     pub completed_at_ms: Option<u64>,
     pub error: Option<String>,
     pub scan_done: bool,
-    /// Listings that failed with a transient error; the scan waits for its retry timer while
-    /// `scan_waiting`.
+    /// Listings that failed with a transient error; the scan waits while the retry timer of
+    /// the last one is set ([`scan_retry_pending`]).
     pub scan_failures: u32,
-    pub scan_waiting: bool,
     /// The last listing failure and when the first of them happened (cleared by a completed
     /// listing): `waiting_on` `storage_unreachable`.
     pub scan_error: Option<String>,
@@ -285,7 +284,6 @@ impl ImportJob {
             error: None,
             scan_done: false,
             scan_failures: 0,
-            scan_waiting: false,
             scan_error: None,
             scan_failing_since_ms: None,
             files: Vec::new(),
@@ -343,6 +341,13 @@ impl ImportJob {
         self.by_status.moved(file_id, from, to);
         Some(from)
     }
+}
+
+/// The job's scan waits for the retry timer of its last failed listing (the timer is the one
+/// record of it: set by `ImportScanRetryScheduled`, gone with `ImportScanRetryDue`).
+pub fn scan_retry_pending(state: &crate::State, j: &ImportJob) -> bool {
+    j.scan_failures > 0
+        && state.timer_due.contains_key(&crate::Timer::ImportScanRetry { job_id: j.job_id, attempt: j.scan_failures })
 }
 
 /// An object as a scan page lists it (an effect's outcome).
