@@ -119,6 +119,12 @@ impl From<RuntimeError> for ApiError {
                 tracing::error!(error = %k, "keyring error while serving a request");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "keyring_error", "a stored secret could not be used")
             }
+            RuntimeError::Poisoned { code: "decision_too_large", message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "decision_too_large", message)
+            }
+            RuntimeError::Poisoned { message, .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+            }
             RuntimeError::Log(l) => {
                 tracing::error!(error = %l, "log error while serving a request");
                 ApiError::new(

@@ -29,6 +29,12 @@ pub const PROBE_PACKETS_MAX: usize = 240;
 /// duration (browsers write WebM so).
 pub const MKV_TAIL_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
+/// The fewest bytes per second of claimed duration a file must hold: 2 (16 bits/s, below any
+/// real codec with its container's overhead). A header that claims more time than its bytes
+/// can hold at that rate (an `mvhd` of 2^64-1 seconds in a 52 KB file) is refused, so a claim
+/// can never turn a small file into many parts.
+pub const MIN_BYTES_PER_SECOND: u64 = 2;
+
 /// Why a file has no facts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProbeError {
@@ -61,12 +67,85 @@ pub fn probe<R: Read + Seek + Send + Sync + 'static>(src: R, ext: &str) -> Resul
     probe_with_budget(src, ext, PROBE_READ_BYTES_MAX)
 }
 
-/// Probe a seekable source, reading at most `budget` bytes.
+/// Probe a seekable source, reading at most `budget` bytes. A demuxer that panics on a crafted
+/// file makes the file unreadable, never takes its caller down; the facts are then checked
+/// against the bytes ([`check_claims`]).
 pub fn probe_with_budget<R: Read + Seek + Send + Sync + 'static>(
-    mut src: R,
+    src: R,
     ext: &str,
     budget: u64,
 ) -> Result<MediaFacts, ProbeError> {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe_unchecked(src, ext, budget)));
+    match run {
+        Ok(Ok((facts, len))) => check_claims(facts, len),
+        Ok(Err(e)) => Err(e),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(ProbeError::Unreadable(format!("the demuxer failed on this file ({what})")))
+        }
+    }
+}
+
+/// Bytes per second of uncompressed PCM audio, when the stream is such.
+fn pcm_bytes_per_second(s: &StreamFacts) -> Option<u64> {
+    let width = match s.codec.as_str() {
+        "pcm_u8" | "pcm_alaw" | "pcm_mulaw" => 1,
+        "pcm_s16le" | "pcm_s16be" => 2,
+        "pcm_s24le" | "pcm_s24be" => 3,
+        "pcm_s32le" | "pcm_s32be" | "pcm_f32le" | "pcm_f32be" => 4,
+        "pcm_f64le" | "pcm_f64be" => 8,
+        _ => return None,
+    };
+    Some(width * s.sample_rate? as u64 * s.channels.unwrap_or(1).max(1) as u64).filter(|b| *b > 0)
+}
+
+/// Check what a header claims against the bytes of the file: uncompressed audio lasts at most
+/// what its bytes hold (a WAV `data` size past the end of the file is capped there, as ffprobe
+/// does); any other claim over [`MIN_BYTES_PER_SECOND`] is refused; and media longer than
+/// [`spool_model::media::PARTS_PER_FILE_MAX`] parts is refused with the bound.
+pub fn check_claims(mut facts: MediaFacts, len: u64) -> Result<MediaFacts, ProbeError> {
+    if facts.duration_us.is_none() && facts.streams.iter().all(|s| s.duration_us.is_none()) {
+        return Ok(facts);
+    }
+    let audio_only = facts.streams.iter().all(|s| s.kind != StreamKind::Video);
+    if audio_only && let Some(rate) = facts.streams.iter().find_map(pcm_bytes_per_second) {
+        let held = (len as u128 * 1_000_000 / rate as u128).min(u64::MAX as u128) as u64;
+        let cap = |d: &mut Option<u64>| {
+            if let Some(v) = d
+                && *v > held
+            {
+                *v = held;
+            }
+        };
+        cap(&mut facts.duration_us);
+        for s in &mut facts.streams {
+            cap(&mut s.duration_us);
+        }
+        facts.bit_rate =
+            facts.duration_us.filter(|d| *d > 0).map(|d| ((len as u128 * 8 * 1_000_000) / d as u128) as u64);
+    }
+    let longest = facts.streams.iter().filter_map(|s| s.duration_us).chain(facts.duration_us).max().unwrap_or(0);
+    let most_us = (len as u128 * 1_000_000 / MIN_BYTES_PER_SECOND as u128).min(u64::MAX as u128) as u64;
+    if longest > most_us {
+        return Err(ProbeError::Unreadable(format!(
+            "the header claims {} but the file's {len} bytes hold at most {} (at least {MIN_BYTES_PER_SECOND} bytes per second)",
+            spool_model::media::human_duration(longest),
+            spool_model::media::human_duration(most_us),
+        )));
+    }
+    spool_model::media::check_parts(facts.duration_us).map_err(ProbeError::Unreadable)?;
+    Ok(facts)
+}
+
+fn probe_unchecked<R: Read + Seek + Send + Sync + 'static>(
+    mut src: R,
+    ext: &str,
+    budget: u64,
+) -> Result<(MediaFacts, u64), ProbeError> {
     let len = src.seek(SeekFrom::End(0)).map_err(|e| ProbeError::Io(e.kind().to_string()))?;
     src.seek(SeekFrom::Start(0)).map_err(|e| ProbeError::Io(e.kind().to_string()))?;
     if len == 0 {
@@ -80,11 +159,11 @@ pub fn probe_with_budget<R: Read + Seek + Send + Sync + 'static>(
         // imagesize takes any ISO-BMFF `ftyp` for HEIF; only image brands are stills.
         let heif_brand = head.len() >= 12 && matches!(&head[8..12], b"heic" | b"heix" | b"mif1" | b"msf1" | b"avif");
         if !matches!(kind, imagesize::ImageType::Heif(_)) || heif_brand {
-            return probe_image(src, kind, budget);
+            return probe_image(src, kind, budget).map(|f| (f, len));
         }
     }
     let source = Budgeted { inner: src, len, read: 0, budget };
-    probe_av(source, len, head, ext)
+    probe_av(source, len, head, ext).map(|f| (f, len))
 }
 
 fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -476,9 +476,11 @@ pub enum Event {
         parts: Vec<VideoId>,
     },
     /// Stream `vid_…`. A video made by an import since the probe: `VideoCreated`'s fields, the
-    /// probe's facts of the stored media, the part of it this video covers, and every part's
-    /// video in order (empty when the media is one part). One event, so a file costs no more
-    /// appended events than before the probe.
+    /// probe's facts of the stored media, the part of it this video covers, and `parts`: on the
+    /// first part every part's video in order, on a later part the first part's video alone
+    /// (logs written before that list every part on every part, which reads the same), and
+    /// empty when the media is one part. One event, so a file costs no more appended events
+    /// than before the probe, and a file of n parts O(n) bytes of log.
     VideoImported {
         video_id: VideoId,
         index_id: IndexId,

@@ -73,12 +73,45 @@ pub struct PartRange {
 /// The longest part a video covers: 40 minutes.
 pub const PART_SECONDS_MAX: u64 = 40 * 60;
 
-/// The parts of media lasting `duration_us`: one part when it is at most
-/// [`PART_SECONDS_MAX`] long (or has no duration), else ranges of exactly that length and a
-/// shorter last one.
-pub fn parts_of(duration_us: Option<u64>) -> Vec<PartRange> {
+/// The most parts one file becomes: 64 parts of 40 minutes, 42 h 40 min of media. A longer
+/// file is refused (`media_unreadable`, [`check_parts`]), so one file never becomes more than
+/// this many videos, whatever its header claims.
+pub const PARTS_PER_FILE_MAX: u64 = 64;
+
+/// Refuses media longer than [`PARTS_PER_FILE_MAX`] parts, with a sentence for the failure.
+pub fn check_parts(duration_us: Option<u64>) -> Result<(), String> {
     let max_us = PART_SECONDS_MAX * 1_000_000;
     let d = duration_us.unwrap_or(0);
+    if d.div_ceil(max_us) > PARTS_PER_FILE_MAX {
+        return Err(format!(
+            "the media lasts {}; Spool imports media up to {} ({PARTS_PER_FILE_MAX} parts of {} minutes)",
+            human_duration(d),
+            human_duration(PARTS_PER_FILE_MAX * max_us),
+            PART_SECONDS_MAX / 60
+        ));
+    }
+    Ok(())
+}
+
+/// A duration for a person: `42 h 40 min`, `3 min 20 s`, `12.5 s`.
+pub fn human_duration(us: u64) -> String {
+    let s = us / 1_000_000;
+    if s >= 3600 {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{:.1} s", us as f64 / 1e6)
+    }
+}
+
+/// The parts of media lasting `duration_us`: one part when it is at most
+/// [`PART_SECONDS_MAX`] long (or has no duration), else ranges of exactly that length and a
+/// shorter last one; never more than [`PARTS_PER_FILE_MAX`] (callers refuse longer media with
+/// [`check_parts`] first; past it the last part is cut at the bound).
+pub fn parts_of(duration_us: Option<u64>) -> Vec<PartRange> {
+    let max_us = PART_SECONDS_MAX * 1_000_000;
+    let d = duration_us.unwrap_or(0).min(PARTS_PER_FILE_MAX * max_us);
     if d <= max_us {
         return vec![PartRange { part_index: 0, part_count: 1, start_us: 0, end_us: d }];
     }
@@ -107,5 +140,14 @@ mod tests {
         let p = parts_of(Some(100 * 60 * 1_000_000));
         assert_eq!(p.iter().map(|r| (r.end_us - r.start_us) / 60_000_000).collect::<Vec<_>>(), vec![40, 40, 20]);
         assert!(p.iter().all(|r| r.part_count == 3));
+    }
+
+    #[test]
+    fn a_claimed_duration_of_u64_max_is_refused_and_never_planned_past_the_bound() {
+        assert!(check_parts(Some(u64::MAX)).is_err());
+        assert_eq!(parts_of(Some(u64::MAX)).len() as u64, PARTS_PER_FILE_MAX);
+        let max_us = PARTS_PER_FILE_MAX * PART_SECONDS_MAX * 1_000_000;
+        assert!(check_parts(Some(max_us)).is_ok());
+        assert!(check_parts(Some(max_us + 1)).is_err());
     }
 }

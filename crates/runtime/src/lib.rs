@@ -27,7 +27,7 @@ pub use executors::webhook::{
 pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{
-    IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, MEDIA_SIGNING_PURPOSE, Reply, Runtime,
-    RuntimeConfig, RuntimeError, SNAPSHOT_NAME, panic_message,
+    DECISION_EVENTS_MAX, IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, MEDIA_SIGNING_PURPOSE,
+    Reply, Runtime, RuntimeConfig, RuntimeError, SNAPSHOT_NAME, panic_message,
 };
 pub use sequencer::{Prepare, Work};

@@ -17,6 +17,12 @@ pub const INBOX_DEPTH_MAX: usize = 8192;
 pub const SEQUENCER_BATCH_COMMANDS_MAX: usize = 1024;
 /// Events in one sequencer batch: past this the batch closes (below `APPEND_EVENTS_MAX`).
 pub const SEQUENCER_BATCH_EVENTS_MAX: usize = 4096;
+/// Events one decision may write, with the webhook deliveries of its domain events. A batch
+/// closes at [`SEQUENCER_BATCH_EVENTS_MAX`] events, so a batch holds at most
+/// `SEQUENCER_BATCH_EVENTS_MAX - 1 + DECISION_EVENTS_MAX` < `APPEND_EVENTS_MAX` events. A
+/// decision past it fails its command (`decision_too_large`), never the batch.
+pub const DECISION_EVENTS_MAX: usize = 5_000;
+const _: () = assert!(SEQUENCER_BATCH_EVENTS_MAX - 1 + DECISION_EVENTS_MAX < spool_log::APPEND_EVENTS_MAX);
 /// Effects running at once.
 pub const EFFECTS_CONCURRENCY_MAX: usize = 64;
 /// Times an effect may panic before it is given up: its job then fails with `internal_error`
@@ -115,6 +121,10 @@ pub enum RuntimeError {
     Keyring(#[from] KeyringError),
     #[error(transparent)]
     Log(#[from] spool_log::Error),
+    /// The command could not be decided: its decision panicked or passed a bound
+    /// ([`DECISION_EVENTS_MAX`]). Only this command fails; the batch's others go on.
+    #[error("{message}")]
+    Poisoned { code: &'static str, message: String },
 }
 
 /// A rendered answer: what the API sends, and what an idempotency record stores.
@@ -519,9 +529,15 @@ impl Runtime {
             return;
         }
         self.effect_panics.lock().unwrap_or_else(|p| p.into_inner()).remove(effect);
-        self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).insert(effect.clone());
         let message =
             format!("internal_error: Spool failed while running this work ({tries} tries); see the server log");
+        self.give_up_effect(effect, message).await;
+    }
+
+    /// Give an effect up: it is not offered again until the next start, and the failure of its
+    /// job, file, task or export is recorded (so the next start does not offer it either).
+    pub(crate) async fn give_up_effect(&self, effect: &Effect, message: String) {
+        self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).insert(effect.clone());
         let mut result = Ok(());
         let commands = Self::give_up_command(effect, message);
         if commands.is_empty() {

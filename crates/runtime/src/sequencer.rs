@@ -16,8 +16,8 @@
 //! from the log (snapshot + tail), so the in-memory state always equals the fold of the log.
 
 use crate::runtime::{
-    INBOX_DEPTH_MAX, Reply, Runtime, RuntimeError, SEQUENCER_BATCH_COMMANDS_MAX, SEQUENCER_BATCH_EVENTS_MAX,
-    SNAPSHOT_NAME,
+    DECISION_EVENTS_MAX, INBOX_DEPTH_MAX, Reply, Runtime, RuntimeError, SEQUENCER_BATCH_COMMANDS_MAX,
+    SEQUENCER_BATCH_EVENTS_MAX, SNAPSHOT_NAME,
 };
 use crate::{IdemBody, IdemKey, IdemRecord};
 use spool_core::{Command, Ctx, Outcome, State, WorkKey, decide, evolve};
@@ -143,6 +143,11 @@ fn fold_streams(
     n
 }
 
+/// The error of a command whose decision panicked or passed a bound.
+fn poisoned(code: &'static str, _cmd: &Command, why: &str) -> RuntimeError {
+    RuntimeError::Poisoned { code, message: format!("Spool could not decide this request: {why}") }
+}
+
 /// What one submission of a batch came to, before the commit.
 struct Decided {
     reply: tokio::sync::oneshot::Sender<Result<(Reply, Outcome), RuntimeError>>,
@@ -208,20 +213,83 @@ impl Runtime {
             };
             let now = self.clock().now_ms();
             let mut ctx = Ctx::new(now, self.ids().entropy());
-            let mut decision = match decide(&st, &cmd, &mut ctx) {
-                Ok(d) => d,
-                Err(e) => {
+            // A decision is pure: one that panics fails its command alone (the state is untouched).
+            let decided_now = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(&st, &cmd, &mut ctx)));
+            let mut decision = match decided_now {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
                     decided.push(Decided { reply, result: Err(e.into()) });
                     continue;
                 }
+                Err(payload) => {
+                    let what = crate::runtime::panic_message(payload.as_ref());
+                    tracing::error!(command = ?cmd, panic = %what, "deciding a command panicked; it fails alone");
+                    decided.push(Decided { reply, result: Err(poisoned("decision_failed", &cmd, &what)) });
+                    continue;
+                }
             };
+            let own = decision.streams.iter().map(|s| s.events.len()).sum::<usize>();
+            if own > DECISION_EVENTS_MAX {
+                tracing::error!(command = ?cmd, events = own, "a decision passed DECISION_EVENTS_MAX; it fails alone");
+                let why = format!("it would write {own} events; at most {DECISION_EVENTS_MAX}");
+                decided.push(Decided { reply, result: Err(poisoned("decision_too_large", &cmd, &why)) });
+                continue;
+            }
             // Fold at once: the next command of the batch decides on this state. Then the
             // outbox: deliveries of this decision's domain events, decided on the state its events
-            // left, join the same append.
-            events += fold_streams(&mut st, &decision.streams, now, &mut streams, &mut touched);
-            let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
-            events += fold_streams(&mut st, &deliveries, now, &mut streams, &mut touched);
-            decision.streams.extend(deliveries);
+            // left, join the same append. A panic here (or deliveries past the bound) leaves the
+            // state half-folded: it is rebuilt from the log, the commands decided before in this
+            // batch are answered with a retryable error (nothing of them was written), this one
+            // fails alone, and the rest are decided in a new batch.
+            let mut pending_streams = Vec::new();
+            let mut pending_touched = BTreeSet::new();
+            let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut n = fold_streams(&mut st, &decision.streams, now, &mut pending_streams, &mut pending_touched);
+                let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
+                let extra = deliveries.iter().map(|s| s.events.len()).sum::<usize>();
+                if own + extra > DECISION_EVENTS_MAX {
+                    return Err(format!(
+                        "it would write {} events with its webhook deliveries; at most {DECISION_EVENTS_MAX}",
+                        own + extra
+                    ));
+                }
+                n += fold_streams(&mut st, &deliveries, now, &mut pending_streams, &mut pending_touched);
+                decision.streams.extend(deliveries);
+                Ok(n)
+            }));
+            match folded {
+                Ok(Ok(n)) => {
+                    events += n;
+                    streams.append(&mut pending_streams);
+                    touched.append(&mut pending_touched);
+                }
+                failed => {
+                    let (code, why) = match failed {
+                        Ok(Err(why)) => ("decision_too_large", why),
+                        Err(payload) => ("decision_failed", crate::runtime::panic_message(payload.as_ref())),
+                        Ok(Ok(_)) => unreachable!(),
+                    };
+                    tracing::error!(command = ?cmd, error = %why, "folding a decision failed; it fails alone and the state is rebuilt");
+                    let err = poisoned(code, &cmd, &why);
+                    drop(cmd);
+                    self.rebuild(&mut st);
+                    let mut answered: Vec<Decided> = decided
+                        .into_iter()
+                        .map(|d| Decided {
+                            reply: d.reply,
+                            result: Err(RuntimeError::Log(spool_log::Error::Storage(
+                                "another command of the same batch failed; nothing was written, try again".into(),
+                            ))),
+                        })
+                        .collect();
+                    answered.push(Decided { reply, result: Err(err) });
+                    drop(st);
+                    self.answer(answered);
+                    let rest: Vec<Submission> = pending.into_iter().collect();
+                    self.requeue(rest, rx);
+                    return;
+                }
+            }
             side.extend(sub_side);
             side.extend(self.side_writes_of(&decision));
             let answer = render(&st, decision.outcome);

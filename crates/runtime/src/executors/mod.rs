@@ -80,8 +80,15 @@ impl Runtime {
                 .await
                 .map(|_| ()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later");
+        match result {
+            // Its outcome cannot be decided (a panic, or past a bound): deciding it again would
+            // fail again, at every offer and every restart. Its failure is recorded instead.
+            Err(crate::RuntimeError::Poisoned { code, message }) => {
+                tracing::error!(code, error = %message, ?effect, "effect outcome cannot be decided; it fails");
+                self.give_up_effect(effect, format!("{code}: {message}")).await;
+            }
+            Err(e) => tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later"),
+            Ok(()) => {}
         }
     }
 

@@ -76,7 +76,10 @@ fn media_visible(st: &spool_core::State, path: &str) -> bool {
     stem.parse::<VideoId>().ok().is_some_and(|id| {
         st.videos.get(&id).is_some_and(|v| {
             v.media_path == path
-                && (v.visible(st) || v.parts.iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
+                && (v.visible(st)
+                    || spool_core::machines::video::parts_of_file(st, v)
+                        .iter()
+                        .any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
         })
     })
 }

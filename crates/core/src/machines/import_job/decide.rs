@@ -432,6 +432,14 @@ pub fn record_file_imported(
         return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
     };
     let Copied { bytes, sha256, facts } = copied;
+    // Facts whose media is longer than the parts bound fail the file (the executor's probe
+    // refuses them first; this holds for any outcome, so no claim can plan unbounded parts).
+    if let Some(f) = facts
+        && let Err(why) = spool_model::media::check_parts(f.duration_us)
+    {
+        let failure = FileFailure { code: "media_unreadable".into(), message: why, retryable: false };
+        return record_file_failed(state, job_id, file_id, attempt, &failure, ctx);
+    }
     // Long media becomes parts of at most 40 minutes, each its own video over a time range of
     // the same stored object; the first part is the file's video.
     let ranges = match facts {
@@ -476,7 +484,12 @@ pub fn record_file_imported(
             media_path: stored.clone(),
         };
         let created = match (facts, ranges.get(i)) {
-            (Some(facts), Some(range)) => created.with_media(facts.clone(), *range, parts_listed.clone()),
+            // The first part lists every part; a later part names the first alone.
+            (Some(facts), Some(range)) => created.with_media(
+                facts.clone(),
+                *range,
+                if i == 0 { parts_listed.clone() } else { parts_listed.iter().take(1).copied().collect() },
+            ),
             _ => created,
         };
         let mut video_events = vec![created];

@@ -12,6 +12,121 @@ pub const SCHEMA_BYTES_MAX: usize = 64 * 1024;
 /// Validation errors reported of one answer.
 pub const SCHEMA_ERRORS_MAX: usize = 20;
 
+/// Schema nodes (objects, arrays and values) of a schema with every `$ref` expanded in place:
+/// `jsonschema` builds its validator over that expansion, so a few KB of `anyOf`s that each
+/// refer twice to the level below would take gigabytes. Counted before compiling; past it, 422.
+pub const SCHEMA_EXPANDED_NODES_MAX: u64 = 50_000;
+/// Steps the expansion count itself may take (each node walked once per distinct `$ref` target).
+pub const SCHEMA_EXPANSION_STEPS_MAX: u64 = 2_000_000;
+
+/// Keywords that move the base of a reference or refer dynamically: with them a `#/…`
+/// reference could resolve elsewhere than the count assumes, so they are refused.
+const REFUSED_KEYWORDS: [&str; 5] = ["$dynamicRef", "$recursiveRef", "$dynamicAnchor", "$recursiveAnchor", "$anchor"];
+
+/// The size of a schema with its references expanded, within the budgets; `Err` names the
+/// reason for the 422.
+pub fn check_expansion(schema: &Value) -> Result<u64, String> {
+    struct Count<'a> {
+        root: &'a Value,
+        memo: std::collections::HashMap<String, u64>,
+        stack: std::collections::HashSet<String>,
+        steps: u64,
+    }
+    fn resolve<'a>(root: &'a Value, reference: &str) -> Result<&'a Value, String> {
+        let Some(fragment) = reference.strip_prefix('#') else {
+            return Err(format!(
+                "$ref {reference:?} is outside the schema; Spool resolves references inside the schema only, as #/json/pointer"
+            ));
+        };
+        let decoded =
+            percent_decode(fragment).ok_or_else(|| format!("$ref {reference:?} is not a valid JSON pointer"))?;
+        if !decoded.is_empty() && !decoded.starts_with('/') {
+            return Err(format!("$ref {reference:?}: Spool resolves #/json/pointer references only (no anchors)"));
+        }
+        root.pointer(&decoded).ok_or_else(|| format!("$ref {reference:?} points to nothing in the schema"))
+    }
+    fn percent_decode(s: &str) -> Option<String> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+    impl Count<'_> {
+        fn size(&mut self, v: &Value, top: bool) -> Result<u64, String> {
+            self.steps += 1;
+            if self.steps > SCHEMA_EXPANSION_STEPS_MAX {
+                return Err(format!(
+                    "json_schema's references take more than {SCHEMA_EXPANSION_STEPS_MAX} steps to expand; simplify it"
+                ));
+            }
+            let mut n: u64 = 1;
+            match v {
+                Value::Object(map) => {
+                    for (k, child) in map {
+                        match (k.as_str(), child) {
+                            ("$ref", Value::String(r)) => n = n.saturating_add(self.reference(r)?),
+                            ("$id", Value::String(_)) if !top => {
+                                return Err("json_schema: `$id` is allowed at the top of the schema only".into());
+                            }
+                            (kw, Value::String(_)) if REFUSED_KEYWORDS.contains(&kw) => {
+                                return Err(format!("json_schema: `{kw}` is not supported"));
+                            }
+                            _ => n = n.saturating_add(self.size(child, false)?),
+                        }
+                        if n > SCHEMA_EXPANDED_NODES_MAX {
+                            return Ok(n);
+                        }
+                    }
+                }
+                Value::Array(items) => {
+                    for child in items {
+                        n = n.saturating_add(self.size(child, false)?);
+                        if n > SCHEMA_EXPANDED_NODES_MAX {
+                            return Ok(n);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(n)
+        }
+        fn reference(&mut self, r: &str) -> Result<u64, String> {
+            if let Some(n) = self.memo.get(r) {
+                return Ok(*n);
+            }
+            // A reference to a schema being expanded is recursion: validators follow it
+            // lazily, per instance level, so it costs one node here.
+            if !self.stack.insert(r.to_string()) {
+                return Ok(1);
+            }
+            let target = resolve(self.root, r)?;
+            let n = self.size(target, std::ptr::eq(target, self.root));
+            self.stack.remove(r);
+            let n = n?;
+            self.memo.insert(r.to_string(), n);
+            Ok(n)
+        }
+    }
+    let mut c = Count { root: schema, memo: Default::default(), stack: Default::default(), steps: 0 };
+    let n = c.size(schema, true)?;
+    if n > SCHEMA_EXPANDED_NODES_MAX {
+        return Err(format!(
+            "json_schema expands to more than {SCHEMA_EXPANDED_NODES_MAX} schema nodes once its $refs are followed; reuse fewer references"
+        ));
+    }
+    Ok(n)
+}
+
 /// Refuses every remote or file `$ref`.
 struct NoRetrieval;
 
@@ -30,6 +145,7 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     if size > SCHEMA_BYTES_MAX {
         return Err(format!("json_schema is {size} bytes; at most {SCHEMA_BYTES_MAX}"));
     }
+    check_expansion(schema)?;
     jsonschema::options()
         .with_retriever(NoRetrieval)
         .with_pattern_options(jsonschema::PatternOptions::regex())
@@ -82,6 +198,56 @@ mod tests {
         let v = compile(&inner).unwrap();
         assert!(validate(&v, &json!({ "a": 1 })).is_ok());
         assert!(validate(&v, &json!({ "a": "x" })).is_err());
+    }
+
+    /// Levels of `anyOf` each referring twice to the level below: 2^levels nodes expanded.
+    fn bomb(levels: usize) -> Value {
+        let mut defs = serde_json::Map::new();
+        defs.insert("l0".into(), json!({ "type": "string" }));
+        for i in 1..=levels {
+            let below = format!("#/$defs/l{}", i - 1);
+            defs.insert(format!("l{i}"), json!({ "anyOf": [{ "$ref": below }, { "$ref": below }] }));
+        }
+        json!({ "$defs": defs, "type": "object", "properties": { "a": { "$ref": format!("#/$defs/l{levels}") } } })
+    }
+
+    #[test]
+    fn exponentially_expanding_references_are_refused_before_compiling() {
+        for levels in [16, 29, 64] {
+            let e = compile(&bomb(levels)).err().expect("refused");
+            assert!(e.contains("expands to more than"), "{e}");
+        }
+        // A few levels stay well within the budget and validate as before.
+        let v = compile(&bomb(4)).unwrap();
+        assert!(validate(&v, &json!({ "a": "x" })).is_ok());
+        assert!(validate(&v, &json!({ "a": 1 })).is_err());
+    }
+
+    #[test]
+    fn recursive_references_cost_one_node_and_still_validate() {
+        let tree = json!({
+            "$defs": { "node": { "type": "object", "properties": { "kids": { "type": "array", "items": { "$ref": "#/$defs/node" } } } } },
+            "$ref": "#/$defs/node"
+        });
+        assert!(check_expansion(&tree).unwrap() < 30);
+        let v = compile(&tree).unwrap();
+        assert!(validate(&v, &json!({ "kids": [{ "kids": [] }] })).is_ok());
+        assert!(validate(&v, &json!({ "kids": [{ "kids": 3 }] })).is_err());
+    }
+
+    #[test]
+    fn references_that_could_resolve_elsewhere_are_refused() {
+        for s in [
+            json!({ "$defs": { "a": { "$id": "x", "type": "string" } }, "$ref": "#/$defs/a" }),
+            json!({ "$defs": { "a": { "$anchor": "x" } }, "$ref": "#x" }),
+            json!({ "$dynamicRef": "#meta" }),
+            json!({ "$ref": "#/$defs/missing" }),
+        ] {
+            assert!(compile(&s).is_err(), "{s}");
+        }
+        // A property named `$id` or `$ref` is data, not a keyword.
+        let ok = json!({ "$id": "https://example.com/s", "type": "object", "properties": { "$id": { "type": "string" }, "$ref": { "type": "string" } } });
+        assert!(compile(&ok).is_ok());
     }
 
     #[test]

@@ -73,7 +73,21 @@ impl Video {
     }
 }
 
+/// Every part's video over the same stored file, in order (empty for a file of one part).
+/// The first part's `VideoImported` lists them all; a later part's lists the first part alone
+/// (since format 2 of the field's use: older logs list them all on every part, which reads the
+/// same), so a file of n parts costs O(n) bytes of log, not O(n²).
+pub fn parts_of_file<'a>(state: &'a crate::State, v: &'a Video) -> &'a [VideoId] {
+    match v.parts.first() {
+        Some(first) if *first != v.video_id => state.videos.get(first).map(|f| &f.parts[..]).unwrap_or(&v.parts),
+        _ => &v.parts,
+    }
+}
+
 /// Whether a video's stored media may be removed: no other part over it is live.
 pub fn media_unshared(state: &crate::State, v: &Video) -> bool {
-    v.parts.iter().filter(|p| **p != v.video_id).all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
+    parts_of_file(state, v)
+        .iter()
+        .filter(|p| **p != v.video_id)
+        .all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
 }
