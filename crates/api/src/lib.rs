@@ -40,13 +40,15 @@ pub struct ApiConfig {
     pub upload_max_bytes: u64,
     /// An upload that sends nothing for this long is answered 408 (`SPOOL_UPLOAD_IDLE_TIMEOUT`).
     pub upload_idle_timeout: std::time::Duration,
+    /// The longest an upload may take from its first byte to its last (`SPOOL_UPLOAD_DEADLINE`).
+    pub upload_deadline: std::time::Duration,
     /// The base clients reach (`SPOOL_PUBLIC_URL`), for signed media URLs; else the request's host.
     pub public_url: Option<String>,
 }
 
 /// Default of [`ApiConfig::browse_max_entries`].
 pub const BROWSE_MAX_ENTRIES_DEFAULT: usize = 50_000;
-pub use routes::video::upload::{UPLOAD_BYTES_MAX_DEFAULT, UPLOAD_IDLE_TIMEOUT_DEFAULT};
+pub use routes::video::upload::{UPLOAD_BYTES_MAX_DEFAULT, UPLOAD_DEADLINE_DEFAULT, UPLOAD_IDLE_TIMEOUT_DEFAULT};
 
 #[doc(hidden)]
 pub struct Shared {

@@ -66,6 +66,9 @@ pub struct RuntimeConfig {
     pub export_part_bytes: u64,
     /// How often an import automation lists its location (`SPOOL_AUTOMATION_WATCH_INTERVAL`).
     pub automation_watch_interval: Duration,
+    /// Events one decision may write ([`DECISION_EVENTS_MAX`]; tests lower it to reach it with
+    /// a few webhooks).
+    pub decision_events_max: usize,
 }
 
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
@@ -99,6 +102,7 @@ impl RuntimeConfig {
             automation_watch_interval: Duration::from_millis(
                 spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
             ),
+            decision_events_max: DECISION_EVENTS_MAX,
         }
     }
 }
@@ -531,15 +535,15 @@ impl Runtime {
         self.effect_panics.lock().unwrap_or_else(|p| p.into_inner()).remove(effect);
         let message =
             format!("internal_error: Spool failed while running this work ({tries} tries); see the server log");
-        self.give_up_effect(effect, message).await;
+        self.give_up_effect(effect, "internal_error", message).await;
     }
 
     /// Give an effect up: it is not offered again until the next start, and the failure of its
     /// job, file, task or export is recorded (so the next start does not offer it either).
-    pub(crate) async fn give_up_effect(&self, effect: &Effect, message: String) {
+    pub(crate) async fn give_up_effect(&self, effect: &Effect, code: &str, message: String) {
         self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).insert(effect.clone());
         let mut result = Ok(());
-        let commands = Self::give_up_command(effect, message);
+        let commands = Self::give_up_command(effect, code, message);
         if commands.is_empty() {
             tracing::error!(?effect, "given up until the next start");
         }

@@ -228,10 +228,11 @@ impl Runtime {
                     continue;
                 }
             };
+            let bound = self.cfg.decision_events_max.min(DECISION_EVENTS_MAX);
             let own = decision.streams.iter().map(|s| s.events.len()).sum::<usize>();
-            if own > DECISION_EVENTS_MAX {
+            if own > bound {
                 tracing::error!(command = ?cmd, events = own, "a decision passed DECISION_EVENTS_MAX; it fails alone");
-                let why = format!("it would write {own} events; at most {DECISION_EVENTS_MAX}");
+                let why = format!("it would write {own} events; at most {bound}");
                 decided.push(Decided { reply, result: Err(poisoned("decision_too_large", &cmd, &why)) });
                 continue;
             }
@@ -247,9 +248,9 @@ impl Runtime {
                 let mut n = fold_streams(&mut st, &decision.streams, now, &mut pending_streams, &mut pending_touched);
                 let deliveries = spool_core::outbox(&st, &decision, &mut ctx);
                 let extra = deliveries.iter().map(|s| s.events.len()).sum::<usize>();
-                if own + extra > DECISION_EVENTS_MAX {
+                if own + extra > bound {
                     return Err(format!(
-                        "it would write {} events with its webhook deliveries; at most {DECISION_EVENTS_MAX}",
+                        "it would write {} events with its webhook deliveries; at most {bound}",
                         own + extra
                     ));
                 }

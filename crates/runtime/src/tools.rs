@@ -5,10 +5,11 @@ use spool_core::{State, evolve, pending_effects};
 use spool_log::{EventLog, READ_BATCH_MAX, RedbLog};
 use spool_model::{Envelope, decode_envelope};
 
-/// One step of `spool replay`.
-pub struct ReplayStep {
+/// One step of `spool replay`: the event, the state it led to (borrowed: a replay keeps one
+/// state, so its memory is the state's, not one copy per event) and the pending effects.
+pub struct ReplayStep<'a> {
     pub envelope: Envelope,
-    pub state: State,
+    pub state: &'a State,
     pub effects: Vec<spool_core::Effect>,
 }
 
@@ -34,11 +35,12 @@ pub fn replay_events(
     events: impl IntoIterator<Item = spool_model::Envelope>,
     stream: &str,
     until: Option<u64>,
-) -> Vec<ReplayStep> {
+    mut each: impl FnMut(&ReplayStep<'_>) -> bool,
+) -> usize {
     let is_job = stream.parse::<spool_model::ImportJobId>().is_ok();
     let children = format!("{stream}/");
     let mut state = State::default();
-    let mut out = Vec::new();
+    let mut n = 0;
     for env in events {
         if until.is_some_and(|u| env.seq > u) {
             break;
@@ -48,9 +50,12 @@ pub fn replay_events(
         }
         evolve(&mut state, &env);
         let effects = spool_core::effect::pending_effects_for(&state, stream);
-        out.push(ReplayStep { envelope: env, state: state.clone(), effects });
+        n += 1;
+        if !each(&ReplayStep { envelope: env, state: &state, effects }) {
+            break;
+        }
     }
-    out
+    n
 }
 
 /// The streams one workflow's bundle holds: its own (a job's files' too), and the ones it
@@ -112,7 +117,16 @@ pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<S
             }
         }
     }
+    out.retain(|s| !never_bundled(s));
     out
+}
+
+/// API keys (their hashes), webhooks (their sealed secrets) and deliveries are never in a
+/// bundle, also when one is named as the subject.
+pub fn never_bundled(stream: &str) -> bool {
+    stream.parse::<spool_model::ApiKeyId>().is_ok()
+        || stream.parse::<spool_model::WebhookId>().is_ok()
+        || stream.parse::<spool_model::DeliveryId>().is_ok()
 }
 
 /// An event as a bundle holds it: connector credentials (sealed, but still secret material)
@@ -142,7 +156,9 @@ pub fn bundle_text(log: &RedbLog, st: &State, id: &str) -> Result<Option<(usize,
         let Some(last) = batch.last() else { break };
         from = last.seq + 1;
         for mut env in batch {
-            if streams.contains(&env.stream) || (is_job && env.stream.starts_with(&children)) {
+            if (streams.contains(&env.stream) || (is_job && env.stream.starts_with(&children)))
+                && !never_bundled(&env.stream)
+            {
                 env.event = without_secrets(env.event);
                 // Encoding a record that was just decoded cannot fail.
                 lines.push(hex::encode(spool_model::encode_envelope(&env).unwrap_or_default()));
@@ -192,44 +208,58 @@ pub fn envelope_json(env: &spool_model::Envelope) -> serde_json::Value {
     })
 }
 
-pub fn replay_stream(log: &RedbLog, stream: &str, until: Option<u64>) -> Result<Vec<ReplayStep>, spool_log::Error> {
+/// `spool replay`: each step of one stream (a job's with its files'), folded from nothing, in
+/// order, up to `until`, handed to `each` (which returns false to stop). Returns the steps.
+pub fn replay_stream(
+    log: &RedbLog,
+    stream: &str,
+    until: Option<u64>,
+    mut each: impl FnMut(&ReplayStep<'_>) -> bool,
+) -> Result<usize, spool_log::Error> {
     let mut state = State::default();
-    let mut out = Vec::new();
+    let mut n = 0;
+    let mut step = |state: &mut State, env: Envelope| {
+        evolve(state, &env);
+        let effects = spool_core::effect::pending_effects_for(state, stream);
+        n += 1;
+        each(&ReplayStep { envelope: env, state, effects })
+    };
     if stream.parse::<spool_model::ImportJobId>().is_ok() {
         // The job and its files, in log order: a scan of the log (an offline tool's cost).
         let children = format!("{stream}/");
         let mut from = 1;
         loop {
             let batch = log.read_from(from, READ_BATCH_MAX)?;
-            let Some(last) = batch.last() else { return Ok(out) };
+            let Some(last) = batch.last() else { break };
             from = last.seq + 1;
             for env in batch {
                 if until.is_some_and(|u| env.seq > u) {
-                    return Ok(out);
+                    return Ok(n);
                 }
                 if env.stream != stream && !env.stream.starts_with(&children) {
                     continue;
                 }
-                evolve(&mut state, &env);
-                let effects = spool_core::effect::pending_effects_for(&state, stream);
-                out.push(ReplayStep { envelope: env, state: state.clone(), effects });
+                if !step(&mut state, env) {
+                    return Ok(n);
+                }
             }
         }
+        return Ok(n);
     }
     let mut version = 0;
     loop {
         let batch = log.read_stream(stream, version, READ_BATCH_MAX)?;
         if batch.is_empty() {
-            return Ok(out);
+            return Ok(n);
         }
         version += batch.len() as u64;
         for env in batch {
             if until.is_some_and(|u| env.seq > u) {
-                return Ok(out);
+                return Ok(n);
             }
-            evolve(&mut state, &env);
-            let effects = spool_core::effect::pending_effects_for(&state, stream);
-            out.push(ReplayStep { envelope: env, state: state.clone(), effects });
+            if !step(&mut state, env) {
+                return Ok(n);
+            }
         }
     }
 }

@@ -79,6 +79,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         import_concurrency: spool_runtime::IMPORT_CONCURRENCY_DEFAULT,
         upload_max_bytes: spool_api::UPLOAD_BYTES_MAX_DEFAULT,
         upload_idle_timeout: spool_api::UPLOAD_IDLE_TIMEOUT_DEFAULT,
+        upload_deadline: spool_api::UPLOAD_DEADLINE_DEFAULT,
+        http: crate::http::Limits::default(),
         public_url: None,
         tls: None,
         processors: spool_runtime::ProcessorSettings::default(),

@@ -10,6 +10,7 @@ mod bench_watch;
 mod bench_webhooks;
 mod debug;
 mod demo;
+mod http;
 mod keys;
 mod offline;
 mod serve;

@@ -52,8 +52,16 @@ pub struct ShowArgs {
 
 /// Open an existing data directory for an offline tool.
 pub fn open_existing(dir: &Path) -> anyhow::Result<RedbLog> {
-    if !dir.join(LOG_FILE_NAME).exists() {
+    let file = dir.join(LOG_FILE_NAME);
+    if !file.exists() {
         bail!("{} holds no Spool log ({} is missing)", dir.display(), LOG_FILE_NAME);
+    }
+    // redb would take an empty or foreign file as a new database and write one over it: an
+    // offline tool reads logs, it never makes one.
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(&file).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    if read.is_err() || &magic != b"redb" {
+        bail!("{} is not a Spool log (empty, or not a redb file); nothing was written to it", file.display());
     }
     Ok(RedbLog::open_dir(dir)?)
 }
@@ -174,12 +182,14 @@ pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
 /// effects after each of its events.
 pub fn replay(dir: &DataDirArg, stream: &str, until: Option<u64>) -> anyhow::Result<()> {
     let log = open_existing(&dir.data_dir)?;
-    let steps = spool_runtime::tools::replay_stream(&log, stream, until)?;
-    if steps.is_empty() {
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    let steps =
+        spool_runtime::tools::replay_stream(&log, stream, until, |step| keep_printing(&mut out, step, &mut failed))?;
+    if steps == 0 {
         bail!("stream {stream} has no events");
     }
-    print_steps(steps);
-    Ok(())
+    quiet_on_closed_pipe(failed)
 }
 
 use spool_runtime::tools::BUNDLE_FORMAT;
@@ -187,6 +197,9 @@ use spool_runtime::tools::BUNDLE_FORMAT;
 /// `spool bundle <id>`: every event of one workflow and of the streams it refers to, in log
 /// order, connector credentials removed, into one file (`tools::bundle_text`).
 pub fn bundle(dir: &DataDirArg, id: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if spool_runtime::tools::never_bundled(id) {
+        bail!("{id}: API keys, webhooks and deliveries are never bundled (their hashes and secrets stay here)");
+    }
     let log = open_existing(&dir.data_dir)?;
     let st = spool_runtime::tools::fold_state(&log)?;
     let Some((events, streams, text)) = spool_runtime::tools::bundle_text(&log, &st, id)? else {
@@ -212,16 +225,45 @@ pub fn replay_bundle(file: &std::path::Path, until: Option<u64>) -> anyhow::Resu
         let bytes = hex::decode(l.trim()).with_context(|| format!("line {}: not a record", n + 2))?;
         events.push(spool_model::decode_envelope(&bytes).with_context(|| format!("line {}: not a record", n + 2))?);
     }
-    let steps = spool_runtime::tools::replay_events(events, &subject, until);
-    if steps.is_empty() {
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    let steps =
+        spool_runtime::tools::replay_events(events, &subject, until, |step| keep_printing(&mut out, step, &mut failed));
+    if steps == 0 {
         bail!("the bundle holds no event of {subject}");
     }
-    print_steps(steps);
-    Ok(())
+    quiet_on_closed_pipe(failed)
 }
 
-fn print_steps(steps: Vec<spool_runtime::tools::ReplayStep>) {
-    for step in steps {
+/// Print a step; on a write error keep it and stop (false).
+fn keep_printing(
+    out: &mut impl std::io::Write,
+    step: &spool_runtime::tools::ReplayStep<'_>,
+    failed: &mut Option<std::io::Error>,
+) -> bool {
+    match print_step(out, step) {
+        Ok(()) => true,
+        Err(e) => {
+            *failed = Some(e);
+            false
+        }
+    }
+}
+
+/// A reader that went away (`| head`) ends the output quietly; any other write error is one.
+fn quiet_on_closed_pipe(failed: Option<std::io::Error>) -> anyhow::Result<()> {
+    match failed {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::ReplayStep<'_>) -> std::io::Result<()> {
+    {
+        macro_rules! println {
+            ($($t:tt)*) => { writeln!(out, $($t)*)? };
+        }
         println!("{}", line(&step.envelope));
         let st = &step.state;
         for i in st.indexes.values() {
@@ -262,10 +304,11 @@ fn print_steps(steps: Vec<spool_runtime::tools::ReplayStep>) {
         if step.effects.is_empty() {
             println!("    effects: none");
         }
-        for e in step.effects {
+        for e in &step.effects {
             println!("    effect: {e:?}");
         }
     }
+    Ok(())
 }
 
 /// `spool verify`: re-fold everything; exit non-zero on any decode error or inconsistency.

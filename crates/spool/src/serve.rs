@@ -184,6 +184,10 @@ pub struct StorageConfig {
     /// e.g. `60s` (the default): an upload that sends nothing for this long is answered 408.
     #[serde(default)]
     pub upload_idle_timeout: Option<String>,
+    /// e.g. `1h` (the default): an upload that has not ended this long after it began is
+    /// answered 408.
+    #[serde(default)]
+    pub upload_deadline: Option<String>,
 }
 
 /// The settings in force.
@@ -225,6 +229,11 @@ pub struct Settings {
     /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
     /// `exports.download_max_bytes`; 64 MiB).
     pub export_download_max_bytes: u64,
+    /// Connection bounds (env SPOOL_HEADER_READ_TIMEOUT, SPOOL_SHUTDOWN_GRACE; `http.rs`).
+    pub http: crate::http::Limits,
+    /// Longest upload, start to end (env SPOOL_UPLOAD_DEADLINE; config `storage.upload_deadline`;
+    /// 1 h): past it the upload is answered 408 and nothing is kept.
+    pub upload_deadline: std::time::Duration,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -298,6 +307,20 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             Ok(v) => v.trim().parse().with_context(|| format!("SPOOL_UPLOAD_MAX_BYTES={v:?} is not a number"))?,
             Err(_) => file.storage.upload_max_bytes.unwrap_or(spool_api::UPLOAD_BYTES_MAX_DEFAULT),
         },
+        http: crate::http::Limits {
+            header_read_timeout: duration("SPOOL_HEADER_READ_TIMEOUT", "SPOOL_HEADER_READ_TIMEOUT", None)?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(crate::http::HEADER_READ_TIMEOUT_DEFAULT),
+            shutdown_grace: duration("SPOOL_SHUTDOWN_GRACE", "SPOOL_SHUTDOWN_GRACE", None)?
+                .unwrap_or(crate::http::SHUTDOWN_GRACE_DEFAULT),
+        },
+        upload_deadline: duration(
+            "SPOOL_UPLOAD_DEADLINE",
+            "SPOOL_UPLOAD_DEADLINE",
+            file.storage.upload_deadline.as_ref(),
+        )?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(spool_api::UPLOAD_DEADLINE_DEFAULT),
         upload_idle_timeout: duration(
             "SPOOL_UPLOAD_IDLE_TIMEOUT",
             "SPOOL_UPLOAD_IDLE_TIMEOUT",
@@ -395,6 +418,12 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     cfg.processors = settings.processors.clone();
     cfg.export_download_max_bytes = settings.export_download_max_bytes;
     cfg.automation_watch_interval = settings.automation_watch_interval;
+    // Debug builds: tests reach the bound on events per decision with a few webhooks.
+    if cfg!(debug_assertions)
+        && let Some(n) = std::env::var("SPOOL_TEST_DECISION_EVENTS_MAX").ok().and_then(|v| v.trim().parse().ok())
+    {
+        cfg.decision_events_max = n;
+    }
     // Smaller parts make a resumable upload testable with a small artifact.
     if let Ok(v) = std::env::var("SPOOL_EXPORT_PART_BYTES") {
         cfg.export_part_bytes =
@@ -423,6 +452,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
             browse_max_entries: settings.browse_max_entries.max(1),
             upload_max_bytes: settings.upload_max_bytes,
             upload_idle_timeout: settings.upload_idle_timeout,
+            upload_deadline: settings.upload_deadline,
             public_url: settings.public_url.clone(),
         },
     );
@@ -456,10 +486,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::error!(error = %e, "could not create the first admin key");
         }
     });
-    match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
-        Some(cfg) => crate::tls::serve(listener, app, cfg, shutdown_signal()).await?,
-    }
+    crate::http::serve(listener, app, tls, settings.http, shutdown_signal()).await?;
     tracing::info!("draining");
     runtime.shutdown().await;
     tracing::info!("stopped; everything acknowledged is durable");

@@ -78,6 +78,9 @@ fn bundle_state(st: &spool_core::State) -> spool_core::State {
     }
 }
 
+/// How often an open tail checks its key when nothing commits.
+pub const TAIL_KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `GET /admin/log/tail?from=SEQ` (server-sent events): every event from `from` (default: the
 /// next one), then each new one as its batch becomes durable; one `data:` line per event.
 pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -86,11 +89,28 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     let from = q.int("from", app.rt.applied_seq() + 1, 1, u64::MAX)?;
     let rt = app.rt.clone();
     let applied = rt.watch_applied();
+    // The tail lasts while the key that opened it does: revoked, deleted, expired or rotated
+    // (its hash changed), the stream ends. The key is checked at every commit and every
+    // `TAIL_KEY_RECHECK`.
+    let opened_with = who.key_id.and_then(|id| app.rt.read(|st| st.api_keys.get(&id).map(|k| k.key_hash)));
+    let key_id = who.key_id;
     let start = (from, Vec::<spool_model::Envelope>::new(), applied);
     let events = futures::stream::unfold(start, move |(mut next, mut buf, mut applied)| {
         let rt = rt.clone();
         async move {
+            let key_lives = |rt: &spool_runtime::Runtime| match key_id {
+                None => true,
+                Some(id) => {
+                    let now = rt.now_ms();
+                    rt.read(|st| {
+                        st.api_keys.get(&id).is_some_and(|k| k.is_active(now) && Some(k.key_hash) == opened_with)
+                    })
+                }
+            };
             loop {
+                if !key_lives(&rt) {
+                    return None;
+                }
                 if !buf.is_empty() {
                     let env = buf.remove(0);
                     let data = spool_runtime::tools::envelope_json(&env).to_string();
@@ -108,8 +128,13 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
                         continue;
                     }
                 }
-                if applied.changed().await.is_err() {
-                    return None;
+                tokio::select! {
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    _ = tokio::time::sleep(TAIL_KEY_RECHECK) => {}
                 }
             }
         }

@@ -25,7 +25,7 @@ struct ScanSpec {
 }
 
 /// The commands that record an import effect given up after repeated panics.
-pub(crate) fn give_up(effect: &ImportEffect, message: String) -> Vec<Command> {
+pub(crate) fn give_up(effect: &ImportEffect, code: &str, message: String) -> Vec<Command> {
     use spool_core::ImportCommand;
     match effect {
         ImportEffect::ScanImport { job_id } | ImportEffect::FinishImportJob { job_id } => {
@@ -33,7 +33,7 @@ pub(crate) fn give_up(effect: &ImportEffect, message: String) -> Vec<Command> {
         }
         ImportEffect::ImportFile { job_id, file_id, attempt } => {
             // The attempt may not have started when the executor panicked.
-            let failure = FileFailure { code: "internal_error".into(), message, retryable: false };
+            let failure = FileFailure { code: code.into(), message, retryable: false };
             vec![
                 Command::Import(ImportCommand::StartImportFile {
                     job_id: *job_id,

@@ -85,7 +85,7 @@ impl Runtime {
             // fail again, at every offer and every restart. Its failure is recorded instead.
             Err(crate::RuntimeError::Poisoned { code, message }) => {
                 tracing::error!(code, error = %message, ?effect, "effect outcome cannot be decided; it fails");
-                self.give_up_effect(effect, format!("{code}: {message}")).await;
+                self.give_up_effect(effect, code, message).await;
             }
             Err(e) => tracing::warn!(error = %e, ?effect, "effect outcome not recorded; it runs again later"),
             Ok(()) => {}
@@ -94,13 +94,13 @@ impl Runtime {
 
     /// The command that records an effect given up after too many panics, if its machine has
     /// one (a job or file failure with `internal_error`).
-    pub(crate) fn give_up_command(effect: &Effect, message: String) -> Vec<Command> {
+    pub(crate) fn give_up_command(effect: &Effect, code: &str, message: String) -> Vec<Command> {
         match effect {
-            Effect::Import(e) => import_job::give_up(e, message),
+            Effect::Import(e) => import_job::give_up(e, code, message),
             Effect::PromptRun(spool_core::PromptRunEffect::RunTask { run_id, task, attempt }) => {
                 let failure = spool_model::TaskFailure {
                     stage: "processing".into(),
-                    code: "internal_error".into(),
+                    code: code.into(),
                     message,
                     retryable: false,
                     error_paths: Vec::new(),

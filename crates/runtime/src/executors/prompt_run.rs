@@ -603,10 +603,7 @@ async fn call_http(
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => {
                 if buf.len() as u64 + chunk.len() as u64 > max_bytes {
-                    if !status.is_success() {
-                        // A failing status is what counts (its body is only an excerpt).
-                        break;
-                    }
+                    // Whatever the status: an answer past the bound is never read further.
                     return Err(failure(
                         "processing",
                         "response_too_large",

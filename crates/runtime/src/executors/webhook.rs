@@ -117,29 +117,82 @@ pub fn ip_allowed(allow: &[String], ip: IpAddr) -> bool {
     })
 }
 
-/// Public unicast: not loopback, private, link-local, unspecified, multicast, CGNAT or ULA.
+/// The first `max` bytes of an answer's body, read in chunks; the rest is never read (the
+/// connection is dropped), so a receiver that answers gigabytes costs at most `max` bytes.
+pub async fn read_excerpt(mut resp: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(max - out.len());
+                out.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// IPv4 special-purpose blocks (IANA's IPv4 Special-Purpose Address Registry, with multicast
+/// and the reserved 240/4): none is a public unicast destination.
+const V4_SPECIAL: [([u8; 4], u8); 19] = [
+    ([0, 0, 0, 0], 8),       // "this network"
+    ([10, 0, 0, 0], 8),      // private
+    ([100, 64, 0, 0], 10),   // shared address space (CGNAT)
+    ([127, 0, 0, 0], 8),     // loopback
+    ([169, 254, 0, 0], 16),  // link-local
+    ([172, 16, 0, 0], 12),   // private
+    ([192, 0, 0, 0], 24),    // IETF protocol assignments
+    ([192, 0, 2, 0], 24),    // documentation (TEST-NET-1)
+    ([192, 31, 196, 0], 24), // AS112-v4
+    ([192, 52, 193, 0], 24), // AMT
+    ([192, 88, 99, 0], 24),  // deprecated 6to4 relay anycast
+    ([192, 168, 0, 0], 16),  // private
+    ([192, 175, 48, 0], 24), // direct delegation AS112
+    ([198, 18, 0, 0], 15),   // benchmarking
+    ([198, 51, 100, 0], 24), // documentation (TEST-NET-2)
+    ([203, 0, 113, 0], 24),  // documentation (TEST-NET-3)
+    ([224, 0, 0, 0], 4),     // multicast
+    ([240, 0, 0, 0], 4),     // reserved (and 255.255.255.255, broadcast)
+    ([255, 255, 255, 255], 32),
+];
+
+/// IPv6 special-purpose blocks inside global unicast 2000::/3 (everything outside 2000::/3 is
+/// refused too, except the two forms that embed an IPv4 address, judged by that address).
+const V6_SPECIAL_IN_GLOBAL: [(u128, u8); 5] = [
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 23), // IETF protocol assignments (Teredo, ORCHID, …)
+    (0x2001_0db8_0000_0000_0000_0000_0000_0000, 32), // documentation
+    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16), // 6to4 (embeds any IPv4 address)
+    (0x3fff_0000_0000_0000_0000_0000_0000_0000, 20), // documentation
+    (0x2620_004f_8000_0000_0000_0000_0000_0000, 48), // direct delegation AS112
+];
+
+fn in_block(addr: u128, net: u128, bits: u8, width: u32) -> bool {
+    let mask = if bits == 0 { 0 } else { u128::MAX << (width - bits as u32) };
+    (addr & mask) == (net & mask)
+}
+
+/// Public unicast: no special-purpose address of IANA's IPv4 and IPv6 registries (loopback,
+/// private, shared, link-local, documentation, benchmarking, reserved, multicast, ULA,
+/// site-local, discard, 6to4, Teredo, …), also when an IPv4 address comes embedded in IPv6
+/// (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, translated `::ffff:0:a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`): only a public IPv4 address behind NAT64 or the mapped form passes.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] == 0)
+            let a = u32::from(v4) as u128;
+            !V4_SPECIAL.iter().any(|(net, bits)| in_block(a, u32::from_be_bytes(*net) as u128, *bits, 32))
         }
         IpAddr::V6(v6) => {
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|m| !is_public(IpAddr::V4(m))))
+            let a = u128::from(v6);
+            let embedded = std::net::Ipv4Addr::from((a & 0xffff_ffff) as u32);
+            if in_block(a, 0xffff_0000_0000, 96, 128) || in_block(a, 0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96, 128)
+            {
+                // Mapped, or the well-known NAT64 prefix: as public as the IPv4 address.
+                return is_public(IpAddr::V4(embedded));
+            }
+            in_block(a, 0x2000_0000_0000_0000_0000_0000_0000_0000, 3, 128)
+                && !V6_SPECIAL_IN_GLOBAL.iter().any(|(net, bits)| in_block(a, *net, *bits, 128))
         }
     }
 }
@@ -298,11 +351,10 @@ impl Runtime {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|s| s.saturating_mul(1000));
-                let bytes = resp.bytes().await.unwrap_or_default();
-                let n = bytes.len().min(spool_core::machines::webhook::RESPONSE_EXCERPT_BYTES_MAX);
+                let bytes = read_excerpt(resp, spool_core::machines::webhook::RESPONSE_EXCERPT_BYTES_MAX).await;
                 Sent {
                     status_code: Some(status),
-                    body: Some(String::from_utf8_lossy(&bytes[..n]).into_owned()),
+                    body: Some(String::from_utf8_lossy(&bytes).into_owned()),
                     error: None,
                     retry_after_ms,
                     duration_ms: started.elapsed().as_millis() as u64,
@@ -466,6 +518,46 @@ mod tests {
         assert_eq!(sig.as_deref(), Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
         let s = sha256_signature("whsec_abc", b"{}");
         assert!(s.starts_with("sha256=") && s.len() == 7 + 64);
+    }
+
+    #[test]
+    fn webhook_url_check_refuses_special_purpose_ranges_in_every_embedded_form() {
+        let s = WebhookSettings::default();
+        for bad in [
+            "https://[::127.0.0.1]/h",
+            "https://[::ffff:0:127.0.0.1]/h",
+            "https://[::ffff:127.0.0.1]/h",
+            "https://[64:ff9b::7f00:1]/h",
+            "https://[64:ff9b:1::1]/h",
+            "https://[2002:7f00:1::]/h",
+            "https://[2001::1]/h",
+            "https://[2001:db8::1]/h",
+            "https://[3fff::1]/h",
+            "https://[100::1]/h",
+            "https://[fec0::1]/h",
+            "https://[fe80::1]/h",
+            "https://[ff02::1]/h",
+            "https://[::]/h",
+            "https://198.18.0.1/h",
+            "https://198.19.255.255/h",
+            "https://192.0.0.8/h",
+            "https://240.0.0.1/h",
+            "https://255.255.255.255/h",
+            "https://100.64.0.1/h",
+            "https://192.88.99.1/h",
+            "https://0.1.2.3/h",
+            "https://224.0.0.1/h",
+        ] {
+            assert!(check_target(&s, bad).is_err(), "{bad} was accepted");
+        }
+        for good in [
+            "https://8.8.8.8/h",
+            "https://[2606:4700::1111]/h",
+            "https://[64:ff9b::808:808]/h",
+            "https://[::ffff:8.8.8.8]/h",
+        ] {
+            assert!(check_target(&s, good).is_ok(), "{good} was refused");
+        }
     }
 
     #[test]

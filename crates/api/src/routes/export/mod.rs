@@ -140,28 +140,43 @@ fn mac(app: &AppState, payload: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(app.rt.keyring().mac(TOKEN_PURPOSE, payload.as_bytes()))
 }
 
-/// `v1.<base64url payload>.<base64url HMAC>`; the payload is `<export id>|<principal>|<expiry>`.
+/// `v1.<base64url payload>.<base64url HMAC>`; the payload is `<export id>|<principal>|<expiry>`,
+/// and the HMAC covers it and the hash of the minting key as it is now, so a token stops
+/// opening anything when that key is rotated (or `SPOOL_API_KEY` changes), without the hash
+/// ever being in the token.
 pub fn mint_token(app: &AppState, export_id: &ExportId, principal: &str, expires: u64) -> String {
     let payload = format!("{export_id}|{principal}|{expires}");
     let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.as_bytes());
-    format!("v1.{p}.{}", mac(app, &payload))
+    let bound = key_hash_of(app, principal, app.rt.now_ms()).map(|h| mac(app, &bound_payload(&payload, &h)));
+    format!("v1.{p}.{}", bound.unwrap_or_default())
+}
+
+/// What the token's HMAC covers: the payload and the minting key's hash.
+fn bound_payload(payload: &str, key_hash: &[u8; 32]) -> String {
+    format!("{payload}|{}", hex::encode(key_hash))
+}
+
+/// The hash of the principal's key while it is active: `env-admin` is `SPOOL_API_KEY` while it
+/// is set; a key id is that key unless revoked, deleted or expired.
+fn key_hash_of(app: &AppState, principal: &str, now_ms: u64) -> Option<[u8; 32]> {
+    if principal == "env-admin" {
+        return app.cfg.env_admin_key_hash;
+    }
+    let id = principal.parse::<spool_model::ApiKeyId>().ok()?;
+    app.rt.read(|st| st.api_keys.get(&id).filter(|k| k.is_active(now_ms)).map(|k| k.key_hash))
 }
 
 /// The export a token opens, if it is this server's, unexpired, for this export, and minted by
-/// a key that is still active (a revoked, deleted or expired key's tokens open nothing; so do
-/// `SPOOL_API_KEY`'s once the variable is unset).
+/// a key that is still active and unrotated (a revoked, deleted, expired or rotated key's tokens
+/// open nothing; so do `SPOOL_API_KEY`'s once the variable is unset or changed).
 fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
     let now_ms = app.rt.now_ms();
-    let Some(principal) = token_principal(token, export_id, now_ms / 1000, |payload| mac(app, payload)) else {
-        return false;
-    };
-    if principal == "env-admin" {
-        return app.cfg.env_admin_key_hash.is_some();
-    }
-    match principal.parse::<spool_model::ApiKeyId>() {
-        Ok(id) => app.rt.read(|st| st.api_keys.get(&id).is_some_and(|k| k.is_active(now_ms))),
-        Err(_) => false,
-    }
+    token_principal(token, export_id, now_ms / 1000, |payload| {
+        let who = payload.split('|').nth(1).unwrap_or_default();
+        // No active key: an empty MAC, which no token carries.
+        key_hash_of(app, who, now_ms).map(|h| mac(app, &bound_payload(payload, &h))).unwrap_or_default()
+    })
+    .is_some()
 }
 
 #[cfg(test)]
@@ -180,7 +195,10 @@ fn token_principal(token: &str, export_id: &ExportId, now_s: u64, mac: impl Fn(&
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| String::from_utf8(b).ok())?;
     let expected = mac(&payload);
     // Constant-time enough: both are fixed-length base64 of a MAC.
-    if expected.len() != m.len() || !expected.bytes().zip(m.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
+    if expected.is_empty()
+        || expected.len() != m.len()
+        || !expected.bytes().zip(m.bytes()).fold(true, |ok, (a, b)| ok & (a == b))
+    {
         return None;
     }
     let mut f = payload.split('|');

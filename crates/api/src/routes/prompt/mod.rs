@@ -194,10 +194,17 @@ pub struct TestSchema {
 }
 
 /// `POST /prompts/test-schema`: check a schema and validate a sample against it (nothing is
-/// stored). An invalid schema or sample answers `valid: false` with the reason.
+/// stored). An invalid schema or sample answers `valid: false` with the reason; a schema past
+/// the work budget (`schema::check_expansion`) is refused, 422 naming `json_schema`.
 pub async fn test_schema(who: Principal, body: JsonBody<TestSchema>) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let b = body.value;
+    if b.json_schema.is_object()
+        && let Err(e) = schema::check_expansion(&b.json_schema)
+        && e.contains("expand")
+    {
+        return Err(ApiError::validation("json_schema", e));
+    }
     let v = match schema::compile(&b.json_schema) {
         Err(e) => {
             serde_json::json!({ "valid": false, "message": "the schema is invalid", "error": e, "validated_data": null })

@@ -26,6 +26,15 @@ pub const UPLOAD_FIELD_BYTES_MAX: usize = 4096;
 pub const UPLOAD_IDLE_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes of an over-large upload read and dropped before the 413 is answered.
 pub const UPLOAD_DRAIN_BYTES_MAX: u64 = 64 << 20;
+/// Default of [`crate::ApiConfig::upload_deadline`] (`SPOOL_UPLOAD_DEADLINE`): an upload must
+/// end within an hour of its start, however steadily it trickles.
+pub const UPLOAD_DEADLINE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Parts of an upload form (`file`, `title`, `index_id` and any the client adds, which are read
+/// and dropped, each within [`UPLOAD_FIELD_BYTES_MAX`]).
+pub const UPLOAD_PARTS_MAX: usize = 16;
+/// Longest extension given to a staged upload's file name (a longer one is no format Spool
+/// imports: the job refuses it as `unsupported_format`).
+const STAGED_EXT_CHARS_MAX: usize = 16;
 /// Longest file name kept of an upload.
 pub const UPLOAD_FILE_NAME_CHARS_MAX: usize = 255;
 /// Longest `video_uri`.
@@ -118,55 +127,80 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     let (mut title, mut index_raw) = (None::<String>, None::<String>);
     let mut received: Option<(Staged, String, u64, [u8; 32])> = None;
     let dir = app.rt.uploads_dir();
-    while let Some(mut field) = within(idle, form.next_field()).await? {
-        match field.name().unwrap_or("") {
-            "title" => title = Some(text_field(field, "title", idle).await?),
-            "index_id" => index_raw = Some(text_field(field, "index_id", idle).await?),
-            "file" => {
-                if received.is_some() {
-                    return Err(ApiError::validation("file", "send one file per upload"));
-                }
-                let file_name = clean_file_name(field.file_name().unwrap_or("upload"));
-                let ext = spool_core::imports::extension(&file_name);
-                let id = app.rt.new_ulid();
-                let key = if ext.is_empty() { format!("up_{id}") } else { format!("up_{id}.{ext}") };
-                let staged = Staged { path: dir.join(&key), keep: false };
-                let mut out = tokio::fs::File::create(&staged.path)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
-                let mut hasher = sha2::Sha256::new();
-                let mut bytes = 0u64;
-                while let Some(chunk) = within(idle, field.chunk()).await? {
-                    bytes += chunk.len() as u64;
-                    if bytes > max {
-                        drop(out);
-                        drop(staged);
-                        // Read (and drop) a bounded rest, so the client is not stuck sending
-                        // and sees the answer.
-                        let mut drained = 0u64;
-                        while let Ok(Ok(Some(c))) = tokio::time::timeout(idle, field.chunk()).await {
-                            drained += c.len() as u64;
-                            if drained > UPLOAD_DRAIN_BYTES_MAX {
-                                break;
-                            }
-                        }
-                        return Err(too_large(max));
+    let deadline = app.cfg.upload_deadline;
+    let mut parts = 0usize;
+    let read_form = async {
+        while let Some(mut field) = within(idle, form.next_field()).await? {
+            parts += 1;
+            if parts > UPLOAD_PARTS_MAX {
+                return Err(ApiError::validation("body", format!("an upload has at most {UPLOAD_PARTS_MAX} parts")));
+            }
+            match field.name().unwrap_or("") {
+                "title" => title = Some(text_field(field, "title", idle).await?),
+                "index_id" => index_raw = Some(text_field(field, "index_id", idle).await?),
+                "file" => {
+                    if received.is_some() {
+                        return Err(ApiError::validation("file", "send one file per upload"));
                     }
-                    hasher.update(&chunk);
-                    out.write_all(&chunk)
+                    let file_name = clean_file_name(field.file_name().unwrap_or("upload"));
+                    let ext = spool_core::imports::extension(&file_name);
+                    let id = app.rt.new_ulid();
+                    let key = if ext.is_empty() || ext.chars().count() > STAGED_EXT_CHARS_MAX {
+                        format!("up_{id}")
+                    } else {
+                        format!("up_{id}.{ext}")
+                    };
+                    let staged = Staged { path: dir.join(&key), keep: false };
+                    let mut out = tokio::fs::File::create(&staged.path)
                         .await
                         .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
+                    let mut hasher = sha2::Sha256::new();
+                    let mut bytes = 0u64;
+                    while let Some(chunk) = within(idle, field.chunk()).await? {
+                        bytes += chunk.len() as u64;
+                        if bytes > max {
+                            drop(out);
+                            drop(staged);
+                            // Read (and drop) a bounded rest, so the client is not stuck sending
+                            // and sees the answer.
+                            let mut drained = 0u64;
+                            while let Ok(Ok(Some(c))) = tokio::time::timeout(idle, field.chunk()).await {
+                                drained += c.len() as u64;
+                                if drained > UPLOAD_DRAIN_BYTES_MAX {
+                                    break;
+                                }
+                            }
+                            return Err(too_large(max));
+                        }
+                        hasher.update(&chunk);
+                        out.write_all(&chunk)
+                            .await
+                            .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
+                    }
+                    // Durable before the job that names it is.
+                    out.sync_all()
+                        .await
+                        .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
+                    received = Some((staged, file_name, bytes, hasher.finalize().into()));
                 }
-                // Durable before the job that names it is.
-                out.sync_all()
-                    .await
-                    .map_err(|e| ApiError::internal(format!("the upload cannot be staged ({})", e.kind())))?;
-                received = Some((staged, file_name, bytes, hasher.finalize().into()));
+                other => {
+                    // Other parts are read (within the text field bound) and ignored.
+                    let name = other.chars().take(64).collect::<String>();
+                    text_field(field, &name, idle).await?;
+                }
             }
-            _ => {
-                // Other parts are read and ignored.
-                while within(idle, field.chunk()).await?.is_some() {}
-            }
+        }
+        Ok::<(), ApiError>(())
+    };
+    match tokio::time::timeout(deadline, read_form).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_incomplete",
+                format!("the upload did not end within {} s of its start", deadline.as_secs_f64()),
+            )
+            .details(serde_json::json!({ "setting": "SPOOL_UPLOAD_DEADLINE" })));
         }
     }
     let Some((mut staged, file_name, bytes, sha256)) = received else {

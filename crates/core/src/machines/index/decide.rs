@@ -9,6 +9,10 @@ pub const INDEX_DESCRIPTION_CHARS_MAX: usize = 2000;
 pub fn decide(state: &State, cmd: &IndexCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
         IndexCommand::CreateIndex { name, user_id, description } => {
+            // A decision that panics, for the sequencer's tests (debug builds only).
+            if name == "spool-failpoint-decide-panic" && spool_model::failpoint("decide_panic") {
+                panic!("failpoint decide_panic");
+            }
             let name = check_name("name", name, INDEX_NAME_CHARS_MAX)?;
             let description = match description.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
                 None => None,
