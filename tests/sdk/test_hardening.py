@@ -1074,3 +1074,30 @@ def test_verify_of_a_zero_byte_log_fails_with_a_message_and_leaves_it_zero_bytes
     assert out.returncode != 0, f"spool verify exited 0 on a 0-byte log: {out.stdout[-300:]!r}"
     assert (out.stderr + out.stdout).strip(), "spool verify failed without a message"
     assert (data / "spool.redb").stat().st_size == 0, "spool verify wrote into the empty log"
+
+
+def test_a_signed_media_url_stops_reading_when_the_key_that_minted_it_is_rotated_or_revoked(own_server):
+    s = own_server()
+    admin = s.sdk()
+    index = admin.indexes.create(name=unique("signed")).index_id
+    job = _wait_job(admin, admin.videos.upload(file=FIXTURES / "tone.wav", title=unique("s"), index_id=index).job_id)
+    vid = job.outputs.items[0].video_id
+    uri = admin.videos.retrieve(vid).video_uri
+
+    def minted_by(how: str):
+        made = _key(admin, "read")
+        reader = s.sdk(made.key)
+        url = reader.videos.get_signed_url(uri).signed_url
+        path = urlsplit(url).path + "?" + urlsplit(url).query
+        assert httpx.get(f"{s.root}{path}", timeout=CLIENT_TIMEOUT_S).status_code == 200
+        # The key's id is in the URL, its hash in the signature: dropping the id opens nothing.
+        stripped = re.sub(r"&kid=[^&]*", "", path)
+        assert httpx.get(f"{s.root}{stripped}", timeout=CLIENT_TIMEOUT_S).status_code == 403
+        getattr(admin.api_keys, how)(made.key_id)
+        return path
+
+    for how in ("rotate", "revoke", "delete"):
+        path = minted_by(how)
+        r = httpx.get(f"{s.root}{path}", timeout=CLIENT_TIMEOUT_S)
+        assert r.status_code == 403, (how, r.status_code, r.text[:200])
+        assert r.json()["error"]["code"] == "signature_invalid", (how, r.text[:200])

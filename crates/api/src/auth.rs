@@ -31,6 +31,18 @@ impl Principal {
     }
 }
 
+/// The SHA-256 hash of a principal's key while that key is active: `env-admin` is
+/// `SPOOL_API_KEY` while it is set; a key id is that key unless revoked, deleted or expired.
+/// Capabilities a key mints (download tokens, signed media URLs) bind this hash into their MAC,
+/// so they stop opening anything once the key is revoked, deleted, expired or rotated.
+pub fn active_key_hash(app: &AppState, principal: &str, now_ms: u64) -> Option<[u8; 32]> {
+    if principal == "env-admin" {
+        return app.cfg.env_admin_key_hash;
+    }
+    let id = principal.parse::<ApiKeyId>().ok()?;
+    app.rt.read(|st| st.api_keys.get(&id).filter(|k| k.is_active(now_ms)).map(|k| k.key_hash))
+}
+
 fn credential(parts: &Parts) -> Option<String> {
     if let Some(v) = parts.headers.get("x-api-key") {
         return v.to_str().ok().map(|s| s.trim().to_string());

@@ -156,14 +156,8 @@ fn bound_payload(payload: &str, key_hash: &[u8; 32]) -> String {
     format!("{payload}|{}", hex::encode(key_hash))
 }
 
-/// The hash of the principal's key while it is active: `env-admin` is `SPOOL_API_KEY` while it
-/// is set; a key id is that key unless revoked, deleted or expired.
 fn key_hash_of(app: &AppState, principal: &str, now_ms: u64) -> Option<[u8; 32]> {
-    if principal == "env-admin" {
-        return app.cfg.env_admin_key_hash;
-    }
-    let id = principal.parse::<spool_model::ApiKeyId>().ok()?;
-    app.rt.read(|st| st.api_keys.get(&id).filter(|k| k.is_active(now_ms)).map(|k| k.key_hash))
+    crate::auth::active_key_hash(app, principal, now_ms)
 }
 
 /// The export a token opens, if it is this server's, unexpired, for this export, and minted by

@@ -30,6 +30,16 @@ fn signature(app: &AppState, path: &str, expires: u64) -> String {
     hex::encode(app.rt.keyring().mac(SIGNING_PURPOSE, format!("{path}\n{expires}").as_bytes()))
 }
 
+/// The signature of a URL a key minted (`kid` in the URL): it also covers the key's id and its
+/// hash as it is now, so the URL stops reading once that key is revoked, deleted, expired or
+/// rotated (the hash never leaves the server). URLs the engine mints for processors carry no
+/// `kid` and live their 15 minutes.
+fn key_signature(app: &AppState, path: &str, expires: u64, kid: &str) -> Option<String> {
+    let hash = crate::auth::active_key_hash(app, kid, app.rt.now_ms())?;
+    let signed = format!("{path}\n{expires}\n{kid}\n{}", hex::encode(hash));
+    Some(hex::encode(app.rt.keyring().mac(SIGNING_PURPOSE, signed.as_bytes())))
+}
+
 /// The base clients reach: `SPOOL_PUBLIC_URL`, else the request's own host over http.
 fn public_base(app: &AppState, headers: &HeaderMap) -> String {
     if let Some(base) = &app.cfg.public_url {
@@ -60,8 +70,10 @@ pub async fn signed_url(
         return Err(ApiError::not_found("media", &uri));
     }
     let expires = app.rt.now_ms() / 1000 + SIGNED_URL_TTL_SECS;
-    let sig = signature(&app, path, expires);
-    let url = format!("{}/media/{path}?expires={expires}&sig={sig}", public_base(&app, &headers));
+    let kid = who.id.clone();
+    let sig = key_signature(&app, path, expires, &kid)
+        .ok_or_else(|| ApiError::unauthenticated("authentication_invalid_api_key", "the API key is no longer valid"))?;
+    let url = format!("{}/media/{path}?expires={expires}&kid={kid}&sig={sig}", public_base(&app, &headers));
     let v = serde_json::json!({
         "signed_url": url,
         "expires_at": spool_model::time::rfc3339_ms(expires * 1000),
@@ -154,8 +166,11 @@ pub async fn serve(
     let (Some(expires), Some(sig)) = (q.get("expires").and_then(|e| e.parse::<u64>().ok()), q.get("sig")) else {
         return forbidden();
     };
-    let want = signature(&app, &path, expires);
-    if !constant_eq(want.as_bytes(), sig.as_bytes()) {
+    let want = match q.get("kid") {
+        Some(kid) => key_signature(&app, &path, expires, kid).unwrap_or_default(),
+        None => signature(&app, &path, expires),
+    };
+    if want.is_empty() || !constant_eq(want.as_bytes(), sig.as_bytes()) {
         return forbidden();
     }
     if app.rt.now_ms() / 1000 > expires {
