@@ -12,10 +12,12 @@
 //! - a stream's version is the number of events in it; an append names the version it expects.
 
 mod error;
+mod mem_log;
 mod redb_log;
 mod tail;
 
 pub use error::Error;
+pub use mem_log::MemLog;
 pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
 pub use tail::Tail;
 
@@ -125,11 +127,42 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
 }
 
+/// An append queued with [`EventLog::submit`]: resolves once the commit that holds it is
+/// durable (or failed).
+pub struct Submitted {
+    rx: tokio::sync::oneshot::Receiver<Result<Appended, Error>>,
+}
+
+impl Submitted {
+    pub(crate) fn new(rx: tokio::sync::oneshot::Receiver<Result<Appended, Error>>) -> Self {
+        Submitted { rx }
+    }
+}
+
+impl Future for Submitted {
+    type Output = Result<Appended, Error>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
 /// The event log. Reads are synchronous and short (bounded by [`READ_BATCH_MAX`]);
 /// appends are asynchronous because they wait for a durable commit.
+///
+/// The contract every implementation keeps (`crates/log/tests/contract.rs` runs one suite on
+/// each; `engine-spec/log-format.md`): sequence numbers from 1 without gaps; an append request
+/// is all or nothing (its events, its side writes, its snapshot); appends submitted one after
+/// the other commit in that order; a stream's `Expected` version is checked inside the commit;
+/// a failed commit writes nothing and answers every request it held with the error.
 pub trait EventLog: Send + Sync + 'static {
     /// Append durably; resolves after the commit that holds these events is on disk.
     fn append(&self, req: AppendRequest) -> impl Future<Output = Result<Appended, Error>> + Send;
+    /// Queue an append now, behind every append submitted before it, and return its
+    /// completion: a caller that submits batch N+1 before N is durable (a pipelined sequencer)
+    /// gets them committed in that order. May block the calling thread while the log's queue
+    /// is full (back-pressure): call it from a thread that may block.
+    fn submit(&self, req: AppendRequest) -> Submitted;
     /// The sequence number of the last durable event (0 for an empty log).
     fn head(&self) -> u64;
     /// Events with `seq >= from_seq`, at most `limit` (capped at [`READ_BATCH_MAX`]).
@@ -145,4 +178,7 @@ pub trait EventLog: Send + Sync + 'static {
     fn snapshot(&self, name: &str) -> Result<Option<Snapshot>, Error>;
     /// A side record.
     fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Side records in key order after `after` (from the first without it), at most `limit`
+    /// (capped at [`READ_BATCH_MAX`]).
+    fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error>;
 }

@@ -246,6 +246,35 @@ impl EventLog for RedbLog {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    fn submit(&self, req: AppendRequest) -> crate::Submitted {
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) = validate(&req) {
+            let _ = reply.send(Err(e));
+            return crate::Submitted::new(rx);
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            let _ = reply.send(Err(Error::Closed));
+            return crate::Submitted::new(rx);
+        };
+        let job = Job { req, reply };
+        let job = match tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let _ = job.reply.send(Err(Error::Closed));
+                None
+            }
+        };
+        if let Some(job) = job {
+            // The queue is full: wait for room (back-pressure), in order.
+            let tx = tx.clone();
+            if let Err(e) = std::thread::scope(|s| s.spawn(move || tx.blocking_send(job)).join()).unwrap_or(Ok(())) {
+                let _ = e.0.reply.send(Err(Error::Closed));
+            }
+        }
+        crate::Submitted::new(rx)
+    }
+
     fn head(&self) -> u64 {
         *self.head.borrow()
     }
@@ -321,6 +350,10 @@ impl EventLog for RedbLog {
         let r = self.db.begin_read()?;
         let t = r.open_table(side_table(table))?;
         Ok(t.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        RedbLog::side_scan(self, table, after, limit)
     }
 }
 

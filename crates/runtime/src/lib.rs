@@ -8,7 +8,9 @@
 //! durable timers when due, return as commands.
 
 mod clock;
+mod error;
 mod executors;
+pub mod fold;
 mod idem;
 pub mod keyring;
 mod runtime;
@@ -30,4 +32,6 @@ pub use runtime::{
     DECISION_EVENTS_MAX, IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, MEDIA_SIGNING_PURPOSE,
     Reply, Runtime, RuntimeConfig, RuntimeError, SNAPSHOT_NAME, panic_message,
 };
-pub use sequencer::{Prepare, Work};
+pub use sequencer::{
+    PIPELINE_BATCHES_MAX, Prepare, Sequencer, SequencerConfig, SequencerHost, SequencerThreads, Submission, Work, inbox,
+};

@@ -1,5 +1,5 @@
-use crate::keyring::{Keyring, KeyringError, MasterKey};
-use crate::sequencer::Submission;
+use crate::keyring::{Keyring, MasterKey};
+use crate::sequencer::{Sequencer, SequencerConfig, SequencerHost, SequencerThreads, Submission};
 use crate::{Clock, IdSource, IdemBody, IdemKey, IdemRecord};
 use spool_core::{Command, DomainError, Effect, Outcome, State, WorkKey, pending_effects};
 use spool_log::{AppendRequest, EventLog, RedbLog, SideTable, SideWrite};
@@ -11,18 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
-/// Submissions waiting for the sequencer; a full inbox makes submitters wait (back-pressure).
-pub const INBOX_DEPTH_MAX: usize = 8192;
-/// Commands decided in one sequencer batch (one group commit).
-pub const SEQUENCER_BATCH_COMMANDS_MAX: usize = 1024;
-/// Events in one sequencer batch: past this the batch closes (below `APPEND_EVENTS_MAX`).
-pub const SEQUENCER_BATCH_EVENTS_MAX: usize = 4096;
-/// Events one decision may write, with the webhook deliveries of its domain events. A batch
-/// closes at [`SEQUENCER_BATCH_EVENTS_MAX`] events, so a batch holds at most
-/// `SEQUENCER_BATCH_EVENTS_MAX - 1 + DECISION_EVENTS_MAX` < `APPEND_EVENTS_MAX` events. A
-/// decision past it fails its command (`decision_too_large`), never the batch.
-pub const DECISION_EVENTS_MAX: usize = 5_000;
-const _: () = assert!(SEQUENCER_BATCH_EVENTS_MAX - 1 + DECISION_EVENTS_MAX < spool_log::APPEND_EVENTS_MAX);
+pub use crate::error::{Reply, RuntimeError, panic_message};
+pub use crate::fold::SNAPSHOT_NAME;
+pub use crate::sequencer::DECISION_EVENTS_MAX;
 /// Effects running at once.
 pub const EFFECTS_CONCURRENCY_MAX: usize = 64;
 /// Times an effect may panic before it is given up: its job then fails with `internal_error`
@@ -34,8 +25,6 @@ pub const TIMER_FIRE_BATCH_MAX: usize = 256;
 pub const TIMER_IDLE_MS: u64 = 1_000;
 /// The purpose under which media URLs are signed (`/media/{path}?expires&sig`).
 pub const MEDIA_SIGNING_PURPOSE: &str = "media-url/v1";
-/// The name of the core state's snapshot.
-pub const SNAPSHOT_NAME: &str = "core";
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -107,40 +96,11 @@ impl RuntimeConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("idempotency key reused with a different request")]
-    IdempotencyMismatch,
-    #[error("a request with this idempotency key is still running")]
-    IdempotencyInProgress,
-    #[error("the engine's sequencer has stopped")]
-    Stopped,
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("the stored answer of this idempotency key can no longer be read; use a new key")]
-    IdempotencyUnreadable,
-    #[error(transparent)]
-    Keyring(#[from] KeyringError),
-    #[error(transparent)]
-    Log(#[from] spool_log::Error),
-    /// The command could not be decided: its decision panicked or passed a bound
-    /// ([`DECISION_EVENTS_MAX`]). Only this command fails; the batch's others go on.
-    #[error("{message}")]
-    Poisoned { code: &'static str, message: String },
-}
-
-/// A rendered answer: what the API sends, and what an idempotency record stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
 pub struct Runtime {
     log: Arc<RedbLog>,
-    keyring: Keyring,
+    keyring: Arc<Keyring>,
+    /// What readers see: the fold of every durable batch (the sequencer decides on a working
+    /// state of its own, ahead of this one by the batches on their way to the log).
     state: RwLock<State>,
     pub(crate) applied: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
@@ -160,8 +120,8 @@ pub struct Runtime {
     pub(crate) executors: crate::executors::Executors,
     /// The sequencer's inbox: every command (API, effect outcome, timer) goes through it.
     inbox: Mutex<Option<tokio::sync::mpsc::Sender<Submission>>>,
-    /// The sequencer thread and the background tasks, joined by `shutdown`.
-    sequencer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The sequencer's threads and the background tasks, joined by `shutdown`.
+    sequencer: Mutex<Option<SequencerThreads>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Turns true at shutdown; background loops select on it.
     stopping: watch::Sender<bool>,
@@ -203,10 +163,10 @@ impl Runtime {
                 MasterKey::load(&cfg.data_dir)?.0
             }
         };
-        let keyring = Keyring::load(master, log.clone()).await?;
-        // The snapshot now; the tail is folded by the sequencer thread before it takes commands
-        // (the caller may serve meanwhile: `/api` answers 503 until ready).
-        let state = crate::sequencer::restore_snapshot(&log)?;
+        let keyring = Arc::new(Keyring::load(master, log.clone()).await?);
+        // The snapshot now; the tail is folded on the sequencer's thread before it takes
+        // commands (the caller may serve meanwhile: `/api` answers 503 until ready).
+        let state = crate::fold::restore_snapshot(&*log)?;
         let (inbox, rx) = crate::sequencer::inbox();
         let webhooks = crate::executors::webhook::WebhookExecutor::new(cfg.webhooks.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;
@@ -261,12 +221,20 @@ impl Runtime {
             effects_total: AtomicU64::new(0),
             cfg,
         });
-        let seq = rt.clone();
-        let thread = std::thread::Builder::new()
-            .name("spool-sequencer".into())
-            .spawn(move || seq.sequencer_loop(rx))
+        let host = Arc::new(Host(rt.clone()));
+        let sequencer = Sequencer::new(
+            rt.log.clone(),
+            rt.keyring.clone(),
+            rt.clock.clone(),
+            rt.ids.clone(),
+            host,
+            SequencerConfig { decision_events_max: rt.cfg.decision_events_max },
+        );
+        let starting = rt.clone();
+        let threads = sequencer
+            .spawn(rx, move || starting.fold_log_and_get_ready())
             .map_err(|e| spool_log::Error::Storage(format!("starting the sequencer: {e}")))?;
-        *rt.sequencer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        *rt.sequencer.lock().unwrap_or_else(|p| p.into_inner()) = Some(threads);
         let mut background = Vec::new();
         if rt.cfg.run_effects {
             let timers = rt.clone();
@@ -368,9 +336,32 @@ impl Runtime {
         f(&st)
     }
 
-    /// The state, for the sequencer (the only writer).
-    pub(crate) fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    /// The state readers see, for the commit thread (its only writer).
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On the sequencer's thread, before it takes commands: fold what the log holds beyond the
+    /// snapshot, sweep the staged uploads no job needs, mark the runtime ready and offer the
+    /// pending effects. Returns the state the sequencer decides on first.
+    fn fold_log_and_get_ready(self: &Arc<Self>) -> State {
+        let working = {
+            let mut st = self.state_mut();
+            if let Err(e) = crate::fold::fold_tail(&*self.log, &mut st) {
+                // Nothing is served until ready, and ready never comes: the operator sees why.
+                tracing::error!(error = %e, "the log cannot be replayed; the server stays unready");
+                return st.clone();
+            }
+            self.applied.send_replace(st.applied_seq);
+            // The whole log is folded and nothing is served yet (the API answers 503 until
+            // ready, so no upload is being staged): every staged file an open job names is known.
+            sweep_uploads(&self.uploads_dir(), &st);
+            st.clone()
+        };
+        self.ready.send_replace(true);
+        tracing::info!(head = self.log.head(), "log replayed");
+        self.dispatch_effects();
+        working
     }
 
     /// The timer service: fire every due timer as a `FireTimer` command (through the
@@ -730,20 +721,11 @@ impl Runtime {
             let _ = t.await;
         }
         self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let thread = self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let threads = self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(threads) = threads {
+            let _ = tokio::task::spawn_blocking(move || threads.join()).await;
         }
     }
-}
-
-/// The message a panic carried.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Remove staged uploads no open job needs: bodies a crash cut off, and uploads whose job
@@ -789,5 +771,33 @@ fn sweep_staging(dir: &std::path::Path) {
                 tracing::info!(path = %path.display(), "removed an upload a crash left half-written");
             }
         }
+    }
+}
+
+/// The runtime as the sequencer's host: durable batches are folded into the state readers
+/// see, then their effects offered.
+struct Host(Arc<Runtime>);
+
+impl SequencerHost for Host {
+    fn publish(&self, events: &[spool_model::Envelope]) {
+        let Some(last) = events.last() else { return };
+        let mut st = self.0.state_mut();
+        for env in events {
+            spool_core::evolve(&mut st, env);
+        }
+        debug_assert_eq!(st.applied_seq, last.seq, "the read state follows the log without gaps");
+        self.0.applied.send_replace(st.applied_seq);
+    }
+
+    fn committed(&self, touched: &BTreeSet<WorkKey>, last_seq: u64, timers_changed: bool) {
+        self.0.after_commit(touched, last_seq, timers_changed);
+    }
+
+    fn durable_state(&self) -> State {
+        self.0.read(|st| st.clone())
+    }
+
+    fn command_taken(&self) {
+        self.0.commands_total.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -18,7 +18,7 @@ pub struct ReplayStep<'a> {
 /// The state a data directory's log folds to (its snapshot, then the events after it), as a
 /// server would start from it.
 pub fn fold_state(log: &RedbLog) -> Result<spool_core::State, spool_log::Error> {
-    crate::sequencer::load_state(log)
+    crate::fold::load_state(log)
 }
 
 /// The SHA-256 (hex) of the state the first `until` events fold to, from nothing (no

@@ -1,0 +1,186 @@
+//! The log contract (`engine-spec/log-format.md`, "The contract"), one suite run on every
+//! implementation of `EventLog`: redb (on disk) and the in-memory log now, PostgreSQL next.
+//! Each check is a generic function; `contract!` instantiates them per implementation.
+
+use spool_log::{
+    AppendRequest, Error, EventLog, Expected, MemLog, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend,
+};
+use spool_model::{Event, IndexId};
+use std::sync::Arc;
+
+fn ev(n: u64) -> NewEvent {
+    NewEvent {
+        at_ms: 1_000 + n,
+        event: Event::IndexCreated {
+            index_id: IndexId(ulid::Ulid::from_parts(n, 1)),
+            name: format!("index {n}"),
+            user_id: "u".into(),
+        },
+    }
+}
+
+fn one(stream: &str, expected: Expected, n: std::ops::Range<u64>) -> AppendRequest {
+    AppendRequest::one(stream, expected, n.map(ev).collect())
+}
+
+async fn sequence_numbers_start_at_one_without_gaps<L: EventLog>(log: Arc<L>) {
+    assert_eq!(log.head(), 0);
+    let a = log.append(one("a", Expected::NoStream, 0..3)).await.unwrap();
+    assert_eq!((a.first_seq, a.last_seq, a.versions.clone()), (1, 3, vec![3]));
+    let b = log.append(one("b", Expected::Any, 3..5)).await.unwrap();
+    assert_eq!((b.first_seq, b.last_seq), (4, 5));
+    let all = log.read_from(1, 100).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(all[3].stream, "b");
+    assert_eq!(log.read_from(4, 1).unwrap().len(), 1);
+    assert_eq!(log.head(), 5);
+}
+
+async fn streams_are_read_by_version_and_expected_versions_are_checked<L: EventLog>(log: Arc<L>) {
+    log.append(one("s", Expected::NoStream, 0..2)).await.unwrap();
+    assert_eq!(log.stream_version("s").unwrap(), 2);
+    let conflict = log.append(one("s", Expected::Exact(1), 2..3)).await;
+    assert!(matches!(conflict, Err(Error::Conflict { actual: 2, .. })), "{conflict:?}");
+    assert!(matches!(log.append(one("s", Expected::NoStream, 2..3)).await, Err(Error::Conflict { .. })));
+    log.append(one("s", Expected::Exact(2), 2..3)).await.unwrap();
+    let s = log.read_stream("s", 1, 10).unwrap();
+    assert_eq!(s.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(log.head(), 3, "a refused append wrote nothing");
+}
+
+async fn an_append_is_all_or_nothing_across_streams_and_side_records<L: EventLog>(log: Arc<L>) {
+    log.append(one("x", Expected::NoStream, 0..1)).await.unwrap();
+    let req = AppendRequest {
+        streams: vec![
+            StreamAppend { stream: "y".into(), expected: Expected::NoStream, events: vec![ev(1)] },
+            StreamAppend { stream: "x".into(), expected: Expected::NoStream, events: vec![ev(2)] },
+        ],
+        side: vec![SideWrite::Put { table: SideTable::Idempotency, key: "k".into(), value: b"v".to_vec() }],
+    };
+    assert!(log.append(req).await.is_err());
+    assert_eq!(log.head(), 1);
+    assert_eq!(log.stream_version("y").unwrap(), 0);
+    assert_eq!(log.side_get(SideTable::Idempotency, "k").unwrap(), None);
+    // A stream named twice in one request continues from its first appearance.
+    let req = AppendRequest {
+        streams: vec![
+            StreamAppend { stream: "y".into(), expected: Expected::NoStream, events: vec![ev(3)] },
+            StreamAppend { stream: "y".into(), expected: Expected::Exact(1), events: vec![ev(4)] },
+        ],
+        side: vec![
+            SideWrite::Put { table: SideTable::DataKeys, key: "b".into(), value: b"2".to_vec() },
+            SideWrite::Put { table: SideTable::DataKeys, key: "a".into(), value: b"1".to_vec() },
+            SideWrite::Put { table: SideTable::Idempotency, key: "z".into(), value: b"0".to_vec() },
+        ],
+    };
+    let done = log.append(req).await.unwrap();
+    assert_eq!(done.versions, vec![1, 2]);
+    let keys = log.side_scan(SideTable::DataKeys, None, 10).unwrap();
+    assert_eq!(
+        keys,
+        vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())],
+        "side records in key order, one table"
+    );
+    assert_eq!(log.side_scan(SideTable::DataKeys, Some("a"), 10).unwrap().len(), 1);
+    log.append(AppendRequest {
+        streams: vec![],
+        side: vec![SideWrite::Delete { table: SideTable::DataKeys, key: "a".into() }],
+    })
+    .await
+    .unwrap();
+    assert_eq!(log.side_get(SideTable::DataKeys, "a").unwrap(), None);
+}
+
+async fn snapshots_are_kept_with_their_position_and_never_ahead_of_the_log<L: EventLog>(log: Arc<L>) {
+    log.append(one("s", Expected::Any, 0..4)).await.unwrap();
+    let snap = |at_seq| AppendRequest {
+        streams: vec![],
+        side: vec![SideWrite::Snapshot { name: "core".into(), at_seq, bytes: vec![7; 3] }],
+    };
+    assert!(log.append(snap(9)).await.is_err(), "a snapshot ahead of the log is refused");
+    log.append(snap(4)).await.unwrap();
+    let s = log.snapshot("core").unwrap().unwrap();
+    assert_eq!((s.at_seq, s.bytes), (4, vec![7, 7, 7]));
+    assert!(log.snapshot("other").unwrap().is_none());
+}
+
+async fn submitted_appends_commit_in_the_order_they_were_submitted<L: EventLog>(log: Arc<L>) {
+    let pending: Vec<_> = (0..50).map(|i| log.submit(one(&format!("p{i}"), Expected::NoStream, i..i + 1))).collect();
+    let mut last = 0;
+    for p in pending {
+        let done = p.await.unwrap();
+        assert_eq!(done.first_seq, last + 1);
+        last = done.last_seq;
+    }
+    let streams: Vec<String> = log.read_from(1, 100).unwrap().into_iter().map(|e| e.stream).collect();
+    assert_eq!(streams, (0..50).map(|i| format!("p{i}")).collect::<Vec<_>>());
+}
+
+async fn a_tail_yields_what_is_durable_then_waits_for_commits<L: EventLog>(log: Arc<L>) {
+    log.append(one("t", Expected::Any, 0..2)).await.unwrap();
+    let mut tail = log.tail(2);
+    assert_eq!(tail.next().await.unwrap().seq, 2);
+    let waiting = tokio::spawn(async move { tail.next().await.map(|e| e.seq) });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "the tail waits at the head");
+    log.append(one("t", Expected::Any, 2..3)).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, 3);
+}
+
+macro_rules! contract {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn sequence_numbers_start_at_one_without_gaps() {
+                let (log, _dir) = $make;
+                super::sequence_numbers_start_at_one_without_gaps(log).await;
+            }
+            #[tokio::test]
+            async fn streams_are_read_by_version_and_expected_versions_are_checked() {
+                let (log, _dir) = $make;
+                super::streams_are_read_by_version_and_expected_versions_are_checked(log).await;
+            }
+            #[tokio::test]
+            async fn an_append_is_all_or_nothing_across_streams_and_side_records() {
+                let (log, _dir) = $make;
+                super::an_append_is_all_or_nothing_across_streams_and_side_records(log).await;
+            }
+            #[tokio::test]
+            async fn snapshots_are_kept_with_their_position_and_never_ahead_of_the_log() {
+                let (log, _dir) = $make;
+                super::snapshots_are_kept_with_their_position_and_never_ahead_of_the_log(log).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn submitted_appends_commit_in_the_order_they_were_submitted() {
+                let (log, _dir) = $make;
+                super::submitted_appends_commit_in_the_order_they_were_submitted(log).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_tail_yields_what_is_durable_then_waits_for_commits() {
+                let (log, _dir) = $make;
+                super::a_tail_yields_what_is_durable_then_waits_for_commits(log).await;
+            }
+        }
+    };
+}
+
+contract!(redb, {
+    let dir = tempfile::tempdir().unwrap();
+    (Arc::new(RedbLog::open_dir(dir.path()).unwrap()), Some(dir))
+});
+contract!(memory, (Arc::new(MemLog::new()), None::<tempfile::TempDir>));
+
+#[tokio::test]
+async fn memory_log_a_failed_commit_writes_nothing_and_refuses_until_healed() {
+    let log = MemLog::new();
+    log.append(one("a", Expected::Any, 0..1)).await.unwrap();
+    log.fail_commits();
+    assert!(matches!(log.append(one("a", Expected::Any, 1..2)).await, Err(Error::Storage(_))));
+    assert!(log.append(one("b", Expected::Any, 2..3)).await.is_err(), "refused until healed, as redb");
+    assert_eq!(log.head(), 1);
+    log.heal();
+    assert_eq!(log.append(one("a", Expected::Any, 3..4)).await.unwrap().first_seq, 2);
+}
