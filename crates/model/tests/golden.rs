@@ -75,3 +75,29 @@ fn encodings_match_the_golden_files() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The golden files are append-only: no commit may change, remove or rename a committed one
+/// (except the reviewed ones in `fixtures/events/REWRITES`), and the work tree may not either.
+/// Comparing samples with files alone let persisted variants 42 and 43 be re-encoded in place,
+/// their files edited to match.
+#[test]
+fn no_committed_golden_file_is_ever_changed_or_removed() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").arg("-C").arg(&root).args(args).output().expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let allowed: Vec<String> = std::fs::read_to_string(root.join("fixtures/events/REWRITES"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let rewrites = git(&["log", "--format=%H", "--diff-filter=MDR", "--", "fixtures/events/v1"]);
+    let unexpected: Vec<&str> = rewrites.lines().filter(|c| !allowed.iter().any(|a| a == c)).collect();
+    assert!(unexpected.is_empty(), "commits changed or removed golden files: {unexpected:?}");
+    let dirty = git(&["status", "--porcelain", "--", "fixtures/events/v1"]);
+    let changed: Vec<&str> = dirty.lines().filter(|l| !l.starts_with("??") && !l.starts_with("A ")).collect();
+    assert!(changed.is_empty(), "golden files changed in the work tree: {changed:?}");
+}

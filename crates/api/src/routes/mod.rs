@@ -335,7 +335,17 @@ pub(crate) fn reply(r: Reply) -> Response {
 pub(crate) fn view_reply(status: StatusCode, view: Option<serde_json::Value>) -> Reply {
     match view {
         Some(v) => to_reply(status, &v),
-        None => to_reply(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({})),
+        // The resource the command named is not in the state it led to: answered in the
+        // envelope like every other error (it once was a bare `{}`).
+        None => to_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "error": {
+                "code": "internal_error",
+                "message": "the answer could not be rendered; see the server log",
+                "details": {},
+                "request_id": crate::error::current_request_id(),
+            }}),
+        ),
     }
 }
 
