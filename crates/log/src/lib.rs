@@ -155,9 +155,12 @@ impl Future for Submitted {
 /// is all or nothing (its events, its side writes, its snapshot); appends submitted one after
 /// the other commit in that order; a stream's `Expected` version is checked inside the commit;
 /// a failed commit writes nothing and answers every request it held with the error.
+/// A boxed append: [`EventLog`] is used as `dyn EventLog` by the runtime.
+pub type Appending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Appended, Error>> + Send + 'a>>;
+
 pub trait EventLog: Send + Sync + 'static {
     /// Append durably; resolves after the commit that holds these events is on disk.
-    fn append(&self, req: AppendRequest) -> impl Future<Output = Result<Appended, Error>> + Send;
+    fn append(&self, req: AppendRequest) -> Appending<'_>;
     /// Queue an append now, behind every append submitted before it, and return its
     /// completion: a caller that submits batch N+1 before N is durable (a pipelined sequencer)
     /// gets them committed in that order. May block the calling thread while the log's queue
@@ -181,4 +184,6 @@ pub trait EventLog: Send + Sync + 'static {
     /// Side records in key order after `after` (from the first without it), at most `limit`
     /// (capped at [`READ_BATCH_MAX`]).
     fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// The log's counters (commits, appends, events, failed commits), for `/metrics`.
+    fn stats(&self) -> &LogStats;
 }

@@ -45,6 +45,7 @@ struct Inner {
     control: Mutex<Control>,
     wake: Condvar,
     head: watch::Sender<u64>,
+    stats: crate::LogStats,
 }
 
 /// An event log in memory (see the module's documentation).
@@ -67,6 +68,7 @@ impl MemLog {
             control: Mutex::new(Control::default()),
             wake: Condvar::new(),
             head: watch::channel(0).0,
+            stats: crate::LogStats::default(),
         });
         let writer = inner.clone();
         std::thread::Builder::new()
@@ -157,6 +159,7 @@ fn writer_loop(inner: &Arc<Inner>) {
                 None => {}
             }
             if c.failing {
+                inner.stats.failed_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for job in c.queue.drain(..) {
                     let _ = job.reply.send(Err(Error::Storage("injected commit failure (MemLog)".into())));
                 }
@@ -172,6 +175,12 @@ fn writer_loop(inner: &Arc<Inner>) {
         }
         let head = stored.events.len() as u64;
         drop(stored);
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            inner.stats.commits.fetch_add(1, Relaxed);
+            inner.stats.appends.fetch_add(answers.iter().filter(|(_, r)| r.is_ok()).count() as u64, Relaxed);
+            inner.stats.events.store(head, Relaxed);
+        }
         inner.head.send_replace(head);
         for (reply, result) in answers {
             let _ = reply.send(result);
@@ -243,8 +252,13 @@ fn commit_one(stored: &mut Stored, req: &AppendRequest) -> Result<Appended, Erro
 }
 
 impl EventLog for MemLog {
-    async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
-        self.submit(req).await
+    fn append(&self, req: AppendRequest) -> crate::Appending<'_> {
+        let done = self.submit(req);
+        Box::pin(done)
+    }
+
+    fn stats(&self) -> &crate::LogStats {
+        &self.inner.stats
     }
 
     fn submit(&self, req: AppendRequest) -> crate::Submitted {

@@ -238,12 +238,18 @@ fn read_envelopes(db: &Database, from_seq: u64, limit: usize) -> Result<Vec<Enve
 }
 
 impl EventLog for RedbLog {
-    async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
-        validate(&req)?;
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Job { req, reply }).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+    fn append(&self, req: AppendRequest) -> crate::Appending<'_> {
+        Box::pin(async move {
+            validate(&req)?;
+            let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+            let (reply, rx) = oneshot::channel();
+            tx.send(Job { req, reply }).await.map_err(|_| Error::Closed)?;
+            rx.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn stats(&self) -> &LogStats {
+        RedbLog::stats(self)
     }
 
     fn submit(&self, req: AppendRequest) -> crate::Submitted {

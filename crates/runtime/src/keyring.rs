@@ -14,7 +14,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use spool_log::{EventLog, RedbLog, SideTable, SideWrite};
+use spool_log::{EventLog, SideTable, SideWrite};
 use spool_model::Sealed;
 use spool_model::sealed::SEALED_NONCE_BYTES;
 use std::collections::HashMap;
@@ -182,34 +182,10 @@ fn unwrap(master: &MasterKey, owner: &str, wrapped: &[u8]) -> Result<Zeroizing<[
     Ok(k)
 }
 
-/// The side records the keyring reads (its data keys), on any log.
-pub trait SideRecords: Send + Sync + 'static {
-    fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, spool_log::Error>;
-    fn side_scan(
-        &self,
-        table: SideTable,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, spool_log::Error>;
-}
-
-impl<L: spool_log::EventLog> SideRecords for L {
-    fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, spool_log::Error> {
-        spool_log::EventLog::side_get(self, table, key)
-    }
-    fn side_scan(
-        &self,
-        table: SideTable,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, spool_log::Error> {
-        spool_log::EventLog::side_scan(self, table, after, limit)
-    }
-}
-
 pub struct Keyring {
     master: MasterKey,
-    log: Arc<dyn SideRecords>,
+    /// Any log: the keyring reads its data keys there.
+    log: Arc<dyn EventLog>,
     cache: Mutex<HashMap<String, Zeroizing<[u8; 32]>>>,
 }
 
@@ -222,8 +198,8 @@ impl std::fmt::Debug for Keyring {
 impl Keyring {
     /// Open the keyring of a log with its master key. A wrong master key is refused here, at
     /// start, rather than at the first secret. On a new log the check key is written.
-    pub async fn load<L: spool_log::EventLog>(master: MasterKey, log: Arc<L>) -> Result<Keyring, KeyringError> {
-        match EventLog::side_get(&*log, SideTable::DataKeys, CHECK_OWNER)? {
+    pub async fn load(master: MasterKey, log: Arc<dyn EventLog>) -> Result<Keyring, KeyringError> {
+        match log.side_get(SideTable::DataKeys, CHECK_OWNER)? {
             Some(w) => {
                 unwrap(&master, CHECK_OWNER, &w)?;
             }
@@ -238,7 +214,7 @@ impl Keyring {
                 log.append(spool_log::AppendRequest { streams: vec![], side: vec![put] }).await?;
             }
         }
-        Ok(Keyring { master, log: log as Arc<dyn SideRecords>, cache: Mutex::new(HashMap::new()) })
+        Ok(Keyring { master, log, cache: Mutex::new(HashMap::new()) })
     }
 
     fn data_key(&self, owner: &str) -> Result<Option<Zeroizing<[u8; 32]>>, KeyringError> {
@@ -333,10 +309,10 @@ impl Keyring {
 
 /// Finish a master-key rotation that stopped between its transaction and the file rename:
 /// when `master.key.new` exists, keep whichever key opens the keyring.
-pub fn recover_rotation(data_dir: &Path, log: &RedbLog) -> Result<(), KeyringError> {
+pub fn recover_rotation(data_dir: &Path, log: &dyn EventLog) -> Result<(), KeyringError> {
     let new_path = data_dir.join(format!("{MASTER_KEY_FILE}.new"));
     let Ok(text) = std::fs::read_to_string(&new_path).map(Zeroizing::new) else { return Ok(()) };
-    let Some(check) = EventLog::side_get(log, SideTable::DataKeys, CHECK_OWNER)? else { return Ok(()) };
+    let Some(check) = log.side_get(SideTable::DataKeys, CHECK_OWNER)? else { return Ok(()) };
     let opens_new = decode_key(&text).is_some_and(|k| unwrap(&k, CHECK_OWNER, &check).is_ok());
     let io = |e: std::io::Error| KeyringError::Io(format!("{}: {e}", new_path.display()));
     if opens_new {

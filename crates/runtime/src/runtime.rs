@@ -97,7 +97,8 @@ impl RuntimeConfig {
 }
 
 pub struct Runtime {
-    log: Arc<RedbLog>,
+    /// The log, whichever it is (redb embedded; in memory for tests; PostgreSQL next).
+    log: Arc<dyn EventLog>,
     keyring: Arc<Keyring>,
     /// What readers see: the fold of every durable batch (the sequencer decides on a working
     /// state of its own, ahead of this one by the batches on their way to the log).
@@ -151,7 +152,7 @@ impl Runtime {
     }
 
     pub async fn start(
-        log: Arc<RedbLog>,
+        log: Arc<dyn EventLog>,
         cfg: RuntimeConfig,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
@@ -159,7 +160,7 @@ impl Runtime {
         let master = match cfg.master_key.clone() {
             Some(k) => k,
             None => {
-                crate::keyring::recover_rotation(&cfg.data_dir, &log)?;
+                crate::keyring::recover_rotation(&cfg.data_dir, &*log)?;
                 MasterKey::load(&cfg.data_dir)?.0
             }
         };
@@ -270,7 +271,7 @@ impl Runtime {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    pub fn log(&self) -> &Arc<RedbLog> {
+    pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
     }
 

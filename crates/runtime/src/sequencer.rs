@@ -150,7 +150,7 @@ struct Shared {
 }
 
 /// The sequencer (see the module's documentation).
-pub struct Sequencer<L: EventLog> {
+pub struct Sequencer<L: EventLog + ?Sized> {
     log: Arc<L>,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
@@ -177,7 +177,7 @@ impl SequencerThreads {
     }
 }
 
-impl<L: EventLog> Sequencer<L> {
+impl<L: EventLog + ?Sized> Sequencer<L> {
     pub fn new(
         log: Arc<L>,
         keyring: Arc<Keyring>,
@@ -432,7 +432,7 @@ enum Decided {
 
 /// The commit thread: take decided batches in order, merge those waiting into one append,
 /// wait for it to be durable, publish, answer, in order.
-fn commit_loop<L: EventLog>(
+fn commit_loop<L: EventLog + ?Sized>(
     log: &L,
     host: &dyn SequencerHost,
     shared: &Shared,

@@ -17,7 +17,7 @@ pub struct ReplayStep<'a> {
 /// replay includes its files' streams (`job_…/fN`), where their starts and outcomes are.
 /// The state a data directory's log folds to (its snapshot, then the events after it), as a
 /// server would start from it.
-pub fn fold_state(log: &RedbLog) -> Result<spool_core::State, spool_log::Error> {
+pub fn fold_state(log: &dyn EventLog) -> Result<spool_core::State, spool_log::Error> {
     crate::fold::load_state(log)
 }
 
@@ -145,7 +145,11 @@ pub const BUNDLE_FORMAT: &str = "spool.bundle.v1";
 /// A bundle of one workflow (`spool bundle`, `GET /admin/bundles/{id}`): a JSON header line,
 /// then one line per event of its streams (the hex of the record), in log order, connector
 /// credentials removed. `None` when the id has no events.
-pub fn bundle_text(log: &RedbLog, st: &State, id: &str) -> Result<Option<(usize, usize, String)>, spool_log::Error> {
+pub fn bundle_text(
+    log: &dyn EventLog,
+    st: &State,
+    id: &str,
+) -> Result<Option<(usize, usize, String)>, spool_log::Error> {
     let streams = bundle_streams(st, id);
     let is_job = id.parse::<spool_model::ImportJobId>().is_ok();
     let children = format!("{id}/");

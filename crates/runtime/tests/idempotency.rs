@@ -2,7 +2,7 @@
 //! goes with it, so the secret it held can no longer be opened.
 
 use spool_core::{Command, Outcome, Secret};
-use spool_log::{EventLog, SideTable};
+use spool_log::SideTable;
 use spool_runtime::{IdemBody, IdemKey, IdemRecord, Reply, Runtime, RuntimeConfig, SeededIds, TestClock};
 use std::sync::Arc;
 use std::time::Duration;

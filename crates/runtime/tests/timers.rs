@@ -7,7 +7,7 @@
 
 use spool_core::imports::{FileStatus, IMPORT_RETRY_BACKOFF_MS, JobStatus};
 use spool_core::{Command, Outcome};
-use spool_log::{EventLog, READ_BATCH_MAX};
+use spool_log::READ_BATCH_MAX;
 use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, Event, ImportJobId, ImportMode, IndexId, Provider};
 use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
 use std::path::Path;

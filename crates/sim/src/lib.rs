@@ -23,7 +23,7 @@ use redb::StorageBackend;
 use sha2::Digest;
 use spool_core::sim::{Rng, StateChecks};
 use spool_core::{Command, Outcome, State};
-use spool_log::{EventLog, READ_BATCH_MAX, RedbLog, RedbLogOptions};
+use spool_log::{READ_BATCH_MAX, RedbLog, RedbLogOptions};
 use spool_model::{
     ConnectorId, ConnectorLocation, ConnectorScope, ExportDestination, ExportKind, ImportJobId, ImportMode, IndexId,
     PromptId, PromptRunId, Provider, VideoId,
@@ -774,7 +774,7 @@ impl World {
         // A clean restart first: what follows reads only what is durable.
         self.crash().await?;
         let live = self.state(Clone::clone);
-        let folded = spool_runtime::tools::fold_state(self.rt.log()).map_err(|e| e.to_string())?;
+        let folded = spool_runtime::tools::fold_state(&**self.rt.log()).map_err(|e| e.to_string())?;
         if live.applied_seq == folded.applied_seq && live != folded {
             return Err(format!(
                 "fold-equals-live: a fold of the {} events differs from the live state",

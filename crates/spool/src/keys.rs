@@ -48,7 +48,7 @@ pub enum KeysCmd {
 fn rotate_master(dir: &std::path::Path) -> anyhow::Result<()> {
     use spool_runtime::keyring::{self, Keyring, MasterKey, MasterSource};
     let log = Arc::new(crate::offline::open_existing(dir)?);
-    keyring::recover_rotation(dir, &log)?;
+    keyring::recover_rotation(dir, &*log)?;
     let (old, source) = MasterKey::load(dir)?;
     let new = match &source {
         MasterSource::Env => {

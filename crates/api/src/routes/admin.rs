@@ -8,7 +8,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use spool_log::EventLog;
 use spool_model::Scope;
 
 /// Events per page of the admin log routes.
@@ -59,7 +58,7 @@ pub async fn bundle(
     who.require(Scope::Admin)?;
     // The state is cloned out of the read lock: the log scan that follows can take a while.
     let st = app.rt.read(bundle_state);
-    let text = spool_runtime::tools::bundle_text(app.rt.log(), &st, &id)
+    let text = spool_runtime::tools::bundle_text(&**app.rt.log(), &st, &id)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::not_found("stream", &id))?
         .2;
