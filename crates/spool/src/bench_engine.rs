@@ -208,6 +208,8 @@ struct Measured {
     /// `applied_seq` of `/healthz` before the job was created and after it ended.
     seq_before: u64,
     seq_after: u64,
+    /// The import job (read back by the read-latency phase).
+    job_id: String,
 }
 
 impl Measured {
@@ -241,6 +243,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
     let mut last: Option<Measured> = None;
     let mut rss_mib = None;
     let mut recovery_ms = 0.0;
+    let mut reads: Option<Reads> = None;
     for &n in sizes {
         let src = srcs.join(format!("src-{n}"));
         make_source(&src, n)?;
@@ -287,6 +290,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
                 "recovery after kill -9 at {n} files: {recovery_ms:.0} ms from spawn to the first /healthz 200 ({} events in the log)",
                 m.seq_after
             );
+            reads = Some(read_latency(&again.addr, &serve.key, &m.job_id)?);
             again.stop()?;
             last = Some(m);
         } else {
@@ -340,6 +344,23 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
     out.insert("durable_vs_raw".into(), json!(round2(durable_vs_raw)));
     out.insert("rss_mib_after_largest".into(), json!(rss_mib.map(round2)));
     out.insert("recovery_ms".into(), json!(round2(recovery_ms)));
+    if let Some(r) = &reads {
+        let aim = 2.0 * r.idle.p99 + r.fsync_batch_ms;
+        println!(
+            "aim read p99 under {READ_WRITERS} writers ≤ 2 × idle p99 + one batch commit ({:.2} ms): {:.2} ms: {}",
+            aim,
+            r.loaded.p99,
+            met(r.loaded.p99 <= aim)
+        );
+        out.insert("read_p50_idle_ms".into(), json!(round2(r.idle.p50)));
+        out.insert("read_p99_idle_ms".into(), json!(round2(r.idle.p99)));
+        out.insert("read_p50_loaded_ms".into(), json!(round2(r.loaded.p50)));
+        out.insert("read_p99_loaded_ms".into(), json!(round2(r.loaded.p99)));
+        out.insert("reads_per_s_idle".into(), json!(r.idle.per_s.round()));
+        out.insert("reads_per_s_loaded".into(), json!(r.loaded.per_s.round()));
+        out.insert("writes_per_s_during_reads".into(), json!(r.writes_per_s.round()));
+        out.insert("batch_commit_ms".into(), json!(round2(r.fsync_batch_ms)));
+    }
     println!("{}", Value::Object(out));
     Ok(())
 }
@@ -449,7 +470,7 @@ fn import(server: &mut Server, key: &str, src: &Path, n: usize) -> anyhow::Resul
         view["error_message"],
         server.log.display()
     );
-    Ok(Measured { secs, commands: commands_after - commands_before, command_series, seq_before, seq_after })
+    Ok(Measured { secs, commands: commands_after - commands_before, command_series, seq_before, seq_after, job_id })
 }
 
 fn text_field(v: &Value, name: &str) -> anyhow::Result<String> {
@@ -606,4 +627,105 @@ fn raw_redb(path: &Path, records: &[Vec<u8>], batch: usize) -> anyhow::Result<f6
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// Concurrent writers of the read-latency phase (`POST /indexes`, as fast as they are answered).
+const READ_WRITERS: usize = 64;
+/// Concurrent readers (`GET /import-jobs/{id}`) and reads each makes per phase.
+const READERS: usize = 8;
+const READS_EACH: usize = 400;
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+    per_s: f64,
+}
+
+struct Reads {
+    idle: Latency,
+    loaded: Latency,
+    writes_per_s: f64,
+    /// The log's mean time per durable commit while the writers ran.
+    fsync_batch_ms: f64,
+}
+
+/// p50 / p99 of `GET /import-jobs/{id}` (a job of every file the largest import made) from
+/// [`READERS`] readers, on the idle server and then while [`READ_WRITERS`] writers create
+/// indexes, in the same run: readers must never wait on a commit.
+fn read_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<Reads> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let path = format!("/api/v2/import-jobs/{job_id}");
+    let phase = |label: &str| -> anyhow::Result<Latency> {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (addr, key, path) = (addr.to_string(), key.to_string(), path.clone());
+                std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                    let mut out = Vec::with_capacity(READS_EACH);
+                    for _ in 0..READS_EACH {
+                        let t = Instant::now();
+                        let (status, _) = http(&addr, "GET", &path, Some(&key), None)?;
+                        ensure!(status == 200, "GET {path}: {status}");
+                        out.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().map_err(|_| anyhow::anyhow!("a reader panicked"))??);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        all.sort_by(f64::total_cmp);
+        let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        let l = Latency { p50: at(0.50), p99: at(0.99), per_s: all.len() as f64 / secs };
+        println!("reads {label:<26} p50 {:>7.2} ms   p99 {:>7.2} ms   {:>8.0} reads/s", l.p50, l.p99, l.per_s);
+        Ok(l)
+    };
+    let idle = phase("idle")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let commits_before = log_commits(addr)?;
+    let writers: Vec<_> = (0..READ_WRITERS)
+        .map(|w| {
+            let (addr, key, stop, written) = (addr.to_string(), key.to_string(), stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("{{\"name\":\"writer {w} {i}\"}}");
+                    if matches!(http(&addr, "POST", "/api/v2/indexes", Some(&key), Some(&body)), Ok((201, _))) {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // Let the writers reach their pace first.
+    std::thread::sleep(Duration::from_millis(500));
+    let w0 = written.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let loaded = phase(&format!("under {READ_WRITERS} writers"))?;
+    let writes_per_s = (written.load(Ordering::Relaxed) - w0) as f64 / t0.elapsed().as_secs_f64();
+    let writers_secs = t0.elapsed().as_secs_f64() + 0.5;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    let commits = (log_commits(addr)? - commits_before).max(1.0);
+    let fsync_batch_ms = writers_secs * 1000.0 / commits;
+    println!(
+        "writes during the loaded reads: {writes_per_s:.0} index creations/s in {commits:.0} commits ({fsync_batch_ms:.2} ms per commit)"
+    );
+    Ok(Reads { idle, loaded, writes_per_s, fsync_batch_ms })
+}
+
+/// `spool_log_commits_total` of `/metrics`.
+fn log_commits(addr: &str) -> anyhow::Result<f64> {
+    let (_, text) = http(addr, "GET", "/metrics", None, None)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("spool_log_commits_total ").and_then(|v| v.trim().parse().ok()))
+        .context("no spool_log_commits_total in /metrics")
 }
