@@ -2,6 +2,7 @@
 //! route added, removed or changed without the copy being written again fails here, in CI.
 //! `UPDATE_OPENAPI=1 cargo test -p spool-api --test openapi` writes the copy.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 use serde_json::Value;
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@
 //! In command JSON, `$index`, `$key` and `$deletion` stand for the last index, the last API
 //! key and that index's deletion id.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 use spool_core::*;
 use spool_model::{Envelope, FORMAT_VERSION};
 use std::fmt::Write;

@@ -45,6 +45,8 @@ pub fn enable_failpoint(name: &str) {
     failpoints().write().unwrap_or_else(|p| p.into_inner()).push(name.to_string());
 }
 
+// Test fault injection (debug builds): read once from the environment, by this function alone.
+#[allow(clippy::disallowed_methods)]
 fn failpoints() -> &'static std::sync::RwLock<Vec<String>> {
     static POINTS: std::sync::OnceLock<std::sync::RwLock<Vec<String>>> = std::sync::OnceLock::new();
     POINTS.get_or_init(|| {

@@ -4,6 +4,7 @@
 //! variant's file is written by `UPDATE_GOLDEN=1 cargo test -p spool-model`, which never
 //! overwrites an existing file.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 use spool_model::Event;
 use spool_model::codec::{decode_event, encode_event};
 use spool_model::event::EVENT_KINDS;

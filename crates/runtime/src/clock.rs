@@ -1,5 +1,6 @@
 //! Time and randomness enter Spool here and nowhere else.
 
+#![allow(clippy::disallowed_methods)] // the one place of the wall clock and OS randomness
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,6 +11,7 @@
 //! `<data-dir>/master.key`, created at first start with mode 0600 and refused if its mode is
 //! wider.
 
+#![allow(clippy::disallowed_methods)] // key material comes from the OS CSPRNG here, never from the injected IdSource; SPOOL_MASTER_KEY is read here
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;

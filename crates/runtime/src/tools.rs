@@ -145,12 +145,17 @@ pub const BUNDLE_FORMAT: &str = "spool.bundle.v1";
 /// A bundle of one workflow (`spool bundle`, `GET /admin/bundles/{id}`): a JSON header line,
 /// then one line per event of its streams (the hex of the record), in log order, connector
 /// credentials removed. `None` when the id has no events.
+///
+/// `streams` is [`bundle_streams`] of the subject, computed by the caller under the state's
+/// read lock (a set of names, not a copy of the state); the log scan runs without any lock.
+/// Past `events_max` events the bundle is refused (`Error::Invalid`), so one request never
+/// holds an unbounded text.
 pub fn bundle_text(
     log: &dyn EventLog,
-    st: &State,
+    streams: &std::collections::BTreeSet<String>,
     id: &str,
+    events_max: usize,
 ) -> Result<Option<(usize, usize, String)>, spool_log::Error> {
-    let streams = bundle_streams(st, id);
     let is_job = id.parse::<spool_model::ImportJobId>().is_ok();
     let children = format!("{id}/");
     let mut lines = Vec::new();
@@ -163,6 +168,11 @@ pub fn bundle_text(
             if (streams.contains(&env.stream) || (is_job && env.stream.starts_with(&children)))
                 && !never_bundled(&env.stream)
             {
+                if lines.len() >= events_max {
+                    return Err(spool_log::Error::Invalid(format!(
+                        "{id} has more than {events_max} events; write it with `spool bundle` on the data directory"
+                    )));
+                }
                 env.event = without_secrets(env.event);
                 // Encoding a record that was just decoded cannot fail.
                 lines.push(hex::encode(spool_model::encode_envelope(&env).unwrap_or_default()));

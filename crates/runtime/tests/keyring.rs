@@ -1,6 +1,7 @@
 //! The keyring: sealing, a wrong master key refused at open, crypto-shredding, master key
 //! rotation, and the key file's mode.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment and draw keys
 use spool_log::{AppendRequest, EventLog, RedbLog, SideWrite};
 use spool_runtime::keyring::{Keyring, KeyringError, MASTER_KEY_FILE, MasterKey};
 use std::os::unix::fs::PermissionsExt;

@@ -873,7 +873,9 @@ pub fn run(seed: u64, steps: usize) -> Result<SimReport, String> {
         w.drain().await?;
         let t2 = Instant::now();
         w.final_checks().await?;
-        if std::env::var_os("SPOOL_SIM_TIMES").is_some() {
+        #[allow(clippy::disallowed_methods)] // a developer's switch for timings, read by the simulator alone
+        let times = std::env::var_os("SPOOL_SIM_TIMES").is_some();
+        if times {
             eprintln!("seed {seed}: steps {:?}, drain {:?}, final {:?}", t1 - t0, t2 - t1, t2.elapsed());
         }
         w.report.simulated_ms = w.clock_ms() - START_MS;

@@ -13,6 +13,7 @@
 //! - `logs/serve-N.log`: the server's stdout and stderr;
 //! - `raw.redb`: the raw redb baseline (removed once measured).
 
+#![allow(clippy::disallowed_methods)] // a benchmark names its scratch folder and key from OS randomness
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use std::io::{Read, Write};

@@ -1,5 +1,6 @@
 //! `spool keys create|list|revoke` (offline) and the first admin key of a new data directory.
 
+#![allow(clippy::disallowed_methods)] // `spool keys rotate-master` reads the new master key from the environment
 use crate::DataDirArg;
 use anyhow::Context;
 use spool_core::{Command, Outcome};

@@ -202,7 +202,8 @@ pub fn bundle(dir: &DataDirArg, id: &str, out: Option<&std::path::Path>) -> anyh
     }
     let log = open_existing(&dir.data_dir)?;
     let st = spool_runtime::tools::fold_state(&log)?;
-    let Some((events, streams, text)) = spool_runtime::tools::bundle_text(&log, &st, id)? else {
+    let streams = spool_runtime::tools::bundle_streams(&st, id);
+    let Some((events, streams, text)) = spool_runtime::tools::bundle_text(&log, &streams, id, usize::MAX)? else {
         bail!("{id} has no events");
     };
     let path = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| format!("{id}.bundle").into());

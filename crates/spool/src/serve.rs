@@ -1,6 +1,7 @@
 //! `spool serve`: the server. Settings come from flags, then the environment, then the TOML
 //! file, then the defaults (design.md, "Operator interface").
 
+#![allow(clippy::disallowed_methods)] // the one place of the operator settings (flags, environment, config file)
 use anyhow::Context;
 use spool_runtime::{Runtime, RuntimeConfig, SystemClock, SystemIds};
 use std::path::PathBuf;

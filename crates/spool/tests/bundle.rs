@@ -3,6 +3,7 @@
 //! bundle replayed with no data directory matches the original's `spool replay` line for line,
 //! holds the job's index, connector and videos, and no credentials.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 mod common;
 use common::{call, sigterm, start_with};
 use std::process::Command;

@@ -6,6 +6,7 @@
 //! recorded once (it resumed from the last durable part), and the object in the bucket is
 //! byte-identical to the kept artifact (SHA-256).
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 mod common;
 
 use common::*;

@@ -4,6 +4,7 @@
 //! time. At the end: the job completed, every file imported exactly
 //! once, counters equal to the file outcomes, and no orphan object in the media store.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 mod common;
 
 use common::*;

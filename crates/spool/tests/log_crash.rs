@@ -2,6 +2,7 @@
 //! moments; after each reopen every acknowledged append is there, in order, with no gap in
 //! sequence numbers and every record decoding.
 
+#![allow(clippy::disallowed_methods)] // tests read their environment
 use spool_log::{EventLog, RedbLog};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -56,26 +56,23 @@ pub async fn bundle(
     crate::body::PathParam(id): crate::body::PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
-    // The state is cloned out of the read lock: the log scan that follows can take a while.
-    let st = app.rt.read(bundle_state);
-    let text = spool_runtime::tools::bundle_text(&**app.rt.log(), &st, &id)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::not_found("stream", &id))?
-        .2;
+    // Under the read lock only the names of the bundle's streams are taken; the log scan that
+    // follows runs without it, within ADMIN_BUNDLE_EVENTS_MAX events.
+    let streams = app.rt.read(|st| spool_runtime::tools::bundle_streams(st, &id));
+    let text = match spool_runtime::tools::bundle_text(&**app.rt.log(), &streams, &id, ADMIN_BUNDLE_EVENTS_MAX) {
+        Ok(Some(b)) => b.2,
+        Ok(None) => return Err(ApiError::not_found("stream", &id)),
+        Err(spool_log::Error::Invalid(why)) => {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", why)
+                .details(serde_json::json!({ "max_events": ADMIN_BUNDLE_EVENTS_MAX })));
+        }
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    };
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
 }
 
-/// The parts of the state `bundle_streams` reads for the subject (so the rest is not cloned).
-fn bundle_state(st: &spool_core::State) -> spool_core::State {
-    spool_core::State {
-        imports: st.imports.clone(),
-        prompt_runs: st.prompt_runs.clone(),
-        exports: st.exports.clone(),
-        automations: st.automations.clone(),
-        automation_jobs: st.automation_jobs.clone(),
-        ..Default::default()
-    }
-}
+/// Events of a bundle the admin route answers (a larger one is written offline).
+pub const ADMIN_BUNDLE_EVENTS_MAX: usize = 200_000;
 
 /// How often an open tail checks its key when nothing commits.
 pub const TAIL_KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
