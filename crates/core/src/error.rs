@@ -37,3 +37,9 @@ impl DomainError {
         }
     }
 }
+
+impl From<spool_model::rules::RuleError> for DomainError {
+    fn from(e: spool_model::rules::RuleError) -> Self {
+        DomainError::Invalid { field: e.field, message: e.message }
+    }
+}

@@ -28,6 +28,7 @@ pub use run::{
     CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, Segmentation, TaskAnswer, TaskFailure, TimeRange,
 };
 pub use sealed::Sealed;
+pub mod rules;
 
 /// Fault injection for tests: `SPOOL_FAILPOINTS=name,name` (or [`enable_failpoint`], for tests
 /// in the same process) makes [`failpoint`] answer true for those names, in debug builds only (a

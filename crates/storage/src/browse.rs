@@ -111,17 +111,7 @@ pub fn pattern_matches(pattern: &str, key: &str) -> Result<bool, BrowseError> {
 }
 
 fn matcher(pattern: &str) -> Result<Option<GlobMatcher>, BrowseError> {
-    let p = pattern.trim();
-    if p.is_empty() || p == "*" || p == "**" {
-        return Ok(None);
-    }
-    let glob = globset::GlobBuilder::new(p)
-        .literal_separator(false)
-        .case_insensitive(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| BrowseError::BadPattern(e.to_string()))?;
-    Ok(Some(glob.compile_matcher()))
+    spool_model::rules::glob_matcher(pattern).map_err(BrowseError::BadPattern)
 }
 
 /// The objects under the prefix that match the pattern, as a stream. Prefixes are string

@@ -159,10 +159,8 @@ pub async fn put_import(
         enable_image_embedding: p.enable_image_embedding,
     };
     let preset = super::prompt_run::run_settings(&app, "prompt_preset.", &options)?;
-    // The prefix and pattern are checked as an import job's are (the watch's job uses them).
-    crate::body::check_text("source_prefix", &b.source_prefix, super::import_job::SOURCE_PREFIX_CHARS_MAX)?;
-    crate::body::check_text("file_pattern", &b.file_pattern, super::import_job::FILE_PATTERN_CHARS_MAX)?;
-    spool_storage::check_pattern(&b.file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
+    // The prefix and pattern are checked by the decision, as an import job's are (spool-model's
+    // `rules`: the watch's job uses them).
     let config = AutomationConfig::Import {
         enabled: b.enabled,
         connector_id: connector(&b.connector_id)?,

@@ -3,7 +3,7 @@
 pub(crate) mod views;
 
 use super::{json, run_command, view_reply};
-use crate::body::{JsonBody, PathParam, Query, check_text, idempotency_key};
+use crate::body::{JsonBody, PathParam, Query, idempotency_key};
 use crate::{ApiError, AppState, Principal};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -65,10 +65,6 @@ pub fn decode_created_cursor<I: std::str::FromStr>(raw: Option<&str>) -> Result<
     }
 }
 
-/// Longest `source_prefix` accepted (S3 keys are at most 1,024 bytes).
-pub const SOURCE_PREFIX_CHARS_MAX: usize = 1024;
-/// Longest `file_pattern` accepted.
-pub const FILE_PATTERN_CHARS_MAX: usize = 512;
 /// The statuses a job's file can have (`/import-jobs/{id}/files?status=`).
 pub const FILE_STATUSES: [&str; 6] = ["pending", "importing", "imported", "failed", "skipped", "retrying"];
 
@@ -117,10 +113,8 @@ pub async fn create(
     };
     let file_pattern = b.file_pattern.unwrap_or_else(|| "*".into());
     let source_prefix = b.source_prefix.unwrap_or_default();
-    check_text("source_prefix", &source_prefix, SOURCE_PREFIX_CHARS_MAX)?;
-    check_text("file_pattern", &file_pattern, FILE_PATTERN_CHARS_MAX)?;
-    // Check the glob now, so a bad one is a 422 here, not a failed job later.
-    spool_storage::check_pattern(&file_pattern).map_err(|e| ApiError::validation("file_pattern", e.to_string()))?;
+    // Prefix and pattern are checked by the decision (spool-model's `rules`): a bad one is a
+    // 422 naming its field, for every caller alike.
     let cmd = Command::Import(spool_core::ImportCommand::CreateImportJob {
         connector_id,
         index_id,

@@ -265,12 +265,8 @@ fn save(
             if file_pattern.trim().is_empty() {
                 return Err(DomainError::invalid("file_pattern", "must not be empty"));
             }
-            if source_prefix.chars().any(char::is_control) || source_prefix.chars().count() > 1024 {
-                return Err(DomainError::invalid(
-                    "source_prefix",
-                    "must be at most 1024 characters, without control characters",
-                ));
-            }
+            spool_model::rules::source_prefix(source_prefix).map_err(DomainError::from)?;
+            spool_model::rules::file_pattern(file_pattern).map_err(DomainError::from)?;
             config.clone()
         }
         AutomationConfig::Export { enabled, connector_id, subpath } => {

@@ -13,6 +13,9 @@ pub fn decide(state: &State, cmd: &ImportCommand, ctx: &mut Ctx) -> Result<Decis
             recursive,
             import_mode,
         } => {
+            // The rules of the values (spool-model's `rules`): the API forwards them unchecked.
+            spool_model::rules::source_prefix(source_prefix).map_err(DomainError::from)?;
+            spool_model::rules::file_pattern(file_pattern).map_err(DomainError::from)?;
             let job_id = ImportJobId(ctx.new_ulid());
             create(state, job_id, connector_id, index_id, source_prefix, file_pattern, *recursive, *import_mode)
         }
