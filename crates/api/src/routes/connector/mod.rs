@@ -54,37 +54,6 @@ fn store_invalid(e: spool_storage::StoreError) -> ApiError {
     }
 }
 
-/// A bucket, container or account name: `min`–`max` characters from `allowed`, starting and
-/// ending with a letter or digit.
-fn check_bucket(
-    field: &'static str,
-    v: &str,
-    min: usize,
-    max: usize,
-    allowed: fn(char) -> bool,
-) -> Result<(), ApiError> {
-    let n = v.chars().count();
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if n < min || n > max || !v.chars().all(allowed) || !edge_ok(v.chars().next()) || !edge_ok(v.chars().last()) {
-        return Err(ApiError::validation(
-            field,
-            format!(
-                "must be {min}–{max} characters of letters, digits, dots, hyphens or underscores, starting and ending with a letter or digit"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn s3_bucket_char(c: char) -> bool {
-    // Legacy us-east-1 buckets may hold capitals and underscores; nothing else is an S3 name.
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
-}
-
-fn gcs_bucket_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
-}
-
 fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
     match v.map(|s| s.trim().to_string()) {
         Some(s) if !s.is_empty() => Ok(s),
@@ -173,24 +142,9 @@ pub async fn create_s3(
         Some(e) => Some(spool_storage::normalize_endpoint(e).map_err(store_invalid)?),
         None => None,
     };
+    // Parsed here; the shapes of bucket and region are the decision's (spool-model's `rules`).
     let bucket = required("bucket", b.bucket)?;
-    check_bucket("bucket", &bucket, 3, 255, s3_bucket_char)?;
-    let region = match b.region {
-        None => "us-east-1".to_string(),
-        Some(r) => {
-            let r = r.trim().to_string();
-            if r.is_empty()
-                || r.len() > 64
-                || !r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(ApiError::validation(
-                    "region",
-                    "must be an AWS region name such as us-east-1 (lower-case letters, digits, hyphens)",
-                ));
-            }
-            r
-        }
-    };
+    let region = b.region.map(|r| r.trim().to_string()).unwrap_or_else(|| "us-east-1".to_string());
     let location =
         ConnectorLocation { bucket: Some(bucket), region: Some(region), endpoint, ..ConnectorLocation::default() };
     let credentials = Credentials {
@@ -266,14 +220,7 @@ pub async fn create_azure(
     };
     let account_key = non_empty(b.account_key);
     let container = required("container", b.container)?;
-    if container.len() < 3
-        || container.len() > 63
-        || !container.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    {
-        return Err(ApiError::validation("container", "must be 3–63 lower-case letters, digits or hyphens"));
-    }
     let storage_account = required("storage_account", b.storage_account)?;
-    check_bucket("storage_account", &storage_account, 3, 24, |c| c.is_ascii_lowercase() || c.is_ascii_digit())?;
     for (field, v) in [("tenant_id", &b.tenant_id), ("client_id", &b.client_id)] {
         if let Some(v) = v {
             check_text(field, v, 128)?;
@@ -372,7 +319,6 @@ pub async fn create_gcs(
             .unwrap_or_default()
     };
     let bucket = required("bucket", one("bucket"))?;
-    check_bucket("bucket", &bucket, 3, 222, gcs_bucket_char)?;
     let gcp_project_id = non_empty(one("gcp_project_id"));
     if let Some(p) = &gcp_project_id {
         check_text("gcp_project_id", p, 128)?;

@@ -69,6 +69,8 @@ pub fn decide(state: &State, cmd: &ConnectorCommand, _ctx: &mut Ctx) -> Result<D
                 return Err(DomainError::InvalidState(format!("connector {connector_id} already exists")));
             }
             let name = check_name("name", name, CONNECTOR_NAME_CHARS_MAX)?;
+            // The location's shapes (spool-model's `rules`): every caller meets them here.
+            spool_model::rules::connector_location(*provider, location).map_err(DomainError::from)?;
             let scopes = check_scopes(scopes)?;
             let export_base_path = match export_base_path {
                 Some(p) => normalize_export_base_path(p)?,
