@@ -256,8 +256,8 @@ pub fn of_delivery(st: &State, d: &crate::machines::webhook::Delivery) -> Option
         "last_status_code": d.response_status_code,
         "last_error": d.error_message,
     });
-    if let Some(h) = hook.filter(|h| h.status != "active") {
-        let reason = if h.status == "paused" { "webhook_paused" } else { "webhook_disabled" };
+    if let Some(h) = hook.filter(|h| h.status != spool_model::WebhookStatus::Active) {
+        let reason = if h.status == spool_model::WebhookStatus::Paused { "webhook_paused" } else { "webhook_disabled" };
         return Some(WaitingOn::new(reason, Some(h.updated_at_ms), detail));
     }
     if let (D::Retrying, Some(at)) = (d.status, d.next_retry_at_ms) {

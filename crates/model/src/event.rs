@@ -12,6 +12,35 @@ use crate::run::{CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, TaskAnsw
 use crate::sealed::Sealed;
 use serde::{Deserialize, Serialize};
 
+/// A webhook's status in memory. Events carry it as text (`WebhookUpdated.status`: `active`,
+/// `paused`, `disabled`); [`WebhookStatus::parse`] is the one place that reads the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WebhookStatus {
+    Active,
+    Paused,
+    /// Set by the engine after too many failed deliveries in a row.
+    Disabled,
+}
+
+impl WebhookStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(WebhookStatus::Active),
+            "paused" => Some(WebhookStatus::Paused),
+            "disabled" => Some(WebhookStatus::Disabled),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Active => "active",
+            WebhookStatus::Paused => "paused",
+            WebhookStatus::Disabled => "disabled",
+        }
+    }
+}
+
 /// API key scopes, ordered: admin > write > read. The SDK's `search` is accepted as read
 /// at the API boundary and never stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

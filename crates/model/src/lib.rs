@@ -20,7 +20,7 @@ pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_en
 pub use event::{
     AutomationConfig, ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, ExportDestination,
     ExportKind, FileFailure, ImportMode, JobSource, MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
-    WatchedObject,
+    WatchedObject, WebhookStatus,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};

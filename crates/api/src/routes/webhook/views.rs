@@ -10,7 +10,7 @@ pub fn webhook(w: &Webhook) -> Value {
         "name": w.name,
         "url": w.url,
         "events": w.events,
-        "status": w.status,
+        "status": w.status.as_str(),
         "index_ids": w.index_ids.as_ref().map(|v| v.iter().map(|i| i.to_string()).collect::<Vec<_>>()),
         "failure_count": w.failure_count,
         "last_failure_at": w.last_failure_at_ms.map(rfc3339_ms),

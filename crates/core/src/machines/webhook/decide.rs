@@ -92,12 +92,13 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             if let Some(Some(m)) = metadata_json {
                 check_metadata(m)?;
             }
-            if let Some(s) = status
-                && s != "active"
-                && s != "paused"
-            {
-                return Err(DomainError::invalid("status", "must be active or paused"));
-            }
+            let asked = match status.as_deref() {
+                None => None,
+                Some(s) => match spool_model::WebhookStatus::parse(s) {
+                    Some(v @ (spool_model::WebhookStatus::Active | spool_model::WebhookStatus::Paused)) => Some(v),
+                    _ => return Err(DomainError::invalid("status", "must be active or paused")),
+                },
+            };
             let ev = Event::WebhookUpdated {
                 webhook_id: *webhook_id,
                 name: name.filter(|n| *n != w.name),
@@ -105,7 +106,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
                 events: events.filter(|e| *e != w.events),
                 index_ids: index_ids.clone().filter(|i| Some(i) != w.index_ids.as_ref()),
                 metadata_json: metadata_json.clone().filter(|m| *m != w.metadata_json),
-                status: status.clone().filter(|s| *s != w.status),
+                status: asked.filter(|s| *s != w.status).map(|s| s.as_str().to_string()),
             };
             if let Event::WebhookUpdated {
                 name: None,
@@ -195,7 +196,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             if !delivered
                 && retry_at_ms.is_none()
                 && w.failure_count + 1 >= (*disable_after).max(1)
-                && w.status != "disabled"
+                && w.status != spool_model::WebhookStatus::Disabled
             {
                 events.push(Event::WebhookUpdated {
                     webhook_id: d.webhook_id,
@@ -204,7 +205,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
                     events: None,
                     index_ids: None,
                     metadata_json: None,
-                    status: Some("disabled".into()),
+                    status: Some(spool_model::WebhookStatus::Disabled.as_str().into()),
                 });
             }
             Ok(one(&d.webhook_id, events, Outcome::Done))
@@ -324,7 +325,7 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
         let mut subscribed = state
             .webhooks
             .values()
-            .filter(|w| w.is_live() && w.status != "disabled" && w.events.contains(&name))
+            .filter(|w| w.is_live() && w.status != spool_model::WebhookStatus::Disabled && w.events.contains(&name))
             .filter(|w| match (&w.index_ids, &index_id) {
                 (Some(filter), Some(idx)) => filter.contains(idx),
                 _ => true,

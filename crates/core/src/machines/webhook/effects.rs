@@ -46,7 +46,7 @@ pub fn effects_for(state: &State, id: WebhookId) -> Vec<WebhookEffect> {
     if w.bulk_retry.is_some() {
         out.push(WebhookEffect::BulkRetryStep { webhook_id: id });
     }
-    if w.status != "active" {
+    if w.status != spool_model::WebhookStatus::Active {
         return out;
     }
     out.extend(

@@ -34,7 +34,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     events: events.clone(),
                     index_ids: index_ids.clone(),
                     metadata_json: metadata_json.clone(),
-                    status: "active".into(),
+                    status: spool_model::WebhookStatus::Active,
                     secret: Some(secret.clone()),
                     previous_secret: None,
                     created_at_ms: at,
@@ -68,11 +68,12 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 if let Some(v) = metadata_json {
                     w.metadata_json = v.clone();
                 }
-                if let Some(v) = status {
-                    if v == "active" {
+                // Only `active`, `paused` and `disabled` were ever written; another text is no status.
+                if let Some(v) = status.as_deref().and_then(spool_model::WebhookStatus::parse) {
+                    if v == spool_model::WebhookStatus::Active {
                         w.failure_count = 0;
                     }
-                    w.status = v.clone();
+                    w.status = v;
                 }
                 w.updated_at_ms = at;
             }

@@ -168,8 +168,7 @@ pub struct Webhook {
     pub events: Vec<String>,
     pub index_ids: Option<Vec<IndexId>>,
     pub metadata_json: Option<String>,
-    /// `active`, `paused` or `disabled`.
-    pub status: String,
+    pub status: spool_model::WebhookStatus,
     pub secret: Option<Sealed>,
     /// The secret before the last rotation, and until when it still signs.
     pub previous_secret: Option<(Sealed, u64)>,
