@@ -7,6 +7,8 @@ use crate::machines::{api_key, connector, import_job, index, video, webhook};
 use spool_model::Envelope;
 
 pub fn evolve(state: &mut State, env: &Envelope) {
+    // Events fold in log order (a replay of one stream skips others, never goes back).
+    debug_assert!(env.seq > state.applied_seq, "event {} folded after {}", env.seq, state.applied_seq);
     state.applied_seq = env.seq;
     index::evolve(state, env);
     api_key::evolve(state, env);
@@ -18,6 +20,42 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     crate::machines::prompt_run::evolve(state, env);
     crate::machines::export::evolve(state, env);
     crate::machines::automation::evolve(state, env);
+    #[cfg(debug_assertions)]
+    check_touched(state, env);
+}
+
+/// The invariants of the aggregate an event touched, in O(1) (debug builds: every test and
+/// both simulators run them on every event): a job's outcome counters equal its per-status
+/// index; a run's segment counters never pass its segments.
+#[cfg(debug_assertions)]
+fn check_touched(state: &State, env: &Envelope) {
+    use crate::WorkKey;
+    use crate::machines::import_job::FileStatus;
+    match crate::work_key(&env.event) {
+        Some(WorkKey::ImportJob(id)) => {
+            if let Some(j) = state.imports.get(&id) {
+                debug_assert_eq!(
+                    j.by_status.count(FileStatus::Imported) as u64,
+                    j.imported,
+                    "job {id}: imported counter"
+                );
+                debug_assert_eq!(j.by_status.count(FileStatus::Failed) as u64, j.failed, "job {id}: failed counter");
+                debug_assert_eq!(j.by_status.count(FileStatus::Skipped) as u64, j.skipped, "job {id}: skipped counter");
+            }
+        }
+        Some(WorkKey::PromptRun(id)) => {
+            if let Some(r) = state.prompt_runs.get(&id) {
+                debug_assert!(
+                    r.completed_segments + r.failed_segments <= r.segments.len() as u64,
+                    "run {id}: {} completed and {} failed of {} segments",
+                    r.completed_segments,
+                    r.failed_segments,
+                    r.segments.len()
+                );
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Fold envelopes, in order, into a state.
