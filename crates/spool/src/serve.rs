@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 pub const DEFAULT_DATA_DIR: &str = "./spool-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Worker threads of the server's async runtime. A read of the state waits while the sequencer
-/// commits a batch (it holds the write lock through the fsync), and that wait blocks its worker
-/// thread; with one worker per core (2 here) every processor call and request stalled behind
-/// each commit. More workers keep the rest going: `spool bench prompt-run` measured the no-op
-/// http worker at 64 in flight going from 2,794 to 8,631 segments/s (mean call 11.8 ms → 0.4 ms).
-/// Reads that never block on a commit are the lasting fix.
-pub const SERVE_WORKER_THREADS: usize = 16;
+/// Worker threads of the server's async runtime: one per core, unless `SPOOL_SERVE_WORKERS`
+/// says otherwise. It was 16 while a read waited for the sequencer's fsync (the read lock was
+/// held through the commit, and each wait blocked a worker: with 2, `spool bench prompt-run`
+/// fell from 8,398 to 2,794 segments/s). Reads no longer wait on a commit: with 2 workers the
+/// same bench measured 7,254 segments/s against 7,592 with 16.
+fn serve_worker_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -367,7 +368,16 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = resolve(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(SERVE_WORKER_THREADS).enable_all().build()?;
+    let workers = match std::env::var("SPOOL_SERVE_WORKERS") {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("SPOOL_SERVE_WORKERS={v:?} is not a positive number"))?,
+        Err(_) => serve_worker_threads(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
     rt.block_on(serve(settings))
 }
 
