@@ -41,19 +41,7 @@ impl ApiError {
     }
 
     pub fn not_found(kind: &str, id: &str) -> Self {
-        let code = match kind {
-            "index" => "resource_index_not_found",
-            "api_key" => "resource_api_key_not_found",
-            "deletion" => "resource_deletion_not_found",
-            "connector" => "resource_connector_not_found",
-            "import_job" => "resource_import_job_not_found",
-            "video" => "resource_video_not_found",
-            "webhook" => "resource_webhook_not_found",
-            "delivery" => "resource_delivery_not_found",
-            "prompt" => "resource_prompt_not_found",
-            "automation" => "automation_not_found",
-            _ => "resource_not_found",
-        };
+        let code = spool_core::error::not_found_code(kind);
         ApiError::new(StatusCode::NOT_FOUND, code, format!("{} {id} was not found", kind.replace('_', " ")))
             .details(json!({ "resource": kind, "id": id }))
     }

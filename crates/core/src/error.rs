@@ -29,8 +29,7 @@ impl DomainError {
     /// a refusal (an automation's `blocked` execution).
     pub fn code(&self) -> String {
         match self {
-            DomainError::NotFound { kind: "automation", .. } => "automation_not_found".into(),
-            DomainError::NotFound { kind, .. } => format!("resource_{kind}_not_found"),
+            DomainError::NotFound { kind, .. } => not_found_code(kind).into(),
             DomainError::Invalid { .. } => "validation_error".into(),
             DomainError::InvalidState(_) | DomainError::Stale(_) => "invalid_state".into(),
             DomainError::Unprocessable { code, .. } => (*code).into(),
@@ -41,5 +40,24 @@ impl DomainError {
 impl From<spool_model::rules::RuleError> for DomainError {
     fn from(e: spool_model::rules::RuleError) -> Self {
         DomainError::Invalid { field: e.field, message: e.message }
+    }
+}
+
+/// The error code of an unknown resource of a kind (`errors.md`): the one table the API and
+/// recorded refusals (an automation's `blocked` execution) share. Kinds without a code of their
+/// own (prompt runs, exports, segments, …) are `resource_not_found`.
+pub fn not_found_code(kind: &str) -> &'static str {
+    match kind {
+        "index" => "resource_index_not_found",
+        "api_key" => "resource_api_key_not_found",
+        "deletion" => "resource_deletion_not_found",
+        "connector" => "resource_connector_not_found",
+        "import_job" => "resource_import_job_not_found",
+        "video" => "resource_video_not_found",
+        "webhook" => "resource_webhook_not_found",
+        "delivery" => "resource_delivery_not_found",
+        "prompt" => "resource_prompt_not_found",
+        "automation" => "automation_not_found",
+        _ => "resource_not_found",
     }
 }
