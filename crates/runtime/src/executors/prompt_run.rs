@@ -634,3 +634,30 @@ async fn call_http(
         CallUsage { input_tokens: tokens("input_tokens"), output_tokens: tokens("output_tokens"), duration_ms: 0 },
     ))
 }
+
+#[cfg(test)]
+mod schema_budget {
+    //! A run validates its answers with its prompt's schema, compiled once per run. A schema
+    //! stored before the expansion budget existed (levels of `anyOf`, each referring twice to
+    //! the level below) must fail the run's tasks, not take gigabytes at every restart.
+    use super::*;
+
+    #[test]
+    fn a_stored_schema_whose_refs_expand_exponentially_is_refused_when_a_run_compiles_it() {
+        let mut defs = serde_json::Map::new();
+        defs.insert("l0".into(), serde_json::json!({ "type": "string" }));
+        for i in 1..=29 {
+            let below = format!("#/$defs/l{}", i - 1);
+            defs.insert(format!("l{i}"), serde_json::json!({ "anyOf": [{ "$ref": below }, { "$ref": below }] }));
+        }
+        let bomb =
+            serde_json::json!({ "$defs": defs, "type": "object", "properties": { "a": { "$ref": "#/$defs/l29" } } });
+        let exec = PromptRunExecutor::new(ProcessorSettings::default()).unwrap();
+        let run = PromptRunId(ulid::Ulid::from_parts(1, 1));
+        let got = exec.validator(run, false, &bomb.to_string());
+        assert!(got.as_ref().is_err_and(|e| e.contains("expands to more than")), "{:?}", got.err());
+        // A small schema of the same shape still compiles.
+        let ok = serde_json::json!({ "$defs": { "l0": { "type": "string" } }, "type": "object", "properties": { "a": { "$ref": "#/$defs/l0" } } });
+        assert!(exec.validator(run, true, &ok.to_string()).is_ok());
+    }
+}
