@@ -401,14 +401,19 @@ def crc16_lame(data):
     return crc
 
 
+def after_id3(data):
+    """The offset after a leading ID3v2 tag (its footer too), or 0 without one."""
+    if data[:3] != b"ID3":
+        return 0
+    size = 0
+    for b in data[6:10]:
+        size = (size << 7) | (b & 0x7F)
+    return 10 + size + (10 if data[5] & 0x10 else 0)
+
+
 def find_xing(data):
     """Returns (frame offset, Xing/Info offset, samples per frame, sample rate) or None."""
-    off = 0
-    if data[:3] == b"ID3":
-        size = 0
-        for b in data[6:10]:
-            size = (size << 7) | (b & 0x7F)
-        off = 10 + size + (10 if data[5] & 0x10 else 0)
+    off = after_id3(data)
     while off < len(data) and data[off] == 0:  # tolerate padding after the tag
         off += 1
     (hdr,) = struct.unpack_from(">I", data, off)
@@ -518,12 +523,7 @@ def wav_huge_data(src, name, keep=400, rate=8000):
 
 def flac_streaminfo(src, name, total, rate=None):
     data = bytearray((SRC / src).read_bytes())
-    off = 0
-    if data[:3] == b"ID3":
-        size = 0
-        for b in data[6:10]:
-            size = (size << 7) | (b & 0x7F)
-        off = 10 + size + (10 if data[5] & 0x10 else 0)
+    off = after_id3(data)
     if data[off:off + 4] != b"fLaC":
         raise Bad(f"{src}: no fLaC marker")
     off += 4

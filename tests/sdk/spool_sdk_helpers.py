@@ -33,12 +33,12 @@ def assert_timestamp(value: Optional[str]) -> None:
     assert parsed.tzinfo is not None, f"timestamp without offset: {value!r}"
 
 
-def poll(fetch: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
-    """Call fetch until done(result) or POLL_TIMEOUT_S passes; return the last result."""
-    deadline = time.monotonic() + POLL_TIMEOUT_S
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = POLL_TIMEOUT_S) -> T:
+    """Call fetch until done(result) or `timeout` s pass; return the last result."""
+    deadline = time.monotonic() + timeout
     last = fetch()
     while not done(last):
-        assert time.monotonic() < deadline, f"{what}: not reached within {POLL_TIMEOUT_S} s; last={last!r}"
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout} s; last={last!r}"
         time.sleep(POLL_INTERVAL_S)
         last = fetch()
     return last

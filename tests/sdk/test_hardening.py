@@ -45,7 +45,7 @@ import pytest
 from videovector import ValidationError, VideoVector
 
 from conftest import DEFAULT_BIN, _free_port, _log_tail
-from spool_sdk_helpers import FIXTURES, assert_error_envelope, unique, wav
+from spool_sdk_helpers import FIXTURES, assert_error_envelope, poll, unique, wav
 from test_sdk_tls_download import tls_server  # noqa: F401  (the https server fixture)
 
 HOSTILE = FIXTURES / "hostile"
@@ -292,14 +292,9 @@ def _wait_job(client: VideoVector, job_id: str, timeout: float = WAIT_S):
         time.sleep(0.1)
 
 
-def _until(fetch, done, what: str, timeout: float = WAIT_S, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = fetch()
-    while not done(last):
-        assert time.monotonic() < deadline, f"{what}: not reached within {timeout} s; last={last!r}"
-        time.sleep(interval)
-        last = fetch()
-    return last
+def _until(fetch, done, what: str, timeout: float = WAIT_S):
+    """`spool_sdk_helpers.poll` with this file's longer bound (own servers under load)."""
+    return poll(fetch, done, what, timeout=timeout)
 
 
 def _host_port(root_url: str):
@@ -568,13 +563,13 @@ def test_a_schema_whose_refs_expand_exponentially_is_refused_422_within_a_memory
 # 3. a webhook receiver that answers with a body that never ends
 
 
-class GreedyReceiver:
-    """Answers every POST 500 with a declared 1 GiB body, streamed until the client hangs up."""
+class HugeAnswerServer:
+    """Answers every POST with `status` and a declared body of `body_bytes`, streamed a MiB at a
+    time until the client hangs up (what a bounded reader must do). Counts the requests."""
 
-    BODY_BYTES = 1 << 30
     CHUNK = b"x" * MiB
 
-    def __init__(self) -> None:
+    def __init__(self, status: int, body_bytes: int, path: str) -> None:
         self.requests = 0
         self.lock = threading.Lock()
         outer = self
@@ -587,11 +582,11 @@ class GreedyReceiver:
                 with outer.lock:
                     outer.requests += 1
                 try:
-                    self.send_response(500)
+                    self.send_response(status)
                     self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(outer.BODY_BYTES))
+                    self.send_header("Content-Length", str(body_bytes))
                     self.end_headers()
-                    for _ in range(outer.BODY_BYTES // len(outer.CHUNK)):
+                    for _ in range(body_bytes // len(outer.CHUNK)):
                         self.wfile.write(outer.CHUNK)
                 except OSError:
                     pass  # the client hung up: what it should do
@@ -604,7 +599,7 @@ class GreedyReceiver:
             daemon_threads = True
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -619,7 +614,7 @@ def test_a_webhook_receiver_answering_a_gigabyte_body_costs_a_bounded_excerpt_an
         "SPOOL_WEBHOOK_TIMEOUT": "5s",
     })
     admin = s.sdk()
-    receiver = GreedyReceiver()
+    receiver = HugeAnswerServer(500, 1 << 30, "/hook")  # 1 GiB answers
     try:
         index = admin.indexes.create(name=unique("greedy")).index_id
         hooks = [
@@ -843,50 +838,8 @@ def test_upload_whose_title_part_is_10_mb_is_refused_without_reading_it_all(spoo
 # 9. a processor whose error answer never ends
 
 
-class HugeErrorProcessor:
-    """An `http` processor that answers 500 with a 64 MiB body (streamed, stops when Spool hangs up)."""
-
-    BODY_BYTES = 64 * MiB
-    CHUNK = b"e" * MiB
-
-    def __init__(self) -> None:
-        outer = self
-        self.calls = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                outer.calls += 1
-                try:
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(outer.BODY_BYTES))
-                    self.end_headers()
-                    for _ in range(outer.BODY_BYTES // len(outer.CHUNK)):
-                        self.wfile.write(outer.CHUNK)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_processor_error_answer_of_64_mib_fails_the_segment_response_too_large(own_server):
-    bomb = HugeErrorProcessor()
+    bomb = HugeAnswerServer(500, 64 * MiB, "/")  # a processor's 64 MiB error answer
     try:
         secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
         s = own_server(config=(
@@ -911,7 +864,7 @@ def test_a_processor_error_answer_of_64_mib_fails_the_segment_response_too_large
             lambda r: r.status in ("completed", "completed_with_failures", "failed", "cancelled"),
             "the run's end",
         )
-        assert bomb.calls >= 1
+        assert bomb.requests >= 1
         manifest = admin.prompt_runs.get_failed_segments(run.run_id)
         codes = [seg.failure_code for v in manifest.videos for seg in v.segments]
         assert codes and set(codes) == {"response_too_large"}, (run.status, codes)

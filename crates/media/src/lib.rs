@@ -80,11 +80,7 @@ pub fn probe_with_budget<R: Read + Seek + Send + Sync + 'static>(
         Ok(Ok((facts, len))) => check_claims(facts, len),
         Ok(Err(e)) => Err(e),
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
+            let what = spool_model::panic_message(payload.as_ref());
             Err(ProbeError::Unreadable(format!("the demuxer failed on this file ({what})")))
         }
     }
@@ -125,8 +121,7 @@ pub fn check_claims(mut facts: MediaFacts, len: u64) -> Result<MediaFacts, Probe
         for s in &mut facts.streams {
             cap(&mut s.duration_us);
         }
-        facts.bit_rate =
-            facts.duration_us.filter(|d| *d > 0).map(|d| ((len as u128 * 8 * 1_000_000) / d as u128) as u64);
+        facts.bit_rate = bit_rate(len, facts.duration_us);
     }
     let longest = facts.streams.iter().filter_map(|s| s.duration_us).chain(facts.duration_us).max().unwrap_or(0);
     let most_us = (len as u128 * 1_000_000 / MIN_BYTES_PER_SECOND as u128).min(u64::MAX as u128) as u64;
@@ -257,8 +252,12 @@ fn probe_av<R: Read + Seek + Send + Sync + 'static>(
         duration_us =
             mkv_tail::duration_from_last_cluster(&mut inner, len, MKV_TAIL_BYTES_MAX, tick_ns.unwrap_or(1_000_000));
     }
-    let bit_rate = duration_us.filter(|d| *d > 0).map(|d| ((len as u128 * 8 * 1_000_000) / d as u128) as u64);
-    Ok(MediaFacts { container, duration_us, bit_rate, streams })
+    Ok(MediaFacts { container, duration_us, bit_rate: bit_rate(len, duration_us), streams })
+}
+
+/// Bits per second over the whole file.
+fn bit_rate(len: u64, duration_us: Option<u64>) -> Option<u64> {
+    duration_us.filter(|d| *d > 0).map(|d| ((len as u128 * 8 * 1_000_000) / d as u128) as u64)
 }
 
 /// ffprobe's name for the container.

@@ -58,3 +58,12 @@ fn failpoints() -> &'static std::sync::RwLock<Vec<String>> {
         )
     })
 }
+
+/// The message a panic carried (for the runtime's caught panics and the probe's demuxers).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}

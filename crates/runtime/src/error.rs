@@ -34,11 +34,4 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// The message a panic carried.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
+pub use spool_model::panic_message;

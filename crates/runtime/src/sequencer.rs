@@ -355,16 +355,12 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
                     tracing::error!(command = ?cmd, error = %why, "folding a decision failed; it fails alone and the state is rebuilt");
-                    let retry = || {
-                        Err(RuntimeError::Log(spool_log::Error::Storage(
-                            "another command of the same batch failed; nothing was written, try again".into(),
-                        )))
-                    };
-                    for (reply, _) in answers {
-                        let _ = reply.send(retry());
-                    }
-                    let _ = reply.send(Err(poisoned(code, &why)));
-                    return Decided::Reset;
+                    return drop_unsent(
+                        answers,
+                        reply,
+                        poisoned(code, &why),
+                        "another command of the same batch failed; nothing was written, try again",
+                    );
                 }
             };
             events += n;
@@ -387,11 +383,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                             // working state starts again from what is durable.
                             let msg = format!("sealing an idempotency record failed: {e}");
                             tracing::error!(error = %msg, "a batch is dropped before its commit");
-                            for (r, _) in answers {
-                                let _ = r.send(Err(RuntimeError::Log(spool_log::Error::Storage(msg.clone()))));
-                            }
-                            let _ = reply.send(Err(e.into()));
-                            return Decided::Reset;
+                            return drop_unsent(answers, reply, e.into(), &msg);
                         }
                     }
                 } else {
@@ -422,6 +414,17 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
             timers_changed,
         }))
     }
+}
+
+/// A batch dropped before it was sent (its working state is half-folded): the commands decided
+/// before in it are answered `why` (nothing of them was written), the one that failed `err`;
+/// the decide thread then starts again from the durable state.
+fn drop_unsent(answers: Vec<(Answer, Answered)>, reply: Answer, err: RuntimeError, why: &str) -> Decided {
+    for (r, _) in answers {
+        let _ = r.send(Err(RuntimeError::Log(spool_log::Error::Storage(why.to_string()))));
+    }
+    let _ = reply.send(Err(err));
+    Decided::Reset
 }
 
 enum Decided {

@@ -147,17 +147,14 @@ fn mac(app: &AppState, payload: &str) -> String {
 pub fn mint_token(app: &AppState, export_id: &ExportId, principal: &str, expires: u64) -> String {
     let payload = format!("{export_id}|{principal}|{expires}");
     let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.as_bytes());
-    let bound = key_hash_of(app, principal, app.rt.now_ms()).map(|h| mac(app, &bound_payload(&payload, &h)));
+    let bound =
+        crate::auth::active_key_hash(app, principal, app.rt.now_ms()).map(|h| mac(app, &bound_payload(&payload, &h)));
     format!("v1.{p}.{}", bound.unwrap_or_default())
 }
 
 /// What the token's HMAC covers: the payload and the minting key's hash.
 fn bound_payload(payload: &str, key_hash: &[u8; 32]) -> String {
     format!("{payload}|{}", hex::encode(key_hash))
-}
-
-fn key_hash_of(app: &AppState, principal: &str, now_ms: u64) -> Option<[u8; 32]> {
-    crate::auth::active_key_hash(app, principal, now_ms)
 }
 
 /// The export a token opens, if it is this server's, unexpired, for this export, and minted by
@@ -168,7 +165,9 @@ fn check_token(app: &AppState, export_id: &ExportId, token: &str) -> bool {
     token_principal(token, export_id, now_ms / 1000, |payload| {
         let who = payload.split('|').nth(1).unwrap_or_default();
         // No active key: an empty MAC, which no token carries.
-        key_hash_of(app, who, now_ms).map(|h| mac(app, &bound_payload(payload, &h))).unwrap_or_default()
+        crate::auth::active_key_hash(app, who, now_ms)
+            .map(|h| mac(app, &bound_payload(payload, &h)))
+            .unwrap_or_default()
     })
     .is_some()
 }
