@@ -118,14 +118,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParams {
 
 /// Check a free-text field a user sends: at most `max` characters, no NUL or other control
 /// characters (they end up in storage requests, logs and file names).
-pub fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
-    if v.chars().count() > max {
-        return Err(ApiError::validation(field, format!("must be at most {max} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::validation(field, "must not contain NUL or other control characters"));
-    }
-    Ok(())
+pub fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), ApiError> {
+    spool_model::rules::text(field, v, max).map_err(|e| ApiError::validation(e.field, e.message))
 }
 
 /// For `#[serde(default, deserialize_with = "present")]`: tells a present `null` (`Some(None)`)
