@@ -1,11 +1,8 @@
-//! The command registry: one variant per machine. The machines' own command enums keep their
-//! variant names (`CreateIndex`, `StartImportFile`, …) and, since this enum is untagged, their
-//! JSON too (`{"CreateIndex":{…}}`, as scenario files write them).
+//! Commands: one variant per machine of the registry. The machines' own command enums keep
+//! their variant names (`CreateIndex`, `StartImportFile`, …) and, since this enum is untagged,
+//! their JSON too (`{"CreateIndex":{…}}`, as scenario files write them).
 
-use crate::machines::{
-    api_key::ApiKeyCommand, connector::ConnectorCommand, import_job::ImportCommand, index::IndexCommand,
-    video::VideoCommand, webhook::WebhookCommand,
-};
+use crate::machines::{Machine, api_key::ApiKeyCommand};
 use serde::{Deserialize, Serialize};
 
 /// A secret a command carries (a new API key). Its `Debug` is redacted, so a logged command
@@ -20,25 +17,29 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// What someone (an API request, a timer, an effect's outcome) asks the engine to do.
-/// Secrets that a command needs (a new key's secret) are drawn by the runtime and carried here,
-/// so `decide` stays pure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-#[allow(clippy::large_enum_variant)] // commands are transient: one per request or outcome
-pub enum Command {
-    Index(IndexCommand),
-    ApiKey(ApiKeyCommand),
-    Connector(ConnectorCommand),
-    Import(ImportCommand),
-    Video(VideoCommand),
-    Webhook(WebhookCommand),
-    Prompt(crate::machines::prompt::PromptCommand),
-    PromptRun(crate::machines::prompt_run::PromptRunCommand),
-    Export(crate::machines::export::ExportCommand),
-    Automation(crate::machines::automation::AutomationCommand),
-    Engine(EngineCommand),
+/// Generates [`Command`] from the registry ([`crate::for_each_machine!`]): one variant per
+/// machine, holding its own command enum, and the engine's.
+macro_rules! command_enum {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        /// What someone (an API request, a timer, an effect's outcome) asks the engine to do.
+        /// Secrets that a command needs (a new key's secret) are drawn by the runtime and
+        /// carried here, so `decide` stays pure.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(untagged)]
+        #[allow(clippy::large_enum_variant)] // commands are transient: one per request or outcome
+        pub enum Command {
+            $($Var(<crate::machines::$module::Machine as Machine>::Command),)*
+            Engine(EngineCommand),
+        }
+
+        $(impl From<<crate::machines::$module::Machine as Machine>::Command> for Command {
+            fn from(c: <crate::machines::$module::Machine as Machine>::Command) -> Command {
+                Command::$Var(c)
+            }
+        })*
+    };
 }
+crate::for_each_machine!(command_enum);
 
 /// Commands of the engine itself, not of one machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,29 +48,11 @@ pub enum EngineCommand {
     FireTimer { timer: crate::Timer },
 }
 
-macro_rules! from_machine {
-    ($($t:ty => $v:ident),* $(,)?) => {
-        $(impl From<$t> for Command {
-            fn from(c: $t) -> Command {
-                Command::$v(c)
-            }
-        })*
-    };
+impl From<EngineCommand> for Command {
+    fn from(c: EngineCommand) -> Command {
+        Command::Engine(c)
+    }
 }
-
-from_machine!(
-    IndexCommand => Index,
-    ApiKeyCommand => ApiKey,
-    ConnectorCommand => Connector,
-    ImportCommand => Import,
-    WebhookCommand => Webhook,
-    VideoCommand => Video,
-    crate::machines::prompt::PromptCommand => Prompt,
-    crate::machines::prompt_run::PromptRunCommand => PromptRun,
-    crate::machines::export::ExportCommand => Export,
-    crate::machines::automation::AutomationCommand => Automation,
-    EngineCommand => Engine,
-);
 
 impl Command {
     /// The command with its secret replaced, for logs and scenario output.

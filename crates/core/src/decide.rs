@@ -1,10 +1,10 @@
-//! `decide`: a command and the state in, events (or a refusal) out. Pure. This file is the
-//! registry: each machine's commands go to its own `decide`.
+//! `decide`: a command and the state in, events (or a refusal) out. Pure. The dispatch to
+//! each machine's `decide` is generated from the registry ([`crate::for_each_machine!`]).
 
 use crate::command::EngineCommand;
-use crate::machines::{api_key, connector, import_job, index, video, webhook};
-use crate::{Command, Ctx, DomainError, State, Timer};
-use spool_model::{ApiKeyId, ConnectorId, Event, ImportJobId, IndexId, Scope};
+use crate::machines::{Machine, api_key, connector, index, webhook};
+use crate::{Command, Ctx, DomainError, State};
+use spool_model::{Event, Scope};
 
 pub use api_key::{KEY_EXPIRY_DAYS_MAX, KEY_NAME_CHARS_MAX, KEY_PREFIX_CHARS};
 pub use connector::{
@@ -20,25 +20,24 @@ pub struct StreamEvents {
     pub events: Vec<Event>,
 }
 
-/// What a command resolved to, so the caller can render its answer from the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Index(IndexId),
-    ApiKey(ApiKeyId),
-    Connector(ConnectorId),
-    ImportJob(ImportJobId),
-    Webhook(spool_model::WebhookId),
-    Delivery(spool_model::DeliveryId),
-    Video(spool_model::VideoId),
-    Prompt(spool_model::PromptId),
-    PromptRun(spool_model::PromptRunId),
-    /// A manual segment retry of a run.
-    SegmentRetry(spool_model::PromptRunId, spool_model::RetryId),
-    Export(spool_model::ExportId),
-    Automation(spool_model::AutomationId),
-    /// Nothing to show (effect outcomes, usage records, timers).
-    Done,
+macro_rules! outcome_enum {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        /// What a command resolved to, so the caller can render its answer from the state: the
+        /// aggregate of a machine (one variant per machine of the registry, holding its key),
+        /// or one of the few answers that are not an aggregate.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Outcome {
+            $($Var(<crate::machines::$module::Machine as Machine>::Key),)*
+            /// A webhook's delivery.
+            Delivery(spool_model::DeliveryId),
+            /// A manual segment retry of a run.
+            SegmentRetry(spool_model::PromptRunId, spool_model::RetryId),
+            /// Nothing to show (effect outcomes, usage records, timers).
+            Done,
+        }
+    };
 }
+crate::for_each_machine!(outcome_enum);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -84,29 +83,24 @@ pub fn outbox(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<St
     webhook::outbox(state_after, decision, ctx)
 }
 
-pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
-    match cmd {
-        Command::Index(c) => index::decide(state, c, ctx),
-        Command::ApiKey(c) => api_key::decide(state, c, ctx),
-        Command::Connector(c) => connector::decide(state, c, ctx),
-        Command::Import(c) => import_job::decide(state, c, ctx),
-        Command::Webhook(c) => webhook::decide(state, c, ctx),
-        Command::Video(c) => video::decide(state, c, ctx),
-        Command::Prompt(c) => crate::machines::prompt::decide(state, c, ctx),
-        Command::PromptRun(c) => crate::machines::prompt_run::decide(state, c, ctx),
-        Command::Export(c) => crate::machines::export::decide(state, c, ctx),
-        Command::Automation(c) => crate::machines::automation::decide(state, c, ctx),
-        Command::Engine(EngineCommand::FireTimer { timer }) => match timer {
-            Timer::ImportFileRetry { .. } => import_job::fire_retry(state, timer),
-            Timer::ImportScanRetry { .. } => import_job::fire_scan_retry(state, timer),
-            Timer::DeliveryRetry { .. } => webhook::fire_retry(state, timer),
-            Timer::PromptTaskRetry { .. } => crate::machines::prompt_run::fire_retry(state, timer),
-            Timer::ExportRetry { .. } => crate::machines::export::fire_retry(state, timer),
-            Timer::AutomationWatch { .. } => crate::machines::automation::fire_watch(state, timer),
-            Timer::AutomationDebounce { .. } => crate::machines::automation::fire_debounce(state, timer, ctx),
-        },
-    }
+macro_rules! decide_registry {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        /// Each machine's commands go to its own `decide`; a due timer to the machine that
+        /// owns it ([`Machine::fire`]).
+        pub fn decide(state: &State, cmd: &Command, ctx: &mut Ctx) -> Result<Decision, DomainError> {
+            match cmd {
+                $(Command::$Var(c) => <crate::machines::$module::Machine as Machine>::decide(state, c, ctx),)*
+                Command::Engine(EngineCommand::FireTimer { timer }) => {
+                    $(if let Some(d) = <crate::machines::$module::Machine as Machine>::fire(state, timer, ctx) {
+                        return d;
+                    })*
+                    Err(DomainError::Stale(format!("no machine owns the timer {timer:?}")))
+                }
+            }
+        }
+    };
 }
+crate::for_each_machine!(decide_registry);
 
 /// Scopes in the order the API lists them.
 pub fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {

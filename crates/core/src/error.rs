@@ -43,21 +43,22 @@ impl From<spool_model::rules::RuleError> for DomainError {
     }
 }
 
-/// The error code of an unknown resource of a kind (`errors.md`): the one table the API and
-/// recorded refusals (an automation's `blocked` execution) share. Kinds without a code of their
-/// own (prompt runs, exports, segments, …) are `resource_not_found`.
-pub fn not_found_code(kind: &str) -> &'static str {
-    match kind {
-        "index" => "resource_index_not_found",
-        "api_key" => "resource_api_key_not_found",
-        "deletion" => "resource_deletion_not_found",
-        "connector" => "resource_connector_not_found",
-        "import_job" => "resource_import_job_not_found",
-        "video" => "resource_video_not_found",
-        "webhook" => "resource_webhook_not_found",
-        "delivery" => "resource_delivery_not_found",
-        "prompt" => "resource_prompt_not_found",
-        "automation" => "automation_not_found",
-        _ => "resource_not_found",
-    }
+macro_rules! not_found_registry {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        /// The error code of an unknown resource of a kind (`errors.md`), from the kinds each
+        /// machine owns ([`Machine::NOT_FOUND`](crate::machines::Machine::NOT_FOUND)): the one
+        /// table the API and recorded refusals (an automation's `blocked` execution) share.
+        /// Kinds without a code of their own (prompt runs, exports, segments, …) are
+        /// `resource_not_found`.
+        pub fn not_found_code(kind: &str) -> &'static str {
+            use crate::machines::Machine;
+            $(for (k, code) in <crate::machines::$module::Machine as Machine>::NOT_FOUND {
+                if *k == kind {
+                    return code;
+                }
+            })*
+            "resource_not_found"
+        }
+    };
 }
+crate::for_each_machine!(not_found_registry);

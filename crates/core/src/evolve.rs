@@ -1,25 +1,26 @@
 //! `evolve`: fold one envelope into the state. Pure, total, deterministic: an event that does
-//! not fit the state (it cannot happen if `decide` wrote it) changes nothing. This file is the
-//! registry: every machine sees every event and folds its own.
+//! not fit the state (it cannot happen if `decide` wrote it) changes nothing. Every machine of
+//! the registry ([`crate::for_each_machine!`]) sees every event, in the registry's order, and
+//! folds its own.
 
 use crate::State;
-use crate::machines::{api_key, connector, import_job, index, video, webhook};
+use crate::machines::Machine;
 use spool_model::Envelope;
+
+macro_rules! evolve_registry {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        fn evolve_machines(state: &mut State, env: &Envelope) {
+            $(<crate::machines::$module::Machine as Machine>::evolve(state, env);)*
+        }
+    };
+}
+crate::for_each_machine!(evolve_registry);
 
 pub fn evolve(state: &mut State, env: &Envelope) {
     // Events fold in log order (a replay of one stream skips others, never goes back).
     debug_assert!(env.seq > state.applied_seq, "event {} folded after {}", env.seq, state.applied_seq);
     state.applied_seq = env.seq;
-    index::evolve(state, env);
-    api_key::evolve(state, env);
-    connector::evolve(state, env);
-    import_job::evolve(state, env);
-    video::evolve(state, env);
-    webhook::evolve(state, env);
-    crate::machines::prompt::evolve(state, env);
-    crate::machines::prompt_run::evolve(state, env);
-    crate::machines::export::evolve(state, env);
-    crate::machines::automation::evolve(state, env);
+    evolve_machines(state, env);
     #[cfg(debug_assertions)]
     check_touched(state, env);
 }
@@ -32,7 +33,7 @@ fn check_touched(state: &State, env: &Envelope) {
     use crate::WorkKey;
     use crate::machines::import_job::FileStatus;
     match crate::work_key(&env.event) {
-        Some(WorkKey::ImportJob(id)) => {
+        Some(WorkKey::Import(id)) => {
             if let Some(j) = state.imports.get(&id) {
                 debug_assert_eq!(
                     j.by_status.count(FileStatus::Imported) as u64,

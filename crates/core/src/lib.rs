@@ -34,6 +34,7 @@ pub use machines::index::{IndexCommand, IndexEffect};
 pub use machines::prompt_run::{PromptRunCommand, PromptRunEffect};
 pub use machines::video::{Video, VideoCommand, VideoEffect, media_unshared};
 pub use machines::webhook::{WebhookCommand, WebhookEffect};
+pub use machines::{Machine, NoEffect};
 pub use state::*;
 
 use ulid::Ulid;

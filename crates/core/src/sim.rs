@@ -391,7 +391,7 @@ impl World {
                 let usage = spool_model::CallUsage { input_tokens: 1, output_tokens: 1, duration_ms: 1 };
                 let end = if fail(self, 15) {
                     let failure = spool_model::TaskFailure {
-                        stage: "processing".into(),
+                        stage: spool_model::FailureStage::Processing,
                         code: "processor_error".into(),
                         message: "sim".into(),
                         retryable: self.rng.chance(60),

@@ -101,7 +101,7 @@ impl Run {
                     Outcome::Index(id) => self.last_index = Some(id.to_string()),
                     Outcome::ApiKey(id) => self.last_key = Some(id.to_string()),
                     Outcome::Connector(_) => {}
-                    Outcome::ImportJob(id) => self.last_job = Some(id.to_string()),
+                    Outcome::Import(id) => self.last_job = Some(id.to_string()),
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
                     Outcome::Prompt(id) => self.last_prompt = Some(id.to_string()),
                     Outcome::PromptRun(id) | Outcome::SegmentRetry(id, _) => self.last_run = Some(id.to_string()),

@@ -8,38 +8,10 @@
 
 use crate::ids::*;
 use crate::media::{MediaFacts, PartRange};
+use crate::names::{DomainEventName, RunStatus, WebhookStatus};
 use crate::run::{CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, TaskAnswer, TaskFailure, TimeRange};
 use crate::sealed::Sealed;
 use serde::{Deserialize, Serialize};
-
-/// A webhook's status in memory. Events carry it as text (`WebhookUpdated.status`: `active`,
-/// `paused`, `disabled`); [`WebhookStatus::parse`] is the one place that reads the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum WebhookStatus {
-    Active,
-    Paused,
-    /// Set by the engine after too many failed deliveries in a row.
-    Disabled,
-}
-
-impl WebhookStatus {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(WebhookStatus::Active),
-            "paused" => Some(WebhookStatus::Paused),
-            "disabled" => Some(WebhookStatus::Disabled),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookStatus::Active => "active",
-            WebhookStatus::Paused => "paused",
-            WebhookStatus::Disabled => "disabled",
-        }
-    }
-}
 
 /// API key scopes, ordered: admin > write > read. The SDK's `search` is accepted as read
 /// at the API boundary and never stored.
@@ -209,6 +181,39 @@ pub struct FileFailure {
     pub retryable: bool,
 }
 
+/// Declares [`Event`] and, from the same list, [`EventKind`] (its variants without their
+/// fields, in declaration order: the index bincode writes) and [`EVENT_KINDS`] (their names).
+/// A variant is added in one place; the golden test (`tests/golden.rs`) keeps the order.
+macro_rules! event_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum Event { $($(#[$vmeta:meta])* $Var:ident { $($body:tt)* }),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        pub enum Event { $($(#[$vmeta])* $Var { $($body)* }),* }
+
+        /// What kind of fact an event is: [`Event`]'s variants without their fields, in the
+        /// same order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EventKind {
+            $($Var),*
+        }
+
+        /// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
+        pub const EVENT_KINDS: &[&str] = &[$(stringify!($Var)),*];
+
+        impl Event {
+            /// The event's kind.
+            pub fn event_kind(&self) -> EventKind {
+                match self {
+                    $(Event::$Var { .. } => EventKind::$Var),*
+                }
+            }
+        }
+    };
+}
+
+event_enum! {
 /// Every fact Spool records. Past tense; the time of the fact is the envelope's `at_ms`.
 // Events live briefly in memory (a decision, a fold batch); a flat layout keeps the persisted
 // shape obvious, so the size difference between variants is accepted.
@@ -371,7 +376,7 @@ pub enum Event {
     /// A domain event for webhooks (`import_job.completed`, `media.created`, …), on the stream of
     /// its subject, in the same append as the change it reports.
     DomainEventRaised {
-        name: String,
+        name: DomainEventName,
         subject: String,
         data_json: String,
     },
@@ -406,7 +411,7 @@ pub enum Event {
         webhook_id: WebhookId,
         name: String,
         url: String,
-        events: Vec<String>,
+        events: Vec<DomainEventName>,
         /// `None`: every index.
         index_ids: Option<Vec<IndexId>>,
         metadata_json: Option<String>,
@@ -417,10 +422,10 @@ pub enum Event {
         webhook_id: WebhookId,
         name: Option<String>,
         url: Option<String>,
-        events: Option<Vec<String>>,
+        events: Option<Vec<DomainEventName>>,
         index_ids: Option<Vec<IndexId>>,
         metadata_json: Option<Option<String>>,
-        status: Option<String>,
+        status: Option<WebhookStatus>,
     },
     /// Stream `wh_…`. A new secret; the previous one still signs `webhook-signature` until
     /// `grace_until_ms`.
@@ -438,7 +443,7 @@ pub enum Event {
     DeliveryCreated {
         delivery_id: DeliveryId,
         webhook_id: WebhookId,
-        event_type: String,
+        event_type: DomainEventName,
         sequence: u64,
         index_id: Option<IndexId>,
         payload_json: String,
@@ -625,7 +630,7 @@ pub enum Event {
     /// Stream `run_…`. `completed`, `completed_with_failures`, `failed` or `cancelled`.
     PromptRunFinished {
         run_id: PromptRunId,
-        status: String,
+        status: RunStatus,
         error: Option<String>,
     },
     /// Stream `exp_…`. An export of an index (its runs, or only `run_ids`) or of one run.
@@ -757,6 +762,7 @@ pub enum Event {
         attempt: u32,
     },
 }
+}
 
 /// An object an import automation's listing saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -824,170 +830,10 @@ pub enum JobSource {
     Uri { connector_id: ConnectorId, video_uri: String, path: String },
 }
 
-/// The names of the variants, in declaration order; `Event::kind_index` indexes into it.
-pub const EVENT_KINDS: &[&str] = &[
-    "IndexCreated",
-    "IndexDeletionRequested",
-    "IndexDrained",
-    "IndexDeleted",
-    "ApiKeyCreated",
-    "ApiKeyRevoked",
-    "ApiKeyRotated",
-    "ApiKeyDeleted",
-    "ApiKeyUsed",
-    "ConnectorCreated",
-    "ConnectorUpdated",
-    "ConnectorTested",
-    "ConnectorDeleted",
-    "ImportJobCreated",
-    "ImportFilesDiscovered",
-    "ImportScanCompleted",
-    "ImportFileStarted",
-    "ImportFileImported",
-    "ImportFileFailed",
-    "ImportJobCompleted",
-    "ImportJobFailed",
-    "ImportJobCancelled",
-    "ImportJobRetried",
-    "VideoCreated",
-    "DomainEventRaised",
-    "ImportJobCancelRequested",
-    "ImportFileRetryScheduled",
-    "ImportFileRetryDue",
-    "IndexDescriptionSet",
-    "WebhookCreated",
-    "WebhookUpdated",
-    "WebhookSecretRotated",
-    "WebhookDeleted",
-    "DeliveryCreated",
-    "DeliveryAttempted",
-    "DeliveryPending",
-    "BulkRetryStarted",
-    "BulkRetryProgressed",
-    "BulkRetryFinished",
-    "VideoDeletionRequested",
-    "VideoDrained",
-    "VideoDeleted",
-    "ImportFileProbed",
-    "VideoImported",
-    "ImportJobOpened",
-    "PromptCreated",
-    "PromptUpdated",
-    "PromptDeleted",
-    "PromptRunCreated",
-    "PromptRunVideosAdded",
-    "PromptRunVideoPlanned",
-    "PromptTaskStarted",
-    "PromptTaskSucceeded",
-    "PromptTaskFailed",
-    "PromptTaskRetryDue",
-    "PromptTaskRetryRequested",
-    "PromptRunCancelRequested",
-    "PromptRunFinished",
-    "ExportCreated",
-    "ExportStarted",
-    "ExportGenerated",
-    "ExportCompleted",
-    "ExportFailed",
-    "ExportRetryDue",
-    "ExportUploadStarted",
-    "ExportPartWritten",
-    "AutomationSaved",
-    "AutomationPaused",
-    "AutomationResumed",
-    "AutomationExported",
-    "AutomationWatchDue",
-    "AutomationObjectsFound",
-    "AutomationListed",
-    "AutomationImportStarted",
-    "AutomationRunStarted",
-    "ImportScanRetryScheduled",
-    "ImportScanRetryDue",
-];
-
 impl Event {
-    /// The variant's position, equal to the index bincode writes. Exhaustive on purpose:
-    /// a new variant does not compile until it is given the next number here.
+    /// The variant's position, equal to the index bincode writes.
     pub fn kind_index(&self) -> usize {
-        match self {
-            Event::IndexCreated { .. } => 0,
-            Event::IndexDeletionRequested { .. } => 1,
-            Event::IndexDrained { .. } => 2,
-            Event::IndexDeleted { .. } => 3,
-            Event::ApiKeyCreated { .. } => 4,
-            Event::ApiKeyRevoked { .. } => 5,
-            Event::ApiKeyRotated { .. } => 6,
-            Event::ApiKeyDeleted { .. } => 7,
-            Event::ApiKeyUsed { .. } => 8,
-            Event::ConnectorCreated { .. } => 9,
-            Event::ConnectorUpdated { .. } => 10,
-            Event::ConnectorTested { .. } => 11,
-            Event::ConnectorDeleted { .. } => 12,
-            Event::ImportJobCreated { .. } => 13,
-            Event::ImportFilesDiscovered { .. } => 14,
-            Event::ImportScanCompleted { .. } => 15,
-            Event::ImportFileStarted { .. } => 16,
-            Event::ImportFileImported { .. } => 17,
-            Event::ImportFileFailed { .. } => 18,
-            Event::ImportJobCompleted { .. } => 19,
-            Event::ImportJobFailed { .. } => 20,
-            Event::ImportJobCancelled { .. } => 21,
-            Event::ImportJobRetried { .. } => 22,
-            Event::VideoCreated { .. } => 23,
-            Event::DomainEventRaised { .. } => 24,
-            Event::ImportJobCancelRequested { .. } => 25,
-            Event::ImportFileRetryScheduled { .. } => 26,
-            Event::ImportFileRetryDue { .. } => 27,
-            Event::IndexDescriptionSet { .. } => 28,
-            Event::WebhookCreated { .. } => 29,
-            Event::WebhookUpdated { .. } => 30,
-            Event::WebhookSecretRotated { .. } => 31,
-            Event::WebhookDeleted { .. } => 32,
-            Event::DeliveryCreated { .. } => 33,
-            Event::DeliveryAttempted { .. } => 34,
-            Event::DeliveryPending { .. } => 35,
-            Event::BulkRetryStarted { .. } => 36,
-            Event::BulkRetryProgressed { .. } => 37,
-            Event::BulkRetryFinished { .. } => 38,
-            Event::VideoDeletionRequested { .. } => 39,
-            Event::VideoDrained { .. } => 40,
-            Event::VideoDeleted { .. } => 41,
-            Event::ImportFileProbed { .. } => 42,
-            Event::VideoImported { .. } => 43,
-            Event::ImportJobOpened { .. } => 44,
-            Event::PromptCreated { .. } => 45,
-            Event::PromptUpdated { .. } => 46,
-            Event::PromptDeleted { .. } => 47,
-            Event::PromptRunCreated { .. } => 48,
-            Event::PromptRunVideosAdded { .. } => 49,
-            Event::PromptRunVideoPlanned { .. } => 50,
-            Event::PromptTaskStarted { .. } => 51,
-            Event::PromptTaskSucceeded { .. } => 52,
-            Event::PromptTaskFailed { .. } => 53,
-            Event::PromptTaskRetryDue { .. } => 54,
-            Event::PromptTaskRetryRequested { .. } => 55,
-            Event::PromptRunCancelRequested { .. } => 56,
-            Event::PromptRunFinished { .. } => 57,
-            Event::ExportCreated { .. } => 58,
-            Event::ExportStarted { .. } => 59,
-            Event::ExportGenerated { .. } => 60,
-            Event::ExportCompleted { .. } => 61,
-            Event::ExportFailed { .. } => 62,
-            Event::ExportRetryDue { .. } => 63,
-            Event::ExportUploadStarted { .. } => 64,
-            Event::ExportPartWritten { .. } => 65,
-            Event::AutomationSaved { .. } => 66,
-            Event::AutomationPaused { .. } => 67,
-            Event::AutomationResumed { .. } => 68,
-            Event::AutomationExported { .. } => 69,
-            Event::AutomationWatchDue { .. } => 70,
-            Event::AutomationObjectsFound { .. } => 71,
-            Event::AutomationListed { .. } => 72,
-            Event::AutomationImportStarted { .. } => 73,
-            Event::AutomationRunStarted { .. } => 74,
-            Event::ImportScanRetryScheduled { .. } => 75,
-            Event::ImportScanRetryDue { .. } => 76,
-        }
+        self.event_kind() as usize
     }
 
     /// A `VideoCreated` with the probe's facts, as `VideoImported`; any other event unchanged.
@@ -1170,7 +1016,7 @@ impl Event {
                 media_path: "videos/vid_x/source.mp4".into(),
             },
             Event::DomainEventRaised {
-                name: "media.created".into(),
+                name: DomainEventName::MediaCreated,
                 subject: "vid_x".into(),
                 data_json: "{\"video_id\":\"vid_x\"}".into(),
             },
@@ -1188,7 +1034,7 @@ impl Event {
                 webhook_id,
                 name: "ops".into(),
                 url: "https://hooks.example.com/spool".into(),
-                events: vec!["import_job.completed".into()],
+                events: vec![DomainEventName::ImportJobCompleted],
                 index_ids: Some(vec![index_id]),
                 metadata_json: Some("{\"team\":\"media\"}".into()),
                 secret: sealed.clone(),
@@ -1200,14 +1046,14 @@ impl Event {
                 events: None,
                 index_ids: None,
                 metadata_json: Some(None),
-                status: Some("paused".into()),
+                status: Some(WebhookStatus::Paused),
             },
             Event::WebhookSecretRotated { webhook_id, secret: sealed.clone(), grace_until_ms: 1_764_086_400_000 },
             Event::WebhookDeleted { webhook_id },
             Event::DeliveryCreated {
                 delivery_id,
                 webhook_id,
-                event_type: "import_job.completed".into(),
+                event_type: DomainEventName::ImportJobCompleted,
                 sequence: 1,
                 index_id: Some(index_id),
                 payload_json: "{\"event\":\"import_job.completed\"}".into(),
@@ -1336,7 +1182,7 @@ impl Event {
                 task: RunTask::Video(1),
                 attempt: 2,
                 failure: TaskFailure {
-                    stage: "field_extraction".into(),
+                    stage: crate::FailureStage::FieldExtraction,
                     code: "schema_mismatch".into(),
                     message: "\"a\" is a required property".into(),
                     retryable: true,
@@ -1348,7 +1194,7 @@ impl Event {
             Event::PromptTaskRetryDue { run_id, task: RunTask::Video(1), attempt: 2 },
             Event::PromptTaskRetryRequested { run_id, task: RunTask::Segment(3), retry_id },
             Event::PromptRunCancelRequested { run_id, requested_by: "key_x".into() },
-            Event::PromptRunFinished { run_id, status: "completed_with_failures".into(), error: None },
+            Event::PromptRunFinished { run_id, status: RunStatus::CompletedWithFailures, error: None },
             Event::ExportCreated {
                 export_id,
                 kind: ExportKind::Index,

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod event;
 pub mod ids;
 pub mod media;
+pub mod names;
 pub mod run;
 pub mod sealed;
 pub mod time;
@@ -20,10 +21,11 @@ pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_en
 pub use event::{
     AutomationConfig, ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, ExportDestination,
     ExportKind, FileFailure, ImportMode, JobSource, MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
-    WatchedObject, WebhookStatus,
+    WatchedObject,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};
+pub use names::{DomainEventName, FailureStage, RunStatus, WebhookStatus};
 pub use run::{
     CallUsage, RunPrompt, RunSettings, RunTarget, RunTask, Segmentation, TaskAnswer, TaskFailure, TimeRange,
 };

@@ -103,7 +103,7 @@ pub struct CallUsage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFailure {
     /// `processing` (the call failed) or `field_extraction` (the answer did not fit the schema).
-    pub stage: String,
+    pub stage: crate::FailureStage,
     pub code: String,
     pub message: String,
     pub retryable: bool,

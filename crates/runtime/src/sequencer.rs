@@ -545,9 +545,9 @@ fn fold_streams(st: &mut State, decided: &[spool_core::StreamEvents], now: u64, 
             evolve(st, &env);
             // An event may also give another aggregate work (a run's end, its index's export
             // automation), known from the state it leads to.
-            if let Some(k) = spool_core::also_touches(st, &env.event) {
+            spool_core::also_touches(st, &env.event, |k| {
                 out.touched.insert(k);
-            }
+            });
             out.envelopes.push(env);
             n += 1;
         }

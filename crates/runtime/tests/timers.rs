@@ -74,7 +74,7 @@ async fn setup(rt: &Runtime, root: &Path) -> ImportJobId {
         panic!("no index")
     };
     let index_id: IndexId = index_id;
-    let Outcome::ImportJob(job_id) = rt
+    let Outcome::Import(job_id) = rt
         .execute(Command::Import(spool_core::ImportCommand::CreateImportJob {
             connector_id,
             index_id,

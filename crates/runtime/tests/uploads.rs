@@ -35,7 +35,7 @@ async fn an_acknowledged_upload_survives_a_restart_before_it_is_imported() {
         }))
         .await
         .unwrap();
-    assert!(matches!(out, Outcome::ImportJob(_)));
+    assert!(matches!(out, Outcome::Import(_)));
     let orphan = rt.uploads_dir().join("up_orphan.wav");
     std::fs::write(&orphan, b"cut off").unwrap();
     rt.shutdown().await;

@@ -134,7 +134,10 @@ async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace
 
     let status = || {
         rt.read(|st| {
-            let d = st.deliveries.values().find(|d| d.webhook_id == webhook_id && d.event_type == "import_job.started");
+            let d = st
+                .deliveries
+                .values()
+                .find(|d| d.webhook_id == webhook_id && d.event_type == spool_model::DomainEventName::ImportJobStarted);
             d.map(|d| (d.status, d.attempts))
         })
     };

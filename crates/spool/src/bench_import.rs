@@ -85,7 +85,7 @@ async fn run_job(
             import_mode: Some(ImportMode::All),
         }))
         .await?;
-    let spool_core::Outcome::ImportJob(job_id) = out else { anyhow::bail!("no job") };
+    let spool_core::Outcome::Import(job_id) = out else { anyhow::bail!("no job") };
     loop {
         let (status, imported, failed, bytes) = rt.read(|st| {
             let j = &st.imports[&job_id];

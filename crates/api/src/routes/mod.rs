@@ -2,16 +2,14 @@
 //! shapes in `views.rs`), and one block of routes per machine below.
 
 mod admin;
-mod api_key;
-mod automation;
-mod connector;
-mod export;
-mod import_job;
-mod index;
-pub(crate) mod prompt;
-pub(crate) mod prompt_run;
-pub(crate) mod video;
-mod webhook;
+
+/// One module per machine of the registry (`routes/<machine>/`), declared from the registry.
+macro_rules! machine_modules {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        $(pub(crate) mod $module;)*
+    };
+}
+spool_core::for_each_machine!(machine_modules);
 
 use crate::error::REQUEST_ID;
 use crate::openapi::{Body, Doc, Q, QKind, Resp, q};
@@ -35,104 +33,52 @@ pub(crate) struct Op {
 /// names both the router's method and the description's, so they cannot disagree.
 macro_rules! op {
     ($m:ident $path:literal $h:expr, $id:literal, $tag:literal, $resp:expr $(, $field:ident = $val:expr)* $(,)?) => {
-        Op {
-            doc: Doc { tag: $tag, resp: $resp, $($field: const { $val },)* ..Doc::new(stringify!($m), $path, $id) },
+        $crate::routes::Op {
+            doc: $crate::openapi::Doc { tag: $tag, resp: $resp, $($field: const { $val },)* ..$crate::openapi::Doc::new(stringify!($m), $path, $id) },
             route: axum::routing::$m($h),
         }
     };
 }
 
-const LIMIT_100: Q = q("limit", QKind::Int(1, 100));
-const LIMIT_1000: Q = q("limit", QKind::Int(1, 1000));
-const CURSOR: Q = q("cursor", QKind::Str);
+pub(crate) use op;
 
-const fn json_body(schema: &'static str) -> Body {
+/// What a machine's `ops()` uses to describe its routes.
+mod ops_prelude {
+    pub(crate) use super::{CURSOR, LIMIT_100, LIMIT_1000, Op, json_body, op, optional_body};
+    pub(crate) use crate::openapi::{Body, QKind, Resp, q};
+}
+
+pub(crate) const LIMIT_100: Q = q("limit", QKind::Int(1, 100));
+pub(crate) const LIMIT_1000: Q = q("limit", QKind::Int(1, 1000));
+pub(crate) const CURSOR: Q = q("cursor", QKind::Str);
+
+pub(crate) const fn json_body(schema: &'static str) -> Body {
     Body::Json { schema, required: true }
 }
 
-const fn optional_body(schema: &'static str) -> Body {
+pub(crate) const fn optional_body(schema: &'static str) -> Body {
     Body::Json { schema, required: false }
 }
 
-/// Every `/api/v2` route, in the order the description lists them.
-pub(crate) fn api_ops() -> Vec<Op> {
+macro_rules! machine_ops {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        /// Every `/api/v2` route: each machine's (`routes/<machine>/mod.rs` `ops()`, in the
+        /// registry's order, `spool_core::for_each_machine!`), then the engine's own.
+        pub(crate) fn api_ops() -> Vec<Op> {
+            let mut ops = Vec::new();
+            $(ops.extend($module::ops());)*
+            ops.extend(engine_ops());
+            ops
+        }
+    };
+}
+spool_core::for_each_machine!(machine_ops);
+
+/// The routes of the engine, not of one machine: the SDK's ping, the test clock, the log, the
+/// description.
+fn engine_ops() -> Vec<Op> {
     use Resp::*;
     vec![
-        op!(post "/indexes" index::create, "createIndex", "indexes", Model("Index"), ok = 201, body = json_body("CreateIndex")),
-        op!(get "/indexes" index::list, "listIndexes", "indexes", Array("Index"), query = &[q("include_defaults", QKind::Bool)]),
-        op!(get "/indexes/{index_id}" index::retrieve, "getIndex", "indexes", Model("Index")),
-        op!(delete "/indexes/{index_id}" index::delete, "deleteIndex", "indexes", Model("IndexDeletionResponse"), ok = 202),
-        op!(get "/indexes/{index_id}/deletion" index::deletion, "getIndexDeletion", "indexes", Model("IndexDeletionResponse")),
-        op!(get "/indexes/{index_id}/videos" video::index_videos, "listIndexVideos", "indexes", Page("Video"), query = &[LIMIT_100, CURSOR]),
-        op!(post "/import-jobs" import_job::create, "createImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = json_body("Object")),
-        op!(get "/import-jobs" import_job::list, "listImportJobs", "import-jobs", Array("ImportJob"), query = &[q("status", QKind::Str), LIMIT_1000]),
-        op!(get "/import-jobs/{job_id}" import_job::retrieve, "getImportJob", "import-jobs", Model("ImportJob")),
-        op!(get "/import-jobs/{job_id}/outputs" import_job::outputs, "listImportJobOutputs", "import-jobs", Model("ImportOutputsPage"), query = &[LIMIT_1000, CURSOR]),
-        op!(get "/import-jobs/{job_id}/files" import_job::files, "listImportJobFiles", "import-jobs", Model("ImportFilesPage"),
-            query = &[LIMIT_1000, CURSOR, q("failed_only", QKind::Bool), q("status", QKind::Str)]),
-        op!(post "/import-jobs/{job_id}/retry" import_job::retry, "retryImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = optional_body("ImportRetry")),
-        op!(post "/import-jobs/{job_id}/cancel" import_job::cancel, "cancelImportJob", "import-jobs", Model("ImportJob")),
-        op!(get "/videos/{video_id}" video::video, "getVideo", "videos", Model("Video")),
-        op!(delete "/videos/{video_id}" video::delete, "deleteVideo", "videos", Model("VideoDeletionResponse"), ok = 202),
-        op!(get "/videos/{video_id}/deletion" video::deletion, "getVideoDeletion", "videos", Model("VideoDeletionResponse")),
-        op!(get "/videos/{video_id}/segments" video::segments, "listVideoSegments", "videos", Page("Segment"),
-            query = &[LIMIT_100, CURSOR, q("run_id", QKind::Str), q("latest_run", QKind::Bool)]),
-        op!(post "/videos/batch/status" video::batch_status, "batchVideoStatus", "videos", Array("VideoStatus"), body = json_body("VideoIds")),
-        op!(post "/videos" video::upload::create, "registerVideo", "videos", Model("ImportJob"), ok = 202, body = json_body("Object")),
-        op!(post "/prompts" prompt::create, "createPrompt", "prompts", Model("Prompt"), ok = 201, body = json_body("CreatePrompt")),
-        op!(get "/prompts" prompt::list, "listPrompts", "prompts", Model("PromptListResponse"),
-            query = &[q("active_only", QKind::Bool), q("include_defaults", QKind::Bool)]),
-        op!(post "/prompts/test-schema" prompt::test_schema, "testPromptSchema", "prompts", Model("TestSchemaResponse"), body = json_body("TestSchema")),
-        op!(get "/prompts/{prompt_id}" prompt::retrieve, "getPrompt", "prompts", Model("Prompt")),
-        op!(put "/prompts/{prompt_id}" prompt::update, "updatePrompt", "prompts", Model("Prompt"), body = json_body("UpdatePrompt")),
-        op!(delete "/prompts/{prompt_id}" prompt::delete, "deletePrompt", "prompts", Model("DeleteResponse"), query = &[q("force", QKind::Bool)]),
-        op!(get "/prompts/{prompt_id}/usage" prompt::usage, "getPromptUsage", "prompts", Model("PromptUsageStats")),
-        Op {
-            route: axum::routing::post(video::upload::upload).layer(axum::extract::DefaultBodyLimit::disable()),
-            ..op!(post "/videos/upload" video::upload::upload, "uploadVideo", "videos", Model("ImportJob"), ok = 202, body = Body::Multipart)
-        },
-        op!(post "/videos/signed-url" video::media::signed_url, "signVideoUrl", "videos", Model("SignedUrl"), body = json_body("SignedUrlRequest")),
-        op!(post "/videos/batch" video::media::batch, "batchVideos", "videos", Array("VideoWithDetails"), body = json_body("VideoIds")),
-        op!(post "/videos/batch/segments" video::media::batch_segments, "batchVideoSegments", "videos", Array("VideoSegments"), body = json_body("BatchSegments")),
-        op!(get "/playground/videos" video::playground, "listPlaygroundVideos", "videos", Page("Video"), query = &[LIMIT_100, CURSOR]),
-        op!(get "/indexes/{index_id}/prompt-runs" prompt_run::index_runs, "listIndexPromptRuns", "prompt-runs", Page("PromptRun"), query = &[LIMIT_100, CURSOR]),
-        op!(get "/prompt-runs" prompt_run::list, "listPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
-        op!(post "/prompt-runs/execute" prompt_run::execute, "executePromptRun", "prompt-runs", Model("PromptRun"), ok = 202, body = json_body("ExecuteRun")),
-        op!(post "/prompt-runs/estimate" prompt_run::estimate, "estimatePromptRun", "prompt-runs", Model("PromptRunCostEstimate"), body = json_body("ExecuteRun")),
-        op!(get "/prompt-runs/{run_id}" prompt_run::retrieve, "getPromptRun", "prompt-runs", Model("PromptRun")),
-        op!(post "/prompt-runs/{run_id}/cancel" prompt_run::cancel, "cancelPromptRun", "prompt-runs", Model("PromptRun")),
-        op!(get "/prompt-runs/{run_id}/results" prompt_run::results, "listPromptRunResults", "prompt-runs", Page("SegmentRunResult"),
-            query = &[LIMIT_100, CURSOR, q("video_id", QKind::Str)]),
-        op!(get "/prompt-runs/{run_id}/failed-segments" prompt_run::failed_segments, "getPromptRunFailedSegments", "prompt-runs", Model("PromptRunFailedSegmentsManifest")),
-        op!(get "/prompt-runs/{run_id}/llm-calls" prompt_run::llm_calls, "listPromptRunLlmCalls", "prompt-runs", Array("LlmCall")),
-        op!(get "/prompt-runs/{run_id}/videos/{video_id}/video-result" prompt_run::video_result, "getPromptRunVideoResult", "prompt-runs", Model("PromptRunVideoResult")),
-        op!(post "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retry" prompt_run::retry_segment, "retryPromptRunSegment", "prompt-runs",
-            Model("PromptRunSegmentRetry"), ok = 202),
-        op!(get "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retries/{retry_id}" prompt_run::retry_status, "getPromptRunSegmentRetry",
-            "prompt-runs", Model("PromptRunSegmentRetryStatus")),
-        op!(post "/videos/{video_id}/process" prompt_run::process_video, "processVideo", "prompt-runs", Model("ProcessingStartedResponse"), ok = 202,
-            query = &[q("prompt_id", QKind::Str), q("segment_duration", QKind::Int(1, 300))]),
-        op!(get "/videos/{video_id}/prompt-runs" prompt_run::video_runs, "listVideoPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
-        op!(get "/indexes/{index_id}/automations/import" automation::get_import, "getImportAutomation", "automations", Local("Automation")),
-        op!(put "/indexes/{index_id}/automations/import" automation::put_import, "putImportAutomation", "automations", Local("Automation"), body = json_body("ImportAutomationBody")),
-        op!(post "/indexes/{index_id}/automations/import/pause" automation::pause_import, "pauseImportAutomation", "automations", Local("Automation")),
-        op!(post "/indexes/{index_id}/automations/import/resume" automation::resume_import, "resumeImportAutomation", "automations", Local("Automation")),
-        op!(get "/indexes/{index_id}/automations/export" automation::get_export, "getExportAutomation", "automations", Local("Automation")),
-        op!(put "/indexes/{index_id}/automations/export" automation::put_export, "putExportAutomation", "automations", Local("Automation"), body = json_body("ExportAutomationBody")),
-        op!(post "/indexes/{index_id}/automations/export/pause" automation::pause_export, "pauseExportAutomation", "automations", Local("Automation")),
-        op!(post "/indexes/{index_id}/automations/export/resume" automation::resume_export, "resumeExportAutomation", "automations", Local("Automation")),
-        op!(get "/exports" export::list, "listExports", "exports", Array("Export"), query = &[LIMIT_100]),
-        op!(post "/exports/index/{index_id}" export::create_index, "createIndexExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
-        op!(post "/exports/prompt-run/{run_id}" export::create_run, "createPromptRunExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
-        op!(get "/exports/{export_id}" export::retrieve, "getExport", "exports", Model("Export")),
-        op!(post "/exports/{export_id}/download-url" export::download_url, "createExportDownloadUrl", "exports", Model("ExportDownloadUrlResult")),
-        op!(get "/exports/{export_id}/download" export::download, "downloadExport", "exports", AnyJson, query = &[q("token", QKind::Str)]),
-        op!(post "/api-keys" api_key::create, "createApiKey", "api-keys", Model("ApiKeyWithSecret"), ok = 201, body = json_body("CreateApiKey")),
-        op!(get "/api-keys" api_key::list, "listApiKeys", "api-keys", Array("ApiKey")),
-        op!(get "/api-keys/{key_id}" api_key::retrieve, "getApiKey", "api-keys", Model("ApiKey")),
-        op!(delete "/api-keys/{key_id}" api_key::delete, "deleteApiKey", "api-keys", Model("DeleteResponse")),
-        op!(post "/api-keys/{key_id}/revoke" api_key::revoke, "revokeApiKey", "api-keys", Model("ApiKey")),
-        op!(post "/api-keys/{key_id}/rotate" api_key::rotate, "rotateApiKey", "api-keys", Model("ApiKeyWithSecret")),
         op!(post "/auth/processing-activity" processing_activity, "processingActivity", "auth", Local("Ready"), body = optional_body("AnyBody")),
         op!(post "/admin/test-clock/advance" advance_test_clock, "advanceTestClock", "admin", Local("ClockNow"), body = json_body("ClockAdvance")),
         op!(get "/admin/log" admin::log, "readLog", "admin", Local("LogPage"), query = &[q("from", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
@@ -140,29 +86,6 @@ pub(crate) fn api_ops() -> Vec<Op> {
         op!(get "/admin/streams/{stream}" admin::stream, "readStream", "admin", Local("LogPage"),
             query = &[q("from_version", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
         op!(get "/admin/bundles/{id}" admin::bundle, "readBundle", "admin", NdJson),
-        op!(get "/connectors" connector::list, "listConnectors", "connectors", Array("Connector")),
-        op!(post "/connectors/s3" connector::create_s3, "createS3Connector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
-        op!(post "/connectors/local" connector::create_local, "createLocalConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
-        op!(post "/connectors/azure" connector::create_azure, "createAzureConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
-        op!(post "/connectors/gcs" connector::create_gcs, "createGcsConnector", "connectors", Model("Connector"), ok = 201, body = Body::Multipart),
-        op!(get "/connectors/{connector_id}" connector::retrieve, "getConnector", "connectors", Model("Connector")),
-        op!(patch "/connectors/{connector_id}" connector::patch, "updateConnector", "connectors", Model("Connector"), body = json_body("ConnectorPatch")),
-        op!(delete "/connectors/{connector_id}" connector::delete, "deleteConnector", "connectors", Model("DeleteResponse")),
-        op!(post "/connectors/{connector_id}/test" connector::test, "testConnector", "connectors", Model("TestConnectionResult")),
-        op!(post "/connectors/{connector_id}/browse" connector::browse, "browseConnector", "connectors", Array("CloudFile"), body = optional_body("Browse")),
-        op!(post "/webhooks" webhook::create, "createWebhook", "webhooks", Model("WebhookWithSecret"), ok = 201, body = json_body("Object")),
-        op!(get "/webhooks" webhook::list, "listWebhooks", "webhooks", Array("Webhook")),
-        op!(get "/webhooks/events" webhook::events, "listWebhookEvents", "webhooks", Strings, public = true),
-        op!(get "/webhooks/deliveries/{delivery_id}" webhook::delivery, "getWebhookDelivery", "webhooks", Model("WebhookDelivery")),
-        op!(post "/webhooks/deliveries/{delivery_id}/retry" webhook::retry, "retryWebhookDelivery", "webhooks", Model("WebhookDelivery"), ok = 202),
-        op!(get "/webhooks/{webhook_id}" webhook::retrieve, "getWebhook", "webhooks", Model("Webhook")),
-        op!(patch "/webhooks/{webhook_id}" webhook::patch, "updateWebhook", "webhooks", Model("Webhook"), body = json_body("WebhookPatch")),
-        op!(delete "/webhooks/{webhook_id}" webhook::delete, "deleteWebhook", "webhooks", Model("DeleteResponse")),
-        op!(post "/webhooks/{webhook_id}/rotate-secret" webhook::rotate, "rotateWebhookSecret", "webhooks", Model("RotateSecretResponse")),
-        op!(post "/webhooks/{webhook_id}/test" webhook::test, "testWebhook", "webhooks", Model("WebhookTestResponse")),
-        op!(get "/webhooks/{webhook_id}/deliveries" webhook::deliveries, "listWebhookDeliveries", "webhooks", Array("WebhookDelivery"),
-            query = &[q("limit", QKind::Int(1, 1000)), q("status", QKind::Str)]),
-        op!(post "/webhooks/{webhook_id}/deliveries/retry" webhook::bulk_retry, "retryWebhookDeliveries", "webhooks", Local("Object"), ok = 202),
         op!(get "/openapi.json" openapi_json, "getOpenApi", "meta", Local("Object"), public = true),
     ]
 }

@@ -77,3 +77,43 @@ impl Runtime {
         self.execute(listed(count, error)).await.map(|_| ())
     }
 }
+
+impl super::Execute for spool_core::AutomationEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        use spool_core::AutomationEffect as E;
+        match self {
+            E::ExportRun { automation_id, run_id } => rt
+                .execute(Command::Automation(AutomationCommand::ExportRun {
+                    automation_id: *automation_id,
+                    run_id: *run_id,
+                }))
+                .await
+                .map(|_| ()),
+            E::Watch { automation_id, listing } => rt.watch(automation_id, *listing).await,
+            E::StartRun { automation_id, job_id } => rt
+                .execute(Command::Automation(AutomationCommand::StartRun {
+                    automation_id: *automation_id,
+                    job_id: *job_id,
+                }))
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// A watch that keeps panicking ends its listing with the error; the next is due one
+    /// default interval later.
+    fn give_up(&self, _code: &str, message: String) -> Vec<Command> {
+        match self {
+            spool_core::AutomationEffect::Watch { automation_id, listing } => {
+                vec![Command::Automation(AutomationCommand::RecordWatchListed {
+                    automation_id: *automation_id,
+                    listing: *listing,
+                    objects: 0,
+                    error: Some(message),
+                    interval_ms: spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
+                })]
+            }
+            _ => Vec::new(),
+        }
+    }
+}

@@ -445,3 +445,25 @@ async fn put_file(
     w.finish().await.map_err(classify)?;
     Ok(())
 }
+
+impl super::Execute for spool_core::ExportEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match self {
+            spool_core::ExportEffect::RunExport { export_id, attempt } => rt.run_export(export_id, *attempt).await,
+        }
+    }
+
+    fn give_up(&self, _code: &str, message: String) -> Vec<Command> {
+        match self {
+            spool_core::ExportEffect::RunExport { export_id, attempt } => vec![
+                Command::Export(ExportCommand::StartExport { export_id: *export_id, attempt: *attempt }),
+                Command::Export(ExportCommand::RecordExportFailed {
+                    export_id: *export_id,
+                    attempt: *attempt,
+                    error: message,
+                    retryable: false,
+                }),
+            ],
+        }
+    }
+}

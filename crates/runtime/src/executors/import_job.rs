@@ -275,3 +275,20 @@ impl Runtime {
         }
     }
 }
+
+impl super::Execute for ImportEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match self {
+            ImportEffect::ScanImport { job_id } => rt.scan(job_id).await,
+            ImportEffect::ImportFile { job_id, file_id, attempt } => rt.import_file(job_id, *file_id, *attempt).await,
+            ImportEffect::FinishImportJob { job_id } => rt
+                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFinished { job_id: *job_id }))
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    fn give_up(&self, code: &str, message: String) -> Vec<Command> {
+        give_up(self, code, message)
+    }
+}

@@ -69,3 +69,16 @@ impl Runtime {
         .map(|_| ())
     }
 }
+
+impl super::Execute for spool_core::IndexEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match self {
+            spool_core::IndexEffect::DrainIndex { index_id, deletion_id } => {
+                rt.drain_index(index_id, deletion_id).await
+            }
+            spool_core::IndexEffect::PurgeIndex { index_id, deletion_id } => {
+                rt.purge_index(index_id, deletion_id).await
+            }
+        }
+    }
+}

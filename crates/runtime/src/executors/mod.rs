@@ -28,58 +28,47 @@ pub(crate) struct Executors {
     pub prompt_runs: prompt_run::PromptRunExecutor,
 }
 
+/// How the runtime runs one machine's effects: one impl in each executor file, one line of the
+/// dispatch below per machine, generated from the registry (`spool_core::for_each_machine!`).
+pub(crate) trait Execute {
+    /// Run the effect and record its outcome as commands.
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError>;
+
+    /// The commands that record the effect's failure when its outcome cannot be decided (a
+    /// panic, or past a bound), if its machine has such a record (a job's file, a run's
+    /// task). None by default: the effect is then only logged.
+    fn give_up(&self, _code: &str, _message: String) -> Vec<Command> {
+        Vec::new()
+    }
+}
+
+/// A machine without effects has nothing to run.
+impl Execute for spool_core::NoEffect {
+    async fn run(&self, _rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match *self {}
+    }
+}
+
+macro_rules! execute_registry {
+    ($($module:ident $Var:ident),* $(,)?) => {
+        async fn run_one(rt: &Arc<Runtime>, effect: &Effect) -> Result<(), crate::RuntimeError> {
+            match effect {
+                $(Effect::$Var(e) => e.run(rt).await,)*
+            }
+        }
+
+        fn give_up_one(effect: &Effect, code: &str, message: String) -> Vec<Command> {
+            match effect {
+                $(Effect::$Var(e) => e.give_up(code, message),)*
+            }
+        }
+    };
+}
+spool_core::for_each_machine!(execute_registry);
+
 impl Runtime {
     pub(crate) async fn run_effect(self: &Arc<Self>, effect: &Effect) {
-        let result = match effect {
-            Effect::Video(spool_core::VideoEffect::DrainVideo { video_id, deletion_id }) => {
-                self.drain_video(video_id, deletion_id).await
-            }
-            Effect::Video(spool_core::VideoEffect::PurgeVideo { video_id, deletion_id }) => {
-                self.purge_video(video_id, deletion_id).await
-            }
-            Effect::Webhook(spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. }) => {
-                self.deliver(delivery_id, *attempt).await
-            }
-            Effect::Webhook(spool_core::WebhookEffect::BulkRetryStep { webhook_id }) => self
-                .execute(Command::Webhook(spool_core::WebhookCommand::RunBulkRetryStep { webhook_id: *webhook_id }))
-                .await
-                .map(|_| ()),
-            Effect::Index(spool_core::IndexEffect::DrainIndex { index_id, deletion_id }) => {
-                self.drain_index(index_id, deletion_id).await
-            }
-            Effect::Index(spool_core::IndexEffect::PurgeIndex { index_id, deletion_id }) => {
-                self.purge_index(index_id, deletion_id).await
-            }
-            Effect::Import(spool_core::ImportEffect::ScanImport { job_id }) => self.scan(job_id).await,
-            Effect::Import(spool_core::ImportEffect::ImportFile { job_id, file_id, attempt }) => {
-                self.import_file(job_id, *file_id, *attempt).await
-            }
-            Effect::Import(spool_core::ImportEffect::FinishImportJob { job_id }) => self
-                .execute(Command::Import(spool_core::ImportCommand::RecordImportJobFinished { job_id: *job_id }))
-                .await
-                .map(|_| ()),
-            Effect::PromptRun(e) => self.run_prompt_effect(e).await,
-            Effect::Export(spool_core::ExportEffect::RunExport { export_id, attempt }) => {
-                self.run_export(export_id, *attempt).await
-            }
-            Effect::Automation(spool_core::AutomationEffect::ExportRun { automation_id, run_id }) => self
-                .execute(Command::Automation(spool_core::AutomationCommand::ExportRun {
-                    automation_id: *automation_id,
-                    run_id: *run_id,
-                }))
-                .await
-                .map(|_| ()),
-            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id, listing }) => {
-                self.watch(automation_id, *listing).await
-            }
-            Effect::Automation(spool_core::AutomationEffect::StartRun { automation_id, job_id }) => self
-                .execute(Command::Automation(spool_core::AutomationCommand::StartRun {
-                    automation_id: *automation_id,
-                    job_id: *job_id,
-                }))
-                .await
-                .map(|_| ()),
-        };
+        let result = run_one(self, effect).await;
         match result {
             // Its outcome cannot be decided (a panic, or past a bound): deciding it again would
             // fail again, at every offer and every restart. Its failure is recorded instead.
@@ -92,66 +81,9 @@ impl Runtime {
         }
     }
 
-    /// The command that records an effect given up after too many panics, if its machine has
-    /// one (a job or file failure with `internal_error`).
+    /// The commands that record an effect given up after too many panics, if its machine has
+    /// them (a job or file failure with `internal_error`).
     pub(crate) fn give_up_command(effect: &Effect, code: &str, message: String) -> Vec<Command> {
-        match effect {
-            Effect::Import(e) => import_job::give_up(e, code, message),
-            Effect::PromptRun(spool_core::PromptRunEffect::RunTask { run_id, task, attempt }) => {
-                let failure = spool_model::TaskFailure {
-                    stage: "processing".into(),
-                    code: code.into(),
-                    message,
-                    retryable: false,
-                    error_paths: Vec::new(),
-                };
-                use spool_core::PromptRunCommand as C;
-                vec![
-                    Command::PromptRun(C::StartTask { run_id: *run_id, task: *task, attempt: *attempt }),
-                    Command::PromptRun(C::RecordTaskFailed {
-                        run_id: *run_id,
-                        task: *task,
-                        attempt: *attempt,
-                        failure,
-                        usage: None,
-                    }),
-                ]
-            }
-            Effect::PromptRun(spool_core::PromptRunEffect::PlanVideo { run_id, video }) => {
-                // Planned without boundaries (fixed segmentation).
-                vec![Command::PromptRun(spool_core::PromptRunCommand::RecordVideoAnalysis {
-                    run_id: *run_id,
-                    video: *video,
-                    boundaries_us: None,
-                    source: "none".into(),
-                })]
-            }
-            Effect::Export(spool_core::ExportEffect::RunExport { export_id, attempt }) => {
-                use spool_core::ExportCommand as C;
-                vec![
-                    Command::Export(C::StartExport { export_id: *export_id, attempt: *attempt }),
-                    Command::Export(C::RecordExportFailed {
-                        export_id: *export_id,
-                        attempt: *attempt,
-                        error: message,
-                        retryable: false,
-                    }),
-                ]
-            }
-            // A watch that keeps panicking ends its listing with the error; the next is due one
-            // default interval later.
-            Effect::Automation(spool_core::AutomationEffect::Watch { automation_id, listing }) => {
-                vec![Command::Automation(spool_core::AutomationCommand::RecordWatchListed {
-                    automation_id: *automation_id,
-                    listing: *listing,
-                    objects: 0,
-                    error: Some(message),
-                    interval_ms: spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
-                })]
-            }
-            Effect::Index(_) | Effect::Webhook(_) | Effect::Video(_) | Effect::PromptRun(_) | Effect::Automation(_) => {
-                Vec::new()
-            }
-        }
+        give_up_one(effect, code, message)
     }
 }

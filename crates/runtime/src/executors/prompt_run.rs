@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use spool_core::machines::prompt_run::{self as pr, PromptRunEffect};
 use spool_core::{Command, DomainError, PromptRunCommand};
-use spool_model::{CallUsage, MediaType, PromptRunId, RunTask, TaskAnswer, TaskFailure};
+use spool_model::{CallUsage, FailureStage, MediaType, PromptRunId, RunTask, TaskAnswer, TaskFailure};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,10 +147,27 @@ impl PromptRunExecutor {
     }
 }
 
+/// What a task asks the processor for: one segment's answer, or a video's over its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskKind {
+    Segment,
+    Video,
+}
+
+impl TaskKind {
+    /// The request's `kind` (processor protocol).
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Segment => "segment",
+            TaskKind::Video => "video",
+        }
+    }
+}
+
 /// What a task needs, read from the state under the lock (no copy of the run).
 struct TaskSpec {
     processor: String,
-    kind: &'static str,
+    kind: TaskKind,
     prompt_id: String,
     prompt_name: String,
     prompt_text: String,
@@ -176,7 +193,7 @@ fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Opt
             let s = r.segments.get(n as usize)?;
             let range = (s.range.start_us, s.range.end_us);
             (
-                "segment",
+                TaskKind::Segment,
                 r.prompt.json_schema.clone(),
                 r.prompt.prompt_text.clone(),
                 Some(pr::segment_id(run_id, n)),
@@ -203,7 +220,7 @@ fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Opt
                 .collect();
             let first = rv.segments().next().and_then(|n| r.segments.get(n as usize)).map_or(0, |s| s.range.start_us);
             let last = rv.segments().last().and_then(|n| r.segments.get(n as usize)).map_or(0, |s| s.range.end_us);
-            ("video", vl.json_schema.clone(), vl.instructions_text.clone(), None, (first, last), segs)
+            (TaskKind::Video, vl.json_schema.clone(), vl.instructions_text.clone(), None, (first, last), segs)
         }
     };
     Some(TaskSpec {
@@ -224,8 +241,8 @@ fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Opt
     })
 }
 
-fn failure(stage: &str, code: &str, message: impl Into<String>, retryable: bool) -> TaskFailure {
-    TaskFailure { stage: stage.into(), code: code.into(), message: message.into(), retryable, error_paths: Vec::new() }
+fn failure(stage: FailureStage, code: &str, message: impl Into<String>, retryable: bool) -> TaskFailure {
+    TaskFailure { stage, code: code.into(), message: message.into(), retryable, error_paths: Vec::new() }
 }
 
 /// The `probe` processor: the segment's media facts as the answer.
@@ -251,7 +268,7 @@ fn probe_answer(spec: &TaskSpec) -> (Value, String) {
         "sample_rate": audio.and_then(|s| s.sample_rate),
         "channels": audio.and_then(|s| s.channels),
     });
-    if spec.kind == "video" {
+    if spec.kind == TaskKind::Video {
         m["segment_count"] = json!(spec.segments.len());
     }
     let what = match (video, audio) {
@@ -270,8 +287,8 @@ fn probe_answer(spec: &TaskSpec) -> (Value, String) {
         (None, None) => "media without readable streams".to_string(),
     };
     let text = match spec.kind {
-        "video" => format!("{}: {what}, {} segments over {duration} s.", spec.title, spec.segments.len()),
-        _ => format!("{} from {start} s to {end} s ({duration} s): {what}.", spec.title),
+        TaskKind::Video => format!("{}: {what}, {} segments over {duration} s.", spec.title, spec.segments.len()),
+        TaskKind::Segment => format!("{} from {start} s to {end} s ({duration} s): {what}.", spec.title),
     };
     (m, text)
 }
@@ -376,7 +393,7 @@ impl Runtime {
         if !exec.slots.contains_key(&spec.processor) {
             // A processor removed from the configuration since the run began.
             let f = failure(
-                "processing",
+                FailureStage::Processing,
                 "processor_not_configured",
                 format!("the processor {:?} is not configured", spec.processor),
                 false,
@@ -432,14 +449,14 @@ impl Runtime {
         let started = Instant::now();
         if spec.media_path.is_none() {
             return Err((
-                failure("processing", "video_not_found", format!("video {} is gone", spec.video_id), false),
+                failure(FailureStage::Processing, "video_not_found", format!("video {} is gone", spec.video_id), false),
                 None,
             ));
         }
         let exec = &self.executors.prompt_runs;
         let Some(cfg) = exec.settings.processors.get(&spec.processor) else {
             return Err((
-                failure("processing", "processor_not_configured", "the processor is not configured", false),
+                failure(FailureStage::Processing, "processor_not_configured", "the processor is not configured", false),
                 None,
             ));
         };
@@ -470,15 +487,15 @@ impl Runtime {
                 }
             }
         };
-        let validator = match exec.validator(*run_id, spec.kind == "video", &spec.schema) {
+        let validator = match exec.validator(*run_id, spec.kind == TaskKind::Video, &spec.schema) {
             Ok(v) => v,
-            Err(e) => return Err((failure("field_extraction", "schema_unusable", e, false), Some(usage))),
+            Err(e) => return Err((failure(FailureStage::FieldExtraction, "schema_unusable", e, false), Some(usage))),
         };
         if let Err(errors) = spool_core::machines::prompt::schema::validate(&validator, &metadata) {
             // The probe answers the same every time: retrying its mismatch cannot help.
             let retryable = !matches!(cfg.kind, ProcessorKind::Probe);
             let mut f = failure(
-                "field_extraction",
+                FailureStage::FieldExtraction,
                 "schema_mismatch",
                 format!("the answer does not match the prompt's schema: {}", errors.join("; ")),
                 retryable,
@@ -501,7 +518,7 @@ impl Runtime {
         let task_id = task_id(run_id, task, spec);
         let body = json!({
             "version": 1,
-            "kind": spec.kind,
+            "kind": spec.kind.as_str(),
             "run_id": run_id.to_string(),
             "task_id": task_id,
             "attempt": attempt,
@@ -522,7 +539,7 @@ impl Runtime {
                 "start_time": spec.range_us.0 as f64 / 1e6,
                 "end_time": spec.range_us.1 as f64 / 1e6,
             })),
-            "segments": if spec.kind == "video" { json!(spec.segments) } else { Value::Null },
+            "segments": if spec.kind == TaskKind::Video { json!(spec.segments) } else { Value::Null },
             "media_url": media_url,
             "media_url_expires_at": spool_model::time::rfc3339_ms(expires * 1000),
         });
@@ -570,7 +587,7 @@ async fn call_http(
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
             return Err(failure(
-                "processing",
+                FailureStage::Processing,
                 "processor_timeout",
                 format!("no answer within {} ms", timeout.as_millis()),
                 true,
@@ -578,7 +595,7 @@ async fn call_http(
         }
         Err(e) => {
             return Err(failure(
-                "processing",
+                FailureStage::Processing,
                 "processor_unreachable",
                 format!("the processor could not be reached: {e}"),
                 true,
@@ -590,11 +607,16 @@ async fn call_http(
     loop {
         match tokio::time::timeout(timeout, resp.chunk()).await {
             Err(_) => {
-                return Err(failure("processing", "processor_timeout", "the answer did not arrive in time", true));
+                return Err(failure(
+                    FailureStage::Processing,
+                    "processor_timeout",
+                    "the answer did not arrive in time",
+                    true,
+                ));
             }
             Ok(Err(e)) => {
                 return Err(failure(
-                    "processing",
+                    FailureStage::Processing,
                     "processor_unreachable",
                     format!("reading the answer failed: {e}"),
                     true,
@@ -605,7 +627,7 @@ async fn call_http(
                 if buf.len() as u64 + chunk.len() as u64 > max_bytes {
                     // Whatever the status: an answer past the bound is never read further.
                     return Err(failure(
-                        "processing",
+                        FailureStage::Processing,
                         "response_too_large",
                         format!("the answer is larger than {max_bytes} bytes"),
                         false,
@@ -619,12 +641,23 @@ async fn call_http(
         let excerpt: String = String::from_utf8_lossy(&buf).chars().take(300).collect();
         let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
         let code = if retryable { "processor_error" } else { "processor_rejected" };
-        return Err(failure("processing", code, format!("the processor answered {status}: {excerpt}"), retryable));
+        return Err(failure(
+            FailureStage::Processing,
+            code,
+            format!("the processor answered {status}: {excerpt}"),
+            retryable,
+        ));
     }
-    let v: Value = serde_json::from_slice(&buf)
-        .map_err(|e| failure("processing", "processor_bad_answer", format!("the answer is not JSON: {e}"), true))?;
+    let v: Value = serde_json::from_slice(&buf).map_err(|e| {
+        failure(FailureStage::Processing, "processor_bad_answer", format!("the answer is not JSON: {e}"), true)
+    })?;
     let Some(metadata) = v.get("metadata").filter(|m| m.is_object()).cloned() else {
-        return Err(failure("processing", "processor_bad_answer", "the answer has no `metadata` object", true));
+        return Err(failure(
+            FailureStage::Processing,
+            "processor_bad_answer",
+            "the answer has no `metadata` object",
+            true,
+        ));
     };
     let text = v.get("metadata_text").and_then(|t| t.as_str()).unwrap_or("").to_string();
     let tokens = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(|n| n.as_u64()).unwrap_or(0);
@@ -633,6 +666,47 @@ async fn call_http(
         text,
         CallUsage { input_tokens: tokens("input_tokens"), output_tokens: tokens("output_tokens"), duration_ms: 0 },
     ))
+}
+
+impl super::Execute for PromptRunEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        rt.run_prompt_effect(self).await
+    }
+
+    fn give_up(&self, code: &str, message: String) -> Vec<Command> {
+        match self {
+            PromptRunEffect::RunTask { run_id, task, attempt } => {
+                let failure = spool_model::TaskFailure {
+                    stage: FailureStage::Processing,
+                    code: code.into(),
+                    message,
+                    retryable: false,
+                    error_paths: Vec::new(),
+                };
+                use PromptRunCommand as C;
+                vec![
+                    Command::PromptRun(C::StartTask { run_id: *run_id, task: *task, attempt: *attempt }),
+                    Command::PromptRun(C::RecordTaskFailed {
+                        run_id: *run_id,
+                        task: *task,
+                        attempt: *attempt,
+                        failure,
+                        usage: None,
+                    }),
+                ]
+            }
+            // Planned without boundaries (fixed segmentation).
+            PromptRunEffect::PlanVideo { run_id, video } => {
+                vec![Command::PromptRun(PromptRunCommand::RecordVideoAnalysis {
+                    run_id: *run_id,
+                    video: *video,
+                    boundaries_us: None,
+                    source: "none".into(),
+                })]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

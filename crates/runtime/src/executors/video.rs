@@ -48,3 +48,16 @@ impl Runtime {
             .map(|_| ())
     }
 }
+
+impl super::Execute for spool_core::VideoEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match self {
+            spool_core::VideoEffect::DrainVideo { video_id, deletion_id } => {
+                rt.drain_video(video_id, deletion_id).await
+            }
+            spool_core::VideoEffect::PurgeVideo { video_id, deletion_id } => {
+                rt.purge_video(video_id, deletion_id).await
+            }
+        }
+    }
+}

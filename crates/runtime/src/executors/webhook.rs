@@ -391,7 +391,7 @@ impl Runtime {
         let Some((webhook_id, url, event_type, payload)) = self.read(|st| {
             let d = st.deliveries.get(delivery_id)?;
             let w = st.webhooks.get(&d.webhook_id)?;
-            Some((w.webhook_id, w.url.clone(), d.event_type.clone(), d.payload_json.clone()))
+            Some((w.webhook_id, w.url.clone(), d.event_type, d.payload_json.clone()))
         }) else {
             return Ok(());
         };
@@ -401,7 +401,7 @@ impl Runtime {
                     &url,
                     &webhook_id.to_string(),
                     &delivery_id.to_string(),
-                    &event_type,
+                    event_type.as_str(),
                     payload.as_bytes(),
                     &secrets,
                 )
@@ -582,5 +582,17 @@ mod tests {
         assert!(check_target(&s, "https://[fd12::1]/x").is_ok());
         assert!(check_target(&s, "https://192.168.1.1/x").is_err());
         assert!(parse_duration("5m") == Some(Duration::from_secs(300)) && parse_duration("x").is_none());
+    }
+}
+
+impl super::Execute for spool_core::WebhookEffect {
+    async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
+        match self {
+            spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. } => rt.deliver(delivery_id, *attempt).await,
+            spool_core::WebhookEffect::BulkRetryStep { webhook_id } => rt
+                .execute(Command::Webhook(WebhookCommand::RunBulkRetryStep { webhook_id: *webhook_id }))
+                .await
+                .map(|_| ()),
+        }
     }
 }

@@ -14,6 +14,21 @@ use serde::Deserialize;
 use spool_core::{Command, Outcome};
 use spool_model::{ApiKeyId, Scope};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/api-keys" create, "createApiKey", "api-keys", Model("ApiKeyWithSecret"), ok = 201, body = json_body("CreateApiKey")),
+        op!(get "/api-keys" list, "listApiKeys", "api-keys", Array("ApiKey")),
+        op!(get "/api-keys/{key_id}" retrieve, "getApiKey", "api-keys", Model("ApiKey")),
+        op!(delete "/api-keys/{key_id}" delete, "deleteApiKey", "api-keys", Model("DeleteResponse")),
+        op!(post "/api-keys/{key_id}/revoke" revoke, "revokeApiKey", "api-keys", Model("ApiKey")),
+        op!(post "/api-keys/{key_id}/rotate" rotate, "rotateApiKey", "api-keys", Model("ApiKeyWithSecret")),
+    ]
+}
+
 /// Prefix of every secret Spool issues.
 pub const SECRET_PREFIX: &str = "sk_live_";
 

@@ -13,6 +13,23 @@ use spool_core::machines::automation::{AutomationCommand, AutomationKind, DEBOUN
 use spool_core::{Command, Outcome};
 use spool_model::{AutomationConfig, ConnectorId, IndexId, PromptId, Scope};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(get "/indexes/{index_id}/automations/import" get_import, "getImportAutomation", "automations", Local("Automation")),
+        op!(put "/indexes/{index_id}/automations/import" put_import, "putImportAutomation", "automations", Local("Automation"), body = json_body("ImportAutomationBody")),
+        op!(post "/indexes/{index_id}/automations/import/pause" pause_import, "pauseImportAutomation", "automations", Local("Automation")),
+        op!(post "/indexes/{index_id}/automations/import/resume" resume_import, "resumeImportAutomation", "automations", Local("Automation")),
+        op!(get "/indexes/{index_id}/automations/export" get_export, "getExportAutomation", "automations", Local("Automation")),
+        op!(put "/indexes/{index_id}/automations/export" put_export, "putExportAutomation", "automations", Local("Automation"), body = json_body("ExportAutomationBody")),
+        op!(post "/indexes/{index_id}/automations/export/pause" pause_export, "pauseExportAutomation", "automations", Local("Automation")),
+        op!(post "/indexes/{index_id}/automations/export/resume" resume_export, "resumeExportAutomation", "automations", Local("Automation")),
+    ]
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresetBody {

@@ -15,6 +15,25 @@ use spool_core::{Command, Outcome};
 use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, Scope};
 use spool_storage::{BrowseError, BrowseRequest, Credentials};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(get "/connectors" list, "listConnectors", "connectors", Array("Connector")),
+        op!(post "/connectors/s3" create_s3, "createS3Connector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/local" create_local, "createLocalConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/azure" create_azure, "createAzureConnector", "connectors", Model("Connector"), ok = 201, body = json_body("Object")),
+        op!(post "/connectors/gcs" create_gcs, "createGcsConnector", "connectors", Model("Connector"), ok = 201, body = Body::Multipart),
+        op!(get "/connectors/{connector_id}" retrieve, "getConnector", "connectors", Model("Connector")),
+        op!(patch "/connectors/{connector_id}" patch, "updateConnector", "connectors", Model("Connector"), body = json_body("ConnectorPatch")),
+        op!(delete "/connectors/{connector_id}" delete, "deleteConnector", "connectors", Model("DeleteResponse")),
+        op!(post "/connectors/{connector_id}/test" test, "testConnector", "connectors", Model("TestConnectionResult")),
+        op!(post "/connectors/{connector_id}/browse" browse, "browseConnector", "connectors", Array("CloudFile"), body = optional_body("Browse")),
+    ]
+}
+
 fn parse_id(raw: &str) -> Result<ConnectorId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("connector", raw))
 }

@@ -15,6 +15,21 @@ use spool_core::machines::export::{ExportCommand, ExportStatus, view};
 use spool_core::{Command, Outcome};
 use spool_model::{ConnectorId, ExportDestination, ExportId, ExportKind, PromptRunId, Scope};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(get "/exports" list, "listExports", "exports", Array("Export"), query = &[LIMIT_100]),
+        op!(post "/exports/index/{index_id}" create_index, "createIndexExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
+        op!(post "/exports/prompt-run/{run_id}" create_run, "createPromptRunExport", "exports", Model("ExportCreateResult"), ok = 202, body = optional_body("CreateExport")),
+        op!(get "/exports/{export_id}" retrieve, "getExport", "exports", Model("Export")),
+        op!(post "/exports/{export_id}/download-url" download_url, "createExportDownloadUrl", "exports", Model("ExportDownloadUrlResult")),
+        op!(get "/exports/{export_id}/download" download, "downloadExport", "exports", AnyJson, query = &[q("token", QKind::Str)]),
+    ]
+}
+
 /// How long a minted download URL works.
 pub const DOWNLOAD_TOKEN_TTL_SECS: u64 = 15 * 60;
 const TOKEN_PURPOSE: &str = "export-download/v1";

@@ -13,6 +13,23 @@ use spool_core::imports::{FileStatus, JobStatus};
 use spool_core::{Command, Outcome};
 use spool_model::{ConnectorId, ImportJobId, ImportMode, IndexId, Scope, VideoId};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/import-jobs" create, "createImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = json_body("Object")),
+        op!(get "/import-jobs" list, "listImportJobs", "import-jobs", Array("ImportJob"), query = &[q("status", QKind::Str), LIMIT_1000]),
+        op!(get "/import-jobs/{job_id}" retrieve, "getImportJob", "import-jobs", Model("ImportJob")),
+        op!(get "/import-jobs/{job_id}/outputs" outputs, "listImportJobOutputs", "import-jobs", Model("ImportOutputsPage"), query = &[LIMIT_1000, CURSOR]),
+        op!(get "/import-jobs/{job_id}/files" files, "listImportJobFiles", "import-jobs", Model("ImportFilesPage"),
+                query = &[LIMIT_1000, CURSOR, q("failed_only", QKind::Bool), q("status", QKind::Str)]),
+        op!(post "/import-jobs/{job_id}/retry" retry, "retryImportJob", "import-jobs", Model("ImportJob"), ok = 202, body = optional_body("ImportRetry")),
+        op!(post "/import-jobs/{job_id}/cancel" cancel, "cancelImportJob", "import-jobs", Model("ImportJob")),
+    ]
+}
+
 fn parse_job(raw: &str) -> Result<ImportJobId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("import_job", raw))
 }
@@ -85,7 +102,7 @@ pub struct CreateJob {
 
 pub(crate) fn render_job(st: &spool_core::State, out: Outcome, status: StatusCode) -> spool_runtime::Reply {
     let job = match out {
-        Outcome::ImportJob(id) => st.imports.get(&id),
+        Outcome::Import(id) => st.imports.get(&id),
         _ => None,
     };
     view_reply(status, job.map(|j| views::import_job(j, st)))

@@ -12,6 +12,20 @@ use serde::Deserialize;
 use spool_core::{Command, Outcome};
 use spool_model::{IndexId, Scope};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/indexes" create, "createIndex", "indexes", Model("Index"), ok = 201, body = json_body("CreateIndex")),
+        op!(get "/indexes" list, "listIndexes", "indexes", Array("Index"), query = &[q("include_defaults", QKind::Bool)]),
+        op!(get "/indexes/{index_id}" retrieve, "getIndex", "indexes", Model("Index")),
+        op!(delete "/indexes/{index_id}" delete, "deleteIndex", "indexes", Model("IndexDeletionResponse"), ok = 202),
+        op!(get "/indexes/{index_id}/deletion" deletion, "getIndexDeletion", "indexes", Model("IndexDeletionResponse")),
+    ]
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIndex {

@@ -13,6 +13,23 @@ use spool_core::machines::prompt::{PromptCommand, schema, view};
 use spool_core::{Command, Outcome};
 use spool_model::{PromptId, PromptSemantic, PromptVideoLevel, Scope};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/prompts" create, "createPrompt", "prompts", Model("Prompt"), ok = 201, body = json_body("CreatePrompt")),
+        op!(get "/prompts" list, "listPrompts", "prompts", Model("PromptListResponse"),
+                query = &[q("active_only", QKind::Bool), q("include_defaults", QKind::Bool)]),
+        op!(post "/prompts/test-schema" test_schema, "testPromptSchema", "prompts", Model("TestSchemaResponse"), body = json_body("TestSchema")),
+        op!(get "/prompts/{prompt_id}" retrieve, "getPrompt", "prompts", Model("Prompt")),
+        op!(put "/prompts/{prompt_id}" update, "updatePrompt", "prompts", Model("Prompt"), body = json_body("UpdatePrompt")),
+        op!(delete "/prompts/{prompt_id}" delete, "deletePrompt", "prompts", Model("DeleteResponse"), query = &[q("force", QKind::Bool)]),
+        op!(get "/prompts/{prompt_id}/usage" usage, "getPromptUsage", "prompts", Model("PromptUsageStats")),
+    ]
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoLevelBody {

@@ -15,6 +15,33 @@ use spool_core::machines::prompt_run::{PromptRun, PromptRunCommand, parse_segmen
 use spool_core::{Command, Outcome};
 use spool_model::{IndexId, PromptId, PromptRunId, RetryId, RunSettings, RunTarget, Scope, Segmentation, VideoId};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(get "/indexes/{index_id}/prompt-runs" index_runs, "listIndexPromptRuns", "prompt-runs", Page("PromptRun"), query = &[LIMIT_100, CURSOR]),
+        op!(get "/prompt-runs" list, "listPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
+        op!(post "/prompt-runs/execute" execute, "executePromptRun", "prompt-runs", Model("PromptRun"), ok = 202, body = json_body("ExecuteRun")),
+        op!(post "/prompt-runs/estimate" estimate, "estimatePromptRun", "prompt-runs", Model("PromptRunCostEstimate"), body = json_body("ExecuteRun")),
+        op!(get "/prompt-runs/{run_id}" retrieve, "getPromptRun", "prompt-runs", Model("PromptRun")),
+        op!(post "/prompt-runs/{run_id}/cancel" cancel, "cancelPromptRun", "prompt-runs", Model("PromptRun")),
+        op!(get "/prompt-runs/{run_id}/results" results, "listPromptRunResults", "prompt-runs", Page("SegmentRunResult"),
+                query = &[LIMIT_100, CURSOR, q("video_id", QKind::Str)]),
+        op!(get "/prompt-runs/{run_id}/failed-segments" failed_segments, "getPromptRunFailedSegments", "prompt-runs", Model("PromptRunFailedSegmentsManifest")),
+        op!(get "/prompt-runs/{run_id}/llm-calls" llm_calls, "listPromptRunLlmCalls", "prompt-runs", Array("LlmCall")),
+        op!(get "/prompt-runs/{run_id}/videos/{video_id}/video-result" video_result, "getPromptRunVideoResult", "prompt-runs", Model("PromptRunVideoResult")),
+        op!(post "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retry" retry_segment, "retryPromptRunSegment", "prompt-runs",
+                Model("PromptRunSegmentRetry"), ok = 202),
+        op!(get "/prompt-runs/{run_id}/videos/{video_id}/segments/{segment_id}/retries/{retry_id}" retry_status, "getPromptRunSegmentRetry",
+                "prompt-runs", Model("PromptRunSegmentRetryStatus")),
+        op!(post "/videos/{video_id}/process" process_video, "processVideo", "prompt-runs", Model("ProcessingStartedResponse"), ok = 202,
+                query = &[q("prompt_id", QKind::Str), q("segment_duration", QKind::Int(1, 300))]),
+        op!(get "/videos/{video_id}/prompt-runs" video_runs, "listVideoPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
+    ]
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {

@@ -13,6 +13,31 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use spool_model::{IndexId, Scope, VideoId};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(get "/indexes/{index_id}/videos" index_videos, "listIndexVideos", "indexes", Page("Video"), query = &[LIMIT_100, CURSOR]),
+        op!(get "/videos/{video_id}" video, "getVideo", "videos", Model("Video")),
+        op!(delete "/videos/{video_id}" delete, "deleteVideo", "videos", Model("VideoDeletionResponse"), ok = 202),
+        op!(get "/videos/{video_id}/deletion" deletion, "getVideoDeletion", "videos", Model("VideoDeletionResponse")),
+        op!(get "/videos/{video_id}/segments" segments, "listVideoSegments", "videos", Page("Segment"),
+                query = &[LIMIT_100, CURSOR, q("run_id", QKind::Str), q("latest_run", QKind::Bool)]),
+        op!(post "/videos/batch/status" batch_status, "batchVideoStatus", "videos", Array("VideoStatus"), body = json_body("VideoIds")),
+        op!(post "/videos" upload::create, "registerVideo", "videos", Model("ImportJob"), ok = 202, body = json_body("Object")),
+        Op {
+            route: axum::routing::post(upload::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            ..op!(post "/videos/upload" upload::upload, "uploadVideo", "videos", Model("ImportJob"), ok = 202, body = Body::Multipart)
+        },
+        op!(post "/videos/signed-url" media::signed_url, "signVideoUrl", "videos", Model("SignedUrl"), body = json_body("SignedUrlRequest")),
+        op!(post "/videos/batch" media::batch, "batchVideos", "videos", Array("VideoWithDetails"), body = json_body("VideoIds")),
+        op!(post "/videos/batch/segments" media::batch_segments, "batchVideoSegments", "videos", Array("VideoSegments"), body = json_body("BatchSegments")),
+        op!(get "/playground/videos" playground, "listPlaygroundVideos", "videos", Page("Video"), query = &[LIMIT_100, CURSOR]),
+    ]
+}
+
 pub async fn video(
     State(app): State<AppState>,
     who: Principal,

@@ -236,7 +236,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let took = taken.clone();
     let render = move |st: &spool_core::State, out: spool_core::Outcome| {
-        if let spool_core::Outcome::ImportJob(id) = out
+        if let spool_core::Outcome::Import(id) = out
             && let Some(spool_model::JobSource::Upload { staged_key: k, .. }) =
                 st.imports.get(&id).and_then(|j| j.source.as_ref())
         {

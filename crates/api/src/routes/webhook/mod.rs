@@ -15,6 +15,28 @@ use spool_core::machines::webhook::{DeliveryStatus, WEBHOOK_EVENTS};
 use spool_core::{Command, Outcome, WebhookCommand};
 use spool_model::{DeliveryId, IndexId, Scope, WebhookId};
 
+use super::ops_prelude::*;
+
+/// This machine's `/api/v2` routes (`crate::routes::api_ops`).
+pub(crate) fn ops() -> Vec<Op> {
+    use Resp::*;
+    vec![
+        op!(post "/webhooks" create, "createWebhook", "webhooks", Model("WebhookWithSecret"), ok = 201, body = json_body("Object")),
+        op!(get "/webhooks" list, "listWebhooks", "webhooks", Array("Webhook")),
+        op!(get "/webhooks/events" events, "listWebhookEvents", "webhooks", Strings, public = true),
+        op!(get "/webhooks/deliveries/{delivery_id}" delivery, "getWebhookDelivery", "webhooks", Model("WebhookDelivery")),
+        op!(post "/webhooks/deliveries/{delivery_id}/retry" retry, "retryWebhookDelivery", "webhooks", Model("WebhookDelivery"), ok = 202),
+        op!(get "/webhooks/{webhook_id}" retrieve, "getWebhook", "webhooks", Model("Webhook")),
+        op!(patch "/webhooks/{webhook_id}" patch, "updateWebhook", "webhooks", Model("Webhook"), body = json_body("WebhookPatch")),
+        op!(delete "/webhooks/{webhook_id}" delete, "deleteWebhook", "webhooks", Model("DeleteResponse")),
+        op!(post "/webhooks/{webhook_id}/rotate-secret" rotate, "rotateWebhookSecret", "webhooks", Model("RotateSecretResponse")),
+        op!(post "/webhooks/{webhook_id}/test" test, "testWebhook", "webhooks", Model("WebhookTestResponse")),
+        op!(get "/webhooks/{webhook_id}/deliveries" deliveries, "listWebhookDeliveries", "webhooks", Array("WebhookDelivery"),
+                query = &[q("limit", QKind::Int(1, 1000)), q("status", QKind::Str)]),
+        op!(post "/webhooks/{webhook_id}/deliveries/retry" bulk_retry, "retryWebhookDeliveries", "webhooks", Local("Object"), ok = 202),
+    ]
+}
+
 fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("webhook", raw))
 }
@@ -28,7 +50,7 @@ fn check_events(events: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::validation("events", "must name at least one event")
             .details(serde_json::json!({ "field": "events", "allowed": WEBHOOK_EVENTS })));
     }
-    if let Some(bad) = events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+    if let Some(bad) = events.iter().find(|e| spool_model::DomainEventName::parse(e).is_none()) {
         return Err(ApiError::validation("events", format!("unknown event {bad:?}"))
             .details(serde_json::json!({ "field": "events", "allowed": WEBHOOK_EVENTS })));
     }

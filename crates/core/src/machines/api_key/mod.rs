@@ -2,11 +2,9 @@
 //! secret, with scopes, expiry, revocation, rotation and coarse usage.
 
 mod decide;
-mod effects;
 mod evolve;
 
 pub use decide::{KEY_EXPIRY_DAYS_MAX, KEY_NAME_CHARS_MAX, KEY_PREFIX_CHARS, decide};
-pub use effects::work_key;
 pub use evolve::evolve;
 
 use crate::Secret;
@@ -60,5 +58,27 @@ impl ApiKey {
     /// Usable at `now_ms`: not revoked, not expired.
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = ApiKeyCommand;
+    type Effect = super::NoEffect;
+    type Key = spool_model::ApiKeyId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("api_key", "resource_api_key_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &ApiKeyCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
     }
 }

@@ -137,9 +137,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             }
             refresh_work(state, *automation_id);
         }
-        Event::PromptRunFinished { run_id, status, .. }
-            if status == "completed" || status == "completed_with_failures" =>
-        {
+        Event::PromptRunFinished { run_id, status, .. } if status.has_results() => {
             let Some(index_id) = state.prompt_runs.get(run_id).and_then(|r| r.index_id()) else { return };
             let Some(id) = state.automation_by_index.get(&(index_id, AutomationKind::Export)).copied() else { return };
             let Some(a) = state.automations.get_mut(&id) else { return };

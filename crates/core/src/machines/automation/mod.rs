@@ -201,3 +201,53 @@ pub fn version_key(o: &WatchedObject) -> PathKey {
     };
     crate::machines::import_job::path_key(&version)
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = AutomationCommand;
+    type Effect = AutomationEffect;
+    type Key = spool_model::AutomationId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("automation", "automation_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &AutomationCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::AutomationId) -> Vec<AutomationEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::AutomationId> {
+        state.automations_with_work.iter().copied().collect()
+    }
+
+    fn touched_by(state: &crate::State, event: &spool_model::Event) -> Option<crate::WorkKey> {
+        effects::touched_by(state, event)
+    }
+
+    fn fire(
+        state: &crate::State,
+        timer: &crate::Timer,
+        ctx: &mut crate::Ctx,
+    ) -> Option<Result<crate::Decision, crate::DomainError>> {
+        match timer {
+            crate::Timer::AutomationWatch { .. } => Some(fire_watch(state, timer)),
+            crate::Timer::AutomationDebounce { .. } => Some(fire_debounce(state, timer, ctx)),
+            _ => None,
+        }
+    }
+}

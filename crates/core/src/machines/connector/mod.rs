@@ -2,13 +2,11 @@
 //! run, with which (sealed) credentials, in which scopes.
 
 mod decide;
-mod effects;
 mod evolve;
 
 pub use decide::{
     CONNECTOR_NAME_CHARS_MAX, EXPORT_BASE_PATH_CHARS_MAX, TEST_ERROR_CHARS_MAX, decide, normalize_export_base_path,
 };
-pub use effects::work_key;
 pub use evolve::evolve;
 
 use serde::{Deserialize, Serialize};
@@ -88,5 +86,27 @@ impl Connector {
 
     pub fn has_scope(&self, scope: ConnectorScope) -> bool {
         self.scopes.contains(&scope)
+    }
+}
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = ConnectorCommand;
+    type Effect = super::NoEffect;
+    type Key = spool_model::ConnectorId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("connector", "resource_connector_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &ConnectorCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
     }
 }

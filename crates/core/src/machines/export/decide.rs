@@ -35,7 +35,7 @@ pub fn decide(state: &State, cmd: &ExportCommand, ctx: &mut Ctx) -> Result<Decis
                 export_id,
                 vec![
                     Event::ExportCompleted { export_id: *export_id, attempt: *attempt },
-                    domain("export.ready", export_id, s),
+                    domain(spool_model::DomainEventName::ExportReady, export_id, s),
                 ],
             ))
         }
@@ -77,7 +77,7 @@ pub fn decide(state: &State, cmd: &ExportCommand, ctx: &mut Ctx) -> Result<Decis
                 let mut s = summary(e);
                 s["status"] = serde_json::json!("failed");
                 s["error_message"] = serde_json::json!(error);
-                events.push(domain("export.failed", export_id, s));
+                events.push(domain(spool_model::DomainEventName::ExportFailed, export_id, s));
             }
             Ok(one(export_id, events))
         }
@@ -96,8 +96,8 @@ fn one(id: &ExportId, events: Vec<Event>) -> Decision {
     Decision::one(id.to_string(), events, Outcome::Export(*id))
 }
 
-fn domain(name: &str, id: &ExportId, data: serde_json::Value) -> Event {
-    Event::DomainEventRaised { name: name.into(), subject: id.to_string(), data_json: data.to_string() }
+fn domain(name: spool_model::DomainEventName, id: &ExportId, data: serde_json::Value) -> Event {
+    Event::DomainEventRaised { name, subject: id.to_string(), data_json: data.to_string() }
 }
 
 /// An outcome fits the started attempt of an export that has not ended.

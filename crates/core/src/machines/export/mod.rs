@@ -144,3 +144,47 @@ impl Export {
 pub fn artifact_path(export_id: &ExportId) -> String {
     format!("exports/{export_id}.json")
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = ExportCommand;
+    type Effect = ExportEffect;
+    type Key = spool_model::ExportId;
+
+    fn decide(
+        state: &crate::State,
+        cmd: &ExportCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::ExportId) -> Vec<ExportEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::ExportId> {
+        state.active_exports.iter().copied().collect()
+    }
+
+    fn fire(
+        state: &crate::State,
+        timer: &crate::Timer,
+        _ctx: &mut crate::Ctx,
+    ) -> Option<Result<crate::Decision, crate::DomainError>> {
+        match timer {
+            crate::Timer::ExportRetry { .. } => Some(fire_retry(state, timer)),
+            _ => None,
+        }
+    }
+}

@@ -125,11 +125,11 @@ fn open_one(
         events.push(Event::ImportScanCompleted { job_id });
     }
     events.push(domain(
-        "import_job.started",
+        spool_model::DomainEventName::ImportJobStarted,
         job_id.to_string(),
         serde_json::json!({ "job_id": job_id.to_string(), "index_id": index_json }),
     ));
-    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(job_id)))
+    Ok(Decision::one(job_id.to_string(), events, Outcome::Import(job_id)))
 }
 
 /// What a finished copy reports.
@@ -156,8 +156,8 @@ fn job<'a>(state: &'a State, id: &ImportJobId) -> Result<&'a ImportJob, DomainEr
     state.imports.get(id).ok_or_else(|| DomainError::NotFound { kind: "import_job", id: id.to_string() })
 }
 
-fn domain(name: &str, subject: String, data: serde_json::Value) -> Event {
-    Event::DomainEventRaised { name: name.into(), subject, data_json: data.to_string() }
+fn domain(name: spool_model::DomainEventName, subject: String, data: serde_json::Value) -> Event {
+    Event::DomainEventRaised { name, subject, data_json: data.to_string() }
 }
 
 fn progress_json(j: &ImportJob) -> serde_json::Value {
@@ -187,7 +187,7 @@ fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> 
 fn progress_if_due(j: &ImportJob, events: &mut Vec<Event>, now_ms: u64, imported: u64, failed: u64, bytes: u64) {
     if !j.status.is_terminal() && now_ms.saturating_sub(j.last_progress_ms) >= PROGRESS_EVENT_INTERVAL_MS {
         events.push(domain(
-            "import_job.progress",
+            spool_model::DomainEventName::ImportJobProgress,
             j.job_id.to_string(),
             progress_json_with(j, imported, failed, bytes),
         ));
@@ -210,14 +210,18 @@ pub fn finish_due(j: &ImportJob) -> Option<JobStatus> {
 pub fn record_finished(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let events = match finish_due(j) {
-        None => return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) }),
+        None => return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) }),
         Some(JobStatus::Cancelled) => vec![Event::ImportJobCancelled { job_id: *job_id }],
         Some(_) => {
-            let name = if j.failed > 0 { "import_job.partial_completed" } else { "import_job.completed" };
+            let name = if j.failed > 0 {
+                spool_model::DomainEventName::ImportJobPartialCompleted
+            } else {
+                spool_model::DomainEventName::ImportJobCompleted
+            };
             vec![Event::ImportJobCompleted { job_id: *job_id }, domain(name, job_id.to_string(), progress_json(j))]
         }
     };
-    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(job_id.to_string(), events, Outcome::Import(*job_id)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -243,11 +247,11 @@ pub fn create(
         import_mode: import_mode.unwrap_or(conn.import_mode),
     };
     let started = domain(
-        "import_job.started",
+        spool_model::DomainEventName::ImportJobStarted,
         job_id.to_string(),
         serde_json::json!({ "job_id": job_id.to_string(), "connector_id": connector_id.to_string(), "index_id": index_id.to_string() }),
     );
-    Ok(Decision::one(job_id.to_string(), vec![created, started], Outcome::ImportJob(job_id)))
+    Ok(Decision::one(job_id.to_string(), vec![created, started], Outcome::Import(job_id)))
 }
 
 pub fn record_scan_page(
@@ -258,7 +262,7 @@ pub fn record_scan_page(
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     if !j.takes_work() || j.scan_done {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     let new = objects
@@ -267,12 +271,12 @@ pub fn record_scan_page(
         .filter(|o| !j.seen_paths.contains(&path_key(&o.path)) && seen.insert(o.path.as_str()));
     let files = classify(state, &j.connector_id, &j.index_id, j.import_mode, j.files.len() as u32, new, false, ctx);
     if files.is_empty() {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportFilesDiscovered { job_id: *job_id, files }],
-        Outcome::ImportJob(*job_id),
+        Outcome::Import(*job_id),
     ))
 }
 
@@ -324,12 +328,12 @@ pub fn classify<'a>(
 pub fn record_scan_completed(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     if !j.takes_work() || j.scan_done {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportScanCompleted { job_id: *job_id }],
-        Outcome::ImportJob(*job_id),
+        Outcome::Import(*job_id),
     ))
 }
 
@@ -345,7 +349,7 @@ pub fn record_scan_failed(
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     if !j.takes_work() || j.scan_done || scan_retry_pending(state, j) {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     let attempt = j.scan_failures + 1;
     let error: String = error.chars().take(1000).collect();
@@ -355,7 +359,7 @@ pub fn record_scan_failed(
         let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
         let due_ms = ctx.now_ms + base - spread + (ctx.new_ulid().random() as u64) % (2 * spread + 1);
         let events = vec![Event::ImportScanRetryScheduled { job_id: *job_id, attempt, due_ms, error }];
-        return Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)));
+        return Ok(Decision::one(job_id.to_string(), events, Outcome::Import(*job_id)));
     }
     let error =
         if transient { format!("{error} (listing attempt {attempt} of {IMPORT_SCAN_ATTEMPTS_MAX})") } else { error };
@@ -377,18 +381,18 @@ pub fn fire_scan_retry(state: &State, timer: &crate::Timer) -> Result<Decision, 
 pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     if j.status.is_terminal() {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     let error: String = error.chars().take(1000).collect();
     let events = vec![
         Event::ImportJobFailed { job_id: *job_id, error: error.clone() },
         domain(
-            "import_job.failed",
+            spool_model::DomainEventName::ImportJobFailed,
             job_id.to_string(),
             serde_json::json!({ "job_id": job_id.to_string(), "index_id": index_json(j), "error_message": error }),
         ),
     ];
-    Ok(Decision::one(job_id.to_string(), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(job_id.to_string(), events, Outcome::Import(*job_id)))
 }
 
 fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
@@ -400,13 +404,13 @@ fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
 pub fn start_file(state: &State, job_id: &ImportJobId, file_id: u32, attempt: u32) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
-    let nothing = Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) };
+    let nothing = Decision { streams: vec![], outcome: Outcome::Import(*job_id) };
     match f.status {
         // A new attempt may start only on a live job.
         FileStatus::Pending if attempt == f.attempts + 1 && j.takes_work() => Ok(Decision::one(
             file_stream(job_id, file_id),
             vec![Event::ImportFileStarted { job_id: *job_id, file_id, attempt }],
-            Outcome::ImportJob(*job_id),
+            Outcome::Import(*job_id),
         )),
         // Resuming after a crash: the started attempt goes on (also while a cancel waits for
         // it, so its copy finishes cleanly).
@@ -429,7 +433,7 @@ pub fn record_file_imported(
     // its job ended (its index was deleted): a terminal job never changes again. The executor
     // removes what such a copy wrote.
     if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     let Some(video_id) = f.file.video_id else {
         return Err(DomainError::InvalidState(format!("file {file_id} of {job_id} has no video id")));
@@ -497,7 +501,7 @@ pub fn record_file_imported(
         };
         let mut video_events = vec![created];
         video_events.push(domain(
-            "media.created",
+            spool_model::DomainEventName::MediaCreated,
             part_video.to_string(),
             serde_json::json!({
                 "video_id": part_video.to_string(),
@@ -510,7 +514,7 @@ pub fn record_file_imported(
         ));
         streams.push(StreamEvents { stream: part_video.to_string(), events: video_events });
     }
-    Ok(Decision { streams, outcome: Outcome::ImportJob(*job_id) })
+    Ok(Decision { streams, outcome: Outcome::Import(*job_id) })
 }
 
 pub fn record_file_failed(
@@ -524,7 +528,7 @@ pub fn record_file_failed(
     let j = job(state, job_id)?;
     let f = file(j, file_id)?;
     if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     let failure = FileFailure {
         code: failure.code.clone(),
@@ -536,11 +540,11 @@ pub fn record_file_failed(
         // Not failed yet: a durable timer brings the file back after a backoff decided here.
         let due_ms = now_ms + retry_backoff_ms(attempt, ctx);
         let events = vec![Event::ImportFileRetryScheduled { job_id: *job_id, file_id, attempt, due_ms, failure }];
-        return Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)));
+        return Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::Import(*job_id)));
     }
     let mut events = vec![Event::ImportFileFailed { job_id: *job_id, file_id, attempt, failure }];
     progress_if_due(j, &mut events, now_ms, 0, 1, 0);
-    Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::ImportJob(*job_id)))
+    Ok(Decision::one(file_stream(job_id, file_id), events, Outcome::Import(*job_id)))
 }
 
 /// The wait before the attempt after `attempt`: the schedule's step, ±jitter from the context's
@@ -570,7 +574,7 @@ pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErr
     let j = job(state, job_id)?;
     if j.status.is_terminal() || j.cancel_requested {
         // Cancelling a finished (or cancelling) job answers it unchanged.
-        return Ok(Decision { streams: vec![], outcome: Outcome::ImportJob(*job_id) });
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
     // Copies may be starting on their own streams right now: the cancel is a request; the
     // `FinishImportJob` effect ends the job once no copy runs, so a `cancelled` job never
@@ -578,7 +582,7 @@ pub fn cancel(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErr
     Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportJobCancelRequested { job_id: *job_id }],
-        Outcome::ImportJob(*job_id),
+        Outcome::Import(*job_id),
     ))
 }
 
@@ -605,6 +609,6 @@ pub fn retry(state: &State, job_id: &ImportJobId) -> Result<Decision, DomainErro
     Ok(Decision::one(
         job_id.to_string(),
         vec![Event::ImportJobRetried { job_id: *job_id, file_ids: failed }],
-        Outcome::ImportJob(*job_id),
+        Outcome::Import(*job_id),
     ))
 }

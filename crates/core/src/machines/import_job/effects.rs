@@ -20,7 +20,7 @@ impl ImportEffect {
         match self {
             ImportEffect::ScanImport { job_id }
             | ImportEffect::ImportFile { job_id, .. }
-            | ImportEffect::FinishImportJob { job_id } => WorkKey::ImportJob(*job_id),
+            | ImportEffect::FinishImportJob { job_id } => WorkKey::Import(*job_id),
         }
     }
 }
@@ -44,7 +44,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         | Event::ImportFileRetryDue { job_id, .. }
         | Event::ImportScanRetryScheduled { job_id, .. }
         | Event::ImportScanRetryDue { job_id, .. }
-        | Event::ImportJobCancelRequested { job_id } => Some(WorkKey::ImportJob(*job_id)),
+        | Event::ImportJobCancelRequested { job_id } => Some(WorkKey::Import(*job_id)),
         _ => None,
     }
 }

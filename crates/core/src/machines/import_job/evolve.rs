@@ -123,7 +123,9 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
             j.completed_at_ms = None;
             j.error = None;
         }
-        Event::DomainEventRaised { name, .. } if name == "import_job.progress" => j.last_progress_ms = at,
+        Event::DomainEventRaised { name, .. } if *name == spool_model::DomainEventName::ImportJobProgress => {
+            j.last_progress_ms = at
+        }
         _ => {}
     }
 }
@@ -227,7 +229,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 }
             }
         }
-        Event::DomainEventRaised { name, subject, .. } if name == "import_job.progress" => {
+        Event::DomainEventRaised { name, subject, .. } if *name == spool_model::DomainEventName::ImportJobProgress => {
             if let Ok(id) = subject.parse::<ImportJobId>()
                 && let Some(j) = state.imports.get_mut(&id)
             {

@@ -431,3 +431,49 @@ pub fn media_path(video_id: &VideoId, source_path: &str) -> String {
     let shard = &id[id.len().saturating_sub(2)..];
     if ext.is_empty() { format!("videos/{shard}/{id}") } else { format!("videos/{shard}/{id}.{ext}") }
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = ImportCommand;
+    type Effect = ImportEffect;
+    type Key = spool_model::ImportJobId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("import_job", "resource_import_job_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &ImportCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::ImportJobId) -> Vec<ImportEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::ImportJobId> {
+        state.active_imports.iter().copied().collect()
+    }
+
+    fn fire(
+        state: &crate::State,
+        timer: &crate::Timer,
+        _ctx: &mut crate::Ctx,
+    ) -> Option<Result<crate::Decision, crate::DomainError>> {
+        match timer {
+            crate::Timer::ImportFileRetry { .. } => Some(fire_retry(state, timer)),
+            crate::Timer::ImportScanRetry { .. } => Some(fire_scan_retry(state, timer)),
+            _ => None,
+        }
+    }
+}

@@ -53,3 +53,38 @@ pub struct Deletion {
     pub requested_at_ms: u64,
     pub finished_at_ms: Option<u64>,
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = IndexCommand;
+    type Effect = IndexEffect;
+    type Key = spool_model::IndexId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] =
+        &[("index", "resource_index_not_found"), ("deletion", "resource_deletion_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &IndexCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::IndexId) -> Vec<IndexEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::IndexId> {
+        state.deleting.iter().copied().collect()
+    }
+}

@@ -67,3 +67,25 @@ impl Prompt {
         state.active_runs.iter().any(|r| state.prompt_runs.get(r).is_some_and(|r| r.prompt_id == self.prompt_id))
     }
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = PromptCommand;
+    type Effect = super::NoEffect;
+    type Key = spool_model::PromptId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("prompt", "resource_prompt_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &PromptCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+}

@@ -35,8 +35,8 @@ fn nothing(run_id: &PromptRunId) -> Result<Decision, DomainError> {
     Ok(Decision::nothing(Outcome::PromptRun(*run_id)))
 }
 
-fn domain(name: &str, subject: String, data: serde_json::Value) -> Event {
-    Event::DomainEventRaised { name: name.into(), subject, data_json: data.to_string() }
+fn domain(name: spool_model::DomainEventName, subject: String, data: serde_json::Value) -> Event {
+    Event::DomainEventRaised { name, subject, data_json: data.to_string() }
 }
 
 fn index_json(r: &PromptRun) -> serde_json::Value {
@@ -161,7 +161,7 @@ pub fn execute(
         RunTarget::Playground => None,
     };
     let started = domain(
-        "prompt_run.started",
+        spool_model::DomainEventName::PromptRunStarted,
         run_id.to_string(),
         serde_json::json!({
             "run_id": run_id.to_string(),
@@ -195,7 +195,7 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
     let mut events = vec![Event::PromptRunVideosAdded { run_id: *run_id, videos: videos.clone(), done }];
     for id in &videos {
         events.push(domain(
-            "media.processing.started",
+            spool_model::DomainEventName::MediaProcessingStarted,
             id.to_string(),
             serde_json::json!({ "video_id": id.to_string(), "run_id": run_id.to_string(), "index_id": index_json(r) }),
         ));
@@ -295,7 +295,11 @@ fn video_events(r: &PromptRun, task: RunTask, ok: bool, events: &mut Vec<Event>)
         (RunTask::Segment(_), false) => (rv.succeeded, rv.failed + 1),
         _ => (rv.succeeded, rv.failed),
     };
-    let name = if outcome == VideoOutcome::Failed { "media.processing.failed" } else { "media.processing.completed" };
+    let name = if outcome == VideoOutcome::Failed {
+        spool_model::DomainEventName::MediaProcessingFailed
+    } else {
+        spool_model::DomainEventName::MediaProcessingCompleted
+    };
     events.push(domain(
         name,
         rv.video_id.to_string(),
@@ -315,7 +319,7 @@ fn progress_if_due(r: &PromptRun, events: &mut Vec<Event>, now_ms: u64, ok: u64,
         let mut s = summary_json(r);
         s["completed_segments"] = serde_json::json!(r.completed_segments + ok);
         s["failed_segments"] = serde_json::json!(r.failed_segments + failed);
-        events.push(domain("prompt_run.progress", r.run_id.to_string(), s));
+        events.push(domain(spool_model::DomainEventName::PromptRunProgress, r.run_id.to_string(), s));
     }
 }
 
@@ -363,7 +367,7 @@ fn task_failed(
         return nothing(run_id);
     }
     let failure = TaskFailure {
-        stage: failure.stage.clone(),
+        stage: failure.stage,
         code: failure.code.clone(),
         message: failure.message.chars().take(FAILURE_MESSAGE_CHARS_MAX).collect(),
         retryable: failure.retryable,
@@ -482,19 +486,17 @@ fn finish(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainError> 
         }
     });
     let name = match status {
-        RunStatus::Completed => "prompt_run.completed",
-        RunStatus::CompletedWithFailures => "prompt_run.partial_completed",
-        RunStatus::Failed => "prompt_run.failed",
-        _ => "prompt_run.cancelled",
+        RunStatus::Completed => spool_model::DomainEventName::PromptRunCompleted,
+        RunStatus::CompletedWithFailures => spool_model::DomainEventName::PromptRunPartialCompleted,
+        RunStatus::Failed => spool_model::DomainEventName::PromptRunFailed,
+        _ => spool_model::DomainEventName::PromptRunCancelled,
     };
     let mut summary = summary_json(r);
     summary["status"] = serde_json::json!(status.as_str());
     if let Some(e) = &error {
         summary["error_message"] = serde_json::json!(e);
     }
-    let events = vec![
-        Event::PromptRunFinished { run_id: *run_id, status: status.as_str().into(), error },
-        domain(name, run_id.to_string(), summary),
-    ];
+    let events =
+        vec![Event::PromptRunFinished { run_id: *run_id, status, error }, domain(name, run_id.to_string(), summary)];
     Ok(Decision::one(run_id.to_string(), events, Outcome::PromptRun(*run_id)))
 }

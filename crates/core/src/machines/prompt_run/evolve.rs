@@ -172,7 +172,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                         RunTask::Segment(_) => {
                             run.failed_segments += 1;
                             run.videos[v as usize].failed += 1;
-                            if failure.stage == "field_extraction" {
+                            if failure.stage == spool_model::FailureStage::FieldExtraction {
                                 run.field_extraction_failures += 1;
                             } else {
                                 run.processing_failures += 1;
@@ -206,15 +206,15 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 if run.task(*task).is_none_or(|t| t.status != TaskStatus::Failed) {
                     return;
                 }
-                let stage = run.task(*task).and_then(|t| t.failure.as_ref()).map(|f| f.stage.clone());
+                let stage = run.task(*task).and_then(|t| t.failure.as_ref()).map(|f| f.stage);
                 move_task(run, *task, TaskStatus::Pending, at);
                 if let Some(t) = run.task_mut(*task) {
                     t.attempts_base = t.attempts;
                 }
                 if let RunTask::Segment(_) = task {
                     run.failed_segments = run.failed_segments.saturating_sub(1);
-                    match stage.as_deref() {
-                        Some("field_extraction") => {
+                    match stage {
+                        Some(spool_model::FailureStage::FieldExtraction) => {
                             run.field_extraction_failures = run.field_extraction_failures.saturating_sub(1)
                         }
                         _ => run.processing_failures = run.processing_failures.saturating_sub(1),
@@ -263,8 +263,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         }
         Event::PromptRunFinished { run_id, status, error } => {
             let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-            let Some(status) = RunStatus::parse(status) else { return };
-            run.status = status;
+            run.status = *status;
             run.error = error.clone();
             run.finished_at_ms = Some(at);
             run.updated_at_ms = at;

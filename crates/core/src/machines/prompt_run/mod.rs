@@ -119,44 +119,7 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RunStatus {
-    Pending,
-    Processing,
-    Completed,
-    CompletedWithFailures,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Processing => "processing",
-            RunStatus::Completed => "completed",
-            RunStatus::CompletedWithFailures => "completed_with_failures",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RunStatus> {
-        Some(match s {
-            "pending" => RunStatus::Pending,
-            "processing" => RunStatus::Processing,
-            "completed" => RunStatus::Completed,
-            "completed_with_failures" => RunStatus::CompletedWithFailures,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::Pending | RunStatus::Processing)
-    }
-}
+pub use spool_model::RunStatus;
 
 /// One task's state: its attempts, its one result or its last failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,4 +327,48 @@ pub fn parse_segment_id(run_id: &PromptRunId, s: &str) -> Option<u32> {
     let (ulid, n) = rest.split_once('_')?;
     (ulid == run_id.0.to_string()).then_some(())?;
     n.parse().ok()
+}
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = PromptRunCommand;
+    type Effect = PromptRunEffect;
+    type Key = spool_model::PromptRunId;
+
+    fn decide(
+        state: &crate::State,
+        cmd: &PromptRunCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::PromptRunId) -> Vec<PromptRunEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::PromptRunId> {
+        state.active_runs.iter().copied().collect()
+    }
+
+    fn fire(
+        state: &crate::State,
+        timer: &crate::Timer,
+        _ctx: &mut crate::Ctx,
+    ) -> Option<Result<crate::Decision, crate::DomainError>> {
+        match timer {
+            crate::Timer::PromptTaskRetry { .. } => Some(fire_retry(state, timer)),
+            _ => None,
+        }
+    }
 }

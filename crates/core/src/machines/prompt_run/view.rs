@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::{Value, json};
+use spool_model::FailureStage;
 use spool_model::time::rfc3339_ms;
 
 fn secs(us: u64) -> f64 {
@@ -163,12 +164,12 @@ pub fn video_result(r: &PromptRun, v: u32) -> Option<Value> {
 
 fn failure_json(r: &PromptRun, n: u32, s: &RunSegment) -> Value {
     let f = s.task.failure.as_ref();
-    let stage = f.map(|f| f.stage.clone()).unwrap_or_else(|| "processing".into());
+    let stage = f.map_or(FailureStage::Processing, |f| f.stage);
     json!({
         "segment_id": segment_id(&r.run_id, n),
         "failed_operations": [stage.clone()],
-        "field_extraction_error": f.filter(|f| f.stage == "field_extraction").map(|f| f.message.clone()),
-        "processing_error": f.filter(|f| f.stage != "field_extraction").map(|f| f.message.clone()),
+        "field_extraction_error": f.filter(|f| f.stage == FailureStage::FieldExtraction).map(|f| f.message.clone()),
+        "processing_error": f.filter(|f| f.stage != FailureStage::FieldExtraction).map(|f| f.message.clone()),
         "failure_stage": stage,
         "failure_message": f.map(|f| f.message.clone()),
         "failure_code": f.map(|f| f.code.clone()),
@@ -188,7 +189,7 @@ pub fn failed_segments(r: &PromptRun) -> Value {
     for task in r.tasks.iter(TaskStatus::Failed) {
         let RunTask::Segment(n) = task else { continue };
         let Some(s) = r.segments.get(n as usize) else { continue };
-        if s.task.failure.as_ref().is_some_and(|f| f.stage == "field_extraction") {
+        if s.task.failure.as_ref().is_some_and(|f| f.stage == FailureStage::FieldExtraction) {
             ops.0 += 1;
         } else {
             ops.1 += 1;

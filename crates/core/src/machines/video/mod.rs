@@ -91,3 +91,37 @@ pub fn media_unshared(state: &crate::State, v: &Video) -> bool {
         .filter(|p| **p != v.video_id)
         .all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
 }
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = VideoCommand;
+    type Effect = VideoEffect;
+    type Key = spool_model::VideoId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] = &[("video", "resource_video_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &VideoCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::VideoId) -> Vec<VideoEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::VideoId> {
+        state.videos_deleting.iter().copied().collect()
+    }
+}

@@ -15,17 +15,17 @@ fn delivery<'a>(state: &'a State, id: &DeliveryId) -> Result<&'a Delivery, Domai
     state.deliveries.get(id).ok_or_else(|| DomainError::NotFound { kind: "delivery", id: id.to_string() })
 }
 
-fn check_events(events: &[String]) -> Result<Vec<String>, DomainError> {
+fn check_events(events: &[String]) -> Result<Vec<DomainEventName>, DomainError> {
     if events.is_empty() {
         return Err(DomainError::invalid("events", "must name at least one event"));
     }
     let mut out = Vec::new();
     for e in events {
-        if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+        let Some(name) = DomainEventName::parse(e) else {
             return Err(DomainError::invalid("events", format!("unknown event {e:?}")));
-        }
-        if !out.contains(e) {
-            out.push(e.clone());
+        };
+        if !out.contains(&name) {
+            out.push(name);
         }
     }
     Ok(out)
@@ -106,7 +106,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
                 events: events.filter(|e| *e != w.events),
                 index_ids: index_ids.clone().filter(|i| Some(i) != w.index_ids.as_ref()),
                 metadata_json: metadata_json.clone().filter(|m| *m != w.metadata_json),
-                status: asked.filter(|s| *s != w.status).map(|s| s.as_str().to_string()),
+                status: asked.filter(|s| *s != w.status),
             };
             if let Event::WebhookUpdated {
                 name: None,
@@ -205,7 +205,7 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
                     events: None,
                     index_ids: None,
                     metadata_json: None,
-                    status: Some(spool_model::WebhookStatus::Disabled.as_str().into()),
+                    status: Some(spool_model::WebhookStatus::Disabled),
                 });
             }
             Ok(one(&d.webhook_id, events, Outcome::Done))
@@ -311,7 +311,7 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
     for s in &decision.streams {
         for ev in &s.events {
             if let Event::DomainEventRaised { name, subject, data_json } = ev {
-                raised.push((name.clone(), subject.clone(), data_json.clone()));
+                raised.push((*name, subject.clone(), data_json.clone()));
             }
         }
     }
@@ -335,13 +335,13 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
             continue;
         }
         // The resource as the API shows it now; the event's own summary when there is none.
-        let data = if name.starts_with("import_job.") {
+        let data = if name.subject() == spool_model::names::Subject::ImportJob {
             subject
                 .parse::<spool_model::ImportJobId>()
                 .ok()
                 .and_then(|id| state.imports.get(&id))
                 .map(|j| crate::machines::import_job::view::import_job(j, state))
-        } else if name.starts_with("media.") {
+        } else if name.subject() == spool_model::names::Subject::Video {
             subject
                 .parse::<spool_model::VideoId>()
                 .ok()
@@ -378,7 +378,7 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
                 events: vec![Event::DeliveryCreated {
                     delivery_id,
                     webhook_id: w.webhook_id,
-                    event_type: name.clone(),
+                    event_type: name,
                     sequence,
                     index_id,
                     payload_json: payload.to_string(),

@@ -69,7 +69,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     w.metadata_json = v.clone();
                 }
                 // Only `active`, `paused` and `disabled` were ever written; another text is no status.
-                if let Some(v) = status.as_deref().and_then(spool_model::WebhookStatus::parse) {
+                if let Some(v) = *status {
                     if v == spool_model::WebhookStatus::Active {
                         w.failure_count = 0;
                     }
@@ -102,7 +102,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 Delivery {
                     delivery_id: *delivery_id,
                     webhook_id: *webhook_id,
-                    event_type: event_type.clone(),
+                    event_type: *event_type,
                     sequence: *sequence,
                     index_id: *index_id,
                     payload_json: payload_json.clone(),

@@ -11,29 +11,11 @@ pub use effects::{WebhookEffect, effects_for, work_key};
 pub use evolve::evolve;
 
 use serde::{Deserialize, Serialize};
-use spool_model::{DeliveryId, IndexId, Sealed, WebhookId};
+use spool_model::{DeliveryId, DomainEventName, IndexId, Sealed, WebhookId};
 use std::collections::BTreeSet;
 
 /// The event names a webhook may subscribe to (contract §4.1), in the contract's order.
-pub const WEBHOOK_EVENTS: [&str; 17] = [
-    "media.created",
-    "media.processing.started",
-    "media.processing.completed",
-    "media.processing.failed",
-    "prompt_run.started",
-    "prompt_run.completed",
-    "prompt_run.failed",
-    "prompt_run.cancelled",
-    "prompt_run.partial_completed",
-    "prompt_run.progress",
-    "export.ready",
-    "export.failed",
-    "import_job.started",
-    "import_job.completed",
-    "import_job.failed",
-    "import_job.partial_completed",
-    "import_job.progress",
-];
+pub const WEBHOOK_EVENTS: &[DomainEventName] = DomainEventName::ALL;
 pub const WEBHOOK_NAME_CHARS_MAX: usize = 100;
 pub const WEBHOOK_URL_CHARS_MAX: usize = 2048;
 /// Largest `metadata` object (its JSON).
@@ -165,7 +147,7 @@ pub struct Webhook {
     pub webhook_id: WebhookId,
     pub name: String,
     pub url: String,
-    pub events: Vec<String>,
+    pub events: Vec<DomainEventName>,
     pub index_ids: Option<Vec<IndexId>>,
     pub metadata_json: Option<String>,
     pub status: spool_model::WebhookStatus,
@@ -200,7 +182,7 @@ impl Webhook {
 pub struct Delivery {
     pub delivery_id: DeliveryId,
     pub webhook_id: WebhookId,
-    pub event_type: String,
+    pub event_type: DomainEventName,
     pub sequence: u64,
     pub index_id: Option<IndexId>,
     pub payload_json: String,
@@ -213,4 +195,50 @@ pub struct Delivery {
     pub error_message: Option<String>,
     pub created_at_ms: u64,
     pub completed_at_ms: Option<u64>,
+}
+
+/// This machine in the registry (`crate::machines::for_each_machine!`).
+pub struct Machine;
+
+impl super::Machine for Machine {
+    type Command = WebhookCommand;
+    type Effect = WebhookEffect;
+    type Key = spool_model::WebhookId;
+    const NOT_FOUND: &'static [(&'static str, &'static str)] =
+        &[("webhook", "resource_webhook_not_found"), ("delivery", "resource_delivery_not_found")];
+
+    fn decide(
+        state: &crate::State,
+        cmd: &WebhookCommand,
+        ctx: &mut crate::Ctx,
+    ) -> Result<crate::Decision, crate::DomainError> {
+        decide(state, cmd, ctx)
+    }
+
+    fn evolve(state: &mut crate::State, env: &spool_model::Envelope) {
+        evolve(state, env)
+    }
+
+    fn work_key(event: &spool_model::Event) -> Option<crate::WorkKey> {
+        work_key(event)
+    }
+
+    fn effects_for(state: &crate::State, key: spool_model::WebhookId) -> Vec<WebhookEffect> {
+        effects_for(state, key)
+    }
+
+    fn with_work(state: &crate::State) -> Vec<spool_model::WebhookId> {
+        state.webhooks_with_work.iter().copied().collect()
+    }
+
+    fn fire(
+        state: &crate::State,
+        timer: &crate::Timer,
+        _ctx: &mut crate::Ctx,
+    ) -> Option<Result<crate::Decision, crate::DomainError>> {
+        match timer {
+            crate::Timer::DeliveryRetry { .. } => Some(fire_retry(state, timer)),
+            _ => None,
+        }
+    }
 }
