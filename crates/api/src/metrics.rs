@@ -33,7 +33,7 @@ pub fn render(app: &AppState) -> String {
         out,
         "# HELP spool_waiting Workflows that have not ended, by kind and by what they wait on.\n# TYPE spool_waiting gauge"
     );
-    for ((kind, reason), n) in app.rt.read(spool_core::waiting::counts) {
+    for ((kind, reason), n) in app.rt.waiting_gauges() {
         let _ = writeln!(out, "spool_waiting{{kind=\"{kind}\",reason=\"{reason}\"}} {n}");
     }
     let _ = writeln!(

@@ -5,11 +5,11 @@
 //! look at its waiting items.
 
 use crate::State;
-use crate::Timer;
 use crate::machines::automation::Automation;
 use crate::machines::export::{Export, ExportStatus};
 use crate::machines::import_job::{FileStatus, ImportJob};
 use crate::machines::prompt_run::{PromptRun, TaskStatus};
+use crate::{Timer, WorkKey};
 use serde_json::{Value, json};
 use spool_model::RunTask;
 use spool_model::time::rfc3339_ms;
@@ -58,7 +58,7 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
     if j.status.is_terminal() {
         return None;
     }
-    let started = j.files_in(FileStatus::Started).count();
+    let started = j.by_status.count(FileStatus::Started);
     if j.cancel_requested {
         return Some(WaitingOn::new("cancel_draining", Some(j.updated_at_ms), json!({ "copies_running": started })));
     }
@@ -85,7 +85,7 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
     if started > 0 {
         return Some(WaitingOn::new("storage", Some(j.updated_at_ms), json!({ "copies_running": started })));
     }
-    let pending = j.files_in(FileStatus::Pending).count();
+    let pending = j.by_status.count(FileStatus::Pending);
     if pending > 0 {
         return Some(WaitingOn::new("concurrency_slot", Some(j.updated_at_ms), json!({ "files_pending": pending })));
     }
@@ -110,7 +110,7 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
                 reason,
                 Some(j.updated_at_ms),
                 json!({
-                    "files_waiting": j.files_in(FileStatus::Waiting).count(),
+                    "files_waiting": j.by_status.count(FileStatus::Waiting),
                     "last_error": failure.map(|f| json!({ "code": f.code, "message": f.message })),
                 }),
             )
@@ -300,30 +300,47 @@ pub fn of_id(st: &State, raw: &str) -> Result<(&'static str, String, Option<Wait
 }
 
 /// The workflows that have not ended, counted by (kind, reason): the `/metrics` gauges. It
-/// walks the work sets (jobs, runs and exports that have not ended; every automation).
+/// What one aggregate adds to the `spool_waiting` gauges: `(kind, reason, n)`. A job, run,
+/// export or automation that has not ended adds 1 under its reason; a webhook adds its pending
+/// deliveries, all under one reason (its status decides it). O(log n).
+pub fn gauge_of(st: &State, key: WorkKey) -> Option<(&'static str, &'static str, u64)> {
+    let one = |kind, w: Option<WaitingOn>| w.map(|w| (kind, w.reason, 1));
+    match key {
+        WorkKey::Import(id) => one("import_job", of_job(st, st.imports.get(&id)?)),
+        WorkKey::PromptRun(id) => one("prompt_run", of_run(st, st.prompt_runs.get(&id)?)),
+        WorkKey::Export(id) => one("export", of_export(st, st.exports.get(&id)?)),
+        WorkKey::Automation(id) => one("automation", of_automation(st, st.automations.get(&id)?)),
+        WorkKey::Webhook(id) => {
+            let h = st.webhooks.get(&id)?;
+            let first = h.pending.iter().next().and_then(|(_, d)| st.deliveries.get(d))?;
+            // Every pending delivery waits on the same thing: they are `Pending` (a retrying one
+            // is not pending), so the webhook's status alone tells which.
+            let w = of_delivery(st, first)?;
+            Some(("delivery", w.reason, h.pending.len() as u64))
+        }
+        _ => None,
+    }
+}
+
+/// The aggregates that may add to the gauges ([`gauge_of`]): the work sets, and every
+/// automation. Walked once at start; afterwards the runtime updates the aggregates each
+/// committed batch touched.
+pub fn gauge_keys(st: &State) -> impl Iterator<Item = WorkKey> + '_ {
+    st.active_imports
+        .iter()
+        .map(|id| WorkKey::Import(*id))
+        .chain(st.active_runs.iter().map(|id| WorkKey::PromptRun(*id)))
+        .chain(st.active_exports.iter().map(|id| WorkKey::Export(*id)))
+        .chain(st.automations.keys().map(|id| WorkKey::Automation(*id)))
+        .chain(st.webhooks_with_work.iter().map(|id| WorkKey::Webhook(*id)))
+}
+
+/// The `spool_waiting` gauges by a walk of every aggregate that may add to them: what the
+/// runtime's incrementally kept gauges must equal (checked in debug builds after every batch).
 pub fn counts(st: &State) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
     let mut out = std::collections::BTreeMap::new();
-    let mut add = |kind, w: Option<WaitingOn>| {
-        if let Some(w) = w {
-            *out.entry((kind, w.reason)).or_insert(0) += 1;
-        }
-    };
-    for j in st.active_imports.iter().filter_map(|id| st.imports.get(id)) {
-        add("import_job", of_job(st, j));
-    }
-    for r in st.active_runs.iter().filter_map(|id| st.prompt_runs.get(id)) {
-        add("prompt_run", of_run(st, r));
-    }
-    for e in st.active_exports.iter().filter_map(|id| st.exports.get(id)) {
-        add("export", of_export(st, e));
-    }
-    for a in st.automations.values() {
-        add("automation", of_automation(st, a));
-    }
-    for h in st.webhooks_with_work.iter().filter_map(|id| st.webhooks.get(id)) {
-        for d in h.pending.iter().filter_map(|(_, id)| st.deliveries.get(id)) {
-            add("delivery", of_delivery(st, d));
-        }
+    for (kind, reason, n) in gauge_keys(st).filter_map(|k| gauge_of(st, k)) {
+        *out.entry((kind, reason)).or_insert(0) += n;
     }
     out
 }

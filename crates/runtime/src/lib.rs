@@ -11,6 +11,7 @@ mod clock;
 mod error;
 mod executors;
 pub mod fold;
+mod gauges;
 mod idem;
 pub mod keyring;
 mod runtime;

@@ -133,6 +133,8 @@ pub struct Runtime {
     last_snapshot_seq: AtomicU64,
     /// A snapshot is being written (at most one at a time).
     snapshotting: AtomicBool,
+    /// The `spool_waiting` gauges, kept by `publish` (`gauges.rs`).
+    gauges: Mutex<crate::gauges::Gauges>,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
     pub effects_total: AtomicU64,
@@ -202,6 +204,7 @@ impl Runtime {
             effect_slots: Arc::new(Semaphore::new(EFFECTS_CONCURRENCY_MAX)),
             inflight_idem: Mutex::new(HashSet::new()),
             usage: Mutex::new(BTreeMap::new()),
+            gauges: Mutex::new(Default::default()),
             executors: crate::executors::Executors {
                 media,
                 uploads,
@@ -332,6 +335,11 @@ impl Runtime {
     }
 
     /// Read the folded state.
+    /// The `spool_waiting` gauges: `(kind, reason) → n` (kept as batches commit, O(1) to read).
+    pub fn waiting_gauges(&self) -> Vec<((&'static str, &'static str), u64)> {
+        self.gauges.lock().unwrap_or_else(|p| p.into_inner()).counts()
+    }
+
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&st)
@@ -357,6 +365,7 @@ impl Runtime {
             // The whole log is folded and nothing is served yet (the API answers 503 until
             // ready, so no upload is being staged): every staged file an open job names is known.
             sweep_uploads(&self.uploads_dir(), &st);
+            *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(&st);
             st.clone()
         };
         self.ready.send_replace(true);
@@ -783,10 +792,21 @@ impl SequencerHost for Host {
     fn publish(&self, events: &[spool_model::Envelope]) {
         let Some(last) = events.last() else { return };
         let mut st = self.0.state_mut();
+        let mut touched = BTreeSet::new();
         for env in events {
             spool_core::evolve(&mut st, env);
+            touched.extend(spool_core::work_key(&env.event));
+            spool_core::also_touches(&st, &env.event, |k| {
+                touched.insert(k);
+            });
         }
         debug_assert_eq!(st.applied_seq, last.seq, "the read state follows the log without gaps");
+        let mut gauges = self.0.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        for key in touched {
+            gauges.update(&st, key);
+        }
+        gauges.check(&st);
+        drop(gauges);
         self.0.applied.send_replace(st.applied_seq);
     }
 
