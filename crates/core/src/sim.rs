@@ -11,6 +11,7 @@
 //!
 //! This is the core's half of the simulator: the sequencer's batching, the executors' IO and
 //! the log's storage are not in it (see `engine-spec/invariants.md`, "What the simulator covers").
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // a simulator: its indexes are below lengths it just took
 
 use crate::machines::automation::{AutomationEffect, AutomationKind, version_key};
 use crate::machines::export::ExportEffect;

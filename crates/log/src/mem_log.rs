@@ -270,7 +270,7 @@ impl EventLog for MemLog {
 
     fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
         let stored = self.stored();
-        let from = from_seq.max(1) as usize - 1;
+        let from = spool_model::num::sat_usize(from_seq.max(1)) - 1;
         Ok(stored.events.iter().skip(from).take(limit.min(READ_BATCH_MAX)).cloned().collect())
     }
 
@@ -279,9 +279,9 @@ impl EventLog for MemLog {
         let Some(seqs) = stored.streams.get(stream) else { return Ok(Vec::new()) };
         Ok(seqs
             .iter()
-            .skip(from_version as usize)
+            .skip(spool_model::num::sat_usize(from_version))
             .take(limit.min(READ_BATCH_MAX))
-            .map(|s| stored.events[*s as usize - 1].clone())
+            .map(|s| stored.events[spool_model::num::sat_usize(*s) - 1].clone())
             .collect())
     }
 

@@ -1,5 +1,6 @@
 //! The log's contract: durable appends, per-stream concurrency, reads, live tail, side
 //! records in the same transaction, and failed commits that leave no trace.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use redb::StorageBackend;
 use redb::backends::InMemoryBackend;

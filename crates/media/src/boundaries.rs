@@ -115,7 +115,7 @@ fn track_keyframes<R: Read + Seek>(r: &mut R, at: u64, end: u64) -> Option<Vec<u
                 break;
             }
             let t = time + (s.saturating_sub(sample)) * delta;
-            out.push((t as u128 * 1_000_000 / timescale as u128) as u64);
+            out.push(spool_model::num::sat_u64(t as u128 * 1_000_000 / timescale as u128));
             next.next();
         }
         sample += count;
@@ -157,8 +157,8 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
         if packet.track_id != track_id {
             continue;
         }
-        let pts = packet.pts.get().max(0) as u64;
-        let t_us = (pts as u128 * tb.numer.get() as u128 * 1_000_000 / tb.denom.get() as u128) as u64;
+        let pts = spool_model::num::non_negative(packet.pts.get());
+        let t_us = spool_model::num::sat_u64(pts as u128 * tb.numer.get() as u128 * 1_000_000 / tb.denom.get() as u128);
         if t_us > end {
             break;
         }
@@ -182,6 +182,7 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
             sum += (m * m) as f64;
             frames_in_window += 1;
             if frames_in_window == window_frames {
+                #[allow(clippy::cast_possible_truncation)] // an RMS of samples in [-1, 1] fits an f32
                 let rms = (sum / frames_in_window as f64).sqrt() as f32;
                 if rms < SILENCE_RMS_MAX {
                     silent_since.get_or_insert(ws);
@@ -200,6 +201,7 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // fixtures it builds
 mod tests {
     use super::*;
 

@@ -109,7 +109,7 @@ pub fn check_claims(mut facts: MediaFacts, len: u64) -> Result<MediaFacts, Probe
     }
     let audio_only = facts.streams.iter().all(|s| s.kind != StreamKind::Video);
     if audio_only && let Some(rate) = facts.streams.iter().find_map(pcm_bytes_per_second) {
-        let held = (len as u128 * 1_000_000 / rate as u128).min(u64::MAX as u128) as u64;
+        let held = spool_model::num::sat_u64(len as u128 * 1_000_000 / rate as u128);
         let cap = |d: &mut Option<u64>| {
             if let Some(v) = d
                 && *v > held
@@ -124,7 +124,7 @@ pub fn check_claims(mut facts: MediaFacts, len: u64) -> Result<MediaFacts, Probe
         facts.bit_rate = bit_rate(len, facts.duration_us);
     }
     let longest = facts.streams.iter().filter_map(|s| s.duration_us).chain(facts.duration_us).max().unwrap_or(0);
-    let most_us = (len as u128 * 1_000_000 / MIN_BYTES_PER_SECOND as u128).min(u64::MAX as u128) as u64;
+    let most_us = spool_model::num::sat_u64(len as u128 * 1_000_000 / MIN_BYTES_PER_SECOND as u128);
     if longest > most_us {
         return Err(ProbeError::Unreadable(format!(
             "the header claims {} but the file's {len} bytes hold at most {} (at least {MIN_BYTES_PER_SECOND} bytes per second)",
@@ -199,8 +199,8 @@ fn probe_image<R: Read + Seek>(src: R, kind: imagesize::ImageType, budget: u64) 
         streams: vec![StreamFacts {
             kind: StreamKind::Video,
             codec: codec.into(),
-            width: Some(size.width as u32),
-            height: Some(size.height as u32),
+            width: Some(spool_model::num::sat_u32(size.width)),
+            height: Some(spool_model::num::sat_u32(size.height)),
             frame_rate: None,
             sample_rate: None,
             channels: None,
@@ -257,7 +257,7 @@ fn probe_av<R: Read + Seek + Send + Sync + 'static>(
 
 /// Bits per second over the whole file.
 fn bit_rate(len: u64, duration_us: Option<u64>) -> Option<u64> {
-    duration_us.filter(|d| *d > 0).map(|d| ((len as u128 * 8 * 1_000_000) / d as u128) as u64)
+    duration_us.filter(|d| *d > 0).map(|d| spool_model::num::sat_u64((len as u128 * 8 * 1_000_000) / d as u128))
 }
 
 /// ffprobe's name for the container.
@@ -282,7 +282,7 @@ fn container_name(short: &str, head: &[u8]) -> String {
 
 fn ticks_us(tb: TimeBase, ticks: u64) -> u64 {
     let us = ticks as u128 * tb.numer.get() as u128 * 1_000_000 / tb.denom.get() as u128;
-    us.min(u64::MAX as u128) as u64
+    spool_model::num::sat_u64(us)
 }
 
 fn stream_facts(track: &Track) -> Option<StreamFacts> {
@@ -298,7 +298,7 @@ fn stream_facts(track: &Track) -> Option<StreamFacts> {
             height: None,
             frame_rate: None,
             sample_rate: a.sample_rate,
-            channels: a.channels.as_ref().map(|c| c.count() as u32),
+            channels: a.channels.as_ref().map(|c| spool_model::num::sat_u32(c.count())),
             duration_us,
         }),
         CodecParameters::Video(v) => {
@@ -335,12 +335,15 @@ fn stream_facts(track: &Track) -> Option<StreamFacts> {
 fn snap_rate(fps: f64) -> (u32, u32) {
     let whole = fps.round();
     let ntsc = (fps * 1.001).round();
-    let candidates = [(whole, (whole as u32, 1)), (ntsc * 1000.0 / 1001.0, ((ntsc as u32) * 1000, 1001))];
+    let candidates = [
+        (whole, (spool_model::num::f64_to_u32(whole), 1)),
+        (ntsc * 1000.0 / 1001.0, (spool_model::num::f64_to_u32(ntsc).saturating_mul(1000), 1001)),
+    ];
     let best =
         candidates.iter().filter(|(r, _)| *r >= 1.0).min_by(|a, b| (fps - a.0).abs().total_cmp(&(fps - b.0).abs()));
     match best {
         Some((r, frac)) if (fps - r).abs() / r < 0.002 => *frac,
-        _ => ((fps * 1000.0).round().max(1.0) as u32, 1000),
+        _ => (spool_model::num::f64_to_u32((fps * 1000.0).round().max(1.0)), 1000),
     }
 }
 
@@ -445,7 +448,7 @@ impl<R: Read> Read for Budgeted<R> {
                 self.budget
             )));
         }
-        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let want = buf.len().min(spool_model::num::sat_usize(left));
         let n = self.inner.read(&mut buf[..want])?;
         self.read += n as u64;
         Ok(n)
@@ -504,7 +507,7 @@ mod tests {
 /// valid samples, so tests and benchmarks get real media of any size and content. It lasts
 /// `payload.len() / 8000` seconds.
 pub fn pcm_wav(payload: &[u8]) -> Vec<u8> {
-    let mut out = pcm_wav_header(payload.len() as u32);
+    let mut out = pcm_wav_header(spool_model::num::sat_u32(payload.len()));
     out.extend_from_slice(payload);
     out
 }

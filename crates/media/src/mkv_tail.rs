@@ -19,13 +19,13 @@ const BLOCK_ID: u8 = 0xA1;
 pub fn duration_from_last_cluster<R: Read + Seek>(src: &mut R, len: u64, tail_max: u64, tick_ns: u64) -> Option<u64> {
     let start = len.saturating_sub(tail_max);
     src.seek(SeekFrom::Start(start)).ok()?;
-    let mut tail = Vec::with_capacity((len - start) as usize);
+    let mut tail = Vec::with_capacity(spool_model::num::sat_usize(len - start));
     src.take(len - start).read_to_end(&mut tail).ok()?;
     let mut at = tail.len();
     while at >= 4 {
         let found = tail[..at].windows(4).rposition(|w| w == CLUSTER_ID)?;
         if let Some(end_ticks) = parse_cluster(&tail[found + 4..]) {
-            return Some((end_ticks as u128 * tick_ns as u128 / 1000) as u64);
+            return Some(spool_model::num::sat_u64(end_ticks as u128 * tick_ns as u128 / 1000));
         }
         at = found + 3;
     }
@@ -62,7 +62,7 @@ fn element_id(b: &[u8]) -> Option<(u32, usize)> {
 fn parse_cluster(b: &[u8]) -> Option<u64> {
     let (size, n, unknown) = vint(b)?;
     let body = &b[n..];
-    let body = if unknown { body } else { body.get(..(size as usize).min(body.len()))? };
+    let body = if unknown { body } else { body.get(..spool_model::num::sat_usize(size).min(body.len()))? };
     let mut pos = 0;
     let mut cluster_tc: Option<u64> = None;
     // track -> (last, previous) block timecodes
@@ -74,11 +74,11 @@ fn parse_cluster(b: &[u8]) -> Option<u64> {
             break;
         }
         let data_at = pos + idn + sn;
-        let data_end = data_at.saturating_add(esize as usize);
+        let data_end = data_at.saturating_add(spool_model::num::sat_usize(esize));
         let data = &body[data_at..data_end.min(body.len())];
         match id {
             x if x == TIMECODE_ID as u32 => {
-                if esize > 8 || data.len() != esize as usize {
+                if esize > 8 || data.len() != spool_model::num::sat_usize(esize) {
                     return None;
                 }
                 cluster_tc = Some(data.iter().fold(0u64, |a, x| (a << 8) | *x as u64));
@@ -91,7 +91,7 @@ fn parse_cluster(b: &[u8]) -> Option<u64> {
                     let Some((cid, cn)) = element_id(&data[p..]) else { break };
                     let Some((cs, csn, _)) = vint(&data[p + cn..]) else { break };
                     let d0 = p + cn + csn;
-                    let d1 = (d0 + cs as usize).min(data.len());
+                    let d1 = d0.saturating_add(spool_model::num::sat_usize(cs)).min(data.len());
                     if cid == BLOCK_ID as u32 {
                         note_block(&data[d0..d1], &mut tracks);
                     }
@@ -116,7 +116,7 @@ fn parse_cluster(b: &[u8]) -> Option<u64> {
             *last + step
         })
         .max()?;
-    Some((tc as i64 + end).max(0) as u64)
+    Some(spool_model::num::non_negative(i64::try_from(tc).unwrap_or(i64::MAX).saturating_add(end)))
 }
 
 /// Record a block's (track, relative timecode).
@@ -134,6 +134,7 @@ fn note_block(data: &[u8], tracks: &mut Vec<(u64, i64, Option<i64>)>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // fixtures it builds
 mod tests {
     use super::*;
 

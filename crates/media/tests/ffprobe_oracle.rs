@@ -2,6 +2,7 @@
 //! `scripts/make-media-fixtures.sh`), and files generated here that are too large to commit.
 //! ffprobe is the oracle only: the probe never runs it. `.ci/run` installs ffmpeg; without
 //! ffprobe these tests fail and say so.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use serde_json::Value;
 use spool_media::{ProbeError, probe_file};

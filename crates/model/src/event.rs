@@ -910,7 +910,7 @@ impl Event {
         let sealed = Sealed { owner: connector_id.to_string(), nonce: [9; 24], ciphertext: vec![1, 2, 3, 4, 5] };
         let mut hash = [0u8; 32];
         for (i, b) in hash.iter_mut().enumerate() {
-            *b = i as u8 * 7;
+            *b = u8::try_from(i * 7).unwrap_or(0);
         }
         vec![
             Event::IndexCreated { index_id, name: "Library ünïcode".into(), user_id: "local".into() },

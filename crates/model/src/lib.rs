@@ -13,6 +13,7 @@ pub mod event;
 pub mod ids;
 pub mod media;
 pub mod names;
+pub mod num;
 pub mod run;
 pub mod sealed;
 pub mod time;

@@ -118,8 +118,8 @@ pub fn parts_of(duration_us: Option<u64>) -> Vec<PartRange> {
     let count = d.div_ceil(max_us);
     (0..count)
         .map(|i| PartRange {
-            part_index: i as u32,
-            part_count: count as u32,
+            part_index: crate::num::sat_u32(i),
+            part_count: crate::num::sat_u32(count),
             start_us: i * max_us,
             end_us: ((i + 1) * max_us).min(d),
         })

@@ -4,7 +4,8 @@
 pub fn rfc3339_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let millis = ms % 1000;
-    let days = (secs / 86_400) as i64;
+    // At most u64::MAX / 86,400,000 days: always an i64.
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
@@ -31,7 +32,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     if days < 0 {
         return None;
     }
-    Some(((days as u64 * 86_400) + h * 3600 + mi * 60 + se) * 1000 + millis)
+    Some(((crate::num::non_negative(days) * 86_400) + h * 3600 + mi * 60 + se) * 1000 + millis)
 }
 
 /// (year, month, day) to days since 1970-01-01 (H. Hinnant's algorithm).
@@ -54,8 +55,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // A day is 1..=31 and a month 1..=12 here, whatever `z`.
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 

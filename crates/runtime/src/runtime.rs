@@ -453,10 +453,15 @@ impl Runtime {
 
     /// Write a snapshot of the folded state.
     pub async fn snapshot(&self) {
+        let began = std::time::Instant::now();
         let (at_seq, bytes) = self.read(|st| (st.applied_seq, st.to_snapshot()));
+        // Encoded under the read lock: readers and the commit thread wait this long (issue 27
+        // shrinks the state a snapshot holds to the work in flight).
+        let encode_ms = spool_model::num::ms(began.elapsed());
         if at_seq <= self.last_snapshot_seq.load(Ordering::SeqCst) {
             return;
         }
+        let bytes_len = bytes.len();
         let req = AppendRequest {
             streams: vec![],
             side: vec![SideWrite::Snapshot { name: SNAPSHOT_NAME.into(), at_seq, bytes }],
@@ -464,7 +469,7 @@ impl Runtime {
         match self.log.append(req).await {
             Ok(_) => {
                 self.last_snapshot_seq.fetch_max(at_seq, Ordering::SeqCst);
-                tracing::debug!(at_seq, "snapshot written");
+                tracing::info!(at_seq, bytes = bytes_len, encode_ms, "snapshot written");
             }
             Err(e) => tracing::warn!(error = %e, "snapshot not written"),
         }
@@ -640,7 +645,7 @@ impl Runtime {
     /// Delete idempotency records older than the TTL, with the data keys of sealed ones (their
     /// stored secrets are then gone for good). Returns how many were removed.
     pub async fn sweep_idempotency(&self) -> usize {
-        let cutoff = self.clock.now_ms().saturating_sub(self.cfg.idempotency_ttl.as_millis() as u64);
+        let cutoff = self.clock.now_ms().saturating_sub(spool_model::num::ms(self.cfg.idempotency_ttl));
         let mut removed = 0;
         let mut after: Option<String> = None;
         loop {

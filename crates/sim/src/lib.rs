@@ -17,6 +17,7 @@
 //! the log equals the live state, no video is created twice, every completed export to the
 //! bucket is there with its recorded checksum, and the connector's secret is nowhere in the
 //! log's bytes (`engine-spec/invariants.md`).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use object_store::ObjectStoreExt;
 use redb::StorageBackend;

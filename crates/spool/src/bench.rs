@@ -1,5 +1,6 @@
 //! `spool bench …`: throughput measured against a baseline taken in the same run, printed as
 //! readable lines and, last, one JSON line. Not a test: nothing here asserts on time.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use anyhow::Context;
 use spool_log::{AppendRequest, EventLog, Expected, NewEvent, READ_BATCH_MAX, RedbLog, RedbLogOptions};

@@ -12,7 +12,7 @@
 //! - `data-N`: the server's data directory (a sibling of `srcs`, so outside every allowed root);
 //! - `logs/serve-N.log`: the server's stdout and stderr;
 //! - `raw.redb`: the raw redb baseline (removed once measured).
-
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 #![allow(clippy::disallowed_methods)] // a benchmark names its scratch folder and key from OS randomness
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};

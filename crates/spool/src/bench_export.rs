@@ -3,6 +3,7 @@
 //! (s3s-fs) through a real `spool serve` child, against `rclone copyto` of a file of the same
 //! size to the same bucket in the same run. MB/s both ways, the ratio, one JSON line. Not a
 //! test: nothing asserts on time.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use crate::bench_prompt_run::{call, prepare, run_once, spawn, worker};
 use anyhow::{Context, ensure};

@@ -1,5 +1,6 @@
 //! `spool bench import`: an import job through the real engine (log, fold, effects, copy) in
 //! this process, against `rclone copy` of the same objects in the same run.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use anyhow::{Context, ensure};
 use futures::StreamExt;

@@ -3,6 +3,7 @@
 //! processor and once with a local no-op `http` worker; against that worker's own ceiling
 //! under a plain load generator (the same request size and concurrency, keep-alive) measured in
 //! the same run. Readable lines, then one JSON line. Not a test: nothing asserts on time.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};

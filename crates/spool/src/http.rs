@@ -87,7 +87,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let open = conns.len();
     if open > 0 {
-        tracing::info!(open, grace_ms = limits.shutdown_grace.as_millis() as u64, "finishing open connections");
+        tracing::info!(open, grace_ms = spool_model::num::ms(limits.shutdown_grace), "finishing open connections");
     }
     let finished =
         tokio::time::timeout(limits.shutdown_grace, async { while conns.join_next().await.is_some() {} }).await;

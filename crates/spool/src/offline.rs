@@ -355,7 +355,7 @@ pub fn print_fold_digest(dir: &DataDirArg, until: u64) -> anyhow::Result<()> {
     let events = all_events(&dir.data_dir)?;
     let json = serde_json::json!({
         "state_format": spool_core::state::STATE_FORMAT,
-        "digest": fold_digest(&events, until as usize),
+        "digest": fold_digest(&events, spool_model::num::sat_usize(until)),
     });
     println!("{json}");
     Ok(())
@@ -375,7 +375,10 @@ pub fn verify_against(dir: &DataDirArg, other: &std::path::Path) -> anyhow::Resu
         anyhow::ensure!(out.status.success(), "{} failed: {}", other.display(), String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).with_context(|| format!("{} printed no digest", other.display()))?;
-        Ok((v["state_format"].as_u64().unwrap_or(0) as u32, v["digest"].as_str().unwrap_or("").to_string()))
+        Ok((
+            spool_model::num::sat_u32(v["state_format"].as_u64().unwrap_or(0)),
+            v["digest"].as_str().unwrap_or("").to_string(),
+        ))
     };
     let n = events.len();
     let (format, digest) = theirs(n)?;

@@ -265,7 +265,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             let d = spool_runtime::parse_duration(part).with_context(|| {
                 format!("SPOOL_WEBHOOK_RETRY_SCHEDULE: {part:?} is not a duration such as 5s or 2h")
             })?;
-            out.push(d.as_millis() as u64);
+            out.push(spool_model::num::ms(d));
         }
         anyhow::ensure!(!out.is_empty(), "SPOOL_WEBHOOK_RETRY_SCHEDULE names no attempt");
         webhooks.retry_schedule_ms = out;

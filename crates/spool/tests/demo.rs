@@ -1,6 +1,7 @@
 //! `spool demo` end to end: the real binary, embedded media, the HTTP API, a summary that
 //! matches what the probe reads; it exits 0 and leaves nothing running. `--serve` keeps a server
 //! that answers with the printed key until interrupted.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

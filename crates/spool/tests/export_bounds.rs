@@ -2,6 +2,7 @@
 //! fails with an error that names the connector destination as the way out; the same export to
 //! a connector has no such bound and writes exactly the bytes it reports (size and SHA-256);
 //! a destination path that leaves `export_base_path` is refused however it is spelled.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 mod common;
 

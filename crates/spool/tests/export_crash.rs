@@ -5,7 +5,7 @@
 //! restarted. At the end: the export completed, the upload was started once and each part was
 //! recorded once (it resumed from the last durable part), and the object in the bucket is
 //! byte-identical to the kept artifact (SHA-256).
-
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 #![allow(clippy::disallowed_methods)] // tests read their environment
 mod common;
 

@@ -3,7 +3,7 @@
 //! on the job's progress, so the test does not depend on the engine's speed) and restarted each
 //! time. At the end: the job completed, every file imported exactly
 //! once, counters equal to the file outcomes, and no orphan object in the media store.
-
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 #![allow(clippy::disallowed_methods)] // tests read their environment
 mod common;
 

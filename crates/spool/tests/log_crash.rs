@@ -1,7 +1,7 @@
 //! The log under SIGKILL: a child process appends from many tasks and is killed at random
 //! moments; after each reopen every acknowledged append is there, in order, with no gap in
 //! sequence numbers and every record decoding.
-
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 #![allow(clippy::disallowed_methods)] // tests read their environment
 use spool_log::{EventLog, RedbLog};
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! progress) and restarted each time. At the end: the run completed, exactly one result per
 //! segment (each the answer to that segment), counters equal to the outcomes, and at least as
 //! many processor calls as segments (calls may repeat; results never duplicate).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 mod common;
 

@@ -88,7 +88,7 @@ fn to_file(meta: &ObjectMeta) -> CloudFile {
         Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
         _ => String::new(),
     };
-    let ms = meta.last_modified.timestamp_millis().max(0) as u64;
+    let ms = spool_model::num::non_negative(meta.last_modified.timestamp_millis());
     CloudFile {
         content_type: content_type_for(&extension).map(str::to_string),
         path,

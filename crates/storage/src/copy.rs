@@ -250,7 +250,7 @@ where
             path: meta.location.to_string(),
             size_bytes: meta.size,
             etag: meta.e_tag.clone(),
-            last_modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+            last_modified_ms: spool_model::num::non_negative(meta.last_modified.timestamp_millis()),
         });
         if page.len() >= page_size {
             on_page(std::mem::take(&mut page)).await.map_err(BrowseError::Storage)?;

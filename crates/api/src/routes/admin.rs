@@ -26,7 +26,7 @@ pub async fn log(State(app): State<AppState>, who: Principal, RawQuery(q): RawQu
     who.require(Scope::Admin)?;
     let q = Query::parse(q.as_deref())?;
     let from = q.int("from", 1, 1, u64::MAX)?;
-    let limit = q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)?);
     let events = app.rt.log().read_from(from, limit).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(super::json(StatusCode::OK, &page(events, |e| e.seq + 1)))
 }
@@ -41,7 +41,7 @@ pub async fn stream(
     who.require(Scope::Admin)?;
     let q = Query::parse(q.as_deref())?;
     let from = q.int("from_version", 0, 0, u64::MAX)?;
-    let limit = q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, ADMIN_LOG_PAGE_MAX)?);
     let events = app.rt.log().read_stream(&stream, from, limit).map_err(|e| ApiError::internal(e.to_string()))?;
     let n = events.len() as u64;
     let mut v = page(events, |_| 0);
@@ -118,7 +118,7 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
                 // Mark the current value seen before reading, so a commit after the read wakes us.
                 applied.borrow_and_update();
                 if rt.applied_seq() >= next {
-                    buf = rt.log().read_from(next, ADMIN_LOG_PAGE_MAX as usize).unwrap_or_default();
+                    buf = rt.log().read_from(next, spool_model::num::sat_usize(ADMIN_LOG_PAGE_MAX)).unwrap_or_default();
                     if let Some(last) = buf.last() {
                         next = last.seq + 1;
                         continue;

@@ -32,7 +32,7 @@ impl Runtime {
         }) else {
             return Ok(());
         };
-        let interval_ms = self.cfg.automation_watch_interval.as_millis().max(1) as u64;
+        let interval_ms = spool_model::num::ms(self.cfg.automation_watch_interval).max(1);
         let listed = |objects: u64, error: Option<String>| {
             Command::Automation(AutomationCommand::RecordWatchListed {
                 automation_id: *automation_id,

@@ -175,12 +175,12 @@ impl Runtime {
                 .read_to_end(&mut buf)
                 .await
                 .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
-            match mp.put_part(location, &upload_id, part as usize, buf.clone().into()).await {
+            match mp.put_part(location, &upload_id, spool_model::num::sat_usize(part), buf.clone().into()).await {
                 Ok(id) => {
                     let cmd = ExportCommand::RecordPartWritten {
                         export_id,
                         attempt,
-                        part: part as u32,
+                        part: spool_model::num::sat_u32(part),
                         content_id: id.content_id,
                     };
                     record(cmd).await?;

@@ -95,7 +95,7 @@ impl Runtime {
                         path,
                         size_bytes: meta.size,
                         etag: meta.e_tag,
-                        last_modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+                        last_modified_ms: spool_model::num::non_negative(meta.last_modified.timestamp_millis()),
                     };
                     let page = spool_core::ImportCommand::RecordScanPage { job_id: *job_id, objects: vec![object] };
                     self.execute(Command::Import(page)).await?;

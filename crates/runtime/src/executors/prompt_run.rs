@@ -351,7 +351,12 @@ impl Runtime {
             let v = st.videos.get(&rv.video_id)?;
             let wants = pr::plan::wants_boundaries(&r.settings, v.media_type);
             let (a, b) = v.range_seconds();
-            Some((wants, v.media_type, v.media_path.clone(), ((a * 1e6) as u64, (b * 1e6) as u64)))
+            Some((
+                wants,
+                v.media_type,
+                v.media_path.clone(),
+                (spool_model::num::f64_to_u64(a * 1e6), spool_model::num::f64_to_u64(b * 1e6)),
+            ))
         });
         let (boundaries, source) = match (spec, self.media_dir()) {
             (Some((true, media_type, path, range)), Some(dir)) => {
@@ -463,8 +468,11 @@ impl Runtime {
         let (metadata, text, usage) = match &cfg.kind {
             ProcessorKind::Probe => {
                 let (m, t) = probe_answer(spec);
-                let usage =
-                    CallUsage { input_tokens: 0, output_tokens: 0, duration_ms: started.elapsed().as_millis() as u64 };
+                let usage = CallUsage {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    duration_ms: spool_model::num::ms(started.elapsed()),
+                };
                 (m, t, usage)
             }
             ProcessorKind::Http { url, secret, timeout, response_bytes_max } => {
@@ -475,13 +483,16 @@ impl Runtime {
                 let call = Call { url, secret, id: &id, timeout: *timeout, max_bytes: *response_bytes_max };
                 match call_http(&exec.client, call, &body, self.now_ms()).await {
                     Ok((m, t, mut u)) => {
-                        u.duration_ms = started.elapsed().as_millis() as u64;
+                        u.duration_ms = spool_model::num::ms(started.elapsed());
                         (m, t, u)
                     }
                     Err(f) => {
                         return Err((
                             f,
-                            Some(CallUsage { duration_ms: started.elapsed().as_millis() as u64, ..Default::default() }),
+                            Some(CallUsage {
+                                duration_ms: spool_model::num::ms(started.elapsed()),
+                                ..Default::default()
+                            }),
                         ));
                     }
                 }

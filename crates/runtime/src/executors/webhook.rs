@@ -357,7 +357,7 @@ impl Runtime {
                     body: Some(String::from_utf8_lossy(&bytes).into_owned()),
                     error: None,
                     retry_after_ms,
-                    duration_ms: started.elapsed().as_millis() as u64,
+                    duration_ms: spool_model::num::ms(started.elapsed()),
                 }
             }
             Err(e) => Sent {
@@ -371,7 +371,7 @@ impl Runtime {
                     format!("the request failed: {e}")
                 }),
                 retry_after_ms: None,
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms: spool_model::num::ms(started.elapsed()),
             },
         }
     }

@@ -136,7 +136,7 @@ pub async fn retrieve(
 pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let v = app.rt.read(|st| {
         serde_json::Value::Array(
             st.exports_by_created

@@ -157,7 +157,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
             }))
         })?),
     };
-    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, 1000)?);
     // Newest first, read from the (created_at, id) indexes: O(log n + limit).
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
         let keys: Box<dyn Iterator<Item = (u64, ImportJobId)>> = match status {
@@ -187,7 +187,7 @@ pub async fn outputs(
     who.require(Scope::Read)?;
     let id = parse_job(&raw)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, 1000)?);
     let from = decode_file_cursor(q.get("cursor"))?;
     let v = app
         .rt
@@ -205,7 +205,7 @@ pub async fn files(
     who.require(Scope::Read)?;
     let id = parse_job(&raw)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 100, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, 1000)?);
     let failed_only = q.bool("failed_only", false)?;
     let status = q.get("status").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase());
     let status = match status.as_deref() {

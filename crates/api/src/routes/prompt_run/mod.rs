@@ -71,7 +71,7 @@ fn duration(field: &str, v: Option<&Value>) -> Result<Option<u32>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=300).contains(&n)) => {
-            Ok(n.as_u64().map(|n| n as u32))
+            Ok(n.as_u64().map(spool_model::num::sat_u32))
         }
         Some(_) => Err(ApiError::validation(field, "must be an integer from 1 to 300")),
     }
@@ -296,7 +296,7 @@ pub async fn estimate(
 pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 200, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 200, 1, 1000)?);
     let v = app.rt.read(|st| {
         let runs: Vec<Value> = st
             .runs_by_created
@@ -351,7 +351,7 @@ pub async fn results(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as u32;
+    let limit = spool_model::num::sat_u32(q.int("limit", 50, 1, 100)?);
     let video =
         q.get("video_id").filter(|v| !v.is_empty()).ok_or_else(|| ApiError::validation("video_id", "is required"))?;
     let from = super::import_job::decode_file_cursor(q.get("cursor"))?;
@@ -364,7 +364,7 @@ pub async fn results(
         // scan bounded by the video's segments).
         for s in rv.segments().filter(|s| *s >= from) {
             let Some(res) = view::result(st, r, s) else { continue };
-            if data.len() as u32 == limit {
+            if spool_model::num::sat_u32(data.len()) == limit {
                 next = Some(s);
                 break;
             }
@@ -489,7 +489,7 @@ pub async fn process_video(
     who.require(Scope::Write)?;
     let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let q = Query::parse(q.as_deref())?;
-    let secs = q.int("segment_duration", 10, 1, 300)? as u32;
+    let secs = spool_model::num::sat_u32(q.int("segment_duration", 10, 1, 300)?);
     let prompt = q.get("prompt_id").filter(|p| !p.is_empty()).ok_or_else(|| {
         ApiError::validation("prompt_id", "is required: Spool has no default prompt; create one with POST /prompts")
     })?;
@@ -540,7 +540,7 @@ pub async fn video_runs(
     who.require(Scope::Read)?;
     let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 1000)?);
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
         let runs = st.video_runs.get(&video_id).into_iter().flatten().rev().take(limit);
@@ -559,7 +559,7 @@ pub async fn index_runs(
     who.require(Scope::Read)?;
     let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from: Option<(u64, PromptRunId)> = super::import_job::decode_created_cursor(q.get("cursor"))?;
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         st.live_index(&index_id).ok_or_else(|| ApiError::not_found("index", &raw))?;

@@ -59,7 +59,7 @@ pub async fn index_videos(
     who.require(Scope::Read)?;
     let index_id: IndexId = raw.parse().map_err(|_| ApiError::not_found("index", &raw))?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
     let page = app.rt.read(|st| {
         st.live_index(&index_id)?;
@@ -195,7 +195,7 @@ pub async fn segments(
         return Err(ApiError::not_found("video", &raw));
     }
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let latest = q.bool("latest_run", true)?;
     let run_id: Option<spool_model::PromptRunId> = match q.get("run_id").filter(|r| !r.is_empty()) {
         Some(r) => Some(r.parse().map_err(|_| ApiError::not_found("prompt_run", r))?),
@@ -257,7 +257,7 @@ pub async fn playground(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 100)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
     let page = app.rt.read(|st| video_page(st, &spool_core::imports::PLAYGROUND, limit, from));
     Ok(json(StatusCode::OK, &page))

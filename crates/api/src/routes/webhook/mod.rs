@@ -249,7 +249,7 @@ pub async fn rotate(
     who.require(Scope::Write)?;
     let id = parse_id(&raw)?;
     let secret = spool_runtime::new_secret(app.rt.ids().as_ref());
-    let grace_ms = app.rt.webhook_settings().rotation_grace.as_millis() as u64;
+    let grace_ms = spool_model::num::ms(app.rt.webhook_settings().rotation_grace);
     let work = spool_runtime::Runtime::rotate_webhook_secret(id, secret.clone(), grace_ms);
     let (r, _) = app
         .rt
@@ -308,7 +308,7 @@ pub async fn deliveries(
     who.require(Scope::Read)?;
     let id = parse_id(&raw)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = q.int("limit", 50, 1, 1000)? as usize;
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 1000)?);
     let status = match q.get("status").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {

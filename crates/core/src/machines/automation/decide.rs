@@ -128,7 +128,7 @@ pub fn fire_debounce(state: &State, timer: &crate::Timer, ctx: &mut Ctx) -> Resu
     let listed: Vec<crate::machines::import_job::ListedObject> = a.found.values().map(Into::into).collect();
     let job_events = &mut streams[0].events;
     for (n, chunk) in listed.chunks(FOUND_FILES_PER_EVENT).enumerate() {
-        let first = (n * FOUND_FILES_PER_EVENT) as u32;
+        let first = spool_model::num::sat_u32(n * FOUND_FILES_PER_EVENT);
         let files = crate::machines::import_job::classify(
             state,
             connector_id,
@@ -142,7 +142,7 @@ pub fn fire_debounce(state: &State, timer: &crate::Timer, ctx: &mut Ctx) -> Resu
         job_events.push(Event::ImportFilesDiscovered { job_id, files });
     }
     job_events.push(Event::ImportScanCompleted { job_id });
-    streams.push(record(Some(job_id), listed.len() as u32, None));
+    streams.push(record(Some(job_id), spool_model::num::sat_u32(listed.len()), None));
     Ok(Decision { streams, outcome: Outcome::Automation(*automation_id) })
 }
 

@@ -121,7 +121,7 @@ fn backoff_ms(attempt: u32, ctx: &mut Ctx) -> u64 {
     let i = (attempt.max(1) as usize - 1).min(EXPORT_RETRY_BACKOFF_MS.len() - 1);
     let base = EXPORT_RETRY_BACKOFF_MS[i];
     let spread = base / 5;
-    base - spread + (ctx.new_ulid().random() as u64) % (2 * spread + 1)
+    base - spread + spool_model::num::low_u64(ctx.new_ulid().random()) % (2 * spread + 1)
 }
 
 fn start(state: &State, export_id: &ExportId, attempt: u32) -> Result<Decision, DomainError> {

@@ -269,7 +269,16 @@ pub fn record_scan_page(
         .iter()
         .take(SCAN_PAGE_OBJECTS_MAX)
         .filter(|o| !j.seen_paths.contains(&path_key(&o.path)) && seen.insert(o.path.as_str()));
-    let files = classify(state, &j.connector_id, &j.index_id, j.import_mode, j.files.len() as u32, new, false, ctx);
+    let files = classify(
+        state,
+        &j.connector_id,
+        &j.index_id,
+        j.import_mode,
+        spool_model::num::sat_u32(j.files.len()),
+        new,
+        false,
+        ctx,
+    );
     if files.is_empty() {
         return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
@@ -297,7 +306,7 @@ pub fn classify<'a>(
 ) -> Vec<DiscoveredFile> {
     let mut files = Vec::new();
     for o in objects {
-        let file_id = first_file_id + files.len() as u32;
+        let file_id = first_file_id + spool_model::num::sat_u32(files.len());
         let key = import_key(connector_id, index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
         let skip = if MediaType::from_extension(&extension(&o.path)).is_none() {
             Some("unsupported_format")
@@ -357,7 +366,7 @@ pub fn record_scan_failed(
         let i = (attempt as usize - 1).min(IMPORT_SCAN_BACKOFF_MS.len() - 1);
         let base = IMPORT_SCAN_BACKOFF_MS[i];
         let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
-        let due_ms = ctx.now_ms + base - spread + (ctx.new_ulid().random() as u64) % (2 * spread + 1);
+        let due_ms = ctx.now_ms + base - spread + spool_model::num::low_u64(ctx.new_ulid().random()) % (2 * spread + 1);
         let events = vec![Event::ImportScanRetryScheduled { job_id: *job_id, attempt, due_ms, error }];
         return Ok(Decision::one(job_id.to_string(), events, Outcome::Import(*job_id)));
     }
@@ -553,7 +562,7 @@ pub fn retry_backoff_ms(attempt: u32, ctx: &mut crate::Ctx) -> u64 {
     let i = (attempt.max(1) as usize - 1).min(IMPORT_RETRY_BACKOFF_MS.len() - 1);
     let base = IMPORT_RETRY_BACKOFF_MS[i];
     let spread = base * IMPORT_RETRY_JITTER_PCT / 100;
-    let r = (ctx.new_ulid().random() as u64) % (2 * spread + 1);
+    let r = spool_model::num::low_u64(ctx.new_ulid().random()) % (2 * spread + 1);
     base - spread + r
 }
 

@@ -92,7 +92,7 @@ pub fn files_page(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: u
             let start = (from as usize).min(j.files.len());
             let end = start.saturating_add(limit).min(j.files.len());
             let items: Vec<Value> = j.files[start..end].iter().map(source_file).collect();
-            let next = (end < j.files.len()).then_some(end as u32);
+            let next = (end < j.files.len()).then_some(spool_model::num::sat_u32(end));
             (items, next, j.files.len())
         }
     };

@@ -241,7 +241,8 @@ fn plan_video(
     let (segments, method) = match state.videos.get(&rv.video_id) {
         Some(v) => {
             let (a, b) = v.range_seconds();
-            let range = ((a * 1e6).round() as u64, (b * 1e6).round() as u64);
+            let range =
+                (spool_model::num::f64_to_u64((a * 1e6).round()), spool_model::num::f64_to_u64((b * 1e6).round()));
             let mut sorted: Option<Vec<u64>> = boundaries.map(|b| b.to_vec());
             if let Some(s) = sorted.as_mut() {
                 s.sort_unstable();
@@ -390,7 +391,7 @@ fn backoff_ms(n: u32, ctx: &mut Ctx) -> u64 {
     let i = (n.max(1) as usize - 1).min(TASK_RETRY_BACKOFF_MS.len() - 1);
     let base = TASK_RETRY_BACKOFF_MS[i];
     let spread = base / 5;
-    base - spread + (ctx.new_ulid().random() as u64) % (2 * spread + 1)
+    base - spread + spool_model::num::low_u64(ctx.new_ulid().random()) % (2 * spread + 1)
 }
 
 /// `FireTimer` of a task's retry: the task is pending again (a timer fired already adds

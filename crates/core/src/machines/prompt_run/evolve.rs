@@ -53,7 +53,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 if run.video_pos.contains_key(video_id) {
                     continue;
                 }
-                let n = run.videos.len() as u32;
+                let n = spool_model::num::sat_u32(run.videos.len());
                 let v = state.videos.get(video_id);
                 let media_type = v.map_or(spool_model::MediaType::Video, |v| v.media_type);
                 run.counts.entry(media_type).or_default().total += 1;
@@ -92,7 +92,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         }
         Event::PromptRunVideoPlanned { run_id, video, segments, method } => {
             let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-            let first = run.segments.len() as u32;
+            let first = spool_model::num::sat_u32(run.segments.len());
             let Some(v) = run.videos.get_mut(*video as usize) else { return };
             if v.planned {
                 return;
@@ -100,12 +100,12 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             v.planned = true;
             v.method = method.clone();
             v.seg_first = first;
-            v.seg_count = segments.len() as u32;
+            v.seg_count = spool_model::num::sat_u32(segments.len());
             v.seconds_ms = segments.iter().map(|r| (r.end_us - r.start_us) / 1000).sum();
             run.total_ms += v.seconds_ms;
             for (i, r) in segments.iter().enumerate() {
                 run.segments.push(RunSegment { video: *video, range: *r, task: TaskState::new(at) });
-                run.tasks.insert(TaskStatus::Pending, RunTask::Segment(first + i as u32));
+                run.tasks.insert(TaskStatus::Pending, RunTask::Segment(first + spool_model::num::sat_u32(i)));
             }
             run.unplanned.remove(video);
             settle_video(run, *video);

@@ -12,7 +12,7 @@ fn insert(state: &mut State, v: Video) {
 /// The milliseconds of media a video covers (its part's range).
 pub fn media_ms(v: &Video) -> u64 {
     let (a, b) = v.range_seconds();
-    ((b - a).max(0.0) * 1000.0).round() as u64
+    spool_model::num::f64_to_u64(((b - a).max(0.0) * 1000.0).round())
 }
 
 /// Fold the video's events; others are not this machine's.

@@ -166,7 +166,8 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             } else {
                 let base = schedule_ms[*attempt as usize];
                 let spread = base * DELIVERY_RETRY_JITTER_PCT / 100;
-                let jitter = if spread == 0 { 0 } else { (ctx.new_ulid().random() as u64) % (2 * spread + 1) };
+                let jitter =
+                    if spread == 0 { 0 } else { spool_model::num::low_u64(ctx.new_ulid().random()) % (2 * spread + 1) };
                 let mut at = ctx.now_ms + base - spread + jitter;
                 if let Some(ra) = retry_after_ms {
                     at = at.max(ctx.now_ms + (*ra).min(RETRY_AFTER_CAP_MS));
