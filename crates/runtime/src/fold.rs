@@ -26,7 +26,7 @@ pub fn restore_snapshot<L: EventLog + ?Sized>(log: &L) -> Result<State, spool_lo
     match log.snapshot(SNAPSHOT_NAME)? {
         Some(s) if s.at_seq <= head => match State::from_snapshot(&s.bytes) {
             Some(st) if st.applied_seq == s.at_seq => {
-                tracing::info!(at_seq = s.at_seq, "restored the state from a snapshot");
+                tracing::debug!(at_seq = s.at_seq, "restored the state from a snapshot");
                 Ok(st)
             }
             _ => {

@@ -170,6 +170,9 @@ impl Runtime {
         // The snapshot now; the tail is folded on the sequencer's thread before it takes
         // commands (the caller may serve meanwhile: `/api` answers 503 until ready).
         let state = crate::fold::restore_snapshot(&*log)?;
+        if state.applied_seq > 0 {
+            tracing::info!(at_seq = state.applied_seq, "restored the state from a snapshot");
+        }
         let (inbox, rx) = crate::sequencer::inbox();
         let webhooks = crate::executors::webhook::WebhookExecutor::new(cfg.webhooks.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;
@@ -451,13 +454,36 @@ impl Runtime {
         }
     }
 
-    /// Write a snapshot of the folded state.
+    /// Write a snapshot while serving: the state is folded anew, off every lock, from the last
+    /// snapshot and the durable events after it (a checkpointer: the same fold `spool verify`
+    /// checks is deterministic), then encoded. Readers and the sequencer never wait for it; the
+    /// cost is a transient second copy of the state while it runs.
     pub async fn snapshot(&self) {
+        let log = self.log.clone();
+        let folded = tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            let st = crate::fold::load_state(&*log)?;
+            let fold_ms = spool_model::num::ms(began.elapsed());
+            let bytes = st.to_snapshot();
+            Ok::<_, spool_log::Error>((st.applied_seq, bytes, fold_ms, spool_model::num::ms(began.elapsed()) - fold_ms))
+        })
+        .await;
+        match folded {
+            Ok(Ok((at_seq, bytes, fold_ms, encode_ms))) => self.write_snapshot(at_seq, bytes, fold_ms, encode_ms).await,
+            Ok(Err(e)) => tracing::warn!(error = %e, "snapshot not written: the log could not be folded"),
+            Err(e) => tracing::warn!(error = %e, "snapshot not written: its fold failed"),
+        }
+    }
+
+    /// Write a snapshot of the read state (at shutdown, when nothing else runs).
+    async fn snapshot_read_state(&self) {
         let began = std::time::Instant::now();
         let (at_seq, bytes) = self.read(|st| (st.applied_seq, st.to_snapshot()));
-        // Encoded under the read lock: readers and the commit thread wait this long (issue 27
-        // shrinks the state a snapshot holds to the work in flight).
-        let encode_ms = spool_model::num::ms(began.elapsed());
+        let ms = spool_model::num::ms(began.elapsed());
+        self.write_snapshot(at_seq, bytes, 0, ms).await;
+    }
+
+    async fn write_snapshot(&self, at_seq: u64, bytes: Vec<u8>, fold_ms: u64, encode_ms: u64) {
         if at_seq <= self.last_snapshot_seq.load(Ordering::SeqCst) {
             return;
         }
@@ -469,7 +495,7 @@ impl Runtime {
         match self.log.append(req).await {
             Ok(_) => {
                 self.last_snapshot_seq.fetch_max(at_seq, Ordering::SeqCst);
-                tracing::info!(at_seq, bytes = bytes_len, encode_ms, "snapshot written");
+                tracing::info!(at_seq, bytes = bytes_len, fold_ms, encode_ms, "snapshot written");
             }
             Err(e) => tracing::warn!(error = %e, "snapshot not written"),
         }
@@ -727,7 +753,7 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.snapshot().await;
+        self.snapshot_read_state().await;
         // Stop the background loops, then the sequencer (its inbox closes when the last sender
         // goes), so the data directory is free once this returns.
         self.stopping.send_replace(true);
