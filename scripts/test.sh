@@ -19,10 +19,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== storage servers (s3s-fs, moto, azurite, fake-gcs-server + GCS XML adapter)"
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" scripts/storage-servers.sh install
 state=$(mktemp -d "${TMPDIR:-/tmp}/spool-storage.XXXXXX")
-trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+trap 'scripts/storage-servers.sh stop "$state" >/dev/null 2>&1 || true; scripts/pg.sh stop "$state" >/dev/null 2>&1 || true' EXIT
 scripts/storage-servers.sh start "$state"
 # shellcheck disable=SC1091
 . "$state/env"
+
+echo "== PostgreSQL 15 (the PostgreSQL log's tests: initdb into a folder, a free loopback port)"
+scripts/pg.sh install
+scripts/pg.sh start "$state"
+# shellcheck disable=SC1091
+. "$state/pg-env"
 
 echo "== cargo test"
 cargo test --workspace --quiet

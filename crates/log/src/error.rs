@@ -20,6 +20,9 @@ pub enum Error {
     Encode(CodecError),
     #[error("the log is closed")]
     Closed,
+    /// The partition was taken over: this writer's epoch is over and it may not append.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 macro_rules! storage_from {

@@ -363,7 +363,7 @@ impl EventLog for RedbLog {
     }
 }
 
-fn validate(req: &AppendRequest) -> Result<(), Error> {
+pub(crate) fn validate(req: &AppendRequest) -> Result<(), Error> {
     let n = req.event_count();
     if n > APPEND_EVENTS_MAX {
         return Err(Error::Invalid(format!("{n} events in one append; at most {APPEND_EVENTS_MAX}")));

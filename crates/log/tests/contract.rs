@@ -1,9 +1,12 @@
 //! The log contract (`engine-spec/log-format.md`, "The contract"), one suite run on every
-//! implementation of `EventLog`: redb (on disk) and the in-memory log now, PostgreSQL next.
+//! implementation of `EventLog`: redb (on disk), the in-memory log and PostgreSQL.
 //! Each check is a generic function; `contract!` instantiates them per implementation.
+#![allow(clippy::disallowed_methods)] // the tests' PostgreSQL is named by SPOOL_TEST_PG_URL
+#![allow(clippy::cast_possible_truncation)] // test bytes
 
 use spool_log::{
-    AppendRequest, Error, EventLog, Expected, MemLog, NewEvent, RedbLog, SideTable, SideWrite, StreamAppend,
+    AppendRequest, Error, EventLog, Expected, MemLog, NewEvent, PgLog, PgLogOptions, RedbLog, SideTable, SideWrite,
+    StreamAppend,
 };
 use spool_model::{Event, IndexId};
 use std::sync::Arc;
@@ -172,6 +175,36 @@ contract!(redb, {
     (Arc::new(RedbLog::open_dir(dir.path()).unwrap()), Some(dir))
 });
 contract!(memory, (Arc::new(MemLog::new()), None::<tempfile::TempDir>));
+contract!(postgres, (Arc::new(pg_log()), None::<tempfile::TempDir>));
+
+/// A log in a database of its own on the tests' PostgreSQL (`scripts/pg.sh start DIR`, then
+/// source `DIR/pg-env`: `scripts/test.sh` does both).
+fn pg_log() -> PgLog {
+    let admin = std::env::var("SPOOL_TEST_PG_URL")
+        .expect("SPOOL_TEST_PG_URL: start PostgreSQL with scripts/pg.sh start DIR and source DIR/pg-env");
+    let name = format!("contract_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let url = spool_log::create_database(&admin, &name).unwrap();
+    PgLog::open(PgLogOptions { url, partition: 0 }).unwrap()
+}
+
+/// A second opening of the same partition takes it over: the first writer's next append is
+/// refused (fenced), and nothing of it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_writer_of_an_earlier_epoch_cannot_append() {
+    let admin = std::env::var("SPOOL_TEST_PG_URL").expect("SPOOL_TEST_PG_URL (scripts/pg.sh)");
+    let name = format!("fence_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let url = spool_log::create_database(&admin, &name).unwrap();
+    let old = PgLog::open(PgLogOptions { url: url.clone(), partition: 0 }).unwrap();
+    old.append(one("a", Expected::Any, 0..2)).await.unwrap();
+    let new = PgLog::open(PgLogOptions { url, partition: 0 }).unwrap();
+    assert!(new.epoch() > old.epoch());
+    let refused = old.append(one("a", Expected::Any, 2..3)).await;
+    assert!(matches!(refused, Err(Error::Fenced(_))), "{refused:?}");
+    assert_eq!(new.head(), 2);
+    let b = new.append(one("a", Expected::Any, 3..4)).await.unwrap();
+    assert_eq!((b.first_seq, b.versions.clone()), (3, vec![3]));
+    assert_eq!(new.read_from(1, 10).unwrap().len(), 3, "the fenced append wrote nothing");
+}
 
 #[tokio::test]
 async fn memory_log_a_failed_commit_writes_nothing_and_refuses_until_healed() {
@@ -183,4 +216,30 @@ async fn memory_log_a_failed_commit_writes_nothing_and_refuses_until_healed() {
     assert_eq!(log.head(), 1);
     log.heal();
     assert_eq!(log.append(one("a", Expected::Any, 3..4)).await.unwrap().first_seq, 2);
+}
+
+/// A snapshot larger than a chunk (a `bytea` holds at most 1 GB) is stored in chunks and read
+/// back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_snapshot_larger_than_a_chunk_reads_back_whole() {
+    let log = pg_log();
+    log.append(one("s", Expected::Any, 0..1)).await.unwrap();
+    let bytes: Vec<u8> = (0..spool_log::SNAPSHOT_CHUNK_BYTES * 2 + 5).map(|i| (i % 251) as u8).collect();
+    log.append(AppendRequest {
+        streams: vec![],
+        side: vec![SideWrite::Snapshot { name: "core".into(), at_seq: 1, bytes: bytes.clone() }],
+    })
+    .await
+    .unwrap();
+    let s = log.snapshot("core").unwrap().unwrap();
+    assert_eq!(s.at_seq, 1);
+    assert!(s.bytes == bytes, "{} bytes back of {}", s.bytes.len(), bytes.len());
+    // A smaller one replaces it entirely (no chunk of the old one is left behind).
+    log.append(AppendRequest {
+        streams: vec![],
+        side: vec![SideWrite::Snapshot { name: "core".into(), at_seq: 1, bytes: vec![1, 2, 3] }],
+    })
+    .await
+    .unwrap();
+    assert_eq!(log.snapshot("core").unwrap().unwrap().bytes, vec![1, 2, 3]);
 }

@@ -12,8 +12,6 @@ use std::time::Instant;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
-    /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
-    /// flight), against the receiver's own ceiling measured with wrk in the same run.
     /// A prompt run over 1,000 imported videos (2 segments each) with the `probe` processor and
     /// with a local no-op `http` worker, against the worker's own ceiling under a plain load
     /// generator in the same run.
@@ -28,6 +26,8 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
+    /// flight), against the receiver's own ceiling measured with wrk in the same run.
     Webhooks {
         /// Domain events per run (each goes to every webhook).
         #[arg(long, default_value_t = 2000)]

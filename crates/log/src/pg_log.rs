@@ -1,0 +1,910 @@
+//! The PostgreSQL log (`engine-spec/cluster.md`): the same contract as [`crate::RedbLog`] on a
+//! database several nodes reach. One partition of the log per `PgLog`; its writer is the
+//! partition's only writer, fenced by the partition's epoch.
+//!
+//! - Sequence numbers are assigned by the writer (it holds the partition), gap-free and in
+//!   commit order, and the record embeds them (the record format is redb's).
+//! - One transaction per group of appends, sent in one round trip: `BEGIN`, the fence (the
+//!   partition's epoch and head are checked and moved inside the transaction, so a writer that
+//!   lost the partition cannot write), the events with their stream versions (one statement for
+//!   the whole group), the side writes, `COMMIT`, pipelined on one connection.
+//! - A commit whose answer was lost (the connection dropped after `COMMIT` was sent) is settled
+//!   from the database before anyone is answered: the partition's head says whether it landed.
+//! - Snapshots are stored in chunks ([`SNAPSHOT_CHUNK_BYTES`]), since a field holds at most 1 GB.
+//!
+//! Reads are synchronous in the [`EventLog`] trait: they go to reader threads, each with its own
+//! connection, over a channel.
+
+use crate::{
+    AppendRequest, Appended, Error, EventLog, Expected, LogStats, READ_BATCH_MAX, SideTable, SideWrite, Snapshot, Tail,
+};
+use spool_model::{Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Bytes of one snapshot chunk row (a `bytea` holds at most 1 GB).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 << 20;
+/// Reader threads (and connections) of one log.
+pub const PG_READERS: usize = 2;
+/// The log's tables, created at open when missing. Every table has the partition in its key.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spool_meta (key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS spool_partitions (
+    partition int PRIMARY KEY,
+    epoch bigint NOT NULL,
+    head bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spool_events (
+    partition int NOT NULL,
+    seq bigint NOT NULL,
+    stream text NOT NULL,
+    version bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (partition, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spool_events_stream ON spool_events (partition, stream, version);
+CREATE TABLE IF NOT EXISTS spool_streams (
+    partition int NOT NULL,
+    stream text NOT NULL,
+    version bigint NOT NULL,
+    PRIMARY KEY (partition, stream)
+);
+CREATE TABLE IF NOT EXISTS spool_snapshots (
+    partition int NOT NULL,
+    name text NOT NULL,
+    chunk int NOT NULL,
+    at_seq bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (partition, name, chunk)
+);
+CREATE TABLE IF NOT EXISTS spool_side (
+    partition int NOT NULL,
+    tbl smallint NOT NULL,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (partition, tbl, key)
+);
+CREATE OR REPLACE FUNCTION spool_fence(p int, ep bigint, old_head bigint, new_head bigint) RETURNS void AS $$
+BEGIN
+    UPDATE spool_partitions SET head = new_head WHERE partition = p AND epoch = ep AND head = old_head;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'spool: partition % is no longer held at epoch % and head %', p, ep, old_head
+            USING ERRCODE = 'SP001';
+    END IF;
+END $$ LANGUAGE plpgsql;
+"#;
+
+/// The events of a group, their versions computed from `spool_streams` in the same statement.
+const INSERT_EVENTS: &str = r#"
+WITH req AS (
+    SELECT r.seq, r.stream, r.record FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS r(seq, stream, record)
+), counts AS (
+    SELECT stream, count(*)::bigint AS n FROM req GROUP BY stream
+), bumped AS (
+    INSERT INTO spool_streams AS s (partition, stream, version)
+    SELECT $1, stream, n FROM counts
+    ON CONFLICT (partition, stream) DO UPDATE SET version = s.version + EXCLUDED.version
+    RETURNING stream, version
+), ins AS (
+    INSERT INTO spool_events (partition, seq, stream, version, record)
+    SELECT $1, r.seq, r.stream, b.version - c.n + row_number() OVER (PARTITION BY r.stream ORDER BY r.seq) - 1, r.record
+    FROM req r JOIN bumped b USING (stream) JOIN counts c USING (stream)
+    RETURNING 1
+)
+SELECT stream, version, (SELECT count(*) FROM ins) FROM bumped
+"#;
+
+fn side_code(t: SideTable) -> i16 {
+    match t {
+        SideTable::Idempotency => 1,
+        SideTable::DataKeys => 2,
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "SP001" => Error::Fenced(db.message().to_string()),
+        Some(db) => Error::Storage(format!("postgres: {}", db.message())),
+        None => Error::Storage(format!("postgres: {e}")),
+    }
+}
+
+/// Where a log lives: a database and one partition of it.
+#[derive(Debug, Clone)]
+pub struct PgLogOptions {
+    /// `postgres://user@host:port/db`.
+    pub url: String,
+    pub partition: i32,
+}
+
+struct Job {
+    req: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, Error>>,
+}
+
+enum Read {
+    From(u64, usize),
+    Stream(String, u64, usize),
+    Version(String),
+    Snapshot(String),
+    SideGet(SideTable, String),
+    SideScan(SideTable, Option<String>, usize),
+}
+
+enum ReadAnswer {
+    Envelopes(Vec<Envelope>),
+    Version(u64),
+    Snapshot(Option<Snapshot>),
+    Side(Option<Vec<u8>>),
+    Scan(Vec<(String, Vec<u8>)>),
+}
+
+type ReadJob = (Read, std::sync::mpsc::Sender<Result<ReadAnswer, Error>>);
+
+/// A log in PostgreSQL. Opening it takes its partition: the epoch moves on, and a writer of an
+/// earlier epoch (another process that held it) can no longer append.
+pub struct PgLog {
+    tx: Option<mpsc::Sender<Job>>,
+    reads: Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>,
+    head: watch::Receiver<u64>,
+    stats: Arc<LogStats>,
+    epoch: u64,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A current-thread runtime for one of the log's threads.
+fn thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Storage(format!("cannot start a log thread: {e}")))
+}
+
+async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg_err)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "a log connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgLog {
+    /// Open the log's partition in the database at `opts.url` (creating the tables when
+    /// missing) and take it.
+    pub fn open(opts: PgLogOptions) -> Result<Self, Error> {
+        // On a thread of its own: the caller may be inside an async runtime.
+        let setup = opts.clone();
+        let (epoch, head_seq) = std::thread::scope(|s| s.spawn(move || Self::take_partition(&setup)).join())
+            .map_err(|_| Error::Storage("the log's setup panicked".into()))??;
+        Self::start(opts, epoch, head_seq)
+    }
+
+    /// Create the tables when missing and take the partition: its epoch moves on.
+    fn take_partition(opts: &PgLogOptions) -> Result<(u64, u64), Error> {
+        let rt = thread_runtime()?;
+        rt.block_on(async {
+            let mut c = connect(&opts.url).await?;
+            let t = c.transaction().await.map_err(pg_err)?;
+            // One creator at a time (several nodes may start together).
+            t.batch_execute("SELECT pg_advisory_xact_lock(7370656)").await.map_err(pg_err)?;
+            t.batch_execute(SCHEMA).await.map_err(pg_err)?;
+            let known: Option<i64> = t
+                .query_opt("SELECT value FROM spool_meta WHERE key = 'format_version'", &[])
+                .await
+                .map_err(pg_err)?
+                .map(|r| r.get(0));
+            if known.unwrap_or(0) > i64::from(FORMAT_VERSION) {
+                return Err(Error::Invalid(format!(
+                    "the log was written by a newer Spool (format {}); this build writes format {FORMAT_VERSION}",
+                    known.unwrap_or(0)
+                )));
+            }
+            t.execute(
+                "INSERT INTO spool_meta (key, value) VALUES ('format_version', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&i64::from(FORMAT_VERSION)],
+            )
+            .await
+            .map_err(pg_err)?;
+            t.execute(
+                "INSERT INTO spool_partitions (partition, epoch, head) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
+                &[&opts.partition],
+            )
+            .await
+            .map_err(pg_err)?;
+            let row = t
+                .query_one(
+                    "UPDATE spool_partitions SET epoch = epoch + 1 WHERE partition = $1 RETURNING epoch, head",
+                    &[&opts.partition],
+                )
+                .await
+                .map_err(pg_err)?;
+            t.commit().await.map_err(pg_err)?;
+            let (epoch, head): (i64, i64) = (row.get(0), row.get(1));
+            Ok::<_, Error>((u64::try_from(epoch).unwrap_or(0), u64::try_from(head).unwrap_or(0)))
+        })
+    }
+
+    fn start(opts: PgLogOptions, epoch: u64, head_seq: u64) -> Result<Self, Error> {
+        let (head_tx, head_rx) = watch::channel(head_seq);
+        let (tx, rx) = mpsc::channel(crate::APPEND_QUEUE_DEPTH_MAX);
+        let stats = Arc::new(LogStats::default());
+        let mut threads = Vec::new();
+        let w =
+            Writer { url: opts.url.clone(), partition: opts.partition, epoch, head: head_seq, stats: stats.clone() };
+        threads.push(
+            std::thread::Builder::new()
+                .name("spool-pg-writer".into())
+                .spawn(move || w.run(rx, head_tx))
+                .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?,
+        );
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for i in 0..PG_READERS {
+            let (url, partition, rx) = (opts.url.clone(), opts.partition, read_rx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("spool-pg-reader-{i}"))
+                    .spawn(move || reader_loop(&url, partition, &rx))
+                    .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
+            );
+        }
+        Ok(PgLog { tx: Some(tx), reads: Mutex::new(Some(read_tx)), head: head_rx, stats, epoch, threads })
+    }
+
+    /// The epoch this log holds its partition at.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn read(&self, r: Read) -> Result<ReadAnswer, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.as_ref().ok_or(Error::Closed)?.send((r, tx)).map_err(|_| Error::Closed)?;
+        }
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    fn shutdown(&mut self) {
+        self.tx.take();
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PgLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The reader threads: one connection each, reconnecting after a failure.
+fn reader_loop(url: &str, partition: i32, rx: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+    let Ok(rt) = thread_runtime() else { return };
+    let mut client: Option<Client> = None;
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            rx.recv()
+        };
+        let Ok((read, reply)) = job else { return };
+        let answer = rt.block_on(async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = Some(connect(url).await?);
+            }
+            let c = client.as_ref().ok_or(Error::Closed)?;
+            answer_read(c, partition, read).await
+        });
+        if answer.is_err() {
+            client = None;
+        }
+        let _ = reply.send(answer);
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error> {
+    let decode = |rows: Vec<tokio_postgres::Row>| -> Result<Vec<Envelope>, Error> {
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let bytes: &[u8] = r.get(1);
+                decode_envelope(bytes).map_err(|source| Error::Corrupt { seq: u64_of(seq), source })
+            })
+            .collect()
+    };
+    Ok(match read {
+        Read::From(from, limit) => {
+            let rows = c
+                .query(
+                    "SELECT seq, record FROM spool_events WHERE partition = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                    &[&p, &i64_of(from), &i64_of(limit.min(READ_BATCH_MAX) as u64)],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Envelopes(decode(rows)?)
+        }
+        Read::Stream(stream, from, limit) => {
+            let rows = c
+                .query(
+                    "SELECT seq, record FROM spool_events WHERE partition = $1 AND stream = $2 AND version >= $3 \
+                     ORDER BY version LIMIT $4",
+                    &[&p, &stream, &i64_of(from), &i64_of(limit.min(READ_BATCH_MAX) as u64)],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Envelopes(decode(rows)?)
+        }
+        Read::Version(stream) => {
+            let row = c
+                .query_opt("SELECT version FROM spool_streams WHERE partition = $1 AND stream = $2", &[&p, &stream])
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Version(row.map_or(0, |r| u64_of(r.get(0))))
+        }
+        Read::Snapshot(name) => {
+            let rows = c
+                .query(
+                    "SELECT at_seq, bytes FROM spool_snapshots WHERE partition = $1 AND name = $2 ORDER BY chunk",
+                    &[&p, &name],
+                )
+                .await
+                .map_err(pg_err)?;
+            let Some(first) = rows.first() else { return Ok(ReadAnswer::Snapshot(None)) };
+            let at_seq: i64 = first.get(0);
+            let mut bytes = Vec::new();
+            for r in &rows {
+                bytes.extend_from_slice(r.get::<_, &[u8]>(1));
+            }
+            ReadAnswer::Snapshot(Some(Snapshot { at_seq: u64_of(at_seq), bytes }))
+        }
+        Read::SideGet(t, key) => {
+            let row = c
+                .query_opt(
+                    "SELECT value FROM spool_side WHERE partition = $1 AND tbl = $2 AND key = $3",
+                    &[&p, &side_code(t), &key],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Side(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        }
+        Read::SideScan(t, after, limit) => {
+            let limit = i64_of(limit.min(READ_BATCH_MAX) as u64);
+            let rows = match after {
+                Some(a) => {
+                    c.query(
+                        "SELECT key, value FROM spool_side WHERE partition = $1 AND tbl = $2 AND key > $3 \
+                         ORDER BY key COLLATE \"C\" LIMIT $4",
+                        &[&p, &side_code(t), &a, &limit],
+                    )
+                    .await
+                }
+                None => {
+                    c.query(
+                        "SELECT key, value FROM spool_side WHERE partition = $1 AND tbl = $2 \
+                         ORDER BY key COLLATE \"C\" LIMIT $3",
+                        &[&p, &side_code(t), &limit],
+                    )
+                    .await
+                }
+            }
+            .map_err(pg_err)?;
+            ReadAnswer::Scan(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))).collect())
+        }
+    })
+}
+
+/// The partition's one writer.
+struct Writer {
+    url: String,
+    partition: i32,
+    epoch: u64,
+    head: u64,
+    stats: Arc<LogStats>,
+}
+
+/// The statements a writer prepares once per connection.
+struct Prepared {
+    begin: Statement,
+    fence: Statement,
+    events: Statement,
+    side_put: Statement,
+    side_delete: Statement,
+    snapshot_delete: Statement,
+    snapshot_put: Statement,
+    commit: Statement,
+    versions: Statement,
+}
+
+async fn prepare(c: &Client) -> Result<Prepared, Error> {
+    let p = |sql: &'static str| async move { c.prepare(sql).await.map_err(pg_err) };
+    Ok(Prepared {
+        begin: p("BEGIN").await?,
+        fence: p("SELECT spool_fence($1, $2, $3, $4)").await?,
+        events: p(INSERT_EVENTS).await?,
+        side_put: p("INSERT INTO spool_side (partition, tbl, key, value) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (partition, tbl, key) DO UPDATE SET value = EXCLUDED.value")
+        .await?,
+        side_delete: p("DELETE FROM spool_side WHERE partition = $1 AND tbl = $2 AND key = $3").await?,
+        snapshot_delete: p("DELETE FROM spool_snapshots WHERE partition = $1 AND name = $2").await?,
+        snapshot_put: p(
+            "INSERT INTO spool_snapshots (partition, name, chunk, at_seq, bytes) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?,
+        commit: p("COMMIT").await?,
+        versions: p("SELECT stream, version FROM spool_streams WHERE partition = $1 AND stream = ANY($2)").await?,
+    })
+}
+
+/// What one group of appends writes, built before the transaction.
+struct Group {
+    seqs: Vec<i64>,
+    streams: Vec<String>,
+    records: Vec<Vec<u8>>,
+    side: Vec<SideWrite>,
+    /// Per job: its answer, or the refusal decided before the transaction.
+    answers: Vec<Result<Appended, Error>>,
+    new_head: u64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, head_tx: watch::Sender<u64>) {
+        let Ok(rt) = thread_runtime() else { return };
+        let mut conn: Option<(Client, Prepared)> = None;
+        let mut batch: Vec<Job> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut events = first.req.event_count();
+            batch.push(first);
+            while batch.len() < crate::GROUP_COMMIT_REQUESTS_MAX && events < crate::GROUP_COMMIT_EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        events += job.req.event_count();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = rt.block_on(self.commit(&mut conn, &batch));
+            match result {
+                Ok(answers) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    head_tx.send_replace(self.head);
+                    for (job, a) in batch.drain(..).zip(answers) {
+                        if a.is_ok() {
+                            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                            self.stats.events.fetch_add(job.req.event_count() as u64, Ordering::Relaxed);
+                        }
+                        let _ = job.reply.send(a);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, requests = batch.len(), "log commit failed; nothing of this batch was written");
+                    self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(match &e {
+                            Error::Fenced(m) => Error::Fenced(m.clone()),
+                            other => Error::Storage(other.to_string()),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commit one group. Returns each job's answer (a job refused by its expected versions or
+    /// its snapshot is answered alone; the others commit).
+    async fn commit(
+        &mut self,
+        conn: &mut Option<(Client, Prepared)>,
+        batch: &[Job],
+    ) -> Result<Vec<Result<Appended, Error>>, Error> {
+        if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            let c = connect(&self.url).await?;
+            let p = prepare(&c).await?;
+            *conn = Some((c, p));
+        }
+        let (c, st) = conn.as_ref().ok_or(Error::Closed)?;
+        // Expected versions other than `Any` are checked against the versions now: this writer
+        // is the partition's only one, so they cannot change before its transaction.
+        let checked: Vec<&str> = batch
+            .iter()
+            .flat_map(|j| j.req.streams.iter())
+            .filter(|s| s.expected != Expected::Any)
+            .map(|s| s.stream.as_str())
+            .collect();
+        let mut known: HashMap<String, u64> = HashMap::new();
+        if !checked.is_empty() {
+            let rows = c.query(&st.versions, &[&self.partition, &checked]).await.map_err(pg_err)?;
+            for r in rows {
+                known.insert(r.get(0), u64_of(r.get(1)));
+            }
+            // A stream the database does not know has no events yet.
+            for s in checked {
+                known.entry(s.to_string()).or_insert(0);
+            }
+        }
+        let group = self.build(batch, &mut known)?;
+        let old_head = self.head;
+        if group.new_head == old_head && group.side.is_empty() {
+            return Ok(group.answers);
+        }
+        let p = &self.partition;
+        let (ep, oh, nh) = (i64_of(self.epoch), i64_of(old_head), i64_of(group.new_head));
+        let mut snapshot_rows: Vec<(String, i32, i64, &[u8])> = Vec::new();
+        let mut snapshot_names: Vec<String> = Vec::new();
+        for s in &group.side {
+            if let SideWrite::Snapshot { name, at_seq, bytes } = s {
+                snapshot_names.push(name.clone());
+                for (i, chunk) in bytes.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+                    snapshot_rows.push((name.clone(), i32::try_from(i).unwrap_or(i32::MAX), i64_of(*at_seq), chunk));
+                }
+                if bytes.is_empty() {
+                    snapshot_rows.push((name.clone(), 0, i64_of(*at_seq), &[]));
+                }
+            }
+        }
+        let codes: Vec<(i16, &str, Option<&[u8]>)> = group
+            .side
+            .iter()
+            .filter_map(|s| match s {
+                SideWrite::Put { table, key, value } => Some((side_code(*table), key.as_str(), Some(value.as_slice()))),
+                SideWrite::Delete { table, key } => Some((side_code(*table), key.as_str(), None)),
+                SideWrite::Snapshot { .. } => None,
+            })
+            .collect();
+        // Everything below is sent at once: one round trip for the whole group. The requests go
+        // out in the order they are first polled, so they are polled in this order.
+        type Step<'a> = std::pin::Pin<
+            Box<dyn Future<Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>> + Send + 'a>,
+        >;
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        steps.push(Box::pin(async { c.execute(&st.begin, &[]).await.map(|_| Vec::new()) }));
+        steps.push(Box::pin(async { c.execute(&st.fence, &[p, &ep, &oh, &nh]).await.map(|_| Vec::new()) }));
+        let has_events = !group.seqs.is_empty();
+        if has_events {
+            steps
+                .push(Box::pin(async { c.query(&st.events, &[p, &group.seqs, &group.streams, &group.records]).await }));
+        }
+        for (code, key, value) in &codes {
+            steps.push(Box::pin(async move {
+                match value {
+                    Some(v) => c.execute(&st.side_put, &[p, code, key, v]).await,
+                    None => c.execute(&st.side_delete, &[p, code, key]).await,
+                }
+                .map(|_| Vec::new())
+            }));
+        }
+        for n in &snapshot_names {
+            steps.push(Box::pin(async move { c.execute(&st.snapshot_delete, &[p, n]).await.map(|_| Vec::new()) }));
+        }
+        for (n, i, at, b) in &snapshot_rows {
+            steps.push(Box::pin(
+                async move { c.execute(&st.snapshot_put, &[p, n, i, at, b]).await.map(|_| Vec::new()) },
+            ));
+        }
+        steps.push(Box::pin(async { c.execute(&st.commit, &[]).await.map(|_| Vec::new()) }));
+        let mut results = in_order(steps).await;
+        let commit = results.pop().unwrap_or_else(|| Ok(Vec::new()));
+        let rows = if has_events {
+            results.get(2).and_then(|r| r.as_ref().ok()).cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            // A statement failed, so the transaction was aborted and its COMMIT answered
+            // ROLLBACK: nothing was written.
+            if commit.is_err() {
+                *conn = None;
+            }
+            return Err(pg_err(e));
+        }
+        let mut answers = group.answers;
+        if let Err(e) = commit {
+            // The answer to COMMIT was lost: settle the outcome from the partition's head.
+            *conn = None;
+            return match self.settle(group.new_head).await {
+                Ok(true) => {
+                    self.head = group.new_head;
+                    // The versions are not known from the lost answer: read them.
+                    let c = connect(&self.url).await?;
+                    let names: Vec<&str> =
+                        batch.iter().flat_map(|j| j.req.streams.iter()).map(|s| s.stream.as_str()).collect();
+                    let rows = c
+                        .query(
+                            "SELECT stream, version FROM spool_streams WHERE partition = $1 AND stream = ANY($2)",
+                            &[&self.partition, &names],
+                        )
+                        .await
+                        .map_err(pg_err)?;
+                    fill_versions(batch, &mut answers, &rows);
+                    Ok(answers)
+                }
+                Ok(false) => Err(pg_err(e)),
+                Err(settle) => Err(Error::Storage(format!(
+                    "the outcome of a commit is unknown ({e}; settling it failed: {settle})"
+                ))),
+            };
+        }
+        self.head = group.new_head;
+        fill_versions(batch, &mut answers, &rows);
+        Ok(answers)
+    }
+
+    /// Whether a commit whose answer was lost landed: the partition's head and epoch say.
+    async fn settle(&self, new_head: u64) -> Result<bool, Error> {
+        let c = connect(&self.url).await?;
+        let row = c
+            .query_one("SELECT epoch, head FROM spool_partitions WHERE partition = $1", &[&self.partition])
+            .await
+            .map_err(pg_err)?;
+        let (epoch, head): (i64, i64) = (row.get(0), row.get(1));
+        if u64_of(epoch) != self.epoch {
+            return Err(Error::Fenced(format!("partition {} was taken over (epoch {epoch})", self.partition)));
+        }
+        Ok(u64_of(head) == new_head)
+    }
+
+    /// Assign sequence numbers and versions, check expectations and snapshots, encode records.
+    fn build(&self, batch: &[Job], known: &mut HashMap<String, u64>) -> Result<Group, Error> {
+        let mut g = Group {
+            seqs: Vec::new(),
+            streams: Vec::new(),
+            records: Vec::new(),
+            side: Vec::new(),
+            answers: Vec::new(),
+            new_head: self.head,
+        };
+        // Versions as this group moves them (only tracked for streams whose version is known).
+        'jobs: for job in batch {
+            let mut within: HashMap<&str, u64> = HashMap::new();
+            let mut versions = Vec::with_capacity(job.req.streams.len());
+            for s in &job.req.streams {
+                let actual = within.get(s.stream.as_str()).copied().or_else(|| known.get(&s.stream).copied());
+                let ok = match (s.expected, actual) {
+                    (Expected::Any, _) => true,
+                    (Expected::NoStream, a) => a.unwrap_or(0) == 0,
+                    (Expected::Exact(v), a) => a.unwrap_or(0) == v,
+                };
+                if !ok {
+                    g.answers.push(Err(Error::Conflict {
+                        stream: s.stream.clone(),
+                        expected: s.expected,
+                        actual: actual.unwrap_or(0),
+                    }));
+                    continue 'jobs;
+                }
+                let after = actual.map(|a| a + s.events.len() as u64);
+                if let Some(a) = after {
+                    within.insert(s.stream.as_str(), a);
+                }
+                versions.push(after);
+            }
+            let events = job.req.event_count() as u64;
+            for side in &job.req.side {
+                if let SideWrite::Snapshot { name, at_seq, .. } = side
+                    && *at_seq > g.new_head + events
+                {
+                    g.answers.push(Err(Error::Invalid(format!(
+                        "snapshot {name} at seq {at_seq} is ahead of the log ({})",
+                        g.new_head + events
+                    ))));
+                    continue 'jobs;
+                }
+            }
+            let first_seq = if events > 0 { g.new_head + 1 } else { 0 };
+            for s in &job.req.streams {
+                for ev in &s.events {
+                    g.new_head += 1;
+                    let env = Envelope {
+                        seq: g.new_head,
+                        stream: s.stream.clone(),
+                        at_ms: ev.at_ms,
+                        format_version: FORMAT_VERSION,
+                        event: ev.event.clone(),
+                    };
+                    g.seqs.push(i64_of(g.new_head));
+                    g.streams.push(s.stream.clone());
+                    g.records.push(encode_envelope(&env).map_err(Error::Encode)?);
+                }
+            }
+            for (s, v) in job.req.streams.iter().zip(&versions) {
+                if let Some(v) = v {
+                    known.insert(s.stream.clone(), *v);
+                }
+            }
+            g.side.extend(job.req.side.iter().cloned());
+            g.answers.push(Ok(Appended {
+                first_seq,
+                last_seq: g.new_head,
+                // Filled from the statement's answer below when unknown here.
+                versions: versions.iter().map(|v| v.unwrap_or(0)).collect(),
+            }));
+        }
+        Ok(g)
+    }
+}
+
+/// Each successful job's stream versions, from the streams' versions after the whole group
+/// (`rows`: stream, version): a job's version of a stream is the final one less the events later
+/// jobs of the group added to it.
+fn fill_versions(batch: &[Job], answers: &mut [Result<Appended, Error>], rows: &[tokio_postgres::Row]) {
+    let fin: HashMap<String, u64> = rows.iter().map(|r| (r.get::<_, String>(0), u64_of(r.get(1)))).collect();
+    let mut later: HashMap<&str, u64> = HashMap::new();
+    for (job, answer) in batch.iter().zip(answers.iter_mut()).rev() {
+        let Ok(a) = answer else { continue };
+        for (i, s) in job.req.streams.iter().enumerate().rev() {
+            let Some(f) = fin.get(&s.stream) else { continue };
+            let after_later = later.get(s.stream.as_str()).copied().unwrap_or(0);
+            if let Some(v) = a.versions.get_mut(i) {
+                *v = f.saturating_sub(after_later);
+            }
+            *later.entry(s.stream.as_str()).or_insert(0) += s.events.len() as u64;
+        }
+    }
+}
+
+impl EventLog for PgLog {
+    fn append(&self, req: AppendRequest) -> crate::Appending<'_> {
+        Box::pin(async move {
+            crate::redb_log::validate(&req)?;
+            let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+            let (reply, rx) = oneshot::channel();
+            tx.send(Job { req, reply }).await.map_err(|_| Error::Closed)?;
+            rx.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn submit(&self, req: AppendRequest) -> crate::Submitted {
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) = crate::redb_log::validate(&req) {
+            let _ = reply.send(Err(e));
+            return crate::Submitted::new(rx);
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            let _ = reply.send(Err(Error::Closed));
+            return crate::Submitted::new(rx);
+        };
+        let job = match tx.try_send(Job { req, reply }) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let _ = job.reply.send(Err(Error::Closed));
+                None
+            }
+        };
+        if let Some(job) = job {
+            // The queue is full: wait for room (back-pressure), in order.
+            let tx = tx.clone();
+            if let Err(e) = std::thread::scope(|s| s.spawn(move || tx.blocking_send(job)).join()).unwrap_or(Ok(())) {
+                let _ = e.0.reply.send(Err(Error::Closed));
+            }
+        }
+        crate::Submitted::new(rx)
+    }
+
+    fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        match self.read(Read::From(from_seq, limit))? {
+            ReadAnswer::Envelopes(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        match self.read(Read::Stream(stream.to_string(), from_version, limit))? {
+            ReadAnswer::Envelopes(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<u64, Error> {
+        match self.read(Read::Version(stream.to_string()))? {
+            ReadAnswer::Version(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn tail(&self, from_seq: u64) -> Tail {
+        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Tail::new(
+            from_seq,
+            self.head.clone(),
+            Arc::new(move |from, limit| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                reads.as_ref().ok_or(Error::Closed)?.send((Read::From(from, limit), tx)).map_err(|_| Error::Closed)?;
+                match rx.recv().map_err(|_| Error::Closed)?? {
+                    ReadAnswer::Envelopes(v) => Ok(v),
+                    _ => Err(Error::Storage("a reader answered another question".into())),
+                }
+            }),
+        )
+    }
+
+    fn snapshot(&self, name: &str) -> Result<Option<Snapshot>, Error> {
+        match self.read(Read::Snapshot(name.to_string()))? {
+            ReadAnswer::Snapshot(s) => Ok(s),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self.read(Read::SideGet(table, key.to_string()))? {
+            ReadAnswer::Side(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        match self.read(Read::SideScan(table, after.map(str::to_string), limit))? {
+            ReadAnswer::Scan(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+}
+
+/// Create a database named `name` on the server of `admin_url` (a URL whose user may create
+/// databases) and return its URL: the tests give each log a database of its own.
+pub fn create_database(admin_url: &str, name: &str) -> Result<String, Error> {
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(Error::Invalid(format!("database name {name:?}: lowercase letters, digits and _ only")));
+    }
+    let admin = admin_url.to_string();
+    let create = format!("CREATE DATABASE {name}");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = thread_runtime()?;
+            rt.block_on(async {
+                let c = connect(&admin).await?;
+                c.batch_execute(&create).await.map_err(pg_err)
+            })
+        })
+        .join()
+    })
+    .map_err(|_| Error::Storage("creating a database panicked".into()))??;
+    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| Error::Invalid(format!("{admin_url}: no database")))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Await every future, polling them in their order at each wake: the first poll of each (when
+/// tokio-postgres sends its request) happens in order, so the statements reach the server in
+/// this order on the connection.
+async fn in_order<'a, T>(mut steps: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in steps.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
