@@ -29,6 +29,9 @@ pub const MEDIA_SIGNING_PURPOSE: &str = "media-url/v1";
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub data_dir: PathBuf,
+    /// The log: `None` is redb in the data directory; `postgres://…` is a PostgreSQL log
+    /// (`engine-spec/cluster.md`; one partition for now).
+    pub log_url: Option<String>,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
     /// How often coarse API key usage is written (and expired idempotency records swept).
@@ -76,6 +79,7 @@ impl RuntimeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         RuntimeConfig {
             data_dir: data_dir.into(),
+            log_url: None,
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
@@ -149,7 +153,19 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Arc<Runtime>, RuntimeError> {
-        let log = Arc::new(RedbLog::open_dir(&cfg.data_dir)?);
+        let log: Arc<dyn EventLog> = match &cfg.log_url {
+            Some(url) => {
+                let url = url.clone();
+                let pg = tokio::task::spawn_blocking(move || {
+                    spool_log::PgLog::open(spool_log::PgLogOptions { url, partition: 0 })
+                })
+                .await
+                .map_err(|e| spool_log::Error::Storage(format!("opening the PostgreSQL log: {e}")))??;
+                tracing::info!(epoch = pg.epoch(), head = pg.head(), "the PostgreSQL log's partition 0 is held");
+                Arc::new(pg)
+            }
+            None => Arc::new(RedbLog::open_dir(&cfg.data_dir)?),
+        };
         Self::start(log, cfg, clock, ids).await
     }
 

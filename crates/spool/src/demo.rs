@@ -71,6 +71,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let clock = std::sync::Arc::new(spool_runtime::TestClock::new(spool_runtime::SystemClock.now_ms()));
     let settings = Settings {
         data_dir: data_dir.clone(),
+        log_url: None,
         listen: args.listen.clone(),
         webhook_allow_hosts: Vec::new(),
         webhooks: spool_runtime::WebhookSettings::default(),

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// A TOML configuration file (env SPOOL_CONFIG).
     #[arg(long, env = "SPOOL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The log: `postgres://user@host:port/db` for a PostgreSQL log (env SPOOL_LOG_URL; config
+    /// `log.url`); default: redb in the data directory.
+    #[arg(long = "log", env = "SPOOL_LOG_URL")]
+    pub log_url: Option<String>,
 }
 
 /// The configuration file. Unknown keys are refused, so a typo is not silently ignored.
@@ -36,6 +40,9 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    /// `url`: the log (`postgres://…`; default redb in the data directory).
+    #[serde(default)]
+    pub log: LogConfig,
     pub listen: Option<String>,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
@@ -55,6 +62,13 @@ pub struct FileConfig {
     /// `default = "<name>"` and one `[processors.<name>]` table per processor.
     #[serde(default)]
     pub processors: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -196,6 +210,9 @@ pub struct StorageConfig {
 #[derive(Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// The log (`--log`, env SPOOL_LOG_URL, config `log.url`): `postgres://…`, or `None` for
+    /// redb in the data directory.
+    pub log_url: Option<String>,
     pub listen: String,
     /// Hosts, IPs or CIDRs webhooks may reach over plain http or private addresses
     /// (env SPOOL_WEBHOOK_ALLOW_HOSTS, comma-separated; config `webhooks.allow_hosts`).
@@ -292,6 +309,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     Ok(Settings {
         webhooks,
         data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        log_url: match args.log_url.clone().or(file.log.url).filter(|u| !u.trim().is_empty()) {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Some(u),
+            Some(u) => anyhow::bail!(
+                "--log / SPOOL_LOG_URL / log.url: {:?} is not a postgres:// URL (leave it unset for redb in the data directory)",
+                spool_log::redact_url(&u)
+            ),
+            None => None,
+        },
         listen: args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
         webhook_allow_hosts: match std::env::var("SPOOL_WEBHOOK_ALLOW_HOSTS") {
             Ok(v) => v.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
@@ -420,6 +445,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
         twins: None,
     };
     let mut cfg = RuntimeConfig::new(&settings.data_dir);
+    cfg.log_url = settings.log_url.clone();
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
     cfg.webhooks = spool_runtime::WebhookSettings {
