@@ -44,6 +44,8 @@ if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+  echo "== SDK suite again, its shared server on a PostgreSQL log (engine-spec/cluster.md)"
+  SPOOL_TEST_SDK_LOG=postgres SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
   echo "== schemathesis against a live server, from its own OpenAPI description"
   # No 5xx, statuses, content types and bodies as described (errors: the contract's envelope).
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python scripts/schemathesis.py \

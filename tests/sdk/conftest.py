@@ -56,7 +56,7 @@ CLIENT_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 8000
 
 # Variables that could point the server somewhere else than the session's own data dir/port.
-_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG")
+_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG", "SPOOL_LOG_URL")
 # SDK variables that would leak ambient credentials or settings into the clients.
 _CLIENT_ENV_DROP = (
     "VIDEO_VECTOR_API_KEY",
@@ -86,6 +86,12 @@ class SpoolServer:
 
 
 _SERVER: Optional[SpoolServer] = None
+
+
+def _create_database(admin_url: str, name: str) -> str:
+    """A fresh database on the tests' PostgreSQL, by psql; returns its URL."""
+    subprocess.run(["psql", admin_url, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 def _free_port() -> int:
@@ -203,6 +209,10 @@ def spool_server() -> Iterator[SpoolServer]:
     env.setdefault("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s,1s")
     env.setdefault("SPOOL_WEBHOOK_TIMEOUT", "2s")
     env.setdefault("RUST_BACKTRACE", "1")
+    # SPOOL_TEST_SDK_LOG=postgres: the shared server's log is a database of its own on the
+    # tests' PostgreSQL (scripts/pg.sh; SPOOL_TEST_PG_URL) instead of redb.
+    if os.environ.get("SPOOL_TEST_SDK_LOG") == "postgres":
+        env["SPOOL_LOG_URL"] = _create_database(os.environ["SPOOL_TEST_PG_URL"], "sdk_" + secrets.token_hex(6))
 
     worker = start_worker()
     config_path = tmp / "spool.toml"

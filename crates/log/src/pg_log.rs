@@ -106,6 +106,10 @@ fn side_code(t: SideTable) -> i16 {
 }
 
 fn pg_err(e: tokio_postgres::Error) -> Error {
+    pg_err_ref(&e)
+}
+
+fn pg_err_ref(e: &tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) if db.code().code() == "SP001" => Error::Fenced(db.message().to_string()),
         Some(db) => Error::Storage(format!("postgres: {}", db.message())),
@@ -606,15 +610,23 @@ impl Writer {
         } else {
             Vec::new()
         };
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            // A statement failed, so the transaction was aborted and its COMMIT answered
-            // ROLLBACK: nothing was written.
+        let failed: Vec<tokio_postgres::Error> = results.into_iter().filter_map(Result::err).collect();
+        if let Some(e) = failed.iter().find(|e| e.as_db_error().is_some()) {
+            // The server refused a statement, so it aborted the transaction and answered its
+            // COMMIT with ROLLBACK: nothing was written.
+            let e = pg_err_ref(e);
             if commit.is_err() {
                 *conn = None;
             }
-            return Err(pg_err(e));
+            return Err(e);
         }
         let mut answers = group.answers;
+        // A statement without an answer (the connection dropped) leaves the outcome in doubt,
+        // like a lost answer to COMMIT: settled below.
+        let commit = match (commit, failed.into_iter().next()) {
+            (Ok(_), Some(e)) | (Err(e), _) => Err(e),
+            (Ok(v), None) => Ok(v),
+        };
         if let Err(e) = commit {
             // The answer to COMMIT was lost: settle the outcome from the partition's head.
             *conn = None;

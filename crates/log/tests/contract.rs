@@ -243,3 +243,128 @@ async fn postgres_a_snapshot_larger_than_a_chunk_reads_back_whole() {
     .unwrap();
     assert_eq!(log.snapshot("core").unwrap().unwrap().bytes, vec![1, 2, 3]);
 }
+
+/// A loopback TCP proxy between a `PgLog` and the tests' PostgreSQL that can cut a connection
+/// at the worst moments of a commit.
+mod cutting_proxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Forward everything.
+    pub const PASS: u8 = 0;
+    /// Cut the connection that carries the server's answer to `COMMIT` before that answer is
+    /// forwarded: the transaction committed, the client never hears it.
+    pub const CUT_AFTER_COMMIT: u8 = 1;
+    /// Drop the client's next bytes and cut its connection: the transaction never arrives.
+    pub const CUT_BEFORE_SENT: u8 = 2;
+
+    pub struct Proxy {
+        pub port: u16,
+        pub mode: Arc<AtomicU8>,
+    }
+
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let m = mode.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (m1, m2) = (m.clone(), m.clone());
+                let cut = Arc::new(tokio::sync::Notify::new());
+                let (cut1, cut2) = (cut.clone(), cut.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = tokio::select! {
+                            r = cr.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+                            _ = cut1.notified() => break,
+                        };
+                        if m1.compare_exchange(CUT_BEFORE_SENT, PASS, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                            cut1.notify_waiters();
+                            break;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = tokio::select! {
+                            r = sr.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+                            _ = cut2.notified() => break,
+                        };
+                        let commit_answer = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+                        if commit_answer
+                            && m2.compare_exchange(CUT_AFTER_COMMIT, PASS, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                        {
+                            cut2.notify_waiters();
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { port, mode }
+    }
+}
+
+fn pg_log_through_proxy(proxy_port: u16) -> (PgLog, String) {
+    let admin = std::env::var("SPOOL_TEST_PG_URL").expect("SPOOL_TEST_PG_URL (scripts/pg.sh)");
+    let name = format!("doubt_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let direct = spool_log::create_database(&admin, &name).unwrap();
+    let (head, tail) = direct.rsplit_once('@').unwrap();
+    let (_, db) = tail.split_once('/').unwrap();
+    let url = format!("{head}@127.0.0.1:{proxy_port}/{db}");
+    (PgLog::open(PgLogOptions { url, partition: 0 }).unwrap(), direct)
+}
+
+fn pg_port() -> u16 {
+    let admin = std::env::var("SPOOL_TEST_PG_URL").expect("SPOOL_TEST_PG_URL (scripts/pg.sh)");
+    let after_host = admin.rsplit_once('@').unwrap().1;
+    after_host.split_once(':').unwrap().1.split_once('/').unwrap().0.parse().unwrap()
+}
+
+/// The answer to COMMIT is lost (the connection is cut after the server committed): the writer
+/// settles the outcome from the database before answering, so the append is acknowledged, once,
+/// and the log goes on without a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_commit_whose_answer_is_lost_is_settled_as_committed() {
+    let proxy = cutting_proxy::start(pg_port()).await;
+    let (log, _) = pg_log_through_proxy(proxy.port);
+    log.append(one("d", Expected::Any, 0..2)).await.unwrap();
+    proxy.mode.store(cutting_proxy::CUT_AFTER_COMMIT, std::sync::atomic::Ordering::SeqCst);
+    let settled = log.append(one("d", Expected::Any, 2..4)).await;
+    assert_eq!(proxy.mode.load(std::sync::atomic::Ordering::SeqCst), cutting_proxy::PASS, "the proxy cut a commit");
+    let settled = settled.expect("a commit that landed is acknowledged");
+    assert_eq!((settled.first_seq, settled.last_seq, settled.versions.clone()), (3, 4, vec![4]));
+    let next = log.append(one("d", Expected::Any, 4..5)).await.unwrap();
+    assert_eq!(next.first_seq, 5);
+    let seqs: Vec<u64> = log.read_from(1, 100).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5], "no gap, no repeat");
+}
+
+/// The connection is cut before the transaction reaches the server: the writer settles that it
+/// did not land, answers the error, and the next append takes the same sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_commit_that_never_arrived_is_settled_as_failed() {
+    let proxy = cutting_proxy::start(pg_port()).await;
+    let (log, _) = pg_log_through_proxy(proxy.port);
+    log.append(one("d", Expected::Any, 0..2)).await.unwrap();
+    proxy.mode.store(cutting_proxy::CUT_BEFORE_SENT, std::sync::atomic::Ordering::SeqCst);
+    let lost = log.append(one("d", Expected::Any, 2..4)).await;
+    assert!(matches!(lost, Err(Error::Storage(_))), "{lost:?}");
+    let next = log.append(one("d", Expected::Any, 4..5)).await.unwrap();
+    assert_eq!((next.first_seq, next.versions.clone()), (3, vec![3]));
+    let seqs: Vec<u64> = log.read_from(1, 100).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+}
