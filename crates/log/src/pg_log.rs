@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS spool_partitions (
     epoch bigint NOT NULL,
     head bigint NOT NULL
 );
+ALTER TABLE spool_partitions ADD COLUMN IF NOT EXISTS lease_owner text;
+ALTER TABLE spool_partitions ADD COLUMN IF NOT EXISTS lease_expires timestamptz;
+ALTER TABLE spool_partitions ADD COLUMN IF NOT EXISTS commits bigint NOT NULL DEFAULT 0;
+DROP FUNCTION IF EXISTS spool_fence(int, bigint, bigint, bigint);
 CREATE TABLE IF NOT EXISTS spool_events (
     partition int NOT NULL,
     seq bigint NOT NULL,
@@ -68,9 +72,11 @@ CREATE TABLE IF NOT EXISTS spool_side (
     value bytea NOT NULL,
     PRIMARY KEY (partition, tbl, key)
 );
-CREATE OR REPLACE FUNCTION spool_fence(p int, ep bigint, old_head bigint, new_head bigint) RETURNS void AS $$
+CREATE OR REPLACE FUNCTION spool_fence(p int, ep bigint, old_head bigint, new_head bigint, old_commits bigint)
+RETURNS void AS $$
 BEGIN
-    UPDATE spool_partitions SET head = new_head WHERE partition = p AND epoch = ep AND head = old_head;
+    UPDATE spool_partitions SET head = new_head, commits = commits + 1
+        WHERE partition = p AND epoch = ep AND head = old_head AND commits = old_commits;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'spool: partition % is no longer held at epoch % and head %', p, ep, old_head
             USING ERRCODE = 'SP001';
@@ -117,13 +123,29 @@ fn pg_err_ref(e: &tokio_postgres::Error) -> Error {
     }
 }
 
-/// Where a log lives: a database and one partition of it.
+/// Where a log lives: a database and one partition of it, and who holds it.
 #[derive(Debug, Clone)]
 pub struct PgLogOptions {
     /// `postgres://user@host:port/db`.
     pub url: String,
     pub partition: i32,
+    /// This node's name in the lease (`SPOOL_NODE_ID`). A node reopening a partition it held
+    /// takes it back at once (its earlier process is gone); another node waits for the lease
+    /// to expire.
+    pub node_id: String,
+    /// How long a lease lasts unless renewed (`SPOOL_LEASE_TTL`), on the database's clock.
+    pub lease_ttl: std::time::Duration,
 }
+
+impl PgLogOptions {
+    /// Partition 0 of `url` for `node_id`, with the default lease.
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        PgLogOptions { url: url.into(), partition: 0, node_id: node_id.into(), lease_ttl: LEASE_TTL_DEFAULT }
+    }
+}
+
+/// Default of [`PgLogOptions::lease_ttl`].
+pub const LEASE_TTL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Job {
     req: AppendRequest,
@@ -152,8 +174,13 @@ type ReadJob = (Read, std::sync::mpsc::Sender<Result<ReadAnswer, Error>>);
 /// A log in PostgreSQL. Opening it takes its partition: the epoch moves on, and a writer of an
 /// earlier epoch (another process that held it) can no longer append.
 pub struct PgLog {
+    lease: Arc<Lease>,
     tx: Option<mpsc::Sender<Job>>,
-    reads: Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>,
+    /// Turns true, for good, when this node no longer holds the partition (a renewal found
+    /// another epoch, or none succeeded within the lease's time): nothing is appended after.
+    lost: watch::Receiver<bool>,
+    /// The readers' queue, shared with tails: closing the log closes it for them too.
+    reads: Arc<Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>>,
     head: watch::Receiver<u64>,
     stats: Arc<LogStats>,
     epoch: u64,
@@ -184,13 +211,13 @@ impl PgLog {
     pub fn open(opts: PgLogOptions) -> Result<Self, Error> {
         // On a thread of its own: the caller may be inside an async runtime.
         let setup = opts.clone();
-        let (epoch, head_seq) = std::thread::scope(|s| s.spawn(move || Self::take_partition(&setup)).join())
+        let (epoch, head_seq, commits) = std::thread::scope(|s| s.spawn(move || Self::take_partition(&setup)).join())
             .map_err(|_| Error::Storage("the log's setup panicked".into()))??;
-        Self::start(opts, epoch, head_seq)
+        Self::start(opts, epoch, head_seq, commits)
     }
 
     /// Create the tables when missing and take the partition: its epoch moves on.
-    fn take_partition(opts: &PgLogOptions) -> Result<(u64, u64), Error> {
+    fn take_partition(opts: &PgLogOptions) -> Result<(u64, u64, u64), Error> {
         let rt = thread_runtime()?;
         rt.block_on(async {
             let mut c = connect(&opts.url).await?;
@@ -222,26 +249,68 @@ impl PgLog {
             )
             .await
             .map_err(pg_err)?;
-            let row = t
-                .query_one(
-                    "UPDATE spool_partitions SET epoch = epoch + 1 WHERE partition = $1 RETURNING epoch, head",
-                    &[&opts.partition],
-                )
-                .await
-                .map_err(pg_err)?;
             t.commit().await.map_err(pg_err)?;
-            let (epoch, head): (i64, i64) = (row.get(0), row.get(1));
-            Ok::<_, Error>((u64::try_from(epoch).unwrap_or(0), u64::try_from(head).unwrap_or(0)))
+            // Take the lease when it is free, expired or this node's; else wait (a standby).
+            let ttl = opts.lease_ttl.as_secs_f64();
+            let mut waited = false;
+            loop {
+                let row = c
+                    .query_opt(
+                        "UPDATE spool_partitions SET epoch = epoch + 1, lease_owner = $2, \
+                         lease_expires = now() + make_interval(secs => $3) \
+                         WHERE partition = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires < now()) \
+                         RETURNING epoch, head, commits",
+                        &[&opts.partition, &opts.node_id, &ttl],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                if let Some(row) = row {
+                    let (epoch, head, commits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                    return Ok::<_, Error>((u64_of(epoch), u64_of(head), u64_of(commits)));
+                }
+                if !waited {
+                    tracing::info!(
+                        partition = opts.partition,
+                        "another node holds the partition's lease; waiting for it to expire"
+                    );
+                    waited = true;
+                }
+                tokio::time::sleep(lease_poll(opts.lease_ttl)).await;
+            }
         })
     }
 
-    fn start(opts: PgLogOptions, epoch: u64, head_seq: u64) -> Result<Self, Error> {
+    fn start(opts: PgLogOptions, epoch: u64, head_seq: u64, commits: u64) -> Result<Self, Error> {
         let (head_tx, head_rx) = watch::channel(head_seq);
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let lease = Arc::new(Lease {
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            renewed: Mutex::new(std::time::Instant::now()),
+            ttl: opts.lease_ttl,
+            lost: lost_tx,
+        });
         let (tx, rx) = mpsc::channel(crate::APPEND_QUEUE_DEPTH_MAX);
         let stats = Arc::new(LogStats::default());
         let mut threads = Vec::new();
-        let w =
-            Writer { url: opts.url.clone(), partition: opts.partition, epoch, head: head_seq, stats: stats.clone() };
+        let w = Writer {
+            url: opts.url.clone(),
+            partition: opts.partition,
+            epoch,
+            head: head_seq,
+            commits,
+            resync: false,
+            stats: stats.clone(),
+            lease: lease.clone(),
+        };
+        {
+            let (opts, lease) = (opts.clone(), lease.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("spool-pg-lease".into())
+                    .spawn(move || renew_loop(&opts, epoch, &lease))
+                    .map_err(|e| Error::Storage(format!("cannot start the lease thread: {e}")))?,
+            );
+        }
         threads.push(
             std::thread::Builder::new()
                 .name("spool-pg-writer".into())
@@ -259,12 +328,26 @@ impl PgLog {
                     .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
             );
         }
-        Ok(PgLog { tx: Some(tx), reads: Mutex::new(Some(read_tx)), head: head_rx, stats, epoch, threads })
+        Ok(PgLog {
+            lease,
+            tx: Some(tx),
+            lost: lost_rx,
+            reads: Arc::new(Mutex::new(Some(read_tx))),
+            head: head_rx,
+            stats,
+            epoch,
+            threads,
+        })
     }
 
     /// The epoch this log holds its partition at.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Turns true, for good, when the partition is lost (see [`PgLog`]).
+    pub fn lost(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
     }
 
     fn read(&self, r: Read) -> Result<ReadAnswer, Error> {
@@ -277,6 +360,7 @@ impl PgLog {
     }
 
     fn shutdown(&mut self) {
+        self.lease.stopping.store(true, Ordering::SeqCst);
         self.tx.take();
         self.reads.lock().unwrap_or_else(|p| p.into_inner()).take();
         for t in self.threads.drain(..) {
@@ -393,7 +477,7 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
             let rows = match after {
                 Some(a) => {
                     c.query(
-                        "SELECT key, value FROM spool_side WHERE partition = $1 AND tbl = $2 AND key > $3 \
+                        "SELECT key, value FROM spool_side WHERE partition = $1 AND tbl = $2 AND key COLLATE \"C\" > $3 \
                          ORDER BY key COLLATE \"C\" LIMIT $4",
                         &[&p, &side_code(t), &a, &limit],
                     )
@@ -420,7 +504,91 @@ struct Writer {
     partition: i32,
     epoch: u64,
     head: u64,
+    /// Commits of the partition so far (`spool_partitions.commits`, moved by the fence): a
+    /// commit without events moves it too, so an in-doubt commit is settled by it.
+    commits: u64,
+    /// The last outcome is not known: the next group reads the partition's row first.
+    resync: bool,
     stats: Arc<LogStats>,
+    lease: Arc<Lease>,
+}
+
+/// The partition's lease as this node sees it: when it was last renewed (on this node's
+/// monotonic clock) and whether it is lost.
+struct Lease {
+    stopping: std::sync::atomic::AtomicBool,
+    renewed: Mutex<std::time::Instant>,
+    ttl: std::time::Duration,
+    lost: watch::Sender<bool>,
+}
+
+impl Lease {
+    /// Held: not lost, and renewed within the lease's time (the local bound: a node that could
+    /// not renew for that long stops acting, whatever the database says later).
+    fn held(&self) -> bool {
+        if *self.lost.borrow() {
+            return false;
+        }
+        let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        if renewed.elapsed() > self.ttl {
+            self.lose("the lease was not renewed within its time");
+            return false;
+        }
+        true
+    }
+
+    fn lose(&self, why: &str) {
+        if !self.lost.send_replace(true) {
+            tracing::error!(why, "this node no longer holds the partition; it appends nothing more");
+        }
+    }
+}
+
+/// How often a standby tries the lease, and a holder renews it: a third of its time.
+fn lease_poll(ttl: std::time::Duration) -> std::time::Duration {
+    (ttl / 3).max(std::time::Duration::from_millis(50))
+}
+
+/// The lease thread: renew every third of the lease's time while this node holds the partition
+/// at `epoch`; another epoch, or no renewal within the lease's time, loses it for good.
+fn renew_loop(opts: &PgLogOptions, epoch: u64, lease: &Lease) {
+    let Ok(rt) = thread_runtime() else { return };
+    let ttl = opts.lease_ttl.as_secs_f64();
+    let mut client: Option<Client> = None;
+    loop {
+        // In short steps, so that closing the log does not wait a third of a lease.
+        let until = std::time::Instant::now() + lease_poll(opts.lease_ttl);
+        while std::time::Instant::now() < until && !lease.stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if lease.stopping.load(Ordering::SeqCst) || !lease.held() {
+            return;
+        }
+        let renewed = rt.block_on(async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = Some(connect(&opts.url).await?);
+            }
+            let c = client.as_ref().ok_or(Error::Closed)?;
+            c.execute(
+                "UPDATE spool_partitions SET lease_expires = now() + make_interval(secs => $4) \
+                 WHERE partition = $1 AND epoch = $2 AND lease_owner = $3",
+                &[&opts.partition, &i64_of(epoch), &opts.node_id, &ttl],
+            )
+            .await
+            .map_err(pg_err)
+        });
+        match renewed {
+            Ok(1) => *lease.renewed.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now(),
+            Ok(_) => {
+                lease.lose("another node took the partition over");
+                return;
+            }
+            Err(e) => {
+                client = None;
+                tracing::warn!(error = %e, "the partition's lease was not renewed; retrying");
+            }
+        }
+    }
 }
 
 /// The statements a writer prepares once per connection.
@@ -436,11 +604,27 @@ struct Prepared {
     versions: Statement,
 }
 
+/// The writer's connection: its client, its prepared statements, its server process.
+struct Conn {
+    client: Client,
+    st: Prepared,
+    pid: i32,
+}
+
+impl Conn {
+    async fn open(url: &str) -> Result<Conn, Error> {
+        let client = connect(url).await?;
+        let st = prepare(&client).await?;
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(pg_err)?.get(0);
+        Ok(Conn { client, st, pid })
+    }
+}
+
 async fn prepare(c: &Client) -> Result<Prepared, Error> {
     let p = |sql: &'static str| async move { c.prepare(sql).await.map_err(pg_err) };
     Ok(Prepared {
         begin: p("BEGIN").await?,
-        fence: p("SELECT spool_fence($1, $2, $3, $4)").await?,
+        fence: p("SELECT spool_fence($1, $2, $3, $4, $5)").await?,
         events: p(INSERT_EVENTS).await?,
         side_put: p("INSERT INTO spool_side (partition, tbl, key, value) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (partition, tbl, key) DO UPDATE SET value = EXCLUDED.value")
@@ -470,7 +654,7 @@ struct Group {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>, head_tx: watch::Sender<u64>) {
         let Ok(rt) = thread_runtime() else { return };
-        let mut conn: Option<(Client, Prepared)> = None;
+        let mut conn: Option<Conn> = None;
         let mut batch: Vec<Job> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut events = first.req.event_count();
@@ -485,10 +669,12 @@ impl Writer {
                 }
             }
             let result = rt.block_on(self.commit(&mut conn, &batch));
+            // Whatever happened, tails follow the head this writer knows (a settled or
+            // resynchronised commit moved it too).
+            head_tx.send_replace(self.head);
             match result {
                 Ok(answers) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    head_tx.send_replace(self.head);
                     for (job, a) in batch.drain(..).zip(answers) {
                         if a.is_ok() {
                             self.stats.appends.fetch_add(1, Ordering::Relaxed);
@@ -513,23 +699,25 @@ impl Writer {
 
     /// Commit one group. Returns each job's answer (a job refused by its expected versions or
     /// its snapshot is answered alone; the others commit).
-    async fn commit(
-        &mut self,
-        conn: &mut Option<(Client, Prepared)>,
-        batch: &[Job],
-    ) -> Result<Vec<Result<Appended, Error>>, Error> {
-        if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            let c = connect(&self.url).await?;
-            let p = prepare(&c).await?;
-            *conn = Some((c, p));
+    async fn commit(&mut self, conn: &mut Option<Conn>, batch: &[Job]) -> Result<Vec<Result<Appended, Error>>, Error> {
+        if !self.lease.held() {
+            return Err(Error::Fenced(format!("partition {} is no longer held by this node", self.partition)));
         }
-        let (c, st) = conn.as_ref().ok_or(Error::Closed)?;
+        if self.resync {
+            self.resync_from_database().await?;
+        }
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *conn = Some(Conn::open(&self.url).await?);
+        }
+        let Conn { client: c, st, pid } = conn.as_ref().ok_or(Error::Closed)?;
+        let pid = *pid;
         // Expected versions other than `Any` are checked against the versions now: this writer
-        // is the partition's only one, so they cannot change before its transaction.
+        // is the partition's only one, so they cannot change before its transaction. Streams
+        // without events are read too (their version is answered as it is).
         let checked: Vec<&str> = batch
             .iter()
             .flat_map(|j| j.req.streams.iter())
-            .filter(|s| s.expected != Expected::Any)
+            .filter(|s| s.expected != Expected::Any || s.events.is_empty())
             .map(|s| s.stream.as_str())
             .collect();
         let mut known: HashMap<String, u64> = HashMap::new();
@@ -543,13 +731,26 @@ impl Writer {
                 known.entry(s.to_string()).or_insert(0);
             }
         }
-        let group = self.build(batch, &mut known)?;
-        let old_head = self.head;
+        let mut group = self.build(batch, &mut known)?;
+        // One snapshot per name: the last one of the group wins (as in redb).
+        let mut seen = std::collections::HashSet::new();
+        let mut side: Vec<SideWrite> = Vec::with_capacity(group.side.len());
+        for w in group.side.drain(..).rev() {
+            if let SideWrite::Snapshot { name, .. } = &w
+                && !seen.insert(name.clone())
+            {
+                continue;
+            }
+            side.push(w);
+        }
+        side.reverse();
+        group.side = side;
+        let (old_head, old_commits) = (self.head, self.commits);
         if group.new_head == old_head && group.side.is_empty() {
             return Ok(group.answers);
         }
         let p = &self.partition;
-        let (ep, oh, nh) = (i64_of(self.epoch), i64_of(old_head), i64_of(group.new_head));
+        let (ep, oh, nh, oc) = (i64_of(self.epoch), i64_of(old_head), i64_of(group.new_head), i64_of(old_commits));
         let mut snapshot_rows: Vec<(String, i32, i64, &[u8])> = Vec::new();
         let mut snapshot_names: Vec<String> = Vec::new();
         for s in &group.side {
@@ -579,7 +780,7 @@ impl Writer {
         >;
         let mut steps: Vec<Step<'_>> = Vec::new();
         steps.push(Box::pin(async { c.execute(&st.begin, &[]).await.map(|_| Vec::new()) }));
-        steps.push(Box::pin(async { c.execute(&st.fence, &[p, &ep, &oh, &nh]).await.map(|_| Vec::new()) }));
+        steps.push(Box::pin(async { c.execute(&st.fence, &[p, &ep, &oh, &nh, &oc]).await.map(|_| Vec::new()) }));
         let has_events = !group.seqs.is_empty();
         if has_events {
             steps
@@ -603,7 +804,12 @@ impl Writer {
             ));
         }
         steps.push(Box::pin(async { c.execute(&st.commit, &[]).await.map(|_| Vec::new()) }));
-        let mut results = in_order(steps).await;
+        // A statement that fails before it is sent (a parameter that does not encode) stops the
+        // group before its COMMIT goes out: the connection is dropped and the server rolls back.
+        let Some(mut results) = in_order(steps, |r| r.as_ref().is_err_and(|e| e.as_db_error().is_none())).await else {
+            *conn = None;
+            return Err(Error::Storage("a statement of the group could not be sent; nothing was written".into()));
+        };
         let commit = results.pop().unwrap_or_else(|| Ok(Vec::new()));
         let rows = if has_events {
             results.get(2).and_then(|r| r.as_ref().ok()).cloned().unwrap_or_default()
@@ -615,6 +821,10 @@ impl Writer {
             // The server refused a statement, so it aborted the transaction and answered its
             // COMMIT with ROLLBACK: nothing was written.
             let e = pg_err_ref(e);
+            if matches!(e, Error::Fenced(_)) {
+                // Another epoch, or a head this writer does not know: read which.
+                self.resync = true;
+            }
             if commit.is_err() {
                 *conn = None;
             }
@@ -628,48 +838,98 @@ impl Writer {
             (Ok(v), None) => Ok(v),
         };
         if let Err(e) = commit {
-            // The answer to COMMIT was lost: settle the outcome from the partition's head.
             *conn = None;
-            return match self.settle(group.new_head).await {
+            return match self.settle(old_commits, pid).await {
                 Ok(true) => {
                     self.head = group.new_head;
-                    // The versions are not known from the lost answer: read them.
-                    let c = connect(&self.url).await?;
-                    let names: Vec<&str> =
-                        batch.iter().flat_map(|j| j.req.streams.iter()).map(|s| s.stream.as_str()).collect();
-                    let rows = c
-                        .query(
-                            "SELECT stream, version FROM spool_streams WHERE partition = $1 AND stream = ANY($2)",
-                            &[&self.partition, &names],
-                        )
-                        .await
-                        .map_err(pg_err)?;
-                    fill_versions(batch, &mut answers, &rows);
+                    self.commits = old_commits + 1;
+                    // The versions are not known from the lost answer: read them (the answers
+                    // keep the ones known before when that fails; the group did commit).
+                    if let Ok(c) = connect(&self.url).await {
+                        let names: Vec<&str> =
+                            batch.iter().flat_map(|j| j.req.streams.iter()).map(|s| s.stream.as_str()).collect();
+                        if let Ok(rows) = c
+                            .query(
+                                "SELECT stream, version FROM spool_streams WHERE partition = $1 AND stream = ANY($2)",
+                                &[&self.partition, &names],
+                            )
+                            .await
+                        {
+                            fill_versions(batch, &mut answers, &rows);
+                        }
+                    }
                     Ok(answers)
                 }
                 Ok(false) => Err(pg_err(e)),
-                Err(settle) => Err(Error::Storage(format!(
-                    "the outcome of a commit is unknown ({e}; settling it failed: {settle})"
-                ))),
+                Err(Error::Fenced(m)) => Err(Error::Fenced(m)),
+                Err(settle) => {
+                    // Not known yet: the next group first reads where the partition is.
+                    self.resync = true;
+                    Err(Error::Storage(format!(
+                        "the outcome of a commit is unknown ({e}; settling it failed: {settle})"
+                    )))
+                }
             };
         }
         self.head = group.new_head;
+        self.commits = old_commits + 1;
         fill_versions(batch, &mut answers, &rows);
         Ok(answers)
     }
 
-    /// Whether a commit whose answer was lost landed: the partition's head and epoch say.
-    async fn settle(&self, new_head: u64) -> Result<bool, Error> {
+    /// Whether a group whose answer was lost committed. The connection that sent it may still be
+    /// at work on the server, so it is ended first (`pg_terminate_backend`, then waited for);
+    /// then the partition's row is definitive: this epoch with one more commit means it landed.
+    async fn settle(&self, old_commits: u64, pid: i32) -> Result<bool, Error> {
         let c = connect(&self.url).await?;
+        c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.map_err(pg_err)?;
+        for _ in 0..200 {
+            let alive: i64 = c
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            if alive == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         let row = c
-            .query_one("SELECT epoch, head FROM spool_partitions WHERE partition = $1", &[&self.partition])
+            .query_one("SELECT epoch, commits FROM spool_partitions WHERE partition = $1", &[&self.partition])
             .await
             .map_err(pg_err)?;
-        let (epoch, head): (i64, i64) = (row.get(0), row.get(1));
+        let (epoch, commits): (i64, i64) = (row.get(0), row.get(1));
         if u64_of(epoch) != self.epoch {
+            self.lease.lose("another node took the partition over");
             return Err(Error::Fenced(format!("partition {} was taken over (epoch {epoch})", self.partition)));
         }
-        Ok(u64_of(head) == new_head)
+        Ok(u64_of(commits) == old_commits + 1)
+    }
+
+    /// After an outcome that could not be settled (or a fence that refused): adopt the
+    /// partition's head and commits when it is still this epoch's, else the partition is lost.
+    async fn resync_from_database(&mut self) -> Result<(), Error> {
+        let c = connect(&self.url).await?;
+        let row = c
+            .query_one("SELECT epoch, head, commits FROM spool_partitions WHERE partition = $1", &[&self.partition])
+            .await
+            .map_err(pg_err)?;
+        let (epoch, head, commits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if u64_of(epoch) != self.epoch {
+            self.lease.lose("another node took the partition over");
+            return Err(Error::Fenced(format!("partition {} was taken over (epoch {epoch})", self.partition)));
+        }
+        if u64_of(head) != self.head {
+            tracing::warn!(
+                was = self.head,
+                now = head,
+                "the partition's head moved under an unsettled commit; adopted"
+            );
+        }
+        self.head = u64_of(head);
+        self.commits = u64_of(commits);
+        self.resync = false;
+        Ok(())
     }
 
     /// Assign sequence numbers and versions, check expectations and snapshots, encode records.
@@ -836,13 +1096,20 @@ impl EventLog for PgLog {
     }
 
     fn tail(&self, from_seq: u64) -> Tail {
-        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reads = self.reads.clone();
         Tail::new(
             from_seq,
             self.head.clone(),
             Arc::new(move |from, limit| {
                 let (tx, rx) = std::sync::mpsc::channel();
-                reads.as_ref().ok_or(Error::Closed)?.send((Read::From(from, limit), tx)).map_err(|_| Error::Closed)?;
+                {
+                    let reads = reads.lock().unwrap_or_else(|p| p.into_inner());
+                    reads
+                        .as_ref()
+                        .ok_or(Error::Closed)?
+                        .send((Read::From(from, limit), tx))
+                        .map_err(|_| Error::Closed)?;
+                }
                 match rx.recv().map_err(|_| Error::Closed)?? {
                     ReadAnswer::Envelopes(v) => Ok(v),
                     _ => Err(Error::Storage("a reader answered another question".into())),
@@ -896,45 +1163,76 @@ pub fn create_database(admin_url: &str, name: &str) -> Result<String, Error> {
         .join()
     })
     .map_err(|_| Error::Storage("creating a database panicked".into()))??;
-    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| Error::Invalid(format!("{admin_url}: no database")))?;
+    let (base, _) =
+        admin_url.rsplit_once('/').ok_or_else(|| Error::Invalid(format!("{}: no database", redact_url(admin_url))))?;
     Ok(format!("{base}/{name}"))
 }
 
 /// Await every future, polling them in their order at each wake: the first poll of each (when
 /// tokio-postgres sends its request) happens in order, so the statements reach the server in
-/// this order on the connection.
-async fn in_order<'a, T>(mut steps: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> Vec<T> {
+/// this order on the connection. `None` when a future other than the last finished with an
+/// outcome that `stop` refuses during that first pass: the futures after it were never polled,
+/// so their requests (the last is COMMIT) were never sent.
+async fn in_order<'a, T>(
+    mut steps: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
+    stop: impl Fn(&T) -> bool,
+) -> Option<Vec<T>> {
     let mut out: Vec<Option<T>> = steps.iter().map(|_| None).collect();
+    let mut first = true;
+    let mut stopped = false;
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for (f, o) in steps.iter_mut().zip(out.iter_mut()) {
+        let last = steps.len().saturating_sub(1);
+        for (i, (f, o)) in steps.iter_mut().zip(out.iter_mut()).enumerate() {
             if o.is_none() {
                 match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Ready(v) => {
+                        if first && i < last && stop(&v) {
+                            stopped = true;
+                            return std::task::Poll::Ready(());
+                        }
+                        *o = Some(v);
+                    }
                     std::task::Poll::Pending => pending = true,
                 }
             }
         }
+        first = false;
         if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
     })
     .await;
-    out.into_iter().flatten().collect()
+    if stopped {
+        return None;
+    }
+    Some(out.into_iter().flatten().collect())
 }
 
-/// A database URL fit for a log line: its password, if any, replaced by `***`.
+/// A database URL (or key-value connection string) fit for a log line: its password, if any,
+/// replaced by `***` — in the user-info part (up to the last `@` before any `?`, as a password
+/// may hold `/` or `@`) and in any `password=` parameter.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('?').unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => match rest[..at].split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
+                    None => url.to_string(),
+                },
+                None => url.to_string(),
+            }
+        }
         None => url.to_string(),
+    };
+    // `password=…` in a query string or a key-value string.
+    let mut from = 0;
+    while let Some(i) = out[from..].to_ascii_lowercase().find("password=") {
+        let start = from + i + "password=".len();
+        let end = out[start..].find(['&', ' ']).map_or(out.len(), |j| start + j);
+        out.replace_range(start..end, "***");
+        from = start + 3;
     }
+    out
 }
 
 #[cfg(test)]
@@ -944,5 +1242,11 @@ mod tests {
         assert_eq!(super::redact_url("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("nonsense"), "nonsense");
+        assert_eq!(super::redact_url("postgres://u:pa/s@s@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u@h/db?password=x&sslmode=off"),
+            "postgres://u@h/db?password=***&sslmode=off"
+        );
+        assert_eq!(super::redact_url("host=h password=x user=u"), "host=h password=*** user=u");
     }
 }

@@ -184,7 +184,7 @@ fn pg_log() -> PgLog {
         .expect("SPOOL_TEST_PG_URL: start PostgreSQL with scripts/pg.sh start DIR and source DIR/pg-env");
     let name = format!("contract_{}", ulid::Ulid::new().to_string().to_lowercase());
     let url = spool_log::create_database(&admin, &name).unwrap();
-    PgLog::open(PgLogOptions { url, partition: 0 }).unwrap()
+    PgLog::open(PgLogOptions::new(url, "test-node")).unwrap()
 }
 
 /// A second opening of the same partition takes it over: the first writer's next append is
@@ -194,9 +194,9 @@ async fn postgres_a_writer_of_an_earlier_epoch_cannot_append() {
     let admin = std::env::var("SPOOL_TEST_PG_URL").expect("SPOOL_TEST_PG_URL (scripts/pg.sh)");
     let name = format!("fence_{}", ulid::Ulid::new().to_string().to_lowercase());
     let url = spool_log::create_database(&admin, &name).unwrap();
-    let old = PgLog::open(PgLogOptions { url: url.clone(), partition: 0 }).unwrap();
+    let old = PgLog::open(PgLogOptions::new(url.clone(), "test-node")).unwrap();
     old.append(one("a", Expected::Any, 0..2)).await.unwrap();
-    let new = PgLog::open(PgLogOptions { url, partition: 0 }).unwrap();
+    let new = PgLog::open(PgLogOptions::new(url, "test-node")).unwrap();
     assert!(new.epoch() > old.epoch());
     let refused = old.append(one("a", Expected::Any, 2..3)).await;
     assert!(matches!(refused, Err(Error::Fenced(_))), "{refused:?}");
@@ -325,7 +325,7 @@ fn pg_log_through_proxy(proxy_port: u16) -> (PgLog, String) {
     let (head, tail) = direct.rsplit_once('@').unwrap();
     let (_, db) = tail.split_once('/').unwrap();
     let url = format!("{head}@127.0.0.1:{proxy_port}/{db}");
-    (PgLog::open(PgLogOptions { url, partition: 0 }).unwrap(), direct)
+    (PgLog::open(PgLogOptions::new(url, "test-node")).unwrap(), direct)
 }
 
 fn pg_port() -> u16 {

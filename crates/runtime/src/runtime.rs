@@ -32,6 +32,12 @@ pub struct RuntimeConfig {
     /// The log: `None` is redb in the data directory; `postgres://…` is a PostgreSQL log
     /// (`engine-spec/cluster.md`; one partition for now).
     pub log_url: Option<String>,
+    /// This node's name in a PostgreSQL log's lease (`SPOOL_NODE_ID`); empty: the one kept in
+    /// `<data-dir>/node.id` (made at first start), so a restart of the same node takes its
+    /// partition back at once.
+    pub node_id: String,
+    /// How long a PostgreSQL log's lease lasts unless renewed (`SPOOL_LEASE_TTL`).
+    pub lease_ttl: Duration,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
     /// How often coarse API key usage is written (and expired idempotency records swept).
@@ -80,6 +86,8 @@ impl RuntimeConfig {
         RuntimeConfig {
             data_dir: data_dir.into(),
             log_url: None,
+            node_id: String::new(),
+            lease_ttl: spool_log::LEASE_TTL_DEFAULT,
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
@@ -139,6 +147,8 @@ pub struct Runtime {
     snapshotting: AtomicBool,
     /// The `spool_waiting` gauges, kept by `publish` (`gauges.rs`).
     gauges: Mutex<crate::gauges::Gauges>,
+    /// See [`Runtime::partition_lost`].
+    partition_lost: Mutex<Option<watch::Receiver<bool>>>,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
     pub effects_total: AtomicU64,
@@ -153,20 +163,43 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Arc<Runtime>, RuntimeError> {
+        let mut lost = None;
         let log: Arc<dyn EventLog> = match &cfg.log_url {
             Some(url) => {
-                let url = url.clone();
-                let pg = tokio::task::spawn_blocking(move || {
-                    spool_log::PgLog::open(spool_log::PgLogOptions { url, partition: 0 })
-                })
-                .await
-                .map_err(|e| spool_log::Error::Storage(format!("opening the PostgreSQL log: {e}")))??;
-                tracing::info!(epoch = pg.epoch(), head = pg.head(), "the PostgreSQL log's partition 0 is held");
+                let node_id = match cfg.node_id.trim() {
+                    "" => node_id_of(&cfg.data_dir, &*ids)?,
+                    id => id.to_string(),
+                };
+                let opts = spool_log::PgLogOptions {
+                    url: url.clone(),
+                    partition: 0,
+                    node_id: node_id.clone(),
+                    lease_ttl: cfg.lease_ttl,
+                };
+                // Blocks while another node holds the lease (this node is a standby).
+                let pg = tokio::task::spawn_blocking(move || spool_log::PgLog::open(opts))
+                    .await
+                    .map_err(|e| spool_log::Error::Storage(format!("opening the PostgreSQL log: {e}")))??;
+                tracing::info!(
+                    node_id,
+                    epoch = pg.epoch(),
+                    head = pg.head(),
+                    "this node holds partition 0 of the PostgreSQL log"
+                );
+                lost = Some(pg.lost());
                 Arc::new(pg)
             }
             None => Arc::new(RedbLog::open_dir(&cfg.data_dir)?),
         };
-        Self::start(log, cfg, clock, ids).await
+        let rt = Self::start(log, cfg, clock, ids).await?;
+        *rt.partition_lost.lock().unwrap_or_else(|p| p.into_inner()) = lost;
+        Ok(rt)
+    }
+
+    /// On a PostgreSQL log: turns true, for good, when this node lost its partition (another
+    /// node took it over, or the lease could not be renewed in time). `None` on other logs.
+    pub fn partition_lost(&self) -> Option<watch::Receiver<bool>> {
+        self.partition_lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub async fn start(
@@ -224,6 +257,7 @@ impl Runtime {
             inflight_idem: Mutex::new(HashSet::new()),
             usage: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(Default::default()),
+            partition_lost: Mutex::new(None),
             executors: crate::executors::Executors {
                 media,
                 uploads,
@@ -867,5 +901,20 @@ impl SequencerHost for Host {
 
     fn command_taken(&self) {
         self.0.commands_total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// This node's id, kept in `<data-dir>/node.id` (made at first start).
+fn node_id_of(data_dir: &std::path::Path, ids: &dyn IdSource) -> Result<String, spool_log::Error> {
+    let path = data_dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", data_dir.display())))?;
+            let id = format!("node_{:032x}", ids.entropy());
+            std::fs::write(&path, &id).map_err(|e| spool_log::Error::Storage(format!("{}: {e}", path.display())))?;
+            Ok(id)
+        }
     }
 }

@@ -72,6 +72,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let settings = Settings {
         data_dir: data_dir.clone(),
         log_url: None,
+        node_id: None,
+        lease_ttl: spool_log::LEASE_TTL_DEFAULT,
         listen: args.listen.clone(),
         webhook_allow_hosts: Vec::new(),
         webhooks: spool_runtime::WebhookSettings::default(),

@@ -213,6 +213,11 @@ pub struct Settings {
     /// The log (`--log`, env SPOOL_LOG_URL, config `log.url`): `postgres://…`, or `None` for
     /// redb in the data directory.
     pub log_url: Option<String>,
+    /// This node's name in the log's lease (env SPOOL_NODE_ID; default: kept in
+    /// `<data-dir>/node.id`).
+    pub node_id: Option<String>,
+    /// How long a PostgreSQL log's lease lasts unless renewed (env SPOOL_LEASE_TTL; 10s).
+    pub lease_ttl: std::time::Duration,
     pub listen: String,
     /// Hosts, IPs or CIDRs webhooks may reach over plain http or private addresses
     /// (env SPOOL_WEBHOOK_ALLOW_HOSTS, comma-separated; config `webhooks.allow_hosts`).
@@ -317,6 +322,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             ),
             None => None,
         },
+        node_id: std::env::var("SPOOL_NODE_ID").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+        lease_ttl: duration("SPOOL_LEASE_TTL", "SPOOL_LEASE_TTL", None)?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(spool_log::LEASE_TTL_DEFAULT),
         listen: args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
         webhook_allow_hosts: match std::env::var("SPOOL_WEBHOOK_ALLOW_HOSTS") {
             Ok(v) => v.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
@@ -446,6 +455,8 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     };
     let mut cfg = RuntimeConfig::new(&settings.data_dir);
     cfg.log_url = settings.log_url.clone();
+    cfg.node_id = settings.node_id.clone().unwrap_or_default();
+    cfg.lease_ttl = settings.lease_ttl;
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
     cfg.webhooks = spool_runtime::WebhookSettings {
@@ -504,6 +515,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let Started { runtime, listener, app } = start(&settings, env_key.as_deref()).await?;
+    // A node that lost its partition of a PostgreSQL log (another node took it over, or its
+    // lease could not be renewed in time) appends nothing more; it exits so that a supervisor
+    // restarts it, as a standby until the partition is free again.
+    if let Some(mut lost) = runtime.partition_lost() {
+        tokio::spawn(async move {
+            if lost.wait_for(|l| *l).await.is_ok() {
+                tracing::error!("this node lost partition 0 of the log; exiting with code 3");
+                eprintln!("spool: this node lost partition 0 of the log to another node; exiting (code 3)");
+                std::process::exit(3);
+            }
+        });
+    }
     tracing::info!(
         listen = %settings.listen,
         data_dir = %settings.data_dir.display(),

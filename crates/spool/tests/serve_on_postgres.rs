@@ -82,31 +82,118 @@ fn acknowledged_indexes_survive_sigkill_on_a_postgres_log() {
     assert!(!server_log(&data).contains("s3cret"), "no password in the server log");
 }
 
-/// A second server on the same database takes partition 0 over (its epoch moves on): the
-/// first one's next write is refused inside its append transaction, and the second one has
-/// every index the first acknowledged.
+/// `/healthz` answers 200 within a short wait (a standby's listener is bound but does not
+/// answer until it holds the partition).
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(sock) = addr.parse() else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(300)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    if s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+}
+
+/// A node that is not the holder: started without waiting for it (it waits for the lease).
+fn start_standby(dir: &std::path::Path, url: &str) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log")).unwrap();
+    let child = serve_command(dir, &addr, &[("SPOOL_LOG_URL", url), ("SPOOL_LEASE_TTL", LEASE)])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Server { child, addr }
+}
+
+const LEASE: &str = "2s";
+
+/// Two nodes whose data directories share the master key (both unwrap the same data keys).
+fn two_nodes(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    (a, b)
+}
+
+fn wait_healthy(addr: &str, within: Duration) -> Option<Duration> {
+    let began = std::time::Instant::now();
+    while began.elapsed() < within {
+        if healthy(addr) {
+            return Some(began.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A standby does not take the partition while its holder renews the lease; when the holder is
+/// SIGKILLed it takes over within the lease's time and has everything the holder acknowledged.
 #[test]
-fn a_second_server_takes_the_partition_and_the_first_can_no_longer_write() {
+fn a_standby_takes_the_partition_over_when_its_holder_is_killed() {
     let url = database();
     let tmp = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    // Both nodes unwrap the same data keys: the same master key.
-    std::fs::create_dir_all(&a_dir).unwrap();
-    let mut a = start_with(&a_dir, &[("SPOOL_LOG_URL", &url)]);
+    let (a_dir, b_dir) = two_nodes(tmp.path());
+    let mut a = start_with(&a_dir, &[("SPOOL_LOG_URL", &url), ("SPOOL_LEASE_TTL", LEASE)]);
     let (status, created) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-a"}"#));
     assert_eq!(status, 201, "{created}");
-    std::fs::create_dir_all(&b_dir).unwrap();
     std::fs::copy(a_dir.join("master.key"), b_dir.join("master.key")).unwrap();
-    let mut b = start_with(&b_dir, &[("SPOOL_LOG_URL", &url)]);
-    let on_b = index_ids(&b.addr);
-    assert_eq!(on_b.get(created["index_id"].as_str().unwrap()).map(String::as_str), Some("from-a"));
-    let (status, refused) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"late-from-a"}"#));
-    assert_ne!(status, 201, "a fenced node acknowledged a write: {refused}");
+    let mut b = start_standby(&b_dir, &url);
+    // Three lease times: the holder renews, the standby waits.
+    assert!(wait_healthy(&b.addr, Duration::from_secs(6)).is_none(), "the standby took a held partition");
+    let (status, more) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-a-2"}"#));
+    assert_eq!(status, 201, "the holder kept the partition: {more}");
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let took = wait_healthy(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
+    eprintln!(
+        "takeover after SIGKILL: {:.2} s from the kill to the standby's first /healthz 200 (lease {LEASE})",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(2 + 5), "takeover took {took:?}");
+    let names: Vec<String> = index_ids(&b.addr).into_values().collect();
+    assert!(names.contains(&"from-a".to_string()) && names.contains(&"from-a-2".to_string()), "{names:?}");
     let (status, created_b) = call(&b.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-b"}"#));
     assert_eq!(status, 201, "{created_b}");
-    let names: Vec<String> = index_ids(&b.addr).into_values().collect();
-    assert!(names.contains(&"from-b".to_string()) && !names.contains(&"late-from-a".to_string()), "{names:?}");
-    a.child.kill().unwrap();
     b.child.kill().unwrap();
-    let _ = (a.child.wait(), b.child.wait());
+    let _ = b.child.wait();
+}
+
+/// Split brain: the holder is paused (SIGSTOP) past its lease, the standby takes over and
+/// writes; resumed (SIGCONT), the old holder's next write is refused, it exits with code 3, and
+/// nothing it was asked after the takeover is in the log.
+#[test]
+fn a_holder_paused_past_its_lease_is_refused_and_exits() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = two_nodes(tmp.path());
+    let mut a = start_with(&a_dir, &[("SPOOL_LOG_URL", &url), ("SPOOL_LEASE_TTL", LEASE)]);
+    let (status, _) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-a"}"#));
+    assert_eq!(status, 201);
+    std::fs::copy(a_dir.join("master.key"), b_dir.join("master.key")).unwrap();
+    let mut b = start_standby(&b_dir, &url);
+    let pid = a.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    wait_healthy(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
+    let (status, created_b) = call(&b.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-b"}"#));
+    assert_eq!(status, 201, "{created_b}");
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let late = request(&a.addr, "POST", "/api/v2/indexes", Some(ADMIN_KEY), Some(r#"{"name":"late-from-a"}"#));
+    assert!(!matches!(late, Ok((201, _))), "the paused holder acknowledged a write after the takeover: {late:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "the old holder did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(3), "{}", server_log(&a_dir));
+    let names: Vec<String> = index_ids(&b.addr).into_values().collect();
+    assert!(names.contains(&"from-a".to_string()) && names.contains(&"from-b".to_string()), "{names:?}");
+    assert!(!names.contains(&"late-from-a".to_string()), "{names:?}");
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
 }
