@@ -160,6 +160,15 @@ impl Future for Submitted {
 /// the other commit in that order; a stream's `Expected` version is checked inside the commit;
 /// a failed commit writes nothing and answers every request it held with the error.
 /// A boxed append: [`EventLog`] is used as `dyn EventLog` by the runtime.
+/// What `spool verify` reads besides the contract: the records as stored (before decoding) and
+/// every stream's version, in name order. Implemented by the logs that persist.
+pub trait RawLog: EventLog {
+    /// Raw records from `from_seq`, at most `limit` (capped at [`READ_BATCH_MAX`]).
+    fn read_raw(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error>;
+    /// Streams and their versions in name order after `after`, at most `limit`.
+    fn streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>, Error>;
+}
+
 pub type Appending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Appended, Error>> + Send + 'a>>;
 
 pub trait EventLog: Send + Sync + 'static {

@@ -154,6 +154,8 @@ struct Job {
 
 enum Read {
     From(u64, usize),
+    Raw(u64, usize),
+    Streams(Option<String>, usize),
     Stream(String, u64, usize),
     Version(String),
     Snapshot(String),
@@ -163,6 +165,8 @@ enum Read {
 
 enum ReadAnswer {
     Envelopes(Vec<Envelope>),
+    Raw(Vec<(u64, Vec<u8>)>),
+    Streams(Vec<(String, u64)>),
     Version(u64),
     Snapshot(Option<Snapshot>),
     Side(Option<Vec<u8>>),
@@ -340,6 +344,61 @@ impl PgLog {
         })
     }
 
+    /// A partition's log for reading only (the offline tools): it takes no lease, moves no
+    /// epoch and appends nothing; its head is the partition's when opened.
+    pub fn open_reader(url: &str, partition: i32) -> Result<Self, Error> {
+        let u = url.to_string();
+        let head = std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = thread_runtime()?;
+                rt.block_on(async {
+                    let c = connect(&u).await?;
+                    let row = c
+                        .query_opt("SELECT head FROM spool_partitions WHERE partition = $1", &[&partition])
+                        .await
+                        .map_err(|e| match e.as_db_error() {
+                            Some(db) if db.code().code() == "42P01" => {
+                                Error::Invalid("this database holds no Spool log (no spool_partitions table)".into())
+                            }
+                            _ => pg_err(e),
+                        })?
+                        .ok_or_else(|| Error::Invalid(format!("this database's log has no partition {partition}")))?;
+                    Ok::<_, Error>(u64_of(row.get(0)))
+                })
+            })
+            .join()
+        })
+        .map_err(|_| Error::Storage("opening the log panicked".into()))??;
+        let (_head_tx, head_rx) = watch::channel(head);
+        let (lost_tx, lost_rx) = watch::channel(true);
+        let lease = Arc::new(Lease {
+            stopping: std::sync::atomic::AtomicBool::new(true),
+            renewed: Mutex::new(std::time::Instant::now()),
+            ttl: LEASE_TTL_DEFAULT,
+            lost: lost_tx,
+        });
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        let mut threads = Vec::new();
+        let (u, rx) = (url.to_string(), read_rx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("spool-pg-reader".into())
+                .spawn(move || reader_loop(&u, partition, &rx))
+                .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
+        );
+        Ok(PgLog {
+            lease,
+            tx: None,
+            lost: lost_rx,
+            reads: Arc::new(Mutex::new(Some(read_tx))),
+            head: head_rx,
+            stats: Arc::new(LogStats::default()),
+            epoch: 0,
+            threads,
+        })
+    }
+
     /// The epoch this log holds its partition at.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -418,6 +477,38 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
             .collect()
     };
     Ok(match read {
+        Read::Raw(from, limit) => {
+            let rows = c
+                .query(
+                    "SELECT seq, record FROM spool_events WHERE partition = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                    &[&p, &i64_of(from), &i64_of(limit.min(READ_BATCH_MAX) as u64)],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Raw(rows.iter().map(|r| (u64_of(r.get(0)), r.get::<_, Vec<u8>>(1))).collect())
+        }
+        Read::Streams(after, limit) => {
+            let limit = i64_of(limit.min(READ_BATCH_MAX) as u64);
+            let rows = match after {
+                Some(a) => {
+                    c.query(
+                        "SELECT stream, version FROM spool_streams WHERE partition = $1 AND stream COLLATE \"C\" > $2 \
+                         ORDER BY stream COLLATE \"C\" LIMIT $3",
+                        &[&p, &a, &limit],
+                    )
+                    .await
+                }
+                None => {
+                    c.query(
+                        "SELECT stream, version FROM spool_streams WHERE partition = $1 ORDER BY stream COLLATE \"C\" LIMIT $2",
+                        &[&p, &limit],
+                    )
+                    .await
+                }
+            }
+            .map_err(pg_err)?;
+            ReadAnswer::Streams(rows.iter().map(|r| (r.get::<_, String>(0), u64_of(r.get(1)))).collect())
+        }
         Read::From(from, limit) => {
             let rows = c
                 .query(
@@ -1233,6 +1324,23 @@ pub fn redact_url(url: &str) -> String {
         from = start + 3;
     }
     out
+}
+
+
+impl crate::RawLog for PgLog {
+    fn read_raw(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        match self.read(Read::Raw(from_seq, limit))? {
+            ReadAnswer::Raw(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>, Error> {
+        match self.read(Read::Streams(after.map(str::to_string), limit))? {
+            ReadAnswer::Streams(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
 }
 
 #[cfg(test)]

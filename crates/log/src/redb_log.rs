@@ -592,3 +592,13 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
     w.commit()?;
     Ok((results, head, indexed))
 }
+
+impl crate::RawLog for RedbLog {
+    fn read_raw(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        RedbLog::read_raw(self, from_seq, limit)
+    }
+
+    fn streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>, Error> {
+        RedbLog::streams(self, after, limit)
+    }
+}

@@ -298,7 +298,7 @@ impl VerifyReport {
 /// index agrees with the records, and the state the server wrote as its snapshot (another
 /// process, another run) equals this fold at the snapshot's sequence number: that comparison is
 /// what can catch a non-deterministic fold.
-pub fn verify(log: &RedbLog) -> Result<VerifyReport, spool_log::Error> {
+pub fn verify(log: &dyn spool_log::RawLog) -> Result<VerifyReport, spool_log::Error> {
     let mut report = VerifyReport::default();
     let snapshot = log.snapshot(crate::runtime::SNAPSHOT_NAME)?;
     let mut a = State::default();

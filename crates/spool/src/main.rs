@@ -93,6 +93,10 @@ enum Cmd {
         dir: DataDirArg,
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Verify a PostgreSQL log (`postgres://…`, partition 0) instead of the data
+        /// directory's: read only, it takes no lease (a running cluster keeps serving).
+        #[arg(long = "log", env = "SPOOL_LOG_URL", conflicts_with = "against")]
+        log_url: Option<String>,
     },
     /// Manage API keys (offline).
     Keys {
@@ -302,8 +306,8 @@ fn main() -> ExitCode {
             offline::replay(&dir, stream.as_deref().unwrap_or(""), until)
         }
         Cmd::Bundle { id, dir, out } => offline::bundle(&dir, &id, out.as_deref()),
-        Cmd::Verify { dir, against: None } => offline::verify(&dir),
-        Cmd::Verify { dir, against: Some(other) } => offline::verify_against(&dir, &other),
+        Cmd::Verify { dir, against: None, log_url } => offline::verify(&dir, log_url.as_deref()),
+        Cmd::Verify { dir, against: Some(other), .. } => offline::verify_against(&dir, &other),
         Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),

@@ -313,9 +313,15 @@ fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::Replay
 }
 
 /// `spool verify`: re-fold everything; exit non-zero on any decode error or inconsistency.
-pub fn verify(dir: &DataDirArg) -> anyhow::Result<()> {
-    let log = open_existing(&dir.data_dir)?;
-    let report = spool_runtime::tools::verify(&log)?;
+pub fn verify(dir: &DataDirArg, log_url: Option<&str>) -> anyhow::Result<()> {
+    let report = match log_url {
+        Some(url) => {
+            let log = spool_log::PgLog::open_reader(url, 0)
+                .with_context(|| format!("opening the PostgreSQL log {}", spool_log::redact_url(url)))?;
+            spool_runtime::tools::verify(&log)?
+        }
+        None => spool_runtime::tools::verify(&open_existing(&dir.data_dir)?)?,
+    };
     println!("{} events in {} streams", report.events, report.streams);
     for e in &report.decode_errors {
         println!("decode error: {e}");
