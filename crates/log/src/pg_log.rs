@@ -32,6 +32,7 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 64 << 20;
 pub const PG_READERS: usize = 2;
 /// The log's tables, created at open when missing. Every table has the partition in its key.
 const SCHEMA: &str = r#"
+SET LOCAL client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS spool_meta (key text PRIMARY KEY, value bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS spool_partitions (
     partition int PRIMARY KEY,
@@ -1325,7 +1326,6 @@ pub fn redact_url(url: &str) -> String {
     }
     out
 }
-
 
 impl crate::RawLog for PgLog {
     fn read_raw(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {

@@ -92,7 +92,12 @@ fn acknowledged_indexes_survive_sigkill_on_a_postgres_log() {
     // A damaged record is found (verify is not a test that cannot fail).
     drop(server);
     let damaged = std::process::Command::new("psql")
-        .args([url.as_str(), "-q", "-c", "UPDATE spool_events SET record = '\\x0100ff' WHERE partition = 0 AND seq = 2"])
+        .args([
+            url.as_str(),
+            "-q",
+            "-c",
+            "UPDATE spool_events SET record = '\\x0100ff' WHERE partition = 0 AND seq = 2",
+        ])
         .status()
         .unwrap();
     assert!(damaged.success());
@@ -216,4 +221,35 @@ fn a_holder_paused_past_its_lease_is_refused_and_exits() {
     verify_clean(&url);
     b.child.kill().unwrap();
     let _ = b.child.wait();
+}
+
+/// Every node must unwrap the same data keys: a node whose master key is not the cluster's
+/// refuses to start, saying so, instead of serving without being able to read credentials.
+#[test]
+fn a_node_with_another_master_key_refuses_to_start() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = two_nodes(tmp.path());
+    let mut a = start_with(&a_dir, &[("SPOOL_LOG_URL", &url), ("SPOOL_LEASE_TTL", LEASE)]);
+    // A webhook: its secret is sealed with a data key wrapped by a's master key.
+    let (status, hook) = call(
+        &a.addr,
+        "POST",
+        "/api/v2/webhooks",
+        Some(r#"{"name":"h","url":"https://example.com/hook","events":["media.created"]}"#),
+    );
+    assert_eq!(status, 201, "{hook}");
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    // b has a master key of its own (made at its first start).
+    let out = serve_command(
+        &b_dir,
+        &format!("127.0.0.1:{}", free_port()),
+        &[("SPOOL_LOG_URL", &url), ("SPOOL_LEASE_TTL", LEASE)],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a node with another master key started");
+    assert!(text.contains("the master key does not open"), "{text}");
 }
