@@ -47,6 +47,20 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = crate::bench_engine::DEFAULT_CONCURRENCY)]
         concurrency: usize,
     },
+    /// Durable steps/s of one node on a PostgreSQL log against one node on redb (index creations
+    /// by concurrent writers), PostgreSQL transactions per step, and the takeover time of a
+    /// standby after SIGKILL of its holder.
+    Cluster {
+        /// A PostgreSQL URL whose user may create databases (env SPOOL_TEST_PG_URL).
+        #[arg(long, env = "SPOOL_TEST_PG_URL")]
+        pg: String,
+        /// Index creations per run.
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+    },
     /// Durable appends through the EventLog against raw redb commits; replay against raw decode.
     Log {
         /// Scratch directory (default: a fresh temporary directory).
@@ -140,6 +154,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::PromptRun { videos, sizes, dir } => {
             crate::bench_prompt_run::run(crate::bench_prompt_run::Args { videos, sizes, dir })
+        }
+        BenchCmd::Cluster { pg, steps, writers } => {
+            crate::bench_cluster::run(crate::bench_cluster::Args { pg, steps, writers })
         }
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency } => {

@@ -89,16 +89,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// How the server is started: the same command for every start, only the data directory, the
 /// port and the log file differ.
-struct Serve {
-    exe: PathBuf,
-    key: String,
-    roots: PathBuf,
-    concurrency: usize,
+pub(crate) struct Serve {
+    pub exe: PathBuf,
+    pub key: String,
+    pub roots: PathBuf,
+    pub concurrency: usize,
+    /// More environment of the server (`bench cluster`: its log, node and lease).
+    pub env: Vec<(String, String)>,
 }
 
 impl Serve {
     /// Start `spool serve` on a free loopback port; stdout and stderr are appended to `log`.
-    fn spawn(&self, data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
+    pub fn spawn(&self, data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let out = std::fs::OpenOptions::new()
@@ -117,6 +119,8 @@ impl Serve {
             // The operator's own settings must not change what is measured.
             .env_remove("SPOOL_CONFIG")
             .env_remove("SPOOL_MASTER_KEY")
+            .env_remove("SPOOL_LOG_URL")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -128,9 +132,9 @@ impl Serve {
 
 /// A running `spool serve` child. Dropping it on an error path kills it, so no server is left
 /// behind.
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub addr: String,
     log: PathBuf,
 }
 
@@ -144,7 +148,7 @@ impl Server {
     }
 
     /// Poll `/healthz` every `poll` until it answers 200.
-    fn wait_healthy(&mut self, poll: Duration) -> anyhow::Result<()> {
+    pub fn wait_healthy(&mut self, poll: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             if let Ok((200, _)) = http(&self.addr, "GET", "/healthz", None, None) {
@@ -163,7 +167,7 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit. `kill(1)` rather than libc: `unsafe_code` is
     /// forbidden workspace-wide.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub fn stop(&mut self) -> anyhow::Result<()> {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill").args(["-TERM", &pid]).status().context("running kill -TERM")?.success();
         ensure!(ok, "kill -TERM {pid} failed");
@@ -236,6 +240,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
         key: format!("sk_test_bench_{:032x}", rand::random::<u128>()),
         roots: srcs.clone(),
         concurrency,
+        env: Vec::new(),
     };
     let largest = sizes.iter().copied().max().unwrap_or(0);
     println!("spool bench engine: scratch {}, import concurrency {concurrency}", work.display());
@@ -519,7 +524,13 @@ fn commands_total(addr: &str) -> anyhow::Result<(f64, Vec<String>)> {
 
 /// One request on its own connection (HTTP/1.1, `Connection: close`); returns (status, body).
 /// Errors are connection failures or unreadable answers.
-fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> std::io::Result<(u16, String)> {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let sock = addr.parse().map_err(std::io::Error::other)?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -724,7 +735,7 @@ fn read_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<Reads> {
 }
 
 /// `spool_log_commits_total` of `/metrics`.
-fn log_commits(addr: &str) -> anyhow::Result<f64> {
+pub(crate) fn log_commits(addr: &str) -> anyhow::Result<f64> {
     let (_, text) = http(addr, "GET", "/metrics", None, None)?;
     text.lines()
         .find_map(|l| l.strip_prefix("spool_log_commits_total ").and_then(|v| v.trim().parse().ok()))

@@ -2,6 +2,7 @@
 //! the work lives there. `anyhow` is used here and nowhere else.
 
 mod bench;
+mod bench_cluster;
 mod bench_engine;
 mod bench_export;
 mod bench_import;
