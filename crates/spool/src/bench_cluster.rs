@@ -137,11 +137,19 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
     standby.wait_healthy(Duration::from_millis(10))?;
     let takeover = killed.elapsed().as_secs_f64();
     standby.stop()?;
-    println!("takeover:   {takeover:.2} s from SIGKILL of the holder to the standby's first /healthz 200 (lease {LEASE_S} s)");
+    println!(
+        "takeover:   {takeover:.2} s from SIGKILL of the holder to the standby's first /healthz 200 (lease {LEASE_S} s)"
+    );
 
     let met = |ok: bool| if ok { "met" } else { "not met" };
-    println!("aim ≥ {AIM_STEPS_PER_S:.0} durable steps/s on one partition: {pg_steps:.0}: {}", met(pg_steps >= AIM_STEPS_PER_S));
-    println!("aim ≤ {AIM_TX_PER_STEP} transactions per step: {tx_per_step:.3}: {}", met(tx_per_step <= AIM_TX_PER_STEP));
+    println!(
+        "aim ≥ {AIM_STEPS_PER_S:.0} durable steps/s on one partition: {pg_steps:.0}: {}",
+        met(pg_steps >= AIM_STEPS_PER_S)
+    );
+    println!(
+        "aim ≤ {AIM_TX_PER_STEP} transactions per step: {tx_per_step:.3}: {}",
+        met(tx_per_step <= AIM_TX_PER_STEP)
+    );
     println!("aim takeover ≤ lease + 1 s: {takeover:.2} s: {}", met(takeover <= (LEASE_S + 1) as f64));
     println!(
         "{}",
