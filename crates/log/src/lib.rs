@@ -199,4 +199,22 @@ pub trait EventLog: Send + Sync + 'static {
     fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// The log's counters (commits, appends, events, failed commits), for `/metrics`.
     fn stats(&self) -> &LogStats;
+    /// The partitions of a shared log and who holds them (`spool cluster status`); empty for a
+    /// log of one process.
+    fn partitions(&self) -> Result<Vec<PartitionStatus>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// One partition of a shared log, as the database says now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub epoch: u64,
+    pub head: u64,
+    pub commits: u64,
+    /// The node holding its lease, if any.
+    pub owner: Option<String>,
+    /// Milliseconds until the lease expires (negative: expired), on the database's clock.
+    pub lease_expires_in_ms: Option<i64>,
 }

@@ -154,6 +154,7 @@ struct Job {
 }
 
 enum Read {
+    Partitions,
     From(u64, usize),
     Raw(u64, usize),
     Streams(Option<String>, usize),
@@ -165,6 +166,7 @@ enum Read {
 }
 
 enum ReadAnswer {
+    Partitions(Vec<crate::PartitionStatus>),
     Envelopes(Vec<Envelope>),
     Raw(Vec<(u64, Vec<u8>)>),
     Streams(Vec<(String, u64)>),
@@ -477,7 +479,31 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
             })
             .collect()
     };
+    let _ = p;
     Ok(match read {
+        Read::Partitions => {
+            let rows = c
+                .query(
+                    "SELECT partition, epoch, head, commits, lease_owner, \
+                     (extract(epoch FROM lease_expires - now()) * 1000)::bigint \
+                     FROM spool_partitions ORDER BY partition",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Partitions(
+                rows.iter()
+                    .map(|r| crate::PartitionStatus {
+                        partition: r.get(0),
+                        epoch: u64_of(r.get(1)),
+                        head: u64_of(r.get(2)),
+                        commits: u64_of(r.get(3)),
+                        owner: r.get(4),
+                        lease_expires_in_ms: r.get(5),
+                    })
+                    .collect(),
+            )
+        }
         Read::Raw(from, limit) => {
             let rows = c
                 .query(
@@ -1233,6 +1259,13 @@ impl EventLog for PgLog {
 
     fn stats(&self) -> &LogStats {
         &self.stats
+    }
+
+    fn partitions(&self) -> Result<Vec<crate::PartitionStatus>, Error> {
+        match self.read(Read::Partitions)? {
+            ReadAnswer::Partitions(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
     }
 }
 

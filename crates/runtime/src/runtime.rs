@@ -149,6 +149,8 @@ pub struct Runtime {
     gauges: Mutex<crate::gauges::Gauges>,
     /// See [`Runtime::partition_lost`].
     partition_lost: Mutex<Option<watch::Receiver<bool>>>,
+    /// This node's id in a shared log's leases (`None` on a log of one process).
+    node_id: Mutex<Option<String>>,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
     pub effects_total: AtomicU64,
@@ -164,6 +166,7 @@ impl Runtime {
         ids: Arc<dyn IdSource>,
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let mut lost = None;
+        let mut held_by = None;
         let log: Arc<dyn EventLog> = match &cfg.log_url {
             Some(url) => {
                 let node_id = match cfg.node_id.trim() {
@@ -187,13 +190,20 @@ impl Runtime {
                     "this node holds partition 0 of the PostgreSQL log"
                 );
                 lost = Some(pg.lost());
+                held_by = Some(node_id);
                 Arc::new(pg)
             }
             None => Arc::new(RedbLog::open_dir(&cfg.data_dir)?),
         };
         let rt = Self::start(log, cfg, clock, ids).await?;
         *rt.partition_lost.lock().unwrap_or_else(|p| p.into_inner()) = lost;
+        *rt.node_id.lock().unwrap_or_else(|p| p.into_inner()) = held_by;
         Ok(rt)
+    }
+
+    /// This node's id in a shared log's leases (`None` on a log of one process).
+    pub fn node_id(&self) -> Option<String> {
+        self.node_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// On a PostgreSQL log: turns true, for good, when this node lost its partition (another
@@ -258,6 +268,7 @@ impl Runtime {
             usage: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(Default::default()),
             partition_lost: Mutex::new(None),
+            node_id: Mutex::new(None),
             executors: crate::executors::Executors {
                 media,
                 uploads,

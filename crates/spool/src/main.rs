@@ -40,6 +40,22 @@ pub struct DataDirArg {
 }
 
 #[derive(Subcommand)]
+enum ClusterCmd {
+    /// The server's log, its node, and each partition's holder, epoch, head and lease.
+    Status {
+        /// A running server's base URL, e.g. `http://127.0.0.1:8080`.
+        #[arg(long)]
+        server: String,
+        /// An admin API key.
+        #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// The server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
     Serve(serve::ServeArgs),
@@ -98,6 +114,11 @@ enum Cmd {
         /// directory's: read only, it takes no lease (a running cluster keeps serving).
         #[arg(long = "log", env = "SPOOL_LOG_URL", conflicts_with = "against")]
         log_url: Option<String>,
+    },
+    /// A cluster on a PostgreSQL log.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
     },
     /// Manage API keys (offline).
     Keys {
@@ -310,6 +331,9 @@ fn main() -> ExitCode {
         Cmd::Verify { dir, against: None, log_url } => offline::verify(&dir, log_url.as_deref()),
         Cmd::Verify { dir, against: Some(other), .. } => offline::verify_against(&dir, &other),
         Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
+        Cmd::Cluster { cmd: ClusterCmd::Status { server, api_key, json } } => {
+            offline::cluster_status(&server, api_key.as_deref(), json)
+        }
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),

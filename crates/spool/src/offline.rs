@@ -433,21 +433,7 @@ pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&st
                     "{id}: with --server, give a job_, run_ or exp_ id (an automation is read by its index)"
                 ),
             };
-            let key = api_key.context("--server needs an API key (SPOOL_API_KEY or --api-key)")?;
-            let url = format!("{}/api/v2{path}", base.trim_end_matches('/'));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let v: serde_json::Value = rt.block_on(async {
-                let resp = reqwest::Client::new()
-                    .get(&url)
-                    .header("x-api-key", key)
-                    .send()
-                    .await
-                    .with_context(|| format!("reaching {base}"))?;
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
-                Ok::<_, anyhow::Error>(serde_json::from_str(&text)?)
-            })?;
+            let v = get_json(base, api_key, &path)?;
             let kind = match id.split('_').next() {
                 Some("job") => "import_job",
                 Some("run") => "prompt_run",
@@ -532,4 +518,59 @@ fn follow(server: &str, api_key: Option<&str>, args: &ShowArgs) -> anyhow::Resul
         }
         Ok(())
     })
+}
+
+/// `GET <base>/api/v2<path>` with an API key; the answer's JSON.
+fn get_json(base: &str, api_key: Option<&str>, path: &str) -> anyhow::Result<serde_json::Value> {
+    let key = api_key.context("--server needs an API key (SPOOL_API_KEY or --api-key)")?;
+    let url = format!("{}/api/v2{path}", base.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .header("x-api-key", key)
+            .send()
+            .await
+            .with_context(|| format!("reaching {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
+        Ok::<_, anyhow::Error>(serde_json::from_str(&text)?)
+    })
+}
+
+/// `spool cluster status --server URL`: the server's log, its node, and the partitions of a
+/// shared log with their holders, epochs and heads; `--json` prints the answer as it is.
+pub fn cluster_status(server: &str, api_key: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let v = get_json(server, api_key, "/admin/cluster")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "log: {}   node: {}   applied seq: {}",
+        v["log"].as_str().unwrap_or("?"),
+        v["node_id"].as_str().unwrap_or("-"),
+        v["applied_seq"]
+    );
+    let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+    if parts.is_empty() {
+        println!("no partitions (a log of one process)");
+    }
+    for p in parts {
+        println!(
+            "partition {:>3}  epoch {:>5}  head {:>10}  owner {}{}  lease {}",
+            p["partition"],
+            p["epoch"],
+            p["head"],
+            p["owner"].as_str().unwrap_or("-"),
+            if p["held_here"].as_bool() == Some(true) { " (this node)" } else { "" },
+            match p["lease_expires_in_ms"].as_i64() {
+                Some(ms) if ms >= 0 => format!("expires in {:.1} s", ms as f64 / 1000.0),
+                Some(ms) => format!("expired {:.1} s ago", -ms as f64 / 1000.0),
+                None => "-".to_string(),
+            }
+        );
+    }
+    Ok(())
 }

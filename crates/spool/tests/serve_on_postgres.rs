@@ -181,6 +181,19 @@ fn a_standby_takes_the_partition_over_when_its_holder_is_killed() {
     assert!(names.contains(&"from-a".to_string()) && names.contains(&"from-a-2".to_string()), "{names:?}");
     let (status, created_b) = call(&b.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-b"}"#));
     assert_eq!(status, 201, "{created_b}");
+    // `spool cluster status` against the new holder: partition 0 is its, at a later epoch.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["cluster", "status", "--json", "--server", &format!("http://{}", b.addr)])
+        .env("SPOOL_API_KEY", ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["log"], "postgres");
+    let p0 = &status["partitions"][0];
+    assert_eq!((p0["partition"].as_i64(), p0["held_here"].as_bool()), (Some(0), Some(true)), "{status}");
+    assert!(p0["epoch"].as_u64().unwrap() >= 2 && p0["lease_expires_in_ms"].as_i64().unwrap() > 0, "{status}");
+    assert_eq!(p0["owner"], status["node_id"]);
     b.child.kill().unwrap();
     let _ = b.child.wait();
 }

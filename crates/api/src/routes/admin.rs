@@ -137,3 +137,33 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
+
+/// `GET /admin/cluster` (admin): the log, this node, and on a shared log its partitions with
+/// their epochs, heads and lease holders (`spool cluster status`).
+pub async fn cluster(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let node = app.rt.node_id();
+    let rt = app.rt.clone();
+    let partitions = tokio::task::spawn_blocking(move || rt.log().partitions())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let partitions: Vec<serde_json::Value> = partitions
+        .into_iter()
+        .map(|p| {
+            let held_here = node.is_some() && p.owner == node;
+            let mut v = serde_json::to_value(&p).unwrap_or_default();
+            v["held_here"] = serde_json::json!(held_here);
+            v
+        })
+        .collect();
+    Ok(super::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "log": if node.is_some() { "postgres" } else { "redb" },
+            "node_id": node,
+            "applied_seq": app.rt.applied_seq(),
+            "partitions": partitions,
+        }),
+    ))
+}
