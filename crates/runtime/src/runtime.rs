@@ -145,7 +145,7 @@ pub struct Runtime {
     last_snapshot_seq: AtomicU64,
     /// A snapshot is being written (at most one at a time).
     snapshotting: AtomicBool,
-    /// The `spool_waiting` gauges, kept by `publish` (`gauges.rs`).
+    /// The `spool_waiting` gauges, kept as each committed batch is published (`gauges.rs`).
     gauges: Mutex<crate::gauges::Gauges>,
     /// See [`Runtime::partition_lost`].
     partition_lost: Mutex<Option<watch::Receiver<bool>>>,
@@ -884,25 +884,23 @@ impl SequencerHost for Host {
     fn publish(&self, events: &[spool_model::Envelope]) {
         let Some(last) = events.last() else { return };
         let mut st = self.0.state_mut();
-        let mut touched = BTreeSet::new();
         for env in events {
             spool_core::evolve(&mut st, env);
-            touched.extend(spool_core::work_key(&env.event));
-            spool_core::also_touches(&st, &env.event, |k| {
-                touched.insert(k);
-            });
         }
         debug_assert_eq!(st.applied_seq, last.seq, "the read state follows the log without gaps");
-        let mut gauges = self.0.gauges.lock().unwrap_or_else(|p| p.into_inner());
-        for key in touched {
-            gauges.update(&st, key);
-        }
-        gauges.check(&st);
-        drop(gauges);
         self.0.applied.send_replace(st.applied_seq);
     }
 
     fn committed(&self, touched: &BTreeSet<WorkKey>, last_seq: u64, timers_changed: bool) {
+        // The gauges of the aggregates the batch touched (the set the sequencer computed while
+        // folding it), read from the state `publish` just moved (this thread is its only writer).
+        self.0.read(|st| {
+            let mut gauges = self.0.gauges.lock().unwrap_or_else(|p| p.into_inner());
+            for key in touched {
+                gauges.update(st, *key);
+            }
+            gauges.check(st);
+        });
         self.0.after_commit(touched, last_seq, timers_changed);
     }
 
