@@ -46,6 +46,9 @@ if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
   echo "== SDK suite again, its shared server on a PostgreSQL log (engine-spec/cluster.md)"
   SPOOL_TEST_SDK_LOG=postgres SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+  echo "== SDK suite again, on three nodes of one PostgreSQL log, the SDK talking to a node that forwards"
+  SPOOL_TEST_SDK_LOG=postgres SPOOL_TEST_SDK_NODES=3 SPOOL_BIN="$PWD/target/debug/spool" \
+    .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
   echo "== schemathesis against a live server, from its own OpenAPI description"
   # No 5xx, statuses, content types and bodies as described (errors: the contract's envelope).
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python scripts/schemathesis.py \

@@ -211,8 +211,12 @@ def spool_server() -> Iterator[SpoolServer]:
     env.setdefault("RUST_BACKTRACE", "1")
     # SPOOL_TEST_SDK_LOG=postgres: the shared server's log is a database of its own on the
     # tests' PostgreSQL (scripts/pg.sh; SPOOL_TEST_PG_URL) instead of redb.
+    # SPOOL_TEST_SDK_NODES=3 (with postgres): two more nodes join; the SDK talks to one of them,
+    # which forwards every request to the node holding the partition (the first one).
+    nodes = 1
     if os.environ.get("SPOOL_TEST_SDK_LOG") == "postgres":
         env["SPOOL_LOG_URL"] = _create_database(os.environ["SPOOL_TEST_PG_URL"], "sdk_" + secrets.token_hex(6))
+        nodes = int(os.environ.get("SPOOL_TEST_SDK_NODES") or "1")
 
     worker = start_worker()
     config_path = tmp / "spool.toml"
@@ -238,12 +242,38 @@ def spool_server() -> Iterator[SpoolServer]:
         worker.stop()
         pytest.fail(f"could not start {binary}: {exc}", pytrace=False)
     root_url = f"http://127.0.0.1:{port}"
+    others: List[subprocess.Popen] = []
     saved_env = {
         k: os.environ.get(k)
         for k in (*_CLIENT_ENV_DROP, "VIDEO_VECTOR_BASE_URL", "VIDEO_VECTOR_MAX_RETRIES", "SPOOL_BIN")
     }
     try:
         _wait_healthy(proc, f"{root_url}/healthz", log_path)
+        for n in range(1, nodes):
+            node_dir = tmp / f"data-{n}"
+            node_dir.mkdir()
+            # Every node unwraps the same data keys.
+            shutil.copy2(data_dir / "master.key", node_dir / "master.key")
+            node_port = _free_port()
+            node_log = tmp / f"spool-{n}.log"
+            others.append(
+                subprocess.Popen(
+                    [
+                        str(binary), "serve",
+                        "--data-dir", str(node_dir),
+                        "--listen", f"127.0.0.1:{node_port}",
+                        "--config", str(config_path),
+                    ],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=open(node_log, "wb"),
+                    stderr=subprocess.STDOUT,
+                    cwd=str(tmp),
+                )
+            )
+            _wait_healthy(others[-1], f"http://127.0.0.1:{node_port}/healthz", node_log)
+            # The SDK talks to a node that does not hold the partition.
+            root_url = f"http://127.0.0.1:{node_port}"
         server = SpoolServer(
             root_url=root_url,
             api_base=f"{root_url}/api/v2",
@@ -271,6 +301,8 @@ def spool_server() -> Iterator[SpoolServer]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        for other in others:
+            _stop(other)
         _stop(proc)
         log_file.close()
         worker.stop()

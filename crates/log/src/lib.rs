@@ -14,6 +14,7 @@
 mod error;
 mod mem_log;
 mod pg_log;
+mod pg_nodes;
 mod redb_log;
 mod tail;
 
@@ -22,6 +23,7 @@ pub use mem_log::MemLog;
 pub use pg_log::{
     LEASE_TTL_DEFAULT, PG_READERS, PgLog, PgLogOptions, SNAPSHOT_CHUNK_BYTES, create_database, redact_url,
 };
+pub use pg_nodes::{Directory, Holder, NodeStatus};
 pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
 pub use tail::Tail;
 
@@ -202,6 +204,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// The partitions of a shared log and who holds them (`spool cluster status`); empty for a
     /// log of one process.
     fn partitions(&self) -> Result<Vec<PartitionStatus>, Error> {
+        Ok(Vec::new())
+    }
+    /// Closing on a shared log: stop renewing this node's lease and hand it back, so that
+    /// another node takes the partition at once. Nothing is appended after. No-op elsewhere.
+    fn hand_back(&self) {}
+    /// The nodes of a shared log (`spool cluster status`); empty for a log of one process.
+    fn nodes(&self) -> Result<Vec<NodeStatus>, Error> {
         Ok(Vec::new())
     }
 }

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS spool_side (
     value bytea NOT NULL,
     PRIMARY KEY (partition, tbl, key)
 );
+CREATE TABLE IF NOT EXISTS spool_nodes (
+    node_id text PRIMARY KEY,
+    advertise_url text NOT NULL,
+    seen timestamptz NOT NULL
+);
 CREATE OR REPLACE FUNCTION spool_fence(p int, ep bigint, old_head bigint, new_head bigint, old_commits bigint)
 RETURNS void AS $$
 BEGIN
@@ -112,7 +117,7 @@ fn side_code(t: SideTable) -> i16 {
     }
 }
 
-fn pg_err(e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
     pg_err_ref(&e)
 }
 
@@ -155,6 +160,7 @@ struct Job {
 
 enum Read {
     Partitions,
+    Nodes,
     From(u64, usize),
     Raw(u64, usize),
     Streams(Option<String>, usize),
@@ -167,6 +173,7 @@ enum Read {
 
 enum ReadAnswer {
     Partitions(Vec<crate::PartitionStatus>),
+    Nodes(Vec<crate::NodeStatus>),
     Envelopes(Vec<Envelope>),
     Raw(Vec<(u64, Vec<u8>)>),
     Streams(Vec<(String, u64)>),
@@ -202,7 +209,15 @@ fn thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Storage(format!("cannot start a log thread: {e}")))
 }
 
-async fn connect(url: &str) -> Result<Client, Error> {
+/// Create the tables when missing, inside the caller's transaction. One creator at a time
+/// (several nodes may start together): a transaction-scoped advisory lock serialises the
+/// `CREATE`s only; nothing is ever fenced by it.
+pub(crate) async fn create_schema(t: &tokio_postgres::Transaction<'_>) -> Result<(), Error> {
+    t.batch_execute("SELECT pg_advisory_xact_lock(7370656)").await.map_err(pg_err)?;
+    t.batch_execute(SCHEMA).await.map_err(pg_err)
+}
+
+pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg_err)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -229,9 +244,7 @@ impl PgLog {
         rt.block_on(async {
             let mut c = connect(&opts.url).await?;
             let t = c.transaction().await.map_err(pg_err)?;
-            // One creator at a time (several nodes may start together).
-            t.batch_execute("SELECT pg_advisory_xact_lock(7370656)").await.map_err(pg_err)?;
-            t.batch_execute(SCHEMA).await.map_err(pg_err)?;
+            create_schema(&t).await?;
             let known: Option<i64> = t
                 .query_opt("SELECT value FROM spool_meta WHERE key = 'format_version'", &[])
                 .await
@@ -282,7 +295,7 @@ impl PgLog {
                     );
                     waited = true;
                 }
-                tokio::time::sleep(lease_poll(opts.lease_ttl)).await;
+                tokio::time::sleep(lease_poll(opts.lease_ttl).min(STANDBY_POLL_MAX)).await;
             }
         })
     }
@@ -292,6 +305,7 @@ impl PgLog {
         let (lost_tx, lost_rx) = watch::channel(false);
         let lease = Arc::new(Lease {
             stopping: std::sync::atomic::AtomicBool::new(false),
+            ended: watch::channel(false).0,
             renewed: Mutex::new(std::time::Instant::now()),
             ttl: opts.lease_ttl,
             lost: lost_tx,
@@ -376,6 +390,7 @@ impl PgLog {
         let (lost_tx, lost_rx) = watch::channel(true);
         let lease = Arc::new(Lease {
             stopping: std::sync::atomic::AtomicBool::new(true),
+            ended: watch::channel(true).0,
             renewed: Mutex::new(std::time::Instant::now()),
             ttl: LEASE_TTL_DEFAULT,
             lost: lost_tx,
@@ -400,6 +415,17 @@ impl PgLog {
             epoch: 0,
             threads,
         })
+    }
+
+    /// Stop renewing and hand the lease back (waits up to two seconds for it): the log appends
+    /// nothing more. `spool serve` calls it once its sequencer has stopped, on SIGTERM.
+    pub fn hand_back(&self) {
+        self.lease.stopping.store(true, Ordering::SeqCst);
+        let mut ended = self.lease.ended.subscribe();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !*ended.borrow_and_update() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The epoch this log holds its partition at.
@@ -501,6 +527,21 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
                         owner: r.get(4),
                         lease_expires_in_ms: r.get(5),
                     })
+                    .collect(),
+            )
+        }
+        Read::Nodes => {
+            let rows = c
+                .query(
+                    "SELECT node_id, advertise_url, (extract(epoch FROM (now() - seen)) * 1000)::bigint \
+                     FROM spool_nodes ORDER BY node_id",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Nodes(
+                rows.iter()
+                    .map(|r| crate::NodeStatus { node_id: r.get(0), advertise_url: r.get(1), seen_ms_ago: r.get(2) })
                     .collect(),
             )
         }
@@ -634,7 +675,10 @@ struct Writer {
 /// The partition's lease as this node sees it: when it was last renewed (on this node's
 /// monotonic clock) and whether it is lost.
 struct Lease {
+    /// Closing: the lease thread hands the lease back (if still held) and ends.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set by the lease thread once it has ended (after handing the lease back).
+    ended: watch::Sender<bool>,
     renewed: Mutex<std::time::Instant>,
     ttl: std::time::Duration,
     lost: watch::Sender<bool>,
@@ -662,7 +706,10 @@ impl Lease {
     }
 }
 
-/// How often a standby tries the lease, and a holder renews it: a third of its time.
+/// A standby tries the lease at least this often (a handed-back lease is taken within it).
+const STANDBY_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often a holder renews the lease, and a standby tries it: a third of its time.
 fn lease_poll(ttl: std::time::Duration) -> std::time::Duration {
     (ttl / 3).max(std::time::Duration::from_millis(50))
 }
@@ -679,7 +726,15 @@ fn renew_loop(opts: &PgLogOptions, epoch: u64, lease: &Lease) {
         while std::time::Instant::now() < until && !lease.stopping.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        if lease.stopping.load(Ordering::SeqCst) || !lease.held() {
+        if lease.stopping.load(Ordering::SeqCst) {
+            if lease.held() {
+                hand_back(&rt, opts, epoch);
+            }
+            lease.ended.send_replace(true);
+            return;
+        }
+        if !lease.held() {
+            lease.ended.send_replace(true);
             return;
         }
         let renewed = rt.block_on(async {
@@ -706,6 +761,27 @@ fn renew_loop(opts: &PgLogOptions, epoch: u64, lease: &Lease) {
                 tracing::warn!(error = %e, "the partition's lease was not renewed; retrying");
             }
         }
+    }
+}
+
+/// Hand a held lease back when the log closes (`spool serve` stopping on SIGTERM): a standby
+/// takes the partition at its next try instead of waiting for the lease to expire. Only this
+/// epoch's lease is cleared: a partition already taken over is left alone.
+fn hand_back(rt: &tokio::runtime::Runtime, opts: &PgLogOptions, epoch: u64) {
+    let released = rt.block_on(async {
+        let c = connect(&opts.url).await?;
+        c.execute(
+            "UPDATE spool_partitions SET lease_owner = NULL, lease_expires = now() \
+             WHERE partition = $1 AND epoch = $2 AND lease_owner = $3",
+            &[&opts.partition, &i64_of(epoch), &opts.node_id],
+        )
+        .await
+        .map_err(pg_err)
+    });
+    match released {
+        Ok(n) if n > 0 => tracing::info!(partition = opts.partition, epoch, "handed the partition's lease back"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not hand the lease back; it expires on its own"),
     }
 }
 
@@ -1261,10 +1337,21 @@ impl EventLog for PgLog {
         &self.stats
     }
 
+    fn hand_back(&self) {
+        PgLog::hand_back(self);
+    }
+
     fn partitions(&self) -> Result<Vec<crate::PartitionStatus>, Error> {
         match self.read(Read::Partitions)? {
             ReadAnswer::Partitions(v) => Ok(v),
             _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn nodes(&self) -> Result<Vec<crate::NodeStatus>, Error> {
+        match self.read(Read::Nodes)? {
+            ReadAnswer::Nodes(v) => Ok(v),
+            _ => Err(Error::Storage("a read answered another question".into())),
         }
     }
 }

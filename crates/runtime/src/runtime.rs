@@ -827,6 +827,9 @@ impl Runtime {
         if let Some(threads) = threads {
             let _ = tokio::task::spawn_blocking(move || threads.join()).await;
         }
+        // On a shared log, the next holder takes the partition at once (not after the lease).
+        let log = self.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.hand_back()).await;
     }
 }
 
@@ -914,7 +917,7 @@ impl SequencerHost for Host {
 }
 
 /// This node's id, kept in `<data-dir>/node.id` (made at first start).
-fn node_id_of(data_dir: &std::path::Path, ids: &dyn IdSource) -> Result<String, spool_log::Error> {
+pub fn node_id_of(data_dir: &std::path::Path, ids: &dyn IdSource) -> Result<String, spool_log::Error> {
     let path = data_dir.join("node.id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),

@@ -73,6 +73,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         log_url: None,
         node_id: None,
+        advertise_url: None,
         lease_ttl: spool_log::LEASE_TTL_DEFAULT,
         listen: args.listen.clone(),
         webhook_allow_hosts: Vec::new(),

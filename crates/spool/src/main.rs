@@ -13,6 +13,7 @@ mod debug;
 mod demo;
 mod http;
 mod keys;
+mod node;
 mod offline;
 mod serve;
 mod tls;

@@ -572,5 +572,13 @@ pub fn cluster_status(server: &str, api_key: Option<&str>, json: bool) -> anyhow
             }
         );
     }
+    for n in v["nodes"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "node {}  at {}  seen {:.1} s ago",
+            n["node_id"].as_str().unwrap_or("?"),
+            n["advertise_url"].as_str().unwrap_or("?"),
+            n["seen_ms_ago"].as_f64().unwrap_or(f64::NAN) / 1000.0
+        );
+    }
     Ok(())
 }

@@ -218,6 +218,9 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// How long a PostgreSQL log's lease lasts unless renewed (env SPOOL_LEASE_TTL; 10s).
     pub lease_ttl: std::time::Duration,
+    /// Where the other nodes of a cluster reach this one (env SPOOL_ADVERTISE_URL; default:
+    /// the address it listens on, with 127.0.0.1 for an unspecified address).
+    pub advertise_url: Option<String>,
     pub listen: String,
     /// Hosts, IPs or CIDRs webhooks may reach over plain http or private addresses
     /// (env SPOOL_WEBHOOK_ALLOW_HOSTS, comma-separated; config `webhooks.allow_hosts`).
@@ -323,6 +326,19 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             None => None,
         },
         node_id: std::env::var("SPOOL_NODE_ID").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+        advertise_url: match std::env::var("SPOOL_ADVERTISE_URL") {
+            Ok(v) if !v.trim().is_empty() => {
+                let u = v.trim().trim_end_matches('/').to_string();
+                let parsed =
+                    reqwest::Url::parse(&u).with_context(|| format!("SPOOL_ADVERTISE_URL={u:?} is not a URL"))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "http" | "https") && parsed.path() == "/" && parsed.query().is_none(),
+                    "SPOOL_ADVERTISE_URL={u:?} must be an http(s) URL of a host and port, such as http://10.0.0.5:8080"
+                );
+                Some(u)
+            }
+            _ => None,
+        },
         lease_ttl: duration("SPOOL_LEASE_TTL", "SPOOL_LEASE_TTL", None)?
             .filter(|d| !d.is_zero())
             .unwrap_or(spool_log::LEASE_TTL_DEFAULT),
@@ -412,7 +428,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => serve_worker_threads(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
-    rt.block_on(serve(settings))
+    let served = rt.block_on(serve(settings));
+    // A standby stopped while it waits for the lease leaves that wait behind.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// A server that is open and bound, not yet serving.
@@ -427,7 +446,18 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local_addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone());
+    let (runtime, app) = open(settings, &local_addr, env_key).await?;
+    Ok(Started { runtime, listener, app })
+}
 
+/// Open the data directory (on a PostgreSQL log: once this node holds the partition) and build
+/// the API.
+pub async fn open(
+    settings: &Settings,
+    local_addr: &str,
+    env_key: Option<&str>,
+) -> anyhow::Result<(Arc<Runtime>, axum::Router)> {
     // Local roots are compared canonically; a root that does not exist is skipped with a warning.
     let local_roots = settings
         .local_roots
@@ -479,11 +509,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
     }
     cfg.processors.media_base_url = match &settings.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!(
-            "{}://{}",
-            if settings.tls.is_some() { "https" } else { "http" },
-            listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone())
-        ),
+        None => format!("{}://{local_addr}", if settings.tls.is_some() { "https" } else { "http" }),
     };
     let clock: Arc<dyn spool_runtime::Clock> = match &settings.clock {
         Some(c) => c.clone(),
@@ -504,7 +530,7 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
             public_url: settings.public_url.clone(),
         },
     );
-    Ok(Started { runtime, listener, app })
+    Ok((runtime, app))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -514,6 +540,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some((cert, key)) => Some(crate::tls::config(cert, key)?),
         None => None,
     };
+    if let Some(url) = settings.log_url.clone() {
+        return serve_node(settings, url, env_key, tls).await;
+    }
     let Started { runtime, listener, app } = start(&settings, env_key.as_deref()).await?;
     // A node that lost its partition of a PostgreSQL log (another node took it over, or its
     // lease could not be renewed in time) appends nothing more; it exits so that a supervisor
@@ -527,6 +556,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
+    announce(&settings);
+    bootstrap_first_key(runtime.clone(), env_key);
+    crate::http::serve(listener, app, tls, settings.http, shutdown_signal()).await?;
+    tracing::info!("draining");
+    runtime.shutdown().await;
+    tracing::info!("stopped; everything acknowledged is durable");
+    Ok(())
+}
+
+fn announce(settings: &Settings) {
     tracing::info!(
         listen = %settings.listen,
         data_dir = %settings.data_dir.display(),
@@ -536,21 +575,117 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let scheme = if settings.tls.is_some() { "https" } else { "http" };
     eprintln!("spool: listening on {scheme}://{} (data in {})", settings.listen, settings.data_dir.display());
-    let bootstrap = runtime.clone();
+}
+
+/// The first admin key, printed once, when the log has none and `SPOOL_API_KEY` is not set.
+fn bootstrap_first_key(runtime: Arc<Runtime>, env_key: Option<String>) {
     tokio::spawn(async move {
-        bootstrap.wait_ready().await;
+        runtime.wait_ready().await;
         if env_key.is_none()
-            && bootstrap.read(|st| st.api_keys_created == 0)
-            && let Err(e) = crate::keys::create_first_admin_key(&bootstrap).await
+            && runtime.read(|st| st.api_keys_created == 0)
+            && let Err(e) = crate::keys::create_first_admin_key(&runtime).await
         {
             tracing::error!(error = %e, "could not create the first admin key");
         }
     });
-    crate::http::serve(listener, app, tls, settings.http, shutdown_signal()).await?;
-    tracing::info!("draining");
-    runtime.shutdown().await;
-    tracing::info!("stopped; everything acknowledged is durable");
-    Ok(())
+}
+
+/// Exit with code 3 when this node loses its partition of a PostgreSQL log (another node took
+/// it over, or its lease could not be renewed in time): it appends nothing more, and a
+/// supervisor restarts it, as a node that forwards until the partition is free again.
+fn exit_when_lost(runtime: &Runtime) {
+    if let Some(mut lost) = runtime.partition_lost() {
+        tokio::spawn(async move {
+            if lost.wait_for(|l| *l).await.is_ok() {
+                tracing::error!("this node lost partition 0 of the log; exiting with code 3");
+                eprintln!("spool: this node lost partition 0 of the log to another node; exiting (code 3)");
+                std::process::exit(3);
+            }
+        });
+    }
+}
+
+/// `spool serve --log postgres://…`: a node of a cluster. It answers at once, forwarding every
+/// request to the partition's holder, and serves them itself from the moment it holds the
+/// partition (`node.rs`, `engine-spec/cluster.md`).
+async fn serve_node(
+    settings: Settings,
+    url: String,
+    env_key: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let mut bound = listener.local_addr().with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local_addr = bound.to_string();
+    if bound.ip().is_unspecified() {
+        bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let advertise = settings.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    let node_id = match &settings.node_id {
+        Some(id) => id.clone(),
+        None => spool_runtime::node_id_of(&settings.data_dir, &SystemIds)?,
+    };
+    let dir = Arc::new(
+        spool_log::Directory::open(&url)
+            .await
+            .with_context(|| format!("opening the cluster's database {}", spool_log::redact_url(&url)))?,
+    );
+    dir.register(&node_id, &advertise).await.context("registering this node in the cluster's database")?;
+    {
+        // A heartbeat, so that `spool cluster status` shows which nodes are alive.
+        let (dir, node_id, advertise) = (dir.clone(), node_id.clone(), advertise.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                if let Err(e) = dir.register(&node_id, &advertise).await {
+                    tracing::warn!(error = %e, "the node's heartbeat failed; retrying");
+                }
+            }
+        });
+    }
+    let node = crate::node::Node::new(node_id.clone(), dir)?;
+    let limits = settings.http;
+    let opened: Arc<tokio::sync::OnceCell<Arc<Runtime>>> = Arc::default();
+    let open_task = {
+        let (node, opened, env_key) = (node.clone(), opened.clone(), env_key.clone());
+        let mut settings = settings;
+        settings.node_id = Some(node_id.clone());
+        let local_addr = local_addr.clone();
+        tokio::spawn(async move {
+            // Waits while another node holds the partition (this node forwards meanwhile).
+            match open(&settings, &local_addr, env_key.as_deref()).await {
+                Ok((runtime, app)) => {
+                    exit_when_lost(&runtime);
+                    let _ = opened.set(runtime.clone());
+                    node.install(app);
+                    bootstrap_first_key(runtime, env_key);
+                }
+                Err(e) => {
+                    // Never a half-working node (a wrong master key, a newer log): it stops.
+                    tracing::error!(error = %format!("{e:#}"), "this node cannot open the log; exiting");
+                    eprintln!("spool: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        })
+    };
+    tracing::info!(node_id, advertise = %advertise, listen = %local_addr, "spool serving as a node of a cluster");
+    eprintln!("spool: listening on {scheme}://{local_addr} as node {node_id} (reached at {advertise})");
+    let served = crate::http::serve(listener, crate::node::router(node), tls, limits, shutdown_signal()).await;
+    match opened.get() {
+        Some(runtime) => {
+            tracing::info!("draining");
+            runtime.shutdown().await;
+            tracing::info!("stopped; everything acknowledged is durable, the partition is handed back");
+        }
+        None => open_task.abort(),
+    }
+    served
 }
 
 async fn shutdown_signal() {

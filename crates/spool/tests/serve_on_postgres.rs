@@ -106,18 +106,25 @@ fn acknowledged_indexes_survive_sigkill_on_a_postgres_log() {
     assert!(!out.status.success() && text.contains("decode error: seq 2"), "{text}");
 }
 
-/// `/healthz` answers 200 within a short wait (a standby's listener is bound but does not
-/// answer until it holds the partition).
-fn healthy(addr: &str) -> bool {
+/// `/healthz` within a short wait: `None` if it does not answer 200.
+fn health(addr: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
-    let Ok(sock) = addr.parse() else { return false };
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(300)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-    if s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
-        return false;
+    let sock = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(300)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
     }
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// The node at `addr` holds the partition (its `/healthz` says `"role": "holder"`).
+fn holds(addr: &str) -> bool {
+    health(addr).is_some_and(|h| h["role"] == "holder")
 }
 
 /// A node that is not the holder: started without waiting for it (it waits for the lease).
@@ -142,10 +149,11 @@ fn two_nodes(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
     (a, b)
 }
 
-fn wait_healthy(addr: &str, within: Duration) -> Option<Duration> {
+/// How long until the node at `addr` holds the partition (`None`: not within `within`).
+fn wait_holder(addr: &str, within: Duration) -> Option<Duration> {
     let began = std::time::Instant::now();
     while began.elapsed() < within {
-        if healthy(addr) {
+        if holds(addr) {
             return Some(began.elapsed());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -165,15 +173,17 @@ fn a_standby_takes_the_partition_over_when_its_holder_is_killed() {
     assert_eq!(status, 201, "{created}");
     std::fs::copy(a_dir.join("master.key"), b_dir.join("master.key")).unwrap();
     let mut b = start_standby(&b_dir, &url);
-    // Three lease times: the holder renews, the standby waits.
-    assert!(wait_healthy(&b.addr, Duration::from_secs(6)).is_none(), "the standby took a held partition");
+    // Three lease times: the holder renews, the standby waits (and forwards).
+    assert!(wait_holder(&b.addr, Duration::from_secs(6)).is_none(), "the standby took a held partition");
+    let via_b = health(&b.addr).expect("the standby answers /healthz");
+    assert_eq!((&via_b["role"], &via_b["status"]), (&"forwarding".into(), &"ok".into()), "{via_b}");
     let (status, more) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-a-2"}"#));
     assert_eq!(status, 201, "the holder kept the partition: {more}");
     a.child.kill().unwrap();
     let _ = a.child.wait();
-    let took = wait_healthy(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
+    let took = wait_holder(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
     eprintln!(
-        "takeover after SIGKILL: {:.2} s from the kill to the standby's first /healthz 200 (lease {LEASE})",
+        "takeover after SIGKILL: {:.2} s from the kill to the standby's /healthz saying it holds the partition (lease {LEASE})",
         took.as_secs_f64()
     );
     assert!(took < Duration::from_secs(2 + 5), "takeover took {took:?}");
@@ -213,7 +223,7 @@ fn a_holder_paused_past_its_lease_is_refused_and_exits() {
     let mut b = start_standby(&b_dir, &url);
     let pid = a.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    wait_healthy(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
+    wait_holder(&b.addr, Duration::from_secs(30)).expect("the standby took the partition over");
     let (status, created_b) = call(&b.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"from-b"}"#));
     assert_eq!(status, 201, "{created_b}");
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
@@ -234,6 +244,94 @@ fn a_holder_paused_past_its_lease_is_refused_and_exits() {
     verify_clean(&url);
     b.child.kill().unwrap();
     let _ = b.child.wait();
+}
+
+/// Any node answers any request: the nodes that do not hold the partition forward writes, reads
+/// and admin calls to the one that does, an idempotency key holds across nodes, and SIGTERM of
+/// the holder hands the partition over at once (well within its 10 s lease) with everything
+/// written through any node.
+#[test]
+fn every_node_answers_and_sigterm_hands_the_partition_over() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<std::path::PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let d = tmp.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect();
+    let env = [("SPOOL_LOG_URL", url.as_str()), ("SPOOL_LEASE_TTL", "10s")];
+    let a = start_with(&dirs[0], &env);
+    for d in &dirs[1..] {
+        std::fs::copy(dirs[0].join("master.key"), d.join("master.key")).unwrap();
+    }
+    let b = start_with(&dirs[1], &env);
+    let c = start_with(&dirs[2], &env);
+    assert!(holds(&a.addr), "{:?}", health(&a.addr));
+    for n in [&b, &c] {
+        let h = health(&n.addr).unwrap();
+        assert_eq!(h["role"], "forwarding", "{h}");
+        assert_eq!(h["holder"], health(&a.addr).unwrap()["node_id"], "{h}");
+    }
+    for (i, n) in [&a, &b, &c].into_iter().enumerate() {
+        let (status, created) = call(&n.addr, "POST", "/api/v2/indexes", Some(&format!(r#"{{"name":"via-{i}"}}"#)));
+        assert_eq!(status, 201, "through node {i}: {created}");
+    }
+    for n in [&a, &b, &c] {
+        let names: Vec<String> = index_ids(&n.addr).into_values().collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+    // One idempotency key, sent through two forwarding nodes: one index.
+    let once = |addr: &str| {
+        let (status, body) = request_h(
+            addr,
+            "POST",
+            "/api/v2/indexes",
+            Some(ADMIN_KEY),
+            Some(r#"{"name":"once"}"#),
+            &[("Idempotency-Key", "k-across-nodes")],
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["index_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(once(&b.addr), once(&c.addr));
+    // An unknown route and a bad key answer in the envelope, through a forwarding node too.
+    let (status, body) = request(&b.addr, "GET", "/api/v2/indexes", Some("sk_wrong"), None).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("request_id"), "{body}");
+    // SIGTERM: the holder drains and hands the lease back; a forwarding node takes over.
+    let began = std::time::Instant::now();
+    sigterm(&a.child);
+    let mut a = a;
+    assert!(a.child.wait().unwrap().success());
+    let new_holder = loop {
+        if let Some(n) = [&b, &c].into_iter().find(|n| holds(&n.addr)) {
+            break n;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(8),
+            "no node took the partition within 8 s of SIGTERM (lease 10 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("handover after SIGTERM: {:.2} s (lease 10 s)", began.elapsed().as_secs_f64());
+    let other = if std::ptr::eq(new_holder, &b) { &c } else { &b };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health(&other.addr).is_none_or(|h| h["holder"] != health(&new_holder.addr).unwrap()["node_id"]) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", health(&other.addr));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let names: Vec<String> = index_ids(&other.addr).into_values().collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let (status, created) = call(&other.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"after"}"#));
+    assert_eq!(status, 201, "{created}");
+    let (status, cluster) = call(&other.addr, "GET", "/api/v2/admin/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["nodes"].as_array().map(Vec::len), Some(3), "{cluster}");
+    verify_clean(&url);
 }
 
 /// Every node must unwrap the same data keys: a node whose master key is not the cluster's

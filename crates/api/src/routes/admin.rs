@@ -139,15 +139,16 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
 }
 
 /// `GET /admin/cluster` (admin): the log, this node, and on a shared log its partitions with
-/// their epochs, heads and lease holders (`spool cluster status`).
+/// their epochs, heads and lease holders, and the nodes with the addresses they advertise and
+/// when each was last seen (`spool cluster status`).
 pub async fn cluster(State(app): State<AppState>, who: Principal) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
     let node = app.rt.node_id();
     let rt = app.rt.clone();
-    let partitions = tokio::task::spawn_blocking(move || rt.log().partitions())
+    let (partitions, nodes) = tokio::task::spawn_blocking(move || Ok((rt.log().partitions()?, rt.log().nodes()?)))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e: spool_log::Error| ApiError::internal(e.to_string()))?;
     let partitions: Vec<serde_json::Value> = partitions
         .into_iter()
         .map(|p| {
@@ -164,6 +165,7 @@ pub async fn cluster(State(app): State<AppState>, who: Principal) -> Result<Resp
             "node_id": node,
             "applied_seq": app.rt.applied_seq(),
             "partitions": partitions,
+            "nodes": nodes,
         }),
     ))
 }

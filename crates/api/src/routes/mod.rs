@@ -174,8 +174,14 @@ async fn method_not_allowed() -> ApiError {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     if app.rt.is_ready() {
-        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok", "applied_seq": app.rt.applied_seq() })))
-            .into_response()
+        let mut body = serde_json::json!({ "status": "ok", "applied_seq": app.rt.applied_seq() });
+        // On a shared log: this node holds the partition (a node that does not forwards, and
+        // answers `/healthz` itself with `"role": "forwarding"`).
+        if let Some(node) = app.rt.node_id() {
+            body["role"] = "holder".into();
+            body["node_id"] = node.into();
+        }
+        (StatusCode::OK, axum::Json(body)).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "starting" }))).into_response()
     }
