@@ -212,10 +212,36 @@ fn thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// Create the tables when missing, inside the caller's transaction. One creator at a time
 /// (several nodes may start together): a transaction-scoped advisory lock serialises the
 /// `CREATE`s only; nothing is ever fenced by it.
+///
+/// A log whose tables are at [`SCHEMA_VERSION`] is opened without any DDL: `ALTER TABLE` takes
+/// the strongest lock on `spool_partitions`, and a node starting must never queue behind a
+/// holder's open append transaction (nor, queued, hold every later append back).
 pub(crate) async fn create_schema(t: &tokio_postgres::Transaction<'_>) -> Result<(), Error> {
+    let exists: bool = t.query_one("SELECT to_regclass('spool_meta') IS NOT NULL", &[]).await.map_err(pg_err)?.get(0);
+    if exists {
+        let version: Option<i64> = t
+            .query_opt("SELECT value FROM spool_meta WHERE key = 'schema_version'", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        if version.is_some_and(|v| v >= SCHEMA_VERSION) {
+            return Ok(());
+        }
+    }
     t.batch_execute("SELECT pg_advisory_xact_lock(7370656)").await.map_err(pg_err)?;
-    t.batch_execute(SCHEMA).await.map_err(pg_err)
+    t.batch_execute(SCHEMA).await.map_err(pg_err)?;
+    t.execute(
+        "INSERT INTO spool_meta (key, value) VALUES ('schema_version', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(pg_err)
+    .map(|_| ())
 }
+
+/// The version of [`SCHEMA`]: moved whenever it changes.
+const SCHEMA_VERSION: i64 = 2;
 
 pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg_err)?;
@@ -263,15 +289,29 @@ impl PgLog {
             )
             .await
             .map_err(pg_err)?;
-            t.execute(
-                "INSERT INTO spool_partitions (partition, epoch, head) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
-                &[&opts.partition],
-            )
-            .await
-            .map_err(pg_err)?;
+            // Inserted only when missing: an insert that meets the row would wait for a
+            // holder's open transaction on it (a plain read does not).
+            if t.query_opt("SELECT 1 FROM spool_partitions WHERE partition = $1", &[&opts.partition])
+                .await
+                .map_err(pg_err)?
+                .is_none()
+            {
+                t.execute(
+                    "INSERT INTO spool_partitions (partition, epoch, head) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
+                    &[&opts.partition],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
             t.commit().await.map_err(pg_err)?;
             // Take the lease when it is free, expired or this node's; else wait (a standby).
             let ttl = opts.lease_ttl.as_secs_f64();
+            // A paused holder may keep the partition's row locked inside its transaction: the
+            // takeover does not wait behind it for ever (the server ends that session after a
+            // lease's time: `idle_in_transaction_session_timeout`), it tries again.
+            c.batch_execute(&format!("SET lock_timeout = {}", lease_poll(opts.lease_ttl).as_millis().max(1)))
+                .await
+                .map_err(pg_err)?;
             let mut waited = false;
             loop {
                 let row = c
@@ -282,8 +322,18 @@ impl PgLog {
                          RETURNING epoch, head, commits",
                         &[&opts.partition, &opts.node_id, &ttl],
                     )
-                    .await
-                    .map_err(pg_err)?;
+                    .await;
+                let row = match row {
+                    Ok(row) => row,
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                        tracing::info!(
+                            partition = opts.partition,
+                            "the partition's row is locked by its holder; trying again"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(pg_err(e)),
+                };
                 if let Some(row) = row {
                     let (epoch, head, commits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
                     return Ok::<_, Error>((u64_of(epoch), u64_of(head), u64_of(commits)));
@@ -737,9 +787,16 @@ fn renew_loop(opts: &PgLogOptions, epoch: u64, lease: &Lease) {
             lease.ended.send_replace(true);
             return;
         }
+        // The lease is good until a lease's time after the renewal was sent (the database's
+        // `now()` is no earlier), not after its answer came: a renewal that waited is no proof.
+        let sent = std::time::Instant::now();
         let renewed = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(connect(&opts.url).await?);
+                let c = connect(&opts.url).await?;
+                c.batch_execute(&format!("SET lock_timeout = {}", lease_poll(opts.lease_ttl).as_millis().max(1)))
+                    .await
+                    .map_err(pg_err)?;
+                client = Some(c);
             }
             let c = client.as_ref().ok_or(Error::Closed)?;
             c.execute(
@@ -751,7 +808,7 @@ fn renew_loop(opts: &PgLogOptions, epoch: u64, lease: &Lease) {
             .map_err(pg_err)
         });
         match renewed {
-            Ok(1) => *lease.renewed.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now(),
+            Ok(1) => *lease.renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent,
             Ok(_) => {
                 lease.lose("another node took the partition over");
                 return;
@@ -806,8 +863,15 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(url: &str) -> Result<Conn, Error> {
+    async fn open(url: &str, lease_ttl: std::time::Duration) -> Result<Conn, Error> {
         let client = connect(url).await?;
+        // The writer never idles inside a transaction (a group is sent whole): a session that
+        // does is paused or stalled, and the server ends it after a lease's time, so that the
+        // partition row it locked does not hold a takeover back for ever.
+        client
+            .batch_execute(&format!("SET idle_in_transaction_session_timeout = {}", lease_ttl.as_millis().max(1)))
+            .await
+            .map_err(pg_err)?;
         let st = prepare(&client).await?;
         let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(pg_err)?.get(0);
         Ok(Conn { client, st, pid })
@@ -901,7 +965,7 @@ impl Writer {
             self.resync_from_database().await?;
         }
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = Some(Conn::open(&self.url).await?);
+            *conn = Some(Conn::open(&self.url, self.lease.ttl).await?);
         }
         let Conn { client: c, st, pid } = conn.as_ref().ok_or(Error::Closed)?;
         let pid = *pid;

@@ -259,16 +259,50 @@ mod cutting_proxy {
     /// Drop the client's next bytes and cut its connection: the transaction never arrives.
     pub const CUT_BEFORE_SENT: u8 = 2;
 
+    /// On the writer's connection (the one that prepared `spool_fence`), forward its next group
+    /// up to the end of its second statement (`BEGIN`, then the fence: the partition's row is
+    /// now locked by an open transaction) and hold the rest (`COMMIT` included) until released:
+    /// the writer is paused inside its append transaction.
+    pub const HOLD_AFTER_FENCE: u8 = 3;
+    /// Set by the proxy while it holds the rest of a group.
+    pub const HOLDING: u8 = 4;
+
     pub struct Proxy {
         pub port: u16,
         pub mode: Arc<AtomicU8>,
+        pub release: Arc<tokio::sync::Notify>,
+    }
+
+    /// Where the second Sync message of `bytes` ends, given `skip` bytes still to pass of a
+    /// message begun in an earlier chunk (frontend messages: a type byte, then a length that
+    /// counts itself). Updates `skip` and `syncs` for the next chunk.
+    fn after_second_sync(bytes: &[u8], skip: &mut usize, syncs: &mut u32) -> Option<usize> {
+        let mut i = (*skip).min(bytes.len());
+        *skip -= i;
+        while i + 5 <= bytes.len() {
+            let len = u32::from_be_bytes([bytes[i + 1], bytes[i + 2], bytes[i + 3], bytes[i + 4]]) as usize;
+            let end = i + 1 + len;
+            if bytes[i] == b'S' {
+                *syncs += 1;
+                if *syncs == 2 {
+                    return Some(end.min(bytes.len()));
+                }
+            }
+            if end > bytes.len() {
+                *skip = end - bytes.len();
+                return None;
+            }
+            i = end;
+        }
+        None
     }
 
     pub async fn start(target_port: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(PASS));
-        let m = mode.clone();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (m, rel) = (mode.clone(), release.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let server = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await.unwrap();
@@ -277,8 +311,11 @@ mod cutting_proxy {
                 let (m1, m2) = (m.clone(), m.clone());
                 let cut = Arc::new(tokio::sync::Notify::new());
                 let (cut1, cut2) = (cut.clone(), cut.clone());
+                let release = rel.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 << 10];
+                    let (mut writer, mut holding_group) = (false, false);
+                    let (mut skip, mut syncs) = (0usize, 0u32);
                     loop {
                         let n = tokio::select! {
                             r = cr.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
@@ -287,6 +324,24 @@ mod cutting_proxy {
                         if m1.compare_exchange(CUT_BEFORE_SENT, PASS, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                             cut1.notify_waiters();
                             break;
+                        }
+                        writer |= buf[..n].windows(12).any(|w| w == b"spool_fence(");
+                        if writer && !holding_group && m1.load(Ordering::SeqCst) == HOLD_AFTER_FENCE {
+                            (holding_group, skip, syncs) = (true, 0, 0);
+                        }
+                        if holding_group && let Some(at) = after_second_sync(&buf[..n], &mut skip, &mut syncs) {
+                            holding_group = false;
+                            if sw.write_all(&buf[..at]).await.is_err() {
+                                break;
+                            }
+                            let held = buf[at..n].to_vec();
+                            let released = release.notified();
+                            m1.store(HOLDING, Ordering::SeqCst);
+                            released.await;
+                            if sw.write_all(&held).await.is_err() {
+                                break;
+                            }
+                            continue;
                         }
                         if sw.write_all(&buf[..n]).await.is_err() {
                             break;
@@ -314,18 +369,82 @@ mod cutting_proxy {
                 });
             }
         });
-        Proxy { port, mode }
+        Proxy { port, mode, release }
     }
 }
 
 fn pg_log_through_proxy(proxy_port: u16) -> (PgLog, String) {
+    pg_log_through_proxy_as(proxy_port, "test-node", spool_log::LEASE_TTL_DEFAULT)
+}
+
+fn pg_log_through_proxy_as(proxy_port: u16, node: &str, lease_ttl: std::time::Duration) -> (PgLog, String) {
     let admin = std::env::var("SPOOL_TEST_PG_URL").expect("SPOOL_TEST_PG_URL (scripts/pg.sh)");
     let name = format!("doubt_{}", ulid::Ulid::new().to_string().to_lowercase());
     let direct = spool_log::create_database(&admin, &name).unwrap();
     let (head, tail) = direct.rsplit_once('@').unwrap();
     let (_, db) = tail.split_once('/').unwrap();
     let url = format!("{head}@127.0.0.1:{proxy_port}/{db}");
-    (PgLog::open(PgLogOptions::new(url, "test-node")).unwrap(), direct)
+    let mut opts = PgLogOptions::new(url, node);
+    opts.lease_ttl = lease_ttl;
+    (PgLog::open(opts).unwrap(), direct)
+}
+
+/// Split brain inside the append transaction: the holder is paused after its fence locked the
+/// partition's row and before its `COMMIT` (a proxy holds the rest of its group). Another node
+/// takes the partition over anyway, within a bound (its takeover does not wait behind the lock:
+/// `lock_timeout`; the paused session is ended by the server after a lease's time:
+/// `idle_in_transaction_session_timeout`), and writes. Resumed, the old holder's append is not
+/// acknowledged, its next one is fenced, and the log has no event of the old epoch after the new
+/// epoch's first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_holder_paused_inside_its_append_transaction_cannot_hold_a_takeover_back() {
+    let ttl = std::time::Duration::from_secs(2);
+    let proxy = cutting_proxy::start(pg_port()).await;
+    let (a, direct) = pg_log_through_proxy_as(proxy.port, "node-a", ttl);
+    let a = Arc::new(a);
+    a.append(one("p", Expected::Any, 0..2)).await.unwrap();
+    proxy.mode.store(cutting_proxy::HOLD_AFTER_FENCE, std::sync::atomic::Ordering::SeqCst);
+    let paused = tokio::spawn({
+        let a = a.clone();
+        async move { a.append(one("p", Expected::Any, 2..3)).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.mode.load(std::sync::atomic::Ordering::SeqCst) != cutting_proxy::HOLDING {
+        assert!(std::time::Instant::now() < deadline, "the proxy never held a group");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The partition's row is locked by a's open transaction now.
+    let began = std::time::Instant::now();
+    let b = tokio::task::spawn_blocking(move || {
+        let mut opts = PgLogOptions::new(direct, "node-b");
+        opts.lease_ttl = ttl;
+        PgLog::open(opts)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let took = began.elapsed();
+    eprintln!("takeover past a holder paused inside its transaction: {:.2} s (lease {ttl:?})", took.as_secs_f64());
+    assert!(took < ttl * 4, "the takeover waited {took:?}");
+    assert!(b.epoch() > a.epoch());
+    let first = b.append(one("p", Expected::Any, 3..4)).await.unwrap();
+    assert_eq!(first.first_seq, 3, "the paused group did not land");
+    proxy.release.notify_waiters();
+    let late = paused.await.unwrap();
+    assert!(late.is_err(), "the paused holder's append was acknowledged: {late:?}");
+    let next = a.append(one("p", Expected::Any, 4..5)).await;
+    assert!(matches!(next, Err(Error::Fenced(_))), "{next:?}");
+    assert!(*a.lost().borrow(), "the old holder dropped the partition");
+    let names: Vec<String> = b
+        .read_from(1, 100)
+        .unwrap()
+        .iter()
+        .map(|e| match &e.event {
+            Event::IndexCreated { name, .. } => name.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, vec!["index 0", "index 1", "index 3"], "no event of the old epoch after the new one's first");
 }
 
 fn pg_port() -> u16 {
