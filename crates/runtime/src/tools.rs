@@ -2,7 +2,7 @@
 //! and a full re-fold that checks decoding and determinism (`spool verify`).
 
 use spool_core::{State, evolve, pending_effects};
-use spool_log::{EventLog, READ_BATCH_MAX, RedbLog};
+use spool_log::{EventLog, READ_BATCH_MAX};
 use spool_model::{Envelope, decode_envelope};
 
 /// One step of `spool replay`: the event, the state it led to (borrowed: a replay keeps one
@@ -225,7 +225,7 @@ pub fn envelope_json(env: &spool_model::Envelope) -> serde_json::Value {
 /// `spool replay`: each step of one stream (a job's with its files'), folded from nothing, in
 /// order, up to `until`, handed to `each` (which returns false to stop). Returns the steps.
 pub fn replay_stream(
-    log: &RedbLog,
+    log: &dyn EventLog,
     stream: &str,
     until: Option<u64>,
     mut each: impl FnMut(&ReplayStep<'_>) -> bool,

@@ -13,6 +13,7 @@ mod debug;
 mod demo;
 mod http;
 mod keys;
+mod migrate;
 mod node;
 mod offline;
 mod serve;
@@ -38,6 +39,17 @@ pub struct DataDirArg {
     /// The data directory (holds the log and the master key).
     #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
     pub data_dir: PathBuf,
+}
+
+/// Where an offline tool reads: the data directory's redb log, or a PostgreSQL log.
+#[derive(clap::Args, Clone)]
+pub struct SourceArg {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Read a PostgreSQL log (`postgres://…`, partition 0) instead of the data directory's: read
+    /// only, it takes no lease (a running cluster keeps serving).
+    #[arg(long = "log", env = "SPOOL_LOG_URL")]
+    pub log_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -66,7 +78,7 @@ enum Cmd {
     /// or of a bundle's subject with `--bundle FILE` (no data directory needed).
     Replay {
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: SourceArg,
         /// The stream, e.g. `idx_01J…` (not with `--bundle`).
         #[arg(required_unless_present = "bundle")]
         stream: Option<String>,
@@ -83,7 +95,7 @@ enum Cmd {
         /// `job_…`, `run_…`, `exp_…`, `auto_…` or any stream.
         id: String,
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: SourceArg,
         /// The file (default `<id>.bundle`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -94,7 +106,7 @@ enum Cmd {
         /// `job_…`, `run_…`, `exp_…` or `auto_…`.
         id: String,
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: SourceArg,
         /// A running server's base URL, e.g. `http://127.0.0.1:8080` (then the data directory is
         /// not opened).
         #[arg(long)]
@@ -108,13 +120,18 @@ enum Cmd {
     /// which the two states differ.
     Verify {
         #[command(flatten)]
-        dir: DataDirArg,
-        #[arg(long)]
+        dir: SourceArg,
+        #[arg(long, conflicts_with = "log_url")]
         against: Option<PathBuf>,
-        /// Verify a PostgreSQL log (`postgres://…`, partition 0) instead of the data
-        /// directory's: read only, it takes no lease (a running cluster keeps serving).
-        #[arg(long = "log", env = "SPOOL_LOG_URL", conflicts_with = "against")]
-        log_url: Option<String>,
+    },
+    /// Copy a data directory's log into an empty PostgreSQL log (partition 0), one way, and
+    /// verify the copy event by event. Stop the server first.
+    MigrateLog {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The PostgreSQL log, `postgres://user[:password]@host:port/db`.
+        #[arg(long)]
+        to: String,
     },
     /// A cluster on a PostgreSQL log.
     Cluster {
@@ -329,12 +346,13 @@ fn main() -> ExitCode {
             offline::replay(&dir, stream.as_deref().unwrap_or(""), until)
         }
         Cmd::Bundle { id, dir, out } => offline::bundle(&dir, &id, out.as_deref()),
-        Cmd::Verify { dir, against: None, log_url } => offline::verify(&dir, log_url.as_deref()),
-        Cmd::Verify { dir, against: Some(other), .. } => offline::verify_against(&dir, &other),
+        Cmd::Verify { dir, against: None } => offline::verify(&dir),
+        Cmd::Verify { dir, against: Some(other) } => offline::verify_against(&dir.dir, &other),
         Cmd::Why { id, dir, server, api_key } => offline::why(&id, &dir, server.as_deref(), api_key.as_deref()),
         Cmd::Cluster { cmd: ClusterCmd::Status { server, api_key, json } } => {
             offline::cluster_status(&server, api_key.as_deref(), json)
         }
+        Cmd::MigrateLog { dir, to } => migrate::run(&dir.data_dir, &to),
         Cmd::Keys { cmd } => keys::run(cmd),
         Cmd::Log { cmd } => offline::log(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),

@@ -1,9 +1,9 @@
 //! Offline tools: they open a data directory that no server holds (redb locks the file, so a
 //! held directory is refused with exit code 2).
 
-use crate::DataDirArg;
+use crate::{DataDirArg, SourceArg};
 use anyhow::{Context, bail};
-use spool_log::{EventLog, LOG_FILE_NAME, RedbLog};
+use spool_log::{EventLog, LOG_FILE_NAME, RawLog, RedbLog};
 use spool_model::Envelope;
 use spool_model::time::rfc3339_ms;
 use std::path::Path;
@@ -25,7 +25,7 @@ pub enum LogCmd {
 #[derive(clap::Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    pub dir: DataDirArg,
+    pub dir: SourceArg,
     /// Only this stream (e.g. `idx_01J…`).
     #[arg(long)]
     pub stream: Option<String>,
@@ -66,6 +66,39 @@ pub fn open_existing(dir: &Path) -> anyhow::Result<RedbLog> {
     Ok(RedbLog::open_dir(dir)?)
 }
 
+/// The log an offline tool reads: a data directory's, or a PostgreSQL log's partition 0 (read
+/// only: no lease is taken and no epoch moves, so a running cluster keeps serving).
+pub enum Source {
+    Redb(RedbLog),
+    Postgres(spool_log::PgLog),
+}
+
+impl Source {
+    pub fn open(src: &SourceArg) -> anyhow::Result<Source> {
+        Ok(match &src.log_url {
+            Some(url) => Source::Postgres(
+                spool_log::PgLog::open_reader(url, 0)
+                    .with_context(|| format!("opening the PostgreSQL log {}", spool_log::redact_url(url)))?,
+            ),
+            None => Source::Redb(open_existing(&src.dir.data_dir)?),
+        })
+    }
+
+    pub fn log(&self) -> &dyn EventLog {
+        match self {
+            Source::Redb(l) => l,
+            Source::Postgres(l) => l,
+        }
+    }
+
+    pub fn raw(&self) -> &dyn RawLog {
+        match self {
+            Source::Redb(l) => l,
+            Source::Postgres(l) => l,
+        }
+    }
+}
+
 pub fn line(env: &Envelope) -> String {
     let body =
         serde_json::to_value(&env.event).ok().and_then(|v| v.as_object().and_then(|o| o.values().next().cloned()));
@@ -98,7 +131,7 @@ fn matches(args: &ShowArgs, env: &Envelope) -> bool {
 }
 
 /// Walk the matching events in order, calling `f` for each.
-fn walk(log: &RedbLog, args: &ShowArgs, mut f: impl FnMut(&Envelope) -> bool) -> anyhow::Result<()> {
+fn walk(log: &dyn EventLog, args: &ShowArgs, mut f: impl FnMut(&Envelope) -> bool) -> anyhow::Result<()> {
     if let Some(stream) = &args.stream {
         let mut version = 0;
         loop {
@@ -137,14 +170,15 @@ pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
     if let (true, Some(server)) = (tail, args.server.as_deref()) {
         return follow(server, args.api_key.as_deref(), &args);
     }
-    let log = open_existing(&args.dir.data_dir)?;
+    let source = Source::open(&args.dir)?;
+    let log = source.log();
     let render = |e: &Envelope| if args.json { json_line(e) } else { line(e) };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if tail {
         let keep = args.limit.unwrap_or(20);
         let mut ring = std::collections::VecDeque::with_capacity(keep + 1);
-        walk(&log, &args, |e| {
+        walk(log, &args, |e| {
             ring.push_back(render(e));
             if ring.len() > keep {
                 ring.pop_front();
@@ -158,7 +192,7 @@ pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
     }
     let mut left = args.limit.unwrap_or(usize::MAX);
     let mut io_err = None;
-    walk(&log, &args, |e| {
+    walk(log, &args, |e| {
         let l = render(e);
         if pattern.as_deref().is_some_and(|p| !l.contains(p)) {
             return true;
@@ -180,12 +214,13 @@ pub fn log(cmd: LogCmd) -> anyhow::Result<()> {
 
 /// `spool replay <stream> [--until SEQ]`: the state of the stream's aggregate and its pending
 /// effects after each of its events.
-pub fn replay(dir: &DataDirArg, stream: &str, until: Option<u64>) -> anyhow::Result<()> {
-    let log = open_existing(&dir.data_dir)?;
+pub fn replay(dir: &SourceArg, stream: &str, until: Option<u64>) -> anyhow::Result<()> {
+    let source = Source::open(dir)?;
     let mut out = std::io::stdout().lock();
     let mut failed = None;
-    let steps =
-        spool_runtime::tools::replay_stream(&log, stream, until, |step| keep_printing(&mut out, step, &mut failed))?;
+    let steps = spool_runtime::tools::replay_stream(source.log(), stream, until, |step| {
+        keep_printing(&mut out, step, &mut failed)
+    })?;
     if steps == 0 {
         bail!("stream {stream} has no events");
     }
@@ -196,14 +231,15 @@ use spool_runtime::tools::BUNDLE_FORMAT;
 
 /// `spool bundle <id>`: every event of one workflow and of the streams it refers to, in log
 /// order, connector credentials removed, into one file (`tools::bundle_text`).
-pub fn bundle(dir: &DataDirArg, id: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn bundle(dir: &SourceArg, id: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     if spool_runtime::tools::never_bundled(id) {
         bail!("{id}: API keys, webhooks and deliveries are never bundled (their hashes and secrets stay here)");
     }
-    let log = open_existing(&dir.data_dir)?;
-    let st = spool_runtime::tools::fold_state(&log)?;
+    let source = Source::open(dir)?;
+    let st = spool_runtime::tools::fold_state(source.log())?;
     let streams = spool_runtime::tools::bundle_streams(&st, id);
-    let Some((events, streams, text)) = spool_runtime::tools::bundle_text(&log, &streams, id, usize::MAX)? else {
+    let Some((events, streams, text)) = spool_runtime::tools::bundle_text(source.log(), &streams, id, usize::MAX)?
+    else {
         bail!("{id} has no events");
     };
     let path = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| format!("{id}.bundle").into());
@@ -313,15 +349,8 @@ fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::Replay
 }
 
 /// `spool verify`: re-fold everything; exit non-zero on any decode error or inconsistency.
-pub fn verify(dir: &DataDirArg, log_url: Option<&str>) -> anyhow::Result<()> {
-    let report = match log_url {
-        Some(url) => {
-            let log = spool_log::PgLog::open_reader(url, 0)
-                .with_context(|| format!("opening the PostgreSQL log {}", spool_log::redact_url(url)))?;
-            spool_runtime::tools::verify(&log)?
-        }
-        None => spool_runtime::tools::verify(&open_existing(&dir.data_dir)?)?,
-    };
+pub fn verify(dir: &SourceArg) -> anyhow::Result<()> {
+    let report = spool_runtime::tools::verify(Source::open(dir)?.raw())?;
     println!("{} events in {} streams", report.events, report.streams);
     for e in &report.decode_errors {
         println!("decode error: {e}");
@@ -416,11 +445,10 @@ pub fn verify_against(dir: &DataDirArg, other: &std::path::Path) -> anyhow::Resu
 
 /// `spool why <id>`: one line with the workflow's kind, status and what it waits on, then the
 /// detail as JSON.
-pub fn why(id: &str, dir: &DataDirArg, server: Option<&str>, api_key: Option<&str>) -> anyhow::Result<()> {
+pub fn why(id: &str, dir: &SourceArg, server: Option<&str>, api_key: Option<&str>) -> anyhow::Result<()> {
     let (kind, status, waiting) = match server {
         None => {
-            let log = open_existing(&dir.data_dir)?;
-            let st = spool_runtime::tools::fold_state(&log)?;
+            let st = spool_runtime::tools::fold_state(Source::open(dir)?.log())?;
             let (kind, status, w) = spool_core::waiting::of_id(&st, id).map_err(|e| anyhow::anyhow!(e))?;
             (kind.to_string(), status, w.map(|w| w.json()).unwrap_or(serde_json::Value::Null))
         }

@@ -364,3 +364,74 @@ fn a_node_with_another_master_key_refuses_to_start() {
     assert!(!out.status.success(), "a node with another master key started");
     assert!(text.contains("the master key does not open"), "{text}");
 }
+
+fn spool(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `spool migrate-log`: a redb server's log (events, an idempotency record, a webhook's data
+/// key) copied into an empty PostgreSQL log and verified; a node started on it with the same data
+/// directory has everything, replays the idempotency key, and unseals the webhook's secret. A
+/// second migration into the same log is refused. The offline tools read the PostgreSQL log with
+/// `--log` while that node serves.
+#[test]
+fn migrate_log_moves_a_redb_server_onto_postgres_and_the_offline_tools_read_it() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let allow = [("SPOOL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")];
+    let server = start_with(&dir, &allow);
+    let idem = |addr: &str| {
+        let (status, body) = request_h(
+            addr,
+            "POST",
+            "/api/v2/indexes",
+            Some(ADMIN_KEY),
+            Some(r#"{"name":"kept"}"#),
+            &[("Idempotency-Key", "k-migrated")],
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["index_id"].as_str().unwrap().to_string()
+    };
+    let index = idem(&server.addr);
+    let (status, hook) = call(
+        &server.addr,
+        "POST",
+        "/api/v2/webhooks",
+        Some(r#"{"name":"h","url":"http://127.0.0.1:9/hook","events":["media.created"]}"#),
+    );
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["webhook_id"].as_str().or(hook["id"].as_str()).unwrap().to_string();
+    sigterm(&server.child);
+    let mut server = server;
+    assert!(server.child.wait().unwrap().success());
+
+    let d = dir.to_str().unwrap();
+    let (ok, text) = spool(&["migrate-log", "--data-dir", d, "--to", &url]);
+    assert!(ok && text.contains("verified event by event"), "{text}");
+    let (ok, again) = spool(&["migrate-log", "--data-dir", d, "--to", &url]);
+    assert!(!ok && again.contains("not empty"), "{again}");
+    verify_clean(&url);
+
+    let node = start_with(&dir, &[("SPOOL_LOG_URL", &url), allow[0]]);
+    assert!(holds(&node.addr));
+    assert_eq!(idem(&node.addr), index, "the idempotency record came along");
+    let (status, tested) = call(&node.addr, "POST", &format!("/api/v2/webhooks/{hook_id}/test"), Some("{}"));
+    assert_eq!(status, 200, "the webhook's secret is unsealed on the new log: {tested}");
+
+    let (ok, shown) = spool(&["log", "show", "--log", &url, "--data-dir", "/nonexistent"]);
+    assert!(ok && shown.contains("IndexCreated") && shown.contains(&index), "{shown}");
+    let (ok, replayed) = spool(&["replay", "--log", &url, &index]);
+    assert!(ok && replayed.contains("kept"), "{replayed}");
+    let file = tmp.path().join("i.bundle");
+    let (ok, bundled) = spool(&["bundle", &index, "--log", &url, "--out", file.to_str().unwrap()]);
+    assert!(ok, "{bundled}");
+    let (ok, from_bundle) = spool(&["replay", "--bundle", file.to_str().unwrap()]);
+    assert!(ok && from_bundle.contains("kept"), "{from_bundle}");
+    // The node kept its partition through all of it (the tools take no lease).
+    let (status, _) = call(&node.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"after-tools"}"#));
+    assert_eq!(status, 201);
+}
