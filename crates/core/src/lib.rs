@@ -47,18 +47,31 @@ pub struct Ctx {
     /// Random bits for new ids; each new id consumes the next value.
     pub entropy: u128,
     issued: u128,
+    /// The partition of a partitioned cluster deciding: every new id carries it in its low bits
+    /// (`spool_model::partition_of`), so any node routes a request by its id alone.
+    partition: Option<u16>,
 }
 
 impl Ctx {
     pub fn new(now_ms: u64, entropy: u128) -> Self {
-        Ctx { now_ms, entropy, issued: 0 }
+        Ctx { now_ms, entropy, issued: 0, partition: None }
     }
 
-    /// A new ULID at `now_ms`. Deterministic for a given (now, entropy).
+    /// The same, deciding for `partition` of a partitioned cluster.
+    pub fn in_partition(mut self, partition: Option<u16>) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    /// A new ULID at `now_ms`. Deterministic for a given (now, entropy, partition).
     pub fn new_ulid(&mut self) -> Ulid {
         let r = self.entropy.wrapping_add(self.issued.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
         self.issued += 1;
-        Ulid::from_parts(self.now_ms, r)
+        let u = Ulid::from_parts(self.now_ms, r);
+        match self.partition {
+            Some(p) => spool_model::with_partition(u, p),
+            None => u,
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Error {
     /// The partition was taken over: this writer's epoch is over and it may not append.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// Another node holds the partition's lease (an opening that does not wait).
+    #[error("partition {0} is held by another node")]
+    HeldElsewhere(i32),
 }
 
 macro_rules! storage_from {

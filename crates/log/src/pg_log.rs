@@ -141,12 +141,21 @@ pub struct PgLogOptions {
     pub node_id: String,
     /// How long a lease lasts unless renewed (`SPOOL_LEASE_TTL`), on the database's clock.
     pub lease_ttl: std::time::Duration,
+    /// Wait while another node holds the lease (a standby); `false`: answer
+    /// [`Error::HeldElsewhere`] at once.
+    pub wait: bool,
 }
 
 impl PgLogOptions {
     /// Partition 0 of `url` for `node_id`, with the default lease.
     pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
-        PgLogOptions { url: url.into(), partition: 0, node_id: node_id.into(), lease_ttl: LEASE_TTL_DEFAULT }
+        PgLogOptions {
+            url: url.into(),
+            partition: 0,
+            node_id: node_id.into(),
+            lease_ttl: LEASE_TTL_DEFAULT,
+            wait: true,
+        }
     }
 }
 
@@ -337,6 +346,9 @@ impl PgLog {
                 if let Some(row) = row {
                     let (epoch, head, commits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
                     return Ok::<_, Error>((u64_of(epoch), u64_of(head), u64_of(commits)));
+                }
+                if !opts.wait {
+                    return Err(Error::HeldElsewhere(opts.partition));
                 }
                 if !waited {
                     tracing::info!(

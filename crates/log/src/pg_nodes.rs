@@ -65,6 +65,101 @@ impl Directory {
         }
     }
 
+    /// The cluster's number of index partitions, fixed when it is created (`SPOOL_PARTITIONS`):
+    /// 0 is a cluster of one partition (0) that holds everything; N > 0 has a catalog
+    /// (partition 0) and index partitions 1..=N (`engine-spec/cluster.md`, "Partitions").
+    /// The first node to start on an empty log records `requested` (default 0) and creates the
+    /// partitions' rows; later nodes read it (a different `requested` is ignored, with the
+    /// recorded value answered). A log that already has events and no recorded shape is a
+    /// cluster of one partition.
+    pub async fn partitions(&self, requested: Option<u16>) -> Result<u16, Error> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = Some(connect(&self.url).await?);
+        }
+        let c = slot.as_mut().ok_or(Error::Closed)?;
+        let t = c.transaction().await.map_err(pg_err)?;
+        let known: Option<i64> = t
+            .query_opt("SELECT value FROM spool_meta WHERE key = 'partitions'", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        if let Some(n) = known {
+            return u16::try_from(n).map_err(|_| Error::Invalid(format!("spool_meta.partitions = {n}")));
+        }
+        t.batch_execute("SELECT pg_advisory_xact_lock(7370657)").await.map_err(pg_err)?;
+        let known: Option<i64> = t
+            .query_opt("SELECT value FROM spool_meta WHERE key = 'partitions'", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        if let Some(n) = known {
+            return u16::try_from(n).map_err(|_| Error::Invalid(format!("spool_meta.partitions = {n}")));
+        }
+        let used: Option<i64> = t
+            .query_opt("SELECT head FROM spool_partitions WHERE partition = 0", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        let n = if used.is_some_and(|h| h > 0) { 0 } else { requested.unwrap_or(0) };
+        t.execute("INSERT INTO spool_meta (key, value) VALUES ('partitions', $1)", &[&i64::from(n)])
+            .await
+            .map_err(pg_err)?;
+        t.execute(
+            "INSERT INTO spool_partitions (partition, epoch, head) \
+             SELECT p, 0, 0 FROM generate_series(0, $1::int) AS p ON CONFLICT DO NOTHING",
+            &[&i32::from(n)],
+        )
+        .await
+        .map_err(pg_err)?;
+        t.commit().await.map_err(pg_err)?;
+        Ok(n)
+    }
+
+    /// Every partition's holder (`None`: free or never held), by partition.
+    pub async fn holders(&self) -> Result<Vec<(i32, Option<Holder>)>, Error> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT p.partition, p.lease_owner, n.advertise_url, \
+                     (extract(epoch FROM (p.lease_expires - now())) * 1000)::bigint \
+                     FROM spool_partitions p LEFT JOIN spool_nodes n ON n.node_id = p.lease_owner \
+                     ORDER BY p.partition",
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let owner: Option<String> = r.get(1);
+                (
+                    r.get(0),
+                    owner.map(|node_id| Holder {
+                        node_id,
+                        advertise_url: r.get(2),
+                        lease_expires_in_ms: r.get::<_, Option<i64>>(3).unwrap_or(i64::MIN),
+                    }),
+                )
+            })
+            .collect())
+    }
+
+    /// Nodes seen within `within` (the live ones), on the database's clock.
+    pub async fn live_nodes(&self, within: std::time::Duration) -> Result<Vec<String>, Error> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT node_id FROM spool_nodes WHERE seen > now() - make_interval(secs => $1) ORDER BY node_id",
+                    &[&within.as_secs_f64()],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     /// Say where this node is reached, and that it is alive (called again as a heartbeat).
     pub async fn register(&self, node_id: &str, advertise_url: &str) -> Result<(), Error> {
         self.with_client(async |c| {
@@ -99,6 +194,17 @@ impl Directory {
             advertise_url: r.get(1),
             lease_expires_in_ms: r.get::<_, Option<i64>>(2).unwrap_or(i64::MIN),
         }))
+    }
+
+    /// Say this node is leaving (SIGTERM): it no longer counts among the live nodes that share
+    /// the partitions, so the others take its partitions as it hands them back. Its address
+    /// stays, for the requests forwarded to it while it drains.
+    pub async fn leave(&self, node_id: &str) -> Result<(), Error> {
+        self.with_client(async |c| {
+            c.execute("UPDATE spool_nodes SET seen = now() - interval '1 day' WHERE node_id = $1", &[&node_id]).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Every node that ever registered, the most recently seen first.

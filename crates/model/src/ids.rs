@@ -144,3 +144,33 @@ mod tests {
         assert_eq!(serde_json::from_str::<VideoId>(&json).unwrap(), id);
     }
 }
+
+/// The low bits of an id's random part that name the partition of a partitioned cluster which
+/// made it (`engine-spec/cluster.md`, "Partitions"): any node routes a request by its id alone.
+pub const PARTITION_BITS: u32 = 16;
+
+/// `u` with its low [`PARTITION_BITS`] set to `partition`.
+pub fn with_partition(u: ulid::Ulid, partition: u16) -> ulid::Ulid {
+    let mask = (1u128 << PARTITION_BITS) - 1;
+    ulid::Ulid::from_parts(u.timestamp_ms(), (u.random() & !mask) | u128::from(partition))
+}
+
+/// The partition an id was made in (meaningful in a partitioned cluster only).
+pub fn partition_of(u: ulid::Ulid) -> u16 {
+    u16::try_from(u.random() & ((1u128 << PARTITION_BITS) - 1)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    #[test]
+    fn an_id_carries_its_partition_and_keeps_its_time() {
+        let u = ulid::Ulid::from_parts(1_764_000_000_000, 0xdead_beef_cafe_f00d_1234);
+        for p in [0u16, 1, 31, 65535] {
+            let t = with_partition(u, p);
+            assert_eq!((partition_of(t), t.timestamp_ms()), (p, u.timestamp_ms()));
+            assert_eq!(t.random() >> PARTITION_BITS, u.random() >> PARTITION_BITS);
+        }
+    }
+}

@@ -38,6 +38,15 @@ pub struct RuntimeConfig {
     pub node_id: String,
     /// How long a PostgreSQL log's lease lasts unless renewed (`SPOOL_LEASE_TTL`).
     pub lease_ttl: Duration,
+    /// The partition of a PostgreSQL log this runtime serves (0 unless the cluster is
+    /// partitioned).
+    pub partition: i32,
+    /// In a partitioned cluster, the partition new ids carry (`spool_model::partition_of`);
+    /// `None` otherwise.
+    pub partition_tag: Option<u16>,
+    /// Wait while another node holds the partition (`false`: fail at once with
+    /// `HeldElsewhere`).
+    pub wait_for_lease: bool,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
     /// How often coarse API key usage is written (and expired idempotency records swept).
@@ -88,6 +97,9 @@ impl RuntimeConfig {
             log_url: None,
             node_id: String::new(),
             lease_ttl: spool_log::LEASE_TTL_DEFAULT,
+            partition: 0,
+            partition_tag: None,
+            wait_for_lease: true,
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
@@ -175,9 +187,10 @@ impl Runtime {
                 };
                 let opts = spool_log::PgLogOptions {
                     url: url.clone(),
-                    partition: 0,
+                    partition: cfg.partition,
                     node_id: node_id.clone(),
                     lease_ttl: cfg.lease_ttl,
+                    wait: cfg.wait_for_lease,
                 };
                 // Blocks while another node holds the lease (this node is a standby).
                 let pg = tokio::task::spawn_blocking(move || spool_log::PgLog::open(opts))
@@ -187,7 +200,8 @@ impl Runtime {
                     node_id,
                     epoch = pg.epoch(),
                     head = pg.head(),
-                    "this node holds partition 0 of the PostgreSQL log"
+                    partition = cfg.partition,
+                    "this node holds a partition of the PostgreSQL log"
                 );
                 lost = Some(pg.lost());
                 held_by = Some(node_id);
@@ -238,12 +252,17 @@ impl Runtime {
         let prompt_runs = crate::executors::prompt_run::PromptRunExecutor::new(cfg.processors.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the processor client: {e}")))?;
         let media_dir = cfg.data_dir.join(MEDIA_DIR);
-        sweep_staging(&media_dir);
+        sweep_staging(&media_dir, cfg.partition_tag);
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
         let media = spool_storage::Store::local(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
-        let uploads_dir = cfg.data_dir.join(UPLOADS_DIR);
+        // A partitioned cluster's node holds several partitions on one data directory: each
+        // stages its uploads in a folder of its own, swept by it alone.
+        let uploads_dir = match cfg.partition_tag {
+            Some(p) => cfg.data_dir.join(UPLOADS_DIR).join(format!("p{p}")),
+            None => cfg.data_dir.join(UPLOADS_DIR),
+        };
         std::fs::create_dir_all(&uploads_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
         let uploads = spool_storage::Store::local(&uploads_dir)
@@ -296,7 +315,7 @@ impl Runtime {
             rt.clock.clone(),
             rt.ids.clone(),
             host,
-            SequencerConfig { decision_events_max: rt.cfg.decision_events_max },
+            SequencerConfig { decision_events_max: rt.cfg.decision_events_max, partition: rt.cfg.partition_tag },
         );
         let starting = rt.clone();
         let threads = sequencer
@@ -381,7 +400,11 @@ impl Runtime {
     /// A new ULID from the runtime's clock and entropy (for ids drawn outside `decide`: request
     /// ids, ids that own a data key before their command exists, probe names).
     pub fn new_ulid(&self) -> ulid::Ulid {
-        ulid::Ulid::from_parts(self.clock.now_ms(), self.ids.entropy())
+        let u = ulid::Ulid::from_parts(self.clock.now_ms(), self.ids.entropy());
+        match self.cfg.partition_tag {
+            Some(p) => spool_model::with_partition(u, p),
+            None => u,
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -863,13 +886,25 @@ pub(crate) fn sweep_uploads(dir: &std::path::Path, state: &spool_core::State) {
 
 /// Remove half-written uploads a crash left in the media store (object_store's local store
 /// stages multipart uploads as `<path>#<n>` and renames them when complete).
-fn sweep_staging(dir: &std::path::Path) {
+///
+/// In a partitioned cluster (`partition` set) only the partition's own files are swept (the
+/// video id that names a file carries its partition): the node's other partitions may be
+/// copying theirs.
+fn sweep_staging(dir: &std::path::Path, partition: Option<u16>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let ours = |name: &str| match partition {
+        None => true,
+        Some(p) => name
+            .split(['.', '#'])
+            .next()
+            .and_then(|id| id.parse::<spool_model::VideoId>().ok())
+            .is_some_and(|id| spool_model::partition_of(id.0) == p),
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            sweep_staging(&path);
-        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')) {
+            sweep_staging(&path, partition);
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#') && ours(n)) {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload");
             } else {

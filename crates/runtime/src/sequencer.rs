@@ -117,11 +117,13 @@ pub trait SequencerHost: Send + Sync + 'static {
 pub struct SequencerConfig {
     /// Events one decision may write (at most [`DECISION_EVENTS_MAX`]).
     pub decision_events_max: usize,
+    /// The partition of a partitioned cluster this sequencer decides for: new ids carry it.
+    pub partition: Option<u16>,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        SequencerConfig { decision_events_max: DECISION_EVENTS_MAX }
+        SequencerConfig { decision_events_max: DECISION_EVENTS_MAX, partition: None }
     }
 }
 
@@ -297,7 +299,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                 },
             };
             let now = self.clock.now_ms();
-            let mut ctx = Ctx::new(now, self.ids.entropy());
+            let mut ctx = Ctx::new(now, self.ids.entropy()).in_partition(self.cfg.partition);
             // A decision is pure: one that panics fails its command alone (the state is untouched).
             let decided_now = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(st, &cmd, &mut ctx)));
             let mut decision = match decided_now {

@@ -74,6 +74,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         log_url: None,
         node_id: None,
         advertise_url: None,
+        partitions: None,
         lease_ttl: spool_log::LEASE_TTL_DEFAULT,
         listen: args.listen.clone(),
         webhook_allow_hosts: Vec::new(),

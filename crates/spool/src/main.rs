@@ -16,6 +16,7 @@ mod keys;
 mod migrate;
 mod node;
 mod offline;
+mod routing;
 mod serve;
 mod tls;
 mod webhooks_cli;

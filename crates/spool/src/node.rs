@@ -1,6 +1,7 @@
 //! A node of a cluster on a PostgreSQL log (`engine-spec/cluster.md`, "Any node answers"):
-//! it answers every request, serving it itself while it holds the partition and forwarding it to
-//! the holder (the address the holder advertised in `spool_nodes`) while it does not.
+//! it answers every request, serving it itself when it holds the request's partition
+//! (`routing.rs`) and forwarding it to the holder (the address the holder advertised in
+//! `spool_nodes`) when it does not. A list over every index partition is gathered here.
 //!
 //! One hop only: a request that was already forwarded (`x-spool-forwarded-by`) and reaches a
 //! node that does not hold the partition is answered 503 `partition_moved` with `Retry-After`,
@@ -8,70 +9,113 @@
 //! (the client retries; the next request looks the holder up again). Bodies stream through in
 //! both directions: uploads, downloads and the log's event stream are never held in memory.
 
+use crate::routing::{self, Gathered, Route};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spool_log::{Directory, Holder};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
 /// The header a forwarding node adds (its node id): the holder never forwards such a request.
 pub const FORWARDED_BY: &str = "x-spool-forwarded-by";
-/// How long a looked-up holder is trusted before it is looked up again.
+/// The partition a request is for, set by the node that routed it (a forwarded request, or one
+/// part of a gathered list): the receiver serves that partition without routing again.
+pub const PARTITION: &str = "x-spool-partition";
+/// How long looked-up holders are trusted before they are looked up again.
 const HOLDER_CACHE: Duration = Duration::from_millis(500);
-/// The partition every request belongs to (one partition today; `cluster.md`).
-const PARTITION: i32 = 0;
+
+/// A partition this node holds: its API and its runtime.
+#[derive(Clone)]
+pub struct Held {
+    pub app: axum::Router,
+    pub runtime: Arc<spool_runtime::Runtime>,
+}
 
 pub struct Node {
     pub node_id: String,
     dir: Arc<Directory>,
-    /// The API, once this node holds the partition.
-    local: RwLock<Option<axum::Router>>,
+    /// The cluster's index partitions (0: one partition holds everything).
+    pub partitions: u16,
+    /// The partitions this node holds.
+    local: RwLock<BTreeMap<i32, Held>>,
     client: reqwest::Client,
-    holder: tokio::sync::Mutex<Option<(Holder, Instant)>>,
+    holders: tokio::sync::Mutex<Option<(BTreeMap<i32, Holder>, Instant)>>,
 }
 
 impl Node {
-    pub fn new(node_id: String, dir: Arc<Directory>) -> anyhow::Result<Arc<Node>> {
+    pub fn new(node_id: String, dir: Arc<Directory>, partitions: u16) -> anyhow::Result<Arc<Node>> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
-        Ok(Arc::new(Node { node_id, dir, local: RwLock::new(None), client, holder: Default::default() }))
+        Ok(Arc::new(Node {
+            node_id,
+            dir,
+            partitions,
+            local: RwLock::new(BTreeMap::new()),
+            client,
+            holders: Default::default(),
+        }))
     }
 
-    /// This node now holds the partition: it serves every request itself.
-    pub fn install(&self, app: axum::Router) {
-        *self.local.write().unwrap_or_else(|p| p.into_inner()) = Some(app);
+    /// This node now holds `partition`: it serves its requests itself.
+    pub fn install(&self, partition: i32, held: Held) {
+        self.local.write().unwrap_or_else(|p| p.into_inner()).insert(partition, held);
     }
 
-    fn local(&self) -> Option<axum::Router> {
-        self.local.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// This node no longer serves `partition` (lost, or being handed over).
+    pub fn remove(&self, partition: i32) -> Option<Held> {
+        self.local.write().unwrap_or_else(|p| p.into_inner()).remove(&partition)
     }
 
-    async fn holder(&self) -> Result<Option<Holder>, spool_log::Error> {
-        let mut cached = self.holder.lock().await;
+    /// The partitions this node holds, with their runtimes.
+    pub fn held(&self) -> Vec<(i32, Held)> {
+        self.local.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, h)| (*p, h.clone())).collect()
+    }
+
+    fn local(&self, partition: i32) -> Option<axum::Router> {
+        self.local.read().unwrap_or_else(|p| p.into_inner()).get(&partition).map(|h| h.app.clone())
+    }
+
+    async fn holder(&self, partition: i32) -> Result<Option<Holder>, spool_log::Error> {
+        let mut cached = self.holders.lock().await;
         if let Some((h, at)) = cached.as_ref()
             && at.elapsed() < HOLDER_CACHE
         {
-            return Ok(Some(h.clone()));
+            return Ok(h.get(&partition).cloned());
         }
-        let h = self.dir.holder(PARTITION).await?;
-        *cached = h.clone().map(|h| (h, Instant::now()));
+        let all: BTreeMap<i32, Holder> =
+            self.dir.holders().await?.into_iter().filter_map(|(p, h)| h.map(|h| (p, h))).collect();
+        let h = all.get(&partition).cloned();
+        *cached = Some((all, Instant::now()));
         Ok(h)
     }
 
-    async fn forget_holder(&self) {
-        *self.holder.lock().await = None;
+    async fn forget_holders(&self) {
+        *self.holders.lock().await = None;
     }
 
-    /// `/healthz` of a node that does not hold the partition: 200 while a live holder is known
-    /// (requests are forwarded to it), 503 otherwise.
+    /// `/healthz` of a node. With one partition and not holding it: 200 while a live holder is
+    /// known (requests are forwarded to it), 503 otherwise. Partitioned: 200 with the
+    /// partitions this node holds.
     async fn health(&self) -> Response {
-        match self.holder().await {
+        if self.partitions > 0 {
+            let held: Vec<i32> = self.held().into_iter().map(|(p, _)| p).collect();
+            return (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({
+                    "status": "ok", "role": "node", "node_id": self.node_id,
+                    "partitions": self.partitions, "held": held,
+                })),
+            )
+                .into_response();
+        }
+        match self.holder(0).await {
             Ok(Some(h)) if h.lease_expires_in_ms > 0 && h.node_id != self.node_id => (
                 StatusCode::OK,
                 axum::Json(serde_json::json!({
@@ -87,16 +131,27 @@ impl Node {
         }
     }
 
-    async fn forward(&self, req: Request) -> Response {
+    /// Serve `req` for `partition`: here when this node holds it, else at its holder.
+    async fn serve(&self, partition: i32, req: Request) -> Response {
+        if let Some(app) = self.local(partition) {
+            return match app.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+        }
+        self.forward(partition, req).await
+    }
+
+    async fn forward(&self, partition: i32, req: Request) -> Response {
         if req.headers().contains_key(FORWARDED_BY) {
             return unavailable(
                 "partition_moved",
                 "this node no longer holds the partition this request was forwarded for; retry",
             );
         }
-        let holder = match self.holder().await {
+        let holder = match self.holder(partition).await {
             Ok(Some(h)) => h,
-            Ok(None) => return unavailable("no_holder", "no node holds the log's partition yet; retry shortly"),
+            Ok(None) => return unavailable("no_holder", "no node holds this request's partition yet; retry shortly"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot look up the partition's holder");
                 return unavailable("cluster_unavailable", "the cluster's database cannot be reached; retry shortly");
@@ -112,7 +167,7 @@ impl Node {
         let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let (parts, body) = req.into_parts();
-        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
         for (name, value) in &parts.headers {
             if !hop_by_hop(name) && name != header::HOST {
                 headers.append(name.clone(), value.clone());
@@ -120,6 +175,9 @@ impl Node {
         }
         if let Ok(v) = HeaderValue::from_str(&self.node_id) {
             headers.insert(HeaderName::from_static(FORWARDED_BY), v);
+        }
+        if self.partitions > 0 {
+            headers.insert(HeaderName::from_static(PARTITION), HeaderValue::from(partition));
         }
         let sent = self
             .client
@@ -143,16 +201,59 @@ impl Node {
                 })
             }
             Err(e) => {
-                self.forget_holder().await;
+                self.forget_holders().await;
                 tracing::warn!(holder = %holder.node_id, error = %e, "forwarding to the partition's holder failed");
                 unavailable(
                     "holder_unreachable",
-                    "the node holding the log's partition could not be reached; retry (another node takes it over when its lease ends)",
+                    "the node holding this request's partition could not be reached; retry (another node takes it over when its lease ends)",
                 )
             }
         }
     }
+
+    /// A list over every index partition: each partition's answer to the same request (here or
+    /// at its holder), merged. The first answer that is not 200 is answered as it is (an
+    /// unauthorized key, a bad query, a partition without a holder).
+    async fn gather(&self, what: Gathered, req: Request) -> Response {
+        let (parts, _) = req.into_parts();
+        let mut items: Vec<serde_json::Value> = Vec::new();
+        for p in 1..=i32::from(self.partitions) {
+            let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+            if let Some(h) = one.headers_mut() {
+                for (name, value) in &parts.headers {
+                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
+                        h.append(name.clone(), value.clone());
+                    }
+                }
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let Ok(one) = one.body(Body::empty()) else {
+                return unavailable("internal_error", "a gathered request could not be built");
+            };
+            let resp = self.serve(p, one).await;
+            if resp.status() != StatusCode::OK {
+                return resp;
+            }
+            let Ok(bytes) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+                return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
+            };
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Array(v)) => items.extend(v),
+                _ => return unavailable("holder_unreachable", "a partition answered something unreadable"),
+            }
+        }
+        match what {
+            Gathered::Indexes => items.sort_by(|a, b| {
+                (a["created_at"].as_str(), a["index_id"].as_str())
+                    .cmp(&(b["created_at"].as_str(), b["index_id"].as_str()))
+            }),
+        }
+        (StatusCode::OK, axum::Json(serde_json::Value::Array(items))).into_response()
+    }
 }
+
+/// Largest answer of one partition to a gathered list.
+const GATHER_BYTES_MAX: usize = 64 << 20;
 
 /// Headers of one connection, not of the request (RFC 9110 §7.6.1).
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -186,20 +287,35 @@ fn unavailable(code: &str, message: &str) -> Response {
     resp
 }
 
-/// The node's whole HTTP surface: the API when it holds the partition, forwarding otherwise.
+/// The node's whole HTTP surface: the API of the partitions it holds, forwarding for the others.
 pub fn router(node: Arc<Node>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(node)
 }
 
 async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
-    if let Some(app) = node.local() {
-        return match app.oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+    if node.partitions == 0 {
+        if req.uri().path() == "/healthz" && node.local(0).is_none() {
+            return node.health().await;
+        }
+        return node.serve(0, req).await;
     }
     if req.uri().path() == "/healthz" {
         return node.health().await;
     }
-    node.forward(req).await
+    // Routed already by the node that sent it here.
+    if let Some(p) = req.headers().get(PARTITION).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
+        && (0..=i32::from(node.partitions)).contains(&p)
+    {
+        return node.serve(p, req).await;
+    }
+    match routing::route(req.method(), req.uri().path(), node.partitions) {
+        Route::Partition(p) => node.serve(p, req).await,
+        Route::NewIndex => {
+            let key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
+            let random = u64::try_from(ulid::Ulid::new().random() & u128::from(u64::MAX)).unwrap_or(0);
+            let p = routing::new_index_partition(key, node.partitions, random);
+            node.serve(p, req).await
+        }
+        Route::Gather(what) => node.gather(what, req).await,
+    }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 pub const DEFAULT_DATA_DIR: &str = "./spool-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Most index partitions a cluster may have.
+pub const PARTITIONS_MAX: u16 = 1024;
 /// Worker threads of the server's async runtime: one per core, unless `SPOOL_SERVE_WORKERS`
 /// says otherwise. It was 16 while a read waited for the sequencer's fsync (the read lock was
 /// held through the commit, and each wait blocked a worker: with 2, `spool bench prompt-run`
@@ -218,6 +220,9 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// How long a PostgreSQL log's lease lasts unless renewed (env SPOOL_LEASE_TTL; 10s).
     pub lease_ttl: std::time::Duration,
+    /// Index partitions of a PostgreSQL cluster, recorded when it is created (env
+    /// SPOOL_PARTITIONS; default 0: one partition holds everything).
+    pub partitions: Option<u16>,
     /// Where the other nodes of a cluster reach this one (env SPOOL_ADVERTISE_URL; default:
     /// the address it listens on, with 127.0.0.1 for an unspecified address).
     pub advertise_url: Option<String>,
@@ -326,6 +331,16 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             None => None,
         },
         node_id: std::env::var("SPOOL_NODE_ID").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+        partitions: match std::env::var("SPOOL_PARTITIONS") {
+            Ok(v) if !v.trim().is_empty() => {
+                Some(
+                    v.trim().parse::<u16>().ok().filter(|n| *n <= PARTITIONS_MAX).with_context(|| {
+                        format!("SPOOL_PARTITIONS={v:?} is not a number from 0 to {PARTITIONS_MAX}")
+                    })?,
+                )
+            }
+            _ => None,
+        },
         advertise_url: match std::env::var("SPOOL_ADVERTISE_URL") {
             Ok(v) if !v.trim().is_empty() => {
                 let u = v.trim().trim_end_matches('/').to_string();
@@ -447,8 +462,23 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local_addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone());
-    let (runtime, app) = open(settings, &local_addr, env_key).await?;
+    let (runtime, app) = open(settings, &local_addr, env_key, Part::ONE).await?;
     Ok(Started { runtime, listener, app })
+}
+
+/// Which partition of the log a runtime serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    pub partition: i32,
+    /// Set in a partitioned cluster: new ids carry the partition.
+    pub tag: Option<u16>,
+    /// Wait while another node holds it (a standby) instead of failing at once.
+    pub wait: bool,
+}
+
+impl Part {
+    /// The log's one partition (redb, or a PostgreSQL cluster of one partition).
+    pub const ONE: Part = Part { partition: 0, tag: None, wait: true };
 }
 
 /// Open the data directory (on a PostgreSQL log: once this node holds the partition) and build
@@ -457,6 +487,7 @@ pub async fn open(
     settings: &Settings,
     local_addr: &str,
     env_key: Option<&str>,
+    part: Part,
 ) -> anyhow::Result<(Arc<Runtime>, axum::Router)> {
     // Local roots are compared canonically; a root that does not exist is skipped with a warning.
     let local_roots = settings
@@ -487,6 +518,9 @@ pub async fn open(
     cfg.log_url = settings.log_url.clone();
     cfg.node_id = settings.node_id.clone().unwrap_or_default();
     cfg.lease_ttl = settings.lease_ttl;
+    cfg.partition = part.partition;
+    cfg.partition_tag = part.tag;
+    cfg.wait_for_lease = part.wait;
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
     cfg.webhooks = spool_runtime::WebhookSettings {
@@ -636,33 +670,31 @@ async fn serve_node(
             .with_context(|| format!("opening the cluster's database {}", spool_log::redact_url(&url)))?,
     );
     dir.register(&node_id, &advertise).await.context("registering this node in the cluster's database")?;
+    let dir_beat = dir.clone();
+    let partitions = dir.partitions(settings.partitions).await.context("reading the cluster's partitions")?;
+    if let Some(asked) = settings.partitions
+        && asked != partitions
     {
-        // A heartbeat, so that `spool cluster status` shows which nodes are alive.
-        let (dir, node_id, advertise) = (dir.clone(), node_id.clone(), advertise.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                if let Err(e) = dir.register(&node_id, &advertise).await {
-                    tracing::warn!(error = %e, "the node's heartbeat failed; retrying");
-                }
-            }
-        });
+        tracing::warn!(
+            asked,
+            partitions,
+            "SPOOL_PARTITIONS is fixed when the cluster is created; the cluster has {partitions}"
+        );
     }
-    let node = crate::node::Node::new(node_id.clone(), dir)?;
+    let node = crate::node::Node::new(node_id.clone(), dir.clone(), partitions)?;
     let limits = settings.http;
-    let opened: Arc<tokio::sync::OnceCell<Arc<Runtime>>> = Arc::default();
-    let open_task = {
-        let (node, opened, env_key) = (node.clone(), opened.clone(), env_key.clone());
-        let mut settings = settings;
-        settings.node_id = Some(node_id.clone());
+    let mut settings = settings;
+    settings.node_id = Some(node_id.clone());
+    let settings = Arc::new(settings);
+    let opening = if partitions == 0 {
+        let (node, env_key, settings) = (node.clone(), env_key.clone(), settings.clone());
         let local_addr = local_addr.clone();
         tokio::spawn(async move {
             // Waits while another node holds the partition (this node forwards meanwhile).
-            match open(&settings, &local_addr, env_key.as_deref()).await {
+            match open(&settings, &local_addr, env_key.as_deref(), Part::ONE).await {
                 Ok((runtime, app)) => {
                     exit_when_lost(&runtime);
-                    let _ = opened.set(runtime.clone());
-                    node.install(app);
+                    node.install(0, crate::node::Held { app, runtime: runtime.clone() });
                     bootstrap_first_key(runtime, env_key);
                 }
                 Err(e) => {
@@ -673,19 +705,137 @@ async fn serve_node(
                 }
             }
         })
+    } else {
+        tokio::spawn(manage_partitions(node.clone(), dir, settings.clone(), local_addr.clone(), env_key))
     };
-    tracing::info!(node_id, advertise = %advertise, listen = %local_addr, "spool serving as a node of a cluster");
+    tracing::info!(node_id, advertise = %advertise, listen = %local_addr, partitions, "spool serving as a node of a cluster");
     eprintln!("spool: listening on {scheme}://{local_addr} as node {node_id} (reached at {advertise})");
-    let served = crate::http::serve(listener, crate::node::router(node), tls, limits, shutdown_signal()).await;
-    match opened.get() {
-        Some(runtime) => {
-            tracing::info!("draining");
-            runtime.shutdown().await;
-            tracing::info!("stopped; everything acknowledged is durable, the partition is handed back");
-        }
-        None => open_task.abort(),
+    let heartbeat = {
+        // A heartbeat, so that the nodes share the partitions among the live ones and
+        // `spool cluster status` shows which nodes are alive.
+        let (dir, node_id, advertise) = (dir_beat.clone(), node_id.clone(), advertise.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Err(e) = dir.register(&node_id, &advertise).await {
+                    tracing::warn!(error = %e, "the node's heartbeat failed; retrying");
+                }
+            }
+        })
+    };
+    let served = crate::http::serve(listener, crate::node::router(node.clone()), tls, limits, shutdown_signal()).await;
+    opening.abort();
+    heartbeat.abort();
+    if let Err(e) = dir_beat.leave(&node_id).await {
+        tracing::warn!(error = %e, "could not say this node is leaving; the others see it when its heartbeat stops");
     }
+    let held = node.held();
+    if !held.is_empty() {
+        tracing::info!("draining");
+    }
+    for (p, h) in held {
+        node.remove(p);
+        h.runtime.shutdown().await;
+    }
+    tracing::info!("stopped; everything acknowledged is durable, the partitions are handed back");
     served
+}
+
+/// How often a node of a partitioned cluster looks at the partitions' leases.
+const PARTITION_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A node whose heartbeat (every second) is older than this no longer shares the partitions.
+const NODE_LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A node of a partitioned cluster takes and hands back partitions so that the live nodes share
+/// them evenly (`cluster.md`, "Sharing the partitions"). Every half second it drops the
+/// partitions it lost; takes one partition that nobody holds (free, or its holder's lease
+/// expired) when it holds fewer than its share (the partitions over the live nodes, rounded
+/// up), or whatever its share, when that partition was already unheld at the last look (so a
+/// partition is never left unserved); and hands one back when it holds more than its share and
+/// another live node holds fewer (who takes it).
+async fn manage_partitions(
+    node: Arc<crate::node::Node>,
+    dir: Arc<spool_log::Directory>,
+    settings: Arc<Settings>,
+    local_addr: String,
+    env_key: Option<String>,
+) {
+    let total = usize::from(node.partitions) + 1;
+    let mut bootstrapped = false;
+    // Partitions seen without a live holder at the last look: anyone takes those now.
+    let mut unserved: Vec<i32> = Vec::new();
+    loop {
+        tokio::time::sleep(PARTITION_POLL).await;
+        for (p, h) in node.held() {
+            if h.runtime.partition_lost().is_some_and(|l| *l.borrow()) {
+                tracing::error!(partition = p, "this node lost a partition to another node; it stops serving it");
+                node.remove(p);
+                let runtime = h.runtime.clone();
+                tokio::spawn(async move { runtime.shutdown().await });
+            }
+        }
+        let (holders, live) = match (dir.holders().await, dir.live_nodes(NODE_LIVE_WITHIN).await) {
+            (Ok(h), Ok(l)) => (h, l),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the partitions' leases; trying again");
+                continue;
+            }
+        };
+        let share = total.div_ceil(live.len().max(1));
+        let held: Vec<i32> = node.held().into_iter().map(|(p, _)| p).collect();
+        let free: Vec<i32> = holders
+            .iter()
+            .filter(|(p, h)| !held.contains(p) && h.as_ref().is_none_or(|h| h.lease_expires_in_ms <= 0))
+            .map(|(p, _)| *p)
+            .collect();
+        let urgent: Vec<i32> = free.iter().copied().filter(|p| unserved.contains(p)).collect();
+        unserved = free.clone();
+        // Live nodes holding fewer than their share (they take what is handed back).
+        let mut counts: std::collections::BTreeMap<&str, usize> = live.iter().map(|n| (n.as_str(), 0)).collect();
+        for h in holders.iter().filter_map(|(_, h)| h.as_ref()).filter(|h| h.lease_expires_in_ms > 0) {
+            if let Some(c) = counts.get_mut(h.node_id.as_str()) {
+                *c += 1;
+            }
+        }
+        let someone_short = counts.iter().any(|(n, c)| *n != node.node_id && *c < share);
+        let take = urgent.first().copied().or_else(|| free.first().copied().filter(|_| held.len() < share));
+        if let Some(p) = take {
+            let part = Part { partition: p, tag: u16::try_from(p).ok(), wait: false };
+            match open(&settings, &local_addr, env_key.as_deref(), part).await {
+                Ok((runtime, app)) => {
+                    tracing::info!(partition = p, "this node took a partition");
+                    node.install(p, crate::node::Held { app, runtime: runtime.clone() });
+                    if p == 0 && !bootstrapped {
+                        bootstrapped = true;
+                        bootstrap_first_key(runtime, env_key.clone());
+                    }
+                }
+                Err(e)
+                    if e.chain().any(|c| {
+                        matches!(c.downcast_ref::<spool_log::Error>(), Some(spool_log::Error::HeldElsewhere(_)))
+                            || matches!(
+                                c.downcast_ref::<spool_runtime::RuntimeError>(),
+                                Some(spool_runtime::RuntimeError::Log(spool_log::Error::HeldElsewhere(_)))
+                            )
+                    }) => {}
+                Err(e) => {
+                    if e.chain().any(|c| c.to_string().contains("master key does not open")) {
+                        tracing::error!(error = %format!("{e:#}"), "this node cannot open the log; exiting");
+                        eprintln!("spool: {e:#}");
+                        std::process::exit(1);
+                    }
+                    tracing::warn!(partition = p, error = %format!("{e:#}"), "could not take a partition; trying again");
+                }
+            }
+        } else if held.len() > share
+            && someone_short
+            && let Some(&p) = held.last()
+            && let Some(h) = node.remove(p)
+        {
+            tracing::info!(partition = p, share, "handing a partition over (this node holds more than its share)");
+            h.runtime.shutdown().await;
+        }
+    }
 }
 
 async fn shutdown_signal() {

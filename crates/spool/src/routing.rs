@@ -1,0 +1,130 @@
+//! Which partition of a partitioned cluster answers a request (`engine-spec/cluster.md`,
+//! "Partitions"): a pure function of the method and the path, so every node routes alike.
+//!
+//! - Resources of an index (the index, its videos, import jobs, prompt runs, exports and
+//!   automations) are answered by the partition their id was made in (`spool_model::partition_of`).
+//! - `POST /indexes` makes a new index in a partition the node picks (the idempotency key's
+//!   hash when there is one, so a retry through any node reaches the same partition).
+//! - `GET /indexes` gathers every index partition's page and merges them.
+//! - Everything else is the catalog's (partition 0): API keys, connectors, prompts, webhooks and
+//!   their deliveries, the admin routes.
+
+use axum::http::Method;
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Partition(i32),
+    /// `POST /indexes`: a partition picked for the new index.
+    NewIndex,
+    /// A list over every index partition, merged.
+    Gather(Gathered),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gathered {
+    /// `GET /indexes`: newest first (`created_at`, then id).
+    Indexes,
+}
+
+/// The partition of a public id (`idx_…`, `vid_…`, `job_…`, `run_…`, `exp_…`, `auto_…`), when
+/// it names an index partition of a cluster of `partitions`; an id that does not (unknown,
+/// made up) goes to the catalog, which answers that it does not exist.
+fn by_id(raw: &str, partitions: u16) -> Route {
+    let Some((_, ulid)) = raw.split_once('_') else { return Route::Partition(0) };
+    match ulid.parse::<ulid::Ulid>() {
+        Ok(u) => {
+            let p = spool_model::partition_of(u);
+            if p >= 1 && p <= partitions { Route::Partition(i32::from(p)) } else { Route::Partition(0) }
+        }
+        Err(_) => Route::Partition(0),
+    }
+}
+
+pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
+    if partitions == 0 {
+        return Route::Partition(0);
+    }
+    let Some(rest) = path.strip_prefix("/api/v2/") else { return Route::Partition(0) };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["indexes"] if method == Method::GET => Route::Gather(Gathered::Indexes),
+        ["indexes"] if method == Method::POST => Route::NewIndex,
+        ["indexes", id, ..] => by_id(id, partitions),
+        ["videos", id, ..] if id.starts_with("vid_") => by_id(id, partitions),
+        ["import-jobs", id, ..] if id.starts_with("job_") => by_id(id, partitions),
+        ["prompt-runs", id, ..] if id.starts_with("run_") => by_id(id, partitions),
+        ["exports", "index", id, ..] | ["exports", "prompt-run", id, ..] => by_id(id, partitions),
+        ["exports", id, ..] if id.starts_with("exp_") => by_id(id, partitions),
+        _ => Route::Partition(0),
+    }
+}
+
+/// The index partition for a new index: the idempotency key's (so a retry through any node
+/// lands where the first attempt did), else one picked at random.
+pub fn new_index_partition(idempotency_key: Option<&str>, partitions: u16, random: u64) -> i32 {
+    let n = u64::from(partitions.max(1));
+    let h = match idempotency_key {
+        Some(k) => {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(k.as_bytes());
+            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        }
+        None => random,
+    };
+    i32::try_from(1 + h % n).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(prefix: &str, p: u16) -> String {
+        let u = spool_model::with_partition(ulid::Ulid::from_parts(1_764_000_000_000, 0x1234_5678_9abc_def0), p);
+        format!("{prefix}_{u}")
+    }
+
+    #[test]
+    fn index_resources_go_to_the_partition_in_their_id() {
+        let n = 4;
+        for (path, p) in [
+            (format!("/api/v2/indexes/{}", id("idx", 3)), 3),
+            (format!("/api/v2/indexes/{}/videos", id("idx", 2)), 2),
+            (format!("/api/v2/videos/{}", id("vid", 4)), 4),
+            (format!("/api/v2/import-jobs/{}/files", id("job", 1)), 1),
+            (format!("/api/v2/prompt-runs/{}/results", id("run", 2)), 2),
+            (format!("/api/v2/exports/{}", id("exp", 3)), 3),
+            (format!("/api/v2/exports/index/{}", id("idx", 4)), 4),
+        ] {
+            assert_eq!(route(&Method::GET, &path, n), Route::Partition(p), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_catalog_answers_the_rest_and_unknown_ids() {
+        let n = 4;
+        for path in [
+            "/api/v2/connectors".to_string(),
+            "/api/v2/api-keys".to_string(),
+            format!("/api/v2/webhooks/{}", id("wh", 0)),
+            "/api/v2/prompts".to_string(),
+            "/api/v2/admin/cluster".to_string(),
+            format!("/api/v2/indexes/{}", id("idx", 9)),
+            "/api/v2/indexes/idx_not-an-id".to_string(),
+            "/healthz".to_string(),
+        ] {
+            assert_eq!(route(&Method::GET, &path, n), Route::Partition(0), "{path}");
+        }
+        assert_eq!(route(&Method::GET, "/api/v2/indexes", n), Route::Gather(Gathered::Indexes));
+        assert_eq!(route(&Method::POST, "/api/v2/indexes", n), Route::NewIndex);
+        assert_eq!(route(&Method::GET, "/api/v2/indexes", 0), Route::Partition(0));
+    }
+
+    #[test]
+    fn a_new_index_keeps_its_partition_across_retries() {
+        let a = new_index_partition(Some("key-1"), 8, 1);
+        assert_eq!(a, new_index_partition(Some("key-1"), 8, 999));
+        assert!((1..=8).contains(&a));
+        assert!((1..=8).contains(&new_index_partition(None, 8, u64::MAX)));
+    }
+}

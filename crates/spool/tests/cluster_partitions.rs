@@ -1,0 +1,147 @@
+//! A partitioned cluster (`SPOOL_PARTITIONS=4`: a catalog and four index partitions) on three
+//! nodes of one PostgreSQL log: the nodes share the five partitions; an index is made in an index
+//! partition and carries it in its id, so every node answers it; the list through any node is
+//! complete and oldest first; an idempotency key holds across nodes; a node SIGKILLed loses its
+//! partitions to the others within the lease, one stopped with SIGTERM hands them over, and
+//! nothing acknowledged is lost.
+#![allow(clippy::disallowed_methods)] // the tests' PostgreSQL is named by SPOOL_TEST_PG_URL
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const MASTER: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+fn database() -> String {
+    let admin = std::env::var("SPOOL_TEST_PG_URL")
+        .expect("SPOOL_TEST_PG_URL: start PostgreSQL with scripts/pg.sh start DIR and source DIR/pg-env");
+    let name = format!("parts_{}", ulid::Ulid::new().to_string().to_lowercase());
+    spool_log::create_database(&admin, &name).unwrap()
+}
+
+/// The partitions a node says it holds (`None`: it does not answer).
+fn held(addr: &str) -> Option<BTreeSet<i64>> {
+    let (status, body) = request(addr, "GET", "/healthz", None, None).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200).then(|| v["held"].as_array().map(|a| a.iter().filter_map(|p| p.as_i64()).collect()))?
+}
+
+/// Wait until the nodes at `addrs` hold every partition between them, each at least one.
+fn wait_shared(addrs: &[&str], within: Duration) -> Duration {
+    let began = Instant::now();
+    loop {
+        let sets: Vec<BTreeSet<i64>> = addrs.iter().filter_map(|a| held(a)).collect();
+        let all: BTreeSet<i64> = sets.iter().flatten().copied().collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        if sets.len() == addrs.len() && all == (0..=4).collect() && total == 5 && sets.iter().all(|s| !s.is_empty()) {
+            return began.elapsed();
+        }
+        assert!(began.elapsed() < within, "the partitions were not shared: {sets:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn partition_of(id: &str) -> u16 {
+    spool_model::partition_of(id.split_once('_').unwrap().1.parse().unwrap())
+}
+
+/// An answer that is not a 503 (while a partition moves), within 30 s.
+fn ask(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((status, text)) = request_h(addr, method, path, Some(ADMIN_KEY), body, headers)
+            && status != 503
+        {
+            return (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null));
+        }
+        assert!(Instant::now() < deadline, "{method} {path} kept answering 503");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_share_the_partitions_and_answer_every_index() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("SPOOL_LOG_URL", url.as_str()),
+        ("SPOOL_LEASE_TTL", "2s"),
+        ("SPOOL_PARTITIONS", "4"),
+        ("SPOOL_MASTER_KEY", MASTER),
+        ("RUST_LOG", "info"),
+    ];
+    let dirs: Vec<std::path::PathBuf> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    let mut nodes: Vec<Option<Server>> = dirs.iter().map(|d| Some(start_with(d, &env))).collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.as_ref().unwrap().addr.clone()).collect();
+    let took = wait_shared(&addrs.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60));
+    eprintln!("three nodes shared the five partitions {:.2} s after the last started", took.as_secs_f64());
+
+    // Indexes through every node, each in an index partition named by its id.
+    let mut made = Vec::new();
+    for i in 0..12 {
+        let (status, idx) =
+            ask(&addrs[i % 3], "POST", "/api/v2/indexes", Some(&format!(r#"{{"name":"i-{i:02}"}}"#)), &[]);
+        assert_eq!(status, 201, "{idx}");
+        let id = idx["index_id"].as_str().unwrap().to_string();
+        assert!((1..=4).contains(&partition_of(&id)), "{id} is not in an index partition");
+        made.push(id);
+    }
+    for a in &addrs {
+        for id in &made {
+            let (status, got) = ask(a, "GET", &format!("/api/v2/indexes/{id}"), None, &[]);
+            assert_eq!((status, got["index_id"].as_str()), (200, Some(id.as_str())), "{got}");
+        }
+        let (status, list) = ask(a, "GET", "/api/v2/indexes", None, &[]);
+        assert_eq!(status, 200, "{list}");
+        let names: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("i-{i:02}")).collect();
+        assert_eq!(names, expected, "the list through {a} is not complete and oldest first");
+    }
+    // An unknown id is answered, in the envelope, by whichever partition it names.
+    let (status, missing) = ask(&addrs[1], "GET", "/api/v2/indexes/idx_01JD000000000000000000000Z", None, &[]);
+    assert_eq!(status, 404, "{missing}");
+    assert!(missing["error"]["code"].is_string(), "{missing}");
+    // One idempotency key through two nodes: one index.
+    let key = [("Idempotency-Key", "k-partitioned")];
+    let (s1, a) = ask(&addrs[0], "POST", "/api/v2/indexes", Some(r#"{"name":"once"}"#), &key);
+    let (s2, b) = ask(&addrs[2], "POST", "/api/v2/indexes", Some(r#"{"name":"once"}"#), &key);
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(a["index_id"], b["index_id"]);
+    made.push(a["index_id"].as_str().unwrap().to_string());
+    // The catalog's resources go to partition 0, from any node.
+    let (status, hook) = ask(
+        &addrs[1],
+        "POST",
+        "/api/v2/webhooks",
+        Some(r#"{"name":"h","url":"https://example.com/hook","events":["media.created"]}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{hook}");
+    assert_eq!(partition_of(hook["webhook_id"].as_str().unwrap()), 0);
+
+    // SIGKILL the node holding the most partitions: the others take them within the lease.
+    let victim = (0..3).max_by_key(|&i| held(&addrs[i]).map(|s| s.len()).unwrap_or(0)).unwrap();
+    let mut v = nodes[victim].take().unwrap();
+    v.child.kill().unwrap();
+    v.child.wait().unwrap();
+    let rest: Vec<&str> = (0..3).filter(|&i| i != victim).map(|i| addrs[i].as_str()).collect();
+    let took = wait_shared(&rest, Duration::from_secs(30));
+    eprintln!("after SIGKILL of a node: its partitions were taken over in {:.2} s (lease 2 s)", took.as_secs_f64());
+    for a in &rest {
+        let (_, list) = ask(a, "GET", "/api/v2/indexes", None, &[]);
+        let ids: BTreeSet<&str> = list.as_array().unwrap().iter().map(|i| i["index_id"].as_str().unwrap()).collect();
+        assert!(made.iter().all(|id| ids.contains(id.as_str())), "an acknowledged index was lost");
+    }
+    // SIGTERM another: it hands its partitions over at once.
+    let leaving = (0..3).find(|&i| i != victim).unwrap();
+    let staying = (0..3).find(|&i| i != victim && i != leaving).unwrap();
+    let began = Instant::now();
+    sigterm(&nodes[leaving].as_ref().unwrap().child);
+    assert!(nodes[leaving].as_mut().unwrap().child.wait().unwrap().success());
+    wait_shared(&[addrs[staying].as_str()], Duration::from_secs(30));
+    eprintln!("after SIGTERM: the last node holds all five partitions {:.2} s later", began.elapsed().as_secs_f64());
+    let (_, list) = ask(&addrs[staying], "GET", "/api/v2/indexes", None, &[]);
+    assert_eq!(list.as_array().unwrap().len(), made.len());
+}
