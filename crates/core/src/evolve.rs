@@ -25,6 +25,15 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     check_touched(state, env);
 }
 
+/// Fold a catalog event carried into an index partition (`Event::CatalogFollowed`): through
+/// every machine, as the catalog folded it, without moving the partition's `applied_seq` (the
+/// envelope's `seq` is the catalog's).
+pub(crate) fn evolve_mirrored(state: &mut State, env: &Envelope) {
+    if spool_model::mirrored_to_partitions(&env.event) {
+        evolve_machines(state, env);
+    }
+}
+
 /// The invariants of the aggregate an event touched, in O(1) (debug builds: every test and
 /// both simulators run them on every event): a job's outcome counters equal its per-status
 /// index; a run's segment counters never pass its segments.

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 23;
+pub const STATE_FORMAT: u32 = 24;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -75,6 +75,9 @@ pub struct State {
     pub automations_with_work: BTreeSet<spool_model::AutomationId>,
     /// The import jobs automations made, and what became of each (its `execution`).
     pub automation_jobs: BTreeMap<ImportJobId, crate::machines::automation::JobExecution>,
+    /// In an index partition of a partitioned cluster: the catalog's events are followed through
+    /// this sequence number (`machines/catalog`). 0 elsewhere.
+    pub catalog_seq: u64,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.

@@ -105,7 +105,11 @@ impl Run {
                     Outcome::Webhook(id) => self.last_webhook = Some(id.to_string()),
                     Outcome::Prompt(id) => self.last_prompt = Some(id.to_string()),
                     Outcome::PromptRun(id) | Outcome::SegmentRetry(id, _) => self.last_run = Some(id.to_string()),
-                    Outcome::Delivery(_) | Outcome::Video(_) | Outcome::Export(_) | Outcome::Done => {}
+                    Outcome::Delivery(_)
+                    | Outcome::Video(_)
+                    | Outcome::Export(_)
+                    | Outcome::Catalog(_)
+                    | Outcome::Done => {}
                     Outcome::Automation(id) => self.last_automation = Some(id.to_string()),
                 }
                 writeln!(text, "  outcome: {:?}", decision.outcome).unwrap();

@@ -761,7 +761,46 @@ pub enum Event {
         job_id: ImportJobId,
         attempt: u32,
     },
+    /// Stream `catalog`, in an index partition of a partitioned cluster (`cluster.md`,
+    /// "Partitions"): the catalog's (partition 0's) events up to `through_seq` were read; the
+    /// ones index partitions need (`mirrored_to_partitions`: API keys, connectors, prompts) are
+    /// carried here, in the catalog's order, and folded as the catalog folded them. The
+    /// partition's log stays self-contained: its replay needs no other partition.
+    CatalogFollowed {
+        through_seq: u64,
+        events: Vec<MirroredEvent>,
+    },
 }
+}
+
+/// A catalog event carried into an index partition by [`Event::CatalogFollowed`], with the
+/// catalog's sequence number, time and stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredEvent {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub stream: String,
+    pub event: Event,
+}
+
+/// The catalog events an index partition folds too (`Event::CatalogFollowed`): what its
+/// decisions and its API read of API keys, connectors and prompts. Key usage, webhooks and
+/// deliveries stay in the catalog.
+pub fn mirrored_to_partitions(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ApiKeyCreated { .. }
+            | Event::ApiKeyRevoked { .. }
+            | Event::ApiKeyRotated { .. }
+            | Event::ApiKeyDeleted { .. }
+            | Event::ConnectorCreated { .. }
+            | Event::ConnectorUpdated { .. }
+            | Event::ConnectorTested { .. }
+            | Event::ConnectorDeleted { .. }
+            | Event::PromptCreated { .. }
+            | Event::PromptUpdated { .. }
+            | Event::PromptDeleted { .. }
+    )
 }
 
 /// An object an import automation's listing saw.
@@ -1267,6 +1306,15 @@ impl Event {
                 error: "listing the source failed: connection refused".into(),
             },
             Event::ImportScanRetryDue { job_id, attempt: 1 },
+            Event::CatalogFollowed {
+                through_seq: 42,
+                events: vec![MirroredEvent {
+                    seq: 41,
+                    at_ms: 1_764_000_000_100,
+                    stream: prompt_id.to_string(),
+                    event: Event::PromptDeleted { prompt_id },
+                }],
+            },
         ]
     }
 }

@@ -21,8 +21,8 @@ pub mod time;
 pub use codec::{CodecError, Envelope, FORMAT_VERSION, decode_envelope, encode_envelope};
 pub use event::{
     AutomationConfig, ConnectorLocation, ConnectorScope, DeletionStage, DiscoveredFile, Event, ExportDestination,
-    ExportKind, FileFailure, ImportMode, JobSource, MediaType, PromptSemantic, PromptVideoLevel, Provider, Scope,
-    WatchedObject,
+    ExportKind, FileFailure, ImportMode, JobSource, MediaType, MirroredEvent, PromptSemantic, PromptVideoLevel,
+    Provider, Scope, WatchedObject, mirrored_to_partitions,
 };
 pub use ids::*;
 pub use media::{MediaFacts, PartRange, StreamFacts, StreamKind};

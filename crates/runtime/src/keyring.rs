@@ -218,6 +218,19 @@ impl Keyring {
         Ok(Keyring { master, log, cache: Mutex::new(HashMap::new()) })
     }
 
+    /// Read the data keys from `log` instead (an index partition of a partitioned cluster opens
+    /// the catalog's secrets with the catalog's keys). The master-key check stays this log's.
+    pub fn reading_keys_from(mut self, log: Arc<dyn EventLog>) -> Keyring {
+        self.log = log;
+        self
+    }
+
+    /// Forget the cached data key of `owner`: the next use reads it again (and finds none once
+    /// it was shredded elsewhere).
+    pub fn evict(&self, owner: &str) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(owner);
+    }
+
     fn data_key(&self, owner: &str) -> Result<Option<Zeroizing<[u8; 32]>>, KeyringError> {
         if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(owner) {
             return Ok(Some(k.clone()));

@@ -11,6 +11,7 @@ mod clock;
 mod error;
 mod executors;
 pub mod fold;
+mod follow;
 mod gauges;
 mod idem;
 pub mod keyring;
@@ -30,8 +31,8 @@ pub use executors::webhook::{
 pub use idem::{IdemBody, IdemKey, IdemRecord};
 pub use keyring::{Keyring, KeyringError, MasterKey};
 pub use runtime::{
-    DECISION_EVENTS_MAX, IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR, MEDIA_SIGNING_PURPOSE,
-    Reply, Runtime, RuntimeConfig, RuntimeError, SNAPSHOT_NAME, node_id_of, panic_message,
+    CatalogLog, DECISION_EVENTS_MAX, IDEMPOTENCY_TTL_SECS_DEFAULT, IMPORT_CONCURRENCY_DEFAULT, MEDIA_DIR,
+    MEDIA_SIGNING_PURPOSE, Reply, Runtime, RuntimeConfig, RuntimeError, SNAPSHOT_NAME, node_id_of, panic_message,
 };
 pub use sequencer::{
     PIPELINE_BATCHES_MAX, Prepare, Sequencer, SequencerConfig, SequencerHost, SequencerThreads, Submission, Work, inbox,

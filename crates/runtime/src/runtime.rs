@@ -47,6 +47,10 @@ pub struct RuntimeConfig {
     /// Wait while another node holds the partition (`false`: fail at once with
     /// `HeldElsewhere`).
     pub wait_for_lease: bool,
+    /// In an index partition of a partitioned cluster: the catalog's log (partition 0, read
+    /// only), followed into this partition (`follow.rs`) and where the keyring reads the data
+    /// keys of the catalog's secrets.
+    pub catalog: Option<CatalogLog>,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
     /// How often coarse API key usage is written (and expired idempotency records swept).
@@ -78,6 +82,16 @@ pub struct RuntimeConfig {
     pub decision_events_max: usize,
 }
 
+/// The catalog's log, as an index partition reads it ([`RuntimeConfig::catalog`]).
+#[derive(Clone)]
+pub struct CatalogLog(pub Arc<dyn EventLog>);
+
+impl std::fmt::Debug for CatalogLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatalogLog")
+    }
+}
+
 /// Default of [`RuntimeConfig::idempotency_ttl`]: 48 h.
 pub const IDEMPOTENCY_TTL_SECS_DEFAULT: u64 = 48 * 3600;
 /// Expired idempotency records removed per sweep transaction.
@@ -100,6 +114,7 @@ impl RuntimeConfig {
             partition: 0,
             partition_tag: None,
             wait_for_lease: true,
+            catalog: None,
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
@@ -149,7 +164,7 @@ pub struct Runtime {
     sequencer: Mutex<Option<SequencerThreads>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Turns true at shutdown; background loops select on it.
-    stopping: watch::Sender<bool>,
+    pub(crate) stopping: watch::Sender<bool>,
     /// The tokio runtime effects are spawned on (the sequencer is an OS thread).
     handle: tokio::runtime::Handle,
     /// Notified when a committed batch set a timer (the timer service re-reads the earliest).
@@ -239,7 +254,11 @@ impl Runtime {
                 MasterKey::load(&cfg.data_dir)?.0
             }
         };
-        let keyring = Arc::new(Keyring::load(master, log.clone()).await?);
+        let mut keyring = Keyring::load(master, log.clone()).await?;
+        if let Some(catalog) = &cfg.catalog {
+            keyring = keyring.reading_keys_from(catalog.0.clone());
+        }
+        let keyring = Arc::new(keyring);
         // The snapshot now; the tail is folded on the sequencer's thread before it takes
         // commands (the caller may serve meanwhile: `/api` answers 503 until ready).
         let state = crate::fold::restore_snapshot(&*log)?;
@@ -347,6 +366,9 @@ impl Runtime {
                 }
             }
         }));
+        if let (true, Some(catalog)) = (rt.cfg.run_effects, rt.cfg.catalog.clone()) {
+            background.push(tokio::spawn(crate::follow::follow_catalog(rt.clone(), catalog.0)));
+        }
         *rt.background.lock().unwrap_or_else(|p| p.into_inner()) = background;
         Ok(rt)
     }
@@ -924,6 +946,13 @@ impl SequencerHost for Host {
         let mut st = self.0.state_mut();
         for env in events {
             spool_core::evolve(&mut st, env);
+            // A catalog fact reached this index partition: its owner's data key is read again
+            // at its next use (a connector deleted in the catalog had its key shredded there).
+            if let spool_model::Event::CatalogFollowed { events, .. } = &env.event {
+                for m in events {
+                    self.0.keyring.evict(&m.stream);
+                }
+            }
         }
         debug_assert_eq!(st.applied_seq, last.seq, "the read state follows the log without gaps");
         self.0.applied.send_replace(st.applied_seq);

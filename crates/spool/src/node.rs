@@ -217,7 +217,9 @@ impl Node {
     async fn gather(&self, what: Gathered, req: Request) -> Response {
         let (parts, _) = req.into_parts();
         let mut items: Vec<serde_json::Value> = Vec::new();
-        for p in 1..=i32::from(self.partitions) {
+        // The catalog too: a request the node could not route (an upload) made its
+        // resources there.
+        for p in 0..=i32::from(self.partitions) {
             let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
             if let Some(h) = one.headers_mut() {
                 for (name, value) in &parts.headers {
@@ -242,11 +244,19 @@ impl Node {
                 _ => return unavailable("holder_unreachable", "a partition answered something unreadable"),
             }
         }
-        match what {
-            Gathered::Indexes => items.sort_by(|a, b| {
-                (a["created_at"].as_str(), a["index_id"].as_str())
-                    .cmp(&(b["created_at"].as_str(), b["index_id"].as_str()))
-            }),
+        let (id, newest_first, default_limit) = what.order();
+        let key =
+            |v: &serde_json::Value| (v["created_at"].as_str().map(str::to_string), v[id].as_str().map(str::to_string));
+        items.sort_by_key(key);
+        if newest_first {
+            items.reverse();
+        }
+        let asked = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")).and_then(|v| v.parse::<usize>().ok()));
+        if let Some(limit) = asked.or(default_limit) {
+            items.truncate(limit);
         }
         (StatusCode::OK, axum::Json(serde_json::Value::Array(items))).into_response()
     }
@@ -287,6 +297,23 @@ fn unavailable(code: &str, message: &str) -> Response {
     resp
 }
 
+/// 413 in the contract's envelope: a body too large to route.
+fn too_large() -> Response {
+    let request_id = spool_model::RequestId(ulid::Ulid::new()).to_string();
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(serde_json::json!({
+            "error": {
+                "code": "payload_too_large",
+                "message": format!("this request's body may hold at most {} bytes", routing::ROUTED_BODY_BYTES_MAX),
+                "details": { "max_bytes": routing::ROUTED_BODY_BYTES_MAX },
+                "request_id": request_id,
+            }
+        })),
+    )
+        .into_response()
+}
+
 /// The node's whole HTTP surface: the API of the partitions it holds, forwarding for the others.
 pub fn router(node: Arc<Node>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(node)
@@ -307,6 +334,17 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
         && (0..=i32::from(node.partitions)).contains(&p)
     {
         return node.serve(p, req).await;
+    }
+    if routing::routed_by_body(req.method(), req.uri().path()) {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+            return too_large();
+        };
+        let p = match routing::by_body(&bytes, node.partitions) {
+            Route::Partition(p) => p,
+            _ => 0,
+        };
+        return node.serve(p, Request::from_parts(parts, Body::from(bytes))).await;
     }
     match routing::route(req.method(), req.uri().path(), node.partitions) {
         Route::Partition(p) => node.serve(p, req).await,

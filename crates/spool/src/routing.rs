@@ -5,7 +5,10 @@
 //!   automations) are answered by the partition their id was made in (`spool_model::partition_of`).
 //! - `POST /indexes` makes a new index in a partition the node picks (the idempotency key's
 //!   hash when there is one, so a retry through any node reaches the same partition).
-//! - `GET /indexes` gathers every index partition's page and merges them.
+//! - `GET /indexes`, `/import-jobs`, `/prompt-runs` and `/exports` gather every partition's
+//!   list and merge them in the list's order.
+//! - `POST /import-jobs`, `/prompt-runs/execute|estimate`, `/videos` and `/videos/batch…` go to
+//!   the partition their JSON body names (`by_body`).
 //! - Everything else is the catalog's (partition 0): API keys, connectors, prompts, webhooks and
 //!   their deliveries, the admin routes.
 
@@ -23,8 +26,63 @@ pub enum Route {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gathered {
-    /// `GET /indexes`: newest first (`created_at`, then id).
+    /// `GET /indexes`: oldest first (`created_at`, then id), every one.
     Indexes,
+    /// `GET /import-jobs`: newest first, `limit` (100).
+    ImportJobs,
+    /// `GET /prompt-runs`: newest first, `limit` (200).
+    PromptRuns,
+    /// `GET /exports`: newest first, `limit` (50).
+    Exports,
+}
+
+impl Gathered {
+    /// The id field, whether newest first, and the default `limit` (none: every item).
+    pub fn order(self) -> (&'static str, bool, Option<usize>) {
+        match self {
+            Gathered::Indexes => ("index_id", false, None),
+            Gathered::ImportJobs => ("job_id", true, Some(100)),
+            Gathered::PromptRuns => ("run_id", true, Some(200)),
+            Gathered::Exports => ("export_id", true, Some(50)),
+        }
+    }
+}
+
+/// A request whose partition is named in its JSON body (`index_id`, `target.index_id`, the
+/// first of `video_ids` or `target.video_ids`): the node reads the body (at most
+/// [`ROUTED_BODY_BYTES_MAX`]) to route it.
+pub fn routed_by_body(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && matches!(
+            path.strip_prefix("/api/v2").unwrap_or(""),
+            "/import-jobs"
+                | "/prompt-runs/execute"
+                | "/prompt-runs/estimate"
+                | "/videos"
+                | "/videos/batch"
+                | "/videos/batch/status"
+                | "/videos/batch/segments"
+        )
+}
+
+/// The largest body read to route a request (a larger one goes to the catalog as it is).
+pub const ROUTED_BODY_BYTES_MAX: usize = 1 << 20;
+
+/// The partition a JSON body names (see [`routed_by_body`]); the catalog when it names none.
+pub fn by_body(body: &[u8], partitions: u16) -> Route {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return Route::Partition(0) };
+    let first_video =
+        |v: &serde_json::Value| v.get("video_ids").and_then(|a| a.get(0)).and_then(|x| x.as_str().map(str::to_string));
+    let named = v
+        .get("index_id")
+        .and_then(|x| x.as_str().map(str::to_string))
+        .or_else(|| v.get("target").and_then(|t| t.get("index_id")).and_then(|x| x.as_str().map(str::to_string)))
+        .or_else(|| first_video(&v))
+        .or_else(|| v.get("target").and_then(first_video));
+    match named {
+        Some(id) => by_id(&id, partitions),
+        None => Route::Partition(0),
+    }
 }
 
 /// The partition of a public id (`idx_…`, `vid_…`, `job_…`, `run_…`, `exp_…`, `auto_…`), when
@@ -49,6 +107,9 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["indexes"] if method == Method::GET => Route::Gather(Gathered::Indexes),
+        ["import-jobs"] if method == Method::GET => Route::Gather(Gathered::ImportJobs),
+        ["prompt-runs"] if method == Method::GET => Route::Gather(Gathered::PromptRuns),
+        ["exports"] if method == Method::GET => Route::Gather(Gathered::Exports),
         ["indexes"] if method == Method::POST => Route::NewIndex,
         ["indexes", id, ..] => by_id(id, partitions),
         ["videos", id, ..] if id.starts_with("vid_") => by_id(id, partitions),
@@ -118,6 +179,27 @@ mod tests {
         assert_eq!(route(&Method::GET, "/api/v2/indexes", n), Route::Gather(Gathered::Indexes));
         assert_eq!(route(&Method::POST, "/api/v2/indexes", n), Route::NewIndex);
         assert_eq!(route(&Method::GET, "/api/v2/indexes", 0), Route::Partition(0));
+    }
+
+    #[test]
+    fn a_body_names_its_partition() {
+        let n = 4;
+        let idx = id("idx", 3);
+        let vid = id("vid", 2);
+        assert_eq!(by_body(format!(r#"{{"index_id":"{idx}"}}"#).as_bytes(), n), Route::Partition(3));
+        assert_eq!(
+            by_body(format!(r#"{{"target":{{"type":"index","index_id":"{idx}"}}}}"#).as_bytes(), n),
+            Route::Partition(3)
+        );
+        assert_eq!(by_body(format!(r#"{{"video_ids":["{vid}"]}}"#).as_bytes(), n), Route::Partition(2));
+        assert_eq!(
+            by_body(format!(r#"{{"target":{{"type":"videos","video_ids":["{vid}"]}}}}"#).as_bytes(), n),
+            Route::Partition(2)
+        );
+        assert_eq!(by_body(b"{}", n), Route::Partition(0));
+        assert_eq!(by_body(b"not json", n), Route::Partition(0));
+        assert!(routed_by_body(&Method::POST, "/api/v2/import-jobs"));
+        assert!(!routed_by_body(&Method::GET, "/api/v2/import-jobs"));
     }
 
     #[test]

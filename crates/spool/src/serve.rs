@@ -467,18 +467,20 @@ pub async fn start(settings: &Settings, env_key: Option<&str>) -> anyhow::Result
 }
 
 /// Which partition of the log a runtime serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Part {
     pub partition: i32,
     /// Set in a partitioned cluster: new ids carry the partition.
     pub tag: Option<u16>,
     /// Wait while another node holds it (a standby) instead of failing at once.
     pub wait: bool,
+    /// An index partition's view of the catalog's log (`spool_runtime::CatalogLog`).
+    pub catalog: Option<spool_runtime::CatalogLog>,
 }
 
 impl Part {
     /// The log's one partition (redb, or a PostgreSQL cluster of one partition).
-    pub const ONE: Part = Part { partition: 0, tag: None, wait: true };
+    pub const ONE: Part = Part { partition: 0, tag: None, wait: true, catalog: None };
 }
 
 /// Open the data directory (on a PostgreSQL log: once this node holds the partition) and build
@@ -521,6 +523,7 @@ pub async fn open(
     cfg.partition = part.partition;
     cfg.partition_tag = part.tag;
     cfg.wait_for_lease = part.wait;
+    cfg.catalog = part.catalog;
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
     cfg.webhooks = spool_runtime::WebhookSettings {
@@ -762,6 +765,8 @@ async fn manage_partitions(
 ) {
     let total = usize::from(node.partitions) + 1;
     let mut bootstrapped = false;
+    // The catalog's log as the index partitions read it (one reader for all of them).
+    let mut catalog: Option<spool_runtime::CatalogLog> = None;
     // Partitions seen without a live holder at the last look: anyone takes those now.
     let mut unserved: Vec<i32> = Vec::new();
     loop {
@@ -800,7 +805,23 @@ async fn manage_partitions(
         let someone_short = counts.iter().any(|(n, c)| *n != node.node_id && *c < share);
         let take = urgent.first().copied().or_else(|| free.first().copied().filter(|_| held.len() < share));
         if let Some(p) = take {
-            let part = Part { partition: p, tag: u16::try_from(p).ok(), wait: false };
+            if p > 0 && catalog.is_none() {
+                let url = settings.log_url.clone().unwrap_or_default();
+                match tokio::task::spawn_blocking(move || spool_log::PgLog::open_reader(&url, 0)).await {
+                    Ok(Ok(reader)) => catalog = Some(spool_runtime::CatalogLog(Arc::new(reader))),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read the catalog; trying again");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let part = Part {
+                partition: p,
+                tag: u16::try_from(p).ok(),
+                wait: false,
+                catalog: if p > 0 { catalog.clone() } else { None },
+            };
             match open(&settings, &local_addr, env_key.as_deref(), part).await {
                 Ok((runtime, app)) => {
                     tracing::info!(partition = p, "this node took a partition");

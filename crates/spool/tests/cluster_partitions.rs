@@ -145,3 +145,136 @@ fn three_nodes_share_the_partitions_and_answer_every_index() {
     let (_, list) = ask(&addrs[staying], "GET", "/api/v2/indexes", None, &[]);
     assert_eq!(list.as_array().unwrap().len(), made.len());
 }
+
+fn env_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start scripts/storage-servers.sh"))
+}
+
+/// Wait until `f` holds (checked every 50 ms), at most `within`; how long it took.
+fn until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let began = Instant::now();
+    while !f() {
+        assert!(began.elapsed() < within, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    began.elapsed()
+}
+
+/// The catalog's facts reach the index partitions (`CatalogFollowed`): an API key made in the
+/// catalog opens an index partition's routes, and its revocation closes them, within a bound;
+/// an S3 connector (its secret sealed with the catalog's data key) imports into an index in an
+/// index partition, through a request routed by its body; a prompt made in the catalog runs
+/// there; the gathered lists have the job and the run; a connector deleted in the catalog is
+/// gone in the index partition too.
+#[test]
+fn the_catalog_reaches_the_index_partitions() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = env_var("SPOOL_TEST_S3S_ENDPOINT");
+    let root = std::path::PathBuf::from(env_var("SPOOL_TEST_S3S_ROOT"));
+    let (ak, sk) = (env_var("SPOOL_TEST_S3S_ACCESS_KEY"), env_var("SPOOL_TEST_S3S_SECRET_KEY"));
+    let bucket = format!("parts-{}", std::process::id());
+    for i in 0..3 {
+        let path = root.join(&bucket).join(format!("in/c{i}.wav"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, spool_media::pcm_wav(format!("clip {i}").as_bytes())).unwrap();
+    }
+    let env = [
+        ("SPOOL_LOG_URL", url.as_str()),
+        ("SPOOL_LEASE_TTL", "2s"),
+        ("SPOOL_PARTITIONS", "3"),
+        ("SPOOL_MASTER_KEY", MASTER),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    let a = start_with(&tmp.path().join("a"), &env);
+    let b = start_with(&tmp.path().join("b"), &env);
+    until(Duration::from_secs(30), "the partitions being shared", || {
+        let (x, y) = (held(&a.addr).unwrap_or_default(), held(&b.addr).unwrap_or_default());
+        x.len() + y.len() == 4 && !x.is_empty() && !y.is_empty()
+    });
+    let (s, idx) = ask(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"catalog-test"}"#), &[]);
+    assert_eq!(s, 201, "{idx}");
+    let index_id = idx["index_id"].as_str().unwrap().to_string();
+    assert!(partition_of(&index_id) >= 1);
+
+    // A key made in the catalog opens the index partition's routes once followed there.
+    let (s, key) = ask(&b.addr, "POST", "/api/v2/api-keys", Some(r#"{"name":"reader","scopes":["read"]}"#), &[]);
+    assert_eq!(s, 201, "{key}");
+    let secret = key["key"].as_str().unwrap().to_string();
+    let key_id = key["key_id"].as_str().or(key["id"].as_str()).unwrap().to_string();
+    let path = format!("/api/v2/indexes/{index_id}");
+    let took = until(Duration::from_secs(10), "the new key opening the index partition", || {
+        matches!(request(&a.addr, "GET", &path, Some(&secret), None), Ok((200, _)))
+    });
+    eprintln!("a key made in the catalog works in an index partition {:.2} s later", took.as_secs_f64());
+    let (s, revoked) = ask(&a.addr, "POST", &format!("/api/v2/api-keys/{key_id}/revoke"), Some("{}"), &[]);
+    assert_eq!(s, 200, "{revoked}");
+    let took = until(Duration::from_secs(10), "the revoked key closing the index partition", || {
+        matches!(request(&b.addr, "GET", &path, Some(&secret), None), Ok((401, _)))
+    });
+    eprintln!("a key revoked in the catalog is refused by an index partition {:.2} s later", took.as_secs_f64());
+
+    // An S3 connector: its credentials are sealed in the catalog, opened by the index partition.
+    let body = format!(
+        r#"{{"name":"src","bucket":"{bucket}","region":"us-east-1","aws_access_key_id":"{ak}","aws_secret_access_key":"{sk}"}}"#
+    );
+    let (s, conn) = ask(&a.addr, "POST", "/api/v2/connectors/s3", Some(&body), &[]);
+    assert_eq!(s, 201, "{conn}");
+    let conn_id = conn["connector_id"].as_str().unwrap().to_string();
+    assert_eq!(partition_of(&conn_id), 0);
+    let job_body = format!(
+        r#"{{"connector_id":"{conn_id}","index_id":"{index_id}","source_prefix":"in/","file_pattern":"*.wav"}}"#
+    );
+    let mut job = serde_json::Value::Null;
+    until(Duration::from_secs(10), "the connector reaching the index partition", || {
+        let (s, j) = ask(&b.addr, "POST", "/api/v2/import-jobs", Some(&job_body), &[]);
+        job = j;
+        s == 202
+    });
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(partition_of(&job_id), partition_of(&index_id), "the job is made in its index's partition");
+    until(Duration::from_secs(60), "the import completing", || {
+        let (_, j) = ask(&a.addr, "GET", &format!("/api/v2/import-jobs/{job_id}"), None, &[]);
+        j["status"] == "completed" && j["progress"]["imported"] == 3
+    });
+
+    // A prompt made in the catalog runs in the index partition (the built-in probe processor).
+    let schema = r#"{"type":"object","properties":{"duration_s":{"type":"number"}}}"#;
+    let (s, prompt) = ask(
+        &b.addr,
+        "POST",
+        "/api/v2/prompts",
+        Some(&format!(r#"{{"name":"probe it","prompt_text":"Describe every segment.","json_schema":{schema}}}"#)),
+        &[],
+    );
+    assert_eq!(s, 201, "{prompt}");
+    let prompt_id = prompt["prompt_id"].as_str().unwrap().to_string();
+    let run_body = format!(
+        r#"{{"prompt_id":"{prompt_id}","target":{{"type":"index","index_id":"{index_id}"}},"video_segmentation_type":"fixed","audio_segmentation_type":"fixed","video_segment_duration":1,"audio_segment_duration":1}}"#
+    );
+    let mut run = serde_json::Value::Null;
+    until(Duration::from_secs(10), "the prompt reaching the index partition", || {
+        let (s, r) = ask(&a.addr, "POST", "/api/v2/prompt-runs/execute", Some(&run_body), &[]);
+        run = r;
+        s == 200
+    });
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    until(Duration::from_secs(60), "the run completing", || {
+        let (_, r) = ask(&b.addr, "GET", &format!("/api/v2/prompt-runs/{run_id}"), None, &[]);
+        r["status"] == "completed"
+    });
+    // The gathered lists have them, through either node.
+    for n in [&a, &b] {
+        let (_, jobs) = ask(&n.addr, "GET", "/api/v2/import-jobs", None, &[]);
+        assert!(jobs.as_array().unwrap().iter().any(|j| j["job_id"] == job_id.as_str()), "{jobs}");
+        let (_, runs) = ask(&n.addr, "GET", "/api/v2/prompt-runs", None, &[]);
+        assert!(runs.as_array().unwrap().iter().any(|r| r["run_id"] == run_id.as_str()), "{runs}");
+    }
+    // A connector deleted in the catalog is gone in the index partition.
+    let (s, deleted) = ask(&a.addr, "DELETE", &format!("/api/v2/connectors/{conn_id}"), None, &[]);
+    assert_eq!(s, 200, "{deleted}");
+    until(Duration::from_secs(10), "the deletion reaching the index partition", || {
+        let (s, _) = ask(&b.addr, "POST", "/api/v2/import-jobs", Some(&job_body), &[]);
+        s == 404
+    });
+}

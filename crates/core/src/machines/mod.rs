@@ -11,6 +11,7 @@
 
 pub mod api_key;
 pub mod automation;
+pub mod catalog;
 pub mod connector;
 pub mod export;
 pub mod import_job;
@@ -38,6 +39,7 @@ macro_rules! for_each_machine {
             prompt_run PromptRun,
             export Export,
             automation Automation,
+            catalog Catalog,
         }
     };
 }
