@@ -252,8 +252,9 @@ def spool_server() -> Iterator[SpoolServer]:
         for n in range(1, nodes):
             node_dir = tmp / f"data-{n}"
             node_dir.mkdir()
-            # Every node unwraps the same data keys.
-            shutil.copy2(data_dir / "master.key", node_dir / "master.key")
+            # Every node unwraps the same data keys (SPOOL_MASTER_KEY, or the first node's file).
+            if (data_dir / "master.key").exists():
+                shutil.copy2(data_dir / "master.key", node_dir / "master.key")
             node_port = _free_port()
             node_log = tmp / f"spool-{n}.log"
             others.append(

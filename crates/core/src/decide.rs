@@ -83,6 +83,12 @@ pub fn outbox(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<St
     webhook::outbox(state_after, decision, ctx)
 }
 
+/// In an index partition of a partitioned cluster, instead of [`outbox`]: the decision's domain
+/// events published with their resolved data, for the catalog to deliver.
+pub fn publish(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEvents> {
+    webhook::publish(state_after, decision, ctx)
+}
+
 macro_rules! decide_registry {
     ($($module:ident $Var:ident),* $(,)?) => {
         /// Each machine's commands go to its own `decide`; a due timer to the machine that

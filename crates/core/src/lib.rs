@@ -21,7 +21,7 @@ pub mod workset;
 pub use machines::import_job as imports;
 
 pub use command::{Command, EngineCommand, Secret};
-pub use decide::{Decision, Outcome, StreamEvents, decide, outbox};
+pub use decide::{Decision, Outcome, StreamEvents, decide, outbox, publish};
 pub use effect::{Effect, WorkKey, also_touches, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 24;
+pub const STATE_FORMAT: u32 = 25;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -78,6 +78,9 @@ pub struct State {
     /// In an index partition of a partitioned cluster: the catalog's events are followed through
     /// this sequence number (`machines/catalog`). 0 elsewhere.
     pub catalog_seq: u64,
+    /// In the catalog of a partitioned cluster: each index partition's log is ingested (its
+    /// published domain events delivered) through this sequence number.
+    pub ingested: BTreeMap<u16, u64>,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.

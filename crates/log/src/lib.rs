@@ -209,6 +209,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Closing on a shared log: stop renewing this node's lease and hand it back, so that
     /// another node takes the partition at once. Nothing is appended after. No-op elsewhere.
     fn hand_back(&self) {}
+    /// Events of another partition of a shared log with `seq >= from_seq`, at most `limit` (the
+    /// catalog of a partitioned cluster reads the index partitions' published domain events).
+    /// A log of one process has no other partition.
+    fn read_partition(&self, partition: i32, _from_seq: u64, _limit: usize) -> Result<Vec<Envelope>, Error> {
+        Err(Error::Invalid(format!("this log has no partition {partition}")))
+    }
     /// The nodes of a shared log (`spool cluster status`); empty for a log of one process.
     fn nodes(&self) -> Result<Vec<NodeStatus>, Error> {
         Ok(Vec::new())

@@ -171,6 +171,8 @@ enum Read {
     Partitions,
     Nodes,
     From(u64, usize),
+    /// Another partition's events (the catalog ingests the index partitions' published events).
+    PartitionFrom(i32, u64, usize),
     Raw(u64, usize),
     Streams(Option<String>, usize),
     Stream(String, u64, usize),
@@ -644,6 +646,16 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
                 .query(
                     "SELECT seq, record FROM spool_events WHERE partition = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
                     &[&p, &i64_of(from), &i64_of(limit.min(READ_BATCH_MAX) as u64)],
+                )
+                .await
+                .map_err(pg_err)?;
+            ReadAnswer::Envelopes(decode(rows)?)
+        }
+        Read::PartitionFrom(partition, from, limit) => {
+            let rows = c
+                .query(
+                    "SELECT seq, record FROM spool_events WHERE partition = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                    &[&partition, &i64_of(from), &i64_of(limit.min(READ_BATCH_MAX) as u64)],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -1346,6 +1358,13 @@ impl EventLog for PgLog {
 
     fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
         match self.read(Read::From(from_seq, limit))? {
+            ReadAnswer::Envelopes(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn read_partition(&self, partition: i32, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        match self.read(Read::PartitionFrom(partition, from_seq, limit))? {
             ReadAnswer::Envelopes(v) => Ok(v),
             _ => Err(Error::Storage("a reader answered another question".into())),
         }

@@ -770,6 +770,22 @@ pub enum Event {
         through_seq: u64,
         events: Vec<MirroredEvent>,
     },
+    /// Stream `outbox`, in an index partition of a partitioned cluster: a domain event raised
+    /// here (`DomainEventRaised`, same append), with its data resolved as the API showed its
+    /// resource right after it, for the catalog to deliver (webhooks live there: `cluster.md`).
+    DomainEventPublished {
+        event_id: String,
+        name: DomainEventName,
+        index_id: Option<IndexId>,
+        data_json: String,
+    },
+    /// Stream `outbox`, in the catalog of a partitioned cluster: index partition `partition`'s
+    /// log was read through `through_seq`; the deliveries of its published events up to there
+    /// are in the same append (one per webhook and event: the cursor moves with them).
+    PartitionIngested {
+        partition: u16,
+        through_seq: u64,
+    },
 }
 }
 
@@ -1315,6 +1331,13 @@ impl Event {
                     event: Event::PromptDeleted { prompt_id },
                 }],
             },
+            Event::DomainEventPublished {
+                event_id: "evt_01KBRYZ5M0000000000000000S".into(),
+                name: DomainEventName::MediaCreated,
+                index_id: Some(index_id),
+                data_json: r#"{"video_id":"vid_x"}"#.into(),
+            },
+            Event::PartitionIngested { partition: 3, through_seq: 77 },
         ]
     }
 }

@@ -90,3 +90,82 @@ pub(crate) async fn follow_catalog(rt: Arc<Runtime>, catalog: Arc<dyn EventLog>)
         pos = after;
     }
 }
+
+/// Published domain events ingested per `Ingest` command (their deliveries join it).
+const INGEST_EVENTS_MAX: usize = 16;
+
+/// In the catalog of a partitioned cluster: follow every index partition's log and decide the
+/// deliveries of the domain events it published (`WebhookCommand::Ingest`, with that partition's
+/// cursor in the same append: one delivery per webhook and event, `sequence` per webhook from
+/// this one writer). Each partition is read from its cursor (`State::ingested`), every
+/// [`FOLLOW_POLL`] when none had anything new.
+pub(crate) async fn ingest_partitions(rt: Arc<Runtime>, partitions: u16) {
+    let mut stop = rt.stopping.subscribe();
+    rt.wait_ready().await;
+    let mut recorded: Vec<u64> =
+        (0..=partitions).map(|p| rt.read(|st| st.ingested.get(&p).copied().unwrap_or(0))).collect();
+    let mut pos = recorded.clone();
+    loop {
+        let mut busy = false;
+        for p in 1..=partitions {
+            if *stop.borrow() {
+                return;
+            }
+            let i = usize::from(p);
+            let (log, from) = (rt.log().clone(), pos[i] + 1);
+            let batch =
+                match tokio::task::spawn_blocking(move || log.read_partition(i32::from(p), from, FOLLOW_BATCH)).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::warn!(partition = p, error = %e, "reading an index partition failed; trying again");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+            let Some(last) = batch.last().map(|e| e.seq) else { continue };
+            busy = true;
+            let published: Vec<MirroredEvent> = batch
+                .into_iter()
+                .filter(|e| matches!(e.event, spool_model::Event::DomainEventPublished { .. }))
+                .map(|e| MirroredEvent { seq: e.seq, at_ms: e.at_ms, stream: e.stream, event: e.event })
+                .collect();
+            if published.is_empty() && last - recorded[i] < SKIPPED_RECORD_EVERY {
+                pos[i] = last;
+                continue;
+            }
+            let chunks: Vec<&[MirroredEvent]> =
+                if published.is_empty() { vec![&[]] } else { published.chunks(INGEST_EVENTS_MAX).collect() };
+            let n = chunks.len();
+            let mut after = recorded[i];
+            let mut failed = false;
+            for (k, chunk) in chunks.into_iter().enumerate() {
+                let through_seq = if k + 1 == n { last } else { chunk.last().map(|m| m.seq).unwrap_or(last) };
+                let cmd = spool_core::Command::Webhook(spool_core::WebhookCommand::Ingest {
+                    partition: p,
+                    after,
+                    through_seq,
+                    events: chunk.to_vec(),
+                });
+                match rt.execute(cmd).await {
+                    Ok(_) => after = through_seq,
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "ingesting an index partition: reading again from its cursor");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                after = rt.read(|st| st.ingested.get(&p).copied().unwrap_or(0));
+            }
+            recorded[i] = after;
+            pos[i] = after;
+        }
+        if !busy {
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

@@ -51,6 +51,9 @@ pub struct RuntimeConfig {
     /// only), followed into this partition (`follow.rs`) and where the keyring reads the data
     /// keys of the catalog's secrets.
     pub catalog: Option<CatalogLog>,
+    /// In the catalog of a partitioned cluster: its index partitions (their published domain
+    /// events are delivered here, `follow.rs`); 0 elsewhere.
+    pub index_partitions: u16,
     /// Take a snapshot after this many folded events.
     pub snapshot_every_events: u64,
     /// How often coarse API key usage is written (and expired idempotency records swept).
@@ -115,6 +118,7 @@ impl RuntimeConfig {
             partition_tag: None,
             wait_for_lease: true,
             catalog: None,
+            index_partitions: 0,
             snapshot_every_events: 10_000,
             usage_flush: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(IDEMPOTENCY_TTL_SECS_DEFAULT),
@@ -366,6 +370,9 @@ impl Runtime {
                 }
             }
         }));
+        if rt.cfg.run_effects && rt.cfg.index_partitions > 0 {
+            background.push(tokio::spawn(crate::follow::ingest_partitions(rt.clone(), rt.cfg.index_partitions)));
+        }
         if let (true, Some(catalog)) = (rt.cfg.run_effects, rt.cfg.catalog.clone()) {
             background.push(tokio::spawn(crate::follow::follow_catalog(rt.clone(), catalog.0)));
         }

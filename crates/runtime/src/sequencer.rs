@@ -336,7 +336,12 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                 let mut out =
                     Folded { streams: &mut own_streams, envelopes: &mut own_envelopes, touched: &mut own_touched };
                 let mut n = fold_streams(st, &decision.streams, now, &mut out);
-                let deliveries = spool_core::outbox(st, &decision, &mut ctx);
+                // An index partition of a partitioned cluster publishes its domain events for
+                // the catalog (where the webhooks are) instead.
+                let deliveries = match self.cfg.partition {
+                    Some(p) if p >= 1 => spool_core::publish(st, &decision, &mut ctx),
+                    _ => spool_core::outbox(st, &decision, &mut ctx),
+                };
                 let extra = deliveries.iter().map(|s| s.events.len()).sum::<usize>();
                 if own + extra > bound {
                     return Err(format!(

@@ -476,11 +476,13 @@ pub struct Part {
     pub wait: bool,
     /// An index partition's view of the catalog's log (`spool_runtime::CatalogLog`).
     pub catalog: Option<spool_runtime::CatalogLog>,
+    /// The catalog's: the index partitions whose published domain events it delivers.
+    pub index_partitions: u16,
 }
 
 impl Part {
     /// The log's one partition (redb, or a PostgreSQL cluster of one partition).
-    pub const ONE: Part = Part { partition: 0, tag: None, wait: true, catalog: None };
+    pub const ONE: Part = Part { partition: 0, tag: None, wait: true, catalog: None, index_partitions: 0 };
 }
 
 /// Open the data directory (on a PostgreSQL log: once this node holds the partition) and build
@@ -524,6 +526,7 @@ pub async fn open(
     cfg.partition_tag = part.tag;
     cfg.wait_for_lease = part.wait;
     cfg.catalog = part.catalog;
+    cfg.index_partitions = part.index_partitions;
     cfg.storage = storage.clone();
     cfg.import_concurrency = settings.import_concurrency;
     cfg.webhooks = spool_runtime::WebhookSettings {
@@ -821,6 +824,7 @@ async fn manage_partitions(
                 tag: u16::try_from(p).ok(),
                 wait: false,
                 catalog: if p > 0 { catalog.clone() } else { None },
+                index_partitions: if p == 0 { node.partitions } else { 0 },
             };
             match open(&settings, &local_addr, env_key.as_deref(), part).await {
                 Ok((runtime, app)) => {

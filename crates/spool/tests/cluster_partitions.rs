@@ -160,12 +160,59 @@ fn until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
     began.elapsed()
 }
 
+/// A webhook receiver on loopback: every body it got (answers 200).
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
+                                g.lock().unwrap().push(v);
+                            }
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
 /// The catalog's facts reach the index partitions (`CatalogFollowed`): an API key made in the
 /// catalog opens an index partition's routes, and its revocation closes them, within a bound;
 /// an S3 connector (its secret sealed with the catalog's data key) imports into an index in an
 /// index partition, through a request routed by its body; a prompt made in the catalog runs
-/// there; the gathered lists have the job and the run; a connector deleted in the catalog is
-/// gone in the index partition too.
+/// there; the gathered lists have the job and the run; the domain events of the index
+/// partition are delivered by the catalog's webhook, once each, `sequence` 1, 2, … with their
+/// resources' data; a connector deleted in the catalog is gone in the index partition too.
 #[test]
 fn the_catalog_reaches_the_index_partitions() {
     let url = database();
@@ -185,7 +232,9 @@ fn the_catalog_reaches_the_index_partitions() {
         ("SPOOL_PARTITIONS", "3"),
         ("SPOOL_MASTER_KEY", MASTER),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("SPOOL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"),
     ];
+    let (hook_url, received) = receiver();
     let a = start_with(&tmp.path().join("a"), &env);
     let b = start_with(&tmp.path().join("b"), &env);
     until(Duration::from_secs(30), "the partitions being shared", || {
@@ -214,6 +263,17 @@ fn the_catalog_reaches_the_index_partitions() {
     });
     eprintln!("a key revoked in the catalog is refused by an index partition {:.2} s later", took.as_secs_f64());
 
+    // A webhook in the catalog, for the index partition's domain events.
+    let (s, hook) = ask(
+        &b.addr,
+        "POST",
+        "/api/v2/webhooks",
+        Some(&format!(r#"{{"name":"h","url":"{hook_url}","events":["media.created","import_job.completed"]}}"#)),
+        &[],
+    );
+    assert_eq!(s, 201, "{hook}");
+    let hook_id = hook["webhook_id"].as_str().unwrap().to_string();
+
     // An S3 connector: its credentials are sealed in the catalog, opened by the index partition.
     let body = format!(
         r#"{{"name":"src","bucket":"{bucket}","region":"us-east-1","aws_access_key_id":"{ak}","aws_secret_access_key":"{sk}"}}"#
@@ -237,6 +297,29 @@ fn the_catalog_reaches_the_index_partitions() {
         let (_, j) = ask(&a.addr, "GET", &format!("/api/v2/import-jobs/{job_id}"), None, &[]);
         j["status"] == "completed" && j["progress"]["imported"] == 3
     });
+
+    // Its domain events are delivered by the catalog: once each, in sequence, with their data.
+    let deliveries_path = format!("/api/v2/webhooks/{hook_id}/deliveries?limit=100");
+    let took = until(Duration::from_secs(30), "the deliveries of the import", || {
+        let (_, ds) = ask(&a.addr, "GET", &deliveries_path, None, &[]);
+        let ds = ds.as_array().cloned().unwrap_or_default();
+        ds.len() == 4 && ds.iter().all(|d| d["status"] == "delivered")
+    });
+    eprintln!("the index partition's 4 domain events were delivered by the catalog within {:.2} s", took.as_secs_f64());
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 4, "{got:?}");
+    let mut seqs: Vec<u64> = got.iter().map(|b| b["sequence"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    let media: Vec<&serde_json::Value> = got.iter().filter(|b| b["event"] == "media.created").collect();
+    assert_eq!(media.len(), 3);
+    for m in &media {
+        assert_eq!(m["index_id"], index_id.as_str());
+        let vid = m["data"]["video_id"].as_str().expect("the video's data");
+        assert_eq!(partition_of(vid), partition_of(&index_id));
+    }
+    let done = got.iter().find(|b| b["event"] == "import_job.completed").unwrap();
+    assert_eq!(done["data"]["job_id"], job_id.as_str());
 
     // A prompt made in the catalog runs in the index partition (the built-in probe processor).
     let schema = r#"{"type":"object","properties":{"duration_s":{"type":"number"}}}"#;

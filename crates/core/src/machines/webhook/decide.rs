@@ -62,6 +62,9 @@ fn one(webhook_id: &WebhookId, events: Vec<Event>, outcome: Outcome) -> Decision
 
 pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
+        WebhookCommand::Ingest { partition, after, through_seq, events } => {
+            ingest(state, *partition, *after, *through_seq, events, ctx)
+        }
         WebhookCommand::CreateWebhook { webhook_id, name, url, events, index_ids, metadata_json, secret } => {
             if state.webhooks.contains_key(webhook_id) {
                 return Err(DomainError::InvalidState(format!("webhook {webhook_id} already exists")));
@@ -308,6 +311,17 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
     if state.webhooks.is_empty() {
         return out;
     }
+    let mut next: std::collections::BTreeMap<WebhookId, u64> = Default::default();
+    for (name, subject, data_json) in raised(decision) {
+        let (data, index_id) = resolved(state, name, &subject, &data_json);
+        let event_id = format!("evt_{}", ctx.new_ulid());
+        let created_at_ms = ctx.now_ms;
+        deliveries(state, &mut next, name, index_id, &data, &event_id, created_at_ms, ctx, &mut out);
+    }
+    out
+}
+
+fn raised(decision: &Decision) -> Vec<(DomainEventName, String, String)> {
     let mut raised = Vec::new();
     for s in &decision.streams {
         for ev in &s.events {
@@ -316,76 +330,145 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
             }
         }
     }
-    if raised.is_empty() {
-        return out;
+    raised
+}
+
+/// The data of a domain event: the resource as the API shows it right after it, or the
+/// event's own summary when there is none; and the index it concerns.
+fn resolved(
+    state: &State,
+    name: DomainEventName,
+    subject: &str,
+    data_json: &str,
+) -> (serde_json::Value, Option<IndexId>) {
+    let summary: serde_json::Value = serde_json::from_str(data_json).unwrap_or(serde_json::Value::Null);
+    let index_id: Option<IndexId> = summary.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+    let data = if name.subject() == spool_model::names::Subject::ImportJob {
+        subject
+            .parse::<spool_model::ImportJobId>()
+            .ok()
+            .and_then(|id| state.imports.get(&id))
+            .map(|j| crate::machines::import_job::view::import_job(j, state))
+    } else if name.subject() == spool_model::names::Subject::Video {
+        subject
+            .parse::<spool_model::VideoId>()
+            .ok()
+            .and_then(|id| state.videos.get(&id))
+            .map(|v| crate::machines::video::view::video(v, state))
+    } else {
+        None
     }
+    .unwrap_or(summary);
+    (data, index_id)
+}
+
+/// In an index partition of a partitioned cluster, instead of deliveries (its webhooks live in
+/// the catalog): each domain event of the decision published with its resolved data, for the
+/// catalog to deliver (`Event::DomainEventPublished`, stream `outbox`).
+pub fn publish(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEvents> {
+    let events: Vec<Event> = raised(decision)
+        .into_iter()
+        .map(|(name, subject, data_json)| {
+            let (data, index_id) = resolved(state, name, &subject, &data_json);
+            Event::DomainEventPublished {
+                event_id: format!("evt_{}", ctx.new_ulid()),
+                name,
+                index_id,
+                data_json: data.to_string(),
+            }
+        })
+        .collect();
+    if events.is_empty() { Vec::new() } else { vec![StreamEvents { stream: OUTBOX_STREAM.to_string(), events }] }
+}
+
+/// The stream of published domain events (index partitions) and of ingest cursors (catalog).
+pub const OUTBOX_STREAM: &str = "outbox";
+
+/// `WebhookCommand::Ingest`: the deliveries of an index partition's published events.
+fn ingest(
+    state: &State,
+    partition: u16,
+    after: u64,
+    through_seq: u64,
+    events: &[spool_model::MirroredEvent],
+    ctx: &mut Ctx,
+) -> Result<Decision, DomainError> {
+    let at = state.ingested.get(&partition).copied().unwrap_or(0);
+    if at != after {
+        return Err(DomainError::Stale(format!("partition {partition} is ingested through {at}, not {after}")));
+    }
+    if through_seq <= after
+        || events.iter().any(|m| m.seq <= after || m.seq > through_seq)
+        || events.windows(2).any(|w| w[0].seq >= w[1].seq)
+    {
+        return Err(DomainError::invalid("events", "not the partition's next events in order"));
+    }
+    let mut streams = vec![StreamEvents {
+        stream: OUTBOX_STREAM.to_string(),
+        events: vec![Event::PartitionIngested { partition, through_seq }],
+    }];
     let mut next: std::collections::BTreeMap<WebhookId, u64> = Default::default();
-    for (name, subject, data_json) in raised {
-        let summary: serde_json::Value = serde_json::from_str(&data_json).unwrap_or(serde_json::Value::Null);
-        let index_id: Option<IndexId> = summary.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
-        let mut subscribed = state
-            .webhooks
-            .values()
-            .filter(|w| w.is_live() && w.status != spool_model::WebhookStatus::Disabled && w.events.contains(&name))
-            .filter(|w| match (&w.index_ids, &index_id) {
-                (Some(filter), Some(idx)) => filter.contains(idx),
-                _ => true,
-            })
-            .peekable();
-        if subscribed.peek().is_none() {
-            continue;
-        }
-        // The resource as the API shows it now; the event's own summary when there is none.
-        let data = if name.subject() == spool_model::names::Subject::ImportJob {
-            subject
-                .parse::<spool_model::ImportJobId>()
-                .ok()
-                .and_then(|id| state.imports.get(&id))
-                .map(|j| crate::machines::import_job::view::import_job(j, state))
-        } else if name.subject() == spool_model::names::Subject::Video {
-            subject
-                .parse::<spool_model::VideoId>()
-                .ok()
-                .and_then(|id| state.videos.get(&id))
-                .map(|v| crate::machines::video::view::video(v, state))
-        } else {
-            None
-        }
-        .unwrap_or(summary);
-        let event_id = format!("evt_{}", ctx.new_ulid());
-        for w in subscribed {
-            let sequence = *next.entry(w.webhook_id).or_insert(w.next_sequence);
-            next.insert(w.webhook_id, sequence + 1);
-            let delivery_id = DeliveryId(ctx.new_ulid());
-            let mut payload = serde_json::json!({
-                "id": event_id,
-                "event": name,
-                "created_at": spool_model::time::rfc3339_ms(ctx.now_ms),
-                "api_version": "2",
-                "data": data,
-                "webhook_id": w.webhook_id.to_string(),
-                "delivery_id": delivery_id.to_string(),
-                "sequence": sequence,
-            });
-            if let Some(i) = &index_id {
-                payload["index_id"] = serde_json::json!(i.to_string());
-            }
-            if let Some(m) = w.metadata_json.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            {
-                payload["metadata"] = m;
-            }
-            out.push(StreamEvents {
-                stream: w.webhook_id.to_string(),
-                events: vec![Event::DeliveryCreated {
-                    delivery_id,
-                    webhook_id: w.webhook_id,
-                    event_type: name,
-                    sequence,
-                    index_id,
-                    payload_json: payload.to_string(),
-                }],
-            });
+    for m in events {
+        if let Event::DomainEventPublished { event_id, name, index_id, data_json } = &m.event {
+            let data: serde_json::Value = serde_json::from_str(data_json).unwrap_or(serde_json::Value::Null);
+            deliveries(state, &mut next, *name, *index_id, &data, event_id, m.at_ms, ctx, &mut streams);
         }
     }
-    out
+    Ok(Decision { streams, outcome: Outcome::Done })
+}
+
+/// One `DeliveryCreated` per live webhook subscribed to `name` whose `index_ids` contain the
+/// event's index (an event without an index reaches every subscribed webhook).
+#[allow(clippy::too_many_arguments)]
+fn deliveries(
+    state: &State,
+    next: &mut std::collections::BTreeMap<WebhookId, u64>,
+    name: DomainEventName,
+    index_id: Option<IndexId>,
+    data: &serde_json::Value,
+    event_id: &str,
+    created_at_ms: u64,
+    ctx: &mut Ctx,
+    out: &mut Vec<StreamEvents>,
+) {
+    let subscribed = state
+        .webhooks
+        .values()
+        .filter(|w| w.is_live() && w.status != spool_model::WebhookStatus::Disabled && w.events.contains(&name))
+        .filter(|w| match (&w.index_ids, &index_id) {
+            (Some(filter), Some(idx)) => filter.contains(idx),
+            _ => true,
+        });
+    for w in subscribed {
+        let sequence = *next.entry(w.webhook_id).or_insert(w.next_sequence);
+        next.insert(w.webhook_id, sequence + 1);
+        let delivery_id = DeliveryId(ctx.new_ulid());
+        let mut payload = serde_json::json!({
+            "id": event_id,
+            "event": name,
+            "created_at": spool_model::time::rfc3339_ms(created_at_ms),
+            "api_version": "2",
+            "data": data,
+            "webhook_id": w.webhook_id.to_string(),
+            "delivery_id": delivery_id.to_string(),
+            "sequence": sequence,
+        });
+        if let Some(i) = &index_id {
+            payload["index_id"] = serde_json::json!(i.to_string());
+        }
+        if let Some(m) = w.metadata_json.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()) {
+            payload["metadata"] = m;
+        }
+        out.push(StreamEvents {
+            stream: w.webhook_id.to_string(),
+            events: vec![Event::DeliveryCreated {
+                delivery_id,
+                webhook_id: w.webhook_id,
+                event_type: name,
+                sequence,
+                index_id,
+                payload_json: payload.to_string(),
+            }],
+        });
+    }
 }

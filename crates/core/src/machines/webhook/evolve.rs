@@ -24,6 +24,9 @@ fn set_delivery_status(state: &mut State, id: &DeliveryId, to: DeliveryStatus) {
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
     match &env.event {
+        Event::PartitionIngested { partition, through_seq } => {
+            state.ingested.insert(*partition, *through_seq);
+        }
         Event::WebhookCreated { webhook_id, name, url, events, index_ids, metadata_json, secret } => {
             state.webhooks.insert(
                 *webhook_id,

@@ -6,7 +6,7 @@ mod decide;
 mod effects;
 mod evolve;
 
-pub use decide::{decide, fire_retry, outbox};
+pub use decide::{OUTBOX_STREAM, decide, fire_retry, outbox, publish};
 pub use effects::{WebhookEffect, effects_for, work_key};
 pub use evolve::evolve;
 
@@ -95,6 +95,17 @@ pub enum WebhookCommand {
     /// Effect outcome: one step of a bulk retry.
     RunBulkRetryStep {
         webhook_id: WebhookId,
+    },
+    /// In the catalog of a partitioned cluster: index partition `partition`'s log was read from
+    /// `after` + 1 through `through_seq`; `events` are its `DomainEventPublished` events, in
+    /// order. Their deliveries are decided here (one per subscribed webhook, `sequence` per
+    /// webhook) with the partition's cursor in the same append. Refused unless the cursor is at
+    /// `after`, so a delivery is never decided twice for one event.
+    Ingest {
+        partition: u16,
+        after: u64,
+        through_seq: u64,
+        events: Vec<spool_model::MirroredEvent>,
     },
 }
 
