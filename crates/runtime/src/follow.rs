@@ -169,3 +169,52 @@ pub(crate) async fn ingest_partitions(rt: Arc<Runtime>, partitions: u16) {
         }
     }
 }
+
+impl Runtime {
+    /// The catalog of a partitioned cluster (its indexes live in the index partitions).
+    pub fn is_partitioned_catalog(&self) -> bool {
+        self.cfg.index_partitions > 0
+    }
+
+    /// In an index partition: read the catalog now and fold what is new, without waiting for
+    /// the follower's next look (a request named a key, connector or prompt the catalog may have
+    /// made since). Whether anything was folded (or another follower moved meanwhile).
+    pub async fn catch_up_catalog(self: &Arc<Self>) -> bool {
+        let Some(catalog) = self.cfg.catalog.clone() else { return false };
+        let mut pos = self.read(|st| st.catalog_seq);
+        let mut applied = false;
+        for _ in 0..CATCH_UP_READS_MAX {
+            let (c, from) = (catalog.0.clone(), pos + 1);
+            let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || c.read_from(from, FOLLOW_BATCH)).await else {
+                return applied;
+            };
+            let Some(last) = batch.last().map(|e| e.seq) else { return applied };
+            pos = last;
+            let mirrored: Vec<MirroredEvent> = batch
+                .into_iter()
+                .filter(|e| spool_model::mirrored_to_partitions(&e.event))
+                .map(|e| MirroredEvent { seq: e.seq, at_ms: e.at_ms, stream: e.stream, event: e.event })
+                .collect();
+            if mirrored.is_empty() {
+                continue;
+            }
+            for chunk in mirrored.chunks(EVENTS_PER_RECORD_MAX) {
+                let after = self.read(|st| st.catalog_seq);
+                let through_seq = chunk.last().map(|m| m.seq).unwrap_or(last);
+                let events: Vec<MirroredEvent> = chunk.iter().filter(|m| m.seq > after).cloned().collect();
+                if through_seq <= after {
+                    applied = true;
+                    continue;
+                }
+                let cmd = spool_core::Command::Catalog(CatalogCommand::Follow { after, through_seq, events });
+                // A refusal means the follower moved the position meanwhile: the caller looks again.
+                let _ = self.execute(cmd).await;
+                applied = true;
+            }
+        }
+        applied
+    }
+}
+
+/// Catalog reads one catch-up makes at most.
+const CATCH_UP_READS_MAX: usize = 8;

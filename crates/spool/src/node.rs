@@ -105,12 +105,24 @@ impl Node {
     /// partitions this node holds.
     async fn health(&self) -> Response {
         if self.partitions > 0 {
+            // Ready when every partition of the cluster has a live holder (this node's
+            // requests can all be served); the partitions it holds either way.
             let held: Vec<i32> = self.held().into_iter().map(|(p, _)| p).collect();
+            let unserved: Vec<i32> = match self.dir.holders().await {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|(_, h)| h.as_ref().is_none_or(|h| h.lease_expires_in_ms <= 0))
+                    .map(|(p, _)| p)
+                    .collect(),
+                Err(_) => (0..=i32::from(self.partitions)).collect(),
+            };
+            let status = if unserved.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             return (
-                StatusCode::OK,
+                status,
                 axum::Json(serde_json::json!({
-                    "status": "ok", "role": "node", "node_id": self.node_id,
-                    "partitions": self.partitions, "held": held,
+                    "status": if unserved.is_empty() { "ok" } else { "partitions_unserved" },
+                    "role": "node", "node_id": self.node_id,
+                    "partitions": self.partitions, "held": held, "unserved": unserved,
                 })),
             )
                 .into_response();
@@ -133,13 +145,25 @@ impl Node {
 
     /// Serve `req` for `partition`: here when this node holds it, else at its holder.
     async fn serve(&self, partition: i32, req: Request) -> Response {
-        if let Some(app) = self.local(partition) {
-            return match app.oneshot(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
+        let held = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned();
+        let Some(held) = held else { return self.forward(partition, req).await };
+        if partition == 0 || !small_body(&req) {
+            return answer(held.app, req).await;
         }
-        self.forward(partition, req).await
+        // An index partition answers from its copy of the catalog, which follows the catalog
+        // every 200 ms: a key, connector or prompt it does not know yet may have just been made.
+        // It reads the catalog at once and is asked again (the body is kept for that).
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+            return too_large();
+        };
+        let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+        let first = answer(held.app.clone(), Request::from_parts(parts, Body::from(bytes))).await;
+        let (first, unknown) = names_unknown_catalog_fact(first).await;
+        if unknown && held.runtime.catch_up_catalog().await {
+            return answer(held.app, again).await;
+        }
+        first
     }
 
     async fn forward(&self, partition: i32, req: Request) -> Response {
@@ -262,6 +286,40 @@ impl Node {
     }
 }
 
+async fn answer(app: axum::Router, req: Request) -> Response {
+    match app.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// A body small enough to keep for a second try (uploads are not).
+fn small_body(req: &Request) -> bool {
+    match req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => n <= routing::ROUTED_BODY_BYTES_MAX,
+        None => !req.headers().contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// Whether an answer says a catalog fact is unknown (an API key: 401; a connector or a prompt:
+/// 404), with the answer rebuilt.
+async fn names_unknown_catalog_fact(resp: Response) -> (Response, bool) {
+    match resp.status() {
+        StatusCode::UNAUTHORIZED => (resp, true),
+        StatusCode::NOT_FOUND => {
+            let (parts, body) = resp.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+                return (Response::from_parts(parts, Body::empty()), false);
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let unknown = text.contains("resource_connector_not_found") || text.contains("resource_prompt_not_found");
+            (Response::from_parts(parts, Body::from(bytes)), unknown)
+        }
+        _ => (resp, false),
+    }
+}
+
 /// Largest answer of one partition to a gathered list.
 const GATHER_BYTES_MAX: usize = 64 << 20;
 
@@ -295,6 +353,96 @@ fn unavailable(code: &str, message: &str) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// A webhook's `index_ids` live in their index partitions: each is looked up there (with the
+/// caller's key) before the catalog takes the request; an unknown one is answered 422 as the
+/// catalog of a single partition answers it.
+async fn check_indexes_then_serve(node: &Node, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+        return too_large();
+    };
+    let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("index_ids").and_then(|a| a.as_array().cloned()))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
+    for id in ids.iter().take(routing::INDEX_IDS_CHECKED_MAX) {
+        if id.parse::<spool_model::IndexId>().is_err() {
+            continue; // the catalog answers what is not an index id
+        }
+        let path = format!("/api/v2/indexes/{id}");
+        let Route::Partition(p) = routing::route(&axum::http::Method::GET, &path, node.partitions) else { continue };
+        let mut look = Request::builder().method(axum::http::Method::GET).uri(path.as_str());
+        if let Some(h) = look.headers_mut() {
+            for name in [header::AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+                if let Some(v) = parts.headers.get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+        }
+        let Ok(look) = look.body(Body::empty()) else { continue };
+        let status = node.serve(p, look).await.status();
+        if status == StatusCode::NOT_FOUND {
+            let request_id = spool_model::RequestId(ulid::Ulid::new()).to_string();
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(serde_json::json!({
+                    "error": {
+                        "code": "validation_error",
+                        "message": format!("index_ids: index {id} does not exist"),
+                        "details": { "field": "index_ids" },
+                        "request_id": request_id,
+                    }
+                })),
+            )
+                .into_response();
+        }
+        if status != StatusCode::OK {
+            break; // a refused key, a partition without a holder: the catalog answers
+        }
+    }
+    node.serve(0, Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// An upload goes to its index's partition (the `index_id` field comes before the file): the
+/// body's beginning is read (at most `UPLOAD_PEEK_BYTES_MAX`) and sent on, the rest streams.
+async fn route_upload(node: &Node, req: Request) -> Response {
+    use futures::StreamExt;
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').find_map(|kv| kv.trim().strip_prefix("boundary=")))
+        .map(|b| b.trim_matches('"').to_string());
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut index: Option<String> = None;
+    if let Some(boundary) = boundary {
+        while prefix.len() < routing::UPLOAD_PEEK_BYTES_MAX {
+            if let Some(found) = routing::upload_index(&prefix, &boundary) {
+                index = found;
+                break;
+            }
+            match stream.next().await {
+                Some(Ok(chunk)) => prefix.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+    }
+    let p = match index
+        .map(|id| routing::route(&axum::http::Method::GET, &format!("/api/v2/indexes/{id}"), node.partitions))
+    {
+        Some(Route::Partition(p)) => p,
+        _ => 0,
+    };
+    let head = futures::stream::once(async move { Ok::<_, axum::Error>(axum::body::Bytes::from(prefix)) });
+    let body = Body::from_stream(head.chain(stream));
+    node.serve(p, Request::from_parts(parts, body)).await
 }
 
 /// 413 in the contract's envelope: a body too large to route.
@@ -334,6 +482,12 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
         && (0..=i32::from(node.partitions)).contains(&p)
     {
         return node.serve(p, req).await;
+    }
+    if routing::is_upload(req.method(), req.uri().path()) {
+        return route_upload(&node, req).await;
+    }
+    if routing::names_indexes(req.method(), req.uri().path()) {
+        return check_indexes_then_serve(&node, req).await;
     }
     if routing::routed_by_body(req.method(), req.uri().path()) {
         let (parts, body) = req.into_parts();

@@ -121,6 +121,53 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
     }
 }
 
+/// Webhook routes whose body may name indexes (`index_ids`), checked in their partitions
+/// before the catalog takes them.
+pub fn names_indexes(method: &Method, path: &str) -> bool {
+    let rest = path.strip_prefix("/api/v2/webhooks").unwrap_or("?");
+    (method == Method::POST && rest.is_empty())
+        || (method == Method::PATCH && rest.starts_with('/') && !rest[1..].contains('/'))
+}
+
+/// Index ids of one webhook looked up at most (more are the catalog's to refuse).
+pub const INDEX_IDS_CHECKED_MAX: usize = 100;
+
+/// The upload route, whose index is a multipart field (`index_id`) sent before the file.
+pub fn is_upload(method: &Method, path: &str) -> bool {
+    method == Method::POST && path == "/api/v2/videos/upload"
+}
+
+/// The most of an upload's body read to find its `index_id` field.
+pub const UPLOAD_PEEK_BYTES_MAX: usize = 64 << 10;
+
+/// What the beginning of a multipart body says about its `index_id` field: `Some(Some(id))`
+/// found, `Some(None)` the file part (or the end) came first (no index: the catalog's
+/// playground), `None` not known yet (read more).
+pub fn upload_index(prefix: &[u8], boundary: &str) -> Option<Option<String>> {
+    let text = String::from_utf8_lossy(prefix);
+    let delim = format!("--{boundary}");
+    let mut parts = text.split(delim.as_str()).skip(1).peekable();
+    while let Some(part) = parts.next() {
+        let complete = parts.peek().is_some();
+        let (head, value) = part.split_once("\r\n\r\n")?;
+        let name = head
+            .split(';')
+            .find_map(|kv| kv.trim().strip_prefix("name="))
+            .map(|n| n.split(['\r', '\n']).next().unwrap_or("").trim_matches('"').to_string());
+        match name.as_deref() {
+            Some("file") => return Some(None),
+            Some("index_id") if complete => {
+                let v = value.strip_suffix("\r\n").unwrap_or(value).trim();
+                return Some(if v.is_empty() { None } else { Some(v.to_string()) });
+            }
+            Some("index_id") => return None,
+            _ if !complete => return None,
+            _ => {}
+        }
+    }
+    if text.contains(&format!("{delim}--")) { Some(None) } else { None }
+}
+
 /// The index partition for a new index: the idempotency key's (so a retry through any node
 /// lands where the first attempt did), else one picked at random.
 pub fn new_index_partition(idempotency_key: Option<&str>, partitions: u16, random: u64) -> i32 {
@@ -200,6 +247,16 @@ mod tests {
         assert_eq!(by_body(b"not json", n), Route::Partition(0));
         assert!(routed_by_body(&Method::POST, "/api/v2/import-jobs"));
         assert!(!routed_by_body(&Method::GET, "/api/v2/import-jobs"));
+    }
+
+    #[test]
+    fn an_upload_names_its_index_before_its_file() {
+        let b = "XyZ";
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nclip\r\n--XyZ\r\nContent-Disposition: form-data; name=\"index_id\"\r\n\r\nidx_1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF";
+        assert_eq!(upload_index(body.as_bytes(), b), Some(Some("idx_1".into())));
+        assert_eq!(upload_index(&body.as_bytes()[..60], b), None, "the index part is not complete yet");
+        let no_index = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF";
+        assert_eq!(upload_index(no_index.as_bytes(), b), Some(None));
     }
 
     #[test]

@@ -754,10 +754,10 @@ const NODE_LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A node of a partitioned cluster takes and hands back partitions so that the live nodes share
 /// them evenly (`cluster.md`, "Sharing the partitions"). Every half second it drops the
-/// partitions it lost; takes one partition that nobody holds (free, or its holder's lease
-/// expired) when it holds fewer than its share (the partitions over the live nodes, rounded
-/// up), or whatever its share, when that partition was already unheld at the last look (so a
-/// partition is never left unserved); and hands one back when it holds more than its share and
+/// partitions it lost; takes the partitions nobody holds (free, or their holder's lease
+/// expired) up to its share (the partitions over the live nodes, rounded up), and whatever its
+/// share those that were already unheld at the last look (so a partition is never left
+/// unserved); and, when it took none, hands one back if it holds more than its share and
 /// another live node holds fewer (who takes it).
 async fn manage_partitions(
     node: Arc<crate::node::Node>,
@@ -806,8 +806,18 @@ async fn manage_partitions(
             }
         }
         let someone_short = counts.iter().any(|(n, c)| *n != node.node_id && *c < share);
-        let take = urgent.first().copied().or_else(|| free.first().copied().filter(|_| held.len() < share));
-        if let Some(p) = take {
+        // Every partition left unheld since the last look, and free ones up to this node's share.
+        let mut take: Vec<i32> = urgent.clone();
+        for p in &free {
+            if held.len() + take.len() >= share.max(urgent.len()) {
+                break;
+            }
+            if !take.contains(p) {
+                take.push(*p);
+            }
+        }
+        let took_any = !take.is_empty();
+        for p in take {
             if p > 0 && catalog.is_none() {
                 let url = settings.log_url.clone().unwrap_or_default();
                 match tokio::task::spawn_blocking(move || spool_log::PgLog::open_reader(&url, 0)).await {
@@ -852,7 +862,9 @@ async fn manage_partitions(
                     tracing::warn!(partition = p, error = %format!("{e:#}"), "could not take a partition; trying again");
                 }
             }
-        } else if held.len() > share
+        }
+        if !took_any
+            && held.len() > share
             && someone_short
             && let Some(&p) = held.last()
             && let Some(h) = node.remove(p)

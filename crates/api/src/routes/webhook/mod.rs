@@ -67,7 +67,9 @@ fn parse_indexes(app: &AppState, raw: Option<Vec<String>>) -> Result<Option<Vec<
     for r in raw {
         let id: IndexId =
             r.parse().map_err(|_| ApiError::validation("index_ids", format!("{r:?} is not an index id")))?;
-        if app.rt.read(|st| st.live_index(&id).is_none()) {
+        // In the catalog of a partitioned cluster the indexes live in their partitions: the
+        // node that routed the request checked each one there (`spool` `node.rs`).
+        if !app.rt.is_partitioned_catalog() && app.rt.read(|st| st.live_index(&id).is_none()) {
             return Err(ApiError::validation("index_ids", format!("index {id} does not exist")));
         }
         if !out.contains(&id) {
