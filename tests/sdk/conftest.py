@@ -19,6 +19,7 @@ Run: `.venv/bin/pip install -r tests/sdk/requirements.txt && .venv/bin/python -m
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -29,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -77,6 +78,8 @@ class SpoolServer:
     local_root: Path
     config_path: Optional[Path] = None
     worker: Optional[PromptWorker] = None
+    # The other nodes' data directories (SPOOL_TEST_SDK_NODES > 1).
+    other_data_dirs: List[Path] = field(default_factory=list)
 
     def log_text(self) -> str:
         try:
@@ -134,6 +137,26 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
         f"--- server log tail ---\n{_log_tail(log_path)}",
         pytrace=False,
     )
+
+
+def _wait_balanced(urls: List[str], total: int) -> None:
+    """A partitioned cluster's nodes share its partitions evenly (none moves during the tests:
+    each node keeps media in its own data directory)."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    held: List[int] = []
+    while time.monotonic() < deadline:
+        held = []
+        for u in urls:
+            try:
+                with urllib.request.urlopen(f"{u}/healthz", timeout=2) as resp:
+                    held.append(len(json.loads(resp.read())["held"]))
+            except (urllib.error.URLError, OSError, KeyError, ValueError):
+                held.append(-1)
+        if min(held) >= 0 and sum(held) == total and max(held) - min(held) <= 1:
+            time.sleep(1.0)  # one more look of every node: nothing is moving
+            return
+        time.sleep(HEALTH_POLL_S)
+    pytest.fail(f"the nodes did not share the {total} partitions evenly: {held}", pytrace=False)
 
 
 def _write_config(path: Path, worker: PromptWorker) -> None:
@@ -217,6 +240,9 @@ def spool_server() -> Iterator[SpoolServer]:
     if os.environ.get("SPOOL_TEST_SDK_LOG") == "postgres":
         env["SPOOL_LOG_URL"] = _create_database(os.environ["SPOOL_TEST_PG_URL"], "sdk_" + secrets.token_hex(6))
         nodes = int(os.environ.get("SPOOL_TEST_SDK_NODES") or "1")
+        # SPOOL_TEST_SDK_PARTITIONS=N: a partitioned cluster (a catalog and N index partitions).
+        if os.environ.get("SPOOL_TEST_SDK_PARTITIONS"):
+            env["SPOOL_PARTITIONS"] = os.environ["SPOOL_TEST_SDK_PARTITIONS"]
 
     worker = start_worker()
     config_path = tmp / "spool.toml"
@@ -243,15 +269,18 @@ def spool_server() -> Iterator[SpoolServer]:
         pytest.fail(f"could not start {binary}: {exc}", pytrace=False)
     root_url = f"http://127.0.0.1:{port}"
     others: List[subprocess.Popen] = []
+    other_dirs: List[Path] = []
     saved_env = {
         k: os.environ.get(k)
         for k in (*_CLIENT_ENV_DROP, "VIDEO_VECTOR_BASE_URL", "VIDEO_VECTOR_MAX_RETRIES", "SPOOL_BIN")
     }
     try:
         _wait_healthy(proc, f"{root_url}/healthz", log_path)
+        node_urls = [root_url]
         for n in range(1, nodes):
             node_dir = tmp / f"data-{n}"
             node_dir.mkdir()
+            other_dirs.append(node_dir)
             # Every node unwraps the same data keys (SPOOL_MASTER_KEY, or the first node's file).
             if (data_dir / "master.key").exists():
                 shutil.copy2(data_dir / "master.key", node_dir / "master.key")
@@ -275,6 +304,9 @@ def spool_server() -> Iterator[SpoolServer]:
             _wait_healthy(others[-1], f"http://127.0.0.1:{node_port}/healthz", node_log)
             # The SDK talks to a node that does not hold the partition.
             root_url = f"http://127.0.0.1:{node_port}"
+            node_urls.append(root_url)
+        if os.environ.get("SPOOL_TEST_SDK_PARTITIONS") and nodes > 1:
+            _wait_balanced(node_urls, int(os.environ["SPOOL_TEST_SDK_PARTITIONS"]) + 1)
         server = SpoolServer(
             root_url=root_url,
             api_base=f"{root_url}/api/v2",
@@ -284,6 +316,7 @@ def spool_server() -> Iterator[SpoolServer]:
             local_root=local_root,
             config_path=config_path,
             worker=worker,
+            other_data_dirs=other_dirs,
         )
         # Any client built without explicit settings talks to this server and fails fast.
         for k in _CLIENT_ENV_DROP:

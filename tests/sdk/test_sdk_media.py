@@ -43,8 +43,14 @@ def _ffprobe(path: Path) -> dict:
 
 
 def _uploads_left(spool_server) -> list:
-    d = spool_server.data_dir / "uploads"
-    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+    # Every node's staged uploads (a partitioned cluster stages them per partition, in
+    # `uploads/p<N>/`, on the node holding the partition).
+    left = []
+    for data in [spool_server.data_dir, *spool_server.other_data_dirs]:
+        d = data / "uploads"
+        if d.exists():
+            left += [str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()]
+    return sorted(left)
 
 
 def _jobs_total(raw, admin_headers) -> str:

@@ -146,7 +146,28 @@ impl Node {
     /// Serve `req` for `partition`: here when this node holds it, else at its holder.
     async fn serve(&self, partition: i32, req: Request) -> Response {
         let held = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned();
-        let Some(held) = held else { return self.forward(partition, req).await };
+        let Some(held) = held else {
+            // A read whose partition is moving is asked again (a holder handing it over, a new
+            // one opening it), up to three times, before the client hears 503.
+            if matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+                && !req.headers().contains_key(FORWARDED_BY)
+            {
+                let (parts, _) = req.into_parts();
+                for _ in 0..FORWARD_TRIES - 1 {
+                    let resp = self.forward(partition, Request::from_parts(parts.clone(), Body::empty())).await;
+                    if !resp.headers().contains_key(MOVING) {
+                        return resp;
+                    }
+                    self.forget_holders().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if self.local(partition).is_some() {
+                        return Box::pin(self.serve(partition, Request::from_parts(parts, Body::empty()))).await;
+                    }
+                }
+                return self.forward(partition, Request::from_parts(parts, Body::empty())).await;
+            }
+            return self.forward(partition, req).await;
+        };
         if partition == 0 || !small_body(&req) {
             return answer(held.app, req).await;
         }
@@ -338,6 +359,11 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Tries of a read whose partition is moving.
+const FORWARD_TRIES: usize = 3;
+/// Set on this node's own 503 answers while a partition moves (never sent by a holder).
+const MOVING: &str = "x-spool-partition-moving";
+
 /// 503 in the contract's envelope, with `Retry-After: 1`.
 fn unavailable(code: &str, message: &str) -> Response {
     let request_id = spool_model::RequestId(ulid::Ulid::new()).to_string();
@@ -349,6 +375,7 @@ fn unavailable(code: &str, message: &str) -> Response {
     )
         .into_response();
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut().insert(HeaderName::from_static(MOVING), HeaderValue::from_static("1"));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

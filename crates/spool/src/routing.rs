@@ -49,13 +49,14 @@ impl Gathered {
 }
 
 /// A request whose partition is named in its JSON body (`index_id`, `target.index_id`, the
-/// first of `video_ids` or `target.video_ids`): the node reads the body (at most
+/// first of `video_ids` or `target.video_ids`, the video of a `video_uri` or `gcs_uri`): the node reads the body (at most
 /// [`ROUTED_BODY_BYTES_MAX`]) to route it.
 pub fn routed_by_body(method: &Method, path: &str) -> bool {
     method == Method::POST
         && matches!(
             path.strip_prefix("/api/v2").unwrap_or(""),
             "/import-jobs"
+                | "/videos/signed-url"
                 | "/prompt-runs/execute"
                 | "/prompt-runs/estimate"
                 | "/videos"
@@ -78,7 +79,13 @@ pub fn by_body(body: &[u8], partitions: u16) -> Route {
         .and_then(|x| x.as_str().map(str::to_string))
         .or_else(|| v.get("target").and_then(|t| t.get("index_id")).and_then(|x| x.as_str().map(str::to_string)))
         .or_else(|| first_video(&v))
-        .or_else(|| v.get("target").and_then(first_video));
+        .or_else(|| v.get("target").and_then(first_video))
+        .or_else(|| {
+            // `spool://media/videos/<shard>/<video id>[.<ext>]`
+            let uri = v.get("video_uri").or_else(|| v.get("gcs_uri")).and_then(|x| x.as_str())?;
+            let file = uri.rsplit('/').next()?;
+            file.split('.').next().filter(|id| id.starts_with("vid_")).map(str::to_string)
+        });
     match named {
         Some(id) => by_id(&id, partitions),
         None => Route::Partition(0),
@@ -102,6 +109,12 @@ fn by_id(raw: &str, partitions: u16) -> Route {
 pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
     if partitions == 0 {
         return Route::Partition(0);
+    }
+    // A signed media URL (`/media/videos/<shard>/<video id>[.<ext>]`): the video's partition.
+    if let Some(media) = path.strip_prefix("/media/") {
+        let file = media.rsplit('/').next().unwrap_or("");
+        let id = file.split('.').next().unwrap_or("");
+        return if id.starts_with("vid_") { by_id(id, partitions) } else { Route::Partition(0) };
     }
     let Some(rest) = path.strip_prefix("/api/v2/") else { return Route::Partition(0) };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -203,6 +216,7 @@ mod tests {
             (format!("/api/v2/prompt-runs/{}/results", id("run", 2)), 2),
             (format!("/api/v2/exports/{}", id("exp", 3)), 3),
             (format!("/api/v2/exports/index/{}", id("idx", 4)), 4),
+            (format!("/media/videos/01/{}.mp4", id("vid", 2)), 2),
         ] {
             assert_eq!(route(&Method::GET, &path, n), Route::Partition(p), "{path}");
         }
@@ -241,6 +255,10 @@ mod tests {
         assert_eq!(by_body(format!(r#"{{"video_ids":["{vid}"]}}"#).as_bytes(), n), Route::Partition(2));
         assert_eq!(
             by_body(format!(r#"{{"target":{{"type":"videos","video_ids":["{vid}"]}}}}"#).as_bytes(), n),
+            Route::Partition(2)
+        );
+        assert_eq!(
+            by_body(format!(r#"{{"video_uri":"spool://media/videos/01/{vid}.mp4"}}"#).as_bytes(), n),
             Route::Partition(2)
         );
         assert_eq!(by_body(b"{}", n), Route::Partition(0));
