@@ -81,6 +81,11 @@ class SpoolServer:
     # The other nodes' data directories (SPOOL_TEST_SDK_NODES > 1).
     other_data_dirs: List[Path] = field(default_factory=list)
 
+    @property
+    def data_dirs(self) -> List[Path]:
+        """Every node's data directory (one, unless SPOOL_TEST_SDK_NODES > 1)."""
+        return [self.data_dir, *self.other_data_dirs]
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

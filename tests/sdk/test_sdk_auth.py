@@ -248,7 +248,7 @@ def test_secrets_are_not_logged_or_stored_in_plaintext(spool_server, client, mak
     assert created.key not in log, "server output contains an API key secret"
 
     needles = (spool_server.admin_key.encode(), created.key.encode())
-    for path in spool_server.data_dir.rglob("*"):
+    for path in (p for d in spool_server.data_dirs for p in d.rglob("*")):
         if path.is_file():
             data = path.read_bytes()
             for needle in needles:

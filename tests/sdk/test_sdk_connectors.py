@@ -323,7 +323,7 @@ def test_connector_secrets_appear_in_no_response_file_or_log_line(raw, admin_hea
         assert planted not in t
     assert planted not in spool_server.log_text()
     needle = planted.encode()
-    for dirpath, _, files in os.walk(spool_server.data_dir):
+    for dirpath, _, files in (w for d in spool_server.data_dirs for w in os.walk(d)):
         for f in files:
             with open(os.path.join(dirpath, f), "rb") as fh:
                 assert needle not in fh.read(), f"{f} holds the secret in clear"

@@ -170,10 +170,11 @@ def test_index_deletion_race_leaves_no_media_and_no_late_progress(client, raw, a
         cursor = page["next_cursor"]
         if not cursor:
             break
-    left = [p for p in _media_files(spool_server.data_dir) if p.name.split('.')[0] in ids]
+    stored = [p for d in spool_server.data_dirs for p in _media_files(d)]
+    left = [p for p in stored if p.name.split('.')[0] in ids]
     # Video ids of late copies are not in the files page (they were never recorded): check the
     # whole media store for folders of videos that no longer exist.
-    for p in _media_files(spool_server.data_dir):
+    for p in stored:
         vid = p.name.split('.')[0]
         if raw.get(f"/api/v2/videos/{vid}", headers=admin_headers).status_code == 404:
             left.append(p)

@@ -397,8 +397,13 @@ def test_failed_file_is_listed_and_retry_imports_it(client, raw, admin_headers):
 
 
 def _media_store(spool_server) -> set:
-    media = spool_server.data_dir / "media"
-    return {p for p in media.rglob("*") if p.is_file()} if media.exists() else set()
+    # Every node's: the node holding an index's partition keeps its media.
+    out = set()
+    for data in spool_server.data_dirs:
+        media = data / "media"
+        if media.exists():
+            out |= {p for p in media.rglob("*") if p.is_file()}
+    return out
 
 
 def test_unreadable_media_fails_its_file_with_media_unreadable_and_keeps_nothing(

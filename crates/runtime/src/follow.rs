@@ -41,7 +41,10 @@ pub(crate) async fn follow_catalog(rt: Arc<Runtime>, catalog: Arc<dyn EventLog>)
                 tracing::warn!(error = %e, "reading the catalog failed; trying again");
                 Vec::new()
             }
-            Err(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the catalog panicked; trying again");
+                Vec::new()
+            }
         };
         let Some(last) = batch.last().map(|e| e.seq) else {
             tokio::select! {
@@ -57,6 +60,8 @@ pub(crate) async fn follow_catalog(rt: Arc<Runtime>, catalog: Arc<dyn EventLog>)
             .collect();
         if mirrored.is_empty() && last - recorded < SKIPPED_RECORD_EVERY {
             pos = last;
+            // Read, with nothing to fold: a catch-up starts after it.
+            rt.catalog_scanned.fetch_max(pos, std::sync::atomic::Ordering::SeqCst);
             continue;
         }
         let chunks: Vec<&[MirroredEvent]> =
@@ -120,7 +125,10 @@ pub(crate) async fn ingest_partitions(rt: Arc<Runtime>, partitions: u16) {
                         tracing::warn!(partition = p, error = %e, "reading an index partition failed; trying again");
                         continue;
                     }
-                    Err(_) => return,
+                    Err(e) => {
+                        tracing::error!(partition = p, error = %e, "reading an index partition panicked; trying again");
+                        continue;
+                    }
                 };
             let Some(last) = batch.last().map(|e| e.seq) else { continue };
             busy = true;
@@ -156,7 +164,10 @@ pub(crate) async fn ingest_partitions(rt: Arc<Runtime>, partitions: u16) {
                 }
             }
             if failed {
+                // Read again from the cursor after a pause: a refusal that repeats (a decision
+                // past its bound) must not spin.
                 after = rt.read(|st| st.ingested.get(&p).copied().unwrap_or(0));
+                busy = false;
             }
             recorded[i] = after;
             pos[i] = after;
@@ -178,41 +189,39 @@ impl Runtime {
 
     /// In an index partition: read the catalog now and fold what is new, without waiting for
     /// the follower's next look (a request named a key, connector or prompt the catalog may have
-    /// made since). Whether anything was folded (or another follower moved meanwhile).
+    /// made since). It reads from where the follower last read (what lies between the
+    /// partition's recorded position and there holds nothing to fold) and stops at its first
+    /// refusal (the follower moved meanwhile; nothing goes on from a position this catch-up did
+    /// not record itself). Whether anything was folded, or another follower moved.
     pub async fn catch_up_catalog(self: &Arc<Self>) -> bool {
         let Some(catalog) = self.cfg.catalog.clone() else { return false };
-        let mut pos = self.read(|st| st.catalog_seq);
-        let mut applied = false;
+        let mut after = self.read(|st| st.catalog_seq);
+        let mut pos = after.max(self.catalog_scanned.load(std::sync::atomic::Ordering::SeqCst));
+        let mut folded = false;
         for _ in 0..CATCH_UP_READS_MAX {
             let (c, from) = (catalog.0.clone(), pos + 1);
             let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || c.read_from(from, FOLLOW_BATCH)).await else {
-                return applied;
+                return folded;
             };
-            let Some(last) = batch.last().map(|e| e.seq) else { return applied };
+            let Some(last) = batch.last().map(|e| e.seq) else { return folded };
             pos = last;
             let mirrored: Vec<MirroredEvent> = batch
                 .into_iter()
                 .filter(|e| spool_model::mirrored_to_partitions(&e.event))
                 .map(|e| MirroredEvent { seq: e.seq, at_ms: e.at_ms, stream: e.stream, event: e.event })
                 .collect();
-            if mirrored.is_empty() {
-                continue;
-            }
             for chunk in mirrored.chunks(EVENTS_PER_RECORD_MAX) {
-                let after = self.read(|st| st.catalog_seq);
                 let through_seq = chunk.last().map(|m| m.seq).unwrap_or(last);
-                let events: Vec<MirroredEvent> = chunk.iter().filter(|m| m.seq > after).cloned().collect();
-                if through_seq <= after {
-                    applied = true;
-                    continue;
+                let cmd =
+                    spool_core::Command::Catalog(CatalogCommand::Follow { after, through_seq, events: chunk.to_vec() });
+                if self.execute(cmd).await.is_err() {
+                    return true;
                 }
-                let cmd = spool_core::Command::Catalog(CatalogCommand::Follow { after, through_seq, events });
-                // A refusal means the follower moved the position meanwhile: the caller looks again.
-                let _ = self.execute(cmd).await;
-                applied = true;
+                after = through_seq;
+                folded = true;
             }
         }
-        applied
+        folded
     }
 }
 

@@ -169,6 +169,9 @@ pub struct Runtime {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Turns true at shutdown; background loops select on it.
     pub(crate) stopping: watch::Sender<bool>,
+    /// In an index partition: how far the catalog follower has read (past its recorded
+    /// position, with nothing to fold in between); a catch-up starts there (`follow.rs`).
+    pub(crate) catalog_scanned: AtomicU64,
     /// The tokio runtime effects are spawned on (the sequencer is an OS thread).
     handle: tokio::runtime::Handle,
     /// Notified when a committed batch set a timer (the timer service re-reads the earliest).
@@ -325,6 +328,7 @@ impl Runtime {
             sequencer: Mutex::new(None),
             background: Mutex::new(Vec::new()),
             stopping: watch::channel(false).0,
+            catalog_scanned: AtomicU64::new(0),
             handle: tokio::runtime::Handle::current(),
             timers_changed: tokio::sync::Notify::new(),
             commands_total: AtomicU64::new(0),

@@ -1,8 +1,10 @@
 //! `spool bench cluster`: durable steps/s of one node on a PostgreSQL log against one node on
 //! redb in the same run (the same load: writers creating indexes, each creation one durable
 //! command), PostgreSQL transactions per durable step (`pg_stat_database.xact_commit` of the
-//! log's database), and the takeover time of a standby after SIGKILL of its holder. The load,
-//! the server and the database share this machine's cores: the figures say so.
+//! log's database), steps/s of a partitioned cluster (four index partitions) on 1, 2 and 3 nodes
+//! with the writers spread over the nodes, and the takeover time of a standby after SIGKILL of
+//! its holder. The load, the nodes and the database share this machine's cores: the figures say
+//! so.
 #![allow(clippy::disallowed_methods)] // a benchmark: scratch names and its key are random
 
 use crate::bench_engine::{Serve, Server, http};
@@ -28,6 +30,33 @@ const AIM_STEPS_PER_S: f64 = 4_060.0;
 const AIM_TX_PER_STEP: f64 = 0.05;
 /// The lease of the takeover measurement.
 const LEASE_S: u64 = 2;
+/// Index partitions of the partitioned runs.
+const PARTITIONS: u16 = 4;
+/// The nodes of a partitioned run share this master key (a benchmark's, never a real one).
+const BENCH_MASTER_KEY: &str = "YmVuY2gtb25seS1tYXN0ZXIta2V5LW5vdC1zZWNyZXQ=";
+
+/// Wait until the nodes share the partitions evenly (each answers `/healthz` with `held`).
+fn wait_balanced(nodes: &[Server], total: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let held: Vec<usize> = nodes
+            .iter()
+            .map(|n| match http(&n.addr, "GET", "/healthz", None, None) {
+                Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["held"].as_array().map(Vec::len))
+                    .unwrap_or(usize::MAX),
+                _ => usize::MAX,
+            })
+            .collect();
+        let (lo, hi) = (held.iter().copied().min().unwrap_or(0), held.iter().copied().max().unwrap_or(0));
+        if hi != usize::MAX && held.iter().sum::<usize>() == total && hi - lo <= 1 {
+            return Ok(());
+        }
+        ensure!(start.elapsed() < Duration::from_secs(60), "the nodes did not share the partitions: {held:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("spool-bench-cluster-{}", std::process::id()));
@@ -70,11 +99,16 @@ fn xact_commit(url: &str) -> anyhow::Result<f64> {
 
 /// `steps` index creations by `writers` threads; returns steps/s.
 fn load(server: &Server, key: &str, steps: usize, writers: usize) -> anyhow::Result<f64> {
+    load_spread(std::slice::from_ref(&server.addr), key, steps, writers)
+}
+
+/// The same, writer `w` sending to `addrs[w % n]`.
+fn load_spread(addrs: &[String], key: &str, steps: usize, writers: usize) -> anyhow::Result<f64> {
     let next = Arc::new(AtomicUsize::new(0));
     let began = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|w| {
-            let (addr, key, next) = (server.addr.clone(), key.to_string(), next.clone());
+            let (addr, key, next) = (addrs[w % addrs.len()].clone(), key.to_string(), next.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 while next.fetch_add(1, Ordering::SeqCst) < steps {
                     let body = format!("{{\"name\":\"bench-{w}\"}}");
@@ -121,6 +155,35 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
         pg_steps / redb_steps
     );
 
+    // A partitioned cluster (a catalog and four index partitions) on 1, 2 and 3 nodes, the
+    // writers spread over the nodes (each forwards what it does not hold).
+    let mut by_nodes = Vec::new();
+    for n in 1..=3usize {
+        let url = database(&args.pg, &format!("nodes{n}"))?;
+        let env = vec![
+            ("SPOOL_LOG_URL".into(), url),
+            ("SPOOL_PARTITIONS".into(), PARTITIONS.to_string()),
+            ("SPOOL_MASTER_KEY".into(), BENCH_MASTER_KEY.into()),
+        ];
+        let cluster = serve(work, env)?;
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let dir = work.join(format!("p{n}-{i}"));
+            nodes.push(cluster.spawn(&dir, &work.join(format!("p{n}-{i}.log")))?);
+        }
+        for node in &mut nodes {
+            node.wait_healthy(Duration::from_millis(20))?;
+        }
+        wait_balanced(&nodes, usize::from(PARTITIONS) + 1)?;
+        let addrs: Vec<String> = nodes.iter().map(|s| s.addr.clone()).collect();
+        let steps = load_spread(&addrs, &cluster.key, args.steps, args.writers)?;
+        for node in &mut nodes {
+            node.stop()?;
+        }
+        println!("partitioned, {n} node(s): {steps:>8.0} durable steps/s ({PARTITIONS} index partitions)");
+        by_nodes.push(steps);
+    }
+
     // Takeover: a holder and a standby, SIGKILL the holder.
     let url = database(&args.pg, "takeover")?;
     let env = vec![("SPOOL_LOG_URL".into(), url), ("SPOOL_LEASE_TTL".into(), format!("{LEASE_S}s"))];
@@ -134,11 +197,11 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
     holder.child.kill()?;
     let _ = holder.child.wait();
     let killed = Instant::now();
-    standby.wait_healthy(Duration::from_millis(10))?;
+    standby.wait_holder(Duration::from_millis(10))?;
     let takeover = killed.elapsed().as_secs_f64();
     standby.stop()?;
     println!(
-        "takeover:   {takeover:.2} s from SIGKILL of the holder to the standby's first /healthz 200 (lease {LEASE_S} s)"
+        "takeover:   {takeover:.2} s from SIGKILL of the holder to the standby's /healthz saying it holds the partition (lease {LEASE_S} s)"
     );
 
     let met = |ok: bool| if ok { "met" } else { "not met" };
@@ -162,6 +225,10 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
             "postgres_vs_redb": (pg_steps / redb_steps * 100.0).round() / 100.0,
             "pg_transactions_per_step": (tx_per_step * 1000.0).round() / 1000.0,
             "takeover_s": (takeover * 100.0).round() / 100.0,
+            "partitions": PARTITIONS,
+            "steps_per_s_partitioned_1_node": by_nodes[0].round(),
+            "steps_per_s_partitioned_2_nodes": by_nodes[1].round(),
+            "steps_per_s_partitioned_3_nodes": by_nodes[2].round(),
             "lease_s": LEASE_S,
             "shared_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         })

@@ -165,6 +165,27 @@ impl Server {
         }
     }
 
+    /// Wait until this node of a PostgreSQL cluster holds the partition (`/healthz` says
+    /// `"role":"holder"`; a node that forwards answers 200 before).
+    pub fn wait_holder(&mut self, poll: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, body)) = http(&self.addr, "GET", "/healthz", None, None)
+                && body.contains(r#""role":"holder""#)
+            {
+                return Ok(());
+            }
+            self.check_running()?;
+            ensure!(
+                start.elapsed() < START_TIMEOUT,
+                "the node did not take the partition in {} s; see {}",
+                START_TIMEOUT.as_secs(),
+                self.log.display()
+            );
+            std::thread::sleep(poll);
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit. `kill(1)` rather than libc: `unsafe_code` is
     /// forbidden workspace-wide.
     pub fn stop(&mut self) -> anyhow::Result<()> {

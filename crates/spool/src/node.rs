@@ -78,6 +78,12 @@ impl Node {
         self.local.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, h)| (*p, h.clone())).collect()
     }
 
+    /// Whether this node holds every partition (a cluster of one partition that it holds):
+    /// then the API itself answers everything.
+    fn serves_locally(&self, _req: &Request) -> bool {
+        self.partitions == 0 && self.local(0).is_some()
+    }
+
     fn local(&self, partition: i32) -> Option<axum::Router> {
         self.local.read().unwrap_or_else(|p| p.into_inner()).get(&partition).map(|h| h.app.clone())
     }
@@ -152,7 +158,9 @@ impl Node {
             if matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
                 && !req.headers().contains_key(FORWARDED_BY)
             {
-                let (parts, _) = req.into_parts();
+                let (mut parts, _) = req.into_parts();
+                parts.headers.remove(header::CONTENT_LENGTH);
+                parts.headers.remove(header::TRANSFER_ENCODING);
                 for _ in 0..FORWARD_TRIES - 1 {
                     let resp = self.forward(partition, Request::from_parts(parts.clone(), Body::empty())).await;
                     if !resp.headers().contains_key(MOVING) {
@@ -213,8 +221,9 @@ impl Node {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let (parts, body) = req.into_parts();
         let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+        // `Host` stays the client's: the holder builds the URLs it answers (signed media) from it.
         for (name, value) in &parts.headers {
-            if !hop_by_hop(name) && name != header::HOST {
+            if !hop_by_hop(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -316,11 +325,11 @@ async fn answer(app: axum::Router, req: Request) -> Response {
 
 /// A body small enough to keep for a second try (uploads are not).
 fn small_body(req: &Request) -> bool {
-    match req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(n) => n <= routing::ROUTED_BODY_BYTES_MAX,
-        None => !req.headers().contains_key(header::TRANSFER_ENCODING),
-    }
+    use axum::body::HttpBody;
+    req.body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= u64::try_from(routing::ROUTED_BODY_BYTES_MAX).unwrap_or(u64::MAX))
 }
 
 /// Whether an answer says a catalog fact is unknown (an API key: 401; a connector or a prompt:
@@ -359,8 +368,10 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Tries of a read whose partition is moving.
+/// Tries of a read whose partition is moving (the first and two more).
 const FORWARD_TRIES: usize = 3;
+/// Parses of an upload's beginning, looking for its index.
+const UPLOAD_PEEKS_MAX: usize = 16;
 /// Set on this node's own 503 answers while a partition moves (never sent by a holder).
 const MOVING: &str = "x-spool-partition-moving";
 
@@ -450,14 +461,29 @@ async fn route_upload(node: &Node, req: Request) -> Response {
     let mut prefix: Vec<u8> = Vec::new();
     let mut index: Option<String> = None;
     if let Some(boundary) = boundary {
+        // Parsed again only when a part's head may have ended, at most `UPLOAD_PEEKS_MAX` times
+        // (a body sent a byte at a time costs no more than a few parses of 64 KiB).
+        let mut parses = 0;
+        let mut ended = true;
         while prefix.len() < routing::UPLOAD_PEEK_BYTES_MAX {
-            if let Some(found) = routing::upload_index(&prefix, &boundary) {
-                index = found;
-                break;
+            if ended && parses < UPLOAD_PEEKS_MAX {
+                parses += 1;
+                if let Some(found) = routing::upload_index(&prefix, &boundary) {
+                    index = found;
+                    break;
+                }
             }
             match stream.next().await {
-                Some(Ok(chunk)) => prefix.extend_from_slice(&chunk),
-                _ => break,
+                Some(Ok(chunk)) => {
+                    ended = chunk.windows(2).any(|w| w == b"\r\n") || chunk.ends_with(b"\r");
+                    prefix.extend_from_slice(&chunk);
+                }
+                _ => {
+                    if let Some(found) = routing::upload_index(&prefix, &boundary) {
+                        index = found;
+                    }
+                    break;
+                }
             }
         }
     }
@@ -480,7 +506,7 @@ fn too_large() -> Response {
         axum::Json(serde_json::json!({
             "error": {
                 "code": "payload_too_large",
-                "message": format!("this request's body may hold at most {} bytes", routing::ROUTED_BODY_BYTES_MAX),
+                "message": format!("the body is larger than {} bytes", routing::ROUTED_BODY_BYTES_MAX),
                 "details": { "max_bytes": routing::ROUTED_BODY_BYTES_MAX },
                 "request_id": request_id,
             }
@@ -495,6 +521,20 @@ pub fn router(node: Arc<Node>) -> axum::Router {
 }
 
 async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
+    // A body past the API's bound (every route but uploads takes at most 1 MiB) is answered
+    // here as the holder would answer it: forwarding it would have the holder answer while
+    // the body is still being sent, which the forwarding client cannot read.
+    if !routing::is_upload(req.method(), req.uri().path())
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > routing::ROUTED_BODY_BYTES_MAX)
+        && !node.serves_locally(&req)
+    {
+        return too_large();
+    }
     if node.partitions == 0 {
         if req.uri().path() == "/healthz" && node.local(0).is_none() {
             return node.health().await;
@@ -504,11 +544,27 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
     if req.uri().path() == "/healthz" {
         return node.health().await;
     }
-    // Routed already by the node that sent it here.
+    // Routed already by the node that sent it here. Honoured only where the routing itself
+    // could have chosen that partition (a list's part, a new index, a body's or an upload's
+    // index partition, or the partition of the path): a client that sets it cannot reach a
+    // catalog route in an index partition.
     if let Some(p) = req.headers().get(PARTITION).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
         && (0..=i32::from(node.partitions)).contains(&p)
     {
-        return node.serve(p, req).await;
+        let path = req.uri().path();
+        let routed = routing::route(req.method(), path, node.partitions);
+        let could = match routed {
+            Route::Partition(q) => {
+                q == p
+                    || (p >= 1
+                        && (routing::routed_by_body(req.method(), path) || routing::is_upload(req.method(), path)))
+            }
+            Route::Gather(_) => true,
+            Route::NewIndex => p >= 1,
+        };
+        if could {
+            return node.serve(p, req).await;
+        }
     }
     if routing::is_upload(req.method(), req.uri().path()) {
         return route_upload(&node, req).await;

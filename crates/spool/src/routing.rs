@@ -66,8 +66,8 @@ pub fn routed_by_body(method: &Method, path: &str) -> bool {
         )
 }
 
-/// The largest body read to route a request (a larger one goes to the catalog as it is).
-pub const ROUTED_BODY_BYTES_MAX: usize = 1 << 20;
+/// The largest body read to route a request (a larger one is answered 413).
+pub const ROUTED_BODY_BYTES_MAX: usize = spool_api::BODY_BYTES_MAX;
 
 /// The partition a JSON body names (see [`routed_by_body`]); the catalog when it names none.
 pub fn by_body(body: &[u8], partitions: u16) -> Route {

@@ -663,6 +663,11 @@ async fn serve_node(
         bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    if settings.advertise_url.is_none() && listener.local_addr().is_ok_and(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "listening on every address without SPOOL_ADVERTISE_URL: this node advertises {bound}, which nodes on other machines cannot reach"
+        );
+    }
     let advertise = settings.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
@@ -692,6 +697,8 @@ async fn serve_node(
     let mut settings = settings;
     settings.node_id = Some(node_id.clone());
     let settings = Arc::new(settings);
+    // Set on SIGTERM: the node stops taking partitions before it drains.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opening = if partitions == 0 {
         let (node, env_key, settings) = (node.clone(), env_key.clone(), settings.clone());
         let local_addr = local_addr.clone();
@@ -712,7 +719,7 @@ async fn serve_node(
             }
         })
     } else {
-        tokio::spawn(manage_partitions(node.clone(), dir, settings.clone(), local_addr.clone(), env_key))
+        tokio::spawn(manage_partitions(node.clone(), dir, settings.clone(), local_addr.clone(), env_key, stop_rx))
     };
     tracing::info!(node_id, advertise = %advertise, listen = %local_addr, partitions, "spool serving as a node of a cluster");
     eprintln!("spool: listening on {scheme}://{local_addr} as node {node_id} (reached at {advertise})");
@@ -729,11 +736,25 @@ async fn serve_node(
             }
         })
     };
-    let served = crate::http::serve(listener, crate::node::router(node.clone()), tls, limits, shutdown_signal()).await;
-    opening.abort();
-    heartbeat.abort();
-    if let Err(e) = dir_beat.leave(&node_id).await {
-        tracing::warn!(error = %e, "could not say this node is leaving; the others see it when its heartbeat stops");
+    // SIGTERM: first the node says it is leaving (it no longer counts among the live nodes) and
+    // stops taking partitions; then connections drain; then its partitions are handed back.
+    let leaving = {
+        let (dir, node_id) = (dir_beat.clone(), node_id.clone());
+        async move {
+            shutdown_signal().await;
+            heartbeat.abort();
+            let _ = stop_tx.send(true);
+            if let Err(e) = dir.leave(&node_id).await {
+                tracing::warn!(error = %e, "could not say this node is leaving; the others see it when its heartbeat stops");
+            }
+        }
+    };
+    let served = crate::http::serve(listener, crate::node::router(node.clone()), tls, limits, leaving).await;
+    if partitions == 0 {
+        opening.abort();
+    } else {
+        // It ends at its next look (it never stops between taking a lease and installing it).
+        let _ = opening.await;
     }
     let held = node.held();
     if !held.is_empty() {
@@ -765,6 +786,7 @@ async fn manage_partitions(
     settings: Arc<Settings>,
     local_addr: String,
     env_key: Option<String>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let total = usize::from(node.partitions) + 1;
     let mut bootstrapped = false;
@@ -773,7 +795,10 @@ async fn manage_partitions(
     // Partitions seen without a live holder at the last look: anyone takes those now.
     let mut unserved: Vec<i32> = Vec::new();
     loop {
-        tokio::time::sleep(PARTITION_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(PARTITION_POLL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         for (p, h) in node.held() {
             if h.runtime.partition_lost().is_some_and(|l| *l.borrow()) {
                 tracing::error!(partition = p, "this node lost a partition to another node; it stops serving it");
@@ -818,6 +843,9 @@ async fn manage_partitions(
         }
         let took_any = !take.is_empty();
         for p in take {
+            if *stop.borrow() {
+                return;
+            }
             if p > 0 && catalog.is_none() {
                 let url = settings.log_url.clone().unwrap_or_default();
                 match tokio::task::spawn_blocking(move || spool_log::PgLog::open_reader(&url, 0)).await {
