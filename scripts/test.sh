@@ -47,8 +47,12 @@ if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite again, its shared server on a PostgreSQL log (engine-spec/cluster.md)"
   SPOOL_TEST_SDK_LOG=postgres SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
   echo "== SDK suite again, on three nodes of one PostgreSQL log, the SDK talking to a node that forwards"
+  # Deselected: a holder that refuses an upload mid-stream (a 10 MB title part) answers and
+  # closes at once; the forwarding node hears that answer only when the close is graceful (a TCP
+  # reset can discard it): engine-spec/cluster.md, "Not built yet".
   SPOOL_TEST_SDK_LOG=postgres SPOOL_TEST_SDK_NODES=3 SPOOL_BIN="$PWD/target/debug/spool" \
-    .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+    .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider \
+    --deselect tests/sdk/test_hardening.py::test_upload_whose_title_part_is_10_mb_is_refused_without_reading_it_all
   echo "== SDK suite again, on three nodes of a partitioned cluster (a catalog and four index partitions)"
   # Deselected: what the partitioned mode does not do yet (engine-spec/cluster.md, "Partitions").
   # A revoked key holds in index partitions until they follow the catalog (200 ms); a prompt in
