@@ -10,6 +10,16 @@ use crate::pg_log::{connect, create_schema, pg_err};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
+/// The cluster's recorded number of index partitions, if any.
+async fn recorded_partitions(t: &tokio_postgres::Transaction<'_>) -> Result<Option<u16>, Error> {
+    let known: Option<i64> = t
+        .query_opt("SELECT value FROM spool_meta WHERE key = 'partitions'", &[])
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0));
+    known.map(|n| u16::try_from(n).map_err(|_| Error::Invalid(format!("spool_meta.partitions = {n}")))).transpose()
+}
+
 /// A node as the database knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeStatus {
@@ -79,22 +89,13 @@ impl Directory {
         }
         let c = slot.as_mut().ok_or(Error::Closed)?;
         let t = c.transaction().await.map_err(pg_err)?;
-        let known: Option<i64> = t
-            .query_opt("SELECT value FROM spool_meta WHERE key = 'partitions'", &[])
-            .await
-            .map_err(pg_err)?
-            .map(|r| r.get(0));
-        if let Some(n) = known {
-            return u16::try_from(n).map_err(|_| Error::Invalid(format!("spool_meta.partitions = {n}")));
+        if let Some(n) = recorded_partitions(&t).await? {
+            return Ok(n);
         }
+        // Looked at again under the lock: another node may have recorded it meanwhile.
         t.batch_execute("SELECT pg_advisory_xact_lock(7370657)").await.map_err(pg_err)?;
-        let known: Option<i64> = t
-            .query_opt("SELECT value FROM spool_meta WHERE key = 'partitions'", &[])
-            .await
-            .map_err(pg_err)?
-            .map(|r| r.get(0));
-        if let Some(n) = known {
-            return u16::try_from(n).map_err(|_| Error::Invalid(format!("spool_meta.partitions = {n}")));
+        if let Some(n) = recorded_partitions(&t).await? {
+            return Ok(n);
         }
         let used: Option<i64> = t
             .query_opt("SELECT head FROM spool_partitions WHERE partition = 0", &[])

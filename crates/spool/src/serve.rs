@@ -583,19 +583,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(url) = settings.log_url.clone() {
         return serve_node(settings, url, env_key, tls).await;
     }
+    // redb in the data directory: one process, no partition to lose (`serve_node` is the
+    // PostgreSQL path).
     let Started { runtime, listener, app } = start(&settings, env_key.as_deref()).await?;
-    // A node that lost its partition of a PostgreSQL log (another node took it over, or its
-    // lease could not be renewed in time) appends nothing more; it exits so that a supervisor
-    // restarts it, as a standby until the partition is free again.
-    if let Some(mut lost) = runtime.partition_lost() {
-        tokio::spawn(async move {
-            if lost.wait_for(|l| *l).await.is_ok() {
-                tracing::error!("this node lost partition 0 of the log; exiting with code 3");
-                eprintln!("spool: this node lost partition 0 of the log to another node; exiting (code 3)");
-                std::process::exit(3);
-            }
-        });
-    }
     announce(&settings);
     bootstrap_first_key(runtime.clone(), env_key);
     crate::http::serve(listener, app, tls, settings.http, shutdown_signal()).await?;

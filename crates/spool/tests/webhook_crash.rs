@@ -7,9 +7,6 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const FILES: usize = 300;
@@ -18,55 +15,6 @@ const KILLS_MIN: usize = 10;
 fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let (s, b) = request(addr, method, path, Some(ADMIN_KEY), body).unwrap();
     (s, if b.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&b).unwrap_or_default() })
-}
-
-/// A receiver on loopback: counts each `X-Delivery-ID`, answers 200.
-fn receiver() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen: Arc<Mutex<HashMap<String, u32>>> = Default::default();
-    let s2 = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let seen = s2.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut got = Vec::new();
-                let mut buf = [0u8; 16384];
-                let head = loop {
-                    let Ok(n) = stream.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let head = text[..end].to_string();
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break head;
-                        }
-                    }
-                };
-                let id = head.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("x-delivery-id").then(|| v.trim().to_string())
-                });
-                if let Some(id) = id {
-                    *seen.lock().unwrap().entry(id).or_insert(0) += 1;
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-            });
-        }
-    });
-    (url, seen)
 }
 
 #[test]
