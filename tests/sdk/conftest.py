@@ -57,7 +57,7 @@ CLIENT_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 8000
 
 # Variables that could point the server somewhere else than the session's own data dir/port.
-_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG", "SPOOL_LOG_URL")
+_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG", "SPOOL_LOG_URL", "SPOOL_MEDIA_URL")
 # SDK variables that would leak ambient credentials or settings into the clients.
 _CLIENT_ENV_DROP = (
     "VIDEO_VECTOR_API_KEY",
@@ -80,11 +80,19 @@ class SpoolServer:
     worker: Optional[PromptWorker] = None
     # The other nodes' data directories (SPOOL_TEST_SDK_NODES > 1).
     other_data_dirs: List[Path] = field(default_factory=list)
+    # The shared store's folder on s3s-fs (SPOOL_TEST_SDK_MEDIA=s3): its `media/`, `uploads/`
+    # and `exports/` are laid out as a data directory's.
+    shared_dir: Optional[Path] = None
 
     @property
     def data_dirs(self) -> List[Path]:
-        """Every node's data directory (one, unless SPOOL_TEST_SDK_NODES > 1)."""
-        return [self.data_dir, *self.other_data_dirs]
+        """Where files may be: every node's data directory (one, unless SPOOL_TEST_SDK_NODES >
+        1), and the shared store's folder (SPOOL_TEST_SDK_MEDIA=s3)."""
+        return [self.data_dir, *self.other_data_dirs, *([self.shared_dir] if self.shared_dir else [])]
+
+    def media_files(self, pattern: str = "*") -> List[Path]:
+        """The stored media files matching `pattern`, wherever media lives."""
+        return [p for d in self.data_dirs if (d / "media").exists() for p in (d / "media").rglob(pattern) if p.is_file()]
 
     def log_text(self) -> str:
         try:
@@ -249,6 +257,17 @@ def spool_server() -> Iterator[SpoolServer]:
         if os.environ.get("SPOOL_TEST_SDK_PARTITIONS"):
             env["SPOOL_PARTITIONS"] = os.environ["SPOOL_TEST_SDK_PARTITIONS"]
 
+    # SPOOL_TEST_SDK_MEDIA=s3: media, staged uploads and export artifacts live in a bucket of
+    # the SigV4-checking s3s-fs (SPOOL_MEDIA_URL), as a cluster's nodes share them.
+    shared_dir = None
+    if os.environ.get("SPOOL_TEST_SDK_MEDIA") == "s3":
+        bucket = "spool-media-" + secrets.token_hex(4)
+        (Path(os.environ["SPOOL_TEST_S3S_ROOT"]) / bucket).mkdir(parents=True)
+        shared_dir = Path(os.environ["SPOOL_TEST_S3S_ROOT"]) / bucket / "cluster"
+        env["SPOOL_MEDIA_URL"] = f"s3://{bucket}/cluster?endpoint={os.environ['SPOOL_TEST_S3S_ENDPOINT']}"
+        env["AWS_ACCESS_KEY_ID"] = os.environ["SPOOL_TEST_S3S_ACCESS_KEY"]
+        env["AWS_SECRET_ACCESS_KEY"] = os.environ["SPOOL_TEST_S3S_SECRET_KEY"]
+
     worker = start_worker()
     config_path = tmp / "spool.toml"
     _write_config(config_path, worker)
@@ -322,6 +341,7 @@ def spool_server() -> Iterator[SpoolServer]:
             config_path=config_path,
             worker=worker,
             other_data_dirs=other_dirs,
+            shared_dir=shared_dir,
         )
         # Any client built without explicit settings talks to this server and fails fast.
         for k in _CLIENT_ENV_DROP:

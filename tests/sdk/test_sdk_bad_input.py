@@ -272,7 +272,7 @@ def test_symlinks_out_of_a_local_root_are_neither_browsed_nor_imported(raw, admi
 
 def test_the_data_directory_is_refused_as_inside_or_around_a_local_root(raw, admin_headers, spool_server):
     # conftest allows the session folder, which holds the data directory.
-    for root in (spool_server.data_dir, spool_server.data_dir / "media", spool_server.data_dir.parent):
+    for root in (spool_server.data_dir, spool_server.data_dir / "uploads", spool_server.data_dir.parent):
         err = assert_error_envelope(_local(raw, admin_headers, root, expect=422), 422, "validation_error")
         assert err["details"]["field"] == "root"
         assert "data directory" in err["message"], err

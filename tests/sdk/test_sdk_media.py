@@ -46,7 +46,7 @@ def _uploads_left(spool_server) -> list:
     # Every node's staged uploads (a partitioned cluster stages them per partition, in
     # `uploads/p<N>/`, on the node holding the partition).
     left = []
-    for data in [spool_server.data_dir, *spool_server.other_data_dirs]:
+    for data in spool_server.data_dirs:
         d = data / "uploads"
         if d.exists():
             left += [str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()]
@@ -216,12 +216,12 @@ def test_bad_uploads_get_clear_errors_and_unreadable_media_fails_its_file(client
         client.videos.upload(file=notes, title="t", index_id=index)
     assert _uploads_left(spool_server) == []
     # Corrupt media is received, then fails its file with media_unreadable; nothing is kept.
-    stored_before = sorted((spool_server.data_dir / "media").rglob("*.*"))
+    stored_before = sorted(spool_server.media_files("*.*"))
     job = _wait_job(client, client.videos.upload(file=FIXTURES / "corrupt.mp4", title="corrupt", index_id=index).job_id)
     assert (job.status, job.progress.imported, job.progress.failed) == ("completed", 0, 1)
     (failed,) = job.failed_files
     assert failed["failure"]["code"] == "media_unreadable", failed
-    assert sorted((spool_server.data_dir / "media").rglob("*.*")) == stored_before
+    assert sorted(spool_server.media_files("*.*")) == stored_before
     assert _uploads_left(spool_server) == []
     # An upload job cannot be retried: its bytes are gone.
     assert_error_envelope(raw.post(f"/api/v2/import-jobs/{job.job_id}/retry", headers=h), 409)
@@ -300,7 +300,7 @@ def test_media_longer_than_forty_minutes_becomes_parts_and_the_object_goes_with_
     first = raw.get(f"/api/v2/videos/{outs[0].video_id}", headers=admin_headers).json()
     assert first["part"]["part_count"] == 2 and first["title"] == "Long (part 1 of 2)"
     assert first["video_uri"] == raw.get(f"/api/v2/videos/{outs[1].video_id}", headers=admin_headers).json()["video_uri"]
-    stored = [q for q in (spool_server.data_dir / "media").rglob("*.mp4") if outs[0].video_id in q.name]
+    stored = [q for q in spool_server.media_files("*.mp4") if outs[0].video_id in q.name]
     assert len(stored) == 1
     for o, kept in ((outs[0], True), (outs[1], False)):
         client.videos.delete(o.video_id)

@@ -34,7 +34,7 @@ def _imported_videos(client, raw, admin_headers, spool_server, n: int):
 
 def test_a_deleted_video_goes_draining_deleting_deleted_and_its_media_is_removed(client, raw, admin_headers, spool_server):
     index, (vid, other) = _imported_videos(client, raw, admin_headers, spool_server, 2)
-    media = [p for p in (spool_server.data_dir / "media").rglob(f"{vid}*") if p.is_file()]
+    media = spool_server.media_files(f"{vid}*")
     assert len(media) == 1
     first = client.videos.delete(vid)
     assert first.video_id == vid and first.status in ("draining", "deleting", "deleted")

@@ -10,6 +10,8 @@
 mod clock;
 mod error;
 mod executors;
+mod files;
+pub use files::clear_scratch;
 pub mod fold;
 mod follow;
 mod gauges;

@@ -68,6 +68,10 @@ pub struct RuntimeConfig {
     pub master_key: Option<MasterKey>,
     /// What the operator's environment says about storage.
     pub storage: spool_storage::StorageEnv,
+    /// The object store every node of a cluster shares (`SPOOL_MEDIA_URL`, already under its
+    /// prefix): media, staged uploads and export artifacts live in its `media/`, `uploads/`
+    /// and `exports/` instead of the data directory, which then holds only scratch copies.
+    pub shared_files: Option<spool_storage::Store>,
     /// Files copied at once by import jobs (all jobs together; `SPOOL_IMPORT_CONCURRENCY`).
     pub import_concurrency: usize,
     /// Webhook delivery settings (allowed hosts, retry schedule, timeout, rotation grace).
@@ -104,6 +108,9 @@ pub const IDEMPOTENCY_SWEEP_BATCH_MAX: usize = 1024;
 pub const IMPORT_CONCURRENCY_DEFAULT: usize = 8;
 /// The media store's folder inside the data directory.
 pub const MEDIA_DIR: &str = "media";
+/// Where copies on their way to a shared store (`SPOOL_MEDIA_URL`) are made, inside the data
+/// directory.
+pub const SCRATCH_DIR: &str = "scratch";
 /// Where uploads are staged until their job imports them, inside the data directory.
 pub const UPLOADS_DIR: &str = "uploads";
 
@@ -126,6 +133,7 @@ impl RuntimeConfig {
             run_effects: true,
             master_key: None,
             storage: spool_storage::StorageEnv::default(),
+            shared_files: None,
             import_concurrency: IMPORT_CONCURRENCY_DEFAULT,
             webhooks: Default::default(),
             processors: Default::default(),
@@ -277,11 +285,20 @@ impl Runtime {
             .map_err(|e| spool_log::Error::Storage(format!("the webhook client: {e}")))?;
         let prompt_runs = crate::executors::prompt_run::PromptRunExecutor::new(cfg.processors.clone())
             .map_err(|e| spool_log::Error::Storage(format!("the processor client: {e}")))?;
-        let media_dir = cfg.data_dir.join(MEDIA_DIR);
-        sweep_staging(&media_dir, cfg.partition_tag);
+        // With a shared store the data directory's `scratch/` holds the copies on their way
+        // to it (emptied when the process starts: `clear_scratch`); else media lives in
+        // `media/`.
+        let media_dir = match cfg.shared_files {
+            Some(_) => cfg.data_dir.join(SCRATCH_DIR),
+            None => {
+                let dir = cfg.data_dir.join(MEDIA_DIR);
+                sweep_staging(&dir, cfg.partition_tag);
+                dir
+            }
+        };
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
-        let media = spool_storage::Store::local(&media_dir)
+        let scratch = spool_storage::Store::local(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
         // A partitioned cluster's node holds several partitions on one data directory: each
         // stages its uploads in a folder of its own, swept by it alone.
@@ -291,8 +308,19 @@ impl Runtime {
         };
         std::fs::create_dir_all(&uploads_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
-        let uploads = spool_storage::Store::local(&uploads_dir)
-            .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
+        let (media, uploads, exports) = match &cfg.shared_files {
+            Some(shared) => {
+                let under = |sub: &str| {
+                    shared.under(sub).map_err(|e| spool_log::Error::Storage(format!("SPOOL_MEDIA_URL {sub}/: {e}")))
+                };
+                (under("media")?, under("uploads")?, Some(under("exports")?))
+            }
+            None => {
+                let uploads = spool_storage::Store::local(&uploads_dir)
+                    .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", uploads_dir.display())))?;
+                (scratch.clone(), uploads, None)
+            }
+        };
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             log,
@@ -316,7 +344,10 @@ impl Runtime {
             node_id: Mutex::new(None),
             executors: crate::executors::Executors {
                 media,
+                scratch,
                 uploads,
+                uploads_dir,
+                exports,
                 imports: crate::executors::import_job::ImportExecutor {
                     slots: Arc::new(Semaphore::new(cfg.import_concurrency.max(1))),
                 },
@@ -408,14 +439,19 @@ impl Runtime {
         &self.keyring
     }
 
-    /// Where uploads are staged (`<data-dir>/uploads`).
+    /// Where uploads are staged while they arrive (`<data-dir>/uploads`).
     pub fn uploads_dir(&self) -> PathBuf {
-        self.executors.uploads.local_root.clone().unwrap_or_default()
+        self.executors.uploads_dir.clone()
     }
 
-    /// The media store's folder.
+    /// The media store's folder (`None`: media lives in the shared store, [`Runtime::media_store`]).
     pub fn media_dir(&self) -> Option<PathBuf> {
         self.executors.media.local_root.clone()
+    }
+
+    /// The media store.
+    pub fn media_store(&self) -> &spool_storage::Store {
+        &self.executors.media
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -484,7 +520,15 @@ impl Runtime {
             self.applied.send_replace(st.applied_seq);
             // The whole log is folded and nothing is served yet (the API answers 503 until
             // ready, so no upload is being staged): every staged file an open job names is known.
-            sweep_uploads(&self.uploads_dir(), &st);
+            let needed = crate::files::needed_uploads(&st);
+            if self.files_shared() {
+                // Staged uploads live in the shared store: a local one is a leftover.
+                sweep_uploads(&self.uploads_dir(), &Default::default());
+                let (rt, ready_ms) = (self.clone(), self.now_ms());
+                self.handle.spawn(async move { rt.sweep_shared_uploads(needed, ready_ms).await });
+            } else {
+                sweep_uploads(&self.uploads_dir(), &needed);
+            }
             *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(&st);
             st.clone()
         };
@@ -892,17 +936,8 @@ impl Runtime {
 /// Remove staged uploads no open job needs: bodies a crash cut off, and uploads whose job
 /// ended while the file was being removed. The sequencer runs it once the log is folded and
 /// before the runtime is ready (so before any upload can be staged).
-pub(crate) fn sweep_uploads(dir: &std::path::Path, state: &spool_core::State) {
+pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BTreeSet<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let needed: std::collections::BTreeSet<String> = state
-        .active_imports
-        .iter()
-        .filter_map(|id| state.imports.get(id))
-        .filter_map(|j| match &j.source {
-            Some(spool_model::JobSource::Upload { staged_key, .. }) => Some(staged_key.clone()),
-            _ => None,
-        })
-        .collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if needed.contains(&name) {

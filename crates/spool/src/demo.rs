@@ -72,6 +72,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let settings = Settings {
         data_dir: data_dir.clone(),
         log_url: None,
+        media_url: None,
         node_id: None,
         advertise_url: None,
         partitions: None,

@@ -45,6 +45,10 @@ pub struct FileConfig {
     /// `url`: the log (`postgres://…`; default redb in the data directory).
     #[serde(default)]
     pub log: LogConfig,
+    /// `url`: the object store every node shares for media, uploads and export artifacts (env
+    /// SPOOL_MEDIA_URL; default: the data directory).
+    #[serde(default)]
+    pub media: MediaConfig,
     pub listen: Option<String>,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
@@ -69,6 +73,13 @@ pub struct FileConfig {
 #[derive(serde::Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
     #[serde(default)]
     pub url: Option<String>,
 }
@@ -220,6 +231,10 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// How long a PostgreSQL log's lease lasts unless renewed (env SPOOL_LEASE_TTL; 10s).
     pub lease_ttl: std::time::Duration,
+    /// The object store every node shares for media, staged uploads and export artifacts
+    /// (env SPOOL_MEDIA_URL; config `media.url`): `s3://bucket[/prefix][?endpoint=&region=]`
+    /// or `file:///folder`; `None`: the data directory.
+    pub media_url: Option<String>,
     /// Index partitions of a PostgreSQL cluster, recorded when it is created (env
     /// SPOOL_PARTITIONS; default 0: one partition holds everything).
     pub partitions: Option<u16>,
@@ -330,6 +345,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             ),
             None => None,
         },
+        media_url: std::env::var("SPOOL_MEDIA_URL")
+            .ok()
+            .or(file.media.url)
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty()),
         node_id: std::env::var("SPOOL_NODE_ID").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
         partitions: match std::env::var("SPOOL_PARTITIONS") {
             Ok(v) if !v.trim().is_empty() => {
@@ -485,6 +505,41 @@ impl Part {
     pub const ONE: Part = Part { partition: 0, tag: None, wait: true, catalog: None, index_partitions: 0 };
 }
 
+/// The shared store of `SPOOL_MEDIA_URL` (its keys from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`), under its prefix.
+pub fn shared_files(url: &str, storage: &spool_storage::StorageEnv) -> anyhow::Result<spool_storage::Store> {
+    let creds = spool_storage::Credentials {
+        aws_access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty()),
+        aws_secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok().filter(|v| !v.is_empty()),
+        ..Default::default()
+    };
+    let (store, prefix) = spool_storage::shared_store(url, &creds, storage).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if prefix.is_empty() {
+        Ok(store)
+    } else {
+        store.under(&prefix).map_err(|e| anyhow::anyhow!("SPOOL_MEDIA_URL: {e}"))
+    }
+}
+
+/// A node whose shared store cannot be written refuses to start, saying why (never a node that
+/// takes a partition and then cannot import or serve its media).
+async fn check_shared_files(url: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let storage = spool_storage::StorageEnv {
+        data_dir: std::fs::canonicalize(data_dir).ok(),
+        aws_endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.trim().is_empty()),
+        ..Default::default()
+    };
+    let store = shared_files(url, &storage)?;
+    spool_runtime::clear_scratch(data_dir).with_context(|| format!("emptying {}/scratch", data_dir.display()))?;
+    let probe = format!("{:x}", std::process::id());
+    spool_storage::test_connection(&store, true, None, &probe)
+        .await
+        .map_err(|e| anyhow::anyhow!("SPOOL_MEDIA_URL={url:?}: the shared store cannot be written: {e}"))?;
+    tracing::info!(url, "media, uploads and export artifacts live in the shared store");
+    Ok(())
+}
+
 /// Open the data directory (on a PostgreSQL log: once this node holds the partition) and build
 /// the API.
 pub async fn open(
@@ -519,6 +574,10 @@ pub async fn open(
         twins: None,
     };
     let mut cfg = RuntimeConfig::new(&settings.data_dir);
+    cfg.shared_files = match &settings.media_url {
+        Some(url) => Some(shared_files(url, &storage)?),
+        None => None,
+    };
     cfg.log_url = settings.log_url.clone();
     cfg.node_id = settings.node_id.clone().unwrap_or_default();
     cfg.lease_ttl = settings.lease_ttl;
@@ -580,6 +639,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some((cert, key)) => Some(crate::tls::config(cert, key)?),
         None => None,
     };
+    if let Some(url) = &settings.media_url {
+        check_shared_files(url, &settings.data_dir).await?;
+    }
     if let Some(url) = settings.log_url.clone() {
         return serve_node(settings, url, env_key, tls).await;
     }

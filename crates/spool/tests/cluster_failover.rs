@@ -8,7 +8,10 @@
 //! At the end: every acknowledged index is there, every file imported once (one video each), one
 //! result per segment (processor calls may repeat, counted), one delivery per (webhook, event) and
 //! each received at least once (repeats counted), `verify` clean; each takeover time is printed.
-//! The nodes share one data directory (its media folder: one holder at a time writes it).
+//! Each node has a data directory of its own; media lives in a bucket of s3s-fs that every node
+//! shares (`SPOOL_MEDIA_URL`): one object per video there, none left in a data directory, and
+//! every video's media read through its signed URL from whichever node holds the partition at the
+//! end (most were imported by nodes killed since).
 #![allow(clippy::disallowed_methods)] // the tests' PostgreSQL is named by SPOOL_TEST_PG_URL
 #![allow(clippy::cast_possible_truncation)] // test sizes
 
@@ -49,7 +52,11 @@ impl Cluster {
         let mut envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let id = format!("node-{i}");
         envs.push(("SPOOL_NODE_ID", &id));
-        self.nodes[i] = Some(start_with(&self.data, &envs));
+        self.nodes[i] = Some(start_with(&self.data_dir(i), &envs));
+    }
+
+    fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.data.join(format!("node-{i}"))
     }
 
     fn addr(&self, i: usize) -> Option<String> {
@@ -92,6 +99,15 @@ fn three_nodes_lose_and_double_nothing_when_the_holder_is_killed_ten_times() {
     }
     let (worker_url, calls, _) = worker(0);
     let (hook_url, seen) = receiver();
+    // The shared store: a bucket of s3s-fs (a folder of its root).
+    let s3s = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}: start scripts/storage-servers.sh"));
+    let bucket = format!("failover-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let bucket_dir = std::path::Path::new(&s3s("SPOOL_TEST_S3S_ROOT")).join(&bucket);
+    std::fs::create_dir_all(&bucket_dir).unwrap();
+    let media_url = format!("s3://{bucket}/spool?endpoint={}", s3s("SPOOL_TEST_S3S_ENDPOINT"));
+    let (access, secret) = (s3s("SPOOL_TEST_S3S_ACCESS_KEY"), s3s("SPOOL_TEST_S3S_SECRET_KEY"));
+    // Every node unwraps the same data keys.
+    let master = spool_runtime::MasterKey::generate().to_base64();
     let config = tmp.path().join("spool.toml");
     std::fs::write(
         &config,
@@ -109,11 +125,16 @@ fn three_nodes_lose_and_double_nothing_when_the_holder_is_killed_ten_times() {
         ("SPOOL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"),
         ("SPOOL_WEBHOOK_RETRY_SCHEDULE", "0s,1s,1s,1s,1s,1s,1s,1s"),
         ("SPOOL_IMPORT_CONCURRENCY", "4"),
+        ("SPOOL_MEDIA_URL", media_url.as_str()),
+        ("AWS_ACCESS_KEY_ID", access.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("SPOOL_MASTER_KEY", master.as_str()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let mut cluster = Cluster { nodes: vec![None, None, None], data: tmp.path().join("data"), envs };
+    std::fs::create_dir_all(&cluster.data).unwrap();
     for i in 0..3 {
         cluster.start_node(i);
     }
@@ -254,6 +275,40 @@ fn three_nodes_lose_and_double_nothing_when_the_holder_is_killed_ten_times() {
         }
     }
     assert_eq!(videos.len(), FILES, "a file imported twice or not at all");
+    // One object per video in the shared store, none in a node's data directory, and each read
+    // back whole through the node now holding the partition.
+    let files_under = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() { stack.push(p) } else { out.push(p) }
+            }
+        }
+        out
+    };
+    let shared = files_under(&bucket_dir.join("spool/media"));
+    assert_eq!(shared.len(), FILES, "the shared store holds one object per video: {shared:?}");
+    for i in 0..3 {
+        let mut local = files_under(&cluster.data_dir(i).join("media"));
+        local.extend(files_under(&cluster.data_dir(i).join("scratch")));
+        assert!(local.is_empty(), "media left in node {i}'s data directory: {local:?}");
+    }
+    let holder = cluster.addr(cluster.holder().expect("a holder at the end")).unwrap();
+    for vid in &videos {
+        let (_, v) = cluster.ask("GET", &format!("/api/v2/videos/{vid}"), None);
+        let uri = v["video_uri"].as_str().unwrap();
+        let (s, signed) = cluster.ask("POST", "/api/v2/videos/signed-url", Some(&format!(r#"{{"gcs_uri":"{uri}"}}"#)));
+        assert_eq!(s, 200, "{signed}");
+        let url = signed["signed_url"].as_str().unwrap();
+        let path = &url[url.find("/media/").unwrap()..];
+        let (s, got) = get_bytes(&holder, path).unwrap();
+        assert_eq!(s, 200, "{vid}: {}", String::from_utf8_lossy(&got));
+        let name = v["source"]["path"].as_str().unwrap();
+        let want = std::fs::read(media.join(name)).unwrap();
+        assert!(got == want, "{vid}: the shared media is not the imported file {name}");
+    }
     // One result per segment, each the answer to that segment.
     let run_id = run_id.unwrap();
     let (_, r) = cluster.ask("GET", &format!("/api/v2/prompt-runs/{run_id}"), None);

@@ -435,3 +435,135 @@ fn migrate_log_moves_a_redb_server_onto_postgres_and_the_offline_tools_read_it()
     let (status, _) = call(&node.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"after-tools"}"#));
     assert_eq!(status, 201);
 }
+
+/// The shared store of these tests: a new bucket of s3s-fs (a folder of its root) and the
+/// settings that point a node at it (`SPOOL_MEDIA_URL` and its keys).
+fn shared_store() -> (std::path::PathBuf, Vec<(String, String)>) {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}: start scripts/storage-servers.sh"));
+    let bucket = format!("shared-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let dir = std::path::Path::new(&env("SPOOL_TEST_S3S_ROOT")).join(&bucket);
+    std::fs::create_dir_all(&dir).unwrap();
+    let envs = vec![
+        ("SPOOL_MEDIA_URL".to_string(), format!("s3://{bucket}/files?endpoint={}", env("SPOOL_TEST_S3S_ENDPOINT"))),
+        ("AWS_ACCESS_KEY_ID".to_string(), env("SPOOL_TEST_S3S_ACCESS_KEY")),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), env("SPOOL_TEST_S3S_SECRET_KEY")),
+    ];
+    (dir.join("files"), envs)
+}
+
+/// Media and an export artifact made by a holder that is then SIGKILLed are served by the node
+/// that takes over, from the shared store (each node has a data directory of its own): a range
+/// of the media through a signed URL, the artifact's download with its recorded size and hash.
+#[test]
+fn files_of_a_killed_holder_are_served_by_the_next_from_the_shared_store() {
+    use sha2::Digest;
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = two_nodes(tmp.path());
+    let source = tmp.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let samples: Vec<u8> = (0..16_000u32).map(|j| u8::try_from(j % 251).unwrap()).collect();
+    let wav = spool_media::pcm_wav(&samples);
+    std::fs::write(source.join("clip.wav"), &wav).unwrap();
+    let (shared_dir, shared) = shared_store();
+    let master = spool_runtime::MasterKey::generate().to_base64();
+    let roots = source.display().to_string();
+    let mut envs: Vec<(&str, &str)> = vec![
+        ("SPOOL_LOG_URL", &url),
+        ("SPOOL_LEASE_TTL", LEASE),
+        ("SPOOL_MASTER_KEY", &master),
+        ("SPOOL_LOCAL_ROOTS", &roots),
+    ];
+    envs.extend(shared.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut a = start_with(&a_dir, &envs);
+    let (_, idx) = call(&a.addr, "POST", "/api/v2/indexes", Some(r#"{"name":"shared"}"#));
+    let index_id = idx["index_id"].as_str().unwrap().to_string();
+    let body = format!(r#"{{"name":"src","root":"{roots}"}}"#);
+    let (s, conn) = call(&a.addr, "POST", "/api/v2/connectors/local", Some(&body));
+    assert_eq!(s, 201, "{conn}");
+    let body = format!(
+        r#"{{"connector_id":"{}","index_id":"{index_id}","file_pattern":"*.wav"}}"#,
+        conn["connector_id"].as_str().unwrap()
+    );
+    let (s, job) = call(&a.addr, "POST", "/api/v2/import-jobs", Some(&body));
+    assert_eq!(s, 202, "{job}");
+    let job_path = format!("/api/v2/import-jobs/{}", job["job_id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while call(&a.addr, "GET", &job_path, None).1["status"] != "completed" {
+        assert!(std::time::Instant::now() < deadline, "the import did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, created) = call(&a.addr, "POST", &format!("/api/v2/exports/index/{index_id}"), None);
+    assert_eq!(s, 202, "{created}");
+    let export_path = format!("/api/v2/exports/{}", created["export_id"].as_str().unwrap());
+    let export = loop {
+        let (_, e) = call(&a.addr, "GET", &export_path, None);
+        if e["status"] == "completed" {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "the export did not complete: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The files are in the shared store; a's data directory keeps no media.
+    let stored: Vec<_> = walk(&shared_dir.join("media"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(std::fs::read(&stored[0]).unwrap(), wav);
+    assert_eq!(walk(&shared_dir.join("exports")).len(), 1);
+    assert!(walk(&a_dir.join("media")).is_empty() && walk(&a_dir.join("scratch")).is_empty());
+
+    let mut b = start_with(&b_dir, &envs);
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    assert!(wait_holder(&b.addr, Duration::from_secs(30)).is_some(), "b did not take over");
+    let (_, videos) = call(&b.addr, "GET", &format!("/api/v2/indexes/{index_id}/videos"), None);
+    let uri = videos["data"][0]["video_uri"].as_str().unwrap().to_string();
+    let (s, signed) = call(&b.addr, "POST", "/api/v2/videos/signed-url", Some(&format!(r#"{{"gcs_uri":"{uri}"}}"#)));
+    assert_eq!(s, 200, "{signed}");
+    let signed = signed["signed_url"].as_str().unwrap();
+    let media_path = &signed[signed.find("/media/").unwrap()..];
+    let (s, whole) = get_bytes(&b.addr, media_path).unwrap();
+    assert_eq!((s, whole == wav), (200, true), "the whole media from the shared store");
+    let (s, part) = get_bytes_h(&b.addr, media_path, &[("Range", "bytes=100-1099")]).unwrap();
+    assert_eq!((s, part.as_slice()), (206, &wav[100..1100]), "a range of the media from the shared store");
+    let (s, artifact) = get_bytes_h(&b.addr, &format!("{export_path}/download"), &[("X-API-Key", ADMIN_KEY)]).unwrap();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&artifact));
+    assert_eq!(export["file_size_bytes"].as_u64(), Some(artifact.len() as u64));
+    assert_eq!(export["sha256"].as_str().unwrap(), hex::encode(sha2::Sha256::digest(&artifact)));
+    // Deleting the index on b removes its media from the shared store.
+    let (s, _) = call(&b.addr, "DELETE", &format!("/api/v2/indexes/{index_id}"), None);
+    assert!(s == 200 || s == 202 || s == 204, "{s}");
+    while !walk(&shared_dir.join("media")).is_empty() {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "the media outlived its index");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+}
+
+/// A node whose shared store cannot be written (here: a bucket that does not exist) refuses to
+/// start and says why.
+#[test]
+fn a_node_whose_shared_store_cannot_be_written_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mut shared) = shared_store();
+    shared[0].1 = shared[0].1.replacen("s3://shared-", "s3://missing-", 1);
+    let envs: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = serve_command(&tmp.path().join("data"), &format!("127.0.0.1:{}", free_port()), &envs).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a node started on a store it cannot write");
+    assert!(text.contains("SPOOL_MEDIA_URL") && text.contains("cannot be written"), "{text}");
+    assert!(!text.contains(&shared[2].1), "the secret key reached the output: {text}");
+}
+
+/// Every file under `dir` (none when it is missing).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}

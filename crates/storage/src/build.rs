@@ -284,6 +284,54 @@ pub fn gcs_builder(loc: &ConnectorLocation, creds: &Credentials) -> Result<Googl
         .with_client_options(opts))
 }
 
+/// The object store every node of a cluster shares for media, staged uploads and export
+/// artifacts (`SPOOL_MEDIA_URL`): `s3://bucket[/prefix][?endpoint=URL&region=R]` (the keys
+/// from `creds`: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`; the endpoint else
+/// `AWS_ENDPOINT_URL`), or `file:///folder[/…]` (a folder every node mounts). The answer is
+/// the store and the prefix its objects go under (no leading or trailing `/`).
+pub fn shared_store(url: &str, creds: &Credentials, env: &StorageEnv) -> Result<(Store, String), StoreError> {
+    let invalid = |message: String| StoreError::Invalid { field: "SPOOL_MEDIA_URL", message };
+    if url.len() > ENDPOINT_CHARS_MAX {
+        return Err(invalid(format!("is longer than {ENDPOINT_CHARS_MAX} characters")));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| invalid(format!("is not a URL ({e})")))?;
+    let prefix = parsed.path().trim_matches('/').to_string();
+    if prefix.split('/').any(|p| p == "." || p == "..") {
+        return Err(invalid("has `.` or `..` in its path".into()));
+    }
+    match parsed.scheme() {
+        "s3" => {
+            let bucket =
+                parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("names no bucket".into()))?;
+            let mut loc = ConnectorLocation { bucket: Some(bucket.to_string()), ..Default::default() };
+            for (k, v) in parsed.query_pairs() {
+                match &*k {
+                    "endpoint" => loc.endpoint = Some(v.to_string()),
+                    "region" => loc.region = Some(v.to_string()),
+                    other => return Err(invalid(format!("has an unknown setting {other:?} (endpoint, region)"))),
+                }
+            }
+            if creds.aws_access_key_id.is_none() || creds.aws_secret_access_key.is_none() {
+                return Err(invalid("needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()));
+            }
+            let store = build_store(Provider::S3, &loc, creds, env)?;
+            Ok((store, prefix))
+        }
+        "file" => {
+            let root = std::path::Path::new(parsed.path());
+            std::fs::create_dir_all(root).map_err(|e| invalid(format!("the folder cannot be made ({})", e.kind())))?;
+            if let Some(data) = &env.data_dir
+                && let Ok(root) = std::fs::canonicalize(root)
+                && (root.starts_with(data) || data.starts_with(&root))
+            {
+                return Err(invalid("must not be in, or around, the data directory".into()));
+            }
+            Ok((Store::local(root)?, String::new()))
+        }
+        other => Err(invalid(format!("has the scheme {other:?}; use s3:// or file://"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

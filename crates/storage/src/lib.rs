@@ -16,7 +16,7 @@ pub use browse::{
 };
 pub use build::{
     AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
-    check_gcs_service_account, check_url, gcs_builder, normalize_endpoint,
+    check_gcs_service_account, check_url, gcs_builder, normalize_endpoint, shared_store,
 };
 pub use copy::{CopyError, ScannedObject, copy_object, copy_then, scan_pages};
 pub use local::{OpenError, check_local_root};
@@ -54,6 +54,18 @@ impl Store {
         let inner = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StoreError::Build(format!("local folder: {e}")))?;
         Ok(Store { inner: Arc::new(inner), multipart: None, local_root: Some(root) })
+    }
+
+    /// The same store under a folder of it (made when missing, for a local folder): the shared
+    /// store's `media`, `uploads` and `exports`.
+    pub fn under(&self, sub: &str) -> Result<Store, StoreError> {
+        if let Some(root) = &self.local_root {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::Build(format!("local folder: {}", e.kind())))?;
+            return Store::local(&dir);
+        }
+        let inner: Arc<dyn ObjectStore> = Arc::new(object_store::prefix::PrefixStore::new(self.inner.clone(), sub));
+        Ok(Store { inner, multipart: None, local_root: None })
     }
 
     /// [`describe`], without the server's own paths (a local root is shown as `<root>`).

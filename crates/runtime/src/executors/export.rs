@@ -10,7 +10,6 @@ use spool_core::machines::export::{self as ex, Export};
 use spool_core::{Command, DomainError, ExportCommand};
 use spool_model::{ExportDestination, ExportId};
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The folder of kept artifacts inside the data directory.
@@ -29,11 +28,6 @@ enum Failure {
 }
 
 impl Runtime {
-    /// Where an export's artifact is kept.
-    pub fn export_artifact(&self, id: &ExportId) -> PathBuf {
-        self.cfg.data_dir.join(EXPORTS_DIR).join(format!("{id}.json"))
-    }
-
     pub(super) async fn run_export(
         self: &Arc<Self>,
         export_id: &ExportId,
@@ -93,6 +87,8 @@ impl Runtime {
         // against the recorded size and hash).
         let kept = match (e.size_bytes, e.sha256) {
             (Some(size), Some(sha)) => {
+                // Made on another node of a cluster: the shared store's copy.
+                let _ = self.export_artifact_local(&e.export_id).await;
                 let p = path.clone();
                 tokio::task::spawn_blocking(move || check_kept(&p, size, &sha)).await.unwrap_or(false)
             }
@@ -100,6 +96,10 @@ impl Runtime {
         };
         if !kept {
             let (size, sha) = self.make_artifact(e, bound).await?;
+            // In the shared store before the event that records it (any node can then serve it).
+            self.publish_artifact(&e.export_id)
+                .await
+                .map_err(|err| Failure::Retry(format!("putting the artifact in the shared store: {err}")))?;
             let cmd =
                 ExportCommand::RecordExportGenerated { export_id: e.export_id, attempt, size_bytes: size, sha256: sha };
             self.execute(Command::Export(cmd)).await.map_err(|err| Failure::Retry(err.to_string()))?;

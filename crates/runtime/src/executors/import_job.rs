@@ -210,7 +210,7 @@ impl Runtime {
                     // Copy and probe in one blocking task (for folders on both sides).
                     let ext = spool_core::imports::extension(&file.path);
                     let probe = move |stored: &std::path::Path| spool_media::probe_file(stored, &ext);
-                    match spool_storage::copy_then(&src, &src_path, &self.executors.media, &dst_path, probe).await {
+                    match self.store_media(&src, &src_path, &dst_path, probe, Result::is_ok).await {
                         Err(e) => Err(FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable }),
                         Ok(((bytes, sha256), Ok(facts))) => Ok((bytes, sha256, facts)),
                         Ok((_, Err(e))) => {

@@ -18,10 +18,18 @@ use std::sync::Arc;
 
 /// The executors' resources.
 pub(crate) struct Executors {
-    /// Where imported media goes (`<data-dir>/media`).
+    /// Where imported media goes (`<data-dir>/media`, or the shared store's `media/`).
     pub media: spool_storage::Store,
-    /// Uploads received whole, waiting for their job (`<data-dir>/uploads`).
+    /// Where media is copied and probed before it goes to a shared store
+    /// (`<data-dir>/media`; the same folder as `media` without one).
+    pub scratch: spool_storage::Store,
+    /// Uploads received whole, waiting for their job (`<data-dir>/uploads`, or the shared
+    /// store's `uploads/`).
     pub uploads: spool_storage::Store,
+    /// Where the API stages an upload while it arrives (`<data-dir>/uploads[/p<N>]`).
+    pub uploads_dir: std::path::PathBuf,
+    /// Export artifacts of the shared store (`exports/`); `None`: only the data directory's.
+    pub exports: Option<spool_storage::Store>,
     pub imports: import_job::ImportExecutor,
     pub connectors: connector::ConnectorStores,
     pub webhooks: webhook::WebhookExecutor,

@@ -358,15 +358,23 @@ impl Runtime {
                 (spool_model::num::f64_to_u64(a * 1e6), spool_model::num::f64_to_u64(b * 1e6)),
             ))
         });
-        let (boundaries, source) = match (spec, self.media_dir()) {
-            (Some((true, media_type, path, range)), Some(dir)) => {
-                let file = dir.join(&path);
+        let local = match &spec {
+            Some((true, _, path, _)) => self.media_local(path).await,
+            _ => None,
+        };
+        let (boundaries, source) = match (spec, local) {
+            (Some((true, media_type, path, range)), Some(local)) => {
                 let ext = spool_core::imports::extension(&path);
-                let found = tokio::task::spawn_blocking(move || match media_type {
-                    MediaType::Audio => spool_media::boundaries::silences(&file, &ext, range).map(|b| (b, "silence")),
-                    _ => spool_media::boundaries::mp4_keyframes(&file)
-                        .map(|b| (b, "keyframes"))
-                        .or_else(|| spool_media::boundaries::silences(&file, &ext, range).map(|b| (b, "silence"))),
+                let found = tokio::task::spawn_blocking(move || {
+                    let file = &local.path;
+                    match media_type {
+                        MediaType::Audio => {
+                            spool_media::boundaries::silences(file, &ext, range).map(|b| (b, "silence"))
+                        }
+                        _ => spool_media::boundaries::mp4_keyframes(file)
+                            .map(|b| (b, "keyframes"))
+                            .or_else(|| spool_media::boundaries::silences(file, &ext, range).map(|b| (b, "silence"))),
+                    }
                 })
                 .await
                 .ok()

@@ -264,3 +264,26 @@ pub fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<std::collections::
     });
     (url, seen)
 }
+
+/// `GET path` and the body's bytes as sent (the answer must carry a `Content-Length`).
+pub fn get_bytes(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    get_bytes_h(addr, path, &[])
+}
+
+/// [`get_bytes`] with extra headers.
+pub fn get_bytes_h(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, raw[end + 4..].to_vec()))
+}

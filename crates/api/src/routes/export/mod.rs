@@ -289,7 +289,9 @@ pub async fn download(State(app): State<AppState>, req: axum::extract::Request) 
             format!("the export is {}", e.status.as_str()),
         ));
     }
-    let path = app.rt.export_artifact(&id);
+    // Made on another node of a cluster: the shared store's copy (`SPOOL_MEDIA_URL`).
+    let path =
+        app.rt.export_artifact_local(&id).await.ok_or_else(|| ApiError::internal("the export's artifact is missing"))?;
     let file =
         tokio::fs::File::open(&path).await.map_err(|_| ApiError::internal("the export's artifact is missing"))?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);

@@ -183,8 +183,9 @@ pub async fn serve(
     if !app.rt.read(|st| media_visible(st, &path)) {
         return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone");
     }
+    let range = headers.get(header::RANGE).and_then(|r| r.to_str().ok());
     let Some(root) = app.rt.media_dir() else {
-        return media_error(StatusCode::NOT_FOUND, "not_found", "no such media");
+        return serve_shared(&app, &path, range).await;
     };
     let file = match tokio::fs::File::open(root.join(&path)).await {
         Ok(f) => f,
@@ -194,7 +195,6 @@ pub async fn serve(
         Ok(m) => m.len(),
         Err(_) => return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone"),
     };
-    let range = headers.get(header::RANGE).and_then(|r| r.to_str().ok());
     let (status, start, end) = match parse_range(range, len) {
         Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
@@ -210,9 +210,56 @@ pub async fn serve(
     }
     let n = if len == 0 { 0 } else { end - start + 1 };
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(n)));
+    media_response(&path, status, (start, end, len), body)
+}
+
+/// The stored bytes of a shared media store (`SPOOL_MEDIA_URL`): one ranged read of the object.
+async fn serve_shared(app: &AppState, path: &str, range: Option<&str>) -> Response {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    let store = app.rt.media_store();
+    let location = object_store::path::Path::from(path);
+    let len = match store.inner.head(&location).await {
+        Ok(meta) => meta.size,
+        Err(object_store::Error::NotFound { .. }) => {
+            return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone");
+        }
+        Err(e) => {
+            tracing::warn!(path, error = %store.describe(&e), "the shared media store did not answer");
+            return media_error(StatusCode::SERVICE_UNAVAILABLE, "media_store_unavailable", "the media store did not answer; try again");
+        }
+    };
+    let (status, start, end) = match parse_range(range, len) {
+        Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
+        Err(()) => {
+            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
+                .into_response();
+        }
+    };
+    let body = if len == 0 {
+        axum::body::Body::empty()
+    } else {
+        let opts = object_store::GetOptions { range: Some((start..end + 1).into()), ..Default::default() };
+        match store.inner.get_opts(&location, opts).await {
+            Ok(got) => axum::body::Body::from_stream(got.into_stream().map(|c| c.map_err(std::io::Error::other))),
+            Err(object_store::Error::NotFound { .. }) => {
+                return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone");
+            }
+            Err(e) => {
+                tracing::warn!(path, error = %store.describe(&e), "the shared media store did not answer");
+                return media_error(StatusCode::SERVICE_UNAVAILABLE, "media_store_unavailable", "the media store did not answer; try again");
+            }
+        }
+    };
+    media_response(path, status, (start, end, len), body)
+}
+
+fn media_response(path: &str, status: StatusCode, (start, end, len): (u64, u64, u64), body: axum::body::Body) -> Response {
+    let n = if len == 0 { 0 } else { end - start + 1 };
     let mut resp = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, content_type(&path))
+        .header(header::CONTENT_TYPE, content_type(path))
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_LENGTH, n.to_string())
         .header(header::CACHE_CONTROL, "private, max-age=60");

@@ -223,6 +223,13 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
         hex::encode(sha256)
     );
     let idem = idempotency_key(&headers, &who, "POST", "/videos/upload", canonical.as_bytes())?;
+    // With a shared store (`SPOOL_MEDIA_URL`) the staged upload goes there before its job is
+    // opened: whichever node holds the partition when the job runs reads it.
+    let shared = app
+        .rt
+        .publish_upload(&staged.path, &staged_key)
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload cannot be staged in the shared store ({e})")))?;
     let cmd = Command::Import(ImportCommand::OpenUploadJob {
         index_id,
         title,
@@ -235,6 +242,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     // job without deciding anything, so its render never runs and the new copy goes.
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let took = taken.clone();
+    let key = staged_key.clone();
     let render = move |st: &spool_core::State, out: spool_core::Outcome| {
         if let spool_core::Outcome::Import(id) = out
             && let Some(spool_model::JobSource::Upload { staged_key: k, .. }) =
@@ -244,9 +252,13 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
         }
         render_job(st, out, StatusCode::ACCEPTED)
     };
-    let answer = run_command(&app, cmd, idem, Vec::new(), render).await?;
-    staged.keep = taken.load(std::sync::atomic::Ordering::SeqCst);
-    Ok(answer)
+    let answer = run_command(&app, cmd, idem, Vec::new(), render).await;
+    let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
+    if shared && !taken {
+        app.rt.remove_upload(&key).await;
+    }
+    staged.keep = taken && !shared;
+    answer
 }
 
 #[derive(serde::Deserialize)]
