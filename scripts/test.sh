@@ -39,6 +39,9 @@ timeout 600 target/debug/spool sim --seeds "${SPOOL_SIM_SEEDS:-10000}"
 echo "== runtime simulator (100 seeds, budget 10 minutes)"
 # The real runtime on a crashing in-memory disk and a failing in-memory bucket (crates/sim).
 timeout 600 target/debug/spool sim --runtime --seeds "${SPOOL_RUNTIME_SIM_SEEDS:-100}"
+# …and on three nodes sharing one partition: kills, pauses past the lease, lost answers, skewed
+# clocks (engine-spec/invariants.md).
+timeout 600 target/debug/spool sim --runtime --nodes 3 --seeds "${SPOOL_CLUSTER_SIM_SEEDS:-50}"
 
 if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"

@@ -16,6 +16,7 @@ mod mem_log;
 mod pg_log;
 mod pg_nodes;
 mod redb_log;
+mod shared_mem;
 mod tail;
 
 pub use error::Error;
@@ -25,6 +26,7 @@ pub use pg_log::{
 };
 pub use pg_nodes::{Directory, Holder, NodeStatus};
 pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
+pub use shared_mem::{LostAnswer, MemNode, SharedMemLog};
 pub use tail::Tail;
 
 use spool_model::{Envelope, Event};

@@ -16,12 +16,51 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::{oneshot, watch};
 
+/// The tables of an in-memory log (also [`crate::SharedMemLog`]'s).
 #[derive(Default)]
-struct Stored {
-    events: Vec<Envelope>,
-    streams: HashMap<String, Vec<u64>>,
-    snapshots: HashMap<String, Snapshot>,
+pub(crate) struct Stored {
+    pub(crate) events: Vec<Envelope>,
+    pub(crate) streams: HashMap<String, Vec<u64>>,
+    pub(crate) snapshots: HashMap<String, Snapshot>,
     side: BTreeMap<(u8, String), Vec<u8>>,
+}
+
+impl Stored {
+    pub(crate) fn read_from(&self, from_seq: u64, limit: usize) -> Vec<Envelope> {
+        let from = spool_model::num::sat_usize(from_seq.max(1)) - 1;
+        self.events.iter().skip(from).take(limit.min(READ_BATCH_MAX)).cloned().collect()
+    }
+
+    pub(crate) fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Vec<Envelope> {
+        let Some(seqs) = self.streams.get(stream) else { return Vec::new() };
+        seqs.iter()
+            .skip(spool_model::num::sat_usize(from_version))
+            .take(limit.min(READ_BATCH_MAX))
+            .map(|s| self.events[spool_model::num::sat_usize(*s) - 1].clone())
+            .collect()
+    }
+
+    pub(crate) fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |v| v.len() as u64)
+    }
+
+    pub(crate) fn side_get(&self, table: SideTable, key: &str) -> Option<Vec<u8>> {
+        self.side.get(&(side_key(table), key.to_string())).cloned()
+    }
+
+    pub(crate) fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Vec<(String, Vec<u8>)> {
+        let t = side_key(table);
+        let from = match after {
+            Some(a) => std::ops::Bound::Excluded((t, a.to_string())),
+            None => std::ops::Bound::Included((t, String::new())),
+        };
+        self.side
+            .range((from, std::ops::Bound::Unbounded))
+            .take_while(|((tt, _), _)| *tt == t)
+            .take(limit.min(READ_BATCH_MAX))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 struct Job {
@@ -187,7 +226,7 @@ fn side_key(table: SideTable) -> u8 {
 }
 
 /// One request, all or nothing.
-fn commit_one(stored: &mut Stored, req: &AppendRequest) -> Result<Appended, Error> {
+pub(crate) fn commit_one(stored: &mut Stored, req: &AppendRequest) -> Result<Appended, Error> {
     let mut within: HashMap<&str, u64> = HashMap::new();
     for s in &req.streams {
         let actual =
@@ -269,24 +308,15 @@ impl EventLog for MemLog {
     }
 
     fn read_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
-        let stored = self.stored();
-        let from = spool_model::num::sat_usize(from_seq.max(1)) - 1;
-        Ok(stored.events.iter().skip(from).take(limit.min(READ_BATCH_MAX)).cloned().collect())
+        Ok(self.stored().read_from(from_seq, limit))
     }
 
     fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
-        let stored = self.stored();
-        let Some(seqs) = stored.streams.get(stream) else { return Ok(Vec::new()) };
-        Ok(seqs
-            .iter()
-            .skip(spool_model::num::sat_usize(from_version))
-            .take(limit.min(READ_BATCH_MAX))
-            .map(|s| stored.events[spool_model::num::sat_usize(*s) - 1].clone())
-            .collect())
+        Ok(self.stored().read_stream(stream, from_version, limit))
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, Error> {
-        Ok(self.stored().streams.get(stream).map_or(0, |v| v.len() as u64))
+        Ok(self.stored().stream_version(stream))
     }
 
     fn tail(&self, from_seq: u64) -> Tail {
@@ -299,22 +329,10 @@ impl EventLog for MemLog {
     }
 
     fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.stored().side.get(&(side_key(table), key.to_string())).cloned())
+        Ok(self.stored().side_get(table, key))
     }
 
     fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let t = side_key(table);
-        let stored = self.stored();
-        let from = match after {
-            Some(a) => std::ops::Bound::Excluded((t, a.to_string())),
-            None => std::ops::Bound::Included((t, String::new())),
-        };
-        Ok(stored
-            .side
-            .range((from, std::ops::Bound::Unbounded))
-            .take_while(|((tt, _), _)| *tt == t)
-            .take(limit.min(READ_BATCH_MAX))
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.stored().side_scan(table, after, limit))
     }
 }

@@ -5,8 +5,8 @@
 #![allow(clippy::cast_possible_truncation)] // test bytes
 
 use spool_log::{
-    AppendRequest, Error, EventLog, Expected, MemLog, NewEvent, PgLog, PgLogOptions, RedbLog, SideTable, SideWrite,
-    StreamAppend,
+    AppendRequest, Error, EventLog, Expected, LostAnswer, MemLog, NewEvent, PgLog, PgLogOptions, RedbLog, SharedMemLog,
+    SideTable, SideWrite, StreamAppend,
 };
 use spool_model::{Event, IndexId};
 use std::sync::Arc;
@@ -175,6 +175,7 @@ contract!(redb, {
     (Arc::new(RedbLog::open_dir(dir.path()).unwrap()), Some(dir))
 });
 contract!(memory, (Arc::new(MemLog::new()), None::<tempfile::TempDir>));
+contract!(shared_memory, (Arc::new(SharedMemLog::new(0).take("node-a", 1_000).unwrap()), None::<tempfile::TempDir>));
 contract!(postgres, (Arc::new(pg_log()), None::<tempfile::TempDir>));
 
 /// A log in a database of its own on the tests' PostgreSQL (`scripts/pg.sh start DIR`, then
@@ -486,4 +487,48 @@ async fn postgres_a_commit_that_never_arrived_is_settled_as_failed() {
     assert_eq!((next.first_seq, next.versions.clone()), (3, vec![3]));
     let seqs: Vec<u64> = log.read_from(1, 100).unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+/// The shared in-memory log (the runtime simulator's cluster mode) keeps the PostgreSQL log's
+/// lease and fence: a takeover needs an expired lease, bumps the epoch, and the old holder's
+/// next commit is refused and loses its hold; its events never follow the new epoch's.
+#[tokio::test]
+async fn shared_memory_a_holder_of_an_earlier_epoch_is_fenced() {
+    let shared = SharedMemLog::new(0);
+    let a = shared.take("a", 1_000).unwrap();
+    a.append(one("s", Expected::Any, 0..2)).await.unwrap();
+    assert!(shared.take("b", 1_000).is_none(), "the lease is held");
+    shared.set_now(500);
+    assert!(a.renew());
+    shared.set_now(1_400);
+    assert!(shared.take("b", 1_000).is_none(), "renewed at 500: held until 1,500");
+    shared.set_now(1_600);
+    let b = shared.take("b", 1_000).unwrap();
+    assert!(b.epoch() > a.epoch());
+    b.append(one("s", Expected::Any, 2..3)).await.unwrap();
+    let refused = a.append(one("s", Expected::Any, 3..4)).await;
+    assert!(matches!(refused, Err(Error::Fenced(_))), "{refused:?}");
+    assert!(a.is_lost() && !a.renew());
+    assert_eq!(shared.epochs(), vec![a.epoch(), a.epoch(), b.epoch()]);
+}
+
+/// A lost answer is settled from the row before anyone is answered: a commit that landed is
+/// acknowledged, one that did not is an error, and one that cannot be settled is an error after
+/// which the writer reads where the partition is (its next commit follows the landed one).
+#[tokio::test]
+async fn shared_memory_in_doubt_commits_are_settled_before_the_answer() {
+    let shared = SharedMemLog::new(0);
+    let a = shared.take("a", 1_000).unwrap();
+    a.lose_next_answer(LostAnswer::Applied);
+    let landed = a.append(one("s", Expected::Any, 0..1)).await.unwrap();
+    assert_eq!(landed.last_seq, 1);
+    a.lose_next_answer(LostAnswer::NotApplied);
+    assert!(matches!(a.append(one("s", Expected::Any, 1..2)).await, Err(Error::Storage(_))));
+    assert_eq!(a.read_from(1, 10).unwrap().len(), 1, "nothing of it written");
+    a.lose_next_answer(LostAnswer::AppliedUnsettled);
+    assert!(matches!(a.append(one("s", Expected::Any, 2..3)).await, Err(Error::Storage(_))));
+    assert_eq!(a.read_from(1, 10).unwrap().len(), 2, "it landed although its writer was told an error");
+    let next = a.append(one("s", Expected::Any, 3..4)).await.unwrap();
+    assert_eq!(next.first_seq, 3, "the writer adopted the landed commit");
+    assert!(!a.is_lost());
 }

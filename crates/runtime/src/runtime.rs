@@ -1018,6 +1018,37 @@ impl SequencerHost for Host {
     }
 
     fn durable_state(&self) -> State {
+        // Called after a failed commit. A shared log's commit whose answer was lost and could
+        // not be settled was answered as failed although it may have landed: what the log holds
+        // beyond the read state is folded in first (nothing, on a log whose failed commits
+        // write nothing), so the next decision follows the log, never a state without them.
+        let mut folded = false;
+        loop {
+            let from = self.0.read(|st| st.applied_seq) + 1;
+            match self.0.log.read_from(from, spool_log::READ_BATCH_MAX) {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    tracing::warn!(
+                        from,
+                        events = batch.len(),
+                        "a commit answered as failed had landed; its events are folded in"
+                    );
+                    self.publish(&batch);
+                    folded = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the log cannot be read after a failed commit");
+                    break;
+                }
+            }
+        }
+        if folded {
+            self.0.read(|st| {
+                *self.0.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(st);
+            });
+            self.0.timers_changed.notify_one();
+            self.0.dispatch_effects();
+        }
         self.0.read(|st| st.clone())
     }
 

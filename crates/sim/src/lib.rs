@@ -17,6 +17,17 @@
 //! the log equals the live state, no video is created twice, every completed export to the
 //! bucket is there with its recorded checksum, and the connector's secret is nowhere in the
 //! log's bytes (`engine-spec/invariants.md`).
+//!
+//! With `nodes > 1` (`spool sim --runtime --nodes 3`) the log is one partition shared by the
+//! nodes ([`spool_log::SharedMemLog`]: a lease on a database clock, an epoch checked in every
+//! commit, in-doubt commits settled before the answer), each node's runtime on a clock of its
+//! own (skewed from the simulation's by up to ±5 s), and a crash is one of: the holder killed
+//! (after a commit whose answer is lost, sometimes) and another node, or the same one, taking
+//! over once the lease expired; the holder paused past its lease while another takes over and
+//! works, then resumed (its next commit is refused and it drops the partition); a commit whose
+//! answer is lost, settled or not. On top of the checks above: every command a node
+//! acknowledged is in the final state, no event of an earlier epoch follows a later one's, and
+//! every paused holder found its partition lost.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use object_store::ObjectStoreExt;
@@ -24,12 +35,12 @@ use redb::StorageBackend;
 use sha2::Digest;
 use spool_core::sim::{Rng, StateChecks};
 use spool_core::{Command, Outcome, State};
-use spool_log::{READ_BATCH_MAX, RedbLog, RedbLogOptions};
+use spool_log::{EventLog, LostAnswer, MemNode, READ_BATCH_MAX, RedbLog, RedbLogOptions, SharedMemLog};
 use spool_model::{
     ConnectorId, ConnectorLocation, ConnectorScope, ExportDestination, ExportKind, ImportJobId, ImportMode, IndexId,
     PromptId, PromptRunId, Provider, VideoId,
 };
-use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
+use spool_runtime::{Clock, MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
 use spool_storage::twin::{TwinStore, Twins};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +87,10 @@ pub struct SimReport {
     pub uri_jobs: u64,
     pub segment_retries: u64,
     pub credential_patches: u64,
+    /// Cluster mode: partitions taken over, paused holders fenced out, answers lost.
+    pub takeovers: u64,
+    pub fenced: u64,
+    pub lost_answers: u64,
 }
 
 impl SimReport {
@@ -97,6 +112,9 @@ impl SimReport {
         self.uri_jobs += r.uri_jobs;
         self.segment_retries += r.segment_retries;
         self.credential_patches += r.credential_patches;
+        self.takeovers += r.takeovers;
+        self.fenced += r.fenced;
+        self.lost_answers += r.lost_answers;
     }
 }
 
@@ -204,8 +222,41 @@ impl StorageBackend for SimDisk {
     }
 }
 
+/// A node's clock: the simulation's, skewed by a few seconds of its own.
+struct SkewedClock {
+    base: Arc<TestClock>,
+    skew_ms: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        self.base.now_ms().saturating_add_signed(self.skew_ms)
+    }
+    fn jumped(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.base.jumped()
+    }
+    fn advance_by(&self, ms: u64) -> bool {
+        self.base.advance(ms);
+        true
+    }
+}
+
+/// The cluster mode's shared partition and who holds it.
+struct Cluster {
+    log: SharedMemLog,
+    nodes: u64,
+    holder: u64,
+    hold: MemNode,
+    /// Outcomes the nodes acknowledged (each must be in the final state).
+    acked: Vec<Outcome>,
+}
+
+/// The lease of the cluster mode, on the database's clock.
+const LEASE_MS: u64 = 10_000;
+
 struct World {
     seed: u64,
+    cluster: Option<Cluster>,
     rng: Rng,
     tmp: tempfile::TempDir,
     master: MasterKey,
@@ -239,15 +290,24 @@ struct Machine<'a> {
     seed: u64,
     tmp: &'a std::path::Path,
     master: &'a MasterKey,
-    clock: &'a Arc<TestClock>,
     twins: &'a Twins,
     peer: std::net::SocketAddr,
 }
 
-async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Runtime>, String> {
-    let Machine { seed, tmp, master, clock, twins, peer } = m;
+/// The log of one seed's single node: redb on the simulated disk.
+fn disk_log(disk: &Arc<Disk>, restarts: u64) -> Result<Arc<dyn EventLog>, String> {
     let log = RedbLog::open_with_backend(SimDisk(disk.clone()), RedbLogOptions::default())
         .map_err(|e| format!("opening the log after {restarts} restarts: {e}"))?;
+    Ok(Arc::new(log))
+}
+
+async fn open(
+    m: Machine<'_>,
+    restarts: u64,
+    log: Arc<dyn EventLog>,
+    node_clock: Arc<dyn Clock>,
+) -> Result<Arc<Runtime>, String> {
+    let Machine { seed, tmp, master, twins, peer } = m;
     let mut cfg = RuntimeConfig::new(tmp.join("data"));
     cfg.master_key = Some(master.clone());
     cfg.storage.twins = Some(twins.clone());
@@ -273,7 +333,7 @@ async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Run
         },
     );
     let ids = Arc::new(SeededIds::new(seed.wrapping_mul(1_000_003).wrapping_add(restarts)));
-    let rt = Runtime::start(Arc::new(log), cfg, clock.clone(), ids)
+    let rt = Runtime::start(log, cfg, node_clock, ids)
         .await
         .map_err(|e| format!("starting the runtime after {restarts} restarts: {e}"))?;
     rt.wait_ready().await;
@@ -281,7 +341,7 @@ async fn open(m: Machine<'_>, restarts: u64, disk: &Arc<Disk>) -> Result<Arc<Run
 }
 
 impl World {
-    async fn new(seed: u64) -> Result<World, String> {
+    async fn new(seed: u64, nodes: u64) -> Result<World, String> {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(tmp.path().join("data")).map_err(|e| e.to_string())?;
         let master = MasterKey::generate();
@@ -292,10 +352,19 @@ impl World {
         let disk = Disk::from_image(Vec::new());
         let (peers, peer_addr) = peers::start(seed).await?;
         peers.set_invalid_percent(8);
-        let machine = Machine { seed, tmp: tmp.path(), master: &master, clock: &clock, twins: &twins, peer: peer_addr };
-        let rt = open(machine, 0, &disk).await?;
+        let machine = Machine { seed, tmp: tmp.path(), master: &master, twins: &twins, peer: peer_addr };
+        let (rt, cluster) = if nodes > 1 {
+            let log = SharedMemLog::new(START_MS);
+            let hold = log.take("node-0", LEASE_MS).ok_or("the first node could not take the partition")?;
+            let node_clock = Arc::new(SkewedClock { base: clock.clone(), skew_ms: 0 });
+            let rt = open(machine, 0, Arc::new(hold.clone()), node_clock).await?;
+            (rt, Some(Cluster { log, nodes, holder: 0, hold, acked: Vec::new() }))
+        } else {
+            (open(machine, 0, disk_log(&disk, 0)?, clock.clone()).await?, None)
+        };
         let mut w = World {
             seed,
+            cluster,
             rng: Rng(seed),
             tmp,
             master,
@@ -409,7 +478,13 @@ impl World {
     /// A command of the workload: refusals (a cancelled job retried, a run of nothing…) are
     /// answers, not failures; a storage error is a failed commit the sim caused.
     async fn exec(&mut self, cmd: impl Into<spool_runtime::Work>) -> Option<Outcome> {
-        self.rt.execute(cmd).await.ok()
+        let out = self.rt.execute(cmd).await.ok();
+        if let (Some(c), Some(o @ (Outcome::Import(_) | Outcome::PromptRun(_) | Outcome::Export(_)))) =
+            (self.cluster.as_mut(), &out)
+        {
+            c.acked.push(*o);
+        }
+        out
     }
 
     async fn put_object(&mut self) {
@@ -437,6 +512,9 @@ impl World {
     }
 
     async fn crash(&mut self) -> Result<(), String> {
+        if self.cluster.is_some() {
+            return self.failover().await;
+        }
         let fail_commit = self.rng.chance(30);
         let wait_ms = self.rng.below(20);
         if fail_commit {
@@ -454,15 +532,124 @@ impl World {
             seed: self.seed,
             tmp: self.tmp.path(),
             master: &self.master,
-            clock: &self.clock,
             twins: &self.twins,
             peer: self.peer_addr,
         };
-        self.rt = open(machine, self.restarts, &self.disk).await?;
+        self.rt = open(machine, self.restarts, disk_log(&self.disk, self.restarts)?, self.clock.clone()).await?;
+        Ok(())
+    }
+
+    /// Cluster mode: the database's clock follows the simulation's (it never goes back) and
+    /// the holder renews its lease.
+    fn renew(&mut self) {
+        let now = self.clock_ms();
+        if let Some(c) = &self.cluster {
+            c.log.set_now(now);
+            c.hold.renew();
+        }
+    }
+
+    /// Cluster mode's crash: a kill, a pause past the lease, or a lost answer.
+    async fn failover(&mut self) -> Result<(), String> {
+        match self.rng.below(3) {
+            0 => self.kill_holder().await,
+            1 => self.pause_holder().await,
+            _ => {
+                let how = [LostAnswer::Applied, LostAnswer::NotApplied, LostAnswer::AppliedUnsettled]
+                    [self.rng.below(3) as usize];
+                if let Some(c) = &self.cluster {
+                    c.hold.lose_next_answer(how);
+                }
+                self.report.lost_answers += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The holder dies (sometimes right after a commit whose answer is lost); once its lease
+    /// expired another node (or the same one, restarted) takes the partition over.
+    async fn kill_holder(&mut self) -> Result<(), String> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        if self.rng.chance(40) {
+            let how = [LostAnswer::Applied, LostAnswer::NotApplied][self.rng.below(2) as usize];
+            c.hold.lose_next_answer(how);
+            self.report.lost_answers += 1;
+            tokio::time::sleep(Duration::from_millis(self.rng.below(20))).await;
+        }
+        c.hold.kill();
+        self.rt.shutdown().await;
+        self.report.crashes += 1;
+        self.take_over(true).await
+    }
+
+    /// The holder stops (SIGSTOP) past its lease: another node takes over and works a little;
+    /// then the old one resumes, its next commit is refused, and it finds its partition lost.
+    async fn pause_holder(&mut self) -> Result<(), String> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        let (old_hold, old_rt) = (c.hold.clone(), self.rt.clone());
+        old_hold.pause();
+        self.take_over(false).await?;
+        // The new holder works while the old one is stopped (its effects may still be at work:
+        // whatever they record is refused).
+        self.put_object().await;
+        let cmd = spool_core::ImportCommand::CreateImportJob {
+            connector_id: self.connector,
+            index_id: self.index,
+            source_prefix: "in/".into(),
+            file_pattern: "*".into(),
+            recursive: true,
+            import_mode: None,
+        };
+        self.exec(Command::Import(cmd)).await;
+        tokio::time::sleep(Duration::from_millis(self.rng.below(30))).await;
+        old_hold.resume();
+        // Its next commit (a timer, an effect's outcome, or this one) is refused.
+        let refused = old_rt.execute(command(r#"{"CreateIndex":{"name":"late","user_id":"u"}}"#)).await;
+        if refused.is_ok() {
+            return Err("split-brain: a holder paused past its lease had a command acknowledged".into());
+        }
+        if !old_hold.is_lost() || old_hold.renew() {
+            return Err("split-brain: a holder paused past its lease did not find its partition lost".into());
+        }
+        old_rt.shutdown().await;
+        self.report.fenced += 1;
+        Ok(())
+    }
+
+    /// Another node takes the partition over once the lease expired on the database's clock
+    /// (after a kill, sometimes the same node, restarted, which takes its own lease back at
+    /// once), and opens its runtime on a clock skewed by up to ±5 s.
+    async fn take_over(&mut self, dead: bool) -> Result<(), String> {
+        let Some((nodes, holder)) = self.cluster.as_ref().map(|c| (c.nodes, c.holder)) else { return Ok(()) };
+        let same = dead && self.rng.chance(30);
+        let node = if same { holder } else { (holder + 1 + self.rng.below(nodes - 1)) % nodes };
+        let skew_ms = i64::try_from(self.rng.below(10_001)).unwrap_or(0) - 5_000;
+        let Some(c) = self.cluster.as_mut() else { return Ok(()) };
+        if !same {
+            c.log.advance(LEASE_MS + 1);
+        }
+        let hold = c
+            .log
+            .take(&format!("node-{node}"), LEASE_MS)
+            .ok_or_else(|| format!("takeover: node-{node} found the lease held after it expired"))?;
+        c.holder = node;
+        c.hold = hold.clone();
+        self.restarts += 1;
+        self.report.takeovers += 1;
+        let machine = Machine {
+            seed: self.seed,
+            tmp: self.tmp.path(),
+            master: &self.master,
+            twins: &self.twins,
+            peer: self.peer_addr,
+        };
+        let node_clock = Arc::new(SkewedClock { base: self.clock.clone(), skew_ms });
+        self.rt = open(machine, self.restarts, Arc::new(hold), node_clock).await?;
         Ok(())
     }
 
     async fn step(&mut self) -> Result<(), String> {
+        self.renew();
         match self.rng.below(100) {
             0..=17 => self.put_object().await,
             18..=27 => {
@@ -772,8 +959,17 @@ impl World {
     }
 
     async fn final_checks(&mut self) -> Result<(), String> {
-        // A clean restart first: what follows reads only what is durable.
-        self.crash().await?;
+        // A clean restart first (in cluster mode, a kill and a takeover): what follows reads
+        // only what is durable.
+        if self.cluster.is_some() {
+            if let Some(c) = &self.cluster {
+                c.hold.kill();
+            }
+            self.rt.shutdown().await;
+            self.take_over(true).await?;
+        } else {
+            self.crash().await?;
+        }
         let live = self.state(Clone::clone);
         let folded = spool_runtime::tools::fold_state(&**self.rt.log()).map_err(|e| e.to_string())?;
         if live.applied_seq == folded.applied_seq && live != folded {
@@ -812,7 +1008,37 @@ impl World {
         self.report.deliveries = live.deliveries.len() as u64;
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);
-        let image = self.disk.image();
+        let image = match &self.cluster {
+            // The shared log's records, as a database would hold them.
+            Some(_) => events
+                .iter()
+                .map(|e| spool_model::codec::encode_envelope(e).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
+            None => self.disk.image(),
+        };
+        if let Some(c) = &self.cluster {
+            let epochs = c.log.epochs();
+            if let Some(w) = epochs.windows(2).position(|w| w[1] < w[0]) {
+                return Err(format!(
+                    "fenced-epochs: event {} of epoch {} follows one of epoch {}",
+                    w + 2,
+                    epochs[w + 1],
+                    epochs[w]
+                ));
+            }
+            for o in &c.acked {
+                let present = match o {
+                    Outcome::Import(id) => live.imports.contains_key(id),
+                    Outcome::PromptRun(id) => live.prompt_runs.contains_key(id),
+                    Outcome::Export(id) => live.exports.contains_key(id),
+                    _ => true,
+                };
+                if !present {
+                    return Err(format!("acknowledged-durable: {o:?} was acknowledged and is not in the log"));
+                }
+            }
+        }
         for (what, secret) in [
             ("the connector's secret", SECRET),
             ("the connector's rotated secret", SECRET_ROTATED),
@@ -859,13 +1085,18 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// Run one seed: `steps` steps with faults, the drain, the final checks. Any broken invariant
 /// (or panic) is an `Err` naming the seed.
 pub fn run(seed: u64, steps: usize) -> Result<SimReport, String> {
+    run_nodes(seed, steps, 1)
+}
+
+/// [`run`] on `nodes` nodes sharing one partition (cluster mode when more than one).
+pub fn run_nodes(seed: u64, steps: usize, nodes: u64) -> Result<SimReport, String> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let out = tokio.block_on(async move {
-        let mut w = World::new(seed).await?;
+        let mut w = World::new(seed, nodes).await?;
         let t0 = Instant::now();
         for i in 0..steps {
             w.step().await.map_err(|e| format!("step {i}: {e}"))?;

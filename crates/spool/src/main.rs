@@ -183,6 +183,10 @@ enum Cmd {
         /// twins of the disk and the bucket.
         #[arg(long)]
         runtime: bool,
+        /// With `--runtime`: nodes sharing one partition of an in-memory shared log (kills,
+        /// pauses past the lease, lost answers, skewed clocks); 1 is the single-node mode.
+        #[arg(long, default_value_t = 1, requires = "runtime")]
+        nodes: u64,
     },
     /// Test helpers (used by the crash tests).
     #[command(hide = true)]
@@ -257,7 +261,7 @@ fn sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow::Result
 }
 
 /// `spool sim --runtime`: the same report shape for the runtime simulator.
-fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow::Result<()> {
+fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize, nodes: u64) -> anyhow::Result<()> {
     let range = match seed {
         Some(s) => s..s + 1,
         None => from..from.saturating_add(seeds),
@@ -267,7 +271,7 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
     let (mut ran, mut failed) = (0u64, Vec::new());
     for s in range {
         ran += 1;
-        match spool_sim::run(s, steps) {
+        match spool_sim::run_nodes(s, steps, nodes) {
             Ok(r) => {
                 if seed.is_some() {
                     println!("{}", serde_json::to_string(&r).unwrap_or_default());
@@ -275,7 +279,8 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
                 total.add(&r);
             }
             Err(e) => {
-                println!("FAILED {e}\n  replay: spool sim --runtime --seed {s} --steps {steps}");
+                let with = if nodes > 1 { format!(" --nodes {nodes}") } else { String::new() };
+                println!("FAILED {e}\n  replay: spool sim --runtime{with} --seed {s} --steps {steps}");
                 failed.push(s);
             }
         }
@@ -309,7 +314,8 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize) -> anyhow
             "exports": total.exports, "videos": total.videos, "deliveries": total.deliveries,
             "injected_peer_faults": total.injected_peer_faults, "processor_calls": total.processor_calls,
             "uri_jobs": total.uri_jobs, "segment_retries": total.segment_retries,
-            "credential_patches": total.credential_patches,
+            "credential_patches": total.credential_patches, "nodes": nodes, "takeovers": total.takeovers,
+            "fenced": total.fenced, "lost_answers": total.lost_answers,
             "simulated_hours": (hours * 10.0).round() / 10.0, "seconds": (secs * 10.0).round() / 10.0,
         })
     );
@@ -360,11 +366,11 @@ fn main() -> ExitCode {
         Cmd::Probe { files } => probe(&files),
         Cmd::Webhooks { cmd } => webhooks_cli::run(cmd),
         Cmd::Debug { cmd } => debug::run(cmd),
-        Cmd::Sim { seed, seeds, from, steps, runtime: false } => {
+        Cmd::Sim { seed, seeds, from, steps, runtime: false, .. } => {
             sim(seed, seeds, from, steps.unwrap_or(spool_core::sim::SIM_STEPS_DEFAULT))
         }
-        Cmd::Sim { seed, seeds, from, steps, runtime: true } => {
-            runtime_sim(seed, seeds, from, steps.unwrap_or(spool_sim::SIM_STEPS_DEFAULT))
+        Cmd::Sim { seed, seeds, from, steps, runtime: true, nodes } => {
+            runtime_sim(seed, seeds, from, steps.unwrap_or(spool_sim::SIM_STEPS_DEFAULT), nodes)
         }
     };
     match result {
