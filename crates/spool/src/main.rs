@@ -47,10 +47,13 @@ pub struct DataDirArg {
 pub struct SourceArg {
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// Read a PostgreSQL log (`postgres://…`, partition 0) instead of the data directory's: read
+    /// Read a PostgreSQL log (`postgres://…`) instead of the data directory's: read
     /// only, it takes no lease (a running cluster keeps serving).
     #[arg(long = "log", env = "SPOOL_LOG_URL")]
     pub log_url: Option<String>,
+    /// With `--log`: which partition of a partitioned cluster (0, the catalog, by default).
+    #[arg(long, default_value_t = 0, requires = "log_url")]
+    pub partition: i32,
 }
 
 #[derive(Subcommand)]

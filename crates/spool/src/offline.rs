@@ -66,7 +66,7 @@ pub fn open_existing(dir: &Path) -> anyhow::Result<RedbLog> {
     Ok(RedbLog::open_dir(dir)?)
 }
 
-/// The log an offline tool reads: a data directory's, or a PostgreSQL log's partition 0 (read
+/// The log an offline tool reads: a data directory's, or a PostgreSQL log's partition (read
 /// only: no lease is taken and no epoch moves, so a running cluster keeps serving).
 pub enum Source {
     Redb(RedbLog),
@@ -77,7 +77,7 @@ impl Source {
     pub fn open(src: &SourceArg) -> anyhow::Result<Source> {
         Ok(match &src.log_url {
             Some(url) => Source::Postgres(
-                spool_log::PgLog::open_reader(url, 0)
+                spool_log::PgLog::open_reader(url, src.partition)
                     .with_context(|| format!("opening the PostgreSQL log {}", spool_log::redact_url(url)))?,
             ),
             None => Source::Redb(open_existing(&src.dir.data_dir)?),
