@@ -22,7 +22,7 @@ mod tail;
 pub use error::Error;
 pub use mem_log::MemLog;
 pub use pg_log::{
-    LEASE_TTL_DEFAULT, PG_READERS, PgLog, PgLogOptions, SNAPSHOT_CHUNK_BYTES, create_database, redact_url,
+    LEASE_TTL_DEFAULT, PG_READERS, PgLog, PgLogOptions, PgReaders, SNAPSHOT_CHUNK_BYTES, create_database, redact_url,
 };
 pub use pg_nodes::{Directory, Holder, NodeStatus};
 pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};

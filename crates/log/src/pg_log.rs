@@ -144,6 +144,9 @@ pub struct PgLogOptions {
     /// Wait while another node holds the lease (a standby); `false`: answer
     /// [`Error::HeldElsewhere`] at once.
     pub wait: bool,
+    /// The node's reader pool, shared by every partition it holds ([`PgReaders`]); `None`:
+    /// the log starts [`PG_READERS`] reader threads of its own.
+    pub readers: Option<Arc<PgReaders>>,
 }
 
 impl PgLogOptions {
@@ -155,6 +158,7 @@ impl PgLogOptions {
             node_id: node_id.into(),
             lease_ttl: LEASE_TTL_DEFAULT,
             wait: true,
+            readers: None,
         }
     }
 }
@@ -194,7 +198,53 @@ enum ReadAnswer {
     Scan(Vec<(String, Vec<u8>)>),
 }
 
-type ReadJob = (Read, std::sync::mpsc::Sender<Result<ReadAnswer, Error>>);
+type ReadJob = (i32, Read, std::sync::mpsc::Sender<Result<ReadAnswer, Error>>);
+
+/// Reader threads, one connection each, that every partition a node holds shares: a node with
+/// many partitions opens this many reading connections, not [`PG_READERS`] per partition
+/// (PostgreSQL's `max_connections` is 100 by default). A read names its partition.
+pub struct PgReaders {
+    tx: Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PgReaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgReaders")
+    }
+}
+
+impl PgReaders {
+    /// `n` reader threads on `url` (each connects at its first read).
+    pub fn start(url: &str, n: usize) -> Result<Arc<PgReaders>, Error> {
+        let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..n.max(1) {
+            let (url, rx) = (url.to_string(), rx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("spool-pg-reader-{i}"))
+                    .spawn(move || reader_loop(&url, &rx))
+                    .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
+            );
+        }
+        Ok(Arc::new(PgReaders { tx: Mutex::new(Some(tx)), threads: Mutex::new(threads) }))
+    }
+
+    fn sender(&self) -> Result<std::sync::mpsc::Sender<ReadJob>, Error> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)
+    }
+}
+
+impl Drop for PgReaders {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for t in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = t.join();
+        }
+    }
+}
 
 /// A log in PostgreSQL. Opening it takes its partition: the epoch moves on, and a writer of an
 /// earlier epoch (another process that held it) can no longer append.
@@ -206,6 +256,9 @@ pub struct PgLog {
     lost: watch::Receiver<bool>,
     /// The readers' queue, shared with tails: closing the log closes it for them too.
     reads: Arc<Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>>,
+    /// The readers (the node's pool, or the log's own), kept alive while the log is.
+    _readers: Arc<PgReaders>,
+    partition: i32,
     head: watch::Receiver<u64>,
     stats: Arc<LogStats>,
     epoch: u64,
@@ -402,22 +455,17 @@ impl PgLog {
                 .spawn(move || w.run(rx, head_tx))
                 .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?,
         );
-        let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        for i in 0..PG_READERS {
-            let (url, partition, rx) = (opts.url.clone(), opts.partition, read_rx.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("spool-pg-reader-{i}"))
-                    .spawn(move || reader_loop(&url, partition, &rx))
-                    .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
-            );
-        }
+        let readers = match &opts.readers {
+            Some(pool) => pool.clone(),
+            None => PgReaders::start(&opts.url, PG_READERS)?,
+        };
         Ok(PgLog {
             lease,
             tx: Some(tx),
             lost: lost_rx,
-            reads: Arc::new(Mutex::new(Some(read_tx))),
+            reads: Arc::new(Mutex::new(Some(readers.sender()?))),
+            _readers: readers,
+            partition: opts.partition,
             head: head_rx,
             stats,
             epoch,
@@ -428,6 +476,11 @@ impl PgLog {
     /// A partition's log for reading only (the offline tools): it takes no lease, moves no
     /// epoch and appends nothing; its head is the partition's when opened.
     pub fn open_reader(url: &str, partition: i32) -> Result<Self, Error> {
+        Self::open_reader_on(url, partition, None)
+    }
+
+    /// [`PgLog::open_reader`] on a node's reader pool (`None`: a reader of its own).
+    pub fn open_reader_on(url: &str, partition: i32, pool: Option<Arc<PgReaders>>) -> Result<Self, Error> {
         let u = url.to_string();
         let head = std::thread::scope(|s| {
             s.spawn(move || {
@@ -459,25 +512,21 @@ impl PgLog {
             ttl: LEASE_TTL_DEFAULT,
             lost: lost_tx,
         });
-        let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        let mut threads = Vec::new();
-        let (u, rx) = (url.to_string(), read_rx.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("spool-pg-reader".into())
-                .spawn(move || reader_loop(&u, partition, &rx))
-                .map_err(|e| Error::Storage(format!("cannot start a reader thread: {e}")))?,
-        );
+        let readers = match pool {
+            Some(p) => p,
+            None => PgReaders::start(url, 1)?,
+        };
         Ok(PgLog {
             lease,
             tx: None,
             lost: lost_rx,
-            reads: Arc::new(Mutex::new(Some(read_tx))),
+            reads: Arc::new(Mutex::new(Some(readers.sender()?))),
+            _readers: readers,
+            partition,
             head: head_rx,
             stats: Arc::new(LogStats::default()),
             epoch: 0,
-            threads,
+            threads: Vec::new(),
         })
     }
 
@@ -506,7 +555,7 @@ impl PgLog {
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-            reads.as_ref().ok_or(Error::Closed)?.send((r, tx)).map_err(|_| Error::Closed)?;
+            reads.as_ref().ok_or(Error::Closed)?.send((self.partition, r, tx)).map_err(|_| Error::Closed)?;
         }
         rx.recv().map_err(|_| Error::Closed)?
     }
@@ -528,7 +577,7 @@ impl Drop for PgLog {
 }
 
 /// The reader threads: one connection each, reconnecting after a failure.
-fn reader_loop(url: &str, partition: i32, rx: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+fn reader_loop(url: &str, rx: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
     let Ok(rt) = thread_runtime() else { return };
     let mut client: Option<Client> = None;
     loop {
@@ -536,7 +585,7 @@ fn reader_loop(url: &str, partition: i32, rx: &Mutex<std::sync::mpsc::Receiver<R
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
             rx.recv()
         };
-        let Ok((read, reply)) = job else { return };
+        let Ok((partition, read, reply)) = job else { return };
         let answer = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(connect(url).await?);
@@ -1385,7 +1434,7 @@ impl EventLog for PgLog {
     }
 
     fn tail(&self, from_seq: u64) -> Tail {
-        let reads = self.reads.clone();
+        let (reads, partition) = (self.reads.clone(), self.partition);
         Tail::new(
             from_seq,
             self.head.clone(),
@@ -1396,7 +1445,7 @@ impl EventLog for PgLog {
                     reads
                         .as_ref()
                         .ok_or(Error::Closed)?
-                        .send((Read::From(from, limit), tx))
+                        .send((partition, Read::From(from, limit), tx))
                         .map_err(|_| Error::Closed)?;
                 }
                 match rx.recv().map_err(|_| Error::Closed)?? {

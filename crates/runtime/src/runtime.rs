@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     pub node_id: String,
     /// How long a PostgreSQL log's lease lasts unless renewed (`SPOOL_LEASE_TTL`).
     pub lease_ttl: Duration,
+    /// The node's PostgreSQL reader pool, shared by its partitions (`None`: the log's own).
+    pub pg_readers: Option<Arc<spool_log::PgReaders>>,
     /// The partition of a PostgreSQL log this runtime serves (0 unless the cluster is
     /// partitioned).
     pub partition: i32,
@@ -121,6 +123,7 @@ impl RuntimeConfig {
             log_url: None,
             node_id: String::new(),
             lease_ttl: spool_log::LEASE_TTL_DEFAULT,
+            pg_readers: None,
             partition: 0,
             partition_tag: None,
             wait_for_lease: true,
@@ -221,6 +224,7 @@ impl Runtime {
                     node_id: node_id.clone(),
                     lease_ttl: cfg.lease_ttl,
                     wait: cfg.wait_for_lease,
+                    readers: cfg.pg_readers.clone(),
                 };
                 // Blocks while another node holds the lease (this node is a standby).
                 let pg = tokio::task::spawn_blocking(move || spool_log::PgLog::open(opts))

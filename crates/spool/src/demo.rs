@@ -97,6 +97,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         // The demo's engine runs on a clock it moves, so an automation's debounce is shown
         // firing without waiting five minutes.
         clock: Some(clock.clone()),
+        pg_readers: None,
     };
     let Started { runtime, listener, app } = start(&settings, Some(&key)).await?;
     let addr = listener.local_addr()?;

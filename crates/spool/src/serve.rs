@@ -271,6 +271,8 @@ pub struct Settings {
     /// A clock the caller moves (`spool demo` shows an automation's timers on one); `None`: the
     /// wall clock (or `SPOOL_TEST_CLOCK_MS` in a debug build).
     pub clock: Option<Arc<spool_runtime::TestClock>>,
+    /// On a PostgreSQL log: the node's reader pool, shared by every partition it holds.
+    pub pg_readers: Option<Arc<spool_log::PgReaders>>,
     /// The processors prompt runs use (config `[processors.<name>]`, `processors.default`).
     pub processors: spool_runtime::ProcessorSettings,
     /// Largest download export (env SPOOL_EXPORT_DOWNLOAD_MAX_BYTES; config
@@ -423,6 +425,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         .filter(|d| !d.is_zero())
         .unwrap_or(std::time::Duration::from_millis(spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS)),
         clock: None,
+        pg_readers: None,
         export_download_max_bytes: match std::env::var("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES") {
             Ok(v) => v
                 .trim()
@@ -581,6 +584,7 @@ pub async fn open(
     cfg.log_url = settings.log_url.clone();
     cfg.node_id = settings.node_id.clone().unwrap_or_default();
     cfg.lease_ttl = settings.lease_ttl;
+    cfg.pg_readers = settings.pg_readers.clone();
     cfg.partition = part.partition;
     cfg.partition_tag = part.tag;
     cfg.wait_for_lease = part.wait;
@@ -700,6 +704,9 @@ fn exit_when_lost(runtime: &Runtime) {
 /// `spool serve --log postgres://…`: a node of a cluster. It answers at once, forwarding every
 /// request to the partition's holder, and serves them itself from the moment it holds the
 /// partition (`node.rs`, `engine-spec/cluster.md`).
+/// Reading connections of a node on a PostgreSQL log (its partitions share them).
+const PG_NODE_READERS: usize = 4;
+
 async fn serve_node(
     settings: Settings,
     url: String,
@@ -748,6 +755,8 @@ async fn serve_node(
     let limits = settings.http;
     let mut settings = settings;
     settings.node_id = Some(node_id.clone());
+    // One pool of reading connections for every partition this node holds.
+    settings.pg_readers = Some(spool_log::PgReaders::start(&url, PG_NODE_READERS)?);
     let settings = Arc::new(settings);
     // Set on SIGTERM: the node stops taking partitions before it drains.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -900,7 +909,8 @@ async fn manage_partitions(
             }
             if p > 0 && catalog.is_none() {
                 let url = settings.log_url.clone().unwrap_or_default();
-                match tokio::task::spawn_blocking(move || spool_log::PgLog::open_reader(&url, 0)).await {
+                let pool = settings.pg_readers.clone();
+                match tokio::task::spawn_blocking(move || spool_log::PgLog::open_reader_on(&url, 0, pool)).await {
                     Ok(Ok(reader)) => catalog = Some(spool_runtime::CatalogLog(Arc::new(reader))),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot read the catalog; trying again");
