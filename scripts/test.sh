@@ -58,18 +58,10 @@ if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
     .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider \
     --deselect tests/sdk/test_hardening.py::test_upload_whose_title_part_is_10_mb_is_refused_without_reading_it_all
   echo "== SDK suite again, on three nodes of a partitioned cluster (a catalog and four index partitions)"
-  # Deselected: what the partitioned mode does not do yet (engine-spec/cluster.md, "Partitions").
-  # A revoked key holds in index partitions until they follow the catalog (200 ms); a prompt in
-  # use by a run of another partition, a run over videos of several partitions and an export of
-  # another partition's run are not checked across partitions; an upload whose 10 MB title hides
-  # its index is sent to the catalog.
+  # Deselected: as in the pass above, the upload refused mid-stream.
   SPOOL_TEST_SDK_LOG=postgres SPOOL_TEST_SDK_NODES=3 SPOOL_TEST_SDK_PARTITIONS=4 SPOOL_TEST_SDK_MEDIA=s3 \
     SPOOL_BIN="$PWD/target/debug/spool" \
     .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider \
-    --deselect tests/sdk/test_sdk_auth.py::test_api_key_revoke \
-    --deselect tests/sdk/test_sdk_prompt_runs.py::test_a_prompt_that_a_running_run_uses_is_not_deleted_without_force \
-    --deselect tests/sdk/test_sdk_prompt_runs.py::test_bad_run_requests_answer_the_error_envelope \
-    --deselect tests/sdk/test_sdk_exports.py::test_runs_and_targets_that_do_not_fit_are_refused \
     --deselect tests/sdk/test_hardening.py::test_upload_whose_title_part_is_10_mb_is_refused_without_reading_it_all
   echo "== schemathesis against a live server, from its own OpenAPI description"
   # No 5xx, statuses, content types and bodies as described (errors: the contract's envelope).

@@ -220,8 +220,33 @@ impl Runtime {
                 after = through_seq;
                 folded = true;
             }
+            // Everything of this batch that needs folding is folded: the rest was read.
+            self.catalog_scanned.fetch_max(pos, std::sync::atomic::Ordering::SeqCst);
         }
         folded
+    }
+
+    /// The catalog's position this partition has folded or read past.
+    pub fn catalog_followed(&self) -> u64 {
+        self.read(|st| st.catalog_seq).max(self.catalog_scanned.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// In an index partition: catch up with the catalog until it has followed it through
+    /// `seq` (a key revoked, a connector or prompt changed or deleted there at `seq`), within
+    /// `within`. Whether it got there.
+    pub async fn catch_up_catalog_to(self: &Arc<Self>, seq: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.catalog_followed() >= seq {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            if !self.catch_up_catalog().await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

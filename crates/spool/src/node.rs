@@ -25,6 +25,13 @@ pub const FORWARDED_BY: &str = "x-spool-forwarded-by";
 /// The partition a request is for, set by the node that routed it (a forwarded request, or one
 /// part of a gathered list): the receiver serves that partition without routing again.
 pub const PARTITION: &str = "x-spool-partition";
+/// On an answer of the catalog of a partitioned cluster, between nodes: the catalog's applied
+/// sequence number once it answered (what index partitions must have followed for a change of
+/// a key, connector or prompt to hold there). Never sent to a client.
+pub const CATALOG_SEQ: &str = "x-spool-catalog-seq";
+/// How long a change of a key, connector or prompt waits for every index partition to follow
+/// it before it is answered anyway (they then follow it within their next look, 200 ms).
+pub const FOLLOW_BARRIER: Duration = Duration::from_secs(2);
 /// How long looked-up holders are trusted before they are looked up again.
 const HOLDER_CACHE: Duration = Duration::from_millis(500);
 
@@ -176,7 +183,15 @@ impl Node {
             }
             return self.forward(partition, req).await;
         };
-        if partition == 0 || !small_body(&req) {
+        if partition == 0 {
+            let mut resp = answer(held.app, req).await;
+            if self.partitions > 0 {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(CATALOG_SEQ), HeaderValue::from(held.runtime.applied_seq()));
+            }
+            return resp;
+        }
+        if !small_body(&req) {
             return answer(held.app, req).await;
         }
         // An index partition answers from its copy of the catalog, which follows the catalog
@@ -262,6 +277,152 @@ impl Node {
                     "the node holding this request's partition could not be reached; retry (another node takes it over when its lease ends)",
                 )
             }
+        }
+    }
+
+    /// After a change of a key, connector or prompt in the catalog (at `seq`): every index
+    /// partition catches up with the catalog through `seq` (here, or at its holder through
+    /// `POST /internal/catch-up`), all at once, for at most [`FOLLOW_BARRIER`]. So once the
+    /// change is answered, a revoked key, a deleted connector or prompt is refused everywhere.
+    async fn follow_barrier(&self, seq: u64) {
+        let one = |p: i32| async move {
+            if let Some(held) = self.local(p).and_then(|_| self.held_runtime(p)) {
+                return held.catch_up_catalog_to(seq, FOLLOW_BARRIER).await;
+            }
+            let req = Request::builder()
+                .method(axum::http::Method::POST)
+                .uri(format!("{CATCH_UP_PATH}?to={seq}"))
+                .body(Body::empty());
+            match req {
+                Ok(req) => self.forward(p, req).await.status() == StatusCode::NO_CONTENT,
+                Err(_) => false,
+            }
+        };
+        let all = futures::future::join_all((1..=i32::from(self.partitions)).map(one));
+        match tokio::time::timeout(FOLLOW_BARRIER + Duration::from_millis(500), all).await {
+            Ok(done) if done.iter().all(|ok| *ok) => {}
+            _ => tracing::warn!(seq, "not every index partition followed a catalog change in time"),
+        }
+    }
+
+    fn held_runtime(&self, partition: i32) -> Option<Arc<spool_runtime::Runtime>> {
+        self.local.read().unwrap_or_else(|p| p.into_inner()).get(&partition).map(|h| h.runtime.clone())
+    }
+
+    /// `POST /internal/catch-up?to=SEQ` from another node (its barrier): this node's index
+    /// partition catches up with the catalog. 204 when it did, 503 otherwise.
+    async fn catch_up(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Response {
+        let partition = headers.get(PARTITION).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
+        let seq = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("to=")))
+            .and_then(|v| v.parse::<u64>().ok());
+        let (Some(p), Some(seq)) = (partition, seq) else {
+            return unavailable("bad_request", "a catch-up names its partition and sequence number");
+        };
+        match self.held_runtime(p).filter(|_| p > 0) {
+            Some(rt) if rt.catch_up_catalog_to(seq, FOLLOW_BARRIER).await => StatusCode::NO_CONTENT.into_response(),
+            Some(_) => unavailable("not_ready", "the partition did not follow the catalog in time"),
+            None => unavailable("partition_moved", "this node does not hold that partition"),
+        }
+    }
+
+    /// Whether a run of any index partition uses the prompt: each partition's
+    /// `GET /prompts/{id}/usage` (with the client's headers, so its key is checked there too).
+    /// An answer other than 200 or 404 (a partition that never saw the prompt has no run of it)
+    /// is the error.
+    async fn prompt_in_use(&self, id: &str, headers: &HeaderMap) -> Result<bool, Response> {
+        for p in 1..=i32::from(self.partitions) {
+            let mut one = Request::builder().method(axum::http::Method::GET).uri(format!("/api/v2/prompts/{id}/usage"));
+            if let Some(h) = one.headers_mut() {
+                for (name, value) in headers {
+                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                        h.append(name.clone(), value.clone());
+                    }
+                }
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let Ok(one) = one.body(Body::empty()) else {
+                return Err(unavailable("internal_error", "a partition's question could not be built"));
+            };
+            let resp = self.serve(p, one).await;
+            match resp.status() {
+                StatusCode::OK => {
+                    let Ok(bytes) = axum::body::to_bytes(resp.into_body(), 64 << 10).await else {
+                        return Err(unavailable("holder_unreachable", "a partition's answer was cut off"));
+                    };
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    if v["is_in_use"] == true {
+                        return Ok(true);
+                    }
+                }
+                StatusCode::NOT_FOUND => {}
+                _ => return Err(resp),
+            }
+        }
+        Ok(false)
+    }
+
+    /// An index export's `prompt_run_ids` that live in another partition than the index: a run
+    /// that exists there (asked with the client's headers) is not the index's, answered 422
+    /// `prompt_run_not_in_index` as one partition answers it; an unknown one is left to the
+    /// index's partition (404). `None`: nothing to refuse here.
+    async fn runs_of_other_partitions(
+        &self,
+        index: spool_model::IndexId,
+        body: &[u8],
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let home = spool_model::partition_of(index.0);
+        for raw in v["prompt_run_ids"].as_array()?.iter().filter_map(|r| r.as_str()).take(100) {
+            let Ok(run) = raw.parse::<spool_model::PromptRunId>() else { continue };
+            let p = spool_model::partition_of(run.0);
+            if p == home || p > self.partitions {
+                continue;
+            }
+            if self.exists(i32::from(p), &format!("/api/v2/prompt-runs/{run}"), headers).await {
+                let why = format!("prompt run {run} does not belong to index {index}");
+                return Some(envelope(StatusCode::UNPROCESSABLE_ENTITY, "prompt_run_not_in_index", &why));
+            }
+        }
+        None
+    }
+
+    /// A run's `target` of videos with an `index_id`: a video of another partition than the
+    /// index's that exists there (asked with the client's headers) is not in the index,
+    /// answered 422 `video_not_in_index` as one partition answers it. `None`: nothing to refuse.
+    async fn videos_of_other_partitions(&self, body: &[u8], headers: &HeaderMap) -> Option<Response> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let index: spool_model::IndexId = v["target"]["index_id"].as_str()?.parse().ok()?;
+        let home = spool_model::partition_of(index.0);
+        for raw in v["target"]["video_ids"].as_array()?.iter().filter_map(|r| r.as_str()).take(100) {
+            let Ok(video) = raw.parse::<spool_model::VideoId>() else { continue };
+            let p = spool_model::partition_of(video.0);
+            if p == home || p > self.partitions {
+                continue;
+            }
+            if self.exists(i32::from(p), &format!("/api/v2/videos/{video}"), headers).await {
+                let why = format!("video {video} is not in index {index}");
+                return Some(envelope(StatusCode::UNPROCESSABLE_ENTITY, "video_not_in_index", &why));
+            }
+        }
+        None
+    }
+
+    /// Whether `GET path` in `partition` (with the client's headers) answers 200.
+    async fn exists(&self, partition: i32, path: &str, headers: &HeaderMap) -> bool {
+        let mut one = Request::builder().method(axum::http::Method::GET).uri(path);
+        if let Some(h) = one.headers_mut() {
+            for (name, value) in headers {
+                if !hop_by_hop(name) && name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                    h.append(name.clone(), value.clone());
+                }
+            }
+        }
+        match one.body(Body::empty()) {
+            Ok(one) => self.serve(partition, one).await.status() == StatusCode::OK,
+            Err(_) => false,
         }
     }
 
@@ -377,16 +538,22 @@ const MOVING: &str = "x-spool-partition-moving";
 
 /// 503 in the contract's envelope, with `Retry-After: 1`.
 fn unavailable(code: &str, message: &str) -> Response {
+    let mut resp = envelope(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut().insert(HeaderName::from_static(MOVING), HeaderValue::from_static("1"));
+    resp
+}
+
+/// An answer of the node itself in the contract's error envelope, with a request id of its own.
+fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
     let request_id = spool_model::RequestId(ulid::Ulid::new()).to_string();
     let mut resp = (
-        StatusCode::SERVICE_UNAVAILABLE,
+        status,
         axum::Json(serde_json::json!({
             "error": { "code": code, "message": message, "details": {}, "request_id": request_id }
         })),
     )
         .into_response();
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp.headers_mut().insert(HeaderName::from_static(MOVING), HeaderValue::from_static("1"));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -520,7 +687,63 @@ pub fn router(node: Arc<Node>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(node)
 }
 
+/// `GET /prompts/{id}/usage`: the catalog's answer, `is_in_use` when a run of any index
+/// partition uses the prompt.
+async fn prompt_usage(node: &Node, id: &str, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let resp = node.serve(0, Request::from_parts(parts.clone(), Body::empty())).await;
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (rparts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return unavailable("holder_unreachable", "the catalog's answer was cut off");
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(rparts, Body::from(bytes));
+    };
+    match node.prompt_in_use(id, &parts.headers).await {
+        Err(resp) => resp,
+        Ok(in_use) => {
+            if in_use {
+                v["is_in_use"] = serde_json::Value::Bool(true);
+            }
+            let mut out = (rparts.status, axum::Json(v)).into_response();
+            for (name, value) in &rparts.headers {
+                if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                    out.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Where another node asks an index partition held here to catch up with the catalog.
+const CATCH_UP_PATH: &str = "/internal/catch-up";
+
 async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
+    let from_node = req.headers().contains_key(FORWARDED_BY);
+    if from_node && req.uri().path() == CATCH_UP_PATH && node.partitions > 0 {
+        let (parts, _) = req.into_parts();
+        return node.catch_up(&parts.headers, &parts.uri).await;
+    }
+    let barrier = node.partitions > 0 && !from_node && routing::changes_catalog_fact(req.method(), req.uri().path());
+    let mut resp = route(&node, req).await;
+    let seq = resp.headers().get(CATALOG_SEQ).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if !from_node {
+        resp.headers_mut().remove(CATALOG_SEQ);
+    }
+    if barrier
+        && resp.status().is_success()
+        && let Some(seq) = seq
+    {
+        node.follow_barrier(seq).await;
+    }
+    resp
+}
+
+async fn route(node: &Arc<Node>, req: Request) -> Response {
     // A body past the API's bound (every route but uploads takes at most 1 MiB) is answered
     // here as the holder would answer it: forwarding it would have the holder answer while
     // the body is still being sent, which the forwarding client cannot read.
@@ -557,7 +780,9 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
             Route::Partition(q) => {
                 q == p
                     || (p >= 1
-                        && (routing::routed_by_body(req.method(), path) || routing::is_upload(req.method(), path)))
+                        && (routing::routed_by_body(req.method(), path)
+                            || routing::is_upload(req.method(), path)
+                            || routing::prompt_usage(req.method(), path).is_some()))
             }
             Route::Gather(_) => true,
             Route::NewIndex => p >= 1,
@@ -567,16 +792,50 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
         }
     }
     if routing::is_upload(req.method(), req.uri().path()) {
-        return route_upload(&node, req).await;
+        return route_upload(node, req).await;
+    }
+    if let Some(index) = routing::index_export(req.method(), req.uri().path())
+        && let Ok(index) = index.parse::<spool_model::IndexId>()
+    {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+            return too_large();
+        };
+        if let Some(refused) = node.runs_of_other_partitions(index, &bytes, &parts.headers).await {
+            return refused;
+        }
+        let p = i32::from(spool_model::partition_of(index.0));
+        return node.serve(p, Request::from_parts(parts, Body::from(bytes))).await;
+    }
+    if let Some(id) = routing::prompt_usage(req.method(), req.uri().path()) {
+        let id = id.to_string();
+        return prompt_usage(node, &id, req).await;
+    }
+    if let Some(id) = routing::prompt_delete_unforced(req.method(), req.uri().path(), req.uri().query()) {
+        let id = id.to_string();
+        let (parts, body) = req.into_parts();
+        match node.prompt_in_use(&id, &parts.headers).await {
+            Err(resp) => return resp,
+            Ok(true) => {
+                let why = format!("prompt {id} is used by a run or an automation; delete with force=true");
+                return envelope(StatusCode::CONFLICT, "invalid_state", &why);
+            }
+            Ok(false) => return node.serve(0, Request::from_parts(parts, body)).await,
+        }
     }
     if routing::names_indexes(req.method(), req.uri().path()) {
-        return check_indexes_then_serve(&node, req).await;
+        return check_indexes_then_serve(node, req).await;
     }
     if routing::routed_by_body(req.method(), req.uri().path()) {
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
             return too_large();
         };
+        if parts.uri.path().starts_with("/api/v2/prompt-runs/")
+            && let Some(refused) = node.videos_of_other_partitions(&bytes, &parts.headers).await
+        {
+            return refused;
+        }
         let p = match routing::by_body(&bytes, node.partitions) {
             Route::Partition(p) => p,
             _ => 0,

@@ -134,6 +134,56 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
     }
 }
 
+/// Changes of a catalog fact that index partitions fold (`spool_model::mirrored_to_partitions`):
+/// an API key's revocation, rotation or deletion, a connector's or a prompt's change or
+/// deletion. They are answered once every index partition followed them (`node.rs`,
+/// `follow_barrier`). Creations need no wait: a partition that meets an unknown key, connector
+/// or prompt reads the catalog at once.
+pub fn changes_catalog_fact(method: &Method, path: &str) -> bool {
+    if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix("/api/v2") else { return false };
+    let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api-keys", id] | ["api-keys", id, "revoke" | "rotate"] => !id.is_empty(),
+        ["connectors", id] => !id.is_empty() && !matches!(*id, "s3" | "local" | "azure" | "gcs"),
+        ["prompts", id] => !id.is_empty() && *id != "test-schema",
+        _ => false,
+    }
+}
+
+/// A prompt's usage (`GET /prompts/{id}/usage`): the catalog's answer, with `is_in_use` true when
+/// a run of any index partition uses the prompt; the node asks each of them (`node.rs`). Also
+/// asked before a prompt is deleted without `force`. The prompt's id, when the path is one.
+pub fn prompt_usage<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    if method != Method::GET {
+        return None;
+    }
+    let rest = path.strip_prefix("/api/v2/prompts/")?;
+    let id = rest.strip_suffix("/usage")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// `POST /exports/index/{id}`: the index's id (its body may name runs of other partitions).
+pub fn index_export<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    if method != Method::POST {
+        return None;
+    }
+    let id = path.strip_prefix("/api/v2/exports/index/")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// `DELETE /prompts/{id}` without `force=true`: the prompt's id.
+pub fn prompt_delete_unforced<'a>(method: &Method, path: &'a str, query: Option<&str>) -> Option<&'a str> {
+    if method != Method::DELETE {
+        return None;
+    }
+    let id = path.strip_prefix("/api/v2/prompts/")?;
+    let forced = query.is_some_and(|q| q.split('&').any(|kv| kv.eq_ignore_ascii_case("force=true")));
+    (!id.is_empty() && !id.contains('/') && !forced).then_some(id)
+}
+
 /// Webhook routes whose body may name indexes (`index_ids`), checked in their partitions
 /// before the catalog takes them.
 pub fn names_indexes(method: &Method, path: &str) -> bool {
