@@ -47,14 +47,15 @@ if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
-  echo "== SDK suite again, its shared server on a PostgreSQL log (engine-spec/cluster.md)"
+  echo "== SDK suite again, its shared server on a PostgreSQL log of the default shape (a catalog and 32 index partitions)"
   SPOOL_TEST_SDK_LOG=postgres SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
-  echo "== SDK suite again, on three nodes of one PostgreSQL log, the SDK talking to a node that forwards;"
+  echo "== SDK suite again, on three nodes of one PostgreSQL log of one partition, the SDK talking to a node that forwards;"
   echo "   each node with a data directory of its own, media in a bucket they share (SPOOL_MEDIA_URL on s3s-fs)"
   # Deselected: a holder that refuses an upload mid-stream (a 10 MB title part) answers and
   # closes at once; the forwarding node hears that answer only when the close is graceful (a TCP
   # reset can discard it): engine-spec/cluster.md, "Not built yet".
-  SPOOL_TEST_SDK_LOG=postgres SPOOL_TEST_SDK_NODES=3 SPOOL_TEST_SDK_MEDIA=s3 SPOOL_BIN="$PWD/target/debug/spool" \
+  SPOOL_TEST_SDK_LOG=postgres SPOOL_TEST_SDK_NODES=3 SPOOL_TEST_SDK_PARTITIONS=0 SPOOL_TEST_SDK_MEDIA=s3 \
+    SPOOL_BIN="$PWD/target/debug/spool" \
     .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider \
     --deselect tests/sdk/test_hardening.py::test_upload_whose_title_part_is_10_mb_is_refused_without_reading_it_all
   echo "== SDK suite again, on three nodes of a partitioned cluster (a catalog and four index partitions)"

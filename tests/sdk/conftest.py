@@ -57,7 +57,7 @@ CLIENT_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 8000
 
 # Variables that could point the server somewhere else than the session's own data dir/port.
-_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG", "SPOOL_LOG_URL", "SPOOL_MEDIA_URL")
+_SERVER_ENV_DROP = ("SPOOL_DATA_DIR", "SPOOL_LISTEN", "SPOOL_CONFIG", "SPOOL_LOG_URL", "SPOOL_MEDIA_URL", "SPOOL_PARTITIONS")
 # SDK variables that would leak ambient credentials or settings into the clients.
 _CLIENT_ENV_DROP = (
     "VIDEO_VECTOR_API_KEY",
@@ -253,7 +253,8 @@ def spool_server() -> Iterator[SpoolServer]:
     if os.environ.get("SPOOL_TEST_SDK_LOG") == "postgres":
         env["SPOOL_LOG_URL"] = _create_database(os.environ["SPOOL_TEST_PG_URL"], "sdk_" + secrets.token_hex(6))
         nodes = int(os.environ.get("SPOOL_TEST_SDK_NODES") or "1")
-        # SPOOL_TEST_SDK_PARTITIONS=N: a partitioned cluster (a catalog and N index partitions).
+        # SPOOL_TEST_SDK_PARTITIONS=N: a catalog and N index partitions (0: one partition);
+        # unset: the default (32).
         if os.environ.get("SPOOL_TEST_SDK_PARTITIONS"):
             env["SPOOL_PARTITIONS"] = os.environ["SPOOL_TEST_SDK_PARTITIONS"]
 
@@ -329,7 +330,7 @@ def spool_server() -> Iterator[SpoolServer]:
             # The SDK talks to a node that does not hold the partition.
             root_url = f"http://127.0.0.1:{node_port}"
             node_urls.append(root_url)
-        if os.environ.get("SPOOL_TEST_SDK_PARTITIONS") and nodes > 1:
+        if int(os.environ.get("SPOOL_TEST_SDK_PARTITIONS") or "0") > 0 and nodes > 1:
             _wait_balanced(node_urls, int(os.environ["SPOOL_TEST_SDK_PARTITIONS"]) + 1)
         server = SpoolServer(
             root_url=root_url,

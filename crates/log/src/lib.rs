@@ -24,7 +24,7 @@ pub use mem_log::MemLog;
 pub use pg_log::{
     LEASE_TTL_DEFAULT, PG_READERS, PgLog, PgLogOptions, PgReaders, SNAPSHOT_CHUNK_BYTES, create_database, redact_url,
 };
-pub use pg_nodes::{Directory, Holder, NodeStatus};
+pub use pg_nodes::{Directory, Holder, NodeStatus, PARTITIONS_DEFAULT};
 pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
 pub use shared_mem::{LostAnswer, MemNode, SharedMemLog};
 pub use tail::Tail;
@@ -211,6 +211,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Closing on a shared log: stop renewing this node's lease and hand it back, so that
     /// another node takes the partition at once. Nothing is appended after. No-op elsewhere.
     fn hand_back(&self) {}
+    /// Whether this log still holds its partition at the epoch it took it at: on a shared log,
+    /// what the partition's row says now (read *after* reading events, it says they were all
+    /// written while this log held the partition); always on a log of one process.
+    fn holds_partition(&self) -> Result<bool, Error> {
+        Ok(true)
+    }
     /// Events of another partition of a shared log with `seq >= from_seq`, at most `limit` (the
     /// catalog of a partitioned cluster reads the index partitions' published domain events).
     /// A log of one process has no other partition.

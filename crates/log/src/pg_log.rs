@@ -1485,6 +1485,14 @@ impl EventLog for PgLog {
         PgLog::hand_back(self);
     }
 
+    fn holds_partition(&self) -> Result<bool, Error> {
+        if *self.lost.borrow() || self.tx.is_none() {
+            return Ok(false);
+        }
+        let now = self.partitions()?;
+        Ok(now.iter().any(|p| p.partition == self.partition && p.epoch == self.epoch))
+    }
+
     fn partitions(&self) -> Result<Vec<crate::PartitionStatus>, Error> {
         match self.read(Read::Partitions)? {
             ReadAnswer::Partitions(v) => Ok(v),

@@ -10,6 +10,10 @@ use crate::pg_log::{connect, create_schema, pg_err};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
+/// Index partitions of a cluster created without `SPOOL_PARTITIONS` (`design.md`, "Operator
+/// interface"): a catalog and 32 index partitions, shared by the nodes.
+pub const PARTITIONS_DEFAULT: u16 = 32;
+
 /// The cluster's recorded number of index partitions, if any.
 async fn recorded_partitions(t: &tokio_postgres::Transaction<'_>) -> Result<Option<u16>, Error> {
     let known: Option<i64> = t
@@ -78,7 +82,7 @@ impl Directory {
     /// The cluster's number of index partitions, fixed when it is created (`SPOOL_PARTITIONS`):
     /// 0 is a cluster of one partition (0) that holds everything; N > 0 has a catalog
     /// (partition 0) and index partitions 1..=N (`engine-spec/cluster.md`, "Partitions").
-    /// The first node to start on an empty log records `requested` (default 0) and creates the
+    /// The first node to start on an empty log records `requested` (default [`PARTITIONS_DEFAULT`]) and creates the
     /// partitions' rows; later nodes read it (a different `requested` is ignored, with the
     /// recorded value answered). A log that already has events and no recorded shape is a
     /// cluster of one partition.
@@ -102,7 +106,7 @@ impl Directory {
             .await
             .map_err(pg_err)?
             .map(|r| r.get(0));
-        let n = if used.is_some_and(|h| h > 0) { 0 } else { requested.unwrap_or(0) };
+        let n = if used.is_some_and(|h| h > 0) { 0 } else { requested.unwrap_or(PARTITIONS_DEFAULT) };
         t.execute("INSERT INTO spool_meta (key, value) VALUES ('partitions', $1)", &[&i64::from(n)])
             .await
             .map_err(pg_err)?;

@@ -395,6 +395,10 @@ impl EventLog for MemNode {
         Ok(self.inner.shared.row().stored.snapshots.get(name).cloned())
     }
 
+    fn holds_partition(&self) -> Result<bool, Error> {
+        Ok(!self.is_lost() && self.inner.shared.row().epoch == self.inner.epoch)
+    }
+
     fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.inner.shared.row().stored.side_get(table, key))
     }

@@ -58,7 +58,9 @@ impl Runtime {
             return Some(LocalCopy { path: root.join(path), remove: false });
         }
         let scratch_root = ex.scratch.local_root.clone()?;
-        let name = format!("scan/{}#scan", self.new_ulid());
+        // No `#` or `%` in the name: object_store would encode it, and the file read would not
+        // be the one written.
+        let name = format!("scan/{}.scan", self.new_ulid());
         match spool_storage::copy_object(&ex.media, path, &ex.scratch, &name).await {
             Ok(_) => Some(LocalCopy { path: scratch_root.join(&name), remove: true }),
             Err(e) => {

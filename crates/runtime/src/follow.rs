@@ -236,19 +236,27 @@ impl Runtime {
     /// `within`. Whether it got there.
     pub async fn catch_up_catalog_to(self: &Arc<Self>, seq: u64, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
+        let mut idle = 0;
         loop {
-            if self.catalog_followed() >= seq {
+            let at = self.catalog_followed();
+            if at >= seq {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            // The catalog had nothing past where this partition is, three times over: `seq`
+            // is not (or not yet) the catalog's.
+            if tokio::time::Instant::now() >= deadline || idle >= CATCH_UP_IDLE_MAX {
                 return false;
             }
-            if !self.catch_up_catalog().await {
+            if !self.catch_up_catalog().await && self.catalog_followed() == at {
+                idle += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
 }
+
+/// Catch-ups in a row that find nothing new before `catch_up_catalog_to` gives up.
+const CATCH_UP_IDLE_MAX: u32 = 3;
 
 /// Catalog reads one catch-up makes at most.
 const CATCH_UP_READS_MAX: usize = 8;

@@ -78,6 +78,19 @@ pub enum MasterSource {
 }
 
 impl MasterKey {
+    /// An HMAC-SHA256 of `msg` under a key derived from this master key for `purpose` (signed
+    /// media URLs; requests between the nodes of a cluster, which share the master key).
+    pub fn mac(&self, purpose: &str, msg: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut derive = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_ref()).expect("any key length");
+        derive.update(b"spool/");
+        derive.update(purpose.as_bytes());
+        let key: Zeroizing<[u8; 32]> = Zeroizing::new(derive.finalize().into_bytes().into());
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_ref()).expect("any key length");
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn generate() -> Self {
         let mut k = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(k.as_mut());
@@ -248,14 +261,7 @@ impl Keyring {
     /// An HMAC-SHA256 of `msg` under a key derived from the master key for `purpose` (signed
     /// media URLs): verifiable by this server only, invalid after a master-key rotation.
     pub fn mac(&self, purpose: &str, msg: &[u8]) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut derive = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.master.0.as_ref()).expect("any key length");
-        derive.update(b"spool/");
-        derive.update(purpose.as_bytes());
-        let key: Zeroizing<[u8; 32]> = Zeroizing::new(derive.finalize().into_bytes().into());
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_ref()).expect("any key length");
-        mac.update(msg);
-        mac.finalize().into_bytes().into()
+        self.master.mac(purpose, msg)
     }
 
     /// Seal `plaintext` for `owner`. The returned side write stores the owner's (wrapped) data

@@ -1029,29 +1029,44 @@ impl SequencerHost for Host {
         let mut folded = false;
         loop {
             let from = self.0.read(|st| st.applied_seq) + 1;
-            match self.0.log.read_from(from, spool_log::READ_BATCH_MAX) {
+            let batch = match self.0.log.read_from(from, spool_log::READ_BATCH_MAX) {
                 Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => {
-                    tracing::warn!(
-                        from,
-                        events = batch.len(),
-                        "a commit answered as failed had landed; its events are folded in"
-                    );
-                    self.publish(&batch);
-                    folded = true;
-                }
+                Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "the log cannot be read after a failed commit");
                     break;
                 }
+            };
+            // Read first, then asked: still held now means every event read was written while
+            // this runtime held the partition. A fenced one must never fold (nor act on) the
+            // next holder's events.
+            match self.0.log.holds_partition() {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("the partition was taken over; its new holder's events are not folded here");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot tell whether the partition is still held after a failed commit");
+                    break;
+                }
             }
+            tracing::warn!(
+                from,
+                events = batch.len(),
+                "a commit answered as failed had landed; its events are folded in"
+            );
+            self.publish(&batch);
+            folded = true;
         }
         if folded {
             self.0.read(|st| {
                 *self.0.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(st);
             });
             self.0.timers_changed.notify_one();
-            self.0.dispatch_effects();
+            if *self.0.ready.borrow() {
+                self.0.dispatch_effects();
+            }
         }
         self.0.read(|st| st.clone())
     }

@@ -611,6 +611,15 @@ impl World {
         if !old_hold.is_lost() || old_hold.renew() {
             return Err("split-brain: a holder paused past its lease did not find its partition lost".into());
         }
+        // Nor did it fold (and act on) the new holder's events.
+        let own = self.cluster.as_ref().map(|c| c.log.epochs()).unwrap_or_default();
+        let last_own = own.iter().rposition(|e| *e <= old_hold.epoch()).map_or(0, |i| i + 1);
+        if old_rt.applied_seq() > last_own as u64 {
+            return Err(format!(
+                "split-brain: a fenced holder folded the next holder's events (applied {}, its own end at {last_own})",
+                old_rt.applied_seq()
+            ));
+        }
         old_rt.shutdown().await;
         self.report.fenced += 1;
         Ok(())

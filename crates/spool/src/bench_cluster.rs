@@ -142,7 +142,7 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
 
     // PostgreSQL, one node holding partition 0.
     let url = database(&args.pg, "steps")?;
-    let pg = serve(work, vec![("SPOOL_LOG_URL".into(), url.clone())])?;
+    let pg = serve(work, vec![("SPOOL_LOG_URL".into(), url.clone()), ("SPOOL_PARTITIONS".into(), "0".into())])?;
     let mut server = pg.spawn(&work.join("pg"), &work.join("pg.log"))?;
     server.wait_healthy(Duration::from_millis(20))?;
     let before = xact_commit(&url)?;
@@ -186,7 +186,11 @@ fn bench(work: &Path, args: &Args) -> anyhow::Result<()> {
 
     // Takeover: a holder and a standby, SIGKILL the holder.
     let url = database(&args.pg, "takeover")?;
-    let env = vec![("SPOOL_LOG_URL".into(), url), ("SPOOL_LEASE_TTL".into(), format!("{LEASE_S}s"))];
+    let env = vec![
+        ("SPOOL_LOG_URL".into(), url),
+        ("SPOOL_LEASE_TTL".into(), format!("{LEASE_S}s")),
+        ("SPOOL_PARTITIONS".into(), "0".into()),
+    ];
     let nodes = serve(work, env)?;
     let mut holder = nodes.spawn(&work.join("node-a"), &work.join("node-a.log"))?;
     holder.wait_healthy(Duration::from_millis(20))?;

@@ -15,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spool_log::{Directory, Holder};
+use spool_runtime::Clock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -32,6 +33,14 @@ pub const CATALOG_SEQ: &str = "x-spool-catalog-seq";
 /// How long a change of a key, connector or prompt waits for every index partition to follow
 /// it before it is answered anyway (they then follow it within their next look, 200 ms).
 pub const FOLLOW_BARRIER: Duration = Duration::from_secs(2);
+/// A request one node makes of another (`POST /internal/catch-up`): `<ms>.<hex HMAC>` of what it
+/// asks, under the cluster's master key; refused when the signature is wrong or over a minute
+/// old or ahead.
+pub const INTERNAL_SIG: &str = "x-spool-internal";
+/// How far a signed request's time may be from the receiver's.
+const INTERNAL_SKEW_MS: u64 = 60_000;
+/// Catch-ups one node runs at once for others (more are answered 503).
+const CATCH_UPS_AT_ONCE: usize = 8;
 /// How long looked-up holders are trusted before they are looked up again.
 const HOLDER_CACHE: Duration = Duration::from_millis(500);
 
@@ -51,10 +60,20 @@ pub struct Node {
     local: RwLock<BTreeMap<i32, Held>>,
     client: reqwest::Client,
     holders: tokio::sync::Mutex<Option<(BTreeMap<i32, Holder>, Instant)>>,
+    /// The cluster's master key: it signs the requests the nodes make of each other
+    /// ([`INTERNAL_SIG`]), which only a node of the cluster can make.
+    master: spool_runtime::MasterKey,
+    /// Catch-ups asked of this node at once, at most.
+    catch_ups: tokio::sync::Semaphore,
 }
 
 impl Node {
-    pub fn new(node_id: String, dir: Arc<Directory>, partitions: u16) -> anyhow::Result<Arc<Node>> {
+    pub fn new(
+        node_id: String,
+        dir: Arc<Directory>,
+        partitions: u16,
+        master: spool_runtime::MasterKey,
+    ) -> anyhow::Result<Arc<Node>> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
@@ -67,6 +86,8 @@ impl Node {
             local: RwLock::new(BTreeMap::new()),
             client,
             holders: Default::default(),
+            master,
+            catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
         }))
     }
 
@@ -289,9 +310,11 @@ impl Node {
             if let Some(held) = self.local(p).and_then(|_| self.held_runtime(p)) {
                 return held.catch_up_catalog_to(seq, FOLLOW_BARRIER).await;
             }
+            let now = spool_runtime::SystemClock.now_ms();
             let req = Request::builder()
                 .method(axum::http::Method::POST)
                 .uri(format!("{CATCH_UP_PATH}?to={seq}"))
+                .header(INTERNAL_SIG, self.sign(p, seq, now))
                 .body(Body::empty());
             match req {
                 Ok(req) => self.forward(p, req).await.status() == StatusCode::NO_CONTENT,
@@ -303,6 +326,27 @@ impl Node {
             Ok(done) if done.iter().all(|ok| *ok) => {}
             _ => tracing::warn!(seq, "not every index partition followed a catalog change in time"),
         }
+    }
+
+    /// The signature of a catch-up of `partition` through `seq` asked at `now_ms`.
+    fn sign(&self, partition: i32, seq: u64, now_ms: u64) -> String {
+        let mac = self.master.mac("internal", format!("catch-up {partition} {seq} {now_ms}").as_bytes());
+        format!("{now_ms}.{}", hex::encode(mac))
+    }
+
+    /// Whether a catch-up request was signed by a node of this cluster, within the allowed skew.
+    fn signed(&self, headers: &HeaderMap, partition: i32, seq: u64) -> bool {
+        let Some((ms, _)) = headers.get(INTERNAL_SIG).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('.'))
+        else {
+            return false;
+        };
+        let Ok(ms) = ms.parse::<u64>() else { return false };
+        if spool_runtime::SystemClock.now_ms().abs_diff(ms) > INTERNAL_SKEW_MS {
+            return false;
+        }
+        let want = self.sign(partition, seq, ms);
+        let got = headers.get(INTERNAL_SIG).map(|v| v.as_bytes()).unwrap_or_default();
+        want.len() == got.len() && want.bytes().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     fn held_runtime(&self, partition: i32) -> Option<Arc<spool_runtime::Runtime>> {
@@ -318,7 +362,17 @@ impl Node {
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("to=")))
             .and_then(|v| v.parse::<u64>().ok());
         let (Some(p), Some(seq)) = (partition, seq) else {
-            return unavailable("bad_request", "a catch-up names its partition and sequence number");
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a catch-up names its partition and sequence number",
+            );
+        };
+        if !self.signed(headers, p, seq) {
+            return envelope(StatusCode::FORBIDDEN, "forbidden", "only the nodes of this cluster ask this");
+        }
+        let Ok(_slot) = self.catch_ups.try_acquire() else {
+            return unavailable("busy", "too many catch-ups at once; retry");
         };
         match self.held_runtime(p).filter(|_| p > 0) {
             Some(rt) if rt.catch_up_catalog_to(seq, FOLLOW_BARRIER).await => StatusCode::NO_CONTENT.into_response(),
@@ -408,6 +462,86 @@ impl Node {
             }
         }
         None
+    }
+
+    /// `POST /videos/batch`, `/videos/batch/status`, `/videos/batch/segments` naming videos of
+    /// several partitions: each partition is asked for its own videos (the same body with only
+    /// those), and the answers are merged in the order the request named them. The first
+    /// answer that is not 200 is answered as it is. `None`: the videos are of one partition
+    /// (or the body is not one to split): routed as any body.
+    async fn batch_over_partitions(&self, parts: &axum::http::request::Parts, body: &[u8]) -> Option<Response> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let field = if v.get("targets").is_some() { "targets" } else { "video_ids" };
+        let entries = v.get(field)?.as_array()?;
+        // Past the endpoint's bound (or empty): one partition answers it, 422.
+        let bound = match parts.uri.path() {
+            "/api/v2/videos/batch" => spool_api::BATCH_RETRIEVE_MAX,
+            "/api/v2/videos/batch/segments" => spool_api::BATCH_SEGMENTS_MAX,
+            _ => spool_api::BATCH_VIDEO_IDS_MAX,
+        };
+        if entries.is_empty() || entries.len() > bound {
+            return None;
+        }
+        let video_of = |e: &serde_json::Value| -> Option<String> {
+            match field {
+                "targets" => e["video_id"].as_str().map(str::to_string),
+                _ => e.as_str().map(str::to_string),
+            }
+        };
+        let partition_of = |e: &serde_json::Value| -> Option<u16> {
+            video_of(e)
+                .and_then(|id| id.parse::<spool_model::VideoId>().ok())
+                .map(|id| spool_model::partition_of(id.0))
+                .filter(|p| *p <= self.partitions)
+        };
+        // An id that names no partition goes with the first one that does (it answers it as
+        // unknown, as one partition would).
+        let home = entries.iter().find_map(partition_of)?;
+        let mut by_partition: BTreeMap<u16, Vec<serde_json::Value>> = BTreeMap::new();
+        for e in entries {
+            by_partition.entry(partition_of(e).unwrap_or(home)).or_default().push(e.clone());
+        }
+        if by_partition.len() < 2 {
+            return None;
+        }
+        let mut first_at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(id) = video_of(e) {
+                first_at.entry(id).or_insert(i);
+            }
+        }
+        let mut items: Vec<serde_json::Value> = Vec::new();
+        for (p, mine) in by_partition {
+            let mut one_body = v.clone();
+            one_body[field] = serde_json::Value::Array(mine);
+            let bytes = serde_json::to_vec(&one_body).ok()?;
+            let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+            if let Some(h) = one.headers_mut() {
+                for (name, value) in &parts.headers {
+                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
+                        h.append(name.clone(), value.clone());
+                    }
+                }
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let one = one.body(Body::from(bytes)).ok()?;
+            let resp = self.serve(i32::from(p), one).await;
+            if resp.status() != StatusCode::OK {
+                return Some(resp);
+            }
+            let Ok(got) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+                return Some(unavailable("holder_unreachable", "a partition's answer was cut off or too large"));
+            };
+            match serde_json::from_slice::<serde_json::Value>(&got) {
+                Ok(serde_json::Value::Array(v)) => items.extend(v),
+                _ => return Some(unavailable("holder_unreachable", "a partition answered something unreadable")),
+            }
+        }
+        // In the request's order (a video named twice, in `targets`, keeps its answers' order).
+        items.sort_by_key(|item| {
+            item["video_id"].as_str().and_then(|id| first_at.get(id).copied()).unwrap_or(usize::MAX)
+        });
+        Some((StatusCode::OK, axum::Json(serde_json::Value::Array(items))).into_response())
     }
 
     /// Whether `GET path` in `partition` (with the client's headers) answers 200.
@@ -835,6 +969,11 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
             && let Some(refused) = node.videos_of_other_partitions(&bytes, &parts.headers).await
         {
             return refused;
+        }
+        if parts.uri.path().starts_with("/api/v2/videos/batch")
+            && let Some(merged) = node.batch_over_partitions(&parts, &bytes).await
+        {
+            return merged;
         }
         let p = match routing::by_body(&bytes, node.partitions) {
             Route::Partition(p) => p,

@@ -236,7 +236,8 @@ pub struct Settings {
     /// or `file:///folder`; `None`: the data directory.
     pub media_url: Option<String>,
     /// Index partitions of a PostgreSQL cluster, recorded when it is created (env
-    /// SPOOL_PARTITIONS; default 0: one partition holds everything).
+    /// SPOOL_PARTITIONS; default 32, `spool_log::PARTITIONS_DEFAULT`; 0: one partition holds
+    /// everything).
     pub partitions: Option<u16>,
     /// Where the other nodes of a cluster reach this one (env SPOOL_ADVERTISE_URL; default:
     /// the address it listens on, with 127.0.0.1 for an unspecified address).
@@ -535,7 +536,8 @@ async fn check_shared_files(url: &str, data_dir: &std::path::Path) -> anyhow::Re
     };
     let store = shared_files(url, &storage)?;
     spool_runtime::clear_scratch(data_dir).with_context(|| format!("emptying {}/scratch", data_dir.display()))?;
-    let probe = format!("{:x}", std::process::id());
+    // Its own name: nodes starting together (each PID 1 in a container) never share a probe.
+    let probe = ulid::Ulid::new().to_string().to_lowercase();
     spool_storage::test_connection(&store, true, None, &probe)
         .await
         .map_err(|e| anyhow::anyhow!("SPOOL_MEDIA_URL={url:?}: the shared store cannot be written: {e}"))?;
@@ -751,7 +753,9 @@ async fn serve_node(
             "SPOOL_PARTITIONS is fixed when the cluster is created; the cluster has {partitions}"
         );
     }
-    let node = crate::node::Node::new(node_id.clone(), dir.clone(), partitions)?;
+    // The cluster's master key signs the requests the nodes make of each other.
+    let (master, _) = spool_runtime::MasterKey::load(&settings.data_dir).context("loading the master key")?;
+    let node = crate::node::Node::new(node_id.clone(), dir.clone(), partitions, master)?;
     let limits = settings.http;
     let mut settings = settings;
     settings.node_id = Some(node_id.clone());

@@ -334,7 +334,14 @@ fn failover(partitions: u16) {
         local.extend(files_under(&cluster.data_dir(i).join("scratch")));
         assert!(local.is_empty(), "media left in node {i}'s data directory: {local:?}");
     }
-    let holder = cluster.addr(cluster.holder().expect("a holder at the end")).unwrap();
+    // The partition may be moving back to a restarted node's share right now.
+    let holder = loop {
+        if let Some(h) = cluster.holder() {
+            break cluster.addr(h).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no holder of the index's partition at the end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for vid in &videos {
         let (_, v) = cluster.ask("GET", &format!("/api/v2/videos/{vid}"), None);
         let uri = v["video_uri"].as_str().unwrap();

@@ -269,6 +269,15 @@ fn the_catalog_reaches_the_index_partitions() {
         let answer = request(node, "GET", &path, Some(&secret), None).map(|(s, _)| s);
         assert_eq!(answer.ok(), Some(401), "the revoked key was still let in by an index partition");
     }
+    // The catch-up the nodes ask of each other is refused to anyone else, however it is dressed.
+    for sig in [None, Some("1.00"), Some("not a signature")] {
+        let mut headers = vec![("x-spool-forwarded-by", "node-x"), ("x-spool-partition", "1")];
+        if let Some(s) = sig {
+            headers.push(("x-spool-internal", s));
+        }
+        let (s, err) = ask(&a.addr, "POST", "/internal/catch-up?to=18446744073709551615", None, &headers);
+        assert_eq!(s, 403, "{sig:?}: {err}");
+    }
 
     // A webhook in the catalog, for the index partition's domain events.
     let (s, hook) = ask(

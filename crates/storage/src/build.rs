@@ -318,7 +318,11 @@ pub fn shared_store(url: &str, creds: &Credentials, env: &StorageEnv) -> Result<
             Ok((store, prefix))
         }
         "file" => {
-            let root = std::path::Path::new(parsed.path());
+            if parsed.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(invalid("names a host; use file:///folder".into()));
+            }
+            let root = parsed.to_file_path().map_err(|()| invalid("is not a folder's path".into()))?;
+            let root = root.as_path();
             std::fs::create_dir_all(root).map_err(|e| invalid(format!("the folder cannot be made ({})", e.kind())))?;
             if let Some(data) = &env.data_dir
                 && let Ok(root) = std::fs::canonicalize(root)

@@ -135,7 +135,7 @@ fn open_error(e: crate::local::OpenError) -> CopyError {
 }
 
 /// Copy a file of one local root into another, confined on both sides: the destination is
-/// written under a staging name (`…#spool`, swept at start if a crash leaves it) and renamed
+/// written under a staging name of its own (`…#spool-<ulid>`, swept at start if a crash leaves it) and renamed
 /// into place when complete.
 fn local_to_local(
     src_root: &std::path::Path,
@@ -157,9 +157,11 @@ fn local_to_local(
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
+    // A staging name of its own: two copies to one destination (two nodes fetching one
+    // artifact into a shared folder) never write one file.
     let staging = {
         let mut name = dst.as_os_str().to_owned();
-        name.push("#spool");
+        name.push(format!("#spool-{}", ulid::Ulid::new()));
         std::path::PathBuf::from(name)
     };
     let mut out = std::fs::File::create(&staging).map_err(write_err)?;

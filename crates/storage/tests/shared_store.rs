@@ -55,6 +55,9 @@ fn a_shared_folder_must_not_be_in_or_around_the_data_directory() {
         let msg = refused(&format!("file://{}", bad.display()), &keys(), &env);
         assert!(msg.contains("data directory"), "{msg}");
     }
+    let spaced = shared_store(&format!("file://{}/with%20space", tmp.path().display()), &keys(), &env).unwrap().0;
+    assert!(spaced.local_root.unwrap().ends_with("with space"), "a percent-encoded path is decoded");
+    assert!(refused("file://elsewhere/srv", &keys(), &env).contains("host"));
     let ok = tmp.path().join("shared");
     let (store, prefix) = shared_store(&format!("file://{}", ok.display()), &keys(), &env).unwrap();
     assert_eq!((store.local_root, prefix), (Some(std::fs::canonicalize(&ok).unwrap()), String::new()));

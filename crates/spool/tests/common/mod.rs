@@ -44,7 +44,10 @@ pub fn serve_command(data_dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Comm
     cmd.args(["serve", "--listen", addr, "--data-dir"])
         .arg(data_dir)
         .env("SPOOL_API_KEY", ADMIN_KEY)
-        .env_remove("SPOOL_MASTER_KEY");
+        .env_remove("SPOOL_MASTER_KEY")
+        // A cluster on PostgreSQL of one partition unless the test says otherwise (the
+        // default, 32, is the SDK suite's one-node pass on PostgreSQL).
+        .env("SPOOL_PARTITIONS", "0");
     for (k, v) in envs {
         cmd.env(k, v);
     }

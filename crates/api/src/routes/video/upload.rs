@@ -254,7 +254,10 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     };
     let answer = run_command(&app, cmd, idem, Vec::new(), render).await;
     let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
-    if shared && !taken {
+    // Not taken by a job that was answered: an idempotent replay's copy goes. After an error the
+    // job may still have landed (a commit whose answer was lost): the shared store's sweep
+    // removes the copy later if no job names it.
+    if shared && !taken && answer.is_ok() {
         app.rt.remove_upload(&key).await;
     }
     staged.keep = taken && !shared;
