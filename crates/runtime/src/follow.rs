@@ -190,40 +190,53 @@ impl Runtime {
     /// In an index partition: read the catalog now and fold what is new, without waiting for
     /// the follower's next look (a request named a key, connector or prompt the catalog may have
     /// made since). It reads from where the follower last read (what lies between the
-    /// partition's recorded position and there holds nothing to fold) and stops at its first
-    /// refusal (the follower moved meanwhile; nothing goes on from a position this catch-up did
-    /// not record itself). Whether anything was folded, or another follower moved.
+    /// partition's recorded position and there holds nothing to fold) until the catalog has
+    /// nothing more, at most [`CATCH_UP_READS_MAX`] reads; after a refusal (the follower moved
+    /// meanwhile) it reads again from where the partition then is, never from a position it
+    /// did not record itself. Whether anything was folded here or by another follower.
     pub async fn catch_up_catalog(self: &Arc<Self>) -> bool {
         let Some(catalog) = self.cfg.catalog.clone() else { return false };
-        let mut after = self.read(|st| st.catalog_seq);
-        let mut pos = after.max(self.catalog_scanned.load(std::sync::atomic::Ordering::SeqCst));
-        let mut folded = false;
-        for _ in 0..CATCH_UP_READS_MAX {
-            let (c, from) = (catalog.0.clone(), pos + 1);
-            let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || c.read_from(from, FOLLOW_BATCH)).await else {
-                return folded;
-            };
-            let Some(last) = batch.last().map(|e| e.seq) else { return folded };
-            pos = last;
-            let mirrored: Vec<MirroredEvent> = batch
-                .into_iter()
-                .filter(|e| spool_model::mirrored_to_partitions(&e.event))
-                .map(|e| MirroredEvent { seq: e.seq, at_ms: e.at_ms, stream: e.stream, event: e.event })
-                .collect();
-            for chunk in mirrored.chunks(EVENTS_PER_RECORD_MAX) {
-                let through_seq = chunk.last().map(|m| m.seq).unwrap_or(last);
-                let cmd =
-                    spool_core::Command::Catalog(CatalogCommand::Follow { after, through_seq, events: chunk.to_vec() });
-                if self.execute(cmd).await.is_err() {
-                    return true;
+        let mut changed = false;
+        let mut reads = 0;
+        // From where the partition is; again from there after a refusal (the follower, or
+        // another catch-up, recorded meanwhile: what it recorded may end before the fact this
+        // catch-up is for, so reading stops only when the catalog has nothing more).
+        'from_the_partition: loop {
+            let mut after = self.read(|st| st.catalog_seq);
+            let mut pos = after.max(self.catalog_scanned.load(std::sync::atomic::Ordering::SeqCst));
+            loop {
+                if reads >= CATCH_UP_READS_MAX {
+                    return changed;
                 }
-                after = through_seq;
-                folded = true;
+                reads += 1;
+                let (c, from) = (catalog.0.clone(), pos + 1);
+                let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || c.read_from(from, FOLLOW_BATCH)).await else {
+                    return changed;
+                };
+                let Some(last) = batch.last().map(|e| e.seq) else { return changed };
+                pos = last;
+                let mirrored: Vec<MirroredEvent> = batch
+                    .into_iter()
+                    .filter(|e| spool_model::mirrored_to_partitions(&e.event))
+                    .map(|e| MirroredEvent { seq: e.seq, at_ms: e.at_ms, stream: e.stream, event: e.event })
+                    .collect();
+                for chunk in mirrored.chunks(EVENTS_PER_RECORD_MAX) {
+                    let through_seq = chunk.last().map(|m| m.seq).unwrap_or(last);
+                    let cmd = spool_core::Command::Catalog(CatalogCommand::Follow {
+                        after,
+                        through_seq,
+                        events: chunk.to_vec(),
+                    });
+                    changed = true;
+                    if self.execute(cmd).await.is_err() {
+                        continue 'from_the_partition;
+                    }
+                    after = through_seq;
+                }
+                // Everything of this batch that needs folding is folded: the rest was read.
+                self.catalog_scanned.fetch_max(pos, std::sync::atomic::Ordering::SeqCst);
             }
-            // Everything of this batch that needs folding is folded: the rest was read.
-            self.catalog_scanned.fetch_max(pos, std::sync::atomic::Ordering::SeqCst);
         }
-        folded
     }
 
     /// The catalog's position this partition has folded or read past.
@@ -259,4 +272,4 @@ impl Runtime {
 const CATCH_UP_IDLE_MAX: u32 = 3;
 
 /// Catalog reads one catch-up makes at most.
-const CATCH_UP_READS_MAX: usize = 8;
+const CATCH_UP_READS_MAX: u32 = 8;

@@ -377,3 +377,39 @@ fn the_catalog_reaches_the_index_partitions() {
         s == 404
     });
 }
+
+/// On the default shape (a catalog and 32 index partitions, one node), a key made a moment ago
+/// opens a list gathered over every partition at once, every time: each partition that does
+/// not know it yet reads the catalog, and reads again from where it then is when a follower
+/// recorded meanwhile. (A catch-up that stopped at its first refusal let one such request
+/// through as 401 in the SDK suite's run on the default shape.)
+#[test]
+fn a_key_made_a_moment_ago_opens_every_partition_of_the_default_shape() {
+    let url = database();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_with(&tmp.path().join("a"), &[("SPOOL_LOG_URL", url.as_str()), ("SPOOL_PARTITIONS", "32")]);
+    until(Duration::from_secs(60), "the 33 partitions being held", || held(&node.addr).is_some_and(|h| h.len() == 33));
+    // Catalog facts made all along, so the followers keep recording while keys are used.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (addr, stop) = (node.addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let body = format!(r#"{{"name":"churn{n}","scopes":["read"]}}"#);
+                let _ = request(&addr, "POST", "/api/v2/api-keys", Some(ADMIN_KEY), Some(&body));
+            }
+        })
+    };
+    for i in 0..60 {
+        let body = format!(r#"{{"name":"k{i}","scopes":["read"]}}"#);
+        let (s, key) = ask(&node.addr, "POST", "/api/v2/api-keys", Some(&body), &[]);
+        assert_eq!(s, 201, "{key}");
+        let secret = key["key"].as_str().unwrap();
+        let (s, list) = request(&node.addr, "GET", "/api/v2/indexes", Some(secret), None).unwrap();
+        assert_eq!(s, 200, "key {i}, used at once: {list}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    churn.join().unwrap();
+}
