@@ -330,8 +330,9 @@ def spool_server() -> Iterator[SpoolServer]:
             # The SDK talks to a node that does not hold the partition.
             root_url = f"http://127.0.0.1:{node_port}"
             node_urls.append(root_url)
-        if int(os.environ.get("SPOOL_TEST_SDK_PARTITIONS") or "0") > 0 and nodes > 1:
-            _wait_balanced(node_urls, int(os.environ["SPOOL_TEST_SDK_PARTITIONS"]) + 1)
+        partitions = int(os.environ.get("SPOOL_TEST_SDK_PARTITIONS") or "32")
+        if partitions > 0 and nodes > 1:
+            _wait_balanced(node_urls, partitions + 1)
         server = SpoolServer(
             root_url=root_url,
             api_base=f"{root_url}/api/v2",

@@ -259,7 +259,8 @@ impl Keyring {
     }
 
     /// An HMAC-SHA256 of `msg` under a key derived from the master key for `purpose` (signed
-    /// media URLs): verifiable by this server only, invalid after a master-key rotation.
+    /// media URLs): verifiable by the servers that share this master key (a cluster's nodes),
+    /// invalid after a master-key rotation.
     pub fn mac(&self, purpose: &str, msg: &[u8]) -> [u8; 32] {
         self.master.mac(purpose, msg)
     }

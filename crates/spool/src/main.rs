@@ -51,9 +51,10 @@ pub struct SourceArg {
     /// only, it takes no lease (a running cluster keeps serving).
     #[arg(long = "log", env = "SPOOL_LOG_URL")]
     pub log_url: Option<String>,
-    /// With `--log`: which partition of a partitioned cluster (0, the catalog, by default).
-    #[arg(long, default_value_t = 0, requires = "log_url")]
-    pub partition: i32,
+    /// With `--log`: which partition of a partitioned cluster (0, the catalog, by default;
+    /// `verify` without it checks every partition).
+    #[arg(long, requires = "log_url")]
+    pub partition: Option<i32>,
 }
 
 #[derive(Subcommand)]

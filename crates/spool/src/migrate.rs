@@ -36,6 +36,13 @@ async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<()> {
             h.node_id
         );
     }
+    // A migrated log is a cluster of one partition: its shape is recorded first, so a node
+    // starting meanwhile cannot make it a catalog of 32 index partitions.
+    let shape = dir.partitions(Some(0)).await.with_context(|| format!("recording the shape of {shown}"))?;
+    anyhow::ensure!(
+        shape == 0,
+        "{shown} is a cluster of {shape} index partitions: migrate-log fills an empty log of one partition (nothing was written)"
+    );
     let mut opts = spool_log::PgLogOptions::new(to, "migrate-log");
     opts.partition = 0;
     let dst = tokio::task::spawn_blocking(move || spool_log::PgLog::open(opts)).await??;

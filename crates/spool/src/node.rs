@@ -371,7 +371,8 @@ impl Node {
         if !self.signed(headers, p, seq) {
             return envelope(StatusCode::FORBIDDEN, "forbidden", "only the nodes of this cluster ask this");
         }
-        let Ok(_slot) = self.catch_ups.try_acquire() else {
+        // Waits its turn (a barrier asks for every partition this node holds at once).
+        let Ok(Ok(_slot)) = tokio::time::timeout(FOLLOW_BARRIER, self.catch_ups.acquire()).await else {
             return unavailable("busy", "too many catch-ups at once; retry");
         };
         match self.held_runtime(p).filter(|_| p > 0) {
@@ -504,10 +505,13 @@ impl Node {
         if by_partition.len() < 2 {
             return None;
         }
-        let mut first_at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        // Each answer's place: its (video, run) target's, else its video's first.
+        let run_of = |e: &serde_json::Value| e["run_id"].as_str().map(str::to_string);
+        let mut first_at: std::collections::HashMap<(String, Option<String>), usize> = std::collections::HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             if let Some(id) = video_of(e) {
-                first_at.entry(id).or_insert(i);
+                first_at.entry((id.clone(), run_of(e))).or_insert(i);
+                first_at.entry((id, None)).or_insert(i);
             }
         }
         let mut items: Vec<serde_json::Value> = Vec::new();
@@ -539,7 +543,9 @@ impl Node {
         }
         // In the request's order (a video named twice, in `targets`, keeps its answers' order).
         items.sort_by_key(|item| {
-            item["video_id"].as_str().and_then(|id| first_at.get(id).copied()).unwrap_or(usize::MAX)
+            let id = item["video_id"].as_str().unwrap_or_default().to_string();
+            let run = item["run_id"].as_str().map(str::to_string);
+            first_at.get(&(id.clone(), run)).or_else(|| first_at.get(&(id, None))).copied().unwrap_or(usize::MAX)
         });
         Some((StatusCode::OK, axum::Json(serde_json::Value::Array(items))).into_response())
     }

@@ -77,7 +77,7 @@ impl Source {
     pub fn open(src: &SourceArg) -> anyhow::Result<Source> {
         Ok(match &src.log_url {
             Some(url) => Source::Postgres(
-                spool_log::PgLog::open_reader(url, src.partition)
+                spool_log::PgLog::open_reader(url, src.partition.unwrap_or(0))
                     .with_context(|| format!("opening the PostgreSQL log {}", spool_log::redact_url(url)))?,
             ),
             None => Source::Redb(open_existing(&src.dir.data_dir)?),
@@ -350,6 +350,24 @@ fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::Replay
 
 /// `spool verify`: re-fold everything; exit non-zero on any decode error or inconsistency.
 pub fn verify(dir: &SourceArg) -> anyhow::Result<()> {
+    // A PostgreSQL log without `--partition`: every partition, one after the other.
+    if let (Some(url), None) = (&dir.log_url, dir.partition) {
+        let parts = Source::open(dir)?.log().partitions()?;
+        let mut failed = Vec::new();
+        for p in parts.iter().map(|p| p.partition) {
+            println!("partition {p}:");
+            let one = SourceArg { dir: dir.dir.clone(), log_url: Some(url.clone()), partition: Some(p) };
+            if let Err(e) = verify(&one) {
+                println!("  {e}");
+                failed.push(p);
+            }
+        }
+        anyhow::ensure!(failed.is_empty(), "verify found problems in partitions {failed:?}");
+        if parts.len() > 1 {
+            println!("ok: every partition ({}) verified", parts.len());
+        }
+        return Ok(());
+    }
     let report = spool_runtime::tools::verify(Source::open(dir)?.raw())?;
     println!("{} events in {} streams", report.events, report.streams);
     for e in &report.decode_errors {

@@ -744,6 +744,12 @@ async fn serve_node(
     dir.register(&node_id, &advertise).await.context("registering this node in the cluster's database")?;
     let dir_beat = dir.clone();
     let partitions = dir.partitions(settings.partitions).await.context("reading the cluster's partitions")?;
+    if partitions > 0 && settings.media_url.is_none() {
+        tracing::warn!(
+            partitions,
+            "no SPOOL_MEDIA_URL: this node keeps media, uploads and export artifacts in its data directory, and a partition that moves to another node (when nodes join, leave or die) cannot serve the files imported before; set SPOOL_MEDIA_URL when the cluster has more than one node"
+        );
+    }
     if let Some(asked) = settings.partitions
         && asked != partitions
     {

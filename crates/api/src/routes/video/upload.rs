@@ -254,10 +254,12 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
     };
     let answer = run_command(&app, cmd, idem, Vec::new(), render).await;
     let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
-    // Not taken by a job that was answered: an idempotent replay's copy goes. After an error the
-    // job may still have landed (a commit whose answer was lost): the shared store's sweep
-    // removes the copy later if no job names it.
-    if shared && !taken && answer.is_ok() {
+    // Not taken by a job: an idempotent replay's copy goes, and a refused upload's (a 4xx). After
+    // a failure whose outcome is unknown (the log unavailable: the job may have landed, a commit
+    // whose answer was lost) the copy stays; the shared store's sweep removes it later if no job
+    // names it.
+    let unknown = answer.as_ref().err().is_some_and(|e| e.status.is_server_error());
+    if shared && !taken && !unknown {
         app.rt.remove_upload(&key).await;
     }
     staged.keep = taken && !shared;
