@@ -39,7 +39,10 @@ fn database() -> String {
 /// `/healthz` says this node holds the partition (`watched`: in a partitioned cluster, that
 /// index partition).
 fn holds(addr: &str, watched: Option<u16>) -> bool {
-    let Ok((200, body)) = request(addr, "GET", "/healthz", None, None) else { return false };
+    // A partitioned node answers 503 while any partition is unserved (after a kill, while one
+    // moves), and still lists what it holds: the watched partition's holder is found then too,
+    // or kills would wait while the work goes on.
+    let Ok((200 | 503, body)) = request(addr, "GET", "/healthz", None, None) else { return false };
     match watched {
         None => body.contains(r#""role":"holder""#),
         Some(p) => serde_json::from_str::<serde_json::Value>(&body)
