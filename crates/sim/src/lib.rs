@@ -528,15 +528,19 @@ impl World {
         self.restarts += 1;
         self.report.crashes += 1;
         self.disk = Disk::from_image(self.disk.image());
-        let machine = Machine {
+        self.rt = open(self.machine(), self.restarts, disk_log(&self.disk, self.restarts)?, self.clock.clone()).await?;
+        Ok(())
+    }
+
+    /// What every incarnation of this seed's runtime shares.
+    fn machine(&self) -> Machine<'_> {
+        Machine {
             seed: self.seed,
             tmp: self.tmp.path(),
             master: &self.master,
             twins: &self.twins,
             peer: self.peer_addr,
-        };
-        self.rt = open(machine, self.restarts, disk_log(&self.disk, self.restarts)?, self.clock.clone()).await?;
-        Ok(())
+        }
     }
 
     /// Cluster mode: the database's clock follows the simulation's (it never goes back) and
@@ -645,15 +649,8 @@ impl World {
         c.hold = hold.clone();
         self.restarts += 1;
         self.report.takeovers += 1;
-        let machine = Machine {
-            seed: self.seed,
-            tmp: self.tmp.path(),
-            master: &self.master,
-            twins: &self.twins,
-            peer: self.peer_addr,
-        };
         let node_clock = Arc::new(SkewedClock { base: self.clock.clone(), skew_ms });
-        self.rt = open(machine, self.restarts, Arc::new(hold), node_clock).await?;
+        self.rt = open(self.machine(), self.restarts, Arc::new(hold), node_clock).await?;
         Ok(())
     }
 

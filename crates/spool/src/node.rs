@@ -390,11 +390,7 @@ impl Node {
         for p in 1..=i32::from(self.partitions) {
             let mut one = Request::builder().method(axum::http::Method::GET).uri(format!("/api/v2/prompts/{id}/usage"));
             if let Some(h) = one.headers_mut() {
-                for (name, value) in headers {
-                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
-                        h.append(name.clone(), value.clone());
-                    }
-                }
+                copy_headers(headers, h, true);
                 h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
             }
             let Ok(one) = one.body(Body::empty()) else {
@@ -418,48 +414,36 @@ impl Node {
         Ok(false)
     }
 
-    /// An index export's `prompt_run_ids` that live in another partition than the index: a run
-    /// that exists there (asked with the client's headers) is not the index's, answered 422
-    /// `prompt_run_not_in_index` as one partition answers it; an unknown one is left to the
-    /// index's partition (404). `None`: nothing to refuse here.
-    async fn runs_of_other_partitions(
-        &self,
-        index: spool_model::IndexId,
-        body: &[u8],
-        headers: &HeaderMap,
-    ) -> Option<Response> {
+    /// An index export's `prompt_run_ids`, or a run's `target.video_ids` with an `index_id`,
+    /// that live in another partition than the index: one that exists there (asked with the
+    /// client's headers) is not the index's, answered 422 as one partition answers it; an
+    /// unknown one is left to the index's partition (404). `None`: nothing to refuse here.
+    async fn named_in_other_partitions(&self, body: &[u8], headers: &HeaderMap, what: Named) -> Option<Response> {
         let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let (index, ids, route, code) = match what {
+            Named::ExportRuns(index) => (index, &v["prompt_run_ids"], "prompt-runs", "prompt_run_not_in_index"),
+            Named::RunVideos => {
+                let index = v["target"]["index_id"].as_str()?.parse::<spool_model::IndexId>().ok()?;
+                (index, &v["target"]["video_ids"], "videos", "video_not_in_index")
+            }
+        };
         let home = spool_model::partition_of(index.0);
-        for raw in v["prompt_run_ids"].as_array()?.iter().filter_map(|r| r.as_str()).take(100) {
-            let Ok(run) = raw.parse::<spool_model::PromptRunId>() else { continue };
-            let p = spool_model::partition_of(run.0);
+        for raw in ids.as_array()?.iter().filter_map(|r| r.as_str()).take(100) {
+            let id = match what {
+                Named::ExportRuns(_) => raw.parse::<spool_model::PromptRunId>().ok().map(|r| r.0),
+                Named::RunVideos => raw.parse::<spool_model::VideoId>().ok().map(|v| v.0),
+            };
+            let Some(id) = id else { continue };
+            let p = spool_model::partition_of(id);
             if p == home || p > self.partitions {
                 continue;
             }
-            if self.exists(i32::from(p), &format!("/api/v2/prompt-runs/{run}"), headers).await {
-                let why = format!("prompt run {run} does not belong to index {index}");
-                return Some(envelope(StatusCode::UNPROCESSABLE_ENTITY, "prompt_run_not_in_index", &why));
-            }
-        }
-        None
-    }
-
-    /// A run's `target` of videos with an `index_id`: a video of another partition than the
-    /// index's that exists there (asked with the client's headers) is not in the index,
-    /// answered 422 `video_not_in_index` as one partition answers it. `None`: nothing to refuse.
-    async fn videos_of_other_partitions(&self, body: &[u8], headers: &HeaderMap) -> Option<Response> {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let index: spool_model::IndexId = v["target"]["index_id"].as_str()?.parse().ok()?;
-        let home = spool_model::partition_of(index.0);
-        for raw in v["target"]["video_ids"].as_array()?.iter().filter_map(|r| r.as_str()).take(100) {
-            let Ok(video) = raw.parse::<spool_model::VideoId>() else { continue };
-            let p = spool_model::partition_of(video.0);
-            if p == home || p > self.partitions {
-                continue;
-            }
-            if self.exists(i32::from(p), &format!("/api/v2/videos/{video}"), headers).await {
-                let why = format!("video {video} is not in index {index}");
-                return Some(envelope(StatusCode::UNPROCESSABLE_ENTITY, "video_not_in_index", &why));
+            if self.exists(i32::from(p), &format!("/api/v2/{route}/{raw}"), headers).await {
+                let why = match what {
+                    Named::ExportRuns(_) => format!("prompt run {raw} does not belong to index {index}"),
+                    Named::RunVideos => format!("video {raw} is not in index {index}"),
+                };
+                return Some(envelope(StatusCode::UNPROCESSABLE_ENTITY, code, &why));
             }
         }
         None
@@ -521,11 +505,7 @@ impl Node {
             let bytes = serde_json::to_vec(&one_body).ok()?;
             let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
             if let Some(h) = one.headers_mut() {
-                for (name, value) in &parts.headers {
-                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
-                        h.append(name.clone(), value.clone());
-                    }
-                }
+                copy_headers(&parts.headers, h, false);
                 h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
             }
             let one = one.body(Body::from(bytes)).ok()?;
@@ -554,11 +534,7 @@ impl Node {
     async fn exists(&self, partition: i32, path: &str, headers: &HeaderMap) -> bool {
         let mut one = Request::builder().method(axum::http::Method::GET).uri(path);
         if let Some(h) = one.headers_mut() {
-            for (name, value) in headers {
-                if !hop_by_hop(name) && name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
-                    h.append(name.clone(), value.clone());
-                }
-            }
+            copy_headers(headers, h, true);
         }
         match one.body(Body::empty()) {
             Ok(one) => self.serve(partition, one).await.status() == StatusCode::OK,
@@ -577,11 +553,7 @@ impl Node {
         for p in 0..=i32::from(self.partitions) {
             let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
             if let Some(h) = one.headers_mut() {
-                for (name, value) in &parts.headers {
-                    if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
-                        h.append(name.clone(), value.clone());
-                    }
-                }
+                copy_headers(&parts.headers, h, false);
                 h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
             }
             let Ok(one) = one.body(Body::empty()) else {
@@ -859,6 +831,26 @@ async fn prompt_usage(node: &Node, id: &str, req: Request) -> Response {
     }
 }
 
+/// What a body names that may live in another partition ([`Node::named_in_other_partitions`]).
+#[derive(Clone, Copy)]
+enum Named {
+    /// An index export's `prompt_run_ids`.
+    ExportRuns(spool_model::IndexId),
+    /// A run's `target.video_ids` (with its `target.index_id`).
+    RunVideos,
+}
+
+/// The client's headers on a request this node makes for it (to a partition here or at its
+/// holder): all but the connection's own and, when the body is another, its length and type.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, new_body: bool) {
+    for (name, value) in from {
+        let body_header = name == header::CONTENT_LENGTH || (new_body && name == header::CONTENT_TYPE);
+        if !hop_by_hop(name) && !body_header {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Where another node asks an index partition held here to catch up with the catalog.
 const CATCH_UP_PATH: &str = "/internal/catch-up";
 
@@ -941,7 +933,7 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
         let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
             return too_large();
         };
-        if let Some(refused) = node.runs_of_other_partitions(index, &bytes, &parts.headers).await {
+        if let Some(refused) = node.named_in_other_partitions(&bytes, &parts.headers, Named::ExportRuns(index)).await {
             return refused;
         }
         let p = i32::from(spool_model::partition_of(index.0));
@@ -972,7 +964,7 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
             return too_large();
         };
         if parts.uri.path().starts_with("/api/v2/prompt-runs/")
-            && let Some(refused) = node.videos_of_other_partitions(&bytes, &parts.headers).await
+            && let Some(refused) = node.named_in_other_partitions(&bytes, &parts.headers, Named::RunVideos).await
         {
             return refused;
         }

@@ -319,17 +319,6 @@ fn failover(partitions: u16) {
     assert_eq!(videos.len(), FILES, "a file imported twice or not at all");
     // One object per video in the shared store, none in a node's data directory, and each read
     // back whole through the node now holding the partition.
-    let files_under = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() { stack.push(p) } else { out.push(p) }
-            }
-        }
-        out
-    };
     let shared = files_under(&bucket_dir.join("spool/media"));
     assert_eq!(shared.len(), FILES, "the shared store holds one object per video: {shared:?}");
     for i in 0..3 {

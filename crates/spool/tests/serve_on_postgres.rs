@@ -505,11 +505,11 @@ fn files_of_a_killed_holder_are_served_by_the_next_from_the_shared_store() {
         std::thread::sleep(Duration::from_millis(50));
     };
     // The files are in the shared store; a's data directory keeps no media.
-    let stored: Vec<_> = walk(&shared_dir.join("media"));
+    let stored: Vec<_> = files_under(&shared_dir.join("media"));
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(std::fs::read(&stored[0]).unwrap(), wav);
-    assert_eq!(walk(&shared_dir.join("exports")).len(), 1);
-    assert!(walk(&a_dir.join("media")).is_empty() && walk(&a_dir.join("scratch")).is_empty());
+    assert_eq!(files_under(&shared_dir.join("exports")).len(), 1);
+    assert!(files_under(&a_dir.join("media")).is_empty() && files_under(&a_dir.join("scratch")).is_empty());
 
     let mut b = start_with(&b_dir, &envs);
     a.child.kill().unwrap();
@@ -532,7 +532,7 @@ fn files_of_a_killed_holder_are_served_by_the_next_from_the_shared_store() {
     // Deleting the index on b removes its media from the shared store.
     let (s, _) = call(&b.addr, "DELETE", &format!("/api/v2/indexes/{index_id}"), None);
     assert!(s == 200 || s == 202 || s == 204, "{s}");
-    while !walk(&shared_dir.join("media")).is_empty() {
+    while !files_under(&shared_dir.join("media")).is_empty() {
         assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "the media outlived its index");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -553,17 +553,4 @@ fn a_node_whose_shared_store_cannot_be_written_refuses_to_start() {
     assert!(!out.status.success(), "a node started on a store it cannot write");
     assert!(text.contains("SPOOL_MEDIA_URL") && text.contains("cannot be written"), "{text}");
     assert!(!text.contains(&shared[2].1), "the secret key reached the output: {text}");
-}
-
-/// Every file under `dir` (none when it is missing).
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out
 }

@@ -290,3 +290,16 @@ pub fn get_bytes_h(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io:
         .ok_or_else(|| std::io::Error::other("no status"))?;
     Ok((status, raw[end + 4..].to_vec()))
 }
+
+/// Every file under `dir` (none when it is missing).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}

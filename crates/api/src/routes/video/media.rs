@@ -195,14 +195,7 @@ pub async fn serve(
         Ok(m) => m.len(),
         Err(_) => return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone"),
     };
-    let (status, start, end) = match parse_range(range, len) {
-        Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
-        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Err(()) => {
-            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
-                .into_response();
-        }
-    };
+    let Some((status, start, end)) = answered_range(range, len) else { return unsatisfiable(len) };
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut file = file;
     if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
@@ -229,14 +222,7 @@ async fn serve_shared(app: &AppState, path: &str, range: Option<&str>) -> Respon
             return media_error(StatusCode::SERVICE_UNAVAILABLE, "media_store_unavailable", "the media store did not answer; try again");
         }
     };
-    let (status, start, end) = match parse_range(range, len) {
-        Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
-        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Err(()) => {
-            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
-                .into_response();
-        }
-    };
+    let Some((status, start, end)) = answered_range(range, len) else { return unsatisfiable(len) };
     let body = if len == 0 {
         axum::body::Body::empty()
     } else {
@@ -253,6 +239,21 @@ async fn serve_shared(app: &AppState, path: &str, range: Option<&str>) -> Respon
         }
     };
     media_response(path, status, (start, end, len), body)
+}
+
+/// The status and byte span a `Range` header asks of `len` bytes (the whole: 200); `None`:
+/// [`unsatisfiable`].
+fn answered_range(range: Option<&str>, len: u64) -> Option<(StatusCode, u64, u64)> {
+    match parse_range(range, len) {
+        Ok(None) => Some((StatusCode::OK, 0, len.saturating_sub(1))),
+        Ok(Some((s, e))) => Some((StatusCode::PARTIAL_CONTENT, s, e)),
+        Err(()) => None,
+    }
+}
+
+/// 416 with the length the range missed.
+fn unsatisfiable(len: u64) -> Response {
+    (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))]).into_response()
 }
 
 fn media_response(path: &str, status: StatusCode, (start, end, len): (u64, u64, u64), body: axum::body::Body) -> Response {
