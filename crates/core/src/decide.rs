@@ -83,6 +83,12 @@ pub fn outbox(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<St
     webhook::outbox(state_after, decision, ctx)
 }
 
+/// The videos whose rows [`outbox`] or [`publish`] reads for this decision (`crate::rows`): the
+/// runtime loads the ones the state does not hold before calling them.
+pub fn outbox_rows(state_after: &State, decision: &Decision) -> Vec<spool_model::VideoId> {
+    webhook::outbox_rows(state_after, decision)
+}
+
 /// In an index partition of a partitioned cluster, instead of [`outbox`]: the decision's domain
 /// events published with their resolved data, for the catalog to deliver.
 pub fn publish(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEvents> {

@@ -12,6 +12,7 @@ pub mod effect;
 pub mod error;
 pub mod evolve;
 pub mod machines;
+pub mod rows;
 pub mod sim;
 pub mod state;
 pub mod waiting;
@@ -21,7 +22,7 @@ pub mod workset;
 pub use machines::import_job as imports;
 
 pub use command::{Command, EngineCommand, Secret};
-pub use decide::{Decision, Outcome, StreamEvents, decide, outbox, publish};
+pub use decide::{Decision, Outcome, StreamEvents, decide, outbox, outbox_rows, publish};
 pub use effect::{Effect, WorkKey, also_touches, effects_for, pending_effects, work_key};
 pub use error::DomainError;
 pub use evolve::{evolve, replay};
@@ -32,9 +33,10 @@ pub use machines::export::{ExportCommand, ExportEffect};
 pub use machines::import_job::{ImportCommand, ImportEffect};
 pub use machines::index::{IndexCommand, IndexEffect};
 pub use machines::prompt_run::{PromptRunCommand, PromptRunEffect};
-pub use machines::video::{Video, VideoCommand, VideoEffect, media_unshared};
+pub use machines::video::{Video, VideoCommand, VideoEffect, VideoRow, media_unshared, parts_of_file};
 pub use machines::webhook::{WebhookCommand, WebhookEffect};
 pub use machines::{Machine, NoEffect};
+pub use rows::{RowSource, RowWrite, Rows};
 pub use state::*;
 
 use ulid::Ulid;

@@ -209,7 +209,7 @@ impl World {
     fn new(seed: u64) -> World {
         let connector: ConnectorId = "conn_01KB0000000000000000000001".parse().expect("a fixed id");
         let mut w = World {
-            st: State::default(),
+            st: State::kept_rows(),
             log: Vec::new(),
             now: START_MS,
             rng: Rng(seed),
@@ -273,7 +273,7 @@ impl World {
         self.fold(&deliveries);
         if self.faults && self.rng.chance(1) && self.log.len() > before {
             self.log.truncate(before);
-            self.st = crate::replay(State::default(), &self.log);
+            self.st = crate::replay(State::kept_rows(), &self.log);
             self.report.failed_commits += 1;
             return None;
         }

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 25;
+pub const STATE_FORMAT: u32 = 26;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -81,6 +81,9 @@ pub struct State {
     /// In the catalog of a partitioned cluster: each index partition's log is ingested (its
     /// published domain events delivered) through this sequence number.
     pub ingested: BTreeMap<u16, u64>,
+    /// Rows for decisions and the rows the fold emitted (`crate::rows`): never snapshotted.
+    #[serde(skip)]
+    pub rows: crate::rows::Rows,
 }
 
 /// A durable timer: what to wake, decided by a machine and recorded in its event.
@@ -116,6 +119,19 @@ impl State {
     /// The key whose current secret has this SHA-256 (`hash_secret`), if any.
     pub fn key_with_hash(&self, hash: &[u8; 32]) -> Option<&ApiKey> {
         self.key_by_hash.get(hash).and_then(|id| self.api_keys.get(id))
+    }
+
+    /// An empty state whose fold keeps every row it emits (`crate::rows`): the simulator's,
+    /// which has no tables.
+    pub fn kept_rows() -> State {
+        let mut st = State::default();
+        st.rows.emit = true;
+        st
+    }
+
+    /// The immutable facts of a video, when this state holds them (`crate::rows`).
+    pub fn video_row(&self, id: &VideoId) -> Option<&crate::machines::video::VideoRow> {
+        self.rows.videos.get(id).map(|(_, r)| &**r)
     }
 
     /// Set (or move) a timer.

@@ -77,6 +77,15 @@ pub enum SideTable {
     /// The keyring's data keys, keyed by owner, each wrapped by the master key. Deleting one
     /// in the same transaction as its owner's deletion event is crypto-shredding.
     DataKeys,
+    /// A projection of the fold (`engine-spec/tables.md`): the immutable facts of imported
+    /// videos, keyed by video id, and the projection's format under `~format`. Written by the
+    /// sequencer in the same commit as the events they follow from; rebuildable from the log.
+    Videos,
+}
+
+impl SideTable {
+    /// Every side table, in a fixed order (each log keeps one store per table).
+    pub const ALL: [SideTable; 3] = [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos];
 }
 
 /// A write into a side table, made in the same transaction as the request's events.
@@ -201,6 +210,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// Side records in key order after `after` (from the first without it), at most `limit`
     /// (capped at [`READ_BATCH_MAX`]).
     fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// Several side records at once, in the order of `keys` (at most [`READ_BATCH_MAX`]): a page
+    /// of rows in one read (one round trip on PostgreSQL).
+    fn side_get_many(&self, table: SideTable, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        if keys.len() > READ_BATCH_MAX {
+            return Err(Error::Invalid(format!("{} keys in one read; at most {READ_BATCH_MAX}", keys.len())));
+        }
+        keys.iter().map(|k| self.side_get(table, k)).collect()
+    }
     /// The log's counters (commits, appends, events, failed commits), for `/metrics`.
     fn stats(&self) -> &LogStats;
     /// The partitions of a shared log and who holds them (`spool cluster status`); empty for a

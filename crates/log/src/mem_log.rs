@@ -222,6 +222,7 @@ fn side_key(table: SideTable) -> u8 {
     match table {
         SideTable::Idempotency => 0,
         SideTable::DataKeys => 1,
+        SideTable::Videos => 2,
     }
 }
 

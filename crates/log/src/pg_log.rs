@@ -114,6 +114,7 @@ fn side_code(t: SideTable) -> i16 {
     match t {
         SideTable::Idempotency => 1,
         SideTable::DataKeys => 2,
+        SideTable::Videos => 3,
     }
 }
 
@@ -183,6 +184,7 @@ enum Read {
     Version(String),
     Snapshot(String),
     SideGet(SideTable, String),
+    SideGetMany(SideTable, Vec<String>),
     SideScan(SideTable, Option<String>, usize),
 }
 
@@ -195,6 +197,7 @@ enum ReadAnswer {
     Version(u64),
     Snapshot(Option<Snapshot>),
     Side(Option<Vec<u8>>),
+    SideMany(Vec<Option<Vec<u8>>>),
     Scan(Vec<(String, Vec<u8>)>),
 }
 
@@ -753,6 +756,18 @@ async fn answer_read(c: &Client, p: i32, read: Read) -> Result<ReadAnswer, Error
                 .await
                 .map_err(pg_err)?;
             ReadAnswer::Side(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        }
+        Read::SideGetMany(t, keys) => {
+            let rows = c
+                .query(
+                    "SELECT key, value FROM spool_side WHERE partition = $1 AND tbl = $2 AND key = ANY($3)",
+                    &[&p, &side_code(t), &keys],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut found: std::collections::HashMap<String, Vec<u8>> =
+                rows.into_iter().map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))).collect();
+            ReadAnswer::SideMany(keys.iter().map(|k| found.remove(k)).collect())
         }
         Read::SideScan(t, after, limit) => {
             let limit = i64_of(limit.min(READ_BATCH_MAX) as u64);
@@ -1466,6 +1481,19 @@ impl EventLog for PgLog {
     fn side_get(&self, table: SideTable, key: &str) -> Result<Option<Vec<u8>>, Error> {
         match self.read(Read::SideGet(table, key.to_string()))? {
             ReadAnswer::Side(v) => Ok(v),
+            _ => Err(Error::Storage("a reader answered another question".into())),
+        }
+    }
+
+    fn side_get_many(&self, table: SideTable, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        if keys.len() > READ_BATCH_MAX {
+            return Err(Error::Invalid(format!("{} keys in one read; at most {READ_BATCH_MAX}", keys.len())));
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.read(Read::SideGetMany(table, keys.to_vec()))? {
+            ReadAnswer::SideMany(v) => Ok(v),
             _ => Err(Error::Storage("a reader answered another question".into())),
         }
     }

@@ -21,6 +21,8 @@ pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// owner → data key wrapped by the master key.
 pub(crate) const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("data_keys");
+/// The video projection (`SideTable::Videos`).
+pub(crate) const VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::new("videos");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -37,6 +39,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
     match t {
         SideTable::Idempotency => IDEMPOTENCY,
         SideTable::DataKeys => DATA_KEYS,
+        SideTable::Videos => VIDEOS,
     }
 }
 
@@ -115,6 +118,7 @@ impl RedbLog {
             w.open_table(SNAPSHOTS)?;
             w.open_table(IDEMPOTENCY)?;
             w.open_table(DATA_KEYS)?;
+            w.open_table(VIDEOS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -361,6 +365,15 @@ impl EventLog for RedbLog {
     fn side_scan(&self, table: SideTable, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
         RedbLog::side_scan(self, table, after, limit)
     }
+
+    fn side_get_many(&self, table: SideTable, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        if keys.len() > READ_BATCH_MAX {
+            return Err(Error::Invalid(format!("{} keys in one read; at most {READ_BATCH_MAX}", keys.len())));
+        }
+        let r = self.db.begin_read()?;
+        let t = r.open_table(side_table(table))?;
+        keys.iter().map(|k| Ok(t.get(k.as_str())?.map(|g| g.value().to_vec()))).collect()
+    }
 }
 
 pub(crate) fn validate(req: &AppendRequest) -> Result<(), Error> {
@@ -501,6 +514,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut snapshots = w.open_table(SNAPSHOTS)?;
         let mut idem = w.open_table(IDEMPOTENCY)?;
         let mut data_keys = w.open_table(DATA_KEYS)?;
+        let mut videos = w.open_table(VIDEOS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -567,6 +581,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                         let t = match table {
                             SideTable::Idempotency => &mut idem,
                             SideTable::DataKeys => &mut data_keys,
+                            SideTable::Videos => &mut videos,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -574,6 +589,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                         let t = match table {
                             SideTable::Idempotency => &mut idem,
                             SideTable::DataKeys => &mut data_keys,
+                            SideTable::Videos => &mut videos,
                         };
                         t.remove(key.as_str())?;
                     }

@@ -17,6 +17,7 @@ mod follow;
 mod gauges;
 mod idem;
 pub mod keyring;
+pub mod rows;
 mod runtime;
 mod sequencer;
 pub mod tools;

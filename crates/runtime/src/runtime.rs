@@ -500,6 +500,19 @@ impl Runtime {
         self.gauges.lock().unwrap_or_else(|p| p.into_inner()).counts()
     }
 
+    /// A video's immutable facts, from the `videos` table (`spool_core::rows`).
+    pub fn video_row(&self, id: &spool_model::VideoId) -> Result<Option<Arc<spool_core::VideoRow>>, RuntimeError> {
+        Ok(crate::rows::read_video_rows(&*self.log, [*id])?.remove(id))
+    }
+
+    /// The rows of these videos that the table holds.
+    pub fn video_rows(
+        &self,
+        ids: impl IntoIterator<Item = spool_model::VideoId>,
+    ) -> Result<std::collections::BTreeMap<spool_model::VideoId, Arc<spool_core::VideoRow>>, RuntimeError> {
+        Ok(crate::rows::read_video_rows(&*self.log, ids)?)
+    }
+
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&st)
@@ -514,6 +527,10 @@ impl Runtime {
     /// snapshot, sweep the staged uploads no job needs, mark the runtime ready and offer the
     /// pending effects. Returns the state the sequencer decides on first.
     fn fold_log_and_get_ready(self: &Arc<Self>) -> State {
+        if let Err(e) = crate::rows::ensure_tables(&*self.log) {
+            tracing::error!(error = %e, "the tables cannot be built from the log; the server stays unready");
+            return self.read(State::clone);
+        }
         let working = {
             let mut st = self.state_mut();
             if let Err(e) = crate::fold::fold_tail(&*self.log, &mut st) {

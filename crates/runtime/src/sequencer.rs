@@ -203,7 +203,8 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
     pub fn spawn(self, rx: Inbox, start: impl FnOnce() -> State + Send + 'static) -> std::io::Result<SequencerThreads> {
         let shared = self.shared.clone();
         let decide = std::thread::Builder::new().name("spool-sequencer".into()).spawn(move || {
-            let working = start();
+            let mut working = start();
+            working.rows.emit = true;
             self.decide_loop(rx, working);
         })?;
         Ok(SequencerThreads { decide, shared })
@@ -240,6 +241,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
             if self.shared.broken_below.load(Ordering::SeqCst) > epoch {
                 self.wait_drained();
                 working = self.host.durable_state();
+                working.rows.emit = true;
                 epoch = self.shared.broken_below.load(Ordering::SeqCst);
             }
             match self.decide_batch(&mut working, &mut carried, epoch) {
@@ -256,6 +258,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                     // batch was sent; start again from what is durable.
                     self.wait_drained();
                     working = self.host.durable_state();
+                    working.rows.emit = true;
                 }
             }
         }
@@ -281,6 +284,8 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
         let mut touched: BTreeSet<WorkKey> = BTreeSet::new();
         let mut events = 0usize;
         let first_timer = st.next_timer().cloned();
+        // Rows of durable events can be read from the tables again (`spool_core::rows`).
+        st.rows.forget_durable(self.log.head());
         let bound = self.cfg.decision_events_max.min(DECISION_EVENTS_MAX);
         while let Some(sub) = pending.pop_front() {
             let Submission { work, idem, side: mut sub_side, render, reply } = sub;
@@ -337,16 +342,23 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                     Folded { streams: &mut own_streams, envelopes: &mut own_envelopes, touched: &mut own_touched };
                 let mut n = fold_streams(st, &decision.streams, now, &mut out);
                 // An index partition of a partitioned cluster publishes its domain events for
-                // the catalog (where the webhooks are) instead.
+                // the catalog (where the webhooks are) instead. Both read the rows of the videos
+                // they resolve: loaded first, from the tables.
+                let publishes = matches!(self.cfg.partition, Some(p) if p >= 1);
+                if publishes || !st.webhooks.is_empty() {
+                    let need = spool_core::outbox_rows(st, &decision);
+                    crate::rows::load_video_rows(&*self.log, st, &need)
+                        .map_err(|e| ("storage_unavailable", format!("reading the rows its webhooks carry: {e}")))?;
+                }
                 let deliveries = match self.cfg.partition {
                     Some(p) if p >= 1 => spool_core::publish(st, &decision, &mut ctx),
                     _ => spool_core::outbox(st, &decision, &mut ctx),
                 };
                 let extra = deliveries.iter().map(|s| s.events.len()).sum::<usize>();
                 if own + extra > bound {
-                    return Err(format!(
-                        "it would write {} events with its webhook deliveries; at most {bound}",
-                        own + extra
+                    return Err((
+                        "decision_too_large",
+                        format!("it would write {} events with its webhook deliveries; at most {bound}", own + extra),
                     ));
                 }
                 n += fold_streams(st, &deliveries, now, &mut out);
@@ -357,7 +369,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                 Ok(Ok(n)) => n,
                 failed => {
                     let (code, why) = match failed {
-                        Ok(Err(why)) => ("decision_too_large", why),
+                        Ok(Err(coded)) => coded,
                         Err(payload) => ("decision_failed", crate::error::panic_message(payload.as_ref())),
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
@@ -376,6 +388,8 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
             touched.append(&mut own_touched);
             side.extend(sub_side);
             side.extend(side_writes_of(&self.keyring, &decision));
+            // The rows its events wrote commit with them.
+            crate::rows::side_writes(st.rows.take_written(), &mut side);
             let answer = render(st, decision.outcome);
             if let Some(k) = &idem {
                 let body = if k.seal {

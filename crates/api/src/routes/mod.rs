@@ -235,6 +235,22 @@ pub(crate) fn show<I: std::str::FromStr>(
     Ok(json(StatusCode::OK, &v))
 }
 
+/// The immutable facts of videos, read from the `videos` table for one answer.
+pub(crate) type VideoRows = std::collections::BTreeMap<spool_model::VideoId, std::sync::Arc<spool_core::VideoRow>>;
+
+/// Answer from the read state and the rows of the videos `pick` names in it
+/// (`engine-spec/tables.md`): the ids under the read lock, their rows from the table off it, then
+/// the answer under the lock again (a video gone meanwhile is left out by `answer`'s lookups).
+pub(crate) fn with_video_rows<R>(
+    app: &AppState,
+    pick: impl FnOnce(&spool_core::State) -> Vec<spool_model::VideoId>,
+    answer: impl FnOnce(&spool_core::State, &VideoRows) -> R,
+) -> Result<R, crate::ApiError> {
+    let ids = app.rt.read(pick);
+    let rows = app.rt.video_rows(ids)?;
+    Ok(app.rt.read(|st| answer(st, &rows)))
+}
+
 pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
 }

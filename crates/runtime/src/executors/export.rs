@@ -267,11 +267,13 @@ impl Runtime {
             write(&mut w, if head.len() > 1 { b",\"videos\":[" } else { b"\"videos\":[" })?;
             let mut first = true;
             for chunk in ids.chunks(ARTIFACT_VIDEOS_PER_READ) {
+                let rows = rt.video_rows(chunk.iter().copied())
+                    .map_err(|e| Failure::Retry(format!("reading the videos' rows: {e}")))?;
                 let docs: Vec<String> = rt.read(|st| {
                     let runs = ex::view::runs(st, &e);
                     chunk
                         .iter()
-                        .filter_map(|id| ex::view::artifact_video(st, &runs, id))
+                        .filter_map(|id| ex::view::artifact_video(st, &runs, id, &rows))
                         .map(|v| serde_json::to_string(&v).unwrap_or_default())
                         .collect()
                 });

@@ -45,14 +45,9 @@ impl Runtime {
         deletion_id: &spool_model::DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        let paths: Vec<String> = self.read(|st| {
-            st.index_videos
-                .get(index_id)
-                .into_iter()
-                .flatten()
-                .filter_map(|(_, v)| st.videos.get(v).map(|v| v.media_path.clone()))
-                .collect()
-        });
+        let ids: Vec<spool_model::VideoId> =
+            self.read(|st| st.index_videos.get(index_id).into_iter().flatten().map(|(_, v)| *v).collect());
+        let paths: Vec<String> = self.video_rows(ids)?.into_values().map(|r| r.media_path.clone()).collect();
         for path in paths {
             match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

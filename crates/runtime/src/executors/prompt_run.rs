@@ -183,11 +183,23 @@ struct TaskSpec {
     segments: Vec<Value>,
 }
 
-fn read_task(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Option<TaskSpec> {
+/// The video a task is about.
+fn task_video_id(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Option<spool_model::VideoId> {
+    let r = st.prompt_runs.get(run_id)?;
+    r.videos.get(r.task_video(task)? as usize).map(|rv| rv.video_id)
+}
+
+/// `row`: the task's video's row (read before, from the table).
+fn read_task(
+    st: &spool_core::State,
+    run_id: &PromptRunId,
+    task: RunTask,
+    row: Option<&spool_core::VideoRow>,
+) -> Option<TaskSpec> {
     let r = st.prompt_runs.get(run_id)?;
     let v = r.task_video(task)?;
     let rv = r.videos.get(v as usize)?;
-    let video = st.videos.get(&rv.video_id).filter(|x| x.visible(st));
+    let video = st.videos.get(&rv.video_id).filter(|x| x.visible(st)).and(row);
     let (kind, schema, prompt_text, segment_id, range_us, segments) = match task {
         RunTask::Segment(n) => {
             let s = r.segments.get(n as usize)?;
@@ -345,18 +357,17 @@ impl Runtime {
 
     /// Read the media for boundaries when the run's segmentation wants them.
     async fn plan_video(self: &Arc<Self>, run_id: &PromptRunId, video: u32) -> Result<(), crate::RuntimeError> {
+        let video_id = self.read(|st| st.prompt_runs.get(run_id)?.videos.get(video as usize).map(|rv| rv.video_id));
+        let row = match video_id {
+            Some(id) => self.video_row(&id)?,
+            None => None,
+        };
         let spec = self.read(|st| {
             let r = st.prompt_runs.get(run_id)?;
             let rv = r.videos.get(video as usize)?;
             let v = st.videos.get(&rv.video_id)?;
             let wants = pr::plan::wants_boundaries(&r.settings, v.media_type);
-            let (a, b) = v.range_seconds();
-            Some((
-                wants,
-                v.media_type,
-                v.media_path.clone(),
-                (spool_model::num::f64_to_u64(a * 1e6), spool_model::num::f64_to_u64(b * 1e6)),
-            ))
+            Some((wants, v.media_type, row.as_ref()?.media_path.clone(), v.range_us))
         });
         let local = match &spec {
             Some((true, _, path, _)) => self.media_local(path).await,
@@ -401,7 +412,9 @@ impl Runtime {
         task: RunTask,
         attempt: u32,
     ) -> Result<(), crate::RuntimeError> {
-        let Some(spec) = self.read(|st| read_task(st, run_id, task)) else { return Ok(()) };
+        let Some(video_id) = self.read(|st| task_video_id(st, run_id, task)) else { return Ok(()) };
+        let row = self.video_row(&video_id)?;
+        let Some(spec) = self.read(|st| read_task(st, run_id, task, row.as_deref())) else { return Ok(()) };
         let exec = &self.executors.prompt_runs;
         if !exec.slots.contains_key(&spec.processor) {
             // A processor removed from the configuration since the run began.

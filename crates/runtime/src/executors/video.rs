@@ -26,11 +26,18 @@ impl Runtime {
         deletion_id: &DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        let Some((path, unshared)) =
-            self.read(|st| st.videos.get(video_id).map(|v| (v.media_path.clone(), spool_core::media_unshared(st, v))))
-        else {
+        if self.read(|st| !st.videos.contains_key(video_id)) {
             return Ok(());
+        }
+        let Some(row) = self.video_row(video_id)? else { return Ok(()) };
+        // A later part's row names the first part, whose row lists every part.
+        let first = match row.parts.first() {
+            Some(f) if f != video_id => self.video_row(f)?,
+            _ => None,
         };
+        let parts = spool_core::parts_of_file(video_id, &row, first.as_deref());
+        let unshared = self.read(|st| spool_core::media_unshared(st, video_id, parts));
+        let path = row.media_path.clone();
         // Parts share one stored object: it goes with the last live part.
         let delete = if unshared {
             self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await

@@ -355,6 +355,11 @@ pub async fn results(
     let video =
         q.get("video_id").filter(|v| !v.is_empty()).ok_or_else(|| ApiError::validation("video_id", "is required"))?;
     let from = super::import_job::decode_file_cursor(q.get("cursor"))?;
+    // The video's row (its title is each result's `video_name`), read before the page.
+    let video_row = match video.parse::<spool_model::VideoId>() {
+        Ok(id) => app.rt.video_rows([id])?,
+        Err(_) => Default::default(),
+    };
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         let (r, n) = run_video(st, &raw, video)?;
         let rv = &r.videos[n as usize];
@@ -363,7 +368,7 @@ pub async fn results(
         // Only segments with a result are listed; the cursor is the next one that has one (a
         // scan bounded by the video's segments).
         for s in rv.segments().filter(|s| *s >= from) {
-            let Some(res) = view::result(st, r, s) else { continue };
+            let Some(res) = view::result(r, s, &video_row) else { continue };
             if spool_model::num::sat_u32(data.len()) == limit {
                 next = Some(s);
                 break;

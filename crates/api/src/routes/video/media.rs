@@ -65,7 +65,7 @@ pub async fn signed_url(
             format!("must be a video's video_uri ({VIDEO_URI_PREFIX}…); Spool signs only media it stores"),
         ));
     };
-    let known = app.rt.read(|st| media_visible(st, path));
+    let known = media_visible(&app, path)?;
     if !known {
         return Err(ApiError::not_found("media", &uri));
     }
@@ -82,18 +82,21 @@ pub async fn signed_url(
 }
 
 /// Whether a stored object belongs to a visible video (or part): the path's file name is the
-/// object's first video, so this is an O(log n) lookup.
-fn media_visible(st: &spool_core::State, path: &str) -> bool {
+/// object's first video, whose row lists its parts, so this is one row read and O(parts) lookups.
+fn media_visible(app: &AppState, path: &str) -> Result<bool, ApiError> {
     let stem = path.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
-    stem.parse::<VideoId>().ok().is_some_and(|id| {
-        st.videos.get(&id).is_some_and(|v| {
-            v.media_path == path
-                && (v.visible(st)
-                    || spool_core::machines::video::parts_of_file(st, v)
-                        .iter()
-                        .any(|p| st.videos.get(p).is_some_and(|o| o.visible(st))))
-        })
-    })
+    let Ok(id) = stem.parse::<VideoId>() else { return Ok(false) };
+    if !app.rt.read(|st| st.videos.contains_key(&id)) {
+        return Ok(false);
+    }
+    let Some(row) = app.rt.video_row(&id)? else { return Ok(false) };
+    if row.media_path != path {
+        return Ok(false);
+    }
+    Ok(app.rt.read(|st| {
+        st.videos.get(&id).is_some_and(|v| v.visible(st))
+            || spool_core::parts_of_file(&id, &row, None).iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st)))
+    }))
 }
 
 fn media_error(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -180,8 +183,10 @@ pub async fn serve(
         return forbidden();
     }
     // A URL minted before its video was deleted reads nothing.
-    if !app.rt.read(|st| media_visible(st, &path)) {
-        return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone");
+    match media_visible(&app, &path) {
+        Ok(true) => {}
+        Ok(false) => return media_error(StatusCode::NOT_FOUND, "not_found", "the media is gone"),
+        Err(e) => return e.into_response(),
     }
     let range = headers.get(header::RANGE).and_then(|r| r.to_str().ok());
     let Some(root) = app.rt.media_dir() else {
@@ -296,16 +301,18 @@ pub async fn batch(
     if ids.is_empty() || ids.len() > BATCH_RETRIEVE_MAX {
         return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_RETRIEVE_MAX} ids")));
     }
-    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+    let wanted: Vec<VideoId> = ids.iter().filter_map(|raw| raw.parse().ok()).collect();
+    let items: Vec<serde_json::Value> = crate::routes::with_video_rows(&app, |_| wanted, |st, rows| {
         super::visible_videos(st, ids)
-            .map(|v| {
-                let mut j = views::video(v, st);
+            .filter_map(|v| Some((v, rows.get(&v.video_id)?)))
+            .map(|(v, row)| {
+                let mut j = views::video(v, row, st);
                 j["gif_data"] = serde_json::Value::Null;
                 j["first_thumbnail"] = serde_json::Value::Null;
                 j
             })
             .collect()
-    });
+    })?;
     Ok(super::json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 

@@ -44,9 +44,13 @@ pub async fn video(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "video", &raw, |st, id: VideoId| {
-        st.videos.get(&id).filter(|v| v.visible(st)).map(|v| views::video(v, st))
-    })
+    let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
+    let v = super::with_video_rows(&app, |_| vec![id], |st, rows| {
+        let v = st.videos.get(&id).filter(|v| v.visible(st))?;
+        Some(views::video(v, rows.get(&id)?, st))
+    })?;
+    let v = v.ok_or_else(|| ApiError::not_found("video", &raw))?;
+    Ok(json(StatusCode::OK, &v))
 }
 
 /// `GET /indexes/{id}/videos`: the cursor page envelope, in (created_at, id) order.
@@ -61,12 +65,22 @@ pub async fn index_videos(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
-    let page = app.rt.read(|st| {
-        st.live_index(&index_id)?;
-        Some(video_page(st, &index_id, limit, from))
-    });
+    let page = super::with_video_rows(
+        &app,
+        |st| page_ids(st, &index_id, limit, from),
+        |st, rows| {
+            st.live_index(&index_id)?;
+            Some(video_page(st, &index_id, limit, from, rows))
+        },
+    )?;
     let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
     Ok(json(StatusCode::OK, &page))
+}
+
+/// The videos of the page [`video_page`] answers (their rows are read first).
+fn page_ids(st: &spool_core::State, index_id: &IndexId, limit: usize, from: Option<(u64, VideoId)>) -> Vec<VideoId> {
+    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
+    st.index_videos.get(index_id).map(|all| all.range(start..).take(limit).map(|(_, id)| *id).collect()).unwrap_or_default()
 }
 
 /// A cursor page of the videos of an index (or of the playground), in (created_at, id) order.
@@ -75,13 +89,17 @@ fn video_page(
     index_id: &IndexId,
     limit: usize,
     from: Option<(u64, VideoId)>,
+    rows: &super::VideoRows,
 ) -> serde_json::Value {
     let empty = std::collections::BTreeSet::new();
     let all = st.index_videos.get(index_id).unwrap_or(&empty);
     let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
     let mut keys = all.range(start..);
-    let items: Vec<serde_json::Value> =
-        keys.by_ref().take(limit).filter_map(|(_, id)| st.videos.get(id).map(|v| views::video(v, st))).collect();
+    let items: Vec<serde_json::Value> = keys
+        .by_ref()
+        .take(limit)
+        .filter_map(|(_, id)| Some(views::video(st.videos.get(id)?, rows.get(id)?, st)))
+        .collect();
     let next = keys.next();
     serde_json::json!({
         "data": items,
@@ -169,14 +187,16 @@ pub async fn batch_status(
     if ids.len() > BATCH_VIDEO_IDS_MAX {
         return Err(ApiError::validation("video_ids", format!("at most {BATCH_VIDEO_IDS_MAX} ids")));
     }
-    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+    let wanted: Vec<VideoId> = ids.iter().filter_map(|raw| raw.parse().ok()).collect();
+    let items: Vec<serde_json::Value> = super::with_video_rows(&app, |_| wanted, |st, rows| {
         visible_videos(st, ids)
-            .map(|v| {
-                let full = views::video(v, st);
+            .filter_map(|v| Some((v, rows.get(&v.video_id)?)))
+            .map(|(v, row)| {
+                let full = views::video(v, row, st);
                 serde_json::json!({ "video_id": v.video_id.to_string(), "status": full["status"], "processing_status": full["processing_status"] })
             })
             .collect()
-    });
+    })?;
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 
@@ -259,6 +279,8 @@ pub async fn playground(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
-    let page = app.rt.read(|st| video_page(st, &spool_core::imports::PLAYGROUND, limit, from));
+    let pg = spool_core::imports::PLAYGROUND;
+    let page =
+        super::with_video_rows(&app, |st| page_ids(st, &pg, limit, from), |st, rows| video_page(st, &pg, limit, from, rows))?;
     Ok(json(StatusCode::OK, &page))
 }

@@ -136,8 +136,10 @@ pub fn artifact_video(
     st: &crate::State,
     runs: &[&crate::machines::prompt_run::PromptRun],
     video_id: &spool_model::VideoId,
+    rows: &dyn crate::RowSource,
 ) -> Option<Value> {
     let v = st.videos.get(video_id)?;
+    let row = rows.video_row(video_id)?;
     let mut results = Vec::new();
     for r in runs.iter().copied() {
         let Some(n) = r.video_pos.get(video_id) else { continue };
@@ -166,11 +168,11 @@ pub fn artifact_video(
     }
     Some(json!({
         "video_id": v.video_id.to_string(),
-        "title": v.title,
+        "title": row.title,
         "media_type": v.media_type.as_str(),
         "duration_seconds": v.range_seconds().1 - v.range_seconds().0,
-        "media": v.facts.as_ref().map(crate::machines::video::view::facts),
-        "source": { "path": v.source_path, "sha256": hex::encode(v.sha256), "size_bytes": v.size_bytes },
+        "media": row.facts.as_ref().map(crate::machines::video::view::facts),
+        "source": { "path": row.source_path, "sha256": hex::encode(row.sha256), "size_bytes": row.size_bytes },
         "results": results,
     }))
 }

@@ -70,6 +70,17 @@ fn import_connector<'a>(
     Ok(conn)
 }
 
+/// The title of part `i` of `count` of a job's file: the job's title (one-object jobs) or the
+/// file's name, with "(part i of n)" when the file has several parts. Its video's row holds the
+/// same (the import job's views read it from here, not from the table).
+pub fn part_title(j: &super::ImportJob, path: &str, i: usize, count: usize) -> String {
+    let base = match &j.title {
+        Some(t) => t.clone(),
+        None => path.rsplit('/').next().unwrap_or(path).to_string(),
+    };
+    if count > 1 { format!("{base} (part {} of {count})", i + 1) } else { base }
+}
+
 /// Titles of uploads and registered videos: 1–255 characters (the SDK's bound).
 pub const TITLE_CHARS_MAX: usize = 255;
 
@@ -473,20 +484,12 @@ pub fn record_file_imported(
         events.push(Event::ImportFileProbed { job_id: *job_id, file_id, parts: parts.clone() });
     }
     progress_if_due(j, &mut events, ctx.now_ms, 1, 0, bytes);
-    let base_title = match &j.title {
-        Some(t) => t.clone(),
-        None => f.file.path.rsplit('/').next().unwrap_or(&f.file.path).to_string(),
-    };
     let media_type = media_type_of(facts, &f.file.path);
     let stored = media_path(&video_id, &f.file.path);
     let index_json = index_json(j);
     let mut streams = vec![StreamEvents { stream: file_stream(job_id, file_id), events }];
     for (i, part_video) in parts.iter().enumerate() {
-        let title = if parts.len() > 1 {
-            format!("{base_title} (part {} of {})", i + 1, parts.len())
-        } else {
-            base_title.clone()
-        };
+        let title = part_title(j, &f.file.path, i, parts.len());
         let created = Event::VideoCreated {
             video_id: *part_video,
             index_id: j.index_id,

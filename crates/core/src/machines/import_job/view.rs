@@ -16,7 +16,7 @@ use super::{FileStatus, ImportFile, ImportJob};
 use spool_model::time::rfc3339_ms;
 
 /// One output per part of an imported file.
-fn outputs(f: &ImportFile, st: &crate::State) -> Vec<Value> {
+fn outputs(j: &ImportJob, f: &ImportFile, st: &crate::State) -> Vec<Value> {
     let parts = f.part_videos();
     let count = parts.len();
     parts
@@ -24,8 +24,7 @@ fn outputs(f: &ImportFile, st: &crate::State) -> Vec<Value> {
         .enumerate()
         .map(|(i, video_id)| {
             let v = st.videos.get(video_id);
-            let title =
-                v.map(|v| v.title.clone()).unwrap_or_else(|| f.file.path.rsplit('/').next().unwrap_or("").to_string());
+            let title = super::part_title(j, &f.file.path, i, count);
             let (start, end) = v.map(|v| v.range_seconds()).unwrap_or((0.0, 0.0));
             json!({
                 "file_id": f.file.file_id.to_string(),
@@ -73,7 +72,7 @@ fn cursor_at(next: Option<u32>) -> Value {
 pub fn outputs_page(j: &ImportJob, st: &crate::State, from: u32, limit: usize) -> Value {
     let mut ids = j.by_status.from(FileStatus::Imported, from);
     let items: Vec<Value> =
-        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).flat_map(|f| outputs(f, st)).collect();
+        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).flat_map(|f| outputs(j, f, st)).collect();
     let next = ids.next();
     let total = j.by_status.count(FileStatus::Imported) as u64 + j.extra_parts;
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })

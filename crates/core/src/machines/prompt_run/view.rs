@@ -115,11 +115,11 @@ fn metadata(a: Option<&TaskAnswer>) -> Value {
 }
 
 /// `SegmentRunResult` of a succeeded segment.
-pub fn result(st: &crate::State, r: &PromptRun, n: u32) -> Option<Value> {
+pub fn result(r: &PromptRun, n: u32, rows: &dyn crate::RowSource) -> Option<Value> {
     let s = r.segments.get(n as usize)?;
     let answer = s.task.answer.as_ref()?;
     let rv = r.videos.get(s.video as usize)?;
-    let title = st.videos.get(&rv.video_id).map(|v| v.title.clone());
+    let title = rows.video_row(&rv.video_id).map(|v| v.title.clone());
     Some(json!({
         "result_id": format!("res_{}_{n}", r.run_id.0),
         "result_type": "segment",

@@ -9,10 +9,10 @@ fn insert(state: &mut State, v: Video) {
     state.videos.insert(v.video_id, v);
 }
 
-/// The milliseconds of media a video covers (its part's range).
+/// The milliseconds of media a video covers (its part's range), rounded.
 pub fn media_ms(v: &Video) -> u64 {
-    let (a, b) = v.range_seconds();
-    spool_model::num::f64_to_u64(((b - a).max(0.0) * 1000.0).round())
+    let (a, b) = v.range_us;
+    (b.saturating_sub(a) + 500) / 1000
 }
 
 /// Fold the video's events; others are not this machine's.
@@ -21,62 +21,36 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     match &env.event {
         // Logs before the probe hold `VideoCreated`; imports since write `VideoImported`, the
         // same fields with the facts.
-        Event::VideoCreated {
-            video_id,
-            index_id,
-            title,
-            media_type,
-            connector_id,
-            source_path,
-            source_etag,
-            size_bytes,
-            sha256,
-            media_path,
-        }
-        | Event::VideoImported {
-            video_id,
-            index_id,
-            title,
-            media_type,
-            connector_id,
-            source_path,
-            source_etag,
-            size_bytes,
-            sha256,
-            media_path,
-            ..
-        } => {
-            let (facts, part, parts) = match &env.event {
-                Event::VideoImported { facts, part, parts, .. } => (Some(facts.clone()), Some(*part), parts.clone()),
-                _ => (None, None, Vec::new()),
+        Event::VideoCreated { video_id, index_id, media_type, .. }
+        | Event::VideoImported { video_id, index_id, media_type, .. } => {
+            let range = match &env.event {
+                Event::VideoImported { facts, part, .. } => super::range_us(Some(part), Some(facts)),
+                _ => (0, 0),
             };
             let v = Video {
                 video_id: *video_id,
                 index_id: *index_id,
-                title: title.clone(),
                 media_type: *media_type,
-                connector_id: *connector_id,
-                source_path: source_path.clone(),
-                source_etag: source_etag.clone(),
-                size_bytes: *size_bytes,
-                sha256: *sha256,
-                media_path: media_path.clone(),
                 created_at_ms: at,
+                range_us: range,
                 deletion: None,
-                facts,
-                part,
-                parts,
             };
+            if state.rows.emit
+                && let Some(crate::RowWrite::Video(id, row)) = crate::rows::of_event(&env.event)
+            {
+                state.rows.written.push(crate::RowWrite::Video(id, row.clone()));
+                state.rows.videos.insert(id, (env.seq, row));
+            }
             insert(state, v);
         }
         Event::VideoDeletionRequested { video_id, deletion_id } => {
             if let Some(v) = state.videos.get_mut(video_id) {
-                v.deletion = Some(crate::Deletion {
+                v.deletion = Some(Box::new(crate::Deletion {
                     deletion_id: *deletion_id,
                     stage: DeletionStage::Draining,
                     requested_at_ms: at,
                     finished_at_ms: None,
-                });
+                }));
                 // Gone from its index's pages at once.
                 if let Some(set) = state.index_videos.get_mut(&v.index_id)
                     && set.remove(&(v.created_at_ms, *video_id))

@@ -24,27 +24,63 @@ pub enum VideoCommand {
     RecordVideoPurged { video_id: VideoId, deletion_id: DeletionId },
 }
 
+/// A video as the state holds it: what decisions, pages and counters need at once (about 90
+/// bytes). Its immutable facts (title, source, paths, hash, probe facts, parts) are a
+/// [`VideoRow`] in the `videos` table (`engine-spec/tables.md`), read by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Video {
     pub video_id: VideoId,
     pub index_id: IndexId,
-    pub title: String,
     pub media_type: MediaType,
+    pub created_at_ms: u64,
+    /// The time range of the stored media this video covers, in microseconds (its part's, or
+    /// the whole file's; `(0, 0)` for videos imported before the probe).
+    pub range_us: (u64, u64),
+    pub deletion: Option<Box<crate::Deletion>>,
+}
+
+/// The immutable facts of a video, written once (with its `VideoImported`) into the `videos`
+/// table and read from there: by the API and the executors from the log's store, by a decision
+/// from the rows the runtime loaded for it ([`crate::Rows`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoRow {
+    pub title: String,
     pub connector_id: Option<ConnectorId>,
     pub source_path: String,
     pub source_etag: Option<String>,
     pub size_bytes: u64,
     pub sha256: [u8; 32],
     pub media_path: String,
-    pub created_at_ms: u64,
-    #[serde(default)]
-    pub deletion: Option<crate::Deletion>,
     /// The probe's facts of the stored media (none for videos imported before the probe).
     pub facts: Option<MediaFacts>,
     /// The part of the stored media this video covers.
     pub part: Option<PartRange>,
-    /// Every part's video of the same stored media, in order (empty: this video alone).
+    /// Every part's video of the same stored media, in order (empty: this video alone). The
+    /// first part's row lists them all; a later part's lists the first part alone.
     pub parts: Vec<VideoId>,
+}
+
+/// The format of a [`VideoRow`] in the table (its first byte): a row of another format is
+/// rebuilt from the log at start (`crate::rows::TABLES_FORMAT`).
+pub const VIDEO_ROW_FORMAT: u8 = 1;
+
+impl VideoRow {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VIDEO_ROW_FORMAT];
+        // Encoding plain data into a Vec cannot fail.
+        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
+        out
+    }
+
+    /// `None` for bytes of another format or damaged ones.
+    pub fn decode(bytes: &[u8]) -> Option<VideoRow> {
+        let (head, body) = bytes.split_first()?;
+        if *head != VIDEO_ROW_FORMAT {
+            return None;
+        }
+        let (row, used) = bincode::serde::decode_from_slice::<VideoRow, _>(body, bincode::config::standard()).ok()?;
+        (used == body.len()).then_some(row)
+    }
 }
 
 impl Video {
@@ -65,31 +101,34 @@ impl Video {
 
     /// The time range of the stored media this video covers, in seconds.
     pub fn range_seconds(&self) -> (f64, f64) {
-        match (&self.part, &self.facts) {
-            (Some(p), _) => (p.start_us as f64 / 1e6, p.end_us as f64 / 1e6),
-            (None, Some(f)) => (0.0, f.duration_seconds()),
-            (None, None) => (0.0, 0.0),
-        }
+        (self.range_us.0 as f64 / 1e6, self.range_us.1 as f64 / 1e6)
+    }
+}
+
+/// The time range a video covers, in microseconds: its part's, else the whole file's.
+pub fn range_us(part: Option<&PartRange>, facts: Option<&MediaFacts>) -> (u64, u64) {
+    match (part, facts) {
+        (Some(p), _) => (p.start_us, p.end_us),
+        (None, Some(f)) => (0, f.duration_us.unwrap_or(0)),
+        (None, None) => (0, 0),
     }
 }
 
 /// Every part's video over the same stored file, in order (empty for a file of one part).
 /// The first part's `VideoImported` lists them all; a later part's lists the first part alone
 /// (since format 2 of the field's use: older logs list them all on every part, which reads the
-/// same), so a file of n parts costs O(n) bytes of log, not O(n²).
-pub fn parts_of_file<'a>(state: &'a crate::State, v: &'a Video) -> &'a [VideoId] {
-    match v.parts.first() {
-        Some(first) if *first != v.video_id => state.videos.get(first).map(|f| &f.parts[..]).unwrap_or(&v.parts),
-        _ => &v.parts,
+/// same), so a file of n parts costs O(n) bytes of log, not O(n²). `first` is the first
+/// part's row when this is a later part.
+pub fn parts_of_file<'a>(video_id: &VideoId, row: &'a VideoRow, first: Option<&'a VideoRow>) -> &'a [VideoId] {
+    match (row.parts.first(), first) {
+        (Some(f), Some(first)) if f != video_id => &first.parts,
+        _ => &row.parts,
     }
 }
 
 /// Whether a video's stored media may be removed: no other part over it is live.
-pub fn media_unshared(state: &crate::State, v: &Video) -> bool {
-    parts_of_file(state, v)
-        .iter()
-        .filter(|p| **p != v.video_id)
-        .all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
+pub fn media_unshared(state: &crate::State, video_id: &VideoId, parts: &[VideoId]) -> bool {
+    parts.iter().filter(|p| *p != video_id).all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
 }
 
 /// This machine in the registry (`crate::machines::for_each_machine!`).

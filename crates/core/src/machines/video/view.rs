@@ -1,12 +1,12 @@
 //! The JSON of a video (contract §2.7): what the API answers and what webhook deliveries carry.
 
-use super::Video;
+use super::{Video, VideoRow};
 use serde_json::{Value, json};
 use spool_model::time::rfc3339_ms;
 
 /// A video with its status over its prompt runs (`status`, `processing_status`: one entry per
 /// run it is in, oldest first).
-pub fn video(v: &Video, st: &crate::State) -> Value {
+pub fn video(v: &Video, row: &VideoRow, st: &crate::State) -> Value {
     let runs: Vec<Value> = st
         .video_runs
         .get(&v.video_id)
@@ -27,8 +27,8 @@ pub fn video(v: &Video, st: &crate::State) -> Value {
         .max();
     json!({
         "video_id": v.video_id.to_string(),
-        "title": v.title,
-        "video_uri": format!("spool://media/{}", v.media_path),
+        "title": row.title,
+        "video_uri": format!("spool://media/{}", row.media_path),
         "status": crate::machines::prompt_run::view::video_status(st, &v.video_id),
         "created_at": rfc3339_ms(v.created_at_ms),
         "updated_at": rfc3339_ms(updated.unwrap_or(v.created_at_ms).max(v.created_at_ms)),
@@ -37,19 +37,19 @@ pub fn video(v: &Video, st: &crate::State) -> Value {
         "processing_status": if runs.is_empty() { Value::Null } else { Value::Array(runs) },
         "index_id": if v.in_playground() { Value::Null } else { json!(v.index_id.to_string()) },
         "duration_seconds": v.range_seconds().1 - v.range_seconds().0,
-        "media": v.facts.as_ref().map(facts),
-        "part": v.part.map(|p| json!({
+        "media": row.facts.as_ref().map(facts),
+        "part": row.part.map(|p| json!({
             "part_index": p.part_index,
             "part_count": p.part_count,
             "source_start_seconds": p.start_us as f64 / 1e6,
             "source_end_seconds": p.end_us as f64 / 1e6,
         })),
-        "size_bytes": v.size_bytes,
-        "sha256": hex::encode(v.sha256),
+        "size_bytes": row.size_bytes,
+        "sha256": hex::encode(row.sha256),
         "source": {
-            "connector_id": v.connector_id.map(|c| c.to_string()),
-            "path": v.source_path,
-            "etag": v.source_etag,
+            "connector_id": row.connector_id.map(|c| c.to_string()),
+            "path": row.source_path,
+            "etag": row.source_etag,
         },
     })
 }

@@ -321,6 +321,16 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
     out
 }
 
+/// The videos whose rows [`outbox`] and [`publish`] read to resolve a decision's domain events:
+/// the subjects of its video events. The runtime loads those the state does not hold first.
+pub fn outbox_rows(_state: &State, decision: &Decision) -> Vec<spool_model::VideoId> {
+    raised(decision)
+        .into_iter()
+        .filter(|(name, _, _)| name.subject() == spool_model::names::Subject::Video)
+        .filter_map(|(_, subject, _)| subject.parse().ok())
+        .collect()
+}
+
 fn raised(decision: &Decision) -> Vec<(DomainEventName, String, String)> {
     let mut raised = Vec::new();
     for s in &decision.streams {
@@ -353,8 +363,8 @@ fn resolved(
         subject
             .parse::<spool_model::VideoId>()
             .ok()
-            .and_then(|id| state.videos.get(&id))
-            .map(|v| crate::machines::video::view::video(v, state))
+            .and_then(|id| Some((state.videos.get(&id)?, state.video_row(&id)?)))
+            .map(|(v, row)| crate::machines::video::view::video(v, row, state))
     } else {
         None
     }

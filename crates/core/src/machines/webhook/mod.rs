@@ -6,7 +6,7 @@ mod decide;
 mod effects;
 mod evolve;
 
-pub use decide::{OUTBOX_STREAM, decide, fire_retry, outbox, publish};
+pub use decide::{OUTBOX_STREAM, decide, fire_retry, outbox, outbox_rows, publish};
 pub use effects::{WebhookEffect, effects_for, work_key};
 pub use evolve::evolve;
 

@@ -1,0 +1,98 @@
+//! The tables of the fold (`engine-spec/tables.md`): a video's immutable facts live in the
+//! `videos` table, not in the state; a log without them (a data directory from before the
+//! tables) has them built from its events at start; a decision reads them through the loader.
+
+use spool_core::rows::{ROWS_KEPT_MAX, TABLES_FORMAT, TABLES_FORMAT_KEY};
+use spool_core::{State, VideoRow};
+use spool_log::{AppendRequest, EventLog, Expected, MemLog, NewEvent, SideTable};
+use spool_model::{Event, IndexId, MediaFacts, MediaType, PartRange, VideoId};
+use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock};
+use std::sync::Arc;
+
+fn imported(video_id: VideoId, index_id: IndexId, title: &str) -> Event {
+    Event::VideoImported {
+        video_id,
+        index_id,
+        title: title.into(),
+        media_type: MediaType::Video,
+        connector_id: None,
+        source_path: format!("in/{title}.mp4"),
+        source_etag: Some("\"e1\"".into()),
+        size_bytes: 1234,
+        sha256: [7; 32],
+        media_path: format!("videos/xx/{video_id}.mp4"),
+        facts: MediaFacts { container: "mp4".into(), duration_us: Some(2_500_000), bit_rate: None, streams: vec![] },
+        part: PartRange { part_index: 0, part_count: 1, start_us: 0, end_us: 2_500_000 },
+        parts: vec![],
+    }
+}
+
+/// A log written before the tables (events, no rows, no format): the runtime builds the rows
+/// from the events before it takes commands, records the format, and the state holds none of
+/// the facts the rows hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_from_before_the_tables_has_them_built_at_start() {
+    let log = Arc::new(MemLog::new());
+    let index = IndexId(ulid::Ulid::from_parts(1, 1));
+    let ids: Vec<VideoId> = (0..10).map(|i| VideoId(ulid::Ulid::from_parts(2, i))).collect();
+    let events =
+        ids.iter().enumerate().map(|(i, id)| NewEvent { at_ms: 1, event: imported(*id, index, &format!("v{i}")) });
+    log.append(AppendRequest::one("videos", Expected::Any, events.collect())).await.unwrap();
+    assert_eq!(log.side_get(SideTable::Videos, &ids[0].to_string()).unwrap(), None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RuntimeConfig::new(dir.path());
+    cfg.master_key = Some(MasterKey::generate());
+    let rt = Runtime::start(log.clone(), cfg, Arc::new(TestClock::new(1_764_000_000_000)), Arc::new(SeededIds::new(3)))
+        .await
+        .unwrap();
+    rt.wait_ready().await;
+    let row = rt.video_row(&ids[3]).unwrap().expect("the row was built from the log");
+    assert_eq!(row.title, "v3");
+    assert_eq!(row.source_path, "in/v3.mp4");
+    assert_eq!(row.facts.as_ref().map(|f| f.duration_us), Some(Some(2_500_000)));
+    assert_eq!(rt.video_rows(ids.iter().copied()).unwrap().len(), 10);
+    assert_eq!(log.side_get(SideTable::Videos, TABLES_FORMAT_KEY).unwrap(), Some(TABLES_FORMAT.to_le_bytes().to_vec()));
+    // The state holds the video (its index, range, deletion), not its facts.
+    assert_eq!(rt.read(|st| st.videos.get(&ids[3]).map(|v| v.range_us)), Some((0, 2_500_000)));
+    assert!(rt.read(|st| st.rows.videos.is_empty()), "the read state keeps no rows");
+    rt.shutdown().await;
+}
+
+/// A row is written once, in the commit of its event, and the loader reads it back into a
+/// state that forgot it: the rows a state keeps beyond those in flight are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_kept_for_decisions_are_bounded_and_loaded_again_from_the_table() {
+    let log = MemLog::new();
+    let index = IndexId(ulid::Ulid::from_parts(1, 1));
+    let n = u128::try_from(ROWS_KEPT_MAX).unwrap() + 10;
+    let mut st = State::default();
+    st.rows.emit = true;
+    let mut side = Vec::new();
+    for i in 0..n {
+        let env = spool_model::Envelope {
+            seq: st.applied_seq + 1,
+            stream: "videos".into(),
+            at_ms: 1,
+            format_version: spool_model::FORMAT_VERSION,
+            event: imported(VideoId(ulid::Ulid::from_parts(2, i)), index, &format!("v{i}")),
+        };
+        spool_core::evolve(&mut st, &env);
+        spool_runtime::rows::side_writes(st.rows.take_written(), &mut side);
+    }
+    assert_eq!(side.len(), ROWS_KEPT_MAX + 10, "one row per imported video");
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| NewEvent { at_ms: 1, event: imported(VideoId(ulid::Ulid::from_parts(2, i)), index, &format!("v{i}")) })
+        .collect();
+    let mut req = AppendRequest::one("videos", Expected::Any, events);
+    req.side = side;
+    log.append(req).await.unwrap();
+    // Nothing durable yet as far as the state knows: every row stays.
+    st.rows.forget_durable(0);
+    assert_eq!(st.rows.videos.len(), ROWS_KEPT_MAX + 10);
+    st.rows.forget_durable(log.head());
+    assert!(st.rows.videos.is_empty(), "durable rows are forgotten past the bound");
+    let first = VideoId(ulid::Ulid::from_parts(2, 0));
+    spool_runtime::rows::load_video_rows(&log, &mut st, &[first]).unwrap();
+    assert_eq!(st.video_row(&first).map(|r: &VideoRow| r.title.as_str()), Some("v0"));
+}
