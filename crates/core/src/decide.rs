@@ -85,7 +85,7 @@ pub fn outbox(state_after: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<St
 
 /// The videos whose rows [`outbox`] or [`publish`] reads for this decision (`crate::rows`): the
 /// runtime loads the ones the state does not hold before calling them.
-pub fn outbox_rows(state_after: &State, decision: &Decision) -> Vec<spool_model::VideoId> {
+pub fn outbox_rows(state_after: &State, decision: &Decision) -> Vec<crate::rows::Need> {
     webhook::outbox_rows(state_after, decision)
 }
 

@@ -35,8 +35,8 @@ pub(crate) fn evolve_mirrored(state: &mut State, env: &Envelope) {
 }
 
 /// The invariants of the aggregate an event touched, in O(1) (debug builds: every test and
-/// both simulators run them on every event): a job's outcome counters equal its per-status
-/// index; a run's segment counters never pass its segments.
+/// both simulators run them on every event): a job's failed counter equals its per-status
+/// index and its files plus its imported and skipped counters its files discovered; a run's segment counters never pass its segments.
 #[cfg(debug_assertions)]
 fn check_touched(state: &State, env: &Envelope) {
     use crate::WorkKey;
@@ -44,13 +44,13 @@ fn check_touched(state: &State, env: &Envelope) {
     match crate::work_key(&env.event) {
         Some(WorkKey::Import(id)) => {
             if let Some(j) = state.imports.get(&id) {
-                debug_assert_eq!(
-                    j.by_status.count(FileStatus::Imported) as u64,
-                    j.imported,
-                    "job {id}: imported counter"
-                );
                 debug_assert_eq!(j.by_status.count(FileStatus::Failed) as u64, j.failed, "job {id}: failed counter");
-                debug_assert_eq!(j.by_status.count(FileStatus::Skipped) as u64, j.skipped, "job {id}: skipped counter");
+                // Imported and skipped files are rows: every discovered file is the job's or one.
+                debug_assert_eq!(
+                    j.files.len() as u64 + j.imported + j.skipped,
+                    u64::from(j.file_count),
+                    "job {id}: files, imported and skipped"
+                );
             }
         }
         Some(WorkKey::PromptRun(id)) => {

@@ -6,15 +6,16 @@
 //! yet known durable, and the rows the runtime loaded for it (`spool_runtime`'s loader, the one
 //! place that reads tables for decisions).
 
+use crate::machines::import_job::{FileStatus, ImportFile};
 use crate::machines::video::VideoRow;
-use spool_model::VideoId;
+use spool_model::{ImportJobId, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 1;
+pub const TABLES_FORMAT: u32 = 2;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -25,7 +26,14 @@ pub const ROWS_KEPT_MAX: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowWrite {
     Video(VideoId, Arc<VideoRow>),
+    /// An import job's imported or skipped file (`job_files`, keyed by
+    /// `import_job::file_row_key`).
+    JobFile(ImportJobId, Arc<ImportFile>),
 }
+
+/// The finished files of a job a decision may read: the first `n` of each finished status
+/// (`Imported`, `Skipped`) in file id order, from the table and the events in flight.
+pub const JOB_FILES_HEAD: usize = crate::machines::import_job::view::EMBEDDED_PAGE_ITEMS + 1;
 
 /// The rows a state holds for decisions and the rows its fold emitted. Not part of the state's
 /// truth: it is never in a snapshot and two states that differ only here are equal.
@@ -40,6 +48,12 @@ pub struct Rows {
     /// Rows a decision may read, with the sequence number of the event that wrote them (0: read
     /// from the table).
     pub videos: BTreeMap<VideoId, (u64, Arc<VideoRow>)>,
+    /// Finished files of jobs a decision may read, with the sequence number of the event that
+    /// wrote them (0: read from the table).
+    pub files: BTreeMap<(ImportJobId, u32), (u64, Arc<ImportFile>)>,
+    /// The (job, status) whose first rows were read from the table for this batch, and how many
+    /// were asked for: with the rows in flight, the first that many of the status are in `files`.
+    pub file_heads: BTreeMap<(ImportJobId, FileStatus), usize>,
 }
 
 impl PartialEq for Rows {
@@ -63,7 +77,88 @@ impl Rows {
         if self.videos.len() > ROWS_KEPT_MAX {
             self.videos.retain(|_, (seq, _)| *seq > durable_seq);
         }
+        // A head read for one batch is not kept: the table moves on under it.
+        self.file_heads.clear();
+        self.files.retain(|_, (seq, _)| *seq > durable_seq);
     }
+
+    /// The fold finished a job's file: its row is written, and kept while in flight.
+    pub fn file_written(&mut self, job_id: ImportJobId, f: ImportFile, seq: u64) {
+        let f = Arc::new(f);
+        self.written.push(RowWrite::JobFile(job_id, f.clone()));
+        self.files.insert((job_id, f.file.file_id), (seq, f));
+    }
+
+    /// A file imported in this decision turned out to have parts: its row is written again.
+    pub fn file_parts(&mut self, job_id: ImportJobId, file_id: u32, parts: &[VideoId], seq: u64) {
+        let Some((_, f)) = self.files.get(&(job_id, file_id)) else { return };
+        let mut f = (**f).clone();
+        f.parts = parts.to_vec();
+        self.file_written(job_id, f, seq);
+    }
+
+    /// The first `n` finished files of a job with this status that this state holds (its head
+    /// read from the table, then the rows in flight), in id order.
+    pub fn finished_files(&self, job_id: &ImportJobId, status: FileStatus, n: usize) -> Vec<Arc<ImportFile>> {
+        let lo = (*job_id, 0);
+        let hi = (*job_id, u32::MAX);
+        self.files.range(lo..=hi).map(|(_, (_, f))| f).filter(|f| f.status == status).take(n).cloned().collect()
+    }
+
+    /// Whether the first `n` of a job's finished files of this status were read for this batch.
+    pub fn has_head(&self, job_id: &ImportJobId, status: FileStatus, n: usize) -> bool {
+        self.file_heads.get(&(*job_id, status)).is_some_and(|m| *m >= n)
+    }
+}
+
+/// What a decision may read from the tables: the runtime's loader reads each into
+/// [`State::rows`](crate::State) first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// The rows of these videos.
+    Videos(Vec<VideoId>),
+    /// The first `n` finished files of a job with this status.
+    JobFiles { job_id: ImportJobId, status: FileStatus, n: usize },
+}
+
+/// What a command's decision (and the answer rendered from it) reads from the tables, on the
+/// state before it: an import job's cancel and retry answer with the job, whose JSON shows its
+/// first outputs and skipped files; an import automation's run takes the videos its job
+/// imported.
+pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
+    use crate::machines::automation::AutomationCommand;
+    use crate::machines::import_job::ImportCommand;
+    match cmd {
+        crate::Command::Import(
+            ImportCommand::CancelImportJob { job_id } | ImportCommand::RetryImportJob { job_id },
+        ) => job_head(state, job_id),
+        crate::Command::Automation(AutomationCommand::StartRun { job_id, .. }) => vec![Need::JobFiles {
+            job_id: *job_id,
+            status: FileStatus::Imported,
+            n: crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// The finished files an import job's JSON shows (none to read when it has none).
+pub fn job_head(state: &crate::State, job_id: &ImportJobId) -> Vec<Need> {
+    let Some(j) = state.imports.get(job_id) else { return Vec::new() };
+    let mut out = Vec::new();
+    for status in [FileStatus::Imported, FileStatus::Skipped] {
+        if j.count(status) > 0 {
+            out.push(Need::JobFiles { job_id: *job_id, status, n: JOB_FILES_HEAD });
+        }
+    }
+    out
+}
+
+/// The finished files a state holds for a job's JSON (`import_job::view::import_job`).
+pub fn job_head_files(state: &crate::State, job_id: &ImportJobId) -> Vec<Arc<ImportFile>> {
+    let mut out = state.rows.finished_files(job_id, FileStatus::Imported, JOB_FILES_HEAD);
+    out.extend(state.rows.finished_files(job_id, FileStatus::Skipped, JOB_FILES_HEAD));
+    out.sort_by_key(|f| f.file.file_id);
+    out
 }
 
 /// The row an event writes, if any: a pure function of the event (the fold emits it, and a

@@ -73,14 +73,14 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
                     j.scan_failing_since_ms,
                     json!({
                         "listing_attempts": j.scan_failures,
-                        "files_found": j.files.len(),
+                        "files_found": j.file_count,
                         "last_error": { "code": "listing_failed", "message": error },
                     }),
                 )
                 .until(until),
             );
         }
-        return Some(WaitingOn::new("listing", Some(j.created_at_ms), json!({ "files_found": j.files.len() })));
+        return Some(WaitingOn::new("listing", Some(j.created_at_ms), json!({ "files_found": j.file_count })));
     }
     if started > 0 {
         return Some(WaitingOn::new("storage", Some(j.updated_at_ms), json!({ "copies_running": started })));
@@ -90,10 +90,10 @@ pub fn of_job(st: &State, j: &ImportJob) -> Option<WaitingOn> {
         return Some(WaitingOn::new("concurrency_slot", Some(j.updated_at_ms), json!({ "files_pending": pending })));
     }
     let waiting: Vec<u32> = j.files_in(FileStatus::Waiting).take(WAITING_ITEMS_LOOKED_AT_MAX).collect();
-    if let Some(first) = waiting.first().and_then(|id| j.files.get(*id as usize)) {
+    if let Some(first) = waiting.first().and_then(|id| j.files.get(id)) {
         let until = waiting
             .iter()
-            .filter_map(|id| j.files.get(*id as usize))
+            .filter_map(|id| j.files.get(id))
             .filter_map(|f| {
                 st.timer_due.get(&Timer::ImportFileRetry {
                     job_id: j.job_id,

@@ -227,7 +227,13 @@ fn render_state(state: &State) -> String {
                 .collect::<std::collections::BTreeSet<u32>>()
         )
         .unwrap();
-        for f in &j.files {
+        // The job's own files and its finished ones (rows the fold kept), in id order.
+        let mut files: Vec<spool_core::imports::ImportFile> = j.files.values().cloned().collect();
+        for s in [spool_core::imports::FileStatus::Imported, spool_core::imports::FileStatus::Skipped] {
+            files.extend(state.rows.finished_files(&j.job_id, s, usize::MAX).iter().map(|f| (**f).clone()));
+        }
+        files.sort_by_key(|f| f.file.file_id);
+        for f in &files {
             writeln!(
                 t,
                 "    file {} {} {} attempts={} skip={:?} failure={:?}",

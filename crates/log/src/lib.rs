@@ -81,11 +81,15 @@ pub enum SideTable {
     /// videos, keyed by video id, and the projection's format under `~format`. Written by the
     /// sequencer in the same commit as the events they follow from; rebuildable from the log.
     Videos,
+    /// A projection of the fold: import jobs' imported and skipped files, keyed
+    /// `{job}/{i|s}/{file id}` (`engine-spec/tables.md`).
+    JobFiles,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 3] = [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos];
+    pub const ALL: [SideTable; 4] =
+        [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos, SideTable::JobFiles];
 }
 
 /// A write into a side table, made in the same transaction as the request's events.

@@ -223,6 +223,7 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::Idempotency => 0,
         SideTable::DataKeys => 1,
         SideTable::Videos => 2,
+        SideTable::JobFiles => 3,
     }
 }
 

@@ -115,6 +115,7 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::Idempotency => 1,
         SideTable::DataKeys => 2,
         SideTable::Videos => 3,
+        SideTable::JobFiles => 4,
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::ne
 pub(crate) const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("data_keys");
 /// The video projection (`SideTable::Videos`).
 pub(crate) const VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::new("videos");
+/// Import jobs' finished files (`SideTable::JobFiles`).
+pub(crate) const JOB_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("job_files");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -40,6 +42,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
         SideTable::Idempotency => IDEMPOTENCY,
         SideTable::DataKeys => DATA_KEYS,
         SideTable::Videos => VIDEOS,
+        SideTable::JobFiles => JOB_FILES,
     }
 }
 
@@ -119,6 +122,7 @@ impl RedbLog {
             w.open_table(IDEMPOTENCY)?;
             w.open_table(DATA_KEYS)?;
             w.open_table(VIDEOS)?;
+            w.open_table(JOB_FILES)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -515,6 +519,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut idem = w.open_table(IDEMPOTENCY)?;
         let mut data_keys = w.open_table(DATA_KEYS)?;
         let mut videos = w.open_table(VIDEOS)?;
+        let mut job_files = w.open_table(JOB_FILES)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -582,6 +587,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::Idempotency => &mut idem,
                             SideTable::DataKeys => &mut data_keys,
                             SideTable::Videos => &mut videos,
+                            SideTable::JobFiles => &mut job_files,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -590,6 +596,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::Idempotency => &mut idem,
                             SideTable::DataKeys => &mut data_keys,
                             SideTable::Videos => &mut videos,
+                            SideTable::JobFiles => &mut job_files,
                         };
                         t.remove(key.as_str())?;
                     }

@@ -4,10 +4,11 @@
 //! rebuild of the tables from the log when their format changed (or they are missing: a data
 //! directory from before them).
 
-use spool_core::rows::{TABLES_FORMAT, TABLES_FORMAT_KEY};
+use spool_core::imports::{FileStatus, ImportFile, file_row_key, file_row_prefix};
+use spool_core::rows::{Need, TABLES_FORMAT, TABLES_FORMAT_KEY};
 use spool_core::{RowWrite, State, VideoRow};
 use spool_log::{AppendRequest, EventLog, READ_BATCH_MAX, SideTable, SideWrite};
-use spool_model::VideoId;
+use spool_model::{ImportJobId, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,6 +22,11 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
             RowWrite::Video(id, row) => {
                 out.push(SideWrite::Put { table: SideTable::Videos, key: id.to_string(), value: row.encode() })
             }
+            RowWrite::JobFile(job_id, f) => out.push(SideWrite::Put {
+                table: SideTable::JobFiles,
+                key: file_row_key(&job_id, f.status, f.file.file_id),
+                value: f.encode_row(),
+            }),
         }
     }
 }
@@ -62,28 +68,90 @@ pub fn load_video_rows<L: EventLog + ?Sized>(log: &L, st: &mut State, ids: &[Vid
     Ok(())
 }
 
-/// Build the tables from the log when they are not of [`TABLES_FORMAT`]: every row the log's
-/// events write, then the format, last (a rebuild cut short starts again). Runs before the
-/// sequencer takes commands. Returns the rows written (0 when the tables were current).
+/// A job's finished files of one status (`Imported` or `Skipped`) with ids from `from` on, in id
+/// order, at most `n`, from the `job_files` table.
+pub fn read_job_files<L: EventLog + ?Sized>(
+    log: &L,
+    job_id: &ImportJobId,
+    status: FileStatus,
+    from: u32,
+    n: usize,
+) -> Result<Vec<Arc<ImportFile>>, spool_log::Error> {
+    let prefix = file_row_prefix(job_id, status);
+    let mut after = match from.checked_sub(1) {
+        Some(before) => file_row_key(job_id, status, before),
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    while out.len() < n {
+        let page = log.side_scan(SideTable::JobFiles, Some(&after), (n - out.len()).min(READ_BATCH_MAX))?;
+        let full = page.len() == (n - out.len()).min(READ_BATCH_MAX);
+        for (key, bytes) in page {
+            if !key.starts_with(&prefix) {
+                return Ok(out);
+            }
+            match ImportFile::decode_row(&bytes) {
+                Some(f) => out.push(Arc::new(f)),
+                None => tracing::warn!(key = %key, "a job file row of another format or damaged; left out"),
+            }
+            after = key;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Load what a decision reads from the tables into the state (`spool_core::rows::Need`): the
+/// one place that reads tables for decisions. Rows the state holds are not read again; loaded
+/// rows count as durable (sequence 0).
+pub fn load<L: EventLog + ?Sized>(log: &L, st: &mut State, needs: &[Need]) -> Result<(), spool_log::Error> {
+    for need in needs {
+        match need {
+            Need::Videos(ids) => load_video_rows(log, st, ids)?,
+            Need::JobFiles { job_id, status, n } => {
+                if st.rows.has_head(job_id, *status, *n) {
+                    continue;
+                }
+                for f in read_job_files(log, job_id, *status, 0, *n)? {
+                    st.rows.files.entry((*job_id, f.file.file_id)).or_insert((0, f));
+                }
+                st.rows.file_heads.insert((*job_id, *status), *n);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Build the tables from the log when they are not of [`TABLES_FORMAT`]: the log is folded from
+/// its first event with rows emitted (a row may depend on the state its event folds into: a
+/// job's file), each row put as it comes (4,096 per append), then the format, last (a rebuild
+/// cut short starts again). Runs before the sequencer takes commands. Returns the rows written
+/// (0 when the tables were current).
 pub fn ensure_tables<L: EventLog + ?Sized>(log: &L) -> Result<u64, spool_log::Error> {
     let format = TABLES_FORMAT.to_le_bytes().to_vec();
     if log.side_get(SideTable::Videos, TABLES_FORMAT_KEY)?.as_deref() == Some(&format[..]) {
         return Ok(0);
     }
     let began = std::time::Instant::now();
+    let mut st = State::kept_rows();
     let mut written = 0u64;
     let mut side = Vec::new();
-    let mut from = 1;
+    let mut kept_from = 0;
     loop {
-        let batch = log.read_from(from, READ_BATCH_MAX)?;
-        let Some(last) = batch.last() else { break };
-        from = last.seq + 1;
+        let batch = log.read_from(st.applied_seq + 1, READ_BATCH_MAX)?;
+        let Some(first) = batch.first().map(|e| e.seq) else { break };
+        // The rows a later event may complete (a file's parts) come from the batch before at
+        // most: older ones are let go.
+        st.rows.forget_durable(kept_from);
+        kept_from = first.saturating_sub(1);
         for env in &batch {
-            if let Some(row) = spool_core::rows::of_event(&env.event) {
-                side_writes(vec![row], &mut side);
-                written += 1;
-            }
+            spool_core::evolve(&mut st, env);
         }
+        let rows = st.rows.take_written();
+        written += rows.len() as u64;
+        side_writes(rows, &mut side);
         if side.len() >= REBUILD_ROWS_PER_APPEND {
             futures::executor::block_on(
                 log.append(AppendRequest { streams: vec![], side: std::mem::take(&mut side) }),

@@ -513,6 +513,18 @@ impl Runtime {
         Ok(crate::rows::read_video_rows(&*self.log, ids)?)
     }
 
+    /// A job's finished files of one status from file id `from` on, at most `n`, from the
+    /// `job_files` table.
+    pub fn job_files(
+        &self,
+        job_id: &spool_model::ImportJobId,
+        status: spool_core::imports::FileStatus,
+        from: u32,
+        n: usize,
+    ) -> Result<Vec<Arc<spool_core::imports::ImportFile>>, RuntimeError> {
+        Ok(crate::rows::read_job_files(&*self.log, job_id, status, from, n)?)
+    }
+
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&st)

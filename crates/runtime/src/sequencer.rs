@@ -303,6 +303,13 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                     }
                 },
             };
+            // What the decision (and its answer) reads from the tables, loaded first: only the
+            // state's rows change, so a failed read fails this command alone.
+            let needs = spool_core::rows::needs(st, &cmd);
+            if let Err(e) = crate::rows::load(&*self.log, st, &needs) {
+                answers.push((reply, Err(e.into())));
+                continue;
+            }
             let now = self.clock.now_ms();
             let mut ctx = Ctx::new(now, self.ids.entropy()).in_partition(self.cfg.partition);
             // A decision is pure: one that panics fails its command alone (the state is untouched).
@@ -347,7 +354,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                 let publishes = matches!(self.cfg.partition, Some(p) if p >= 1);
                 if publishes || !st.webhooks.is_empty() {
                     let need = spool_core::outbox_rows(st, &decision);
-                    crate::rows::load_video_rows(&*self.log, st, &need)
+                    crate::rows::load(&*self.log, st, &need)
                         .map_err(|e| ("storage_unavailable", format!("reading the rows its webhooks carry: {e}")))?;
                 }
                 let deliveries = match self.cfg.partition {

@@ -60,20 +60,30 @@ pub fn replay_events(
 
 /// The streams one workflow's bundle holds: its own (a job's files' too), and the ones it
 /// refers to: its index, connectors, prompt, videos, runs, and an automation's jobs.
-pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<String> {
+/// A job's imported files are read from the `job_files` table of `log`.
+pub fn bundle_streams<L: EventLog + ?Sized>(
+    st: &State,
+    log: &L,
+    subject: &str,
+) -> Result<std::collections::BTreeSet<String>, spool_log::Error> {
     use spool_model::*;
     let mut out = std::collections::BTreeSet::new();
     out.insert(subject.to_string());
-    let job = |out: &mut std::collections::BTreeSet<String>, j: &spool_core::machines::import_job::ImportJob| {
+    let job = |out: &mut std::collections::BTreeSet<String>,
+               j: &spool_core::machines::import_job::ImportJob|
+     -> Result<(), spool_log::Error> {
         out.insert(j.job_id.to_string());
         out.insert(j.index_id.to_string());
         out.insert(j.connector_id.to_string());
-        for f in &j.files {
-            out.extend(f.part_videos().into_iter().map(|v| v.to_string()));
+        let imported =
+            crate::rows::read_job_files(log, &j.job_id, spool_core::imports::FileStatus::Imported, 0, usize::MAX)?;
+        for f in j.files.values().map(|f| f.part_videos()).chain(imported.iter().map(|f| f.part_videos())) {
+            out.extend(f.into_iter().map(|v| v.to_string()));
         }
+        Ok(())
     };
     if let Some(j) = subject.parse::<ImportJobId>().ok().and_then(|id| st.imports.get(&id)) {
-        job(&mut out, j);
+        job(&mut out, j)?;
     }
     let run = |out: &mut std::collections::BTreeSet<String>, r: &spool_core::machines::prompt_run::PromptRun| {
         out.insert(r.run_id.to_string());
@@ -110,7 +120,7 @@ pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<S
         }
         for (job_id, e) in st.automation_jobs.iter().filter(|(_, e)| e.automation_id == a.automation_id) {
             if let Some(j) = st.imports.get(job_id) {
-                job(&mut out, j);
+                job(&mut out, j)?;
             }
             if let Some(r) = e.run_id.and_then(|id| st.prompt_runs.get(&id)) {
                 run(&mut out, r);
@@ -118,7 +128,7 @@ pub fn bundle_streams(st: &State, subject: &str) -> std::collections::BTreeSet<S
         }
     }
     out.retain(|s| !never_bundled(s));
-    out
+    Ok(out)
 }
 
 /// API keys (their hashes), webhooks (their sealed secrets) and deliveries are never in a

@@ -96,3 +96,94 @@ async fn rows_kept_for_decisions_are_bounded_and_loaded_again_from_the_table() {
     spool_runtime::rows::load_video_rows(&log, &mut st, &[first]).unwrap();
     assert_eq!(st.video_row(&first).map(|r: &VideoRow| r.title.as_str()), Some("v0"));
 }
+
+/// An imported file leaves its job for the `job_files` table in the commit that imports it:
+/// a finished job holds no file in memory, its rows are in the table (with the attempt that
+/// imported each), and the media of every imported file is kept. (A first cut removed the media
+/// of each imported file: the executor looked for the file in the job to tell whether its copy
+/// was recorded, and no longer found it there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_file_is_a_row_of_the_table_and_its_media_is_kept() {
+    use spool_core::imports::{FileStatus, JobStatus};
+    use spool_core::{Command, Outcome};
+    use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider};
+    let data = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let src = roots.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("t{i}.png")), include_bytes!("../../../fixtures/media/tiny.png")).unwrap();
+    }
+    std::fs::write(src.join("notes.txt"), b"not media").unwrap();
+    let mut cfg = RuntimeConfig::new(data.path());
+    cfg.master_key = Some(MasterKey::generate());
+    cfg.storage.local_roots = vec![roots.path().canonicalize().unwrap()];
+    let rt =
+        Runtime::open(cfg, Arc::new(TestClock::new(1_764_000_000_000)), Arc::new(SeededIds::new(5))).await.unwrap();
+    rt.wait_ready().await;
+    let connector_id = ConnectorId(rt.new_ulid());
+    rt.execute(Command::Connector(spool_core::ConnectorCommand::CreateConnector {
+        connector_id,
+        provider: Provider::Local,
+        name: "local".into(),
+        scopes: vec![ConnectorScope::Import],
+        import_mode: ImportMode::All,
+        export_base_path: None,
+        location: ConnectorLocation {
+            root: Some(src.canonicalize().unwrap().to_string_lossy().into_owned()),
+            ..Default::default()
+        },
+        credentials: None,
+    }))
+    .await
+    .unwrap();
+    let Outcome::Index(index_id) = rt
+        .execute(Command::Index(spool_core::IndexCommand::CreateIndex {
+            name: "i".into(),
+            user_id: "u".into(),
+            description: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("no index")
+    };
+    let Outcome::Import(job_id) = rt
+        .execute(Command::Import(spool_core::ImportCommand::CreateImportJob {
+            connector_id,
+            index_id,
+            source_prefix: String::new(),
+            file_pattern: "*".into(),
+            recursive: true,
+            import_mode: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("no job")
+    };
+    for _ in 0..2000 {
+        if rt.read(|st| st.imports.get(&job_id).is_some_and(|j| j.status == JobStatus::Completed)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (own, imported, skipped, count) =
+        rt.read(|st| st.imports.get(&job_id).map(|j| (j.files.len(), j.imported, j.skipped, j.file_count)).unwrap());
+    assert_eq!((own, imported, skipped, count), (0, 5, 1, 6), "the finished job holds no file");
+    let rows = rt.job_files(&job_id, FileStatus::Imported, 0, 100).unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|f| f.status == FileStatus::Imported && f.attempts == 1 && f.bytes == 1024));
+    let skipped = rt.job_files(&job_id, FileStatus::Skipped, 0, 100).unwrap();
+    assert_eq!(skipped.iter().map(|f| f.file.path.as_str()).collect::<Vec<_>>(), ["notes.txt"]);
+    // A page from a file id on.
+    let from = rows[2].file.file_id;
+    assert_eq!(rt.job_files(&job_id, FileStatus::Imported, from, 2).unwrap().len(), 2);
+    // Every imported file's media is in the media store, under its video's row.
+    for f in &rows {
+        let video = f.file.video_id.unwrap();
+        let row = rt.video_row(&video).unwrap().expect("the video's row");
+        assert!(data.path().join("media").join(&row.media_path).is_file(), "media of {} kept", f.file.path);
+    }
+    rt.shutdown().await;
+}

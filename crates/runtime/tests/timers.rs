@@ -144,9 +144,12 @@ async fn a_retryable_failure_waits_for_its_timer_which_fires_once_and_survives_a
     rt.read(|st| {
         let j = &st.imports[&job];
         assert_eq!((j.imported, j.failed), (3, 0));
-        assert!(j.files.iter().all(|f| f.attempts == 2), "each file took two attempts");
         assert!(st.timers.is_empty() && st.timer_due.is_empty());
     });
+    // The imported files are rows of the job's table.
+    let files = rt.job_files(&job, FileStatus::Imported, 0, 10).unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(files.iter().all(|f| f.attempts == 2), "each file took two attempts");
     // Fired exactly once each; a repeated FireTimer (a duplicate) changes nothing.
     assert_eq!(events_of_kind(&rt, "ImportFileRetryScheduled").len(), 3);
     let due = events_of_kind(&rt, "ImportFileRetryDue");

@@ -237,7 +237,7 @@ pub fn bundle(dir: &SourceArg, id: &str, out: Option<&std::path::Path>) -> anyho
     }
     let source = Source::open(dir)?;
     let st = spool_runtime::tools::fold_state(source.log())?;
-    let streams = spool_runtime::tools::bundle_streams(&st, id);
+    let streams = spool_runtime::tools::bundle_streams(&st, source.log(), id)?;
     let Some((events, streams, text)) = spool_runtime::tools::bundle_text(source.log(), &streams, id, usize::MAX)?
     else {
         bail!("{id} has no events");

@@ -56,9 +56,13 @@ pub async fn bundle(
     crate::body::PathParam(id): crate::body::PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Admin)?;
-    // Under the read lock only the names of the bundle's streams are taken; the log scan that
+    // Under the read lock only the names of the bundle's streams are taken (a job's imported
+    // files read from its table); the log scan that
     // follows runs without it, within ADMIN_BUNDLE_EVENTS_MAX events.
-    let streams = app.rt.read(|st| spool_runtime::tools::bundle_streams(st, &id));
+    let streams = app
+        .rt
+        .read(|st| spool_runtime::tools::bundle_streams(st, &**app.rt.log(), &id))
+        .map_err(spool_runtime::RuntimeError::Log)?;
     let text = match spool_runtime::tools::bundle_text(&**app.rt.log(), &streams, &id, ADMIN_BUNDLE_EVENTS_MAX) {
         Ok(Some(b)) => b.2,
         Ok(None) => return Err(ApiError::not_found("stream", &id)),

@@ -182,7 +182,7 @@ impl Runtime {
                     Some(spool_model::JobSource::Upload { staged_key, .. }) => Some(staged_key.clone()),
                     _ => None,
                 };
-                j.files.get(file_id as usize).map(|f| (j.connector_id, f.file.clone(), staged))
+                j.files.get(&file_id).map(|f| (j.connector_id, f.file.clone(), staged))
             })
         }) else {
             return Ok(());
@@ -246,13 +246,22 @@ impl Runtime {
         self.execute(cmd).await?;
         // A copy that finished after its job ended (the index was deleted meanwhile) is not
         // recorded: remove what it wrote, so no media outlives its index.
-        let status = self.read(|st| {
-            st.imports
-                .get(job_id)
-                .and_then(|j| j.files.get(file_id as usize))
-                .filter(|f| f.attempts == attempt)
-                .map(|f| f.status)
+        let (finished, status) = self.read(|st| match st.imports.get(job_id) {
+            Some(j) => {
+                (j.finished_file(file_id), j.files.get(&file_id).filter(|f| f.attempts == attempt).map(|f| f.status))
+            }
+            None => (false, None),
         });
+        // An imported file has left the job: its row says which attempt imported it (a table
+        // read that fails fails the effect, and removes nothing).
+        let status = if finished {
+            self.job_files(job_id, spool_core::imports::FileStatus::Imported, file_id, 1)?
+                .first()
+                .filter(|f| f.file.file_id == file_id && f.attempts == attempt)
+                .map(|f| f.status)
+        } else {
+            status
+        };
         if copied && status != Some(spool_core::imports::FileStatus::Imported) {
             self.remove_media(&dst_path).await;
         }

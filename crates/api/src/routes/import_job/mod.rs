@@ -105,7 +105,9 @@ pub(crate) fn render_job(st: &spool_core::State, out: Outcome, status: StatusCod
         Outcome::Import(id) => st.imports.get(&id),
         _ => None,
     };
-    view_reply(status, job.map(|j| views::import_job(j, st)))
+    // On the sequencer's thread: the job's first finished files were loaded for this command
+    // (`spool_core::rows::needs`), or are rows of this very decision.
+    view_reply(status, job.map(|j| views::import_job(j, st, &spool_core::rows::job_head_files(st, &j.job_id))))
 }
 
 pub async fn create(
@@ -159,12 +161,18 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     };
     let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, 1000)?);
     // Newest first, read from the (created_at, id) indexes: O(log n + limit).
-    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+    let ids: Vec<ImportJobId> = app.rt.read(|st| {
         let keys: Box<dyn Iterator<Item = (u64, ImportJobId)>> = match status {
             Some(s) => Box::new(st.imports_by_status.iter(s).rev()),
             None => Box::new(st.imports_by_created.iter().rev().copied()),
         };
-        keys.take(limit).filter_map(|(_, id)| st.imports.get(&id)).map(|j| views::import_job(j, st)).collect()
+        keys.take(limit).map(|(_, id)| id).collect()
+    });
+    let heads = job_heads(&app, &ids)?;
+    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+        ids.iter()
+            .filter_map(|id| Some(views::import_job(st.imports.get(id)?, st, heads.get(id).map_or(&[][..], |h| h))))
+            .collect()
     });
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
@@ -175,7 +183,14 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "import_job", &raw, |st, id: ImportJobId| st.imports.get(&id).map(|j| views::import_job(j, st)))
+    let id = parse_job(&raw)?;
+    let heads = job_heads(&app, &[id])?;
+    let done = heads.get(&id).map_or(&[][..], |h| h);
+    let v = app
+        .rt
+        .read(|st| st.imports.get(&id).map(|j| views::import_job(j, st, done)))
+        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
+    Ok(json(StatusCode::OK, &v))
 }
 
 pub async fn outputs(
@@ -189,9 +204,11 @@ pub async fn outputs(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 100, 1, 1000)?);
     let from = decode_file_cursor(q.get("cursor"))?;
+    // Imported files are rows of the `job_files` table (`engine-spec/tables.md`).
+    let done = app.rt.job_files(&id, FileStatus::Imported, from, limit + 1)?;
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, from, limit)))
+        .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, limit, &done)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -223,11 +240,47 @@ pub async fn files(
         (false, s) => s,
     };
     let from = decode_file_cursor(q.get("cursor"))?;
+    // Imported and skipped files are rows of the `job_files` table, the others the job's own.
+    let mut done = Vec::new();
+    for s in [FileStatus::Imported, FileStatus::Skipped] {
+        if status.is_none_or(|st| st == s) {
+            done.extend(app.rt.job_files(&id, s, from, limit + 1)?);
+        }
+    }
+    done.sort_by_key(|f| f.file.file_id);
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit)))
+        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit, &done)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
+}
+
+/// The first finished files of each job (`spool_core::rows::JOB_FILES_HEAD` of each finished
+/// status), read from the `job_files` table for their JSON; none for a job that has none.
+fn job_heads(
+    app: &AppState,
+    ids: &[ImportJobId],
+) -> Result<std::collections::BTreeMap<ImportJobId, Vec<std::sync::Arc<spool_core::imports::ImportFile>>>, ApiError> {
+    let wanted: Vec<(ImportJobId, u64, u64)> = app.rt.read(|st| {
+        ids.iter()
+            .filter_map(|id| st.imports.get(id).map(|j| (*id, j.imported, j.skipped)))
+            .filter(|(_, i, s)| i + s > 0)
+            .collect()
+    });
+    let n = spool_core::rows::JOB_FILES_HEAD;
+    let mut out = std::collections::BTreeMap::new();
+    for (id, imported, skipped) in wanted {
+        let mut done = Vec::new();
+        if imported > 0 {
+            done.extend(app.rt.job_files(&id, FileStatus::Imported, 0, n)?);
+        }
+        if skipped > 0 {
+            done.extend(app.rt.job_files(&id, FileStatus::Skipped, 0, n)?);
+        }
+        done.sort_by_key(|f| f.file.file_id);
+        out.insert(id, done);
+    }
+    Ok(out)
 }
 
 async fn job_command(

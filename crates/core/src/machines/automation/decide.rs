@@ -179,10 +179,13 @@ fn start_run(
     if job.status == crate::machines::import_job::JobStatus::Cancelled {
         return blocked("import_job_cancelled", format!("import job {job_id} was cancelled"));
     }
-    let video_ids: Vec<spool_model::VideoId> = job
-        .files
+    // The job's imported files are rows of the table: the runtime loaded them
+    // (`crate::rows::needs`).
+    let max = crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX;
+    let video_ids: Vec<spool_model::VideoId> = state
+        .rows
+        .finished_files(job_id, crate::machines::import_job::FileStatus::Imported, max)
         .iter()
-        .filter(|f| f.status == crate::machines::import_job::FileStatus::Imported)
         .flat_map(|f| f.part_videos())
         .filter(|v| state.videos.contains_key(v))
         .collect();
@@ -191,7 +194,6 @@ fn start_run(
     }
     let target = spool_model::RunTarget::Videos { video_ids, index_id: Some(a.index_id) };
     let by = format!("automation:{automation_id}");
-    let max = crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX;
     match crate::machines::prompt_run::execute(state, prompt_id, &target, preset, &by, max, ctx) {
         Ok(d) => {
             let run_id = match d.outcome {

@@ -186,7 +186,7 @@ fn progress_json_with(j: &ImportJob, imported: u64, failed: u64, bytes: u64) -> 
     serde_json::json!({
         "job_id": j.job_id.to_string(),
         "index_id": index_json(j),
-        "total_files": j.files.len(),
+        "total_files": j.file_count,
         "imported": j.imported + imported,
         "failed": j.failed + failed,
         "skipped": j.skipped,
@@ -280,16 +280,7 @@ pub fn record_scan_page(
         .iter()
         .take(SCAN_PAGE_OBJECTS_MAX)
         .filter(|o| !j.seen_paths.contains(&path_key(&o.path)) && seen.insert(o.path.as_str()));
-    let files = classify(
-        state,
-        &j.connector_id,
-        &j.index_id,
-        j.import_mode,
-        spool_model::num::sat_u32(j.files.len()),
-        new,
-        false,
-        ctx,
-    );
+    let files = classify(state, &j.connector_id, &j.index_id, j.import_mode, j.file_count, new, false, ctx);
     if files.is_empty() {
         return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
     }
@@ -416,8 +407,12 @@ pub fn record_job_failed(state: &State, job_id: &ImportJobId, error: &str) -> Re
 }
 
 fn file(j: &ImportJob, file_id: u32) -> Result<&ImportFile, DomainError> {
+    if j.finished_file(file_id) {
+        // Imported or skipped: it has left the job (a late or repeated outcome).
+        return Err(DomainError::Stale(format!("file {file_id} of {} has finished", j.job_id)));
+    }
     j.files
-        .get(file_id as usize)
+        .get(&file_id)
         .ok_or_else(|| DomainError::NotFound { kind: "import_file", id: format!("{}/{file_id}", j.job_id) })
 }
 
@@ -448,6 +443,10 @@ pub fn record_file_imported(
     ctx: &mut Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
+    if j.finished_file(file_id) {
+        // Imported or skipped already: a duplicate outcome changes nothing.
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
+    }
     let f = file(j, file_id)?;
     // A duplicate or stale outcome (effects run at least once), or a copy that finished after
     // its job ended (its index was deleted): a terminal job never changes again. The executor
@@ -538,6 +537,9 @@ pub fn record_file_failed(
     ctx: &mut crate::Ctx,
 ) -> Result<Decision, DomainError> {
     let j = job(state, job_id)?;
+    if j.finished_file(file_id) {
+        return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });
+    }
     let f = file(j, file_id)?;
     if f.status != FileStatus::Started || f.attempts != attempt || j.status.is_terminal() {
         return Ok(Decision { streams: vec![], outcome: Outcome::Import(*job_id) });

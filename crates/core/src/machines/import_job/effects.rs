@@ -66,13 +66,13 @@ pub fn effects_for(state: &State, id: ImportJobId) -> Vec<ImportEffect> {
     }
     // A started copy is resumed (after a crash), also while a cancel waits for it.
     for file_id in j.files_in(FileStatus::Started).take(IMPORT_EFFECTS_PER_JOB_MAX) {
-        let Some(f) = j.files.get(file_id as usize) else { continue };
+        let Some(f) = j.files.get(&file_id) else { continue };
         out.push(ImportEffect::ImportFile { job_id: id, file_id, attempt: f.attempts });
     }
     if live {
         let room = IMPORT_EFFECTS_PER_JOB_MAX.saturating_sub(j.running());
         for file_id in j.files_in(FileStatus::Pending).take(room) {
-            let Some(f) = j.files.get(file_id as usize) else { continue };
+            let Some(f) = j.files.get(&file_id) else { continue };
             out.push(ImportEffect::ImportFile { job_id: id, file_id, attempt: f.attempts + 1 });
         }
     }

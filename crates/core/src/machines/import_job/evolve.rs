@@ -2,8 +2,9 @@ use super::*;
 use crate::State;
 use spool_model::{ConnectorId, Envelope, Event, JobSource};
 
-/// Fold an import event into its job.
-pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
+/// Fold an import event into its job; the files it finished (imported, or skipped at discovery)
+/// leave the job and go to `finished` (their rows, `engine-spec/tables.md`).
+pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64, finished: &mut Vec<ImportFile>) {
     j.updated_at_ms = at;
     match event {
         Event::ImportFilesDiscovered { files, .. } => {
@@ -11,26 +12,25 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
                 j.status = JobStatus::Scanning;
             }
             for f in files {
-                if f.file_id as usize != j.files.len() {
+                if f.file_id != j.file_count {
                     // File ids are positions; `decide` numbers them so. Anything else is ignored.
                     continue;
                 }
-                j.seen_paths.insert(path_key(&f.path));
+                j.file_count += 1;
+                if !j.scan_done {
+                    j.seen_paths.insert(path_key(&f.path));
+                }
                 let status = if f.skip_reason.is_some() { FileStatus::Skipped } else { FileStatus::Pending };
+                let file =
+                    ImportFile { file: f.clone(), status, attempts: 0, bytes: 0, failure: None, parts: Vec::new() };
                 if status == FileStatus::Skipped {
                     j.skipped += 1;
+                    finished.push(file);
                 } else {
                     j.candidates += 1;
+                    j.by_status.insert(status, f.file_id);
+                    j.files.insert(f.file_id, file);
                 }
-                j.by_status.insert(status, f.file_id);
-                j.files.push(ImportFile {
-                    file: f.clone(),
-                    status,
-                    attempts: 0,
-                    bytes: 0,
-                    failure: None,
-                    parts: Vec::new(),
-                });
             }
         }
         Event::ImportScanRetryScheduled { attempt, error, .. } => {
@@ -40,6 +40,7 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
         }
         Event::ImportScanCompleted { .. } => {
             j.scan_done = true;
+            j.seen_paths = Default::default();
             j.scan_error = None;
             j.scan_failing_since_ms = None;
             if !j.status.is_terminal() {
@@ -48,52 +49,48 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
         }
         Event::ImportFileStarted { file_id, attempt, .. } => {
             if j.set_status(*file_id, FileStatus::Started).is_some()
-                && let Some(f) = j.files.get_mut(*file_id as usize)
+                && let Some(f) = j.files.get_mut(file_id)
             {
                 f.attempts = *attempt;
             }
         }
         Event::ImportFileImported { file_id, bytes, .. } => {
-            if let Some(from) = j.set_status(*file_id, FileStatus::Imported) {
+            if let Some((from, mut f)) = j.finish(*file_id, FileStatus::Imported) {
                 if from == FileStatus::Failed {
                     j.failed -= 1;
                 }
-                if let Some(f) = j.files.get_mut(*file_id as usize) {
-                    f.bytes = *bytes;
-                    f.failure = None;
-                }
+                f.bytes = *bytes;
+                f.failure = None;
                 j.imported += 1;
                 j.bytes_transferred += bytes;
+                finished.push(f);
             }
         }
-        Event::ImportFileProbed { file_id, parts, .. } => {
-            if let Some(f) = j.files.get_mut(*file_id as usize)
-                && f.parts.is_empty()
-            {
-                f.parts = parts.clone();
-                j.extra_parts += parts.len().saturating_sub(1) as u64;
-            }
+        // Decided with the file's `ImportFileImported`, right after it: the file has left the
+        // job (its row, with these parts, is written again by `evolve`).
+        Event::ImportFileProbed { parts, .. } => {
+            j.extra_parts += parts.len().saturating_sub(1) as u64;
         }
         Event::ImportFileFailed { file_id, failure, .. } => {
             if let Some(from) = j.set_status(*file_id, FileStatus::Failed) {
                 if from != FileStatus::Failed {
                     j.failed += 1;
                 }
-                if let Some(f) = j.files.get_mut(*file_id as usize) {
+                if let Some(f) = j.files.get_mut(file_id) {
                     f.failure = Some(failure.clone());
                 }
             }
         }
         Event::ImportFileRetryScheduled { file_id, failure, .. } => {
             if j.set_status(*file_id, FileStatus::Waiting).is_some()
-                && let Some(f) = j.files.get_mut(*file_id as usize)
+                && let Some(f) = j.files.get_mut(file_id)
             {
                 f.failure = Some(failure.clone());
             }
         }
         Event::ImportFileRetryDue { file_id, attempt, .. } => {
             let waits = |f: &ImportFile| f.status == FileStatus::Waiting && f.attempts == *attempt;
-            if j.files.get(*file_id as usize).is_some_and(waits) {
+            if j.files.get(file_id).is_some_and(waits) {
                 j.set_status(*file_id, FileStatus::Pending);
             }
         }
@@ -113,7 +110,7 @@ pub fn evolve_job(j: &mut ImportJob, event: &Event, at: u64) {
         }
         Event::ImportJobRetried { file_ids, .. } => {
             for id in file_ids {
-                if j.files.get(*id as usize).is_some_and(|f| f.status == FileStatus::Failed) {
+                if j.files.get(id).is_some_and(|f| f.status == FileStatus::Failed) {
                     j.set_status(*id, FileStatus::Pending);
                     j.failed -= 1;
                 }
@@ -207,20 +204,34 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             }
             if let Some(j) = state.imports.get_mut(job_id) {
                 let before = j.status;
-                evolve_job(j, &env.event, at);
+                let mut finished = Vec::new();
+                evolve_job(j, &env.event, at, &mut finished);
                 state.imports_by_status.moved((j.created_at_ms, *job_id), before, j.status);
-                if let Event::ImportFileImported { file_id, .. } = &env.event
-                    && let Some(f) = j.files.get(*file_id as usize)
-                {
-                    state.imported_keys.insert(path_key(&import_key(
-                        &j.connector_id,
-                        &j.index_id,
-                        &f.file.path,
-                        f.file.etag.as_deref(),
-                        f.file.size_bytes,
-                        f.file.last_modified_ms,
-                    )));
-                    state.imported_paths.insert(path_key(&import_path_key(&j.connector_id, &j.index_id, &f.file.path)));
+                for f in &finished {
+                    if f.status == FileStatus::Imported {
+                        state.imported_keys.insert(path_key(&import_key(
+                            &j.connector_id,
+                            &j.index_id,
+                            &f.file.path,
+                            f.file.etag.as_deref(),
+                            f.file.size_bytes,
+                            f.file.last_modified_ms,
+                        )));
+                        state.imported_paths.insert(path_key(&import_path_key(
+                            &j.connector_id,
+                            &j.index_id,
+                            &f.file.path,
+                        )));
+                    }
+                }
+                if state.rows.emit {
+                    for f in finished {
+                        state.rows.file_written(*job_id, f, env.seq);
+                    }
+                    // The probe's parts complete the row of the file imported just before.
+                    if let Event::ImportFileProbed { file_id, parts, .. } = &env.event {
+                        state.rows.file_parts(*job_id, *file_id, parts, env.seq);
+                    }
                 }
                 if j.status.is_terminal() {
                     state.active_imports.remove(job_id);

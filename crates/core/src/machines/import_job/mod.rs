@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use spool_model::{
     ConnectorId, DiscoveredFile, FileFailure, ImportJobId, ImportMode, IndexId, JobSource, MediaFacts, VideoId,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Copy effects offered per job at once (the runtime bounds concurrency further).
 pub const IMPORT_EFFECTS_PER_JOB_MAX: usize = 64;
@@ -242,10 +242,18 @@ pub struct ImportJob {
     /// listing): `waiting_on` `storage_unreachable`.
     pub scan_error: Option<String>,
     pub scan_failing_since_ms: Option<u64>,
-    pub files: Vec<ImportFile>,
-    /// Paths already discovered (a re-listed page after a crash adds nothing twice).
+    /// The files not imported nor skipped (pending, started, waiting for a retry, failed: the
+    /// work in flight and what a retry takes up), by file id. An imported or skipped file is a
+    /// row of the `job_files` table (`engine-spec/tables.md`), written in the commit of the event
+    /// that finished it, and leaves the state.
+    pub files: BTreeMap<u32, ImportFile>,
+    /// Files discovered (the next file id).
+    pub file_count: u32,
+    /// Paths already discovered while the scan runs (a re-listed page after a crash adds nothing
+    /// twice); emptied when the scan completes.
     pub seen_paths: BTreeSet<PathKey>,
-    /// File ids by status: counts, the work `effects_for` offers, and the pages of the views.
+    /// Ids of the files in `files` by status: counts, the work `effects_for` offers, and the
+    /// pages of the views (imported and skipped files are counted by `imported` and `skipped`).
     pub by_status: crate::workset::StatusSets<FileStatus, u32>,
     /// Files that will be copied (not skipped): `parts_total`.
     pub candidates: u64,
@@ -286,7 +294,8 @@ impl ImportJob {
             scan_failures: 0,
             scan_error: None,
             scan_failing_since_ms: None,
-            files: Vec::new(),
+            files: BTreeMap::new(),
+            file_count: 0,
             seen_paths: BTreeSet::new(),
             by_status: Default::default(),
             candidates: 0,
@@ -333,13 +342,38 @@ impl ImportJob {
             && self.running() == 0
     }
 
-    /// Move a file to another status, keeping the per-status sets in step.
+    /// Move a file in `files` to another status that keeps it there, keeping the per-status
+    /// sets in step.
     fn set_status(&mut self, file_id: u32, to: FileStatus) -> Option<FileStatus> {
-        let f = self.files.get_mut(file_id as usize)?;
+        let f = self.files.get_mut(&file_id)?;
         let from = f.status;
         f.status = to;
         self.by_status.moved(file_id, from, to);
         Some(from)
+    }
+
+    /// An imported file leaves `files` (its row goes to the `job_files` table): the file, with
+    /// its new status, and the status it left.
+    fn finish(&mut self, file_id: u32, to: FileStatus) -> Option<(FileStatus, ImportFile)> {
+        let mut f = self.files.remove(&file_id)?;
+        let from = f.status;
+        self.by_status.remove(from, file_id);
+        f.status = to;
+        Some((from, f))
+    }
+
+    /// The number of files with this status.
+    pub fn count(&self, status: FileStatus) -> u64 {
+        match status {
+            FileStatus::Imported => self.imported,
+            FileStatus::Skipped => self.skipped,
+            s => self.by_status.count(s) as u64,
+        }
+    }
+
+    /// Whether a file was discovered and has left `files` (imported or skipped).
+    pub fn finished_file(&self, file_id: u32) -> bool {
+        file_id < self.file_count && !self.files.contains_key(&file_id)
     }
 }
 
@@ -367,6 +401,40 @@ impl From<&spool_model::WatchedObject> for ListedObject {
             etag: o.etag.clone(),
             last_modified_ms: o.last_modified_ms,
         }
+    }
+}
+
+/// The key of a finished file's row in the `job_files` table: `{job}/{i|s}/{file id, 10
+/// digits}` (`i` imported, `s` skipped), so a job's files of one status page in id order.
+pub fn file_row_key(job_id: &ImportJobId, status: FileStatus, file_id: u32) -> String {
+    format!("{}{file_id:010}", file_row_prefix(job_id, status))
+}
+
+/// The prefix of a job's rows of one finished status in the `job_files` table.
+pub fn file_row_prefix(job_id: &ImportJobId, status: FileStatus) -> String {
+    let s = if status == FileStatus::Skipped { 's' } else { 'i' };
+    format!("{job_id}/{s}/")
+}
+
+/// The format of an [`ImportFile`] row (its first byte).
+pub const FILE_ROW_FORMAT: u8 = 1;
+
+impl ImportFile {
+    pub fn encode_row(&self) -> Vec<u8> {
+        let mut out = vec![FILE_ROW_FORMAT];
+        // Encoding plain data into a Vec cannot fail.
+        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
+        out
+    }
+
+    /// `None` for bytes of another format or damaged ones.
+    pub fn decode_row(bytes: &[u8]) -> Option<ImportFile> {
+        let (head, body) = bytes.split_first()?;
+        if *head != FILE_ROW_FORMAT {
+            return None;
+        }
+        let (f, used) = bincode::serde::decode_from_slice::<ImportFile, _>(body, bincode::config::standard()).ok()?;
+        (used == body.len()).then_some(f)
     }
 }
 

@@ -2,6 +2,7 @@
 //! webhook deliveries carry as `data`.
 
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Items of the first outputs / failed-files page embedded in an `ImportJob`.
 pub const EMBEDDED_PAGE_ITEMS: usize = 100;
@@ -68,32 +69,61 @@ fn cursor_at(next: Option<u32>) -> Value {
     }
 }
 
-/// `ImportOutputsPage`: imported files from file id `from` on (O(log n + limit)).
-pub fn outputs_page(j: &ImportJob, st: &crate::State, from: u32, limit: usize) -> Value {
-    let mut ids = j.by_status.from(FileStatus::Imported, from);
-    let items: Vec<Value> =
-        ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).flat_map(|f| outputs(j, f, st)).collect();
-    let next = ids.next();
-    let total = j.by_status.count(FileStatus::Imported) as u64 + j.extra_parts;
+/// `ImportOutputsPage`: imported files from file id `from` on. `done`: the job's finished
+/// files (rows of the `job_files` table, `engine-spec/tables.md`) with ids from `from` on, in id
+/// order: at least `limit + 1` imported ones when there are so many (more, and skipped ones,
+/// are fine).
+pub fn outputs_page(j: &ImportJob, st: &crate::State, limit: usize, done: &[Arc<ImportFile>]) -> Value {
+    let mut files = done.iter().filter(|f| f.status == FileStatus::Imported);
+    let items: Vec<Value> = files.by_ref().take(limit).flat_map(|f| outputs(j, f, st)).collect();
+    let next = files.next().map(|f| f.file.file_id);
+    let total = j.imported + j.extra_parts;
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
 
 /// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
-pub fn files_page(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: usize) -> Value {
-    let (items, next, total) = match status {
-        Some(s) => {
-            let mut ids = j.by_status.from(s, from);
-            let items: Vec<Value> =
-                ids.by_ref().take(limit).filter_map(|id| j.files.get(id as usize)).map(source_file).collect();
-            (items, ids.next(), j.by_status.count(s))
+/// Files in flight or failed are the job's own; `done` are its finished files as
+/// [`outputs_page`] takes them (imported and skipped ones, at least `limit + 1` of each when
+/// there are so many).
+pub fn files_page(
+    j: &ImportJob,
+    status: Option<FileStatus>,
+    from: u32,
+    limit: usize,
+    done: &[Arc<ImportFile>],
+) -> Value {
+    let own = |s: Option<FileStatus>| -> Vec<&ImportFile> {
+        match s {
+            Some(s) => j.by_status.from(s, from).take(limit + 1).filter_map(|id| j.files.get(&id)).collect(),
+            None => j.files.range(from..).take(limit + 1).map(|(_, f)| f).collect(),
         }
+    };
+    let finished = |s: Option<FileStatus>| -> Vec<&ImportFile> {
+        done.iter()
+            .map(|f| &**f)
+            .filter(|f| f.file.file_id >= from && s.is_none_or(|s| f.status == s))
+            .take(limit + 1)
+            .collect()
+    };
+    let mut page: Vec<&ImportFile> = match status {
+        Some(s @ (FileStatus::Imported | FileStatus::Skipped)) => finished(Some(s)),
+        Some(s) => own(Some(s)),
         None => {
-            let start = (from as usize).min(j.files.len());
-            let end = start.saturating_add(limit).min(j.files.len());
-            let items: Vec<Value> = j.files[start..end].iter().map(source_file).collect();
-            let next = (end < j.files.len()).then_some(spool_model::num::sat_u32(end));
-            (items, next, j.files.len())
+            let mut all = own(None);
+            // The table's imported and skipped files, each in id order, merged with the job's own.
+            all.extend(finished(Some(FileStatus::Imported)));
+            all.extend(finished(Some(FileStatus::Skipped)));
+            all.sort_by_key(|f| f.file.file_id);
+            all
         }
+    };
+    page.truncate(limit + 1);
+    let next = page.get(limit).map(|f| f.file.file_id);
+    page.truncate(limit);
+    let items: Vec<Value> = page.into_iter().map(source_file).collect();
+    let total = match status {
+        Some(s) => j.count(s),
+        None => u64::from(j.file_count),
     };
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
@@ -114,23 +144,24 @@ fn execution(j: &ImportJob, st: &crate::State) -> Value {
 }
 
 /// An ImportJob's JSON, with `waiting_on` (why it is not moving) while it has not ended.
-pub fn import_job(j: &ImportJob, st: &crate::State) -> Value {
-    let mut v = import_job_fields(j, st);
+/// `done`: its first finished files (`crate::rows::JOB_FILES_HEAD` of each finished status, in
+/// id order), read from the table by the API, loaded by the runtime for a decision.
+pub fn import_job(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>]) -> Value {
+    let mut v = import_job_fields(j, st, done);
     if let Some(w) = crate::waiting::of_job(st, j) {
         v["waiting_on"] = w.json();
     }
     v
 }
 
-fn import_job_fields(j: &ImportJob, st: &crate::State) -> Value {
+fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>]) -> Value {
     let n = EMBEDDED_PAGE_ITEMS;
-    let outputs = outputs_page(j, st, 0, n);
+    let outputs = outputs_page(j, st, n, done);
     let video_ids: Vec<Value> =
         outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
-    let failed = files_page(j, Some(FileStatus::Failed), 0, n);
-    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n);
-    let current =
-        j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(id as usize)).map(|f| f.file.path.clone());
+    let failed = files_page(j, Some(FileStatus::Failed), 0, n, done);
+    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n, done);
+    let current = j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(&id)).map(|f| f.file.path.clone());
     let index = if j.index_id == super::PLAYGROUND { Value::Null } else { json!(j.index_id.to_string()) };
     let phase = match j.status.as_str() {
         _ if j.cancel_requested && !j.status.is_terminal() => "cancelling",
@@ -157,7 +188,7 @@ fn import_job_fields(j: &ImportJob, st: &crate::State) -> Value {
         "completed_at": j.completed_at_ms.map(rfc3339_ms),
         "error_message": j.error,
         "progress": {
-            "total_files": j.files.len(),
+            "total_files": j.file_count,
             "imported": j.imported,
             "failed": j.failed,
             "skipped": j.skipped,

@@ -321,14 +321,27 @@ pub fn outbox(state: &State, decision: &Decision, ctx: &mut Ctx) -> Vec<StreamEv
     out
 }
 
-/// The videos whose rows [`outbox`] and [`publish`] read to resolve a decision's domain events:
-/// the subjects of its video events. The runtime loads those the state does not hold first.
-pub fn outbox_rows(_state: &State, decision: &Decision) -> Vec<spool_model::VideoId> {
-    raised(decision)
-        .into_iter()
-        .filter(|(name, _, _)| name.subject() == spool_model::names::Subject::Video)
-        .filter_map(|(_, subject, _)| subject.parse().ok())
-        .collect()
+/// What [`outbox`] and [`publish`] read from the tables to resolve a decision's domain events:
+/// the rows of its video events' videos, the first finished files of its import job events'
+/// jobs. The runtime loads what the state does not hold first.
+pub fn outbox_rows(state: &State, decision: &Decision) -> Vec<crate::rows::Need> {
+    let mut videos = Vec::new();
+    let mut out = Vec::new();
+    for (name, subject, _) in raised(decision) {
+        match name.subject() {
+            spool_model::names::Subject::Video => videos.extend(subject.parse::<spool_model::VideoId>().ok()),
+            spool_model::names::Subject::ImportJob => {
+                if let Ok(id) = subject.parse::<spool_model::ImportJobId>() {
+                    out.extend(crate::rows::job_head(state, &id));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !videos.is_empty() {
+        out.push(crate::rows::Need::Videos(videos));
+    }
+    out
 }
 
 fn raised(decision: &Decision) -> Vec<(DomainEventName, String, String)> {
@@ -354,11 +367,10 @@ fn resolved(
     let summary: serde_json::Value = serde_json::from_str(data_json).unwrap_or(serde_json::Value::Null);
     let index_id: Option<IndexId> = summary.get("index_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
     let data = if name.subject() == spool_model::names::Subject::ImportJob {
-        subject
-            .parse::<spool_model::ImportJobId>()
-            .ok()
-            .and_then(|id| state.imports.get(&id))
-            .map(|j| crate::machines::import_job::view::import_job(j, state))
+        subject.parse::<spool_model::ImportJobId>().ok().and_then(|id| state.imports.get(&id)).map(|j| {
+            let done = crate::rows::job_head_files(state, &j.job_id);
+            crate::machines::import_job::view::import_job(j, state, &done)
+        })
     } else if name.subject() == spool_model::names::Subject::Video {
         subject
             .parse::<spool_model::VideoId>()
