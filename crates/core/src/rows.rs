@@ -6,7 +6,7 @@
 //! yet known durable, and the rows the runtime loaded for it (`spool_runtime`'s loader, the one
 //! place that reads tables for decisions).
 
-use crate::machines::import_job::{FileStatus, ImportFile};
+use crate::machines::import_job::{FileStatus, ImportFile, PathKey};
 use crate::machines::video::VideoRow;
 use spool_model::{ImportJobId, VideoId};
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 2;
+pub const TABLES_FORMAT: u32 = 3;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -29,6 +29,9 @@ pub enum RowWrite {
     /// An import job's imported or skipped file (`job_files`, keyed by
     /// `import_job::file_row_key`).
     JobFile(ImportJobId, Arc<ImportFile>),
+    /// A `new_only` key of an imported file (`import_job::import_key` or `import_path_key`, by
+    /// its [`PathKey`]): present in `import_keys` once imported.
+    ImportKey(PathKey),
 }
 
 /// The finished files of a job a decision may read: the first `n` of each finished status
@@ -43,6 +46,9 @@ pub struct Rows {
     /// sequencer's working state and a rebuild; the read state's fold does not (its rows are in
     /// the table already).
     pub emit: bool,
+    /// Every row the fold ever emitted is here (the simulators' states, which have no tables):
+    /// a row missing is a row that does not exist, and nothing needs loading.
+    pub complete: bool,
     /// Rows written by the events folded since the last [`Rows::take_written`].
     pub written: Vec<RowWrite>,
     /// Rows a decision may read, with the sequence number of the event that wrote them (0: read
@@ -54,6 +60,9 @@ pub struct Rows {
     /// The (job, status) whose first rows were read from the table for this batch, and how many
     /// were asked for: with the rows in flight, the first that many of the status are in `files`.
     pub file_heads: BTreeMap<(ImportJobId, FileStatus), usize>,
+    /// `new_only` keys a decision may read, present or not, with the sequence number of the
+    /// event that wrote them (0: read from the table).
+    pub keys: BTreeMap<PathKey, (u64, bool)>,
 }
 
 impl PartialEq for Rows {
@@ -80,6 +89,20 @@ impl Rows {
         // A head read for one batch is not kept: the table moves on under it.
         self.file_heads.clear();
         self.files.retain(|_, (seq, _)| *seq > durable_seq);
+        self.keys.retain(|_, (seq, _)| *seq > durable_seq);
+    }
+
+    /// The fold imported a file: its `new_only` key is written, and kept while in flight.
+    pub fn key_written(&mut self, key: PathKey, seq: u64) {
+        self.written.push(RowWrite::ImportKey(key));
+        self.keys.insert(key, (seq, true));
+    }
+
+    /// Whether a `new_only` key was imported. The key must have been loaded for the decision
+    /// that asks (`Need::ImportKeys`); debug builds check it.
+    pub fn imported(&self, key: &PathKey) -> bool {
+        debug_assert!(self.complete || self.keys.contains_key(key), "a new_only key read without being loaded");
+        self.keys.get(key).is_some_and(|(_, present)| *present)
     }
 
     /// The fold finished a job's file: its row is written, and kept while in flight.
@@ -119,6 +142,8 @@ pub enum Need {
     Videos(Vec<VideoId>),
     /// The first `n` finished files of a job with this status.
     JobFiles { job_id: ImportJobId, status: FileStatus, n: usize },
+    /// Whether these `new_only` keys were imported.
+    ImportKeys(Vec<PathKey>),
 }
 
 /// What a command's decision (and the answer rendered from it) reads from the tables, on the
@@ -127,15 +152,60 @@ pub enum Need {
 /// imported.
 pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
     use crate::machines::automation::AutomationCommand;
-    use crate::machines::import_job::ImportCommand;
+    use crate::machines::import_job::{ImportCommand, import_key, import_path_key, path_key};
+    use spool_model::AutomationConfig;
+    use spool_model::ImportMode;
     match cmd {
+        // A scan page of a `new_only` job skips what was imported before.
+        crate::Command::Import(ImportCommand::RecordScanPage { job_id, objects }) => {
+            match state.imports.get(job_id).filter(|j| j.import_mode == ImportMode::NewOnly) {
+                Some(j) => vec![Need::ImportKeys(
+                    objects
+                        .iter()
+                        .take(crate::machines::import_job::SCAN_PAGE_OBJECTS_MAX)
+                        .map(|o| {
+                            let k = import_key(
+                                &j.connector_id,
+                                &j.index_id,
+                                &o.path,
+                                o.etag.as_deref(),
+                                o.size_bytes,
+                                o.last_modified_ms,
+                            );
+                            path_key(&k)
+                        })
+                        .collect(),
+                )],
+                None => Vec::new(),
+            }
+        }
+        // An import automation's debounce imports what it found: by key and by path when the
+        // connector is `new_only`.
+        crate::Command::Engine(crate::EngineCommand::FireTimer {
+            timer: crate::Timer::AutomationDebounce { automation_id },
+        }) => {
+            let Some(a) = state.automations.get(automation_id) else { return Vec::new() };
+            let AutomationConfig::Import { connector_id, .. } = &a.config else { return Vec::new() };
+            if state.live_connector(connector_id).is_none_or(|c| c.import_mode != ImportMode::NewOnly) {
+                return Vec::new();
+            }
+            let mut keys = Vec::with_capacity(a.found.len() * 2);
+            for o in a.found.values() {
+                let k =
+                    import_key(connector_id, &a.index_id, &o.path, o.etag.as_deref(), o.size_bytes, o.last_modified_ms);
+                keys.push(path_key(&k));
+                keys.push(path_key(&import_path_key(connector_id, &a.index_id, &o.path)));
+            }
+            vec![Need::ImportKeys(keys)]
+        }
         crate::Command::Import(
             ImportCommand::CancelImportJob { job_id } | ImportCommand::RetryImportJob { job_id },
         ) => job_head(state, job_id),
         crate::Command::Automation(AutomationCommand::StartRun { job_id, .. }) => vec![Need::JobFiles {
             job_id: *job_id,
             status: FileStatus::Imported,
-            n: crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX,
+            // One more than a run takes: a job that imported more is refused, as before.
+            n: crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX + 1,
         }],
         _ => Vec::new(),
     }

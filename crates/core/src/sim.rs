@@ -647,7 +647,7 @@ impl World {
     fn unsettled(&self) -> String {
         let mut out = Vec::new();
         for j in self.st.imports.values().filter(|j| !j.status.is_terminal()) {
-            out.push(format!("job {} {:?} scan_done={} files={}", j.job_id, j.status, j.scan_done, j.files.len()));
+            out.push(format!("job {} {:?} scan_done={} files={}", j.job_id, j.status, j.scan_done, j.file_count));
         }
         for r in self.st.prompt_runs.values().filter(|r| !r.status.is_terminal()) {
             out.push(format!(

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 27;
+pub const STATE_FORMAT: u32 = 28;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -39,11 +39,6 @@ pub struct State {
     /// The milliseconds of media of an index's videos (what `index_videos` holds): the
     /// estimate of a run over an index in O(1).
     pub index_media_ms: BTreeMap<IndexId, u64>,
-    /// `new_only` keys of everything imported (`imports::import_key`).
-    pub imported_keys: BTreeSet<crate::machines::import_job::PathKey>,
-    /// `(connector, index, path)` keys of everything imported, whatever the version
-    /// (`imports::import_path_key`): an import automation's `new_only` skips by path.
-    pub imported_paths: BTreeSet<crate::machines::import_job::PathKey>,
     /// Durable timers, by (due, timer): derived from the events that set and clear them, so
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
     pub timers: BTreeSet<(u64, Timer)>,
@@ -126,6 +121,7 @@ impl State {
     pub fn kept_rows() -> State {
         let mut st = State::default();
         st.rows.emit = true;
+        st.rows.complete = true;
         st
     }
 

@@ -84,12 +84,15 @@ pub enum SideTable {
     /// A projection of the fold: import jobs' imported and skipped files, keyed
     /// `{job}/{i|s}/{file id}` (`engine-spec/tables.md`).
     JobFiles,
+    /// A projection of the fold: the `new_only` keys of imported files (hex of their 16-byte
+    /// key), values empty (`engine-spec/tables.md`).
+    ImportKeys,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 4] =
-        [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos, SideTable::JobFiles];
+    pub const ALL: [SideTable; 5] =
+        [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos, SideTable::JobFiles, SideTable::ImportKeys];
 }
 
 /// A write into a side table, made in the same transaction as the request's events.

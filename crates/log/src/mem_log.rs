@@ -224,6 +224,7 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::DataKeys => 1,
         SideTable::Videos => 2,
         SideTable::JobFiles => 3,
+        SideTable::ImportKeys => 4,
     }
 }
 

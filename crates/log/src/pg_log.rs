@@ -116,6 +116,7 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::DataKeys => 2,
         SideTable::Videos => 3,
         SideTable::JobFiles => 4,
+        SideTable::ImportKeys => 5,
     }
 }
 

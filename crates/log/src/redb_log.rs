@@ -25,6 +25,8 @@ pub(crate) const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::new("videos");
 /// Import jobs' finished files (`SideTable::JobFiles`).
 pub(crate) const JOB_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("job_files");
+/// `new_only` keys of imported files (`SideTable::ImportKeys`).
+pub(crate) const IMPORT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("import_keys");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -43,6 +45,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
         SideTable::DataKeys => DATA_KEYS,
         SideTable::Videos => VIDEOS,
         SideTable::JobFiles => JOB_FILES,
+        SideTable::ImportKeys => IMPORT_KEYS,
     }
 }
 
@@ -123,6 +126,7 @@ impl RedbLog {
             w.open_table(DATA_KEYS)?;
             w.open_table(VIDEOS)?;
             w.open_table(JOB_FILES)?;
+            w.open_table(IMPORT_KEYS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -520,6 +524,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut data_keys = w.open_table(DATA_KEYS)?;
         let mut videos = w.open_table(VIDEOS)?;
         let mut job_files = w.open_table(JOB_FILES)?;
+        let mut import_keys = w.open_table(IMPORT_KEYS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -588,6 +593,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::DataKeys => &mut data_keys,
                             SideTable::Videos => &mut videos,
                             SideTable::JobFiles => &mut job_files,
+                            SideTable::ImportKeys => &mut import_keys,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -597,6 +603,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::DataKeys => &mut data_keys,
                             SideTable::Videos => &mut videos,
                             SideTable::JobFiles => &mut job_files,
+                            SideTable::ImportKeys => &mut import_keys,
                         };
                         t.remove(key.as_str())?;
                     }

@@ -22,6 +22,9 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
             RowWrite::Video(id, row) => {
                 out.push(SideWrite::Put { table: SideTable::Videos, key: id.to_string(), value: row.encode() })
             }
+            RowWrite::ImportKey(k) => {
+                out.push(SideWrite::Put { table: SideTable::ImportKeys, key: hex::encode(k), value: Vec::new() })
+            }
             RowWrite::JobFile(job_id, f) => out.push(SideWrite::Put {
                 table: SideTable::JobFiles,
                 key: file_row_key(&job_id, f.status, f.file.file_id),
@@ -110,6 +113,17 @@ pub fn load<L: EventLog + ?Sized>(log: &L, st: &mut State, needs: &[Need]) -> Re
     for need in needs {
         match need {
             Need::Videos(ids) => load_video_rows(log, st, ids)?,
+            Need::ImportKeys(keys) => {
+                let mut missing: Vec<_> = keys.iter().filter(|k| !st.rows.keys.contains_key(*k)).copied().collect();
+                missing.sort_unstable();
+                missing.dedup();
+                for chunk in missing.chunks(READ_BATCH_MAX) {
+                    let names: Vec<String> = chunk.iter().map(hex::encode).collect();
+                    for (k, found) in chunk.iter().zip(log.side_get_many(SideTable::ImportKeys, &names)?) {
+                        st.rows.keys.insert(*k, (0, found.is_some()));
+                    }
+                }
+            }
             Need::JobFiles { job_id, status, n } => {
                 if st.rows.has_head(job_id, *status, *n) {
                     continue;
@@ -135,7 +149,8 @@ pub fn ensure_tables<L: EventLog + ?Sized>(log: &L) -> Result<u64, spool_log::Er
         return Ok(0);
     }
     let began = std::time::Instant::now();
-    let mut st = State::kept_rows();
+    let mut st = State::default();
+    st.rows.emit = true;
     let mut written = 0u64;
     let mut side = Vec::new();
     let mut kept_from = 0;

@@ -60,30 +60,27 @@ pub fn replay_events(
 
 /// The streams one workflow's bundle holds: its own (a job's files' too), and the ones it
 /// refers to: its index, connectors, prompt, videos, runs, and an automation's jobs.
-/// A job's imported files are read from the `job_files` table of `log`.
-pub fn bundle_streams<L: EventLog + ?Sized>(
+/// Also the jobs whose imported files' videos belong to the bundle: their rows are read from the
+/// table by [`bundle_job_videos`], off the state's lock.
+pub fn bundle_streams(
     st: &State,
-    log: &L,
     subject: &str,
-) -> Result<std::collections::BTreeSet<String>, spool_log::Error> {
+) -> (std::collections::BTreeSet<String>, Vec<spool_model::ImportJobId>) {
     use spool_model::*;
     let mut out = std::collections::BTreeSet::new();
+    let mut jobs = Vec::new();
     out.insert(subject.to_string());
-    let job = |out: &mut std::collections::BTreeSet<String>,
-               j: &spool_core::machines::import_job::ImportJob|
-     -> Result<(), spool_log::Error> {
+    let mut job = |out: &mut std::collections::BTreeSet<String>, j: &spool_core::machines::import_job::ImportJob| {
         out.insert(j.job_id.to_string());
         out.insert(j.index_id.to_string());
         out.insert(j.connector_id.to_string());
-        let imported =
-            crate::rows::read_job_files(log, &j.job_id, spool_core::imports::FileStatus::Imported, 0, usize::MAX)?;
-        for f in j.files.values().map(|f| f.part_videos()).chain(imported.iter().map(|f| f.part_videos())) {
-            out.extend(f.into_iter().map(|v| v.to_string()));
+        for f in j.files.values() {
+            out.extend(f.part_videos().into_iter().map(|v| v.to_string()));
         }
-        Ok(())
+        jobs.push(j.job_id);
     };
     if let Some(j) = subject.parse::<ImportJobId>().ok().and_then(|id| st.imports.get(&id)) {
-        job(&mut out, j)?;
+        job(&mut out, j);
     }
     let run = |out: &mut std::collections::BTreeSet<String>, r: &spool_core::machines::prompt_run::PromptRun| {
         out.insert(r.run_id.to_string());
@@ -120,7 +117,7 @@ pub fn bundle_streams<L: EventLog + ?Sized>(
         }
         for (job_id, e) in st.automation_jobs.iter().filter(|(_, e)| e.automation_id == a.automation_id) {
             if let Some(j) = st.imports.get(job_id) {
-                job(&mut out, j)?;
+                job(&mut out, j);
             }
             if let Some(r) = e.run_id.and_then(|id| st.prompt_runs.get(&id)) {
                 run(&mut out, r);
@@ -128,7 +125,22 @@ pub fn bundle_streams<L: EventLog + ?Sized>(
         }
     }
     out.retain(|s| !never_bundled(s));
-    Ok(out)
+    (out, jobs)
+}
+
+/// The videos of the bundle's jobs' imported files (rows of the `job_files` table), added to its
+/// streams.
+pub fn bundle_job_videos<L: EventLog + ?Sized>(
+    log: &L,
+    jobs: &[spool_model::ImportJobId],
+    streams: &mut std::collections::BTreeSet<String>,
+) -> Result<(), spool_log::Error> {
+    for job_id in jobs {
+        for f in crate::rows::read_job_files(log, job_id, spool_core::imports::FileStatus::Imported, 0, usize::MAX)? {
+            streams.extend(f.part_videos().into_iter().map(|v| v.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// API keys (their hashes), webhooks (their sealed secrets) and deliveries are never in a

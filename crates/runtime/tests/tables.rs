@@ -179,6 +179,36 @@ async fn an_imported_file_is_a_row_of_the_table_and_its_media_is_kept() {
     // A page from a file id on.
     let from = rows[2].file.file_id;
     assert_eq!(rt.job_files(&job_id, FileStatus::Imported, from, 2).unwrap().len(), 2);
+    // `new_only` over everything imported reads the keys of what was imported from their table
+    // (loaded for the scan page's decision): a second job skips every file.
+    let Outcome::Import(again) = rt
+        .execute(Command::Import(spool_core::ImportCommand::CreateImportJob {
+            connector_id,
+            index_id,
+            source_prefix: String::new(),
+            file_pattern: "*".into(),
+            recursive: true,
+            import_mode: Some(ImportMode::NewOnly),
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("no job")
+    };
+    for _ in 0..2000 {
+        if rt.read(|st| st.imports.get(&again).is_some_and(|j| j.status == JobStatus::Completed)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rt.read(|st| st.imports.get(&again).map(|j| (j.imported, j.skipped))), Some((0, 6)));
+    let reasons: Vec<Option<String>> = rt
+        .job_files(&again, FileStatus::Skipped, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|f| f.file.skip_reason.clone())
+        .collect();
+    assert_eq!(reasons.iter().filter(|r| r.as_deref() == Some("already_imported")).count(), 5, "{reasons:?}");
     // Every imported file's media is in the media store, under its video's row.
     for f in &rows {
         let video = f.file.video_id.unwrap();

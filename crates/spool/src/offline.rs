@@ -237,7 +237,16 @@ pub fn bundle(dir: &SourceArg, id: &str, out: Option<&std::path::Path>) -> anyho
     }
     let source = Source::open(dir)?;
     let st = spool_runtime::tools::fold_state(source.log())?;
-    let streams = spool_runtime::tools::bundle_streams(&st, source.log(), id)?;
+    // A job's imported files are rows of its table, built by the server at start: a data
+    // directory it has not opened since the tables came has none to read.
+    let format = source.log().side_get(spool_log::SideTable::Videos, spool_core::rows::TABLES_FORMAT_KEY)?;
+    if format.as_deref() != Some(&spool_core::rows::TABLES_FORMAT.to_le_bytes()[..]) {
+        bail!(
+            "the tables of this data directory are not built yet: start `spool serve` on it once (they are built at start), then bundle"
+        );
+    }
+    let (mut streams, jobs) = spool_runtime::tools::bundle_streams(&st, id);
+    spool_runtime::tools::bundle_job_videos(source.log(), &jobs, &mut streams)?;
     let Some((events, streams, text)) = spool_runtime::tools::bundle_text(source.log(), &streams, id, usize::MAX)?
     else {
         bail!("{id} has no events");
@@ -315,7 +324,7 @@ fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::Replay
                 "    state: ImportJob {{ job_id: {}, status: {}, files: {}, pending: {}, importing: {}, retrying: {}, imported: {}, failed: {}, skipped: {}, cancel_requested: {} }}",
                 j.job_id,
                 j.status.as_str(),
-                j.files.len(),
+                j.file_count,
                 j.by_status.count(FileStatus::Pending),
                 j.running(),
                 j.by_status.count(FileStatus::Waiting),

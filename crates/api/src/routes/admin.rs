@@ -59,9 +59,8 @@ pub async fn bundle(
     // Under the read lock only the names of the bundle's streams are taken (a job's imported
     // files read from its table); the log scan that
     // follows runs without it, within ADMIN_BUNDLE_EVENTS_MAX events.
-    let streams = app
-        .rt
-        .read(|st| spool_runtime::tools::bundle_streams(st, &**app.rt.log(), &id))
+    let (mut streams, jobs) = app.rt.read(|st| spool_runtime::tools::bundle_streams(st, &id));
+    spool_runtime::tools::bundle_job_videos(&**app.rt.log(), &jobs, &mut streams)
         .map_err(spool_runtime::RuntimeError::Log)?;
     let text = match spool_runtime::tools::bundle_text(&**app.rt.log(), &streams, &id, ADMIN_BUNDLE_EVENTS_MAX) {
         Ok(Some(b)) => b.2,

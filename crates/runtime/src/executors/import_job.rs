@@ -252,22 +252,14 @@ impl Runtime {
             }
             None => (false, None),
         });
-        // An imported file has left the job: its row says which attempt imported it (a table
-        // read that fails fails the effect, and removes nothing).
-        let status = if finished {
-            self.job_files(job_id, spool_core::imports::FileStatus::Imported, file_id, 1)?
-                .first()
-                .filter(|f| f.file.file_id == file_id && f.attempts == attempt)
-                .map(|f| f.status)
-        } else {
-            status
-        };
-        if copied && status != Some(spool_core::imports::FileStatus::Imported) {
+        // A file that has finished (left the job for its table) was imported into the very path
+        // every attempt copies to: nothing of it is removed.
+        if copied && !finished && status != Some(spool_core::imports::FileStatus::Imported) {
             self.remove_media(&dst_path).await;
         }
         // An upload's staged bytes are needed until its file is done.
         if let Some(key) = staged
-            && status.is_none_or(|s| s.is_terminal())
+            && (finished || status.is_none_or(|s| s.is_terminal()))
         {
             use object_store::ObjectStoreExt;
             let _ = self.executors.uploads.inner.delete(&object_store::path::Path::from(key.as_str())).await;

@@ -29,7 +29,13 @@ impl Runtime {
         if self.read(|st| !st.videos.contains_key(video_id)) {
             return Ok(());
         }
-        let Some(row) = self.video_row(video_id)? else { return Ok(()) };
+        let Some(row) = self.video_row(video_id)? else {
+            // Its row is written with the video: missing, the tables are damaged (the purge
+            // stays pending, and says why).
+            return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!(
+                "the row of video {video_id} is missing from the videos table"
+            ))));
+        };
         // A later part's row names the first part, whose row lists every part.
         let first = match row.parts.first() {
             Some(f) if f != video_id => self.video_row(f)?,

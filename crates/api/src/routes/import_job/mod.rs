@@ -240,7 +240,12 @@ pub async fn files(
         (false, s) => s,
     };
     let from = decode_file_cursor(q.get("cursor"))?;
-    // Imported and skipped files are rows of the `job_files` table, the others the job's own.
+    // Imported and skipped files are rows of the `job_files` table, the others the job's own:
+    // the job's first, then the table's, so a file that finishes in between is in both.
+    let own = app
+        .rt
+        .read(|st| st.imports.get(&id).map(|j| views::own_files(j, status, from, limit)))
+        .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     let mut done = Vec::new();
     for s in [FileStatus::Imported, FileStatus::Skipped] {
         if status.is_none_or(|st| st == s) {
@@ -250,7 +255,7 @@ pub async fn files(
     done.sort_by_key(|f| f.file.file_id);
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit, &done)))
+        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit, &own, &done)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }

@@ -65,49 +65,51 @@ pub async fn index_videos(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
-    let page = super::with_video_rows(
-        &app,
-        |st| page_ids(st, &index_id, limit, from),
-        |st, rows| {
-            st.live_index(&index_id)?;
-            Some(video_page(st, &index_id, limit, from, rows))
-        },
-    )?;
+    let keys = app.rt.read(|st| page_keys(st, &index_id, limit, from));
+    let rows = app.rt.video_rows(keys.iter().take(limit).map(|(_, id)| *id))?;
+    let page = app.rt.read(|st| {
+        st.live_index(&index_id)?;
+        Some(video_page(st, &index_id, limit, &keys, &rows))
+    });
     let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
     Ok(json(StatusCode::OK, &page))
 }
 
-/// The videos of the page [`video_page`] answers (their rows are read first).
-fn page_ids(st: &spool_core::State, index_id: &IndexId, limit: usize, from: Option<(u64, VideoId)>) -> Vec<VideoId> {
-    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
-    st.index_videos.get(index_id).map(|all| all.range(start..).take(limit).map(|(_, id)| *id).collect()).unwrap_or_default()
-}
-
-/// A cursor page of the videos of an index (or of the playground), in (created_at, id) order.
-fn video_page(
+/// The (created, id) keys of a page from `from` on, `limit + 1` of them when there are so many
+/// (the last is the next page's cursor): taken first, the videos' rows are read for them.
+fn page_keys(
     st: &spool_core::State,
     index_id: &IndexId,
     limit: usize,
     from: Option<(u64, VideoId)>,
+) -> Vec<(u64, VideoId)> {
+    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
+    st.index_videos.get(index_id).map(|all| all.range(start..).take(limit + 1).copied().collect()).unwrap_or_default()
+}
+
+/// A cursor page of the videos of an index (or of the playground), in (created_at, id) order,
+/// over the keys [`page_keys`] took: a video deleted since is left out, and the cursor stays.
+fn video_page(
+    st: &spool_core::State,
+    index_id: &IndexId,
+    limit: usize,
+    keys: &[(u64, VideoId)],
     rows: &super::VideoRows,
 ) -> serde_json::Value {
-    let empty = std::collections::BTreeSet::new();
-    let all = st.index_videos.get(index_id).unwrap_or(&empty);
-    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
-    let mut keys = all.range(start..);
+    let all = st.index_videos.get(index_id).map_or(0, std::collections::BTreeSet::len);
     let items: Vec<serde_json::Value> = keys
-        .by_ref()
+        .iter()
         .take(limit)
-        .filter_map(|(_, id)| Some(views::video(st.videos.get(id)?, rows.get(id)?, st)))
+        .filter_map(|(_, id)| Some(views::video(st.videos.get(id).filter(|v| v.is_live())?, rows.get(id)?, st)))
         .collect();
-    let next = keys.next();
+    let next = keys.get(limit);
     serde_json::json!({
         "data": items,
         "pagination": {
             "limit": limit,
             "has_more": next.is_some(),
             "next_cursor": next.map(|(ms, id)| encode_cursor(&format!("{ms}-{id}"))),
-            "total": all.len(),
+            "total": all,
         }
     })
 }
@@ -280,7 +282,8 @@ pub async fn playground(
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
     let pg = spool_core::imports::PLAYGROUND;
-    let page =
-        super::with_video_rows(&app, |st| page_ids(st, &pg, limit, from), |st, rows| video_page(st, &pg, limit, from, rows))?;
+    let keys = app.rt.read(|st| page_keys(st, &pg, limit, from));
+    let rows = app.rt.video_rows(keys.iter().take(limit).map(|(_, id)| *id))?;
+    let page = app.rt.read(|st| video_page(st, &pg, limit, &keys, &rows));
     Ok(json(StatusCode::OK, &page))
 }

@@ -179,12 +179,12 @@ fn start_run(
     if job.status == crate::machines::import_job::JobStatus::Cancelled {
         return blocked("import_job_cancelled", format!("import job {job_id} was cancelled"));
     }
-    // The job's imported files are rows of the table: the runtime loaded them
-    // (`crate::rows::needs`).
+    // The job's imported files are rows of the table: the runtime loaded one more than a run
+    // takes (`crate::rows::needs`), so `execute` refuses a job that imported more, as before.
     let max = crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX;
     let video_ids: Vec<spool_model::VideoId> = state
         .rows
-        .finished_files(job_id, crate::machines::import_job::FileStatus::Imported, max)
+        .finished_files(job_id, crate::machines::import_job::FileStatus::Imported, max + 1)
         .iter()
         .flat_map(|f| f.part_videos())
         .filter(|v| state.videos.contains_key(v))

@@ -315,9 +315,8 @@ pub fn classify<'a>(
         } else if o.size_bytes == 0 {
             Some("empty_object")
         } else if import_mode == ImportMode::NewOnly
-            && (state.imported_keys.contains(&path_key(&key))
-                || by_path
-                    && state.imported_paths.contains(&path_key(&import_path_key(connector_id, index_id, &o.path))))
+            && (state.rows.imported(&path_key(&key))
+                || by_path && state.rows.imported(&path_key(&import_path_key(connector_id, index_id, &o.path))))
         {
             Some("already_imported")
         } else {

@@ -207,24 +207,21 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 let mut finished = Vec::new();
                 evolve_job(j, &env.event, at, &mut finished);
                 state.imports_by_status.moved((j.created_at_ms, *job_id), before, j.status);
-                for f in &finished {
-                    if f.status == FileStatus::Imported {
-                        state.imported_keys.insert(path_key(&import_key(
+                if state.rows.emit {
+                    // `new_only` keys of what was imported: rows of the `import_keys` table.
+                    for f in finished.iter().filter(|f| f.status == FileStatus::Imported) {
+                        let key = import_key(
                             &j.connector_id,
                             &j.index_id,
                             &f.file.path,
                             f.file.etag.as_deref(),
                             f.file.size_bytes,
                             f.file.last_modified_ms,
-                        )));
-                        state.imported_paths.insert(path_key(&import_path_key(
-                            &j.connector_id,
-                            &j.index_id,
-                            &f.file.path,
-                        )));
+                        );
+                        state.rows.key_written(path_key(&key), env.seq);
+                        let by_path = import_path_key(&j.connector_id, &j.index_id, &f.file.path);
+                        state.rows.key_written(path_key(&by_path), env.seq);
                     }
-                }
-                if state.rows.emit {
                     for f in finished {
                         state.rows.file_written(*job_id, f, env.seq);
                     }

@@ -81,23 +81,29 @@ pub fn outputs_page(j: &ImportJob, st: &crate::State, limit: usize, done: &[Arc<
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
 }
 
+/// The job's own files (in flight or failed) of a page of [`files_page`]: with `status`, or all
+/// of them, from file id `from` on, at most `limit + 1`.
+pub fn own_files(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: usize) -> Vec<ImportFile> {
+    match status {
+        Some(FileStatus::Imported | FileStatus::Skipped) => Vec::new(),
+        Some(s) => j.by_status.from(s, from).take(limit + 1).filter_map(|id| j.files.get(&id)).cloned().collect(),
+        None => j.files.range(from..).take(limit + 1).map(|(_, f)| f.clone()).collect(),
+    }
+}
+
 /// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
-/// Files in flight or failed are the job's own; `done` are its finished files as
+/// `own`: the job's own files of the page ([`own_files`]); `done`: its finished files as
 /// [`outputs_page`] takes them (imported and skipped ones, at least `limit + 1` of each when
-/// there are so many).
+/// there are so many). The API reads `own` first and `done` after, so a file that finished in
+/// between is in both (the finished row is shown), never in neither.
 pub fn files_page(
     j: &ImportJob,
     status: Option<FileStatus>,
     from: u32,
     limit: usize,
+    own: &[ImportFile],
     done: &[Arc<ImportFile>],
 ) -> Value {
-    let own = |s: Option<FileStatus>| -> Vec<&ImportFile> {
-        match s {
-            Some(s) => j.by_status.from(s, from).take(limit + 1).filter_map(|id| j.files.get(&id)).collect(),
-            None => j.files.range(from..).take(limit + 1).map(|(_, f)| f).collect(),
-        }
-    };
     let finished = |s: Option<FileStatus>| -> Vec<&ImportFile> {
         done.iter()
             .map(|f| &**f)
@@ -107,12 +113,14 @@ pub fn files_page(
     };
     let mut page: Vec<&ImportFile> = match status {
         Some(s @ (FileStatus::Imported | FileStatus::Skipped)) => finished(Some(s)),
-        Some(s) => own(Some(s)),
+        Some(_) => own.iter().collect(),
         None => {
-            let mut all = own(None);
-            // The table's imported and skipped files, each in id order, merged with the job's own.
-            all.extend(finished(Some(FileStatus::Imported)));
+            // The table's imported and skipped files, each in id order, merged with the job's
+            // own; a file in both finished in between: its row is shown.
+            let mut all = finished(Some(FileStatus::Imported));
             all.extend(finished(Some(FileStatus::Skipped)));
+            let rows: std::collections::BTreeSet<u32> = all.iter().map(|f| f.file.file_id).collect();
+            all.extend(own.iter().filter(|f| !rows.contains(&f.file.file_id)));
             all.sort_by_key(|f| f.file.file_id);
             all
         }
@@ -159,8 +167,8 @@ fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>])
     let outputs = outputs_page(j, st, n, done);
     let video_ids: Vec<Value> =
         outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
-    let failed = files_page(j, Some(FileStatus::Failed), 0, n, done);
-    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n, done);
+    let failed = files_page(j, Some(FileStatus::Failed), 0, n, &own_files(j, Some(FileStatus::Failed), 0, n), done);
+    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n, &[], done);
     let current = j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(&id)).map(|f| f.file.path.clone());
     let index = if j.index_id == super::PLAYGROUND { Value::Null } else { json!(j.index_id.to_string()) };
     let phase = match j.status.as_str() {
