@@ -59,7 +59,7 @@ pub struct RedbLogOptions {
 
 impl Default for RedbLogOptions {
     fn default() -> Self {
-        RedbLogOptions { group_requests_max: GROUP_COMMIT_REQUESTS_MAX, cache_bytes: 256 << 20 }
+        RedbLogOptions { group_requests_max: GROUP_COMMIT_REQUESTS_MAX, cache_bytes: 64 << 20 }
     }
 }
 

@@ -202,12 +202,8 @@ async fn an_imported_file_is_a_row_of_the_table_and_its_media_is_kept() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(rt.read(|st| st.imports.get(&again).map(|j| (j.imported, j.skipped))), Some((0, 6)));
-    let reasons: Vec<Option<String>> = rt
-        .job_files(&again, FileStatus::Skipped, 0, 100)
-        .unwrap()
-        .iter()
-        .map(|f| f.file.skip_reason.clone())
-        .collect();
+    let reasons: Vec<Option<String>> =
+        rt.job_files(&again, FileStatus::Skipped, 0, 100).unwrap().iter().map(|f| f.file.skip_reason.clone()).collect();
     assert_eq!(reasons.iter().filter(|r| r.as_deref() == Some("already_imported")).count(), 5, "{reasons:?}");
     // Every imported file's media is in the media store, under its video's row.
     for f in &rows {

@@ -46,6 +46,10 @@ pub enum BenchCmd {
         /// `SPOOL_IMPORT_CONCURRENCY` of the server.
         #[arg(long, default_value_t = crate::bench_engine::DEFAULT_CONCURRENCY)]
         concurrency: usize,
+        /// The largest import, measured after 1,000 and 100,000 (`--files 1000000`: the
+        /// million-file run of issue 27); replaces `--sizes`.
+        #[arg(long)]
+        files: Option<usize>,
     },
     /// Durable steps/s of one node on a PostgreSQL log against one node on redb (index creations
     /// by concurrent writers), PostgreSQL transactions per step, and the takeover time of a
@@ -159,7 +163,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             crate::bench_cluster::run(crate::bench_cluster::Args { pg, steps, writers })
         }
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
-        BenchCmd::Engine { sizes, dir, concurrency } => {
+        BenchCmd::Engine { sizes, dir, concurrency, files } => {
+            let sizes = match files {
+                Some(n) => vec![1000, 100_000, n],
+                None => sizes,
+            };
             crate::bench_engine::run(crate::bench_engine::Args { sizes, dir, concurrency })
         }
         BenchCmd::Log { dir, events, replay_events } => {

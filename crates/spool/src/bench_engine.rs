@@ -50,6 +50,14 @@ const AIM_FILES_PER_S: f64 = 5000.0;
 const AIM_FILES_AT: usize = 100_000;
 /// Aim: milliseconds from spawn to the first `/healthz` 200 after `kill -9`.
 const AIM_RECOVERY_MS: f64 = 1000.0;
+/// Aim (issue 27): resident memory after the largest import, at a million files.
+const AIM_RSS_MIB: f64 = 300.0;
+const AIM_RSS_AT: usize = 1_000_000;
+/// Aim (issue 27): p99 of `GET /videos/{id}` and of a page of `GET /indexes/{id}/videos`.
+const AIM_VIDEO_READ_P99_MS: f64 = 5.0;
+/// Videos whose ids the video reads pick from, and pages of the index they walk.
+const VIDEO_READ_IDS: usize = 1000;
+const VIDEO_READ_PAGES: usize = 40;
 
 pub struct Args {
     /// Files per import job, one job (and one fresh server) per size.
@@ -249,6 +257,8 @@ struct SizeResult {
     n: usize,
     files_per_s: f64,
     cp_files_per_s: f64,
+    /// The server's resident memory after the import.
+    rss_mib: Option<f64>,
 }
 
 fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()> {
@@ -271,6 +281,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
     let mut rss_mib = None;
     let mut recovery_ms = 0.0;
     let mut reads: Option<Reads> = None;
+    let mut video_reads: Option<(Latency, Latency)> = None;
     for &n in sizes {
         let src = srcs.join(format!("src-{n}"));
         make_source(&src, n)?;
@@ -300,10 +311,11 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
             m.seq_after,
             m.secs
         );
-        results.push(SizeResult { n, files_per_s, cp_files_per_s });
+        let rss = settled_rss_mib(server.child.id());
+        results.push(SizeResult { n, files_per_s, cp_files_per_s, rss_mib: rss });
 
         if n == largest {
-            rss_mib = rss_mib_of(server.child.id());
+            rss_mib = rss;
             match rss_mib {
                 Some(r) => println!("memory after {n} files: {r:.1} MiB resident (VmRSS of spool serve)"),
                 None => println!("memory after {n} files: n/a (no /proc/<pid>/status)"),
@@ -318,6 +330,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
                 m.seq_after
             );
             reads = Some(read_latency(&again.addr, &serve.key, &m.job_id)?);
+            video_reads = Some(video_latency(&again.addr, &serve.key, &m.job_id)?);
             again.stop()?;
             last = Some(m);
         } else {
@@ -357,6 +370,36 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
         None => println!("aim ≥ {AIM_FILES_PER_S:.0} files/s at {AIM_FILES_AT} files: not measured (no such size)"),
     }
     println!("aim recovery ≤ {AIM_RECOVERY_MS:.0} ms: {recovery_ms:.0} ms: {}", met(recovery_ms <= AIM_RECOVERY_MS));
+    match rss_mib {
+        Some(r) if biggest.n >= AIM_RSS_AT => println!(
+            "aim resident memory ≤ {AIM_RSS_MIB:.0} MiB after {} files: {r:.1} MiB: {}",
+            biggest.n,
+            met(r <= AIM_RSS_MIB)
+        ),
+        _ => println!(
+            "aim resident memory ≤ {AIM_RSS_MIB:.0} MiB after {AIM_RSS_AT} files: not measured (--files {AIM_RSS_AT})"
+        ),
+    }
+    // The growth of resident memory between the smallest and the largest import, per file more
+    // (it counts the log's page cache filling too: at most `RedbLogOptions::cache_bytes`).
+    let bytes_per_video = match (smallest.rss_mib, biggest.rss_mib) {
+        (Some(a), Some(b)) if biggest.n > smallest.n => {
+            Some((b - a) * 1024.0 * 1024.0 / (biggest.n - smallest.n) as f64)
+        }
+        _ => None,
+    };
+    if let Some(b) = bytes_per_video {
+        println!("resident memory growth per finished video ({} → {} files): {b:.0} bytes", smallest.n, biggest.n);
+    }
+    if let Some((get, page)) = &video_reads {
+        println!(
+            "aim p99 ≤ {AIM_VIDEO_READ_P99_MS:.0} ms of GET /videos/{{id}}: {:.2} ms: {}; of a page of GET /indexes/{{id}}/videos: {:.2} ms: {}",
+            get.p99,
+            met(get.p99 <= AIM_VIDEO_READ_P99_MS),
+            page.p99,
+            met(page.p99 <= AIM_VIDEO_READ_P99_MS)
+        );
+    }
 
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), json!("engine"));
@@ -370,6 +413,16 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
     out.insert("raw_redb_events_per_s".into(), json!(raw_events_per_s.round()));
     out.insert("durable_vs_raw".into(), json!(round2(durable_vs_raw)));
     out.insert("rss_mib_after_largest".into(), json!(rss_mib.map(round2)));
+    for r in &results {
+        out.insert(format!("rss_mib_{}", r.n), json!(r.rss_mib.map(round2)));
+    }
+    out.insert("rss_growth_bytes_per_video".into(), json!(bytes_per_video.map(f64::round)));
+    if let Some((get, page)) = &video_reads {
+        out.insert("video_get_p50_ms".into(), json!(round2(get.p50)));
+        out.insert("video_get_p99_ms".into(), json!(round2(get.p99)));
+        out.insert("video_page_p50_ms".into(), json!(round2(page.p50)));
+        out.insert("video_page_p99_ms".into(), json!(round2(page.p99)));
+    }
     out.insert("recovery_ms".into(), json!(round2(recovery_ms)));
     if let Some(r) = &reads {
         let aim = 2.0 * r.idle.p99 + r.fsync_batch_ms;
@@ -753,6 +806,82 @@ fn read_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<Reads> {
         "writes during the loaded reads: {writes_per_s:.0} index creations/s in {commits:.0} commits ({fsync_batch_ms:.2} ms per commit)"
     );
     Ok(Reads { idle, loaded, writes_per_s, fsync_batch_ms })
+}
+
+/// Resident memory once it has settled (a checkpoint or the allocator's delayed release may be
+/// under way when the job ends): sampled every 250 ms until two samples are within 1 MiB, at
+/// most 20 s.
+fn settled_rss_mib(pid: u32) -> Option<f64> {
+    let mut last = rss_mib_of(pid)?;
+    for _ in 0..80 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = rss_mib_of(pid)?;
+        if (now - last).abs() < 1.0 {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
+/// p50 / p99 of `GET /videos/{id}` over [`VIDEO_READ_IDS`] of the largest import's videos, and
+/// of pages (50 videos) of `GET /indexes/{id}/videos` at the first [`VIDEO_READ_PAGES`] cursors,
+/// from [`READERS`] readers on the idle server (issue 27: reads of finished work come from
+/// tables).
+fn video_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<(Latency, Latency)> {
+    let (s, out) =
+        http(addr, "GET", &format!("/api/v2/import-jobs/{job_id}/outputs?limit={VIDEO_READ_IDS}"), Some(key), None)?;
+    ensure!(s == 200, "outputs of {job_id}: {s}");
+    let out: Value = serde_json::from_str(&out)?;
+    let ids: Vec<String> = out["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["video_id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    ensure!(!ids.is_empty(), "the import made no video");
+    let (_, job) = http(addr, "GET", &format!("/api/v2/import-jobs/{job_id}"), Some(key), None)?;
+    let job: Value = serde_json::from_str(&job)?;
+    let index = job["target_index_id"].as_str().context("the job's index")?.to_string();
+    let mut pages = vec![format!("/api/v2/indexes/{index}/videos?limit=50")];
+    while pages.len() < VIDEO_READ_PAGES {
+        let (s, page) = http(addr, "GET", pages.last().map_or("", String::as_str), Some(key), None)?;
+        ensure!(s == 200, "a page of {index}: {s}");
+        let page: Value = serde_json::from_str(&page)?;
+        let Some(c) = page["pagination"]["next_cursor"].as_str() else { break };
+        pages.push(format!("/api/v2/indexes/{index}/videos?limit=50&cursor={c}"));
+    }
+    let get: Vec<String> = ids.iter().map(|v| format!("/api/v2/videos/{v}")).collect();
+    Ok((timed_reads(addr, key, "GET /videos/{id}", &get)?, timed_reads(addr, key, "index video pages", &pages)?))
+}
+
+/// [`READERS`] readers, [`READS_EACH`] reads each, cycling through `paths`: p50, p99, reads/s.
+fn timed_reads(addr: &str, key: &str, label: &str, paths: &[String]) -> anyhow::Result<Latency> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (addr, key, paths) = (addr.to_string(), key.to_string(), paths.to_vec());
+            std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                let mut out = Vec::with_capacity(READS_EACH);
+                for i in 0..READS_EACH {
+                    let path = &paths[(r * 7919 + i * 104_729) % paths.len()];
+                    let t = Instant::now();
+                    let (status, _) = http(&addr, "GET", path, Some(&key), None)?;
+                    ensure!(status == 200, "GET {path}: {status}");
+                    out.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(out)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().map_err(|_| anyhow::anyhow!("a reader panicked"))??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    let l = Latency { p50: at(0.50), p99: at(0.99), per_s: all.len() as f64 / secs };
+    println!("reads {label:<26} p50 {:>7.2} ms   p99 {:>7.2} ms   {:>8.0} reads/s", l.p50, l.p99, l.per_s);
+    Ok(l)
 }
 
 /// `spool_log_commits_total` of `/metrics`.

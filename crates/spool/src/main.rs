@@ -25,6 +25,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc returns freed memory to the system: after an import of a million files the server's
+/// resident memory is what it holds, not the peak the import passed through.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code of an offline tool whose data directory is held by a running server.
 pub const EXIT_HELD: u8 = 2;
 

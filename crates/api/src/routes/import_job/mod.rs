@@ -242,9 +242,9 @@ pub async fn files(
     let from = decode_file_cursor(q.get("cursor"))?;
     // Imported and skipped files are rows of the `job_files` table, the others the job's own:
     // the job's first, then the table's, so a file that finishes in between is in both.
-    let own = app
+    let (own, known) = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::own_files(j, status, from, limit)))
+        .read(|st| st.imports.get(&id).map(|j| (views::own_files(j, status, from, limit), j.file_count)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     let mut done = Vec::new();
     for s in [FileStatus::Imported, FileStatus::Skipped] {
@@ -255,7 +255,7 @@ pub async fn files(
     done.sort_by_key(|f| f.file.file_id);
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit, &own, &done)))
+        .read(|st| st.imports.get(&id).map(|j| views::files_page(j, status, from, limit, (&own, known), &done)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }

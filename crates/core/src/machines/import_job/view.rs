@@ -92,16 +92,18 @@ pub fn own_files(j: &ImportJob, status: Option<FileStatus>, from: u32, limit: us
 }
 
 /// `ImportFilesPage`: the job's files (all, or those with `status`), from file id `from` on.
-/// `own`: the job's own files of the page ([`own_files`]); `done`: its finished files as
-/// [`outputs_page`] takes them (imported and skipped ones, at least `limit + 1` of each when
-/// there are so many). The API reads `own` first and `done` after, so a file that finished in
-/// between is in both (the finished row is shown), never in neither.
+/// `own`: the job's own files of the page ([`own_files`]), taken when the job had discovered
+/// `known` files; `done`: its finished files as [`outputs_page`] takes them (imported and
+/// skipped ones, at least `limit + 1` of each when there are so many). The API reads `own`
+/// first and `done` after: a file that finished in between is in both (the finished row is
+/// shown), never in neither, and the page of all files stops at `known` (a file discovered in
+/// between, pending, is in neither; the next page starts there).
 pub fn files_page(
     j: &ImportJob,
     status: Option<FileStatus>,
     from: u32,
     limit: usize,
-    own: &[ImportFile],
+    (own, known): (&[ImportFile], u32),
     done: &[Arc<ImportFile>],
 ) -> Value {
     let finished = |s: Option<FileStatus>| -> Vec<&ImportFile> {
@@ -119,6 +121,7 @@ pub fn files_page(
             // own; a file in both finished in between: its row is shown.
             let mut all = finished(Some(FileStatus::Imported));
             all.extend(finished(Some(FileStatus::Skipped)));
+            all.retain(|f| f.file.file_id < known);
             let rows: std::collections::BTreeSet<u32> = all.iter().map(|f| f.file.file_id).collect();
             all.extend(own.iter().filter(|f| !rows.contains(&f.file.file_id)));
             all.sort_by_key(|f| f.file.file_id);
@@ -126,7 +129,12 @@ pub fn files_page(
         }
     };
     page.truncate(limit + 1);
-    let next = page.get(limit).map(|f| f.file.file_id);
+    let next = match page.get(limit) {
+        Some(f) => Some(f.file.file_id),
+        // The page of all files ended at what the job had discovered when it was read.
+        None if status.is_none() && j.file_count > known => Some(known.max(from)),
+        None => None,
+    };
     page.truncate(limit);
     let items: Vec<Value> = page.into_iter().map(source_file).collect();
     let total = match status {
@@ -167,8 +175,10 @@ fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>])
     let outputs = outputs_page(j, st, n, done);
     let video_ids: Vec<Value> =
         outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
-    let failed = files_page(j, Some(FileStatus::Failed), 0, n, &own_files(j, Some(FileStatus::Failed), 0, n), done);
-    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n, &[], done);
+    let known = j.file_count;
+    let failed =
+        files_page(j, Some(FileStatus::Failed), 0, n, (&own_files(j, Some(FileStatus::Failed), 0, n), known), done);
+    let skipped = files_page(j, Some(FileStatus::Skipped), 0, n, (&[], known), done);
     let current = j.files_in(FileStatus::Started).next().and_then(|id| j.files.get(&id)).map(|f| f.file.path.clone());
     let index = if j.index_id == super::PLAYGROUND { Value::Null } else { json!(j.index_id.to_string()) };
     let phase = match j.status.as_str() {
