@@ -925,7 +925,7 @@ impl World {
             let before = self.state(|st| st.applied_seq);
             for _ in 0..4 {
                 if self.state(Self::settled) {
-                    return Ok(());
+                    return self.check_tables();
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -946,6 +946,28 @@ impl World {
             };
             self.clock.advance(jump);
         }
+    }
+
+    /// Once settled: every job's imported and skipped counters equal its rows in the
+    /// `job_files` table (`engine-spec/tables.md`; the read state keeps no rows, so the state's
+    /// checks cannot see them).
+    fn check_tables(&self) -> Result<(), String> {
+        use spool_core::imports::FileStatus;
+        let jobs: Vec<(spool_model::ImportJobId, u64, u64)> =
+            self.state(|st| st.imports.iter().map(|(id, j)| (*id, j.imported, j.skipped)).collect());
+        for (id, imported, skipped) in jobs {
+            for (status, want) in [(FileStatus::Imported, imported), (FileStatus::Skipped, skipped)] {
+                let rows = self.rt.job_files(&id, status, 0, usize::MAX).map_err(|e| e.to_string())?;
+                let held = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+                if held != want {
+                    return Err(format!(
+                        "tables: job {id} counts {want} {} files, its job_files table holds {held}",
+                        status.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn clock_ms(&self) -> u64 {
