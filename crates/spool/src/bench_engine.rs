@@ -741,35 +741,8 @@ struct Reads {
 fn read_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<Reads> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let path = format!("/api/v2/import-jobs/{job_id}");
-    let phase = |label: &str| -> anyhow::Result<Latency> {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..READERS)
-            .map(|_| {
-                let (addr, key, path) = (addr.to_string(), key.to_string(), path.clone());
-                std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
-                    let mut out = Vec::with_capacity(READS_EACH);
-                    for _ in 0..READS_EACH {
-                        let t = Instant::now();
-                        let (status, _) = http(&addr, "GET", &path, Some(&key), None)?;
-                        ensure!(status == 200, "GET {path}: {status}");
-                        out.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for h in handles {
-            all.extend(h.join().map_err(|_| anyhow::anyhow!("a reader panicked"))??);
-        }
-        let secs = start.elapsed().as_secs_f64();
-        all.sort_by(f64::total_cmp);
-        let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-        let l = Latency { p50: at(0.50), p99: at(0.99), per_s: all.len() as f64 / secs };
-        println!("reads {label:<26} p50 {:>7.2} ms   p99 {:>7.2} ms   {:>8.0} reads/s", l.p50, l.p99, l.per_s);
-        Ok(l)
-    };
+    let paths = [format!("/api/v2/import-jobs/{job_id}")];
+    let phase = |label: &str| timed_reads(addr, key, label, &paths);
     let idle = phase("idle")?;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
