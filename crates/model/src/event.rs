@@ -786,6 +786,25 @@ pub enum Event {
         partition: u16,
         through_seq: u64,
     },
+    /// Stream `vid_…`. Deletion started (status `draining`), with what its fold needs of the
+    /// video (which index's pages and counters it leaves), so no fold reads the video's row:
+    /// what `VideoDeletionRequested` (39) is since the tables (`engine-spec/tables.md`).
+    VideoDeletionStarted {
+        video_id: VideoId,
+        deletion_id: DeletionId,
+        index_id: IndexId,
+        created_at_ms: u64,
+        media_ms: u64,
+    },
+    /// Stream `run_…`. The next page of the run's videos with what the fold needs of each (its
+    /// media type), and the listing's cursor after it (an index's run: the last video's
+    /// `(created_at_ms, video_id)`): what `PromptRunVideosAdded` (49) is since the tables.
+    PromptRunVideosListed {
+        run_id: PromptRunId,
+        videos: Vec<(VideoId, MediaType)>,
+        after: Option<(u64, VideoId)>,
+        done: bool,
+    },
 }
 }
 
@@ -1338,6 +1357,19 @@ impl Event {
                 data_json: r#"{"video_id":"vid_x"}"#.into(),
             },
             Event::PartitionIngested { partition: 3, through_seq: 77 },
+            Event::VideoDeletionStarted {
+                video_id,
+                deletion_id,
+                index_id,
+                created_at_ms: 1_764_000_000_000,
+                media_ms: 2_500,
+            },
+            Event::PromptRunVideosListed {
+                run_id,
+                videos: vec![(video_id, MediaType::Video), (second_part, MediaType::Image)],
+                after: Some((1_764_000_000_000, second_part)),
+                done: false,
+            },
         ]
     }
 }

@@ -192,7 +192,15 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
         RunTarget::Index { index_id } => page_of(state, *index_id, r.list_after),
         RunTarget::Playground => page_of(state, crate::machines::import_job::PLAYGROUND, r.list_after),
     };
-    let mut events = vec![Event::PromptRunVideosAdded { run_id: *run_id, videos: videos.clone(), done }];
+    let listed: Vec<(VideoId, spool_model::MediaType)> = videos
+        .iter()
+        .map(|id| (*id, state.videos.get(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
+        .collect();
+    let after = match &r.target {
+        RunTarget::Videos { .. } => None,
+        _ => videos.last().and_then(|id| state.videos.get(id)).map(|v| (v.created_at_ms, v.video_id)).or(r.list_after),
+    };
+    let mut events = vec![Event::PromptRunVideosListed { run_id: *run_id, videos: listed, after, done }];
     for id in &videos {
         events.push(domain(
             spool_model::DomainEventName::MediaProcessingStarted,

@@ -32,6 +32,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
     match event {
         Event::PromptRunCreated { run_id, .. }
         | Event::PromptRunVideosAdded { run_id, .. }
+        | Event::PromptRunVideosListed { run_id, .. }
         | Event::PromptRunVideoPlanned { run_id, .. }
         | Event::PromptTaskStarted { run_id, .. }
         | Event::PromptTaskSucceeded { run_id, .. }

@@ -47,48 +47,17 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             state.active_runs.insert(*run_id);
             state.prompt_runs.insert(*run_id, run);
         }
+        // Logs before the tables: the fold finds each video's media type in the state.
         Event::PromptRunVideosAdded { run_id, videos, done } => {
-            let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-            for video_id in videos {
-                if run.video_pos.contains_key(video_id) {
-                    continue;
-                }
-                let n = spool_model::num::sat_u32(run.videos.len());
-                let v = state.videos.get(video_id);
-                let media_type = v.map_or(spool_model::MediaType::Video, |v| v.media_type);
-                run.counts.entry(media_type).or_default().total += 1;
-                run.videos.push(RunVideo {
-                    video_id: *video_id,
-                    media_type,
-                    planned: false,
-                    method: String::new(),
-                    seg_first: 0,
-                    seg_count: 0,
-                    running: 0,
-                    succeeded: 0,
-                    failed: 0,
-                    video_level: None,
-                    video_level_attempts: 0,
-                    outcome: None,
-                    seconds_ms: 0,
-                });
-                run.video_pos.insert(*video_id, n);
-                run.unplanned.insert(n);
-                state.video_runs.entry(*video_id).or_default().push(*run_id);
-            }
-            match &run.target {
-                RunTarget::Videos { .. } => run.list_pos += videos.len(),
-                _ => {
-                    if let Some(last) = videos.last().and_then(|id| state.videos.get(id)) {
-                        run.list_after = Some((last.created_at_ms, last.video_id));
-                    }
-                }
-            }
-            run.listing_done = *done;
-            if run.status == RunStatus::Pending {
-                run.status = RunStatus::Processing;
-            }
-            run.updated_at_ms = at;
+            let listed: Vec<(VideoId, spool_model::MediaType)> = videos
+                .iter()
+                .map(|id| (*id, state.videos.get(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
+                .collect();
+            let after = videos.last().and_then(|id| state.videos.get(id)).map(|v| (v.created_at_ms, v.video_id));
+            videos_listed(state, run_id, &listed, after, *done, at);
+        }
+        Event::PromptRunVideosListed { run_id, videos, after, done } => {
+            videos_listed(state, run_id, videos, *after, *done, at);
         }
         Event::PromptRunVideoPlanned { run_id, video, segments, method } => {
             let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
@@ -381,4 +350,55 @@ pub fn outcome_after(run: &PromptRun, task: RunTask, ok: bool) -> Option<VideoOu
     } else {
         VideoOutcome::Partial
     })
+}
+
+/// The next page of a run's videos: numbered in order (an id already in the run is skipped);
+/// an index's run moves its cursor to `after`.
+fn videos_listed(
+    state: &mut State,
+    run_id: &PromptRunId,
+    videos: &[(VideoId, spool_model::MediaType)],
+    after: Option<(u64, VideoId)>,
+    done: bool,
+    at: u64,
+) {
+    let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
+    for (video_id, media_type) in videos {
+        if run.video_pos.contains_key(video_id) {
+            continue;
+        }
+        let n = spool_model::num::sat_u32(run.videos.len());
+        run.counts.entry(*media_type).or_default().total += 1;
+        run.videos.push(RunVideo {
+            video_id: *video_id,
+            media_type: *media_type,
+            planned: false,
+            method: String::new(),
+            seg_first: 0,
+            seg_count: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+            video_level: None,
+            video_level_attempts: 0,
+            outcome: None,
+            seconds_ms: 0,
+        });
+        run.video_pos.insert(*video_id, n);
+        run.unplanned.insert(n);
+        state.video_runs.entry(*video_id).or_default().push(*run_id);
+    }
+    match &run.target {
+        RunTarget::Videos { .. } => run.list_pos += videos.len(),
+        _ => {
+            if after.is_some() {
+                run.list_after = after;
+            }
+        }
+    }
+    run.listing_done = done;
+    if run.status == RunStatus::Pending {
+        run.status = RunStatus::Processing;
+    }
+    run.updated_at_ms = at;
 }

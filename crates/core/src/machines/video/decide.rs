@@ -17,7 +17,13 @@ pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decisi
             let deletion_id = DeletionId(ctx.new_ulid());
             Ok(Decision::one(
                 video_id.to_string(),
-                vec![Event::VideoDeletionRequested { video_id: *video_id, deletion_id }],
+                vec![Event::VideoDeletionStarted {
+                    video_id: *video_id,
+                    deletion_id,
+                    index_id: v.index_id,
+                    created_at_ms: v.created_at_ms,
+                    media_ms: super::evolve::media_ms(v),
+                }],
                 Outcome::Video(*video_id),
             ))
         }

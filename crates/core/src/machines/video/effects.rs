@@ -24,6 +24,7 @@ impl VideoEffect {
 pub fn work_key(event: &Event) -> Option<WorkKey> {
     match event {
         Event::VideoDeletionRequested { video_id, .. }
+        | Event::VideoDeletionStarted { video_id, .. }
         | Event::VideoDrained { video_id, .. }
         | Event::VideoDeleted { video_id, .. } => Some(WorkKey::Video(*video_id)),
         _ => None,

@@ -43,23 +43,15 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             }
             insert(state, v);
         }
+        // Logs before the tables: the fold finds the video's index and range in the state.
         Event::VideoDeletionRequested { video_id, deletion_id } => {
-            if let Some(v) = state.videos.get_mut(video_id) {
-                v.deletion = Some(Box::new(crate::Deletion {
-                    deletion_id: *deletion_id,
-                    stage: DeletionStage::Draining,
-                    requested_at_ms: at,
-                    finished_at_ms: None,
-                }));
-                // Gone from its index's pages at once.
-                if let Some(set) = state.index_videos.get_mut(&v.index_id)
-                    && set.remove(&(v.created_at_ms, *video_id))
-                    && let Some(ms) = state.index_media_ms.get_mut(&v.index_id)
-                {
-                    *ms = ms.saturating_sub(media_ms(v));
-                }
-                state.videos_deleting.insert(*video_id);
+            if let Some(v) = state.videos.get(video_id) {
+                let (index_id, created_at_ms, ms) = (v.index_id, v.created_at_ms, media_ms(v));
+                start_deletion(state, video_id, deletion_id, at, (index_id, created_at_ms, ms));
             }
+        }
+        Event::VideoDeletionStarted { video_id, deletion_id, index_id, created_at_ms, media_ms } => {
+            start_deletion(state, video_id, deletion_id, at, (*index_id, *created_at_ms, *media_ms));
         }
         Event::VideoDrained { video_id, .. } => {
             if let Some(d) = state.videos.get_mut(video_id).and_then(|v| v.deletion.as_mut()) {
@@ -75,4 +67,28 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         }
         _ => {}
     }
+}
+
+/// A video's deletion starts: gone from its index's pages and counters at once.
+fn start_deletion(
+    state: &mut State,
+    video_id: &spool_model::VideoId,
+    deletion_id: &spool_model::DeletionId,
+    at: u64,
+    (index_id, created_at_ms, ms): (spool_model::IndexId, u64, u64),
+) {
+    let Some(v) = state.videos.get_mut(video_id) else { return };
+    v.deletion = Some(Box::new(crate::Deletion {
+        deletion_id: *deletion_id,
+        stage: DeletionStage::Draining,
+        requested_at_ms: at,
+        finished_at_ms: None,
+    }));
+    if let Some(set) = state.index_videos.get_mut(&index_id)
+        && set.remove(&(created_at_ms, *video_id))
+        && let Some(m) = state.index_media_ms.get_mut(&index_id)
+    {
+        *m = m.saturating_sub(ms);
+    }
+    state.videos_deleting.insert(*video_id);
 }

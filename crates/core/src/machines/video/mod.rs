@@ -9,7 +9,7 @@ pub mod view;
 
 pub use decide::decide;
 pub use effects::{VideoEffect, effects_for, work_key};
-pub use evolve::evolve;
+pub use evolve::{evolve, media_ms};
 
 use serde::{Deserialize, Serialize};
 use spool_model::{ConnectorId, DeletionId, IndexId, MediaFacts, MediaType, PartRange, VideoId};
