@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 3;
+pub const TABLES_FORMAT: u32 = 4;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -149,10 +149,14 @@ pub enum Need {
 /// What a command's decision (and the answer rendered from it) reads from the tables, on the
 /// state before it: an import job's cancel and retry answer with the job, whose JSON shows its
 /// first outputs and skipped files; an import automation's run takes the videos its job
-/// imported.
+/// imported; a decision over videos reads their rows. What is read first can name more: the
+/// runtime asks again after loading until nothing new is named ([`NEEDS_ROUNDS_MAX`]).
 pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
     use crate::machines::automation::AutomationCommand;
+    use crate::machines::export::ExportCommand;
     use crate::machines::import_job::{ImportCommand, import_key, import_path_key, path_key};
+    use crate::machines::prompt_run::PromptRunCommand;
+    use crate::machines::video::VideoCommand;
     use spool_model::AutomationConfig;
     use spool_model::ImportMode;
     match cmd {
@@ -201,15 +205,65 @@ pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
         crate::Command::Import(
             ImportCommand::CancelImportJob { job_id } | ImportCommand::RetryImportJob { job_id },
         ) => job_head(state, job_id),
-        crate::Command::Automation(AutomationCommand::StartRun { job_id, .. }) => vec![Need::JobFiles {
-            job_id: *job_id,
-            status: FileStatus::Imported,
+        crate::Command::Automation(AutomationCommand::StartRun { job_id, .. }) => {
             // One more than a run takes: a job that imported more is refused, as before.
-            n: crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX + 1,
-        }],
+            let n = crate::machines::prompt_run::AUTOMATION_RUN_VIDEOS_MAX + 1;
+            let mut out = vec![Need::JobFiles { job_id: *job_id, status: FileStatus::Imported, n }];
+            if state.rows.has_head(job_id, FileStatus::Imported, n) {
+                let files = state.rows.finished_files(job_id, FileStatus::Imported, n);
+                out.push(Need::Videos(files.iter().flat_map(|f| f.part_videos()).collect()));
+            }
+            out
+        }
+        crate::Command::Video(VideoCommand::DeleteVideo { video_id }) => vec![Need::Videos(vec![*video_id])],
+        crate::Command::PromptRun(PromptRunCommand::ExecuteRun {
+            target: spool_model::RunTarget::Videos { video_ids, .. },
+            ..
+        }) if video_ids.len() <= crate::machines::prompt_run::RUN_TARGET_VIDEOS_MAX => {
+            vec![Need::Videos(video_ids.clone())]
+        }
+        crate::Command::PromptRun(PromptRunCommand::AddRunVideos { run_id }) => {
+            match state.prompt_runs.get(run_id).filter(|r| r.takes_work() && !r.listing_done) {
+                Some(r) => vec![Need::Videos(crate::machines::prompt_run::next_videos(state, r).0)],
+                None => Vec::new(),
+            }
+        }
+        crate::Command::PromptRun(PromptRunCommand::RecordVideoAnalysis { run_id, video, .. }) => {
+            match state.prompt_runs.get(run_id).and_then(|r| r.videos.get(*video as usize)) {
+                Some(rv) => vec![Need::Videos(vec![rv.video_id])],
+                None => Vec::new(),
+            }
+        }
+        // An index's export of runs: a run that does not name the index belongs to it when one
+        // of its videos is in it.
+        crate::Command::Export(ExportCommand::CreateExport { run_ids, .. }) => {
+            let videos: Vec<VideoId> = run_ids
+                .iter()
+                .take(crate::machines::export::EXPORT_RUN_IDS_MAX)
+                .filter_map(|r| state.prompt_runs.get(r))
+                .filter(|r| r.index_id().is_none())
+                .flat_map(|r| r.videos.iter().map(|v| v.video_id))
+                .collect();
+            if videos.is_empty() { Vec::new() } else { vec![Need::Videos(videos)] }
+        }
         _ => Vec::new(),
     }
 }
+
+/// The videos whose rows the fold of an event reads: only events written before the tables
+/// (`VideoDeletionRequested`, `PromptRunVideosAdded`; their replacements carry what they need).
+/// A replay loads them first (`spool_runtime::fold`); the simulators' states hold every row.
+pub fn fold_reads(event: &spool_model::Event) -> Vec<VideoId> {
+    match event {
+        spool_model::Event::VideoDeletionRequested { video_id, .. } => vec![*video_id],
+        spool_model::Event::PromptRunVideosAdded { videos, .. } => videos.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// How many times the runtime asks [`needs`] (or `outbox_rows`) again after loading what it
+/// named: a job's files, then their videos.
+pub const NEEDS_ROUNDS_MAX: usize = 3;
 
 /// The finished files an import job's JSON shows (none to read when it has none).
 pub fn job_head(state: &crate::State, job_id: &ImportJobId) -> Vec<Need> {
@@ -218,6 +272,14 @@ pub fn job_head(state: &crate::State, job_id: &ImportJobId) -> Vec<Need> {
     for status in [FileStatus::Imported, FileStatus::Skipped] {
         if j.count(status) > 0 {
             out.push(Need::JobFiles { job_id: *job_id, status, n: JOB_FILES_HEAD });
+        }
+    }
+    // Its outputs show their videos' time ranges: once the files are here, their rows.
+    if j.count(FileStatus::Imported) == 0 || state.rows.has_head(job_id, FileStatus::Imported, JOB_FILES_HEAD) {
+        let files = state.rows.finished_files(job_id, FileStatus::Imported, JOB_FILES_HEAD);
+        let videos = crate::machines::import_job::view::outputs_videos(&files, JOB_FILES_HEAD);
+        if !videos.is_empty() {
+            out.push(Need::Videos(videos));
         }
     }
     out
@@ -231,24 +293,28 @@ pub fn job_head_files(state: &crate::State, job_id: &ImportJobId) -> Vec<Arc<Imp
     out
 }
 
-/// The row an event writes, if any: a pure function of the event (the fold emits it, and a
-/// rebuild of the tables from the log reads it off each event).
-pub fn of_event(event: &spool_model::Event) -> Option<RowWrite> {
+/// The row an event writes, if any: a pure function of the event and its time (the fold emits
+/// it, and a rebuild of the tables from the log reads it off each event).
+pub fn of_event(env: &spool_model::Envelope) -> Option<RowWrite> {
     use spool_model::Event;
-    match event {
+    match &env.event {
         Event::VideoCreated {
             video_id,
+            index_id,
             title,
+            media_type,
             connector_id,
             source_path,
             source_etag,
             size_bytes,
             sha256,
             media_path,
-            ..
         } => Some(RowWrite::Video(
             *video_id,
             Arc::new(VideoRow {
+                index_id: *index_id,
+                media_type: *media_type,
+                created_at_ms: env.at_ms,
                 title: title.clone(),
                 connector_id: *connector_id,
                 source_path: source_path.clone(),
@@ -263,7 +329,9 @@ pub fn of_event(event: &spool_model::Event) -> Option<RowWrite> {
         )),
         Event::VideoImported {
             video_id,
+            index_id,
             title,
+            media_type,
             connector_id,
             source_path,
             source_etag,
@@ -273,10 +341,12 @@ pub fn of_event(event: &spool_model::Event) -> Option<RowWrite> {
             facts,
             part,
             parts,
-            ..
         } => Some(RowWrite::Video(
             *video_id,
             Arc::new(VideoRow {
+                index_id: *index_id,
+                media_type: *media_type,
+                created_at_ms: env.at_ms,
                 title: title.clone(),
                 connector_id: *connector_id,
                 source_path: source_path.clone(),

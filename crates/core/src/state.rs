@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 28;
+pub const STATE_FORMAT: u32 = 29;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -33,7 +33,6 @@ pub struct State {
     /// Jobs by (created_at, id), all of them and per status: `GET /import-jobs` pages from these.
     pub imports_by_created: BTreeSet<(u64, ImportJobId)>,
     pub imports_by_status: crate::workset::StatusSets<crate::machines::import_job::JobStatus, (u64, ImportJobId)>,
-    pub videos: BTreeMap<VideoId, crate::machines::video::Video>,
     /// An index's videos in (created_at, id) order: the order of its cursor pages.
     pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
     /// The milliseconds of media of an index's videos (what `index_videos` holds): the
@@ -48,6 +47,10 @@ pub struct State {
     pub deliveries: BTreeMap<spool_model::DeliveryId, crate::machines::webhook::Delivery>,
     /// Webhooks with pending deliveries: the work `pending_effects` looks at.
     pub webhooks_with_work: BTreeSet<spool_model::WebhookId>,
+    /// Every video whose deletion started, with it (finished ones too: a video is visible
+    /// while it has none, and a repeated DELETE answers the same): about 100 bytes per deleted
+    /// video. A video itself is a row of the `videos` table (`engine-spec/tables.md`).
+    pub video_deletions: BTreeMap<VideoId, crate::Deletion>,
     /// Videos whose deletion is not finished.
     pub videos_deleting: BTreeSet<VideoId>,
     /// Prompts (deleted ones kept as tombstones).
@@ -128,6 +131,24 @@ impl State {
     /// The immutable facts of a video, when this state holds them (`crate::rows`).
     pub fn video_row(&self, id: &VideoId) -> Option<&crate::machines::video::VideoRow> {
         self.rows.videos.get(id).map(|(_, r)| &**r)
+    }
+
+    /// A video whose row this state holds (loaded for the decision that reads it,
+    /// `crate::rows::Need::Videos`), with its deletion if one started.
+    pub fn video(&self, id: &VideoId) -> Option<crate::machines::video::Video> {
+        self.video_row(id).map(|row| self.video_of(*id, row))
+    }
+
+    /// The video of a row (read from the table or loaded), with its deletion if one started.
+    pub fn video_of(&self, id: VideoId, row: &crate::machines::video::VideoRow) -> crate::machines::video::Video {
+        crate::machines::video::Video::of(id, row, self.video_deletions.get(&id))
+    }
+
+    /// Whether a video of this index would be visible (no deletion started, in a live index or
+    /// the playground), without its row.
+    pub fn video_shown(&self, id: &VideoId, index_id: &IndexId) -> bool {
+        !self.video_deletions.contains_key(id)
+            && (*index_id == crate::machines::import_job::PLAYGROUND || self.live_index(index_id).is_some())
     }
 
     /// Set (or move) a timer.

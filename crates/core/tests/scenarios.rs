@@ -247,10 +247,9 @@ fn render_state(state: &State) -> String {
             .unwrap();
         }
     }
-    for v in state.videos.values() {
-        // The video's immutable facts are a row the fold emitted (`spool_core::rows`).
-        let row = state.video_row(&v.video_id).expect("the fold kept the row of every video");
-        writeln!(t, "  state video {} index={} title={:?} bytes={}", v.video_id, v.index_id, row.title, row.size_bytes)
+    for (id, (_, row)) in &state.rows.videos {
+        // A video is a row the fold emitted (`spool_core::rows`), kept by this state.
+        writeln!(t, "  state video {} index={} title={:?} bytes={}", id, row.index_id, row.title, row.size_bytes)
             .unwrap();
     }
     for k in state.api_keys.values() {

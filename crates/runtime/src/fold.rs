@@ -15,7 +15,18 @@ pub fn fold_tail<L: EventLog + ?Sized>(log: &L, state: &mut State) -> Result<(),
             return Ok(());
         }
         for env in &batch {
+            // An event from before the tables reads its videos' rows: loaded for it alone.
+            let reads = spool_core::rows::fold_reads(&env.event);
+            if reads.is_empty() {
+                evolve(state, env);
+                continue;
+            }
+            let loaded: Vec<_> = reads.iter().filter(|id| !state.rows.videos.contains_key(id)).copied().collect();
+            crate::rows::load_video_rows(log, state, &loaded)?;
             evolve(state, env);
+            for id in &loaded {
+                state.rows.videos.remove(id);
+            }
         }
     }
 }

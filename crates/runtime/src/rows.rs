@@ -71,6 +71,25 @@ pub fn load_video_rows<L: EventLog + ?Sized>(log: &L, st: &mut State, ids: &[Vid
     Ok(())
 }
 
+/// Load what `named` names, then what it names once that is loaded, until it names nothing new
+/// (at most [`spool_core::rows::NEEDS_ROUNDS_MAX`] rounds): a job's files, then their videos.
+pub fn load_needs<L: EventLog + ?Sized>(
+    log: &L,
+    st: &mut State,
+    named: impl Fn(&State) -> Vec<Need>,
+) -> Result<(), spool_log::Error> {
+    let mut before = Vec::new();
+    for _ in 0..spool_core::rows::NEEDS_ROUNDS_MAX {
+        let needs = named(st);
+        if needs == before {
+            break;
+        }
+        load(log, st, &needs)?;
+        before = needs;
+    }
+    Ok(())
+}
+
 /// A job's finished files of one status (`Imported` or `Skipped`) with ids from `from` on, in id
 /// order, at most `n`, from the `job_files` table.
 pub fn read_job_files<L: EventLog + ?Sized>(

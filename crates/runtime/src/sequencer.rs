@@ -305,8 +305,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
             };
             // What the decision (and its answer) reads from the tables, loaded first: only the
             // state's rows change, so a failed read fails this command alone.
-            let needs = spool_core::rows::needs(st, &cmd);
-            if let Err(e) = crate::rows::load(&*self.log, st, &needs) {
+            if let Err(e) = crate::rows::load_needs(&*self.log, st, |st| spool_core::rows::needs(st, &cmd)) {
                 answers.push((reply, Err(e.into())));
                 continue;
             }
@@ -353,8 +352,7 @@ impl<L: EventLog + ?Sized> Sequencer<L> {
                 // they resolve: loaded first, from the tables.
                 let publishes = matches!(self.cfg.partition, Some(p) if p >= 1);
                 if publishes || !st.webhooks.is_empty() {
-                    let need = spool_core::outbox_rows(st, &decision);
-                    crate::rows::load(&*self.log, st, &need)
+                    crate::rows::load_needs(&*self.log, st, |st| spool_core::outbox_rows(st, &decision))
                         .map_err(|e| ("storage_unavailable", format!("reading the rows its webhooks carry: {e}")))?;
                 }
                 let deliveries = match self.cfg.partition {

@@ -38,6 +38,10 @@ async fn a_log_from_before_the_tables_has_them_built_at_start() {
     let events =
         ids.iter().enumerate().map(|(i, id)| NewEvent { at_ms: 1, event: imported(*id, index, &format!("v{i}")) });
     log.append(AppendRequest::one("videos", Expected::Any, events.collect())).await.unwrap();
+    // A deletion as logs before the tables wrote it: its fold reads the video's row.
+    let deletion_id = spool_model::DeletionId(ulid::Ulid::from_parts(3, 1));
+    let old = spool_model::Event::VideoDeletionRequested { video_id: ids[2], deletion_id };
+    log.append(AppendRequest::one("vid", Expected::Any, vec![NewEvent { at_ms: 2, event: old }])).await.unwrap();
     assert_eq!(log.side_get(SideTable::Videos, &ids[0].to_string()).unwrap(), None);
 
     let dir = tempfile::tempdir().unwrap();
@@ -53,8 +57,13 @@ async fn a_log_from_before_the_tables_has_them_built_at_start() {
     assert_eq!(row.facts.as_ref().map(|f| f.duration_us), Some(Some(2_500_000)));
     assert_eq!(rt.video_rows(ids.iter().copied()).unwrap().len(), 10);
     assert_eq!(log.side_get(SideTable::Videos, TABLES_FORMAT_KEY).unwrap(), Some(TABLES_FORMAT.to_le_bytes().to_vec()));
-    // The state holds the video (its index, range, deletion), not its facts.
-    assert_eq!(rt.read(|st| st.videos.get(&ids[3]).map(|v| v.range_us)), Some((0, 2_500_000)));
+    assert_eq!(row.range_us(), (0, 2_500_000));
+    // The state holds a video's place on its index's pages and its index's counters, not the
+    // video: the old deletion's fold read the row (loaded for it) to take it off them.
+    let (pages, media_ms, deleted) = rt.read(|st| {
+        (st.index_videos.get(&index).map(|s| s.len()), st.index_media_ms.get(&index).copied(), st.video_deletions.len())
+    });
+    assert_eq!((pages, media_ms, deleted), (Some(9), Some(9 * 2_500), 1));
     assert!(rt.read(|st| st.rows.videos.is_empty()), "the read state keeps no rows");
     rt.shutdown().await;
 }

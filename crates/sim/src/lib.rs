@@ -719,7 +719,15 @@ impl World {
                 .await;
             }
             52..=54 => {
-                let videos: Vec<VideoId> = self.state(|st| st.videos.keys().copied().collect());
+                // Live videos (on their index's pages) and deleted ones (a repeated DELETE).
+                let videos: Vec<VideoId> = self.state(|st| {
+                    st.index_videos
+                        .values()
+                        .flatten()
+                        .map(|(_, v)| *v)
+                        .chain(st.video_deletions.keys().copied())
+                        .collect()
+                });
                 if let Some(video_id) = self.rng.pick_any(&videos) {
                     self.exec(Command::Video(spool_core::VideoCommand::DeleteVideo { video_id })).await;
                 }

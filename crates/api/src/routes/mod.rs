@@ -251,6 +251,24 @@ pub(crate) fn with_video_rows<R>(
     Ok(app.rt.read(|st| answer(st, &rows)))
 }
 
+/// The video of a row read for an answer, when it is visible (no deletion started, in a live
+/// index or the playground).
+pub(crate) fn shown(
+    st: &spool_core::State,
+    rows: &VideoRows,
+    id: &spool_model::VideoId,
+) -> Option<(spool_core::Video, std::sync::Arc<spool_core::VideoRow>)> {
+    let row = rows.get(id)?;
+    let v = st.video_of(*id, row);
+    v.visible(st).then(|| (v, row.clone()))
+}
+
+/// Whether a video is visible: its row read from the table, then the read state.
+pub(crate) fn video_visible(app: &AppState, id: &spool_model::VideoId) -> Result<bool, crate::ApiError> {
+    let rows = app.rt.video_rows([*id])?;
+    Ok(app.rt.read(|st| shown(st, &rows, id).is_some()))
+}
+
 pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
 }

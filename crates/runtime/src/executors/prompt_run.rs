@@ -199,7 +199,7 @@ fn read_task(
     let r = st.prompt_runs.get(run_id)?;
     let v = r.task_video(task)?;
     let rv = r.videos.get(v as usize)?;
-    let video = st.videos.get(&rv.video_id).filter(|x| x.visible(st)).and(row);
+    let video = row.filter(|row| st.video_of(rv.video_id, row).visible(st));
     let (kind, schema, prompt_text, segment_id, range_us, segments) = match task {
         RunTask::Segment(n) => {
             let s = r.segments.get(n as usize)?;
@@ -365,9 +365,10 @@ impl Runtime {
         let spec = self.read(|st| {
             let r = st.prompt_runs.get(run_id)?;
             let rv = r.videos.get(video as usize)?;
-            let v = st.videos.get(&rv.video_id)?;
+            let row = row.as_ref()?;
+            let v = st.video_of(rv.video_id, row);
             let wants = pr::plan::wants_boundaries(&r.settings, v.media_type);
-            Some((wants, v.media_type, row.as_ref()?.media_path.clone(), v.range_us))
+            Some((wants, v.media_type, row.media_path.clone(), v.range_us))
         });
         let local = match &spec {
             Some((true, _, path, _)) => self.media_local(path).await,

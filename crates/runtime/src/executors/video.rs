@@ -26,7 +26,7 @@ impl Runtime {
         deletion_id: &DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        if self.read(|st| !st.videos.contains_key(video_id)) {
+        if self.read(|st| !st.videos_deleting.contains(video_id)) {
             return Ok(());
         }
         let Some(row) = self.video_row(video_id)? else {

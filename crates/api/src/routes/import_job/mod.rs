@@ -107,7 +107,7 @@ pub(crate) fn render_job(st: &spool_core::State, out: Outcome, status: StatusCod
     };
     // On the sequencer's thread: the job's first finished files were loaded for this command
     // (`spool_core::rows::needs`), or are rows of this very decision.
-    view_reply(status, job.map(|j| views::import_job(j, st, &spool_core::rows::job_head_files(st, &j.job_id))))
+    view_reply(status, job.map(|j| views::import_job(j, st, &spool_core::rows::job_head_files(st, &j.job_id), st)))
 }
 
 pub async fn create(
@@ -168,10 +168,12 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
         };
         keys.take(limit).map(|(_, id)| id).collect()
     });
-    let heads = job_heads(&app, &ids)?;
+    let (heads, rows) = job_heads(&app, &ids)?;
     let items: Vec<serde_json::Value> = app.rt.read(|st| {
         ids.iter()
-            .filter_map(|id| Some(views::import_job(st.imports.get(id)?, st, heads.get(id).map_or(&[][..], |h| h))))
+            .filter_map(|id| {
+                Some(views::import_job(st.imports.get(id)?, st, heads.get(id).map_or(&[][..], |h| h), &rows))
+            })
             .collect()
     });
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
@@ -184,11 +186,11 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_job(&raw)?;
-    let heads = job_heads(&app, &[id])?;
+    let (heads, rows) = job_heads(&app, &[id])?;
     let done = heads.get(&id).map_or(&[][..], |h| h);
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::import_job(j, st, done)))
+        .read(|st| st.imports.get(&id).map(|j| views::import_job(j, st, done, &rows)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -206,9 +208,10 @@ pub async fn outputs(
     let from = decode_file_cursor(q.get("cursor"))?;
     // Imported files are rows of the `job_files` table (`engine-spec/tables.md`).
     let done = app.rt.job_files(&id, FileStatus::Imported, from, limit + 1)?;
+    let rows = app.rt.video_rows(views::outputs_videos(&done, limit))?;
     let v = app
         .rt
-        .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, limit, &done)))
+        .read(|st| st.imports.get(&id).map(|j| views::outputs_page(j, st, limit, &done, &rows)))
         .ok_or_else(|| ApiError::not_found("import_job", &raw))?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -262,10 +265,11 @@ pub async fn files(
 
 /// The first finished files of each job (`spool_core::rows::JOB_FILES_HEAD` of each finished
 /// status), read from the `job_files` table for their JSON; none for a job that has none.
-fn job_heads(
-    app: &AppState,
-    ids: &[ImportJobId],
-) -> Result<std::collections::BTreeMap<ImportJobId, Vec<std::sync::Arc<spool_core::imports::ImportFile>>>, ApiError> {
+type Heads = std::collections::BTreeMap<ImportJobId, Vec<std::sync::Arc<spool_core::imports::ImportFile>>>;
+
+/// The first finished files of these jobs (`spool_core::rows::JOB_FILES_HEAD` of each finished
+/// status), and the rows of the videos their outputs show.
+fn job_heads(app: &AppState, ids: &[ImportJobId]) -> Result<(Heads, crate::routes::VideoRows), ApiError> {
     let wanted: Vec<(ImportJobId, u64, u64)> = app.rt.read(|st| {
         ids.iter()
             .filter_map(|id| st.imports.get(id).map(|j| (*id, j.imported, j.skipped)))
@@ -285,7 +289,9 @@ fn job_heads(
         done.sort_by_key(|f| f.file.file_id);
         out.insert(id, done);
     }
-    Ok(out)
+    let videos = out.values().flat_map(|done| views::outputs_videos(done, views::EMBEDDED_PAGE_ITEMS));
+    let rows = app.rt.video_rows(videos)?;
+    Ok((out, rows))
 }
 
 async fn job_command(

@@ -230,6 +230,15 @@ pub async fn estimate(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let (prompt_id, target, settings) = settings(&app, &body.value)?;
+    let listed = match &target {
+        RunTarget::Videos { video_ids, .. }
+            if video_ids.len() <= spool_core::machines::prompt_run::RUN_TARGET_VIDEOS_MAX =>
+        {
+            video_ids.clone()
+        }
+        _ => Vec::new(),
+    };
+    let rows = app.rt.video_rows(listed)?;
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         if st.prompts.get(&prompt_id).is_none_or(|p| !p.is_live()) {
             return Err(ApiError::not_found("prompt", &prompt_id.to_string()));
@@ -256,10 +265,7 @@ pub async fn estimate(
                 let mut seen = std::collections::BTreeSet::new();
                 let mut total = 0.0;
                 for id in video_ids {
-                    let v = st
-                        .videos
-                        .get(id)
-                        .filter(|v| v.visible(st))
+                    let (v, _) = crate::routes::shown(st, &rows, id)
                         .ok_or_else(|| ApiError::not_found("video", &id.to_string()))?;
                     if let Some(i) = index_id
                         && v.index_id != *i
@@ -499,8 +505,10 @@ pub async fn process_video(
         ApiError::validation("prompt_id", "is required: Spool has no default prompt; create one with POST /prompts")
     })?;
     let prompt_id: PromptId = prompt.parse().map_err(|_| ApiError::not_found("prompt", prompt))?;
+    if !crate::routes::video_visible(&app, &video_id)? {
+        return Err(ApiError::not_found("video", &raw));
+    }
     let busy = app.rt.read(|st| -> Result<bool, ApiError> {
-        st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
         Ok(view::video_status(st, &video_id) == "processing")
     })?;
     if busy {
@@ -546,8 +554,10 @@ pub async fn video_runs(
     let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 1000)?);
+    if !crate::routes::video_visible(&app, &video_id)? {
+        return Err(ApiError::not_found("video", &raw));
+    }
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
-        st.videos.get(&video_id).filter(|v| v.visible(st)).ok_or_else(|| ApiError::not_found("video", &raw))?;
         let runs = st.video_runs.get(&video_id).into_iter().flatten().rev().take(limit);
         Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(|r| run_view(st, r)).collect()))
     })?;

@@ -86,16 +86,16 @@ pub async fn signed_url(
 fn media_visible(app: &AppState, path: &str) -> Result<bool, ApiError> {
     let stem = path.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
     let Ok(id) = stem.parse::<VideoId>() else { return Ok(false) };
-    if !app.rt.read(|st| st.videos.contains_key(&id)) {
-        return Ok(false);
-    }
     let Some(row) = app.rt.video_row(&id)? else { return Ok(false) };
     if row.media_path != path {
         return Ok(false);
     }
+    // Every part is in the row's index: a part is visible when its deletion has not started.
     Ok(app.rt.read(|st| {
-        st.videos.get(&id).is_some_and(|v| v.visible(st))
-            || spool_core::parts_of_file(&id, &row, None).iter().any(|p| st.videos.get(p).is_some_and(|o| o.visible(st)))
+        st.video_of(id, &row).visible(st)
+            || spool_core::parts_of_file(&id, &row, None)
+                .iter()
+                .any(|p| st.video_shown(p, &row.index_id))
     }))
 }
 
@@ -303,10 +303,9 @@ pub async fn batch(
     }
     let wanted: Vec<VideoId> = ids.iter().filter_map(|raw| raw.parse().ok()).collect();
     let items: Vec<serde_json::Value> = crate::routes::with_video_rows(&app, |_| wanted, |st, rows| {
-        super::visible_videos(st, ids)
-            .filter_map(|v| Some((v, rows.get(&v.video_id)?)))
+        super::visible_videos(st, rows, ids)
             .map(|(v, row)| {
-                let mut j = views::video(v, row, st);
+                let mut j = views::video(&v, &row, st);
                 j["gif_data"] = serde_json::Value::Null;
                 j["first_thumbnail"] = serde_json::Value::Null;
                 j
@@ -350,15 +349,16 @@ pub async fn batch_segments(
     if targets.is_empty() || targets.len() > BATCH_SEGMENTS_MAX {
         return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_SEGMENTS_MAX} videos")));
     }
-    let items: Vec<serde_json::Value> = app.rt.read(|st| {
+    let wanted: Vec<VideoId> = targets.iter().filter_map(|(raw, _)| raw.parse().ok()).collect();
+    let items: Vec<serde_json::Value> = crate::routes::with_video_rows(&app, |_| wanted, |st, rows| {
         targets
             .iter()
             .filter(|(raw, _)| {
-                raw.parse::<VideoId>().ok().and_then(|id| st.videos.get(&id)).is_some_and(|v| v.visible(st))
+                raw.parse::<VideoId>().ok().is_some_and(|id| crate::routes::shown(st, rows, &id).is_some())
             })
             .map(|(raw, run)| serde_json::json!({ "video_id": raw, "run_id": run, "segments": [] }))
             .collect()
-    });
+    })?;
     Ok(super::json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 

@@ -46,8 +46,8 @@ pub async fn video(
     who.require(Scope::Read)?;
     let id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let v = super::with_video_rows(&app, |_| vec![id], |st, rows| {
-        let v = st.videos.get(&id).filter(|v| v.visible(st))?;
-        Some(views::video(v, rows.get(&id)?, st))
+        let (v, row) = super::shown(st, rows, &id)?;
+        Some(views::video(&v, &row, st))
     })?;
     let v = v.ok_or_else(|| ApiError::not_found("video", &raw))?;
     Ok(json(StatusCode::OK, &v))
@@ -100,7 +100,11 @@ fn video_page(
     let items: Vec<serde_json::Value> = keys
         .iter()
         .take(limit)
-        .filter_map(|(_, id)| Some(views::video(st.videos.get(id).filter(|v| v.is_live())?, rows.get(id)?, st)))
+        .filter_map(|(_, id)| {
+            let row = rows.get(id)?;
+            let v = st.video_of(*id, row);
+            v.is_live().then(|| views::video(&v, row, st))
+        })
         .collect();
     let next = keys.get(limit);
     serde_json::json!({
@@ -114,24 +118,24 @@ fn video_page(
     })
 }
 
-/// The visible videos among `ids`, in their order (unknown or malformed ids are left out).
+/// The visible videos among `ids`, in their order, with their rows (unknown or malformed ids
+/// are left out).
 pub(crate) fn visible_videos<'a>(
     st: &'a spool_core::State,
+    rows: &'a super::VideoRows,
     ids: &'a [String],
-) -> impl Iterator<Item = &'a spool_core::Video> + 'a {
-    ids.iter()
-        .filter_map(|raw| raw.parse::<VideoId>().ok())
-        .filter_map(move |id| st.videos.get(&id).filter(|v| v.visible(st)))
+) -> impl Iterator<Item = (spool_core::Video, std::sync::Arc<spool_core::VideoRow>)> + 'a {
+    ids.iter().filter_map(|raw| raw.parse::<VideoId>().ok()).filter_map(move |id| super::shown(st, rows, &id))
 }
 
 fn parse_video(raw: &str) -> Result<VideoId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("video", raw))
 }
 
-fn deletion_view(v: &spool_core::Video) -> Option<serde_json::Value> {
-    let d = v.deletion.as_ref()?;
+fn deletion_view(st: &spool_core::State, id: &VideoId) -> Option<serde_json::Value> {
+    let d = st.video_deletions.get(id)?;
     let mut out = serde_json::json!({
-        "video_id": v.video_id.to_string(),
+        "video_id": id.to_string(),
         "deletion_id": d.deletion_id.to_string(),
         "status": d.stage.as_str(),
     });
@@ -153,7 +157,7 @@ pub async fn delete(
     let (r, _) = app
         .rt
         .execute_with(cmd, None, Vec::new(), move |st, _| {
-            super::view_reply(StatusCode::OK, st.videos.get(&id).and_then(deletion_view))
+            super::view_reply(StatusCode::OK, deletion_view(st, &id))
         })
         .await?;
     Ok(super::reply(r))
@@ -166,7 +170,7 @@ pub async fn deletion(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "video", &raw, |st, id: VideoId| st.videos.get(&id).and_then(deletion_view))
+    super::show(&app, "video", &raw, |st, id: VideoId| deletion_view(st, &id))
 }
 
 #[derive(serde::Deserialize)]
@@ -191,10 +195,9 @@ pub async fn batch_status(
     }
     let wanted: Vec<VideoId> = ids.iter().filter_map(|raw| raw.parse().ok()).collect();
     let items: Vec<serde_json::Value> = super::with_video_rows(&app, |_| wanted, |st, rows| {
-        visible_videos(st, ids)
-            .filter_map(|v| Some((v, rows.get(&v.video_id)?)))
+        visible_videos(st, rows, ids)
             .map(|(v, row)| {
-                let full = views::video(v, row, st);
+                let full = views::video(&v, &row, st);
                 serde_json::json!({ "video_id": v.video_id.to_string(), "status": full["status"], "processing_status": full["processing_status"] })
             })
             .collect()
@@ -213,7 +216,7 @@ pub async fn segments(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_video(&raw)?;
-    if !app.rt.read(|st| st.videos.get(&id).is_some_and(|v| v.visible(st))) {
+    if !super::video_visible(&app, &id)? {
         return Err(ApiError::not_found("video", &raw));
     }
     let q = Query::parse(q.as_deref())?;

@@ -187,7 +187,6 @@ fn start_run(
         .finished_files(job_id, crate::machines::import_job::FileStatus::Imported, max + 1)
         .iter()
         .flat_map(|f| f.part_videos())
-        .filter(|v| state.videos.contains_key(v))
         .collect();
     if video_ids.is_empty() {
         return blocked("no_videos_imported", format!("import job {job_id} imported no video"));

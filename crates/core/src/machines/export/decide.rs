@@ -219,7 +219,7 @@ fn create(
                     .get(r)
                     .ok_or_else(|| DomainError::NotFound { kind: "prompt_run", id: r.to_string() })?;
                 let belongs = run.index_id() == Some(index_id)
-                    || run.videos.iter().any(|v| state.videos.get(&v.video_id).is_some_and(|x| x.index_id == index_id));
+                    || run.videos.iter().any(|v| state.video_row(&v.video_id).is_some_and(|x| x.index_id == index_id));
                 if !belongs {
                     return Err(DomainError::Unprocessable {
                         code: "prompt_run_not_in_index",

@@ -138,8 +138,8 @@ pub fn artifact_video(
     video_id: &spool_model::VideoId,
     rows: &dyn crate::RowSource,
 ) -> Option<Value> {
-    let v = st.videos.get(video_id)?;
     let row = rows.video_row(video_id)?;
+    let v = st.video_of(*video_id, &row);
     let mut results = Vec::new();
     for r in runs.iter().copied() {
         let Some(n) = r.video_pos.get(video_id) else { continue };

@@ -17,16 +17,16 @@ use super::{FileStatus, ImportFile, ImportJob};
 use spool_model::time::rfc3339_ms;
 
 /// One output per part of an imported file.
-fn outputs(j: &ImportJob, f: &ImportFile, st: &crate::State) -> Vec<Value> {
+fn outputs(j: &ImportJob, f: &ImportFile, st: &crate::State, rows: &dyn crate::RowSource) -> Vec<Value> {
     let parts = f.part_videos();
     let count = parts.len();
     parts
         .iter()
         .enumerate()
         .map(|(i, video_id)| {
-            let v = st.videos.get(video_id);
             let title = super::part_title(j, &f.file.path, i, count);
-            let (start, end) = v.map(|v| v.range_seconds()).unwrap_or((0.0, 0.0));
+            let (start, end) = rows.video_row(video_id).map_or((0, 0), |r| r.range_us());
+            let (start, end) = (start as f64 / 1e6, end as f64 / 1e6);
             json!({
                 "file_id": f.file.file_id.to_string(),
                 "file_name": f.file.path,
@@ -37,7 +37,7 @@ fn outputs(j: &ImportJob, f: &ImportFile, st: &crate::State) -> Vec<Value> {
                 "source_end_seconds": end,
                 "video_id": video_id.to_string(),
                 "title": title,
-                "status": if v.is_some_and(|v| v.is_live()) { "ready" } else { "deleted" },
+                "status": if st.video_deletions.contains_key(video_id) { "deleted" } else { "ready" },
             })
         })
         .collect()
@@ -72,10 +72,16 @@ fn cursor_at(next: Option<u32>) -> Value {
 /// `ImportOutputsPage`: imported files from file id `from` on. `done`: the job's finished
 /// files (rows of the `job_files` table, `engine-spec/tables.md`) with ids from `from` on, in id
 /// order: at least `limit + 1` imported ones when there are so many (more, and skipped ones,
-/// are fine).
-pub fn outputs_page(j: &ImportJob, st: &crate::State, limit: usize, done: &[Arc<ImportFile>]) -> Value {
+/// are fine). `rows`: the rows of their videos (their time ranges).
+pub fn outputs_page(
+    j: &ImportJob,
+    st: &crate::State,
+    limit: usize,
+    done: &[Arc<ImportFile>],
+    rows: &dyn crate::RowSource,
+) -> Value {
     let mut files = done.iter().filter(|f| f.status == FileStatus::Imported);
-    let items: Vec<Value> = files.by_ref().take(limit).flat_map(|f| outputs(j, f, st)).collect();
+    let items: Vec<Value> = files.by_ref().take(limit).flat_map(|f| outputs(j, f, st, rows)).collect();
     let next = files.next().map(|f| f.file.file_id);
     let total = j.imported + j.extra_parts;
     json!({ "items": items, "next_cursor": cursor_at(next), "total": total })
@@ -161,18 +167,19 @@ fn execution(j: &ImportJob, st: &crate::State) -> Value {
 
 /// An ImportJob's JSON, with `waiting_on` (why it is not moving) while it has not ended.
 /// `done`: its first finished files (`crate::rows::JOB_FILES_HEAD` of each finished status, in
-/// id order), read from the table by the API, loaded by the runtime for a decision.
-pub fn import_job(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>]) -> Value {
-    let mut v = import_job_fields(j, st, done);
+/// id order), read from the table by the API, loaded by the runtime for a decision; `rows`: the
+/// rows of their videos ([`outputs_videos`]).
+pub fn import_job(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>], rows: &dyn crate::RowSource) -> Value {
+    let mut v = import_job_fields(j, st, done, rows);
     if let Some(w) = crate::waiting::of_job(st, j) {
         v["waiting_on"] = w.json();
     }
     v
 }
 
-fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>]) -> Value {
+fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>], rows: &dyn crate::RowSource) -> Value {
     let n = EMBEDDED_PAGE_ITEMS;
-    let outputs = outputs_page(j, st, n, done);
+    let outputs = outputs_page(j, st, n, done, rows);
     let video_ids: Vec<Value> =
         outputs["items"].as_array().map(|a| a.iter().map(|o| o["video_id"].clone()).collect()).unwrap_or_default();
     let known = j.file_count;
@@ -223,4 +230,10 @@ fn import_job_fields(j: &ImportJob, st: &crate::State, done: &[Arc<ImportFile>])
         "failed_files_next_cursor": failed["next_cursor"],
         "skipped_files": skipped["items"],
     })
+}
+
+/// The videos whose rows an outputs page of these finished files shows (at most `limit` imported
+/// files'; [`outputs_page`]).
+pub fn outputs_videos(done: &[Arc<ImportFile>], limit: usize) -> Vec<spool_model::VideoId> {
+    done.iter().filter(|f| f.status == FileStatus::Imported).take(limit).flat_map(|f| f.part_videos()).collect()
 }

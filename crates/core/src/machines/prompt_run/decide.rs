@@ -121,8 +121,7 @@ pub fn execute(
             let mut ids = Vec::new();
             for id in video_ids {
                 let v = state
-                    .videos
-                    .get(id)
+                    .video(id)
                     .filter(|v| v.visible(state))
                     .ok_or_else(|| DomainError::NotFound { kind: "video", id: id.to_string() })?;
                 if let Some(i) = index_id
@@ -180,25 +179,14 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
     if !r.takes_work() || r.listing_done {
         return nothing(run_id);
     }
-    let (videos, done) = match &r.target {
-        // The target's ids were checked at execute time; one deleted since is listed anyway
-        // (its task fails `video_not_found`), so the position moves by what the page lists.
-        RunTarget::Videos { video_ids, .. } => {
-            let rest = video_ids.get(r.list_pos..).unwrap_or_default();
-            let page: Vec<VideoId> = rest.iter().take(RUN_VIDEOS_PAGE_MAX).copied().collect();
-            let done = r.list_pos + page.len() >= video_ids.len();
-            (page, done)
-        }
-        RunTarget::Index { index_id } => page_of(state, *index_id, r.list_after),
-        RunTarget::Playground => page_of(state, crate::machines::import_job::PLAYGROUND, r.list_after),
-    };
+    let (videos, done) = next_videos(state, r);
     let listed: Vec<(VideoId, spool_model::MediaType)> = videos
         .iter()
-        .map(|id| (*id, state.videos.get(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
+        .map(|id| (*id, state.video_row(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
         .collect();
     let after = match &r.target {
         RunTarget::Videos { .. } => None,
-        _ => videos.last().and_then(|id| state.videos.get(id)).map(|v| (v.created_at_ms, v.video_id)).or(r.list_after),
+        _ => videos.last().and_then(|id| Some((state.video_row(id)?.created_at_ms, *id))).or(r.list_after),
     };
     let mut events = vec![Event::PromptRunVideosListed { run_id: *run_id, videos: listed, after, done }];
     for id in &videos {
@@ -224,7 +212,7 @@ fn page_of(state: &State, index_id: IndexId, after: Option<(u64, VideoId)>) -> (
             more = true;
             break;
         }
-        if state.videos.get(id).is_some_and(|v| v.visible(state)) {
+        if state.video_shown(id, &index_id) {
             out.push(*id);
         }
     }
@@ -246,7 +234,7 @@ fn plan_video(
     if rv.planned || !r.takes_work() {
         return nothing(run_id);
     }
-    let (segments, method) = match state.videos.get(&rv.video_id) {
+    let (segments, method) = match state.video(&rv.video_id) {
         Some(v) => {
             let (a, b) = v.range_seconds();
             let range =
@@ -508,4 +496,21 @@ fn finish(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainError> 
     let events =
         vec![Event::PromptRunFinished { run_id: *run_id, status, error }, domain(name, run_id.to_string(), summary)];
     Ok(Decision::one(run_id.to_string(), events, Outcome::PromptRun(*run_id)))
+}
+
+/// The next page of a run's videos and whether the listing is then done (`AddRunVideos`): the
+/// decision lists them, and the runtime loads their rows first (`crate::rows::needs`).
+pub fn next_videos(state: &State, r: &PromptRun) -> (Vec<VideoId>, bool) {
+    match &r.target {
+        // The target's ids were checked at execute time; one deleted since is listed anyway
+        // (its task fails `video_not_found`), so the position moves by what the page lists.
+        RunTarget::Videos { video_ids, .. } => {
+            let rest = video_ids.get(r.list_pos..).unwrap_or_default();
+            let page: Vec<VideoId> = rest.iter().take(RUN_VIDEOS_PAGE_MAX).copied().collect();
+            let done = r.list_pos + page.len() >= video_ids.len();
+            (page, done)
+        }
+        RunTarget::Index { index_id } => page_of(state, *index_id, r.list_after),
+        RunTarget::Playground => page_of(state, crate::machines::import_job::PLAYGROUND, r.list_after),
+    }
 }

@@ -51,9 +51,9 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         Event::PromptRunVideosAdded { run_id, videos, done } => {
             let listed: Vec<(VideoId, spool_model::MediaType)> = videos
                 .iter()
-                .map(|id| (*id, state.videos.get(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
+                .map(|id| (*id, state.video_row(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
                 .collect();
-            let after = videos.last().and_then(|id| state.videos.get(id)).map(|v| (v.created_at_ms, v.video_id));
+            let after = videos.last().and_then(|id| Some((state.video_row(id)?.created_at_ms, *id)));
             videos_listed(state, run_id, &listed, after, *done, at);
         }
         Event::PromptRunVideosListed { run_id, videos, after, done } => {

@@ -5,9 +5,9 @@ use spool_model::{DeletionId, DeletionStage, Event};
 pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
         VideoCommand::DeleteVideo { video_id } => {
+            // Its row was loaded for this decision (`crate::rows::needs`).
             let v = state
-                .videos
-                .get(video_id)
+                .video(video_id)
                 .filter(|v| v.visible(state) || v.deletion.is_some())
                 .ok_or_else(|| DomainError::NotFound { kind: "video", id: video_id.to_string() })?;
             if v.deletion.is_some() {
@@ -22,30 +22,26 @@ pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decisi
                     deletion_id,
                     index_id: v.index_id,
                     created_at_ms: v.created_at_ms,
-                    media_ms: super::evolve::media_ms(v),
+                    media_ms: super::evolve::media_ms(&v),
                 }],
                 Outcome::Video(*video_id),
             ))
         }
-        VideoCommand::RecordVideoDrained { video_id, deletion_id } => {
-            match state.videos.get(video_id).and_then(|v| v.deletion.as_ref()) {
-                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Draining => Ok(Decision::one(
-                    video_id.to_string(),
-                    vec![Event::VideoDrained { video_id: *video_id, deletion_id: *deletion_id }],
-                    Outcome::Done,
-                )),
-                _ => Ok(Decision::nothing(Outcome::Done)),
-            }
-        }
-        VideoCommand::RecordVideoPurged { video_id, deletion_id } => {
-            match state.videos.get(video_id).and_then(|v| v.deletion.as_ref()) {
-                Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => Ok(Decision::one(
-                    video_id.to_string(),
-                    vec![Event::VideoDeleted { video_id: *video_id, deletion_id: *deletion_id }],
-                    Outcome::Done,
-                )),
-                _ => Ok(Decision::nothing(Outcome::Done)),
-            }
-        }
+        VideoCommand::RecordVideoDrained { video_id, deletion_id } => match state.video_deletions.get(video_id) {
+            Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Draining => Ok(Decision::one(
+                video_id.to_string(),
+                vec![Event::VideoDrained { video_id: *video_id, deletion_id: *deletion_id }],
+                Outcome::Done,
+            )),
+            _ => Ok(Decision::nothing(Outcome::Done)),
+        },
+        VideoCommand::RecordVideoPurged { video_id, deletion_id } => match state.video_deletions.get(video_id) {
+            Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => Ok(Decision::one(
+                video_id.to_string(),
+                vec![Event::VideoDeleted { video_id: *video_id, deletion_id: *deletion_id }],
+                Outcome::Done,
+            )),
+            _ => Ok(Decision::nothing(Outcome::Done)),
+        },
     }
 }

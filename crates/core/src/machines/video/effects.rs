@@ -33,7 +33,7 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
 
 /// What the video's deletion needs next.
 pub fn effects_for(state: &State, id: VideoId) -> Vec<VideoEffect> {
-    let Some(d) = state.videos.get(&id).and_then(|v| v.deletion.as_ref()) else { return Vec::new() };
+    let Some(d) = state.video_deletions.get(&id) else { return Vec::new() };
     match d.stage {
         DeletionStage::Draining => vec![VideoEffect::DrainVideo { video_id: id, deletion_id: d.deletion_id }],
         DeletionStage::Deleting => vec![VideoEffect::PurgeVideo { video_id: id, deletion_id: d.deletion_id }],

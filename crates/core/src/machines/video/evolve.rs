@@ -1,13 +1,6 @@
 use super::Video;
 use crate::State;
-use spool_model::{DeletionStage, Envelope, Event};
-
-/// A new video, on its index's pages.
-fn insert(state: &mut State, v: Video) {
-    state.index_videos.entry(v.index_id).or_default().insert((v.created_at_ms, v.video_id));
-    *state.index_media_ms.entry(v.index_id).or_default() += media_ms(&v);
-    state.videos.insert(v.video_id, v);
-}
+use spool_model::{DeletionStage, Envelope, Event, IndexId, VideoId};
 
 /// The milliseconds of media a video covers (its part's range), rounded.
 pub fn media_ms(v: &Video) -> u64 {
@@ -15,51 +8,42 @@ pub fn media_ms(v: &Video) -> u64 {
     (b.saturating_sub(a) + 500) / 1000
 }
 
-/// Fold the video's events; others are not this machine's.
+/// Fold the video's events; others are not this machine's. The state holds no video: a new one
+/// is a row (emitted for the `videos` table), a place on its index's pages and its counters; a
+/// deletion is an entry of `video_deletions`.
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
     match &env.event {
         // Logs before the probe hold `VideoCreated`; imports since write `VideoImported`, the
         // same fields with the facts.
-        Event::VideoCreated { video_id, index_id, media_type, .. }
-        | Event::VideoImported { video_id, index_id, media_type, .. } => {
-            let range = match &env.event {
-                Event::VideoImported { facts, part, .. } => super::range_us(Some(part), Some(facts)),
-                _ => (0, 0),
-            };
-            let v = Video {
-                video_id: *video_id,
-                index_id: *index_id,
-                media_type: *media_type,
-                created_at_ms: at,
-                range_us: range,
-                deletion: None,
-            };
-            if state.rows.emit
-                && let Some(crate::RowWrite::Video(id, row)) = crate::rows::of_event(&env.event)
-            {
-                state.rows.written.push(crate::RowWrite::Video(id, row.clone()));
-                state.rows.videos.insert(id, (env.seq, row));
+        Event::VideoCreated { video_id, .. } | Event::VideoImported { video_id, .. } => {
+            let Some(crate::RowWrite::Video(_, row)) = crate::rows::of_event(env) else { return };
+            let v = Video::of(*video_id, &row, None);
+            state.index_videos.entry(v.index_id).or_default().insert((v.created_at_ms, v.video_id));
+            *state.index_media_ms.entry(v.index_id).or_default() += media_ms(&v);
+            if state.rows.emit {
+                state.rows.written.push(crate::RowWrite::Video(*video_id, row.clone()));
             }
-            insert(state, v);
+            if state.rows.emit {
+                state.rows.videos.insert(*video_id, (env.seq, row));
+            }
         }
-        // Logs before the tables: the fold finds the video's index and range in the state.
+        // Logs before the tables: the fold finds the video's index and range in its row, loaded
+        // for it by the replay (`crate::rows::fold_reads`).
         Event::VideoDeletionRequested { video_id, deletion_id } => {
-            if let Some(v) = state.videos.get(video_id) {
-                let (index_id, created_at_ms, ms) = (v.index_id, v.created_at_ms, media_ms(v));
-                start_deletion(state, video_id, deletion_id, at, (index_id, created_at_ms, ms));
-            }
+            let place = state.video(video_id).map(|v| (v.index_id, v.created_at_ms, media_ms(&v)));
+            start_deletion(state, video_id, deletion_id, at, place);
         }
         Event::VideoDeletionStarted { video_id, deletion_id, index_id, created_at_ms, media_ms } => {
-            start_deletion(state, video_id, deletion_id, at, (*index_id, *created_at_ms, *media_ms));
+            start_deletion(state, video_id, deletion_id, at, Some((*index_id, *created_at_ms, *media_ms)));
         }
         Event::VideoDrained { video_id, .. } => {
-            if let Some(d) = state.videos.get_mut(video_id).and_then(|v| v.deletion.as_mut()) {
+            if let Some(d) = state.video_deletions.get_mut(video_id) {
                 d.stage = DeletionStage::Deleting;
             }
         }
         Event::VideoDeleted { video_id, .. } => {
-            if let Some(d) = state.videos.get_mut(video_id).and_then(|v| v.deletion.as_mut()) {
+            if let Some(d) = state.video_deletions.get_mut(video_id) {
                 d.stage = DeletionStage::Deleted;
                 d.finished_at_ms = Some(at);
             }
@@ -69,22 +53,30 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     }
 }
 
-/// A video's deletion starts: gone from its index's pages and counters at once.
+/// A video's deletion starts: gone from its index's pages and counters at once (`place`: its
+/// index, creation time and milliseconds of media; unknown only for an old event whose row was
+/// not kept).
 fn start_deletion(
     state: &mut State,
-    video_id: &spool_model::VideoId,
+    video_id: &VideoId,
     deletion_id: &spool_model::DeletionId,
     at: u64,
-    (index_id, created_at_ms, ms): (spool_model::IndexId, u64, u64),
+    place: Option<(IndexId, u64, u64)>,
 ) {
-    let Some(v) = state.videos.get_mut(video_id) else { return };
-    v.deletion = Some(Box::new(crate::Deletion {
-        deletion_id: *deletion_id,
-        stage: DeletionStage::Draining,
-        requested_at_ms: at,
-        finished_at_ms: None,
-    }));
-    if let Some(set) = state.index_videos.get_mut(&index_id)
+    if state.video_deletions.contains_key(video_id) {
+        return;
+    }
+    state.video_deletions.insert(
+        *video_id,
+        crate::Deletion {
+            deletion_id: *deletion_id,
+            stage: DeletionStage::Draining,
+            requested_at_ms: at,
+            finished_at_ms: None,
+        },
+    );
+    if let Some((index_id, created_at_ms, ms)) = place
+        && let Some(set) = state.index_videos.get_mut(&index_id)
         && set.remove(&(created_at_ms, *video_id))
         && let Some(m) = state.index_media_ms.get_mut(&index_id)
     {

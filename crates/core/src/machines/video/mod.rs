@@ -24,9 +24,10 @@ pub enum VideoCommand {
     RecordVideoPurged { video_id: VideoId, deletion_id: DeletionId },
 }
 
-/// A video as the state holds it: what decisions, pages and counters need at once (about 90
-/// bytes). Its immutable facts (title, source, paths, hash, probe facts, parts) are a
-/// [`VideoRow`] in the `videos` table (`engine-spec/tables.md`), read by id.
+/// A video as decisions and views see it: its row's brief fields and its deletion, if one
+/// started. Not held by the state (`engine-spec/tables.md`): made from its [`VideoRow`] (read
+/// from the `videos` table, or loaded into the state for a decision) and the state's
+/// `video_deletions` by [`Video::of`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Video {
     pub video_id: VideoId,
@@ -44,6 +45,10 @@ pub struct Video {
 /// from the rows the runtime loaded for it ([`crate::Rows`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoRow {
+    pub index_id: IndexId,
+    pub media_type: MediaType,
+    /// When its `VideoImported` (or `VideoCreated`) was recorded.
+    pub created_at_ms: u64,
     pub title: String,
     pub connector_id: Option<ConnectorId>,
     pub source_path: String,
@@ -62,9 +67,14 @@ pub struct VideoRow {
 
 /// The format of a [`VideoRow`] in the table (its first byte): a row of another format is
 /// rebuilt from the log at start (`crate::rows::TABLES_FORMAT`).
-pub const VIDEO_ROW_FORMAT: u8 = 1;
+pub const VIDEO_ROW_FORMAT: u8 = 2;
 
 impl VideoRow {
+    /// The time range of the stored media this video covers, in microseconds.
+    pub fn range_us(&self) -> (u64, u64) {
+        range_us(self.part.as_ref(), self.facts.as_ref())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VIDEO_ROW_FORMAT];
         // Encoding plain data into a Vec cannot fail.
@@ -84,6 +94,18 @@ impl VideoRow {
 }
 
 impl Video {
+    /// The video of a row, with its deletion (the state's `video_deletions`), if one started.
+    pub fn of(video_id: VideoId, row: &VideoRow, deletion: Option<&crate::Deletion>) -> Video {
+        Video {
+            video_id,
+            index_id: row.index_id,
+            media_type: row.media_type,
+            created_at_ms: row.created_at_ms,
+            range_us: row.range_us(),
+            deletion: deletion.map(|d| Box::new(d.clone())),
+        }
+    }
+
     /// Visible to the API (no deletion has started).
     pub fn is_live(&self) -> bool {
         self.deletion.is_none()
@@ -128,7 +150,7 @@ pub fn parts_of_file<'a>(video_id: &VideoId, row: &'a VideoRow, first: Option<&'
 
 /// Whether a video's stored media may be removed: no other part over it is live.
 pub fn media_unshared(state: &crate::State, video_id: &VideoId, parts: &[VideoId]) -> bool {
-    parts.iter().filter(|p| *p != video_id).all(|p| state.videos.get(p).is_none_or(|o| !o.is_live()))
+    parts.iter().filter(|p| *p != video_id).all(|p| state.video_deletions.contains_key(p))
 }
 
 /// This machine in the registry (`crate::machines::for_each_machine!`).

@@ -369,14 +369,14 @@ fn resolved(
     let data = if name.subject() == spool_model::names::Subject::ImportJob {
         subject.parse::<spool_model::ImportJobId>().ok().and_then(|id| state.imports.get(&id)).map(|j| {
             let done = crate::rows::job_head_files(state, &j.job_id);
-            crate::machines::import_job::view::import_job(j, state, &done)
+            crate::machines::import_job::view::import_job(j, state, &done, state)
         })
     } else if name.subject() == spool_model::names::Subject::Video {
         subject
             .parse::<spool_model::VideoId>()
             .ok()
-            .and_then(|id| Some((state.videos.get(&id)?, state.video_row(&id)?)))
-            .map(|(v, row)| crate::machines::video::view::video(v, row, state))
+            .and_then(|id| Some((state.video(&id)?, state.video_row(&id)?)))
+            .map(|(v, row)| crate::machines::video::view::video(&v, row, state))
     } else {
         None
     }
