@@ -8,14 +8,14 @@
 
 use crate::machines::import_job::{FileStatus, ImportFile, PathKey};
 use crate::machines::video::VideoRow;
-use spool_model::{ImportJobId, VideoId};
+use spool_model::{ImportJobId, IndexId, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 4;
+pub const TABLES_FORMAT: u32 = 5;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -32,6 +32,40 @@ pub enum RowWrite {
     /// A `new_only` key of an imported file (`import_job::import_key` or `import_path_key`, by
     /// its [`PathKey`]): present in `import_keys` once imported.
     ImportKey(PathKey),
+    /// A video's place on its index's pages (`index_videos`, keyed by [`index_video_key`]): put
+    /// when it is imported, removed when its deletion starts.
+    IndexVideo {
+        index_id: IndexId,
+        created_at_ms: u64,
+        video_id: VideoId,
+        present: bool,
+    },
+}
+
+/// The key of a video's place on its index's pages: `{index}/{created_at_ms, 16 hex digits}/{video}`,
+/// so an index's keys are a range in page order.
+pub fn index_video_key(index_id: &IndexId, created_at_ms: u64, video_id: &VideoId) -> String {
+    format!("{index_id}/{created_at_ms:016x}/{video_id}")
+}
+
+/// Where an index's keys start (every one of its keys begins so).
+pub fn index_video_prefix(index_id: &IndexId) -> String {
+    format!("{index_id}/")
+}
+
+/// The (created_at, video) of an index key ([`index_video_key`]); `None` for another shape.
+pub fn parse_index_video_key(key: &str) -> Option<(u64, VideoId)> {
+    let mut parts = key.rsplitn(3, '/');
+    let video = parts.next()?.parse().ok()?;
+    let created = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((created, video))
+}
+
+/// A page of an index's videos as read from the table: its keys after `after`, at most `n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexPage {
+    pub n: usize,
+    pub keys: Vec<(u64, VideoId)>,
 }
 
 /// The finished files of a job a decision may read: the first `n` of each finished status
@@ -63,6 +97,11 @@ pub struct Rows {
     /// `new_only` keys a decision may read, present or not, with the sequence number of the
     /// event that wrote them (0: read from the table).
     pub keys: BTreeMap<PathKey, (u64, bool)>,
+    /// Places on index pages written by events in flight (present, or removed), with the
+    /// sequence number of the event that wrote them.
+    pub index_keys: BTreeMap<(IndexId, u64, VideoId), (u64, bool)>,
+    /// Pages of index videos read from the table for this batch, by (index, after).
+    pub index_pages: BTreeMap<(IndexId, Option<(u64, VideoId)>), IndexPage>,
 }
 
 impl PartialEq for Rows {
@@ -90,6 +129,55 @@ impl Rows {
         self.file_heads.clear();
         self.files.retain(|_, (seq, _)| *seq > durable_seq);
         self.keys.retain(|_, (seq, _)| *seq > durable_seq);
+        self.index_pages.clear();
+        self.index_keys.retain(|_, (seq, _)| *seq > durable_seq);
+    }
+
+    /// The fold placed a video on its index's pages, or took it off.
+    pub fn index_video(&mut self, index_id: IndexId, created_at_ms: u64, video_id: VideoId, present: bool, seq: u64) {
+        self.written.push(RowWrite::IndexVideo { index_id, created_at_ms, video_id, present });
+        self.index_keys.insert((index_id, created_at_ms, video_id), (seq, present));
+    }
+
+    /// The next keys of an index's pages after `after`, at most `n`, and whether they are the
+    /// last: the page read from the table (`Need::IndexPage`, at least `n + 1` keys) with the
+    /// places written by the events in flight.
+    pub fn index_page(
+        &self,
+        index_id: &IndexId,
+        after: Option<(u64, VideoId)>,
+        n: usize,
+    ) -> (Vec<(u64, VideoId)>, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let (table, full): (&[(u64, VideoId)], bool) = match self.index_pages.get(&(*index_id, after)) {
+            Some(p) if !self.complete => (&p.keys, p.keys.len() >= p.n),
+            _ => {
+                debug_assert!(self.complete, "an index page read without being loaded");
+                (&[], false)
+            }
+        };
+        // Past the table's last key (when it stopped there) the table's order is unknown.
+        let bound = if full { table.last().copied() } else { None };
+        let mut merged: std::collections::BTreeSet<(u64, VideoId)> = table.iter().copied().collect();
+        let lo = match after {
+            Some((c, v)) => Excluded((*index_id, c, v)),
+            None => std::ops::Bound::Included((*index_id, 0, VideoId(ulid::Ulid::nil()))),
+        };
+        for ((i, c, v), (_, present)) in self.index_keys.range((lo, Unbounded)) {
+            if i != index_id {
+                break;
+            }
+            if bound.is_some_and(|b| (*c, *v) > b) {
+                break;
+            }
+            if *present {
+                merged.insert((*c, *v));
+            } else {
+                merged.remove(&(*c, *v));
+            }
+        }
+        let end = !full && merged.len() <= n;
+        (merged.into_iter().take(n).collect(), end)
     }
 
     /// The fold imported a file: its `new_only` key is written, and kept while in flight.
@@ -144,6 +232,8 @@ pub enum Need {
     JobFiles { job_id: ImportJobId, status: FileStatus, n: usize },
     /// Whether these `new_only` keys were imported.
     ImportKeys(Vec<PathKey>),
+    /// The first `n` keys of an index's pages after `after`.
+    IndexPage { index_id: IndexId, after: Option<(u64, VideoId)>, n: usize },
 }
 
 /// What a command's decision (and the answer rendered from it) reads from the tables, on the
@@ -211,7 +301,11 @@ pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
             let mut out = vec![Need::JobFiles { job_id: *job_id, status: FileStatus::Imported, n }];
             if state.rows.has_head(job_id, FileStatus::Imported, n) {
                 let files = state.rows.finished_files(job_id, FileStatus::Imported, n);
-                out.push(Need::Videos(files.iter().flat_map(|f| f.part_videos()).collect()));
+                let videos: Vec<VideoId> = files.iter().flat_map(|f| f.part_videos()).collect();
+                // More than a run takes: refused without reading them.
+                if videos.len() < n {
+                    out.push(Need::Videos(videos));
+                }
             }
             out
         }
@@ -223,10 +317,26 @@ pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
             vec![Need::Videos(video_ids.clone())]
         }
         crate::Command::PromptRun(PromptRunCommand::AddRunVideos { run_id }) => {
-            match state.prompt_runs.get(run_id).filter(|r| r.takes_work() && !r.listing_done) {
-                Some(r) => vec![Need::Videos(crate::machines::prompt_run::next_videos(state, r).0)],
-                None => Vec::new(),
+            let Some(r) = state.prompt_runs.get(run_id).filter(|r| r.takes_work() && !r.listing_done) else {
+                return Vec::new();
+            };
+            let index_id = match &r.target {
+                spool_model::RunTarget::Index { index_id } => Some(*index_id),
+                spool_model::RunTarget::Playground => Some(crate::machines::import_job::PLAYGROUND),
+                spool_model::RunTarget::Videos { .. } => None,
+            };
+            let mut out = Vec::new();
+            if let Some(index_id) = index_id {
+                let n = crate::machines::prompt_run::RUN_VIDEOS_PAGE_MAX + 1;
+                let page = Need::IndexPage { index_id, after: r.list_after, n };
+                let loaded = state.rows.index_pages.get(&(index_id, r.list_after)).is_some_and(|p| p.n >= n);
+                out.push(page);
+                if !loaded && !state.rows.complete {
+                    return out;
+                }
             }
+            out.push(Need::Videos(crate::machines::prompt_run::next_videos(state, r).0));
+            out
         }
         crate::Command::PromptRun(PromptRunCommand::RecordVideoAnalysis { run_id, video, .. }) => {
             match state.prompt_runs.get(run_id).and_then(|r| r.videos.get(*video as usize)) {

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 29;
+pub const STATE_FORMAT: u32 = 30;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -33,10 +33,11 @@ pub struct State {
     /// Jobs by (created_at, id), all of them and per status: `GET /import-jobs` pages from these.
     pub imports_by_created: BTreeSet<(u64, ImportJobId)>,
     pub imports_by_status: crate::workset::StatusSets<crate::machines::import_job::JobStatus, (u64, ImportJobId)>,
-    /// An index's videos in (created_at, id) order: the order of its cursor pages.
-    pub index_videos: BTreeMap<IndexId, BTreeSet<(u64, VideoId)>>,
-    /// The milliseconds of media of an index's videos (what `index_videos` holds): the
-    /// estimate of a run over an index in O(1).
+    /// How many live videos an index has (its pages are the `index_videos` table): a page's
+    /// `total` and a run's estimate in O(1).
+    pub index_counts: BTreeMap<IndexId, u64>,
+    /// The milliseconds of media of an index's live videos: the estimate of a run over an
+    /// index in O(1).
     pub index_media_ms: BTreeMap<IndexId, u64>,
     /// Durable timers, by (due, timer): derived from the events that set and clear them, so
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.

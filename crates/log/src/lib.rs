@@ -87,12 +87,21 @@ pub enum SideTable {
     /// A projection of the fold: the `new_only` keys of imported files (hex of their 16-byte
     /// key), values empty (`engine-spec/tables.md`).
     ImportKeys,
+    /// A projection of the fold: each index's live videos in page order, keyed
+    /// `{index}/{created_at_ms, 16 hex digits}/{video}`, values empty (`engine-spec/tables.md`).
+    IndexVideos,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 5] =
-        [SideTable::Idempotency, SideTable::DataKeys, SideTable::Videos, SideTable::JobFiles, SideTable::ImportKeys];
+    pub const ALL: [SideTable; 6] = [
+        SideTable::Idempotency,
+        SideTable::DataKeys,
+        SideTable::Videos,
+        SideTable::JobFiles,
+        SideTable::ImportKeys,
+        SideTable::IndexVideos,
+    ];
 }
 
 /// A write into a side table, made in the same transaction as the request's events.

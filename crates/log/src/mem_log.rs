@@ -225,6 +225,7 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::Videos => 2,
         SideTable::JobFiles => 3,
         SideTable::ImportKeys => 4,
+        SideTable::IndexVideos => 5,
     }
 }
 

@@ -117,6 +117,7 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::Videos => 3,
         SideTable::JobFiles => 4,
         SideTable::ImportKeys => 5,
+        SideTable::IndexVideos => 6,
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) const VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::new("vi
 pub(crate) const JOB_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("job_files");
 /// `new_only` keys of imported files (`SideTable::ImportKeys`).
 pub(crate) const IMPORT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("import_keys");
+/// Each index's live videos in page order (`SideTable::IndexVideos`).
+pub(crate) const INDEX_VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::new("index_videos");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -46,6 +48,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
         SideTable::Videos => VIDEOS,
         SideTable::JobFiles => JOB_FILES,
         SideTable::ImportKeys => IMPORT_KEYS,
+        SideTable::IndexVideos => INDEX_VIDEOS,
     }
 }
 
@@ -127,6 +130,7 @@ impl RedbLog {
             w.open_table(VIDEOS)?;
             w.open_table(JOB_FILES)?;
             w.open_table(IMPORT_KEYS)?;
+            w.open_table(INDEX_VIDEOS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -525,6 +529,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
         let mut videos = w.open_table(VIDEOS)?;
         let mut job_files = w.open_table(JOB_FILES)?;
         let mut import_keys = w.open_table(IMPORT_KEYS)?;
+        let mut index_videos = w.open_table(INDEX_VIDEOS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -594,6 +599,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::Videos => &mut videos,
                             SideTable::JobFiles => &mut job_files,
                             SideTable::ImportKeys => &mut import_keys,
+                            SideTable::IndexVideos => &mut index_videos,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -604,6 +610,7 @@ fn commit_batch(db: &Database, batch: &[Job], mut head: u64, flush_index: &[Inde
                             SideTable::Videos => &mut videos,
                             SideTable::JobFiles => &mut job_files,
                             SideTable::ImportKeys => &mut import_keys,
+                            SideTable::IndexVideos => &mut index_videos,
                         };
                         t.remove(key.as_str())?;
                     }

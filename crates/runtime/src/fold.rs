@@ -15,20 +15,31 @@ pub fn fold_tail<L: EventLog + ?Sized>(log: &L, state: &mut State) -> Result<(),
             return Ok(());
         }
         for env in &batch {
-            // An event from before the tables reads its videos' rows: loaded for it alone.
-            let reads = spool_core::rows::fold_reads(&env.event);
-            if reads.is_empty() {
-                evolve(state, env);
-                continue;
-            }
-            let loaded: Vec<_> = reads.iter().filter(|id| !state.rows.videos.contains_key(id)).copied().collect();
-            crate::rows::load_video_rows(log, state, &loaded)?;
-            evolve(state, env);
-            for id in &loaded {
-                state.rows.videos.remove(id);
-            }
+            fold_one(log, state, env)?;
         }
     }
+}
+
+/// Fold one event of the log. An event from before the tables reads its videos' rows
+/// (`spool_core::rows::fold_reads`): they are loaded for it alone, from the tables (built at
+/// start, `crate::rows::ensure_tables`).
+pub fn fold_one<L: EventLog + ?Sized>(
+    log: &L,
+    state: &mut State,
+    env: &spool_model::Envelope,
+) -> Result<(), spool_log::Error> {
+    let reads = spool_core::rows::fold_reads(&env.event);
+    if reads.is_empty() {
+        evolve(state, env);
+        return Ok(());
+    }
+    let loaded: Vec<_> = reads.iter().filter(|id| !state.rows.videos.contains_key(id)).copied().collect();
+    crate::rows::load_video_rows(log, state, &loaded)?;
+    evolve(state, env);
+    for id in &loaded {
+        state.rows.videos.remove(id);
+    }
+    Ok(())
 }
 
 /// The latest snapshot's state when it fits the log and this state format, else an empty state.

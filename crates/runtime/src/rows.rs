@@ -8,7 +8,7 @@ use spool_core::imports::{FileStatus, ImportFile, file_row_key, file_row_prefix}
 use spool_core::rows::{Need, TABLES_FORMAT, TABLES_FORMAT_KEY};
 use spool_core::{RowWrite, State, VideoRow};
 use spool_log::{AppendRequest, EventLog, READ_BATCH_MAX, SideTable, SideWrite};
-use spool_model::{ImportJobId, VideoId};
+use spool_model::{ImportJobId, IndexId, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,6 +30,14 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
                 key: file_row_key(&job_id, f.status, f.file.file_id),
                 value: f.encode_row(),
             }),
+            RowWrite::IndexVideo { index_id, created_at_ms, video_id, present } => {
+                let key = spool_core::rows::index_video_key(&index_id, created_at_ms, &video_id);
+                out.push(if present {
+                    SideWrite::Put { table: SideTable::IndexVideos, key, value: Vec::new() }
+                } else {
+                    SideWrite::Delete { table: SideTable::IndexVideos, key }
+                })
+            }
         }
     }
 }
@@ -125,6 +133,40 @@ pub fn read_job_files<L: EventLog + ?Sized>(
     Ok(out)
 }
 
+/// An index's videos after `after` in page order, at most `n`, from the `index_videos` table.
+pub fn read_index_page<L: EventLog + ?Sized>(
+    log: &L,
+    index_id: &IndexId,
+    after: Option<(u64, VideoId)>,
+    n: usize,
+) -> Result<Vec<(u64, VideoId)>, spool_log::Error> {
+    let prefix = spool_core::rows::index_video_prefix(index_id);
+    let mut from = match after {
+        Some((c, v)) => spool_core::rows::index_video_key(index_id, c, &v),
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    while out.len() < n {
+        let want = (n - out.len()).min(READ_BATCH_MAX);
+        let page = log.side_scan(SideTable::IndexVideos, Some(&from), want)?;
+        let full = page.len() == want;
+        for (key, _) in page {
+            if !key.starts_with(&prefix) {
+                return Ok(out);
+            }
+            match spool_core::rows::parse_index_video_key(&key) {
+                Some(k) => out.push(k),
+                None => tracing::warn!(key = %key, "an index_videos key of another shape; left out"),
+            }
+            from = key;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Load what a decision reads from the tables into the state (`spool_core::rows::Need`): the
 /// one place that reads tables for decisions. Rows the state holds are not read again; loaded
 /// rows count as durable (sequence 0).
@@ -142,6 +184,13 @@ pub fn load<L: EventLog + ?Sized>(log: &L, st: &mut State, needs: &[Need]) -> Re
                         st.rows.keys.insert(*k, (0, found.is_some()));
                     }
                 }
+            }
+            Need::IndexPage { index_id, after, n } => {
+                if st.rows.index_pages.get(&(*index_id, *after)).is_some_and(|p| p.n >= *n) {
+                    continue;
+                }
+                let keys = read_index_page(log, index_id, *after, *n)?;
+                st.rows.index_pages.insert((*index_id, *after), spool_core::rows::IndexPage { n: *n, keys });
             }
             Need::JobFiles { job_id, status, n } => {
                 if st.rows.has_head(job_id, *status, *n) {
@@ -181,6 +230,18 @@ pub fn ensure_tables<L: EventLog + ?Sized>(log: &L) -> Result<u64, spool_log::Er
         st.rows.forget_durable(kept_from);
         kept_from = first.saturating_sub(1);
         for env in &batch {
+            // An event from before the tables reads its videos' rows: the rows put so far are
+            // written first, so it finds them in the table.
+            let reads = spool_core::rows::fold_reads(&env.event);
+            if !reads.is_empty() {
+                let rows = st.rows.take_written();
+                written += rows.len() as u64;
+                side_writes(rows, &mut side);
+                futures::executor::block_on(
+                    log.append(AppendRequest { streams: vec![], side: std::mem::take(&mut side) }),
+                )?;
+                load_video_rows(log, &mut st, &reads)?;
+            }
             spool_core::evolve(&mut st, env);
         }
         let rows = st.rows.take_written();

@@ -513,6 +513,30 @@ impl Runtime {
         Ok(crate::rows::read_video_rows(&*self.log, ids)?)
     }
 
+    /// An index's videos after `after` in page order, at most `n` (`index_videos`).
+    pub fn index_videos(
+        &self,
+        index_id: &spool_model::IndexId,
+        after: Option<(u64, spool_model::VideoId)>,
+        n: usize,
+    ) -> Result<Vec<(u64, spool_model::VideoId)>, RuntimeError> {
+        Ok(crate::rows::read_index_page(&*self.log, index_id, after, n)?)
+    }
+
+    /// Every live video of an index, in page order (an index's purge, its export).
+    pub fn index_video_ids(&self, index_id: &spool_model::IndexId) -> Result<Vec<spool_model::VideoId>, RuntimeError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.index_videos(index_id, after, spool_log::READ_BATCH_MAX)?;
+            out.extend(page.iter().map(|(_, v)| *v));
+            if page.len() < spool_log::READ_BATCH_MAX {
+                return Ok(out);
+            }
+            after = page.last().copied();
+        }
+    }
+
     /// A job's finished files of one status from file id `from` on, at most `n`, from the
     /// `job_files` table.
     pub fn job_files(

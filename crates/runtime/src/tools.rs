@@ -255,7 +255,9 @@ pub fn replay_stream(
     let mut state = State::default();
     let mut n = 0;
     let mut step = |state: &mut State, env: Envelope| {
-        evolve(state, &env);
+        if crate::fold::fold_one(log, state, &env).is_err() {
+            evolve(state, &env);
+        }
         let effects = spool_core::effect::pending_effects_for(state, stream);
         n += 1;
         each(&ReplayStep { envelope: env, state, effects })
@@ -346,7 +348,9 @@ pub fn verify(log: &dyn spool_log::RawLog) -> Result<VerifyReport, spool_log::Er
                         report.problems.push(format!("record at {key} says seq {}", env.seq));
                     }
                     *versions.entry(env.stream.clone()).or_insert(0u64) += 1;
-                    evolve(&mut a, &env);
+                    if let Err(e) = crate::fold::fold_one(log, &mut a, &env) {
+                        report.problems.push(format!("seq {key}: reading the rows its fold reads: {e}"));
+                    }
                     if let Some(s) = &snapshot
                         && s.at_seq == key
                         && let Some(snap) = State::from_snapshot(&s.bytes)

@@ -60,10 +60,14 @@ async fn a_log_from_before_the_tables_has_them_built_at_start() {
     assert_eq!(row.range_us(), (0, 2_500_000));
     // The state holds a video's place on its index's pages and its index's counters, not the
     // video: the old deletion's fold read the row (loaded for it) to take it off them.
-    let (pages, media_ms, deleted) = rt.read(|st| {
-        (st.index_videos.get(&index).map(|s| s.len()), st.index_media_ms.get(&index).copied(), st.video_deletions.len())
+    let (count, media_ms, deleted) = rt.read(|st| {
+        (st.index_counts.get(&index).copied(), st.index_media_ms.get(&index).copied(), st.video_deletions.len())
     });
-    assert_eq!((pages, media_ms, deleted), (Some(9), Some(9 * 2_500), 1));
+    assert_eq!((count, media_ms, deleted), (Some(9), Some(9 * 2_500), 1));
+    // The rebuild put every video on its index's pages and took the deleted one off.
+    let pages = rt.index_video_ids(&index).unwrap();
+    assert_eq!(pages.len(), 9);
+    assert!(!pages.contains(&ids[2]));
     assert!(rt.read(|st| st.rows.videos.is_empty()), "the read state keeps no rows");
     rt.shutdown().await;
 }
@@ -89,7 +93,8 @@ async fn rows_kept_for_decisions_are_bounded_and_loaded_again_from_the_table() {
         spool_core::evolve(&mut st, &env);
         spool_runtime::rows::side_writes(st.rows.take_written(), &mut side);
     }
-    assert_eq!(side.len(), ROWS_KEPT_MAX + 10, "one row per imported video");
+    // One row per imported video, and its place on its index's pages.
+    assert_eq!(side.len(), 2 * (ROWS_KEPT_MAX + 10), "two rows per imported video");
     let events: Vec<NewEvent> = (0..n)
         .map(|i| NewEvent { at_ms: 1, event: imported(VideoId(ulid::Ulid::from_parts(2, i)), index, &format!("v{i}")) })
         .collect();
@@ -101,6 +106,9 @@ async fn rows_kept_for_decisions_are_bounded_and_loaded_again_from_the_table() {
     assert_eq!(st.rows.videos.len(), ROWS_KEPT_MAX + 10);
     st.rows.forget_durable(log.head());
     assert!(st.rows.videos.is_empty(), "durable rows are forgotten past the bound");
+    assert!(st.rows.index_keys.is_empty(), "durable places are forgotten");
+    let pages = spool_runtime::rows::read_index_page(&log, &index, None, 5).unwrap();
+    assert_eq!(pages.len(), 5, "the places are in the index_videos table");
     let first = VideoId(ulid::Ulid::from_parts(2, 0));
     spool_runtime::rows::load_video_rows(&log, &mut st, &[first]).unwrap();
     assert_eq!(st.video_row(&first).map(|r: &VideoRow| r.title.as_str()), Some("v0"));

@@ -720,14 +720,11 @@ impl World {
             }
             52..=54 => {
                 // Live videos (on their index's pages) and deleted ones (a repeated DELETE).
-                let videos: Vec<VideoId> = self.state(|st| {
-                    st.index_videos
-                        .values()
-                        .flatten()
-                        .map(|(_, v)| *v)
-                        .chain(st.video_deletions.keys().copied())
-                        .collect()
-                });
+                let mut videos: Vec<VideoId> = Vec::new();
+                for index in [self.index, spool_core::imports::PLAYGROUND] {
+                    videos.extend(self.rt.index_video_ids(&index).unwrap_or_default());
+                }
+                videos.extend(self.state(|st| st.video_deletions.keys().copied().collect::<Vec<_>>()));
                 if let Some(video_id) = self.rng.pick_any(&videos) {
                     self.exec(Command::Video(spool_core::VideoCommand::DeleteVideo { video_id })).await;
                 }

@@ -252,6 +252,12 @@ impl Runtime {
             let file = std::fs::File::create(&tmp).map_err(io)?;
             let mut w = Hashing { inner: std::io::BufWriter::new(file), hash: sha2::Sha256::new(), written: 0, bound };
             let (head, ids) = rt.read(|st| (ex::view::artifact_head(st, &e), ex::view::video_ids(st, &e)));
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(index_id) => rt
+                    .index_video_ids(&index_id)
+                    .map_err(|e| Failure::Retry(format!("reading the index's videos: {e}")))?,
+            };
             let head = serde_json::to_string(&head).unwrap_or_else(|_| "{}".into());
             let head = head.strip_suffix('}').unwrap_or(&head);
             let too_big = |w: &Hashing| {

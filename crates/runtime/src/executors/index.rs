@@ -45,8 +45,7 @@ impl Runtime {
         deletion_id: &spool_model::DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        let ids: Vec<spool_model::VideoId> =
-            self.read(|st| st.index_videos.get(index_id).into_iter().flatten().map(|(_, v)| *v).collect());
+        let ids = self.index_video_ids(index_id)?;
         let paths: Vec<String> = self.video_rows(ids)?.into_values().map(|r| r.media_path.clone()).collect();
         for path in paths {
             match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {

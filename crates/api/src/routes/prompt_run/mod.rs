@@ -250,12 +250,12 @@ pub async fn estimate(
             RunTarget::Index { index_id } => {
                 st.live_index(index_id).ok_or_else(|| ApiError::not_found("index", &index_id.to_string()))?;
                 let ms = st.index_media_ms.get(index_id).copied().unwrap_or(0);
-                (st.index_videos.get(index_id).map_or(0, |s| s.len()), Some(ms as f64 / 1e3))
+                (spool_model::num::sat_usize(st.index_counts.get(index_id).copied().unwrap_or(0)), Some(ms as f64 / 1e3))
             }
             RunTarget::Playground => {
                 let p = spool_core::imports::PLAYGROUND;
                 let ms = st.index_media_ms.get(&p).copied().unwrap_or(0);
-                (st.index_videos.get(&p).map_or(0, |s| s.len()), Some(ms as f64 / 1e3))
+                (spool_model::num::sat_usize(st.index_counts.get(&p).copied().unwrap_or(0)), Some(ms as f64 / 1e3))
             }
             RunTarget::Videos { video_ids, index_id } => {
                 let max = spool_core::machines::prompt_run::RUN_TARGET_VIDEOS_MAX;

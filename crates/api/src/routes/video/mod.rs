@@ -65,7 +65,7 @@ pub async fn index_videos(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
-    let keys = app.rt.read(|st| page_keys(st, &index_id, limit, from));
+    let keys = page_keys(&app, &index_id, limit, from)?;
     let rows = app.rt.video_rows(keys.iter().take(limit).map(|(_, id)| *id))?;
     let page = app.rt.read(|st| {
         st.live_index(&index_id)?;
@@ -76,15 +76,20 @@ pub async fn index_videos(
 }
 
 /// The (created, id) keys of a page from `from` on, `limit + 1` of them when there are so many
-/// (the last is the next page's cursor): taken first, the videos' rows are read for them.
+/// (the last is the next page's cursor), from the `index_videos` table: taken first, the
+/// videos' rows are read for them.
 fn page_keys(
-    st: &spool_core::State,
+    app: &AppState,
     index_id: &IndexId,
     limit: usize,
     from: Option<(u64, VideoId)>,
-) -> Vec<(u64, VideoId)> {
-    let start = from.unwrap_or((0, VideoId(ulid::Ulid::nil())));
-    st.index_videos.get(index_id).map(|all| all.range(start..).take(limit + 1).copied().collect()).unwrap_or_default()
+) -> Result<Vec<(u64, VideoId)>, ApiError> {
+    // The cursor is the page's first key: the table is read after the key just before it.
+    let after = from.and_then(|(c, v)| match v.0.0.checked_sub(1) {
+        Some(prev) => Some((c, VideoId(ulid::Ulid(prev)))),
+        None => c.checked_sub(1).map(|c| (c, VideoId(ulid::Ulid(u128::MAX)))),
+    });
+    Ok(app.rt.index_videos(index_id, after, limit + 1)?)
 }
 
 /// A cursor page of the videos of an index (or of the playground), in (created_at, id) order,
@@ -96,7 +101,7 @@ fn video_page(
     keys: &[(u64, VideoId)],
     rows: &super::VideoRows,
 ) -> serde_json::Value {
-    let all = st.index_videos.get(index_id).map_or(0, std::collections::BTreeSet::len);
+    let all = st.index_counts.get(index_id).copied().unwrap_or(0);
     let items: Vec<serde_json::Value> = keys
         .iter()
         .take(limit)
@@ -285,7 +290,7 @@ pub async fn playground(
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from = decode_video_cursor(q.get("cursor"))?;
     let pg = spool_core::imports::PLAYGROUND;
-    let keys = app.rt.read(|st| page_keys(st, &pg, limit, from));
+    let keys = page_keys(&app, &pg, limit, from)?;
     let rows = app.rt.video_rows(keys.iter().take(limit).map(|(_, id)| *id))?;
     let page = app.rt.read(|st| video_page(st, &pg, limit, &keys, &rows));
     Ok(json(StatusCode::OK, &page))

@@ -120,12 +120,12 @@ pub fn artifact_head(st: &crate::State, e: &Export) -> Value {
     })
 }
 
-/// The videos an export packages, in order: an index's videos by (created, id), a run's in its
-/// order.
-pub fn video_ids(st: &crate::State, e: &Export) -> Vec<spool_model::VideoId> {
+/// The videos an export packages, in order: a run's in its order; `Err(index)` for an index's,
+/// which are its pages in the `index_videos` table, by (created, id).
+pub fn video_ids(st: &crate::State, e: &Export) -> Result<Vec<spool_model::VideoId>, spool_model::IndexId> {
     match (e.kind, e.index_id) {
-        (ExportKind::Index, Some(i)) => st.index_videos.get(&i).into_iter().flatten().map(|(_, v)| *v).collect(),
-        _ => runs(st, e).first().map(|r| r.videos.iter().map(|v| v.video_id).collect()).unwrap_or_default(),
+        (ExportKind::Index, Some(i)) => Err(i),
+        _ => Ok(runs(st, e).first().map(|r| r.videos.iter().map(|v| v.video_id).collect()).unwrap_or_default()),
     }
 }
 

@@ -179,15 +179,11 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
     if !r.takes_work() || r.listing_done {
         return nothing(run_id);
     }
-    let (videos, done) = next_videos(state, r);
+    let (videos, after, done) = next_videos(state, r);
     let listed: Vec<(VideoId, spool_model::MediaType)> = videos
         .iter()
         .map(|id| (*id, state.video_row(id).map_or(spool_model::MediaType::Video, |v| v.media_type)))
         .collect();
-    let after = match &r.target {
-        RunTarget::Videos { .. } => None,
-        _ => videos.last().and_then(|id| Some((state.video_row(id)?.created_at_ms, *id))).or(r.list_after),
-    };
     let mut events = vec![Event::PromptRunVideosListed { run_id: *run_id, videos: listed, after, done }];
     for id in &videos {
         events.push(domain(
@@ -199,24 +195,18 @@ fn add_videos(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainErr
     Ok(Decision::one(run_id.to_string(), events, Outcome::PromptRun(*run_id)))
 }
 
-fn page_of(state: &State, index_id: IndexId, after: Option<(u64, VideoId)>) -> (Vec<VideoId>, bool) {
-    let Some(set) = state.index_videos.get(&index_id) else { return (Vec::new(), true) };
-    let mut out = Vec::new();
-    let mut iter: Box<dyn Iterator<Item = &(u64, VideoId)>> = match after {
-        Some(a) => Box::new(set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
-        None => Box::new(set.iter()),
-    };
-    let mut more = false;
-    for (_, id) in iter.by_ref() {
-        if out.len() == RUN_VIDEOS_PAGE_MAX {
-            more = true;
-            break;
-        }
-        if state.video_shown(id, &index_id) {
-            out.push(*id);
-        }
-    }
-    (out, !more)
+/// The next visible videos of an index after the cursor, the cursor after the keys looked at
+/// (visible or not), and whether they were the last: from the page of the `index_videos`
+/// table loaded for this decision (`crate::rows::needs`) and the places in flight.
+fn page_of(
+    state: &State,
+    index_id: IndexId,
+    after: Option<(u64, VideoId)>,
+) -> (Vec<VideoId>, Option<(u64, VideoId)>, bool) {
+    let (keys, end) = state.rows.index_page(&index_id, after, RUN_VIDEOS_PAGE_MAX);
+    let last = keys.last().copied().or(after);
+    let ids = keys.iter().filter(|(_, id)| state.video_shown(id, &index_id)).map(|(_, id)| *id).collect();
+    (ids, last, end)
 }
 
 /// A video's segments from its facts and the boundaries its media offered.
@@ -498,9 +488,10 @@ fn finish(state: &State, run_id: &PromptRunId) -> Result<Decision, DomainError> 
     Ok(Decision::one(run_id.to_string(), events, Outcome::PromptRun(*run_id)))
 }
 
-/// The next page of a run's videos and whether the listing is then done (`AddRunVideos`): the
-/// decision lists them, and the runtime loads their rows first (`crate::rows::needs`).
-pub fn next_videos(state: &State, r: &PromptRun) -> (Vec<VideoId>, bool) {
+/// The next page of a run's videos, the listing's cursor after it (an index's run) and whether
+/// the listing is then done (`AddRunVideos`): the decision lists them, and the runtime loads
+/// the index's page and their rows first (`crate::rows::needs`).
+pub fn next_videos(state: &State, r: &PromptRun) -> (Vec<VideoId>, Option<(u64, VideoId)>, bool) {
     match &r.target {
         // The target's ids were checked at execute time; one deleted since is listed anyway
         // (its task fails `video_not_found`), so the position moves by what the page lists.
@@ -508,7 +499,7 @@ pub fn next_videos(state: &State, r: &PromptRun) -> (Vec<VideoId>, bool) {
             let rest = video_ids.get(r.list_pos..).unwrap_or_default();
             let page: Vec<VideoId> = rest.iter().take(RUN_VIDEOS_PAGE_MAX).copied().collect();
             let done = r.list_pos + page.len() >= video_ids.len();
-            (page, done)
+            (page, None, done)
         }
         RunTarget::Index { index_id } => page_of(state, *index_id, r.list_after),
         RunTarget::Playground => page_of(state, crate::machines::import_job::PLAYGROUND, r.list_after),
