@@ -26,6 +26,14 @@ pub const TIMER_IDLE_MS: u64 = 1_000;
 /// The purpose under which media URLs are signed (`/media/{path}?expires&sig`).
 pub const MEDIA_SIGNING_PURPOSE: &str = "media-url/v1";
 
+/// A snapshot's bytes per event of the tail it lets a restart skip: snapshots are taken every
+/// `bytes / SNAPSHOT_BYTES_PER_EVENT` events (at least `snapshot_every_events`).
+pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 64;
+/// How long the log must be quiet before a snapshot of a server at rest.
+pub const SNAPSHOT_IDLE_TICK: Duration = Duration::from_secs(1);
+/// Fewer events than this since the last snapshot take none at rest.
+pub const SNAPSHOT_IDLE_EVENTS_MIN: u64 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub data_dir: PathBuf,
@@ -188,6 +196,11 @@ pub struct Runtime {
     /// Notified when a committed batch set a timer (the timer service re-reads the earliest).
     timers_changed: tokio::sync::Notify,
     last_snapshot_seq: AtomicU64,
+    /// The size of the last snapshot written (0 before the first): the state's size, which
+    /// sets how often snapshots are taken.
+    last_snapshot_bytes: AtomicU64,
+    /// The last sequence number this node committed (`after_commit`).
+    last_committed: AtomicU64,
     /// A snapshot is being written (at most one at a time).
     snapshotting: AtomicBool,
     /// The `spool_waiting` gauges, kept as each committed batch is published (`gauges.rs`).
@@ -330,6 +343,8 @@ impl Runtime {
             log,
             keyring,
             last_snapshot_seq: AtomicU64::new(state.applied_seq),
+            last_snapshot_bytes: AtomicU64::new(0),
+            last_committed: AtomicU64::new(0),
             snapshotting: AtomicBool::new(false),
             state: RwLock::new(state),
             applied,
@@ -389,6 +404,7 @@ impl Runtime {
             let timers = rt.clone();
             background.push(tokio::spawn(async move { timers.timer_loop().await }));
         }
+        background.push(tokio::spawn(rt.clone().snapshot_when_idle()));
         let starter = rt.clone();
         background.push(tokio::spawn(async move {
             let mut stop = starter.stopping.subscribe();
@@ -657,18 +673,50 @@ impl Runtime {
         for key in touched {
             self.offer_effects(*key);
         }
-        // A snapshot encodes the whole state, so they are taken when the log has grown by a
-        // quarter since the last one (and by at least `snapshot_every_events`): O(1) amortized
-        // per event, and the tail replayed at start is at most a fifth of the log.
+        // A snapshot encodes the state (the work in flight: finished work is in tables), so
+        // one is taken when the events since the last one outnumber its bytes over
+        // `SNAPSHOT_BYTES_PER_EVENT` (and `snapshot_every_events`): O(1) amortized per event,
+        // and the tail replayed at start is bounded by the state's size, not the log's.
+        self.last_committed.fetch_max(last_seq, Ordering::SeqCst);
         let last = self.last_snapshot_seq.load(Ordering::SeqCst);
-        if last_seq.saturating_sub(last) >= self.cfg.snapshot_every_events.max(last / 4)
-            && !self.snapshotting.swap(true, Ordering::SeqCst)
-        {
+        let every = self
+            .cfg
+            .snapshot_every_events
+            .max(self.last_snapshot_bytes.load(Ordering::SeqCst) / SNAPSHOT_BYTES_PER_EVENT);
+        if last_seq.saturating_sub(last) >= every {
+            self.start_snapshot();
+        }
+    }
+
+    /// Take a snapshot in the background unless one is being taken.
+    fn start_snapshot(self: &Arc<Self>) {
+        if !self.snapshotting.swap(true, Ordering::SeqCst) {
             let rt = self.clone();
             self.handle.spawn(async move {
                 rt.snapshot().await;
                 rt.snapshotting.store(false, Ordering::SeqCst);
             });
+        }
+    }
+
+    /// Once this node's commits have been quiet for a tick (`SNAPSHOT_IDLE_TICK`) with at least
+    /// `SNAPSHOT_IDLE_EVENTS_MIN` events since the last snapshot, take one: a server at rest
+    /// restarts from a snapshot of its whole log (the count-based rule waits for more events).
+    async fn snapshot_when_idle(self: Arc<Self>) {
+        let mut stop = self.stopping.subscribe();
+        self.wait_ready().await;
+        let mut seen = self.last_committed.load(Ordering::SeqCst);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SNAPSHOT_IDLE_TICK) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let head = self.last_committed.load(Ordering::SeqCst);
+            let last = self.last_snapshot_seq.load(Ordering::SeqCst);
+            if head == seen && head >= last + SNAPSHOT_IDLE_EVENTS_MIN && !self.draining.load(Ordering::SeqCst) {
+                self.start_snapshot();
+            }
+            seen = head;
         }
     }
 
@@ -713,6 +761,7 @@ impl Runtime {
         match self.log.append(req).await {
             Ok(_) => {
                 self.last_snapshot_seq.fetch_max(at_seq, Ordering::SeqCst);
+                self.last_snapshot_bytes.store(bytes_len as u64, Ordering::SeqCst);
                 tracing::info!(at_seq, bytes = bytes_len, fold_ms, encode_ms, "snapshot written");
             }
             Err(e) => tracing::warn!(error = %e, "snapshot not written"),
