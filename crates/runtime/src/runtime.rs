@@ -29,6 +29,8 @@ pub const MEDIA_SIGNING_PURPOSE: &str = "media-url/v1";
 /// A snapshot's bytes per event of the tail it lets a restart skip: snapshots are taken every
 /// `bytes / SNAPSHOT_BYTES_PER_EVENT` events (at least `snapshot_every_events`).
 pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 64;
+/// The most events between two snapshots however large the state (a restart's tail).
+pub const SNAPSHOT_TAIL_EVENTS_MAX: u64 = 250_000;
 /// How long the log must be quiet before a snapshot of a server at rest.
 pub const SNAPSHOT_IDLE_TICK: Duration = Duration::from_secs(1);
 /// Fewer events than this since the last snapshot take none at rest.
@@ -679,10 +681,9 @@ impl Runtime {
         // and the tail replayed at start is bounded by the state's size, not the log's.
         self.last_committed.fetch_max(last_seq, Ordering::SeqCst);
         let last = self.last_snapshot_seq.load(Ordering::SeqCst);
-        let every = self
-            .cfg
-            .snapshot_every_events
-            .max(self.last_snapshot_bytes.load(Ordering::SeqCst) / SNAPSHOT_BYTES_PER_EVENT);
+        let by_size =
+            (self.last_snapshot_bytes.load(Ordering::SeqCst) / SNAPSHOT_BYTES_PER_EVENT).min(SNAPSHOT_TAIL_EVENTS_MAX);
+        let every = self.cfg.snapshot_every_events.max(by_size);
         if last_seq.saturating_sub(last) >= every {
             self.start_snapshot();
         }
@@ -713,8 +714,15 @@ impl Runtime {
             }
             let head = self.last_committed.load(Ordering::SeqCst);
             let last = self.last_snapshot_seq.load(Ordering::SeqCst);
-            if head == seen && head >= last + SNAPSHOT_IDLE_EVENTS_MIN && !self.draining.load(Ordering::SeqCst) {
-                self.start_snapshot();
+            // At rest the read state is the durable one: encoded as it is (its lock is held
+            // while it encodes, and nothing commits meanwhile), no fold of the tail again.
+            if head == seen
+                && head >= last + SNAPSHOT_IDLE_EVENTS_MIN
+                && !self.draining.load(Ordering::SeqCst)
+                && !self.snapshotting.swap(true, Ordering::SeqCst)
+            {
+                self.snapshot_read_state().await;
+                self.snapshotting.store(false, Ordering::SeqCst);
             }
             seen = head;
         }
