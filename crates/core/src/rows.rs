@@ -61,6 +61,9 @@ pub fn parse_index_video_key(key: &str) -> Option<(u64, VideoId)> {
     Some((created, video))
 }
 
+/// A video's key on its index's pages: (created_at_ms, video).
+pub type PageKey = (u64, VideoId);
+
 /// A page of an index's videos as read from the table: its keys after `after`, at most `n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexPage {
@@ -139,21 +142,24 @@ impl Rows {
         self.index_keys.insert((index_id, created_at_ms, video_id), (seq, present));
     }
 
-    /// The next keys of an index's pages after `after`, at most `n`, and whether they are the
-    /// last: the page read from the table (`Need::IndexPage`, at least `n + 1` keys) with the
-    /// places written by the events in flight.
+    /// The next keys of an index's pages after `after`, at most `n`; the cursor past them (every
+    /// key up to it was looked at: past the table's last key when the page the table gave was
+    /// all taken); and whether they are the last. From the page read from the table
+    /// (`Need::IndexPage`, at least `n + 1` keys) with the places written by the events in
+    /// flight. A page not loaded gives nothing and is not the last (never skipped).
     pub fn index_page(
         &self,
         index_id: &IndexId,
         after: Option<(u64, VideoId)>,
         n: usize,
-    ) -> (Vec<(u64, VideoId)>, bool) {
+    ) -> (Vec<PageKey>, Option<PageKey>, bool) {
         use std::ops::Bound::{Excluded, Unbounded};
         let (table, full): (&[(u64, VideoId)], bool) = match self.index_pages.get(&(*index_id, after)) {
             Some(p) if !self.complete => (&p.keys, p.keys.len() >= p.n),
+            _ if self.complete => (&[], false),
             _ => {
-                debug_assert!(self.complete, "an index page read without being loaded");
-                (&[], false)
+                debug_assert!(false, "an index page read without being loaded");
+                return (Vec::new(), after, false);
             }
         };
         // Past the table's last key (when it stopped there) the table's order is unknown.
@@ -177,7 +183,13 @@ impl Rows {
             }
         }
         let end = !full && merged.len() <= n;
-        (merged.into_iter().take(n).collect(), end)
+        let all_taken = merged.len() <= n;
+        let keys: Vec<(u64, VideoId)> = merged.into_iter().take(n).collect();
+        let through = match (all_taken, bound) {
+            (true, Some(b)) => Some(keys.last().map_or(b, |k| (*k).max(b))),
+            _ => keys.last().copied().or(after),
+        };
+        (keys, through, end)
     }
 
     /// The fold imported a file: its `new_only` key is written, and kept while in flight.

@@ -677,8 +677,9 @@ impl Runtime {
         }
         // A snapshot encodes the state (the work in flight: finished work is in tables), so
         // one is taken when the events since the last one outnumber its bytes over
-        // `SNAPSHOT_BYTES_PER_EVENT` (and `snapshot_every_events`): O(1) amortized per event,
-        // and the tail replayed at start is bounded by the state's size, not the log's.
+        // `SNAPSHOT_BYTES_PER_EVENT` (at least `snapshot_every_events`, at most
+        // `SNAPSHOT_TAIL_EVENTS_MAX`): O(1) amortized per event up to a state of 16 MiB, then
+        // its size over the cap; the tail replayed at start is bounded by both, not the log.
         self.last_committed.fetch_max(last_seq, Ordering::SeqCst);
         let last = self.last_snapshot_seq.load(Ordering::SeqCst);
         let by_size =
@@ -714,8 +715,8 @@ impl Runtime {
             }
             let head = self.last_committed.load(Ordering::SeqCst);
             let last = self.last_snapshot_seq.load(Ordering::SeqCst);
-            // At rest the read state is the durable one: encoded as it is (its lock is held
-            // while it encodes, and nothing commits meanwhile), no fold of the tail again.
+            // At rest the read state is the durable one: taken as it is, no fold of the tail
+            // again.
             if head == seen
                 && head >= last + SNAPSHOT_IDLE_EVENTS_MIN
                 && !self.draining.load(Ordering::SeqCst)
@@ -752,7 +753,13 @@ impl Runtime {
     /// Write a snapshot of the read state (at shutdown, when nothing else runs).
     async fn snapshot_read_state(&self) {
         let began = std::time::Instant::now();
-        let (at_seq, bytes) = self.read(|st| (st.applied_seq, st.to_snapshot()));
+        // Cloned under the read lock, encoded off it (and off the async workers).
+        let st = self.read(State::clone);
+        let encoded = tokio::task::spawn_blocking(move || (st.applied_seq, st.to_snapshot())).await;
+        let Ok((at_seq, bytes)) = encoded else {
+            tracing::warn!("snapshot not written: its encoding failed");
+            return;
+        };
         let ms = spool_model::num::ms(began.elapsed());
         self.write_snapshot(at_seq, bytes, 0, ms).await;
     }
@@ -1024,6 +1031,14 @@ impl Runtime {
         while !self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("effects still running at the drain deadline are abandoned; they resume at next start");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One snapshot at a time: the last one written is the newest (a checkpoint under way
+        // finishes first, within the drain bound).
+        while self.snapshotting.swap(true, Ordering::SeqCst) {
+            if tokio::time::Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -45,15 +45,26 @@ impl Runtime {
         deletion_id: &spool_model::DeletionId,
     ) -> Result<(), crate::RuntimeError> {
         use object_store::ObjectStoreExt;
-        let ids = self.index_video_ids(index_id)?;
-        let paths: Vec<String> = self.video_rows(ids)?.into_values().map(|r| r.media_path.clone()).collect();
-        for path in paths {
-            match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => {
-                    return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!("deleting {path}: {e}"))));
+        // Page by page of its `index_videos` keys: the memory of a page, whatever the index's size.
+        let mut after = None;
+        loop {
+            let page = self.index_videos(index_id, after, spool_log::READ_BATCH_MAX)?;
+            let paths: Vec<String> =
+                self.video_rows(page.iter().map(|(_, v)| *v))?.into_values().map(|r| r.media_path.clone()).collect();
+            for path in paths {
+                match self.executors.media.inner.delete(&object_store::path::Path::from(path.as_str())).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(crate::RuntimeError::Log(spool_log::Error::Storage(format!(
+                            "deleting {path}: {e}"
+                        ))));
+                    }
                 }
             }
+            if page.len() < spool_log::READ_BATCH_MAX {
+                break;
+            }
+            after = page.last().copied();
         }
         self.execute(Command::Index(spool_core::IndexCommand::RecordIndexPurged {
             index_id: *index_id,

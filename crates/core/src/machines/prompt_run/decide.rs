@@ -203,10 +203,9 @@ fn page_of(
     index_id: IndexId,
     after: Option<(u64, VideoId)>,
 ) -> (Vec<VideoId>, Option<(u64, VideoId)>, bool) {
-    let (keys, end) = state.rows.index_page(&index_id, after, RUN_VIDEOS_PAGE_MAX);
-    let last = keys.last().copied().or(after);
+    let (keys, through, end) = state.rows.index_page(&index_id, after, RUN_VIDEOS_PAGE_MAX);
     let ids = keys.iter().filter(|(_, id)| state.video_shown(id, &index_id)).map(|(_, id)| *id).collect();
-    (ids, last, end)
+    (ids, through, end)
 }
 
 /// A video's segments from its facts and the boundaries its media offered.
