@@ -1,6 +1,6 @@
 use super::VideoCommand;
 use crate::{Ctx, Decision, DomainError, Outcome, State};
-use spool_model::{DeletionId, DeletionStage, Event};
+use spool_model::{DeletionId, DeletionStage, Event, VideoId};
 
 pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decision, DomainError> {
     match cmd {
@@ -27,21 +27,33 @@ pub fn decide(state: &State, cmd: &VideoCommand, ctx: &mut Ctx) -> Result<Decisi
                 Outcome::Video(*video_id),
             ))
         }
-        VideoCommand::RecordVideoDrained { video_id, deletion_id } => match state.video_deletions.get(video_id) {
-            Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Draining => Ok(Decision::one(
-                video_id.to_string(),
-                vec![Event::VideoDrained { video_id: *video_id, deletion_id: *deletion_id }],
-                Outcome::Done,
-            )),
-            _ => Ok(Decision::nothing(Outcome::Done)),
-        },
-        VideoCommand::RecordVideoPurged { video_id, deletion_id } => match state.video_deletions.get(video_id) {
-            Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => Ok(Decision::one(
-                video_id.to_string(),
-                vec![Event::VideoDeleted { video_id: *video_id, deletion_id: *deletion_id }],
-                Outcome::Done,
-            )),
-            _ => Ok(Decision::nothing(Outcome::Done)),
-        },
+        VideoCommand::RecordVideoDrained { video_id, deletion_id } => Ok(step(
+            state,
+            (video_id, deletion_id),
+            DeletionStage::Draining,
+            Event::VideoDrained { video_id: *video_id, deletion_id: *deletion_id },
+        )),
+        VideoCommand::RecordVideoPurged { video_id, deletion_id } => Ok(step(
+            state,
+            (video_id, deletion_id),
+            DeletionStage::Deleting,
+            Event::VideoDeleted { video_id: *video_id, deletion_id: *deletion_id },
+        )),
+    }
+}
+
+/// An effect's outcome moves the deletion on when it is the deletion under way at `stage`;
+/// a late or repeated one changes nothing.
+fn step(
+    state: &State,
+    (video_id, deletion_id): (&VideoId, &DeletionId),
+    stage: DeletionStage,
+    next: Event,
+) -> Decision {
+    match state.video_deletions.get(video_id) {
+        Some(d) if d.deletion_id == *deletion_id && d.stage == stage => {
+            Decision::one(video_id.to_string(), vec![next], Outcome::Done)
+        }
+        _ => Decision::nothing(Outcome::Done),
     }
 }
