@@ -8,14 +8,15 @@
 
 use crate::machines::import_job::{FileStatus, ImportFile, PathKey};
 use crate::machines::video::VideoRow;
-use spool_model::{ImportJobId, IndexId, VideoId};
+use crate::machines::webhook::Delivery;
+use spool_model::{DeliveryId, ImportJobId, IndexId, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 5;
+pub const TABLES_FORMAT: u32 = 6;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -40,6 +41,9 @@ pub enum RowWrite {
         video_id: VideoId,
         present: bool,
     },
+    /// A delivered delivery (`deliveries`, by id, and its key on its webhook's list,
+    /// `webhook_deliveries`).
+    Delivery(Arc<Delivery>),
 }
 
 /// The key of a video's place on its index's pages: `{index}/{created_at_ms, 16 hex digits}/{video}`,
@@ -105,6 +109,9 @@ pub struct Rows {
     pub index_keys: BTreeMap<(IndexId, u64, VideoId), (u64, bool)>,
     /// Pages of index videos read from the table for this batch, by (index, after).
     pub index_pages: BTreeMap<(IndexId, Option<(u64, VideoId)>), IndexPage>,
+    /// Delivered deliveries a decision may read, with the sequence number of the event that
+    /// delivered them (0: read from the table).
+    pub deliveries: BTreeMap<DeliveryId, (u64, Arc<Delivery>)>,
 }
 
 impl PartialEq for Rows {
@@ -134,6 +141,19 @@ impl Rows {
         self.keys.retain(|_, (seq, _)| *seq > durable_seq);
         self.index_pages.clear();
         self.index_keys.retain(|_, (seq, _)| *seq > durable_seq);
+        self.deliveries.retain(|_, (seq, _)| *seq > durable_seq);
+    }
+
+    /// The fold delivered a delivery: its row is written, and kept while in flight.
+    pub fn delivered(&mut self, d: Delivery, seq: u64) {
+        let d = Arc::new(d);
+        self.written.push(RowWrite::Delivery(d.clone()));
+        self.deliveries.insert(d.delivery_id, (seq, d));
+    }
+
+    /// A delivered delivery this state holds (in flight, or loaded: `Need::Deliveries`).
+    pub fn delivery(&self, id: &DeliveryId) -> Option<&Delivery> {
+        self.deliveries.get(id).map(|(_, d)| &**d)
     }
 
     /// The fold placed a video on its index's pages, or took it off.
@@ -246,6 +266,8 @@ pub enum Need {
     ImportKeys(Vec<PathKey>),
     /// The first `n` keys of an index's pages after `after`.
     IndexPage { index_id: IndexId, after: Option<(u64, VideoId)>, n: usize },
+    /// The rows of these delivered deliveries.
+    Deliveries(Vec<DeliveryId>),
 }
 
 /// What a command's decision (and the answer rendered from it) reads from the tables, on the
@@ -322,6 +344,12 @@ pub fn needs(state: &crate::State, cmd: &crate::Command) -> Vec<Need> {
             out
         }
         crate::Command::Video(VideoCommand::DeleteVideo { video_id }) => vec![Need::Videos(vec![*video_id])],
+        // A retry of a delivery answers with it, and refuses a delivered one: its row.
+        crate::Command::Webhook(crate::machines::webhook::WebhookCommand::RetryDelivery { delivery_id })
+            if !state.deliveries.contains_key(delivery_id) =>
+        {
+            vec![Need::Deliveries(vec![*delivery_id])]
+        }
         crate::Command::PromptRun(PromptRunCommand::ExecuteRun {
             target: spool_model::RunTarget::Videos { video_ids, .. },
             ..

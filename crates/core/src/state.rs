@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 30;
+pub const STATE_FORMAT: u32 = 31;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -43,7 +43,8 @@ pub struct State {
     /// they survive restarts; the runtime fires the due ones as `FireTimer` commands.
     pub timers: BTreeSet<(u64, Timer)>,
     pub timer_due: BTreeMap<Timer, u64>,
-    /// Webhooks (deleted ones kept as tombstones) and their deliveries.
+    /// Webhooks (deleted ones kept as tombstones), and their deliveries not delivered (a
+    /// delivered one is a row of the `deliveries` table: `engine-spec/tables.md`).
     pub webhooks: BTreeMap<spool_model::WebhookId, crate::machines::webhook::Webhook>,
     pub deliveries: BTreeMap<spool_model::DeliveryId, crate::machines::webhook::Delivery>,
     /// Webhooks with pending deliveries: the work `pending_effects` looks at.

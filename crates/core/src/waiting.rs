@@ -282,7 +282,8 @@ pub fn of_id(st: &State, raw: &str) -> Result<(&'static str, String, Option<Wait
         return Ok(("export", e.status.as_str().to_string(), of_export(st, e)));
     }
     if let Ok(id) = raw.parse::<spool_model::DeliveryId>() {
-        let d = st.deliveries.get(&id).ok_or_else(unknown)?;
+        // A delivered one is a row (a state that keeps its rows holds it).
+        let d = st.deliveries.get(&id).or_else(|| st.rows.delivery(&id)).ok_or_else(unknown)?;
         return Ok(("delivery", d.status.as_str().to_string(), of_delivery(st, d)));
     }
     if let Ok(id) = raw.parse::<spool_model::AutomationId>() {

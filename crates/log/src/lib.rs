@@ -25,7 +25,9 @@ pub use pg_log::{
     LEASE_TTL_DEFAULT, PG_READERS, PgLog, PgLogOptions, PgReaders, SNAPSHOT_CHUNK_BYTES, create_database, redact_url,
 };
 pub use pg_nodes::{Directory, Holder, NodeStatus, PARTITIONS_DEFAULT};
-pub use redb_log::{LOG_FILE_NAME, LogStats, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS};
+pub use redb_log::{
+    LOG_FILE_NAME, LogStats, REST_QUICK_REPAIR_AFTER, RedbLog, RedbLogOptions, STREAM_INDEX_FLUSH_EVENTS,
+};
 pub use shared_mem::{LostAnswer, MemNode, SharedMemLog};
 pub use tail::Tail;
 
@@ -90,17 +92,25 @@ pub enum SideTable {
     /// A projection of the fold: each index's live videos in page order, keyed
     /// `{index}/{created_at_ms, 16 hex digits}/{video}`, values empty (`engine-spec/tables.md`).
     IndexVideos,
+    /// A projection of the fold: delivered webhook deliveries, keyed by delivery id
+    /// (`engine-spec/tables.md`).
+    Deliveries,
+    /// A projection of the fold: each webhook's delivered deliveries newest first, keyed
+    /// `{webhook}/{inverted created_at_ms}/{inverted id}`, values empty (`engine-spec/tables.md`).
+    WebhookDeliveries,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 6] = [
+    pub const ALL: [SideTable; 8] = [
         SideTable::Idempotency,
         SideTable::DataKeys,
         SideTable::Videos,
         SideTable::JobFiles,
         SideTable::ImportKeys,
         SideTable::IndexVideos,
+        SideTable::Deliveries,
+        SideTable::WebhookDeliveries,
     ];
 }
 

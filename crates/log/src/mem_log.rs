@@ -226,6 +226,8 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::JobFiles => 3,
         SideTable::ImportKeys => 4,
         SideTable::IndexVideos => 5,
+        SideTable::Deliveries => 6,
+        SideTable::WebhookDeliveries => 7,
     }
 }
 

@@ -120,6 +120,8 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::JobFiles => 4,
         SideTable::ImportKeys => 5,
         SideTable::IndexVideos => 6,
+        SideTable::Deliveries => 7,
+        SideTable::WebhookDeliveries => 8,
     }
 }
 

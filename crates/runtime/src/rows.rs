@@ -5,10 +5,11 @@
 //! directory from before them).
 
 use spool_core::imports::{FileStatus, ImportFile, file_row_key, file_row_prefix};
+use spool_core::machines::webhook::Delivery;
 use spool_core::rows::{Need, TABLES_FORMAT, TABLES_FORMAT_KEY};
 use spool_core::{RowWrite, State, VideoRow};
 use spool_log::{AppendRequest, EventLog, READ_BATCH_MAX, SideTable, SideWrite};
-use spool_model::{ImportJobId, IndexId, VideoId};
+use spool_model::{DeliveryId, ImportJobId, IndexId, VideoId, WebhookId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,6 +38,16 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
                 } else {
                     SideWrite::Delete { table: SideTable::IndexVideos, key }
                 })
+            }
+            RowWrite::Delivery(d) => {
+                let key =
+                    spool_core::machines::webhook::webhook_delivery_key(&d.webhook_id, d.created_at_ms, &d.delivery_id);
+                out.push(SideWrite::Put { table: SideTable::WebhookDeliveries, key, value: Vec::new() });
+                out.push(SideWrite::Put {
+                    table: SideTable::Deliveries,
+                    key: d.delivery_id.to_string(),
+                    value: d.encode_row(),
+                });
             }
         }
     }
@@ -167,6 +178,63 @@ pub fn read_index_page<L: EventLog + ?Sized>(
     Ok(out)
 }
 
+/// The rows of these delivered deliveries (those the table holds), in chunks of
+/// [`READ_BATCH_MAX`].
+pub fn read_deliveries<L: EventLog + ?Sized>(
+    log: &L,
+    ids: impl IntoIterator<Item = DeliveryId>,
+) -> Result<BTreeMap<DeliveryId, Arc<Delivery>>, spool_log::Error> {
+    let mut ids: Vec<DeliveryId> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(READ_BATCH_MAX) {
+        let keys: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
+        for (id, bytes) in chunk.iter().zip(log.side_get_many(SideTable::Deliveries, &keys)?) {
+            match bytes.as_deref().map(Delivery::decode_row) {
+                Some(Some(d)) => {
+                    out.insert(*id, Arc::new(d));
+                }
+                Some(None) => tracing::warn!(delivery = %id, "a delivery row of another format or damaged; left out"),
+                None => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A webhook's delivered deliveries, newest first, at most `n` (from the `webhook_deliveries`
+/// table): their (created_at, id).
+pub fn read_webhook_delivered<L: EventLog + ?Sized>(
+    log: &L,
+    webhook_id: &WebhookId,
+    n: usize,
+) -> Result<Vec<(u64, DeliveryId)>, spool_log::Error> {
+    use spool_core::machines::webhook::{parse_webhook_delivery_key, webhook_delivery_prefix};
+    let prefix = webhook_delivery_prefix(webhook_id);
+    let mut from = prefix.clone();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let want = (n - out.len()).min(READ_BATCH_MAX);
+        let page = log.side_scan(SideTable::WebhookDeliveries, Some(&from), want)?;
+        let full = page.len() == want;
+        for (key, _) in page {
+            if !key.starts_with(&prefix) {
+                return Ok(out);
+            }
+            match parse_webhook_delivery_key(&key) {
+                Some(k) => out.push(k),
+                None => tracing::warn!(key = %key, "a webhook_deliveries key of another shape; left out"),
+            }
+            from = key;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Load what a decision reads from the tables into the state (`spool_core::rows::Need`): the
 /// one place that reads tables for decisions. Rows the state holds are not read again; loaded
 /// rows count as durable (sequence 0).
@@ -191,6 +259,15 @@ pub fn load<L: EventLog + ?Sized>(log: &L, st: &mut State, needs: &[Need]) -> Re
                 }
                 let keys = read_index_page(log, index_id, *after, *n)?;
                 st.rows.index_pages.insert((*index_id, *after), spool_core::rows::IndexPage { n: *n, keys });
+            }
+            Need::Deliveries(ids) => {
+                let missing: Vec<DeliveryId> =
+                    ids.iter().filter(|id| !st.rows.deliveries.contains_key(id)).copied().collect();
+                if !missing.is_empty() {
+                    for (id, d) in read_deliveries(log, missing)? {
+                        st.rows.deliveries.insert(id, (0, d));
+                    }
+                }
             }
             Need::JobFiles { job_id, status, n } => {
                 if st.rows.has_head(job_id, *status, *n) {

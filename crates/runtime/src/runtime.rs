@@ -307,13 +307,13 @@ impl Runtime {
         // With a shared store the data directory's `scratch/` holds the copies on their way
         // to it (emptied when the process starts: `clear_scratch`); else media lives in
         // `media/`.
-        let media_dir = match cfg.shared_files {
-            Some(_) => cfg.data_dir.join(SCRATCH_DIR),
-            None => {
-                let dir = cfg.data_dir.join(MEDIA_DIR);
-                sweep_staging(&dir, cfg.partition_tag);
-                dir
-            }
+        // What a crash left staged in the media store is swept once ready, in the background:
+        // files staged before now.
+        #[allow(clippy::disallowed_methods)] // compared with files' modification times, not decided on
+        let started_at = std::time::SystemTime::now();
+        let (media_dir, sweep) = match cfg.shared_files {
+            Some(_) => (cfg.data_dir.join(SCRATCH_DIR), false),
+            None => (cfg.data_dir.join(MEDIA_DIR), true),
         };
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
@@ -407,6 +407,19 @@ impl Runtime {
             background.push(tokio::spawn(async move { timers.timer_loop().await }));
         }
         background.push(tokio::spawn(rt.clone().snapshot_when_idle()));
+        if sweep {
+            let (sweeper, dir, partition) = (rt.clone(), media_dir.clone(), rt.cfg.partition_tag);
+            background.push(tokio::spawn(async move {
+                sweeper.wait_ready().await;
+                let began = std::time::Instant::now();
+                let swept = tokio::task::spawn_blocking(move || sweep_staging(&dir, partition, started_at)).await;
+                tracing::info!(
+                    removed = swept.unwrap_or(0),
+                    ms = spool_model::num::ms(began.elapsed()),
+                    "the media store was swept of half-written copies"
+                );
+            }));
+        }
         let starter = rt.clone();
         background.push(tokio::spawn(async move {
             let mut stop = starter.stopping.subscribe();
@@ -529,6 +542,26 @@ impl Runtime {
         ids: impl IntoIterator<Item = spool_model::VideoId>,
     ) -> Result<std::collections::BTreeMap<spool_model::VideoId, Arc<spool_core::VideoRow>>, RuntimeError> {
         Ok(crate::rows::read_video_rows(&*self.log, ids)?)
+    }
+
+    /// The rows of these delivered deliveries that the table holds (`deliveries`).
+    pub fn delivered_rows(
+        &self,
+        ids: impl IntoIterator<Item = spool_model::DeliveryId>,
+    ) -> Result<
+        std::collections::BTreeMap<spool_model::DeliveryId, Arc<spool_core::machines::webhook::Delivery>>,
+        RuntimeError,
+    > {
+        Ok(crate::rows::read_deliveries(&*self.log, ids)?)
+    }
+
+    /// A webhook's delivered deliveries, newest first, at most `n` (`webhook_deliveries`).
+    pub fn webhook_delivered(
+        &self,
+        webhook_id: &spool_model::WebhookId,
+        n: usize,
+    ) -> Result<Vec<(u64, spool_model::DeliveryId)>, RuntimeError> {
+        Ok(crate::rows::read_webhook_delivered(&*self.log, webhook_id, n)?)
     }
 
     /// An index's videos after `after` in page order, at most `n` (`index_videos`).
@@ -1082,13 +1115,16 @@ pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BT
 }
 
 /// Remove half-written uploads a crash left in the media store (object_store's local store
-/// stages multipart uploads as `<path>#<n>` and renames them when complete).
+/// stages multipart uploads as `<path>#<n>` and renames them when complete): those staged
+/// before `before` (this runtime's start). It walks every file of the store, so it runs in the
+/// background once the runtime is ready (at a million videos the walk took 1.9 s of every
+/// start); a copy staged since the start is never taken, whatever it is named.
 ///
 /// In a partitioned cluster (`partition` set) only the partition's own files are swept (the
 /// video id that names a file carries its partition): the node's other partitions may be
 /// copying theirs.
-fn sweep_staging(dir: &std::path::Path, partition: Option<u16>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+fn sweep_staging(dir: &std::path::Path, partition: Option<u16>, before: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let ours = |name: &str| match partition {
         None => true,
         Some(p) => name
@@ -1097,18 +1133,24 @@ fn sweep_staging(dir: &std::path::Path, partition: Option<u16>) {
             .and_then(|id| id.parse::<spool_model::VideoId>().ok())
             .is_some_and(|id| spool_model::partition_of(id.0) == p),
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
-            sweep_staging(&path, partition);
-        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#') && ours(n)) {
+        // The entry's type from the listing: no stat per file.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += sweep_staging(&path, partition, before);
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#') && ours(n))
+            && entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < before)
+        {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload");
             } else {
+                removed += 1;
                 tracing::info!(path = %path.display(), "removed an upload a crash left half-written");
             }
         }
     }
+    removed
 }
 
 /// The runtime as the sequencer's host: durable batches are folded into the state readers

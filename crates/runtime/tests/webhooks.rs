@@ -13,6 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A receiver that answers every request 500 and counts them.
 async fn receiver() -> (String, Arc<AtomicUsize>) {
+    receiver_answering(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope")
+        .await
+}
+
+/// A receiver that answers every request with `answer` and counts them.
+async fn receiver_answering(answer: &'static [u8]) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -46,11 +52,7 @@ async fn receiver() -> (String, Arc<AtomicUsize>) {
                     }
                 }
                 c.fetch_add(1, Ordering::SeqCst);
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
-                    )
-                    .await;
+                let _ = s.write_all(answer).await;
             });
         }
     });
@@ -67,6 +69,120 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     panic!("{what}: not reached");
 }
 
+fn settings() -> WebhookSettings {
+    WebhookSettings {
+        allow_hosts: vec!["127.0.0.1".into()],
+        retry_schedule_ms: vec![0, 60_000, 600_000],
+        timeout: Duration::from_secs(5),
+        rotation_grace: Duration::from_secs(1),
+        disable_after: 20,
+    }
+}
+
+/// Issue 27: a delivered delivery leaves the state for its row (`deliveries`, and its key on
+/// its webhook's list, newest first); a retry of it is refused from the row after a restart, as
+/// it was from the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots");
+    std::fs::create_dir_all(roots.join("v")).unwrap();
+    let clock = Arc::new(TestClock::new(1_764_000_000_000));
+    let key = MasterKey::generate();
+    let config = || {
+        let mut cfg = RuntimeConfig::new(dir.path().join("data"));
+        cfg.master_key = Some(key.clone());
+        cfg.storage.local_roots = vec![roots.canonicalize().unwrap()];
+        cfg.webhooks = settings();
+        cfg
+    };
+    let rt = Runtime::open(config(), clock.clone(), Arc::new(SeededIds::new(9))).await.unwrap();
+    rt.wait_ready().await;
+    let (url, hits) = receiver_answering(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+    let webhook_id = WebhookId(rt.new_ulid());
+    let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
+        webhook_id,
+        name: "ops".into(),
+        url,
+        events: vec!["import_job.started".into()],
+        index_ids: None,
+        metadata_json: None,
+        secret: None,
+    });
+    rt.execute(Runtime::create_webhook(cmd, spool_runtime::new_secret(rt.ids().as_ref()))).await.unwrap();
+    let Outcome::Index(index_id) = rt
+        .execute(Command::Index(IndexCommand::CreateIndex { name: "i".into(), user_id: "u".into(), description: None }))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let connector_id = ConnectorId(rt.new_ulid());
+    rt.execute(Command::Connector(ConnectorCommand::CreateConnector {
+        connector_id,
+        provider: Provider::Local,
+        name: "l".into(),
+        scopes: vec![ConnectorScope::Import],
+        import_mode: ImportMode::All,
+        export_base_path: None,
+        location: ConnectorLocation {
+            root: Some(roots.join("v").canonicalize().unwrap().to_string_lossy().into_owned()),
+            ..Default::default()
+        },
+        credentials: None,
+    }))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        clock.advance(1_000);
+        rt.execute(Command::Import(ImportCommand::CreateImportJob {
+            connector_id,
+            index_id,
+            source_prefix: String::new(),
+            file_pattern: "*".into(),
+            recursive: true,
+            import_mode: None,
+        }))
+        .await
+        .unwrap();
+    }
+    let delivered = || rt.read(|st| st.webhooks.get(&webhook_id).map_or(0, |w| w.delivered));
+    until("three deliveries delivered", || delivered() == 3).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let (in_state, open) = rt.read(|st| (st.deliveries.len(), st.webhooks.get(&webhook_id).map(|w| w.open.len())));
+    assert_eq!((in_state, open), (0, Some(0)), "a delivered delivery stays in the state");
+    let keys = rt.webhook_delivered(&webhook_id, 10).unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.windows(2).all(|k| k[0].0 > k[1].0), "newest first: {keys:?}");
+    let rows = rt.delivered_rows(keys.iter().map(|k| k.1)).unwrap();
+    assert_eq!(rows.len(), 3);
+    for (id, d) in &rows {
+        assert_eq!((d.status, d.attempts, d.response_status_code), (DeliveryStatus::Delivered, 1, Some(204)), "{id}");
+        assert!(d.payload_json.contains("import_job.started"), "{}", d.payload_json);
+    }
+    assert_eq!(rt.webhook_delivered(&webhook_id, 2).unwrap(), keys[..2].to_vec());
+    rt.shutdown().await;
+    drop(rt);
+
+    // After a restart the state holds none of them; a retry reads the row and is refused.
+    let rt = Runtime::open(config(), clock.clone(), Arc::new(SeededIds::new(10))).await.unwrap();
+    rt.wait_ready().await;
+    assert_eq!(rt.read(|st| st.deliveries.len()), 0);
+    let err = rt
+        .execute(Command::Webhook(WebhookCommand::RetryDelivery { delivery_id: keys[0].1 }))
+        .await
+        .expect_err("a delivered delivery has nothing to retry");
+    assert!(err.to_string().contains("was delivered"), "{err}");
+    let unknown = spool_model::DeliveryId(ulid::Ulid::from_parts(1, 1));
+    let err = rt
+        .execute(Command::Webhook(WebhookCommand::RetryDelivery { delivery_id: unknown }))
+        .await
+        .expect_err("an unknown delivery");
+    assert!(matches!(err, spool_runtime::RuntimeError::Domain(spool_core::DomainError::NotFound { .. })), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "nothing went out again");
+    rt.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,13 +192,7 @@ async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace
     let mut cfg = RuntimeConfig::new(dir.path().join("data"));
     cfg.master_key = Some(MasterKey::generate());
     cfg.storage.local_roots = vec![roots.canonicalize().unwrap()];
-    cfg.webhooks = WebhookSettings {
-        allow_hosts: vec!["127.0.0.1".into()],
-        retry_schedule_ms: vec![0, 60_000, 600_000],
-        timeout: Duration::from_secs(5),
-        rotation_grace: Duration::from_secs(1),
-        disable_after: 20,
-    };
+    cfg.webhooks = settings();
     let rt = Runtime::open(cfg, clock.clone(), Arc::new(SeededIds::new(9))).await.unwrap();
     rt.wait_ready().await;
     let (url, hits) = receiver().await;

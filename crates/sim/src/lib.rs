@@ -1022,7 +1022,35 @@ impl World {
         {
             use spool_core::machines::webhook::DeliveryStatus as D;
             let seen = self.peers.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for d in live.deliveries.values() {
+            // The delivered ones are rows of the `deliveries` table; the others are in the state.
+            let mut rows = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .rt
+                    .log()
+                    .side_scan(spool_log::SideTable::Deliveries, after.as_deref(), READ_BATCH_MAX)
+                    .map_err(|e| e.to_string())?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                for (key, bytes) in page {
+                    let d = spool_core::machines::webhook::Delivery::decode_row(&bytes)
+                        .ok_or_else(|| format!("delivery-rows: the row of {key} does not decode"))?;
+                    if d.status != D::Delivered || live.deliveries.contains_key(&d.delivery_id) {
+                        return Err(format!("delivery-rows: {key} is a row and {} in the state", d.status.as_str()));
+                    }
+                    rows.push(d);
+                }
+            }
+            let delivered: u64 = live.webhooks.values().map(|w| w.delivered).sum();
+            if delivered != rows.len() as u64 {
+                return Err(format!(
+                    "delivery-rows: {delivered} delivered by the webhooks' counts, {} rows",
+                    rows.len()
+                ));
+            }
+            self.report.deliveries = (rows.len() + live.deliveries.len()) as u64;
+            for d in live.deliveries.values().chain(rows.iter()) {
                 match d.status {
                     D::Delivered if d.attempts >= 1 && seen.contains_key(&d.delivery_id.to_string()) => {}
                     D::Failed if d.attempts >= 1 => {}
@@ -1038,7 +1066,6 @@ impl World {
                 }
             }
         }
-        self.report.deliveries = live.deliveries.len() as u64;
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);
         let image = match &self.cluster {

@@ -118,7 +118,11 @@ async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f
         // stall the sequencer it measures.
         let (created, waiting, failed) = rt.read(|st| {
             st.webhooks.values().fold((0, 0, false), |(c, p, f), w| {
-                (c + w.deliveries.len(), p + w.pending.len(), f || w.last_failure_at_ms.is_some())
+                (
+                    c + w.open.len() + spool_model::num::sat_usize(w.delivered),
+                    p + w.pending.len(),
+                    f || w.last_failure_at_ms.is_some(),
+                )
             })
         });
         if failed {

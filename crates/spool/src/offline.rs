@@ -475,7 +475,12 @@ pub fn verify_against(dir: &DataDirArg, other: &std::path::Path) -> anyhow::Resu
 pub fn why(id: &str, dir: &SourceArg, server: Option<&str>, api_key: Option<&str>) -> anyhow::Result<()> {
     let (kind, status, waiting) = match server {
         None => {
-            let st = spool_runtime::tools::fold_state(Source::open(dir)?.log())?;
+            let src = Source::open(dir)?;
+            let mut st = spool_runtime::tools::fold_state(src.log())?;
+            // A delivered delivery is a row of the tables.
+            if let Ok(d) = id.parse::<spool_model::DeliveryId>() {
+                spool_runtime::rows::load(src.log(), &mut st, &[spool_core::rows::Need::Deliveries(vec![d])])?;
+            }
             let (kind, status, w) = spool_core::waiting::of_id(&st, id).map_err(|e| anyhow::anyhow!(e))?;
             (kind.to_string(), status, w.map(|w| w.json()).unwrap_or(serde_json::Value::Null))
         }

@@ -11,7 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use spool_core::machines::webhook::{DeliveryStatus, WEBHOOK_EVENTS};
+use spool_core::machines::webhook::{Delivery, DeliveryStatus, WEBHOOK_EVENTS};
 use spool_core::{Command, Outcome, WebhookCommand};
 use spool_model::{DeliveryId, IndexId, Scope, WebhookId};
 
@@ -320,22 +320,39 @@ pub async fn deliveries(
             }))
         })?),
     };
-    let items = app
+    // The webhook's open deliveries (not delivered) from the read state, its delivered ones
+    // from the tables (newest first, `limit` at most), then one answer from both.
+    let open: Vec<Delivery> = app
         .rt
         .read(|st| {
             let w = st.webhooks.get(&id).filter(|w| w.is_live())?;
             Some(
-                w.deliveries
+                w.open
                     .iter()
                     .rev()
                     .filter_map(|(_, d)| st.deliveries.get(d))
                     .filter(|d| status.is_none_or(|s| d.status == s))
                     .take(limit)
-                    .map(|d| views::delivery_in(st, d, false))
-                    .collect::<Vec<_>>(),
+                    .cloned()
+                    .collect(),
             )
         })
         .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
+    let delivered = if status.is_none_or(|s| s == DeliveryStatus::Delivered) {
+        let keys = app.rt.webhook_delivered(&id, limit)?;
+        app.rt.delivered_rows(keys.into_iter().map(|(_, d)| d))?.into_values().collect()
+    } else {
+        Vec::new()
+    };
+    let items = app.rt.read(|st| {
+        // One delivered while this was read is in both: its row wins.
+        let mut all: std::collections::BTreeMap<(u64, DeliveryId), &Delivery> =
+            open.iter().map(|d| ((d.created_at_ms, d.delivery_id), d)).collect();
+        for d in &delivered {
+            all.insert((d.created_at_ms, d.delivery_id), &**d);
+        }
+        all.values().rev().take(limit).map(|d| views::delivery_in(st, d, false)).collect::<Vec<_>>()
+    });
     Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 
@@ -346,10 +363,12 @@ pub async fn delivery(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let id = parse_delivery(&raw)?;
-    let v = app
-        .rt
-        .read(|st| st.deliveries.get(&id).map(|d| views::delivery_in(st, d, true)))
-        .ok_or_else(|| ApiError::not_found("delivery", &raw))?;
+    if let Some(v) = app.rt.read(|st| st.deliveries.get(&id).map(|d| views::delivery_in(st, d, true))) {
+        return Ok(json(StatusCode::OK, &v));
+    }
+    // Delivered: its row (written before the state that let it go was published).
+    let row = app.rt.delivered_rows([id])?.remove(&id).ok_or_else(|| ApiError::not_found("delivery", &raw))?;
+    let v = app.rt.read(|st| views::delivery_in(st, &row, true));
     Ok(json(StatusCode::OK, &v))
 }
 

@@ -11,8 +11,14 @@ fn live<'a>(state: &'a State, id: &WebhookId) -> Result<&'a Webhook, DomainError
         .ok_or_else(|| DomainError::NotFound { kind: "webhook", id: id.to_string() })
 }
 
+/// A delivery: in the state when it is not delivered, else its row (loaded for the decision,
+/// `crate::rows::Need::Deliveries`).
 fn delivery<'a>(state: &'a State, id: &DeliveryId) -> Result<&'a Delivery, DomainError> {
-    state.deliveries.get(id).ok_or_else(|| DomainError::NotFound { kind: "delivery", id: id.to_string() })
+    state
+        .deliveries
+        .get(id)
+        .or_else(|| state.rows.delivery(id))
+        .ok_or_else(|| DomainError::NotFound { kind: "delivery", id: id.to_string() })
 }
 
 fn check_events(events: &[String]) -> Result<Vec<DomainEventName>, DomainError> {
@@ -155,7 +161,8 @@ pub fn decide(state: &State, cmd: &WebhookCommand, ctx: &mut Ctx) -> Result<Deci
             schedule_ms,
             disable_after,
         } => {
-            let d = delivery(state, delivery_id)?;
+            // A delivered one left the state: a late outcome for it changes nothing.
+            let Some(d) = state.deliveries.get(delivery_id) else { return Ok(Decision::nothing(Outcome::Done)) };
             let Some(w) = state.webhooks.get(&d.webhook_id) else {
                 return Ok(Decision::nothing(Outcome::Done));
             };
@@ -262,7 +269,8 @@ fn bulk_step(state: &State, w: &Webhook) -> Vec<Event> {
     let mut events = Vec::new();
     let mut last = None;
     let mut retried = b.retried;
-    for (created, id) in w.deliveries.range((start, std::ops::Bound::Unbounded)).take(BULK_RETRY_PAGE_MAX) {
+    // Only a delivery not delivered is retried: the webhook's open ones.
+    for (created, id) in w.open.range((start, std::ops::Bound::Unbounded)).take(BULK_RETRY_PAGE_MAX) {
         last = Some((*created, *id));
         let in_range = b.from_ms.is_none_or(|f| *created >= f) && b.to_ms.is_none_or(|t| *created <= t);
         if in_range && state.deliveries.get(id).is_some_and(|d| d.status == b.status) {
@@ -272,7 +280,7 @@ fn bulk_step(state: &State, w: &Webhook) -> Vec<Event> {
     }
     match last {
         Some((after_ms, after))
-            if w.deliveries
+            if w.open
                 .range((std::ops::Bound::Excluded((after_ms, after)), std::ops::Bound::Unbounded))
                 .next()
                 .is_some() =>

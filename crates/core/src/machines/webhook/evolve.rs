@@ -47,7 +47,8 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     last_success_at_ms: None,
                     next_sequence: 1,
                     deleted: false,
-                    deliveries: BTreeSet::new(),
+                    open: BTreeSet::new(),
+                    delivered: 0,
                     pending: BTreeSet::new(),
                     bulk_retry: None,
                     last_bulk_retried: None,
@@ -122,7 +123,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             );
             if let Some(w) = state.webhooks.get_mut(webhook_id) {
                 w.next_sequence = w.next_sequence.max(sequence + 1);
-                w.deliveries.insert((at, *delivery_id));
+                w.open.insert((at, *delivery_id));
                 w.pending.insert((*sequence, *delivery_id));
                 state.webhooks_with_work.insert(*webhook_id);
             }
@@ -159,6 +160,18 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             set_delivery_status(state, delivery_id, to);
             if let Some(due) = retry_at_ms {
                 state.set_timer(Timer::DeliveryRetry { delivery_id: *delivery_id, attempt: *attempt }, *due);
+            }
+            // Delivered: it never changes again, and leaves the state for its row.
+            if to == DeliveryStatus::Delivered
+                && let Some(d) = state.deliveries.remove(delivery_id)
+            {
+                if let Some(w) = state.webhooks.get_mut(&d.webhook_id) {
+                    w.open.remove(&(d.created_at_ms, d.delivery_id));
+                    w.delivered += 1;
+                }
+                if state.rows.emit {
+                    state.rows.delivered(d, env.seq);
+                }
             }
             if let Some(w) = state.webhooks.get_mut(webhook_id) {
                 match to {

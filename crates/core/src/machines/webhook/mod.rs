@@ -174,8 +174,13 @@ pub struct Webhook {
     /// The next delivery's `sequence`.
     pub next_sequence: u64,
     pub deleted: bool,
-    /// Every delivery, by (created_at, id): `GET /webhooks/{id}/deliveries` pages newest first.
-    pub deliveries: BTreeSet<(u64, DeliveryId)>,
+    /// Deliveries not delivered (pending, retrying, failed), by (created_at, id): what a bulk
+    /// retry looks at, and `GET /webhooks/{id}/deliveries` beside the delivered ones, which are
+    /// rows of the `deliveries` and `webhook_deliveries` tables (`engine-spec/tables.md`).
+    pub open: BTreeSet<(u64, DeliveryId)>,
+    /// Deliveries delivered (each a row of the tables).
+    #[serde(default)]
+    pub delivered: u64,
     /// Deliveries waiting to go out, by sequence: the work `effects_for` offers, in order.
     pub pending: BTreeSet<(u64, DeliveryId)>,
     /// A bulk retry under way (one at a time), and how the last one ended.
@@ -189,6 +194,9 @@ impl Webhook {
     }
 }
 
+/// A delivery. One not delivered is in the state (`State::deliveries`); a delivered one is a
+/// row of the `deliveries` table, written in the commit of the attempt that delivered it
+/// (`encode_row`), and never changes again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub delivery_id: DeliveryId,
@@ -206,6 +214,49 @@ pub struct Delivery {
     pub error_message: Option<String>,
     pub created_at_ms: u64,
     pub completed_at_ms: Option<u64>,
+}
+
+/// The format of a delivery's row: its first byte.
+pub const DELIVERY_ROW_FORMAT: u8 = 1;
+
+impl Delivery {
+    /// A delivered delivery's row: [`DELIVERY_ROW_FORMAT`] and the bincode of the delivery.
+    pub fn encode_row(&self) -> Vec<u8> {
+        let mut out = vec![DELIVERY_ROW_FORMAT];
+        // Encoding plain data into a Vec cannot fail.
+        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
+        out
+    }
+
+    /// A row written by [`Delivery::encode_row`]; `None` for another format or damaged bytes.
+    pub fn decode_row(bytes: &[u8]) -> Option<Delivery> {
+        let (&format, body) = bytes.split_first()?;
+        if format != DELIVERY_ROW_FORMAT {
+            return None;
+        }
+        let (d, used) = bincode::serde::decode_from_slice::<Delivery, _>(body, bincode::config::standard()).ok()?;
+        (used == body.len()).then_some(d)
+    }
+}
+
+/// The key of a delivered delivery on its webhook's list (`webhook_deliveries`):
+/// `{webhook}/{u64::MAX - created_at_ms, 16 hex}/{u128::MAX - id, 32 hex}`, so a webhook's keys
+/// are one range, newest first (as the list pages).
+pub fn webhook_delivery_key(webhook_id: &WebhookId, created_at_ms: u64, delivery_id: &DeliveryId) -> String {
+    format!("{webhook_id}/{:016x}/{:032x}", u64::MAX - created_at_ms, u128::MAX - u128::from(delivery_id.0))
+}
+
+/// Where a webhook's keys start on `webhook_deliveries`.
+pub fn webhook_delivery_prefix(webhook_id: &WebhookId) -> String {
+    format!("{webhook_id}/")
+}
+
+/// The (created_at, delivery) of a [`webhook_delivery_key`]; `None` for another shape.
+pub fn parse_webhook_delivery_key(key: &str) -> Option<(u64, DeliveryId)> {
+    let mut parts = key.rsplitn(3, '/');
+    let id = u128::MAX - u128::from_str_radix(parts.next()?, 16).ok()?;
+    let created = u64::MAX - u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((created, DeliveryId(ulid::Ulid(id))))
 }
 
 /// This machine in the registry (`crate::machines::for_each_machine!`).
