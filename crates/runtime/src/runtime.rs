@@ -308,9 +308,11 @@ impl Runtime {
         // to it (emptied when the process starts: `clear_scratch`); else media lives in
         // `media/`.
         // What a crash left staged in the media store is swept once ready, in the background:
-        // files staged before now.
+        // files staged before now, less `STAGED_SWEEP_MARGIN` (a file's time comes from the
+        // kernel's coarse clock, which may lag this one; a copy the crash cut off in that
+        // margin is swept at a later start).
         #[allow(clippy::disallowed_methods)] // compared with files' modification times, not decided on
-        let started_at = std::time::SystemTime::now();
+        let started_at = std::time::SystemTime::now() - STAGED_SWEEP_MARGIN;
         let (media_dir, sweep) = match cfg.shared_files {
             Some(_) => (cfg.data_dir.join(SCRATCH_DIR), false),
             None => (cfg.data_dir.join(MEDIA_DIR), true),
@@ -1113,6 +1115,9 @@ pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BT
         }
     }
 }
+
+/// How much older than the start a staged copy must be for the start's sweep to take it.
+const STAGED_SWEEP_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Remove half-written uploads a crash left in the media store (object_store's local store
 /// stages multipart uploads as `<path>#<n>` and renames them when complete): those staged
