@@ -307,15 +307,9 @@ impl Runtime {
         // With a shared store the data directory's `scratch/` holds the copies on their way
         // to it (emptied when the process starts: `clear_scratch`); else media lives in
         // `media/`.
-        // What a crash left staged in the media store is swept once ready, in the background:
-        // files staged before now, less `STAGED_SWEEP_MARGIN` (a file's time comes from the
-        // kernel's coarse clock, which may lag this one; a copy the crash cut off in that
-        // margin is swept at a later start).
-        #[allow(clippy::disallowed_methods)] // compared with files' modification times, not decided on
-        let started_at = std::time::SystemTime::now() - STAGED_SWEEP_MARGIN;
-        let (media_dir, sweep) = match cfg.shared_files {
-            Some(_) => (cfg.data_dir.join(SCRATCH_DIR), false),
-            None => (cfg.data_dir.join(MEDIA_DIR), true),
+        let media_dir = match cfg.shared_files {
+            Some(_) => cfg.data_dir.join(SCRATCH_DIR),
+            None => cfg.data_dir.join(MEDIA_DIR),
         };
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| spool_log::Error::Storage(format!("{}: {e}", media_dir.display())))?;
@@ -409,19 +403,6 @@ impl Runtime {
             background.push(tokio::spawn(async move { timers.timer_loop().await }));
         }
         background.push(tokio::spawn(rt.clone().snapshot_when_idle()));
-        if sweep {
-            let (sweeper, dir, partition) = (rt.clone(), media_dir.clone(), rt.cfg.partition_tag);
-            background.push(tokio::spawn(async move {
-                sweeper.wait_ready().await;
-                let began = std::time::Instant::now();
-                let swept = tokio::task::spawn_blocking(move || sweep_staging(&dir, partition, started_at)).await;
-                tracing::info!(
-                    removed = swept.unwrap_or(0),
-                    ms = spool_model::num::ms(began.elapsed()),
-                    "the media store was swept of half-written copies"
-                );
-            }));
-        }
         let starter = rt.clone();
         background.push(tokio::spawn(async move {
             let mut stop = starter.stopping.subscribe();
@@ -638,6 +619,9 @@ impl Runtime {
                 self.handle.spawn(async move { rt.sweep_shared_uploads(needed, ready_ms).await });
             } else {
                 sweep_uploads(&self.uploads_dir(), &needed);
+            }
+            if let Some(media) = self.media_dir() {
+                sweep_cut_copies(&media, &st);
             }
             *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(&st);
             st.clone()
@@ -1116,42 +1100,42 @@ pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BT
     }
 }
 
-/// How much older than the start a staged copy must be for the start's sweep to take it.
-const STAGED_SWEEP_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Remove half-written uploads a crash left in the media store (object_store's local store
-/// stages multipart uploads as `<path>#<n>` and renames them when complete): those staged
-/// before `before` (this runtime's start). It walks every file of the store, so it runs in the
-/// background once the runtime is ready (at a million videos the walk took 1.9 s of every
-/// start); a copy staged since the start is never taken, whatever it is named.
-///
-/// In a partitioned cluster (`partition` set) only the partition's own files are swept (the
-/// video id that names a file carries its partition): the node's other partitions may be
-/// copying theirs.
-fn sweep_staging(dir: &std::path::Path, partition: Option<u16>, before: std::time::SystemTime) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let ours = |name: &str| match partition {
-        None => true,
-        Some(p) => name
-            .split(['.', '#'])
-            .next()
-            .and_then(|id| id.parse::<spool_model::VideoId>().ok())
-            .is_some_and(|id| spool_model::partition_of(id.0) == p),
-    };
+/// Remove the half-written copies a crash left in the media store: a copy is written under a
+/// staging name (`<path>#<suffix>`: object_store's, or `#spool-<ulid>` for a copy between
+/// folders) and renamed when complete, so what a crash cuts off is a staged file beside the
+/// media path of a file whose attempt had begun and not finished. Those files are the state's:
+/// the files of open import jobs that an attempt began. Only their folders are read (each once),
+/// so the sweep costs the work in flight, not the library (a walk of the whole store took 1.9 s
+/// at a million videos). Runs before the runtime is ready: no copy of this process is under
+/// way.
+fn sweep_cut_copies(media_dir: &std::path::Path, st: &State) -> usize {
+    let mut by_dir: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    for j in st.active_imports.iter().filter_map(|id| st.imports.get(id)) {
+        for f in j.files.values().filter(|f| f.attempts > 0) {
+            let Some(video_id) = f.file.video_id else { continue };
+            let path = media_dir.join(spool_core::imports::media_path(&video_id, &f.file.path));
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+                by_dir.entry(dir.to_path_buf()).or_default().insert(name.to_string());
+            }
+        }
+    }
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        // The entry's type from the listing: no stat per file.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            removed += sweep_staging(&path, partition, before);
-        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#') && ours(n))
-            && entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < before)
-        {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload");
-            } else {
-                removed += 1;
-                tracing::info!(path = %path.display(), "removed an upload a crash left half-written");
+    for (dir, names) in by_dir {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((base, _)) = name.split_once('#') else { continue };
+            if !names.contains(base) {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %path.display(), "removed a copy a crash left half-written");
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove a half-written copy"),
             }
         }
     }

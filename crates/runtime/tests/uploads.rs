@@ -48,44 +48,63 @@ async fn an_acknowledged_upload_survives_a_restart_before_it_is_imported() {
     rt.shutdown().await;
 }
 
-/// Issue 27: a copy a crash left half-written in the media store (object_store's staging name,
-/// `<path>#<n>`) is swept after the runtime is ready, in the background (the walk takes time in
-/// proportion to the library, not to the work in flight); a copy staged since the start is never
-/// taken, whatever it is named.
+/// Issue 27: a copy a crash cut off (its staging name beside the media path of a file whose
+/// attempt had begun) is removed before the runtime is ready, reading only the folders of the
+/// files in flight, not the whole media store; a staged file of another name is not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_written_copy_is_swept_after_ready_and_a_new_one_is_kept() {
+async fn a_copy_cut_off_by_a_crash_is_removed_at_start_and_nothing_else() {
+    use spool_log::{AppendRequest, EventLog, Expected, MemLog, NewEvent};
+    use spool_model::{DiscoveredFile, Event, ImportJobId, JobSource, VideoId};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let dir = data.join("media").join("videos").join("ab");
-    std::fs::create_dir_all(&dir).unwrap();
-    let left = dir.join("vid_left.png#3");
-    std::fs::write(&left, b"cut off").unwrap();
-    #[allow(clippy::disallowed_methods)] // a file's modification time, not the engine's clock
-    let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options().write(true).open(&left).unwrap().set_modified(earlier).unwrap();
-    let whole = dir.join("vid_whole.png");
-    std::fs::write(&whole, b"a copy").unwrap();
-    // A copy staged after the start: its modification time is later than the start's (set
-    // ahead here, so the sweep meets it whenever it runs).
-    let fresh = dir.join("vid_fresh.png#1");
-    std::fs::write(&fresh, b"being written").unwrap();
-    #[allow(clippy::disallowed_methods)] // a file's modification time, not the engine's clock
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(&fresh).unwrap().set_modified(later).unwrap();
+    let job_id = ImportJobId(ulid::Ulid::from_parts(1, 1));
+    let video_id = VideoId(ulid::Ulid::from_parts(2, 2));
+    let log = Arc::new(MemLog::new());
+    let events = vec![
+        Event::ImportJobOpened {
+            job_id,
+            source: JobSource::Upload {
+                file_name: "a.png".into(),
+                staged_key: "up_a.png".into(),
+                size_bytes: 5,
+                sha256: [0; 32],
+            },
+            index_id: None,
+            title: "a".into(),
+        },
+        Event::ImportFilesDiscovered {
+            job_id,
+            files: vec![DiscoveredFile {
+                file_id: 0,
+                path: "a.png".into(),
+                size_bytes: 5,
+                etag: None,
+                last_modified_ms: 1,
+                video_id: Some(video_id),
+                skip_reason: None,
+            }],
+        },
+        Event::ImportScanCompleted { job_id },
+        Event::ImportFileStarted { job_id, file_id: 0, attempt: 1 },
+    ];
+    let events = events.into_iter().map(|event| NewEvent { at_ms: 1, event }).collect();
+    log.append(AppendRequest::one(job_id.to_string(), Expected::Any, events)).await.unwrap();
+    let media = data.join("media");
+    let dst = media.join(spool_core::imports::media_path(&video_id, "a.png"));
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    let cut = std::path::PathBuf::from(format!("{}#spool-01ABCDEFGHJKMNPQRSTVWXYZ00", dst.display()));
+    std::fs::write(&cut, b"cut off").unwrap();
+    let other = dst.parent().unwrap().join("vid_other.png#1");
+    std::fs::write(&other, b"not ours").unwrap();
+
     let mut cfg = RuntimeConfig::new(&data);
     cfg.master_key = Some(MasterKey::generate());
     cfg.run_effects = false;
-    let rt =
-        Runtime::open(cfg, Arc::new(TestClock::new(1_764_000_000_000)), Arc::new(SeededIds::new(1))).await.unwrap();
+    let rt = Runtime::start(log, cfg, Arc::new(TestClock::new(1_764_000_000_000)), Arc::new(SeededIds::new(1)))
+        .await
+        .unwrap();
     rt.wait_ready().await;
-    for _ in 0..1000 {
-        if !left.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(!left.exists(), "the half-written copy was not swept");
-    assert!(whole.exists(), "a whole copy was swept");
-    assert!(fresh.exists(), "a copy staged after the start was swept");
+    assert!(!cut.exists(), "the copy the crash cut off is still there");
+    assert!(other.exists(), "a staged file of no file in flight was removed");
     rt.shutdown().await;
 }

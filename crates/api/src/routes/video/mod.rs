@@ -72,7 +72,7 @@ pub async fn index_videos(
         Some(video_page(st, &index_id, limit, &keys, &rows))
     });
     let page = page.ok_or_else(|| ApiError::not_found("index", &raw))?;
-    Ok(json(StatusCode::OK, &page))
+    Ok(json_bytes(StatusCode::OK, page))
 }
 
 /// The (created, id) keys of a page from `from` on, `limit + 1` of them when there are so many
@@ -94,33 +94,48 @@ fn page_keys(
 
 /// A cursor page of the videos of an index (or of the playground), in (created_at, id) order,
 /// over the keys [`page_keys`] took: a video deleted since is left out, and the cursor stays.
+/// Written straight to bytes (`spool_core::machines::video::view::VideoJson`): no `Value` per
+/// video.
 fn video_page(
     st: &spool_core::State,
     index_id: &IndexId,
     limit: usize,
     keys: &[(u64, VideoId)],
     rows: &super::VideoRows,
-) -> serde_json::Value {
+) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        data: Vec<spool_core::machines::video::view::VideoJson<'a>>,
+        pagination: serde_json::Value,
+    }
     let all = st.index_counts.get(index_id).copied().unwrap_or(0);
-    let items: Vec<serde_json::Value> = keys
+    let videos: Vec<(spool_core::Video, &spool_core::VideoRow)> = keys
         .iter()
         .take(limit)
         .filter_map(|(_, id)| {
             let row = rows.get(id)?;
             let v = st.video_of(*id, row);
-            v.is_live().then(|| views::video(&v, row, st))
+            v.is_live().then_some((v, &**row))
         })
         .collect();
     let next = keys.get(limit);
-    serde_json::json!({
-        "data": items,
-        "pagination": {
+    let page = Page {
+        data: videos.iter().map(|(v, row)| spool_core::machines::video::view::of(v, row, st)).collect(),
+        pagination: serde_json::json!({
             "limit": limit,
             "has_more": next.is_some(),
             "next_cursor": next.map(|(ms, id)| encode_cursor(&format!("{ms}-{id}"))),
             "total": all,
-        }
-    })
+        }),
+    };
+    // Plain data: serializing it cannot fail.
+    serde_json::to_vec(&page).unwrap_or_default()
+}
+
+/// An answer of JSON bytes.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    use axum::response::IntoResponse;
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The visible videos among `ids`, in their order, with their rows (unknown or malformed ids
@@ -293,5 +308,5 @@ pub async fn playground(
     let keys = page_keys(&app, &pg, limit, from)?;
     let rows = app.rt.video_rows(keys.iter().take(limit).map(|(_, id)| *id))?;
     let page = app.rt.read(|st| video_page(st, &pg, limit, &keys, &rows));
-    Ok(json(StatusCode::OK, &page))
+    Ok(json_bytes(StatusCode::OK, page))
 }
