@@ -64,11 +64,14 @@ pub struct RedbLogOptions {
     pub group_requests_max: usize,
     /// redb page cache in bytes.
     pub cache_bytes: usize,
+    /// Record the allocator state once per rest ([`REST_QUICK_REPAIR_AFTER`]): a server's log.
+    /// An offline tool, which only reads, writes nothing.
+    pub commit_at_rest: bool,
 }
 
 impl Default for RedbLogOptions {
     fn default() -> Self {
-        RedbLogOptions { group_requests_max: GROUP_COMMIT_REQUESTS_MAX, cache_bytes: 64 << 20 }
+        RedbLogOptions { group_requests_max: GROUP_COMMIT_REQUESTS_MAX, cache_bytes: 64 << 20, commit_at_rest: true }
     }
 }
 
@@ -184,9 +187,10 @@ impl RedbLog {
         let stats = Arc::new(LogStats::default());
         let wstats = stats.clone();
         let group_max = opts.group_requests_max.clamp(1, GROUP_COMMIT_REQUESTS_MAX);
+        let rest = opts.commit_at_rest;
         let writer = std::thread::Builder::new()
             .name("spool-log-writer".into())
-            .spawn(move || writer_loop(wdb, rx, head_tx, head_seq, group_max, wstats))
+            .spawn(move || writer_loop(wdb, rx, head_tx, head_seq, group_max, wstats, rest))
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbLog { db, path, tx: Some(tx), head: head_rx, stats, writer: Some(writer), repaired: false })
     }
@@ -453,6 +457,7 @@ fn writer_loop(
     mut head: u64,
     group_max: usize,
     stats: Arc<LogStats>,
+    rest: bool,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(group_max);
     let mut pending = match unindexed_tail(&db) {
@@ -464,6 +469,7 @@ fn writer_loop(
     };
     // Waits for the next job with a timeout (the writer is a plain thread).
     let waiter = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        _ if !rest => None,
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "no timer for the writer: it never records the allocator state at rest");
@@ -489,7 +495,10 @@ fn writer_loop(
                         stats.commits.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the commit at rest failed; an open after a crash repairs the file")
+                        // As any failed commit: redb may refuse every write after it until the
+                        // file is opened again.
+                        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "the commit at rest (the allocator state) failed");
                     }
                 }
                 rested = true;

@@ -1102,16 +1102,19 @@ pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BT
 
 /// Remove the half-written copies a crash left in the media store: a copy is written under a
 /// staging name (`<path>#<suffix>`: object_store's, or `#spool-<ulid>` for a copy between
-/// folders) and renamed when complete, so what a crash cuts off is a staged file beside the
-/// media path of a file whose attempt had begun and not finished. Those files are the state's:
-/// the files of open import jobs that an attempt began. Only their folders are read (each once),
-/// so the sweep costs the work in flight, not the library (a walk of the whole store took 1.9 s
-/// at a million videos). Runs before the runtime is ready: no copy of this process is under
-/// way.
+/// folders) and renamed (or removed, when it fails) before its outcome is recorded, so what a
+/// crash cuts off is a staged file beside the media path of a file whose attempt began and
+/// has no outcome: a `Started` file of a job (its job may have ended since). Only their folders
+/// are read (each once), so the sweep costs the work in flight, not the library (a walk of the
+/// whole store took 1.9 s at a million videos). Runs before the runtime is ready: no copy of
+/// this process is under way.
 fn sweep_cut_copies(media_dir: &std::path::Path, st: &State) -> usize {
     let mut by_dir: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
-    for j in st.active_imports.iter().filter_map(|id| st.imports.get(id)) {
-        for f in j.files.values().filter(|f| f.attempts > 0) {
+    // Every job's, not only the open ones': a job can end while a copy of it runs (its index
+    // was deleted), and the file stays `Started`.
+    for j in st.imports.values() {
+        let started = j.by_status.iter(spool_core::imports::FileStatus::Started).filter_map(|id| j.files.get(&id));
+        for f in started {
             let Some(video_id) = f.file.video_id else { continue };
             let path = media_dir.join(spool_core::imports::media_path(&video_id, &f.file.path));
             if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {

@@ -49,7 +49,7 @@ async fn an_acknowledged_upload_survives_a_restart_before_it_is_imported() {
 }
 
 /// Issue 27: a copy a crash cut off (its staging name beside the media path of a file whose
-/// attempt had begun) is removed before the runtime is ready, reading only the folders of the
+/// attempt had begun, in a job that ended since) is removed before the runtime is ready, reading only the folders of the
 /// files in flight, not the whole media store; a staged file of another name is not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_cut_off_by_a_crash_is_removed_at_start_and_nothing_else() {
@@ -86,6 +86,8 @@ async fn a_copy_cut_off_by_a_crash_is_removed_at_start_and_nothing_else() {
         },
         Event::ImportScanCompleted { job_id },
         Event::ImportFileStarted { job_id, file_id: 0, attempt: 1 },
+        // The job ended while its copy ran (its index was deleted): the file stays `Started`.
+        Event::ImportJobFailed { job_id, error: "the index was deleted".into() },
     ];
     let events = events.into_iter().map(|event| NewEvent { at_ms: 1, event }).collect();
     log.append(AppendRequest::one(job_id.to_string(), Expected::Any, events)).await.unwrap();

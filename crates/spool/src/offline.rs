@@ -63,7 +63,9 @@ pub fn open_existing(dir: &Path) -> anyhow::Result<RedbLog> {
     if read.is_err() || &magic != b"redb" {
         bail!("{} is not a Spool log (empty, or not a redb file); nothing was written to it", file.display());
     }
-    Ok(RedbLog::open_dir(dir)?)
+    // An offline tool only reads: no commit at rest either.
+    let opts = spool_log::RedbLogOptions { commit_at_rest: false, ..Default::default() };
+    Ok(RedbLog::open(&file, opts)?)
 }
 
 /// The log an offline tool reads: a data directory's, or a PostgreSQL log's partition (read
@@ -477,8 +479,16 @@ pub fn why(id: &str, dir: &SourceArg, server: Option<&str>, api_key: Option<&str
         None => {
             let src = Source::open(dir)?;
             let mut st = spool_runtime::tools::fold_state(src.log())?;
-            // A delivered delivery is a row of the tables.
+            // A delivered delivery is a row of the tables, built by the server at start.
             if let Ok(d) = id.parse::<spool_model::DeliveryId>() {
+                let format = src.log().side_get(spool_log::SideTable::Videos, spool_core::rows::TABLES_FORMAT_KEY)?;
+                if !st.deliveries.contains_key(&d)
+                    && format.as_deref() != Some(&spool_core::rows::TABLES_FORMAT.to_le_bytes()[..])
+                {
+                    bail!(
+                        "the tables of this data directory are not built yet: start `spool serve` on it once (they are built at start), then ask again"
+                    );
+                }
                 spool_runtime::rows::load(src.log(), &mut st, &[spool_core::rows::Need::Deliveries(vec![d])])?;
             }
             let (kind, status, w) = spool_core::waiting::of_id(&st, id).map_err(|e| anyhow::anyhow!(e))?;

@@ -198,7 +198,36 @@ mod tests {
         let st = crate::State::default();
         let direct = serde_json::to_vec(&of(&v, &row, &st)).unwrap();
         let through = serde_json::to_vec(&video(&v, &row, &st)).unwrap();
-        assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(through).unwrap());
+        assert_eq!(String::from_utf8(direct.clone()).unwrap(), String::from_utf8(through).unwrap());
+        // The JSON as it was built before (a `json!` literal): the same bytes.
+        let before = json!({
+            "video_id": v.video_id.to_string(),
+            "title": row.title,
+            "video_uri": format!("spool://media/{}", row.media_path),
+            "status": crate::machines::prompt_run::view::video_status(&st, &v.video_id),
+            "created_at": rfc3339_ms(v.created_at_ms),
+            "updated_at": rfc3339_ms(v.created_at_ms),
+            "metadata_keys": null,
+            "media_type": v.media_type.as_str(),
+            "processing_status": Value::Null,
+            "index_id": json!(v.index_id.to_string()),
+            "duration_seconds": v.range_seconds().1 - v.range_seconds().0,
+            "media": row.facts.as_ref().map(facts),
+            "part": row.part.map(|p| json!({
+                "part_index": p.part_index,
+                "part_count": p.part_count,
+                "source_start_seconds": p.start_us as f64 / 1e6,
+                "source_end_seconds": p.end_us as f64 / 1e6,
+            })),
+            "size_bytes": row.size_bytes,
+            "sha256": hex::encode(row.sha256),
+            "source": {
+                "connector_id": row.connector_id.map(|c| c.to_string()),
+                "path": row.source_path,
+                "etag": row.source_etag,
+            },
+        });
+        assert_eq!(String::from_utf8(direct).unwrap(), serde_json::to_string(&before).unwrap());
         let j = video(&v, &row, &st);
         assert_eq!(j["media"]["streams"][1]["frame_rate"], Value::Null, "a rate over 0 is no number");
         assert_eq!(j["part"]["source_start_seconds"], json!(1.0));
