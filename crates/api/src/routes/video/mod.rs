@@ -128,8 +128,11 @@ fn video_page(
             "total": all,
         }),
     };
-    // Plain data: serializing it cannot fail.
-    serde_json::to_vec(&page).unwrap_or_default()
+    // About a kilobyte per video: written without growing the buffer. Plain data: serializing
+    // it cannot fail.
+    let mut out = Vec::with_capacity(1024 * (page.data.len() + 1));
+    let _ = serde_json::to_writer(&mut out, &page);
+    out
 }
 
 /// An answer of JSON bytes.

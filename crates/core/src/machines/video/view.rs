@@ -76,9 +76,11 @@ pub fn of<'a>(v: &Video, row: &'a VideoRow, st: &crate::State) -> VideoJson<'a> 
             r.video_pos.get(&v.video_id).and_then(|n| crate::machines::prompt_run::view::processing_status(r, *n))
         })
         .collect();
-    let updated = in_runs().map(|r| r.updated_at_ms).max();
+    let updated = in_runs().map(|r| r.updated_at_ms).max().unwrap_or(v.created_at_ms).max(v.created_at_ms);
+    let created_at = rfc3339_ms(v.created_at_ms);
     VideoJson {
-        created_at: rfc3339_ms(v.created_at_ms),
+        updated_at: if updated == v.created_at_ms { created_at.clone() } else { rfc3339_ms(updated) },
+        created_at,
         duration_seconds: v.range_seconds().1 - v.range_seconds().0,
         index_id: (!v.in_playground()).then(|| v.index_id.to_string()),
         media: row.facts.as_ref().map(|f| FactsJson {
@@ -118,7 +120,6 @@ pub fn of<'a>(v: &Video, row: &'a VideoRow, st: &crate::State) -> VideoJson<'a> 
         },
         status: crate::machines::prompt_run::view::video_status(st, &v.video_id),
         title: &row.title,
-        updated_at: rfc3339_ms(updated.unwrap_or(v.created_at_ms).max(v.created_at_ms)),
         video_id: v.video_id.to_string(),
         video_uri: format!("spool://media/{}", row.media_path),
     }
