@@ -23,6 +23,25 @@ pub const TABLES_FORMAT_KEY: &str = "~format";
 /// forgets the durable ones.
 pub const ROWS_KEPT_MAX: usize = 4096;
 
+/// A row's bytes: its format (one byte) and the bincode of the row. Encoding plain data into a
+/// Vec cannot fail.
+pub fn encode_row<T: serde::Serialize>(format: u8, row: &T) -> Vec<u8> {
+    let mut out = vec![format];
+    out.extend(bincode::serde::encode_to_vec(row, bincode::config::standard()).unwrap_or_default());
+    out
+}
+
+/// A row written by [`encode_row`] with `format`; `None` for another format or damaged bytes
+/// (they must decode to their exact length).
+pub fn decode_row<T: serde::de::DeserializeOwned>(format: u8, bytes: &[u8]) -> Option<T> {
+    let (&head, body) = bytes.split_first()?;
+    if head != format {
+        return None;
+    }
+    let (row, used) = bincode::serde::decode_from_slice::<T, _>(body, bincode::config::standard()).ok()?;
+    (used == body.len()).then_some(row)
+}
+
 /// A write into a table, emitted by the fold of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowWrite {

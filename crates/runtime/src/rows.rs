@@ -53,28 +53,72 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
     }
 }
 
-/// Read the rows of these videos (those the table holds), in chunks of [`READ_BATCH_MAX`].
-pub fn read_video_rows<L: EventLog + ?Sized>(
-    log: &L,
-    ids: impl IntoIterator<Item = VideoId>,
-) -> Result<BTreeMap<VideoId, Arc<VideoRow>>, spool_log::Error> {
-    let mut ids: Vec<VideoId> = ids.into_iter().collect();
+/// The rows of these ids that `table` holds (keyed by the id's text), in chunks of
+/// [`READ_BATCH_MAX`]; a row that does not decode is left out, with a warning naming `what`.
+fn read_rows<K: Ord + Copy + std::fmt::Display, V>(
+    log: &(impl EventLog + ?Sized),
+    table: SideTable,
+    ids: impl IntoIterator<Item = K>,
+    decode: fn(&[u8]) -> Option<V>,
+    what: &str,
+) -> Result<BTreeMap<K, Arc<V>>, spool_log::Error> {
+    let mut ids: Vec<K> = ids.into_iter().collect();
     ids.sort_unstable();
     ids.dedup();
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(READ_BATCH_MAX) {
         let keys: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
-        for (id, bytes) in chunk.iter().zip(log.side_get_many(SideTable::Videos, &keys)?) {
-            match bytes.as_deref().map(VideoRow::decode) {
+        for (id, bytes) in chunk.iter().zip(log.side_get_many(table, &keys)?) {
+            match bytes.as_deref().map(decode) {
                 Some(Some(row)) => {
                     out.insert(*id, Arc::new(row));
                 }
-                Some(None) => tracing::warn!(video = %id, "a video row of another format or damaged; left out"),
+                Some(None) => tracing::warn!(id = %id, what, "a row of another format or damaged; left out"),
                 None => {}
             }
         }
     }
     Ok(out)
+}
+
+/// The keys of `table` that begin with `prefix`, after `from` (a key, or the prefix itself for
+/// the first), parsed, at most `n`; a key `parse` refuses is left out with a warning.
+fn scan_keys<T>(
+    log: &(impl EventLog + ?Sized),
+    table: SideTable,
+    prefix: &str,
+    mut from: String,
+    n: usize,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Vec<T>, spool_log::Error> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let want = (n - out.len()).min(READ_BATCH_MAX);
+        let page = log.side_scan(table, Some(&from), want)?;
+        let full = page.len() == want;
+        for (key, _) in page {
+            if !key.starts_with(prefix) {
+                return Ok(out);
+            }
+            match parse(&key) {
+                Some(k) => out.push(k),
+                None => tracing::warn!(key = %key, ?table, "a key of another shape; left out"),
+            }
+            from = key;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Read the rows of these videos (those the table holds).
+pub fn read_video_rows<L: EventLog + ?Sized>(
+    log: &L,
+    ids: impl IntoIterator<Item = VideoId>,
+) -> Result<BTreeMap<VideoId, Arc<VideoRow>>, spool_log::Error> {
+    read_rows(log, SideTable::Videos, ids, VideoRow::decode, "video")
 }
 
 /// Load into a state the rows of these videos that it does not hold (the one place a decision's
@@ -152,55 +196,19 @@ pub fn read_index_page<L: EventLog + ?Sized>(
     n: usize,
 ) -> Result<Vec<(u64, VideoId)>, spool_log::Error> {
     let prefix = spool_core::rows::index_video_prefix(index_id);
-    let mut from = match after {
+    let from = match after {
         Some((c, v)) => spool_core::rows::index_video_key(index_id, c, &v),
         None => prefix.clone(),
     };
-    let mut out = Vec::new();
-    while out.len() < n {
-        let want = (n - out.len()).min(READ_BATCH_MAX);
-        let page = log.side_scan(SideTable::IndexVideos, Some(&from), want)?;
-        let full = page.len() == want;
-        for (key, _) in page {
-            if !key.starts_with(&prefix) {
-                return Ok(out);
-            }
-            match spool_core::rows::parse_index_video_key(&key) {
-                Some(k) => out.push(k),
-                None => tracing::warn!(key = %key, "an index_videos key of another shape; left out"),
-            }
-            from = key;
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(out)
+    scan_keys(log, SideTable::IndexVideos, &prefix, from, n, spool_core::rows::parse_index_video_key)
 }
 
-/// The rows of these delivered deliveries (those the table holds), in chunks of
-/// [`READ_BATCH_MAX`].
+/// The rows of these delivered deliveries (those the table holds).
 pub fn read_deliveries<L: EventLog + ?Sized>(
     log: &L,
     ids: impl IntoIterator<Item = DeliveryId>,
 ) -> Result<BTreeMap<DeliveryId, Arc<Delivery>>, spool_log::Error> {
-    let mut ids: Vec<DeliveryId> = ids.into_iter().collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(READ_BATCH_MAX) {
-        let keys: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
-        for (id, bytes) in chunk.iter().zip(log.side_get_many(SideTable::Deliveries, &keys)?) {
-            match bytes.as_deref().map(Delivery::decode_row) {
-                Some(Some(d)) => {
-                    out.insert(*id, Arc::new(d));
-                }
-                Some(None) => tracing::warn!(delivery = %id, "a delivery row of another format or damaged; left out"),
-                None => {}
-            }
-        }
-    }
-    Ok(out)
+    read_rows(log, SideTable::Deliveries, ids, Delivery::decode_row, "delivery")
 }
 
 /// A webhook's delivered deliveries, newest first, at most `n` (from the `webhook_deliveries`
@@ -212,27 +220,7 @@ pub fn read_webhook_delivered<L: EventLog + ?Sized>(
 ) -> Result<Vec<(u64, DeliveryId)>, spool_log::Error> {
     use spool_core::machines::webhook::{parse_webhook_delivery_key, webhook_delivery_prefix};
     let prefix = webhook_delivery_prefix(webhook_id);
-    let mut from = prefix.clone();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let want = (n - out.len()).min(READ_BATCH_MAX);
-        let page = log.side_scan(SideTable::WebhookDeliveries, Some(&from), want)?;
-        let full = page.len() == want;
-        for (key, _) in page {
-            if !key.starts_with(&prefix) {
-                return Ok(out);
-            }
-            match parse_webhook_delivery_key(&key) {
-                Some(k) => out.push(k),
-                None => tracing::warn!(key = %key, "a webhook_deliveries key of another shape; left out"),
-            }
-            from = key;
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(out)
+    scan_keys(log, SideTable::WebhookDeliveries, &prefix, prefix.clone(), n, parse_webhook_delivery_key)
 }
 
 /// Load what a decision reads from the tables into the state (`spool_core::rows::Need`): the

@@ -4,7 +4,7 @@
 
 use spool_core::machines::webhook::DeliveryStatus;
 use spool_core::{Command, ConnectorCommand, ImportCommand, IndexCommand, Outcome, WebhookCommand};
-use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, Provider, WebhookId};
+use spool_model::{ConnectorId, ConnectorLocation, ConnectorScope, ImportMode, IndexId, Provider, WebhookId};
 use spool_runtime::{MasterKey, Runtime, RuntimeConfig, SeededIds, TestClock, WebhookSettings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,36 +69,9 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     panic!("{what}: not reached");
 }
 
-fn settings() -> WebhookSettings {
-    WebhookSettings {
-        allow_hosts: vec!["127.0.0.1".into()],
-        retry_schedule_ms: vec![0, 60_000, 600_000],
-        timeout: Duration::from_secs(5),
-        rotation_grace: Duration::from_secs(1),
-        disable_after: 20,
-    }
-}
-
-/// Issue 27: a delivered delivery leaves the state for its row (`deliveries`, and its key on
-/// its webhook's list, newest first); a retry of it is refused from the row after a restart, as
-/// it was from the state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let roots = dir.path().join("roots");
-    std::fs::create_dir_all(roots.join("v")).unwrap();
-    let clock = Arc::new(TestClock::new(1_764_000_000_000));
-    let key = MasterKey::generate();
-    let config = || {
-        let mut cfg = RuntimeConfig::new(dir.path().join("data"));
-        cfg.master_key = Some(key.clone());
-        cfg.storage.local_roots = vec![roots.canonicalize().unwrap()];
-        cfg.webhooks = settings();
-        cfg
-    };
-    let rt = Runtime::open(config(), clock.clone(), Arc::new(SeededIds::new(9))).await.unwrap();
-    rt.wait_ready().await;
-    let (url, hits) = receiver_answering(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+/// A webhook on `import_job.started` to `url`, an index, and a local connector over
+/// `roots/v`: the (webhook, index, connector) an import job can be made with.
+async fn hook_on_job_starts(rt: &Runtime, roots: &std::path::Path, url: String) -> (WebhookId, IndexId, ConnectorId) {
     let webhook_id = WebhookId(rt.new_ulid());
     let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
         webhook_id,
@@ -133,6 +106,40 @@ async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart(
     }))
     .await
     .unwrap();
+    (webhook_id, index_id, connector_id)
+}
+
+fn settings() -> WebhookSettings {
+    WebhookSettings {
+        allow_hosts: vec!["127.0.0.1".into()],
+        retry_schedule_ms: vec![0, 60_000, 600_000],
+        timeout: Duration::from_secs(5),
+        rotation_grace: Duration::from_secs(1),
+        disable_after: 20,
+    }
+}
+
+/// Issue 27: a delivered delivery leaves the state for its row (`deliveries`, and its key on
+/// its webhook's list, newest first); a retry of it is refused from the row after a restart, as
+/// it was from the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots");
+    std::fs::create_dir_all(roots.join("v")).unwrap();
+    let clock = Arc::new(TestClock::new(1_764_000_000_000));
+    let key = MasterKey::generate();
+    let config = || {
+        let mut cfg = RuntimeConfig::new(dir.path().join("data"));
+        cfg.master_key = Some(key.clone());
+        cfg.storage.local_roots = vec![roots.canonicalize().unwrap()];
+        cfg.webhooks = settings();
+        cfg
+    };
+    let rt = Runtime::open(config(), clock.clone(), Arc::new(SeededIds::new(9))).await.unwrap();
+    rt.wait_ready().await;
+    let (url, hits) = receiver_answering(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+    let (webhook_id, index_id, connector_id) = hook_on_job_starts(&rt, &roots, url).await;
     for _ in 0..3 {
         clock.advance(1_000);
         rt.execute(Command::Import(ImportCommand::CreateImportJob {
@@ -197,40 +204,7 @@ async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace
     rt.wait_ready().await;
     let (url, hits) = receiver().await;
 
-    let webhook_id = WebhookId(rt.new_ulid());
-    let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
-        webhook_id,
-        name: "ops".into(),
-        url,
-        events: vec!["import_job.started".into()],
-        index_ids: None,
-        metadata_json: None,
-        secret: None,
-    });
-    rt.execute(Runtime::create_webhook(cmd, spool_runtime::new_secret(rt.ids().as_ref()))).await.unwrap();
-    let Outcome::Index(index_id) = rt
-        .execute(Command::Index(IndexCommand::CreateIndex { name: "i".into(), user_id: "u".into(), description: None }))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let connector_id = ConnectorId(rt.new_ulid());
-    rt.execute(Command::Connector(ConnectorCommand::CreateConnector {
-        connector_id,
-        provider: Provider::Local,
-        name: "l".into(),
-        scopes: vec![ConnectorScope::Import],
-        import_mode: ImportMode::All,
-        export_base_path: None,
-        location: ConnectorLocation {
-            root: Some(roots.join("v").canonicalize().unwrap().to_string_lossy().into_owned()),
-            ..Default::default()
-        },
-        credentials: None,
-    }))
-    .await
-    .unwrap();
+    let (webhook_id, index_id, connector_id) = hook_on_job_starts(&rt, &roots, url).await;
     rt.execute(Command::Import(ImportCommand::CreateImportJob {
         connector_id,
         index_id,

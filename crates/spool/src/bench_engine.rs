@@ -326,11 +326,16 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
             // At rest: the server committed nothing for a second (what a crash of an idle
             // server meets).
             std::thread::sleep(AT_REST);
-            server.kill9()?;
-            let start = Instant::now();
-            let mut again = serve.spawn(&data, &log)?;
-            again.wait_healthy(RECOVERY_POLL)?;
-            recovery_ms = start.elapsed().as_secs_f64() * 1000.0;
+            // Kill, start again, and time it from spawn to the first `/healthz` 200.
+            let recover = |s: &mut Server| -> anyhow::Result<(Server, f64)> {
+                s.kill9()?;
+                let start = Instant::now();
+                let mut again = serve.spawn(&data, &log)?;
+                again.wait_healthy(RECOVERY_POLL)?;
+                Ok((again, start.elapsed().as_secs_f64() * 1000.0))
+            };
+            let (mut again, ms) = recover(&mut server)?;
+            recovery_ms = ms;
             println!(
                 "recovery after kill -9 at {n} files, at rest: {recovery_ms:.0} ms from spawn to the first /healthz 200 ({} events in the log)",
                 m.seq_after
@@ -339,11 +344,8 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
             // the library.
             let (s, _) = http(&again.addr, "POST", "/api/v2/indexes", Some(&serve.key), Some(r#"{"name":"after"}"#))?;
             ensure!(s == 201 || s == 200, "creating an index before the kill: {s}");
-            again.kill9()?;
-            let start = Instant::now();
-            let mut again = serve.spawn(&data, &log)?;
-            again.wait_healthy(RECOVERY_POLL)?;
-            recovery_after_commit_ms = start.elapsed().as_secs_f64() * 1000.0;
+            let (mut again, ms) = recover(&mut again)?;
+            recovery_after_commit_ms = ms;
             println!(
                 "recovery after kill -9 at {n} files, right after a commit: {recovery_after_commit_ms:.0} ms (redb's repair walk of the file)"
             );

@@ -421,20 +421,12 @@ pub const FILE_ROW_FORMAT: u8 = 1;
 
 impl ImportFile {
     pub fn encode_row(&self) -> Vec<u8> {
-        let mut out = vec![FILE_ROW_FORMAT];
-        // Encoding plain data into a Vec cannot fail.
-        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
-        out
+        crate::rows::encode_row(FILE_ROW_FORMAT, self)
     }
 
     /// `None` for bytes of another format or damaged ones.
     pub fn decode_row(bytes: &[u8]) -> Option<ImportFile> {
-        let (head, body) = bytes.split_first()?;
-        if *head != FILE_ROW_FORMAT {
-            return None;
-        }
-        let (f, used) = bincode::serde::decode_from_slice::<ImportFile, _>(body, bincode::config::standard()).ok()?;
-        (used == body.len()).then_some(f)
+        crate::rows::decode_row(FILE_ROW_FORMAT, bytes)
     }
 }
 

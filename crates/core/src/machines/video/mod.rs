@@ -76,20 +76,12 @@ impl VideoRow {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VIDEO_ROW_FORMAT];
-        // Encoding plain data into a Vec cannot fail.
-        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
-        out
+        crate::rows::encode_row(VIDEO_ROW_FORMAT, self)
     }
 
     /// `None` for bytes of another format or damaged ones.
     pub fn decode(bytes: &[u8]) -> Option<VideoRow> {
-        let (head, body) = bytes.split_first()?;
-        if *head != VIDEO_ROW_FORMAT {
-            return None;
-        }
-        let (row, used) = bincode::serde::decode_from_slice::<VideoRow, _>(body, bincode::config::standard()).ok()?;
-        (used == body.len()).then_some(row)
+        crate::rows::decode_row(VIDEO_ROW_FORMAT, bytes)
     }
 }
 

@@ -222,20 +222,12 @@ pub const DELIVERY_ROW_FORMAT: u8 = 1;
 impl Delivery {
     /// A delivered delivery's row: [`DELIVERY_ROW_FORMAT`] and the bincode of the delivery.
     pub fn encode_row(&self) -> Vec<u8> {
-        let mut out = vec![DELIVERY_ROW_FORMAT];
-        // Encoding plain data into a Vec cannot fail.
-        out.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
-        out
+        crate::rows::encode_row(DELIVERY_ROW_FORMAT, self)
     }
 
     /// A row written by [`Delivery::encode_row`]; `None` for another format or damaged bytes.
     pub fn decode_row(bytes: &[u8]) -> Option<Delivery> {
-        let (&format, body) = bytes.split_first()?;
-        if format != DELIVERY_ROW_FORMAT {
-            return None;
-        }
-        let (d, used) = bincode::serde::decode_from_slice::<Delivery, _>(body, bincode::config::standard()).ok()?;
-        (used == body.len()).then_some(d)
+        crate::rows::decode_row(DELIVERY_ROW_FORMAT, bytes)
     }
 }
 
