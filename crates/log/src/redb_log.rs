@@ -64,7 +64,8 @@ pub struct RedbLogOptions {
     pub group_requests_max: usize,
     /// redb page cache in bytes.
     pub cache_bytes: usize,
-    /// Record the allocator state once per rest ([`REST_QUICK_REPAIR_AFTER`]): a server's log.
+    /// Record the allocator state once per rest ([`REST_QUICK_REPAIR_AFTER`]) and in every
+    /// commit that writes a snapshot (written when the runtime is idle): a server's log.
     /// An offline tool, which only reads, writes nothing.
     pub commit_at_rest: bool,
 }
@@ -517,8 +518,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let flush = pending.len() >= STREAM_INDEX_FLUSH_EVENTS;
-        match commit_batch(&db, &batch, head, if flush { &pending[..] } else { &[] }, false) {
+        // A snapshot is written when this node's commits have been quiet (the runtime's idle
+        // tick): its commit records the allocator state (and the stream index) as the rest
+        // commit would, so a kill -9 of the idle server right after it opens without redb's
+        // repair walk; the rest that follows needs no second one.
+        let snapshot = rest && batch.iter().any(|j| j.req.side.iter().any(|s| matches!(s, SideWrite::Snapshot { .. })));
+        let flush = snapshot || pending.len() >= STREAM_INDEX_FLUSH_EVENTS;
+        match commit_batch(&db, &batch, head, if flush { &pending[..] } else { &[] }, snapshot) {
             Ok((results, new_head, mut indexed)) => {
                 if flush {
                     pending.clear();
@@ -529,6 +535,7 @@ fn writer_loop(
                 stats.appends.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
                 head = new_head;
                 head_tx.send_replace(head);
+                rested = snapshot;
                 for (job, res) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(res);
                 }
