@@ -36,7 +36,7 @@ pub use machines::prompt_run::{PromptRunCommand, PromptRunEffect};
 pub use machines::video::{Video, VideoCommand, VideoEffect, VideoRow, media_unshared, parts_of_file};
 pub use machines::webhook::{WebhookCommand, WebhookEffect};
 pub use machines::{Machine, NoEffect};
-pub use rows::{RowSource, RowWrite, Rows};
+pub use rows::{AnswerKey, Answers, RowSource, RowWrite, Rows, ViewRows};
 pub use state::*;
 
 use ulid::Ulid;

@@ -9,14 +9,14 @@
 use crate::machines::import_job::{FileStatus, ImportFile, PathKey};
 use crate::machines::video::VideoRow;
 use crate::machines::webhook::Delivery;
-use spool_model::{DeliveryId, ImportJobId, IndexId, VideoId};
+use spool_model::{DeliveryId, ImportJobId, IndexId, PromptRunId, RunTask, TaskAnswer, VideoId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 6;
+pub const TABLES_FORMAT: u32 = 7;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -63,7 +63,33 @@ pub enum RowWrite {
     /// A delivered delivery (`deliveries`, by id, and its key on its webhook's list,
     /// `webhook_deliveries`).
     Delivery(Arc<Delivery>),
+    /// A prompt run's task answer (`run_answers`, keyed by its [`AnswerKey`]): its last
+    /// success's.
+    Answer(AnswerKey, Arc<TaskAnswer>),
 }
+
+/// The format byte of a row of `run_answers` (bincode of `TaskAnswer`).
+pub const ANSWER_ROW_FORMAT: u8 = 1;
+
+/// Where a task's answer is kept: `{run}/s{segment, 10 digits}` or `{run}/v{video, 10
+/// digits}`, so a run's answers are one range, segments in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AnswerKey {
+    pub run_id: PromptRunId,
+    pub task: RunTask,
+}
+
+impl std::fmt::Display for AnswerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.task {
+            RunTask::Segment(n) => write!(f, "{}/s{n:010}", self.run_id),
+            RunTask::Video(v) => write!(f, "{}/v{v:010}", self.run_id),
+        }
+    }
+}
+
+/// Answers read for a view, by task.
+pub type Answers = BTreeMap<AnswerKey, Arc<TaskAnswer>>;
 
 /// The key of a video's place on its index's pages: `{index}/{created_at_ms, 16 hex digits}/{video}`,
 /// so an index's keys are a range in page order.
@@ -131,6 +157,9 @@ pub struct Rows {
     /// Delivered deliveries a decision may read, with the sequence number of the event that
     /// delivered them (0: read from the table).
     pub deliveries: BTreeMap<DeliveryId, (u64, Arc<Delivery>)>,
+    /// Task answers, kept only by a state with every row (`complete`: the simulators'): no
+    /// decision reads one, and the views of a server read them from the table.
+    pub answers: Answers,
 }
 
 impl PartialEq for Rows {
@@ -168,6 +197,16 @@ impl Rows {
         let d = Arc::new(d);
         self.written.push(RowWrite::Delivery(d.clone()));
         self.deliveries.insert(d.delivery_id, (seq, d));
+    }
+
+    /// The fold recorded a task's answer: its row is written.
+    pub fn answered(&mut self, run_id: PromptRunId, task: RunTask, answer: TaskAnswer) {
+        let key = AnswerKey { run_id, task };
+        let answer = Arc::new(answer);
+        if self.complete {
+            self.answers.insert(key, answer.clone());
+        }
+        self.written.push(RowWrite::Answer(key, answer));
     }
 
     /// A delivered delivery this state holds (in flight, or loaded: `Need::Deliveries`).
@@ -536,17 +575,53 @@ pub fn of_event(env: &spool_model::Envelope) -> Option<RowWrite> {
 /// from the table for one answer.
 pub trait RowSource {
     fn video_row(&self, id: &VideoId) -> Option<Arc<VideoRow>>;
+    /// A task's answer (`run_answers`), when it was read for this view.
+    fn answer(&self, run_id: &PromptRunId, task: RunTask) -> Option<Arc<TaskAnswer>>;
 }
 
 impl RowSource for crate::State {
     fn video_row(&self, id: &VideoId) -> Option<Arc<VideoRow>> {
         self.rows.videos.get(id).map(|(_, r)| r.clone())
     }
+
+    fn answer(&self, run_id: &PromptRunId, task: RunTask) -> Option<Arc<TaskAnswer>> {
+        self.rows.answers.get(&AnswerKey { run_id: *run_id, task }).cloned()
+    }
+}
+
+/// Video rows and answers read from the tables for one view.
+pub struct ViewRows<'a> {
+    pub videos: &'a BTreeMap<VideoId, Arc<VideoRow>>,
+    pub answers: &'a Answers,
+}
+
+impl RowSource for ViewRows<'_> {
+    fn video_row(&self, id: &VideoId) -> Option<Arc<VideoRow>> {
+        self.videos.get(id).cloned()
+    }
+
+    fn answer(&self, run_id: &PromptRunId, task: RunTask) -> Option<Arc<TaskAnswer>> {
+        self.answers.get(&AnswerKey { run_id: *run_id, task }).cloned()
+    }
+}
+
+impl RowSource for Answers {
+    fn video_row(&self, _: &VideoId) -> Option<Arc<VideoRow>> {
+        None
+    }
+
+    fn answer(&self, run_id: &PromptRunId, task: RunTask) -> Option<Arc<TaskAnswer>> {
+        self.get(&AnswerKey { run_id: *run_id, task }).cloned()
+    }
 }
 
 impl RowSource for BTreeMap<VideoId, Arc<VideoRow>> {
     fn video_row(&self, id: &VideoId) -> Option<Arc<VideoRow>> {
         self.get(id).cloned()
+    }
+
+    fn answer(&self, _: &PromptRunId, _: RunTask) -> Option<Arc<TaskAnswer>> {
+        None
     }
 }
 
@@ -555,6 +630,10 @@ pub struct NoRows;
 
 impl RowSource for NoRows {
     fn video_row(&self, _: &VideoId) -> Option<Arc<VideoRow>> {
+        None
+    }
+
+    fn answer(&self, _: &PromptRunId, _: RunTask) -> Option<Arc<TaskAnswer>> {
         None
     }
 }

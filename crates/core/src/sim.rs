@@ -199,6 +199,25 @@ impl StateChecks {
             let failed = r.segments.iter().filter(|s| s.task.status == T::Failed).count() as u64;
             assert_eq!(r.completed_segments, succeeded, "run {id}: completed counter");
             assert_eq!(r.failed_segments, failed, "run {id}: failed counter");
+            // A succeeded task's answer is a row (`run_answers`), written by the fold of its
+            // success: a state with every row holds one per succeeded task.
+            if st.rows.complete {
+                for (n, s) in r.segments.iter().enumerate() {
+                    let key = crate::AnswerKey { run_id: *id, task: spool_model::RunTask::Segment(n as u32) };
+                    assert_eq!(
+                        st.rows.answers.contains_key(&key),
+                        s.task.status == T::Succeeded,
+                        "run {id}: segment {n} is {:?}; its answer row",
+                        s.task.status
+                    );
+                }
+                for (v, rv) in r.videos.iter().enumerate() {
+                    if rv.video_level.as_ref().is_some_and(|t| t.status == T::Succeeded) {
+                        let key = crate::AnswerKey { run_id: *id, task: spool_model::RunTask::Video(v as u32) };
+                        assert!(st.rows.answers.contains_key(&key), "run {id}: video {v}'s video-level answer row");
+                    }
+                }
+            }
             if r.status.is_terminal() {
                 let now = r.status.as_str();
                 let was = *self.terminal_runs.entry(*id).or_insert(now);

@@ -98,11 +98,14 @@ pub enum SideTable {
     /// A projection of the fold: each webhook's delivered deliveries newest first, keyed
     /// `{webhook}/{inverted created_at_ms}/{inverted id}`, values empty (`engine-spec/tables.md`).
     WebhookDeliveries,
+    /// A projection of the fold: prompt runs' task answers, keyed `{run}/s{segment}` or
+    /// `{run}/v{video}` (`engine-spec/tables.md`).
+    RunAnswers,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 8] = [
+    pub const ALL: [SideTable; 9] = [
         SideTable::Idempotency,
         SideTable::DataKeys,
         SideTable::Videos,
@@ -111,6 +114,7 @@ impl SideTable {
         SideTable::IndexVideos,
         SideTable::Deliveries,
         SideTable::WebhookDeliveries,
+        SideTable::RunAnswers,
     ];
 }
 

@@ -228,6 +228,7 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::IndexVideos => 5,
         SideTable::Deliveries => 6,
         SideTable::WebhookDeliveries => 7,
+        SideTable::RunAnswers => 8,
     }
 }
 

@@ -122,6 +122,7 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::IndexVideos => 6,
         SideTable::Deliveries => 7,
         SideTable::WebhookDeliveries => 8,
+        SideTable::RunAnswers => 9,
     }
 }
 

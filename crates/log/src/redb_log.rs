@@ -33,6 +33,8 @@ pub(crate) const INDEX_VIDEOS: TableDefinition<&str, &[u8]> = TableDefinition::n
 pub(crate) const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
 /// Each webhook's delivered deliveries, newest first (`SideTable::WebhookDeliveries`).
 pub(crate) const WEBHOOK_DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_deliveries");
+/// Prompt runs' task answers (`SideTable::RunAnswers`).
+pub(crate) const RUN_ANSWERS: TableDefinition<&str, &[u8]> = TableDefinition::new("run_answers");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -55,6 +57,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
         SideTable::IndexVideos => INDEX_VIDEOS,
         SideTable::Deliveries => DELIVERIES,
         SideTable::WebhookDeliveries => WEBHOOK_DELIVERIES,
+        SideTable::RunAnswers => RUN_ANSWERS,
     }
 }
 
@@ -169,6 +172,7 @@ impl RedbLog {
             w.open_table(INDEX_VIDEOS)?;
             w.open_table(DELIVERIES)?;
             w.open_table(WEBHOOK_DELIVERIES)?;
+            w.open_table(RUN_ANSWERS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -632,6 +636,7 @@ fn commit_batch(
         let mut index_videos = w.open_table(INDEX_VIDEOS)?;
         let mut deliveries = w.open_table(DELIVERIES)?;
         let mut webhook_deliveries = w.open_table(WEBHOOK_DELIVERIES)?;
+        let mut run_answers = w.open_table(RUN_ANSWERS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -704,6 +709,7 @@ fn commit_batch(
                             SideTable::IndexVideos => &mut index_videos,
                             SideTable::Deliveries => &mut deliveries,
                             SideTable::WebhookDeliveries => &mut webhook_deliveries,
+                            SideTable::RunAnswers => &mut run_answers,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -717,6 +723,7 @@ fn commit_batch(
                             SideTable::IndexVideos => &mut index_videos,
                             SideTable::Deliveries => &mut deliveries,
                             SideTable::WebhookDeliveries => &mut webhook_deliveries,
+                            SideTable::RunAnswers => &mut run_answers,
                         };
                         t.remove(key.as_str())?;
                     }

@@ -49,6 +49,11 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
                     value: d.encode_row(),
                 });
             }
+            RowWrite::Answer(key, answer) => out.push(SideWrite::Put {
+                table: SideTable::RunAnswers,
+                key: key.to_string(),
+                value: spool_core::rows::encode_row(spool_core::rows::ANSWER_ROW_FORMAT, &*answer),
+            }),
         }
     }
 }
@@ -209,6 +214,21 @@ pub fn read_deliveries<L: EventLog + ?Sized>(
     ids: impl IntoIterator<Item = DeliveryId>,
 ) -> Result<BTreeMap<DeliveryId, Arc<Delivery>>, spool_log::Error> {
     read_rows(log, SideTable::Deliveries, ids, Delivery::decode_row, "delivery")
+}
+
+/// The answers of these tasks (those the table holds: a task's answer is written in the commit
+/// of the event in which it succeeded).
+pub fn read_answers<L: EventLog + ?Sized>(
+    log: &L,
+    keys: impl IntoIterator<Item = spool_core::AnswerKey>,
+) -> Result<spool_core::Answers, spool_log::Error> {
+    read_rows(
+        log,
+        SideTable::RunAnswers,
+        keys,
+        |b| spool_core::rows::decode_row(spool_core::rows::ANSWER_ROW_FORMAT, b),
+        "answer",
+    )
 }
 
 /// A webhook's delivered deliveries, newest first, at most `n` (from the `webhook_deliveries`

@@ -538,6 +538,14 @@ impl Runtime {
         Ok(crate::rows::read_deliveries(&*self.log, ids)?)
     }
 
+    /// The answers of these tasks that the table holds (`run_answers`).
+    pub fn run_answers(
+        &self,
+        keys: impl IntoIterator<Item = spool_core::AnswerKey>,
+    ) -> Result<spool_core::Answers, RuntimeError> {
+        Ok(crate::rows::read_answers(&*self.log, keys)?)
+    }
+
     /// A webhook's delivered deliveries, newest first, at most `n` (`webhook_deliveries`).
     pub fn webhook_delivered(
         &self,

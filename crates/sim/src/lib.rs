@@ -81,6 +81,8 @@ pub struct SimReport {
     pub exports: u64,
     pub videos: u64,
     pub deliveries: u64,
+    /// Rows of `run_answers` checked against the runs' succeeded tasks.
+    pub answers: u64,
     pub injected_peer_faults: u64,
     pub processor_calls: u64,
     /// Commands of the rarer workload steps that were taken (not refused).
@@ -107,6 +109,7 @@ impl SimReport {
         self.exports += r.exports;
         self.videos += r.videos;
         self.deliveries += r.deliveries;
+        self.answers += r.answers;
         self.injected_peer_faults += r.injected_peer_faults;
         self.processor_calls += r.processor_calls;
         self.uri_jobs += r.uri_jobs;
@@ -1065,6 +1068,52 @@ impl World {
                     }
                 }
             }
+        }
+        {
+            // A succeeded task's answer is a row of `run_answers`; no other task has one.
+            use spool_core::machines::prompt_run::TaskStatus as T;
+            let mut succeeded = std::collections::BTreeSet::new();
+            for r in live.prompt_runs.values() {
+                for (n, s) in r.segments.iter().enumerate() {
+                    if s.task.status == T::Succeeded {
+                        let task = spool_model::RunTask::Segment(spool_model::num::sat_u32(n));
+                        succeeded.insert(spool_core::AnswerKey { run_id: r.run_id, task }.to_string());
+                    }
+                }
+                for (v, rv) in r.videos.iter().enumerate() {
+                    if rv.video_level.as_ref().is_some_and(|t| t.status == T::Succeeded) {
+                        let task = spool_model::RunTask::Video(spool_model::num::sat_u32(v));
+                        succeeded.insert(spool_core::AnswerKey { run_id: r.run_id, task }.to_string());
+                    }
+                }
+            }
+            let mut after: Option<String> = None;
+            let mut answers = 0u64;
+            loop {
+                let page = self
+                    .rt
+                    .log()
+                    .side_scan(spool_log::SideTable::RunAnswers, after.as_deref(), READ_BATCH_MAX)
+                    .map_err(|e| e.to_string())?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                for (key, bytes) in page {
+                    let answer: Option<spool_model::TaskAnswer> =
+                        spool_core::rows::decode_row(spool_core::rows::ANSWER_ROW_FORMAT, &bytes);
+                    if answer.is_none() {
+                        return Err(format!("answer-rows: the row of {key} does not decode"));
+                    }
+                    answers += 1;
+                    // A video-level answer stays while its task is asked again (a segment retry).
+                    if !succeeded.remove(&key) && !key.contains("/v") {
+                        return Err(format!("answer-rows: {key} is a row of a task that has not succeeded"));
+                    }
+                }
+            }
+            if let Some(key) = succeeded.first() {
+                return Err(format!("answer-rows: {key} succeeded and has no row ({} such)", succeeded.len()));
+            }
+            self.report.answers = answers;
         }
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);

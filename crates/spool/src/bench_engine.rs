@@ -808,7 +808,7 @@ fn read_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<Reads> {
 /// Resident memory once it has settled (a checkpoint or the allocator's delayed release may be
 /// under way when the job ends): sampled every 250 ms until two samples are within 1 MiB, at
 /// most 20 s.
-fn settled_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn settled_rss_mib(pid: u32) -> Option<f64> {
     let mut last = rss_mib_of(pid)?;
     for _ in 0..80 {
         std::thread::sleep(Duration::from_millis(250));

@@ -282,8 +282,13 @@ async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()
         let server = spawn(work, &work.join(format!("data-{n}")), &no_config, &media)?;
         let (index, prompt) = prepare(&c, &server, &media, "*.png").await?;
         let (segments, sps) = run_once(&c, &server, &prompt, &index, "probe").await?;
-        println!("probe, {n:>7} images: {segments} segments, {sps:.0} segments/s");
-        scale.push((n, sps));
+        // Resident once the run has ended: its answers are rows (`run_answers`), its structure
+        // is in memory (`engine-spec/tables.md`).
+        let pid = server.pid();
+        let rss = tokio::task::spawn_blocking(move || crate::bench_engine::settled_rss_mib(pid)).await?;
+        let rss_text = rss.map_or("n/a".to_string(), |r| format!("{r:.1} MiB"));
+        println!("probe, {n:>7} images: {segments} segments, {sps:.0} segments/s; resident after the run {rss_text}");
+        scale.push((n, sps, rss));
         drop(server);
         let _ = std::fs::remove_dir_all(&media);
         let _ = std::fs::remove_dir_all(work.join(format!("data-{n}")));
@@ -292,6 +297,17 @@ async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()
         (Some(a), Some(b)) if a.1 > 0.0 => b.1 / a.1,
         _ => 0.0,
     };
+    // Memory per finished segment (a one-segment image: its video's row, its place and task
+    // state in the run, its `video_runs` entry), from the smallest run to the largest.
+    let bytes_per_segment = match (scale.first(), scale.last()) {
+        (Some((n0, _, Some(r0))), Some((n1, _, Some(r1)))) if n1 > n0 => {
+            Some((r1 - r0) * 1024.0 * 1024.0 / (n1 - n0) as f64)
+        }
+        _ => None,
+    };
+    if let Some(b) = bytes_per_segment {
+        println!("resident growth:      {b:.0} bytes per finished one-segment image");
+    }
     println!("largest / smallest:   {ratio_scale:.2} (O(1) per outcome keeps this near 1)");
 
     // The http processor against its worker's ceiling.
@@ -342,9 +358,11 @@ async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()
         "http": http,
         "scale_largest_vs_smallest": (ratio_scale * 100.0).round() / 100.0,
     });
-    for (n, sps) in &scale {
+    for (n, sps, rss) in &scale {
         line[format!("probe_segments_per_s_{n}")] = json!(sps.round());
+        line[format!("rss_mib_{n}")] = json!(rss.map(|r| (r * 10.0).round() / 10.0));
     }
+    line["rss_bytes_per_segment"] = json!(bytes_per_segment.map(f64::round));
     println!("{line}");
     Ok(())
 }

@@ -299,7 +299,7 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize, nodes: u6
     println!(
         "{ran} seeds in {secs:.1} s: {} failed; {} steps, {} events, {} crashes, {} failed commits, {} injected storage faults, \
          {} injected receiver and processor faults, {hours:.1} simulated hours; {} jobs, {} runs, {} exports, {} videos, \
-         {} deliveries, {} processor calls",
+         {} deliveries, {} answers, {} processor calls",
         failed.len(),
         total.steps,
         total.events,
@@ -312,6 +312,7 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize, nodes: u6
         total.exports,
         total.videos,
         total.deliveries,
+        total.answers,
         total.processor_calls,
     );
     println!(
@@ -321,7 +322,7 @@ fn runtime_sim(seed: Option<u64>, seeds: u64, from: u64, steps: usize, nodes: u6
             "crashes": total.crashes, "failed_commits": total.failed_commits,
             "injected_storage_faults": total.injected_storage_faults, "jobs": total.jobs, "runs": total.runs,
             "exports": total.exports, "videos": total.videos, "deliveries": total.deliveries,
-            "injected_peer_faults": total.injected_peer_faults, "processor_calls": total.processor_calls,
+            "answers": total.answers, "injected_peer_faults": total.injected_peer_faults, "processor_calls": total.processor_calls,
             "uri_jobs": total.uri_jobs, "segment_retries": total.segment_retries,
             "credential_patches": total.credential_patches, "nodes": nodes, "takeovers": total.takeovers,
             "fenced": total.fenced, "lost_answers": total.lost_answers,

@@ -275,6 +275,11 @@ impl Runtime {
             for chunk in ids.chunks(ARTIFACT_VIDEOS_PER_READ) {
                 let rows = rt.video_rows(chunk.iter().copied())
                     .map_err(|e| Failure::Retry(format!("reading the videos' rows: {e}")))?;
+                // Their runs' answers are rows too (`run_answers`): which ones, then read them.
+                let keys = rt.read(|st| ex::view::artifact_answer_keys(&ex::view::runs(st, &e), chunk));
+                let answers = rt.run_answers(keys)
+                    .map_err(|e| Failure::Retry(format!("reading the runs' answers: {e}")))?;
+                let rows = spool_core::ViewRows { videos: &rows, answers: &answers };
                 let docs: Vec<String> = rt.read(|st| {
                     let runs = ex::view::runs(st, &e);
                     chunk

@@ -183,18 +183,34 @@ struct TaskSpec {
     segments: Vec<Value>,
 }
 
-/// The video a task is about.
-fn task_video_id(st: &spool_core::State, run_id: &PromptRunId, task: RunTask) -> Option<spool_model::VideoId> {
+/// The video a task is about, and the answers it reads (`run_answers`): a video-level task's
+/// are its video's first segments' that succeeded.
+fn task_inputs(
+    st: &spool_core::State,
+    run_id: &PromptRunId,
+    task: RunTask,
+) -> Option<(spool_model::VideoId, Vec<spool_core::AnswerKey>)> {
     let r = st.prompt_runs.get(run_id)?;
-    r.videos.get(r.task_video(task)? as usize).map(|rv| rv.video_id)
+    let rv = r.videos.get(r.task_video(task)? as usize)?;
+    let mut keys = Vec::new();
+    if let RunTask::Video(_) = task {
+        for n in rv.segments().take(VIDEO_LEVEL_SEGMENTS_MAX) {
+            if r.segments.get(n as usize).is_some_and(|s| s.task.status == pr::TaskStatus::Succeeded) {
+                keys.push(spool_core::AnswerKey { run_id: *run_id, task: RunTask::Segment(n) });
+            }
+        }
+    }
+    Some((rv.video_id, keys))
 }
 
-/// `row`: the task's video's row (read before, from the table).
+/// `row`: the task's video's row, and `answers` those it reads (read before, from the tables:
+/// [`task_inputs`]).
 fn read_task(
     st: &spool_core::State,
     run_id: &PromptRunId,
     task: RunTask,
     row: Option<&spool_core::VideoRow>,
+    answers: &spool_core::Answers,
 ) -> Option<TaskSpec> {
     let r = st.prompt_runs.get(run_id)?;
     let v = r.task_video(task)?;
@@ -220,7 +236,7 @@ fn read_task(
                 .take(VIDEO_LEVEL_SEGMENTS_MAX)
                 .filter_map(|n| {
                     let s = r.segments.get(n as usize)?;
-                    let a = s.task.answer.as_ref()?;
+                    let a = answers.get(&spool_core::AnswerKey { run_id: *run_id, task: RunTask::Segment(n) })?;
                     Some(json!({
                         "segment_id": pr::segment_id(run_id, n),
                         "start_time": s.range.start_us as f64 / 1e6,
@@ -413,9 +429,12 @@ impl Runtime {
         task: RunTask,
         attempt: u32,
     ) -> Result<(), crate::RuntimeError> {
-        let Some(video_id) = self.read(|st| task_video_id(st, run_id, task)) else { return Ok(()) };
+        let Some((video_id, keys)) = self.read(|st| task_inputs(st, run_id, task)) else { return Ok(()) };
         let row = self.video_row(&video_id)?;
-        let Some(spec) = self.read(|st| read_task(st, run_id, task, row.as_deref())) else { return Ok(()) };
+        let answers = if keys.is_empty() { Default::default() } else { self.run_answers(keys)? };
+        let Some(spec) = self.read(|st| read_task(st, run_id, task, row.as_deref(), &answers)) else {
+            return Ok(());
+        };
         let exec = &self.executors.prompt_runs;
         if !exec.slots.contains_key(&spec.processor) {
             // A processor removed from the configuration since the run began.

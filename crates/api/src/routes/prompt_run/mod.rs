@@ -357,7 +357,7 @@ pub async fn results(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
-    let limit = spool_model::num::sat_u32(q.int("limit", 50, 1, 100)?);
+    let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let video =
         q.get("video_id").filter(|v| !v.is_empty()).ok_or_else(|| ApiError::validation("video_id", "is required"))?;
     let from = super::import_job::decode_file_cursor(q.get("cursor"))?;
@@ -366,20 +366,30 @@ pub async fn results(
         Ok(id) => app.rt.video_rows([id])?,
         Err(_) => Default::default(),
     };
-    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+    // Only segments with a result are listed: the first `limit + 1` from the cursor (a scan
+    // bounded by the video's segments), then their answers (`run_answers`), then the page.
+    let keys = app.rt.read(|st| -> Result<Vec<spool_core::AnswerKey>, ApiError> {
         let (r, n) = run_video(st, &raw, video)?;
-        let rv = &r.videos[n as usize];
+        let mut keys = Vec::new();
+        view::video_answer_keys(r, n, from, limit + 1, &mut keys);
+        keys.retain(|k| matches!(k.task, spool_model::RunTask::Segment(_)));
+        Ok(keys)
+    })?;
+    let answers = app.rt.run_answers(keys.iter().copied())?;
+    let rows = spool_core::ViewRows { videos: &video_row, answers: &answers };
+    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+        let (r, _) = run_video(st, &raw, video)?;
         let mut data = Vec::new();
         let mut next = None;
-        // Only segments with a result are listed; the cursor is the next one that has one (a
-        // scan bounded by the video's segments).
-        for s in rv.segments().filter(|s| *s >= from) {
-            let Some(res) = view::result(r, s, &video_row) else { continue };
-            if spool_model::num::sat_u32(data.len()) == limit {
+        for k in &keys {
+            let spool_model::RunTask::Segment(s) = k.task else { continue };
+            if data.len() == limit {
                 next = Some(s);
                 break;
             }
-            data.push(res);
+            if let Some(res) = view::result(r, s, &rows) {
+                data.push(res);
+            }
         }
         Ok(json!({
             "data": data,
@@ -400,6 +410,14 @@ pub async fn video_result(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let [run, video] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
+    // Its answer is a row (`run_answers`): read when the task succeeded.
+    let key = app.rt.read(|st| {
+        let (r, n) = run_video(st, run, video).ok()?;
+        let t = r.videos.get(n as usize)?.video_level.as_ref()?;
+        (t.status == spool_core::machines::prompt_run::TaskStatus::Succeeded)
+            .then_some(spool_core::AnswerKey { run_id: r.run_id, task: spool_model::RunTask::Video(n) })
+    });
+    let answers = app.rt.run_answers(key)?;
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         let (r, n) = run_video(st, run, video)?;
         if r.prompt.video_level.is_none() {
@@ -409,7 +427,7 @@ pub async fn video_result(
                 "this run's prompt has no video_level part, so it has no video-level results",
             ));
         }
-        view::video_result(r, n).ok_or_else(|| {
+        view::video_result(r, n, &answers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "resource_video_result_not_found",

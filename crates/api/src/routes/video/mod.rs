@@ -262,14 +262,34 @@ pub async fn segments(
             )
         }
     };
-    let page = app.rt.read(|st| {
-        let runs: Vec<&spool_core::machines::prompt_run::PromptRun> = match run_id {
-            Some(r) => st.prompt_runs.get(&r).into_iter().filter(|r| r.video_pos.contains_key(&id)).collect(),
+    let runs_of = |st: &'_ spool_core::State| -> Vec<spool_model::PromptRunId> {
+        match run_id {
+            Some(r) => st.prompt_runs.get(&r).into_iter().filter(|r| r.video_pos.contains_key(&id)).map(|r| r.run_id).collect(),
             None => {
-                let all = st.video_runs.get(&id).into_iter().flatten().rev().filter_map(|r| st.prompt_runs.get(r));
+                let all = st.video_runs.get(&id).into_iter().flatten().rev().copied();
                 if latest { all.take(1).collect() } else { all.collect() }
             }
-        };
+        }
+    };
+    // The page's succeeded segments' answers are rows (`run_answers`): which (at most `limit`,
+    // from the cursor), then read them.
+    let keys = app.rt.read(|st| {
+        let mut keys = Vec::new();
+        for (pos, r) in runs_of(st).iter().filter_map(|r| st.prompt_runs.get(r)).enumerate().skip(from.0) {
+            let Some(n) = r.video_pos.get(&id) else { continue };
+            let start = if pos == from.0 { from.1 } else { 0 };
+            spool_core::machines::prompt_run::view::video_answer_keys(r, *n, start, limit, &mut keys);
+            keys.retain(|k| matches!(k.task, spool_model::RunTask::Segment(_)));
+            if keys.len() >= limit {
+                break;
+            }
+        }
+        keys
+    });
+    let answers = app.rt.run_answers(keys)?;
+    let page = app.rt.read(|st| {
+        let runs: Vec<&spool_core::machines::prompt_run::PromptRun> =
+            runs_of(st).iter().filter_map(|r| st.prompt_runs.get(r)).collect();
         let mut data = Vec::new();
         let mut next = None;
         'outer: for (pos, r) in runs.iter().enumerate().skip(from.0) {
@@ -280,7 +300,7 @@ pub async fn segments(
                     next = Some(format!("{pos}:{n}"));
                     break 'outer;
                 }
-                if let Some(s) = spool_core::machines::prompt_run::view::segment(r, n) {
+                if let Some(s) = spool_core::machines::prompt_run::view::segment(r, n, &answers) {
                     data.push(s);
                 }
             }

@@ -129,6 +129,22 @@ pub fn video_ids(st: &crate::State, e: &Export) -> Result<Vec<spool_model::Video
     }
 }
 
+/// The answers [`artifact_video`] reads for these videos (`run_answers`).
+pub fn artifact_answer_keys(
+    runs: &[&crate::machines::prompt_run::PromptRun],
+    videos: &[spool_model::VideoId],
+) -> Vec<crate::AnswerKey> {
+    let mut out = Vec::new();
+    for id in videos {
+        for r in runs {
+            if let Some(n) = r.video_pos.get(id) {
+                crate::machines::prompt_run::view::video_answer_keys(r, *n, 0, usize::MAX, &mut out);
+            }
+        }
+    }
+    out
+}
+
 /// One video of the artifact: its facts and, per packaged run it is in, its segments with
 /// their results and its video-level result.
 /// `runs` is [`runs`] of the export, read once per chunk of videos rather than per video.
@@ -148,13 +164,16 @@ pub fn artifact_video(
             .segments()
             .filter_map(|s| {
                 let seg = r.segments.get(s as usize)?;
+                let answer = rows
+                    .answer(&r.run_id, spool_model::RunTask::Segment(s))
+                    .filter(|_| seg.task.status == crate::machines::prompt_run::TaskStatus::Succeeded);
                 Some(json!({
                     "segment_id": crate::machines::prompt_run::segment_id(&r.run_id, s),
                     "start_time": seg.range.start_us as f64 / 1e6,
                     "end_time": seg.range.end_us as f64 / 1e6,
                     "status": crate::machines::prompt_run::view::task_status(r, &seg.task),
-                    "metadata": seg.task.answer.as_ref().and_then(|a| serde_json::from_str::<Value>(&a.metadata_json).ok()),
-                    "metadata_text": seg.task.answer.as_ref().map(|a| a.metadata_text.clone()),
+                    "metadata": answer.as_ref().and_then(|a| serde_json::from_str::<Value>(&a.metadata_json).ok()),
+                    "metadata_text": answer.as_ref().map(|a| a.metadata_text.clone()),
                     "failure": seg.task.failure.as_ref().map(|f| json!({ "stage": f.stage, "code": f.code, "message": f.message })),
                 }))
             })
@@ -163,7 +182,7 @@ pub fn artifact_video(
             "run_id": r.run_id.to_string(),
             "segmentation_method": rv.method,
             "segments": segments,
-            "video_level": crate::machines::prompt_run::view::video_result(r, *n),
+            "video_level": crate::machines::prompt_run::view::video_result(r, *n, rows),
         }));
     }
     Some(json!({

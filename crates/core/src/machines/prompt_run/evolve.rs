@@ -94,29 +94,35 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             run.updated_at_ms = at;
         }
         Event::PromptTaskSucceeded { run_id, task, attempt, answer, usage } => {
-            let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-            record_call(run, *task, *attempt, true, *usage, at);
-            if move_task(run, *task, TaskStatus::Succeeded, at).is_none() {
-                return;
-            }
-            if let Some(t) = run.task_mut(*task) {
-                t.answer = Some(answer.clone());
-                t.failure = None;
-            }
-            let Some(v) = run.task_video(*task) else { return };
-            match task {
-                RunTask::Segment(_) => {
-                    run.completed_segments += 1;
-                    let rv = &mut run.videos[v as usize];
-                    rv.running = rv.running.saturating_sub(1);
-                    rv.succeeded += 1;
+            {
+                let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
+                record_call(run, *task, *attempt, true, *usage, at);
+                if move_task(run, *task, TaskStatus::Succeeded, at).is_none() {
+                    return;
                 }
-                RunTask::Video(_) => run.video_level_completed += 1,
+                if let Some(t) = run.task_mut(*task) {
+                    t.failure = None;
+                }
+                if let Some(v) = run.task_video(*task) {
+                    match task {
+                        RunTask::Segment(_) => {
+                            run.completed_segments += 1;
+                            let rv = &mut run.videos[v as usize];
+                            rv.running = rv.running.saturating_sub(1);
+                            rv.succeeded += 1;
+                        }
+                        RunTask::Video(_) => run.video_level_completed += 1,
+                    }
+                    settle_video(run, v);
+                    run.updated_at_ms = at;
+                    if at.saturating_sub(run.last_progress_ms) >= RUN_PROGRESS_INTERVAL_MS {
+                        run.last_progress_ms = at;
+                    }
+                }
             }
-            settle_video(run, v);
-            run.updated_at_ms = at;
-            if at.saturating_sub(run.last_progress_ms) >= RUN_PROGRESS_INTERVAL_MS {
-                run.last_progress_ms = at;
+            // The answer is a row (`run_answers`), not state: written in this event's commit.
+            if state.rows.emit {
+                state.rows.answered(*run_id, *task, answer.clone());
             }
         }
         Event::PromptTaskFailed { run_id, task, attempt, failure, usage, retry_due_ms } => {

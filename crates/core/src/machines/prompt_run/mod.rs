@@ -121,28 +121,22 @@ impl TaskStatus {
 
 pub use spool_model::RunStatus;
 
-/// One task's state: its attempts, its one result or its last failure.
+/// One task's state: its attempts and its last failure. A succeeded task's answer is a row of
+/// the `run_answers` table (`crate::rows::answer_key`), written in the commit of its
+/// `PromptTaskSucceeded`: the views read it through [`crate::RowSource::answer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
     pub status: TaskStatus,
     pub attempts: u32,
     /// Attempts before the last manual retry: the automatic retry limit counts from here.
     pub attempts_base: u32,
-    pub answer: Option<TaskAnswer>,
     pub failure: Option<TaskFailure>,
     pub updated_at_ms: u64,
 }
 
 impl TaskState {
     fn new(at: u64) -> TaskState {
-        TaskState {
-            status: TaskStatus::Pending,
-            attempts: 0,
-            attempts_base: 0,
-            answer: None,
-            failure: None,
-            updated_at_ms: at,
-        }
+        TaskState { status: TaskStatus::Pending, attempts: 0, attempts_base: 0, failure: None, updated_at_ms: at }
     }
 }
 

@@ -98,6 +98,19 @@ pub fn run(r: &PromptRun) -> Value {
     })
 }
 
+/// The answers a view of a video in a run reads (`run_answers`): its succeeded segments' from
+/// `from` on, at most `n`, then its video-level task's when it succeeded.
+pub fn video_answer_keys(r: &PromptRun, v: u32, from: u32, n: usize, out: &mut Vec<crate::AnswerKey>) {
+    let Some(rv) = r.videos.get(v as usize) else { return };
+    let succeeded = |t: &TaskState| t.status == TaskStatus::Succeeded;
+    let segments = rv.segments().filter(|s| *s >= from);
+    let done = segments.filter(|s| r.segments.get(*s as usize).is_some_and(|seg| succeeded(&seg.task)));
+    out.extend(done.take(n).map(|s| crate::AnswerKey { run_id: r.run_id, task: RunTask::Segment(s) }));
+    if rv.video_level.as_ref().is_some_and(succeeded) {
+        out.push(crate::AnswerKey { run_id: r.run_id, task: RunTask::Video(v) });
+    }
+}
+
 /// A segment's status as the API names it (`cancelled` for work a cancel left undone).
 pub fn task_status(r: &PromptRun, t: &TaskState) -> &'static str {
     match t.status {
@@ -117,7 +130,10 @@ fn metadata(a: Option<&TaskAnswer>) -> Value {
 /// `SegmentRunResult` of a succeeded segment.
 pub fn result(r: &PromptRun, n: u32, rows: &dyn crate::RowSource) -> Option<Value> {
     let s = r.segments.get(n as usize)?;
-    let answer = s.task.answer.as_ref()?;
+    if s.task.status != TaskStatus::Succeeded {
+        return None;
+    }
+    let answer = rows.answer(&r.run_id, RunTask::Segment(n))?;
     let rv = r.videos.get(s.video as usize)?;
     let title = rows.video_row(&rv.video_id).map(|v| v.title.clone());
     Some(json!({
@@ -133,17 +149,19 @@ pub fn result(r: &PromptRun, n: u32, rows: &dyn crate::RowSource) -> Option<Valu
         "executed_at": rfc3339_ms(s.task.updated_at_ms),
         "start_time": secs(s.range.start_us),
         "end_time": secs(s.range.end_us),
-        "metadata": metadata(Some(answer)),
+        "metadata": metadata(Some(&answer)),
         "metadata_text": answer.metadata_text,
         "schema_used": r.prompt.json_schema,
         "field_extraction_succeeded": true,
     }))
 }
 
-/// `PromptRunVideoResult` of a video's video-level task, when it has one.
-pub fn video_result(r: &PromptRun, v: u32) -> Option<Value> {
+/// `PromptRunVideoResult` of a video's video-level task, when it has one (its answer from
+/// `rows` when it succeeded).
+pub fn video_result(r: &PromptRun, v: u32, rows: &dyn crate::RowSource) -> Option<Value> {
     let rv = r.videos.get(v as usize)?;
     let t = rv.video_level.as_ref()?;
+    let answer = rows.answer(&r.run_id, RunTask::Video(v)).filter(|_| t.status == TaskStatus::Succeeded);
     Some(json!({
         "result_type": "video",
         "run_id": r.run_id.to_string(),
@@ -151,8 +169,8 @@ pub fn video_result(r: &PromptRun, v: u32) -> Option<Value> {
         "video_id": rv.video_id.to_string(),
         "executed_at": rfc3339_ms(t.updated_at_ms),
         "status": task_status(r, t),
-        "metadata": metadata(t.answer.as_ref()),
-        "metadata_text": t.answer.as_ref().map(|a| a.metadata_text.clone()).unwrap_or_default(),
+        "metadata": metadata(answer.as_deref()),
+        "metadata_text": answer.as_ref().map(|a| a.metadata_text.clone()).unwrap_or_default(),
         "error_message": t.failure.as_ref().map(|f| f.message.clone()),
         "schema_used": r.prompt.video_level.as_ref().map(|v| v.json_schema.clone()),
         "successful_segment_count": rv.succeeded,
@@ -288,17 +306,19 @@ pub fn retry(r: &PromptRun, retry_id: &RetryId, rt: &SegmentRetry, with_message:
     v
 }
 
-/// A segment as `GET /videos/{id}/segments` lists it.
-pub fn segment(r: &PromptRun, n: u32) -> Option<Value> {
+/// A segment as `GET /videos/{id}/segments` lists it (its answer from `rows` when it
+/// succeeded).
+pub fn segment(r: &PromptRun, n: u32, rows: &dyn crate::RowSource) -> Option<Value> {
     let s = r.segments.get(n as usize)?;
+    let answer = rows.answer(&r.run_id, RunTask::Segment(n)).filter(|_| s.task.status == TaskStatus::Succeeded);
     let rv = r.videos.get(s.video as usize)?;
     Some(json!({
         "segment_id": segment_id(&r.run_id, n),
         "video_id": rv.video_id.to_string(),
         "start_time": secs(s.range.start_us),
         "end_time": secs(s.range.end_us),
-        "metadata": s.task.answer.as_ref().map(|a| metadata(Some(a))),
-        "metadata_text": s.task.answer.as_ref().map(|a| a.metadata_text.clone()),
+        "metadata": answer.as_deref().map(|a| metadata(Some(a))),
+        "metadata_text": answer.as_ref().map(|a| a.metadata_text.clone()),
         "segment_status": task_status(r, &s.task),
         "processed": s.task.status == TaskStatus::Succeeded,
         "from_run_id": r.run_id.to_string(),
