@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// The format of the tables as a whole; the log's store keeps the format it was built with
 /// under [`TABLES_FORMAT_KEY`] of the `videos` table, and a store of another format (or none:
 /// a data directory from before the tables) is rebuilt from the log at start.
-pub const TABLES_FORMAT: u32 = 7;
+pub const TABLES_FORMAT: u32 = 8;
 /// Where the tables' format is kept (a key no video id can take).
 pub const TABLES_FORMAT_KEY: &str = "~format";
 /// Rows a state keeps for decisions beyond those of events in flight; past it the runtime
@@ -66,6 +66,18 @@ pub enum RowWrite {
     /// A prompt run's task answer (`run_answers`, keyed by its [`AnswerKey`]): its last
     /// success's.
     Answer(AnswerKey, Arc<TaskAnswer>),
+    /// A prompt run's processor call, by its number in the run (`run_calls`, keyed by
+    /// [`call_key`]).
+    Call(PromptRunId, u64, Arc<crate::machines::prompt_run::LlmCallRecord>),
+}
+
+/// The format byte of a row of `run_calls` (bincode of `LlmCallRecord`).
+pub const CALL_ROW_FORMAT: u8 = 1;
+
+/// Where a run's processor call is kept: `{run}/{number, 16 hex digits}`, a run's calls one
+/// range in the order they were recorded.
+pub fn call_key(run_id: &PromptRunId, n: u64) -> String {
+    format!("{run_id}/{n:016x}")
 }
 
 /// The format byte of a row of `run_answers` (bincode of `TaskAnswer`).

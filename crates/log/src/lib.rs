@@ -101,11 +101,14 @@ pub enum SideTable {
     /// A projection of the fold: prompt runs' task answers, keyed `{run}/s{segment}` or
     /// `{run}/v{video}` (`engine-spec/tables.md`).
     RunAnswers,
+    /// A projection of the fold: prompt runs' processor calls, keyed `{run}/{number}`
+    /// (`engine-spec/tables.md`).
+    RunCalls,
 }
 
 impl SideTable {
     /// Every side table, in a fixed order (each log keeps one store per table).
-    pub const ALL: [SideTable; 9] = [
+    pub const ALL: [SideTable; 10] = [
         SideTable::Idempotency,
         SideTable::DataKeys,
         SideTable::Videos,
@@ -115,6 +118,7 @@ impl SideTable {
         SideTable::Deliveries,
         SideTable::WebhookDeliveries,
         SideTable::RunAnswers,
+        SideTable::RunCalls,
     ];
 }
 

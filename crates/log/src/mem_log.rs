@@ -229,6 +229,7 @@ fn side_key(table: SideTable) -> u8 {
         SideTable::Deliveries => 6,
         SideTable::WebhookDeliveries => 7,
         SideTable::RunAnswers => 8,
+        SideTable::RunCalls => 9,
     }
 }
 

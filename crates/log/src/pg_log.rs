@@ -123,6 +123,7 @@ fn side_code(t: SideTable) -> i16 {
         SideTable::Deliveries => 7,
         SideTable::WebhookDeliveries => 8,
         SideTable::RunAnswers => 9,
+        SideTable::RunCalls => 10,
     }
 }
 

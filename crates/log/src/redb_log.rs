@@ -35,6 +35,8 @@ pub(crate) const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const WEBHOOK_DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_deliveries");
 /// Prompt runs' task answers (`SideTable::RunAnswers`).
 pub(crate) const RUN_ANSWERS: TableDefinition<&str, &[u8]> = TableDefinition::new("run_answers");
+/// Prompt runs' processor calls (`SideTable::RunCalls`).
+pub(crate) const RUN_CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("run_calls");
 /// "format_version" → the format of the newest writer.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -58,6 +60,7 @@ fn side_table(t: SideTable) -> TableDefinition<'static, &'static str, &'static [
         SideTable::Deliveries => DELIVERIES,
         SideTable::WebhookDeliveries => WEBHOOK_DELIVERIES,
         SideTable::RunAnswers => RUN_ANSWERS,
+        SideTable::RunCalls => RUN_CALLS,
     }
 }
 
@@ -68,7 +71,7 @@ pub struct RedbLogOptions {
     /// redb page cache in bytes.
     pub cache_bytes: usize,
     /// Record the allocator state once per rest ([`REST_QUICK_REPAIR_AFTER`]) and in every
-    /// commit that writes a snapshot (written when the runtime is idle): a server's log.
+    /// commit that writes a snapshot (the runtime's idle one among them): a server's log.
     /// An offline tool, which only reads, writes nothing.
     pub commit_at_rest: bool,
 }
@@ -173,6 +176,7 @@ impl RedbLog {
             w.open_table(DELIVERIES)?;
             w.open_table(WEBHOOK_DELIVERIES)?;
             w.open_table(RUN_ANSWERS)?;
+            w.open_table(RUN_CALLS)?;
             let mut meta = w.open_table(META)?;
             let known = meta.get("format_version")?.map(|g| g.value()).unwrap_or(0);
             if known > u64::from(FORMAT_VERSION) {
@@ -522,10 +526,11 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        // A snapshot is written when this node's commits have been quiet (the runtime's idle
-        // tick): its commit records the allocator state (and the stream index) as the rest
-        // commit would, so a kill -9 of the idle server right after it opens without redb's
-        // repair walk; the rest that follows needs no second one.
+        // A snapshot's commit (the runtime writes one when its commits have been quiet, and
+        // every so many events, and at shutdown) records the allocator state (and the stream
+        // index) as the rest commit would, so a kill -9 of the idle server right after its idle
+        // snapshot opens without redb's repair walk; when the batch had no events of its own
+        // the rest that follows needs no second one.
         let snapshot = rest && batch.iter().any(|j| j.req.side.iter().any(|s| matches!(s, SideWrite::Snapshot { .. })));
         let flush = snapshot || pending.len() >= STREAM_INDEX_FLUSH_EVENTS;
         match commit_batch(&db, &batch, head, if flush { &pending[..] } else { &[] }, snapshot) {
@@ -539,7 +544,8 @@ fn writer_loop(
                 stats.appends.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
                 head = new_head;
                 head_tx.send_replace(head);
-                rested = snapshot;
+                // This batch's own events wait in `pending` for the rest commit's index flush.
+                rested = snapshot && pending.is_empty();
                 for (job, res) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(res);
                 }
@@ -637,6 +643,7 @@ fn commit_batch(
         let mut deliveries = w.open_table(DELIVERIES)?;
         let mut webhook_deliveries = w.open_table(WEBHOOK_DELIVERIES)?;
         let mut run_answers = w.open_table(RUN_ANSWERS)?;
+        let mut run_calls = w.open_table(RUN_CALLS)?;
         // Versions changed in this transaction (the table sees them too, but this saves reads).
         let mut versions: HashMap<&str, u64> = HashMap::new();
         let mut buf = Vec::new();
@@ -710,6 +717,7 @@ fn commit_batch(
                             SideTable::Deliveries => &mut deliveries,
                             SideTable::WebhookDeliveries => &mut webhook_deliveries,
                             SideTable::RunAnswers => &mut run_answers,
+                            SideTable::RunCalls => &mut run_calls,
                         };
                         t.insert(key.as_str(), value.as_slice())?;
                     }
@@ -724,6 +732,7 @@ fn commit_batch(
                             SideTable::Deliveries => &mut deliveries,
                             SideTable::WebhookDeliveries => &mut webhook_deliveries,
                             SideTable::RunAnswers => &mut run_answers,
+                            SideTable::RunCalls => &mut run_calls,
                         };
                         t.remove(key.as_str())?;
                     }

@@ -15,6 +15,16 @@ use std::sync::Arc;
 
 /// Rows put in one append of a rebuild.
 const REBUILD_ROWS_PER_APPEND: usize = 4096;
+/// …and at most about this many bytes of rows.
+const REBUILD_BYTES_PER_APPEND: usize = 32 << 20;
+
+fn side_write_bytes(w: &SideWrite) -> usize {
+    match w {
+        SideWrite::Put { key, value, .. } => key.len() + value.len(),
+        SideWrite::Delete { key, .. } => key.len(),
+        SideWrite::Snapshot { bytes, .. } => bytes.len(),
+    }
+}
 
 /// The side writes of emitted rows: each commits with the events it follows from.
 pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
@@ -49,6 +59,11 @@ pub fn side_writes(rows: Vec<RowWrite>, out: &mut Vec<SideWrite>) {
                     value: d.encode_row(),
                 });
             }
+            RowWrite::Call(run_id, n, call) => out.push(SideWrite::Put {
+                table: SideTable::RunCalls,
+                key: spool_core::rows::call_key(&run_id, n),
+                value: spool_core::rows::encode_row(spool_core::rows::CALL_ROW_FORMAT, &*call),
+            }),
             RowWrite::Answer(key, answer) => out.push(SideWrite::Put {
                 table: SideTable::RunAnswers,
                 key: key.to_string(),
@@ -231,6 +246,39 @@ pub fn read_answers<L: EventLog + ?Sized>(
     )
 }
 
+/// A run's processor calls from number `from` on, at most `n` (`run_calls`), in order; a row
+/// that does not decode is left out with a warning.
+pub fn read_run_calls<L: EventLog + ?Sized>(
+    log: &L,
+    run_id: &spool_model::PromptRunId,
+    from: u64,
+    n: usize,
+) -> Result<Vec<spool_core::machines::prompt_run::LlmCallRecord>, spool_log::Error> {
+    let prefix = format!("{run_id}/");
+    // The scan starts after a key: the one before `from`'s (the prefix itself for 0).
+    let mut after = if from == 0 { prefix.clone() } else { spool_core::rows::call_key(run_id, from - 1) };
+    let mut out = Vec::new();
+    while out.len() < n {
+        let want = (n - out.len()).min(READ_BATCH_MAX);
+        let page = log.side_scan(SideTable::RunCalls, Some(&after), want)?;
+        let full = page.len() == want;
+        for (key, bytes) in page {
+            if !key.starts_with(&prefix) {
+                return Ok(out);
+            }
+            match spool_core::rows::decode_row(spool_core::rows::CALL_ROW_FORMAT, &bytes) {
+                Some(call) => out.push(call),
+                None => tracing::warn!(key = %key, "a processor call's row of another format or damaged; left out"),
+            }
+            after = key;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// A webhook's delivered deliveries, newest first, at most `n` (from the `webhook_deliveries`
 /// table): their (created_at, id).
 pub fn read_webhook_delivered<L: EventLog + ?Sized>(
@@ -332,7 +380,10 @@ pub fn ensure_tables<L: EventLog + ?Sized>(log: &L) -> Result<u64, spool_log::Er
         let rows = st.rows.take_written();
         written += rows.len() as u64;
         side_writes(rows, &mut side);
-        if side.len() >= REBUILD_ROWS_PER_APPEND {
+        // Bounded in rows and in bytes (an answer's row can be as large as a processor's
+        // response, 1 MiB by default).
+        let bytes: usize = side.iter().map(side_write_bytes).sum();
+        if side.len() >= REBUILD_ROWS_PER_APPEND || bytes >= REBUILD_BYTES_PER_APPEND {
             futures::executor::block_on(
                 log.append(AppendRequest { streams: vec![], side: std::mem::take(&mut side) }),
             )?;

@@ -33,6 +33,9 @@ pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 64;
 pub const SNAPSHOT_TAIL_EVENTS_MAX: u64 = 250_000;
 /// How long the log must be quiet before a snapshot of a server at rest.
 pub const SNAPSHOT_IDLE_TICK: Duration = Duration::from_secs(1);
+/// Rounds of [`Runtime::read_with_answers`]: each reads the answers of tasks that succeeded
+/// since the round before.
+pub const ANSWER_ROUNDS_MAX: usize = 4;
 /// Fewer events than this since the last snapshot take none at rest.
 pub const SNAPSHOT_IDLE_EVENTS_MIN: u64 = 1000;
 
@@ -546,6 +549,16 @@ impl Runtime {
         Ok(crate::rows::read_answers(&*self.log, keys)?)
     }
 
+    /// A run's processor calls from number `from` on, at most `n` (`run_calls`).
+    pub fn run_calls(
+        &self,
+        run_id: &spool_model::PromptRunId,
+        from: u64,
+        n: usize,
+    ) -> Result<Vec<spool_core::machines::prompt_run::LlmCallRecord>, RuntimeError> {
+        Ok(crate::rows::read_run_calls(&*self.log, run_id, from, n)?)
+    }
+
     /// A webhook's delivered deliveries, newest first, at most `n` (`webhook_deliveries`).
     pub fn webhook_delivered(
         &self,
@@ -594,6 +607,36 @@ impl Runtime {
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&st)
+    }
+
+    /// A view that shows task answers (`run_answers`): `pick` names the answers it shows in a
+    /// state, `answer` renders it with them. The keys are named under the read lock, their rows
+    /// read off it, then the view renders under the lock again, once `pick` names no answer it
+    /// lacks: a task that succeeded between the two reads has its answer read in one more round
+    /// (at most [`ANSWER_ROUNDS_MAX`]; past them, a missing row renders as a task without
+    /// answer).
+    pub fn read_with_answers<R>(
+        &self,
+        pick: impl Fn(&State) -> Vec<spool_core::AnswerKey>,
+        answer: impl Fn(&State, &spool_core::Answers) -> R,
+    ) -> Result<R, RuntimeError> {
+        let mut answers = spool_core::Answers::new();
+        let mut keys = self.read(&pick);
+        for _ in 0..ANSWER_ROUNDS_MAX {
+            keys.retain(|k| !answers.contains_key(k));
+            if !keys.is_empty() {
+                answers.extend(self.run_answers(std::mem::take(&mut keys))?);
+            }
+            let rendered = self.read(|st| {
+                let lacking: Vec<_> = pick(st).into_iter().filter(|k| !answers.contains_key(k)).collect();
+                if lacking.is_empty() { Ok(answer(st, &answers)) } else { Err(lacking) }
+            });
+            match rendered {
+                Ok(r) => return Ok(r),
+                Err(lacking) => keys = lacking,
+            }
+        }
+        Ok(self.read(|st| answer(st, &answers)))
     }
 
     /// The state readers see, for the commit thread (its only writer).

@@ -230,3 +230,54 @@ async fn an_imported_file_is_a_row_of_the_table_and_its_media_is_kept() {
     }
     rt.shutdown().await;
 }
+
+/// A run's task answers and processor calls are rows (`run_answers`, `run_calls`), written by the
+/// fold's row writes: the calls of one run are read in order from any number on, never another
+/// run's, and answers by task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_answers_and_calls_are_rows_read_by_task_and_in_order() {
+    use spool_core::machines::prompt_run::LlmCallRecord;
+    use spool_core::{AnswerKey, RowWrite};
+    use spool_model::{CallUsage, PromptRunId, RunTask, TaskAnswer};
+    let log = MemLog::new();
+    let (a, b) = (PromptRunId(ulid::Ulid::from_parts(5, 1)), PromptRunId(ulid::Ulid::from_parts(5, 2)));
+    let call = |n: u32| LlmCallRecord {
+        task: RunTask::Segment(n),
+        attempt: 1,
+        ok: n.is_multiple_of(2),
+        usage: CallUsage { input_tokens: u64::from(n), output_tokens: 1, duration_ms: 2 },
+        video_ms: 1000,
+        at_ms: 10 + u64::from(n),
+    };
+    let answer = |t: &str| Arc::new(TaskAnswer { metadata_json: format!(r#"{{"t":"{t}"}}"#), metadata_text: t.into() });
+    let mut rows = Vec::new();
+    // More than sixteen calls: their numbers sort as hex digits, in order.
+    for n in 0..20u32 {
+        rows.push(RowWrite::Call(a, u64::from(n), Arc::new(call(n))));
+    }
+    rows.push(RowWrite::Call(b, 0, Arc::new(call(100))));
+    rows.push(RowWrite::Answer(AnswerKey { run_id: a, task: RunTask::Segment(3) }, answer("three")));
+    rows.push(RowWrite::Answer(AnswerKey { run_id: a, task: RunTask::Video(3) }, answer("video three")));
+    rows.push(RowWrite::Answer(AnswerKey { run_id: b, task: RunTask::Segment(3) }, answer("b three")));
+    let mut side = Vec::new();
+    spool_runtime::rows::side_writes(rows, &mut side);
+    log.append(AppendRequest { streams: vec![], side }).await.unwrap();
+
+    let all = spool_runtime::rows::read_run_calls(&log, &a, 0, usize::MAX).unwrap();
+    assert_eq!(all.iter().map(|c| c.task).collect::<Vec<_>>(), (0..20).map(RunTask::Segment).collect::<Vec<_>>());
+    let tail = spool_runtime::rows::read_run_calls(&log, &a, 15, 3).unwrap();
+    assert_eq!(tail.iter().map(|c| c.task).collect::<Vec<_>>(), (15..18).map(RunTask::Segment).collect::<Vec<_>>());
+    assert_eq!(tail[0], call(15));
+    assert_eq!(spool_runtime::rows::read_run_calls(&log, &a, 20, 5).unwrap(), vec![], "none past the last");
+    assert_eq!(spool_runtime::rows::read_run_calls(&log, &b, 0, 10).unwrap(), vec![call(100)], "only its own");
+
+    let keys = [
+        AnswerKey { run_id: a, task: RunTask::Segment(3) },
+        AnswerKey { run_id: a, task: RunTask::Video(3) },
+        AnswerKey { run_id: a, task: RunTask::Segment(4) },
+    ];
+    let got = spool_runtime::rows::read_answers(&log, keys).unwrap();
+    assert_eq!(got.len(), 2, "no row for a task without an answer");
+    assert_eq!(got[&keys[0]].metadata_text, "three");
+    assert_eq!(got[&keys[1]].metadata_text, "video three");
+}

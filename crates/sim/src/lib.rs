@@ -83,6 +83,8 @@ pub struct SimReport {
     pub deliveries: u64,
     /// Rows of `run_answers` checked against the runs' succeeded tasks.
     pub answers: u64,
+    /// Rows of `run_calls` checked against the runs' counts.
+    pub calls: u64,
     pub injected_peer_faults: u64,
     pub processor_calls: u64,
     /// Commands of the rarer workload steps that were taken (not refused).
@@ -110,6 +112,7 @@ impl SimReport {
         self.videos += r.videos;
         self.deliveries += r.deliveries;
         self.answers += r.answers;
+        self.calls += r.calls;
         self.injected_peer_faults += r.injected_peer_faults;
         self.processor_calls += r.processor_calls;
         self.uri_jobs += r.uri_jobs;
@@ -1114,6 +1117,17 @@ impl World {
                 return Err(format!("answer-rows: {key} succeeded and has no row ({} such)", succeeded.len()));
             }
             self.report.answers = answers;
+            // Every processor call a run counted is a row of `run_calls`, numbered from 0.
+            let mut calls = 0u64;
+            for r in live.prompt_runs.values() {
+                let rows = spool_runtime::rows::read_run_calls(self.rt.log().as_ref(), &r.run_id, 0, usize::MAX)
+                    .map_err(|e| e.to_string())?;
+                if rows.len() as u64 != r.calls {
+                    return Err(format!("call-rows: run {} counted {} calls, {} rows", r.run_id, r.calls, rows.len()));
+                }
+                calls += r.calls;
+            }
+            self.report.calls = calls;
         }
         self.report.injected_peer_faults = self.peers.injected.load(Ordering::Relaxed);
         self.report.processor_calls = self.peers.processor_calls.load(Ordering::Relaxed);

@@ -51,7 +51,7 @@ const AIM_FILES_AT: usize = 100_000;
 /// Aim: milliseconds from spawn to the first `/healthz` 200 after `kill -9` at rest.
 const AIM_RECOVERY_MS: f64 = 1000.0;
 /// How long the server is left without a request before the kill -9 of a recovery at rest.
-const AT_REST: Duration = Duration::from_secs(2);
+const AT_REST: Duration = Duration::from_secs(3);
 /// Aim (issue 27): resident memory after the largest import, at a million files.
 const AIM_RSS_MIB: f64 = 300.0;
 const AIM_RSS_AT: usize = 1_000_000;
@@ -323,7 +323,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
                 Some(r) => println!("memory after {n} files: {r:.1} MiB resident (VmRSS of spool serve)"),
                 None => println!("memory after {n} files: n/a (no /proc/<pid>/status)"),
             }
-            // At rest: the server committed nothing for two seconds (what a crash of an idle
+            // At rest: the server committed nothing for three seconds (what a crash of an idle
             // server meets).
             std::thread::sleep(AT_REST);
             // Kill, start again, and time it from spawn to the first `/healthz` 200.

@@ -275,19 +275,22 @@ impl Runtime {
             for chunk in ids.chunks(ARTIFACT_VIDEOS_PER_READ) {
                 let rows = rt.video_rows(chunk.iter().copied())
                     .map_err(|e| Failure::Retry(format!("reading the videos' rows: {e}")))?;
-                // Their runs' answers are rows too (`run_answers`): which ones, then read them.
-                let keys = rt.read(|st| ex::view::artifact_answer_keys(&ex::view::runs(st, &e), chunk));
-                let answers = rt.run_answers(keys)
+                // Their runs' answers are rows too (`run_answers`), read for the tasks that have
+                // succeeded when the chunk is written.
+                let docs: Vec<String> = rt
+                    .read_with_answers(
+                        |st| ex::view::artifact_answer_keys(&ex::view::runs(st, &e), chunk),
+                        |st, answers| {
+                            let rows = spool_core::ViewRows { videos: &rows, answers };
+                            let runs = ex::view::runs(st, &e);
+                            chunk
+                                .iter()
+                                .filter_map(|id| ex::view::artifact_video(st, &runs, id, &rows))
+                                .map(|v| serde_json::to_string(&v).unwrap_or_default())
+                                .collect()
+                        },
+                    )
                     .map_err(|e| Failure::Retry(format!("reading the runs' answers: {e}")))?;
-                let rows = spool_core::ViewRows { videos: &rows, answers: &answers };
-                let docs: Vec<String> = rt.read(|st| {
-                    let runs = ex::view::runs(st, &e);
-                    chunk
-                        .iter()
-                        .filter_map(|id| ex::view::artifact_video(st, &runs, id, &rows))
-                        .map(|v| serde_json::to_string(&v).unwrap_or_default())
-                        .collect()
-                });
                 for d in docs {
                     if !first {
                         write(&mut w, b",")?;

@@ -367,39 +367,38 @@ pub async fn results(
         Err(_) => Default::default(),
     };
     // Only segments with a result are listed: the first `limit + 1` from the cursor (a scan
-    // bounded by the video's segments), then their answers (`run_answers`), then the page.
-    let keys = app.rt.read(|st| -> Result<Vec<spool_core::AnswerKey>, ApiError> {
+    // bounded by the video's segments), whose answers are rows (`run_answers`).
+    let page_keys = |st: &spool_core::State| -> Result<Vec<spool_core::AnswerKey>, ApiError> {
         let (r, n) = run_video(st, &raw, video)?;
         let mut keys = Vec::new();
         view::video_answer_keys(r, n, from, limit + 1, &mut keys);
         keys.retain(|k| matches!(k.task, spool_model::RunTask::Segment(_)));
         Ok(keys)
-    })?;
-    let answers = app.rt.run_answers(keys.iter().copied())?;
-    let rows = spool_core::ViewRows { videos: &video_row, answers: &answers };
-    let v = app.rt.read(|st| -> Result<Value, ApiError> {
-        let (r, _) = run_video(st, &raw, video)?;
-        let mut data = Vec::new();
-        let mut next = None;
-        for k in &keys {
-            let spool_model::RunTask::Segment(s) = k.task else { continue };
-            if data.len() == limit {
-                next = Some(s);
-                break;
-            }
-            if let Some(res) = view::result(r, s, &rows) {
-                data.push(res);
-            }
-        }
-        Ok(json!({
-            "data": data,
-            "pagination": {
-                "limit": limit,
-                "has_more": next.is_some(),
-                "next_cursor": next.map(|s| super::import_job::encode_cursor(&s.to_string())),
-            },
-        }))
-    })?;
+    };
+    let v = app.rt.read_with_answers(
+        |st| page_keys(st).unwrap_or_default(),
+        |st, answers| -> Result<Value, ApiError> {
+            let (r, _) = run_video(st, &raw, video)?;
+            let keys = page_keys(st)?;
+            let rows = spool_core::ViewRows { videos: &video_row, answers };
+            let segment = |k: &spool_core::AnswerKey| match k.task {
+                spool_model::RunTask::Segment(s) => Some(s),
+                spool_model::RunTask::Video(_) => None,
+            };
+            // The cursor is the next segment with a result, whether or not a row was read.
+            let next = keys.get(limit).and_then(segment);
+            let data: Vec<Value> =
+                keys.iter().take(limit).filter_map(segment).filter_map(|s| view::result(r, s, &rows)).collect();
+            Ok(json!({
+                "data": data,
+                "pagination": {
+                    "limit": limit,
+                    "has_more": next.is_some(),
+                    "next_cursor": next.map(|s| super::import_job::encode_cursor(&s.to_string())),
+                },
+            }))
+        },
+    )??;
     Ok(json(StatusCode::OK, &v))
 }
 
@@ -411,14 +410,13 @@ pub async fn video_result(
     who.require(Scope::Read)?;
     let [run, video] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
     // Its answer is a row (`run_answers`): read when the task succeeded.
-    let key = app.rt.read(|st| {
+    let key = |st: &spool_core::State| {
         let (r, n) = run_video(st, run, video).ok()?;
         let t = r.videos.get(n as usize)?.video_level.as_ref()?;
         (t.status == spool_core::machines::prompt_run::TaskStatus::Succeeded)
             .then_some(spool_core::AnswerKey { run_id: r.run_id, task: spool_model::RunTask::Video(n) })
-    });
-    let answers = app.rt.run_answers(key)?;
-    let v = app.rt.read(|st| -> Result<Value, ApiError> {
+    };
+    let v = app.rt.read_with_answers(|st| key(st).into_iter().collect(), |st, answers| -> Result<Value, ApiError> {
         let (r, n) = run_video(st, run, video)?;
         if r.prompt.video_level.is_none() {
             return Err(ApiError::new(
@@ -427,14 +425,14 @@ pub async fn video_result(
                 "this run's prompt has no video_level part, so it has no video-level results",
             ));
         }
-        view::video_result(r, n, &answers).ok_or_else(|| {
+        view::video_result(r, n, answers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "resource_video_result_not_found",
                 "the video-level result is not there yet: it is asked once the video's segments have ended (and one succeeded)",
             )
         })
-    })?;
+    })??;
     Ok(json(StatusCode::OK, &v))
 }
 
@@ -453,7 +451,17 @@ pub async fn llm_calls(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(view::llm_calls))
+    // The calls are rows (`run_calls`): the last `RUN_LLM_CALLS_KEPT_MAX` of those the run has
+    // recorded, read after the run is found, then rendered with it.
+    let run_id = parse_run(&raw)?;
+    let recorded = app.rt.read(|st| st.prompt_runs.get(&run_id).map(|r| r.calls));
+    let Some(recorded) = recorded else { return Err(ApiError::not_found("prompt_run", &raw)) };
+    let kept = spool_core::machines::prompt_run::RUN_LLM_CALLS_KEPT_MAX;
+    let from = recorded.saturating_sub(kept as u64);
+    let calls = app.rt.run_calls(&run_id, from, usize::try_from(recorded - from).unwrap_or(kept))?;
+    let v = app.rt.read(|st| st.prompt_runs.get(&run_id).map(|r| view::llm_calls(r, &calls)));
+    let v = v.ok_or_else(|| ApiError::not_found("prompt_run", &raw))?;
+    Ok(json(StatusCode::OK, &v))
 }
 
 pub async fn retry_segment(

@@ -262,18 +262,20 @@ pub async fn segments(
             )
         }
     };
-    let runs_of = |st: &'_ spool_core::State| -> Vec<spool_model::PromptRunId> {
-        match run_id {
-            Some(r) => st.prompt_runs.get(&r).into_iter().filter(|r| r.video_pos.contains_key(&id)).map(|r| r.run_id).collect(),
-            None => {
-                let all = st.video_runs.get(&id).into_iter().flatten().rev().copied();
-                if latest { all.take(1).collect() } else { all.collect() }
-            }
+    // The video's runs as the first read names them (positions in the cursor refer to them).
+    let run_ids: Vec<spool_model::PromptRunId> = app.rt.read(|st| match run_id {
+        Some(r) => st.prompt_runs.get(&r).into_iter().filter(|r| r.video_pos.contains_key(&id)).map(|r| r.run_id).collect(),
+        None => {
+            let all = st.video_runs.get(&id).into_iter().flatten().rev().copied();
+            if latest { all.take(1).collect() } else { all.collect() }
         }
+    });
+    let runs_of = |st: &spool_core::State| -> Vec<spool_model::PromptRunId> {
+        run_ids.iter().filter(|r| st.prompt_runs.contains_key(r)).copied().collect()
     };
-    // The page's succeeded segments' answers are rows (`run_answers`): which (at most `limit`,
-    // from the cursor), then read them.
-    let keys = app.rt.read(|st| {
+    // The page's succeeded segments' answers are rows (`run_answers`): at most `limit` of them,
+    // from the cursor.
+    let pick = |st: &spool_core::State| {
         let mut keys = Vec::new();
         for (pos, r) in runs_of(st).iter().filter_map(|r| st.prompt_runs.get(r)).enumerate().skip(from.0) {
             let Some(n) = r.video_pos.get(&id) else { continue };
@@ -285,9 +287,8 @@ pub async fn segments(
             }
         }
         keys
-    });
-    let answers = app.rt.run_answers(keys)?;
-    let page = app.rt.read(|st| {
+    };
+    let page = app.rt.read_with_answers(pick, |st, answers| {
         let runs: Vec<&spool_core::machines::prompt_run::PromptRun> =
             runs_of(st).iter().filter_map(|r| st.prompt_runs.get(r)).collect();
         let mut data = Vec::new();
@@ -300,7 +301,7 @@ pub async fn segments(
                     next = Some(format!("{pos}:{n}"));
                     break 'outer;
                 }
-                if let Some(s) = spool_core::machines::prompt_run::view::segment(r, n, &answers) {
+                if let Some(s) = spool_core::machines::prompt_run::view::segment(r, n, answers) {
                     data.push(s);
                 }
             }
@@ -313,7 +314,7 @@ pub async fn segments(
                 "next_cursor": next.map(|k| super::import_job::encode_cursor(&k)),
             },
         })
-    });
+    })?;
     Ok(json(StatusCode::OK, &page))
 }
 

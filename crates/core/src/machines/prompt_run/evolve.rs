@@ -36,7 +36,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 video_level_failed: 0,
                 counts: BTreeMap::new(),
                 total_ms: 0,
-                llm_calls: Default::default(),
+                calls: 0,
                 retries: BTreeMap::new(),
                 last_progress_ms: at,
             };
@@ -96,7 +96,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         Event::PromptTaskSucceeded { run_id, task, attempt, answer, usage } => {
             {
                 let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-                record_call(run, *task, *attempt, true, *usage, at);
+                record_call(run, &mut state.rows, *task, *attempt, true, *usage, at);
                 if move_task(run, *task, TaskStatus::Succeeded, at).is_none() {
                     return;
                 }
@@ -129,7 +129,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             let timer_due = *retry_due_ms;
             {
                 let Some(run) = state.prompt_runs.get_mut(run_id) else { return };
-                record_call(run, *task, *attempt, false, usage.unwrap_or_default(), at);
+                record_call(run, &mut state.rows, *task, *attempt, false, usage.unwrap_or_default(), at);
                 let to = if timer_due.is_some() { TaskStatus::Waiting } else { TaskStatus::Failed };
                 if move_task(run, *task, to, at).is_none() {
                     return;
@@ -261,15 +261,27 @@ fn move_task(run: &mut PromptRun, task: RunTask, to: TaskStatus, at: u64) -> Opt
     Some(from)
 }
 
-fn record_call(run: &mut PromptRun, task: RunTask, attempt: u32, ok: bool, usage: CallUsage, at: u64) {
+/// A processor call is a row of `run_calls` (its number in the run, from 0), not state: the run
+/// counts them.
+fn record_call(
+    run: &mut PromptRun,
+    rows: &mut crate::Rows,
+    task: RunTask,
+    attempt: u32,
+    ok: bool,
+    usage: CallUsage,
+    at: u64,
+) {
     let video_ms = match task {
         RunTask::Segment(n) => run.segments.get(n as usize).map_or(0, |s| (s.range.end_us - s.range.start_us) / 1000),
         RunTask::Video(v) => run.videos.get(v as usize).map_or(0, |v| v.seconds_ms),
     };
-    if run.llm_calls.len() >= RUN_LLM_CALLS_KEPT_MAX {
-        run.llm_calls.pop_front();
+    let n = run.calls;
+    run.calls += 1;
+    if rows.emit {
+        let call = LlmCallRecord { task, attempt, ok, usage, video_ms, at_ms: at };
+        rows.written.push(crate::RowWrite::Call(run.run_id, n, std::sync::Arc::new(call)));
     }
-    run.llm_calls.push_back(LlmCallRecord { task, attempt, ok, usage, video_ms, at_ms: at });
 }
 
 /// After a video's segments all ended: its video-level task is due (when the prompt has one

@@ -44,7 +44,8 @@ pub const TASK_ATTEMPTS_MAX: u32 = 3;
 pub const TASK_RETRY_BACKOFF_MS: [u64; 2] = [1_000, 5_000];
 /// `prompt_run.progress` is raised at most this often per run.
 pub const RUN_PROGRESS_INTERVAL_MS: u64 = 2_000;
-/// Processor calls kept per run for `llm-calls` (the oldest are dropped past it).
+/// Processor calls `llm-calls` lists per run: the last this many (every call is a row of
+/// `run_calls`).
 pub const RUN_LLM_CALLS_KEPT_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,7 +259,8 @@ pub struct PromptRun {
     pub video_level_failed: u64,
     pub counts: BTreeMap<MediaType, MediaCounts>,
     pub total_ms: u64,
-    pub llm_calls: std::collections::VecDeque<LlmCallRecord>,
+    /// Processor calls recorded (each a row of `run_calls`, numbered from 0).
+    pub calls: u64,
     pub retries: BTreeMap<RetryId, SegmentRetry>,
     pub last_progress_ms: u64,
 }

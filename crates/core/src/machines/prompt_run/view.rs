@@ -236,15 +236,18 @@ pub fn failed_segments(r: &PromptRun) -> Value {
     })
 }
 
-/// `LlmCall`s, oldest first.
-pub fn llm_calls(r: &PromptRun) -> Value {
-    let calls: Vec<Value> = r
-        .llm_calls
+/// `LlmCall`s, oldest first: `calls` as read from `run_calls` (the last
+/// `RUN_LLM_CALLS_KEPT_MAX`).
+pub fn llm_calls(r: &PromptRun, calls: &[LlmCallRecord]) -> Value {
+    let calls: Vec<Value> = calls
         .iter()
         .map(|c| {
             let (purpose, task_id) = match c.task {
                 RunTask::Segment(n) => ("segment_extraction", segment_id(&r.run_id, n)),
-                RunTask::Video(v) => ("video_level_extraction", r.videos[v as usize].video_id.to_string()),
+                RunTask::Video(v) => (
+                    "video_level_extraction",
+                    r.videos.get(v as usize).map(|rv| rv.video_id.to_string()).unwrap_or_default(),
+                ),
             };
             json!({
                 "llm_call_id": format!("llm_{}_{}_{}", r.run_id.0, task_id.rsplit('_').next().unwrap_or(""), c.attempt),
