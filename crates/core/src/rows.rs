@@ -1,5 +1,6 @@
 //! Tables of the fold (`engine-spec/tables.md`): the facts that never change once written
-//! (today the immutable facts of videos, [`VideoRow`]) live in tables of the log's store, not in
+//! (videos' facts, [`VideoRow`]; jobs' finished files; `new_only` keys; index pages; delivered
+//! deliveries; runs' answers and processor calls) live in tables of the log's store, not in
 //! the state. The fold emits them: the sequencer commits each row in the same transaction as
 //! the event it follows from, so a row is durable exactly when its event is. A decision that
 //! reads rows gets them from [`Rows::videos`]: the rows of events folded into this state and not

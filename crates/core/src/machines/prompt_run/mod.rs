@@ -123,7 +123,7 @@ impl TaskStatus {
 pub use spool_model::RunStatus;
 
 /// One task's state: its attempts and its last failure. A succeeded task's answer is a row of
-/// the `run_answers` table (`crate::rows::answer_key`), written in the commit of its
+/// the `run_answers` table (keyed by [`crate::AnswerKey`]), written in the commit of its
 /// `PromptTaskSucceeded`: the views read it through [`crate::RowSource::answer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
