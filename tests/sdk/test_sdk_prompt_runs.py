@@ -320,6 +320,16 @@ def test_the_default_probe_answers_media_facts_and_runs_are_listed_newest_first(
     assert old.metadata == res.metadata and old.from_run_id == first.run_id
     every = list(client.videos.list_segments(vid, latest_run=False, limit=1).auto_paging_iter())
     assert [s.from_run_id for s in every] == [second.run_id, second.run_id, first.run_id]
+    # In a batch (it answered `segments: []` for every video before): the latest run's, or the
+    # named run's, with their results; a video never in a run has none.
+    (b,) = client.videos.batch_segments([vid])
+    assert b.run_id == second.run_id
+    assert [(s.segment_id, s.start_time, s.metadata, s.metadata_text) for s in b.segments] == [
+        (s.segment_id, s.start_time, s.metadata, s.metadata_text) for s in latest
+    ]
+    from videovector._types import BatchVideoSegmentsTarget
+    (b,) = client.videos.batch_segments_for_targets([BatchVideoSegmentsTarget(video_id=vid, run_id=first.run_id)])
+    assert b.run_id == first.run_id and [s.metadata for s in b.segments] == [old.metadata]
 
     v = client.videos.retrieve(vid)
     assert v.status == "processed"

@@ -80,6 +80,11 @@ pub fn by_body(body: &[u8], partitions: u16) -> Route {
         .or_else(|| v.get("target").and_then(|t| t.get("index_id")).and_then(|x| x.as_str().map(str::to_string)))
         .or_else(|| first_video(&v))
         .or_else(|| v.get("target").and_then(first_video))
+        // `POST /videos/batch/segments` with `targets` (the SDK's run-scoped form).
+        .or_else(|| {
+            let t = v.get("targets").and_then(|a| a.get(0))?;
+            t.get("video_id").and_then(|x| x.as_str().map(str::to_string))
+        })
         .or_else(|| {
             // `spool://media/videos/<shard>/<video id>[.<ext>]`
             let uri = v.get("video_uri").or_else(|| v.get("gcs_uri")).and_then(|x| x.as_str())?;
@@ -309,6 +314,11 @@ mod tests {
         );
         assert_eq!(
             by_body(format!(r#"{{"video_uri":"spool://media/videos/01/{vid}.mp4"}}"#).as_bytes(), n),
+            Route::Partition(2)
+        );
+        // A regression: the run-scoped form went to the catalog, which has no video.
+        assert_eq!(
+            by_body(format!(r#"{{"targets":[{{"video_id":"{vid}","run_id":"run_x"}}]}}"#).as_bytes(), n),
             Route::Partition(2)
         );
         assert_eq!(by_body(b"{}", n), Route::Partition(0));

@@ -9,6 +9,7 @@ use crate::{ApiError, AppState, Principal};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use spool_core::machines::prompt_run::PromptRun;
 use spool_model::{Scope, VideoId};
 
 /// How long a signed media URL reads: 15 minutes.
@@ -283,6 +284,9 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 pub const BATCH_RETRIEVE_MAX: usize = 100;
 /// Largest `video_ids` / `targets` of `POST /videos/batch/segments` (the SDK's bound).
 pub const BATCH_SEGMENTS_MAX: usize = 50;
+/// Segments `POST /videos/batch/segments` gives per video (its first ones, in time order; the
+/// rest through `GET /videos/{id}/segments`, whose pages are as large).
+pub const BATCH_SEGMENTS_PER_VIDEO_MAX: u32 = 100;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,15 +354,72 @@ pub async fn batch_segments(
         return Err(ApiError::validation("video_ids", format!("send 1 to {BATCH_SEGMENTS_MAX} videos")));
     }
     let wanted: Vec<VideoId> = targets.iter().filter_map(|(raw, _)| raw.parse().ok()).collect();
-    let items: Vec<serde_json::Value> = crate::routes::with_video_rows(&app, |_| wanted, |st, rows| {
+    let rows = app.rt.video_rows(wanted)?;
+    // Each visible video's segments in one run: the target's, else the video's latest (as `GET
+    // /videos/{id}/segments`), at most BATCH_SEGMENTS_PER_VIDEO_MAX; none before its first run.
+    // Their answers are rows (`run_answers`).
+    type Target<'a> = (&'a str, Option<&'a str>, Option<(&'a PromptRun, u32)>);
+    fn chosen<'a>(st: &'a spool_core::State, raw: &'a str, run: Option<&'a str>) -> Option<(&'a PromptRun, u32)> {
+        let id: VideoId = raw.parse().ok()?;
+        let r = match run {
+            Some(run) => st.prompt_runs.get(&run.parse().ok()?)?,
+            None => st.prompt_runs.get(st.video_runs.get(&id)?.last()?)?,
+        };
+        Some((r, *r.video_pos.get(&id)?))
+    }
+    let shown = |st: &'_ spool_core::State| -> Vec<(String, Option<String>)> {
         targets
             .iter()
             .filter(|(raw, _)| {
-                raw.parse::<VideoId>().ok().is_some_and(|id| crate::routes::shown(st, rows, &id).is_some())
+                raw.parse::<VideoId>().ok().is_some_and(|id| crate::routes::shown(st, &rows, &id).is_some())
             })
-            .map(|(raw, run)| serde_json::json!({ "video_id": raw, "run_id": run, "segments": [] }))
+            .cloned()
             .collect()
-    })?;
+    };
+    let items = app.rt.read_with_answers(
+        |st| {
+            let mut keys = Vec::new();
+            for (raw, run) in shown(st) {
+                if let Some((r, n)) = chosen(st, &raw, run.as_deref()) {
+                    let max = usize::try_from(BATCH_SEGMENTS_PER_VIDEO_MAX).unwrap_or(usize::MAX);
+                    let mut own = Vec::new();
+                    spool_core::machines::prompt_run::view::video_answer_keys(r, n, 0, max, &mut own);
+                    // Only the first segments are shown (the video-level answer is not).
+                    let end = r.videos.get(n as usize).map_or(0, |rv| rv.seg_first + BATCH_SEGMENTS_PER_VIDEO_MAX);
+                    keys.extend(
+                        own.into_iter()
+                            .filter(|k| matches!(k.task, spool_model::RunTask::Segment(s) if s < end)),
+                    );
+                }
+            }
+            keys
+        },
+        |st, answers| {
+            let shown = shown(st);
+            let targets: Vec<Target<'_>> =
+                shown.iter().map(|(raw, run)| (raw.as_str(), run.as_deref(), chosen(st, raw, run.as_deref()))).collect();
+            targets
+                .iter()
+                .map(|(raw, run, chosen)| {
+                    let segments: Vec<serde_json::Value> = match chosen {
+                        Some((r, n)) => r
+                            .videos
+                            .get(*n as usize)
+                            .map(|rv| {
+                                let end = rv.seg_first + rv.seg_count.min(BATCH_SEGMENTS_PER_VIDEO_MAX);
+                                (rv.seg_first..end)
+                                    .filter_map(|s| spool_core::machines::prompt_run::view::segment(r, s, answers))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    let run_id = run.map(str::to_string).or_else(|| chosen.map(|(r, _)| r.run_id.to_string()));
+                    serde_json::json!({ "video_id": raw, "run_id": run_id, "segments": segments })
+                })
+                .collect::<Vec<_>>()
+        },
+    )?;
     Ok(super::json(StatusCode::OK, &serde_json::Value::Array(items)))
 }
 
