@@ -225,7 +225,11 @@ impl Node {
         let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
         let first = answer(held.app.clone(), Request::from_parts(parts, Body::from(bytes))).await;
         let (first, unknown) = names_unknown_catalog_fact(first).await;
-        if unknown && held.runtime.catch_up_catalog().await {
+        if unknown {
+            // Asked again whether or not this catch-up folded anything: the partition's
+            // follower may have folded the fact between the first answer and the catch-up,
+            // which then finds nothing new (a key used at once was refused so, now and then).
+            held.runtime.catch_up_catalog().await;
             return answer(held.app, again).await;
         }
         first
