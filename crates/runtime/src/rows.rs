@@ -107,22 +107,35 @@ fn scan_keys<T>(
     log: &(impl EventLog + ?Sized),
     table: SideTable,
     prefix: &str,
-    mut from: String,
+    from: String,
     n: usize,
     parse: fn(&str) -> Option<T>,
+) -> Result<Vec<T>, spool_log::Error> {
+    scan_rows(log, table, prefix, from, n, |key, _| parse(key))
+}
+
+/// [`scan_keys`] over keys and values: the rows of `table` whose keys begin with `prefix`,
+/// after `from`, parsed, at most `n`; a row `parse` refuses is left out with a warning.
+fn scan_rows<T>(
+    log: &(impl EventLog + ?Sized),
+    table: SideTable,
+    prefix: &str,
+    mut from: String,
+    n: usize,
+    parse: impl Fn(&str, &[u8]) -> Option<T>,
 ) -> Result<Vec<T>, spool_log::Error> {
     let mut out = Vec::new();
     while out.len() < n {
         let want = (n - out.len()).min(READ_BATCH_MAX);
         let page = log.side_scan(table, Some(&from), want)?;
         let full = page.len() == want;
-        for (key, _) in page {
+        for (key, value) in page {
             if !key.starts_with(prefix) {
                 return Ok(out);
             }
-            match parse(&key) {
+            match parse(&key, &value) {
                 Some(k) => out.push(k),
-                None => tracing::warn!(key = %key, ?table, "a key of another shape; left out"),
+                None => tracing::warn!(key = %key, ?table, "a row of another shape or format; left out"),
             }
             from = key;
         }
@@ -256,27 +269,10 @@ pub fn read_run_calls<L: EventLog + ?Sized>(
 ) -> Result<Vec<spool_core::machines::prompt_run::LlmCallRecord>, spool_log::Error> {
     let prefix = format!("{run_id}/");
     // The scan starts after a key: the one before `from`'s (the prefix itself for 0).
-    let mut after = if from == 0 { prefix.clone() } else { spool_core::rows::call_key(run_id, from - 1) };
-    let mut out = Vec::new();
-    while out.len() < n {
-        let want = (n - out.len()).min(READ_BATCH_MAX);
-        let page = log.side_scan(SideTable::RunCalls, Some(&after), want)?;
-        let full = page.len() == want;
-        for (key, bytes) in page {
-            if !key.starts_with(&prefix) {
-                return Ok(out);
-            }
-            match spool_core::rows::decode_row(spool_core::rows::CALL_ROW_FORMAT, &bytes) {
-                Some(call) => out.push(call),
-                None => tracing::warn!(key = %key, "a processor call's row of another format or damaged; left out"),
-            }
-            after = key;
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(out)
+    let after = if from == 0 { prefix.clone() } else { spool_core::rows::call_key(run_id, from - 1) };
+    scan_rows(log, SideTable::RunCalls, &prefix, after, n, |_, bytes| {
+        spool_core::rows::decode_row(spool_core::rows::CALL_ROW_FORMAT, bytes)
+    })
 }
 
 /// A webhook's delivered deliveries, newest first, at most `n` (from the `webhook_deliveries`
