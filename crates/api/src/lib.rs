@@ -11,6 +11,7 @@ mod body;
 mod error;
 mod metrics;
 pub mod openapi;
+pub mod rate_limit;
 mod routes;
 
 pub use routes::openapi as openapi_document;
@@ -58,6 +59,8 @@ pub struct Shared {
     pub cfg: ApiConfig,
     /// Responses by class: 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 4],
+    /// Searches served (`/usage`'s `searches`: this process's, since it started).
+    pub searches: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -72,6 +75,6 @@ impl std::ops::Deref for AppState {
 
 /// The whole HTTP application.
 pub fn router(rt: Arc<Runtime>, cfg: ApiConfig) -> Router {
-    let state = AppState(Arc::new(Shared { rt, cfg, responses: Default::default() }));
+    let state = AppState(Arc::new(Shared { rt, cfg, responses: Default::default(), searches: Default::default() }));
     routes::router(state)
 }

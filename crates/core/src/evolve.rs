@@ -20,6 +20,9 @@ pub fn evolve(state: &mut State, env: &Envelope) {
     // Events fold in log order (a replay of one stream skips others, never goes back).
     debug_assert!(env.seq > state.applied_seq, "event {} folded after {}", env.seq, state.applied_seq);
     state.applied_seq = env.seq;
+    // Before the machines: usage reads the state as it was before the event (a run's segment).
+    // Only here, for the partition's own events: `evolve_mirrored` does not count the catalog's.
+    crate::usage::fold(state, env);
     evolve_machines(state, env);
     #[cfg(debug_assertions)]
     check_touched(state, env);

@@ -15,6 +15,7 @@ pub mod machines;
 pub mod rows;
 pub mod sim;
 pub mod state;
+pub mod usage;
 pub mod waiting;
 pub mod workset;
 

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 33;
+pub const STATE_FORMAT: u32 = 34;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -81,6 +81,8 @@ pub struct State {
     /// In the catalog of a partitioned cluster: each index partition's log is ingested (its
     /// published domain events delivered) through this sequence number.
     pub ingested: BTreeMap<u16, u64>,
+    /// Usage counters by calendar month (UTC), for the `usage` resource (`crate::usage`).
+    pub usage: crate::usage::Usage,
     /// Rows for decisions and the rows the fold emitted (`crate::rows`): never snapshotted.
     #[serde(skip)]
     pub rows: crate::rows::Rows,

@@ -19,6 +19,7 @@ mod idem;
 pub mod keyring;
 pub mod rows;
 mod runtime;
+pub mod search;
 mod sequencer;
 pub mod tools;
 

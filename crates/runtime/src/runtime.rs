@@ -102,6 +102,8 @@ pub struct RuntimeConfig {
     /// Events one decision may write ([`DECISION_EVENTS_MAX`]; tests lower it to reach it with
     /// a few webhooks).
     pub decision_events_max: usize,
+    /// Keep the search projection (`search.rs`) in `<data-dir>/search/`.
+    pub search: bool,
 }
 
 /// The catalog's log, as an index partition reads it ([`RuntimeConfig::catalog`]).
@@ -159,6 +161,7 @@ impl RuntimeConfig {
                 spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
             ),
             decision_events_max: DECISION_EVENTS_MAX,
+            search: true,
         }
     }
 }
@@ -214,6 +217,10 @@ pub struct Runtime {
     partition_lost: Mutex<Option<watch::Receiver<bool>>>,
     /// This node's id in a shared log's leases (`None` on a log of one process).
     node_id: Mutex<Option<String>>,
+    /// The search projection (`search.rs`; `None` when the configuration keeps none).
+    pub(crate) search: Option<Arc<spool_search::SearchIndex>>,
+    /// Commits of the search projection (for `/metrics`).
+    pub search_commits: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
     pub effects_total: AtomicU64,
@@ -339,8 +346,24 @@ impl Runtime {
                 (scratch.clone(), uploads, None)
             }
         };
+        let search = match cfg.search {
+            true => {
+                let dir = match cfg.partition_tag {
+                    Some(p) => cfg.data_dir.join(crate::search::SEARCH_DIR).join(format!("p{p}")),
+                    None => cfg.data_dir.join(crate::search::SEARCH_DIR),
+                };
+                let opened = tokio::task::spawn_blocking(move || spool_search::SearchIndex::open(&dir))
+                    .await
+                    .map_err(|e| spool_log::Error::Storage(format!("opening the search index: {e}")))?
+                    .map_err(|e| spool_log::Error::Storage(e.to_string()))?;
+                Some(Arc::new(opened))
+            }
+            false => None,
+        };
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
+            search,
+            search_commits: AtomicU64::new(0),
             log,
             keyring,
             last_snapshot_seq: AtomicU64::new(state.applied_seq),
@@ -406,6 +429,7 @@ impl Runtime {
             background.push(tokio::spawn(async move { timers.timer_loop().await }));
         }
         background.push(tokio::spawn(rt.clone().snapshot_when_idle()));
+        background.push(tokio::spawn(rt.clone().follow_search()));
         let starter = rt.clone();
         background.push(tokio::spawn(async move {
             let mut stop = starter.stopping.subscribe();

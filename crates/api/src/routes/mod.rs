@@ -2,6 +2,7 @@
 //! shapes in `views.rs`), and one block of routes per machine below.
 
 mod admin;
+pub(crate) mod search;
 
 /// One module per machine of the registry (`routes/<machine>/`), declared from the registry.
 macro_rules! machine_modules {
@@ -67,6 +68,7 @@ macro_rules! machine_ops {
         pub(crate) fn api_ops() -> Vec<Op> {
             let mut ops = Vec::new();
             $(ops.extend($module::ops());)*
+            ops.extend(search::ops());
             ops.extend(engine_ops());
             ops
         }

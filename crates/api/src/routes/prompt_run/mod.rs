@@ -13,7 +13,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spool_core::machines::prompt_run::{PromptRun, PromptRunCommand, parse_segment_id, view};
 use spool_core::{Command, Outcome};
-use spool_model::{IndexId, PromptId, PromptRunId, RetryId, RunSettings, RunTarget, Scope, Segmentation, VideoId};
+use spool_model::{IndexId, PromptId, PromptRunId, RetryId, RunSettings, RunStatus, RunTarget, Scope, Segmentation, VideoId};
+
+/// How far the search projection has read (`u64::MAX` without one): a finished run reads as
+/// finished only past it.
+fn searched(app: &AppState) -> u64 {
+    app.rt.search_index().map_or(u64::MAX, |s| s.position())
+}
 
 use super::ops_prelude::*;
 
@@ -195,12 +201,19 @@ fn render_run(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
         Outcome::PromptRun(id) => st.prompt_runs.get(&id),
         _ => None,
     };
-    view_reply(StatusCode::OK, r.map(|r| run_view(st, r)))
+    view_reply(StatusCode::OK, r.map(|r| run_view(st, r, u64::MAX)))
 }
 
 /// A run's JSON with its `waiting_on` (why it is not moving; only while it has not ended).
-fn run_view(st: &spool_core::State, r: &spool_core::machines::prompt_run::PromptRun) -> Value {
+fn run_view(st: &spool_core::State, r: &spool_core::machines::prompt_run::PromptRun, searched: u64) -> Value {
     let mut v = view::run(r);
+    // `completed` means searchable: until the search projection passed the event that finished
+    // the run (`searched`: its position, read before the state), it reads as still processing
+    // (`engine-spec/search.md`).
+    let done = matches!(r.status, RunStatus::Completed | RunStatus::CompletedWithFailures);
+    if done && searched < r.finished_seq {
+        v["status"] = json!("processing");
+    }
     if let Some(w) = spool_core::waiting::of_run(st, r) {
         v["waiting_on"] = w.json();
     }
@@ -303,6 +316,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     who.require(Scope::Read)?;
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 200, 1, 1000)?);
+    let searched = searched(&app);
     let v = app.rt.read(|st| {
         let runs: Vec<Value> = st
             .runs_by_created
@@ -310,7 +324,7 @@ pub async fn list(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
             .rev()
             .take(limit)
             .filter_map(|(_, id)| st.prompt_runs.get(id))
-            .map(|r| run_view(st, r))
+            .map(|r| run_view(st, r, searched))
             .collect();
         Value::Array(runs)
     });
@@ -323,7 +337,8 @@ pub async fn retrieve(
     PathParam(raw): PathParam,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
-    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(|r| run_view(st, r)))
+    let searched = searched(&app);
+    super::show(&app, "prompt_run", &raw, |st, id: PromptRunId| st.prompt_runs.get(&id).map(|r| run_view(st, r, searched)))
 }
 
 pub async fn cancel(
@@ -583,9 +598,10 @@ pub async fn video_runs(
     if !crate::routes::video_visible(&app, &video_id)? {
         return Err(ApiError::not_found("video", &raw));
     }
+    let searched = searched(&app);
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         let runs = st.video_runs.get(&video_id).into_iter().flatten().rev().take(limit);
-        Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(|r| run_view(st, r)).collect()))
+        Ok(Value::Array(runs.filter_map(|r| st.prompt_runs.get(r)).map(|r| run_view(st, r, searched)).collect()))
     })?;
     Ok(json(StatusCode::OK, &v))
 }
@@ -602,6 +618,7 @@ pub async fn index_runs(
     let q = Query::parse(q.as_deref())?;
     let limit = spool_model::num::sat_usize(q.int("limit", 50, 1, 100)?);
     let from: Option<(u64, PromptRunId)> = super::import_job::decode_created_cursor(q.get("cursor"))?;
+    let searched = searched(&app);
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         st.live_index(&index_id).ok_or_else(|| ApiError::not_found("index", &raw))?;
         let empty = Default::default();
@@ -611,7 +628,7 @@ pub async fn index_runs(
             None => Box::new(set.iter().rev()),
         };
         let data: Vec<Value> =
-            iter.by_ref().take(limit).filter_map(|(_, id)| st.prompt_runs.get(id)).map(|r| run_view(st, r)).collect();
+            iter.by_ref().take(limit).filter_map(|(_, id)| st.prompt_runs.get(id)).map(|r| run_view(st, r, searched)).collect();
         let next = iter.next().map(|(ms, id)| super::import_job::encode_cursor(&format!("{ms}-{id}")));
         Ok(json!({ "data": data, "pagination": { "limit": limit, "has_more": next.is_some(), "next_cursor": next } }))
     })?;

@@ -18,6 +18,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 created_at_ms: at,
                 updated_at_ms: at,
                 finished_at_ms: None,
+                finished_seq: 0,
                 stop: None,
                 listing_done: false,
                 list_after: None,
@@ -241,6 +242,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             run.status = *status;
             run.error = error.clone();
             run.finished_at_ms = Some(at);
+            run.finished_seq = env.seq;
             run.updated_at_ms = at;
             if let Some(stop) = run.stop.as_mut() {
                 stop.completed_at_ms = Some(at);

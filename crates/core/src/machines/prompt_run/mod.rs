@@ -238,6 +238,9 @@ pub struct PromptRun {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    /// The log position of the event that last finished it (0 before): the search projection
+    /// must have passed it before the run reads as finished (`engine-spec/search.md`).
+    pub finished_seq: u64,
     pub stop: Option<StopState>,
     pub listing_done: bool,
     /// Where the listing goes on: after this (created, id) of the index, or this position of

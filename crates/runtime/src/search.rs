@@ -1,0 +1,173 @@
+//! The search projection (`engine-spec/search.md`): a follower of the log that keeps every
+//! task answer of every prompt run in a tantivy index on disk (`spool_search`), with the log
+//! position it reflects recorded in each of its commits. It reads the durable, folded events
+//! after that position (never ahead of what readers see), so a crash leaves it behind at worst
+//! and it goes on from its position; an index ahead of the log (another log, a restored
+//! backup) or of another format is rebuilt from the start.
+//!
+//! A run reads as finished only once the projection passed the event that finished it
+//! ([`Runtime::searchable`]): `completed` means searchable.
+
+use crate::Runtime;
+use spool_core::State;
+use spool_core::machines::prompt_run::segment_id;
+use spool_model::{Envelope, Event, PromptRunId, RunTask, TaskAnswer};
+use spool_search::{Doc, PLAYGROUND, SearchIndex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The projection's folder inside the data directory (`search/` or `search/p<N>/`).
+pub const SEARCH_DIR: &str = "search";
+/// Events read from the log at a time.
+const READ_BATCH: usize = 2048;
+/// With nothing indexed, the position is still recorded after this many events (a restart
+/// reads at most that again).
+const IDLE_COMMIT_EVENTS: u64 = 10_000;
+
+/// The document of a task's answer, from the run as the state has it.
+fn doc_of(rt: &Runtime, st: &State, run_id: &PromptRunId, task: RunTask, answer: &TaskAnswer) -> Option<Doc> {
+    let run = st.prompt_runs.get(run_id)?;
+    let (video_no, segment, range) = match task {
+        RunTask::Segment(n) => {
+            let seg = run.segments.get(usize::try_from(n).ok()?)?;
+            (seg.video, Some(segment_id(run_id, n)), Some(seg.range))
+        }
+        RunTask::Video(v) => (v, None, None),
+    };
+    let video = run.videos.get(usize::try_from(video_no).ok()?)?;
+    let index_id = match run.index_id() {
+        Some(i) => i.to_string(),
+        None => match rt.video_row(&video.video_id) {
+            Ok(Some(row)) if matches!(run.target, spool_model::RunTarget::Videos { .. }) => row.index_id.to_string(),
+            _ => PLAYGROUND.to_string(),
+        },
+    };
+    let result_id = match &segment {
+        Some(s) => format!("{run_id}:{s}"),
+        None => format!("{run_id}:{}", video.video_id),
+    };
+    Some(Doc {
+        result_id,
+        run_id: run_id.to_string(),
+        prompt_id: run.prompt_id.to_string(),
+        video_id: video.video_id.to_string(),
+        index_id,
+        segment_id: segment,
+        start_us: range.map_or(0, |r| r.start_us),
+        end_us: range.map_or(0, |r| r.end_us),
+        media_type: video.media_type.as_str().to_string(),
+        metadata_json: answer.metadata_json.clone(),
+        metadata_text: answer.metadata_text.clone(),
+    })
+}
+
+impl Runtime {
+    /// The search projection, when this runtime keeps one.
+    pub fn search_index(&self) -> Option<&Arc<SearchIndex>> {
+        self.search.as_ref()
+    }
+
+    /// Whether a run finished at `finished_seq` is searchable (the projection passed it; true
+    /// when this runtime keeps no projection).
+    pub fn searchable(&self, finished_seq: u64) -> bool {
+        self.search.as_ref().is_none_or(|s| s.position() >= finished_seq)
+    }
+
+    /// One event into the projection: answers are indexed, deleted videos and indexes leave it.
+    fn index_event(&self, ix: &SearchIndex, env: &Envelope) -> Result<bool, spool_search::Error> {
+        match &env.event {
+            Event::PromptTaskSucceeded { run_id, task, answer, .. } => {
+                if let Some(doc) = self.read(|st| doc_of(self, st, run_id, *task, answer)) {
+                    ix.upsert(&doc)?;
+                }
+                Ok(true)
+            }
+            Event::VideoDeleted { video_id, .. } => {
+                ix.delete_video(&video_id.to_string());
+                Ok(true)
+            }
+            Event::IndexDeleted { index_id, .. } => {
+                ix.delete_index(&index_id.to_string());
+                Ok(true)
+            }
+            Event::PromptRunFinished { .. } => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Follows the log into the search projection until the runtime stops.
+    pub(crate) async fn follow_search(self: Arc<Self>) {
+        let Some(ix) = self.search.clone() else { return };
+        let mut stop = self.stopping.subscribe();
+        let mut applied = self.watch_applied();
+        self.wait_ready().await;
+        let head = self.log().head();
+        if ix.position() > head {
+            tracing::warn!(position = ix.position(), head, "the search index is ahead of the log; rebuilding it");
+            if let Err(e) = ix.clear().and_then(|()| ix.commit(0)) {
+                tracing::error!(error = %e, "the search index cannot be cleared; search stays behind");
+                return;
+            }
+        }
+        let mut read_to = ix.position();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let through = self.applied_seq();
+            if read_to >= through {
+                tokio::select! {
+                    _ = applied.changed() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            let me = self.clone();
+            let ix2 = ix.clone();
+            let step = tokio::task::spawn_blocking(move || me.search_step(&ix2, read_to, through)).await;
+            match step {
+                Ok(Ok(to)) => read_to = to,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the search projection could not index; trying again in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    read_to = ix.position();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the search projection's step panicked; search stays behind");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads the events after `from` through at most `through`, indexes them and commits when
+    /// something changed (or after [`IDLE_COMMIT_EVENTS`]); returns how far it read.
+    fn search_step(&self, ix: &SearchIndex, from: u64, through: u64) -> Result<u64, String> {
+        let mut read_to = from;
+        let mut touched = false;
+        while read_to < through {
+            let envs = self.log().read_from(read_to + 1, READ_BATCH).map_err(|e| e.to_string())?;
+            if envs.is_empty() {
+                break;
+            }
+            for env in &envs {
+                if env.seq > through {
+                    break;
+                }
+                touched |= self.index_event(ix, env).map_err(|e| e.to_string())?;
+                read_to = env.seq;
+            }
+            if envs.len() < READ_BATCH {
+                break;
+            }
+        }
+        if touched || ix.pending() > 0 || read_to >= ix.position() + IDLE_COMMIT_EVENTS {
+            ix.commit(read_to).map_err(|e| e.to_string())?;
+            self.search_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(read_to)
+    }
+}

@@ -1,0 +1,501 @@
+//! The search projection's index: every result of a prompt run (a segment's or a video's
+//! answer) as one tantivy document, ranked by BM25 (`engine-spec/search.md`).
+//!
+//! Spool does its own tokenising (lower-cased runs of letters and digits, at most
+//! [`TOKEN_CHARS_MAX`] characters, [`TOKENS_PER_RESULT_MAX`] a result), so a query and a result
+//! are cut the same way and a field path can be part of a term: the `text` field holds every
+//! word of a result (its `metadata_text` and every string of its `metadata`); the `paths` field
+//! holds `<path>\u{1f}<word>` for each, so a search can be narrowed to fields. Both are indexed
+//! with frequencies (BM25's term frequency and length norm work as for any text field).
+//!
+//! The index records the log position it reflects in each commit's payload
+//! (`{"format":N,"position":P}`); an index of another format is emptied at open (position 0:
+//! the runtime rebuilds it from the log).
+
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{
+    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+/// The format of the documents and the payload; another format is rebuilt.
+pub const SEARCH_FORMAT: u32 = 1;
+/// A word longer than this is not indexed (nor searched).
+pub const TOKEN_CHARS_MAX: usize = 40;
+/// Words indexed per result at most (its first ones).
+pub const TOKENS_PER_RESULT_MAX: usize = 20_000;
+/// The writer's memory budget.
+const WRITER_BYTES: usize = 16 * 1024 * 1024;
+/// The separator between a field path and a word in the `paths` field.
+const PATH_SEP: char = '\u{1f}';
+/// How the `index_id` field names results of runs without an index.
+pub const PLAYGROUND: &str = "playground";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index folder {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("search index: {0}")]
+    Other(String),
+}
+
+/// One result, as indexed and as answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Doc {
+    /// `{run_id}:{segment_id}` or `{run_id}:{video_id}` (a video-level result).
+    pub result_id: String,
+    pub run_id: String,
+    pub prompt_id: String,
+    pub video_id: String,
+    /// The run's index, or [`PLAYGROUND`].
+    pub index_id: String,
+    /// `None` for a video-level result.
+    pub segment_id: Option<String>,
+    pub start_us: u64,
+    pub end_us: u64,
+    /// `video`, `audio` or `image`.
+    pub media_type: String,
+    pub metadata_json: String,
+    pub metadata_text: String,
+}
+
+/// One hit: the result and its score (BM25; `None` for a filter's hits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub score: Option<f32>,
+    pub doc: Doc,
+}
+
+/// Which results a search looks at: all of the given runs and indexes (an empty list: any).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub run_ids: Vec<String>,
+    pub index_ids: Vec<String>,
+    pub video_ids: Vec<String>,
+}
+
+struct Fields {
+    result_id: Field,
+    run_id: Field,
+    video_id: Field,
+    index_id: Field,
+    text: Field,
+    paths: Field,
+    doc: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer("raw").set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        result_id: b.add_text_field("result_id", STRING | tantivy::schema::FAST),
+        run_id: b.add_text_field("run_id", STRING),
+        video_id: b.add_text_field("video_id", STRING),
+        index_id: b.add_text_field("index_id", STRING),
+        text: b.add_text_field("text", words.clone()),
+        paths: b.add_text_field("paths", words),
+        doc: b.add_bytes_field("doc", STORED | INDEXED),
+    };
+    (b.build(), fields)
+}
+
+/// Lower-cased runs of letters and digits, each at most [`TOKEN_CHARS_MAX`] characters (longer
+/// ones are dropped), at most `max` of them.
+pub fn tokens(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        if out.len() >= max {
+            break;
+        }
+        if w.is_empty() || w.chars().count() > TOKEN_CHARS_MAX {
+            continue;
+        }
+        out.push(w.to_lowercase());
+    }
+    out
+}
+
+/// Every string of a JSON value with its dot path (an array's items under the array's path).
+pub fn string_leaves<'a>(v: &'a serde_json::Value, path: &mut String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path.clone(), s)),
+        serde_json::Value::Array(a) => {
+            for item in a {
+                string_leaves(item, path, out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, item) in o {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                string_leaves(item, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The search projection's index in one folder.
+pub struct SearchIndex {
+    writer: Mutex<IndexWriter<TantivyDocument>>,
+    reader: IndexReader,
+    f: Fields,
+    position: AtomicU64,
+    /// Results added or deleted since the last commit.
+    pending: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    format: u32,
+    position: u64,
+}
+
+impl SearchIndex {
+    /// Opens (or makes) the index in `dir`. An index of another format or schema is emptied
+    /// (position 0).
+    pub fn open(dir: &Path) -> Result<SearchIndex, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        let (schema, f) = schema();
+        let opened = match Index::open_in_dir(dir) {
+            Ok(index) => {
+                let meta = index.load_metas()?;
+                let payload: Option<Payload> = meta.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                match payload {
+                    Some(p) if p.format == SEARCH_FORMAT && index.schema() == schema => Some((index, p.position)),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let (index, position) = match opened {
+            Some(x) => x,
+            None => {
+                // Another format, no payload (never committed) or nothing: start again.
+                for entry in std::fs::read_dir(dir).map_err(|e| Error::Io(dir.display().to_string(), e))? {
+                    let p = entry.map_err(|e| Error::Io(dir.display().to_string(), e))?.path();
+                    let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                }
+                (Index::create_in_dir(dir, schema)?, 0)
+            }
+        };
+        let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(SearchIndex {
+            writer: Mutex::new(writer),
+            reader,
+            f,
+            position: AtomicU64::new(position),
+            pending: AtomicU64::new(0),
+        })
+    }
+
+    /// The log position the last commit reflects.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::SeqCst)
+    }
+
+    /// Results added or deleted and not committed yet.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a result, replacing the one of the same `result_id`.
+    pub fn upsert(&self, d: &Doc) -> Result<(), Error> {
+        let mut doc = TantivyDocument::new();
+        doc.add_text(self.f.result_id, &d.result_id);
+        doc.add_text(self.f.run_id, &d.run_id);
+        doc.add_text(self.f.video_id, &d.video_id);
+        doc.add_text(self.f.index_id, &d.index_id);
+        let mut budget = TOKENS_PER_RESULT_MAX;
+        let mut add = |path: &str, text: &str, budget: &mut usize| {
+            for t in tokens(text, *budget) {
+                *budget -= 1;
+                doc.add_text(self.f.paths, format!("{path}{PATH_SEP}{t}"));
+                doc.add_text(self.f.text, t);
+            }
+        };
+        add("metadata_text", &d.metadata_text, &mut budget);
+        if let Ok(meta) = serde_json::from_str::<serde_json::Value>(&d.metadata_json) {
+            let mut leaves = Vec::new();
+            string_leaves(&meta, &mut String::new(), &mut leaves);
+            for (path, s) in leaves {
+                add(&path, s, &mut budget);
+            }
+        }
+        let bytes = serde_json::to_vec(d).map_err(|e| Error::Other(e.to_string()))?;
+        doc.add_bytes(self.f.doc, &bytes);
+        let w = self.writer();
+        w.delete_term(Term::from_field_text(self.f.result_id, &d.result_id));
+        w.add_document(doc)?;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Deletes every result of a video (deleted, or out of its index).
+    pub fn delete_video(&self, video_id: &str) {
+        self.writer().delete_term(Term::from_field_text(self.f.video_id, video_id));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Deletes every result of an index's runs.
+    pub fn delete_index(&self, index_id: &str) {
+        self.writer().delete_term(Term::from_field_text(self.f.index_id, index_id));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Deletes one result.
+    pub fn delete_result(&self, result_id: &str) {
+        self.writer().delete_term(Term::from_field_text(self.f.result_id, result_id));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Makes everything added so far durable and visible, recording that the index reflects
+    /// the log through `position`.
+    pub fn commit(&self, position: u64) -> Result<(), Error> {
+        let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position })
+            .map_err(|e| Error::Other(e.to_string()))?;
+        {
+            let mut w = self.writer();
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        self.pending.store(0, Ordering::SeqCst);
+        self.position.store(position, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Empties the index (its next commit records the position it is rebuilt through).
+    pub fn clear(&self) -> Result<(), Error> {
+        self.writer().delete_all_documents()?;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How many results are visible.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn scope_query(&self, scope: &Scope) -> Vec<(Occur, Box<dyn Query>)> {
+        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (field, ids) in
+            [(self.f.run_id, &scope.run_ids), (self.f.index_id, &scope.index_ids), (self.f.video_id, &scope.video_ids)]
+        {
+            if ids.is_empty() {
+                continue;
+            }
+            let any: Vec<(Occur, Box<dyn Query>)> = ids
+                .iter()
+                .map(|id| {
+                    let q: Box<dyn Query> =
+                        Box::new(TermQuery::new(Term::from_field_text(field, id), IndexRecordOption::Basic));
+                    (Occur::Should, q)
+                })
+                .collect();
+            must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        must
+    }
+
+    fn load(&self, searcher: &tantivy::Searcher, addr: DocAddress) -> Result<Doc, Error> {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let bytes = doc.get_first(self.f.doc).and_then(|v| v.as_bytes()).unwrap_or_default();
+        serde_json::from_slice(bytes).map_err(|e| Error::Other(format!("a stored result: {e}")))
+    }
+
+    /// The best `top_k` results for the words of `query` (any of them; BM25), in `fields`
+    /// (dot paths into `metadata`, or `metadata_text`; empty: every field), within `scope`.
+    pub fn search(&self, query: &str, fields: &[String], scope: &Scope, top_k: usize) -> Result<Vec<Hit>, Error> {
+        let words = tokens(query, 64);
+        if words.is_empty() || top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for w in &words {
+            if fields.is_empty() {
+                any.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(Term::from_field_text(self.f.text, w), IndexRecordOption::WithFreqs)),
+                ));
+            } else {
+                for path in fields {
+                    let term = Term::from_field_text(self.f.paths, &format!("{path}{PATH_SEP}{w}"));
+                    any.push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))));
+                }
+            }
+        }
+        let mut all = self.scope_query(scope);
+        all.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        let q = BooleanQuery::new(all);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(top_k))?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            out.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` results of `scope` after `after` (a `result_id`), in `result_id` order.
+    pub fn scan(&self, scope: &Scope, after: Option<&str>, limit: usize) -> Result<Vec<Doc>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all = self.scope_query(scope);
+        let lower = match after {
+            Some(a) => Bound::Excluded(Term::from_field_text(self.f.result_id, a)),
+            None => Bound::Unbounded,
+        };
+        if after.is_some() {
+            all.push((Occur::Must, Box::new(RangeQuery::new(lower, Bound::Unbounded))));
+        } else {
+            all.push((Occur::Must, Box::new(tantivy::query::AllQuery)));
+        }
+        let q = BooleanQuery::new(all);
+        let searcher = self.reader.searcher();
+        let top =
+            searcher.search(&q, &TopDocs::with_limit(limit).order_by_string_fast_field("result_id", Order::Asc))?;
+        let mut out = Vec::with_capacity(top.len());
+        for (_, addr) in top {
+            out.push(self.load(&searcher, addr)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(run: &str, seg: &str, video: &str, index: &str, text: &str, meta: serde_json::Value) -> Doc {
+        Doc {
+            result_id: format!("{run}:{seg}"),
+            run_id: run.into(),
+            prompt_id: "prm_1".into(),
+            video_id: video.into(),
+            index_id: index.into(),
+            segment_id: Some(seg.into()),
+            start_us: 0,
+            end_us: 1_000_000,
+            media_type: "video".into(),
+            metadata_json: meta.to_string(),
+            metadata_text: text.into(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_lower_cased_words_and_long_ones_are_dropped() {
+        assert_eq!(tokens("Hello, wörld! x_y 42", 10), vec!["hello", "wörld", "x", "y", "42"]);
+        let long = "a".repeat(TOKEN_CHARS_MAX + 1);
+        assert_eq!(tokens(&format!("{long} b"), 10), vec!["b"]);
+        assert_eq!(tokens("a b c", 2), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_search_ranks_finds_narrows_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.position(), 0);
+        ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "a red bicycle", serde_json::json!({"product": "bicycle"})))
+            .unwrap();
+        ix.upsert(&doc(
+            "run_a",
+            "s2",
+            "vid_1",
+            "idx_1",
+            "shelves near the checkout",
+            serde_json::json!({"scene": {"place": "checkout"}, "tags": ["store", "shelf"]}),
+        ))
+        .unwrap();
+        ix.upsert(&doc("run_b", "s1", "vid_2", "idx_2", "checkout checkout", serde_json::json!({}))).unwrap();
+        ix.commit(7).unwrap();
+        let hits = ix.search("Checkout", &[], &Scope::default(), 10).unwrap();
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[0].doc.result_id, "run_b:s1", "two occurrences rank first");
+        let narrowed = ix.search("checkout", &["scene.place".into()], &Scope::default(), 10).unwrap();
+        assert_eq!(narrowed.len(), 1);
+        assert_eq!(narrowed[0].doc.result_id, "run_a:s2");
+        let tagged = ix.search("store", &["tags".into()], &Scope::default(), 10).unwrap();
+        assert_eq!(tagged.len(), 1);
+        let scoped =
+            ix.search("checkout", &[], &Scope { index_ids: vec!["idx_1".into()], ..Default::default() }, 10).unwrap();
+        assert_eq!(scoped.len(), 1);
+        assert!(ix.search("nothing", &[], &Scope::default(), 10).unwrap().is_empty());
+        // Upsert replaces; a video's deletion removes its results.
+        ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "a blue bicycle", serde_json::json!({}))).unwrap();
+        ix.commit(8).unwrap();
+        assert_eq!(ix.len(), 3);
+        assert!(ix.search("red", &[], &Scope::default(), 10).unwrap().is_empty());
+        drop(ix);
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.position(), 8);
+        assert_eq!(ix.search("blue", &[], &Scope::default(), 10).unwrap().len(), 1);
+        ix.delete_video("vid_1");
+        ix.commit(9).unwrap();
+        assert_eq!(ix.len(), 1);
+    }
+
+    #[test]
+    fn a_scan_pages_in_result_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        for i in 0..25 {
+            ix.upsert(&doc("run_a", &format!("s{i:03}"), "vid_1", "idx_1", "x", serde_json::json!({}))).unwrap();
+        }
+        ix.commit(1).unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = ix.scan(&Scope::default(), after.as_deref(), 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|d| d.result_id.clone());
+            seen.extend(page.into_iter().map(|d| d.result_id));
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("run_a:s{i:03}")).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn an_index_of_another_format_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ix = SearchIndex::open(dir.path()).unwrap();
+            ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "x", serde_json::json!({}))).unwrap();
+            let payload = serde_json::json!({"format": SEARCH_FORMAT + 1, "position": 5}).to_string();
+            let mut w = ix.writer();
+            let mut p = w.prepare_commit().unwrap();
+            p.set_payload(&payload);
+            p.commit().unwrap();
+        }
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.position(), 0);
+        assert!(ix.is_empty());
+    }
+}
