@@ -32,11 +32,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Awaitable, Callable, Iterator, List, Optional, Tuple
 
 import httpx
 import pytest
-from videovector import VideoVector
+from videovector import AsyncVideoVector, VideoVector
 
 from prompt_worker import (
     PROCESSOR_CONCURRENCY,
@@ -431,6 +431,39 @@ def make_client(spool_server: SpoolServer) -> Iterator[Callable[..., VideoVector
     yield factory
     for c in clients:
         c.close()
+    _assert_no_204_or_3xx(seen)
+
+
+@pytest.fixture
+def make_async_client(spool_server: SpoolServer) -> Iterator[Callable[..., Awaitable[AsyncVideoVector]]]:
+    """Factory for official async SDK clients against the session server (no retries, 10 s
+    timeout), with the same 204/3xx check as `make_client`.
+
+    Use it inside the test's own event loop and close the client there:
+    `async with await make_async_client() as ac: ...` (its httpx client is bound to that loop).
+    """
+    seen: List[Observed] = []
+
+    async def hook(response: httpx.Response) -> None:
+        seen.append((response.request.method, str(response.request.url), response.status_code))
+
+    async def factory(api_key: Optional[str] = None, bearer_token: Optional[str] = None) -> AsyncVideoVector:
+        if api_key is None and bearer_token is None:
+            api_key = spool_server.admin_key
+        client = AsyncVideoVector(
+            api_key=api_key,
+            bearer_token=bearer_token,
+            base_url=spool_server.api_base,
+            timeout=CLIENT_TIMEOUT_S,
+            max_retries=0,
+        )
+        inner = await client._http._ensure_client()
+        hooks = dict(inner.event_hooks)
+        hooks["response"] = [*hooks.get("response", []), hook]
+        inner.event_hooks = hooks
+        return client
+
+    yield factory
     _assert_no_204_or_3xx(seen)
 
 

@@ -26,6 +26,7 @@ What it answers is chosen by tokens in `prompt.text`:
 | `mode=flaky` | 500 on attempt 1, valid afterwards |
 | `mode=timeout` | sleeps `TIMEOUT_SLEEP_S` (longer than the configured timeout), then valid |
 | `mode=slow` | sleeps `SLOW_SLEEP_S`, then valid |
+| `mode=typed` | a valid answer with typed fields too: `ordinal` (int), `midpoint` (float), `first` (bool), `tags` (array), `note`, `scene.kind`, `nothing` ([]), `maybe` (null), `extra` (after the first second) |
 | `mode=huge` | a valid answer padded past `HUGE_BYTES` (larger than the configured bound) |
 | `valid_from_attempt=K` | with any mode: attempts >= K answer valid instead |
 | `only_at=S` | the mode applies only to the segment starting at S seconds; every other task (the video-level one included) answers valid |
@@ -300,6 +301,22 @@ class PromptWorker:
             metadata_text = f"segment {label}"
             if mode == "invalid":
                 metadata.pop("label")
+            elif mode == "typed":
+                # Typed fields for filter search: integers, numbers, booleans, arrays, nested.
+                seg = body.get("segment") or {}
+                start, end = float(seg.get("start_time") or 0), float(seg.get("end_time") or 0)
+                i = int(start)
+                metadata.update({
+                    "ordinal": i,
+                    "midpoint": (start + end) / 2,
+                    "first": i == 0,
+                    "tags": ["Clip"] + [f"Part-{k}" for k in range(1, i + 1)],
+                    "note": "" if i == 0 else f"Tail {label}",
+                    "scene": {"kind": "Opening" if i == 0 else "Closing"},
+                    "nothing": [],
+                    "maybe": None,
+                    **({"extra": "late"} if i > 0 else {}),
+                })
         answer: Dict[str, Any] = {
             "metadata": metadata,
             "metadata_text": metadata_text,

@@ -349,6 +349,8 @@ fn main() -> ExitCode {
                 // The probe reports unreadable media as a file failure; symphonia's own log
                 // lines about the same file are noise.
                 .add_directive("symphonia=off".parse().expect("a valid directive"))
+                // tantivy logs every commit of the search index at info.
+                .add_directive("tantivy=warn".parse().expect("a valid directive"))
                 .add_directive("symphonia_core=off".parse().expect("a valid directive"))
                 .add_directive("symphonia_format_isomp4=off".parse().expect("a valid directive"))
                 .add_directive("symphonia_format_mkv=off".parse().expect("a valid directive")),
