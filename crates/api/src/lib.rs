@@ -61,6 +61,8 @@ pub struct Shared {
     pub responses: [AtomicU64; 4],
     /// Searches served (`/usage`'s `searches`: this process's, since it started).
     pub searches: AtomicU64,
+    /// The workflow searches' snapshots (`routes::workflow`).
+    pub snapshots: routes::workflow::Snapshots,
 }
 
 #[derive(Clone)]
@@ -75,6 +77,12 @@ impl std::ops::Deref for AppState {
 
 /// The whole HTTP application.
 pub fn router(rt: Arc<Runtime>, cfg: ApiConfig) -> Router {
-    let state = AppState(Arc::new(Shared { rt, cfg, responses: Default::default(), searches: Default::default() }));
+    let state = AppState(Arc::new(Shared {
+        rt,
+        cfg,
+        responses: Default::default(),
+        searches: Default::default(),
+        snapshots: Default::default(),
+    }));
     routes::router(state)
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub(crate) mod search;
+pub(crate) mod workflow;
 
 /// One module per machine of the registry (`routes/<machine>/`), declared from the registry.
 macro_rules! machine_modules {
@@ -69,6 +70,7 @@ macro_rules! machine_ops {
             let mut ops = Vec::new();
             $(ops.extend($module::ops());)*
             ops.extend(search::ops());
+            ops.extend(workflow::ops());
             ops.extend(engine_ops());
             ops
         }

@@ -205,7 +205,7 @@ fn render_run(st: &spool_core::State, out: Outcome) -> spool_runtime::Reply {
 }
 
 /// A run's JSON with its `waiting_on` (why it is not moving; only while it has not ended).
-fn run_view(st: &spool_core::State, r: &spool_core::machines::prompt_run::PromptRun, searched: u64) -> Value {
+pub(crate) fn run_view(st: &spool_core::State, r: &spool_core::machines::prompt_run::PromptRun, searched: u64) -> Value {
     let mut v = view::run(r);
     // `completed` means searchable: until the search projection passed the event that finished
     // the run (`searched`: its position, read before the state), it reads as still processing

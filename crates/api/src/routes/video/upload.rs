@@ -105,6 +105,13 @@ async fn text_field(
 /// `POST /videos/upload`: multipart `file` (with its file name), `title`, `index_id` (absent:
 /// the playground).
 pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -> Result<Response, ApiError> {
+    upload_as(app, who, req, false).await
+}
+
+/// An upload, as `POST /videos/upload` takes it or (`workflow`) as `POST /workflow/upload`:
+/// that one also takes `index_name` (the index of that name, made when there is none), and
+/// its title defaults to the file's name.
+pub(crate) async fn upload_as(app: AppState, who: Principal, req: Request, workflow: bool) -> Result<Response, ApiError> {
     who.require(Scope::Write)?;
     let max = app.cfg.upload_max_bytes;
     let idle = app.cfg.upload_idle_timeout;
@@ -124,7 +131,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
             format!("send multipart/form-data with a `file` part: {e}"),
         )
     })?;
-    let (mut title, mut index_raw) = (None::<String>, None::<String>);
+    let (mut title, mut index_raw, mut index_name) = (None::<String>, None::<String>, None::<String>);
     let mut received: Option<(Staged, String, u64, [u8; 32])> = None;
     let dir = app.rt.uploads_dir();
     let deadline = app.cfg.upload_deadline;
@@ -138,6 +145,7 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
             match field.name().unwrap_or("") {
                 "title" => title = Some(text_field(field, "title", idle).await?),
                 "index_id" => index_raw = Some(text_field(field, "index_id", idle).await?),
+                "index_name" if workflow => index_name = Some(text_field(field, "index_name", idle).await?),
                 "file" => {
                     if received.is_some() {
                         return Err(ApiError::validation("file", "send one file per upload"));
@@ -210,19 +218,32 @@ pub async fn upload(State(app): State<AppState>, who: Principal, req: Request) -
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_file", "the uploaded file is empty")
             .details(serde_json::json!({ "field": "file" })));
     }
-    let title = title.ok_or_else(|| ApiError::validation("title", "is required"))?;
+    let title = match title {
+        Some(t) => t,
+        None if workflow => file_name.chars().take(spool_core::imports::TITLE_CHARS_MAX).collect(),
+        None => return Err(ApiError::validation("title", "is required")),
+    };
     check_text("title", &title, spool_core::imports::TITLE_CHARS_MAX)?;
-    let index_id = match index_raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let mut index_id = match index_raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => Some(raw.parse::<IndexId>().map_err(|_| ApiError::not_found("index", raw))?),
     };
+    if let Some(name) = index_name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let named = crate::routes::workflow::index_named(&app, &who, &headers, name).await?;
+        if index_id.is_some_and(|i| i != named) {
+            return Err(ApiError::validation("index_name", "names another index than index_id; send one of them")
+                .details(serde_json::json!({ "field": "index_name", "index_id": index_id.map(|i| i.to_string()), "index_name": name })));
+        }
+        index_id = Some(named);
+    }
     let staged_key = staged.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let canonical = format!(
         "{title}\n{}\n{file_name}\n{}",
         index_id.map(|i| i.to_string()).unwrap_or_default(),
         hex::encode(sha256)
     );
-    let idem = idempotency_key(&headers, &who, "POST", "/videos/upload", canonical.as_bytes())?;
+    let route = if workflow { "/workflow/upload" } else { "/videos/upload" };
+    let idem = idempotency_key(&headers, &who, "POST", route, canonical.as_bytes())?;
     // With a shared store (`SPOOL_MEDIA_URL`) the staged upload goes there before its job is
     // opened: whichever node holds the partition when the job runs reads it.
     let shared = app
