@@ -381,9 +381,10 @@ def test_process_runs_one_video_with_fixed_segments_on_the_default_processor(cli
     index = client.indexes.create(name=unique("process")).index_id
     vid = _upload(client, index_id=index)
     prompt = _prompt(client, "valid", schema=PROBE_SCHEMA)
-    # Spool ships no default prompt.
-    with pytest.raises(ValidationError):
+    # No default prompt is configured: the refusal says how to set one.
+    with pytest.raises(ValidationError) as refused:
         client.videos.process(vid, segment_duration=1)
+    assert "SPOOL_DEFAULT_PROMPT" in refused.value.message
     started = client.videos.process(vid, prompt_id=prompt.prompt_id, segment_duration=1)
     (run_id,) = re.findall(r"\brun_[0-9A-Z]{26}\b", started.message)
     # The video is in the run's list once the run has listed it.

@@ -62,7 +62,30 @@ impl FromRequestParts<AppState> for Principal {
                 "send an API key in X-API-Key or Authorization: Bearer",
             ));
         };
-        let hash = spool_core::hash_secret(&secret);
+        let who = authenticate(app, &secret)?;
+        // Counted per key once it is known (a bad key is refused before it counts).
+        let path = parts.uri.path();
+        if crate::rate_limit::counted(path) {
+            let cat = crate::rate_limit::category_of(parts.method.as_str(), path);
+            if let Err(retry_after) = app.cfg.limiter.check(&who.id, cat, app.rt.now_ms()) {
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    format!("this key's {} rate limit is used up; retry in {retry_after} s", cat.as_str()),
+                )
+                .details(serde_json::json!({ "category": cat.as_str(), "retry_after": retry_after }));
+                e.retry_after = Some(retry_after);
+                return Err(e);
+            }
+        }
+        Ok(who)
+    }
+}
+
+/// The principal a credential names, or 401.
+fn authenticate(app: &AppState, secret: &str) -> Result<Principal, ApiError> {
+    {
+        let hash = spool_core::hash_secret(secret);
         if app.cfg.env_admin_key_hash.is_some_and(|h| h == hash) {
             return Ok(Principal { id: "env-admin".into(), key_id: None, scope: Scope::Admin });
         }

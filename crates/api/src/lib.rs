@@ -45,6 +45,13 @@ pub struct ApiConfig {
     pub upload_deadline: std::time::Duration,
     /// The base clients reach (`SPOOL_PUBLIC_URL`), for signed media URLs; else the request's host.
     pub public_url: Option<String>,
+    /// Per-key rate limits (`rate_limit`), shared by every partition of the node.
+    pub limiter: Arc<rate_limit::Limiter>,
+    /// Reads the limits the configuration says now (`POST /rate-limit/refresh`).
+    /// The prompt `POST /videos/{id}/process` uses when it names none (`SPOOL_DEFAULT_PROMPT`,
+    /// config `default_prompt`).
+    pub default_prompt: Option<String>,
+    pub reload_limits: Option<Arc<dyn Fn() -> Result<rate_limit::RateLimits, String> + Send + Sync>>,
 }
 
 /// Default of [`ApiConfig::browse_max_entries`].

@@ -68,6 +68,49 @@ pub struct FileConfig {
     /// `default = "<name>"` and one `[processors.<name>]` table per processor.
     #[serde(default)]
     pub processors: std::collections::BTreeMap<String, toml::Value>,
+    /// `<category> = "N/minute"` or a list such as `["30/minute", "1000/hour"]` (env
+    /// SPOOL_RATE_LIMITS, which replaces the table when set).
+    #[serde(default)]
+    pub rate_limits: std::collections::BTreeMap<String, toml::Value>,
+    /// The prompt `POST /videos/{id}/process` uses when it names none (env SPOOL_DEFAULT_PROMPT).
+    #[serde(default)]
+    pub default_prompt: Option<String>,
+}
+
+/// The per-key rate limits: `SPOOL_RATE_LIMITS` when set, else the config file's
+/// `[rate_limits]`, else none.
+pub fn rate_limits(
+    file: &std::collections::BTreeMap<String, toml::Value>,
+) -> anyhow::Result<spool_api::rate_limit::RateLimits> {
+    if let Ok(spec) = std::env::var("SPOOL_RATE_LIMITS") {
+        return spool_api::rate_limit::parse_env(&spec).map_err(|e| anyhow::anyhow!("SPOOL_RATE_LIMITS: {e}"));
+    }
+    let mut pairs = Vec::new();
+    for (cat, v) in file {
+        let items = match v {
+            toml::Value::String(s) => vec![s.clone()],
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("[rate_limits] {cat}: a list of strings such as \"30/minute\""))?,
+            _ => anyhow::bail!("[rate_limits] {cat}: a string such as \"30/minute\" or a list of them"),
+        };
+        pairs.push((cat.clone(), items));
+    }
+    spool_api::rate_limit::from_pairs(&pairs).map_err(|e| anyhow::anyhow!("[rate_limits]: {e}"))
+}
+
+/// The limits as the configuration says now (`POST /rate-limit/refresh`): the file read again.
+fn reload_rate_limits(config: Option<PathBuf>) -> Result<spool_api::rate_limit::RateLimits, String> {
+    let file = match &config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| format!("in {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    rate_limits(&file.rate_limits).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -284,6 +327,14 @@ pub struct Settings {
     /// Longest upload, start to end (env SPOOL_UPLOAD_DEADLINE; config `storage.upload_deadline`;
     /// 1 h): past it the upload is answered 408 and nothing is kept.
     pub upload_deadline: std::time::Duration,
+    /// Per-key rate limits (`[rate_limits]`, SPOOL_RATE_LIMITS), one limiter for every
+    /// partition this node serves.
+    pub rate_limiter: Arc<spool_api::rate_limit::Limiter>,
+    /// The config file, read again by `POST /rate-limit/refresh`.
+    pub config_path: Option<PathBuf>,
+    /// `POST /videos/{id}/process`'s prompt when it names none (SPOOL_DEFAULT_PROMPT, config
+    /// `default_prompt`).
+    pub default_prompt: Option<String>,
 }
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -426,6 +477,13 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         .filter(|d| !d.is_zero())
         .unwrap_or(std::time::Duration::from_millis(spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS)),
         clock: None,
+        rate_limiter: Arc::new(spool_api::rate_limit::Limiter::new(rate_limits(&file.rate_limits)?)),
+        config_path: args.config.clone(),
+        default_prompt: std::env::var("SPOOL_DEFAULT_PROMPT")
+            .ok()
+            .or(file.default_prompt.clone())
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty()),
         pg_readers: None,
         export_download_max_bytes: match std::env::var("SPOOL_EXPORT_DOWNLOAD_MAX_BYTES") {
             Ok(v) => v
@@ -633,6 +691,12 @@ pub async fn open(
             upload_idle_timeout: settings.upload_idle_timeout,
             upload_deadline: settings.upload_deadline,
             public_url: settings.public_url.clone(),
+            limiter: settings.rate_limiter.clone(),
+            default_prompt: settings.default_prompt.clone(),
+            reload_limits: {
+                let path = settings.config_path.clone();
+                Some(Arc::new(move || reload_rate_limits(path.clone())))
+            },
         },
     );
     Ok((runtime, app))

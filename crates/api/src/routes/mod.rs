@@ -3,6 +3,7 @@
 
 mod admin;
 pub(crate) mod search;
+pub(crate) mod usage;
 pub(crate) mod workflow;
 
 /// One module per machine of the registry (`routes/<machine>/`), declared from the registry.
@@ -71,6 +72,7 @@ macro_rules! machine_ops {
             $(ops.extend($module::ops());)*
             ops.extend(search::ops());
             ops.extend(workflow::ops());
+            ops.extend(usage::ops());
             ops.extend(engine_ops());
             ops
         }

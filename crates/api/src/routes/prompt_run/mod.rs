@@ -530,7 +530,7 @@ pub async fn retry_status(
 }
 
 /// `POST /videos/{id}/process?segment_duration=&prompt_id=`: a run of one video with fixed
-/// segments. Spool ships no default prompt, so `prompt_id` is required.
+/// segments, of `prompt_id` or else the configured default prompt (422 without either).
 pub async fn process_video(
     State(app): State<AppState>,
     who: Principal,
@@ -542,8 +542,12 @@ pub async fn process_video(
     let video_id: VideoId = raw.parse().map_err(|_| ApiError::not_found("video", &raw))?;
     let q = Query::parse(q.as_deref())?;
     let secs = spool_model::num::sat_u32(q.int("segment_duration", 10, 1, 300)?);
-    let prompt = q.get("prompt_id").filter(|p| !p.is_empty()).ok_or_else(|| {
-        ApiError::validation("prompt_id", "is required: Spool has no default prompt; create one with POST /prompts")
+    let prompt = q.get("prompt_id").filter(|p| !p.is_empty()).or(app.cfg.default_prompt.as_deref()).ok_or_else(|| {
+        ApiError::validation(
+            "prompt_id",
+            "is required: this server has no default prompt; send prompt_id, or set one with SPOOL_DEFAULT_PROMPT (config default_prompt)",
+        )
+        .details(json!({ "field": "prompt_id", "setting": "SPOOL_DEFAULT_PROMPT" }))
     })?;
     let prompt_id: PromptId = prompt.parse().map_err(|_| ApiError::not_found("prompt", prompt))?;
     if !crate::routes::video_visible(&app, &video_id)? {
