@@ -352,11 +352,11 @@ impl Runtime {
                     Some(p) => cfg.data_dir.join(crate::search::SEARCH_DIR).join(format!("p{p}")),
                     None => cfg.data_dir.join(crate::search::SEARCH_DIR),
                 };
-                let opened = tokio::task::spawn_blocking(move || spool_search::SearchIndex::open(&dir))
+                let opened = tokio::task::spawn_blocking(move || spool_search::SearchIndex::open_shared(&dir))
                     .await
                     .map_err(|e| spool_log::Error::Storage(format!("opening the search index: {e}")))?
                     .map_err(|e| spool_log::Error::Storage(e.to_string()))?;
-                Some(Arc::new(opened))
+                Some(opened)
             }
             false => None,
         };

@@ -165,7 +165,27 @@ struct Payload {
     position: u64,
 }
 
+/// The indexes open in this process, by folder: tantivy lets one writer hold a folder, and a
+/// runtime opened again in the same process (a partition taken back, a simulated crash) must
+/// find the index its earlier self still holds.
+static OPEN: std::sync::LazyLock<Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Weak<SearchIndex>>>> =
+    std::sync::LazyLock::new(Default::default);
+
 impl SearchIndex {
+    /// The index in `dir`, shared with whoever in this process has it open already.
+    pub fn open_shared(dir: &Path) -> Result<std::sync::Arc<SearchIndex>, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        let key = dir.canonicalize().map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, w| w.strong_count() > 0);
+        if let Some(ix) = open.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(ix);
+        }
+        let ix = std::sync::Arc::new(SearchIndex::open(dir)?);
+        open.insert(key, std::sync::Arc::downgrade(&ix));
+        Ok(ix)
+    }
+
     /// Opens (or makes) the index in `dir`. An index of another format or schema is emptied
     /// (position 0).
     pub fn open(dir: &Path) -> Result<SearchIndex, Error> {
@@ -281,7 +301,9 @@ impl SearchIndex {
         }
         self.reader.reload()?;
         self.pending.store(0, Ordering::SeqCst);
-        self.position.store(position, Ordering::SeqCst);
+        // Never back: two followers of one index (an earlier runtime of the same process still
+        // stopping) read the same log.
+        self.position.fetch_max(position, Ordering::SeqCst);
         Ok(())
     }
 
