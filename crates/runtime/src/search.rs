@@ -24,8 +24,15 @@ const READ_BATCH: usize = 2048;
 /// reads at most that again).
 const IDLE_COMMIT_EVENTS: u64 = 10_000;
 
-/// The document of a task's answer, from the run as the state has it.
-fn doc_of(rt: &Runtime, st: &State, run_id: &PromptRunId, task: RunTask, answer: &TaskAnswer) -> Option<Doc> {
+/// The document of a task's answer, from the run as the state has it (`video_index`: the index
+/// a video is in, for a run of named videos without one).
+pub fn doc_of(
+    st: &State,
+    run_id: &PromptRunId,
+    task: RunTask,
+    answer: &TaskAnswer,
+    video_index: impl Fn(&spool_model::VideoId) -> Option<spool_model::IndexId>,
+) -> Option<Doc> {
     let run = st.prompt_runs.get(run_id)?;
     let (video_no, segment, range) = match task {
         RunTask::Segment(n) => {
@@ -37,8 +44,8 @@ fn doc_of(rt: &Runtime, st: &State, run_id: &PromptRunId, task: RunTask, answer:
     let video = run.videos.get(usize::try_from(video_no).ok()?)?;
     let index_id = match run.index_id() {
         Some(i) => i.to_string(),
-        None => match rt.video_row(&video.video_id) {
-            Ok(Some(row)) if matches!(run.target, spool_model::RunTarget::Videos { .. }) => row.index_id.to_string(),
+        None => match (&run.target, video_index(&video.video_id)) {
+            (spool_model::RunTarget::Videos { .. }, Some(index)) => index.to_string(),
             _ => PLAYGROUND.to_string(),
         },
     };
@@ -77,7 +84,8 @@ impl Runtime {
     fn index_event(&self, ix: &SearchIndex, env: &Envelope) -> Result<bool, spool_search::Error> {
         match &env.event {
             Event::PromptTaskSucceeded { run_id, task, answer, .. } => {
-                if let Some(doc) = self.read(|st| doc_of(self, st, run_id, *task, answer)) {
+                let index_of = |v: &spool_model::VideoId| self.video_row(v).ok().flatten().map(|r| r.index_id);
+                if let Some(doc) = self.read(|st| doc_of(st, run_id, *task, answer, index_of)) {
                     ix.upsert(&doc)?;
                 }
                 Ok(true)
@@ -113,6 +121,15 @@ impl Runtime {
         loop {
             if *stop.borrow() {
                 return;
+            }
+            // Debug builds: `SPOOL_FAILPOINTS=search_stall` keeps the projection where it is (a
+            // crash between a run's end and its indexing, `tests/sdk/test_search_crash.py`).
+            if spool_model::failpoint("search_stall") {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
             }
             let through = self.applied_seq();
             if read_to >= through {
@@ -170,4 +187,83 @@ impl Runtime {
         }
         Ok(read_to)
     }
+}
+
+/// What `spool verify` finds of the search projection in `dir` against the log: the projection
+/// rebuilt from the log (through the position the index on disk records, with the final
+/// state, as a rebuild would) and compared result by result.
+pub fn verify_search(
+    log: &dyn spool_log::RawLog,
+    state: &State,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, spool_log::Error> {
+    use std::collections::BTreeMap;
+    let mut problems = Vec::new();
+    let storage = |e: spool_search::Error| spool_log::Error::Storage(e.to_string());
+    let Some((position, on_disk)) = spool_search::read_all(dir).map_err(storage)? else {
+        return Ok(problems);
+    };
+    let head = log.head();
+    if position > head {
+        problems.push(format!(
+            "the search index is at seq {position}, ahead of the log's head {head} (it is rebuilt at the next start)"
+        ));
+        return Ok(problems);
+    }
+    let digest = |d: &Doc| -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(serde_json::to_vec(d).unwrap_or_default()).into()
+    };
+    let mut want: BTreeMap<String, ([u8; 32], String, String)> = BTreeMap::new();
+    let mut seq = 1;
+    'read: loop {
+        let batch = log.read_from(seq, spool_log::READ_BATCH_MAX)?;
+        let Some(last) = batch.last().map(|e| e.seq) else { break };
+        seq = last + 1;
+        for env in batch {
+            if env.seq > position {
+                break 'read;
+            }
+            match &env.event {
+                Event::PromptTaskSucceeded { run_id, task, answer, .. } => {
+                    let index_of = |v: &spool_model::VideoId| {
+                        crate::rows::read_video_rows(log, [*v]).ok().and_then(|mut m| m.remove(v)).map(|r| r.index_id)
+                    };
+                    if let Some(doc) = doc_of(state, run_id, *task, answer, index_of) {
+                        want.insert(doc.result_id.clone(), (digest(&doc), doc.video_id.clone(), doc.index_id.clone()));
+                    }
+                }
+                Event::VideoDeleted { video_id, .. } => {
+                    let v = video_id.to_string();
+                    want.retain(|_, (_, video, _)| *video != v);
+                }
+                Event::IndexDeleted { index_id, .. } => {
+                    let i = index_id.to_string();
+                    want.retain(|_, (_, _, index)| *index != i);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut found = 0usize;
+    for d in &on_disk {
+        match want.get(&d.result_id) {
+            None => problems.push(format!("the search index holds {} that the log does not make", d.result_id)),
+            Some((h, _, _)) if *h != digest(d) => {
+                problems.push(format!("the search index's {} differs from the log's", d.result_id))
+            }
+            Some(_) => found += 1,
+        }
+        if problems.len() >= 20 {
+            problems.push("(more differences not listed)".into());
+            return Ok(problems);
+        }
+    }
+    if found < want.len() {
+        let have: std::collections::HashSet<&str> = on_disk.iter().map(|d| d.result_id.as_str()).collect();
+        for id in want.keys().filter(|k| !have.contains(k.as_str())).take(20) {
+            problems.push(format!("the search index lacks {id}, which the log makes (through seq {position})"));
+        }
+    }
+    Ok(problems)
 }

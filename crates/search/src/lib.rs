@@ -410,6 +410,32 @@ impl SearchIndex {
     }
 }
 
+/// Every result of the index in `dir` and the position it records, read without a writer
+/// (`spool verify`); `None` when there is no index of this format there.
+pub fn read_all(dir: &Path) -> Result<Option<(u64, Vec<Doc>)>, Error> {
+    let Ok(index) = Index::open_in_dir(dir) else { return Ok(None) };
+    let (schema, f) = schema();
+    let meta = index.load_metas()?;
+    let payload: Option<Payload> = meta.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    let Some(p) = payload.filter(|p| p.format == SEARCH_FORMAT && index.schema() == schema) else { return Ok(None) };
+    let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+    let searcher = reader.searcher();
+    let mut out = Vec::new();
+    for segment in searcher.segment_readers() {
+        let store = segment.get_store_reader(64).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        let alive = segment.alive_bitset();
+        for doc_id in 0..segment.max_doc() {
+            if alive.is_some_and(|a| !a.is_alive(doc_id)) {
+                continue;
+            }
+            let doc: TantivyDocument = store.get(doc_id)?;
+            let bytes = doc.get_first(f.doc).and_then(|v| v.as_bytes()).unwrap_or_default();
+            out.push(serde_json::from_slice(bytes).map_err(|e| Error::Other(format!("a stored result: {e}")))?);
+        }
+    }
+    Ok(Some((p.position, out)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,20 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Results indexed per second and queries per second (p50/p99) of the search projection's
+    /// index at 10k and 100k results (`--sizes 1000000` for a million), against tantivy used
+    /// directly on the same documents in the same run.
+    Search {
+        /// Results per run (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_values_t = crate::bench_search::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
+        /// Queries per run (three words each, OR'd; the best 30).
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+        /// Work directory (default: a fresh temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
     /// flight), against the receiver's own ceiling measured with wrk in the same run.
     Webhooks {
@@ -161,6 +175,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
         BenchCmd::Cluster { pg, steps, writers } => {
             crate::bench_cluster::run(crate::bench_cluster::Args { pg, steps, writers })
+        }
+        BenchCmd::Search { sizes, queries, dir } => {
+            crate::bench_search::run(crate::bench_search::Args { sizes, queries, dir })
         }
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency, files } => {

@@ -7,6 +7,7 @@ mod bench_engine;
 mod bench_export;
 mod bench_import;
 mod bench_prompt_run;
+mod bench_search;
 mod bench_watch;
 mod bench_webhooks;
 mod debug;

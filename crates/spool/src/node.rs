@@ -550,6 +550,9 @@ impl Node {
     /// at its holder), merged. The first answer that is not 200 is answered as it is (an
     /// unauthorized key, a bad query, a partition without a holder).
     async fn gather(&self, what: Gathered, req: Request) -> Response {
+        if what == Gathered::Usage {
+            return self.gather_usage(req).await;
+        }
         let (parts, _) = req.into_parts();
         let mut items: Vec<serde_json::Value> = Vec::new();
         // The catalog too: a request the node could not route (an upload) made its
@@ -590,6 +593,87 @@ impl Node {
             items.truncate(limit);
         }
         (StatusCode::OK, axum::Json(serde_json::Value::Array(items))).into_response()
+    }
+}
+
+impl Node {
+    /// `GET /usage…` over every partition: each one's counters, added up (a list, such as the
+    /// metric types, is the catalog's; a refusal is answered as it is).
+    async fn gather_usage(&self, req: Request) -> Response {
+        let (parts, _) = req.into_parts();
+        let mut merged: Option<serde_json::Value> = None;
+        for p in 0..=i32::from(self.partitions) {
+            let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+            if let Some(h) = one.headers_mut() {
+                copy_headers(&parts.headers, h, false);
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let Ok(one) = one.body(Body::empty()) else {
+                return unavailable("internal_error", "a gathered request could not be built");
+            };
+            let resp = self.serve(p, one).await;
+            if resp.status() != StatusCode::OK {
+                return resp;
+            }
+            let Ok(bytes) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+                return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return unavailable("holder_unreachable", "a partition answered something unreadable");
+            };
+            if v.is_array() {
+                return (StatusCode::OK, axum::Json(v)).into_response();
+            }
+            merged = Some(match merged {
+                None => v,
+                Some(mut m) => {
+                    add_usage(&mut m, &v);
+                    m
+                }
+            });
+        }
+        (StatusCode::OK, axum::Json(merged.unwrap_or_default())).into_response()
+    }
+}
+
+/// Adds one partition's usage answer to the merged one: `metrics`, `breakdown` and `totals`
+/// by key, and `periods` by their `summary_id`.
+fn add_usage(into: &mut serde_json::Value, v: &serde_json::Value) {
+    fn add_map(into: &mut serde_json::Value, v: &serde_json::Value) {
+        let (Some(a), Some(b)) = (into.as_object_mut(), v.as_object()) else { return };
+        for (k, x) in b {
+            let sum = match (a.get(k), x) {
+                (Some(serde_json::Value::Number(n)), serde_json::Value::Number(m)) => match (n.as_u64(), m.as_u64()) {
+                    (Some(n), Some(m)) => serde_json::json!(n.saturating_add(m)),
+                    _ => serde_json::json!(n.as_f64().unwrap_or(0.0) + m.as_f64().unwrap_or(0.0)),
+                },
+                (None, x) => x.clone(),
+                (Some(other), _) => other.clone(),
+            };
+            a.insert(k.clone(), sum);
+        }
+    }
+    for key in ["metrics", "breakdown", "totals"] {
+        if let (Some(a), Some(b)) = (into.get_mut(key), v.get(key)) {
+            add_map(a, b);
+        }
+    }
+    if let (Some(serde_json::Value::Array(a)), Some(serde_json::Value::Array(b))) =
+        (into.get_mut("periods"), v.get("periods"))
+    {
+        for period in b {
+            match a.iter_mut().find(|x| x["summary_id"] == period["summary_id"]) {
+                Some(x) => {
+                    for key in ["metrics", "totals"] {
+                        if let (Some(m), Some(n)) = (x.get_mut(key), period.get(key)) {
+                            add_map(m, n);
+                        }
+                    }
+                }
+                None => a.push(period.clone()),
+            }
+        }
+        a.sort_by(|x, y| y["summary_id"].as_str().cmp(&x["summary_id"].as_str()));
     }
 }
 
@@ -958,6 +1042,9 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
             }
             Ok(false) => return node.serve(0, Request::from_parts(parts, body)).await,
         }
+    }
+    if let Some(Route::Partition(p)) = routing::search_page(req.uri().path(), req.uri().query(), node.partitions) {
+        return node.serve(p, req).await;
     }
     if routing::names_indexes(req.method(), req.uri().path()) {
         return check_indexes_then_serve(node, req).await;

@@ -379,7 +379,24 @@ pub fn verify(dir: &SourceArg) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let report = spool_runtime::tools::verify(Source::open(dir)?.raw())?;
+    let source = Source::open(dir)?;
+    let mut report = spool_runtime::tools::verify(source.raw())?;
+    // The search projection on disk (a data directory's; a partition's folder in a cluster).
+    {
+        let data = &dir.dir.data_dir;
+        let folder = match (dir.log_url.as_ref(), dir.partition) {
+            (Some(_), Some(p)) => data.join(spool_runtime::search::SEARCH_DIR).join(format!("p{p}")),
+            _ => data.join(spool_runtime::search::SEARCH_DIR),
+        };
+        if folder.exists() {
+            let state = spool_runtime::fold::load_state(source.raw())?;
+            let found = spool_runtime::search::verify_search(source.raw(), &state, &folder)?;
+            if found.is_empty() {
+                println!("search index: agrees with the log");
+            }
+            report.problems.extend(found);
+        }
+    }
     println!("{} events in {} streams", report.events, report.streams);
     for e in &report.decode_errors {
         println!("decode error: {e}");

@@ -34,6 +34,8 @@ pub enum Gathered {
     PromptRuns,
     /// `GET /exports`: newest first, `limit` (50).
     Exports,
+    /// `GET /usage…`: every partition's counters, added up.
+    Usage,
 }
 
 impl Gathered {
@@ -44,6 +46,7 @@ impl Gathered {
             Gathered::ImportJobs => ("job_id", true, Some(100)),
             Gathered::PromptRuns => ("run_id", true, Some(200)),
             Gathered::Exports => ("export_id", true, Some(50)),
+            Gathered::Usage => ("", false, None),
         }
     }
 }
@@ -63,6 +66,9 @@ pub fn routed_by_body(method: &Method, path: &str) -> bool {
                 | "/videos/batch"
                 | "/videos/batch/status"
                 | "/videos/batch/segments"
+                | "/search/multi-run"
+                | "/workflow/process"
+                | "/workflow/search"
         )
 }
 
@@ -72,14 +78,22 @@ pub const ROUTED_BODY_BYTES_MAX: usize = spool_api::BODY_BYTES_MAX;
 /// The partition a JSON body names (see [`routed_by_body`]); the catalog when it names none.
 pub fn by_body(body: &[u8], partitions: u16) -> Route {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return Route::Partition(0) };
-    let first_video =
-        |v: &serde_json::Value| v.get("video_ids").and_then(|a| a.get(0)).and_then(|x| x.as_str().map(str::to_string));
+    // A list's first id, or the id itself (the workflow routes take either).
+    let first = |v: &serde_json::Value, key: &str| {
+        let x = v.get(key)?;
+        x.as_str().or_else(|| x.get(0).and_then(|y| y.as_str())).map(str::to_string)
+    };
+    let first_video = |v: &serde_json::Value| first(v, "video_ids");
     let named = v
         .get("index_id")
         .and_then(|x| x.as_str().map(str::to_string))
         .or_else(|| v.get("target").and_then(|t| t.get("index_id")).and_then(|x| x.as_str().map(str::to_string)))
         .or_else(|| first_video(&v))
         .or_else(|| v.get("target").and_then(first_video))
+        // The workflow's and the multi-run search's runs and jobs.
+        .or_else(|| first(&v, "import_job_id"))
+        .or_else(|| first(&v, "prompt_run_ids"))
+        .or_else(|| first(&v, "run_ids"))
         // `POST /videos/batch/segments` with `targets` (the SDK's run-scoped form).
         .or_else(|| {
             let t = v.get("targets").and_then(|a| a.get(0))?;
@@ -135,8 +149,25 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
         ["prompt-runs", id, ..] if id.starts_with("run_") => by_id(id, partitions),
         ["exports", "index", id, ..] | ["exports", "prompt-run", id, ..] => by_id(id, partitions),
         ["exports", id, ..] if id.starts_with("exp_") => by_id(id, partitions),
+        ["usage", ..] if method == Method::GET => Route::Gather(Gathered::Usage),
         _ => Route::Partition(0),
     }
+}
+
+/// `GET /workflow/search/page?cursor=`: the partition of the snapshot the cursor names (made by
+/// the partition that answered the search, its id carrying the partition).
+pub fn search_page(path: &str, query: Option<&str>, partitions: u16) -> Option<Route> {
+    use base64::Engine;
+    if path != "/api/v2/workflow/search/page" || partitions == 0 {
+        return None;
+    }
+    let cursor = query?.split('&').find_map(|kv| kv.strip_prefix("cursor="))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let id = text.strip_prefix("v1:")?.split(':').next()?;
+    let u = id.parse::<ulid::Ulid>().ok()?;
+    let p = spool_model::partition_of(u);
+    Some(if p <= partitions { Route::Partition(i32::from(p)) } else { Route::Partition(0) })
 }
 
 /// Changes of a catalog fact that index partitions fold (`spool_model::mirrored_to_partitions`):
@@ -321,6 +352,24 @@ mod tests {
             by_body(format!(r#"{{"targets":[{{"video_id":"{vid}","run_id":"run_x"}}]}}"#).as_bytes(), n),
             Route::Partition(2)
         );
+        // The workflow's and multi-run's bodies: a job, runs (a list or one id).
+        let job = id("job", 4);
+        let run = id("run", 1);
+        assert_eq!(by_body(format!(r#"{{"import_job_id":"{job}"}}"#).as_bytes(), n), Route::Partition(4));
+        assert_eq!(by_body(format!(r#"{{"prompt_run_ids":["{run}"]}}"#).as_bytes(), n), Route::Partition(1));
+        assert_eq!(by_body(format!(r#"{{"prompt_run_ids":"{run}"}}"#).as_bytes(), n), Route::Partition(1));
+        assert_eq!(by_body(format!(r#"{{"run_ids":["{run}"],"query":"x"}}"#).as_bytes(), n), Route::Partition(1));
+        assert_eq!(by_body(format!(r#"{{"video_ids":"{vid}"}}"#).as_bytes(), n), Route::Partition(2));
+        assert!(routed_by_body(&Method::POST, "/api/v2/workflow/search"));
+        assert_eq!(route(&Method::GET, "/api/v2/usage/history", n), Route::Gather(Gathered::Usage));
+        {
+            use base64::Engine;
+            let snap = id("x", 3).split_once('_').map(|(_, u)| u.to_string()).unwrap_or_default();
+            let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{snap}:10:10"));
+            let q = format!("cursor={c}");
+            assert_eq!(search_page("/api/v2/workflow/search/page", Some(&q), n), Some(Route::Partition(3)));
+            assert_eq!(search_page("/api/v2/workflow/search/page", Some("cursor=garbage"), n), None);
+        }
         assert_eq!(by_body(b"{}", n), Route::Partition(0));
         assert_eq!(by_body(b"not json", n), Route::Partition(0));
         assert!(routed_by_body(&Method::POST, "/api/v2/import-jobs"));
