@@ -49,15 +49,6 @@ from prompt_worker import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# A partitioned cluster (a PostgreSQL log of a catalog and index partitions): search, workflow
-# and usage requests that are not about one index reach the catalog's partition alone, which
-# knows no run (gathering them from every partition is left undone: engine-spec/search.md).
-PARTITIONED = os.environ.get("SPOOL_TEST_SDK_LOG") == "postgres" and int(
-    os.environ.get("SPOOL_TEST_SDK_PARTITIONS") or "32"
-) > 0
-not_partitioned = pytest.mark.skipif(
-    PARTITIONED, reason="search, workflow and usage are not gathered across a partitioned cluster's partitions"
-)
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "spool"
 
 HEALTH_TIMEOUT_S = 60.0

@@ -33,9 +33,6 @@ from conftest import CLIENT_TIMEOUT_S, _assert_no_204_or_3xx, _attach_recorder
 from prompt_worker import PROCESSOR_NAME
 from spool_sdk_helpers import FIXTURES, poll, unique
 
-from conftest import not_partitioned
-
-pytestmark = not_partitioned
 
 WAIT_S = 60.0
 MP4 = "h264_aac.mp4"  # 2 s: two 1 s segments

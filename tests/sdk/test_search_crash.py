@@ -14,11 +14,9 @@ import subprocess
 
 from videovector import VideoVector
 
-from conftest import not_partitioned
 from spool_sdk_helpers import FIXTURES, poll, unique
 from test_usage_rate_limits import LimitedServer
 
-pytestmark = not_partitioned
 
 PROBE_SCHEMA = {
     "type": "object",

@@ -43,9 +43,6 @@ from conftest import (
 from prompt_worker import OUTPUT_TOKENS, PROCESSOR_NAME
 from spool_sdk_helpers import FIXTURES, assert_error_envelope, unique
 
-from conftest import not_partitioned
-
-pytestmark = not_partitioned
 
 WAIT_S = 60.0
 MP4 = "h264_aac.mp4"  # 2 s: two 1 s segments

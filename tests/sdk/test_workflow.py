@@ -23,9 +23,6 @@ from videovector import ConflictError, IdempotencyError, NotFoundError, Validati
 
 from spool_sdk_helpers import FIXTURES, unique, wav
 
-from conftest import not_partitioned
-
-pytestmark = not_partitioned
 
 WAIT_S = 60.0
 MP4 = "h264_aac.mp4"  # 2 s: two 1 s segments with fixed 1 s segmentation

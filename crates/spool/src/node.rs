@@ -636,6 +636,207 @@ impl Node {
     }
 }
 
+/// A ranked search of an index whose `index_ids` name indexes of other partitions: each
+/// partition is asked for its own indexes (and its own `run_ids`), the hits are merged by
+/// score and cut to `top_k` (a multimodal search's text ranks and fused scores are counted
+/// again over the merged list). A search within one partition is served as it is.
+async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool, req: Request) -> Response {
+    let n = node.partitions;
+    let p0 = routing::partition_of_id(index, n);
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+        return too_large();
+    };
+    let as_is = |parts, bytes| Request::from_parts(parts, Body::from(bytes));
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return node.serve(p0, as_is(parts, bytes)).await;
+    };
+    let ids = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let (index_ids, run_ids) = (ids("index_ids"), ids("run_ids"));
+    let mut by_p: BTreeMap<i32, Vec<String>> = BTreeMap::from([(p0, vec![index.to_string()])]);
+    for i in index_ids {
+        let list = by_p.entry(routing::partition_of_id(&i, n)).or_default();
+        if !list.contains(&i) {
+            list.push(i);
+        }
+    }
+    // Runs of no partition searched: the path's partition answers (it refuses an unknown run).
+    let runs_elsewhere = run_ids.iter().any(|r| !by_p.contains_key(&routing::partition_of_id(r, n)));
+    if by_p.len() == 1 || runs_elsewhere {
+        return node.serve(p0, as_is(parts, bytes)).await;
+    }
+    let mut hits: Vec<serde_json::Value> = Vec::new();
+    for (q, indexes) in &by_p {
+        let runs: Vec<&String> = run_ids.iter().filter(|r| routing::partition_of_id(r, n) == *q).collect();
+        if !run_ids.is_empty() && runs.is_empty() {
+            continue;
+        }
+        let mut one = v.clone();
+        one.insert("index_ids".into(), serde_json::json!(indexes[1..]));
+        if run_ids.is_empty() {
+            one.remove("run_ids");
+        } else {
+            one.insert("run_ids".into(), serde_json::json!(runs));
+        }
+        let what = if multimodal { "multimodal-search" } else { "search" };
+        let uri = format!("/api/v2/indexes/{}/{what}", indexes[0]);
+        let mut r = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = r.headers_mut() {
+            copy_headers(&parts.headers, h, true);
+            h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(*q));
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let Ok(r) = r.body(Body::from(serde_json::to_vec(&one).unwrap_or_default())) else {
+            return unavailable("internal_error", "a gathered request could not be built");
+        };
+        let resp = node.serve(*q, r).await;
+        if resp.status() != StatusCode::OK {
+            return resp;
+        }
+        let Ok(body) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+            return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Array(a)) => hits.extend(a),
+            _ => return unavailable("holder_unreachable", "a partition answered something unreadable"),
+        }
+    }
+    let score =
+        |h: &serde_json::Value| h["text_score"].as_f64().or_else(|| h["similarity_score"].as_f64()).unwrap_or(0.0);
+    hits.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    let top_k = v.get("top_k").and_then(serde_json::Value::as_u64).unwrap_or(if multimodal { 20 } else { 30 });
+    hits.truncate(usize::try_from(top_k).unwrap_or(usize::MAX));
+    if multimodal {
+        let w = v.get("text_weight").and_then(serde_json::Value::as_f64).unwrap_or(0.5);
+        for (i, h) in hits.iter_mut().enumerate() {
+            let rank = i + 1;
+            h["text_rank"] = serde_json::json!(rank);
+            h["fused_score"] =
+                serde_json::json!(w / (spool_api::RRF_K + f64::from(u32::try_from(rank).unwrap_or(u32::MAX))));
+        }
+    }
+    (StatusCode::OK, axum::Json(serde_json::Value::Array(hits))).into_response()
+}
+
+/// The key of a cursor a partition issued (`v1:<key>`, base64url), or `None`.
+fn cursor_key(c: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c?).ok()?;
+    String::from_utf8(b).ok()?.strip_prefix("v1:").map(str::to_string)
+}
+
+fn cursor_of(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"))
+}
+
+/// A filter search whose `index_ids` name indexes of other partitions: each partition pages
+/// through its own indexes after the same cursor (a `result_id`: pages go in `result_id` order
+/// everywhere), and the pages are merged. A partition that stopped early (it examined its bound
+/// of results) bounds the merged page at its cursor, so nothing is skipped.
+async fn filter_over_partitions(node: &Arc<Node>, index: &str, req: Request) -> Response {
+    let n = node.partitions;
+    let p0 = routing::partition_of_id(index, n);
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
+        return too_large();
+    };
+    let as_is = |parts, bytes| Request::from_parts(parts, Body::from(bytes));
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return node.serve(p0, as_is(parts, bytes)).await;
+    };
+    let ids = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let (index_ids, run_ids) = (ids("index_ids"), ids("run_ids"));
+    let mut by_p: BTreeMap<i32, Vec<String>> = BTreeMap::from([(p0, vec![index.to_string()])]);
+    for i in index_ids {
+        let list = by_p.entry(routing::partition_of_id(&i, n)).or_default();
+        if !list.contains(&i) {
+            list.push(i);
+        }
+    }
+    let runs_elsewhere = run_ids.iter().any(|r| !by_p.contains_key(&routing::partition_of_id(r, n)));
+    if by_p.len() == 1 || runs_elsewhere {
+        return node.serve(p0, as_is(parts, bytes)).await;
+    }
+    let page_size = v.get("page_size").and_then(serde_json::Value::as_u64).unwrap_or(50);
+    let page = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    let mut bound: Option<String> = None;
+    for (q, indexes) in &by_p {
+        let runs: Vec<&String> = run_ids.iter().filter(|r| routing::partition_of_id(r, n) == *q).collect();
+        if !run_ids.is_empty() && runs.is_empty() {
+            continue;
+        }
+        let mut one = v.clone();
+        one.insert("index_ids".into(), serde_json::json!(indexes[1..]));
+        if run_ids.is_empty() {
+            one.remove("run_ids");
+        } else {
+            one.insert("run_ids".into(), serde_json::json!(runs));
+        }
+        let uri = format!("/api/v2/search/filter/{}", indexes[0]);
+        let mut r = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = r.headers_mut() {
+            copy_headers(&parts.headers, h, true);
+            h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(*q));
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let Ok(r) = r.body(Body::from(serde_json::to_vec(&one).unwrap_or_default())) else {
+            return unavailable("internal_error", "a gathered request could not be built");
+        };
+        let resp = node.serve(*q, r).await;
+        if resp.status() != StatusCode::OK {
+            return resp;
+        }
+        let Ok(body) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+            return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
+        };
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return unavailable("holder_unreachable", "a partition answered something unreadable");
+        };
+        if let Some(a) = answer["results"].as_array() {
+            results.extend(a.iter().cloned());
+        }
+        if let Some(next) = cursor_key(answer["next_page_token"].as_str()) {
+            bound = Some(match bound {
+                Some(b) if b <= next => b,
+                _ => next,
+            });
+        }
+    }
+    let id = |h: &serde_json::Value| h["result_id"].as_str().unwrap_or_default().to_string();
+    results.sort_by_key(id);
+    if let Some(b) = &bound {
+        results.retain(|h| id(h) <= *b);
+    }
+    let next = if results.len() > page {
+        results.truncate(page);
+        results.last().map(id)
+    } else {
+        bound
+    };
+    let token = next.as_deref().map(cursor_of);
+    let shown = results.len();
+    let body = serde_json::json!({
+        "results": results,
+        "data": results,
+        "next_page_token": token,
+        "total_shown": shown,
+        "pagination": { "limit": page_size, "has_more": token.is_some(), "next_cursor": token },
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
 /// Adds one partition's usage answer to the merged one: `metrics`, `breakdown` and `totals`
 /// by key, and `periods` by their `summary_id`.
 fn add_usage(into: &mut serde_json::Value, v: &serde_json::Value) {
@@ -1042,6 +1243,14 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
             }
             Ok(false) => return node.serve(0, Request::from_parts(parts, body)).await,
         }
+    }
+    if let Some(index) = routing::index_filter(req.method(), req.uri().path()) {
+        let index = index.to_string();
+        return filter_over_partitions(node, &index, req).await;
+    }
+    if let Some((index, multimodal)) = routing::index_search(req.method(), req.uri().path()) {
+        let index = index.to_string();
+        return search_over_partitions(node, &index, multimodal, req).await;
     }
     if let Some(Route::Partition(p)) = routing::search_page(req.uri().path(), req.uri().query(), node.partitions) {
         return node.serve(p, req).await;

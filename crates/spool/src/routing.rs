@@ -149,8 +149,39 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
         ["prompt-runs", id, ..] if id.starts_with("run_") => by_id(id, partitions),
         ["exports", "index", id, ..] | ["exports", "prompt-run", id, ..] => by_id(id, partitions),
         ["exports", id, ..] if id.starts_with("exp_") => by_id(id, partitions),
+        ["search", "filter", id] if *id != "playground" => by_id(id, partitions),
         ["usage", ..] if method == Method::GET => Route::Gather(Gathered::Usage),
         _ => Route::Partition(0),
+    }
+}
+
+/// A ranked search of an index (`POST /indexes/{id}/search` or `…/multimodal-search`): its
+/// index id and whether it is the multimodal one. Its `index_ids` may name indexes of other
+/// partitions: the node then asks each partition and merges (`node.rs`).
+pub fn index_search<'a>(method: &Method, path: &'a str) -> Option<(&'a str, bool)> {
+    if method != Method::POST {
+        return None;
+    }
+    let rest = path.strip_prefix("/api/v2/indexes/")?;
+    let (id, what) = rest.split_once('/')?;
+    match what {
+        "search" => Some((id, false)),
+        "multimodal-search" => Some((id, true)),
+        _ => None,
+    }
+}
+
+/// A filter search of an index (`POST /search/filter/{id}`): its index id.
+pub fn index_filter<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    let id = path.strip_prefix("/api/v2/search/filter/")?;
+    (method == Method::POST && id != "playground" && !id.contains('/')).then_some(id)
+}
+
+/// The partition a public id names (the catalog, 0, for an id of none).
+pub fn partition_of_id(raw: &str, partitions: u16) -> i32 {
+    match by_id(raw, partitions) {
+        Route::Partition(p) => p,
+        _ => 0,
     }
 }
 
@@ -362,6 +393,9 @@ mod tests {
         assert_eq!(by_body(format!(r#"{{"video_ids":"{vid}"}}"#).as_bytes(), n), Route::Partition(2));
         assert!(routed_by_body(&Method::POST, "/api/v2/workflow/search"));
         assert_eq!(route(&Method::GET, "/api/v2/usage/history", n), Route::Gather(Gathered::Usage));
+        let idx = id("idx", 3);
+        assert_eq!(route(&Method::POST, &format!("/api/v2/search/filter/{idx}"), n), Route::Partition(3));
+        assert_eq!(route(&Method::POST, "/api/v2/search/filter/playground", n), Route::Partition(0));
         {
             use base64::Engine;
             let snap = id("x", 3).split_once('_').map(|(_, u)| u.to_string()).unwrap_or_default();
