@@ -27,6 +27,7 @@ What it answers is chosen by tokens in `prompt.text`:
 | `mode=timeout` | sleeps `TIMEOUT_SLEEP_S` (longer than the configured timeout), then valid |
 | `mode=slow` | sleeps `SLOW_SLEEP_S`, then valid |
 | `mode=typed` | a valid answer with typed fields too: `ordinal` (int), `midpoint` (float), `first` (bool), `tags` (array), `note`, `scene.kind`, `nothing` ([]), `maybe` (null), `extra` (after the first second) |
+| `kind: "define"` requests | a prompt definition for the instruction (`name` "Defined: …", `description`, `prompt_text`, a schema of `summary` and `products`); `mode=500` in the instruction: 500; `mode=invalid`: a schema that is not one |
 | `mode=huge` | a valid answer padded past `HUGE_BYTES` (larger than the configured bound) |
 | `valid_from_attempt=K` | with any mode: attempts >= K answer valid instead |
 | `only_at=S` | the mode applies only to the segment starting at S seconds; every other task (the video-level one included) answers valid |
@@ -258,6 +259,36 @@ class PromptWorker:
         if not isinstance(body, dict):
             call.answered, call.answered_at = 400, time.monotonic()
             h._reply(400, {"error": "not a JSON object"})
+            return
+
+        if body.get("kind") == "define":
+            # `workflow.define` through `processors.define`: a definition written for the
+            # instruction (`mode=500` in it: 500; `mode=invalid`: a schema that is not one).
+            instruction = str(body.get("instruction") or "")
+            dmode = mode_of(instruction)
+            call.mode = dmode
+            if dmode == "500":
+                call.answered, call.answered_at = 500, time.monotonic()
+                h._reply(500, {"error": "the model fell over"})
+                return
+            words = " ".join(instruction.split()[:6])
+            definition: Dict[str, Any] = {
+                "name": f"Defined: {words}"[:100],
+                "description": f"Written by the test worker for: {instruction}"[:500],
+                "prompt_text": f"For each segment, {instruction}. Answer with a summary and the products seen.",
+                "json_schema": {
+                    "type": "object",
+                    "properties": {
+                        "summary": {"type": "string"},
+                        "products": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            }
+            if dmode == "invalid":
+                definition["json_schema"] = {"type": 12}
+            call.answer = definition
+            call.answered, call.answered_at = 200, time.monotonic()
+            h._reply(200, definition)
             return
 
         prompt = body.get("prompt") or {}

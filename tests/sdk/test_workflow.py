@@ -519,3 +519,79 @@ def test_async_workflow_steps_and_paging(client, make_async_client):
     assert len(walked) == 3 and len(set(walked)) == 3
     sync = client.workflow.search(query=f"{w1} {w2}", prompt_run_ids=[run_id], limit=50)
     assert sorted(h.result_id for h in sync) == sorted(walked)
+
+
+def test_define_asks_the_processor_that_writes_definitions(worker):
+    """`processors.define` names the worker: `define` sends it a signed `kind: "define"`
+    request and saves what it wrote (no template label); a worker failure is a 502 (retried by
+    the SDK with the same key), a schema that is not one is refused, nothing is saved then."""
+    from prompt_worker import PROCESSOR_NAME
+    from test_usage_rate_limits import LimitedServer
+    from videovector import ExternalServiceError
+
+    config = (
+        "[processors]\n"
+        'default = "probe"\n'
+        f'define = "{PROCESSOR_NAME}"\n\n'
+        f"[processors.{PROCESSOR_NAME}]\n"
+        'kind = "http"\n'
+        f'url = "{worker.url}"\n'
+        f'secret = "{worker.secret}"\n'
+        'timeout = "10s"\n'
+    )
+    # The real time: the worker checks the signature's timestamp.
+    server = LimitedServer(env={"SPOOL_TEST_CLOCK_MS": str(int(time.time() * 1000))}, config=config)
+    try:
+        server.start()
+        c = server.sdk()
+        instruction = "list the products on the shelves " + uuid.uuid4().hex[:8]
+        d = c.workflow.define(instruction)
+        assert d.saved and d.prompt_id and d.prompt is not None
+        assert d.definition.name.startswith("Defined: list the products")
+        assert "Template" not in d.definition.description
+        assert d.definition.json_schema["properties"]["products"]["type"] == "array"
+        stored = c.prompts.retrieve(d.prompt_id)
+        assert (stored.name, stored.prompt_text, stored.json_schema) == (
+            d.definition.name, d.definition.prompt_text, d.definition.json_schema,
+        )
+        (call,) = [x for x in worker.calls if x.body and x.body.get("kind") == "define" and x.body.get("instruction") == instruction]
+        assert call.verified, "the define request is signed like a task"
+        # Not saved: the same definition, no prompt.
+        unsaved = c.workflow.define(instruction, save=False)
+        assert (unsaved.saved, unsaved.prompt_id) == (False, None)
+        before = {p.prompt_id for p in c.prompts.list().prompts}
+        with pytest.raises(ExternalServiceError):
+            c.workflow.define("fail please mode=500")
+        with pytest.raises(ExternalServiceError):
+            c.workflow.define("an unusable schema mode=invalid")
+        assert {p.prompt_id for p in c.prompts.list().prompts} == before
+    finally:
+        server.close()
+
+
+def test_a_cursor_with_a_huge_offset_is_answered_not_a_crash(client, raw, admin_headers):
+    """A regression: an offset near u64::MAX in a crafted cursor overflowed (a panic)."""
+    import base64
+
+    index = client.indexes.create(name=unique("wf-cursor")).index_id
+    vids = []
+    for _ in range(2):
+        job = client.workflow.upload(file=FIXTURES / "h264_aac.mp4", index_id=index)
+        job = client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
+        vids += [o.video_id for o in job.outputs.items]
+    prompt = client.prompts.create(
+        name=unique("wf-cursor"),
+        prompt_text="Describe the media of each segment.",
+        json_schema={"type": "object", "properties": {"media_type": {"type": "string"}}},
+    )
+    run = client.workflow.process(prompt_id=prompt.prompt_id, index_id=index)
+    client.workflow.wait_until_searchable(run.run.run_id, poll_interval=0.2, timeout=60)
+    page = client.workflow.search(filters=[{"field": "media_type", "operator": "is_not_empty", "type": "string"}], index_id=index, limit=1)
+    assert page.response.pagination.has_more and page.response.pagination.next_cursor
+    raw_cursor = page.response.pagination.next_cursor
+    key = base64.urlsafe_b64decode(raw_cursor + "=" * (-len(raw_cursor) % 4)).decode()
+    snap = key.split(":")[1]
+    crafted = base64.urlsafe_b64encode(f"v1:{snap}:18446744073709551615:10".encode()).decode().rstrip("=")
+    r = raw.get("/api/v2/workflow/search/page", params={"cursor": crafted}, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == [] and r.json()["pagination"]["has_more"] is False

@@ -1028,6 +1028,18 @@ impl Runtime {
         result
     }
 
+    /// The answer stored under an `Idempotency-Key` (refused when the key came with another
+    /// request): a step made of several commands replays it before deciding anything.
+    pub fn replay(&self, key: &IdemKey) -> Result<Option<Reply>, RuntimeError> {
+        self.stored_reply(key)
+    }
+
+    /// Whether this runtime serves an index partition of a partitioned cluster (the catalog's
+    /// facts, such as prompts, are made in the catalog, not here).
+    pub fn is_index_partition(&self) -> bool {
+        self.cfg.catalog.is_some()
+    }
+
     fn stored_reply(&self, key: &IdemKey) -> Result<Option<Reply>, RuntimeError> {
         let Some(bytes) = self.log.side_get(SideTable::Idempotency, &key.scoped)? else { return Ok(None) };
         let Some(rec) = IdemRecord::decode(&bytes) else { return Ok(None) };

@@ -20,6 +20,9 @@ use std::sync::atomic::Ordering;
 pub const SEARCH_DIR: &str = "search";
 /// Events read from the log at a time.
 const READ_BATCH: usize = 2048;
+/// A catch-up commits after this many batches (a rebuild's progress survives a crash; finished
+/// runs become searchable as it goes).
+const COMMIT_BATCHES: u32 = 16;
 /// With nothing indexed, the position is still recorded after this many events (a restart
 /// reads at most that again).
 const IDLE_COMMIT_EVENTS: u64 = 10_000;
@@ -69,6 +72,13 @@ pub fn doc_of(
 }
 
 impl Runtime {
+    /// A prompt definition for `instruction` from the processor that writes them
+    /// (`processors.define`), or `None` when no processor here does.
+    pub async fn define_prompt(&self, instruction: &str) -> Result<Option<serde_json::Value>, String> {
+        let id = format!("def_{}", self.new_ulid());
+        self.executors.prompt_runs.define_prompt(instruction, &id, self.now_ms()).await
+    }
+
     /// The search projection, when this runtime keeps one.
     pub fn search_index(&self) -> Option<&Arc<SearchIndex>> {
         self.search.as_ref()
@@ -80,22 +90,28 @@ impl Runtime {
         self.search.as_ref().is_none_or(|s| s.position() >= finished_seq)
     }
 
-    /// One event into the projection: answers are indexed, deleted videos and indexes leave it.
+    /// One event into the projection: answers are indexed, deleted videos and indexes leave it
+    /// (each applied once, even by two followers of one index: `SearchIndex::apply_at`).
     fn index_event(&self, ix: &SearchIndex, env: &Envelope) -> Result<bool, spool_search::Error> {
         match &env.event {
             Event::PromptTaskSucceeded { run_id, task, answer, .. } => {
                 let index_of = |v: &spool_model::VideoId| self.video_row(v).ok().flatten().map(|r| r.index_id);
-                if let Some(doc) = self.read(|st| doc_of(st, run_id, *task, answer, index_of)) {
-                    ix.upsert(&doc)?;
-                }
+                let doc = self.read(|st| doc_of(st, run_id, *task, answer, index_of));
+                ix.apply_at(env.seq, |ix| doc.as_ref().map_or(Ok(()), |d| ix.upsert(d)))?;
                 Ok(true)
             }
             Event::VideoDeleted { video_id, .. } => {
-                ix.delete_video(&video_id.to_string());
+                ix.apply_at(env.seq, |ix| {
+                    ix.delete_video(&video_id.to_string());
+                    Ok(())
+                })?;
                 Ok(true)
             }
             Event::IndexDeleted { index_id, .. } => {
-                ix.delete_index(&index_id.to_string());
+                ix.apply_at(env.seq, |ix| {
+                    ix.delete_index(&index_id.to_string());
+                    Ok(())
+                })?;
                 Ok(true)
             }
             Event::PromptRunFinished { .. } => Ok(true),
@@ -112,9 +128,12 @@ impl Runtime {
         let head = self.log().head();
         if ix.position() > head {
             tracing::warn!(position = ix.position(), head, "the search index is ahead of the log; rebuilding it");
-            if let Err(e) = ix.clear().and_then(|()| ix.commit(0)) {
-                tracing::error!(error = %e, "the search index cannot be cleared; search stays behind");
-                return;
+            while let Err(e) = ix.clear() {
+                tracing::error!(error = %e, "the search index cannot be cleared; trying again in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         }
         let mut read_to = ix.position();
@@ -153,8 +172,14 @@ impl Runtime {
                     read_to = ix.position();
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "the search projection's step panicked; search stays behind");
-                    return;
+                    // A panic while indexing: logged, and the step tried again from the last
+                    // commit a second later (finished runs read `processing` meanwhile).
+                    tracing::error!(error = %e, "the search projection's step panicked; trying again in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    read_to = ix.position();
                 }
             }
         }
@@ -165,7 +190,20 @@ impl Runtime {
     fn search_step(&self, ix: &SearchIndex, from: u64, through: u64) -> Result<u64, String> {
         let mut read_to = from;
         let mut touched = false;
+        let mut batches = 0u32;
         while read_to < through {
+            // A long catch-up (a rebuild) commits as it goes and stops with the runtime.
+            if batches > 0 && batches.is_multiple_of(COMMIT_BATCHES) {
+                if touched || ix.pending() > 0 {
+                    ix.commit(read_to).map_err(|e| e.to_string())?;
+                    self.search_commits.fetch_add(1, Ordering::Relaxed);
+                    touched = false;
+                }
+                if *self.stopping.borrow() {
+                    return Ok(read_to);
+                }
+            }
+            batches += 1;
             let envs = self.log().read_from(read_to + 1, READ_BATCH).map_err(|e| e.to_string())?;
             if envs.is_empty() {
                 break;

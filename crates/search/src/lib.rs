@@ -19,9 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
-};
+use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// The format of the documents and the payload; another format is rebuilt.
@@ -104,7 +102,7 @@ fn schema() -> (Schema, Fields) {
         index_id: b.add_text_field("index_id", STRING),
         text: b.add_text_field("text", words.clone()),
         paths: b.add_text_field("paths", words),
-        doc: b.add_bytes_field("doc", STORED | INDEXED),
+        doc: b.add_bytes_field("doc", STORED),
     };
     (b.build(), fields)
 }
@@ -155,8 +153,13 @@ pub struct SearchIndex {
     reader: IndexReader,
     f: Fields,
     position: AtomicU64,
+    /// The last log position whose event was applied (committed or not): an event at or before
+    /// it is not applied again (two followers of one index, `SearchIndex::open_shared`).
+    applied: AtomicU64,
     /// Results added or deleted since the last commit.
     pending: AtomicU64,
+    /// Held while one event is applied ([`SearchIndex::apply_at`]).
+    apply_lock: Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -192,9 +195,10 @@ impl SearchIndex {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
         let (schema, f) = schema();
         let opened = match Index::open_in_dir(dir) {
+            // An index that cannot be read (damaged files) is rebuilt like one of another format.
             Ok(index) => {
-                let meta = index.load_metas()?;
-                let payload: Option<Payload> = meta.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                let payload: Option<Payload> =
+                    index.load_metas().ok().and_then(|meta| meta.payload.and_then(|p| serde_json::from_str(&p).ok()));
                 match payload {
                     Some(p) if p.format == SEARCH_FORMAT && index.schema() == schema => Some((index, p.position)),
                     _ => None,
@@ -220,7 +224,9 @@ impl SearchIndex {
             reader,
             f,
             position: AtomicU64::new(position),
+            applied: AtomicU64::new(position),
             pending: AtomicU64::new(0),
+            apply_lock: Mutex::new(()),
         })
     }
 
@@ -307,11 +313,36 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Empties the index (its next commit records the position it is rebuilt through).
+    /// Empties the index and records position 0, durably: it is then rebuilt from the start
+    /// of the log.
     pub fn clear(&self) -> Result<(), Error> {
-        self.writer().delete_all_documents()?;
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position: 0 })
+            .map_err(|e| Error::Other(e.to_string()))?;
+        {
+            let mut w = self.writer();
+            w.delete_all_documents()?;
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+            self.position.store(0, Ordering::SeqCst);
+            self.applied.store(0, Ordering::SeqCst);
+        }
+        self.reader.reload()?;
+        self.pending.store(0, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Applies the change an event at log position `seq` makes (`op`, under the writer's lock),
+    /// unless an event at or after it was applied already (by another follower of the index):
+    /// whether it did.
+    pub fn apply_at(&self, seq: u64, op: impl FnOnce(&SearchIndex) -> Result<(), Error>) -> Result<bool, Error> {
+        let _turn = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.applied.load(Ordering::SeqCst) >= seq {
+            return Ok(false);
+        }
+        op(self)?;
+        self.applied.store(seq, Ordering::SeqCst);
+        Ok(true)
     }
 
     /// How many results are visible.
@@ -528,6 +559,37 @@ mod tests {
         }
         let want: Vec<String> = (0..25).map(|i| format!("run_a:s{i:03}")).collect();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_cleared_index_records_position_zero_and_is_rebuilt_from_the_start() {
+        // A regression: clearing kept the old position in memory (commit never moves it back),
+        // so a rebuild read on from there and skipped the log before it.
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "x", serde_json::json!({}))).unwrap();
+        ix.commit(50).unwrap();
+        ix.clear().unwrap();
+        assert_eq!(ix.position(), 0);
+        assert!(ix.is_empty());
+        assert!(ix.apply_at(1, |_| Ok(())).unwrap(), "events from the start apply again");
+        drop(ix);
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.position(), 0, "the cleared position is durable");
+    }
+
+    #[test]
+    fn an_event_applied_by_one_follower_is_not_applied_again_by_another() {
+        // A regression: a follower still stopping put an older answer back over a newer one.
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        let newer = doc("run_a", "s1", "vid_1", "idx_1", "newer", serde_json::json!({}));
+        let older = doc("run_a", "s1", "vid_1", "idx_1", "older", serde_json::json!({}));
+        assert!(ix.apply_at(110, |ix| ix.upsert(&newer)).unwrap());
+        assert!(!ix.apply_at(60, |ix| ix.upsert(&older)).unwrap());
+        ix.commit(110).unwrap();
+        assert_eq!(ix.search("newer", &[], &Scope::default(), 5).unwrap().len(), 1);
+        assert!(ix.search("older", &[], &Scope::default(), 5).unwrap().is_empty());
     }
 
     #[test]

@@ -601,9 +601,27 @@ impl Node {
     /// metric types, is the catalog's; a refusal is answered as it is).
     async fn gather_usage(&self, req: Request) -> Response {
         let (parts, _) = req.into_parts();
+        // History: every partition's months (each may hold months the others lack), merged,
+        // then cut to the caller's `limit`.
+        let query = parts.uri.query().unwrap_or("");
+        let limit = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("limit="))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(12);
+        let uri = if parts.uri.path().ends_with("/history") {
+            let rest: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("limit=") && !kv.is_empty()).collect();
+            let mut q = rest.join("&");
+            if !q.is_empty() {
+                q.push('&');
+            }
+            format!("{}?{q}limit=120", parts.uri.path())
+        } else {
+            parts.uri.to_string()
+        };
         let mut merged: Option<serde_json::Value> = None;
         for p in 0..=i32::from(self.partitions) {
-            let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+            let mut one = Request::builder().method(parts.method.clone()).uri(uri.as_str());
             if let Some(h) = one.headers_mut() {
                 copy_headers(&parts.headers, h, false);
                 h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
@@ -632,7 +650,11 @@ impl Node {
                 }
             });
         }
-        (StatusCode::OK, axum::Json(merged.unwrap_or_default())).into_response()
+        let mut merged = merged.unwrap_or_default();
+        if let Some(periods) = merged.get_mut("periods").and_then(serde_json::Value::as_array_mut) {
+            periods.truncate(limit);
+        }
+        (StatusCode::OK, axum::Json(merged)).into_response()
     }
 }
 
@@ -651,11 +673,13 @@ async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool,
     let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return node.serve(p0, as_is(parts, bytes)).await;
     };
+    // A list of ids, or one id (the handlers take either).
     let ids = |k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+        match v.get(k) {
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
     };
     let (index_ids, run_ids) = (ids("index_ids"), ids("run_ids"));
     let mut by_p: BTreeMap<i32, Vec<String>> = BTreeMap::from([(p0, vec![index.to_string()])]);
@@ -750,11 +774,13 @@ async fn filter_over_partitions(node: &Arc<Node>, index: &str, req: Request) -> 
     let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return node.serve(p0, as_is(parts, bytes)).await;
     };
+    // A list of ids, or one id (the handlers take either).
     let ids = |k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+        match v.get(k) {
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
     };
     let (index_ids, run_ids) = (ids("index_ids"), ids("run_ids"));
     let mut by_p: BTreeMap<i32, Vec<String>> = BTreeMap::from([(p0, vec![index.to_string()])]);

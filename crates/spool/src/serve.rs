@@ -182,6 +182,11 @@ pub fn processors(
             out.default = v.as_str().with_context(|| "processors.default must be a processor's name")?.to_string();
             continue;
         }
+        if name == "define" {
+            out.define =
+                Some(v.as_str().with_context(|| "processors.define must be an http processor's name")?.to_string());
+            continue;
+        }
         let p: ProcessorFile = v.clone().try_into().with_context(|| format!("in [processors.{name}]"))?;
         let kind = match p.kind.as_str() {
             "probe" => ProcessorKind::Probe,
@@ -218,6 +223,12 @@ pub fn processors(
         "processors.default names {:?}, which is not configured",
         out.default
     );
+    if let Some(d) = &out.define {
+        anyhow::ensure!(
+            matches!(out.processors.get(d).map(|p| &p.kind), Some(ProcessorKind::Http { .. })),
+            "processors.define names {d:?}, which is not a configured http processor"
+        );
+    }
     Ok(out)
 }
 

@@ -539,8 +539,8 @@ pub(crate) fn filter_page(
         }
         after = batch_last;
         if examined >= FILTER_SCAN_MAX {
-            let next = if found.is_empty() { after.clone() } else { found.last().map(|d| d.result_id.clone()) };
-            return Ok((found, next));
+            // Every result through `after` was examined: the next page starts there.
+            return Ok((found, after));
         }
     }
 }

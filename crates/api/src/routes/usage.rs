@@ -81,7 +81,6 @@ fn totals(m: &MonthUsage, searches: u64) -> Value {
         "total_searches": searches,
         "total_storage_bytes": m.bytes_imported,
         "total_videos_uploaded": m.videos_uploaded,
-        "total_videos_processed": m.runs_completed,
         "total_segments_created": m.segments_processed,
     })
 }

@@ -3,8 +3,9 @@
 //! `define` saves a prompt, `process` executes a prompt run, `search` reads the search
 //! projection and keeps a ranked snapshot its cursor pages through.
 //!
-//! `define` writes a **template**, labelled as one in its description: no processor of this
-//! server writes prompt definitions (`engine-spec/processors.md`).
+//! `define` asks the `http` processor named by `processors.define` to write the definition
+//! (`engine-spec/processors.md`, "Prompt definitions"); without one it saves a **template**,
+//! labelled as one in its description.
 
 use super::search::{
     CONDITIONS_MAX, filter_page, int_field, known_runs, lexical, live_indexes, parse_conditions, result_json, strings,
@@ -30,6 +31,10 @@ pub const RESULT_WINDOW: usize = 100;
 /// Snapshots kept at once (the oldest goes first), and how long one lives.
 pub const SNAPSHOTS_MAX: usize = 1024;
 pub const SNAPSHOT_TTL_MS: u64 = 60 * 60 * 1000;
+/// Bytes of rendered hits the snapshots hold at most (the oldest go first), and snapshots one
+/// caller keeps at most (its oldest go first, never another caller's).
+pub const SNAPSHOT_BYTES_MAX: usize = 64 << 20;
+pub const SNAPSHOTS_PER_CALLER_MAX: usize = 64;
 
 pub(crate) fn ops() -> Vec<Op> {
     use Resp::*;
@@ -92,7 +97,7 @@ fn template(instruction: &str) -> Value {
     let short: String = instruction.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect();
     let name = format!("Workflow: {short}");
     let description: String = format!(
-        "Template, not generated: no processor on this server writes prompt definitions, so this is a fixed template around the instruction (edit it with PUT /prompts/{{id}}). Instruction: {short}"
+        "Template, not generated: no processor on this server writes prompt definitions (processors.define), so this is a fixed template around the instruction (edit it with PUT /prompts/{{id}}). Instruction: {short}"
     )
     .chars()
     .take(500)
@@ -125,16 +130,57 @@ fn instruction_of(o: &Map<String, Value>, name: &'static str) -> Result<String, 
     }
 }
 
-/// Saves the template of `instruction` as a prompt (idempotent under `route` and the
-/// request's key); its JSON, or the refusal.
-async fn save_template(
+fn generation_failed(why: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "prompt_generation_failed",
+        format!("the processor that writes prompt definitions failed: {}", why.into()),
+    )
+    .details(json!({ "setting": "processors.define" }))
+}
+
+/// The definition of `instruction`: written by the processor of `processors.define` when
+/// there is one (checked like a created prompt: bounds, a usable schema), else the template.
+async fn definition(app: &AppState, instruction: &str) -> Result<Value, ApiError> {
+    let Some(d) = app.rt.define_prompt(instruction).await.map_err(generation_failed)? else {
+        return Ok(template(instruction));
+    };
+    let text = |k: &str, lo: usize, hi: usize| -> Result<String, ApiError> {
+        let s = d.get(k).and_then(Value::as_str).unwrap_or("").trim().to_string();
+        let n = s.chars().count();
+        if n < lo || n > hi {
+            return Err(generation_failed(format!("its {k} must be {lo} to {hi} characters")));
+        }
+        Ok(s)
+    };
+    let name = text("name", 3, 100)?;
+    let description = text("description", 0, 500)?;
+    let prompt_text = text("prompt_text", 10, 5000)?;
+    let schema = d
+        .get("json_schema")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| generation_failed("its json_schema is not an object"))?;
+    spool_core::machines::prompt::schema::check_text(&schema.to_string())
+        .map_err(|e| generation_failed(format!("its json_schema is not usable: {e}")))?;
+    Ok(json!({
+        "name": name,
+        "description": description,
+        "prompt_text": prompt_text,
+        "json_schema": schema,
+        "semantic_indexing": { "disabled_segment_fields": [], "disabled_video_level_fields": [] },
+    }))
+}
+
+/// Saves a definition as a prompt (idempotent under `route` and the request's key); its JSON,
+/// or the refusal.
+async fn save_definition(
     app: &AppState,
     who: &Principal,
     headers: &HeaderMap,
     route: &str,
     instruction: &str,
+    t: &Value,
 ) -> Result<Value, ApiError> {
-    let t = template(instruction);
     let idem = idempotency_key(headers, who, "POST", route, instruction.as_bytes())?;
     let cmd = Command::Prompt(PromptCommand::CreatePrompt {
         user_id: who.id.clone(),
@@ -178,12 +224,30 @@ pub async fn define(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::validation("save", "must be a boolean")),
     };
-    let mut definition = template(&instruction);
-    definition["video_level"] = Value::Null;
+    // A retried define (same key) answers what the first one saved, without asking again.
+    if save
+        && let Some(k) = idempotency_key(&headers, &who, "POST", "/workflow/define", instruction.as_bytes())?
+        && let Some(r) = app.rt.replay(&k)?
+        && let Ok(prompt) = serde_json::from_slice::<Value>(&r.body)
+        && prompt.get("prompt_id").is_some()
+    {
+        let definition = json!({
+            "name": prompt["name"], "description": prompt["description"], "prompt_text": prompt["prompt_text"],
+            "json_schema": prompt["json_schema"], "video_level": null,
+            "semantic_indexing": { "disabled_segment_fields": [], "disabled_video_level_fields": [] },
+        });
+        return Ok(json(
+            StatusCode::OK,
+            &json!({ "prompt_id": prompt["prompt_id"], "saved": true, "definition": definition, "prompt": prompt }),
+        ));
+    }
+    let mut definition = definition(&app, &instruction).await?;
     if !save {
+        definition["video_level"] = Value::Null;
         return Ok(json(StatusCode::OK, &json!({ "prompt_id": null, "saved": false, "definition": definition })));
     }
-    let prompt = save_template(&app, &who, &headers, "/workflow/define", &instruction).await?;
+    let prompt = save_definition(&app, &who, &headers, "/workflow/define", &instruction, &definition).await?;
+    definition["video_level"] = Value::Null;
     Ok(json(
         StatusCode::OK,
         &json!({ "prompt_id": prompt["prompt_id"], "saved": true, "definition": definition, "prompt": prompt }),
@@ -235,6 +299,14 @@ pub async fn process(
     body: JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     who.require(KeyScope::Write)?;
+    // A retried process (same key) answers the first one's run before anything is resolved
+    // again (its job, videos or prompt may have changed since).
+    let idem = idempotency_key(&headers, &who, "POST", "/workflow/process", &body.canonical)?;
+    if let Some(k) = &idem
+        && let Some(r) = app.rt.replay(k)?
+    {
+        return Ok(super::reply(r));
+    }
     let o = body.value.as_object().ok_or_else(|| ApiError::validation("body", "must be a JSON object"))?;
     // What this server cannot do is refused, not dropped.
     if o.get("advanced_transcription") == Some(&Value::Bool(true)) {
@@ -341,7 +413,15 @@ pub async fn process(
         }
         (None, Some(text)) => {
             instruction_of(o, "prompt_instruction")?;
-            (save_template(&app, &who, &headers, "/workflow/process/prompt", text.trim()).await?, true)
+            if app.rt.is_index_partition() {
+                // Prompts are the catalog's: one made here would be unknown to GET /prompts.
+                return Err(ApiError::validation(
+                    "prompt_instruction",
+                    "this cluster makes prompts in its catalog: define it first (POST /workflow/define) and send its prompt_id",
+                ));
+            }
+            let d = definition(&app, text.trim()).await?;
+            (save_definition(&app, &who, &headers, "/workflow/process/prompt", text.trim(), &d).await?, true)
         }
         (None, None) => unreachable_prompt()?,
     };
@@ -359,7 +439,6 @@ pub async fn process(
         enable_image_embedding: Some(false),
     };
     let settings = super::prompt_run::run_settings(&app, "", &options)?;
-    let idem = idempotency_key(&headers, &who, "POST", "/workflow/process", &body.canonical)?;
     let cmd = PromptRunCommand::ExecuteRun { prompt_id, target, settings, executed_by: who.id.clone() };
     let render = move |st: &spool_core::State, out: Outcome| {
         let run = match out {
@@ -388,6 +467,8 @@ fn unreachable_prompt() -> Result<(Value, bool), ApiError> {
 /// A search's ranked hits, kept for its cursor.
 struct Snapshot {
     made_at_ms: u64,
+    /// The rendered hits' size.
+    bytes: usize,
     who: String,
     mode: &'static str,
     level: &'static str,
@@ -404,7 +485,7 @@ struct Snapshot {
 pub struct Snapshots(Mutex<std::collections::BTreeMap<String, Snapshot>>);
 
 fn page_json(id: &str, s: &Snapshot, offset: usize, limit: usize) -> Value {
-    let end = (offset + limit).min(s.items.len());
+    let end = offset.saturating_add(limit).min(s.items.len());
     let data: Vec<Value> = s.items.get(offset..end).unwrap_or_default().to_vec();
     let next = (end < s.items.len()).then(|| super::import_job::encode_cursor(&format!("{id}:{end}:{limit}")));
     json!({
@@ -511,7 +592,9 @@ pub async fn search(State(app): State<AppState>, who: Principal, body: JsonBody<
             }
         }
     }
+    let bytes = items.iter().map(|v| serde_json::to_vec(v).map_or(0, |b| b.len())).sum::<usize>();
     let snapshot = Snapshot {
+        bytes,
         made_at_ms: app.rt.now_ms(),
         who: who.id.clone(),
         mode,
@@ -531,9 +614,17 @@ pub async fn search(State(app): State<AppState>, who: Principal, body: JsonBody<
     let now = app.rt.now_ms();
     let mut all = app.snapshots.0.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|_, s| now.saturating_sub(s.made_at_ms) < SNAPSHOT_TTL_MS);
-    while all.len() >= SNAPSHOTS_MAX {
+    // Ids are ULIDs: key order is age order.
+    let mine: Vec<String> = all.iter().filter(|(_, s)| s.who == who.id).map(|(k, _)| k.clone()).collect();
+    for k in mine.iter().take((mine.len() + 1).saturating_sub(SNAPSHOTS_PER_CALLER_MAX)) {
+        all.remove(k);
+    }
+    let mut held: usize = all.values().map(|s| s.bytes).sum();
+    while !all.is_empty() && (all.len() >= SNAPSHOTS_MAX || held + snapshot.bytes > SNAPSHOT_BYTES_MAX) {
         let Some(oldest) = all.keys().next().cloned() else { break };
-        all.remove(&oldest);
+        if let Some(s) = all.remove(&oldest) {
+            held -= s.bytes;
+        }
     }
     all.insert(id, snapshot);
     drop(all);

@@ -74,6 +74,9 @@ pub struct ProcessorSettings {
     /// The base a worker reaches Spool at, for media URLs (`public_url`, else the listen
     /// address over http).
     pub media_base_url: String,
+    /// The `http` processor that writes prompt definitions (`processors.define`;
+    /// `workflow.define`, `processors.md`), if any.
+    pub define: Option<String>,
 }
 
 impl Default for ProcessorSettings {
@@ -87,6 +90,7 @@ impl Default for ProcessorSettings {
             processors,
             default: PROBE_PROCESSOR.to_string(),
             media_base_url: "http://127.0.0.1:8080".into(),
+            define: None,
         }
     }
 }
@@ -604,6 +608,57 @@ fn task_id(run_id: &PromptRunId, task: RunTask, spec: &TaskSpec) -> String {
     match task {
         RunTask::Segment(n) => pr::segment_id(run_id, n),
         RunTask::Video(_) => format!("{}_video_{}", run_id, spec.video_id),
+    }
+}
+
+impl PromptRunExecutor {
+    /// Asks the processor named by `processors.define` to write a prompt definition for an
+    /// instruction (`{"version":1,"kind":"define","instruction":…}`, signed like a task; the
+    /// answer is a JSON object read within the processor's bound). `Ok(None)`: no processor
+    /// here writes definitions.
+    pub async fn define_prompt(&self, instruction: &str, id: &str, now_ms: u64) -> Result<Option<Value>, String> {
+        let Some(name) = &self.settings.define else { return Ok(None) };
+        let Some(ProcessorConfig { kind: ProcessorKind::Http { url, secret, timeout, response_bytes_max }, .. }) =
+            self.settings.processors.get(name)
+        else {
+            return Ok(None);
+        };
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "version": 1, "kind": "define", "instruction": instruction }))
+                .map_err(|e| e.to_string())?;
+        let ts = now_ms / 1000;
+        let sig = sign_request(secret, id, ts, &body);
+        let send = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .timeout(*timeout)
+            .send();
+        let mut resp = send.await.map_err(|e| format!("the processor {name} could not be reached: {e}"))?;
+        let status = resp.status();
+        let mut buf = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(*timeout, resp.chunk())
+            .await
+            .map_err(|_| format!("the processor {name} did not answer in time"))?
+            .map_err(|e| format!("reading the processor {name}'s answer failed: {e}"))?
+        {
+            if buf.len() as u64 + chunk.len() as u64 > *response_bytes_max {
+                return Err(format!("the processor {name}'s answer is larger than {response_bytes_max} bytes"));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&buf).chars().take(300).collect();
+            return Err(format!("the processor {name} answered {status}: {excerpt}"));
+        }
+        match serde_json::from_slice::<Value>(&buf) {
+            Ok(v) if v.is_object() => Ok(Some(v)),
+            _ => Err(format!("the processor {name}'s answer is not a JSON object")),
+        }
     }
 }
 
