@@ -79,8 +79,22 @@ def test_an_old_data_directory_verifies_serves_and_reads_through_the_sdk(old_ser
     assert (first_job.progress.imported, first_job.progress.failed, first_job.progress.skipped) == (12, 1, 2)
     assert (auto_job.progress.imported, auto_job.execution.status) == (2, "submitted")
     assert first_job.execution.status == "not_requested"
+    # The search projection is built from the old log at the first start: a finished run reads
+    # `completed` once its results are searchable (engine-spec/search.md), a moment later.
+    deadline = time.monotonic() + 60
     runs = sdk.prompt_runs.list()
+    while not all(r.status == "completed" for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        runs = sdk.prompt_runs.list()
     assert len(runs) == 2 and all(r.status == "completed" for r in runs), runs
+    # Each run's results were indexed from the old log: found by a search of the index.
+    for r in runs:
+        found = sdk.search.filter(
+            index_id, conditions=[{"field": "media_type", "operator": "is_not_empty", "type": "string"}],
+            run_ids=[r.run_id], page_size=100,
+        )
+        segments = [h for h in found.results if h.result_type == "segment"]
+        assert len(segments) == r.completed_segments > 0, (r, found)
     assert auto_job.execution.run_id in {r.run_id for r in runs}
     auto_run = sdk.prompt_runs.retrieve(auto_job.execution.run_id)
     seen = 0

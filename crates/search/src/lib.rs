@@ -370,7 +370,10 @@ impl SearchIndex {
                     (Occur::Should, q)
                 })
                 .collect();
-            must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+            // A scope filters; it adds nothing to a hit's score (a run's id is rarer than
+            // another's: scored, it would rank one run's hits over another's).
+            let filter = tantivy::query::ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0);
+            must.push((Occur::Must, Box::new(filter)));
         }
         must
     }
@@ -402,11 +405,17 @@ impl SearchIndex {
                 }
             }
         }
+        let words = BooleanQuery::new(any);
         let mut all = self.scope_query(scope);
-        all.push((Occur::Must, Box::new(BooleanQuery::new(any))));
-        let q = BooleanQuery::new(all);
+        // Unscoped, the disjunction alone: tantivy then prunes with block-max WAND.
+        let q: Box<dyn Query> = if all.is_empty() {
+            Box::new(words)
+        } else {
+            all.push((Occur::Must, Box::new(words)));
+            Box::new(BooleanQuery::new(all))
+        };
         let searcher = self.reader.searcher();
-        let top = searcher.search(&q, &TopDocs::with_limit(top_k))?;
+        let top = searcher.search(&*q, &TopDocs::with_limit(top_k))?;
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
             out.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });

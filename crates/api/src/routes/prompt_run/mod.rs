@@ -517,6 +517,7 @@ pub async fn retry_status(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read)?;
     let [run, video, seg, retry] = p.as_slice() else { return Err(ApiError::not_found("prompt_run", "")) };
+    let searched = searched(&app);
     let v = app.rt.read(|st| -> Result<Value, ApiError> {
         let (r, _) = run_video(st, run, video)?;
         let retry_id: RetryId = retry.parse().map_err(|_| ApiError::not_found("segment_retry", retry))?;
@@ -524,7 +525,14 @@ pub async fn retry_status(
         if parse_segment_id(&r.run_id, seg).is_none_or(|n| rt.task != spool_model::RunTask::Segment(n)) {
             return Err(ApiError::not_found("segment_retry", retry));
         }
-        Ok(view::retry(r, &retry_id, rt, false))
+        let mut v = view::retry(r, &retry_id, rt, false);
+        // Completed means searchable here too: the retried segment's answer is indexed once the
+        // run, finished again, is passed by the search projection.
+        let run_done = matches!(r.status, RunStatus::Completed | RunStatus::CompletedWithFailures);
+        if v["status"] == "completed" && (!run_done || searched < r.finished_seq) {
+            v["status"] = json!("processing");
+        }
+        Ok(v)
     })?;
     Ok(json(StatusCode::OK, &v))
 }
