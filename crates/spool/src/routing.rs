@@ -264,7 +264,7 @@ pub const INDEX_IDS_CHECKED_MAX: usize = 100;
 
 /// The upload route, whose index is a multipart field (`index_id`) sent before the file.
 pub fn is_upload(method: &Method, path: &str) -> bool {
-    method == Method::POST && path == "/api/v2/videos/upload"
+    method == Method::POST && matches!(path, "/api/v2/videos/upload" | "/api/v2/workflow/upload")
 }
 
 /// The most of an upload's body read to find its `index_id` field.
@@ -392,6 +392,8 @@ mod tests {
         assert_eq!(by_body(format!(r#"{{"run_ids":["{run}"],"query":"x"}}"#).as_bytes(), n), Route::Partition(1));
         assert_eq!(by_body(format!(r#"{{"video_ids":"{vid}"}}"#).as_bytes(), n), Route::Partition(2));
         assert!(routed_by_body(&Method::POST, "/api/v2/workflow/search"));
+        // A regression: the workflow's upload went to the catalog, which has no index.
+        assert!(is_upload(&Method::POST, "/api/v2/workflow/upload"));
         assert_eq!(route(&Method::GET, "/api/v2/usage/history", n), Route::Gather(Gathered::Usage));
         let idx = id("idx", 3);
         assert_eq!(route(&Method::POST, &format!("/api/v2/search/filter/{idx}"), n), Route::Partition(3));
