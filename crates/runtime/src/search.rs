@@ -169,6 +169,10 @@ impl Runtime {
                         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         _ = stop.wait_for(|s| *s) => return,
                     }
+                    // What the failed step applied may be lost: dropped, and read again.
+                    if let Err(e) = ix.rollback() {
+                        tracing::error!(error = %e, "the search index could not roll back");
+                    }
                     read_to = ix.position();
                 }
                 Err(e) => {
@@ -178,6 +182,9 @@ impl Runtime {
                     tokio::select! {
                         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         _ = stop.wait_for(|s| *s) => return,
+                    }
+                    if let Err(e) = ix.rollback() {
+                        tracing::error!(error = %e, "the search index could not roll back");
                     }
                     read_to = ix.position();
                 }

@@ -319,6 +319,7 @@ impl SearchIndex {
         let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position: 0 })
             .map_err(|e| Error::Other(e.to_string()))?;
         {
+            let _turn = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut w = self.writer();
             w.delete_all_documents()?;
             let mut prepared = w.prepare_commit()?;
@@ -328,6 +329,16 @@ impl SearchIndex {
             self.applied.store(0, Ordering::SeqCst);
         }
         self.reader.reload()?;
+        self.pending.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Drops what was applied since the last commit (a step that failed: its documents may be
+    /// lost with a failed indexing worker); the follower reads again from the position.
+    pub fn rollback(&self) -> Result<(), Error> {
+        let _turn = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.writer().rollback()?;
+        self.applied.store(self.position(), Ordering::SeqCst);
         self.pending.store(0, Ordering::SeqCst);
         Ok(())
     }
@@ -599,6 +610,20 @@ mod tests {
         ix.commit(110).unwrap();
         assert_eq!(ix.search("newer", &[], &Scope::default(), 5).unwrap().len(), 1);
         assert!(ix.search("older", &[], &Scope::default(), 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rolled_back_step_is_applied_again() {
+        // A regression: after a failed step the follower skipped the events it had applied,
+        // though their documents were lost, and committed past them.
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        let d = doc("run_a", "s1", "vid_1", "idx_1", "word", serde_json::json!({}));
+        assert!(ix.apply_at(5, |ix| ix.upsert(&d)).unwrap());
+        ix.rollback().unwrap();
+        assert!(ix.apply_at(5, |ix| ix.upsert(&d)).unwrap(), "read again after the rollback");
+        ix.commit(5).unwrap();
+        assert_eq!(ix.search("word", &[], &Scope::default(), 5).unwrap().len(), 1);
     }
 
     #[test]

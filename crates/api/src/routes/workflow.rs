@@ -203,6 +203,11 @@ async fn save_definition(
         None => app.rt.execute_with(cmd, None, Vec::new(), render).await?.0,
     };
     let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if reply.status == 422 {
+        // A template always passes: a refused definition is the processor's.
+        let why = v["error"]["message"].as_str().unwrap_or("refused").to_string();
+        return Err(generation_failed(format!("the prompt it wrote was refused: {why}")));
+    }
     if reply.status >= 400 || v.get("prompt_id").is_none() {
         return Err(ApiError::internal("the prompt could not be saved".to_string()));
     }
@@ -420,8 +425,19 @@ pub async fn process(
                     "this cluster makes prompts in its catalog: define it first (POST /workflow/define) and send its prompt_id",
                 ));
             }
-            let d = definition(&app, text.trim()).await?;
-            (save_definition(&app, &who, &headers, "/workflow/process/prompt", text.trim(), &d).await?, true)
+            // A retried process finds the prompt its first try saved, without asking again.
+            let key = idempotency_key(&headers, &who, "POST", "/workflow/process/prompt", text.trim().as_bytes())?;
+            let saved = match &key {
+                Some(k) => app.rt.replay(k)?.and_then(|r| serde_json::from_slice::<Value>(&r.body).ok()),
+                None => None,
+            };
+            match saved.filter(|p| p.get("prompt_id").is_some()) {
+                Some(p) => (p, true),
+                None => {
+                    let d = definition(&app, text.trim()).await?;
+                    (save_definition(&app, &who, &headers, "/workflow/process/prompt", text.trim(), &d).await?, true)
+                }
+            }
         }
         (None, None) => unreachable_prompt()?,
     };

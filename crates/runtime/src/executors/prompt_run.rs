@@ -638,13 +638,15 @@ impl PromptRunExecutor {
             .body(body)
             .timeout(*timeout)
             .send();
-        let mut resp = send.await.map_err(|e| format!("the processor {name} could not be reached: {e}"))?;
+        // Errors without the URL: a key in its query must not reach the client.
+        let mut resp =
+            send.await.map_err(|e| format!("the processor {name} could not be reached: {}", e.without_url()))?;
         let status = resp.status();
         let mut buf = Vec::new();
         while let Some(chunk) = tokio::time::timeout(*timeout, resp.chunk())
             .await
             .map_err(|_| format!("the processor {name} did not answer in time"))?
-            .map_err(|e| format!("reading the processor {name}'s answer failed: {e}"))?
+            .map_err(|e| format!("reading the processor {name}'s answer failed: {}", e.without_url()))?
         {
             if buf.len() as u64 + chunk.len() as u64 > *response_bytes_max {
                 return Err(format!("the processor {name}'s answer is larger than {response_bytes_max} bytes"));
@@ -704,7 +706,7 @@ async fn call_http(
             return Err(failure(
                 FailureStage::Processing,
                 "processor_unreachable",
-                format!("the processor could not be reached: {e}"),
+                format!("the processor could not be reached: {}", e.without_url()),
                 true,
             ));
         }
@@ -725,7 +727,7 @@ async fn call_http(
                 return Err(failure(
                     FailureStage::Processing,
                     "processor_unreachable",
-                    format!("reading the answer failed: {e}"),
+                    format!("reading the answer failed: {}", e.without_url()),
                     true,
                 ));
             }
