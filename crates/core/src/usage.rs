@@ -162,7 +162,7 @@ fn call(d: &mut MonthUsage, usage: &CallUsage) {
 pub fn month_of(ms: u64) -> u32 {
     // At most u64::MAX / 86,400,000 days: always an i64.
     let days = i64::try_from(ms / DAY_MS).unwrap_or(i64::MAX);
-    let (y, m) = year_month_from_days(days);
+    let (y, m, _) = spool_model::time::civil_from_days(days);
     u32::try_from(y).ok().and_then(|y| y.checked_mul(100)).and_then(|v| v.checked_add(m)).unwrap_or(u32::MAX)
 }
 
@@ -181,33 +181,7 @@ pub fn month_bounds(ym: u32) -> (u64, u64) {
 
 fn month_start(ym: u32) -> u64 {
     let (y, m) = (ym / 100, (ym % 100).clamp(1, 12));
-    spool_model::num::non_negative(days_from_civil(i64::from(y), m, 1)).saturating_mul(DAY_MS)
-}
-
-/// (year, month, day) to days since 1970-01-01, proleptic Gregorian (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let (m, d) = (i64::from(m), i64::from(d));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Days since 1970-01-01 to (year, month), proleptic Gregorian (H. Hinnant's algorithm).
-fn year_month_from_days(z: i64) -> (i64, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // A month is 1..=12 here, whatever `z`.
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m)
+    spool_model::num::non_negative(spool_model::time::days_from_civil(i64::from(y), m, 1)).saturating_mul(DAY_MS)
 }
 
 #[cfg(test)]

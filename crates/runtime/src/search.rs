@@ -161,34 +161,27 @@ impl Runtime {
             let me = self.clone();
             let ix2 = ix.clone();
             let step = tokio::task::spawn_blocking(move || me.search_step(&ix2, read_to, through)).await;
-            match step {
-                Ok(Ok(to)) => read_to = to,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "the search projection could not index; trying again in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    // What the failed step applied may be lost: dropped, and read again.
-                    if let Err(e) = ix.rollback() {
-                        tracing::error!(error = %e, "the search index could not roll back");
-                    }
-                    read_to = ix.position();
+            let failed = match step {
+                Ok(Ok(to)) => {
+                    read_to = to;
+                    continue;
                 }
-                Err(e) => {
-                    // A panic while indexing: logged, and the step tried again from the last
-                    // commit a second later (finished runs read `processing` meanwhile).
-                    tracing::error!(error = %e, "the search projection's step panicked; trying again in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    if let Err(e) = ix.rollback() {
-                        tracing::error!(error = %e, "the search index could not roll back");
-                    }
-                    read_to = ix.position();
-                }
+                Ok(Err(e)) => format!("the step failed: {e}"),
+                // A panic while indexing is handled as a failure.
+                Err(e) => format!("the step panicked: {e}"),
+            };
+            // Logged, what the step applied dropped (a failed indexing worker may have lost
+            // it), and read again from the last commit a second later (finished runs read
+            // `processing` meanwhile).
+            tracing::error!(error = %failed, "the search projection could not index; trying again in 1 s");
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
+            if let Err(e) = ix.rollback() {
+                tracing::error!(error = %e, "the search index could not roll back");
+            }
+            read_to = ix.position();
         }
     }
 

@@ -658,20 +658,25 @@ impl Node {
     }
 }
 
-/// A ranked search of an index whose `index_ids` name indexes of other partitions: each
-/// partition is asked for its own indexes (and its own `run_ids`), the hits are merged by
-/// score and cut to `top_k` (a multimodal search's text ranks and fused scores are counted
-/// again over the merged list). A search within one partition is served as it is.
-async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool, req: Request) -> Response {
+/// A search of an index (`path(index)`) whose `index_ids` name indexes of other partitions:
+/// each owner is asked for its own indexes (and its own `run_ids`), and its answer returned
+/// with the request's body for the merge. `Err`: the answer to give as it is (the request
+/// stays within one partition, or a partition refused it).
+async fn ask_index_owners(
+    node: &Arc<Node>,
+    index: &str,
+    req: Request,
+    path: impl Fn(&str) -> String,
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<serde_json::Value>), Response> {
     let n = node.partitions;
     let p0 = routing::partition_of_id(index, n);
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
-        return too_large();
+        return Err(too_large());
     };
     let as_is = |parts, bytes| Request::from_parts(parts, Body::from(bytes));
     let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return node.serve(p0, as_is(parts, bytes)).await;
+        return Err(node.serve(p0, as_is(parts, bytes)).await);
     };
     // A list of ids, or one id (the handlers take either).
     let ids = |k: &str| -> Vec<String> {
@@ -692,9 +697,9 @@ async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool,
     // Runs of no partition searched: the path's partition answers (it refuses an unknown run).
     let runs_elsewhere = run_ids.iter().any(|r| !by_p.contains_key(&routing::partition_of_id(r, n)));
     if by_p.len() == 1 || runs_elsewhere {
-        return node.serve(p0, as_is(parts, bytes)).await;
+        return Err(node.serve(p0, as_is(parts, bytes)).await);
     }
-    let mut hits: Vec<serde_json::Value> = Vec::new();
+    let mut answers = Vec::new();
     for (q, indexes) in &by_p {
         let runs: Vec<&String> = run_ids.iter().filter(|r| routing::partition_of_id(r, n) == *q).collect();
         if !run_ids.is_empty() && runs.is_empty() {
@@ -707,26 +712,43 @@ async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool,
         } else {
             one.insert("run_ids".into(), serde_json::json!(runs));
         }
-        let what = if multimodal { "multimodal-search" } else { "search" };
-        let uri = format!("/api/v2/indexes/{}/{what}", indexes[0]);
-        let mut r = Request::builder().method(parts.method.clone()).uri(uri);
+        let mut r = Request::builder().method(parts.method.clone()).uri(path(&indexes[0]));
         if let Some(h) = r.headers_mut() {
             copy_headers(&parts.headers, h, true);
             h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(*q));
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let Ok(r) = r.body(Body::from(serde_json::to_vec(&one).unwrap_or_default())) else {
-            return unavailable("internal_error", "a gathered request could not be built");
+            return Err(unavailable("internal_error", "a gathered request could not be built"));
         };
         let resp = node.serve(*q, r).await;
         if resp.status() != StatusCode::OK {
-            return resp;
+            return Err(resp);
         }
         let Ok(body) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
-            return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
+            return Err(unavailable("holder_unreachable", "a partition's answer was cut off or too large"));
         };
-        match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Array(a)) => hits.extend(a),
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Err(unavailable("holder_unreachable", "a partition answered something unreadable"));
+        };
+        answers.push(answer);
+    }
+    Ok((v, answers))
+}
+
+/// A ranked search of an index whose `index_ids` name indexes of other partitions
+/// ([`ask_index_owners`]): the hits are merged by score and cut to `top_k` (a multimodal
+/// search's text ranks and fused scores are counted again over the merged list).
+async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool, req: Request) -> Response {
+    let what = if multimodal { "multimodal-search" } else { "search" };
+    let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/indexes/{i}/{what}")).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let mut hits: Vec<serde_json::Value> = Vec::new();
+    for answer in answers {
+        match answer {
+            serde_json::Value::Array(a) => hits.extend(a),
             _ => return unavailable("holder_unreachable", "a partition answered something unreadable"),
         }
     }
@@ -762,74 +784,17 @@ fn cursor_of(key: &str) -> String {
 /// A filter search whose `index_ids` name indexes of other partitions: each partition pages
 /// through its own indexes after the same cursor (a `result_id`: pages go in `result_id` order
 /// everywhere), and the pages are merged. A partition that stopped early (it examined its bound
-/// of results) bounds the merged page at its cursor, so nothing is skipped.
+/// of results) bounds the merged page at its cursor, so nothing is skipped ([`ask_index_owners`]).
 async fn filter_over_partitions(node: &Arc<Node>, index: &str, req: Request) -> Response {
-    let n = node.partitions;
-    let p0 = routing::partition_of_id(index, n);
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, routing::ROUTED_BODY_BYTES_MAX).await else {
-        return too_large();
+    let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/search/filter/{i}")).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
-    let as_is = |parts, bytes| Request::from_parts(parts, Body::from(bytes));
-    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return node.serve(p0, as_is(parts, bytes)).await;
-    };
-    // A list of ids, or one id (the handlers take either).
-    let ids = |k: &str| -> Vec<String> {
-        match v.get(k) {
-            Some(serde_json::Value::String(one)) => vec![one.clone()],
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
-            _ => Vec::new(),
-        }
-    };
-    let (index_ids, run_ids) = (ids("index_ids"), ids("run_ids"));
-    let mut by_p: BTreeMap<i32, Vec<String>> = BTreeMap::from([(p0, vec![index.to_string()])]);
-    for i in index_ids {
-        let list = by_p.entry(routing::partition_of_id(&i, n)).or_default();
-        if !list.contains(&i) {
-            list.push(i);
-        }
-    }
-    let runs_elsewhere = run_ids.iter().any(|r| !by_p.contains_key(&routing::partition_of_id(r, n)));
-    if by_p.len() == 1 || runs_elsewhere {
-        return node.serve(p0, as_is(parts, bytes)).await;
-    }
     let page_size = v.get("page_size").and_then(serde_json::Value::as_u64).unwrap_or(50);
     let page = usize::try_from(page_size).unwrap_or(usize::MAX);
     let mut results: Vec<serde_json::Value> = Vec::new();
     let mut bound: Option<String> = None;
-    for (q, indexes) in &by_p {
-        let runs: Vec<&String> = run_ids.iter().filter(|r| routing::partition_of_id(r, n) == *q).collect();
-        if !run_ids.is_empty() && runs.is_empty() {
-            continue;
-        }
-        let mut one = v.clone();
-        one.insert("index_ids".into(), serde_json::json!(indexes[1..]));
-        if run_ids.is_empty() {
-            one.remove("run_ids");
-        } else {
-            one.insert("run_ids".into(), serde_json::json!(runs));
-        }
-        let uri = format!("/api/v2/search/filter/{}", indexes[0]);
-        let mut r = Request::builder().method(parts.method.clone()).uri(uri);
-        if let Some(h) = r.headers_mut() {
-            copy_headers(&parts.headers, h, true);
-            h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(*q));
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let Ok(r) = r.body(Body::from(serde_json::to_vec(&one).unwrap_or_default())) else {
-            return unavailable("internal_error", "a gathered request could not be built");
-        };
-        let resp = node.serve(*q, r).await;
-        if resp.status() != StatusCode::OK {
-            return resp;
-        }
-        let Ok(body) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
-            return unavailable("holder_unreachable", "a partition's answer was cut off or too large");
-        };
-        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return unavailable("holder_unreachable", "a partition answered something unreadable");
-        };
+    for answer in answers {
         if let Some(a) = answer["results"].as_array() {
             results.extend(a.iter().cloned());
         }

@@ -50,6 +50,15 @@ pub(crate) fn ops() -> Vec<Op> {
     ]
 }
 
+/// The oldest live index named `name` (a scan of the indexes: there are few).
+fn live_index_named(app: &AppState, name: &str) -> Option<IndexId> {
+    app.rt
+        .read(|st| {
+            st.indexes.values().filter(|i| i.is_live() && i.name == name).map(|i| (i.created_at_ms, i.index_id)).min()
+        })
+        .map(|(_, id)| id)
+}
+
 /// The live index named `name`, made (as the caller) when there is none.
 pub(crate) async fn index_named(
     app: &AppState,
@@ -57,10 +66,7 @@ pub(crate) async fn index_named(
     headers: &HeaderMap,
     name: &str,
 ) -> Result<IndexId, ApiError> {
-    let found = app.rt.read(|st| {
-        st.indexes.values().filter(|i| i.is_live() && i.name == name).map(|i| (i.created_at_ms, i.index_id)).min()
-    });
-    if let Some((_, id)) = found {
+    if let Some(id) = live_index_named(app, name) {
         return Ok(id);
     }
     crate::body::check_text("index_name", name, 255)?;
@@ -275,18 +281,7 @@ fn index_of(app: &AppState, o: &Map<String, Value>) -> Result<Option<IndexId>, A
         None => None,
     };
     let by_name = match opt_str(o, "index_name")? {
-        Some(name) => Some(
-            app.rt
-                .read(|st| {
-                    st.indexes
-                        .values()
-                        .filter(|i| i.is_live() && i.name == name)
-                        .map(|i| (i.created_at_ms, i.index_id))
-                        .min()
-                })
-                .map(|(_, id)| id)
-                .ok_or_else(|| ApiError::not_found("index", name))?,
-        ),
+        Some(name) => Some(live_index_named(app, name).ok_or_else(|| ApiError::not_found("index", name))?),
         None => None,
     };
     match (by_id, by_name) {
