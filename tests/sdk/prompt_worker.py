@@ -28,6 +28,7 @@ What it answers is chosen by tokens in `prompt.text`:
 | `mode=slow` | sleeps `SLOW_SLEEP_S`, then valid |
 | `mode=typed` | a valid answer with typed fields too: `ordinal` (int), `midpoint` (float), `first` (bool), `tags` (array), `note`, `scene.kind`, `nothing` ([]), `maybe` (null), `extra` (after the first second) |
 | `kind: "define"` requests | a prompt definition for the instruction (`name` "Defined: …", `description`, `prompt_text`, a schema of `summary` and `products`); `mode=500` in the instruction: 500; `mode=invalid`: a schema that is not one |
+| `mode=caption` | `{"caption": <the video's title>}`, `metadata_text` the title (semantic search tests: the title says what the clip shows); with `image_embedding: true` in the request and `image_vectors` set on the worker, also `image_vector`: `image_vectors(title)` |
 | `mode=huge` | a valid answer padded past `HUGE_BYTES` (larger than the configured bound) |
 | `valid_from_attempt=K` | with any mode: attempts >= K answer valid instead |
 | `only_at=S` | the mode applies only to the segment starting at S seconds; every other task (the video-level one included) answers valid |
@@ -54,7 +55,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -176,6 +177,9 @@ class PromptWorker:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: Optional[_Server] = None
     _thread: Optional[threading.Thread] = None
+    # `mode=caption`: the segment image's vector for a caption (the semantic tests' stand-in
+    # for an image model, embed_worker.py), given when the request asks for one.
+    image_vectors: Optional[Callable[[str], List[float]]] = None
 
     @property
     def url(self) -> str:
@@ -332,6 +336,10 @@ class PromptWorker:
             metadata_text = f"segment {label}"
             if mode == "invalid":
                 metadata.pop("label")
+            elif mode == "caption":
+                title = str((body.get("video") or {}).get("title") or "")
+                metadata = {"label": label, "caption": title}
+                metadata_text = title
             elif mode == "typed":
                 # Typed fields for filter search: integers, numbers, booleans, arrays, nested.
                 seg = body.get("segment") or {}
@@ -355,6 +363,8 @@ class PromptWorker:
         }
         if mode == "huge":
             answer["metadata"]["padding"] = "x" * HUGE_BYTES
+        if mode == "caption" and body.get("image_embedding") and self.image_vectors is not None:
+            answer["image_vector"] = self.image_vectors(metadata_text)
         call.answer = answer
         call.answered, call.answered_at = 200, time.monotonic()
         h._reply(200, answer)

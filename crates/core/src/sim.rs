@@ -434,7 +434,9 @@ impl World {
                         metadata_json: r#"{"duration_seconds":1}"#.into(),
                         metadata_text: "one second".into(),
                     };
-                    P::RecordTaskSucceeded { run_id, task, attempt, answer, usage }
+                    // An image vector each time: kept for runs with image embedding only.
+                    let image_vector_le = 1.0f32.to_le_bytes().to_vec();
+                    P::RecordTaskSucceeded { run_id, task, attempt, answer, usage, image_vector_le }
                 };
                 vec![Command::PromptRun(P::StartTask { run_id, task, attempt }), Command::PromptRun(end)]
             }

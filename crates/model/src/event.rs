@@ -805,6 +805,16 @@ pub enum Event {
         after: Option<(u64, VideoId)>,
         done: bool,
     },
+    /// Stream `run_…`. The image vector the run's processor gave with a segment's answer (runs
+    /// with `enable_image_embedding`; `engine-spec/processors.md`): little-endian `f32`s, at most
+    /// 4,096. Appended right after the task's `PromptTaskSucceeded`, in the same decision; the
+    /// search projection indexes it with the answer (`engine-spec/search.md`). Folds to nothing.
+    PromptTaskImageVector {
+        run_id: PromptRunId,
+        task: RunTask,
+        attempt: u32,
+        vector_le: Vec<u8>,
+    },
 }
 }
 
@@ -1250,6 +1260,12 @@ impl Event {
                 attempt: 1,
                 answer: TaskAnswer { metadata_json: r#"{"a":1}"#.into(), metadata_text: "a is 1".into() },
                 usage: CallUsage { input_tokens: 120, output_tokens: 30, duration_ms: 42 },
+            },
+            Event::PromptTaskImageVector {
+                run_id,
+                task: RunTask::Segment(3),
+                attempt: 1,
+                vector_le: [0.5f32, -0.25].iter().flat_map(|x| x.to_le_bytes()).collect(),
             },
             Event::PromptTaskFailed {
                 run_id,

@@ -79,6 +79,17 @@ impl Runtime {
         self.executors.prompt_runs.define_prompt(instruction, &id, self.now_ms()).await
     }
 
+    /// The `embed` processor, if one is configured.
+    pub fn embedder(&self) -> Option<&crate::EmbedderConfig> {
+        self.executors.prompt_runs.settings.embedder.as_ref()
+    }
+
+    /// Vectors for `inputs` from the embedder (`None`: none is configured).
+    pub async fn embed(&self, inputs: &[crate::EmbedInput]) -> Result<Option<Vec<Vec<f32>>>, String> {
+        let id = format!("emb_{}", self.new_ulid());
+        self.executors.prompt_runs.embed(inputs, &id, self.now_ms()).await
+    }
+
     /// The search projection, when this runtime keeps one.
     pub fn search_index(&self) -> Option<&Arc<SearchIndex>> {
         self.search.as_ref()
@@ -90,33 +101,77 @@ impl Runtime {
         self.search.as_ref().is_none_or(|s| s.position() >= finished_seq)
     }
 
-    /// One event into the projection: answers are indexed, deleted videos and indexes leave it
-    /// (each applied once, even by two followers of one index: `SearchIndex::apply_at`).
-    fn index_event(&self, ix: &SearchIndex, env: &Envelope) -> Result<bool, spool_search::Error> {
+    /// What one event does to the projection: an answer to index, a video's or an index's
+    /// results to delete, nothing (`None`: the event does not concern it).
+    fn search_op(&self, env: &Envelope) -> Option<Op> {
         match &env.event {
             Event::PromptTaskSucceeded { run_id, task, answer, .. } => {
                 let index_of = |v: &spool_model::VideoId| self.video_row(v).ok().flatten().map(|r| r.index_id);
-                let doc = self.read(|st| doc_of(st, run_id, *task, answer, index_of));
-                ix.apply_at(env.seq, |ix| doc.as_ref().map_or(Ok(()), |d| ix.upsert(d)))?;
-                Ok(true)
+                let doc = self.read(|st| doc_of(st, run_id, *task, answer, index_of)).map(Box::new);
+                Some(Op::Upsert { key: (*run_id, *task), doc, ivec: None })
             }
-            Event::VideoDeleted { video_id, .. } => {
-                ix.apply_at(env.seq, |ix| {
-                    ix.delete_video(&video_id.to_string());
-                    Ok(())
-                })?;
-                Ok(true)
+            Event::PromptTaskImageVector { run_id, task, vector_le, .. } => {
+                Some(Op::ImageVector { key: (*run_id, *task), ivec: vector_of(vector_le) })
             }
-            Event::IndexDeleted { index_id, .. } => {
-                ix.apply_at(env.seq, |ix| {
-                    ix.delete_index(&index_id.to_string());
-                    Ok(())
-                })?;
-                Ok(true)
-            }
-            Event::PromptRunFinished { .. } => Ok(true),
-            _ => Ok(false),
+            Event::VideoDeleted { video_id, .. } => Some(Op::DeleteVideo(video_id.to_string())),
+            Event::IndexDeleted { index_id, .. } => Some(Op::DeleteIndex(index_id.to_string())),
+            Event::PromptRunFinished { .. } => Some(Op::Nothing),
+            _ => None,
         }
+    }
+
+    /// The upsert of a task's answer read again from the log, with its image vector.
+    fn answer_again(&self, key: (PromptRunId, RunTask), ivec: Option<Vec<f32>>) -> Result<Op, crate::RuntimeError> {
+        let (run_id, task) = key;
+        let answers = self.run_answers([spool_core::AnswerKey { run_id, task }])?;
+        let Some(answer) = answers.get(&spool_core::AnswerKey { run_id, task }) else { return Ok(Op::Nothing) };
+        let index_of = |v: &spool_model::VideoId| self.video_row(v).ok().flatten().map(|r| r.index_id);
+        let doc = self.read(|st| doc_of(st, &run_id, task, answer, index_of)).map(Box::new);
+        Ok(Op::Upsert { key, doc, ivec })
+    }
+
+    /// Applies `ops` in log order (each once: `SearchIndex::apply_at`), the answers' texts
+    /// embedded first when an embedder is configured (one request per
+    /// [`crate::EMBED_INPUTS_MAX`] answers).
+    fn apply_ops(&self, ix: &SearchIndex, ops: &mut Vec<(u64, Op)>) -> Result<(), String> {
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; ops.len()];
+        if self.embedder().is_some() {
+            let mut at = Vec::new();
+            let mut inputs = Vec::new();
+            for (i, (seq, op)) in ops.iter().enumerate() {
+                if let (Op::Upsert { doc: Some(d), .. }, true) = (op, ix.applied() < *seq) {
+                    let text = embed_text(d);
+                    if !text.is_empty() {
+                        at.push(i);
+                        inputs.push(crate::EmbedInput::Text(text));
+                    }
+                }
+            }
+            if !inputs.is_empty() {
+                let got = tokio::runtime::Handle::current()
+                    .block_on(self.embed(&inputs))?
+                    .ok_or_else(|| "the embedder is gone".to_string())?;
+                for (i, v) in at.into_iter().zip(got) {
+                    vectors[i] = Some(v);
+                }
+            }
+        }
+        for ((seq, op), tvec) in ops.drain(..).zip(vectors) {
+            ix.apply_at(seq, |ix| match &op {
+                Op::Upsert { doc: Some(d), ivec, .. } => ix.upsert_with(d, tvec.as_deref(), ivec.as_deref()),
+                Op::DeleteVideo(v) => {
+                    ix.delete_video(v);
+                    Ok(())
+                }
+                Op::DeleteIndex(i) => {
+                    ix.delete_index(i);
+                    Ok(())
+                }
+                Op::Upsert { doc: None, .. } | Op::Nothing | Op::ImageVector { .. } => Ok(()),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Follows the log into the search projection until the runtime stops.
@@ -126,9 +181,15 @@ impl Runtime {
         let mut applied = self.watch_applied();
         self.wait_ready().await;
         let head = self.log().head();
-        if ix.position() > head {
-            tracing::warn!(position = ix.position(), head, "the search index is ahead of the log; rebuilding it");
-            while let Err(e) = ix.clear() {
+        let embedder = self.embedder().map(crate::EmbedderConfig::identity);
+        let other_embedder = ix.embedder() != embedder && (ix.position() > 0 || embedder.is_some());
+        if ix.position() > head || other_embedder {
+            if other_embedder {
+                tracing::warn!("the search index's vectors are not the configured embedder's; rebuilding it");
+            } else {
+                tracing::warn!(position = ix.position(), head, "the search index is ahead of the log; rebuilding it");
+            }
+            while let Err(e) = ix.clear(embedder.as_deref()) {
                 tracing::error!(error = %e, "the search index cannot be cleared; trying again in 1 s");
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
@@ -208,13 +269,37 @@ impl Runtime {
             if envs.is_empty() {
                 break;
             }
+            let mut ops = Vec::new();
             for env in &envs {
                 if env.seq > through {
                     break;
                 }
-                touched |= self.index_event(ix, env).map_err(|e| e.to_string())?;
+                if let Some(mut op) = self.search_op(env) {
+                    // A segment's image vector follows its answer in the same decision: it goes
+                    // with the answer's upsert, or (the answer read in an earlier step) with the
+                    // answer read again.
+                    if let Op::ImageVector { key, ivec } = op {
+                        match ops.last_mut() {
+                            Some((_, Op::Upsert { key: k, ivec: slot, .. })) if *k == key => {
+                                *slot = ivec;
+                                read_to = env.seq;
+                                continue;
+                            }
+                            _ => op = self.answer_again(key, ivec).map_err(|e| e.to_string())?,
+                        }
+                    }
+                    // A deletion waits for the answers before it (their texts are embedded
+                    // together): applied in log order.
+                    let flush = matches!(op, Op::DeleteVideo(_) | Op::DeleteIndex(_));
+                    ops.push((env.seq, op));
+                    touched = true;
+                    if flush {
+                        self.apply_ops(ix, &mut ops)?;
+                    }
+                }
                 read_to = env.seq;
             }
+            self.apply_ops(ix, &mut ops)?;
             if envs.len() < READ_BATCH {
                 break;
             }
@@ -225,6 +310,50 @@ impl Runtime {
         }
         Ok(read_to)
     }
+}
+
+/// A change an event makes to the projection.
+enum Op {
+    /// A task's answer (`None`: the run or video is gone from the state), with the segment's
+    /// image vector when one follows it.
+    Upsert {
+        key: (PromptRunId, RunTask),
+        doc: Option<Box<Doc>>,
+        ivec: Option<Vec<f32>>,
+    },
+    /// A segment's image vector (attached to its answer's upsert).
+    ImageVector {
+        key: (PromptRunId, RunTask),
+        ivec: Option<Vec<f32>>,
+    },
+    DeleteVideo(String),
+    DeleteIndex(String),
+    Nothing,
+}
+
+/// A vector from its little-endian bytes (`None`: not a whole number of `f32`s, or empty).
+fn vector_of(le: &[u8]) -> Option<Vec<f32>> {
+    if le.is_empty() || !le.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(le.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// The longest text embedded of a result (its first characters).
+pub const EMBED_TEXT_CHARS_MAX: usize = 2_000;
+
+/// The text of a result an embedder turns into its vector: its `metadata_text`, else the
+/// strings of its `metadata`, at most [`EMBED_TEXT_CHARS_MAX`] characters.
+pub fn embed_text(d: &Doc) -> String {
+    let text = if d.metadata_text.trim().is_empty() {
+        let meta: serde_json::Value = serde_json::from_str(&d.metadata_json).unwrap_or_default();
+        let mut leaves = Vec::new();
+        spool_search::string_leaves(&meta, &mut String::new(), &mut leaves);
+        leaves.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(". ")
+    } else {
+        d.metadata_text.clone()
+    };
+    text.trim().chars().take(EMBED_TEXT_CHARS_MAX).collect()
 }
 
 /// What `spool verify` finds of the search projection in `dir` against the log: the projection

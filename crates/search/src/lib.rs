@@ -8,9 +8,15 @@
 //! holds `<path>\u{1f}<word>` for each, so a search can be narrowed to fields. Both are indexed
 //! with frequencies (BM25's term frequency and length norm work as for any text field).
 //!
+//! With an embedder, a result also carries vectors (`tvec`: its text's; `ivec`: its segment
+//! image's, when the run's processor gave one) in bytes fast fields, L2-normalised little-endian
+//! `f32`s; [`SearchIndex::nearest`] ranks the results of a scope by cosine similarity to a query
+//! vector (a scan of the scope: exact, no approximate index).
+//!
 //! The index records the log position it reflects in each commit's payload
-//! (`{"format":N,"position":P}`); an index of another format is emptied at open (position 0:
-//! the runtime rebuilds it from the log).
+//! (`{"format":N,"position":P,"embedder":E}`); an index of another format is emptied at open
+//! (position 0: the runtime rebuilds it from the log), and so is one whose vectors came from
+//! another embedder (the runtime's check, [`SearchIndex::embedder`]).
 
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
@@ -23,7 +29,7 @@ use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFiel
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// The format of the documents and the payload; another format is rebuilt.
-pub const SEARCH_FORMAT: u32 = 1;
+pub const SEARCH_FORMAT: u32 = 2;
 /// A word longer than this is not indexed (nor searched).
 pub const TOKEN_CHARS_MAX: usize = 40;
 /// Words indexed per result at most (its first ones).
@@ -88,6 +94,17 @@ struct Fields {
     text: Field,
     paths: Field,
     doc: Field,
+    tvec: Field,
+    ivec: Field,
+}
+
+/// Which of a result's vectors a nearest-neighbour search compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vectors {
+    /// The result's text.
+    Text,
+    /// The segment's image (runs with image embedding).
+    Image,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -103,8 +120,143 @@ fn schema() -> (Schema, Fields) {
         text: b.add_text_field("text", words.clone()),
         paths: b.add_text_field("paths", words),
         doc: b.add_bytes_field("doc", STORED),
+        tvec: b.add_bytes_field("tvec", tantivy::schema::FAST),
+        ivec: b.add_bytes_field("ivec", tantivy::schema::FAST),
     };
     (b.build(), fields)
+}
+
+/// `v` scaled to length 1 (`None`: empty, zero or not finite).
+fn normalized(v: &[f32]) -> Option<Vec<f32>> {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if v.is_empty() || !norm.is_finite() || norm == 0.0 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some(v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
+}
+
+/// A vector as stored: normalised, little-endian `f32`s.
+fn vector_bytes(v: &[f32]) -> Option<Vec<u8>> {
+    Some(normalized(v)?.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// The dot product of a stored vector with `q` (`None`: another length).
+fn dot(stored: &[u8], q: &[f32]) -> Option<f32> {
+    if stored.len() != q.len() * 4 {
+        return None;
+    }
+    Some(stored.chunks_exact(4).zip(q).map(|(b, y)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * y).sum())
+}
+
+/// A score and a document, ordered by score (a min-heap keeps the best `k`).
+struct Scored(f32, DocAddress);
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    // Reversed: the heap's top is the worst kept; ties by address, for a stable order.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then_with(|| self.1.cmp(&o.1))
+    }
+}
+
+/// Collects the `top_k` documents whose vector in `field` is nearest `query` (normalised).
+struct Nearest {
+    field: &'static str,
+    query: Vec<f32>,
+    top_k: usize,
+}
+
+struct NearestInSegment {
+    column: Option<tantivy::columnar::BytesColumn>,
+    query: Vec<f32>,
+    top_k: usize,
+    segment: u32,
+    /// `(vector ordinal, document)` of each document in scope that has a vector: the vectors are
+    /// read in one ordered pass of the column's dictionary at the end (a lookup each would seek).
+    found: Vec<(u64, tantivy::DocId)>,
+}
+
+impl tantivy::collector::Collector for Nearest {
+    type Fruit = (Vec<(f32, DocAddress)>, u64);
+    type Child = NearestInSegment;
+
+    fn for_segment(&self, segment: u32, reader: &tantivy::SegmentReader) -> tantivy::Result<NearestInSegment> {
+        Ok(NearestInSegment {
+            column: reader.fast_fields().bytes(self.field)?,
+            query: self.query.clone(),
+            top_k: self.top_k,
+            segment,
+            found: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<(Vec<(f32, DocAddress)>, u64)>) -> tantivy::Result<Self::Fruit> {
+        let with = fruits.iter().map(|f| f.1).sum();
+        let mut all: Vec<Scored> = fruits.into_iter().flat_map(|f| f.0).map(|(s, a)| Scored(s, a)).collect();
+        all.sort();
+        all.truncate(self.top_k);
+        Ok((all.into_iter().map(|s| (s.0, s.1)).collect(), with))
+    }
+}
+
+impl tantivy::collector::SegmentCollector for NearestInSegment {
+    type Fruit = (Vec<(f32, DocAddress)>, u64);
+
+    fn collect(&mut self, doc: tantivy::DocId, _score: tantivy::Score) {
+        if let Some(ord) = self.column.as_ref().and_then(|c| c.term_ords(doc).next()) {
+            self.found.push((ord, doc));
+        }
+    }
+
+    fn harvest(mut self) -> Self::Fruit {
+        let Some(col) = &self.column else { return (Vec::new(), 0) };
+        self.found.sort_unstable();
+        let mut ords: Vec<u64> = self.found.iter().map(|f| f.0).collect();
+        ords.dedup();
+        // The score of each distinct vector, in ordinal order (`None`: another length).
+        let mut scores: Vec<Option<f32>> = Vec::with_capacity(ords.len());
+        let q = &self.query;
+        let read = col.dictionary().sorted_ords_to_term_cb(ords.iter().copied(), |bytes| {
+            scores.push(dot(bytes, q));
+            Ok(())
+        });
+        if read.is_err() || scores.len() != ords.len() {
+            return (Vec::new(), 0);
+        }
+        let mut heap = std::collections::BinaryHeap::with_capacity(self.top_k + 1);
+        let mut with = 0u64;
+        let mut at = 0usize;
+        for (ord, doc) in &self.found {
+            while ords[at] != *ord {
+                at += 1;
+            }
+            let Some(score) = scores[at] else { continue };
+            with += 1;
+            let s = Scored(score, DocAddress::new(self.segment, *doc));
+            if heap.len() < self.top_k {
+                heap.push(s);
+            } else if heap.peek().is_some_and(|worst| s < *worst) {
+                heap.pop();
+                heap.push(s);
+            }
+        }
+        (heap.into_iter().map(|s| (s.0, s.1)).collect(), with)
+    }
 }
 
 /// Lower-cased runs of letters and digits, each at most [`TOKEN_CHARS_MAX`] characters (longer
@@ -160,12 +312,16 @@ pub struct SearchIndex {
     pending: AtomicU64,
     /// Held while one event is applied ([`SearchIndex::apply_at`]).
     apply_lock: Mutex<()>,
+    /// The embedder the vectors came from (recorded in each commit).
+    embedder: Mutex<Option<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
     format: u32,
     position: u64,
+    #[serde(default)]
+    embedder: Option<String>,
 }
 
 /// The indexes open in this process, by folder: tantivy lets one writer hold a folder, and a
@@ -200,13 +356,15 @@ impl SearchIndex {
                 let payload: Option<Payload> =
                     index.load_metas().ok().and_then(|meta| meta.payload.and_then(|p| serde_json::from_str(&p).ok()));
                 match payload {
-                    Some(p) if p.format == SEARCH_FORMAT && index.schema() == schema => Some((index, p.position)),
+                    Some(p) if p.format == SEARCH_FORMAT && index.schema() == schema => {
+                        Some((index, p.position, p.embedder))
+                    }
                     _ => None,
                 }
             }
             Err(_) => None,
         };
-        let (index, position) = match opened {
+        let (index, position, embedder) = match opened {
             Some(x) => x,
             None => {
                 // Another format, no payload (never committed) or nothing: start again.
@@ -214,7 +372,7 @@ impl SearchIndex {
                     let p = entry.map_err(|e| Error::Io(dir.display().to_string(), e))?.path();
                     let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
                 }
-                (Index::create_in_dir(dir, schema)?, 0)
+                (Index::create_in_dir(dir, schema)?, 0, None)
             }
         };
         let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
@@ -227,6 +385,7 @@ impl SearchIndex {
             applied: AtomicU64::new(position),
             pending: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
+            embedder: Mutex::new(embedder),
         })
     }
 
@@ -244,9 +403,25 @@ impl SearchIndex {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The embedder the index's vectors came from, as its last commit records it.
+    pub fn embedder(&self) -> Option<String> {
+        self.embedder.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Adds a result, replacing the one of the same `result_id`.
     pub fn upsert(&self, d: &Doc) -> Result<(), Error> {
+        self.upsert_with(d, None, None)
+    }
+
+    /// Adds a result with its text's and its image's vectors (either may be absent).
+    pub fn upsert_with(&self, d: &Doc, tvec: Option<&[f32]>, ivec: Option<&[f32]>) -> Result<(), Error> {
         let mut doc = TantivyDocument::new();
+        if let Some(v) = tvec.and_then(vector_bytes) {
+            doc.add_bytes(self.f.tvec, &v);
+        }
+        if let Some(v) = ivec.and_then(vector_bytes) {
+            doc.add_bytes(self.f.ivec, &v);
+        }
         doc.add_text(self.f.result_id, &d.result_id);
         doc.add_text(self.f.run_id, &d.run_id);
         doc.add_text(self.f.video_id, &d.video_id);
@@ -297,7 +472,7 @@ impl SearchIndex {
     /// Makes everything added so far durable and visible, recording that the index reflects
     /// the log through `position`.
     pub fn commit(&self, position: u64) -> Result<(), Error> {
-        let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position })
+        let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position, embedder: self.embedder() })
             .map_err(|e| Error::Other(e.to_string()))?;
         {
             let mut w = self.writer();
@@ -313,11 +488,14 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Empties the index and records position 0, durably: it is then rebuilt from the start
-    /// of the log.
-    pub fn clear(&self) -> Result<(), Error> {
-        let payload = serde_json::to_string(&Payload { format: SEARCH_FORMAT, position: 0 })
-            .map_err(|e| Error::Other(e.to_string()))?;
+    /// Empties the index and records position 0 and the embedder its vectors will come from,
+    /// durably: it is then rebuilt from the start of the log.
+    pub fn clear(&self, embedder: Option<&str>) -> Result<(), Error> {
+        let embedder = embedder.map(str::to_string);
+        let payload =
+            serde_json::to_string(&Payload { format: SEARCH_FORMAT, position: 0, embedder: embedder.clone() })
+                .map_err(|e| Error::Other(e.to_string()))?;
+        *self.embedder.lock().unwrap_or_else(|p| p.into_inner()) = embedder;
         {
             let _turn = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut w = self.writer();
@@ -354,6 +532,11 @@ impl SearchIndex {
         op(self)?;
         self.applied.store(seq, Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// The last log position whose event was applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
     }
 
     /// How many results are visible.
@@ -432,6 +615,33 @@ impl SearchIndex {
             out.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });
         }
         Ok(out)
+    }
+
+    /// The `top_k` results of `scope` whose `which` vector is nearest `query` (cosine
+    /// similarity, best first), and how many results of the scope have such a vector (0: none
+    /// can be compared, which is not "no match"). A scan of the scope's vectors.
+    pub fn nearest(
+        &self,
+        which: Vectors,
+        query: &[f32],
+        scope: &Scope,
+        top_k: usize,
+    ) -> Result<(Vec<Hit>, u64), Error> {
+        let Some(q) = normalized(query) else { return Ok((Vec::new(), 0)) };
+        let mut all = self.scope_query(scope);
+        all.push((Occur::Must, Box::new(tantivy::query::AllQuery)));
+        let scoped = BooleanQuery::new(all);
+        let field = match which {
+            Vectors::Text => "tvec",
+            Vectors::Image => "ivec",
+        };
+        let searcher = self.reader.searcher();
+        let (top, with) = searcher.search(&scoped, &Nearest { field, query: q, top_k: top_k.max(1) })?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top.into_iter().take(top_k) {
+            out.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });
+        }
+        Ok((out, with))
     }
 
     /// Up to `limit` results of `scope` after `after` (a `result_id`), in `result_id` order.
@@ -589,7 +799,7 @@ mod tests {
         let ix = SearchIndex::open(dir.path()).unwrap();
         ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "x", serde_json::json!({}))).unwrap();
         ix.commit(50).unwrap();
-        ix.clear().unwrap();
+        ix.clear(None).unwrap();
         assert_eq!(ix.position(), 0);
         assert!(ix.is_empty());
         assert!(ix.apply_at(1, |_| Ok(())).unwrap(), "events from the start apply again");
@@ -641,5 +851,51 @@ mod tests {
         let ix = SearchIndex::open(dir.path()).unwrap();
         assert_eq!(ix.position(), 0);
         assert!(ix.is_empty());
+    }
+
+    #[test]
+    fn nearest_ranks_by_cosine_within_the_scope_and_counts_what_has_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        let d = |seg: &str, index: &str| doc("run_a", seg, "vid_1", index, "x", serde_json::json!({}));
+        ix.upsert_with(&d("s1", "idx_1"), Some(&[1.0, 0.0, 0.0]), None).unwrap();
+        ix.upsert_with(&d("s2", "idx_1"), Some(&[0.6, 0.8, 0.0]), Some(&[0.0, 0.0, 5.0])).unwrap();
+        ix.upsert_with(&d("s3", "idx_2"), Some(&[0.9, 0.1, 0.0]), None).unwrap();
+        // Another length (another embedder's) never compares, nor does no vector at all.
+        ix.upsert_with(&d("s4", "idx_1"), Some(&[1.0, 0.0]), None).unwrap();
+        ix.upsert(&d("s5", "idx_1")).unwrap();
+        ix.commit(9).unwrap();
+        let ids = |hits: &[Hit]| hits.iter().map(|h| h.doc.result_id.clone()).collect::<Vec<_>>();
+        let (hits, with) = ix.nearest(Vectors::Text, &[2.0, 0.0, 0.0], &Scope::default(), 10).unwrap();
+        assert_eq!(ids(&hits), vec!["run_a:s1", "run_a:s3", "run_a:s2"]);
+        assert_eq!(with, 3);
+        assert!((hits[0].score.unwrap() - 1.0).abs() < 1e-6);
+        let scope = Scope { index_ids: vec!["idx_1".into()], ..Default::default() };
+        let (hits, _) = ix.nearest(Vectors::Text, &[0.0, 1.0, 0.0], &scope, 1).unwrap();
+        assert_eq!(ids(&hits), vec!["run_a:s2"]);
+        let (hits, with) = ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope, 5).unwrap();
+        assert_eq!((ids(&hits), with), (vec!["run_a:s2".to_string()], 1));
+        let scope2 = Scope { index_ids: vec!["idx_2".into()], ..Default::default() };
+        assert_eq!(ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope2, 5).unwrap().1, 0);
+        // A deleted result is gone from the scan; a zero query compares nothing.
+        ix.delete_result("run_a:s1");
+        ix.commit(10).unwrap();
+        let (hits, _) = ix.nearest(Vectors::Text, &[1.0, 0.0, 0.0], &Scope::default(), 10).unwrap();
+        assert_eq!(ids(&hits), vec!["run_a:s3", "run_a:s2"]);
+        assert_eq!(ix.nearest(Vectors::Text, &[0.0, 0.0, 0.0], &Scope::default(), 10).unwrap().1, 0);
+    }
+
+    #[test]
+    fn the_embedder_is_recorded_in_each_commit_and_clear_sets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ix = SearchIndex::open(dir.path()).unwrap();
+            assert_eq!(ix.embedder(), None);
+            ix.clear(Some("emb:abc")).unwrap();
+            ix.upsert(&doc("run_a", "s1", "vid_1", "idx_1", "x", serde_json::json!({}))).unwrap();
+            ix.commit(3).unwrap();
+        }
+        let ix = SearchIndex::open(dir.path()).unwrap();
+        assert_eq!((ix.embedder().as_deref(), ix.position(), ix.len()), (Some("emb:abc"), 3, 1));
     }
 }

@@ -4,6 +4,10 @@
 //! field, its own writer defaults, the same stored bytes), at 10k, 100k (and 1M) results:
 //! results indexed per second, queries per second, p50/p99 of a query. Both commit every
 //! 1,000 results (the follower commits each batch it reads).
+//!
+//! Then semantic search: the same results with a 100-d vector each (`SearchIndex::nearest`, an
+//! exact scan of the scope's vectors) against the same scan done without the index (the
+//! vectors in one flat `Vec<f32>` in memory, a dot product each, the same top-k heap).
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)] // a bench: sizes it chose
 
 use spool_search::{Doc, Scope, SearchIndex};
@@ -178,6 +182,89 @@ fn library_side(dir: &std::path::Path, size: usize, qs: &[String]) -> anyhow::Re
     Ok(Side { docs_per_s, qps, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), hits })
 }
 
+/// The dimensions of the bench's vectors (the test embedder's).
+const DIMS: usize = 100;
+/// Vector queries per size (each scans every result).
+const VECTOR_QUERIES: usize = 50;
+
+fn vector(rng: &mut Rng) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIMS).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.into_iter().map(|x| x / n).collect()
+}
+
+/// Semantic search: Spool's index with vectors, and the same exact scan over a flat array.
+struct VectorSide {
+    spool_qps: f64,
+    spool_p99_ms: f64,
+    flat_qps: f64,
+    flat_p99_ms: f64,
+    same_top: bool,
+}
+
+fn vector_side(dir: &std::path::Path, size: usize) -> anyhow::Result<VectorSide> {
+    let ix = SearchIndex::open(dir)?;
+    let mut rng = Rng(0x0dd5_eed5_0000_0001);
+    let mut vrng = Rng(0x7ec7_0000_0000_0001);
+    let mut flat: Vec<f32> = Vec::with_capacity(size * DIMS);
+    for i in 0..size {
+        let v = vector(&mut vrng);
+        ix.upsert_with(&doc(&mut rng, i), Some(&v), None)?;
+        flat.extend_from_slice(&v);
+        if (i + 1) % COMMIT_EVERY == 0 {
+            ix.commit(i as u64 + 1)?;
+        }
+    }
+    ix.commit(size as u64 + 1)?;
+    let mut qrng = Rng(0x9e77_0000_0000_0001);
+    let queries: Vec<Vec<f32>> = (0..VECTOR_QUERIES).map(|_| vector(&mut qrng)).collect();
+    let (mut lat, mut tops) = (Vec::new(), Vec::new());
+    let t = Instant::now();
+    for q in &queries {
+        let s = Instant::now();
+        let (hits, _) = ix.nearest(spool_search::Vectors::Text, q, &Scope::default(), 30)?;
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+        tops.push(hits.first().map(|h| h.doc.result_id.clone()));
+    }
+    let spool_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let spool_p99_ms = percentile(&lat, 0.99);
+    let (mut lat, mut same_top) = (Vec::new(), true);
+    let t = Instant::now();
+    for (q, top) in queries.iter().zip(&tops) {
+        let s = Instant::now();
+        let mut heap = std::collections::BinaryHeap::new();
+        for (i, row) in flat.chunks_exact(DIMS).enumerate() {
+            let score: f32 = row.iter().zip(q).map(|(a, b)| a * b).sum();
+            heap.push(std::cmp::Reverse((OrdF32(score), i)));
+            if heap.len() > 30 {
+                heap.pop();
+            }
+        }
+        let best = heap.into_sorted_vec().first().map(|r| r.0.1);
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+        same_top &= best.map(|i| format!("run_{:08}:seg_{i}", i / 1000)) == *top;
+    }
+    let flat_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok(VectorSide { spool_qps, spool_p99_ms, flat_qps, flat_p99_ms: percentile(&lat, 0.99), same_top })
+}
+
+/// An `f32` ordered totally (for the flat scan's heap).
+#[derive(PartialEq, Clone, Copy)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let tmp = match &args.dir {
         Some(d) => {
@@ -211,8 +298,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             spool.hits,
             lib.hits,
         );
+        let vec_dir = tmp.path().join(format!("vec-{size}"));
+        let v = vector_side(&vec_dir, size)?;
+        std::fs::remove_dir_all(&vec_dir)?;
+        println!(
+            "{size:>9} results, semantic: {:>7.1} queries/s p99 {:.2} ms (the same scan over a flat array: {:>7.1}/s p99 {:.2} ms, ratio {:.2}); same best hit: {}",
+            v.spool_qps,
+            v.spool_p99_ms,
+            v.flat_qps,
+            v.flat_p99_ms,
+            v.spool_qps / v.flat_qps,
+            v.same_top,
+        );
         rows.push(serde_json::json!({
             "results": size,
+            "vector_queries_per_s": (v.spool_qps * 10.0).round() / 10.0,
+            "vector_p99_ms": (v.spool_p99_ms * 100.0).round() / 100.0,
+            "flat_scan_queries_per_s": (v.flat_qps * 10.0).round() / 10.0,
+            "flat_scan_p99_ms": (v.flat_p99_ms * 100.0).round() / 100.0,
+            "vector_query_ratio": (v.spool_qps / v.flat_qps * 100.0).round() / 100.0,
+            "vector_same_best_hit": v.same_top,
             "indexed_per_s": spool.docs_per_s.round(),
             "library_indexed_per_s": lib.docs_per_s.round(),
             "index_ratio": (spool.docs_per_s / lib.docs_per_s * 100.0).round() / 100.0,

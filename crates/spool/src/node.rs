@@ -738,9 +738,9 @@ async fn ask_index_owners(
 
 /// A ranked search of an index whose `index_ids` name indexes of other partitions
 /// ([`ask_index_owners`]): the hits are merged by score and cut to `top_k` (a multimodal
-/// search's text ranks and fused scores are counted again over the merged list).
-async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool, req: Request) -> Response {
-    let what = if multimodal { "multimodal-search" } else { "search" };
+/// search's text and image ranks are counted again over the merged list, and fused again).
+async fn search_over_partitions(node: &Arc<Node>, index: &str, what: &'static str, req: Request) -> Response {
+    let multimodal = what == "multimodal-search";
     let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/indexes/{i}/{what}")).await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -752,20 +752,36 @@ async fn search_over_partitions(node: &Arc<Node>, index: &str, multimodal: bool,
             _ => return unavailable("holder_unreachable", "a partition answered something unreadable"),
         }
     }
-    let score =
-        |h: &serde_json::Value| h["text_score"].as_f64().or_else(|| h["similarity_score"].as_f64()).unwrap_or(0.0);
-    hits.sort_by(|a, b| score(b).total_cmp(&score(a)));
-    let top_k = v.get("top_k").and_then(serde_json::Value::as_u64).unwrap_or(if multimodal { 20 } else { 30 });
-    hits.truncate(usize::try_from(top_k).unwrap_or(usize::MAX));
+    let top_k = v.get("top_k").and_then(serde_json::Value::as_u64).unwrap_or(if what == "search" { 30 } else { 20 });
+    let top_k = usize::try_from(top_k).unwrap_or(usize::MAX);
     if multimodal {
-        let w = v.get("text_weight").and_then(serde_json::Value::as_f64).unwrap_or(0.5);
-        for (i, h) in hits.iter_mut().enumerate() {
-            let rank = i + 1;
-            h["text_rank"] = serde_json::json!(rank);
-            h["fused_score"] =
-                serde_json::json!(w / (spool_api::RRF_K + f64::from(u32::try_from(rank).unwrap_or(u32::MAX))));
+        // Each side ranked again over the merged hits, then fused again (RRF).
+        let weight = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.5);
+        let (tw, iw) = (weight("text_weight"), weight("image_weight"));
+        for (rank_key, score_key) in [("text_rank", "text_score"), ("image_rank", "image_score")] {
+            let mut on_side: Vec<usize> = (0..hits.len()).filter(|i| hits[*i].get(rank_key).is_some()).collect();
+            let s = |i: &usize| hits[*i][score_key].as_f64().unwrap_or(0.0);
+            on_side.sort_by(|a, b| s(b).total_cmp(&s(a)));
+            for (r, i) in on_side.into_iter().enumerate() {
+                hits[i][rank_key] = serde_json::json!(r + 1);
+            }
         }
+        let rrf = |rank: Option<u64>, w: f64| {
+            rank.map_or(0.0, |r| w / (spool_api::RRF_K + f64::from(u32::try_from(r).unwrap_or(u32::MAX))))
+        };
+        for h in &mut hits {
+            let fused = rrf(h["text_rank"].as_u64(), tw) + rrf(h["image_rank"].as_u64(), iw);
+            h["fused_score"] = serde_json::json!(fused);
+            h["similarity_score"] = serde_json::json!(fused);
+        }
+        let f = |h: &serde_json::Value| h["fused_score"].as_f64().unwrap_or(0.0);
+        hits.sort_by(|a, b| f(b).total_cmp(&f(a)));
+    } else {
+        let score =
+            |h: &serde_json::Value| h["text_score"].as_f64().or_else(|| h["similarity_score"].as_f64()).unwrap_or(0.0);
+        hits.sort_by(|a, b| score(b).total_cmp(&score(a)));
     }
+    hits.truncate(top_k);
     (StatusCode::OK, axum::Json(serde_json::Value::Array(hits))).into_response()
 }
 
@@ -1239,9 +1255,9 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
         let index = index.to_string();
         return filter_over_partitions(node, &index, req).await;
     }
-    if let Some((index, multimodal)) = routing::index_search(req.method(), req.uri().path()) {
+    if let Some((index, what)) = routing::index_search(req.method(), req.uri().path()) {
         let index = index.to_string();
-        return search_over_partitions(node, &index, multimodal, req).await;
+        return search_over_partitions(node, &index, what, req).await;
     }
     if let Some(Route::Partition(p)) = routing::search_page(req.uri().path(), req.uri().query(), node.partitions) {
         return node.serve(p, req).await;

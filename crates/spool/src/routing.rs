@@ -155,18 +155,19 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
     }
 }
 
-/// A ranked search of an index (`POST /indexes/{id}/search` or `…/multimodal-search`): its
-/// index id and whether it is the multimodal one. Its `index_ids` may name indexes of other
-/// partitions: the node then asks each partition and merges (`node.rs`).
-pub fn index_search<'a>(method: &Method, path: &'a str) -> Option<(&'a str, bool)> {
+/// A ranked search of an index (`POST /indexes/{id}/search`, `…/image-search` or
+/// `…/multimodal-search`): its index id and the route's last segment. Its `index_ids` may name
+/// indexes of other partitions: the node then asks each partition and merges (`node.rs`).
+pub fn index_search<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'static str)> {
     if method != Method::POST {
         return None;
     }
     let rest = path.strip_prefix("/api/v2/indexes/")?;
     let (id, what) = rest.split_once('/')?;
     match what {
-        "search" => Some((id, false)),
-        "multimodal-search" => Some((id, true)),
+        "search" => Some((id, "search")),
+        "image-search" => Some((id, "image-search")),
+        "multimodal-search" => Some((id, "multimodal-search")),
         _ => None,
     }
 }

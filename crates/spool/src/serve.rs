@@ -188,32 +188,51 @@ pub fn processors(
             continue;
         }
         let p: ProcessorFile = v.clone().try_into().with_context(|| format!("in [processors.{name}]"))?;
+        // An endpoint of the operator's (`http`, `embed`): its URL, secret and bounds.
+        let endpoint = || -> anyhow::Result<(String, String, std::time::Duration, u64)> {
+            let url = p.url.clone().with_context(|| format!("[processors.{name}] needs a url"))?;
+            let parsed = reqwest::Url::parse(&url).with_context(|| format!("[processors.{name}] url {url:?}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "[processors.{name}] url must be http or https"
+            );
+            let secret = p.secret.clone().with_context(|| format!("[processors.{name}] needs a secret"))?;
+            anyhow::ensure!(secret.len() >= 16, "[processors.{name}] secret must be at least 16 characters");
+            let timeout = match &p.timeout {
+                Some(t) => spool_runtime::parse_duration(t)
+                    .with_context(|| format!("[processors.{name}] timeout {t:?} is not a duration such as 30s"))?,
+                None => spool_runtime::HTTP_PROCESSOR_TIMEOUT_DEFAULT,
+            };
+            let max = p.response_max_bytes.unwrap_or(spool_runtime::HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT);
+            Ok((url, secret, timeout, max))
+        };
         let kind = match p.kind.as_str() {
             "probe" => ProcessorKind::Probe,
             "http" => {
-                let url = p.url.clone().with_context(|| format!("[processors.{name}] needs a url"))?;
-                let parsed = reqwest::Url::parse(&url).with_context(|| format!("[processors.{name}] url {url:?}"))?;
-                anyhow::ensure!(
-                    matches!(parsed.scheme(), "http" | "https"),
-                    "[processors.{name}] url must be http or https"
-                );
-                let secret = p.secret.clone().with_context(|| format!("[processors.{name}] needs a secret"))?;
-                anyhow::ensure!(secret.len() >= 16, "[processors.{name}] secret must be at least 16 characters");
-                let timeout = match &p.timeout {
-                    Some(t) => spool_runtime::parse_duration(t)
-                        .with_context(|| format!("[processors.{name}] timeout {t:?} is not a duration such as 30s"))?,
-                    None => spool_runtime::HTTP_PROCESSOR_TIMEOUT_DEFAULT,
-                };
-                ProcessorKind::Http {
+                let (url, secret, timeout, response_bytes_max) = endpoint()?;
+                ProcessorKind::Http { url, secret, timeout, response_bytes_max }
+            }
+            "embed" => {
+                let (url, secret, timeout, response_bytes_max) = endpoint()?;
+                if let Some(other) = &out.embedder {
+                    anyhow::bail!(
+                        "[processors.{name}] and [processors.{}] are both kind \"embed\": configure one",
+                        other.name
+                    );
+                }
+                let concurrency =
+                    p.concurrency.unwrap_or(spool_runtime::HTTP_PROCESSOR_CONCURRENCY_DEFAULT).clamp(1, 256);
+                out.embedder = Some(spool_runtime::EmbedderConfig {
+                    name: name.clone(),
                     url,
                     secret,
                     timeout,
-                    response_bytes_max: p
-                        .response_max_bytes
-                        .unwrap_or(spool_runtime::HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT),
-                }
+                    response_bytes_max,
+                    concurrency,
+                });
+                continue;
             }
-            other => anyhow::bail!("[processors.{name}] kind {other:?}: must be \"probe\" or \"http\""),
+            other => anyhow::bail!("[processors.{name}] kind {other:?}: must be \"probe\", \"http\" or \"embed\""),
         };
         let concurrency = p.concurrency.unwrap_or(spool_runtime::HTTP_PROCESSOR_CONCURRENCY_DEFAULT).clamp(1, 256);
         out.processors.insert(name.clone(), ProcessorConfig { kind, concurrency });
@@ -1074,4 +1093,38 @@ fn engine_clock() -> anyhow::Result<Arc<dyn spool_runtime::Clock>> {
         return Ok(Arc::new(spool_runtime::TestClock::new(start)));
     }
     Ok(Arc::new(SystemClock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processors;
+
+    fn table(toml_text: &str) -> std::collections::BTreeMap<String, toml::Value> {
+        let v: toml::Value = toml::from_str(toml_text).unwrap();
+        v.get("processors").and_then(toml::Value::as_table).unwrap().clone().into_iter().collect()
+    }
+
+    #[test]
+    fn an_embed_processor_is_the_embedder_and_no_run_can_name_it() {
+        let p = processors(&table(
+            "[processors.vectors]\nkind = \"embed\"\nurl = \"http://127.0.0.1:9/embed\"\nsecret = \"0123456789abcdef\"\ntimeout = \"5s\"\n",
+        ))
+        .unwrap();
+        let e = p.embedder.as_ref().unwrap();
+        assert_eq!((e.name.as_str(), e.timeout), ("vectors", std::time::Duration::from_secs(5)));
+        assert!(!format!("{e:?}").contains("0123456789abcdef"));
+        assert!(!e.identity().contains("127.0.0.1"));
+        assert!(p.resolve(Some("vectors")).is_err());
+    }
+
+    #[test]
+    fn two_embed_processors_or_one_without_a_url_stop_the_server() {
+        let one = "kind = \"embed\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef\"\n";
+        let two = format!("[processors.a]\n{one}\n[processors.b]\n{one}");
+        assert!(processors(&table(&two)).unwrap_err().to_string().contains("both kind \"embed\""));
+        let no_url = "[processors.a]\nkind = \"embed\"\nsecret = \"0123456789abcdef\"\n";
+        assert!(processors(&table(no_url)).unwrap_err().to_string().contains("needs a url"));
+        let bad = "[processors.a]\nkind = \"vector\"\n";
+        assert!(processors(&table(bad)).unwrap_err().to_string().contains("\"embed\""));
+    }
 }

@@ -1,8 +1,10 @@
 //! Search over prompt-run results (contract-search §2.11): lexical (BM25 over each result's
 //! `metadata_text` and the strings of its `metadata`, the search projection of
 //! `spool_runtime::search`), filters with typed operators, several runs at once, the
-//! playground. Image search needs an embedder: without one it answers 422
-//! `image_search_unavailable` (never an empty list that reads as "no matches").
+//! playground. With an embedder (`[processors.<name>] kind = "embed"`) a query's ranking fuses
+//! lexical and semantic hits (RRF), and image and multimodal search compare segment image
+//! vectors. Image search needs an embedder and image vectors in scope: without them it answers
+//! 422 `image_search_unavailable` (never an empty list that reads as "no matches").
 
 use super::json;
 use crate::body::{JsonBody, PathParam};
@@ -176,6 +178,86 @@ pub(crate) fn lexical(
     visible(app, hits)
 }
 
+/// Hits each ranking of a fusion contributes at most.
+const FUSION_DEPTH_MAX: usize = 200;
+
+fn embedder_failed(e: &str) -> ApiError {
+    tracing::warn!(error = %e, "the embedder failed");
+    ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", format!("the embedder could not embed the query: {e}"))
+}
+
+/// A query's vector from the embedder (`None`: no embedder is configured).
+async fn query_vector(app: &AppState, input: spool_runtime::EmbedInput) -> Result<Option<Vec<f32>>, ApiError> {
+    match app.rt.embed(&[input]).await {
+        Ok(Some(mut v)) => Ok(v.pop()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(embedder_failed(&e)),
+    }
+}
+
+/// The results of `scope` nearest a query vector (`which` of their vectors), in visible
+/// videos, and how many results in scope have such a vector.
+fn semantic(
+    app: &AppState,
+    which: spool_search::Vectors,
+    v: &[f32],
+    scope: &Scope,
+    top_k: usize,
+) -> Result<(Vec<Hit>, u64), ApiError> {
+    let (hits, with) = index(app)?.nearest(which, v, scope, top_k).map_err(search_error)?;
+    Ok((visible(app, hits)?, with))
+}
+
+/// Reciprocal Rank Fusion of ranked lists, each with its weight: `Σ weight / (RRF_K + rank)`
+/// (1-based ranks; a list that misses a result adds nothing), best first, ties by result id.
+/// Each fused hit has the fused score and its rank in each list.
+pub(crate) fn fuse(lists: &[(&[Hit], f64)]) -> Vec<(Hit, f64, Vec<Option<usize>>)> {
+    let mut by_id: std::collections::HashMap<String, (Hit, f64, Vec<Option<usize>>)> = std::collections::HashMap::new();
+    for (n, (hits, w)) in lists.iter().enumerate() {
+        for (i, h) in hits.iter().enumerate() {
+            let e = by_id.entry(h.doc.result_id.clone()).or_insert_with(|| (h.clone(), 0.0, vec![None; lists.len()]));
+            if e.2[n].is_none() {
+                e.2[n] = Some(i + 1);
+                e.1 += w / (RRF_K + (i + 1) as f64);
+            }
+        }
+    }
+    let mut out: Vec<_> = by_id.into_values().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.doc.result_id.cmp(&b.0.doc.result_id)));
+    out
+}
+
+/// The best `top_k` hits for a query: lexical (BM25) alone; with an embedder and no
+/// `search_fields` (a vector is a whole result's), lexical and semantic hits fused by RRF, the
+/// fused score as each hit's score.
+pub(crate) async fn ranked(
+    app: &AppState,
+    query: &str,
+    fields: &[String],
+    scope: &Scope,
+    top_k: usize,
+) -> Result<Vec<Hit>, ApiError> {
+    if app.rt.embedder().is_none() || !fields.is_empty() {
+        return lexical(app, query, fields, scope, top_k);
+    }
+    let depth = top_k.saturating_mul(2).clamp(50, FUSION_DEPTH_MAX).max(top_k);
+    let lex = lexical(app, query, fields, scope, depth)?;
+    let Some(v) = query_vector(app, spool_runtime::EmbedInput::Text(query.to_string())).await? else {
+        return Ok(lex.into_iter().take(top_k).collect());
+    };
+    let (sem, _) = semantic(app, spool_search::Vectors::Text, &v, scope, depth)?;
+    #[allow(clippy::cast_possible_truncation)]
+    let fused = fuse(&[(&lex, 1.0), (&sem, 1.0)])
+        .into_iter()
+        .take(top_k)
+        .map(|(mut h, score, _)| {
+            h.score = Some(score as f32);
+            h
+        })
+        .collect();
+    Ok(fused)
+}
+
 /// Drops the hits of videos no longer visible (deleted, or their index deleted) that the
 /// projection has not removed yet.
 fn visible(app: &AppState, hits: Vec<Hit>) -> Result<Vec<Hit>, ApiError> {
@@ -259,7 +341,7 @@ pub async fn text(
     let fields = search_fields(o)?;
     let run_ids = known_runs(&app, &strings(o, "run_ids")?)?.iter().map(ToString::to_string).collect();
     let scope = Scope { run_ids, index_ids, video_ids: Vec::new() };
-    let hits = lexical(&app, &query, &fields, &scope, top_k)?;
+    let hits = ranked(&app, &query, &fields, &scope, top_k).await?;
     Ok(json(StatusCode::OK, &hits_json(&app, &hits, &fields)))
 }
 
@@ -272,7 +354,62 @@ fn image_unavailable() -> ApiError {
     .details(json!({ "setting": "[processors.<name>] kind = \"embed\"" }))
 }
 
-/// `POST /indexes/{id}/image-search`: 422 without an embedder (after the index is checked).
+fn no_image_vectors() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "image_search_unavailable",
+        "no result in scope has an image vector: image vectors come from runs with enable_image_embedding whose processor answers image_vector",
+    )
+    .details(json!({ "setting": "enable_image_embedding" }))
+}
+
+/// The largest image a search may send, decoded.
+pub const QUERY_IMAGE_BYTES_MAX: usize = 10 << 20;
+
+/// `image_data`: base64 of an image (PNG, JPEG, GIF, WebP, …) within [`QUERY_IMAGE_BYTES_MAX`].
+fn query_image(o: &Map<String, Value>) -> Result<String, ApiError> {
+    use base64::Engine;
+    let raw = o.get("image_data").and_then(Value::as_str).unwrap_or("").trim();
+    if raw.is_empty() {
+        return Err(ApiError::validation("image_data", "image_data (a base64 image) is required"));
+    }
+    // The part after a data URL's comma, if it is one.
+    let b64 = raw.split_once(";base64,").map_or(raw, |(_, b)| b);
+    if b64.len() > QUERY_IMAGE_BYTES_MAX / 3 * 4 + 4 {
+        return Err(ApiError::validation(
+            "image_data",
+            format!("the image is larger than {QUERY_IMAGE_BYTES_MAX} bytes"),
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| ApiError::validation("image_data", "image_data is not standard base64"))?;
+    if imagesize::blob_size(&bytes).is_err() {
+        return Err(ApiError::validation(
+            "image_data",
+            "image_data is not an image Spool recognises (PNG, JPEG, GIF, WebP, …)",
+        ));
+    }
+    Ok(b64.to_string())
+}
+
+/// An image hit: the similarity as `similarity_score` and `matched_image_score`, the segment's
+/// start as `matched_image_timestamp`.
+fn image_hit_json(app: &AppState, h: &Hit) -> Value {
+    let mut v = result_json(app, &h.doc, h.score, &[]);
+    v.as_object_mut().map(|m| m.remove("text_score"));
+    if let Some(s) = h.score {
+        v["matched_image_score"] = json!(f64::from(s));
+        v["image_score"] = json!(f64::from(s));
+    }
+    if h.doc.segment_id.is_some() {
+        v["matched_image_timestamp"] = json!(h.doc.start_us as f64 / 1e6);
+    }
+    v
+}
+
+/// `POST /indexes/{id}/image-search`: the segments whose image vectors are nearest the image's;
+/// 422 without an embedder, or with no image vector in scope.
 pub async fn image(
     State(app): State<AppState>,
     who: Principal,
@@ -281,12 +418,26 @@ pub async fn image(
 ) -> Result<Response, ApiError> {
     who.require(KeyScope::Read)?;
     let o = object(&body.value)?;
-    index_scope(&app, &raw, o)?;
-    Err(image_unavailable())
+    let index_ids = index_scope(&app, &raw, o)?;
+    let top_k = spool_model::num::sat_usize(int_field(o, "top_k", 20, 1, 100)?);
+    if app.rt.embedder().is_none() {
+        return Err(image_unavailable());
+    }
+    let image = query_image(o)?;
+    let run_ids = known_runs(&app, &strings(o, "run_ids")?)?.iter().map(ToString::to_string).collect();
+    let scope = Scope { run_ids, index_ids, video_ids: Vec::new() };
+    app.searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let v = query_vector(&app, spool_runtime::EmbedInput::Image(image)).await?.ok_or_else(image_unavailable)?;
+    let (hits, with) = semantic(&app, spool_search::Vectors::Image, &v, &scope, top_k)?;
+    if with == 0 {
+        return Err(no_image_vectors());
+    }
+    Ok(json(StatusCode::OK, &Value::Array(hits.iter().map(|h| image_hit_json(&app, h)).collect())))
 }
 
-/// `POST /indexes/{id}/multimodal-search`: text only is answered truthfully (`text_only`,
-/// RRF over the text side alone); an image needs an embedder (422).
+/// `POST /indexes/{id}/multimodal-search`: RRF of the text ranking and the image ranking,
+/// `fused_score = text_weight/(60+text_rank) + image_weight/(60+image_rank)`. Text only is
+/// answered truthfully (`text_only`); an image needs an embedder and image vectors (422).
 pub async fn multimodal(
     State(app): State<AppState>,
     who: Principal,
@@ -300,27 +451,65 @@ pub async fn multimodal(
     let has_text = o.get("text_query").is_some_and(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()));
     let top_k = spool_model::num::sat_usize(int_field(o, "top_k", 20, 1, 100)?);
     let text_weight = weight(o, "text_weight", 0.5)?;
-    weight(o, "image_weight", 0.5)?;
-    if has_image {
+    let image_weight = weight(o, "image_weight", 0.5)?;
+    if has_image && app.rt.embedder().is_none() {
         return Err(image_unavailable());
     }
-    if !has_text {
+    if !has_text && !has_image {
         return Err(ApiError::validation("text_query", "text_query or image_data is required"));
     }
-    let query = query_text(o, "text_query")?;
     let fields = search_fields(o)?;
     let run_ids = known_runs(&app, &strings(o, "run_ids")?)?.iter().map(ToString::to_string).collect();
     let scope = Scope { run_ids, index_ids, video_ids: Vec::new() };
-    let hits = lexical(&app, &query, &fields, &scope, top_k)?;
-    let out: Vec<Value> = hits
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let rank = i + 1;
+    let depth = top_k.saturating_mul(2).clamp(50, FUSION_DEPTH_MAX).max(top_k);
+    let text_hits = if has_text {
+        let query = query_text(o, "text_query")?;
+        ranked(&app, &query, &fields, &scope, depth).await?
+    } else {
+        Vec::new()
+    };
+    let image_hits = if has_image {
+        let image = query_image(o)?;
+        app.searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let v = query_vector(&app, spool_runtime::EmbedInput::Image(image)).await?.ok_or_else(image_unavailable)?;
+        let (hits, with) = semantic(&app, spool_search::Vectors::Image, &v, &scope, depth)?;
+        if with == 0 {
+            return Err(no_image_vectors());
+        }
+        hits
+    } else {
+        Vec::new()
+    };
+    let out: Vec<Value> = fuse(&[(&text_hits, text_weight), (&image_hits, image_weight)])
+        .into_iter()
+        .take(top_k)
+        .map(|(h, fused, ranks)| {
             let mut v = result_json(&app, &h.doc, h.score, &fields);
-            v["match_type"] = json!("text_only");
-            v["text_rank"] = json!(rank);
-            v["fused_score"] = json!(text_weight / (RRF_K + rank as f64));
+            v.as_object_mut().map(|m| m.remove("text_score"));
+            let (tr, ir) = (ranks[0], ranks[1]);
+            if let Some(r) = tr {
+                v["text_rank"] = json!(r);
+                if let Some(s) = text_hits[r - 1].score {
+                    v["text_score"] = json!(f64::from(s));
+                }
+            }
+            if let Some(r) = ir {
+                v["image_rank"] = json!(r);
+                if let Some(s) = image_hits[r - 1].score {
+                    v["image_score"] = json!(f64::from(s));
+                    v["matched_image_score"] = json!(f64::from(s));
+                }
+                if h.doc.segment_id.is_some() {
+                    v["matched_image_timestamp"] = json!(h.doc.start_us as f64 / 1e6);
+                }
+            }
+            v["match_type"] = json!(match (tr, ir) {
+                (Some(_), Some(_)) => "both",
+                (None, Some(_)) => "image_only",
+                _ => "text_only",
+            });
+            v["fused_score"] = json!(fused);
+            v["similarity_score"] = json!(fused);
             v
         })
         .collect();
@@ -623,7 +812,7 @@ pub async fn multi_run(
     let scope = Scope { run_ids: runs.iter().map(ToString::to_string).collect(), index_ids, video_ids: Vec::new() };
     // Each run may give `top_k` hits (the docstring's "per run"); at most 50 runs' worth.
     let wide = top_k * runs.len().clamp(1, 50);
-    let mut hits = lexical(&app, &query, &[], &scope, wide)?;
+    let mut hits = ranked(&app, &query, &[], &scope, wide).await?;
     match aggregation.as_str() {
         "best" => {
             let mut seen = std::collections::HashSet::new();
@@ -676,6 +865,6 @@ pub async fn playground(
         },
         None => Scope { index_ids: vec![PLAYGROUND.to_string()], ..Default::default() },
     };
-    let hits = lexical(&app, &query, &[], &scope, top_k)?;
+    let hits = ranked(&app, &query, &[], &scope, top_k).await?;
     Ok(json(StatusCode::OK, &hits_json(&app, &hits, &[])))
 }

@@ -8,7 +8,7 @@
 //! labelled as one in its description.
 
 use super::search::{
-    CONDITIONS_MAX, filter_page, int_field, known_runs, lexical, live_indexes, parse_conditions, result_json, strings,
+    CONDITIONS_MAX, filter_page, int_field, known_runs, live_indexes, parse_conditions, ranked, result_json, strings,
 };
 use super::{json, run_command, to_reply};
 use crate::body::{JsonBody, idempotency_key};
@@ -571,9 +571,12 @@ pub async fn search(State(app): State<AppState>, who: Principal, body: JsonBody<
         pending.iter().take(10).map(|r| format!("run {r} is still processing: its results are partial")).collect();
     let (mode, mut items, truncated) = match (&query, filters) {
         (Some(q), _) => {
-            warnings
-                .push("lexical ranking: no embedder configured (BM25; similarity_score is the lexical score)".into());
-            let hits = lexical(&app, q, &[], &scope, RESULT_WINDOW + 1)?;
+            if app.rt.embedder().is_none() {
+                warnings.push(
+                    "lexical ranking: no embedder configured (BM25; similarity_score is the lexical score)".into(),
+                );
+            }
+            let hits = ranked(&app, q, &[], &scope, RESULT_WINDOW + 1).await?;
             let truncated = hits.len() > RESULT_WINDOW;
             let items: Vec<Value> =
                 hits.iter().take(RESULT_WINDOW).map(|h| result_json(&app, &h.doc, h.score, &[])).collect();

@@ -77,7 +77,58 @@ pub struct ProcessorSettings {
     /// The `http` processor that writes prompt definitions (`processors.define`;
     /// `workflow.define`, `processors.md`), if any.
     pub define: Option<String>,
+    /// The `embed` processor, if one is configured: it turns result texts, queries and images
+    /// into vectors for semantic search (`engine-spec/search.md`).
+    pub embedder: Option<EmbedderConfig>,
 }
+
+/// An `embed` processor (`[processors.<name>] kind = "embed"`, `engine-spec/processors.md`):
+/// an http endpoint the operator runs, signed as an `http` processor is. It answers no tasks
+/// (a run cannot name it).
+#[derive(Clone)]
+pub struct EmbedderConfig {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+    pub timeout: Duration,
+    pub response_bytes_max: u64,
+    pub concurrency: usize,
+}
+
+/// Never shows the secret.
+impl std::fmt::Debug for EmbedderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedderConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl EmbedderConfig {
+    /// What the search projection records of the embedder its vectors came from: a digest of
+    /// its name and URL (never the URL itself: it may carry a key). Another one rebuilds them.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("{}\n{}", self.name, self.url).as_bytes());
+        format!("{}:{}", self.name, hex::encode(&d[..8]))
+    }
+}
+
+/// One input of an embedding request.
+#[derive(Debug, Clone)]
+pub enum EmbedInput {
+    Text(String),
+    /// An image, base64 (standard alphabet) as the caller sent it.
+    Image(String),
+}
+
+/// Inputs in one request to the embedder at most.
+pub const EMBED_INPUTS_MAX: usize = 64;
+/// The longest vector an embedder may answer.
+pub const EMBED_DIMS_MAX: usize = 4096;
 
 impl Default for ProcessorSettings {
     fn default() -> Self {
@@ -91,6 +142,7 @@ impl Default for ProcessorSettings {
             default: PROBE_PROCESSOR.to_string(),
             media_base_url: "http://127.0.0.1:8080".into(),
             define: None,
+            embedder: None,
         }
     }
 }
@@ -111,6 +163,7 @@ impl ProcessorSettings {
 pub(crate) struct PromptRunExecutor {
     pub settings: ProcessorSettings,
     slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    embed_slots: Arc<tokio::sync::Semaphore>,
     client: reqwest::Client,
     validators: Mutex<HashMap<(PromptRunId, bool), Arc<spool_core::machines::prompt::schema::Validator>>>,
 }
@@ -127,7 +180,9 @@ impl PromptRunExecutor {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
             .build()?;
-        Ok(PromptRunExecutor { settings, slots, client, validators: Mutex::new(HashMap::new()) })
+        let embed_slots =
+            Arc::new(tokio::sync::Semaphore::new(settings.embedder.as_ref().map_or(1, |e| e.concurrency.max(1))));
+        Ok(PromptRunExecutor { settings, slots, embed_slots, client, validators: Mutex::new(HashMap::new()) })
     }
 
     fn validator(
@@ -185,6 +240,8 @@ struct TaskSpec {
     range_us: (u64, u64),
     /// Video-level: the video's segment answers.
     segments: Vec<Value>,
+    /// The run asks for the segment's image vector (`enable_image_embedding`).
+    image_embedding: bool,
 }
 
 /// The video a task is about, and the answers it reads (`run_answers`): a video-level task's
@@ -270,6 +327,7 @@ fn read_task(
         segment_id,
         range_us,
         segments,
+        image_embedding: r.settings.enable_image_embedding && kind == TaskKind::Segment,
     })
 }
 
@@ -344,7 +402,9 @@ pub fn sign_request(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Stri
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-type Outcome = Result<(TaskAnswer, CallUsage), (TaskFailure, Option<CallUsage>)>;
+/// A task's outcome: its answer, what the call cost and the segment's image vector (little-endian
+/// `f32`s; empty: none), or why it failed.
+type Outcome = Result<(TaskAnswer, CallUsage, Vec<u8>), (TaskFailure, Option<CallUsage>)>;
 
 impl Runtime {
     /// The processor slot a prompt task needs before it runs (`None` for other effects, and for
@@ -485,8 +545,8 @@ impl Runtime {
         outcome: Outcome,
     ) -> Result<(), crate::RuntimeError> {
         let cmd = match outcome {
-            Ok((answer, usage)) => {
-                PromptRunCommand::RecordTaskSucceeded { run_id: *run_id, task, attempt, answer, usage }
+            Ok((answer, usage, image_vector_le)) => {
+                PromptRunCommand::RecordTaskSucceeded { run_id: *run_id, task, attempt, answer, usage, image_vector_le }
             }
             Err((failure, usage)) => {
                 PromptRunCommand::RecordTaskFailed { run_id: *run_id, task, attempt, failure, usage }
@@ -510,7 +570,7 @@ impl Runtime {
                 None,
             ));
         };
-        let (metadata, text, usage) = match &cfg.kind {
+        let (metadata, text, usage, image_vector) = match &cfg.kind {
             ProcessorKind::Probe => {
                 let (m, t) = probe_answer(spec);
                 let usage = CallUsage {
@@ -518,7 +578,7 @@ impl Runtime {
                     output_tokens: 0,
                     duration_ms: spool_model::num::ms(started.elapsed()),
                 };
-                (m, t, usage)
+                (m, t, usage, Vec::new())
             }
             ProcessorKind::Http { url, secret, timeout, response_bytes_max } => {
                 let body = self.request_body(run_id, task, attempt, spec);
@@ -527,9 +587,9 @@ impl Runtime {
                 let id = format!("msg_{}_{attempt}", task_id(run_id, task, spec));
                 let call = Call { url, secret, id: &id, timeout: *timeout, max_bytes: *response_bytes_max };
                 match call_http(&exec.client, call, &body, self.now_ms()).await {
-                    Ok((m, t, mut u)) => {
+                    Ok((m, t, mut u, iv)) => {
                         u.duration_ms = spool_model::num::ms(started.elapsed());
-                        (m, t, u)
+                        (m, t, u, if spec.image_embedding { iv } else { Vec::new() })
                     }
                     Err(f) => {
                         return Err((
@@ -559,7 +619,7 @@ impl Runtime {
             f.error_paths = errors.iter().map(|e| e.split(": ").next().unwrap_or("/").to_string()).collect();
             return Err((f, Some(usage)));
         }
-        Ok((TaskAnswer { metadata_json: metadata.to_string(), metadata_text: text }, usage))
+        Ok((TaskAnswer { metadata_json: metadata.to_string(), metadata_text: text }, usage, image_vector))
     }
 
     /// The JSON an `http` processor receives (engine-spec/processors.md).
@@ -598,6 +658,7 @@ impl Runtime {
             "segments": if spec.kind == TaskKind::Video { json!(spec.segments) } else { Value::Null },
             "media_url": media_url,
             "media_url_expires_at": spool_model::time::rfc3339_ms(expires * 1000),
+            "image_embedding": spec.image_embedding,
         });
         body.to_string().into_bytes()
     }
@@ -626,6 +687,35 @@ impl PromptRunExecutor {
         let body =
             serde_json::to_vec(&serde_json::json!({ "version": 1, "kind": "define", "instruction": instruction }))
                 .map_err(|e| e.to_string())?;
+        let buf = self
+            .post_signed(
+                name,
+                SignedPost { url, secret, id, timeout: *timeout, max_bytes: *response_bytes_max },
+                body,
+                now_ms,
+            )
+            .await?;
+        match serde_json::from_slice::<Value>(&buf) {
+            Ok(v) if v.is_object() => Ok(Some(v)),
+            _ => Err(format!("the processor {name}'s answer is not a JSON object")),
+        }
+    }
+}
+
+/// A signed POST outside a task (a definition, an embedding): where, signed how, bounded how.
+struct SignedPost<'a> {
+    url: &'a str,
+    secret: &'a str,
+    id: &'a str,
+    timeout: Duration,
+    max_bytes: u64,
+}
+
+impl PromptRunExecutor {
+    /// POSTs `body` to the processor `name`, signed, and reads a 2xx answer within the bounds.
+    /// Errors never carry the URL (a key in its query must not reach a client or a log).
+    async fn post_signed(&self, name: &str, p: SignedPost<'_>, body: Vec<u8>, now_ms: u64) -> Result<Vec<u8>, String> {
+        let SignedPost { url, secret, id, timeout, max_bytes } = p;
         let ts = now_ms / 1000;
         let sig = sign_request(secret, id, ts, &body);
         let send = self
@@ -636,20 +726,19 @@ impl PromptRunExecutor {
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", sig)
             .body(body)
-            .timeout(*timeout)
+            .timeout(timeout)
             .send();
-        // Errors without the URL: a key in its query must not reach the client.
         let mut resp =
             send.await.map_err(|e| format!("the processor {name} could not be reached: {}", e.without_url()))?;
         let status = resp.status();
         let mut buf = Vec::new();
-        while let Some(chunk) = tokio::time::timeout(*timeout, resp.chunk())
+        while let Some(chunk) = tokio::time::timeout(timeout, resp.chunk())
             .await
             .map_err(|_| format!("the processor {name} did not answer in time"))?
             .map_err(|e| format!("reading the processor {name}'s answer failed: {}", e.without_url()))?
         {
-            if buf.len() as u64 + chunk.len() as u64 > *response_bytes_max {
-                return Err(format!("the processor {name}'s answer is larger than {response_bytes_max} bytes"));
+            if buf.len() as u64 + chunk.len() as u64 > max_bytes {
+                return Err(format!("the processor {name}'s answer is larger than {max_bytes} bytes"));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -657,11 +746,77 @@ impl PromptRunExecutor {
             let excerpt: String = String::from_utf8_lossy(&buf).chars().take(300).collect();
             return Err(format!("the processor {name} answered {status}: {excerpt}"));
         }
-        match serde_json::from_slice::<Value>(&buf) {
-            Ok(v) if v.is_object() => Ok(Some(v)),
-            _ => Err(format!("the processor {name}'s answer is not a JSON object")),
-        }
+        Ok(buf)
     }
+
+    /// Vectors for `inputs` from the `embed` processor (at most [`EMBED_INPUTS_MAX`] a call; one
+    /// vector per input, all of one length within [`EMBED_DIMS_MAX`], finite). `Ok(None)`: no
+    /// embedder is configured.
+    pub async fn embed(&self, inputs: &[EmbedInput], id: &str, now_ms: u64) -> Result<Option<Vec<Vec<f32>>>, String> {
+        let Some(e) = &self.settings.embedder else { return Ok(None) };
+        let mut out = Vec::with_capacity(inputs.len());
+        for (n, chunk) in inputs.chunks(EMBED_INPUTS_MAX).enumerate() {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|i| match i {
+                    EmbedInput::Text(t) => serde_json::json!({ "type": "text", "text": t }),
+                    EmbedInput::Image(b) => serde_json::json!({ "type": "image", "image_base64": b }),
+                })
+                .collect();
+            let body = serde_json::to_vec(&serde_json::json!({ "version": 1, "kind": "embed", "inputs": items }))
+                .map_err(|e| e.to_string())?;
+            let _slot = self.embed_slots.acquire().await.map_err(|e| e.to_string())?;
+            let id = format!("{id}_{n}");
+            let post = SignedPost {
+                url: &e.url,
+                secret: &e.secret,
+                id: &id,
+                timeout: e.timeout,
+                max_bytes: e.response_bytes_max,
+            };
+            let buf = self.post_signed(&e.name, post, body, now_ms).await?;
+            out.extend(parse_vectors(&e.name, &buf, chunk.len())?);
+        }
+        if let Some(first) = out.first()
+            && out.iter().any(|v| v.len() != first.len())
+        {
+            return Err(format!("the processor {}'s vectors are not all of one length", e.name));
+        }
+        Ok(Some(out))
+    }
+}
+
+/// An embedder's answer: `{"vectors": [[f32, …], …]}`, `want` of them, each 1..=
+/// [`EMBED_DIMS_MAX`] finite numbers of one length.
+pub fn parse_vectors(name: &str, buf: &[u8], want: usize) -> Result<Vec<Vec<f32>>, String> {
+    let bad = |why: &str| format!("the processor {name}'s answer {why}");
+    let v: Value = serde_json::from_slice(buf).map_err(|_| bad("is not JSON"))?;
+    let list = v.get("vectors").and_then(Value::as_array).ok_or_else(|| bad("has no vectors array"))?;
+    if list.len() != want {
+        return Err(bad(&format!("has {} vectors for {want} inputs", list.len())));
+    }
+    let mut out = Vec::with_capacity(want);
+    for item in list {
+        let nums = item.as_array().ok_or_else(|| bad("has a vector that is not an array"))?;
+        if nums.is_empty() || nums.len() > EMBED_DIMS_MAX {
+            return Err(bad(&format!("has a vector of {} numbers (1 to {EMBED_DIMS_MAX})", nums.len())));
+        }
+        let mut vec = Vec::with_capacity(nums.len());
+        for x in nums {
+            #[allow(clippy::cast_possible_truncation)]
+            let f = x
+                .as_f64()
+                .map(|f| f as f32)
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| bad("has a number that is not finite"))?;
+            vec.push(f);
+        }
+        if vec.len() != out.first().map_or(vec.len(), Vec::len) {
+            return Err(bad("has vectors of different lengths"));
+        }
+        out.push(vec);
+    }
+    Ok(out)
 }
 
 /// One call to an `http` processor: where, signed how, bounded how.
@@ -679,7 +834,7 @@ async fn call_http(
     call: Call<'_>,
     body: &[u8],
     now_ms: u64,
-) -> Result<(Value, String, CallUsage), TaskFailure> {
+) -> Result<(Value, String, CallUsage, Vec<u8>), TaskFailure> {
     let Call { url, secret, id, timeout, max_bytes } = call;
     let ts = now_ms / 1000;
     let sig = sign_request(secret, id, ts, body);
@@ -770,10 +925,27 @@ async fn call_http(
     };
     let text = v.get("metadata_text").and_then(|t| t.as_str()).unwrap_or("").to_string();
     let tokens = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(|n| n.as_u64()).unwrap_or(0);
+    // `image_vector`: absent or null is none; anything else must be a vector's numbers.
+    let image_vector = match v.get("image_vector") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(iv) => {
+            let one = serde_json::to_vec(&serde_json::json!({ "vectors": [iv] })).unwrap_or_default();
+            let mut vecs = parse_vectors("", &one, 1).map_err(|e| {
+                failure(
+                    FailureStage::Processing,
+                    "processor_bad_answer",
+                    format!("`image_vector` is not a vector of 1 to {EMBED_DIMS_MAX} finite numbers ({e})"),
+                    true,
+                )
+            })?;
+            vecs.pop().unwrap_or_default().iter().flat_map(|x| x.to_le_bytes()).collect()
+        }
+    };
     Ok((
         metadata,
         text,
         CallUsage { input_tokens: tokens("input_tokens"), output_tokens: tokens("output_tokens"), duration_ms: 0 },
+        image_vector,
     ))
 }
 

@@ -13,8 +13,8 @@ pub fn decide(state: &State, cmd: &PromptRunCommand, ctx: &mut Ctx) -> Result<De
             plan_video(state, run_id, *video, boundaries_us.as_deref(), source)
         }
         PromptRunCommand::StartTask { run_id, task, attempt } => start_task(state, run_id, *task, *attempt),
-        PromptRunCommand::RecordTaskSucceeded { run_id, task, attempt, answer, usage } => {
-            task_succeeded(state, run_id, *task, *attempt, answer, *usage, ctx)
+        PromptRunCommand::RecordTaskSucceeded { run_id, task, attempt, answer, usage, image_vector_le } => {
+            task_succeeded(state, run_id, *task, *attempt, (answer, image_vector_le), *usage, ctx)
         }
         PromptRunCommand::RecordTaskFailed { run_id, task, attempt, failure, usage } => {
             task_failed(state, run_id, *task, *attempt, failure, *usage, ctx)
@@ -314,7 +314,7 @@ fn task_succeeded(
     run_id: &PromptRunId,
     task: RunTask,
     attempt: u32,
-    answer: &TaskAnswer,
+    (answer, image_vector_le): (&TaskAnswer, &Vec<u8>),
     usage: CallUsage,
     ctx: &mut Ctx,
 ) -> Result<Decision, DomainError> {
@@ -328,10 +328,27 @@ fn task_succeeded(
         metadata_text: answer.metadata_text.chars().take(TEXT_CHARS_MAX).collect(),
     };
     let mut events = vec![Event::PromptTaskSucceeded { run_id: *run_id, task, attempt, answer, usage }];
+    // A segment's image vector, when the run asked for one and it is a vector's size.
+    if r.settings.enable_image_embedding
+        && matches!(task, RunTask::Segment(_))
+        && !image_vector_le.is_empty()
+        && image_vector_le.len().is_multiple_of(4)
+        && image_vector_le.len() <= IMAGE_VECTOR_BYTES_MAX
+    {
+        events.push(Event::PromptTaskImageVector {
+            run_id: *run_id,
+            task,
+            attempt,
+            vector_le: image_vector_le.clone(),
+        });
+    }
     video_events(r, task, true, &mut events);
     progress_if_due(r, &mut events, ctx.now_ms, u64::from(matches!(task, RunTask::Segment(_))), 0);
     Ok(Decision::one(run_id.to_string(), events, Outcome::PromptRun(*run_id)))
 }
+
+/// The largest image vector kept: 4,096 `f32`s.
+pub const IMAGE_VECTOR_BYTES_MAX: usize = 4096 * 4;
 
 /// Longest `metadata_text` kept, and longest failure message.
 pub const TEXT_CHARS_MAX: usize = 10_000;

@@ -80,6 +80,9 @@ pub enum PromptRunCommand {
         attempt: u32,
         answer: TaskAnswer,
         usage: CallUsage,
+        /// The segment's image vector the processor gave (little-endian `f32`s; empty: none).
+        #[serde(default)]
+        image_vector_le: Vec<u8>,
     },
     RecordTaskFailed {
         run_id: PromptRunId,
