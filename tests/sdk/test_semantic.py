@@ -9,7 +9,8 @@ worker gives each segment an image vector (the run has `enable_image_embedding`)
 image is a PNG that says what it shows in a `Description` chunk (embed_worker.py: word vectors
 cannot see pixels; the plumbing is what is under test).
 
-Covered: a query made of synonyms, sharing no word with any result, that lexical search misses
+Covered: the workflow with an embedder (`create_image_embeddings` accepted, its search
+semantic and without the "lexical ranking" warning); a query made of synonyms, sharing no word with any result, that lexical search misses
 and semantic search finds; lexical hits kept in the fusion; image search and multimodal
 fusion over segment image vectors; 422 where no result in scope has an image vector; the
 embedder's requests signed; an embedder that fails leaves finished runs `processing` (not
@@ -68,7 +69,7 @@ class Semantic:
         config = self.tmp / "spool.toml"
         config.write_text(
             "[processors]\n"
-            'default = "probe"\n\n'
+            'default = "worker"\n\n'
             "[processors.worker]\n"
             'kind = "http"\n'
             f'url = "{self.worker.url}"\n'
@@ -257,3 +258,17 @@ def test_a_failing_embedder_holds_runs_back_from_searchable_and_fails_queries_lo
     assert done.status == "completed"
     hits = sem.client.search.text(sem.index_id, query="puppy sprinting lawn", run_ids=[run.run_id], top_k=1)
     assert hits[0].video_id == sem.videos["dog"]
+
+
+def test_the_workflow_with_an_embedder_makes_image_vectors_and_ranks_semantically(sem):
+    # The default processor is the worker (an http processor) and there is an embedder: image
+    # embeddings are something this server can make, so asking for them is not refused.
+    resp = sem.client.workflow.process(prompt_id=sem.prompt_id, index_id=sem.index_id, create_image_embeddings=True, segmentation_mode="fixed", fixed_segment_duration_seconds=1)
+    run_id = resp.run.run_id
+    done = sem.client.workflow.wait_until_searchable(run_id, poll_interval=0.2, timeout=WAIT_S)
+    assert done.status == "completed" and done.enable_image_embedding is True, done
+    hits = sem.client.workflow.search(query="cook chopping vegetables", prompt_run_ids=[run_id], limit=3)
+    assert hits[0].video_id == sem.videos["chef"], [h.text_content for h in hits]
+    assert not any("lexical ranking" in w for w in (hits.response.warnings or []))
+    image = sem.client.search.image(sem.index_id, image_data=sem.image("a puppy"), run_ids=[run_id], top_k=1)
+    assert [h.video_id for h in image] == [sem.videos["dog"]]

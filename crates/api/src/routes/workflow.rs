@@ -316,13 +316,22 @@ pub async fn process(
         )
         .details(json!({ "field": "advanced_transcription", "supported": false })));
     }
-    if o.get("create_image_embeddings") == Some(&Value::Bool(true)) {
+    // Image vectors come from the run's processor (the default one here) and are searched with
+    // the embedder's: both are needed, and the built-in probe gives none.
+    let procs = app.rt.processors();
+    let default_is_http = procs
+        .processors
+        .get(&procs.default)
+        .is_some_and(|p| matches!(p.kind, spool_runtime::ProcessorKind::Http { .. }));
+    let image_embedding = app.rt.embedder().is_some() && default_is_http;
+    if o.get("create_image_embeddings") == Some(&Value::Bool(true)) && !image_embedding {
         return Err(ApiError::validation(
             "create_image_embeddings",
-            "image embeddings need an embedder: configure a [processors.<name>] table with kind = \"embed\" (this server has none)",
+            "image embeddings need an embedder ([processors.<name>] with kind = \"embed\") and an http processor as processors.default to give each segment's image vector",
         )
         .details(json!({ "field": "create_image_embeddings", "setting": "[processors.<name>] kind = \"embed\"" })));
     }
+    let image_embedding = image_embedding && o.get("create_image_embeddings") != Some(&Value::Bool(false));
     let prompt_id = opt_str(o, "prompt_id")?;
     let instruction = opt_str(o, "prompt_instruction")?;
     if prompt_id.is_some() == instruction.is_some() {
@@ -447,7 +456,7 @@ pub async fn process(
         audio_segment_duration: duration,
         processing_model: None,
         enable_transcription: Some(false),
-        enable_image_embedding: Some(false),
+        enable_image_embedding: Some(image_embedding),
     };
     let settings = super::prompt_run::run_settings(&app, "", &options)?;
     let cmd = PromptRunCommand::ExecuteRun { prompt_id, target, settings, executed_by: who.id.clone() };

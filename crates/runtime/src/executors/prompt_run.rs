@@ -589,7 +589,12 @@ impl Runtime {
                 match call_http(&exec.client, call, &body, self.now_ms()).await {
                     Ok((m, t, mut u, iv)) => {
                         u.duration_ms = spool_model::num::ms(started.elapsed());
-                        (m, t, u, if spec.image_embedding { iv } else { Vec::new() })
+                        let iv = match iv.filter(|_| spec.image_embedding).map(|iv| image_vector_of(&iv)) {
+                            None => Vec::new(),
+                            Some(Ok(iv)) => iv,
+                            Some(Err(f)) => return Err((f, Some(u))),
+                        };
+                        (m, t, u, iv)
                     }
                     Err(f) => {
                         return Err((
@@ -819,6 +824,25 @@ pub fn parse_vectors(name: &str, buf: &[u8], want: usize) -> Result<Vec<Vec<f32>
     Ok(out)
 }
 
+/// An answer's `image_vector` as little-endian `f32`s: 1 to [`EMBED_DIMS_MAX`] finite numbers,
+/// else the attempt fails `processor_bad_answer` (retryable).
+fn image_vector_of(iv: &Value) -> Result<Vec<u8>, TaskFailure> {
+    let nums = iv.as_array().filter(|a| !a.is_empty() && a.len() <= EMBED_DIMS_MAX);
+    let floats: Option<Vec<f32>> = nums.and_then(|a| {
+        #[allow(clippy::cast_possible_truncation)]
+        a.iter().map(|x| x.as_f64().map(|f| f as f32).filter(|f| f.is_finite())).collect()
+    });
+    let Some(floats) = floats else {
+        return Err(failure(
+            FailureStage::Processing,
+            "processor_bad_answer",
+            format!("`image_vector` is not an array of 1 to {EMBED_DIMS_MAX} finite numbers"),
+            true,
+        ));
+    };
+    Ok(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
 /// One call to an `http` processor: where, signed how, bounded how.
 struct Call<'a> {
     url: &'a str,
@@ -834,7 +858,7 @@ async fn call_http(
     call: Call<'_>,
     body: &[u8],
     now_ms: u64,
-) -> Result<(Value, String, CallUsage, Vec<u8>), TaskFailure> {
+) -> Result<(Value, String, CallUsage, Option<Value>), TaskFailure> {
     let Call { url, secret, id, timeout, max_bytes } = call;
     let ts = now_ms / 1000;
     let sig = sign_request(secret, id, ts, body);
@@ -925,22 +949,8 @@ async fn call_http(
     };
     let text = v.get("metadata_text").and_then(|t| t.as_str()).unwrap_or("").to_string();
     let tokens = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(|n| n.as_u64()).unwrap_or(0);
-    // `image_vector`: absent or null is none; anything else must be a vector's numbers.
-    let image_vector = match v.get("image_vector") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(iv) => {
-            let one = serde_json::to_vec(&serde_json::json!({ "vectors": [iv] })).unwrap_or_default();
-            let mut vecs = parse_vectors("", &one, 1).map_err(|e| {
-                failure(
-                    FailureStage::Processing,
-                    "processor_bad_answer",
-                    format!("`image_vector` is not a vector of 1 to {EMBED_DIMS_MAX} finite numbers ({e})"),
-                    true,
-                )
-            })?;
-            vecs.pop().unwrap_or_default().iter().flat_map(|x| x.to_le_bytes()).collect()
-        }
-    };
+    // `image_vector`, read only when the request asked for it (`image_vector_of`).
+    let image_vector = v.get("image_vector").filter(|iv| !iv.is_null()).cloned();
     Ok((
         metadata,
         text,
@@ -1014,5 +1024,37 @@ mod schema_budget {
         // A small schema of the same shape still compiles.
         let ok = serde_json::json!({ "$defs": { "l0": { "type": "string" } }, "type": "object", "properties": { "a": { "$ref": "#/$defs/l0" } } });
         assert!(exec.validator(run, true, &ok.to_string()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod vector_tests {
+    use super::*;
+
+    #[test]
+    fn an_image_vector_is_finite_numbers_within_the_bound_else_a_bad_answer() {
+        let ok = image_vector_of(&json!([0.5, -1, 2.0])).unwrap();
+        assert_eq!(ok, [0.5f32, -1.0, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+        for bad in [json!([]), json!("0.5"), json!([0.5, "x"]), json!([1e300]), json!(vec![0.0; EMBED_DIMS_MAX + 1])] {
+            let f = image_vector_of(&bad).unwrap_err();
+            assert_eq!((f.code.as_str(), f.retryable), ("processor_bad_answer", true), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_embedders_answer_is_one_vector_per_input_of_one_length() {
+        let v = parse_vectors("e", br#"{"vectors":[[1,0],[0.5,0.5]]}"#, 2).unwrap();
+        assert_eq!(v, vec![vec![1.0, 0.0], vec![0.5, 0.5]]);
+        for (body, want) in [
+            (&br#"{"vectors":[[1,0]]}"#[..], "1 vectors for 2 inputs"),
+            (br#"{"vectors":[[1,0],[1]]}"#, "different lengths"),
+            (br#"{"vectors":[[1,0],[]]}"#, "0 numbers"),
+            (br#"{"vectors":[[1,0],[1,"x"]]}"#, "not finite"),
+            (br#"[1]"#, "no vectors array"),
+            (b"nope", "not JSON"),
+        ] {
+            let e = parse_vectors("e", body, 2).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }
