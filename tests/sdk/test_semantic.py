@@ -200,6 +200,12 @@ def test_multimodal_fuses_the_text_and_image_rankings(sem):
         assert h.match_type == "both"  # three results, each in both rankings
         want = 0.5 / (60 + h.text_rank) + 0.5 / (60 + h.image_rank)
         assert abs(h.fused_score - want) < 1e-9
+    # Each side's ranks are 1..n, in the order of that side's own scores.
+    for rank, score in (("text_rank", "text_score"), ("image_rank", "image_score")):
+        by_rank = sorted(hits, key=lambda h: getattr(h, rank))
+        assert [getattr(h, rank) for h in by_rank] == [1, 2, 3]
+        scores = [getattr(h, score) for h in by_rank]
+        assert scores == sorted(scores, reverse=True), (rank, scores)
     assert [h.fused_score for h in hits] == sorted((h.fused_score for h in hits), reverse=True)
     only_image = sem.client.search.multimodal(sem.index_id, image_data=sem.image("a chef"), top_k=1)
     assert (only_image[0].video_id, only_image[0].match_type) == (sem.videos["chef"], "image_only")
@@ -222,9 +228,12 @@ def test_a_query_image_that_is_not_an_image_is_a_validation_error(sem):
 
 
 def test_every_embedder_request_is_signed_and_answered(sem):
+    sem.client.search.text(sem.index_id, query="kitchen", top_k=1)
+    sem.client.search.image(sem.index_id, image_data=sem.image("a kitchen"), top_k=1)
     calls = sem.embedder.calls
     assert calls, "the embedder was never asked"
     assert all(c.verified for c in calls)
+    assert {c.answered for c in calls} == {200}
     kinds = {i["type"] for c in calls for i in c.body["inputs"]}
     assert kinds == {"text", "image"}
 
@@ -272,3 +281,16 @@ def test_the_workflow_with_an_embedder_makes_image_vectors_and_ranks_semanticall
     assert not any("lexical ranking" in w for w in (hits.response.warnings or []))
     image = sem.client.search.image(sem.index_id, image_data=sem.image("a puppy"), run_ids=[run_id], top_k=1)
     assert [h.video_id for h in image] == [sem.videos["dog"]]
+
+
+def test_image_vectors_of_another_model_are_refused_not_compared(sem):
+    model = sem.worker.image_vectors
+    sem.worker.image_vectors = lambda caption: [1.0, 0.5, 0.25]  # another model's 3-d vectors
+    try:
+        other = sem.run(enable_image_embedding=True)
+    finally:
+        sem.worker.image_vectors = model
+    r = sem.raw.post(f"/indexes/{sem.index_id}/image-search", json={"image_data": sem.image("a dog"), "top_k": 5, "run_ids": [other]})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["details"]["setting"], err["details"]["embedder_dimensions"]) == ("image_search_unavailable", "image_vector", 100)

@@ -12,6 +12,7 @@ mod error;
 mod executors;
 mod files;
 pub use files::clear_scratch;
+pub mod announce;
 pub mod fold;
 mod follow;
 mod gauges;
@@ -26,9 +27,9 @@ pub mod tools;
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
 pub use executors::export::{EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT, EXPORTS_DIR};
 pub use executors::prompt_run::{
-    EMBED_DIMS_MAX, EMBED_INPUTS_MAX, EmbedInput, EmbedderConfig, HTTP_PROCESSOR_CONCURRENCY_DEFAULT,
-    HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT, HTTP_PROCESSOR_TIMEOUT_DEFAULT, PROBE_PROCESSOR, ProcessorConfig,
-    ProcessorKind, ProcessorSettings, parse_vectors, sign_request,
+    EMBED_DIMS_MAX, EMBED_INPUTS_MAX, EMBED_RESPONSE_BYTES_DEFAULT, EmbedInput, EmbedderConfig,
+    HTTP_PROCESSOR_CONCURRENCY_DEFAULT, HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT, HTTP_PROCESSOR_TIMEOUT_DEFAULT,
+    PROBE_PROCESSOR, PostError, ProcessorConfig, ProcessorKind, ProcessorSettings, parse_vectors, sign_request,
 };
 pub use executors::webhook::{
     Secrets, Sent, WebhookSettings, check_target, new_secret, parse_duration, sha256_signature, standard_signature,

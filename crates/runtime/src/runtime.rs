@@ -430,6 +430,10 @@ impl Runtime {
         }
         background.push(tokio::spawn(rt.clone().snapshot_when_idle()));
         background.push(tokio::spawn(rt.clone().follow_search()));
+        if rt.cfg.run_effects {
+            // The holder that acts tells the output (a node that only reads would repeat it).
+            background.push(tokio::spawn(rt.clone().follow_announcements()));
+        }
         let starter = rt.clone();
         background.push(tokio::spawn(async move {
             let mut stop = starter.stopping.subscribe();

@@ -85,9 +85,54 @@ impl Runtime {
     }
 
     /// Vectors for `inputs` from the embedder (`None`: none is configured).
-    pub async fn embed(&self, inputs: &[crate::EmbedInput]) -> Result<Option<Vec<Vec<f32>>>, String> {
+    pub async fn embed(&self, inputs: &[crate::EmbedInput]) -> Result<Option<Vec<Vec<f32>>>, crate::PostError> {
         let id = format!("emb_{}", self.new_ulid());
-        self.executors.prompt_runs.embed(inputs, &id, self.now_ms()).await
+        self.executors.prompt_runs.embed(inputs, &id, || self.now_ms()).await
+    }
+
+    /// Vectors for the texts of a step, or the reason to try the step again. The runtime
+    /// stopping ends the wait. An answer the embedder will give again (a 4xx, a malformed
+    /// answer) is not a reason to hold the projection back: each text is then asked alone, and
+    /// one that still fails is indexed without a vector (logged).
+    fn embed_texts(&self, inputs: &[crate::EmbedInput]) -> Result<Vec<Option<Vec<f32>>>, String> {
+        let mut stop = self.stopping.subscribe();
+        let ask = |inputs: &[crate::EmbedInput]| {
+            let inputs = inputs.to_vec();
+            let mut stop = self.stopping.subscribe();
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::select! {
+                    r = self.embed(&inputs) => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                }
+            })
+        };
+        let stopped = || "the runtime is stopping".to_string();
+        match ask(inputs).ok_or_else(stopped)? {
+            Ok(Some(v)) => Ok(v.into_iter().map(Some).collect()),
+            Ok(None) => Err("the embedder is gone".into()),
+            Err(e) if !e.permanent => Err(e.message),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the embedder refused a batch of result texts; asking for each alone");
+                let mut out = Vec::with_capacity(inputs.len());
+                for one in inputs {
+                    if *stop.borrow_and_update() {
+                        return Err(stopped());
+                    }
+                    match ask(std::slice::from_ref(one)).ok_or_else(stopped)? {
+                        Ok(Some(mut v)) => out.push(v.pop()),
+                        Ok(None) => return Err("the embedder is gone".into()),
+                        Err(e) if !e.permanent => return Err(e.message),
+                        Err(e) => {
+                            tracing::warn!(error = %e.message, "a result text is indexed without a vector: the embedder refused it");
+                            out.push(None);
+                        }
+                    }
+                }
+                // Vectors of another length than the rest's are not kept.
+                let len = out.iter().flatten().next().map(Vec::len);
+                Ok(out.into_iter().map(|v| v.filter(|v| Some(v.len()) == len)).collect())
+            }
+        }
     }
 
     /// The search projection, when this runtime keeps one.
@@ -135,7 +180,8 @@ impl Runtime {
     /// [`crate::EMBED_INPUTS_MAX`] answers).
     fn apply_ops(&self, ix: &SearchIndex, ops: &mut Vec<(u64, Op)>) -> Result<(), String> {
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; ops.len()];
-        if self.embedder().is_some() {
+        let embedder = self.embedder().is_some();
+        if embedder {
             let mut at = Vec::new();
             let mut inputs = Vec::new();
             for (i, (seq, op)) in ops.iter().enumerate() {
@@ -148,17 +194,18 @@ impl Runtime {
                 }
             }
             if !inputs.is_empty() {
-                let got = tokio::runtime::Handle::current()
-                    .block_on(self.embed(&inputs))?
-                    .ok_or_else(|| "the embedder is gone".to_string())?;
+                let got = self.embed_texts(&inputs)?;
                 for (i, v) in at.into_iter().zip(got) {
-                    vectors[i] = Some(v);
+                    vectors[i] = v;
                 }
             }
         }
         for ((seq, op), tvec) in ops.drain(..).zip(vectors) {
             ix.apply_at(seq, |ix| match &op {
-                Op::Upsert { doc: Some(d), ivec, .. } => ix.upsert_with(d, tvec.as_deref(), ivec.as_deref()),
+                // Image vectors are searched with the embedder's: without one they are not kept.
+                Op::Upsert { doc: Some(d), ivec, .. } => {
+                    ix.upsert_with(d, tvec.as_deref(), ivec.as_deref().filter(|_| embedder))
+                }
                 Op::DeleteVideo(v) => {
                     ix.delete_video(v);
                     Ok(())

@@ -98,6 +98,17 @@ struct Fields {
     ivec: Field,
 }
 
+/// What a nearest-neighbour search found.
+#[derive(Debug, Default)]
+pub struct Nearby {
+    /// Best first, the cosine similarity as the score.
+    pub hits: Vec<Hit>,
+    /// Results in scope with such a vector.
+    pub present: u64,
+    /// Of those, the ones of the query's length (compared).
+    pub compared: u64,
+}
+
 /// Which of a result's vectors a nearest-neighbour search compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vectors {
@@ -188,7 +199,7 @@ struct NearestInSegment {
 }
 
 impl tantivy::collector::Collector for Nearest {
-    type Fruit = (Vec<(f32, DocAddress)>, u64);
+    type Fruit = (Vec<(f32, DocAddress)>, (u64, u64));
     type Child = NearestInSegment;
 
     fn for_segment(&self, segment: u32, reader: &tantivy::SegmentReader) -> tantivy::Result<NearestInSegment> {
@@ -205,8 +216,8 @@ impl tantivy::collector::Collector for Nearest {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<(Vec<(f32, DocAddress)>, u64)>) -> tantivy::Result<Self::Fruit> {
-        let with = fruits.iter().map(|f| f.1).sum();
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        let with = (fruits.iter().map(|f| f.1.0).sum(), fruits.iter().map(|f| f.1.1).sum());
         let mut all: Vec<Scored> = fruits.into_iter().flat_map(|f| f.0).map(|(s, a)| Scored(s, a)).collect();
         all.sort();
         all.truncate(self.top_k);
@@ -215,7 +226,7 @@ impl tantivy::collector::Collector for Nearest {
 }
 
 impl tantivy::collector::SegmentCollector for NearestInSegment {
-    type Fruit = (Vec<(f32, DocAddress)>, u64);
+    type Fruit = (Vec<(f32, DocAddress)>, (u64, u64));
 
     fn collect(&mut self, doc: tantivy::DocId, _score: tantivy::Score) {
         if let Some(ord) = self.column.as_ref().and_then(|c| c.term_ords(doc).next()) {
@@ -224,7 +235,8 @@ impl tantivy::collector::SegmentCollector for NearestInSegment {
     }
 
     fn harvest(mut self) -> Self::Fruit {
-        let Some(col) = &self.column else { return (Vec::new(), 0) };
+        let Some(col) = &self.column else { return (Vec::new(), (0, 0)) };
+        let present = self.found.len() as u64;
         self.found.sort_unstable();
         let mut ords: Vec<u64> = self.found.iter().map(|f| f.0).collect();
         ords.dedup();
@@ -236,7 +248,7 @@ impl tantivy::collector::SegmentCollector for NearestInSegment {
             Ok(())
         });
         if read.is_err() || scores.len() != ords.len() {
-            return (Vec::new(), 0);
+            return (Vec::new(), (present, 0));
         }
         let mut heap = std::collections::BinaryHeap::with_capacity(self.top_k + 1);
         let mut with = 0u64;
@@ -255,7 +267,7 @@ impl tantivy::collector::SegmentCollector for NearestInSegment {
                 heap.push(s);
             }
         }
-        (heap.into_iter().map(|s| (s.0, s.1)).collect(), with)
+        (heap.into_iter().map(|s| (s.0, s.1)).collect(), (present, with))
     }
 }
 
@@ -495,7 +507,6 @@ impl SearchIndex {
         let payload =
             serde_json::to_string(&Payload { format: SEARCH_FORMAT, position: 0, embedder: embedder.clone() })
                 .map_err(|e| Error::Other(e.to_string()))?;
-        *self.embedder.lock().unwrap_or_else(|p| p.into_inner()) = embedder;
         {
             let _turn = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut w = self.writer();
@@ -505,6 +516,8 @@ impl SearchIndex {
             prepared.commit()?;
             self.position.store(0, Ordering::SeqCst);
             self.applied.store(0, Ordering::SeqCst);
+            // Only once the empty index with it is durable: a failed clear keeps the old one.
+            *self.embedder.lock().unwrap_or_else(|p| p.into_inner()) = embedder;
         }
         self.reader.reload()?;
         self.pending.store(0, Ordering::SeqCst);
@@ -618,16 +631,11 @@ impl SearchIndex {
     }
 
     /// The `top_k` results of `scope` whose `which` vector is nearest `query` (cosine
-    /// similarity, best first), and how many results of the scope have such a vector (0: none
-    /// can be compared, which is not "no match"). A scan of the scope's vectors.
-    pub fn nearest(
-        &self,
-        which: Vectors,
-        query: &[f32],
-        scope: &Scope,
-        top_k: usize,
-    ) -> Result<(Vec<Hit>, u64), Error> {
-        let Some(q) = normalized(query) else { return Ok((Vec::new(), 0)) };
+    /// similarity, best first), how many results of the scope have such a vector and how many
+    /// of those could be compared (of the query's length; 0 of either: no comparison was
+    /// possible, which is not "no match"). A scan of the scope's vectors.
+    pub fn nearest(&self, which: Vectors, query: &[f32], scope: &Scope, top_k: usize) -> Result<Nearby, Error> {
+        let Some(q) = normalized(query) else { return Ok(Nearby::default()) };
         let mut all = self.scope_query(scope);
         all.push((Occur::Must, Box::new(tantivy::query::AllQuery)));
         let scoped = BooleanQuery::new(all);
@@ -636,12 +644,12 @@ impl SearchIndex {
             Vectors::Image => "ivec",
         };
         let searcher = self.reader.searcher();
-        let (top, with) = searcher.search(&scoped, &Nearest { field, query: q, top_k: top_k.max(1) })?;
-        let mut out = Vec::with_capacity(top.len());
+        let (top, (present, compared)) = searcher.search(&scoped, &Nearest { field, query: q, top_k: top_k.max(1) })?;
+        let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top.into_iter().take(top_k) {
-            out.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });
+            hits.push(Hit { score: Some(score), doc: self.load(&searcher, addr)? });
         }
-        Ok((out, with))
+        Ok(Nearby { hits, present, compared })
     }
 
     /// Up to `limit` results of `scope` after `after` (a `result_id`), in `result_id` order.
@@ -866,23 +874,29 @@ mod tests {
         ix.upsert(&d("s5", "idx_1")).unwrap();
         ix.commit(9).unwrap();
         let ids = |hits: &[Hit]| hits.iter().map(|h| h.doc.result_id.clone()).collect::<Vec<_>>();
-        let (hits, with) = ix.nearest(Vectors::Text, &[2.0, 0.0, 0.0], &Scope::default(), 10).unwrap();
-        assert_eq!(ids(&hits), vec!["run_a:s1", "run_a:s3", "run_a:s2"]);
-        assert_eq!(with, 3);
-        assert!((hits[0].score.unwrap() - 1.0).abs() < 1e-6);
+        let n = ix.nearest(Vectors::Text, &[2.0, 0.0, 0.0], &Scope::default(), 10).unwrap();
+        assert_eq!(ids(&n.hits), vec!["run_a:s1", "run_a:s3", "run_a:s2"]);
+        assert_eq!((n.present, n.compared), (4, 3));
+        assert!((n.hits[0].score.unwrap() - 1.0).abs() < 1e-6);
         let scope = Scope { index_ids: vec!["idx_1".into()], ..Default::default() };
-        let (hits, _) = ix.nearest(Vectors::Text, &[0.0, 1.0, 0.0], &scope, 1).unwrap();
+        let hits = ix.nearest(Vectors::Text, &[0.0, 1.0, 0.0], &scope, 1).unwrap().hits;
         assert_eq!(ids(&hits), vec!["run_a:s2"]);
-        let (hits, with) = ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope, 5).unwrap();
-        assert_eq!((ids(&hits), with), (vec!["run_a:s2".to_string()], 1));
+        let n = ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope, 5).unwrap();
+        assert_eq!((ids(&n.hits), n.compared), (vec!["run_a:s2".to_string()], 1));
         let scope2 = Scope { index_ids: vec!["idx_2".into()], ..Default::default() };
-        assert_eq!(ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope2, 5).unwrap().1, 0);
+        assert_eq!(ix.nearest(Vectors::Image, &[0.0, 0.0, 1.0], &scope2, 5).unwrap().present, 0);
+        // Two results with one vector (one dictionary entry) are both found.
+        ix.upsert_with(&d("s6", "idx_2"), Some(&[0.9, 0.1, 0.0]), None).unwrap();
+        ix.commit(10).unwrap();
+        let hits = ix.nearest(Vectors::Text, &[0.9, 0.1, 0.0], &scope2, 5).unwrap().hits;
+        assert_eq!(ids(&hits), vec!["run_a:s3", "run_a:s6"]);
         // A deleted result is gone from the scan; a zero query compares nothing.
         ix.delete_result("run_a:s1");
-        ix.commit(10).unwrap();
-        let (hits, _) = ix.nearest(Vectors::Text, &[1.0, 0.0, 0.0], &Scope::default(), 10).unwrap();
+        ix.delete_result("run_a:s6");
+        ix.commit(11).unwrap();
+        let hits = ix.nearest(Vectors::Text, &[1.0, 0.0, 0.0], &Scope::default(), 10).unwrap().hits;
         assert_eq!(ids(&hits), vec!["run_a:s3", "run_a:s2"]);
-        assert_eq!(ix.nearest(Vectors::Text, &[0.0, 0.0, 0.0], &Scope::default(), 10).unwrap().1, 0);
+        assert_eq!(ix.nearest(Vectors::Text, &[0.0, 0.0, 0.0], &Scope::default(), 10).unwrap().compared, 0);
     }
 
     #[test]

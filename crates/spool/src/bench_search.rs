@@ -222,7 +222,7 @@ fn vector_side(dir: &std::path::Path, size: usize) -> anyhow::Result<VectorSide>
     let t = Instant::now();
     for q in &queries {
         let s = Instant::now();
-        let (hits, _) = ix.nearest(spool_search::Vectors::Text, q, &Scope::default(), 30)?;
+        let hits = ix.nearest(spool_search::Vectors::Text, q, &Scope::default(), 30)?.hits;
         lat.push(s.elapsed().as_secs_f64() * 1e3);
         tops.push(hits.first().map(|h| h.doc.result_id.clone()));
     }

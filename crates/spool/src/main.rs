@@ -357,6 +357,8 @@ fn main() -> ExitCode {
                 .add_directive("symphonia_format_mkv=off".parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
         Cmd::Serve(args) => serve::run(args),

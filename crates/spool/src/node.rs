@@ -661,12 +661,15 @@ impl Node {
 /// A search of an index (`path(index)`) whose `index_ids` name indexes of other partitions:
 /// each owner is asked for its own indexes (and its own `run_ids`), and its answer returned
 /// with the request's body for the merge. `Err`: the answer to give as it is (the request
-/// stays within one partition, or a partition refused it).
+/// stays within one partition, or a partition refused it). With `images`, a partition whose
+/// results in scope have no image vector (422 naming `enable_image_embedding`) adds no hits;
+/// its refusal is the answer only when every partition gave it.
 async fn ask_index_owners(
     node: &Arc<Node>,
     index: &str,
     req: Request,
     path: impl Fn(&str) -> String,
+    images: bool,
 ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<serde_json::Value>), Response> {
     let n = node.partitions;
     let p0 = routing::partition_of_id(index, n);
@@ -700,6 +703,7 @@ async fn ask_index_owners(
         return Err(node.serve(p0, as_is(parts, bytes)).await);
     }
     let mut answers = Vec::new();
+    let mut no_images = None;
     for (q, indexes) in &by_p {
         let runs: Vec<&String> = run_ids.iter().filter(|r| routing::partition_of_id(r, n) == *q).collect();
         if !run_ids.is_empty() && runs.is_empty() {
@@ -722,6 +726,18 @@ async fn ask_index_owners(
             return Err(unavailable("internal_error", "a gathered request could not be built"));
         };
         let resp = node.serve(*q, r).await;
+        if images && resp.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            let Ok(body) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+                return Err(unavailable("holder_unreachable", "a partition's answer was cut off or too large"));
+            };
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let refusal = (StatusCode::UNPROCESSABLE_ENTITY, [(header::CONTENT_TYPE, "application/json")], body);
+            if v["error"]["details"]["setting"] != "enable_image_embedding" {
+                return Err(refusal.into_response());
+            }
+            no_images = Some(refusal);
+            continue;
+        }
         if resp.status() != StatusCode::OK {
             return Err(resp);
         }
@@ -733,6 +749,11 @@ async fn ask_index_owners(
         };
         answers.push(answer);
     }
+    if answers.is_empty()
+        && let Some(refusal) = no_images
+    {
+        return Err(refusal.into_response());
+    }
     Ok((v, answers))
 }
 
@@ -741,10 +762,11 @@ async fn ask_index_owners(
 /// search's text and image ranks are counted again over the merged list, and fused again).
 async fn search_over_partitions(node: &Arc<Node>, index: &str, what: &'static str, req: Request) -> Response {
     let multimodal = what == "multimodal-search";
-    let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/indexes/{i}/{what}")).await {
-        Ok(x) => x,
-        Err(resp) => return resp,
-    };
+    let (v, answers) =
+        match ask_index_owners(node, index, req, |i| format!("/api/v2/indexes/{i}/{what}"), what != "search").await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        };
     let mut hits: Vec<serde_json::Value> = Vec::new();
     for answer in answers {
         match answer {
@@ -802,7 +824,7 @@ fn cursor_of(key: &str) -> String {
 /// everywhere), and the pages are merged. A partition that stopped early (it examined its bound
 /// of results) bounds the merged page at its cursor, so nothing is skipped ([`ask_index_owners`]).
 async fn filter_over_partitions(node: &Arc<Node>, index: &str, req: Request) -> Response {
-    let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/search/filter/{i}")).await {
+    let (v, answers) = match ask_index_owners(node, index, req, |i| format!("/api/v2/search/filter/{i}"), false).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };

@@ -213,7 +213,9 @@ pub fn processors(
                 ProcessorKind::Http { url, secret, timeout, response_bytes_max }
             }
             "embed" => {
-                let (url, secret, timeout, response_bytes_max) = endpoint()?;
+                let (url, secret, timeout, _) = endpoint()?;
+                // 64 vectors a request: its own default bound.
+                let response_bytes_max = p.response_max_bytes.unwrap_or(spool_runtime::EMBED_RESPONSE_BYTES_DEFAULT);
                 if let Some(other) = &out.embedder {
                     anyhow::bail!(
                         "[processors.{name}] and [processors.{}] are both kind \"embed\": configure one",

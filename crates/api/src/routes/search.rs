@@ -181,9 +181,13 @@ pub(crate) fn lexical(
 /// Hits each ranking of a fusion contributes at most.
 const FUSION_DEPTH_MAX: usize = 200;
 
-fn embedder_failed(e: &str) -> ApiError {
-    tracing::warn!(error = %e, "the embedder failed");
-    ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", format!("the embedder could not embed the query: {e}"))
+fn embedder_failed(e: &spool_runtime::PostError) -> ApiError {
+    tracing::warn!(error = %e.message, "the embedder failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "embedder_failed",
+        format!("the embedder could not embed the query: {}", e.client),
+    )
 }
 
 /// A query's vector from the embedder (`None`: no embedder is configured).
@@ -196,16 +200,36 @@ async fn query_vector(app: &AppState, input: spool_runtime::EmbedInput) -> Resul
 }
 
 /// The results of `scope` nearest a query vector (`which` of their vectors), in visible
-/// videos, and how many results in scope have such a vector.
+/// videos.
 fn semantic(
     app: &AppState,
     which: spool_search::Vectors,
     v: &[f32],
     scope: &Scope,
     top_k: usize,
-) -> Result<(Vec<Hit>, u64), ApiError> {
-    let (hits, with) = index(app)?.nearest(which, v, scope, top_k).map_err(search_error)?;
-    Ok((visible(app, hits)?, with))
+) -> Result<spool_search::Nearby, ApiError> {
+    let mut n = index(app)?.nearest(which, v, scope, top_k).map_err(search_error)?;
+    n.hits = visible(app, std::mem::take(&mut n.hits))?;
+    Ok(n)
+}
+
+/// Image hits, or 422 when nothing in scope could be compared: no image vector at all, or
+/// only vectors of another length than the embedder's.
+fn image_hits(app: &AppState, v: &[f32], scope: &Scope, top_k: usize) -> Result<Vec<Hit>, ApiError> {
+    let n = semantic(app, spool_search::Vectors::Image, v, scope, top_k)?;
+    match (n.present, n.compared) {
+        (0, _) => Err(no_image_vectors()),
+        (_, 0) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_search_unavailable",
+            format!(
+                "the image vectors in scope are not of the length of the embedder's ({} numbers): the run's processor and the embedder must share one model",
+                v.len()
+            ),
+        )
+        .details(json!({ "setting": "image_vector", "embedder_dimensions": v.len() }))),
+        _ => Ok(n.hits),
+    }
 }
 
 /// Reciprocal Rank Fusion of ranked lists, each with its weight: `Σ weight / (RRF_K + rank)`
@@ -245,7 +269,7 @@ pub(crate) async fn ranked(
     let Some(v) = query_vector(app, spool_runtime::EmbedInput::Text(query.to_string())).await? else {
         return Ok(lex.into_iter().take(top_k).collect());
     };
-    let (sem, _) = semantic(app, spool_search::Vectors::Text, &v, scope, depth)?;
+    let sem = semantic(app, spool_search::Vectors::Text, &v, scope, depth)?.hits;
     #[allow(clippy::cast_possible_truncation)]
     let fused = fuse(&[(&lex, 1.0), (&sem, 1.0)])
         .into_iter()
@@ -363,8 +387,9 @@ fn no_image_vectors() -> ApiError {
     .details(json!({ "setting": "enable_image_embedding" }))
 }
 
-/// The largest image a search may send, decoded.
-pub const QUERY_IMAGE_BYTES_MAX: usize = 10 << 20;
+/// The largest image a search may send, decoded: what fits, in base64, in a request body
+/// (`BODY_BYTES_MAX`, 1 MiB: a larger body is 413 before this is read).
+pub const QUERY_IMAGE_BYTES_MAX: usize = 768 << 10;
 
 /// `image_data`: base64 of an image (PNG, JPEG, GIF, WebP, …) within [`QUERY_IMAGE_BYTES_MAX`].
 fn query_image(o: &Map<String, Value>) -> Result<String, ApiError> {
@@ -428,10 +453,7 @@ pub async fn image(
     let scope = Scope { run_ids, index_ids, video_ids: Vec::new() };
     app.searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let v = query_vector(&app, spool_runtime::EmbedInput::Image(image)).await?.ok_or_else(image_unavailable)?;
-    let (hits, with) = semantic(&app, spool_search::Vectors::Image, &v, &scope, top_k)?;
-    if with == 0 {
-        return Err(no_image_vectors());
-    }
+    let hits = image_hits(&app, &v, &scope, top_k)?;
     Ok(json(StatusCode::OK, &Value::Array(hits.iter().map(|h| image_hit_json(&app, h)).collect())))
 }
 
@@ -472,11 +494,7 @@ pub async fn multimodal(
         let image = query_image(o)?;
         app.searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let v = query_vector(&app, spool_runtime::EmbedInput::Image(image)).await?.ok_or_else(image_unavailable)?;
-        let (hits, with) = semantic(&app, spool_search::Vectors::Image, &v, &scope, depth)?;
-        if with == 0 {
-            return Err(no_image_vectors());
-        }
-        hits
+        image_hits(&app, &v, &scope, depth)?
     } else {
         Vec::new()
     };

@@ -127,6 +127,8 @@ pub enum EmbedInput {
 
 /// Inputs in one request to the embedder at most.
 pub const EMBED_INPUTS_MAX: usize = 64;
+/// An `embed` processor's default `response_max_bytes`: 64 vectors of 4,096 numbers as JSON.
+pub const EMBED_RESPONSE_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 /// The longest vector an embedder may answer.
 pub const EMBED_DIMS_MAX: usize = 4096;
 
@@ -496,10 +498,12 @@ impl Runtime {
         let Some((video_id, keys)) = self.read(|st| task_inputs(st, run_id, task)) else { return Ok(()) };
         let row = self.video_row(&video_id)?;
         let answers = if keys.is_empty() { Default::default() } else { self.run_answers(keys)? };
-        let Some(spec) = self.read(|st| read_task(st, run_id, task, row.as_deref(), &answers)) else {
+        let Some(mut spec) = self.read(|st| read_task(st, run_id, task, row.as_deref(), &answers)) else {
             return Ok(());
         };
         let exec = &self.executors.prompt_runs;
+        // A segment's image vector is asked for only where it can be searched (an embedder).
+        spec.image_embedding &= exec.settings.embedder.is_some();
         if !exec.slots.contains_key(&spec.processor) {
             // A processor removed from the configuration since the run began.
             let f = failure(
@@ -699,7 +703,11 @@ impl PromptRunExecutor {
                 body,
                 now_ms,
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e.message, "a prompt definition could not be written");
+                e.client
+            })?;
         match serde_json::from_slice::<Value>(&buf) {
             Ok(v) if v.is_object() => Ok(Some(v)),
             _ => Err(format!("the processor {name}'s answer is not a JSON object")),
@@ -716,10 +724,41 @@ struct SignedPost<'a> {
     max_bytes: u64,
 }
 
+/// A signed POST that failed: the whole story for the server's log, a shorter one for a
+/// client (never the URL, never the answer's body: a proxy may echo what it was sent), and
+/// whether trying the same request again may help.
+#[derive(Debug, Clone)]
+pub struct PostError {
+    pub message: String,
+    pub client: String,
+    /// A 4xx other than 408 and 429, an answer too large or not of the expected shape: the same
+    /// request meets the same.
+    pub permanent: bool,
+}
+
+impl PostError {
+    fn new(message: String, permanent: bool) -> PostError {
+        PostError { client: message.clone(), message, permanent }
+    }
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl PromptRunExecutor {
-    /// POSTs `body` to the processor `name`, signed, and reads a 2xx answer within the bounds.
-    /// Errors never carry the URL (a key in its query must not reach a client or a log).
-    async fn post_signed(&self, name: &str, p: SignedPost<'_>, body: Vec<u8>, now_ms: u64) -> Result<Vec<u8>, String> {
+    /// POSTs `body` to the processor `name`, signed at `now_ms`, and reads a 2xx answer within
+    /// the bounds. Errors never carry the URL (a key in its query must not reach a client or a
+    /// log).
+    async fn post_signed(
+        &self,
+        name: &str,
+        p: SignedPost<'_>,
+        body: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, PostError> {
         let SignedPost { url, secret, id, timeout, max_bytes } = p;
         let ts = now_ms / 1000;
         let sig = sign_request(secret, id, ts, &body);
@@ -733,33 +772,49 @@ impl PromptRunExecutor {
             .body(body)
             .timeout(timeout)
             .send();
-        let mut resp =
-            send.await.map_err(|e| format!("the processor {name} could not be reached: {}", e.without_url()))?;
+        let mut resp = send.await.map_err(|e| {
+            PostError::new(format!("the processor {name} could not be reached: {}", e.without_url()), false)
+        })?;
         let status = resp.status();
         let mut buf = Vec::new();
         while let Some(chunk) = tokio::time::timeout(timeout, resp.chunk())
             .await
-            .map_err(|_| format!("the processor {name} did not answer in time"))?
-            .map_err(|e| format!("reading the processor {name}'s answer failed: {}", e.without_url()))?
+            .map_err(|_| PostError::new(format!("the processor {name} did not answer in time"), false))?
+            .map_err(|e| {
+                PostError::new(format!("reading the processor {name}'s answer failed: {}", e.without_url()), false)
+            })?
         {
             if buf.len() as u64 + chunk.len() as u64 > max_bytes {
-                return Err(format!("the processor {name}'s answer is larger than {max_bytes} bytes"));
+                return Err(PostError::new(
+                    format!("the processor {name}'s answer is larger than {max_bytes} bytes"),
+                    true,
+                ));
             }
             buf.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&buf).chars().take(300).collect();
-            return Err(format!("the processor {name} answered {status}: {excerpt}"));
+            let passing = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+            return Err(PostError {
+                message: format!("the processor {name} answered {status}: {excerpt}"),
+                client: format!("the processor {name} answered {status}"),
+                permanent: !passing,
+            });
         }
         Ok(buf)
     }
 
-    /// Vectors for `inputs` from the `embed` processor (at most [`EMBED_INPUTS_MAX`] a call; one
-    /// vector per input, all of one length within [`EMBED_DIMS_MAX`], finite). `Ok(None)`: no
-    /// embedder is configured.
-    pub async fn embed(&self, inputs: &[EmbedInput], id: &str, now_ms: u64) -> Result<Option<Vec<Vec<f32>>>, String> {
+    /// Vectors for `inputs` from the `embed` processor (at most [`EMBED_INPUTS_MAX`] a request,
+    /// each request signed at `now()`; one vector per input, all of one length within
+    /// [`EMBED_DIMS_MAX`], finite). `Ok(None)`: no embedder is configured.
+    pub async fn embed(
+        &self,
+        inputs: &[EmbedInput],
+        id: &str,
+        now: impl Fn() -> u64,
+    ) -> Result<Option<Vec<Vec<f32>>>, PostError> {
         let Some(e) = &self.settings.embedder else { return Ok(None) };
-        let mut out = Vec::with_capacity(inputs.len());
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
         for (n, chunk) in inputs.chunks(EMBED_INPUTS_MAX).enumerate() {
             let items: Vec<Value> = chunk
                 .iter()
@@ -769,8 +824,8 @@ impl PromptRunExecutor {
                 })
                 .collect();
             let body = serde_json::to_vec(&serde_json::json!({ "version": 1, "kind": "embed", "inputs": items }))
-                .map_err(|e| e.to_string())?;
-            let _slot = self.embed_slots.acquire().await.map_err(|e| e.to_string())?;
+                .map_err(|e| PostError::new(e.to_string(), true))?;
+            let _slot = self.embed_slots.acquire().await.map_err(|e| PostError::new(e.to_string(), false))?;
             let id = format!("{id}_{n}");
             let post = SignedPost {
                 url: &e.url,
@@ -779,13 +834,17 @@ impl PromptRunExecutor {
                 timeout: e.timeout,
                 max_bytes: e.response_bytes_max,
             };
-            let buf = self.post_signed(&e.name, post, body, now_ms).await?;
-            out.extend(parse_vectors(&e.name, &buf, chunk.len())?);
-        }
-        if let Some(first) = out.first()
-            && out.iter().any(|v| v.len() != first.len())
-        {
-            return Err(format!("the processor {}'s vectors are not all of one length", e.name));
+            let buf = self.post_signed(&e.name, post, body, now()).await?;
+            let got = parse_vectors(&e.name, &buf, chunk.len()).map_err(|m| PostError::new(m, true))?;
+            if let (Some(first), Some(v)) = (out.first(), got.first())
+                && first.len() != v.len()
+            {
+                return Err(PostError::new(
+                    format!("the processor {}'s vectors are not all of one length", e.name),
+                    true,
+                ));
+            }
+            out.extend(got);
         }
         Ok(Some(out))
     }
