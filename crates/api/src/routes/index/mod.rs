@@ -21,7 +21,7 @@ pub(crate) fn ops() -> Vec<Op> {
         op!(post "/indexes" create, "createIndex", "indexes", Model("Index"), ok = 201, body = json_body("CreateIndex")),
         op!(get "/indexes" list, "listIndexes", "indexes", Array("Index"), query = &[q("include_defaults", QKind::Bool)]),
         op!(get "/indexes/{index_id}" retrieve, "getIndex", "indexes", Model("Index")),
-        op!(delete "/indexes/{index_id}" delete, "deleteIndex", "indexes", Model("IndexDeletionResponse"), ok = 202),
+        op!(delete "/indexes/{index_id}" delete, "deleteIndex", "indexes", Model("IndexDeletionResponse")),
         op!(get "/indexes/{index_id}/deletion" deletion, "getIndexDeletion", "indexes", Model("IndexDeletionResponse")),
     ]
 }

@@ -29,7 +29,7 @@ pub(crate) fn ops() -> Vec<Op> {
     vec![
         op!(get "/indexes/{index_id}/prompt-runs" index_runs, "listIndexPromptRuns", "prompt-runs", Page("PromptRun"), query = &[LIMIT_100, CURSOR]),
         op!(get "/prompt-runs" list, "listPromptRuns", "prompt-runs", Array("PromptRun"), query = &[LIMIT_1000]),
-        op!(post "/prompt-runs/execute" execute, "executePromptRun", "prompt-runs", Model("PromptRun"), ok = 202, body = json_body("ExecuteRun")),
+        op!(post "/prompt-runs/execute" execute, "executePromptRun", "prompt-runs", Model("PromptRun"), body = json_body("ExecuteRun")),
         op!(post "/prompt-runs/estimate" estimate, "estimatePromptRun", "prompt-runs", Model("PromptRunCostEstimate"), body = json_body("ExecuteRun")),
         op!(get "/prompt-runs/{run_id}" retrieve, "getPromptRun", "prompt-runs", Model("PromptRun")),
         op!(post "/prompt-runs/{run_id}/cancel" cancel, "cancelPromptRun", "prompt-runs", Model("PromptRun")),
