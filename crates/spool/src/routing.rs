@@ -36,6 +36,8 @@ pub enum Gathered {
     Exports,
     /// `GET /usage…`: every partition's counters, added up.
     Usage,
+    /// `GET /console/overview`: every partition's counts added up, the newest failures of all.
+    ConsoleOverview,
 }
 
 impl Gathered {
@@ -46,7 +48,7 @@ impl Gathered {
             Gathered::ImportJobs => ("job_id", true, Some(100)),
             Gathered::PromptRuns => ("run_id", true, Some(200)),
             Gathered::Exports => ("export_id", true, Some(50)),
-            Gathered::Usage => ("", false, None),
+            Gathered::Usage | Gathered::ConsoleOverview => ("", false, None),
         }
     }
 }
@@ -150,7 +152,10 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
         ["exports", "index", id, ..] | ["exports", "prompt-run", id, ..] => by_id(id, partitions),
         ["exports", id, ..] if id.starts_with("exp_") => by_id(id, partitions),
         ["search", "filter", id] if *id != "playground" => by_id(id, partitions),
+        // A stream's events are in its aggregate's partition (the console's timelines).
+        ["admin", "streams", id] => by_id(id, partitions),
         ["usage", ..] if method == Method::GET => Route::Gather(Gathered::Usage),
+        ["console", "overview"] if method == Method::GET => Route::Gather(Gathered::ConsoleOverview),
         _ => Route::Partition(0),
     }
 }
@@ -396,6 +401,9 @@ mod tests {
         // A regression: the workflow's upload went to the catalog, which has no index.
         assert!(is_upload(&Method::POST, "/api/v2/workflow/upload"));
         assert_eq!(route(&Method::GET, "/api/v2/usage/history", n), Route::Gather(Gathered::Usage));
+        assert_eq!(route(&Method::GET, "/api/v2/console/overview", n), Route::Gather(Gathered::ConsoleOverview));
+        assert_eq!(route(&Method::GET, &format!("/api/v2/admin/streams/{}", id("job", 3)), n), Route::Partition(3));
+        assert_eq!(route(&Method::GET, "/console/console.js", n), Route::Partition(0));
         let idx = id("idx", 3);
         assert_eq!(route(&Method::POST, &format!("/api/v2/search/filter/{idx}"), n), Route::Partition(3));
         assert_eq!(route(&Method::POST, "/api/v2/search/filter/playground", n), Route::Partition(0));

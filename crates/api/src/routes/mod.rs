@@ -2,6 +2,7 @@
 //! shapes in `views.rs`), and one block of routes per machine below.
 
 mod admin;
+pub(crate) mod console;
 pub(crate) mod search;
 pub(crate) mod usage;
 pub(crate) mod workflow;
@@ -73,6 +74,7 @@ macro_rules! machine_ops {
             ops.extend(search::ops());
             ops.extend(workflow::ops());
             ops.extend(usage::ops());
+            ops.extend(console::ops());
             ops.extend(engine_ops());
             ops
         }
@@ -119,6 +121,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/media/{*path}", get(video::media::serve))
         .route("/metrics", get(metrics))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .nest("/api/v2", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

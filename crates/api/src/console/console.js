@@ -1,0 +1,452 @@
+// The Spool console: one page, its views chosen by the URL's fragment (`#/jobs/job_…`), each
+// a link that can be shared. It reads the same HTTP API as any client, with the key typed once
+// and kept for the tab (sessionStorage). Text from the server is only ever set as text (never
+// parsed as HTML).
+"use strict";
+
+const KEY = "spool.console.key";
+const REFRESH_MS = 2000;
+let scope = null; // "read" | "write" | "admin", from the overview
+let refreshTimer = null;
+let tailAbort = null;
+
+// ---- helpers ---------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code || "";
+  }
+}
+
+async function api(path, opts = {}) {
+  const headers = { "X-API-Key": sessionStorage.getItem(KEY) || "", Accept: "application/json" };
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(`/api/v2${path}`, {
+    method: opts.method || "GET",
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+  });
+  const text = await r.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
+  if (!r.ok) throw new ApiError(r.status, body);
+  return body;
+}
+
+const may = (needed) => {
+  const order = { read: 0, write: 1, admin: 2 };
+  return scope !== null && order[scope] >= order[needed];
+};
+
+function statusCell(s) {
+  return h("span", { class: `status-${s}` }, s || "");
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+function table(columns, rows) {
+  return h("table", {},
+    h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col" }, label)))),
+    h("tbody", {}, rows.map((row) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(row)))))));
+}
+
+function waitingWords(w) {
+  if (!w) return "not waiting (ended, or moving)";
+  const parts = [`waiting on ${String(w.reason).replaceAll("_", " ")}`];
+  if (w.detail) parts.push(`(${w.detail})`);
+  if (w.since) parts.push(`since ${when(w.since)}`);
+  if (w.until) parts.push(`until ${when(w.until)}`);
+  return parts.join(" ");
+}
+
+function actionButton(label, needed, run) {
+  if (!may(needed)) return null;
+  return h("button", {
+    type: "button",
+    onclick: async (e) => {
+      e.target.disabled = true;
+      try { await run(); note(`${label}: done`); } catch (err) { note(`${label}: ${err.message}`, true); }
+      e.target.disabled = false;
+      route();
+    },
+  }, label);
+}
+
+function note(text, bad) {
+  const el = document.getElementById("notice");
+  if (el) { el.textContent = text; el.className = bad ? "bad" : "muted"; }
+}
+
+function show(...children) {
+  const view = document.getElementById("view");
+  // (`replaceChildren` would write a null as the text "null".)
+  view.replaceChildren(h("p", { id: "notice", role: "status", class: "muted" }), ...children.filter((c) => c !== null && c !== undefined));
+}
+
+function live(fn) {
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(() => { if (!document.hidden) fn().catch(() => {}); }, REFRESH_MS);
+}
+
+// ---- timeline --------------------------------------------------------------------------
+
+// The events of one stream as marks over time: one row per kind, failures in red.
+function timeline(events) {
+  if (!events.length) return h("p", { class: "muted" }, "No events.");
+  const t = events.map((e) => Date.parse(e.at));
+  const t0 = Math.min(...t), t1 = Math.max(...t), span = Math.max(1, t1 - t0);
+  const kinds = [...new Set(events.map((e) => e.kind))];
+  const rowH = 18, left = 190, width = 900, height = kinds.length * rowH + 24;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${left + width + 10} ${height}`);
+  svg.setAttribute("class", "timeline");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Timeline of ${events.length} events over ${(span / 1000).toFixed(1)} s`);
+  const add = (name, attrs, text) => {
+    const el = document.createElementNS(ns, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text !== undefined) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  kinds.forEach((k, i) => add("text", { x: 4, y: 14 + i * rowH }, k));
+  events.forEach((e, i) => {
+    const x = left + ((t[i] - t0) / span) * width;
+    const row = kinds.indexOf(e.kind);
+    const failed = /Failed|Disabled/.test(e.kind);
+    const mark = add("rect", { x: x.toFixed(1), y: 4 + row * rowH, width: 3, height: rowH - 6, fill: failed ? "#b42318" : "#0a58ca" });
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `#${e.seq} ${e.kind} at ${e.at}`;
+    mark.append(title);
+  });
+  add("text", { x: left, y: height - 4 }, when(new Date(t0).toISOString()));
+  add("text", { x: left + width - 120, y: height - 4 }, `+${(span / 1000).toFixed(1)} s`);
+  return svg;
+}
+
+async function timelineSection(stream) {
+  if (!may("admin")) return h("p", { class: "muted" }, "The timeline reads the log: it needs an admin key.");
+  const page = await api(`/admin/streams/${encodeURIComponent(stream)}?limit=1000`);
+  return h("div", {}, timeline(page.events || []),
+    h("details", {}, h("summary", {}, `Events (${(page.events || []).length})`),
+      table([["#", (e) => e.seq], ["at", (e) => when(e.at)], ["kind", (e) => e.kind]], page.events || [])));
+}
+
+// ---- views -----------------------------------------------------------------------------
+
+function countsCard(title, counts, link) {
+  const entries = Object.entries(counts || {});
+  return h("section", { class: "card" }, h("h2", {}, link ? h("a", { href: link }, title) : title),
+    entries.length ? h("ul", {}, entries.map(([s, n]) => h("li", {}, statusCell(s), `: ${n}`))) : h("p", { class: "muted" }, "none"));
+}
+
+const failureLink = (f) => ({ import_job: `#/jobs/${f.id}`, prompt_run: `#/runs/${f.id}`, export: `#/exports/${f.id}` })[f.kind];
+
+async function overview() {
+  const draw = async () => {
+    const o = await api("/console/overview");
+    scope = o.scope;
+    show(h("h1", {}, "Overview"),
+      h("div", { class: "cards" },
+        countsCard("Import jobs", o.import_jobs, "#/jobs"),
+        countsCard("Prompt runs", o.prompt_runs, "#/runs"),
+        countsCard("Exports", o.exports, "#/exports"),
+        countsCard("Webhooks", o.webhooks, "#/webhooks"),
+        countsCard("Deliveries", o.deliveries),
+        countsCard("Automations", o.automations)),
+      h("h2", {}, "What unfinished work waits on"),
+      o.waiting.length ? table([["kind", (w) => w.kind], ["waiting on", (w) => w.reason.replaceAll("_", " ")], ["how many", (w) => w.count]], o.waiting)
+        : h("p", { class: "muted" }, "Nothing waits."),
+      h("h2", {}, "Latest failures"),
+      o.failures.length ? table([["what", (f) => h("a", { href: failureLink(f) }, `${f.kind.replace("_", " ")} ${f.id}`)], ["when", (f) => when(f.at)], ["why", (f) => f.message || ""]], o.failures)
+        : h("p", { class: "muted" }, "No failures."));
+  };
+  await draw();
+  live(draw);
+}
+
+function pager(cursor, go) {
+  return h("div", { class: "pager" }, cursor ? h("button", { type: "button", class: "secondary", onclick: () => go(cursor) }, "Next page") : null);
+}
+
+async function jobsList(params) {
+  const status = params.get("status") || "";
+  const draw = async () => {
+    const q = new URLSearchParams({ limit: "100" });
+    if (status) q.set("status", status);
+    const jobs = await api(`/import-jobs?${q}`);
+    const filter = h("select", { id: "status-filter", onchange: (e) => { location.hash = `#/jobs${e.target.value ? `?status=${e.target.value}` : ""}`; } },
+      ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"].map((s) => h("option", { value: s, selected: s === status }, s || "any status")));
+    show(h("h1", {}, "Import jobs"), h("label", { for: "status-filter" }, "Status"), filter,
+      table([["job", (j) => h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)], ["status", (j) => statusCell(j.status)],
+        ["progress", (j) => `${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped of ${j.progress.total_files ?? "?"}`],
+        ["index", (j) => j.index_id || "playground"], ["created", (j) => when(j.created_at)]], jobs));
+  };
+  await draw();
+  live(draw);
+}
+
+async function job(id, params) {
+  const cursor = params.get("cursor") || "";
+  const failedOnly = params.get("failed") === "1";
+  const draw = async () => {
+    const j = await api(`/import-jobs/${encodeURIComponent(id)}`);
+    const q = new URLSearchParams({ limit: "100" });
+    if (cursor) q.set("cursor", cursor);
+    if (failedOnly) q.set("failed_only", "true");
+    const files = await api(`/import-jobs/${encodeURIComponent(id)}/files?${q}`);
+    const items = files.items || files.data || [];
+    const next = files.next_cursor || (files.pagination && files.pagination.next_cursor);
+    show(h("h1", {}, `Import job ${j.job_id}`),
+      h("p", {}, "Status: ", statusCell(j.status), ` — ${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped`),
+      h("p", { class: "muted" }, waitingWords(j.waiting_on)),
+      j.error ? h("p", { class: "bad" }, j.error) : null,
+      h("div", { class: "actions" },
+        j.status === "failed" || j.progress.failed > 0 ? actionButton("Retry failed files", "write", () => api(`/import-jobs/${id}/retry`, { method: "POST", body: {} })) : null,
+        ["pending", "scanning", "importing"].includes(j.status) ? actionButton("Cancel", "write", () => api(`/import-jobs/${id}/cancel`, { method: "POST" })) : null),
+      h("h2", {}, "Timeline"), await timelineSection(id),
+      h("h2", {}, failedOnly ? "Failed files" : "Files"),
+      h("p", {}, h("a", { href: `#/jobs/${id}${failedOnly ? "" : "?failed=1"}` }, failedOnly ? "show every file" : "show failed files only")),
+      table([["file", (f) => f.file_name || f.file_id || ""], ["status", (f) => statusCell(f.status)],
+        ["parts", (f) => (f.part_count ? `${f.parts_completed} of ${f.part_count}` : "")], ["why", (f) => (f.failure && (f.failure.message || f.failure.code)) || f.error || f.skip_reason || ""]], items),
+      pager(next, (c) => { location.hash = `#/jobs/${id}?cursor=${encodeURIComponent(c)}${failedOnly ? "&failed=1" : ""}`; }));
+  };
+  await draw();
+  live(draw);
+}
+
+async function runsList() {
+  const draw = async () => {
+    const runs = await api("/prompt-runs?limit=100");
+    show(h("h1", {}, "Prompt runs"),
+      table([["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)], ["status", (r) => statusCell(r.status)],
+        ["segments", (r) => `${r.completed_segments ?? 0} of ${r.total_segments ?? 0}, ${r.failed_segments ?? 0} failed`],
+        ["index", (r) => r.index_id || "playground"], ["created", (r) => when(r.created_at)]], runs));
+  };
+  await draw();
+  live(draw);
+}
+
+async function run(id) {
+  const draw = async () => {
+    const r = await api(`/prompt-runs/${encodeURIComponent(id)}`);
+    const failed = await api(`/prompt-runs/${encodeURIComponent(id)}/failed-segments`).catch(() => []);
+    const rows = Array.isArray(failed) ? failed : failed.failed_segments || failed.items || [];
+    show(h("h1", {}, `Prompt run ${r.run_id}`),
+      h("p", {}, "Status: ", statusCell(r.status), ` — ${r.completed_segments ?? 0} of ${r.total_segments ?? 0} segments, ${r.failed_segments ?? 0} failed`),
+      h("p", { class: "muted" }, waitingWords(r.waiting_on)),
+      r.error_message ? h("p", { class: "bad" }, r.error_message) : null,
+      h("div", { class: "actions" },
+        ["pending", "processing"].includes(r.status) ? actionButton("Cancel", "write", () => api(`/prompt-runs/${id}/cancel`, { method: "POST", body: {} })) : null),
+      h("h2", {}, "Timeline"), await timelineSection(id),
+      h("h2", {}, "Failed segments"),
+      rows.length ? table([["segment", (s) => s.segment_id], ["video", (s) => s.video_id], ["why", (s) => s.error_message || s.error_code || ""],
+        ["", (s) => actionButton("Retry", "write", () => api(`/prompt-runs/${id}/videos/${s.video_id}/segments/${s.segment_id}/retry`, { method: "POST", body: {} }))]], rows)
+        : h("p", { class: "muted" }, "None."));
+  };
+  await draw();
+  live(draw);
+}
+
+async function exportsList() {
+  const draw = async () => {
+    const exports = await api("/exports?limit=100");
+    show(h("h1", {}, "Exports"),
+      table([["export", (e) => h("a", { href: `#/exports/${e.export_id}` }, e.export_id)], ["status", (e) => statusCell(e.status)],
+        ["format", (e) => e.format || ""], ["created", (e) => when(e.created_at)]], exports));
+  };
+  await draw();
+  live(draw);
+}
+
+async function exportView(id) {
+  const draw = async () => {
+    const e = await api(`/exports/${encodeURIComponent(id)}`);
+    show(h("h1", {}, `Export ${e.export_id}`),
+      h("p", {}, "Status: ", statusCell(e.status)),
+      h("p", { class: "muted" }, waitingWords(e.waiting_on)),
+      e.error_message ? h("p", { class: "bad" }, e.error_message) : null,
+      h("h2", {}, "Timeline"), await timelineSection(id));
+  };
+  await draw();
+  live(draw);
+}
+
+async function webhooksList() {
+  const draw = async () => {
+    const hooks = await api("/webhooks");
+    const list = Array.isArray(hooks) ? hooks : hooks.data || [];
+    show(h("h1", {}, "Webhooks"),
+      table([["webhook", (w) => h("a", { href: `#/webhooks/${w.webhook_id || w.id}` }, w.name || w.webhook_id || w.id)], ["status", (w) => statusCell(w.status)],
+        ["url", (w) => h("code", {}, w.url)]], list));
+  };
+  await draw();
+  live(draw);
+}
+
+async function webhook(id) {
+  const draw = async () => {
+    const w = await api(`/webhooks/${encodeURIComponent(id)}`);
+    const d = await api(`/webhooks/${encodeURIComponent(id)}/deliveries?limit=100`);
+    const list = Array.isArray(d) ? d : d.data || d.deliveries || [];
+    show(h("h1", {}, `Webhook ${w.name || id}`),
+      h("p", {}, "Status: ", statusCell(w.status), " ", h("code", {}, w.url)),
+      h("div", { class: "actions" },
+        actionButton("Retry failed deliveries", "write", () => api(`/webhooks/${id}/deliveries/retry`, { method: "POST", body: { status: "failed" } }))),
+      h("h2", {}, "Deliveries"),
+      table([["delivery", (x) => x.delivery_id || x.id], ["event", (x) => x.event_type || ""], ["status", (x) => statusCell(x.status)],
+        ["attempts", (x) => x.attempt_count ?? x.attempts ?? ""], ["waiting", (x) => (x.waiting_on ? waitingWords(x.waiting_on) : "")],
+        ["", (x) => x.status === "failed" ? actionButton("Retry", "write", () => api(`/webhooks/deliveries/${x.delivery_id || x.id}/retry`, { method: "POST" })) : null]], list));
+  };
+  await draw();
+  live(draw);
+}
+
+async function search(params) {
+  const indexes = await api("/indexes?limit=100");
+  const list = Array.isArray(indexes) ? indexes : indexes.data || [];
+  const index = params.get("index") || (list[0] && list[0].index_id) || "";
+  const query = params.get("q") || "";
+  const form = h("form", { onsubmit: (e) => { e.preventDefault(); const f = new FormData(e.target); location.hash = `#/search?index=${encodeURIComponent(f.get("index"))}&q=${encodeURIComponent(f.get("q"))}`; } },
+    h("label", { for: "search-index" }, "Index"),
+    h("select", { id: "search-index", name: "index" }, list.map((i) => h("option", { value: i.index_id, selected: i.index_id === index }, i.name || i.index_id))),
+    h("label", { for: "search-q" }, "Query"), h("input", { id: "search-q", name: "q", value: query, required: true }),
+    h("button", { type: "submit" }, "Search"));
+  let results = null;
+  if (index && query) {
+    const hits = await api(`/indexes/${encodeURIComponent(index)}/search`, { method: "POST", body: { query, top_k: 30 } });
+    results = hits.length
+      ? table([["video", (r) => r.video_name || r.video_id], ["segment", (r) => (r.segment_id ? `${r.start_time}–${r.end_time} s` : "whole video")],
+          ["result", (r) => r.content_preview || ""], ["score", (r) => (r.similarity_score ?? 0).toFixed(3)], ["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)]], hits)
+      : h("p", { class: "muted" }, "No results.");
+  }
+  clearInterval(refreshTimer);
+  show(h("h1", {}, "Search results"), form, results);
+}
+
+async function logView(params) {
+  if (!may("admin")) {
+    show(h("h1", {}, "Live log"), h("p", { class: "muted" }, "The live log needs an admin key."));
+    return;
+  }
+  clearInterval(refreshTimer);
+  const streamFilter = params.get("stream") || "", kindFilter = params.get("kind") || "";
+  const lines = h("div", { id: "log-lines", "aria-live": "polite" });
+  const form = h("form", { onsubmit: (e) => { e.preventDefault(); const f = new FormData(e.target); location.hash = `#/log?stream=${encodeURIComponent(f.get("stream"))}&kind=${encodeURIComponent(f.get("kind"))}`; } },
+    h("label", { for: "log-stream" }, "Stream starts with"), h("input", { id: "log-stream", name: "stream", value: streamFilter }),
+    h("label", { for: "log-kind" }, "Kind"), h("input", { id: "log-kind", name: "kind", value: kindFilter }),
+    h("button", { type: "submit" }, "Filter"));
+  show(h("h1", {}, "Live log"), h("p", { class: "muted" }, "Events as they commit."), form, lines);
+  tailAbort = new AbortController();
+  const r = await fetch("/api/v2/admin/log/tail", { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, signal: tailAbort.signal });
+  const reader = r.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const chunk = buf.slice(0, i); buf = buf.slice(i + 2);
+      const data = chunk.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+      if (!data) continue;
+      const e = JSON.parse(data);
+      if (streamFilter && !e.stream.startsWith(streamFilter)) continue;
+      if (kindFilter && e.kind !== kindFilter) continue;
+      lines.append(h("div", { class: "log-line" }, `#${e.seq} ${e.at} ${e.stream} ${e.kind}`));
+    }
+  }
+}
+
+// ---- the router ------------------------------------------------------------------------
+
+const ROUTES = [
+  [/^#?\/?$/, () => overview()],
+  [/^#\/jobs$/, (m, p) => jobsList(p)],
+  [/^#\/jobs\/([^/?]+)$/, (m, p) => job(m[1], p)],
+  [/^#\/runs$/, () => runsList()],
+  [/^#\/runs\/([^/?]+)$/, (m) => run(m[1])],
+  [/^#\/exports$/, () => exportsList()],
+  [/^#\/exports\/([^/?]+)$/, (m) => exportView(m[1])],
+  [/^#\/webhooks$/, () => webhooksList()],
+  [/^#\/webhooks\/([^/?]+)$/, (m) => webhook(m[1])],
+  [/^#\/search$/, (m, p) => search(p)],
+  [/^#\/log$/, (m, p) => logView(p)],
+];
+
+async function route() {
+  clearInterval(refreshTimer);
+  if (tailAbort) { tailAbort.abort(); tailAbort = null; }
+  const form = document.getElementById("key-form");
+  if (!sessionStorage.getItem(KEY)) {
+    form.hidden = false;
+    document.getElementById("view").replaceChildren();
+    document.getElementById("forget").hidden = true;
+    return;
+  }
+  form.hidden = true;
+  document.getElementById("forget").hidden = false;
+  if (scope === null) {
+    try {
+      scope = (await api("/console/overview")).scope;
+    } catch (err) {
+      if (err.status === 401) {
+        sessionStorage.removeItem(KEY);
+        document.getElementById("key-error").textContent = "That key is not accepted here.";
+        return route();
+      }
+      show(h("p", { class: "bad" }, err.message));
+      return;
+    }
+  }
+  document.getElementById("who").textContent = `${scope} key`;
+  const [path, query] = location.hash.split("?");
+  const params = new URLSearchParams(query || "");
+  for (const [re, view] of ROUTES) {
+    const m = (path || "#/").match(re);
+    if (m) {
+      try { await view(m, params); } catch (err) { if (err.name !== "AbortError") show(h("p", { class: "bad" }, err.message)); }
+      return;
+    }
+  }
+  show(h("h1", {}, "Not found"), h("p", {}, "No such page of the console."));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = document.getElementById("key").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY, key);
+    document.getElementById("key").value = "";
+    document.getElementById("key-error").textContent = "";
+    scope = null;
+    route();
+  });
+  document.getElementById("forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); scope = null; document.getElementById("who").textContent = ""; route(); });
+  window.addEventListener("hashchange", route);
+  route();
+});

@@ -1,0 +1,167 @@
+"""The web console (`/console/`) in a real browser: headless Chromium (Debian's `chromium`)
+driven by Playwright, against the session's real server (one node, or any node of a cluster:
+the console reads the same HTTP API as any client).
+
+Covered: the key is typed once and kept for the tab; the overview counts real work; a job's
+page shows its files and the "Retry failed files" button really re-opens the failed file (its
+media fixed meanwhile: it is then imported); a run's page shows its timeline (admin key); the
+live log shows an event as it commits; a read key sees no action button and its action is
+refused by the API; an unknown key is turned away. Screenshots of each page are written to
+`target/console-screenshots/`. An accessibility check (axe-core, from npm) finds no serious or
+critical violation on the overview and a job's page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from spool_sdk_helpers import FIXTURES, unique
+
+WAIT_MS = 30_000
+SHOTS = REPO_ROOT / "target" / "console-screenshots"
+AXE = REPO_ROOT / ".models" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = os.environ.get("SPOOL_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (tests/sdk/requirements.txt)", pytrace=False)
+        pytest.skip("playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium", pytrace=False)
+        pytest.skip("chromium is not installed")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+def _open(browser, spool_server, key: str, fragment: str = "", bypass_csp: bool = False):
+    ctx = browser.new_context(bypass_csp=bypass_csp, viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    errors: list = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{spool_server.root_url}/console/{fragment}")
+    page.fill("#key", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#who:not(:empty)", timeout=WAIT_MS)
+    page.errors = errors
+    return page
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _axe(page) -> list:
+    if not AXE.exists():
+        if os.environ.get("CI"):
+            pytest.fail("axe-core is not installed: run scripts/test-models.sh", pytrace=False)
+        pytest.skip("axe-core is not installed (scripts/test-models.sh)")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document)")
+    return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def _failed_job(client, raw, admin_headers, spool_server):
+    """An import job of one file that failed (its bytes are not media), and its file's path."""
+    root = Path(spool_server.local_root) / unique("console")
+    root.mkdir()
+    (root / "clip.mov").write_bytes(b"not a movie at all" * 64)
+    r = raw.post("/api/v2/connectors/local", json={"name": unique("console"), "root": str(root), "scopes": ["import"]}, headers=admin_headers)
+    assert r.status_code == 201, r.text
+    index_id = client.indexes.create(name=unique("console")).index_id
+    job = client.import_jobs.create(connector_id=r.json()["connector_id"], index_id=index_id)
+    job = client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
+    assert job.progress.failed == 1, job
+    return job.job_id, root / "clip.mov", index_id
+
+
+def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(browser, client, raw, admin_headers, spool_server):
+    job_id, path, _ = _failed_job(client, raw, admin_headers, spool_server)
+    # The page forbids any script but its own; the accessibility check is injected past that.
+    csp = raw.get("/console/").headers["content-security-policy"]
+    assert "default-src 'self'" in csp, csp
+    page = _open(browser, spool_server, spool_server.admin_key, bypass_csp=True)
+    page.wait_for_selector("h1:has-text('Overview')")
+    cards = page.inner_text(".cards")
+    assert "Import jobs" in cards and ("failed" in cards or "completed" in cards), cards
+    page.wait_for_selector(f"a[href='#/jobs/{job_id}']", timeout=WAIT_MS)  # in the latest failures
+    _shot(page, "overview")
+    assert _axe(page) == []
+
+    page.goto(f"{spool_server.root_url}/console/#/jobs/{job_id}")
+    page.wait_for_selector(f"h1:has-text('{job_id}')", timeout=WAIT_MS)
+    assert "clip.mov" in page.inner_text("main")
+    assert "null" not in page.inner_text("main") and "undefined" not in page.inner_text("main")
+    page.wait_for_selector("svg.timeline", timeout=WAIT_MS)
+    _shot(page, "import-job")
+    assert _axe(page) == []
+    # The file is fixed; the button re-opens it and it is imported.
+    shutil.copyfile(FIXTURES / "h264_faststart.mov", path)
+    page.click("button:has-text('Retry failed files')")
+    page.wait_for_function(
+        "() => document.querySelector('main').innerText.includes('1 imported')", timeout=WAIT_MS
+    )
+    assert client.import_jobs.retrieve(job_id).progress.imported == 1
+    assert page.errors == []
+
+
+def test_lists_a_run_and_its_timeline_and_the_live_log_shows_an_event_as_it_commits(browser, client, spool_server):
+    index_id = client.indexes.create(name=unique("console-run")).index_id
+    job = client.videos.upload(file=FIXTURES / "h264_faststart.mov", title=unique("console"), index_id=index_id)
+    client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
+    prompt = client.prompts.create(name=unique("console"), prompt_text="Describe the media of each segment.", json_schema={"type": "object"})
+    run = client.prompt_runs.execute(prompt_id=prompt.prompt_id, target={"type": "index", "index_id": index_id}, video_segmentation_type="fixed", video_segment_duration=1)
+    client.prompt_runs.wait_for_completion(run.run_id, poll_interval=0.1, timeout=60)
+
+    page = _open(browser, spool_server, spool_server.admin_key, "#/runs")
+    page.wait_for_selector(f"a[href='#/runs/{run.run_id}']", timeout=WAIT_MS)
+    _shot(page, "prompt-runs")
+    page.click(f"a[href='#/runs/{run.run_id}']")
+    page.wait_for_selector("svg.timeline", timeout=WAIT_MS)
+    assert "PromptRunCreated" in page.inner_text("details")  or page.locator("svg.timeline text", has_text="PromptRunCreated").count() == 1
+    _shot(page, "prompt-run")
+
+    page.goto(f"{spool_server.root_url}/console/#/log")
+    page.wait_for_selector("#log-lines", timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    # An API key's events are the catalog's (the log a node's tail reads in any cluster shape).
+    created = client.api_keys.create(name=unique("live"), scopes=["read"])
+    page.wait_for_function(
+        f"() => document.querySelector('#log-lines').innerText.includes('{created.key_id} ApiKeyCreated')", timeout=WAIT_MS
+    )
+    _shot(page, "live-log")
+    assert page.errors == []
+
+
+def test_a_read_key_sees_no_action_and_cannot_act_and_an_unknown_key_is_turned_away(browser, client, raw, admin_headers, spool_server):
+    job_id, _, _ = _failed_job(client, raw, admin_headers, spool_server)
+    reader = client.api_keys.create(name=unique("console-reader"), scopes=["read"])
+    page = _open(browser, spool_server, reader.key, f"#/jobs/{job_id}")
+    page.wait_for_selector(f"h1:has-text('{job_id}')", timeout=WAIT_MS)
+    assert page.inner_text("#who") == "read key"
+    assert page.locator(".actions button").count() == 0
+    assert "needs an admin key" in page.inner_text("main")
+    _shot(page, "import-job-read-key")
+    r = raw.post(f"/api/v2/import-jobs/{job_id}/retry", json={}, headers={"X-API-Key": reader.key})
+    assert r.status_code == 403, r.text
+
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(f"{spool_server.root_url}/console/")
+    page.fill("#key", "sk_not_a_key_of_this_server_0000000000")
+    page.click("#key-form button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#key-error').innerText.includes('not accepted')", timeout=WAIT_MS)
+    assert page.is_visible("#key-form")
