@@ -4,7 +4,8 @@ the console reads the same HTTP API as any client).
 
 Covered: the key is typed once and kept for the tab; the overview counts real work; a job's
 page shows its files and the "Retry failed files" button really re-opens the failed file (its
-media fixed meanwhile: it is then imported); a run's page shows its timeline (admin key); the
+media fixed meanwhile: it is then imported); its bundle downloads; the time slider shows the
+state after each event that the replay route (the code `spool replay` prints with) gives; a run's page shows its timeline (admin key); the
 live log shows an event as it commits; a read key sees no action button and its action is
 refused by the API; an unknown key is turned away. Screenshots of each page are written to
 `target/console-screenshots/`. An accessibility check (axe-core, from npm) finds no serious or
@@ -115,6 +116,24 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
         "() => document.querySelector('main').innerText.includes('1 imported')", timeout=WAIT_MS
     )
     assert client.import_jobs.retrieve(job_id).progress.imported == 1
+
+    # Its bundle downloads; time travel shows its state after each event, as `spool replay`
+    # prints it (the admin route folds with the same code).
+    page.wait_for_selector("button:has-text('Download its bundle')", timeout=WAIT_MS)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.click("button:has-text('Download its bundle')")
+    assert download.value.suggested_filename == f"{job_id}.bundle"
+    page.click("a:has-text('Time travel')")
+    page.wait_for_selector("#travel", timeout=WAIT_MS)
+    replay = raw.get(f"/api/v2/admin/replay/{job_id}", headers=admin_headers).json()["steps"]
+    assert page.inner_text("#travel-state").strip() == replay[-1]["state"].strip()
+    assert "status: completed" in replay[-1]["state"] and "imported: 1" in replay[-1]["state"]
+    page.fill("#travel", "0")
+    page.dispatch_event("#travel", "input")
+    assert page.inner_text("#travel-state").strip() == replay[0]["state"].strip()
+    assert "ImportJobCreated" in replay[0]["state"] and "status: pending" in replay[0]["state"]
+    assert page.inner_text("#travel-at").startswith(f"Event 1 of {len(replay)}")
+    _shot(page, "time-travel")
     assert page.errors == []
 
 

@@ -13,6 +13,82 @@ pub struct ReplayStep<'a> {
     pub effects: Vec<spool_core::Effect>,
 }
 
+/// What `spool replay` prints of one step (and the console's time slider shows): `header` (the
+/// event's line), then the state of the aggregates the replay folded and the effects pending.
+pub fn step_text(step: &ReplayStep<'_>, header: &str) -> String {
+    use spool_model::time::rfc3339_ms;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let st = &step.state;
+    let _ = writeln!(out, "{header}");
+    for i in st.indexes.values() {
+        let _ = writeln!(out, "    state: {i:?}");
+    }
+    for c in st.connectors.values() {
+        let _ = writeln!(out, "    state: {c:?}");
+    }
+    for j in st.imports.values() {
+        use spool_core::imports::FileStatus;
+        let _ = writeln!(
+            out,
+            "    state: ImportJob {{ job_id: {}, status: {}, files: {}, pending: {}, importing: {}, retrying: {}, imported: {}, failed: {}, skipped: {}, cancel_requested: {} }}",
+            j.job_id,
+            j.status.as_str(),
+            j.file_count,
+            j.by_status.count(FileStatus::Pending),
+            j.running(),
+            j.by_status.count(FileStatus::Waiting),
+            j.imported,
+            j.failed,
+            j.skipped,
+            j.cancel_requested
+        );
+    }
+    for r in st.prompt_runs.values() {
+        let _ = writeln!(
+            out,
+            "    state: PromptRun {{ run_id: {}, status: {}, videos: {}, segments: {}, completed_segments: {}, failed_segments: {} }}",
+            r.run_id,
+            r.status.as_str(),
+            r.videos.len(),
+            r.segments.len(),
+            r.completed_segments,
+            r.failed_segments
+        );
+    }
+    for e in st.exports.values() {
+        let _ = writeln!(
+            out,
+            "    state: Export {{ export_id: {}, status: {}, attempts: {}, error: {:?} }}",
+            e.export_id,
+            e.status.as_str(),
+            e.attempts,
+            e.error
+        );
+    }
+    for k in st.api_keys.values() {
+        let _ = writeln!(
+            out,
+            "    state: ApiKey {{ key_id: {}, name: {:?}, scopes: {:?}, key_prefix: {:?}, created_at: {}, expires_at: {:?}, revoked_at: {:?}, last_used_at: {:?} }}",
+            k.key_id,
+            k.name,
+            spool_core::decide::scope_names(&k.scopes),
+            k.key_prefix,
+            rfc3339_ms(k.created_at_ms),
+            k.expires_at_ms.map(rfc3339_ms),
+            k.revoked_at_ms.map(rfc3339_ms),
+            k.last_used_at_ms.map(rfc3339_ms)
+        );
+    }
+    if step.effects.is_empty() {
+        let _ = writeln!(out, "    effects: none");
+    }
+    for e in &step.effects {
+        let _ = writeln!(out, "    effect: {e:?}");
+    }
+    out
+}
+
 /// Fold the events of one stream (up to `until` seq) and return the state after each. A job's
 /// replay includes its files' streams (`job_…/fN`), where their starts and outcomes are.
 /// The state a data directory's log folds to (its snapshot, then the events after it), as a
@@ -217,6 +293,21 @@ pub fn bundle_text(
 
 /// An envelope as the admin log routes and `spool log --json` show it, sealed values replaced
 /// by `"<sealed>"` (their ciphertext never leaves the server).
+/// An event's line as `spool replay` prints it (sequence number, time, stream, kind, body), its
+/// sealed values shown as `"<sealed>"`: what a route may answer.
+pub fn redacted_line(env: &spool_model::Envelope) -> String {
+    let v = envelope_json(env);
+    let body = v["event"].as_object().and_then(|o| o.values().next().cloned());
+    format!(
+        "{:>8}  {}  {:<32}  {:<24} {}",
+        env.seq,
+        spool_model::time::rfc3339_ms(env.at_ms),
+        env.stream,
+        env.event.kind(),
+        body.map(|b| b.to_string()).unwrap_or_default()
+    )
+}
+
 pub fn envelope_json(env: &spool_model::Envelope) -> serde_json::Value {
     fn redact(v: &mut serde_json::Value) {
         match v {

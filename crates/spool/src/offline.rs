@@ -308,55 +308,7 @@ fn quiet_on_closed_pipe(failed: Option<std::io::Error>) -> anyhow::Result<()> {
 }
 
 fn print_step(out: &mut impl std::io::Write, step: &spool_runtime::tools::ReplayStep<'_>) -> std::io::Result<()> {
-    {
-        macro_rules! println {
-            ($($t:tt)*) => { writeln!(out, $($t)*)? };
-        }
-        println!("{}", line(&step.envelope));
-        let st = &step.state;
-        for i in st.indexes.values() {
-            println!("    state: {i:?}");
-        }
-        for c in st.connectors.values() {
-            println!("    state: {c:?}");
-        }
-        for j in st.imports.values() {
-            use spool_core::imports::FileStatus;
-            println!(
-                "    state: ImportJob {{ job_id: {}, status: {}, files: {}, pending: {}, importing: {}, retrying: {}, imported: {}, failed: {}, skipped: {}, cancel_requested: {} }}",
-                j.job_id,
-                j.status.as_str(),
-                j.file_count,
-                j.by_status.count(FileStatus::Pending),
-                j.running(),
-                j.by_status.count(FileStatus::Waiting),
-                j.imported,
-                j.failed,
-                j.skipped,
-                j.cancel_requested
-            );
-        }
-        for k in st.api_keys.values() {
-            println!(
-                "    state: ApiKey {{ key_id: {}, name: {:?}, scopes: {:?}, key_prefix: {:?}, created_at: {}, expires_at: {:?}, revoked_at: {:?}, last_used_at: {:?} }}",
-                k.key_id,
-                k.name,
-                spool_core::decide::scope_names(&k.scopes),
-                k.key_prefix,
-                rfc3339_ms(k.created_at_ms),
-                k.expires_at_ms.map(rfc3339_ms),
-                k.revoked_at_ms.map(rfc3339_ms),
-                k.last_used_at_ms.map(rfc3339_ms)
-            );
-        }
-        if step.effects.is_empty() {
-            println!("    effects: none");
-        }
-        for e in &step.effects {
-            println!("    effect: {e:?}");
-        }
-    }
-    Ok(())
+    write!(out, "{}", spool_runtime::tools::step_text(step, &line(&step.envelope)))
 }
 
 /// `spool verify`: re-fold everything; exit non-zero on any decode error or inconsistency.

@@ -153,7 +153,7 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
         ["exports", id, ..] if id.starts_with("exp_") => by_id(id, partitions),
         ["search", "filter", id] if *id != "playground" => by_id(id, partitions),
         // A stream's events are in its aggregate's partition (the console's timelines).
-        ["admin", "streams", id] => by_id(id, partitions),
+        ["admin", "streams" | "replay" | "bundles", id] => by_id(id, partitions),
         ["usage", ..] if method == Method::GET => Route::Gather(Gathered::Usage),
         ["console", "overview"] if method == Method::GET => Route::Gather(Gathered::ConsoleOverview),
         _ => Route::Partition(0),

@@ -150,8 +150,48 @@ async function timelineSection(stream) {
   if (!may("admin")) return h("p", { class: "muted" }, "The timeline reads the log: it needs an admin key.");
   const page = await api(`/admin/streams/${encodeURIComponent(stream)}?limit=1000`);
   return h("div", {}, timeline(page.events || []),
+    h("p", {}, h("a", { href: `#/replay/${stream}` }, "Time travel: its state after each event"), " · ",
+      h("button", { type: "button", class: "secondary", onclick: () => downloadBundle(stream) }, "Download its bundle")),
     h("details", {}, h("summary", {}, `Events (${(page.events || []).length})`),
       table([["#", (e) => e.seq], ["at", (e) => when(e.at)], ["kind", (e) => e.kind]], page.events || [])));
+}
+
+// The workflow's bundle (`spool bundle`), fetched with the key and saved as a file.
+async function downloadBundle(id) {
+  const r = await fetch(`/api/v2/admin/bundles/${encodeURIComponent(id)}`, { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" } });
+  if (!r.ok) { note(`bundle: HTTP ${r.status}`, true); return; }
+  const url = URL.createObjectURL(await r.blob());
+  const a = h("a", { href: url, download: `${id}.bundle` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// Time travel: the state after each of the stream's events, as `spool replay` prints it.
+async function replayView(stream, params) {
+  clearInterval(refreshTimer);
+  if (!may("admin")) {
+    show(h("h1", {}, "Time travel"), h("p", { class: "muted" }, "Time travel reads the log: it needs an admin key."));
+    return;
+  }
+  const r = await api(`/admin/replay/${encodeURIComponent(stream)}`);
+  const steps = r.steps;
+  const wanted = Number(params.get("seq"));
+  let at = Math.max(0, steps.findIndex((s) => s.seq === wanted));
+  if (!params.get("seq")) at = steps.length - 1;
+  const state = h("pre", { id: "travel-state", tabindex: "0" });
+  const label = h("p", { id: "travel-at", "aria-live": "polite" });
+  const draw = (i) => {
+    const s = steps[i];
+    label.textContent = `Event ${i + 1} of ${steps.length}: #${s.seq} ${s.kind} at ${when(s.at)}`;
+    state.textContent = s.state;
+  };
+  const slider = h("input", { id: "travel", type: "range", min: 0, max: steps.length - 1, value: at, oninput: (e) => draw(Number(e.target.value)) });
+  show(h("h1", {}, `Time travel: ${stream}`),
+    h("p", { class: "muted" }, "The state after each event, folded from the log as `spool replay` folds it.", r.truncated ? " (The first 1,000 events.)" : ""),
+    h("label", { for: "travel" }, "Event"), slider, label, state);
+  draw(at);
 }
 
 // ---- views -----------------------------------------------------------------------------
@@ -395,6 +435,7 @@ const ROUTES = [
   [/^#\/webhooks\/([^/?]+)$/, (m) => webhook(m[1])],
   [/^#\/search$/, (m, p) => search(p)],
   [/^#\/log$/, (m, p) => logView(p)],
+  [/^#\/replay\/([^/?]+)$/, (m, p) => replayView(m[1], p)],
 ];
 
 async function route() {

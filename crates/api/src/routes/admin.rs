@@ -49,6 +49,62 @@ pub async fn stream(
     Ok(super::json(StatusCode::OK, &v))
 }
 
+/// Steps of one replay the admin route answers at most.
+pub const ADMIN_REPLAY_STEPS_MAX: usize = 1000;
+
+/// `GET /admin/replay/{stream}?until=SEQ`: the state after each of the stream's events (a job's
+/// with its files'), as `spool replay` prints it (`tools::step_text`; each event's line with
+/// sealed values shown as `"<sealed>"`), at most [`ADMIN_REPLAY_STEPS_MAX`] steps. The
+/// console's time slider.
+pub async fn replay(
+    State(app): State<AppState>,
+    who: Principal,
+    crate::body::PathParam(stream): crate::body::PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Admin)?;
+    let q = Query::parse(q.as_deref())?;
+    let until = match q.get("until") {
+        Some(_) => Some(q.int("until", 0, 1, u64::MAX)?),
+        None => None,
+    };
+    let rt = app.rt.clone();
+    let name = stream.clone();
+    let (steps, truncated) = tokio::task::spawn_blocking(move || {
+        let mut steps = Vec::new();
+        let mut truncated = false;
+        spool_runtime::tools::replay_stream(&**rt.log(), &name, until, |step| {
+            if steps.len() >= ADMIN_REPLAY_STEPS_MAX {
+                truncated = true;
+                return false;
+            }
+            let env = &step.envelope;
+            let header = spool_runtime::tools::redacted_line(env);
+            steps.push(serde_json::json!({
+                "seq": env.seq,
+                "at": spool_model::time::rfc3339_ms(env.at_ms),
+                "stream": env.stream,
+                "kind": env.event.kind(),
+                "state": spool_runtime::tools::step_text(step, &header),
+            }));
+            true
+        })
+        .map(|_| (steps, truncated))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    if steps.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            format!("stream {stream} has no events"),
+        )
+        .details(serde_json::json!({ "resource": "stream", "id": stream })));
+    }
+    Ok(super::json(StatusCode::OK, &serde_json::json!({ "stream": stream, "steps": steps, "truncated": truncated })))
+}
+
 /// `GET /admin/bundles/{id}`: the workflow's bundle (what `spool bundle` writes), as text.
 pub async fn bundle(
     State(app): State<AppState>,

@@ -94,6 +94,8 @@ fn engine_ops() -> Vec<Op> {
         op!(get "/admin/streams/{stream}" admin::stream, "readStream", "admin", Local("LogPage"),
             query = &[q("from_version", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
         op!(get "/admin/bundles/{id}" admin::bundle, "readBundle", "admin", NdJson),
+        op!(get "/admin/replay/{stream}" admin::replay, "replayStream", "admin", Local("Object"),
+            query = &[q("until", QKind::Int(1, u32::MAX as u64))]),
         op!(get "/admin/cluster" admin::cluster, "getClusterStatus", "admin", Local("Object")),
         op!(get "/openapi.json" openapi_json, "getOpenApi", "meta", Local("Object"), public = true),
     ]
