@@ -139,11 +139,12 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
 
 def test_lists_a_run_and_its_timeline_and_the_live_log_shows_an_event_as_it_commits(browser, client, spool_server):
     index_id = client.indexes.create(name=unique("console-run")).index_id
-    job = client.videos.upload(file=FIXTURES / "h264_faststart.mov", title=unique("console"), index_id=index_id)
+    title = unique("console")
+    job = client.videos.upload(file=FIXTURES / "h264_faststart.mov", title=title, index_id=index_id)
     client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
     prompt = client.prompts.create(name=unique("console"), prompt_text="Describe the media of each segment.", json_schema={"type": "object"})
     run = client.prompt_runs.execute(prompt_id=prompt.prompt_id, target={"type": "index", "index_id": index_id}, video_segmentation_type="fixed", video_segment_duration=1)
-    client.prompt_runs.wait_for_completion(run.run_id, poll_interval=0.1, timeout=60)
+    client.workflow.wait_until_searchable(run.run_id, poll_interval=0.1, timeout=60)
 
     page = _open(browser, spool_server, spool_server.admin_key, "#/runs")
     page.wait_for_selector(f"a[href='#/runs/{run.run_id}']", timeout=WAIT_MS)
@@ -152,6 +153,14 @@ def test_lists_a_run_and_its_timeline_and_the_live_log_shows_an_event_as_it_comm
     page.wait_for_selector("svg.timeline", timeout=WAIT_MS)
     assert "PromptRunCreated" in page.inner_text("details")  or page.locator("svg.timeline text", has_text="PromptRunCreated").count() == 1
     _shot(page, "prompt-run")
+
+    # Search finds the run's result; its media plays from the hit's range, through a signed URL.
+    page.goto(f"{spool_server.root_url}/console/#/search?index={index_id}&q={title}")
+    page.wait_for_selector("button:has-text('Play')", timeout=WAIT_MS)
+    page.click("button:has-text('Play')")
+    media = page.wait_for_selector("video.hit-media", timeout=WAIT_MS)
+    assert "/media/" in media.get_attribute("src") and "#t=0" in media.get_attribute("src")
+    _shot(page, "search")
 
     page.goto(f"{spool_server.root_url}/console/#/log")
     page.wait_for_selector("#log-lines", timeout=WAIT_MS)

@@ -364,6 +364,23 @@ async function webhook(id) {
   live(draw);
 }
 
+// A hit's media, in place of its button: the stored file through a signed URL (the server's
+// own, so the page's policy allows it), a video or audio from the hit's time range.
+async function play(button, hit) {
+  try {
+    const video = await api(`/videos/${encodeURIComponent(hit.video_id)}`);
+    const signed = await api("/videos/signed-url", { method: "POST", body: { gcs_uri: video.video_uri } });
+    const range = hit.segment_id ? `#t=${hit.start_time},${hit.end_time}` : "";
+    const label = `${hit.video_name || hit.video_id}${hit.segment_id ? `, ${hit.start_time}–${hit.end_time} s` : ""}`;
+    const el = hit.media_type === "image"
+      ? h("img", { src: signed.signed_url, alt: label, class: "hit-media", width: 320 })
+      : h(hit.media_type === "audio" ? "audio" : "video", { src: `${signed.signed_url}${range}`, controls: true, preload: "metadata", class: "hit-media", width: 320, "aria-label": label });
+    button.replaceWith(el);
+  } catch (err) {
+    note(`play: ${err.message}`, true);
+  }
+}
+
 async function search(params) {
   const indexes = await api("/indexes?limit=100");
   const list = Array.isArray(indexes) ? indexes : indexes.data || [];
@@ -379,7 +396,8 @@ async function search(params) {
     const hits = await api(`/indexes/${encodeURIComponent(index)}/search`, { method: "POST", body: { query, top_k: 30 } });
     results = hits.length
       ? table([["video", (r) => r.video_name || r.video_id], ["segment", (r) => (r.segment_id ? `${r.start_time}–${r.end_time} s` : "whole video")],
-          ["result", (r) => r.content_preview || ""], ["score", (r) => (r.similarity_score ?? 0).toFixed(3)], ["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)]], hits)
+          ["result", (r) => r.content_preview || ""], ["score", (r) => (r.similarity_score ?? 0).toFixed(3)], ["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)],
+          ["", (r) => h("button", { type: "button", class: "secondary", onclick: (e) => play(e.target, r) }, r.media_type === "image" ? "Show" : "Play")]], hits)
       : h("p", { class: "muted" }, "No results.");
   }
   clearInterval(refreshTimer);
