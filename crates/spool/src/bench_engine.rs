@@ -285,6 +285,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
     let mut recovery_after_commit_ms = 0.0;
     let mut reads: Option<Reads> = None;
     let mut video_reads: Option<(Latency, Latency)> = None;
+    let mut console: Option<(Latency, Latency)> = None;
     for &n in sizes {
         let src = srcs.join(format!("src-{n}"));
         make_source(&src, n)?;
@@ -351,6 +352,7 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
             );
             reads = Some(read_latency(&again.addr, &serve.key, &m.job_id)?);
             video_reads = Some(video_latency(&again.addr, &serve.key, &m.job_id)?);
+            console = Some(console_latency(&again.addr, &serve.key, &m.job_id)?);
             again.stop()?;
             last = Some(m);
         } else {
@@ -424,6 +426,16 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
         );
     }
 
+    if let Some((overview, job_page)) = &console {
+        println!(
+            "aim the console's pages open in under 1 s at {} files: the overview's reads {:.2} ms p99, a job page's reads (job, its first 100 files, its timeline's 1,000 events) {:.2} ms p99: {}",
+            biggest.n,
+            overview.p99,
+            job_page.p99,
+            met(overview.p99 < 1000.0 && job_page.p99 < 1000.0)
+        );
+    }
+
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), json!("engine"));
     for r in &results {
@@ -445,6 +457,10 @@ fn bench(work: &Path, sizes: &[usize], concurrency: usize) -> anyhow::Result<()>
         out.insert("video_get_p99_ms".into(), json!(round2(get.p99)));
         out.insert("video_page_p50_ms".into(), json!(round2(page.p50)));
         out.insert("video_page_p99_ms".into(), json!(round2(page.p99)));
+    }
+    if let Some((overview, job_page)) = &console {
+        out.insert("console_overview_p99_ms".into(), json!(round2(overview.p99)));
+        out.insert("console_job_page_p99_ms".into(), json!(round2(job_page.p99)));
     }
     out.insert("recovery_ms".into(), json!(round2(recovery_ms)));
     out.insert("recovery_after_commit_ms".into(), json!(round2(recovery_after_commit_ms)));
@@ -849,6 +865,41 @@ fn video_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<(Latency
     let get: Vec<String> = ids.iter().map(|v| format!("/api/v2/videos/{v}")).collect();
     Ok((timed_reads(addr, key, "GET /videos/{id}", &get)?, timed_reads(addr, key, "index video pages", &pages)?))
 }
+
+/// What the console reads to open its overview, and a job's page (the job, its first 100
+/// files, its timeline's first 1,000 events), each load timed whole, one after another.
+fn console_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<(Latency, Latency)> {
+    let load = |paths: &[String]| -> anyhow::Result<Latency> {
+        let mut all = Vec::new();
+        let start = Instant::now();
+        for _ in 0..CONSOLE_LOADS {
+            let t = Instant::now();
+            for path in paths {
+                let (status, _) = http(addr, "GET", path, Some(key), None)?;
+                ensure!(status == 200, "GET {path}: {status}");
+            }
+            all.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        all.sort_by(f64::total_cmp);
+        let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        Ok(Latency { p50: at(0.50), p99: at(0.99), per_s: all.len() as f64 / secs })
+    };
+    let overview = load(&["/api/v2/console/overview".to_string()])?;
+    let job = load(&[
+        format!("/api/v2/import-jobs/{job_id}"),
+        format!("/api/v2/import-jobs/{job_id}/files?limit=100"),
+        format!("/api/v2/admin/streams/{job_id}?limit=1000"),
+    ])?;
+    println!(
+        "console reads: overview p50 {:.2} ms p99 {:.2} ms; a job's page p50 {:.2} ms p99 {:.2} ms",
+        overview.p50, overview.p99, job.p50, job.p99
+    );
+    Ok((overview, job))
+}
+
+/// Loads of each console page the bench times.
+const CONSOLE_LOADS: usize = 50;
 
 /// [`READERS`] readers, [`READS_EACH`] reads each, cycling through `paths`: p50, p99, reads/s.
 fn timed_reads(addr: &str, key: &str, label: &str, paths: &[String]) -> anyhow::Result<Latency> {
