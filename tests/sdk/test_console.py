@@ -90,7 +90,7 @@ def _failed_job(client, raw, admin_headers, spool_server):
 
 
 def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(browser, client, raw, admin_headers, spool_server):
-    job_id, path, _ = _failed_job(client, raw, admin_headers, spool_server)
+    job_id, path, index_id = _failed_job(client, raw, admin_headers, spool_server)
     # The page forbids any script but its own; the accessibility check is injected past that.
     csp = raw.get("/console/").headers["content-security-policy"]
     assert "default-src 'self'" in csp, csp
@@ -102,6 +102,10 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
     _shot(page, "overview")
     assert _axe(page) == []
 
+    # The jobs list, filtered by the job's index, links to it.
+    page.goto(f"{spool_server.root_url}/console/#/jobs?index={index_id}")
+    page.wait_for_selector(f"a[href='#/jobs/{job_id}']", timeout=WAIT_MS)
+    assert page.locator("tbody tr").count() == 1
     page.goto(f"{spool_server.root_url}/console/#/jobs/{job_id}")
     page.wait_for_selector(f"h1:has-text('{job_id}')", timeout=WAIT_MS)
     assert "clip.mov" in page.inner_text("main")
@@ -116,6 +120,9 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
         "() => document.querySelector('main').innerText.includes('1 imported')", timeout=WAIT_MS
     )
     assert client.import_jobs.retrieve(job_id).progress.imported == 1
+    # The attempts as bars: the failed one (its reason as its title) and the one that imported.
+    page.wait_for_selector("rect.bar-ok", timeout=WAIT_MS)
+    assert "not a readable media file" in page.inner_html("rect.bar-failed")
 
     # Its bundle downloads; time travel shows its state after each event, as `spool replay`
     # prints it (the admin route folds with the same code).

@@ -12,6 +12,8 @@ let tailAbort = null;
 
 // ---- helpers ---------------------------------------------------------------------------
 
+const spanText = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
+
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -142,14 +144,89 @@ function timeline(events) {
     mark.append(title);
   });
   add("text", { x: left, y: height - 4 }, when(new Date(t0).toISOString()));
-  add("text", { x: left + width - 120, y: height - 4 }, `+${(span / 1000).toFixed(1)} s`);
+  add("text", { x: left + width - 120, y: height - 4 }, `+${spanText(span)}`);
+  return svg;
+}
+
+// The attempts in a stream's events as bars over time, one row per file or task: from its
+// start to its outcome (blue: succeeded, red: failed, with the reason as the bar's title; amber:
+// still running), and a retry's wait for its timer as a grey bar.
+const STARTS = { ImportFileStarted: "file", PromptTaskStarted: "task" };
+const ENDS = {
+  ImportFileImported: ["file", "ok"], ImportFileFailed: ["file", "failed"], ImportFileRetryScheduled: ["file", "failed"],
+  PromptTaskSucceeded: ["task", "ok"], PromptTaskFailed: ["task", "failed"],
+};
+const ATTEMPT_ROWS_MAX = 100;
+
+function attempts(events) {
+  const open = new Map(), rows = new Map(), bars = [];
+  const keyOf = (kind, body) => (kind === "file" ? `file ${body.file_id}` : `task ${JSON.stringify(body.task).replace(/[{}"]/g, "").replace(":", " ")}`);
+  for (const e of events) {
+    const [name, body] = Object.entries(e.event || {})[0] || [];
+    if (!name || typeof body !== "object") continue;
+    const t = Date.parse(e.at);
+    if (STARTS[name]) {
+      const key = keyOf(STARTS[name], body);
+      if (!rows.has(key)) rows.set(key, rows.size);
+      open.set(key, { key, start: t, attempt: body.attempt });
+    } else if (ENDS[name]) {
+      const [kind, outcome] = ENDS[name];
+      const key = keyOf(kind, body);
+      const started = open.get(key);
+      if (!rows.has(key)) rows.set(key, rows.size);
+      const failure = body.failure || {};
+      bars.push({ key, start: started ? started.start : t, end: t, outcome, why: failure.message || failure.code || "" });
+      open.delete(key);
+      const due = body.due_ms || body.retry_due_ms;
+      if (due) bars.push({ key, start: t, end: due, outcome: "timer", why: `retry at ${new Date(due).toISOString()}` });
+    }
+  }
+  const last = events.length ? Date.parse(events[events.length - 1].at) : 0;
+  for (const o of open.values()) bars.push({ key: o.key, start: o.start, end: last, outcome: "running", why: `attempt ${o.attempt}` });
+  return { rows, bars };
+}
+
+function attemptBars(events) {
+  const { rows, bars } = attempts(events);
+  if (!bars.length) return null;
+  const shown = [...rows.keys()].slice(0, ATTEMPT_ROWS_MAX);
+  const t0 = Math.min(...bars.map((b) => b.start)), t1 = Math.max(...bars.map((b) => b.end));
+  const span = Math.max(1, t1 - t0);
+  const rowH = 14, left = 130, width = 900, height = shown.length * rowH + 22;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${left + width + 10} ${height}`);
+  svg.setAttribute("class", "timeline attempts");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `${bars.length} attempts and waits of ${rows.size} items over ${(span / 1000).toFixed(1)} s`);
+  const add = (name, attrs, text) => {
+    const el = document.createElementNS(ns, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text !== undefined) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  const colour = { ok: "#0a58ca", failed: "#b42318", running: "#8a5a00", timer: "#8c959f" };
+  shown.forEach((k, i) => add("text", { x: 4, y: 11 + i * rowH }, k));
+  for (const b of bars) {
+    const row = shown.indexOf(b.key);
+    if (row < 0) continue;
+    const x = left + ((b.start - t0) / span) * width;
+    const w = Math.max(2, ((b.end - b.start) / span) * width);
+    const bar = add("rect", { x: x.toFixed(1), y: 2 + row * rowH, width: w.toFixed(1), height: rowH - 4, fill: colour[b.outcome], class: `bar-${b.outcome}` });
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${b.key}: ${b.outcome}${b.why ? ` (${b.why})` : ""}, ${((b.end - b.start) / 1000).toFixed(2)} s`;
+    bar.append(title);
+  }
+  add("text", { x: left, y: height - 4 }, rows.size > shown.length ? `the first ${shown.length} of ${rows.size} items` : `${rows.size} items`);
+  add("text", { x: left + width - 120, y: height - 4 }, `+${spanText(span)}`);
   return svg;
 }
 
 async function timelineSection(stream) {
   if (!may("admin")) return h("p", { class: "muted" }, "The timeline reads the log: it needs an admin key.");
   const page = await api(`/admin/streams/${encodeURIComponent(stream)}?limit=1000`);
-  return h("div", {}, timeline(page.events || []),
+  return h("div", {}, attemptBars(page.events || []), timeline(page.events || []),
     h("p", {}, h("a", { href: `#/replay/${stream}` }, "Time travel: its state after each event"), " · ",
       h("button", { type: "button", class: "secondary", onclick: () => downloadBundle(stream) }, "Download its bundle")),
     h("details", {}, h("summary", {}, `Events (${(page.events || []).length})`),
@@ -231,18 +308,39 @@ function pager(cursor, go) {
   return h("div", { class: "pager" }, cursor ? h("button", { type: "button", class: "secondary", onclick: () => go(cursor) }, "Next page") : null);
 }
 
+// A list's filters: each a query parameter of the page's link, applied to what the API
+// answered (status by the API where it can).
+function filters(base, params, fields) {
+  return h("form", { class: "filters", onsubmit: (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(e.target)) if (v) q.set(k, v);
+    location.hash = `${base}${q.toString() ? `?${q}` : ""}`;
+  } }, fields.map(([name, label, options]) => [
+    h("label", { for: `f-${name}` }, label),
+    options
+      ? h("select", { id: `f-${name}`, name }, options.map((o) => h("option", { value: o, selected: o === (params.get(name) || "") }, o || "any")))
+      : h("input", { id: `f-${name}`, name, value: params.get(name) || "", type: name === "since" ? "datetime-local" : "text" }),
+  ]), h("button", { type: "submit" }, "Filter"));
+}
+
+function matches(params, item, fields) {
+  const since = params.get("since");
+  if (since && Date.parse(item.created_at || item.executed_at || 0) < Date.parse(since)) return false;
+  return fields.every(([name, get]) => !params.get(name) || get(item) === params.get(name));
+}
+
 async function jobsList(params) {
   const status = params.get("status") || "";
   const draw = async () => {
-    const q = new URLSearchParams({ limit: "100" });
+    const q = new URLSearchParams({ limit: "1000" });
     if (status) q.set("status", status);
-    const jobs = await api(`/import-jobs?${q}`);
-    const filter = h("select", { id: "status-filter", onchange: (e) => { location.hash = `#/jobs${e.target.value ? `?status=${e.target.value}` : ""}`; } },
-      ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"].map((s) => h("option", { value: s, selected: s === status }, s || "any status")));
-    show(h("h1", {}, "Import jobs"), h("label", { for: "status-filter" }, "Status"), filter,
+    const jobs = (await api(`/import-jobs?${q}`)).filter((j) => matches(params, j, [["index", (j) => j.target_index_id], ["connector", (j) => j.connector_id]]));
+    show(h("h1", {}, "Import jobs"),
+      filters("#/jobs", params, [["status", "Status", ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"]], ["index", "Index"], ["connector", "Connector"], ["since", "Created since"]]),
       table([["job", (j) => h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)], ["status", (j) => statusCell(j.status)],
         ["progress", (j) => `${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped of ${j.progress.total_files ?? "?"}`],
-        ["index", (j) => j.index_id || "playground"], ["created", (j) => when(j.created_at)]], jobs));
+        ["index", (j) => j.target_index_id || "playground"], ["created", (j) => when(j.created_at)]], jobs));
   };
   await draw();
   live(draw);
@@ -262,7 +360,7 @@ async function job(id, params) {
     show(h("h1", {}, `Import job ${j.job_id}`),
       h("p", {}, "Status: ", statusCell(j.status), ` — ${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped`),
       h("p", { class: "muted" }, waitingWords(j.waiting_on)),
-      j.error ? h("p", { class: "bad" }, j.error) : null,
+      j.error_message ? h("p", { class: "bad" }, j.error_message) : null,
       h("div", { class: "actions" },
         j.status === "failed" || j.progress.failed > 0 ? actionButton("Retry failed files", "write", () => api(`/import-jobs/${id}/retry`, { method: "POST", body: {} })) : null,
         ["pending", "scanning", "importing"].includes(j.status) ? actionButton("Cancel", "write", () => api(`/import-jobs/${id}/cancel`, { method: "POST" })) : null),
@@ -277,13 +375,15 @@ async function job(id, params) {
   live(draw);
 }
 
-async function runsList() {
+async function runsList(params) {
   const draw = async () => {
-    const runs = await api("/prompt-runs?limit=100");
+    const runs = (await api("/prompt-runs?limit=1000")).filter((r) => matches(params, r, [["status", (r) => r.status]]));
     show(h("h1", {}, "Prompt runs"),
+      filters("#/runs", params, [["status", "Status", ["", "pending", "processing", "completed", "completed_with_failures", "failed", "cancelled"]], ["since", "Started since"]]),
       table([["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)], ["status", (r) => statusCell(r.status)],
-        ["segments", (r) => `${r.completed_segments ?? 0} of ${r.total_segments ?? 0}, ${r.failed_segments ?? 0} failed`],
-        ["index", (r) => r.index_id || "playground"], ["created", (r) => when(r.created_at)]], runs));
+        ["prompt", (r) => r.prompt_name || r.prompt_id],
+        ["segments", (r) => `${r.completed_segments ?? 0} of ${r.total_segments ?? 0}, ${r.field_extraction_failures ?? 0} failed`],
+        ["started", (r) => when(r.executed_at)]], runs));
   };
   await draw();
   live(draw);
@@ -292,17 +392,17 @@ async function runsList() {
 async function run(id) {
   const draw = async () => {
     const r = await api(`/prompt-runs/${encodeURIComponent(id)}`);
-    const failed = await api(`/prompt-runs/${encodeURIComponent(id)}/failed-segments`).catch(() => []);
-    const rows = Array.isArray(failed) ? failed : failed.failed_segments || failed.items || [];
+    const failed = await api(`/prompt-runs/${encodeURIComponent(id)}/failed-segments`).catch(() => ({ videos: [] }));
+    const rows = (failed.videos || []).flatMap((v) => (v.segments || []).map((seg) => ({ ...seg, video_id: v.video_id })));
     show(h("h1", {}, `Prompt run ${r.run_id}`),
-      h("p", {}, "Status: ", statusCell(r.status), ` — ${r.completed_segments ?? 0} of ${r.total_segments ?? 0} segments, ${r.failed_segments ?? 0} failed`),
+      h("p", {}, "Status: ", statusCell(r.status), ` — ${r.completed_segments ?? 0} of ${r.total_segments ?? 0} segments completed`),
       h("p", { class: "muted" }, waitingWords(r.waiting_on)),
       r.error_message ? h("p", { class: "bad" }, r.error_message) : null,
       h("div", { class: "actions" },
         ["pending", "processing"].includes(r.status) ? actionButton("Cancel", "write", () => api(`/prompt-runs/${id}/cancel`, { method: "POST", body: {} })) : null),
       h("h2", {}, "Timeline"), await timelineSection(id),
       h("h2", {}, "Failed segments"),
-      rows.length ? table([["segment", (s) => s.segment_id], ["video", (s) => s.video_id], ["why", (s) => s.error_message || s.error_code || ""],
+      rows.length ? table([["segment", (s) => s.segment_id], ["video", (s) => s.video_id], ["why", (s) => s.failure_message || s.failure_code || ""],
         ["", (s) => actionButton("Retry", "write", () => api(`/prompt-runs/${id}/videos/${s.video_id}/segments/${s.segment_id}/retry`, { method: "POST", body: {} }))]], rows)
         : h("p", { class: "muted" }, "None."));
   };
@@ -310,12 +410,13 @@ async function run(id) {
   live(draw);
 }
 
-async function exportsList() {
+async function exportsList(params) {
   const draw = async () => {
-    const exports = await api("/exports?limit=100");
+    const exports = (await api("/exports?limit=100")).filter((e) => matches(params, e, [["status", (e) => e.status]]));
     show(h("h1", {}, "Exports"),
+      filters("#/exports", params, [["status", "Status", ["", "pending", "processing", "completed", "failed"]], ["since", "Created since"]]),
       table([["export", (e) => h("a", { href: `#/exports/${e.export_id}` }, e.export_id)], ["status", (e) => statusCell(e.status)],
-        ["format", (e) => e.format || ""], ["created", (e) => when(e.created_at)]], exports));
+        ["type", (e) => e.export_type || ""], ["destination", (e) => e.destination_type || ""], ["created", (e) => when(e.created_at)]], exports));
   };
   await draw();
   live(draw);
@@ -445,9 +546,9 @@ const ROUTES = [
   [/^#?\/?$/, () => overview()],
   [/^#\/jobs$/, (m, p) => jobsList(p)],
   [/^#\/jobs\/([^/?]+)$/, (m, p) => job(m[1], p)],
-  [/^#\/runs$/, () => runsList()],
+  [/^#\/runs$/, (m, p) => runsList(p)],
   [/^#\/runs\/([^/?]+)$/, (m) => run(m[1])],
-  [/^#\/exports$/, () => exportsList()],
+  [/^#\/exports$/, (m, p) => exportsList(p)],
   [/^#\/exports\/([^/?]+)$/, (m) => exportView(m[1])],
   [/^#\/webhooks$/, () => webhooksList()],
   [/^#\/webhooks\/([^/?]+)$/, (m) => webhook(m[1])],
