@@ -9,7 +9,7 @@ state after each event that the replay route (the code `spool replay` prints wit
 live log shows an event as it commits; a read key sees no action button and its action is
 refused by the API; an unknown key is turned away. Screenshots of each page are written to
 `target/console-screenshots/`. An accessibility check (axe-core, from npm) finds no serious or
-critical violation on the overview and a job's page.
+critical violation on the overview, the jobs list with its filters and a job's page.
 """
 
 from __future__ import annotations
@@ -106,6 +106,12 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
     page.goto(f"{spool_server.root_url}/console/#/jobs?index={index_id}")
     page.wait_for_selector(f"a[href='#/jobs/{job_id}']", timeout=WAIT_MS)
     assert page.locator("tbody tr").count() == 1
+    # What a person types in a filter survives the page's refreshes (every 2 s).
+    page.fill("#f-connector", "conn_typed")
+    page.wait_for_timeout(4500)
+    assert page.input_value("#f-connector") == "conn_typed"
+    _shot(page, "import-jobs")
+    assert _axe(page) == []
     page.goto(f"{spool_server.root_url}/console/#/jobs/{job_id}")
     page.wait_for_selector(f"h1:has-text('{job_id}')", timeout=WAIT_MS)
     assert "clip.mov" in page.inner_text("main")

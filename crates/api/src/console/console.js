@@ -21,7 +21,7 @@ function h(tag, attrs, ...children) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -106,9 +106,14 @@ function show(...children) {
   view.replaceChildren(h("p", { id: "notice", role: "status", class: "muted" }), ...children.filter((c) => c !== null && c !== undefined));
 }
 
+// Reads the page again every REFRESH_MS while the tab is visible, but not while the person is
+// typing in or choosing from one of its fields (a redraw would take what they typed away).
 function live(fn) {
   clearInterval(refreshTimer);
-  refreshTimer = setInterval(() => { if (!document.hidden) fn().catch(() => {}); }, REFRESH_MS);
+  refreshTimer = setInterval(() => {
+    const busy = document.activeElement && document.activeElement.closest("#view input, #view select, #view textarea");
+    if (!document.hidden && !busy) fn().catch(() => {});
+  }, REFRESH_MS);
 }
 
 // ---- timeline --------------------------------------------------------------------------
