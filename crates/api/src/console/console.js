@@ -76,7 +76,12 @@ function table(columns, rows) {
 function waitingWords(w) {
   if (!w) return "not waiting (ended, or moving)";
   const parts = [`waiting on ${String(w.reason).replaceAll("_", " ")}`];
-  if (w.detail) parts.push(`(${w.detail})`);
+  if (w.detail && typeof w.detail === "object") {
+    const d = Object.entries(w.detail).filter(([, v]) => v !== null && v !== undefined && v !== "");
+    if (d.length) parts.push(`(${d.map(([k, v]) => `${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")})`);
+  } else if (w.detail) {
+    parts.push(`(${w.detail})`);
+  }
   if (w.since) parts.push(`since ${when(w.since)}`);
   if (w.until) parts.push(`until ${when(w.until)}`);
   return parts.join(" ");
