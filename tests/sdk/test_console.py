@@ -7,7 +7,8 @@ page shows its files and the "Retry failed files" button really re-opens the fai
 media fixed meanwhile: it is then imported); its bundle downloads; the time slider shows the
 state after each event that the replay route (the code `spool replay` prints with) gives; a run's page shows its timeline (admin key); the
 live log shows an event as it commits; a read key sees no action button and its action is
-refused by the API; an unknown key is turned away. Screenshots of each page are written to
+refused by the API; an unknown key is turned away; a webhook's page lists its deliveries and
+what each waits on, in words. Screenshots of each page are written to
 `target/console-screenshots/`. An accessibility check (axe-core, from npm) finds no serious or
 critical violation on the overview, the jobs list with its filters and a job's page.
 """
@@ -207,3 +208,30 @@ def test_a_read_key_sees_no_action_and_cannot_act_and_an_unknown_key_is_turned_a
     page.wait_for_function("() => document.querySelector('#key-error').innerText.includes('not accepted')", timeout=WAIT_MS)
     assert page.is_visible("#key-form")
 
+
+def test_a_webhook_page_lists_its_deliveries_and_what_they_wait_on(browser, client, spool_server):
+    import socket
+
+    # A receiver that is not there: its deliveries fail and wait for their retry.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    wh = client.webhooks.create(name=unique("console-wh"), url=f"http://127.0.0.1:{port}/hook", events=["import_job.completed"])
+    index_id = client.indexes.create(name=unique("console-wh")).index_id
+    job = client.videos.upload(file=FIXTURES / "h264_faststart.mov", title=unique("console-wh"), index_id=index_id)
+    client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
+
+    page = _open(browser, spool_server, spool_server.admin_key, "#/webhooks")
+    page.wait_for_selector(f"a[href='#/webhooks/{wh.webhook_id}']", timeout=WAIT_MS)
+    page.click(f"a[href='#/webhooks/{wh.webhook_id}']")
+    page.wait_for_function(
+        "() => document.querySelector('main').innerText.includes('import_job.completed')", timeout=WAIT_MS
+    )
+    text = page.inner_text("main")
+    assert "Deliveries" in text and "Retry failed deliveries" in text, text
+    # What it waits on, in words (a regression: its detail, an object, read "[object Object]").
+    assert "waiting on" in text, text
+    assert "null" not in text and "undefined" not in text and "[object" not in text, text
+    _shot(page, "webhook")
+    assert page.errors == []
