@@ -86,17 +86,7 @@ impl Runtime {
         self.wait_ready().await;
         let mut read_to = self.applied_seq();
         loop {
-            if *stop.borrow() {
-                return;
-            }
-            let through = self.applied_seq();
-            if read_to >= through {
-                tokio::select! {
-                    _ = applied.changed() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                continue;
-            }
+            let Some(through) = self.events_after(read_to, &mut applied, &mut stop).await else { return };
             let me = self.clone();
             let read = tokio::task::spawn_blocking(move || me.log().read_from(read_to + 1, READ_BATCH)).await;
             let envs = match read {

@@ -135,6 +135,29 @@ impl Runtime {
         }
     }
 
+    /// For a follower of the log that has read through `read_to`: how far the read state has
+    /// folded once it is past `read_to` (waiting for a commit), or `None` when the runtime stops.
+    pub(crate) async fn events_after(
+        &self,
+        read_to: u64,
+        applied: &mut tokio::sync::watch::Receiver<u64>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<u64> {
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            let through = self.applied_seq();
+            if through > read_to {
+                return Some(through);
+            }
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+
     /// The search projection, when this runtime keeps one.
     pub fn search_index(&self) -> Option<&Arc<SearchIndex>> {
         self.search.as_ref()
@@ -258,14 +281,7 @@ impl Runtime {
                 }
                 continue;
             }
-            let through = self.applied_seq();
-            if read_to >= through {
-                tokio::select! {
-                    _ = applied.changed() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                continue;
-            }
+            let Some(through) = self.events_after(read_to, &mut applied, &mut stop).await else { return };
             let me = self.clone();
             let ix2 = ix.clone();
             let step = tokio::task::spawn_blocking(move || me.search_step(&ix2, read_to, through)).await;

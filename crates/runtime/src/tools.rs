@@ -297,7 +297,11 @@ pub fn bundle_text(
 /// sealed values shown as `"<sealed>"`: what a route may answer.
 pub fn redacted_line(env: &spool_model::Envelope) -> String {
     let v = envelope_json(env);
-    let body = v["event"].as_object().and_then(|o| o.values().next().cloned());
+    event_line(env, v["event"].as_object().and_then(|o| o.values().next().cloned()))
+}
+
+/// An event's line: sequence number, time, stream, kind, then `body` (its fields' JSON).
+pub fn event_line(env: &spool_model::Envelope, body: Option<serde_json::Value>) -> String {
     format!(
         "{:>8}  {}  {:<32}  {:<24} {}",
         env.seq,

@@ -104,14 +104,7 @@ impl Source {
 pub fn line(env: &Envelope) -> String {
     let body =
         serde_json::to_value(&env.event).ok().and_then(|v| v.as_object().and_then(|o| o.values().next().cloned()));
-    format!(
-        "{:>8}  {}  {:<32}  {:<24} {}",
-        env.seq,
-        rfc3339_ms(env.at_ms),
-        env.stream,
-        env.event.kind(),
-        body.map(|b| b.to_string()).unwrap_or_default()
-    )
+    spool_runtime::tools::event_line(env, body)
 }
 
 pub fn json_line(env: &Envelope) -> String {
