@@ -112,7 +112,7 @@ def main() -> int:
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             # Creating connectors or webhooks names remote endpoints; the live tail never ends;
             # the key deletion would remove the fixture's key early (it is fuzzed by revoke/rotate).
-            "--exclude-path-regex", r"^/(connectors/(s3|gcs|azure|local)|admin/log/tail)$", "--exclude-operation-id", "createWebhook",
+            "--exclude-path-regex", r"^/(connectors/(s3|gcs|azure|local)|admin/log/tail|console/changes)$", "--exclude-operation-id", "createWebhook",
             "--exclude-operation-id", "createImportJob", "--exclude-operation-id", "registerVideo",
             "--phases", "examples,coverage,fuzzing", "-n", str(args.examples), "--seed", str(args.seed),
             "--no-color", "--request-timeout", "30",

@@ -8,7 +8,9 @@ media fixed meanwhile: it is then imported); its bundle downloads; the time slid
 state after each event that the replay route (the code `spool replay` prints with) gives; a run's page shows its timeline (admin key); the
 live log shows an event as it commits; a read key sees no action button and its action is
 refused by the API; an unknown key is turned away; a webhook's page lists its deliveries and
-what each waits on, in words. Screenshots of each page are written to
+what each waits on, in words; the lists page on the server with a cursor (every item once, in
+order, in any cluster shape) and filter there; an automation's page pauses and resumes it, and
+a page changes when its workflow does with the fallback poll turned off (the change feed pushes it). Screenshots of each page are written to
 `target/console-screenshots/`. An accessibility check (axe-core, from npm) finds no serious or
 critical violation on the overview, the jobs list with its filters and a job's page.
 """
@@ -49,12 +51,12 @@ def browser():
         b.close()
 
 
-def _open(browser, spool_server, key: str, fragment: str = "", bypass_csp: bool = False):
+def _open(browser, spool_server, key: str, fragment: str = "", bypass_csp: bool = False, query: str = ""):
     ctx = browser.new_context(bypass_csp=bypass_csp, viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     errors: list = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{spool_server.root_url}/console/{fragment}")
+    page.goto(f"{spool_server.root_url}/console/{query}{fragment}")
     page.fill("#key", key)
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("#who:not(:empty)", timeout=WAIT_MS)
@@ -104,13 +106,13 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
     assert _axe(page) == []
 
     # The jobs list, filtered by the job's index, links to it.
-    page.goto(f"{spool_server.root_url}/console/#/jobs?index={index_id}")
+    page.goto(f"{spool_server.root_url}/console/#/jobs?index_id={index_id}")
     page.wait_for_selector(f"a[href='#/jobs/{job_id}']", timeout=WAIT_MS)
     assert page.locator("tbody tr").count() == 1
     # What a person types in a filter survives the page's refreshes (every 2 s).
-    page.fill("#f-connector", "conn_typed")
+    page.fill("#f-connector_id", "conn_typed")
     page.wait_for_timeout(4500)
-    assert page.input_value("#f-connector") == "conn_typed"
+    assert page.input_value("#f-connector_id") == "conn_typed"
     _shot(page, "import-jobs")
     assert _axe(page) == []
     page.goto(f"{spool_server.root_url}/console/#/jobs/{job_id}")
@@ -235,3 +237,114 @@ def test_a_webhook_page_lists_its_deliveries_and_what_they_wait_on(browser, clie
     assert "null" not in text and "undefined" not in text and "[object" not in text, text
     _shot(page, "webhook")
     assert page.errors == []
+
+
+def _walk(raw, headers, kind: str, query: str, limit: int) -> list:
+    """Every item of a console list, page by page from its cursors."""
+    items, before, pages = [], "", 0
+    while True:
+        r = raw.get(f"/api/v2/console/lists/{kind}?limit={limit}&{query}&before={before}", headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= limit
+        items.extend(page["items"])
+        pages += 1
+        assert pages < 10_000
+        if not page["next_cursor"]:
+            return items
+        before = page["next_cursor"]
+
+
+def test_the_lists_page_on_the_server_with_a_cursor_and_filter_there(client, raw, admin_headers):
+    index_id = client.indexes.create(name=unique("console-list")).index_id
+    jobs = []
+    for i in range(3):
+        job = client.videos.upload(file=FIXTURES / "h264_faststart.mov", title=unique(f"console-list-{i}"), index_id=index_id)
+        jobs.append(job.job_id)
+    for j in jobs:
+        client.import_jobs.wait_for_completion(j, poll_interval=0.1, timeout=60)
+    # One index's jobs, a page of one at a time: each once, newest first.
+    mine = _walk(raw, admin_headers, "import-jobs", f"index_id={index_id}", 1)
+    assert [j["job_id"] for j in mine] == sorted(jobs, key=lambda j: next(x["created_at"] for x in mine if x["job_id"] == j) + j, reverse=True)
+    assert sorted(j["job_id"] for j in mine) == sorted(jobs)
+    assert all(j["status"] == "completed" and j["progress"]["imported"] == 1 for j in mine), mine
+    # Filtered on the server: none of them failed; none was made after now.
+    assert _walk(raw, admin_headers, "import-jobs", f"index_id={index_id}&status=failed", 5) == []
+    assert _walk(raw, admin_headers, "import-jobs", f"index_id={index_id}&since=2999-01-01T00:00:00Z", 5) == []
+    assert len(_walk(raw, admin_headers, "import-jobs", f"index_id={index_id}&until=2999-01-01T00:00:00Z", 2)) == 3
+    # Every job, in pages of 7 (in a cluster, every partition's merged): the API's list, in
+    # its order.
+    every = [j["job_id"] for j in _walk(raw, admin_headers, "import-jobs", "", 7)]
+    assert len(every) == len(set(every))
+    listed = [j["job_id"] for j in raw.get("/api/v2/import-jobs?limit=1000", headers=admin_headers).json()]
+    assert every[: len(listed)] == listed[: len(every)]
+    runs = [r["run_id"] for r in _walk(raw, admin_headers, "prompt-runs", "", 3)]
+    assert runs[:200] == [r["run_id"] for r in raw.get("/api/v2/prompt-runs?limit=200", headers=admin_headers).json()][: len(runs)]
+    exports = [e["export_id"] for e in _walk(raw, admin_headers, "exports", "", 3)]
+    assert exports[:100] == [e["export_id"] for e in raw.get("/api/v2/exports?limit=100", headers=admin_headers).json()][: len(exports)]
+    # What a list refuses, in the contract's envelope.
+    for path, status, field in [
+        ("/api/v2/console/lists/import-jobs?before=garbage", 422, "before"),
+        ("/api/v2/console/lists/import-jobs?status=weekly", 422, "status"),
+        ("/api/v2/console/lists/import-jobs?since=yesterday", 422, "since"),
+        ("/api/v2/console/lists/import-jobs?limit=201", 422, "limit"),
+        ("/api/v2/console/lists/everything", 404, None),
+    ]:
+        r = raw.get(path, headers=admin_headers)
+        assert r.status_code == status, (path, r.text)
+        assert r.json()["error"]["request_id"], r.text
+        if field:
+            assert field in r.text, r.text
+
+
+def _import_automation(client, raw, admin_headers, spool_server):
+    root = Path(spool_server.local_root) / unique("console-auto")
+    root.mkdir()
+    r = raw.post("/api/v2/connectors/local", json={"name": unique("console-auto"), "root": str(root), "scopes": ["import"]}, headers=admin_headers)
+    assert r.status_code == 201, r.text
+    index_id = client.indexes.create(name=unique("console-auto")).index_id
+    prompt = client.prompts.create(name=unique("console-auto"), prompt_text="Describe the media of each segment.", json_schema={"type": "object"})
+    body = {
+        "enabled": True, "paused": False, "connector_id": r.json()["connector_id"], "source_prefix": "incoming/",
+        "file_pattern": "*.mov", "recursive": True, "debounce_interval": "10m", "prompt_preset": {"prompt_id": prompt.prompt_id},
+    }
+    r = raw.put(f"/api/v2/indexes/{index_id}/automations/import", json=body, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    return index_id
+
+
+def test_an_automation_page_pauses_and_resumes_it_and_changes_as_it_does(browser, client, raw, admin_headers, spool_server):
+    index_id = _import_automation(client, raw, admin_headers, spool_server)
+    url = f"/api/v2/indexes/{index_id}/automations/import"
+    # The fallback poll off: what changes the page now is the change feed alone.
+    page = _open(browser, spool_server, spool_server.admin_key, f"#/automations?index_id={index_id}", bypass_csp=True, query="?poll=0")
+    link = f"a[href='#/automations/{index_id}/import']"
+    page.wait_for_selector(link, timeout=WAIT_MS)
+    assert page.locator("tbody tr").count() == 1
+    _shot(page, "automations")
+    page.click(link)
+    page.wait_for_selector("h1:has-text('Automation: import')", timeout=WAIT_MS)
+    page.wait_for_selector("body[data-feed=open]", timeout=WAIT_MS)
+    text = page.inner_text("main")
+    assert "State: active" in text and "incoming/" in text, text
+    assert not any(w in text for w in ("null", "undefined", "[object")), text
+    assert _axe(page) == []
+    page.click("button:has-text('Pause')")
+    page.wait_for_function("() => document.querySelector('main').innerText.includes('State: paused')", timeout=WAIT_MS)
+    assert raw.get(url, headers=admin_headers).json()["paused"] is True
+    # Resumed elsewhere (the API): the page shows it without being reloaded or polled.
+    page.wait_for_selector("button:has-text('Resume')", timeout=WAIT_MS)
+    r = raw.post(f"{url}/resume", headers=admin_headers)
+    assert r.status_code == 200 and r.json()["paused"] is False, r.text
+    page.wait_for_function("() => document.querySelector('main').innerText.includes('State: active')", timeout=WAIT_MS)
+    page.wait_for_selector("button:has-text('Pause')", timeout=WAIT_MS)
+    page.wait_for_selector("svg.timeline", timeout=WAIT_MS)
+    _shot(page, "automation")
+    assert page.errors == []
+
+    reader = client.api_keys.create(name=unique("console-auto-reader"), scopes=["read"])
+    page = _open(browser, spool_server, reader.key, f"#/automations/{index_id}/import")
+    page.wait_for_selector("h1:has-text('Automation: import')", timeout=WAIT_MS)
+    assert page.locator(".actions button").count() == 0
+    r = raw.post(f"{url}/pause", headers={"X-API-Key": reader.key})
+    assert r.status_code == 403, r.text

@@ -56,7 +56,7 @@ pub struct ApiConfig {
 
 /// Default of [`ApiConfig::browse_max_entries`].
 pub const BROWSE_MAX_ENTRIES_DEFAULT: usize = 50_000;
-pub use routes::console::OVERVIEW_FAILURES_MAX;
+pub use routes::console::{LIST_SCAN_MAX, OVERVIEW_FAILURES_MAX};
 pub use routes::search::RRF_K;
 pub use routes::video::BATCH_VIDEO_IDS_MAX;
 pub use routes::video::media::{BATCH_RETRIEVE_MAX, BATCH_SEGMENTS_MAX};

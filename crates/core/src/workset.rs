@@ -57,6 +57,11 @@ impl<S: Ord + Copy, K: Ord + Copy> StatusSets<S, K> {
         self.sets.get(&status).into_iter().flat_map(move |s| s.range(from..).copied())
     }
 
+    /// The items with this status below `before` (exclusive), the greatest first.
+    pub fn before(&self, status: S, before: K) -> impl Iterator<Item = K> + '_ {
+        self.sets.get(&status).into_iter().flat_map(move |s| s.range(..before).rev().copied())
+    }
+
     /// The items with this status, in key order.
     pub fn iter(&self, status: S) -> impl DoubleEndedIterator<Item = K> + '_ {
         self.sets.get(&status).into_iter().flat_map(|s| s.iter().copied())
@@ -78,6 +83,7 @@ mod tests {
         s.moved(7, 1, 1);
         assert_eq!((s.count(0), s.count(1), s.count(2)), (8, 2, 0));
         assert_eq!(s.from(0, 4).take(3).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(s.before(0, 4).take(3).collect::<Vec<_>>(), [2, 1, 0]);
         assert_eq!(s.iter(1).collect::<Vec<_>>(), [3, 7]);
         s.remove(1, 3);
         s.remove(1, 7);

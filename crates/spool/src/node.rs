@@ -556,6 +556,12 @@ impl Node {
         if what == Gathered::ConsoleOverview {
             return self.gather_overview(req).await;
         }
+        if what == Gathered::ConsoleList {
+            return self.gather_console_list(req).await;
+        }
+        if what == Gathered::Events {
+            return self.gather_events(req).await;
+        }
         let (parts, _) = req.into_parts();
         let mut items: Vec<serde_json::Value> = Vec::new();
         // The catalog too: a request the node could not route (an upload) made its
@@ -681,6 +687,89 @@ impl Node {
         );
         merged.insert("failures".into(), serde_json::Value::Array(failures));
         (StatusCode::OK, axum::Json(serde_json::Value::Object(merged))).into_response()
+    }
+
+    /// `GET /console/lists/{kind}` over every partition: their pages merged newest first by
+    /// their items' cursors. A partition that stopped early (its page full, or its scan
+    /// bounded) stopped at its cursor: nothing older than the newest such cursor is answered
+    /// (the next page, from that cursor, reads it), so no item is skipped or answered twice.
+    async fn gather_console_list(&self, req: Request) -> Response {
+        let (parts, _) = req.into_parts();
+        let answers = match self.ask_every_partition(&parts, &parts.uri.to_string()).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let limit = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")).and_then(|v| v.parse::<usize>().ok()))
+            .unwrap_or(50);
+        let mut items: Vec<serde_json::Value> = Vec::new();
+        let mut frontier: Option<String> = None;
+        for a in answers {
+            if let Some(list) = a["items"].as_array() {
+                items.extend(list.iter().cloned());
+            }
+            if let Some(c) = a["next_cursor"].as_str()
+                && frontier.as_deref().is_none_or(|f| c > f)
+            {
+                frontier = Some(c.to_string());
+            }
+        }
+        let cursor = |v: &serde_json::Value| v["cursor"].as_str().unwrap_or("").to_string();
+        items.sort_by_key(|v| std::cmp::Reverse(cursor(v)));
+        if let Some(f) = &frontier {
+            // A partition's page ends at its cursor, which is its last item: that one is kept.
+            items.retain(|v| cursor(v).as_str() >= f.as_str());
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(cursor)
+        } else {
+            frontier
+        };
+        (StatusCode::OK, axum::Json(serde_json::json!({ "items": items, "next_cursor": next }))).into_response()
+    }
+
+    /// `GET /console/changes` and `GET /admin/log/tail` over every partition: each partition's
+    /// events (its own sequence numbers) with `"partition"` added, as they arrive. The stream
+    /// ends when any partition's does (a holder gone, the key revoked): the client opens it
+    /// again, as after any cut.
+    async fn gather_events(&self, req: Request) -> Response {
+        use futures::StreamExt;
+        let (parts, _) = req.into_parts();
+        let mut feeds = Vec::new();
+        for p in 0..=i32::from(self.partitions) {
+            let mut one = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+            if let Some(h) = one.headers_mut() {
+                copy_headers(&parts.headers, h, false);
+                h.insert(HeaderName::from_static(PARTITION), HeaderValue::from(p));
+            }
+            let Ok(one) = one.body(Body::empty()) else {
+                return unavailable("internal_error", "a gathered request could not be built");
+            };
+            let resp = self.serve(p, one).await;
+            if resp.status() != StatusCode::OK {
+                return resp;
+            }
+            feeds.push(sse_events(resp.into_body().into_data_stream(), p).boxed());
+        }
+        // Every 15 s a comment line, as one partition's feed sends, so proxies keep it open.
+        let beats = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            Some((Some(axum::body::Bytes::from_static(b":\n\n")), ()))
+        })
+        .boxed();
+        feeds.push(beats);
+        let merged = futures::stream::select_all(feeds)
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(|item| std::future::ready(item.map(Ok::<_, std::convert::Infallible>)));
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(merged))
+            .unwrap_or_else(|_| unavailable("internal_error", "a gathered stream could not be built"))
     }
 
     /// `GET /usage…` over every partition: each one's counters, added up (a list, such as the
@@ -1404,4 +1493,51 @@ async fn route(node: &Arc<Node>, req: Request) -> Response {
         }
         Route::Gather(what) => node.gather(what, req).await,
     }
+}
+
+/// The longest server-sent event a partition's feed may send (its events are a few KiB).
+const SSE_EVENT_BYTES_MAX: usize = 1 << 20;
+
+/// One partition's server-sent events re-framed whole (a chunk of its body may hold part of
+/// one, or several), each event's JSON with `"partition"` added, then a `None` when the feed
+/// ends (or sends something unreadable or too long).
+fn sse_events(
+    body: axum::body::BodyDataStream,
+    partition: i32,
+) -> impl futures::Stream<Item = Option<axum::body::Bytes>> + Send {
+    use futures::StreamExt;
+    let state = (body, Vec::<u8>::new(), false);
+    futures::stream::unfold(state, move |(mut body, mut buf, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            if let Some(at) = buf.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = buf.drain(..at + 2).collect();
+                let text = String::from_utf8_lossy(&frame);
+                let data: String = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                    return Some((None, (body, buf, true)));
+                };
+                v["partition"] = serde_json::json!(partition);
+                let out = axum::body::Bytes::from(format!("data: {v}\n\n"));
+                return Some((Some(out), (body, buf, false)));
+            }
+            if buf.len() > SSE_EVENT_BYTES_MAX {
+                return Some((None, (body, buf, true)));
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                _ => return Some((None, (body, buf, true))),
+            }
+        }
+    })
 }

@@ -38,6 +38,11 @@ pub enum Gathered {
     Usage,
     /// `GET /console/overview`: every partition's counts added up, the newest failures of all.
     ConsoleOverview,
+    /// `GET /console/lists/{kind}`: every partition's page merged by their cursors.
+    ConsoleList,
+    /// `GET /console/changes` and `GET /admin/log/tail`: every partition's server-sent events,
+    /// each marked with its partition, as they arrive.
+    Events,
 }
 
 impl Gathered {
@@ -48,7 +53,7 @@ impl Gathered {
             Gathered::ImportJobs => ("job_id", true, Some(100)),
             Gathered::PromptRuns => ("run_id", true, Some(200)),
             Gathered::Exports => ("export_id", true, Some(50)),
-            Gathered::Usage | Gathered::ConsoleOverview => ("", false, None),
+            Gathered::Usage | Gathered::ConsoleOverview | Gathered::ConsoleList | Gathered::Events => ("", false, None),
         }
     }
 }
@@ -156,6 +161,8 @@ pub fn route(method: &Method, path: &str, partitions: u16) -> Route {
         ["admin", "streams" | "replay" | "bundles", id] => by_id(id, partitions),
         ["usage", ..] if method == Method::GET => Route::Gather(Gathered::Usage),
         ["console", "overview"] if method == Method::GET => Route::Gather(Gathered::ConsoleOverview),
+        ["console", "lists", _] if method == Method::GET => Route::Gather(Gathered::ConsoleList),
+        ["console", "changes"] | ["admin", "log", "tail"] if method == Method::GET => Route::Gather(Gathered::Events),
         _ => Route::Partition(0),
     }
 }
@@ -402,6 +409,9 @@ mod tests {
         assert!(is_upload(&Method::POST, "/api/v2/workflow/upload"));
         assert_eq!(route(&Method::GET, "/api/v2/usage/history", n), Route::Gather(Gathered::Usage));
         assert_eq!(route(&Method::GET, "/api/v2/console/overview", n), Route::Gather(Gathered::ConsoleOverview));
+        assert_eq!(route(&Method::GET, "/api/v2/console/lists/import-jobs", n), Route::Gather(Gathered::ConsoleList));
+        assert_eq!(route(&Method::GET, "/api/v2/console/changes", n), Route::Gather(Gathered::Events));
+        assert_eq!(route(&Method::GET, "/api/v2/admin/log/tail", n), Route::Gather(Gathered::Events));
         assert_eq!(route(&Method::GET, &format!("/api/v2/admin/streams/{}", id("job", 3)), n), Route::Partition(3));
         assert_eq!(route(&Method::GET, "/console/console.js", n), Route::Partition(0));
         let idx = id("idx", 3);

@@ -111,14 +111,69 @@ function show(...children) {
   view.replaceChildren(h("p", { id: "notice", role: "status", class: "muted" }), ...children.filter((c) => c !== null && c !== undefined));
 }
 
-// Reads the page again every REFRESH_MS while the tab is visible, but not while the person is
-// typing in or choosing from one of its fields (a redraw would take what they typed away).
-function live(fn) {
+// A page is live: it is drawn again when an event of its streams commits (the change feed,
+// `GET /console/changes`, pushes each event's header), and, as a fallback, every POLL_MS
+// (`/console/?poll=0` turns that off, `?poll=N` sets it). Never while the person types in or
+// chooses from one of its fields (a redraw would take what they typed away): the redraw
+// waits until they leave it.
+const POLL_MS = (() => {
+  const p = new URLSearchParams(location.search).get("poll");
+  return p === null || p === "" || isNaN(Number(p)) ? REFRESH_MS * 5 : Number(p);
+})();
+let feedAbort = null;
+let redrawTimer = null;
+
+function busy() {
+  return document.activeElement && document.activeElement.closest("#view input, #view select, #view textarea");
+}
+
+function live(fn, streams) {
   clearInterval(refreshTimer);
-  refreshTimer = setInterval(() => {
-    const busy = document.activeElement && document.activeElement.closest("#view input, #view select, #view textarea");
-    if (!document.hidden && !busy) fn().catch(() => {});
-  }, REFRESH_MS);
+  clearTimeout(redrawTimer);
+  if (feedAbort) { feedAbort.abort(); feedAbort = null; }
+  let running = false;
+  const redraw = () => {
+    clearTimeout(redrawTimer);
+    redrawTimer = setTimeout(async () => {
+      if (document.hidden || busy() || running) { redraw(); return; }
+      running = true;
+      try { await fn(); } catch (_) { /* the next change or poll tries again */ }
+      running = false;
+    }, 250);
+  };
+  if (POLL_MS > 0) refreshTimer = setInterval(() => { if (!document.hidden && !busy()) redraw(); }, POLL_MS);
+  if (streams) follow(streams, redraw);
+}
+
+// The change feed of these stream prefixes: `changed()` at each event; opened again 2 s after
+// it ends (a restart, a cluster's holder moving), until the page changes.
+async function follow(streams, changed) {
+  const abort = new AbortController();
+  feedAbort = abort;
+  const q = streams.length ? `?streams=${encodeURIComponent(streams.join(","))}` : "";
+  while (!abort.signal.aborted) {
+    try {
+      const r = await fetch(`/api/v2/console/changes${q}`, { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, signal: abort.signal });
+      if (!r.ok) return;
+      document.body.dataset.feed = "open";
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i, any = false;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          if (buf.slice(0, i).includes("data:")) any = true;
+          buf = buf.slice(i + 2);
+        }
+        if (any) changed();
+      }
+    } catch (_) { /* cut: opened again below */ }
+    document.body.dataset.feed = "closed";
+    if (!abort.signal.aborted) await new Promise((res) => setTimeout(res, 2000));
+  }
 }
 
 // ---- timeline --------------------------------------------------------------------------
@@ -302,7 +357,7 @@ async function overview() {
         countsCard("Exports", o.exports, "#/exports"),
         countsCard("Webhooks", o.webhooks, "#/webhooks"),
         countsCard("Deliveries", o.deliveries),
-        countsCard("Automations", o.automations)),
+        countsCard("Automations", o.automations, "#/automations")),
       h("h2", {}, "What unfinished work waits on"),
       o.waiting.length ? table([["kind", (w) => w.kind], ["waiting on", (w) => w.reason.replaceAll("_", " ")], ["how many", (w) => w.count]], o.waiting)
         : h("p", { class: "muted" }, "Nothing waits."),
@@ -311,15 +366,15 @@ async function overview() {
         : h("p", { class: "muted" }, "No failures."));
   };
   await draw();
-  live(draw);
+  live(draw, []);
 }
 
 function pager(cursor, go) {
   return h("div", { class: "pager" }, cursor ? h("button", { type: "button", class: "secondary", onclick: () => go(cursor) }, "Next page") : null);
 }
 
-// A list's filters: each a query parameter of the page's link, applied to what the API
-// answered (status by the API where it can).
+// A list's filters: each a query parameter of the page's link, sent to the API
+// (`GET /console/lists/…`), which filters and pages on the server.
 function filters(base, params, fields) {
   return h("form", { class: "filters", onsubmit: (e) => {
     e.preventDefault();
@@ -330,30 +385,50 @@ function filters(base, params, fields) {
     h("label", { for: `f-${name}` }, label),
     options
       ? h("select", { id: `f-${name}`, name }, options.map((o) => h("option", { value: o, selected: o === (params.get(name) || "") }, o || "any")))
-      : h("input", { id: `f-${name}`, name, value: params.get(name) || "", type: name === "since" ? "datetime-local" : "text" }),
+      : h("input", { id: `f-${name}`, name, value: params.get(name) || "", type: name === "since" || name === "until" ? "datetime-local" : "text" }),
   ]), h("button", { type: "submit" }, "Filter"));
 }
 
-function matches(params, item, fields) {
-  const since = params.get("since");
-  if (since && Date.parse(item.created_at || item.executed_at || 0) < Date.parse(since)) return false;
-  return fields.every(([name, get]) => !params.get(name) || get(item) === params.get(name));
+// One page of a list, its filters from the page's link, from the cursor `before`.
+async function listPage(kind, params, names) {
+  const q = new URLSearchParams({ limit: params.get("limit") || "50" });
+  for (const n of names) {
+    const v = params.get(n);
+    if (v) q.set(n, n === "since" || n === "until" ? new Date(v).toISOString() : v);
+  }
+  if (params.get("before")) q.set("before", params.get("before"));
+  return api(`/console/lists/${kind}?${q}`);
 }
 
+// The links under a list: back to its newest page, and on to the older items.
+function pageLinks(base, params, next) {
+  const link = (before) => {
+    const q = new URLSearchParams(params);
+    q.delete("before");
+    if (before) q.set("before", before);
+    return `${base}${q.toString() ? `?${q}` : ""}`;
+  };
+  return h("p", { class: "pager" },
+    params.get("before") ? h("a", { href: link(null), id: "newest-page" }, "Newest") : null,
+    params.get("before") && next ? " · " : null,
+    next ? h("a", { href: link(next), id: "older-page" }, "Older") : null);
+}
+
+const TIME_FILTERS = [["since", "Created since"], ["until", "Created until"]];
+
 async function jobsList(params) {
-  const status = params.get("status") || "";
   const draw = async () => {
-    const q = new URLSearchParams({ limit: "1000" });
-    if (status) q.set("status", status);
-    const jobs = (await api(`/import-jobs?${q}`)).filter((j) => matches(params, j, [["index", (j) => j.target_index_id], ["connector", (j) => j.connector_id]]));
+    const page = await listPage("import-jobs", params, ["status", "index_id", "connector_id", "since", "until"]);
     show(h("h1", {}, "Import jobs"),
-      filters("#/jobs", params, [["status", "Status", ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"]], ["index", "Index"], ["connector", "Connector"], ["since", "Created since"]]),
-      table([["job", (j) => h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)], ["status", (j) => statusCell(j.status)],
+      filters("#/jobs", params, [["status", "Status", ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"]], ["index_id", "Index"], ["connector_id", "Connector"], ...TIME_FILTERS]),
+      page.items.length ? table([["job", (j) => h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)], ["status", (j) => statusCell(j.status)],
         ["progress", (j) => `${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped of ${j.progress.total_files ?? "?"}`],
-        ["index", (j) => j.target_index_id || "playground"], ["created", (j) => when(j.created_at)]], jobs));
+        ["index", (j) => j.target_index_id || "playground"], ["connector", (j) => j.connector_id || "upload"], ["created", (j) => when(j.created_at)]], page.items)
+        : h("p", { class: "muted" }, "No import jobs here."),
+      pageLinks("#/jobs", params, page.next_cursor));
   };
   await draw();
-  live(draw);
+  live(draw, ["job_"]);
 }
 
 async function job(id, params) {
@@ -382,21 +457,23 @@ async function job(id, params) {
       pager(next, (c) => { location.hash = `#/jobs/${id}?cursor=${encodeURIComponent(c)}${failedOnly ? "&failed=1" : ""}`; }));
   };
   await draw();
-  live(draw);
+  live(draw, [id]);
 }
 
 async function runsList(params) {
   const draw = async () => {
-    const runs = (await api("/prompt-runs?limit=1000")).filter((r) => matches(params, r, [["status", (r) => r.status]]));
+    const page = await listPage("prompt-runs", params, ["status", "index_id", "since", "until"]);
     show(h("h1", {}, "Prompt runs"),
-      filters("#/runs", params, [["status", "Status", ["", "pending", "processing", "completed", "completed_with_failures", "failed", "cancelled"]], ["since", "Started since"]]),
-      table([["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)], ["status", (r) => statusCell(r.status)],
+      filters("#/runs", params, [["status", "Status", ["", "pending", "processing", "completed", "completed_with_failures", "failed", "cancelled"]], ["index_id", "Index"], ...TIME_FILTERS]),
+      page.items.length ? table([["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)], ["status", (r) => statusCell(r.status)],
         ["prompt", (r) => r.prompt_name || r.prompt_id],
-        ["segments", (r) => `${r.completed_segments ?? 0} of ${r.total_segments ?? 0}, ${r.field_extraction_failures ?? 0} failed`],
-        ["started", (r) => when(r.executed_at)]], runs));
+        ["segments", (r) => `${r.completed_segments} of ${r.total_segments}, ${r.failed_segments} failed`],
+        ["index", (r) => r.index_id || ""], ["created", (r) => when(r.created_at)]], page.items)
+        : h("p", { class: "muted" }, "No prompt runs here."),
+      pageLinks("#/runs", params, page.next_cursor));
   };
   await draw();
-  live(draw);
+  live(draw, ["run_"]);
 }
 
 async function run(id) {
@@ -417,19 +494,21 @@ async function run(id) {
         : h("p", { class: "muted" }, "None."));
   };
   await draw();
-  live(draw);
+  live(draw, [id]);
 }
 
 async function exportsList(params) {
   const draw = async () => {
-    const exports = (await api("/exports?limit=100")).filter((e) => matches(params, e, [["status", (e) => e.status]]));
+    const page = await listPage("exports", params, ["status", "index_id", "since", "until"]);
     show(h("h1", {}, "Exports"),
-      filters("#/exports", params, [["status", "Status", ["", "pending", "processing", "completed", "failed"]], ["since", "Created since"]]),
-      table([["export", (e) => h("a", { href: `#/exports/${e.export_id}` }, e.export_id)], ["status", (e) => statusCell(e.status)],
-        ["type", (e) => e.export_type || ""], ["destination", (e) => e.destination_type || ""], ["created", (e) => when(e.created_at)]], exports));
+      filters("#/exports", params, [["status", "Status", ["", "pending", "processing", "completed", "failed"]], ["index_id", "Index"], ...TIME_FILTERS]),
+      page.items.length ? table([["export", (e) => h("a", { href: `#/exports/${e.export_id}` }, e.export_id)], ["status", (e) => statusCell(e.status)],
+        ["index", (e) => e.index_id || "prompt runs"], ["why", (e) => e.error_message || ""], ["created", (e) => when(e.created_at)]], page.items)
+        : h("p", { class: "muted" }, "No exports here."),
+      pageLinks("#/exports", params, page.next_cursor));
   };
   await draw();
-  live(draw);
+  live(draw, ["exp_"]);
 }
 
 async function exportView(id) {
@@ -442,7 +521,7 @@ async function exportView(id) {
       h("h2", {}, "Timeline"), await timelineSection(id));
   };
   await draw();
-  live(draw);
+  live(draw, [id]);
 }
 
 async function webhooksList() {
@@ -454,7 +533,7 @@ async function webhooksList() {
         ["url", (w) => h("code", {}, w.url)]], list));
   };
   await draw();
-  live(draw);
+  live(draw, ["wh_"]);
 }
 
 async function webhook(id) {
@@ -472,7 +551,58 @@ async function webhook(id) {
         ["", (x) => x.status === "failed" ? actionButton("Retry", "write", () => api(`/webhooks/deliveries/${x.delivery_id || x.id}/retry`, { method: "POST" })) : null]], list));
   };
   await draw();
-  live(draw);
+  live(draw, [id]);
+}
+
+const automationLink = (a) => `#/automations/${a.index_id}/${a.type}`;
+
+function automationState(a) {
+  return a.paused ? "paused" : a.enabled === false ? "disabled" : "active";
+}
+
+async function automationsList(params) {
+  const draw = async () => {
+    const page = await listPage("automations", params, ["status", "index_id"]);
+    show(h("h1", {}, "Automations"),
+      filters("#/automations", params, [["status", "Kind or state", ["", "import", "export", "active", "paused"]], ["index_id", "Index"]]),
+      page.items.length ? table([["automation", (a) => h("a", { href: automationLink(a) }, `${a.type} of ${a.index_id}`)], ["state", (a) => statusCell(automationState(a))],
+        ["waiting", (a) => waitingWords(a.waiting_on)], ["last error", (a) => a.last_error || ""], ["created", (a) => when(a.created_at)]], page.items)
+        : h("p", { class: "muted" }, "No automations here."),
+      pageLinks("#/automations", params, page.next_cursor));
+  };
+  await draw();
+  live(draw, ["auto_"]);
+}
+
+// One automation (an index's import watch or its export on completion): its settings, what it
+// waits on, the work it started, its timeline, and pause/resume.
+async function automation(index, type) {
+  const path = `/indexes/${encodeURIComponent(index)}/automations/${encodeURIComponent(type)}`;
+  let streams = ["auto_"];
+  const draw = async () => {
+    const a = await api(path);
+    streams = [a.automation_id];
+    const last = a.type === "import"
+      ? (a.last_import_job_id ? h("a", { href: `#/jobs/${a.last_import_job_id}` }, a.last_import_job_id) : "none yet")
+      : (a.last_export_id ? h("a", { href: `#/exports/${a.last_export_id}` }, a.last_export_id) : "none yet");
+    const settings = a.type === "import"
+      ? [["watches", `${a.connector_id} ${a.source_prefix || "/"} (${a.file_pattern}${a.recursive ? ", recursive" : ""})`],
+         ["prompt", a.prompt_preset && a.prompt_preset.prompt_id], ["debounce", a.debounce_interval],
+         ["objects known", `${a.manifest_objects}, ${a.found_objects} found since the last import`], ["last listed", when(a.last_listed_at) || "never"]]
+      : [["exports to", `${a.destination_connector_id} ${a.destination_subpath || ""}`], ["runs exported", a.exported_runs],
+         ["runs waiting", (a.pending_run_ids || []).length]];
+    show(h("h1", {}, `Automation: ${a.type} of ${a.index_id}`),
+      h("p", {}, "State: ", statusCell(automationState(a)), a.paused_at ? ` since ${when(a.paused_at)}` : ""),
+      h("p", { class: "muted" }, waitingWords(a.waiting_on), a.next_due_at ? ` — next due ${when(a.next_due_at)}` : ""),
+      a.last_error ? h("p", { class: "bad" }, a.last_error) : null,
+      h("div", { class: "actions" },
+        a.paused ? actionButton("Resume", "write", () => api(`${path}/resume`, { method: "POST" }))
+          : actionButton("Pause", "write", () => api(`${path}/pause`, { method: "POST" }))),
+      table([["", (r) => r[0]], ["", (r) => r[1]]], [...settings, ["last work", last], ["last triggered", when(a.last_triggered_at) || "never"]]),
+      h("h2", {}, "Timeline"), await timelineSection(a.automation_id));
+  };
+  await draw();
+  live(draw, streams);
 }
 
 // A hit's media, in place of its button: the stored file through a signed URL (the server's
@@ -545,7 +675,7 @@ async function logView(params) {
       const e = JSON.parse(data);
       if (streamFilter && !e.stream.startsWith(streamFilter)) continue;
       if (kindFilter && e.kind !== kindFilter) continue;
-      lines.append(h("div", { class: "log-line" }, `#${e.seq} ${e.at} ${e.stream} ${e.kind}`));
+      lines.append(h("div", { class: "log-line" }, `${e.partition !== undefined ? `p${e.partition} ` : ""}#${e.seq} ${e.at} ${e.stream} ${e.kind}`));
     }
   }
 }
@@ -560,6 +690,8 @@ const ROUTES = [
   [/^#\/runs\/([^/?]+)$/, (m) => run(m[1])],
   [/^#\/exports$/, (m, p) => exportsList(p)],
   [/^#\/exports\/([^/?]+)$/, (m) => exportView(m[1])],
+  [/^#\/automations$/, (m, p) => automationsList(p)],
+  [/^#\/automations\/([^/?]+)\/(import|export)$/, (m) => automation(m[1], m[2])],
   [/^#\/webhooks$/, () => webhooksList()],
   [/^#\/webhooks\/([^/?]+)$/, (m) => webhook(m[1])],
   [/^#\/search$/, (m, p) => search(p)],
@@ -569,6 +701,8 @@ const ROUTES = [
 
 async function route() {
   clearInterval(refreshTimer);
+  clearTimeout(redrawTimer);
+  if (feedAbort) { feedAbort.abort(); feedAbort = null; }
   if (tailAbort) { tailAbort.abort(); tailAbort = null; }
   const form = document.getElementById("key-form");
   if (!sessionStorage.getItem(KEY)) {

@@ -142,16 +142,31 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
     who.require(Scope::Admin)?;
     let q = Query::parse(q.as_deref())?;
     let from = q.int("from", app.rt.applied_seq() + 1, 1, u64::MAX)?;
+    Ok(tail_from(&app, &who, from, None, |env| Some(spool_runtime::tools::envelope_json(env).to_string())))
+}
+
+/// Server-sent events from `from` on, as they commit: each event `pick` writes a line of (and
+/// none of those it passes over). With a `gap`, lines come at most one per gap: those in
+/// between are dropped but the last of them, which is sent when the gap has passed (a
+/// reader that only needs to know that something changed hears of the last change). The stream lasts while the key that opened it does: revoked,
+/// deleted, expired or rotated (its hash changed), it ends. The key is checked at every commit
+/// and every `TAIL_KEY_RECHECK`.
+pub(crate) fn tail_from(
+    app: &AppState,
+    who: &Principal,
+    from: u64,
+    gap: Option<std::time::Duration>,
+    pick: impl Fn(&spool_model::Envelope) -> Option<String> + Send + Sync + 'static,
+) -> Response {
     let rt = app.rt.clone();
     let applied = rt.watch_applied();
-    // The tail lasts while the key that opened it does: revoked, deleted, expired or rotated
-    // (its hash changed), the stream ends. The key is checked at every commit and every
-    // `TAIL_KEY_RECHECK`.
     let opened_with = who.key_id.and_then(|id| app.rt.read(|st| st.api_keys.get(&id).map(|k| k.key_hash)));
     let key_id = who.key_id;
-    let start = (from, Vec::<spool_model::Envelope>::new(), applied);
-    let events = futures::stream::unfold(start, move |(mut next, mut buf, mut applied)| {
+    let pick = std::sync::Arc::new(pick);
+    let start = (from, std::collections::VecDeque::<spool_model::Envelope>::new(), applied, None, None);
+    let events = futures::stream::unfold(start, move |(mut next, mut buf, mut applied, sent_at, mut held)| {
         let rt = rt.clone();
+        let pick = pick.clone();
         async move {
             let key_lives = |rt: &spool_runtime::Runtime| match key_id {
                 None => true,
@@ -166,19 +181,36 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
                 if !key_lives(&rt) {
                     return None;
                 }
-                if !buf.is_empty() {
-                    let env = buf.remove(0);
-                    let data = spool_runtime::tools::envelope_json(&env).to_string();
+                while let Some(env) = buf.pop_front() {
+                    if let Some(data) = pick(&env) {
+                        if let (Some(g), Some(t)) = (gap, sent_at)
+                            && tokio::time::Instant::now() < t + g
+                        {
+                            held = Some(data);
+                            continue;
+                        }
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)),
+                            (next, buf, applied, Some(tokio::time::Instant::now()), None),
+                        ));
+                    }
+                }
+                if let (Some(data), Some(g), Some(t)) = (held.take(), gap, sent_at) {
+                    tokio::time::sleep_until(t + g).await;
                     return Some((
                         Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)),
-                        (next, buf, applied),
+                        (next, buf, applied, Some(tokio::time::Instant::now()), None),
                     ));
                 }
                 // Mark the current value seen before reading, so a commit after the read wakes us.
                 applied.borrow_and_update();
                 if rt.applied_seq() >= next {
-                    buf = rt.log().read_from(next, spool_model::num::sat_usize(ADMIN_LOG_PAGE_MAX)).unwrap_or_default();
-                    if let Some(last) = buf.last() {
+                    buf = rt
+                        .log()
+                        .read_from(next, spool_model::num::sat_usize(ADMIN_LOG_PAGE_MAX))
+                        .unwrap_or_default()
+                        .into();
+                    if let Some(last) = buf.back() {
                         next = last.seq + 1;
                         continue;
                     }
@@ -194,7 +226,7 @@ pub async fn tail(State(app): State<AppState>, who: Principal, RawQuery(q): RawQ
             }
         }
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// `GET /admin/cluster` (admin): the log, this node, and on a shared log its partitions with
