@@ -106,12 +106,12 @@ def test_the_overview_counts_real_work_and_a_job_page_retries_a_failed_file(brow
     assert _axe(page) == []
 
     # The jobs list, filtered by the job's index, links to it.
-    page.goto(f"{spool_server.root_url}/console/#/jobs?index_id={index_id}")
+    page.goto(f"{spool_server.root_url}/console/?poll=500#/jobs?index_id={index_id}")
     page.wait_for_selector(f"a[href='#/jobs/{job_id}']", timeout=WAIT_MS)
     assert page.locator("tbody tr").count() == 1
-    # What a person types in a filter survives the page's refreshes (every 2 s).
+    # What a person types in a filter survives the page's refreshes (every 0.5 s here).
     page.fill("#f-connector_id", "conn_typed")
-    page.wait_for_timeout(4500)
+    page.wait_for_timeout(2500)
     assert page.input_value("#f-connector_id") == "conn_typed"
     _shot(page, "import-jobs")
     assert _axe(page) == []
