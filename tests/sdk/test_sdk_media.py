@@ -99,7 +99,10 @@ def test_uploads_of_every_fixture_become_videos_with_the_facts_ffprobe_reports(c
             # vp8_live.webm: no duration in its header; the probe reads the last cluster.
             assert 1.9 <= media["duration_seconds"] <= 2.2, (name, media)
         theirs = [s for s in oracle["streams"] if s["codec_type"] in ("video", "audio")]
-        assert [(s["kind"], s["codec"]) for s in media["streams"]] == [(s["codec_type"], s["codec_name"]) for s in theirs], name
+        # A still's picture is an image, as its video's media type is (ffprobe calls it a
+        # video stream: a regression, the demo's table read `video mjpeg` for a JPEG).
+        want = [("image" if kind == "image" else s["codec_type"], s["codec_name"]) for s in theirs]
+        assert [(s["kind"], s["codec"]) for s in media["streams"]] == want, name
         for ours, t in zip(media["streams"], theirs):
             if t["codec_type"] == "video":
                 assert (ours["width"], ours["height"]) == (t["width"], t["height"]), name

@@ -15,10 +15,32 @@ implements GET, HEAD, DELETE and list there, but not the rest, so this adapter f
   `404 NoSuchBucket` XML error (a 500 would make object_store retry for minutes).
 * Everything else is forwarded unchanged (Host rewritten to the upstream's -public-host).
 
-NOT covered: XML multipart uploads (`POST ?uploads`, `PUT ?partNumber&uploadId`,
-`POST ?uploadId`), which object_store uses for large or streamed uploads (put_multipart). They
-are answered 501 here, so such code paths are not exercised against GCS locally. Whatever
-the GCS tests prove about conditional puts and copies is this adapter's behaviour, not Google's.
+* XML multipart uploads (object_store's put_multipart / MultipartStore, used for large or
+  streamed uploads; the same S3-style calls Google documents):
+  - initiate `POST /{b}/{o}?uploads` -> `<InitiateMultipartUploadResult>` with a random hex
+    `UploadId`; the object headers sent with it (Content-Type, Cache-Control, Content-*,
+    `x-goog-meta-*`, `x-goog-storage-class`, ...) are kept for the final object.
+  - part `PUT /{b}/{o}?partNumber=N&uploadId=ID` -> 200 with `ETag: "<md5 hex>"`. Parts are
+    files in a temporary directory of this process (removed when it exits); N is 1..10000 and
+    a part may be at most 64 MiB (else 400). Re-sending a part number replaces it.
+  - complete `POST /{b}/{o}?uploadId=ID` with `<CompleteMultipartUpload><Part><PartNumber>
+    <ETag>...` (ascending part numbers; ETags compared without quotes; unlisted parts dropped)
+    -> the listed parts are concatenated and written upstream like a PUT (above), then the
+    `<CompleteMultipartUploadResult>` carries the new object's ETag (as a later HEAD shows it)
+    and the `x-goog-generation` header its generation. `x-goog-if-generation-match` on the
+    complete (or, failing that, on the initiate) is checked as for PUT. A complete repeated
+    after success (a client retry) gets the same answer.
+  - abort `DELETE /{b}/{o}?uploadId=ID` -> 204; list parts `GET /{b}/{o}?uploadId=ID` ->
+    `<ListPartsResult>` (object_store does not call it).
+  - an unknown upload id (or one started for another object) -> `404 NoSuchUpload`.
+  Uploads live in this process's memory and temporary directory: they survive any number of
+  client restarts (a client may upload parts 1..k, die, and a new one send k+1..n and the
+  complete) but not a restart of the adapter. No expiry and no listing of uploads
+  (`GET /{b}?uploads`), and no real composite-object semantics (the result is an ordinary
+  object; its ETag is not GCS's `"...-N"` multipart form).
+
+Whatever the GCS tests prove about conditional puts, copies and multipart uploads is this
+adapter's behaviour, not Google's.
 
 Run: python3 gcs_xml_adapter.py --listen 127.0.0.1:4444 --upstream http://127.0.0.1:4443
 """

@@ -49,7 +49,21 @@ pub struct MediaFacts {
     pub streams: Vec<StreamFacts>,
 }
 
+/// The containers of still images (their media type is `image`).
+pub const STILL_CONTAINERS: [&str; 7] = ["png", "jpeg", "webp", "gif", "bmp", "tiff", "heif"];
+
 impl MediaFacts {
+    /// A still image (its container is one of [`STILL_CONTAINERS`]).
+    pub fn is_still(&self) -> bool {
+        STILL_CONTAINERS.contains(&self.container.as_str())
+    }
+
+    /// What a stream of this file is reported as: a still's picture is an `image` (as its
+    /// video's `media_type` is), not the `video` ffprobe calls it; any other stream its kind.
+    pub fn stream_kind_name(&self, s: &StreamFacts) -> &'static str {
+        if s.kind == StreamKind::Video && self.is_still() { "image" } else { s.kind.as_str() }
+    }
+
     pub fn duration_seconds(&self) -> f64 {
         self.duration_us.unwrap_or(0) as f64 / 1e6
     }
@@ -149,5 +163,25 @@ mod tests {
         let max_us = PARTS_PER_FILE_MAX * PART_SECONDS_MAX * 1_000_000;
         assert!(check_parts(Some(max_us)).is_ok());
         assert!(check_parts(Some(max_us + 1)).is_err());
+    }
+
+    #[test]
+    fn a_still_reports_its_picture_as_an_image_stream() {
+        let stream = StreamFacts {
+            kind: StreamKind::Video,
+            codec: "mjpeg".into(),
+            width: Some(4),
+            height: Some(3),
+            frame_rate: None,
+            sample_rate: None,
+            channels: None,
+            duration_us: None,
+        };
+        let mut f =
+            MediaFacts { container: "jpeg".into(), duration_us: None, bit_rate: None, streams: vec![stream.clone()] };
+        assert!(f.is_still());
+        assert_eq!(f.stream_kind_name(&stream), "image");
+        f.container = "mp4".into();
+        assert_eq!(f.stream_kind_name(&stream), "video");
     }
 }

@@ -154,9 +154,8 @@ pub struct Copied<'a> {
 /// the rest audio; without facts, the extension's.
 pub fn media_type_of(facts: Option<&MediaFacts>, path: &str) -> MediaType {
     use spool_model::StreamKind;
-    const STILLS: [&str; 7] = ["png", "jpeg", "webp", "gif", "bmp", "tiff", "heif"];
     match facts {
-        Some(f) if STILLS.contains(&f.container.as_str()) => MediaType::Image,
+        Some(f) if f.is_still() => MediaType::Image,
         Some(f) if f.first(StreamKind::Video).is_some() => MediaType::Video,
         Some(_) => MediaType::Audio,
         None => MediaType::from_extension(&extension(path)).unwrap_or(MediaType::Video),

@@ -96,7 +96,7 @@ pub fn of<'a>(v: &Video, row: &'a VideoRow, st: &crate::State) -> VideoJson<'a> 
                     duration_seconds: s.duration_us.map(|d| d as f64 / 1e6),
                     frame_rate: s.frame_rate.map(|(n, d)| n as f64 / d as f64),
                     height: s.height,
-                    kind: s.kind.as_str(),
+                    kind: f.stream_kind_name(s),
                     sample_rate: s.sample_rate,
                     width: s.width,
                 })
@@ -132,7 +132,7 @@ pub fn facts(f: &spool_model::MediaFacts) -> Value {
         "duration_seconds": f.duration_us.map(|d| d as f64 / 1e6),
         "bit_rate": f.bit_rate,
         "streams": f.streams.iter().map(|s| json!({
-            "kind": s.kind.as_str(),
+            "kind": f.stream_kind_name(s),
             "codec": s.codec,
             "width": s.width,
             "height": s.height,
