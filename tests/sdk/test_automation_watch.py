@@ -8,7 +8,9 @@ prompt run with the preset (`execution` pending → submitted) → the export au
 export into the destination bucket; more objects during the debounce window extend it; pause
 holds everything and resume picks up what arrived meanwhile; a changed object (new etag) is
 imported again under `all` and skipped under `new_only`; a SIGKILL between arming and firing
-loses nothing and duplicates nothing."""
+loses nothing and duplicates nothing; an object deleted and put back unchanged is found again
+(the manifest forgets what a whole listing did not list); a failing listing waits twice as long
+each time in a row, across a SIGKILL, and the interval again once one succeeds."""
 
 from __future__ import annotations
 
@@ -396,3 +398,77 @@ def test_objects_arriving_faster_than_the_debounce_still_import_after_the_maximu
     job = until(lambda: s.sdk().import_jobs.retrieve(a["last_import_job_id"]),
                 lambda j: j.status == "completed", "the job")
     assert job.progress.total_files == n == 5, (job.progress, n)
+
+
+def test_an_object_deleted_and_put_back_unchanged_is_found_again(server):
+    s = server
+    storage, bucket, index, conn, prompt = setup(s, "all")
+    body = wav("kept")
+    storage.put(bucket, "incoming/kept.wav", body)
+    storage.put(bucket, "incoming/other.wav", wav("other"))
+    save_watch(s, index, conn, prompt)
+    until(lambda: watch(s, index), lambda a: a["found_objects"] == 2, "the first listing")
+    s.advance(5 * MINUTE)
+    first = until(lambda: watch(s, index), lambda a: a["last_import_job_id"], "the first import")["last_import_job_id"]
+    until(lambda: s.sdk().import_jobs.retrieve(first), lambda j: j.status == "completed", "the first job")
+    # Deleted: the next whole listing forgets it (the other object stays known).
+    storage.client().delete_object(Bucket=bucket, Key="incoming/kept.wav")
+    s.advance(MINUTE)
+    a = until(lambda: watch(s, index), lambda a: a["manifest_objects"] == 1, "the deleted object forgotten")
+    assert a["found_objects"] == 0 and a["last_error"] is None
+    # Put back with the same bytes (the same etag and size): found again, and imported.
+    storage.put(bucket, "incoming/kept.wav", body)
+    s.advance(MINUTE)
+    until(lambda: watch(s, index), lambda a: a["found_objects"] == 1 and a["manifest_objects"] == 2, "found again")
+    s.advance(5 * MINUTE)
+    second = until(lambda: watch(s, index), lambda a: a["last_import_job_id"] != first, "the second import")
+    job = until(lambda: s.sdk().import_jobs.retrieve(second["last_import_job_id"]), lambda j: j.status == "completed", "the job")
+    files = s.call("GET", f"/import-jobs/{job.job_id}/files?limit=10").json()["items"]
+    assert [f["file_name"] for f in files] == ["incoming/kept.wav"]
+
+
+def test_a_failing_listing_backs_off_durably_and_recovers(server):
+    s = server
+    storage, bucket, index, conn, prompt = setup(s, "all")
+    save_watch(s, index, conn, prompt)
+    a = listed_now(s, index)
+    assert a["last_error"] is None and a["listing_failures"] == 0
+
+    def gap(a) -> int:
+        from datetime import datetime
+        due = datetime.fromisoformat(a["next_due_at"].replace("Z", "+00:00"))
+        listed = datetime.fromisoformat(a["last_listed_at"].replace("Z", "+00:00"))
+        return round((due - listed).total_seconds() * 1000)
+
+    assert gap(a) == 30_000
+    # The bucket is gone (s3s-fs keeps a bucket as a folder): each listing fails, and each
+    # waits twice as long as the one before.
+    shutil.move(str(Path(os.environ["SPOOL_TEST_S3S_ROOT"]) / bucket), str(s.tmp / "bucket-away"))
+    wait = 30_000
+    for failures in (1, 2):
+        listed = a["last_listed_at"]
+        s.advance(wait)
+        a = until(lambda: watch(s, index), lambda x: x["last_listed_at"] != listed and x["waiting_for"] != "listing", f"failed listing {failures}")
+        assert a["last_error"] and a["listing_failures"] == failures, a
+        wait = 30_000 * 2**failures
+        assert gap(a) == wait, (failures, a)
+    # Recorded: a SIGKILL and a restart keep the longer wait.
+    due = a["next_due_at"]
+    s.kill()
+    s.start()
+    a = watch(s, index)
+    assert a["next_due_at"] == due and a["listing_failures"] == 2, a
+    s.advance(wait - 1000)
+    time.sleep(0.3)
+    assert watch(s, index)["last_listed_at"] == a["last_listed_at"], "listed before its backed-off due time"
+    listed = a["last_listed_at"]
+    s.advance(1000)
+    a = until(lambda: watch(s, index), lambda x: x["last_listed_at"] != listed and x["waiting_for"] != "listing", "the listing after the restart")
+    assert a["listing_failures"] == 3 and gap(a) == 30_000 * 8, a
+    wait = 30_000 * 8
+    # The bucket is back: the next listing succeeds and the interval is 30 s again.
+    shutil.move(str(s.tmp / "bucket-away"), str(Path(os.environ["SPOOL_TEST_S3S_ROOT"]) / bucket))
+    listed = a["last_listed_at"]
+    s.advance(wait)
+    a = until(lambda: watch(s, index), lambda a: a["last_listed_at"] != listed and a["waiting_for"] != "listing", "the listing after recovery")
+    assert a["last_error"] is None and a["listing_failures"] == 0 and gap(a) == 30_000, a

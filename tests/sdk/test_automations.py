@@ -147,3 +147,32 @@ def test_bad_automation_documents_are_refused_with_the_field_named(client, raw, 
     assert p["paused"] and p["file_pattern"] == "*.mp4"
     r = raw.post(f"{imp}/resume", headers=admin_headers).json()
     assert not r["paused"] and r["debounce_interval"] == "10m"
+
+
+def test_a_prompt_named_by_an_import_automation_is_in_use_and_a_deleted_index_drops_its_automations(client, raw, admin_headers, spool_server):
+    index, conn, _root, prompt = _setup(client, raw, admin_headers, spool_server, scopes=("import",))
+    imp = f"/api/v2/indexes/{index}/automations/import"
+    body = {
+        "enabled": True, "paused": False, "connector_id": conn, "source_prefix": "incoming/", "file_pattern": "*.mp4",
+        "recursive": True, "debounce_interval": "10m", "prompt_preset": {"prompt_id": prompt},
+    }
+    r = raw.put(imp, json=body, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    auto_id = r.json()["automation_id"]
+    # In use: its usage says so, and a delete without force is refused.
+    assert raw.get(f"/api/v2/prompts/{prompt}/usage", headers=admin_headers).json()["is_in_use"] is True
+    r = raw.delete(f"/api/v2/prompts/{prompt}", headers=admin_headers)
+    assert r.status_code == 409 and "force" in r.json()["error"]["message"], r.text
+    listed = raw.get(f"/api/v2/console/lists/automations?index_id={index}", headers=admin_headers).json()["items"]
+    assert [a["automation_id"] for a in listed] == [auto_id]
+    # The index deleted: its automations leave the state (no list shows them), and the prompt
+    # is no longer in use.
+    client.indexes.delete(index)
+    _until(lambda: raw.get(f"/api/v2/indexes/{index}/deletion", headers=admin_headers).json(),
+           lambda d: d.get("status") in ("completed", "deleted"), "the index deleted")
+    listed = _until(lambda: raw.get(f"/api/v2/console/lists/automations?index_id={index}", headers=admin_headers).json()["items"],
+                    lambda items: items == [], "the automation gone")
+    assert listed == []
+    assert raw.get(f"/api/v2/prompts/{prompt}/usage", headers=admin_headers).json()["is_in_use"] is False
+    r = raw.delete(f"/api/v2/prompts/{prompt}", headers=admin_headers)
+    assert r.status_code == 200, r.text

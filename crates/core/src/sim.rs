@@ -470,6 +470,7 @@ impl World {
                         objects: 0,
                         error: Some("sim: listing failed".into()),
                         interval_ms: 60_000,
+                        gone: Vec::new(),
                     })];
                 }
                 let prefix = match self.st.automations.get(&automation_id).map(|a| &a.config) {
@@ -478,6 +479,14 @@ impl World {
                 };
                 let objects = self.listing(&prefix);
                 let n = objects.len() as u64;
+                let listed: BTreeSet<crate::imports::PathKey> =
+                    objects.iter().map(|o| crate::imports::path_key(&o.path)).collect();
+                let gone: Vec<crate::imports::PathKey> = self
+                    .st
+                    .automations
+                    .get(&automation_id)
+                    .map(|a| a.manifest.keys().filter(|k| !listed.contains(*k)).copied().collect())
+                    .unwrap_or_default();
                 let mut out: Vec<Command> = objects
                     .chunks(3)
                     .map(|c| Command::Automation(A::RecordWatchPage { automation_id, listing, objects: c.to_vec() }))
@@ -488,6 +497,7 @@ impl World {
                     objects: n,
                     error: None,
                     interval_ms: 60_000,
+                    gone,
                 }));
                 out
             }

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 34;
+pub const STATE_FORMAT: u32 = 35;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -73,6 +73,8 @@ pub struct State {
     pub automation_by_index:
         BTreeMap<(IndexId, crate::machines::automation::AutomationKind), spool_model::AutomationId>,
     pub automations_with_work: BTreeSet<spool_model::AutomationId>,
+    /// Import automations by the prompt their preset names: the prompt is in use.
+    pub automations_by_prompt: BTreeSet<(spool_model::PromptId, spool_model::AutomationId)>,
     /// The import jobs automations made, and what became of each (its `execution`).
     pub automation_jobs: BTreeMap<ImportJobId, crate::machines::automation::JobExecution>,
     /// In an index partition of a partitioned cluster: the catalog's events are followed through

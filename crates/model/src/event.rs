@@ -815,6 +815,20 @@ pub enum Event {
         attempt: u32,
         vector_le: Vec<u8>,
     },
+    /// Stream `auto_…`. Objects of an import automation's manifest that a whole listing, ended
+    /// without error, did not list (deleted, or no longer matching): the manifest forgets them
+    /// (by path key), and so does the found set, so an object put back later is found again.
+    /// Appended just before that listing's `AutomationListed`, at most
+    /// `GONE_PATHS_PER_EVENT` keys each.
+    AutomationObjectsGone {
+        automation_id: AutomationId,
+        paths: Vec<[u8; 16]>,
+    },
+    /// Stream `auto_…`. The automation's index was deleted: it leaves the state, with its
+    /// timers and work. Appended with the index's `IndexDeleted`, in the same decision.
+    AutomationRemoved {
+        automation_id: AutomationId,
+    },
 }
 }
 
@@ -1267,6 +1281,8 @@ impl Event {
                 attempt: 1,
                 vector_le: [0.5f32, -0.25].iter().flat_map(|x| x.to_le_bytes()).collect(),
             },
+            Event::AutomationObjectsGone { automation_id, paths: vec![[3; 16], [9; 16]] },
+            Event::AutomationRemoved { automation_id },
             Event::PromptTaskFailed {
                 run_id,
                 task: RunTask::Video(1),

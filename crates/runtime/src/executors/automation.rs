@@ -1,7 +1,8 @@
 //! The automation machine's one executor with IO: an import automation's watch lists its
 //! location in pages (the import scan's rules: prefix, glob, recursive) and hands each page to
-//! `RecordWatchPage`, which compares it with the manifest. It holds one page at a time, never
-//! the listing.
+//! `RecordWatchPage`, which compares it with the manifest. It holds one page at a time, and
+//! the listing's path keys (16 bytes an object), so that at its end the manifest's keys it did
+//! not list are forgotten (`AutomationObjectsGone`).
 
 use crate::Runtime;
 use spool_core::{AutomationCommand, Command};
@@ -33,25 +34,31 @@ impl Runtime {
             return Ok(());
         };
         let interval_ms = spool_model::num::ms(self.cfg.automation_watch_interval).max(1);
-        let listed = |objects: u64, error: Option<String>| {
+        let listed = |objects: u64, error: Option<String>, gone: Vec<spool_core::imports::PathKey>| {
             Command::Automation(AutomationCommand::RecordWatchListed {
                 automation_id: *automation_id,
                 listing,
                 objects,
                 error,
                 interval_ms,
+                gone,
             })
         };
         let store = match self.connector_store(&connector_id) {
             Ok(s) => s,
-            Err(e) => return self.execute(listed(0, Some(e))).await.map(|_| ()),
+            Err(e) => return self.execute(listed(0, Some(e), Vec::new())).await.map(|_| ()),
         };
         let mut count = 0u64;
         let rt = self.clone();
         let counter = &mut count;
+        // The keys this listing listed (16 bytes each, the listing's own: work in flight), to
+        // tell at its end which of the manifest's it did not.
+        let mut seen: std::collections::HashSet<spool_core::imports::PathKey> = std::collections::HashSet::new();
+        let seen_ref = &mut seen;
         let scanned = spool_storage::scan_pages(&store, &req, spool_core::imports::SCAN_PAGE_OBJECTS_MAX, |page| {
             let rt = rt.clone();
             *counter += page.len() as u64;
+            seen_ref.extend(page.iter().map(|o| spool_core::imports::path_key(&o.path)));
             async move {
                 let objects = page
                     .into_iter()
@@ -74,7 +81,17 @@ impl Runtime {
         })
         .await;
         let error = scanned.err().map(|e| format!("listing the location failed: {e}"));
-        self.execute(listed(count, error)).await.map(|_| ())
+        let gone = if error.is_some() {
+            Vec::new()
+        } else {
+            self.read(|st| {
+                st.automations
+                    .get(automation_id)
+                    .map(|a| a.manifest.keys().filter(|k| !seen.contains(*k)).copied().collect())
+                    .unwrap_or_default()
+            })
+        };
+        self.execute(listed(count, error, gone)).await.map(|_| ())
     }
 }
 
@@ -111,6 +128,7 @@ impl super::Execute for spool_core::AutomationEffect {
                     objects: 0,
                     error: Some(message),
                     interval_ms: spool_core::machines::automation::WATCH_INTERVAL_DEFAULT_MS,
+                    gone: Vec::new(),
                 })]
             }
             _ => Vec::new(),

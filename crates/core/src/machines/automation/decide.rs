@@ -28,18 +28,28 @@ pub fn decide(state: &State, cmd: &AutomationCommand, ctx: &mut Ctx) -> Result<D
         AutomationCommand::RecordWatchPage { automation_id, listing, objects } => {
             watch_page(state, automation_id, *listing, objects)
         }
-        AutomationCommand::RecordWatchListed { automation_id, listing, objects, error, interval_ms } => {
+        AutomationCommand::RecordWatchListed { automation_id, listing, objects, error, interval_ms, gone } => {
             let Some(a) = state.automations.get(automation_id).filter(|a| a.listing_due && a.listing == *listing)
             else {
                 return Ok(Decision::nothing(Outcome::Done));
             };
-            let event = Event::AutomationListed {
+            // A failed listing waits longer each time in a row (recorded: the due time is in
+            // the event, so a restart keeps it); a whole one forgets what it did not list.
+            let failures = if error.is_some() { a.listing_failures.saturating_add(1) } else { 0 };
+            let mut events = Vec::new();
+            if error.is_none() {
+                let gone: Vec<[u8; 16]> = gone.iter().filter(|k| a.manifest.contains_key(*k)).copied().collect();
+                for chunk in gone.chunks(super::GONE_PATHS_PER_EVENT) {
+                    events.push(Event::AutomationObjectsGone { automation_id: a.automation_id, paths: chunk.to_vec() });
+                }
+            }
+            events.push(Event::AutomationListed {
                 automation_id: a.automation_id,
                 objects: *objects,
                 error: error.clone(),
-                next_listing_ms: ctx.now_ms.saturating_add((*interval_ms).max(1)),
-            };
-            Ok(Decision::one(a.automation_id.to_string(), vec![event], Outcome::Automation(a.automation_id)))
+                next_listing_ms: ctx.now_ms.saturating_add(super::listing_delay_ms(*interval_ms, failures)),
+            });
+            Ok(Decision::one(a.automation_id.to_string(), events, Outcome::Automation(a.automation_id)))
         }
         AutomationCommand::StartRun { automation_id, job_id } => start_run(state, automation_id, job_id, ctx),
     }

@@ -32,6 +32,8 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
         | Event::AutomationWatchDue { automation_id }
         | Event::AutomationObjectsFound { automation_id, .. }
         | Event::AutomationListed { automation_id, .. }
+        | Event::AutomationObjectsGone { automation_id, .. }
+        | Event::AutomationRemoved { automation_id }
         | Event::AutomationImportStarted { automation_id, .. }
         | Event::AutomationRunStarted { automation_id, .. } => Some(WorkKey::Automation(*automation_id)),
         _ => None,

@@ -9,6 +9,12 @@ pub fn evolve(state: &mut State, env: &Envelope) {
         Event::AutomationSaved { automation_id, index_id, config } => {
             let kind = AutomationKind::of(config);
             state.automation_by_index.insert((*index_id, kind), *automation_id);
+            if let Some(old) = state.automations.get(automation_id).and_then(Automation::prompt_id) {
+                state.automations_by_prompt.remove(&(old, *automation_id));
+            }
+            if let AutomationConfig::Import { prompt_id, .. } = config {
+                state.automations_by_prompt.insert((*prompt_id, *automation_id));
+            }
             let a = state.automations.entry(*automation_id).or_insert_with(|| Automation {
                 automation_id: *automation_id,
                 index_id: *index_id,
@@ -27,6 +33,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 listing_due: false,
                 listing: 0,
                 last_listed_at_ms: None,
+                listing_failures: 0,
                 last_import_job_id: None,
                 jobs_ended: BTreeSet::new(),
             });
@@ -79,8 +86,23 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 );
             }
         }
+        Event::AutomationObjectsGone { automation_id, paths } => {
+            let Some(a) = state.automations.get_mut(automation_id) else { return };
+            for p in paths {
+                a.manifest.remove(p);
+            }
+            if !a.found.is_empty() {
+                let gone: BTreeSet<&[u8; 16]> = paths.iter().collect();
+                a.found.retain(|path, _| !gone.contains(&path_key(path)));
+                if a.found.is_empty() {
+                    a.found_since_ms = None;
+                    state.clear_timer(&Timer::AutomationDebounce { automation_id: *automation_id });
+                }
+            }
+        }
         Event::AutomationListed { automation_id, error, next_listing_ms, .. } => {
             let Some(a) = state.automations.get_mut(automation_id) else { return };
+            a.listing_failures = if error.is_some() { a.listing_failures.saturating_add(1) } else { 0 };
             a.listing_due = false;
             a.last_listed_at_ms = Some(at);
             a.last_error = error.clone();
@@ -146,6 +168,19 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                 a.pending_runs.insert(*run_id);
                 state.automations_with_work.insert(id);
             }
+        }
+        Event::AutomationRemoved { automation_id } => {
+            // A deleted index's automation leaves the state, with its timers and work.
+            let id = *automation_id;
+            if let Some(a) = state.automations.remove(&id) {
+                state.automation_by_index.remove(&(a.index_id, a.kind()));
+                if let Some(prompt) = a.prompt_id() {
+                    state.automations_by_prompt.remove(&(prompt, id));
+                }
+            }
+            state.clear_timer(&Timer::AutomationWatch { automation_id: id });
+            state.clear_timer(&Timer::AutomationDebounce { automation_id: id });
+            state.automations_with_work.remove(&id);
         }
         Event::AutomationExported { automation_id, run_id, export_id, error } => {
             let Some(a) = state.automations.get_mut(automation_id) else { return };

@@ -16,7 +16,9 @@ pub use evolve::evolve;
 
 use crate::machines::import_job::PathKey;
 use serde::{Deserialize, Serialize};
-use spool_model::{AutomationConfig, AutomationId, ExportId, ImportJobId, IndexId, PromptRunId, WatchedObject};
+use spool_model::{
+    AutomationConfig, AutomationId, ExportId, ImportJobId, IndexId, PromptId, PromptRunId, WatchedObject,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A debounce that objects keep re-arming fires at the latest this many intervals after the
@@ -90,13 +92,16 @@ pub enum AutomationCommand {
         objects: Vec<WatchedObject>,
     },
     /// Effect outcome: the listing ended (`error` when it failed); the next is due `interval_ms`
-    /// later.
+    /// later, or, after failures in a row, later still ([`listing_delay_ms`]). `gone`: the
+    /// manifest's keys the whole listing did not list (empty when it failed).
     RecordWatchListed {
         automation_id: AutomationId,
         listing: u64,
         objects: u64,
         error: Option<String>,
         interval_ms: u64,
+        #[serde(default)]
+        gone: Vec<PathKey>,
     },
     /// Effect outcome: an automation's import job ended; start the preset's prompt run.
     StartRun {
@@ -136,6 +141,9 @@ pub struct Automation {
     /// decides nothing.
     pub listing: u64,
     pub last_listed_at_ms: Option<u64>,
+    /// Import: listings that failed in a row (0 after one that did not): each waits longer.
+    #[serde(default)]
+    pub listing_failures: u32,
     pub last_import_job_id: Option<ImportJobId>,
     /// Import: the automation's jobs that ended and wait for their prompt run.
     pub jobs_ended: BTreeSet<ImportJobId>,
@@ -184,12 +192,34 @@ impl Automation {
         !self.pending_runs.is_empty() || !self.jobs_ended.is_empty() || self.listing_due
     }
 
+    /// The prompt an import automation's preset names.
+    pub fn prompt_id(&self) -> Option<PromptId> {
+        match &self.config {
+            AutomationConfig::Import { prompt_id, .. } => Some(*prompt_id),
+            AutomationConfig::Export { .. } => None,
+        }
+    }
+
     pub fn debounce_ms(&self) -> Option<u64> {
         match &self.config {
             AutomationConfig::Import { debounce_ms, .. } => Some(*debounce_ms),
             AutomationConfig::Export { .. } => None,
         }
     }
+}
+
+/// Manifest keys an `AutomationObjectsGone` carries at most.
+pub const GONE_PATHS_PER_EVENT: usize = 4096;
+/// The longest wait between listings after failures in a row (unless the interval is longer).
+pub const LISTING_BACKOFF_MAX_MS: u64 = 60 * 60 * 1000;
+
+/// When the next listing is due after one that ended with `failures` failed listings in a row
+/// (this one included): the interval, doubled for each failure, at most
+/// [`LISTING_BACKOFF_MAX_MS`] (or the interval, when that is longer).
+pub fn listing_delay_ms(interval_ms: u64, failures: u32) -> u64 {
+    let interval = interval_ms.max(1);
+    let doubled = interval.saturating_mul(1u64 << failures.min(20));
+    doubled.min(LISTING_BACKOFF_MAX_MS.max(interval))
 }
 
 /// The manifest's key of what an object is now: its etag (or, without one, its last

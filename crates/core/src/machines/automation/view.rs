@@ -67,6 +67,7 @@ pub fn automation(st: &crate::State, a: &Automation) -> Value {
             "found_objects": a.found.len(),
             "manifest_objects": a.manifest.len(),
             "last_listed_at": a.last_listed_at_ms.map(rfc3339_ms),
+            "listing_failures": a.listing_failures,
             "waiting_for": waiting_for(st, a),
         }),
         AutomationConfig::Export { enabled, connector_id, subpath } => json!({

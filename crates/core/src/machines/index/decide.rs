@@ -65,7 +65,20 @@ pub fn decide(state: &State, cmd: &IndexCommand, ctx: &mut Ctx) -> Result<Decisi
             match current {
                 Some(d) if d.deletion_id == *deletion_id && d.stage == DeletionStage::Deleting => {
                     let ev = Event::IndexDeleted { index_id: *index_id, deletion_id: *deletion_id };
-                    Ok(Decision::one(index_id.to_string(), vec![ev], Outcome::Done))
+                    // Its automations leave with it, each in its own stream.
+                    let mut streams: Vec<crate::StreamEvents> = [
+                        crate::machines::automation::AutomationKind::Import,
+                        crate::machines::automation::AutomationKind::Export,
+                    ]
+                    .into_iter()
+                    .filter_map(|kind| state.automation_by_index.get(&(*index_id, kind)))
+                    .map(|automation_id| crate::StreamEvents {
+                        stream: automation_id.to_string(),
+                        events: vec![Event::AutomationRemoved { automation_id: *automation_id }],
+                    })
+                    .collect();
+                    streams.push(crate::StreamEvents { stream: index_id.to_string(), events: vec![ev] });
+                    Ok(Decision { streams, outcome: Outcome::Done })
                 }
                 _ => Ok(Decision::nothing(Outcome::Done)),
             }

@@ -11,7 +11,7 @@ pub use decide::*;
 pub use evolve::evolve;
 
 use serde::{Deserialize, Serialize};
-use spool_model::{PromptId, PromptSemantic, PromptVideoLevel};
+use spool_model::{AutomationId, PromptId, PromptSemantic, PromptVideoLevel};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PromptCommand {
@@ -63,8 +63,14 @@ impl Prompt {
 
     /// Whether a run that has not ended uses it (automations come with their issue). O(runs
     /// not ended).
+    /// A run that has not ended uses it, or an import automation's preset names it.
     pub fn is_in_use(&self, state: &crate::State) -> bool {
         state.active_runs.iter().any(|r| state.prompt_runs.get(r).is_some_and(|r| r.prompt_id == self.prompt_id))
+            || state
+                .automations_by_prompt
+                .range((self.prompt_id, AutomationId::from_ulid(ulid::Ulid::nil()))..)
+                .next()
+                .is_some_and(|(p, _)| *p == self.prompt_id)
     }
 }
 
