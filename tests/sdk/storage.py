@@ -143,6 +143,11 @@ class AzuriteServer:
         status, resp = self._request("PUT", path, {}, body, headers)
         assert status == 201, f"azurite put {bucket}/{key}: {status} {resp[:300]!r}"
 
+    def get(self, bucket: str, key: str) -> bytes:
+        status, body = self._request("GET", f"{bucket}/{urllib.parse.quote(key, safe='/')}", {})
+        assert status == 200, f"azurite get {bucket}/{key}: {status} {body[:300]!r}"
+        return body
+
     def keys(self, bucket: str) -> List[str]:
         out: List[str] = []
         marker = ""
@@ -188,6 +193,12 @@ class GcsServer:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(body))}
         status, resp = _http("POST", url, body, headers)
         assert status == 200, f"fake-gcs put {bucket}/{key}: {status} {resp[:300]!r}"
+
+    def get(self, bucket: str, key: str) -> bytes:
+        url = f"{self.fake_url}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/{urllib.parse.quote(key, safe='')}?alt=media"
+        status, body = _http("GET", url)
+        assert status == 200, f"fake-gcs get {bucket}/{key}: {status} {body[:300]!r}"
+        return body
 
     def keys(self, bucket: str) -> List[str]:
         out: List[str] = []

@@ -10,7 +10,8 @@ holds everything and resume picks up what arrived meanwhile; a changed object (n
 imported again under `all` and skipped under `new_only`; a SIGKILL between arming and firing
 loses nothing and duplicates nothing; an object deleted and put back unchanged is found again
 (the manifest forgets what a whole listing did not list); a failing listing waits twice as long
-each time in a row, across a SIGKILL, and the interval again once one succeeds."""
+each time in a row, across a SIGKILL, and the interval again once one succeeds; the watch finds,
+forgets and imports objects in GCS (fake-gcs-server) and Azure Blob (azurite) as in S3."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from videovector import VideoVector
 
 from conftest import DEFAULT_BIN, _free_port, _log_tail, _stop
 from spool_sdk_helpers import unique, wav
+import storage
 from storage import s3s
 
 START_MS = 1_780_000_000_000
@@ -64,6 +66,8 @@ class ClockServer:
             SPOOL_TEST_CLOCK_MS=str(self.now_ms),
             SPOOL_AUTOMATION_WATCH_INTERVAL="30s",
             AWS_ENDPOINT_URL=os.environ["SPOOL_TEST_S3S_ENDPOINT"],
+            AZURE_STORAGE_USE_EMULATOR="true",
+            AZURITE_BLOB_STORAGE_URL=os.environ["SPOOL_TEST_AZURITE_URL"],
             RUST_BACKTRACE="1",
         )
         log = open(self.tmp / "spool.log", "ab")
@@ -472,3 +476,49 @@ def test_a_failing_listing_backs_off_durably_and_recovers(server):
     s.advance(wait)
     a = until(lambda: watch(s, index), lambda a: a["last_listed_at"] != listed and a["waiting_for"] != "listing", "the listing after recovery")
     assert a["last_error"] is None and a["listing_failures"] == 0 and gap(a) == 30_000, a
+
+
+@pytest.mark.parametrize("provider", ["gcs", "azure"])
+def test_the_watch_finds_and_imports_objects_in_gcs_and_azure(server, provider):
+    s = server
+    if provider == "azure":
+        srv = storage.azurite()
+        bucket = srv.make_bucket("watch")
+        r = s.call("POST", "/connectors/azure", {
+            "name": unique("azure-watch"), "storage_account": srv.account, "container": bucket,
+            "tenant_id": "00000000-0000-0000-0000-000000000000", "client_id": "11111111-1111-1111-1111-111111111111",
+            "client_secret": "unused-in-emulator-mode", "scopes": ["import"],
+        })
+    else:
+        srv = storage.gcs()
+        bucket = srv.make_bucket("watch")
+        r = httpx.post(
+            f"{s.base}/api/v2/connectors/gcs", timeout=30, headers={"X-API-Key": s.admin},
+            data={"name": unique("gcs-watch"), "bucket": bucket, "gcp_project_id": "spool-test", "scopes": ["import"]},
+            files={"credentials_file": ("service-account.json", srv.credentials(), "application/json")},
+        )
+    assert r.status_code == 201, r.text
+    conn = r.json()["connector_id"]
+    index = s.call("POST", "/indexes", {"name": unique("watched")}).json()["index_id"]
+    r = s.call("POST", "/prompts", {"name": unique("facts"), "prompt_text": "Report the media facts.", "json_schema": SCHEMA})
+    prompt = r.json()["prompt_id"]
+    srv.put(bucket, "incoming/a.wav", wav("a"))
+    srv.put(bucket, "incoming/deep/b.wav", wav("b"))
+    srv.put(bucket, "incoming/notes.txt", b"not media")
+    save_watch(s, index, conn, prompt)
+    a = until(lambda: watch(s, index), lambda a: a["found_objects"] == 2 and a["waiting_for"] == "debounce", "the first listing")
+    assert a["last_error"] is None, a
+    s.advance(5 * MINUTE)
+    a = until(lambda: watch(s, index), lambda a: a["last_import_job_id"], "the import")
+    job = until(lambda: s.sdk().import_jobs.retrieve(a["last_import_job_id"]), lambda j: j.status == "completed", "the job")
+    assert (job.progress.total_files, job.progress.imported) == (2, 2), job
+    files = s.call("GET", f"/import-jobs/{job.job_id}/files?limit=10").json()["items"]
+    assert sorted(f["file_name"] for f in files) == ["incoming/a.wav", "incoming/deep/b.wav"]
+    # A third object: the next listing finds it alone.
+    srv.put(bucket, "incoming/c.wav", wav("c"))
+    s.advance(MINUTE)
+    a = until(lambda: watch(s, index), lambda a: a["found_objects"] == 1 and a["manifest_objects"] == 3, "the third object")
+    s.advance(5 * MINUTE)
+    second = until(lambda: watch(s, index), lambda x: x["last_import_job_id"] != job.job_id, "the second import")
+    job = until(lambda: s.sdk().import_jobs.retrieve(second["last_import_job_id"]), lambda j: j.status == "completed", "the second job")
+    assert (job.progress.total_files, job.progress.imported) == (1, 1), job

@@ -9,7 +9,8 @@ GCS: fake-gcs-server behind tests/storage/gcs_xml_adapter.py. object_store speak
 API, which fake-gcs-server implements partly; the adapter fakes the object PUT (and its ETag),
 `x-goog-if-generation-match`, copy, and the missing-bucket error. What these tests show about
 those is the adapter's behaviour, not Google's. XML multipart uploads (large or streamed
-uploads) are NOT covered locally: the adapter answers them 501.
+uploads) are faked by the adapter too (parts kept, then one upload upstream): the resumable
+export to GCS is tested in test_cloud_exports.py, the watch in test_automation_watch.py.
 """
 
 from __future__ import annotations
