@@ -293,3 +293,45 @@ def test_bulk_retry_of_failed_deliveries_runs_as_a_job_from_the_api_and_the_cli(
     assert all(d.attempts == 5 for d in ds)
     view = raw.get(f"/api/v2/webhooks/{wh.webhook_id}", headers=admin_headers).json()
     assert view["bulk_retry"] == {"status": "finished", "retried": 3}
+
+
+def _walk_deliveries(raw, admin_headers, webhook_id: str, limit: int, status: str = "") -> list:
+    """Every delivery of a webhook, page by page from each page's `X-Next-Cursor`."""
+    out, before = [], ""
+    for _ in range(1000):
+        q = f"limit={limit}" + (f"&status={status}" if status else "") + (f"&before={before}" if before else "")
+        r = raw.get(f"/api/v2/webhooks/{webhook_id}/deliveries?{q}", headers=admin_headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page) <= limit
+        out.extend(page)
+        before = r.headers.get("x-next-cursor", "")
+        if not before:
+            return out
+    raise AssertionError("the cursor never ended")
+
+
+def test_deliveries_page_with_a_cursor_and_a_status_reads_its_own_set(client, raw, admin_headers, spool_server, receiver):
+    index = client.indexes.create(name=unique("paged")).index_id
+    wh = client.webhooks.create(name=unique("wh"), url=receiver.url, events=["media.created"], index_ids=[index])
+    _import(client, raw, admin_headers, spool_server, index, 6)
+    _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 6 and all(d.status == "delivered" for d in ds))
+    # Paused: what happens meanwhile is held, pending.
+    client.webhooks.update(wh.webhook_id, status="paused")
+    _import(client, raw, admin_headers, spool_server, index, 5)
+    everything = _deliveries(client, wh.webhook_id, lambda ds: len(ds) == 11)
+    newest_first = [d.delivery_id for d in everything]
+    # Pages of 4: each delivery once, in the SDK list's order (newest first).
+    walked = _walk_deliveries(raw, admin_headers, wh.webhook_id, 4)
+    assert [d["delivery_id"] for d in walked] == newest_first
+    # A status reads its own set, paged the same way.
+    pending = _walk_deliveries(raw, admin_headers, wh.webhook_id, 2, "pending")
+    assert [d["delivery_id"] for d in pending] == [d.delivery_id for d in everything if d.status == "pending"]
+    assert len(pending) == 5 and all(d["status"] == "pending" for d in pending)
+    delivered = _walk_deliveries(raw, admin_headers, wh.webhook_id, 4, "delivered")
+    assert [d["delivery_id"] for d in delivered] == [d.delivery_id for d in everything if d.status == "delivered"]
+    assert _walk_deliveries(raw, admin_headers, wh.webhook_id, 3, "failed") == []
+    # The SDK's default page is still the whole first page, without a cursor.
+    assert [d.delivery_id for d in client.webhooks.list_deliveries(wh.webhook_id)] == newest_first
+    r = raw.get(f"/api/v2/webhooks/{wh.webhook_id}/deliveries?before=garbage", headers=admin_headers)
+    assert r.status_code == 422 and "before" in r.text, r.text

@@ -10,7 +10,7 @@ pub use crate::machines::index::{Deletion, Index};
 
 /// Bumped whenever the shape of [`State`] changes: an older snapshot is then ignored and the
 /// state is rebuilt from the log.
-pub const STATE_FORMAT: u32 = 35;
+pub const STATE_FORMAT: u32 = 36;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -46,6 +46,10 @@ pub struct State {
     /// Webhooks (deleted ones kept as tombstones), and their deliveries not delivered (a
     /// delivered one is a row of the `deliveries` table: `engine-spec/tables.md`).
     pub webhooks: BTreeMap<spool_model::WebhookId, crate::machines::webhook::Webhook>,
+    /// Webhooks by what they are subscribed to: (event name, an index it is limited to or `None`
+    /// for every index, webhook), for each webhook not deleted. A domain event's deliveries read
+    /// the entries of its name: O(matching webhooks · log n), not a walk of every webhook.
+    pub subscriptions: BTreeSet<(spool_model::DomainEventName, Option<IndexId>, spool_model::WebhookId)>,
     pub deliveries: BTreeMap<spool_model::DeliveryId, crate::machines::webhook::Delivery>,
     /// Webhooks with pending deliveries: the work `pending_effects` looks at.
     pub webhooks_with_work: BTreeSet<spool_model::WebhookId>,

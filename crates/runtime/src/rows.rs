@@ -280,11 +280,14 @@ pub fn read_run_calls<L: EventLog + ?Sized>(
 pub fn read_webhook_delivered<L: EventLog + ?Sized>(
     log: &L,
     webhook_id: &WebhookId,
+    before: Option<(u64, DeliveryId)>,
     n: usize,
 ) -> Result<Vec<(u64, DeliveryId)>, spool_log::Error> {
-    use spool_core::machines::webhook::{parse_webhook_delivery_key, webhook_delivery_prefix};
+    use spool_core::machines::webhook::{parse_webhook_delivery_key, webhook_delivery_key, webhook_delivery_prefix};
     let prefix = webhook_delivery_prefix(webhook_id);
-    scan_keys(log, SideTable::WebhookDeliveries, &prefix, prefix.clone(), n, parse_webhook_delivery_key)
+    // Keys sort newest first: the ones after a delivery's own key are older than it.
+    let from = before.map_or_else(|| prefix.clone(), |(at, d)| webhook_delivery_key(webhook_id, at, &d));
+    scan_keys(log, SideTable::WebhookDeliveries, &prefix, from, n, parse_webhook_delivery_key)
 }
 
 /// Load what a decision reads from the tables into the state (`spool_core::rows::Need`): the

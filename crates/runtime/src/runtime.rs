@@ -591,9 +591,10 @@ impl Runtime {
     pub fn webhook_delivered(
         &self,
         webhook_id: &spool_model::WebhookId,
+        before: Option<(u64, spool_model::DeliveryId)>,
         n: usize,
     ) -> Result<Vec<(u64, spool_model::DeliveryId)>, RuntimeError> {
-        Ok(crate::rows::read_webhook_delivered(&*self.log, webhook_id, n)?)
+        Ok(crate::rows::read_webhook_delivered(&*self.log, webhook_id, before, n)?)
     }
 
     /// An index's videos after `after` in page order, at most `n` (`index_videos`).

@@ -158,7 +158,7 @@ async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart(
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     let (in_state, open) = rt.read(|st| (st.deliveries.len(), st.webhooks.get(&webhook_id).map(|w| w.open.len())));
     assert_eq!((in_state, open), (0, Some(0)), "a delivered delivery stays in the state");
-    let keys = rt.webhook_delivered(&webhook_id, 10).unwrap();
+    let keys = rt.webhook_delivered(&webhook_id, None, 10).unwrap();
     assert_eq!(keys.len(), 3);
     assert!(keys.windows(2).all(|k| k[0].0 > k[1].0), "newest first: {keys:?}");
     let rows = rt.delivered_rows(keys.iter().map(|k| k.1)).unwrap();
@@ -167,7 +167,9 @@ async fn a_delivered_delivery_is_a_row_and_its_retry_is_refused_after_a_restart(
         assert_eq!((d.status, d.attempts, d.response_status_code), (DeliveryStatus::Delivered, 1, Some(204)), "{id}");
         assert!(d.payload_json.contains("import_job.started"), "{}", d.payload_json);
     }
-    assert_eq!(rt.webhook_delivered(&webhook_id, 2).unwrap(), keys[..2].to_vec());
+    assert_eq!(rt.webhook_delivered(&webhook_id, None, 2).unwrap(), keys[..2].to_vec());
+    // From a cursor: the older ones.
+    assert_eq!(rt.webhook_delivered(&webhook_id, Some(keys[1]), 10).unwrap(), keys[2..].to_vec());
     rt.shutdown().await;
     drop(rt);
 

@@ -2,6 +2,10 @@
 //! signing, guarded client) to a receiver on loopback, with 1, 16 and 64 subscribed webhooks
 //! (one delivery of a webhook in flight at a time: 1, 16 and 64 at once), against that
 //! receiver's own ceiling measured in the same run with `wrk` at the same connection counts.
+//! Then the fan-out: domain events/s turned into deliveries with 1, 100 and 10,000 webhooks of
+//! which one is subscribed to the events raised (the rest to another event), against the run
+//! with 1 webhook: the fan-out reads the subscriptions of the event's name, so the rate stays
+//! flat however many webhooks do not match.
 
 use anyhow::{Context, bail};
 use spool_core::{Command, ConnectorCommand, ImportCommand, IndexCommand, Outcome, WebhookCommand};
@@ -40,8 +44,16 @@ fn wrk(url: &str, connections: usize) -> anyhow::Result<f64> {
         .context("wrk's Requests/sec")
 }
 
-async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f64> {
-    let scratch = std::env::temp_dir().join(format!("spool-bench-webhooks-{}-{webhooks}", std::process::id()));
+/// A runtime of its own in a scratch folder, with `webhooks` webhooks to `url`: `matching` of
+/// them subscribed to `import_job.started` (what the import jobs raise), the rest to
+/// `export.ready`; an index and an empty local connector to make import jobs from.
+async fn open(
+    url: &str,
+    webhooks: usize,
+    matching: usize,
+    tag: &str,
+) -> anyhow::Result<(Arc<Runtime>, std::path::PathBuf, spool_model::IndexId, ConnectorId)> {
+    let scratch = std::env::temp_dir().join(format!("spool-bench-webhooks-{}-{tag}-{webhooks}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(scratch.join("empty"))?;
     let mut cfg = RuntimeConfig::new(scratch.join("data"));
@@ -54,12 +66,13 @@ async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f
     };
     let rt = Runtime::open(cfg, Arc::new(SystemClock), Arc::new(SystemIds)).await?;
     rt.wait_ready().await;
-    for _ in 0..webhooks {
+    for i in 0..webhooks {
+        let event = if i < matching { "import_job.started" } else { "export.ready" };
         let cmd = Command::Webhook(WebhookCommand::CreateWebhook {
             webhook_id: WebhookId(rt.new_ulid()),
             name: "bench".into(),
             url: url.to_string(),
-            events: vec!["import_job.started".into()],
+            events: vec![event.into()],
             index_ids: None,
             metadata_json: None,
             secret: None,
@@ -87,9 +100,16 @@ async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f
         credentials: None,
     }))
     .await?;
-    let expected = events * webhooks;
-    let start = Instant::now();
-    // Each import job raises `import_job.started`: one delivery per webhook.
+    Ok((rt, scratch, index_id, connector_id))
+}
+
+/// `events` import jobs made by 16 tasks: each raises `import_job.started`.
+async fn raise(
+    rt: &Arc<Runtime>,
+    index_id: spool_model::IndexId,
+    connector_id: ConnectorId,
+    events: usize,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for chunk in 0..16 {
         let rt = rt.clone();
@@ -112,19 +132,32 @@ async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f
     for t in tasks {
         t.await??;
     }
+    Ok(())
+}
+
+/// (deliveries made, deliveries waiting, any failed) over every webhook: O(webhooks), not
+/// O(deliveries) (a scan of every delivery under the read lock would stall the sequencer it
+/// measures).
+fn tally(rt: &Runtime) -> (usize, usize, bool) {
+    rt.read(|st| {
+        st.webhooks.values().fold((0, 0, false), |(c, p, f), w| {
+            (
+                c + w.open.len() + spool_model::num::sat_usize(w.delivered),
+                p + w.pending.len(),
+                f || w.last_failure_at_ms.is_some(),
+            )
+        })
+    })
+}
+
+async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f64> {
+    let (rt, scratch, index_id, connector_id) = open(url, webhooks, webhooks, "deliver").await?;
+    let expected = events * webhooks;
+    let start = Instant::now();
+    raise(&rt, index_id, connector_id, events).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        // O(webhooks), not O(deliveries): a scan of every delivery under the read lock would
-        // stall the sequencer it measures.
-        let (created, waiting, failed) = rt.read(|st| {
-            st.webhooks.values().fold((0, 0, false), |(c, p, f), w| {
-                (
-                    c + w.open.len() + spool_model::num::sat_usize(w.delivered),
-                    p + w.pending.len(),
-                    f || w.last_failure_at_ms.is_some(),
-                )
-            })
-        });
+        let (created, waiting, failed) = tally(&rt);
         if failed {
             bail!("a delivery failed: the receiver is not taking them (the ratio would mean nothing)");
         }
@@ -141,6 +174,32 @@ async fn run_once(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f
     rt.shutdown().await;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(expected as f64 / secs)
+}
+
+/// Domain events/s from their raise to their one delivery made (not sent: the fan-out's cost),
+/// with `webhooks` webhooks of which one matches.
+async fn fan_out(url: &str, webhooks: usize, events: usize) -> anyhow::Result<f64> {
+    let (rt, scratch, index_id, connector_id) = open(url, webhooks, 1, "fanout").await?;
+    let start = Instant::now();
+    raise(&rt, index_id, connector_id, events).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (created, _, _) = tally(&rt);
+        if created >= events {
+            if created > events {
+                bail!("{created} deliveries for {events} events: a webhook that does not match got one");
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {created} of {events} deliveries made in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rt.shutdown().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(events as f64 / secs)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -160,6 +219,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             json[format!("deliveries_per_s_{in_flight}")] = serde_json::json!(ours.round());
             json[format!("receiver_ceiling_{in_flight}")] = serde_json::json!(ceiling.round());
             json[format!("ratio_{in_flight}")] = serde_json::json!((ours / ceiling * 100.0).round() / 100.0);
+        }
+        // The fan-out: one matching webhook among 1, 100 and 10,000.
+        let mut base = None;
+        for webhooks in [1usize, 100, 10_000] {
+            let rate = fan_out(&url, webhooks, a.events).await?;
+            let b = *base.get_or_insert(rate);
+            println!(
+                "fan-out: {webhooks:>6} webhooks, 1 matching: {rate:>8.0} events/s   against 1 webhook: ratio {:.2}",
+                rate / b
+            );
+            json[format!("fanout_events_per_s_{webhooks}")] = serde_json::json!(rate.round());
+            json[format!("fanout_ratio_{webhooks}")] = serde_json::json!((rate / b * 100.0).round() / 100.0);
         }
         println!("{json}");
         Ok(())

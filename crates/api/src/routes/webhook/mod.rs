@@ -32,7 +32,7 @@ pub(crate) fn ops() -> Vec<Op> {
         op!(post "/webhooks/{webhook_id}/rotate-secret" rotate, "rotateWebhookSecret", "webhooks", Model("RotateSecretResponse")),
         op!(post "/webhooks/{webhook_id}/test" test, "testWebhook", "webhooks", Model("WebhookTestResponse")),
         op!(get "/webhooks/{webhook_id}/deliveries" deliveries, "listWebhookDeliveries", "webhooks", Array("WebhookDelivery"),
-                query = &[q("limit", QKind::Int(1, 1000)), q("status", QKind::Str)]),
+                query = &[q("limit", QKind::Int(1, 1000)), q("status", QKind::Str), q("before", QKind::Str)]),
         op!(post "/webhooks/{webhook_id}/deliveries/retry" bulk_retry, "retryWebhookDeliveries", "webhooks", Local("Object"), ok = 202),
     ]
 }
@@ -320,40 +320,56 @@ pub async fn deliveries(
             }))
         })?),
     };
-    // The webhook's open deliveries (not delivered) from the read state, its delivered ones
-    // from the tables (newest first, `limit` at most), then one answer from both.
+    // From the cursor `before` (a page's `X-Next-Cursor`: the last delivery's creation time and
+    // id), older ones only.
+    let before: Option<(u64, DeliveryId)> = match q.get("before").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let bad = || ApiError::validation("before", "must be a cursor from an earlier page (X-Next-Cursor)");
+            let (ms, d) = raw.split_once('.').ok_or_else(bad)?;
+            Some((ms.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?))
+        }
+    };
+    let upper = before.unwrap_or((u64::MAX, DeliveryId(ulid::Ulid::from(u128::MAX))));
+    // The webhook's open deliveries (not delivered) from the read state — one status's set when
+    // a status is asked, so a page reads at most `limit` of them —, its delivered ones from the
+    // tables (newest first, `limit` at most), then one answer from both.
     let open: Vec<Delivery> = app
         .rt
         .read(|st| {
             let w = st.webhooks.get(&id).filter(|w| w.is_live())?;
-            Some(
-                w.open
-                    .iter()
-                    .rev()
-                    .filter_map(|(_, d)| st.deliveries.get(d))
-                    .filter(|d| status.is_none_or(|s| d.status == s))
-                    .take(limit)
-                    .cloned()
-                    .collect(),
-            )
+            let keys: Box<dyn Iterator<Item = (u64, DeliveryId)>> = match status {
+                Some(DeliveryStatus::Delivered) => Box::new(std::iter::empty()),
+                Some(s) => Box::new(w.open_by_status.before(s, upper)),
+                None => Box::new(w.open.range(..upper).rev().copied()),
+            };
+            Some(keys.take(limit).filter_map(|(_, d)| st.deliveries.get(&d)).cloned().collect())
         })
         .ok_or_else(|| ApiError::not_found("webhook", &raw))?;
     let delivered = if status.is_none_or(|s| s == DeliveryStatus::Delivered) {
-        let keys = app.rt.webhook_delivered(&id, limit)?;
+        let keys = app.rt.webhook_delivered(&id, before, limit)?;
         app.rt.delivered_rows(keys.into_iter().map(|(_, d)| d))?.into_values().collect()
     } else {
         Vec::new()
     };
-    let items = app.rt.read(|st| {
+    let (items, next) = app.rt.read(|st| {
         // One delivered while this was read is in both: its row wins.
         let mut all: std::collections::BTreeMap<(u64, DeliveryId), &Delivery> =
             open.iter().map(|d| ((d.created_at_ms, d.delivery_id), d)).collect();
         for d in &delivered {
             all.insert((d.created_at_ms, d.delivery_id), &**d);
         }
-        all.values().rev().take(limit).map(|d| views::delivery_in(st, d, false)).collect::<Vec<_>>()
+        let page: Vec<_> = all.iter().rev().take(limit).collect();
+        let next = (page.len() == limit).then(|| page.last().map(|(k, _)| format!("{:020}.{}", k.0, k.1))).flatten();
+        (page.into_iter().map(|(_, d)| views::delivery_in(st, d, false)).collect::<Vec<_>>(), next)
     });
-    Ok(json(StatusCode::OK, &serde_json::Value::Array(items)))
+    let mut resp = json(StatusCode::OK, &serde_json::Value::Array(items));
+    if let Some(c) = next
+        && let Ok(v) = axum::http::HeaderValue::from_str(&c)
+    {
+        resp.headers_mut().insert(axum::http::HeaderName::from_static("x-next-cursor"), v);
+    }
+    Ok(resp)
 }
 
 pub async fn delivery(

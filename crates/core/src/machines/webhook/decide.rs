@@ -461,14 +461,28 @@ fn deliveries(
     ctx: &mut Ctx,
     out: &mut Vec<StreamEvents>,
 ) {
-    let subscribed = state
-        .webhooks
-        .values()
-        .filter(|w| w.is_live() && w.status != spool_model::WebhookStatus::Disabled && w.events.contains(&name))
-        .filter(|w| match (&w.index_ids, &index_id) {
-            (Some(filter), Some(idx)) => filter.contains(idx),
-            _ => true,
-        });
+    // The webhooks subscribed to `name` for every index, and those limited to the event's
+    // index; an event without an index reaches every webhook subscribed to `name`.
+    let nil = WebhookId(ulid::Ulid::nil());
+    let max = WebhookId(ulid::Ulid::from(u128::MAX));
+    let ids: BTreeSet<WebhookId> = match index_id {
+        Some(idx) => state
+            .subscriptions
+            .range((name, None, nil)..=(name, None, max))
+            .chain(state.subscriptions.range((name, Some(idx), nil)..=(name, Some(idx), max)))
+            .map(|(_, _, id)| *id)
+            .collect(),
+        None => state
+            .subscriptions
+            .range((name, None, nil)..)
+            .take_while(|(n, _, _)| *n == name)
+            .map(|(_, _, id)| *id)
+            .collect(),
+    };
+    let subscribed = ids
+        .iter()
+        .filter_map(|id| state.webhooks.get(id))
+        .filter(|w| w.is_live() && w.status != spool_model::WebhookStatus::Disabled);
     for w in subscribed {
         let sequence = *next.entry(w.webhook_id).or_insert(w.next_sequence);
         next.insert(w.webhook_id, sequence + 1);
@@ -500,5 +514,94 @@ fn deliveries(
                 payload_json: payload.to_string(),
             }],
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spool_model::{Envelope, Event, WebhookStatus};
+
+    fn apply(state: &mut State, stream: String, event: Event) {
+        let env = Envelope { seq: state.applied_seq + 1, stream, at_ms: 1_000, format_version: 1, event };
+        crate::evolve(state, &env);
+    }
+
+    fn hook(state: &mut State, n: u128, events: &[DomainEventName], index_ids: Option<Vec<IndexId>>) -> WebhookId {
+        let id = WebhookId(ulid::Ulid(n));
+        let secret = Sealed { owner: id.to_string(), nonce: [0; 24], ciphertext: vec![1] };
+        let event = Event::WebhookCreated {
+            webhook_id: id,
+            name: format!("h{n}"),
+            url: "http://127.0.0.1/hook".into(),
+            events: events.to_vec(),
+            index_ids,
+            metadata_json: None,
+            secret,
+        };
+        apply(state, id.to_string(), event);
+        id
+    }
+
+    /// The webhooks one event reaches.
+    fn reached(state: &State, name: DomainEventName, index_id: Option<IndexId>) -> Vec<WebhookId> {
+        let mut out = Vec::new();
+        let mut ctx = Ctx::new(1_000, 7);
+        let data = serde_json::Value::Null;
+        deliveries(state, &mut Default::default(), name, index_id, &data, "evt_1", 1_000, &mut ctx, &mut out);
+        out.iter()
+            .map(|s| match &s.events[0] {
+                Event::DeliveryCreated { webhook_id, .. } => *webhook_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_event_reaches_exactly_the_webhooks_subscribed_to_its_name_and_index() {
+        use DomainEventName::{ExportReady, ImportJobCompleted};
+        let mut st = State::default();
+        let (a, b) = (IndexId(ulid::Ulid(11)), IndexId(ulid::Ulid(12)));
+        let every = hook(&mut st, 1, &[ImportJobCompleted], None);
+        let only_a = hook(&mut st, 2, &[ImportJobCompleted, ExportReady], Some(vec![a]));
+        let only_b = hook(&mut st, 3, &[ImportJobCompleted], Some(vec![b]));
+        let none = hook(&mut st, 4, &[ImportJobCompleted], Some(vec![]));
+        let other = hook(&mut st, 5, &[ExportReady], None);
+        for n in 100..1_100u128 {
+            hook(&mut st, n, &[ExportReady], Some(vec![b]));
+        }
+        assert_eq!(reached(&st, ImportJobCompleted, Some(a)), vec![every, only_a]);
+        assert_eq!(reached(&st, ImportJobCompleted, Some(b)), vec![every, only_b]);
+        // Without an index: every webhook subscribed to the name, whatever its indexes.
+        assert_eq!(reached(&st, ImportJobCompleted, None), vec![every, only_a, only_b, none]);
+        assert_eq!(reached(&st, ExportReady, Some(a)), vec![only_a, other]);
+        // An update moves the subscriptions; a disabled webhook gets none; a deleted one leaves.
+        let update = Event::WebhookUpdated {
+            webhook_id: only_a,
+            name: None,
+            url: None,
+            events: Some(vec![ExportReady]),
+            index_ids: Some(vec![b]),
+            metadata_json: None,
+            status: None,
+        };
+        apply(&mut st, only_a.to_string(), update);
+        assert_eq!(reached(&st, ImportJobCompleted, Some(a)), vec![every]);
+        let disable = Event::WebhookUpdated {
+            webhook_id: every,
+            name: None,
+            url: None,
+            events: None,
+            index_ids: None,
+            metadata_json: None,
+            status: Some(WebhookStatus::Disabled),
+        };
+        apply(&mut st, every.to_string(), disable);
+        assert_eq!(reached(&st, ImportJobCompleted, Some(b)), vec![only_b]);
+        apply(&mut st, only_b.to_string(), Event::WebhookDeleted { webhook_id: only_b });
+        assert_eq!(reached(&st, ImportJobCompleted, Some(b)), Vec::<WebhookId>::new());
+        assert!(!st.subscriptions.iter().any(|(_, _, w)| *w == only_b));
+        // The index holds one entry per (name, scope) of each webhook not deleted.
+        assert_eq!(st.subscriptions.iter().filter(|(_, _, w)| *w == only_a).count(), 1);
     }
 }

@@ -5,8 +5,15 @@ use spool_model::{Envelope, Event};
 fn set_delivery_status(state: &mut State, id: &DeliveryId, to: DeliveryStatus) {
     let Some(d) = state.deliveries.get_mut(id) else { return };
     let key = (d.sequence, d.delivery_id);
+    let (from, open_key) = (d.status, (d.created_at_ms, d.delivery_id));
     d.status = to;
     if let Some(w) = state.webhooks.get_mut(&d.webhook_id) {
+        // Delivered: it leaves the open deliveries (and the state) for its row.
+        if to == DeliveryStatus::Delivered {
+            w.open_by_status.remove(from, open_key);
+        } else {
+            w.open_by_status.moved(open_key, from, to);
+        }
         if to == DeliveryStatus::Pending {
             w.pending.insert(key);
         } else {
@@ -23,6 +30,46 @@ fn set_delivery_status(state: &mut State, id: &DeliveryId, to: DeliveryStatus) {
 /// Fold the webhook's and its deliveries' events; others are not this machine's.
 pub fn evolve(state: &mut State, env: &Envelope) {
     let at = env.at_ms;
+    // A webhook's subscriptions (`State::subscriptions`) are taken out before an event that
+    // may change them and put back after it, as the webhook then is.
+    let resubscribe = match &env.event {
+        Event::WebhookCreated { webhook_id, .. }
+        | Event::WebhookUpdated { webhook_id, .. }
+        | Event::WebhookDeleted { webhook_id } => Some(*webhook_id),
+        _ => None,
+    };
+    if let Some(id) = resubscribe {
+        subscribe(state, &id, false);
+    }
+    evolve_event(state, env, at);
+    if let Some(id) = resubscribe {
+        subscribe(state, &id, true);
+    }
+}
+
+/// Insert (`on`) or remove the webhook's entries of `State::subscriptions`: one per event name
+/// it is subscribed to and index it is limited to (`None`: every index), while it is not
+/// deleted. (An entry's webhook may be disabled or paused: delivery looks at that.)
+fn subscribe(state: &mut State, id: &spool_model::WebhookId, on: bool) {
+    let Some(w) = state.webhooks.get(id).filter(|w| w.is_live()) else { return };
+    let scopes: Vec<Option<spool_model::IndexId>> = match &w.index_ids {
+        // Limited to no index: only events without one reach it (they read every entry of
+        // their name); a nil id stands for it, as no index has one.
+        Some(list) if list.is_empty() => vec![Some(spool_model::IndexId(ulid::Ulid::nil()))],
+        Some(list) => list.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let keys: Vec<_> = w.events.iter().flat_map(|name| scopes.iter().map(move |scope| (*name, *scope, *id))).collect();
+    for k in keys {
+        if on {
+            state.subscriptions.insert(k);
+        } else {
+            state.subscriptions.remove(&k);
+        }
+    }
+}
+
+fn evolve_event(state: &mut State, env: &Envelope, at: u64) {
     match &env.event {
         Event::PartitionIngested { partition, through_seq } => {
             state.ingested.insert(*partition, *through_seq);
@@ -48,6 +95,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
                     next_sequence: 1,
                     deleted: false,
                     open: BTreeSet::new(),
+                    open_by_status: Default::default(),
                     delivered: 0,
                     pending: BTreeSet::new(),
                     bulk_retry: None,
@@ -124,6 +172,7 @@ pub fn evolve(state: &mut State, env: &Envelope) {
             if let Some(w) = state.webhooks.get_mut(webhook_id) {
                 w.next_sequence = w.next_sequence.max(sequence + 1);
                 w.open.insert((at, *delivery_id));
+                w.open_by_status.insert(DeliveryStatus::Pending, (at, *delivery_id));
                 w.pending.insert((*sequence, *delivery_id));
                 state.webhooks_with_work.insert(*webhook_id);
             }

@@ -178,6 +178,9 @@ pub struct Webhook {
     /// retry looks at, and `GET /webhooks/{id}/deliveries` beside the delivered ones, which are
     /// rows of the `deliveries` and `webhook_deliveries` tables (`engine-spec/tables.md`).
     pub open: BTreeSet<(u64, DeliveryId)>,
+    /// The same, by status: `GET /webhooks/{id}/deliveries?status=` pages one status's set.
+    #[serde(default)]
+    pub open_by_status: crate::workset::StatusSets<DeliveryStatus, (u64, DeliveryId)>,
     /// Deliveries delivered (each a row of the tables).
     #[serde(default)]
     pub delivered: u64,
