@@ -692,16 +692,23 @@ impl Runtime {
             // The whole log is folded and nothing is served yet (the API answers 503 until
             // ready, so no upload is being staged): every staged file an open job names is known.
             let needed = crate::files::needed_uploads(&st);
-            if self.files_shared() {
+            let uploads = if self.files_shared() {
                 // Staged uploads live in the shared store: a local one is a leftover.
-                sweep_uploads(&self.uploads_dir(), &Default::default());
                 let (rt, ready_ms) = (self.clone(), self.now_ms());
                 self.handle.spawn(async move { rt.sweep_shared_uploads(needed, ready_ms).await });
+                sweep_uploads(&self.uploads_dir(), &Default::default())
             } else {
-                sweep_uploads(&self.uploads_dir(), &needed);
-            }
-            if let Some(media) = self.media_dir() {
-                sweep_cut_copies(&media, &st);
+                sweep_uploads(&self.uploads_dir(), &needed)
+            };
+            let media = self.media_dir().map_or(0, |media| sweep_cut_copies(&media, &st));
+            let artifacts = sweep_artifacts(&self.cfg.data_dir.join(crate::EXPORTS_DIR), &st, self.cfg.partition_tag);
+            if media + uploads + artifacts > 0 {
+                tracing::info!(
+                    media,
+                    uploads,
+                    artifacts,
+                    "start-up sweep: removed {media} media files, {uploads} staged uploads and {artifacts} export artifacts that no recorded event names"
+                );
             }
             *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = crate::gauges::Gauges::of(&st);
             st.clone()
@@ -1176,27 +1183,72 @@ impl Runtime {
 /// Remove staged uploads no open job needs: bodies a crash cut off, and uploads whose job
 /// ended while the file was being removed. The sequencer runs it once the log is folded and
 /// before the runtime is ready (so before any upload can be staged).
-pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+pub(crate) fn sweep_uploads(dir: &std::path::Path, needed: &std::collections::BTreeSet<String>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if needed.contains(&name) {
             continue;
         }
         let path = entry.path();
-        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        match removed {
-            Ok(()) => tracing::info!(path = %path.display(), "removed an upload no job needs"),
+        let done = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match done {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(path = %path.display(), "removed an upload no job needs");
+            }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload"),
         }
     }
+    removed
 }
 
-/// Remove the half-written copies a crash left in the media store: a copy is written under a
+/// Remove the export artifacts of the data directory no export names (`<export id>.json` of an
+/// export the log does not hold, or a file of another name): a crash between an artifact's
+/// making and its export's record, or a folder copied from elsewhere. An artifact of an export
+/// the log holds is kept, whatever its status. In a partitioned cluster (the node's partitions
+/// share its data directory, and open at different times) only this partition's ids are
+/// looked at. O(artifacts kept here).
+fn sweep_artifacts(dir: &std::path::Path, st: &State, partition: Option<u16>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let id = name.split('.').next().and_then(|id| id.parse::<spool_model::ExportId>().ok());
+        let theirs = match (partition, id) {
+            (Some(p), Some(id)) => spool_model::partition_of(id.0) != p,
+            // A name that is no export's: left to the unpartitioned runtime alone.
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let named = name
+            .strip_suffix(".json")
+            .and_then(|i| i.parse::<spool_model::ExportId>().ok())
+            .is_some_and(|id| st.exports.contains_key(&id));
+        if named || theirs {
+            continue;
+        }
+        let path = entry.path();
+        let done = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match done {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(path = %path.display(), "removed an export artifact no export names");
+            }
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove an export artifact"),
+        }
+    }
+    removed
+}
+
+/// Remove the copies a crash left in the media store that no recorded event names: a copy is written under a
 /// staging name (`<path>#<suffix>`: object_store's, or `#spool-<ulid>` for a copy between
 /// folders) and renamed (or removed, when it fails) before its outcome is recorded, so what a
 /// crash cuts off is a staged file beside the media path of a file whose attempt began and
-/// has no outcome: a `Started` file of a job (its job may have ended since). Only their folders
+/// has no outcome: a `Started` file of a job (its job may have ended since); and the media
+/// path of such a file itself, a copy renamed into place before the crash cut off its record
+/// (no `VideoImported` names it: that comes with the outcome). Only their folders
 /// are read (each once), so the sweep costs the work in flight, not the library (a walk of the
 /// whole store took 1.9 s at a million videos). Runs before the runtime is ready: no copy of
 /// this process is under way.
@@ -1220,7 +1272,10 @@ fn sweep_cut_copies(media_dir: &std::path::Path, st: &State) -> usize {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some((base, _)) = name.split_once('#') else { continue };
+            // A staged copy (`<path>#…`), or the media file itself: a copy that finished but
+            // whose outcome was not recorded (the attempt is begun again; if it never is, the
+            // file would be nobody's).
+            let base = name.split_once('#').map_or(name, |(base, _)| base);
             if !names.contains(base) {
                 continue;
             }
@@ -1228,7 +1283,7 @@ fn sweep_cut_copies(media_dir: &std::path::Path, st: &State) -> usize {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     removed += 1;
-                    tracing::info!(path = %path.display(), "removed a copy a crash left half-written");
+                    tracing::info!(path = %path.display(), "removed a media copy a crash left unrecorded");
                 }
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove a half-written copy"),
             }

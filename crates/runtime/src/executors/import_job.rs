@@ -227,6 +227,11 @@ impl Runtime {
             }
         };
         let copied = outcome.is_ok();
+        if copied && spool_model::failpoint("import_abort_after_copy") {
+            // Debug builds: a crash between a finished copy and its record (the start-up
+            // sweep's test).
+            std::process::abort();
+        }
         let cmd = match outcome {
             Ok((bytes, sha256, facts)) => Command::Import(spool_core::ImportCommand::RecordFileImported {
                 job_id: *job_id,
