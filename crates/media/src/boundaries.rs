@@ -16,6 +16,13 @@ pub const SILENCE_RMS_MAX: f32 = 0.01;
 pub const SILENCE_WINDOW_MS: u64 = 50;
 pub const SILENCE_MIN_MS: u64 = 300;
 
+/// Keyframe times (µs) of the first video track of an MP4/MOV file (its sync-sample table) or
+/// of a Matroska/WebM file (its Cues, else its clusters' keyframe blocks), in order; `None`
+/// when the file is neither, has no video track, or (MP4) every sample is a keyframe.
+pub fn video_keyframes(path: &Path) -> Option<Vec<u64>> {
+    mp4_keyframes(path).or_else(|| crate::mkv_keys::mkv_keyframes(path))
+}
+
 /// Keyframe times (µs) of the first video track of an MP4/MOV file, in order; `None` when the
 /// file is not ISO-BMFF, has no video track or no `stss` (every sample a keyframe: no choice).
 pub fn mp4_keyframes(path: &Path) -> Option<Vec<u64>> {
@@ -125,8 +132,18 @@ fn track_keyframes<R: Read + Seek>(r: &mut R, at: u64, end: u64) -> Option<Vec<u
 }
 
 /// The middle (µs) of each silence of at least [`SILENCE_MIN_MS`] in the first audio track,
-/// within `range` (µs); `None` when the file has no decodable audio.
+/// within `range` (µs); `None` when the file has no decodable audio. The reader seeks to
+/// [`SILENCE_PREROLL_US`] before the range first, so what is decoded is the range (and that
+/// pre-roll), wherever the range lies in the file.
 pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
+    silences_decoding(path, ext, range).map(|(out, _)| out)
+}
+
+/// Audio decoded before a range, for the decoder to settle (and a coarse seek's slack).
+pub const SILENCE_PREROLL_US: u64 = 1_000_000;
+
+/// [`silences`], and how much audio (µs) was decoded for them.
+pub fn silences_decoding(path: &Path, ext: &str, range: (u64, u64)) -> Option<(Vec<u64>, u64)> {
     use symphonia::core::codecs::audio::AudioDecoderOptions;
     use symphonia::core::formats::FormatOptions;
     use symphonia::core::formats::probe::Hint;
@@ -147,6 +164,16 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
         symphonia::default::get_codecs().make_audio_decoder(&params, &AudioDecoderOptions::default()).ok()?;
     let (start, end) = range;
     let end = end.min(start + SILENCE_DECODE_SECONDS_MAX * 1_000_000);
+    // Seek (sample-accurately: never past the pre-roll) rather than decode from the start; a
+    // reader that cannot seek decodes from where it is.
+    if start > SILENCE_PREROLL_US {
+        use symphonia::core::formats::{SeekMode, SeekTo};
+        let to = symphonia::core::units::Time::from_micros_u64(start - SILENCE_PREROLL_US);
+        if reader.seek(SeekMode::Accurate, SeekTo::Time { time: to, track_id: Some(track_id) }).is_ok() {
+            decoder.reset();
+        }
+    }
+    let mut decoded_us = 0u64;
     let mut out = Vec::new();
     let mut samples: Vec<f32> = Vec::new();
     // The running window: sum of squares and frames so far, and the current silence's start.
@@ -164,6 +191,7 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
         }
         let Ok(buf) = decoder.decode(&packet) else { continue };
         decoded_any = true;
+        decoded_us += buf.frames() as u64 * 1_000_000 / buf.spec().rate().max(1) as u64;
         if t_us + 1_000_000 < start {
             continue;
         }
@@ -197,7 +225,7 @@ pub fn silences(path: &Path, ext: &str, range: (u64, u64)) -> Option<Vec<u64>> {
             }
         }
     }
-    decoded_any.then_some(out)
+    decoded_any.then_some((out, decoded_us))
 }
 
 #[cfg(test)]
@@ -242,6 +270,31 @@ mod tests {
         assert!(s[1].abs_diff(19_000_000) < 100_000, "{s:?}");
         // Only within the range asked.
         assert_eq!(silences(&p, "wav", (10_000_000, 30_000_000)).unwrap().len(), 1);
+    }
+
+    /// A regression: planning a late part of a long file decoded the file from its start. The
+    /// reader now seeks: what is decoded is the range and its pre-roll, and the silences found
+    /// there are the ones found from the start.
+    #[test]
+    fn a_late_range_of_a_long_file_is_reached_by_seeking_not_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("long.wav");
+        // 62 minutes; a silence at 61 min 10 s and one at 30 min (outside the range).
+        std::fs::write(&p, wav_with_silence(62 * 60, &[(1800.0, 1801.0), (3670.0, 3671.0)])).unwrap();
+        let range = (61 * 60 * 1_000_000, 62 * 60 * 1_000_000);
+        let (found, decoded) = silences_decoding(&p, "wav", range).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].abs_diff(3_670_500_000) < 100_000, "{found:?}");
+        let asked = range.1 - range.0;
+        assert!(decoded <= asked + 2 * SILENCE_PREROLL_US, "decoded {decoded} µs for a range of {asked} µs");
+        // From the start, the first 40 minutes: the other silence, all of it decoded.
+        let (early, decoded_early) = silences_decoding(&p, "wav", (0, 40 * 60 * 1_000_000)).unwrap();
+        assert_eq!(early.len(), 1, "{early:?}");
+        assert!(early[0].abs_diff(1_800_500_000) < 100_000, "{early:?}");
+        assert!(decoded_early >= 40 * 60 * 1_000_000);
+        // A middle range: the same silence as the late range's.
+        let (middle, _) = silences_decoding(&p, "wav", (50 * 60 * 1_000_000, range.1)).unwrap();
+        assert_eq!(middle, found);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! within those bounds is unreadable (`media_unreadable`).
 
 pub mod boundaries;
+pub mod mkv_keys;
 mod mkv_tail;
 
 use spool_model::{MediaFacts, StreamFacts, StreamKind};

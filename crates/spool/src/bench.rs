@@ -40,6 +40,10 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Where a run's segments may be cut, read from the media: the silences of a 40-minute
+    /// range (a 40-minute file, the last 40 minutes of a 2-hour one) and the keyframes of a
+    /// 40-minute Matroska file, against ffmpeg / ffprobe reading the same in the same run.
+    Cuts,
     /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
     /// flight), against the receiver's own ceiling measured with wrk in the same run.
     Webhooks {
@@ -179,6 +183,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Search { sizes, queries, dir } => {
             crate::bench_search::run(crate::bench_search::Args { sizes, queries, dir })
         }
+        BenchCmd::Cuts => crate::bench_cuts::run(),
         BenchCmd::Webhooks { events } => crate::bench_webhooks::run(crate::bench_webhooks::Args { events }),
         BenchCmd::Engine { sizes, dir, concurrency, files } => {
             let sizes = match files {

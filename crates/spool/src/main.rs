@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_cuts;
 mod bench_engine;
 mod bench_export;
 mod bench_import;

@@ -465,7 +465,7 @@ impl Runtime {
                         MediaType::Audio => {
                             spool_media::boundaries::silences(file, &ext, range).map(|b| (b, "silence"))
                         }
-                        _ => spool_media::boundaries::mp4_keyframes(file)
+                        _ => spool_media::boundaries::video_keyframes(file)
                             .map(|b| (b, "keyframes"))
                             .or_else(|| spool_media::boundaries::silences(file, &ext, range).map(|b| (b, "silence"))),
                     }
