@@ -522,3 +522,20 @@ def test_the_watch_finds_and_imports_objects_in_gcs_and_azure(server, provider):
     second = until(lambda: watch(s, index), lambda x: x["last_import_job_id"] != job.job_id, "the second import")
     job = until(lambda: s.sdk().import_jobs.retrieve(second["last_import_job_id"]), lambda j: j.status == "completed", "the second job")
     assert (job.progress.total_files, job.progress.imported) == (1, 1), job
+
+
+def test_a_listing_that_lists_nothing_forgets_nothing(server):
+    """A missing prefix folder or an unmounted share lists empty without an error: forgetting
+    the manifest then would import every object again when it is back (review)."""
+    s = server
+    storage, bucket, index, conn, prompt = setup(s, "all")
+    storage.put(bucket, "incoming/a.wav", wav("a"))
+    storage.put(bucket, "incoming/b.wav", wav("b"))
+    save_watch(s, index, conn, prompt)
+    until(lambda: watch(s, index), lambda a: a["manifest_objects"] == 2, "the first listing")
+    for key in ("incoming/a.wav", "incoming/b.wav"):
+        storage.client().delete_object(Bucket=bucket, Key=key)
+    listed = watch(s, index)["last_listed_at"]
+    s.advance(MINUTE)
+    a = until(lambda: watch(s, index), lambda x: x["last_listed_at"] != listed and x["waiting_for"] != "listing", "the empty listing")
+    assert a["manifest_objects"] == 2 and a["last_error"] is None, a

@@ -17,8 +17,10 @@ critical violation on the overview, the jobs list with its filters and a job's p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -348,3 +350,41 @@ def test_an_automation_page_pauses_and_resumes_it_and_changes_as_it_does(browser
     assert page.locator(".actions button").count() == 0
     r = raw.post(f"{url}/pause", headers={"X-API-Key": reader.key})
     assert r.status_code == 403, r.text
+
+
+def test_the_change_feed_tells_a_read_key_nothing_of_api_keys(client, raw, admin_headers, spool_server):
+    """A regression (review): a read key heard every `key_…` stream's events (API keys are an
+    admin's to list)."""
+    import threading
+
+    import httpx
+
+    reader = client.api_keys.create(name=unique("feed-reader"), scopes=["read"])
+    lines: list = []
+
+    def listen(key: str, into: list) -> None:
+        try:
+            # Only these streams' events: nothing else shares their 250 ms windows.
+            url = f"{spool_server.root_url}/api/v2/console/changes?streams=key_,idx_"
+            with httpx.stream("GET", url, headers={"X-API-Key": key}, timeout=6) as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        into.append(json.loads(line[5:]))
+        except httpx.ReadTimeout:
+            pass
+
+    admin_lines: list = []
+    threads = [threading.Thread(target=listen, args=(reader.key, lines)), threading.Thread(target=listen, args=(spool_server.admin_key, admin_lines))]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    made = client.api_keys.create(name=unique("feed-made"), scopes=["read"])
+    time.sleep(1.0)
+    index_id = client.indexes.create(name=unique("feed")).index_id
+    for t in threads:
+        t.join()
+    streams = {e["stream"] for e in lines}
+    assert index_id in streams, lines
+    assert not any(s.startswith("key_") for s in streams), lines
+    assert made.key_id in {e["stream"] for e in admin_lines}, admin_lines

@@ -481,10 +481,12 @@ impl World {
                 let n = objects.len() as u64;
                 let listed: BTreeSet<crate::imports::PathKey> =
                     objects.iter().map(|o| crate::imports::path_key(&o.path)).collect();
+                // As the watch does: a listing of nothing forgets nothing.
                 let gone: Vec<crate::imports::PathKey> = self
                     .st
                     .automations
                     .get(&automation_id)
+                    .filter(|_| !objects.is_empty())
                     .map(|a| a.manifest.keys().filter(|k| !listed.contains(*k)).copied().collect())
                     .unwrap_or_default();
                 let mut out: Vec<Command> = objects

@@ -3,7 +3,8 @@
 //! SeekHead or among the Segment's first children), and, when there are none (a file written
 //! to a pipe, a browser's recording), from the clusters' block headers. Bounded: only element
 //! headers, the Info, Tracks and Cues elements (at most [`CUES_BYTES_MAX`]) and each block's
-//! first bytes are read; at most [`SAMPLE_TABLE_ENTRIES_MAX`] cue points or blocks.
+//! first bytes are read; at most [`SAMPLE_TABLE_ENTRIES_MAX`] cue points or blocks, and at most
+//! four times as many element headers of any kind.
 
 use crate::boundaries::SAMPLE_TABLE_ENTRIES_MAX;
 use std::io::{Read, Seek, SeekFrom};
@@ -39,6 +40,27 @@ pub const CUES_BYTES_MAX: u64 = 64 << 20;
 const HEAD_BYTES_MAX: u64 = 1 << 20;
 /// The largest BlockGroup read whole (its children are walked by their headers beyond it).
 const GROUP_HEADERS_MAX: usize = 64;
+/// Element headers read at most in one file (every element walked counts, not only blocks: a
+/// file of tiny elements cannot make the walk long).
+const ELEMENTS_MAX: u32 = 4 * SAMPLE_TABLE_ENTRIES_MAX;
+
+/// The file and how many element headers were read of it.
+struct Walk {
+    file: std::fs::File,
+    headers: u32,
+}
+
+impl Walk {
+    /// An element's header at `at` (one small read: no buffer to throw away on each seek);
+    /// `None` past [`ELEMENTS_MAX`] headers.
+    fn header(&mut self, at: u64) -> Option<(u32, Option<u64>, u64)> {
+        self.headers += 1;
+        if self.headers > ELEMENTS_MAX {
+            return None;
+        }
+        header(&mut self.file, at)
+    }
+}
 
 /// An element's header at `at`: (id, size — `None` when unknown —, header length).
 fn header<R: Read + Seek>(r: &mut R, at: u64) -> Option<(u32, Option<u64>, u64)> {
@@ -114,12 +136,12 @@ fn read_body<R: Read + Seek>(r: &mut R, at: u64, size: u64, max: u64) -> Option<
 pub fn mkv_keyframes(path: &Path) -> Option<Vec<u64>> {
     let file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    let mut r = std::io::BufReader::with_capacity(16 << 10, file);
-    let (id, size, hdr) = header(&mut r, 0)?;
+    let mut w = Walk { file, headers: 0 };
+    let (id, size, hdr) = w.header(0)?;
     if id != EBML {
         return None;
     }
-    let (id, seg_size, seg_hdr) = header(&mut r, hdr + size?)?;
+    let (id, seg_size, seg_hdr) = w.header(hdr + size?)?;
     if id != SEGMENT {
         return None;
     }
@@ -129,7 +151,7 @@ pub fn mkv_keyframes(path: &Path) -> Option<Vec<u64>> {
         (1_000_000u64, None::<u64>, None::<u64>, None::<u64>);
     let mut at = seg;
     while at < seg_end {
-        let (id, size, hdr) = header(&mut r, at)?;
+        let (id, size, hdr) = w.header(at)?;
         let body = at + hdr;
         match id {
             CLUSTER => {
@@ -138,7 +160,7 @@ pub fn mkv_keyframes(path: &Path) -> Option<Vec<u64>> {
             }
             CUES => cues_at = Some(at),
             SEEK_HEAD | INFO | TRACKS => {
-                let b = read_body(&mut r, body, size?, HEAD_BYTES_MAX)?;
+                let b = read_body(&mut w.file, body, size?, HEAD_BYTES_MAX)?;
                 for (cid, c) in children(&b) {
                     match (id, cid) {
                         (SEEK_HEAD, SEEK) => {
@@ -182,22 +204,23 @@ pub fn mkv_keyframes(path: &Path) -> Option<Vec<u64>> {
     let video = video?;
     let to_us = |ticks: u64| spool_model::num::sat_u64(ticks as u128 * scale_ns as u128 / 1000);
     if let Some(at) = cues_at.filter(|a| *a < len)
-        && let Some(times) = from_cues(&mut r, at, video)
+        && let Some(times) = from_cues(&mut w, at, video)
         && !times.is_empty()
     {
         return Some(times.into_iter().map(to_us).collect());
     }
-    let times = from_clusters(&mut r, first_cluster?, seg_end, video)?;
+    // None found is no answer: the caller falls back to the audio's silences.
+    let times = from_clusters(&mut w, first_cluster?, seg_end, video).filter(|t| !t.is_empty())?;
     Some(times.into_iter().map(to_us).collect())
 }
 
 /// The cue times (ticks) of `video`'s cue points, sorted, distinct.
-fn from_cues<R: Read + Seek>(r: &mut R, at: u64, video: u64) -> Option<Vec<u64>> {
-    let (id, size, hdr) = header(r, at)?;
+fn from_cues(w: &mut Walk, at: u64, video: u64) -> Option<Vec<u64>> {
+    let (id, size, hdr) = w.header(at)?;
     if id != CUES {
         return None;
     }
-    let b = read_body(r, at + hdr, size?, CUES_BYTES_MAX)?;
+    let b = read_body(&mut w.file, at + hdr, size?, CUES_BYTES_MAX)?;
     let mut out = Vec::new();
     for (id, point) in children(&b) {
         if id != CUE_POINT {
@@ -226,11 +249,11 @@ fn from_cues<R: Read + Seek>(r: &mut R, at: u64, video: u64) -> Option<Vec<u64>>
 /// The times (ticks) of `video`'s keyframe blocks, walking the clusters from `at` by their
 /// elements' headers: a SimpleBlock with its keyframe flag, a BlockGroup without a
 /// ReferenceBlock. Clusters of unknown size end where the next cluster begins.
-fn from_clusters<R: Read + Seek>(r: &mut R, mut at: u64, end: u64, video: u64) -> Option<Vec<u64>> {
+fn from_clusters(w: &mut Walk, mut at: u64, end: u64, video: u64) -> Option<Vec<u64>> {
     let mut out = Vec::new();
     let mut blocks = 0u32;
     while at < end && blocks < SAMPLE_TABLE_ENTRIES_MAX {
-        let Some((id, size, hdr)) = header(r, at) else { break };
+        let Some((id, size, hdr)) = w.header(at) else { break };
         if id != CLUSTER {
             // Cues, Tags and the like between clusters: stepped over.
             match size {
@@ -246,17 +269,17 @@ fn from_clusters<R: Read + Seek>(r: &mut R, mut at: u64, end: u64, video: u64) -
         let mut tc = 0u64;
         let mut q = body;
         while q < cluster_end && blocks < SAMPLE_TABLE_ENTRIES_MAX {
-            let Some((cid, csize, chdr)) = header(r, q) else { break };
+            let Some((cid, csize, chdr)) = w.header(q) else { break };
             if cid == CLUSTER {
                 break;
             }
             let Some(csize) = csize else { return (!out.is_empty()).then_some(out) };
             let cbody = q + chdr;
             match cid {
-                TIMECODE => tc = uint(&read_body(r, cbody, csize, 8)?),
+                TIMECODE => tc = uint(&read_body(&mut w.file, cbody, csize, 8)?),
                 SIMPLE_BLOCK => {
                     blocks += 1;
-                    let head = read_body(r, cbody, csize.min(12), 12)?;
+                    let head = read_body(&mut w.file, cbody, csize.min(12), 12)?;
                     if let Some((track, rel, flags)) = block_head(&head)
                         && track == video
                         && flags & 0x80 != 0
@@ -270,9 +293,9 @@ fn from_clusters<R: Read + Seek>(r: &mut R, mut at: u64, end: u64, video: u64) -
                     let mut seen = 0;
                     while g < cbody + csize && seen < GROUP_HEADERS_MAX {
                         seen += 1;
-                        let Some((gid, Some(gsize), ghdr)) = header(r, g) else { break };
+                        let Some((gid, Some(gsize), ghdr)) = w.header(g) else { break };
                         match gid {
-                            BLOCK => head = read_body(r, g + ghdr, gsize.min(12), 12),
+                            BLOCK => head = read_body(&mut w.file, g + ghdr, gsize.min(12), 12),
                             REFERENCE_BLOCK => referenced = true,
                             _ => {}
                         }
@@ -309,6 +332,24 @@ fn block_head(b: &[u8]) -> Option<(u64, i16, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A regression (review): a file of tiny elements walked one header at a time, each with a
+    /// 16 KiB buffer refill, made the walk unbounded in practice. Every header counts now.
+    #[test]
+    fn a_file_of_tiny_elements_ends_within_the_header_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.mkv");
+        // EBML header, a Segment of unknown size, Tracks with one video track, then one
+        // cluster of unknown size full of 2-byte Void elements.
+        let mut b =
+            vec![0x1A, 0x45, 0xDF, 0xA3, 0x80, 0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        b.extend([0x16, 0x54, 0xAE, 0x6B, 0x88, 0xAE, 0x86, 0xD7, 0x81, 0x01, 0x83, 0x81, 0x01]);
+        b.extend([0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend(std::iter::repeat_n([0xEC, 0x80], 200_000).flatten());
+        std::fs::write(&p, b).unwrap();
+        // No keyframe in it: no answer (the caller falls back to silences), and it ends.
+        assert_eq!(mkv_keyframes(&p), None);
+    }
 
     #[test]
     fn a_file_that_is_not_matroska_has_no_keyframes() {

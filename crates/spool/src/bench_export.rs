@@ -1,7 +1,8 @@
 //! `spool bench export`: an export of a generated large index (videos whose prompt-run answers
 //! are padded by a local worker, so the artifact is about `--mib` MiB) to the real S3 server
 //! (s3s-fs) through a real `spool serve` child, against `rclone copyto` of a file of the same
-//! size to the same bucket in the same run. MB/s both ways, the ratio, one JSON line. Not a
+//! size to the same bucket in the same run, and against the same multipart upload done with
+//! object_store and no engine. MB/s each way, the ratios, one JSON line. Not a
 //! test: nothing asserts on time.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
@@ -109,6 +110,32 @@ async fn bench(a: &Args, work: &Path) -> anyhow::Result<()> {
         "spool export:  {videos} videos, {segments} segments, {mb:.1} MB in {spool_s:.2} s = {spool_mbs:.1} MB/s ({} parts)",
         e["parts_written"]
     );
+    // The same multipart upload with no engine: the artifact's bytes in parts of the export's
+    // size (8 MiB), one after another as the export sends them, with object_store.
+    let bare_mbs = {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&a.endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region("us-east-1")
+            .with_bucket_name(&a.bucket)
+            .with_access_key_id(&a.access_key)
+            .with_secret_access_key(&a.secret_key)
+            .build()?;
+        let bytes = std::fs::read(work.join("data/exports").join(format!("{id}.json")))?;
+        let t = Instant::now();
+        let mut upload = store.put_multipart(&object_store::path::Path::from("bare/same-size.json")).await?;
+        for part in bytes.chunks(spool_core::machines::export::EXPORT_PART_BYTES_DEFAULT as usize) {
+            upload.put_part(object_store::PutPayload::from(part.to_vec())).await?;
+        }
+        upload.complete().await?;
+        mb / t.elapsed().as_secs_f64()
+    };
+    println!(
+        "object_store:  {mb:.1} MB as one multipart upload of 8 MiB parts, one at a time = {bare_mbs:.1} MB/s (ratio {:.2})",
+        spool_mbs / bare_mbs
+    );
     // The baseline: the same number of bytes, one file, rclone copyto to the same bucket.
     let file = work.join("same-size.json");
     std::fs::copy(work.join("data/exports").join(format!("{id}.json")), &file)?;
@@ -128,6 +155,8 @@ async fn bench(a: &Args, work: &Path) -> anyhow::Result<()> {
             "spool_mb_per_s": (spool_mbs * 10.0).round() / 10.0,
             "rclone_copyto_mb_per_s": (rclone_mbs * 10.0).round() / 10.0,
             "export_vs_rclone": ((spool_mbs / rclone_mbs) * 100.0).round() / 100.0,
+            "bare_multipart_mb_per_s": (bare_mbs * 10.0).round() / 10.0,
+            "export_vs_bare": ((spool_mbs / bare_mbs) * 100.0).round() / 100.0,
             "note": "the export's time includes making the artifact from the state",
         })
     );

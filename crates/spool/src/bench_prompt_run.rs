@@ -1,8 +1,8 @@
 //! `spool bench prompt-run`: a prompt run over 1,000 imported videos (two 1-second segments
 //! each) through a real `spool serve` child (this executable), once with the built-in `probe`
-//! processor and once with a local no-op `http` worker; against that worker's own ceiling
-//! under a plain load generator (the same request size and concurrency, keep-alive) measured in
-//! the same run. Readable lines, then one JSON line. Not a test: nothing asserts on time.
+//! processor and once with a local no-op `http` worker; against the same calls with no engine
+//! (a plain client loop: the same request size and concurrency, keep-alive, each request signed
+//! as Spool signs it) measured in the same run. Readable lines, then one JSON line. Not a test: nothing asserts on time.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // tests, benches and simulators: sizes they chose
 
 use anyhow::{Context, bail, ensure};
@@ -165,7 +165,9 @@ pub(crate) async fn run_once(
     }
 }
 
-/// The worker's ceiling: `total` POSTs of `body`, `CONCURRENCY` at a time, keep-alive.
+/// The same calls with no engine: `total` POSTs of `body`, `concurrency` at a time,
+/// keep-alive, each signed as Spool signs a processor request (Standard Webhooks headers, a
+/// fresh id, this second) and its answer read whole; (calls/s, failed calls).
 async fn ceiling(url: &str, body: Vec<u8>, total: u64, concurrency: usize) -> anyhow::Result<(f64, u64)> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicU64::new(0));
@@ -176,10 +178,20 @@ async fn ceiling(url: &str, body: Vec<u8>, total: u64, concurrency: usize) -> an
         let (client, next, failed, url, body) =
             (client.clone(), next.clone(), failed.clone(), url.to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let id = format!("run_bench:segment:{n}");
+                let ts = spool_runtime::Clock::now_ms(&spool_runtime::SystemClock) / 1000;
+                let sig = spool_runtime::sign_request(SECRET, &id, ts, &body);
                 let ok = match client
                     .post(&url)
                     .header("content-type", "application/json")
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", sig)
                     .body(body.clone())
                     .send()
                     .await
@@ -341,13 +353,13 @@ async fn bench(work: &Path, videos: usize, sizes: &[usize]) -> anyhow::Result<()
         let (ceiling_rps, failed) = ceiling(&url, body.clone(), done.max(1000) * 2, n).await?;
         ensure!(failed == 0, "the load generator saw {failed} failed requests: the baseline is not at its real speed");
         println!(
-            "http, {n:>2} in flight:    {done} segments, {sps:.0} segments/s ({calls} worker calls); worker ceiling {ceiling_rps:.0} requests/s; ratio {:.2}",
+            "http, {n:>2} in flight:    {done} segments, {sps:.0} segments/s ({calls} worker calls); the same signed calls with no engine {ceiling_rps:.0}/s; ratio {:.2}",
             sps / ceiling_rps
         );
         http.push(json!({
             "concurrency": n,
             "segments_per_s": sps.round(),
-            "worker_ceiling_requests_per_s": ceiling_rps.round(),
+            "bare_signed_calls_per_s": ceiling_rps.round(),
             "ratio": ((sps / ceiling_rps) * 100.0).round() / 100.0,
             "worker_calls": calls,
         }));

@@ -1,7 +1,8 @@
 //! `spool bench webhooks`: deliveries/s from the real engine (sequencer, outbox, executor,
 //! signing, guarded client) to a receiver on loopback, with 1, 16 and 64 subscribed webhooks
 //! (one delivery of a webhook in flight at a time: 1, 16 and 64 at once), against that
-//! receiver's own ceiling measured in the same run with `wrk` at the same connection counts.
+//! receiver's own ceiling measured in the same run with `wrk` at the same connection counts, and
+//! against the same signed POSTs from a plain client loop at the same concurrency (no engine).
 //! Then the fan-out: domain events/s turned into deliveries with 1, 100 and 10,000 webhooks of
 //! which one is subscribed to the events raised (the rest to another event), against the run
 //! with 1 webhook: the fan-out reads the subscriptions of the event's name, so the rate stays
@@ -42,6 +43,63 @@ fn wrk(url: &str, connections: usize) -> anyhow::Result<f64> {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:").map(|v| v.trim().parse::<f64>()))
         .context("wrk printed no Requests/sec")?
         .context("wrk's Requests/sec")
+}
+
+/// The same deliveries with no engine: `in_flight` tasks, each POSTing `total / in_flight`
+/// bodies one after another (one delivery of a webhook in flight at a time, as Spool sends
+/// them), each a fresh JSON payload of a delivery's shape, signed both ways as Spool signs a
+/// delivery, its answer read; deliveries/s. Fails when the receiver refuses one.
+async fn bare(url: &str, in_flight: usize, total: usize) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let secret = spool_runtime::new_secret(&SystemIds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..in_flight {
+        let (client, url, secret) = (client.clone(), url.to_string(), secret.clone());
+        let n = total / in_flight + usize::from(t < total % in_flight);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                let delivery_id = format!("del_bench{t:04}{i:08}");
+                let body = serde_json::json!({
+                    "id": format!("evt_bench{t:04}{i:08}"),
+                    "event": "import_job.started",
+                    "created_at": "2026-12-07T00:00:00.000Z",
+                    "api_version": "2",
+                    "data": { "job_id": format!("job_bench{i:08}"), "status": "pending", "progress": { "total_files": 0, "imported": 0 } },
+                    "webhook_id": format!("wh_bench{t:04}"),
+                    "delivery_id": delivery_id,
+                    "sequence": i + 1,
+                })
+                .to_string()
+                .into_bytes();
+                let ts = spool_runtime::Clock::now_ms(&SystemClock) / 1000;
+                let standard = spool_runtime::standard_signature(&secret, &delivery_id, ts, &body).unwrap_or_default();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-webhook-signature", spool_runtime::sha256_signature(&secret, &body))
+                    .header("x-webhook-id", format!("wh_bench{t:04}"))
+                    .header("x-delivery-id", &delivery_id)
+                    .header("x-event-type", "import_job.started")
+                    .header("idempotency-key", &delivery_id)
+                    .header("webhook-id", &delivery_id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", standard)
+                    .body(body)
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    anyhow::bail!("the receiver answered {}", resp.status());
+                }
+                resp.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 /// A runtime of its own in a scratch folder, with `webhooks` webhooks to `url`: `matching` of
@@ -212,10 +270,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let u = url.clone();
             let ceiling = tokio::task::spawn_blocking(move || wrk(&u, in_flight)).await??;
             let ours = run_once(&url, webhooks, a.events).await?;
+            // The same signed POSTs with no engine, as many as Spool made, at the same
+            // concurrency.
+            let plain = bare(&url, in_flight, (a.events * webhooks).max(2000)).await?;
             println!(
-                "{webhooks:>2} webhooks (≤ {in_flight:>2} in flight): {ours:>8.0} deliveries/s   receiver ceiling (wrk -c{in_flight}) {ceiling:>9.0} req/s   ratio {:.2}",
+                "{webhooks:>2} webhooks (≤ {in_flight:>2} in flight): {ours:>8.0} deliveries/s   the same signed POSTs with no engine {plain:>8.0}/s (ratio {:.2})   receiver ceiling (wrk -c{in_flight}) {ceiling:>9.0} req/s (ratio {:.2})",
+                ours / plain,
                 ours / ceiling
             );
+            json[format!("bare_signed_posts_per_s_{in_flight}")] = serde_json::json!(plain.round());
+            json[format!("vs_bare_{in_flight}")] = serde_json::json!((ours / plain * 100.0).round() / 100.0);
             json[format!("deliveries_per_s_{in_flight}")] = serde_json::json!(ours.round());
             json[format!("receiver_ceiling_{in_flight}")] = serde_json::json!(ceiling.round());
             json[format!("ratio_{in_flight}")] = serde_json::json!((ours / ceiling * 100.0).round() / 100.0);

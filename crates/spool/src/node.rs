@@ -1500,20 +1500,27 @@ const SSE_EVENT_BYTES_MAX: usize = 1 << 20;
 
 /// One partition's server-sent events re-framed whole (a chunk of its body may hold part of
 /// one, or several), each event's JSON with `"partition"` added, then a `None` when the feed
-/// ends (or sends something unreadable or too long).
+/// ends (or sends something unreadable). An event longer than [`SSE_EVENT_BYTES_MAX`] is left
+/// out (logged), the feed goes on.
 fn sse_events(
     body: axum::body::BodyDataStream,
     partition: i32,
 ) -> impl futures::Stream<Item = Option<axum::body::Bytes>> + Send {
     use futures::StreamExt;
-    let state = (body, Vec::<u8>::new(), false);
-    futures::stream::unfold(state, move |(mut body, mut buf, ended)| async move {
+    // (body, bytes not yet framed, ended, skipping an event too long to keep)
+    let state = (body, Vec::<u8>::new(), false, false);
+    futures::stream::unfold(state, move |(mut body, mut buf, ended, mut skipping)| async move {
         if ended {
             return None;
         }
         loop {
             if let Some(at) = buf.windows(2).position(|w| w == b"\n\n") {
                 let frame: Vec<u8> = buf.drain(..at + 2).collect();
+                if skipping {
+                    // The rest of the event that was too long: dropped, the feed goes on.
+                    skipping = false;
+                    continue;
+                }
                 let text = String::from_utf8_lossy(&frame);
                 let data: String = text
                     .lines()
@@ -1525,18 +1532,35 @@ fn sse_events(
                     continue;
                 }
                 let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else {
-                    return Some((None, (body, buf, true)));
+                    return Some((None, (body, buf, true, false)));
                 };
                 v["partition"] = serde_json::json!(partition);
                 let out = axum::body::Bytes::from(format!("data: {v}\n\n"));
-                return Some((Some(out), (body, buf, false)));
+                return Some((Some(out), (body, buf, false, false)));
             }
             if buf.len() > SSE_EVENT_BYTES_MAX {
-                return Some((None, (body, buf, true)));
+                // An event longer than the bound (an event of many objects): it is dropped
+                // (what comes up to its end is skipped), not the whole feed; a reader that
+                // needs it reads it from the log (`GET /admin/log?from=`).
+                tracing::warn!(
+                    partition,
+                    "an event of a partition's feed is longer than 1 MiB: left out of the merged feed"
+                );
+                buf.clear();
+                skipping = true;
             }
             match body.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                _ => return Some((None, (body, buf, true))),
+                Some(Ok(chunk)) => {
+                    if skipping {
+                        // Only the end of the long event matters: keep the last byte, so a
+                        // separator split between chunks is still seen.
+                        let keep = buf.last().copied();
+                        buf.clear();
+                        buf.extend(keep);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                _ => return Some((None, (body, buf, true, skipping))),
             }
         }
     })

@@ -105,6 +105,11 @@ function note(text, bad) {
   if (el) { el.textContent = text; el.className = bad ? "bad" : "muted"; }
 }
 
+// The page of navigation `nav` draws only while it is still the current one.
+function showFor(nav, ...children) {
+  if (nav === navigation) show(...children);
+}
+
 function show(...children) {
   const view = document.getElementById("view");
   // (`replaceChildren` would write a null as the text "null".)
@@ -122,12 +127,16 @@ const POLL_MS = (() => {
 })();
 let feedAbort = null;
 let redrawTimer = null;
+// Counted up by each navigation: a page whose first read ends after the person moved on
+// neither draws nor follows anything (it would take the new page's place).
+let navigation = 0;
 
 function busy() {
   return document.activeElement && document.activeElement.closest("#view input, #view select, #view textarea");
 }
 
-function live(fn, streams) {
+function live(fn, streams, nav) {
+  if (nav !== undefined && nav !== navigation) return;
   clearInterval(refreshTimer);
   clearTimeout(redrawTimer);
   if (feedAbort) { feedAbort.abort(); feedAbort = null; }
@@ -154,7 +163,9 @@ async function follow(streams, changed) {
   while (!abort.signal.aborted) {
     try {
       const r = await fetch(`/api/v2/console/changes${q}`, { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, signal: abort.signal });
-      if (!r.ok) return;
+      // Refused (the key): give up. Not ready, moving, busy: opened again below.
+      if (r.status === 401 || r.status === 403 || r.status === 404 || r.status === 422) return;
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
       document.body.dataset.feed = "open";
       const reader = r.body.getReader();
       const dec = new TextDecoder();
@@ -312,9 +323,10 @@ async function downloadBundle(id) {
 
 // Time travel: the state after each of the stream's events, as `spool replay` prints it.
 async function replayView(stream, params) {
+  const nav = navigation;
   clearInterval(refreshTimer);
   if (!may("admin")) {
-    show(h("h1", {}, "Time travel"), h("p", { class: "muted" }, "Time travel reads the log: it needs an admin key."));
+    showFor(nav, h("h1", {}, "Time travel"), h("p", { class: "muted" }, "Time travel reads the log: it needs an admin key."));
     return;
   }
   const r = await api(`/admin/replay/${encodeURIComponent(stream)}`);
@@ -330,7 +342,7 @@ async function replayView(stream, params) {
     state.textContent = s.state;
   };
   const slider = h("input", { id: "travel", type: "range", min: 0, max: steps.length - 1, value: at, oninput: (e) => draw(Number(e.target.value)) });
-  show(h("h1", {}, `Time travel: ${stream}`),
+  showFor(nav, h("h1", {}, `Time travel: ${stream}`),
     h("p", { class: "muted" }, "The state after each event, folded from the log as `spool replay` folds it.", r.truncated ? " (The first 1,000 events.)" : ""),
     h("label", { for: "travel" }, "Event"), slider, label, state);
   draw(at);
@@ -347,10 +359,11 @@ function countsCard(title, counts, link) {
 const failureLink = (f) => ({ import_job: `#/jobs/${f.id}`, prompt_run: `#/runs/${f.id}`, export: `#/exports/${f.id}` })[f.kind];
 
 async function overview() {
+  const nav = navigation;
   const draw = async () => {
     const o = await api("/console/overview");
     scope = o.scope;
-    show(h("h1", {}, "Overview"),
+    showFor(nav, h("h1", {}, "Overview"),
       h("div", { class: "cards" },
         countsCard("Import jobs", o.import_jobs, "#/jobs"),
         countsCard("Prompt runs", o.prompt_runs, "#/runs"),
@@ -366,7 +379,7 @@ async function overview() {
         : h("p", { class: "muted" }, "No failures."));
   };
   await draw();
-  live(draw, []);
+  live(draw, [], nav);
 }
 
 function pager(cursor, go) {
@@ -417,9 +430,10 @@ function pageLinks(base, params, next) {
 const TIME_FILTERS = [["since", "Created since"], ["until", "Created until"]];
 
 async function jobsList(params) {
+  const nav = navigation;
   const draw = async () => {
     const page = await listPage("import-jobs", params, ["status", "index_id", "connector_id", "since", "until"]);
-    show(h("h1", {}, "Import jobs"),
+    showFor(nav, h("h1", {}, "Import jobs"),
       filters("#/jobs", params, [["status", "Status", ["", "pending", "scanning", "importing", "completed", "failed", "cancelled"]], ["index_id", "Index"], ["connector_id", "Connector"], ...TIME_FILTERS]),
       page.items.length ? table([["job", (j) => h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)], ["status", (j) => statusCell(j.status)],
         ["progress", (j) => `${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped of ${j.progress.total_files ?? "?"}`],
@@ -428,10 +442,11 @@ async function jobsList(params) {
       pageLinks("#/jobs", params, page.next_cursor));
   };
   await draw();
-  live(draw, ["job_"]);
+  live(draw, ["job_"], nav);
 }
 
 async function job(id, params) {
+  const nav = navigation;
   const cursor = params.get("cursor") || "";
   const failedOnly = params.get("failed") === "1";
   const draw = async () => {
@@ -442,7 +457,7 @@ async function job(id, params) {
     const files = await api(`/import-jobs/${encodeURIComponent(id)}/files?${q}`);
     const items = files.items || files.data || [];
     const next = files.next_cursor || (files.pagination && files.pagination.next_cursor);
-    show(h("h1", {}, `Import job ${j.job_id}`),
+    showFor(nav, h("h1", {}, `Import job ${j.job_id}`),
       h("p", {}, "Status: ", statusCell(j.status), ` — ${j.progress.imported} imported, ${j.progress.failed} failed, ${j.progress.skipped} skipped`),
       h("p", { class: "muted" }, waitingWords(j.waiting_on)),
       j.error_message ? h("p", { class: "bad" }, j.error_message) : null,
@@ -457,13 +472,14 @@ async function job(id, params) {
       pager(next, (c) => { location.hash = `#/jobs/${id}?cursor=${encodeURIComponent(c)}${failedOnly ? "&failed=1" : ""}`; }));
   };
   await draw();
-  live(draw, [id]);
+  live(draw, [id], nav);
 }
 
 async function runsList(params) {
+  const nav = navigation;
   const draw = async () => {
     const page = await listPage("prompt-runs", params, ["status", "index_id", "since", "until"]);
-    show(h("h1", {}, "Prompt runs"),
+    showFor(nav, h("h1", {}, "Prompt runs"),
       filters("#/runs", params, [["status", "Status", ["", "pending", "processing", "completed", "completed_with_failures", "failed", "cancelled"]], ["index_id", "Index"], ...TIME_FILTERS]),
       page.items.length ? table([["run", (r) => h("a", { href: `#/runs/${r.run_id}` }, r.run_id)], ["status", (r) => statusCell(r.status)],
         ["prompt", (r) => r.prompt_name || r.prompt_id],
@@ -473,15 +489,16 @@ async function runsList(params) {
       pageLinks("#/runs", params, page.next_cursor));
   };
   await draw();
-  live(draw, ["run_"]);
+  live(draw, ["run_"], nav);
 }
 
 async function run(id) {
+  const nav = navigation;
   const draw = async () => {
     const r = await api(`/prompt-runs/${encodeURIComponent(id)}`);
     const failed = await api(`/prompt-runs/${encodeURIComponent(id)}/failed-segments`).catch(() => ({ videos: [] }));
     const rows = (failed.videos || []).flatMap((v) => (v.segments || []).map((seg) => ({ ...seg, video_id: v.video_id })));
-    show(h("h1", {}, `Prompt run ${r.run_id}`),
+    showFor(nav, h("h1", {}, `Prompt run ${r.run_id}`),
       h("p", {}, "Status: ", statusCell(r.status), ` — ${r.completed_segments ?? 0} of ${r.total_segments ?? 0} segments completed`),
       h("p", { class: "muted" }, waitingWords(r.waiting_on)),
       r.error_message ? h("p", { class: "bad" }, r.error_message) : null,
@@ -494,13 +511,14 @@ async function run(id) {
         : h("p", { class: "muted" }, "None."));
   };
   await draw();
-  live(draw, [id]);
+  live(draw, [id], nav);
 }
 
 async function exportsList(params) {
+  const nav = navigation;
   const draw = async () => {
     const page = await listPage("exports", params, ["status", "index_id", "since", "until"]);
-    show(h("h1", {}, "Exports"),
+    showFor(nav, h("h1", {}, "Exports"),
       filters("#/exports", params, [["status", "Status", ["", "pending", "processing", "completed", "failed"]], ["index_id", "Index"], ...TIME_FILTERS]),
       page.items.length ? table([["export", (e) => h("a", { href: `#/exports/${e.export_id}` }, e.export_id)], ["status", (e) => statusCell(e.status)],
         ["index", (e) => e.index_id || "prompt runs"], ["why", (e) => e.error_message || ""], ["created", (e) => when(e.created_at)]], page.items)
@@ -508,40 +526,43 @@ async function exportsList(params) {
       pageLinks("#/exports", params, page.next_cursor));
   };
   await draw();
-  live(draw, ["exp_"]);
+  live(draw, ["exp_"], nav);
 }
 
 async function exportView(id) {
+  const nav = navigation;
   const draw = async () => {
     const e = await api(`/exports/${encodeURIComponent(id)}`);
-    show(h("h1", {}, `Export ${e.export_id}`),
+    showFor(nav, h("h1", {}, `Export ${e.export_id}`),
       h("p", {}, "Status: ", statusCell(e.status)),
       h("p", { class: "muted" }, waitingWords(e.waiting_on)),
       e.error_message ? h("p", { class: "bad" }, e.error_message) : null,
       h("h2", {}, "Timeline"), await timelineSection(id));
   };
   await draw();
-  live(draw, [id]);
+  live(draw, [id], nav);
 }
 
 async function webhooksList() {
+  const nav = navigation;
   const draw = async () => {
     const hooks = await api("/webhooks");
     const list = Array.isArray(hooks) ? hooks : hooks.data || [];
-    show(h("h1", {}, "Webhooks"),
+    showFor(nav, h("h1", {}, "Webhooks"),
       table([["webhook", (w) => h("a", { href: `#/webhooks/${w.webhook_id || w.id}` }, w.name || w.webhook_id || w.id)], ["status", (w) => statusCell(w.status)],
         ["url", (w) => h("code", {}, w.url)]], list));
   };
   await draw();
-  live(draw, ["wh_"]);
+  live(draw, ["wh_"], nav);
 }
 
 async function webhook(id) {
+  const nav = navigation;
   const draw = async () => {
     const w = await api(`/webhooks/${encodeURIComponent(id)}`);
     const d = await api(`/webhooks/${encodeURIComponent(id)}/deliveries?limit=100`);
     const list = Array.isArray(d) ? d : d.data || d.deliveries || [];
-    show(h("h1", {}, `Webhook ${w.name || id}`),
+    showFor(nav, h("h1", {}, `Webhook ${w.name || id}`),
       h("p", {}, "Status: ", statusCell(w.status), " ", h("code", {}, w.url)),
       h("div", { class: "actions" },
         actionButton("Retry failed deliveries", "write", () => api(`/webhooks/${id}/deliveries/retry`, { method: "POST", body: { status: "failed" } }))),
@@ -551,7 +572,7 @@ async function webhook(id) {
         ["", (x) => x.status === "failed" ? actionButton("Retry", "write", () => api(`/webhooks/deliveries/${x.delivery_id || x.id}/retry`, { method: "POST" })) : null]], list));
   };
   await draw();
-  live(draw, [id]);
+  live(draw, [id], nav);
 }
 
 const automationLink = (a) => `#/automations/${a.index_id}/${a.type}`;
@@ -561,9 +582,10 @@ function automationState(a) {
 }
 
 async function automationsList(params) {
+  const nav = navigation;
   const draw = async () => {
     const page = await listPage("automations", params, ["status", "index_id"]);
-    show(h("h1", {}, "Automations"),
+    showFor(nav, h("h1", {}, "Automations"),
       filters("#/automations", params, [["status", "Kind or state", ["", "import", "export", "active", "paused"]], ["index_id", "Index"]]),
       page.items.length ? table([["automation", (a) => h("a", { href: automationLink(a) }, `${a.type} of ${a.index_id}`)], ["state", (a) => statusCell(automationState(a))],
         ["waiting", (a) => waitingWords(a.waiting_on)], ["last error", (a) => a.last_error || ""], ["created", (a) => when(a.created_at)]], page.items)
@@ -571,12 +593,13 @@ async function automationsList(params) {
       pageLinks("#/automations", params, page.next_cursor));
   };
   await draw();
-  live(draw, ["auto_"]);
+  live(draw, ["auto_"], nav);
 }
 
 // One automation (an index's import watch or its export on completion): its settings, what it
 // waits on, the work it started, its timeline, and pause/resume.
 async function automation(index, type) {
+  const nav = navigation;
   const path = `/indexes/${encodeURIComponent(index)}/automations/${encodeURIComponent(type)}`;
   let streams = ["auto_"];
   const draw = async () => {
@@ -591,7 +614,7 @@ async function automation(index, type) {
          ["objects known", `${a.manifest_objects}, ${a.found_objects} found since the last import`], ["last listed", when(a.last_listed_at) || "never"]]
       : [["exports to", `${a.destination_connector_id} ${a.destination_subpath || ""}`], ["runs exported", a.exported_runs],
          ["runs waiting", (a.pending_run_ids || []).length]];
-    show(h("h1", {}, `Automation: ${a.type} of ${a.index_id}`),
+    showFor(nav, h("h1", {}, `Automation: ${a.type} of ${a.index_id}`),
       h("p", {}, "State: ", statusCell(automationState(a)), a.paused_at ? ` since ${when(a.paused_at)}` : ""),
       h("p", { class: "muted" }, waitingWords(a.waiting_on), a.next_due_at ? ` — next due ${when(a.next_due_at)}` : ""),
       a.last_error ? h("p", { class: "bad" }, a.last_error) : null,
@@ -602,7 +625,7 @@ async function automation(index, type) {
       h("h2", {}, "Timeline"), await timelineSection(a.automation_id));
   };
   await draw();
-  live(draw, streams);
+  live(draw, streams, nav);
 }
 
 // A hit's media, in place of its button: the stored file through a signed URL (the server's
@@ -623,6 +646,7 @@ async function play(button, hit) {
 }
 
 async function search(params) {
+  const nav = navigation;
   const indexes = await api("/indexes?limit=100");
   const list = Array.isArray(indexes) ? indexes : indexes.data || [];
   const index = params.get("index") || (list[0] && list[0].index_id) || "";
@@ -642,12 +666,13 @@ async function search(params) {
       : h("p", { class: "muted" }, "No results.");
   }
   clearInterval(refreshTimer);
-  show(h("h1", {}, "Search results"), form, results);
+  showFor(nav, h("h1", {}, "Search results"), form, results);
 }
 
 async function logView(params) {
+  const nav = navigation;
   if (!may("admin")) {
-    show(h("h1", {}, "Live log"), h("p", { class: "muted" }, "The live log needs an admin key."));
+    showFor(nav, h("h1", {}, "Live log"), h("p", { class: "muted" }, "The live log needs an admin key."));
     return;
   }
   clearInterval(refreshTimer);
@@ -657,7 +682,7 @@ async function logView(params) {
     h("label", { for: "log-stream" }, "Stream starts with"), h("input", { id: "log-stream", name: "stream", value: streamFilter }),
     h("label", { for: "log-kind" }, "Kind"), h("input", { id: "log-kind", name: "kind", value: kindFilter }),
     h("button", { type: "submit" }, "Filter"));
-  show(h("h1", {}, "Live log"), h("p", { class: "muted" }, "Events as they commit."), form, lines);
+  showFor(nav, h("h1", {}, "Live log"), h("p", { class: "muted" }, "Events as they commit."), form, lines);
   tailAbort = new AbortController();
   const r = await fetch("/api/v2/admin/log/tail", { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, signal: tailAbort.signal });
   const reader = r.body.getReader();
@@ -700,6 +725,7 @@ const ROUTES = [
 ];
 
 async function route() {
+  navigation += 1;
   clearInterval(refreshTimer);
   clearTimeout(redrawTimer);
   if (feedAbort) { feedAbort.abort(); feedAbort = null; }

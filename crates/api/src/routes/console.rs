@@ -365,7 +365,8 @@ pub const CHANGES_STREAMS_MAX: usize = 16;
 /// `GET /console/changes?streams=job_,run_01…` (read scope): server-sent events, one per event
 /// as it commits, of its header only (`seq`, `stream`, `kind`, `at`: no payload), of the
 /// streams starting with one of `streams` (comma-separated, at most [`CHANGES_STREAMS_MAX`];
-/// none: every stream), at most one per [`CHANGES_GAP`] (the last of a burst is sent). The console reads a page again when its streams change. It ends when
+/// none: every stream; `key_…` streams only for an admin key, as API keys are listed), at most
+/// one per [`CHANGES_GAP`] (the last of a burst is sent). The console reads a page again when its streams change. It ends when
 /// the key that opened it stops being valid, as the admin tail does.
 pub async fn changes(State(app): State<AppState>, who: Principal, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     who.require(KeyScope::Read)?;
@@ -385,8 +386,11 @@ pub async fn changes(State(app): State<AppState>, who: Principal, RawQuery(q): R
         ));
     }
     let from = app.rt.applied_seq() + 1;
+    // API keys are an admin's to list: a read or write key hears nothing of their streams.
+    let keys_too = who.scope == KeyScope::Admin;
     Ok(super::admin::tail_from(&app, &who, from, Some(CHANGES_GAP), move |env| {
-        (prefixes.is_empty() || prefixes.iter().any(|p| env.stream.starts_with(p.as_str()))).then(|| {
+        let wanted = prefixes.is_empty() || prefixes.iter().any(|p| env.stream.starts_with(p.as_str()));
+        (wanted && (keys_too || !env.stream.starts_with("key_"))).then(|| {
             json!({
                 "seq": env.seq,
                 "stream": env.stream,

@@ -81,7 +81,11 @@ impl Runtime {
         })
         .await;
         let error = scanned.err().map(|e| format!("listing the location failed: {e}"));
-        let gone = if error.is_some() {
+        // A listing that listed nothing forgets nothing: a prefix folder gone missing or a share
+        // not mounted lists empty without an error, and forgetting then would import every
+        // object again when it is back (a location truly emptied is forgotten by the next
+        // listing that lists anything).
+        let gone = if error.is_some() || count == 0 {
             Vec::new()
         } else {
             self.read(|st| {
