@@ -13,8 +13,8 @@ use std::time::Instant;
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
     /// A prompt run over 1,000 imported videos (2 segments each) with the `probe` processor and
-    /// with a local no-op `http` worker, against the worker's own ceiling under a plain load
-    /// generator in the same run.
+    /// with a local no-op `http` worker, against the same signed calls from a plain client loop
+    /// (no engine) in the same run.
     PromptRun {
         /// Videos of the http comparison (two 1-second segments each).
         #[arg(long, default_value_t = 1000)]
@@ -45,7 +45,8 @@ pub enum BenchCmd {
     /// 40-minute Matroska file, against ffmpeg / ffprobe reading the same in the same run.
     Cuts,
     /// Webhook deliveries/s to a receiver on loopback with 1, 16 and 64 webhooks (1, 16, 64 in
-    /// flight), against the receiver's own ceiling measured with wrk in the same run.
+    /// flight), against the same signed POSTs from a plain client loop and the receiver's own
+    /// ceiling measured with wrk in the same run; then the fan-out at 1, 100 and 10,000 webhooks.
     Webhooks {
         /// Domain events per run (each goes to every webhook).
         #[arg(long, default_value_t = 2000)]
@@ -133,12 +134,9 @@ pub enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_values_t = crate::bench_prompt_run::DEFAULT_SIZES)]
         sizes: Vec<usize>,
     },
-    /// Import jobs from an S3 bucket against `rclone copy` of the same objects to a local folder:
-    /// many small objects (files/s) and one large object (MB/s). The bucket must exist (for
-    /// s3s-fs: `scripts/storage-servers.sh make-bucket STATE s3s spool-bench-import`); missing
-    /// objects are uploaded first.
     /// An export of a generated large index to S3 (s3s-fs) against `rclone copyto` of a file of
-    /// the same size to the same bucket.
+    /// the same size to the same bucket, and against the same multipart upload with
+    /// object_store and no engine.
     Export {
         #[arg(long, default_value = "http://127.0.0.1:8014")]
         endpoint: String,
@@ -152,6 +150,10 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 128)]
         mib: usize,
     },
+    /// Import jobs from an S3 bucket against `rclone copy` of the same objects to a local folder:
+    /// many small objects (files/s) and one large object (MB/s). The bucket must exist (for
+    /// s3s-fs: `scripts/storage-servers.sh make-bucket STATE s3s spool-bench-import`); missing
+    /// objects are uploaded first.
     Import {
         #[arg(long, default_value = "http://127.0.0.1:8014")]
         endpoint: String,

@@ -30,7 +30,7 @@ pub const DEFAULT_SIZES: [usize; 3] = [1000, 10_000, 100_000];
 const TINY_PNG: &[u8] = include_bytes!("../../../fixtures/media/tiny.png");
 /// The concurrencies the http processor is measured at (each against the worker's ceiling at
 /// the same concurrency).
-const HTTP_CONCURRENCIES: [usize; 2] = [8, 64];
+const HTTP_CONCURRENCIES: [usize; 2] = [16, 64];
 
 pub(crate) struct Server {
     child: Child,

@@ -12,7 +12,8 @@ mod local;
 pub mod twin;
 
 pub use browse::{
-    BrowseError, BrowseRequest, CloudFile, browse, check_pattern, content_type_for, matching, pattern_matches,
+    BrowseError, BrowseRequest, CloudFile, WALK_LISTINGS, browse, check_pattern, content_type_for, matching,
+    page_deadline, pattern_matches, walk_folders,
 };
 pub use build::{
     AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
