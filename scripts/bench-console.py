@@ -22,6 +22,7 @@ with no browser. Prints a table, the ratio of each page to its reads, and one JS
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
@@ -67,17 +68,29 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--loads", type=int, default=10)
+    ap.add_argument("--hold", type=int, default=0, help="keep the server up this many seconds after (to profile it)")
     ap.add_argument("--spool", default=str(REPO / "target" / "release" / "spool"))
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="spool-bench-console-"))
     src = work / "src"
+    # Hard links to one file where the file system allows (ext4 stops at 65,000 links to one
+    # file: then a new source, a copy, to link to).
+    source = work / "tiny-0.png"
+    shutil.copyfile(TINY, source)
     for i in range(args.files):
         d = src / f"d{i // 1000:04}"
         if i % 1000 == 0:
             d.mkdir(parents=True)
-        os.link(TINY, d / f"clip{i:07}.png")
+        try:
+            os.link(source, d / f"clip{i:07}.png")
+        except OSError as e:
+            if e.errno != errno.EMLINK:
+                raise
+            source = work / f"tiny-{i}.png"
+            shutil.copyfile(TINY, source)
+            os.link(source, d / f"clip{i:07}.png")
     key = "sk_bench_" + secrets.token_hex(16)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -110,16 +123,21 @@ def main() -> int:
         pages = {
             "overview": ("#/", "h1:has-text('Overview')", ["/console/overview"]),
             "jobs_list": ("#/jobs", "tbody tr", ["/console/lists/import-jobs?limit=50"]),
-            "job_page": (f"#/jobs/{job_id}", "svg.timeline", [f"/import-jobs/{job_id}", f"/import-jobs/{job_id}/files?limit=100", f"/admin/streams/{job_id}?limit=1000"]),
-            "job_failed_files": (f"#/jobs/{job_id}?failed=1", "svg.timeline", [f"/import-jobs/{job_id}", f"/import-jobs/{job_id}/files?limit=100&failed_only=true", f"/admin/streams/{job_id}?limit=1000"]),
+            "job_page": (f"#/jobs/{job_id}", "svg.timeline", [f"/import-jobs/{job_id}", f"/import-jobs/{job_id}/files?limit=100", f"/admin/streams/{job_id}?limit=1000&brief=true"]),
+            "job_failed_files": (f"#/jobs/{job_id}?failed=1", "svg.timeline", [f"/import-jobs/{job_id}", f"/import-jobs/{job_id}/files?limit=100&failed_only=true", f"/admin/streams/{job_id}?limit=1000&brief=true"]),
         }
         api_ms: dict[str, list[float]] = {k: [] for k in pages}
+        read_ms: dict[str, list[float]] = {}
         for name, (_, _, reads) in pages.items():
             for _ in range(args.loads):
                 t = time.perf_counter()
                 for path in reads:
+                    r = time.perf_counter()
                     call(base, key, "GET", path)
+                    read_ms.setdefault(path, []).append((time.perf_counter() - r) * 1000)
                 api_ms[name].append((time.perf_counter() - t) * 1000)
+        for path, ms in read_ms.items():
+            print(f"  GET {path}: p50 {statistics.median(ms):.1f} ms", flush=True)
 
         browser_ms: dict[str, list[float]] = {k: [] for k in pages}
         with sync_playwright() as p:
@@ -136,6 +154,9 @@ def main() -> int:
                     page.wait_for_selector(ready, timeout=60_000)
                     browser_ms[name].append((time.perf_counter() - t) * 1000)
             b.close()
+        if args.hold:
+            print(f"holding the server for {args.hold} s: {base} key {key} job {job_id}", flush=True)
+            time.sleep(args.hold)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

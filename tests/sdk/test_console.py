@@ -388,3 +388,32 @@ def test_the_change_feed_tells_a_read_key_nothing_of_api_keys(client, raw, admin
     assert index_id in streams, lines
     assert not any(s.startswith("key_") for s in streams), lines
     assert made.key_id in {e["stream"] for e in admin_lines}, admin_lines
+
+
+def test_a_timeline_reads_a_big_scan_page_brief(client, raw, admin_headers, spool_server):
+    """A regression (bench): a 100,000-file job's page read its first 1,000 events whole, 6 MB,
+    nearly all of it its scan pages' lists of discovered files; the timeline asks for them brief
+    (each list cut to its first 10, the event marked `cut`)."""
+    root = Path(spool_server.local_root) / unique("brief")
+    root.mkdir()
+    for i in range(25):
+        shutil.copyfile(FIXTURES / "tiny.png", root / f"still{i:02}.png")
+    r = raw.post("/api/v2/connectors/local", json={"name": unique("brief"), "root": str(root), "scopes": ["import"]}, headers=admin_headers)
+    assert r.status_code == 201, r.text
+    index_id = client.indexes.create(name=unique("brief")).index_id
+    job = client.import_jobs.create(connector_id=r.json()["connector_id"], index_id=index_id, file_pattern="*.png")
+    client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=60)
+
+    def discovered(query: str) -> list:
+        r = raw.get(f"/api/v2/admin/streams/{job.job_id}?limit=1000{query}", headers=admin_headers)
+        assert r.status_code == 200, r.text
+        return [e for e in r.json()["events"] if e["kind"] == "ImportFilesDiscovered"]
+
+    whole, brief = discovered(""), discovered("&brief=true")
+    assert len(whole) == len(brief) >= 1
+    lists = lambda events: [v for e in events for v in e["event"]["ImportFilesDiscovered"].values() if isinstance(v, list)]
+    assert sum(len(v) for v in lists(whole)) == 25 and not any("cut" in e for e in whole)
+    assert all(len(v) <= 10 for v in lists(brief)) and any(e.get("cut") is True for e in brief), brief
+    # Every other event reads the same either way.
+    others = lambda q: [e for e in raw.get(f"/api/v2/admin/streams/{job.job_id}?limit=1000{q}", headers=admin_headers).json()["events"] if e["kind"] != "ImportFilesDiscovered"]
+    assert others("") == others("&brief=true")

@@ -312,6 +312,26 @@ pub fn event_line(env: &spool_model::Envelope, body: Option<serde_json::Value>) 
     )
 }
 
+/// Cut every list of records in `v` (an array of objects or arrays, at any depth) to its first
+/// `max` items; whether any was cut. Arrays of numbers or strings (a digest's bytes) are kept.
+pub fn cut_arrays(v: &mut serde_json::Value, max: usize) -> bool {
+    match v {
+        serde_json::Value::Array(a) => {
+            let records = a.first().is_some_and(|x| x.is_object() || x.is_array());
+            let mut cut = records && a.len() > max;
+            if cut {
+                a.truncate(max);
+            }
+            for item in a.iter_mut() {
+                cut |= cut_arrays(item, max);
+            }
+            cut
+        }
+        serde_json::Value::Object(m) => m.values_mut().fold(false, |cut, item| cut_arrays(item, max) || cut),
+        _ => false,
+    }
+}
+
 pub fn envelope_json(env: &spool_model::Envelope) -> serde_json::Value {
     fn redact(v: &mut serde_json::Value) {
         match v {

@@ -301,7 +301,7 @@ function attemptBars(events) {
 
 async function timelineSection(stream) {
   if (!may("admin")) return h("p", { class: "muted" }, "The timeline reads the log: it needs an admin key.");
-  const page = await api(`/admin/streams/${encodeURIComponent(stream)}?limit=1000`);
+  const page = await api(`/admin/streams/${encodeURIComponent(stream)}?limit=1000&brief=true`);
   return h("div", {}, attemptBars(page.events || []), timeline(page.events || []),
     h("p", {}, h("a", { href: `#/replay/${stream}` }, "Time travel: its state after each event"), " · ",
       h("button", { type: "button", class: "secondary", onclick: () => downloadBundle(stream) }, "Download its bundle")),

@@ -92,7 +92,7 @@ fn engine_ops() -> Vec<Op> {
         op!(get "/admin/log" admin::log, "readLog", "admin", Local("LogPage"), query = &[q("from", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
         op!(get "/admin/log/tail" admin::tail, "tailLog", "admin", Events, query = &[q("from", QKind::Int(0, u32::MAX as u64))]),
         op!(get "/admin/streams/{stream}" admin::stream, "readStream", "admin", Local("LogPage"),
-            query = &[q("from_version", QKind::Int(0, u32::MAX as u64)), LIMIT_1000]),
+            query = &[q("from_version", QKind::Int(0, u32::MAX as u64)), LIMIT_1000, q("brief", QKind::Bool)]),
         op!(get "/admin/bundles/{id}" admin::bundle, "readBundle", "admin", NdJson),
         op!(get "/admin/replay/{stream}" admin::replay, "replayStream", "admin", Local("Object"),
             query = &[q("until", QKind::Int(1, u32::MAX as u64))]),
