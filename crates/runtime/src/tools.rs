@@ -327,7 +327,14 @@ pub fn cut_arrays(v: &mut serde_json::Value, max: usize) -> bool {
             }
             cut
         }
-        serde_json::Value::Object(m) => m.values_mut().fold(false, |cut, item| cut_arrays(item, max) || cut),
+        serde_json::Value::Object(m) => {
+            // Every value is visited (no short circuit): each list in it is cut.
+            let mut cut = false;
+            for item in m.values_mut() {
+                cut |= cut_arrays(item, max);
+            }
+            cut
+        }
         _ => false,
     }
 }
