@@ -355,6 +355,9 @@ def test_searches_past_the_minute_limit_are_refused_until_the_minute_turns(limit
     r = s.http.post(f"/api/v2/indexes/{index}/search", json={"query": "anything", "top_k": 5}, headers=s.headers)
     assert_error_envelope(r, 429, "rate_limit_exceeded")
     assert r.headers.get("Retry-After") == "45", dict(r.headers)
+    # Refused from its head, its body unread: the connection closes, and the answer says so (a
+    # regression: a client that sent its next request on it as it closed read "Request failed.").
+    assert r.headers.get("Connection") == "close", dict(r.headers)
     # Every search route counts in `search`.
     filters = [{"field": "x", "operator": "is_empty", "type": "string"}]
     for call in (

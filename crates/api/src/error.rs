@@ -139,6 +139,12 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
         }
+        // A refusal made from the request's head (401, 429) leaves its body unread, and the
+        // server then closes the connection: said in the answer, so a client does not send its
+        // next request on it as it closes (the SDK read that race as "Request failed.").
+        if matches!(self.status, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS) {
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
         resp
     }
 }

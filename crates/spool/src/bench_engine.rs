@@ -889,7 +889,7 @@ fn console_latency(addr: &str, key: &str, job_id: &str) -> anyhow::Result<(Laten
     let job = load(&[
         format!("/api/v2/import-jobs/{job_id}"),
         format!("/api/v2/import-jobs/{job_id}/files?limit=100"),
-        format!("/api/v2/admin/streams/{job_id}?limit=1000"),
+        format!("/api/v2/admin/streams/{job_id}?limit=1000&brief=true"),
     ])?;
     println!(
         "console reads: overview p50 {:.2} ms p99 {:.2} ms; a job's page p50 {:.2} ms p99 {:.2} ms",
