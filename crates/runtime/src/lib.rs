@@ -25,7 +25,7 @@ mod sequencer;
 pub mod tools;
 
 pub use clock::{Clock, IdSource, SeededIds, SystemClock, SystemIds, TestClock};
-pub use executors::export::{EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT, EXPORTS_DIR};
+pub use executors::export::{EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT, EXPORT_PARTS_IN_FLIGHT_MAX, EXPORTS_DIR};
 pub use executors::prompt_run::{
     EMBED_DIMS_MAX, EMBED_INPUTS_MAX, EMBED_RESPONSE_BYTES_DEFAULT, EmbedInput, EmbedderConfig,
     HTTP_PROCESSOR_CONCURRENCY_DEFAULT, HTTP_PROCESSOR_RESPONSE_BYTES_DEFAULT, HTTP_PROCESSOR_TIMEOUT_DEFAULT,

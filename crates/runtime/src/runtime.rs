@@ -919,14 +919,19 @@ impl Runtime {
             self.handle.spawn(async move {
                 // A prompt task waits for its processor's slot first, so tasks queued behind a
                 // slow processor hold no engine-wide slot (imports and webhooks go on).
-                let _processor_slot = rt.processor_slot(&effect).await;
+                let processor_slot = rt.processor_slot(&effect).await;
                 let Ok(_slot) = rt.effect_slots.clone().acquire_owned().await else { return };
                 if !rt.draining.load(Ordering::SeqCst) {
                     use futures::FutureExt;
                     rt.effects_total.fetch_add(1, Ordering::Relaxed);
                     // A panic in an executor is a failure of that effect, never a wedged task.
-                    let run = std::panic::AssertUnwindSafe(rt.run_effect(&effect)).catch_unwind().await;
-                    if let Err(payload) = run {
+                    // The processor slot is the task's until its executor gives it back (once
+                    // the processor answered: the record's commit holds no processor slot).
+                    let run = crate::executors::prompt_run::PROCESSOR_SLOT.scope(
+                        std::cell::RefCell::new(processor_slot),
+                        std::panic::AssertUnwindSafe(rt.run_effect(&effect)).catch_unwind(),
+                    );
+                    if let Err(payload) = run.await {
                         let what = panic_message(payload.as_ref());
                         drop(payload);
                         rt.effect_panicked(&effect, what).await;
@@ -997,6 +1002,27 @@ impl Runtime {
         side: Vec<SideWrite>,
         render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
     ) -> Result<(Reply, Outcome), RuntimeError> {
+        let rx = self.submit_with(cmd, idem, side, render).await?;
+        rx.await.map_err(|_| RuntimeError::Stopped)?
+    }
+
+    /// Hand a command to the sequencer without waiting for its commit: commands submitted one
+    /// after another by one task are decided in that order. The receiver answers once the
+    /// command's commit is durable (an executor pipelines its outcomes with it).
+    pub(crate) async fn submit(
+        &self,
+        cmd: impl Into<crate::sequencer::Work>,
+    ) -> Result<tokio::sync::oneshot::Receiver<crate::sequencer::Answered>, RuntimeError> {
+        self.submit_with(cmd, None, Vec::new(), |_, _| Reply { status: 200, body: Vec::new() }).await
+    }
+
+    async fn submit_with(
+        &self,
+        cmd: impl Into<crate::sequencer::Work>,
+        idem: Option<&IdemKey>,
+        side: Vec<SideWrite>,
+        render: impl FnOnce(&State, Outcome) -> Reply + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<crate::sequencer::Answered>, RuntimeError> {
         let work = cmd.into();
         let usage = matches!(&work, crate::sequencer::Work::Command(c) if matches!(**c, Command::ApiKey(spool_core::ApiKeyCommand::RecordApiKeyUse { .. })));
         if self.draining.load(Ordering::SeqCst) && !usage {
@@ -1006,7 +1032,7 @@ impl Runtime {
         let sub = crate::sequencer::Submission { work, idem: idem.cloned(), side, render: Box::new(render), reply };
         let inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(RuntimeError::Stopped)?;
         inbox.send(sub).await.map_err(|_| RuntimeError::Stopped)?;
-        rx.await.map_err(|_| RuntimeError::Stopped)?
+        Ok(rx)
     }
 
     /// Like `execute_with`, for a request that carries an `Idempotency-Key`: a stored answer

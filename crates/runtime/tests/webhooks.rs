@@ -251,3 +251,124 @@ async fn deliveries_follow_the_schedule_on_the_test_clock_and_the_rotation_grace
     assert!(rt.webhook_secrets(&webhook_id).unwrap().previous.is_none());
     rt.shutdown().await;
 }
+
+/// A receiver that notes each request's `webhook-id` (the delivery id) in arrival order and the
+/// most requests it held at once; the `fail_nth` request (from 1) is answered 500, the others
+/// 204 after a short wait (so a second sender would overlap it).
+async fn ordering_receiver(fail_nth: usize) -> (String, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let most = Arc::new(AtomicUsize::new(0));
+    let now = Arc::new(AtomicUsize::new(0));
+    let (s2, m2) = (seen.clone(), most.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let (seen, most, now) = (s2.clone(), m2.clone(), now.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                let head = loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break text;
+                        }
+                    }
+                };
+                let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(held, Ordering::SeqCst);
+                let id = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("webhook-id:").map(|v| v.trim().to_string()))
+                    .unwrap_or_default();
+                let nth = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(id);
+                    seen.len()
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let answer: &[u8] = if nth == fail_nth {
+                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"
+                };
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    (url, seen, most)
+}
+
+/// Issue 30: one sender per webhook pipelines each answer's record with the next POST. The
+/// receiver still gets a webhook's deliveries one at a time, in `sequence` order, each once; a
+/// failed one waits for its retry and lets the next ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhooks_sender_pipelines_its_records_and_keeps_one_post_at_a_time_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots");
+    std::fs::create_dir_all(roots.join("v")).unwrap();
+    let clock = Arc::new(TestClock::new(1_764_000_000_000));
+    let mut cfg = RuntimeConfig::new(dir.path().join("data"));
+    cfg.master_key = Some(MasterKey::generate());
+    cfg.storage.local_roots = vec![roots.canonicalize().unwrap()];
+    cfg.webhooks = settings();
+    let rt = Runtime::open(cfg, clock.clone(), Arc::new(SeededIds::new(11))).await.unwrap();
+    rt.wait_ready().await;
+    let (url, seen, most) = ordering_receiver(10).await;
+    let (webhook_id, index_id, connector_id) = hook_on_job_starts(&rt, &roots, url).await;
+    const JOBS: u64 = 60;
+    let mut made = Vec::new();
+    for _ in 0..JOBS {
+        let rt = rt.clone();
+        made.push(tokio::spawn(async move {
+            rt.execute(Command::Import(ImportCommand::CreateImportJob {
+                connector_id,
+                index_id,
+                source_prefix: String::new(),
+                file_pattern: "*".into(),
+                recursive: true,
+                import_mode: None,
+            }))
+            .await
+            .unwrap();
+        }));
+    }
+    for m in made {
+        m.await.unwrap();
+    }
+    let delivered = || rt.read(|st| st.webhooks.get(&webhook_id).map_or(0, |w| w.delivered));
+    until("every delivery but the failed one delivered", || delivered() == JOBS - 1).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), usize::try_from(JOBS).unwrap(), "each delivery sent once: {seen:?}");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two deliveries of one webhook were in flight at once");
+    // The sequence of each delivery, from its row (delivered) or the state (the retrying one).
+    let keys = rt.webhook_delivered(&webhook_id, None, 1000).unwrap();
+    let rows = rt.delivered_rows(keys.iter().map(|k| k.1)).unwrap();
+    let mut sequence: std::collections::HashMap<String, u64> =
+        rows.iter().map(|(id, d)| (id.to_string(), d.sequence)).collect();
+    let retrying = rt.read(|st| {
+        st.deliveries.values().map(|d| (d.delivery_id.to_string(), d.sequence, d.status)).collect::<Vec<_>>()
+    });
+    assert_eq!(retrying.len(), 1, "{retrying:?}");
+    assert_eq!(retrying[0].2, DeliveryStatus::Retrying);
+    assert_eq!(retrying[0].0, seen[9], "the tenth one failed");
+    sequence.insert(retrying[0].0.clone(), retrying[0].1);
+    let order: Vec<u64> = seen.iter().map(|id| sequence[id]).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "not in sequence order: {order:?}");
+    rt.shutdown().await;
+}

@@ -19,6 +19,8 @@ pub const EXPORTS_DIR: &str = "exports";
 pub const EXPORT_DOWNLOAD_MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Videos read per hold of the state lock while an artifact is made.
 const ARTIFACT_VIDEOS_PER_READ: usize = 100;
+/// Parts of one multipart upload on their way to the store at once.
+pub const EXPORT_PARTS_IN_FLIGHT_MAX: usize = 4;
 /// Artifacts above this go up as a multipart upload.
 const SINGLE_PUT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
@@ -140,7 +142,6 @@ impl Runtime {
         size: u64,
     ) -> Result<(), Failure> {
         use object_store::ObjectStoreExt;
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let export_id = e.export_id;
         let part_bytes = self.cfg.export_part_bytes.max(1);
         let parts_total = size.div_ceil(part_bytes);
@@ -157,25 +158,40 @@ impl Runtime {
                 (id, 0)
             }
         };
-        let mut f =
-            tokio::fs::File::open(file).await.map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
-        let mut buf = Vec::with_capacity(part_bytes.min(64 * 1024 * 1024) as usize);
-        for part in done..parts_total {
-            if spool_model::failpoint("export_part_slow") {
-                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // Parts go up `EXPORT_PARTS_IN_FLIGHT_MAX` at a time, each read from the kept artifact
+        // by its own task; they are recorded in order as they finish in order, so the recorded
+        // parts are always a prefix: a resumed upload sends the parts after it again (a part
+        // sent twice replaces itself at the store).
+        let mut sends = PartSends(std::collections::VecDeque::new());
+        let mut next = done;
+        loop {
+            while next < parts_total && sends.0.len() < EXPORT_PARTS_IN_FLIGHT_MAX {
+                let (mp, location, upload_id, file) =
+                    (mp.clone(), location.clone(), upload_id.clone(), file.to_path_buf());
+                let part = next;
+                let send = tokio::spawn(async move {
+                    if spool_model::failpoint("export_part_slow") {
+                        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    }
+                    let at = part * part_bytes;
+                    let len = part_bytes.min(size - at);
+                    let bytes = tokio::task::spawn_blocking(move || read_part(&file, at, len))
+                        .await
+                        .map_err(|err| err.to_string())
+                        .and_then(|r| r.map_err(|err| err.to_string()));
+                    match bytes {
+                        Ok(bytes) => Ok(mp
+                            .put_part(&location, &upload_id, spool_model::num::sat_usize(part), bytes.into())
+                            .await),
+                        Err(err) => Err(format!("reading the artifact: {err}")),
+                    }
+                });
+                sends.0.push_back((part, send));
+                next += 1;
             }
-            let at = part * part_bytes;
-            let len = part_bytes.min(size - at);
-            f.seek(std::io::SeekFrom::Start(at))
-                .await
-                .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
-            buf.clear();
-            (&mut f)
-                .take(len)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|err| Failure::Retry(format!("reading the artifact: {err}")))?;
-            match mp.put_part(location, &upload_id, spool_model::num::sat_usize(part), buf.clone().into()).await {
+            let Some((part, send)) = sends.0.pop_front() else { break };
+            let sent = send.await.map_err(|err| Failure::Retry(format!("a part's upload stopped: {err}")))?;
+            match sent.map_err(Failure::Retry)? {
                 Ok(id) => {
                     let cmd = ExportCommand::RecordPartWritten {
                         export_id,
@@ -348,6 +364,28 @@ impl Write for Hashing {
 }
 
 /// The kept artifact is whole: its size and SHA-256 are the recorded ones.
+type PartSent = Result<Result<object_store::multipart::PartId, object_store::Error>, String>;
+
+/// The parts on their way: a failed upload stops the others (they would only be sent again).
+struct PartSends(std::collections::VecDeque<(u64, tokio::task::JoinHandle<PartSent>)>);
+
+impl Drop for PartSends {
+    fn drop(&mut self) {
+        for (_, send) in &self.0 {
+            send.abort();
+        }
+    }
+}
+
+/// `len` bytes of the kept artifact from `at`.
+fn read_part(file: &std::path::Path, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; spool_model::num::sat_usize(len)];
+    f.read_exact_at(&mut buf, at)?;
+    Ok(buf)
+}
+
 fn check_kept(path: &std::path::Path, size: u64, sha: &[u8; 32]) -> bool {
     let Ok(mut f) = std::fs::File::open(path) else { return false };
     if f.metadata().map(|m| m.len()).ok() != Some(size) {

@@ -408,6 +408,12 @@ pub fn sign_request(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Stri
 /// `f32`s; empty: none), or why it failed.
 type Outcome = Result<(TaskAnswer, CallUsage, Vec<u8>), (TaskFailure, Option<CallUsage>)>;
 
+tokio::task_local! {
+    /// The processor slot of the prompt task running in this effect task (taken by the
+    /// executor once the processor answered).
+    pub(crate) static PROCESSOR_SLOT: std::cell::RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
+}
+
 impl Runtime {
     /// The processor slot a prompt task needs before it runs (`None` for other effects, and for
     /// a task whose processor is not configured: it fails without a call).
@@ -523,6 +529,8 @@ impl Runtime {
             Err(e) => return Err(e),
         }
         let outcome = self.call_processor(run_id, task, attempt, &spec).await;
+        // The processor answered: its slot goes to the next task while this outcome commits.
+        let _ = PROCESSOR_SLOT.try_with(|slot| slot.borrow_mut().take());
         self.record_outcome(run_id, task, attempt, outcome).await
     }
 

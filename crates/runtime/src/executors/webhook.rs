@@ -11,7 +11,7 @@ use crate::Runtime;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use spool_core::{Command, WebhookCommand};
-use spool_model::{DeliveryId, WebhookId};
+use spool_model::WebhookId;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,16 @@ use std::time::{Duration, Instant};
 pub const WEBHOOK_FIRST_ATTEMPTS_CONCURRENCY_MAX: usize = 64;
 /// Retries in flight at once (all webhooks): a separate pool.
 pub const WEBHOOK_RETRIES_CONCURRENCY_MAX: usize = 16;
+
+/// Answers recorded by one webhook's sender whose commit it has not waited for yet.
+pub const WEBHOOK_RECORDS_IN_FLIGHT_MAX: usize = 32;
+
+/// Wait for a submitted command's commit.
+pub(crate) async fn settle(
+    rx: tokio::sync::oneshot::Receiver<crate::sequencer::Answered>,
+) -> Result<(), crate::RuntimeError> {
+    rx.await.map_err(|_| crate::RuntimeError::Stopped)?.map(|_| ())
+}
 
 /// The operator's webhook settings.
 #[derive(Debug, Clone)]
@@ -376,52 +386,89 @@ impl Runtime {
         }
     }
 
-    /// The `Deliver` effect: one attempt of one delivery, recorded as a command.
-    pub(super) async fn deliver(
-        self: &Arc<Self>,
-        delivery_id: &DeliveryId,
-        attempt: u32,
-    ) -> Result<(), crate::RuntimeError> {
-        let pool = if attempt <= 1 {
-            self.executors.webhooks.first_attempts.clone()
-        } else {
-            self.executors.webhooks.retries.clone()
-        };
-        let Ok(_slot) = pool.acquire_owned().await else { return Ok(()) };
-        let Some((webhook_id, url, event_type, payload)) = self.read(|st| {
-            let d = st.deliveries.get(delivery_id)?;
-            let w = st.webhooks.get(&d.webhook_id)?;
-            Some((w.webhook_id, w.url.clone(), d.event_type, d.payload_json.clone()))
-        }) else {
-            return Ok(());
-        };
-        let sent = match self.webhook_secrets(&webhook_id) {
-            Ok(secrets) => {
-                self.send_webhook(
-                    &url,
-                    &webhook_id.to_string(),
-                    &delivery_id.to_string(),
-                    event_type.as_str(),
-                    payload.as_bytes(),
-                    &secrets,
-                )
-                .await
+    /// The `Deliver` effect: a webhook's sender. It POSTs the webhook's pending deliveries in
+    /// `sequence` order, one at a time, and records each answer as a command; the next POST
+    /// goes once the previous one is answered, while that answer's record commits
+    /// (`WEBHOOK_RECORDS_IN_FLIGHT_MAX` records at most wait for their commit). A failed
+    /// answer ends it once every record is durable: the machine then decides the retry, and
+    /// the next offer sends the deliveries after it. The state may lag the records in flight,
+    /// so the sender walks the pending set from its own cursor, not from its head.
+    pub(super) async fn deliver(self: &Arc<Self>, webhook_id: &WebhookId) -> Result<(), crate::RuntimeError> {
+        let mut after = None;
+        let mut records = std::collections::VecDeque::new();
+        let mut first_error = None;
+        loop {
+            let next = self.read(|st| {
+                let w = st.webhooks.get(webhook_id).filter(|w| w.is_live())?;
+                if w.status != spool_model::WebhookStatus::Active {
+                    return None;
+                }
+                let (key, d) = spool_core::machines::webhook::next_pending(st, *webhook_id, after)?;
+                Some((key, d.delivery_id, d.attempts + 1, w.url.clone(), d.event_type, d.payload_json.clone()))
+            });
+            let Some((key, delivery_id, attempt, url, event_type, payload)) = next else { break };
+            let pool = if attempt <= 1 {
+                self.executors.webhooks.first_attempts.clone()
+            } else {
+                self.executors.webhooks.retries.clone()
+            };
+            let Ok(slot) = pool.acquire_owned().await else { break };
+            let sent = match self.webhook_secrets(webhook_id) {
+                Ok(secrets) => {
+                    self.send_webhook(
+                        &url,
+                        &webhook_id.to_string(),
+                        &delivery_id.to_string(),
+                        event_type.as_str(),
+                        payload.as_bytes(),
+                        &secrets,
+                    )
+                    .await
+                }
+                Err(e) => Sent { status_code: None, body: None, error: Some(e), retry_after_ms: None, duration_ms: 0 },
+            };
+            drop(slot);
+            let answered = sent.status_code.is_some_and(|s| (200..300).contains(&s));
+            let record = self
+                .submit(Command::Webhook(WebhookCommand::RecordDeliveryAttempt {
+                    delivery_id,
+                    attempt,
+                    status_code: sent.status_code,
+                    response_excerpt: sent.body,
+                    error: sent.error,
+                    duration_ms: sent.duration_ms,
+                    retry_after_ms: sent.retry_after_ms,
+                    schedule_ms: self.executors.webhooks.settings.retry_schedule_ms.clone(),
+                    disable_after: self.executors.webhooks.settings.disable_after,
+                }))
+                .await;
+            match record {
+                Ok(rx) => records.push_back(rx),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
             }
-            Err(e) => Sent { status_code: None, body: None, error: Some(e), retry_after_ms: None, duration_ms: 0 },
-        };
-        self.execute(Command::Webhook(WebhookCommand::RecordDeliveryAttempt {
-            delivery_id: *delivery_id,
-            attempt,
-            status_code: sent.status_code,
-            response_excerpt: sent.body,
-            error: sent.error,
-            duration_ms: sent.duration_ms,
-            retry_after_ms: sent.retry_after_ms,
-            schedule_ms: self.executors.webhooks.settings.retry_schedule_ms.clone(),
-            disable_after: self.executors.webhooks.settings.disable_after,
-        }))
-        .await
-        .map(|_| ())
+            while records.len() > WEBHOOK_RECORDS_IN_FLIGHT_MAX {
+                if let Some(rx) = records.pop_front()
+                    && let Err(e) = settle(rx).await
+                {
+                    first_error.get_or_insert(e);
+                }
+            }
+            // A record that failed to commit leaves its delivery pending: stop here, the next
+            // offer sends it again.
+            if !answered || first_error.is_some() {
+                break;
+            }
+            after = Some(key);
+        }
+        for rx in records {
+            if let Err(e) = settle(rx).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// A webhook's creation, its secret sealed inside the sequencer with the webhook's own data
@@ -588,7 +635,7 @@ mod tests {
 impl super::Execute for spool_core::WebhookEffect {
     async fn run(&self, rt: &Arc<Runtime>) -> Result<(), crate::RuntimeError> {
         match self {
-            spool_core::WebhookEffect::Deliver { delivery_id, attempt, .. } => rt.deliver(delivery_id, *attempt).await,
+            spool_core::WebhookEffect::Deliver { webhook_id } => rt.deliver(webhook_id).await,
             spool_core::WebhookEffect::BulkRetryStep { webhook_id } => rt
                 .execute(Command::Webhook(WebhookCommand::RunBulkRetryStep { webhook_id: *webhook_id }))
                 .await

@@ -7,7 +7,7 @@ mod effects;
 mod evolve;
 
 pub use decide::{OUTBOX_STREAM, decide, fire_retry, outbox, outbox_rows, publish};
-pub use effects::{WebhookEffect, effects_for, work_key};
+pub use effects::{WebhookEffect, effects_for, next_pending, work_key};
 pub use evolve::evolve;
 
 use serde::{Deserialize, Serialize};
