@@ -31,14 +31,15 @@ impl Runtime {
         src: &spool_storage::Store,
         src_path: &str,
         dst_path: &str,
+        size_hint: Option<u64>,
         check: impl FnOnce(&Path) -> T + Send + 'static,
         keep: impl Fn(&T) -> bool,
     ) -> Stored<T> {
         let ex = &self.executors;
         if ex.media.local_root.is_some() {
-            return spool_storage::copy_then(src, src_path, &ex.media, dst_path, check).await;
+            return spool_storage::copy_then(src, src_path, &ex.media, dst_path, size_hint, check).await;
         }
-        let copied = spool_storage::copy_then(src, src_path, &ex.scratch, dst_path, check).await;
+        let copied = spool_storage::copy_then(src, src_path, &ex.scratch, dst_path, size_hint, check).await;
         let out = match copied {
             Ok((sum, t)) if keep(&t) => {
                 spool_storage::copy_object(&ex.scratch, dst_path, &ex.media, dst_path).await.map(|_| (sum, t))

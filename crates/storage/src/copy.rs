@@ -16,11 +16,15 @@ pub struct CopyError {
 
 /// [`copy_object`], then `after` on the stored file (the destination must be a local folder),
 /// in the same blocking task when both sides are folders: one hop per file instead of two.
+///
+/// `size_hint` is the object's size as listed: an object of another store at least
+/// [`RANGED_COPY_BYTES_MIN`] large comes in ranges fetched in parallel ([`ranged_to_local`]).
 pub async fn copy_then<T: Send + 'static>(
     src: &Store,
     src_path: &str,
     dst: &Store,
     dst_path: &str,
+    size_hint: Option<u64>,
     after: impl FnOnce(&std::path::Path) -> T + Send + 'static,
 ) -> Result<((u64, [u8; 32]), T), CopyError> {
     let Some(dst_root) = dst.local_root.clone() else {
@@ -40,10 +44,162 @@ pub async fn copy_then<T: Send + 'static>(
         .await
         .unwrap_or_else(|_| Err(failed()));
     }
-    let copied = copy_object(src, src_path, dst, dst_path).await?;
+    let copied = if size_hint.is_some_and(|n| n >= RANGED_COPY_BYTES_MIN) {
+        ranged_to_local(src, src_path, &dst_root, dst_path).await?
+    } else {
+        copy_object(src, src_path, dst, dst_path).await?
+    };
     let path = dst_root.join(dst_path);
     let t = tokio::task::spawn_blocking(move || after(&path)).await.map_err(|_| failed())?;
     Ok((copied, t))
+}
+
+/// Objects of another store at least this large are copied in ranges fetched in parallel.
+pub const RANGED_COPY_BYTES_MIN: u64 = 64 * 1024 * 1024;
+/// Bytes of one range of a ranged copy.
+pub const COPY_RANGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Ranges of one copy in flight at once: memory holds at most this many ranges.
+pub const COPY_RANGES_IN_FLIGHT_MAX: usize = 4;
+
+/// Copy a large object of another store into a local folder in ranges of
+/// [`COPY_RANGE_BYTES`], [`COPY_RANGES_IN_FLIGHT_MAX`] fetched at once, each asked with the
+/// object's ETag (`If-Match`: an object replaced during the copy fails it, retryable, instead of
+/// mixing two versions). The ranges are hashed and written in order to a staging name of the
+/// destination (`…#spool-<ulid>`, as [`local_to_local`]), renamed into place when complete.
+pub async fn ranged_to_local(
+    src: &Store,
+    src_path: &str,
+    dst_root: &std::path::Path,
+    dst_key: &str,
+) -> Result<(u64, [u8; 32]), CopyError> {
+    let read_err = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => {
+            CopyError { code: "source_object_missing", message: src.describe(&e), retryable: false }
+        }
+        other => CopyError { code: "source_read_failed", message: src.describe(&other), retryable: true },
+    };
+    let write_err = |e: std::io::Error| CopyError {
+        code: "media_store_write_failed",
+        message: format!("the media store cannot be written ({})", e.kind()),
+        retryable: true,
+    };
+    if dst_key.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.contains('#')) {
+        return Err(CopyError { code: "internal_error", message: "bad destination key".into(), retryable: false });
+    }
+    let location = Path::from(src_path);
+    let meta = src.inner.head(&location).await.map_err(read_err)?;
+    let size = meta.size;
+    let dst = dst_root.join(dst_key);
+    let staging = {
+        let mut name = dst.as_os_str().to_owned();
+        name.push(format!("#spool-{}", ulid::Ulid::new()));
+        std::path::PathBuf::from(name)
+    };
+    let file = {
+        let (dst, staging) = (dst.clone(), staging.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(&staging)
+        })
+        .await
+        .map_err(|_| CopyError { code: "internal_error", message: "the copy task failed".into(), retryable: true })?
+        .map_err(write_err)?
+    };
+    let copied = async {
+        let mut file = Some(file);
+        let mut hasher = Some(sha2::Sha256::new());
+        let mut ranges = RangeFetches(std::collections::VecDeque::new());
+        let mut next = 0u64;
+        let mut written = 0u64;
+        loop {
+            while next < size && ranges.0.len() < COPY_RANGES_IN_FLIGHT_MAX {
+                let end = (next + COPY_RANGE_BYTES).min(size);
+                let options = object_store::GetOptions {
+                    if_match: meta.e_tag.clone(),
+                    range: Some(object_store::GetRange::Bounded(next..end)),
+                    ..Default::default()
+                };
+                let (inner, location) = (src.inner.clone(), location.clone());
+                ranges.0.push_back(tokio::spawn(async move {
+                    let got = inner.get_opts(&location, options).await?;
+                    got.bytes().await
+                }));
+                next = end;
+            }
+            let Some(fetch) = ranges.0.pop_front() else { break };
+            let bytes = fetch
+                .await
+                .map_err(|_| CopyError {
+                    code: "internal_error",
+                    message: "a range's fetch failed".into(),
+                    retryable: true,
+                })?
+                .map_err(read_err)?;
+            if bytes.is_empty() {
+                return Err(CopyError {
+                    code: "source_read_failed",
+                    message: "the object ended before its listed size".into(),
+                    retryable: true,
+                });
+            }
+            written += bytes.len() as u64;
+            // Hash and write off the async workers, while the next ranges arrive.
+            let (mut f, mut h) = (file.take(), hasher.take());
+            let done = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                if let (Some(f), Some(h)) = (f.as_mut(), h.as_mut()) {
+                    h.update(&bytes);
+                    f.write_all(&bytes)?;
+                }
+                Ok::<_, std::io::Error>((f, h))
+            })
+            .await
+            .map_err(|_| CopyError { code: "internal_error", message: "the copy task failed".into(), retryable: true })?
+            .map_err(write_err)?;
+            (file, hasher) = done;
+        }
+        if written != size {
+            return Err(CopyError {
+                code: "source_read_failed",
+                message: format!("read {written} bytes of an object of {size}"),
+                retryable: true,
+            });
+        }
+        drop(file);
+        Ok((written, hasher.map(|h| h.finalize().into()).unwrap_or_default()))
+    }
+    .await;
+    match copied {
+        Ok(sum) => {
+            let (staging, dst) = (staging.clone(), dst.clone());
+            tokio::task::spawn_blocking(move || std::fs::rename(&staging, &dst))
+                .await
+                .map_err(|_| CopyError {
+                    code: "internal_error",
+                    message: "the copy task failed".into(),
+                    retryable: true,
+                })?
+                .map_err(write_err)?;
+            Ok(sum)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&staging).await;
+            Err(e)
+        }
+    }
+}
+
+/// The ranges on their way: a failed copy stops the others.
+struct RangeFetches(std::collections::VecDeque<tokio::task::JoinHandle<Result<bytes::Bytes, object_store::Error>>>);
+
+impl Drop for RangeFetches {
+    fn drop(&mut self) {
+        for fetch in &self.0 {
+            fetch.abort();
+        }
+    }
 }
 
 /// Stream `src_path` of `src` into `dst_path` of `dst`, never holding the whole object: the

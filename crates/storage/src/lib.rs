@@ -19,7 +19,10 @@ pub use build::{
     AzureAccess, Credentials, ENDPOINT_CHARS_MAX, StorageEnv, StoreError, azure_access, azure_builder, build_store,
     check_gcs_service_account, check_url, gcs_builder, normalize_endpoint, shared_store,
 };
-pub use copy::{CopyError, ScannedObject, copy_object, copy_then, scan_pages};
+pub use copy::{
+    COPY_RANGE_BYTES, COPY_RANGES_IN_FLIGHT_MAX, CopyError, RANGED_COPY_BYTES_MIN, ScannedObject, copy_object,
+    copy_then, ranged_to_local, scan_pages,
+};
 pub use local::{OpenError, check_local_root};
 
 use object_store::path::Path;

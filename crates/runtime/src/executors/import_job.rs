@@ -210,7 +210,10 @@ impl Runtime {
                     // Copy and probe in one blocking task (for folders on both sides).
                     let ext = spool_core::imports::extension(&file.path);
                     let probe = move |stored: &std::path::Path| spool_media::probe_file(stored, &ext);
-                    match self.store_media(&src, &src_path, &dst_path, probe, Result::is_ok).await {
+                    match self
+                        .store_media(&src, &src_path, &dst_path, Some(file.size_bytes), probe, Result::is_ok)
+                        .await
+                    {
                         Err(e) => Err(FileFailure { code: e.code.into(), message: e.message, retryable: e.retryable }),
                         Ok(((bytes, sha256), Ok(facts))) => Ok((bytes, sha256, facts)),
                         Ok((_, Err(e))) => {
