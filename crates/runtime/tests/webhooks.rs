@@ -316,7 +316,7 @@ async fn ordering_receiver(fail_nth: usize) -> (String, Arc<std::sync::Mutex<Vec
 
 /// Issue 30: one sender per webhook pipelines each answer's record with the next POST. The
 /// receiver still gets a webhook's deliveries one at a time, in `sequence` order, each once; a
-/// failed one waits for its retry and lets the next ones go.
+/// failed one waits for its retry and lets the next ones go; order holds across the senders' turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhooks_sender_pipelines_its_records_and_keeps_one_post_at_a_time_in_sequence_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,7 +331,8 @@ async fn a_webhooks_sender_pipelines_its_records_and_keeps_one_post_at_a_time_in
     rt.wait_ready().await;
     let (url, seen, most) = ordering_receiver(10).await;
     let (webhook_id, index_id, connector_id) = hook_on_job_starts(&rt, &roots, url).await;
-    const JOBS: u64 = 60;
+    // More than two senders' turns (`WEBHOOK_SENDS_PER_TURN_MAX`): order holds across them.
+    const JOBS: u64 = 150;
     let mut made = Vec::new();
     for _ in 0..JOBS {
         let rt = rt.clone();

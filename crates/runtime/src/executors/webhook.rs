@@ -24,6 +24,11 @@ pub const WEBHOOK_RETRIES_CONCURRENCY_MAX: usize = 16;
 /// Answers recorded by one webhook's sender whose commit it has not waited for yet.
 pub const WEBHOOK_RECORDS_IN_FLIGHT_MAX: usize = 32;
 
+/// Deliveries one sender sends before it ends and is offered again: it holds one of the
+/// runtime's `EFFECTS_CONCURRENCY_MAX` effect slots, so a busy webhook takes turns with the
+/// other effects (imports, exports, other webhooks) instead of keeping its slot.
+pub const WEBHOOK_SENDS_PER_TURN_MAX: usize = 64;
+
 /// Wait for a submitted command's commit.
 pub(crate) async fn settle(
     rx: tokio::sync::oneshot::Receiver<crate::sequencer::Answered>,
@@ -391,12 +396,14 @@ impl Runtime {
     /// goes once the previous one is answered, while that answer's record commits
     /// (`WEBHOOK_RECORDS_IN_FLIGHT_MAX` records at most wait for their commit). A failed
     /// answer ends it once every record is durable: the machine then decides the retry, and
-    /// the next offer sends the deliveries after it. The state may lag the records in flight,
+    /// the next offer sends the deliveries after it. It also ends after
+    /// `WEBHOOK_SENDS_PER_TURN_MAX` sends, to take turns for its effect slot. The state may lag the records in flight,
     /// so the sender walks the pending set from its own cursor, not from its head.
     pub(super) async fn deliver(self: &Arc<Self>, webhook_id: &WebhookId) -> Result<(), crate::RuntimeError> {
         let mut after = None;
         let mut records = std::collections::VecDeque::new();
         let mut first_error = None;
+        let mut sent_this_turn = 0usize;
         loop {
             let next = self.read(|st| {
                 let w = st.webhooks.get(webhook_id).filter(|w| w.is_live())?;
@@ -458,7 +465,8 @@ impl Runtime {
             }
             // A record that failed to commit leaves its delivery pending: stop here, the next
             // offer sends it again.
-            if !answered || first_error.is_some() {
+            sent_this_turn += 1;
+            if !answered || first_error.is_some() || sent_this_turn >= WEBHOOK_SENDS_PER_TURN_MAX {
                 break;
             }
             after = Some(key);
