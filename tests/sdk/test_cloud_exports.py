@@ -1,7 +1,7 @@
 """Resumable multipart exports to GCS (fake-gcs-server behind tests/storage/gcs_xml_adapter.py,
 which now speaks the XML multipart API object_store uses) and to Azure Blob (azurite, block
 blobs), as `crates/spool/tests/export_crash.rs` does for S3 against s3s-fs: a server of its own
-(a debug build: each part waits 150 ms, `SPOOL_FAILPOINTS=export_part_slow`) with small parts
+(a debug build: each part's record waits 150 ms, `SPOOL_FAILPOINTS=export_part_slow`) with small parts
 (`SPOOL_EXPORT_PART_BYTES`: neither service has S3's 5 MiB minimum here) exports an index to the
 connector and is SIGKILLed three times while parts go up, then started again on the same data
 directory. At the end: the export completed, its upload was started once and each part was

@@ -59,7 +59,7 @@ fn an_export_to_s3_resumes_from_its_last_durable_part_after_sigkill_and_writes_i
         ("SPOOL_LOCAL_ROOTS", roots.as_str()),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("SPOOL_EXPORT_PART_BYTES", part.as_str()),
-        // Debug builds only: each part waits 150 ms, so kills land between parts.
+        // Debug builds only: each part's record waits 150 ms, so kills land between parts.
         ("SPOOL_FAILPOINTS", "export_part_slow"),
     ];
     let mut server = start_with(&data, &envs);

@@ -170,9 +170,6 @@ impl Runtime {
                     (mp.clone(), location.clone(), upload_id.clone(), file.to_path_buf());
                 let part = next;
                 let send = tokio::spawn(async move {
-                    if spool_model::failpoint("export_part_slow") {
-                        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-                    }
                     let at = part * part_bytes;
                     let len = part_bytes.min(size - at);
                     let bytes = tokio::task::spawn_blocking(move || read_part(&file, at, len))
@@ -190,6 +187,11 @@ impl Runtime {
                 next += 1;
             }
             let Some((part, send)) = sends.0.pop_front() else { break };
+            // Tests: each part's record waits 150 ms, so a kill timed on the recorded parts
+            // lands between two of them (the sends themselves overlap).
+            if spool_model::failpoint("export_part_slow") {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
             let sent = send.await.map_err(|err| Failure::Retry(format!("a part's upload stopped: {err}")))?;
             match sent.map_err(Failure::Retry)? {
                 Ok(id) => {
