@@ -931,10 +931,20 @@ impl Runtime {
                         std::cell::RefCell::new(processor_slot),
                         std::panic::AssertUnwindSafe(rt.run_effect(&effect)).catch_unwind(),
                     );
-                    if let Err(payload) = run.await {
-                        let what = panic_message(payload.as_ref());
-                        drop(payload);
-                        rt.effect_panicked(&effect, what).await;
+                    match run.await {
+                        Err(payload) => {
+                            let what = panic_message(payload.as_ref());
+                            drop(payload);
+                            rt.effect_panicked(&effect, what).await;
+                        }
+                        // Panics are counted in a row: a run without one starts the count
+                        // again (a webhook's sender is one effect for all its deliveries).
+                        Ok(()) => {
+                            let mut panics = rt.effect_panics.lock().unwrap_or_else(|p| p.into_inner());
+                            if !panics.is_empty() {
+                                panics.remove(&effect);
+                            }
+                        }
                     }
                 }
                 rt.inflight_effects.lock().unwrap_or_else(|p| p.into_inner()).remove(&effect);

@@ -44,10 +44,15 @@ pub async fn copy_then<T: Send + 'static>(
         .await
         .unwrap_or_else(|_| Err(failed()));
     }
-    let copied = if size_hint.is_some_and(|n| n >= RANGED_COPY_BYTES_MIN) {
-        ranged_to_local(src, src_path, &dst_root, dst_path).await?
-    } else {
-        copy_object(src, src_path, dst, dst_path).await?
+    // At most `RANGED_COPIES_MAX` ranged copies at once (each holds up to four ranges in
+    // memory); past that a large object streams as any other.
+    let ranged = match size_hint {
+        Some(n) if n >= RANGED_COPY_BYTES_MIN => RANGED_COPIES.try_acquire().ok(),
+        _ => None,
+    };
+    let copied = match ranged {
+        Some(_permit) => ranged_to_local(src, src_path, &dst_root, dst_path).await?,
+        None => copy_object(src, src_path, dst, dst_path).await?,
     };
     let path = dst_root.join(dst_path);
     let t = tokio::task::spawn_blocking(move || after(&path)).await.map_err(|_| failed())?;
@@ -60,6 +65,10 @@ pub const RANGED_COPY_BYTES_MIN: u64 = 64 * 1024 * 1024;
 pub const COPY_RANGE_BYTES: u64 = 16 * 1024 * 1024;
 /// Ranges of one copy in flight at once: memory holds at most this many ranges.
 pub const COPY_RANGES_IN_FLIGHT_MAX: usize = 4;
+/// Ranged copies at once in this process (memory: this × `COPY_RANGES_IN_FLIGHT_MAX` ×
+/// `COPY_RANGE_BYTES` = 128 MiB at most); other large objects stream.
+pub const RANGED_COPIES_MAX: usize = 2;
+static RANGED_COPIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RANGED_COPIES_MAX);
 
 /// Copy a large object of another store into a local folder in ranges of
 /// [`COPY_RANGE_BYTES`], [`COPY_RANGES_IN_FLIGHT_MAX`] fetched at once, each asked with the
@@ -116,8 +125,16 @@ pub async fn ranged_to_local(
         loop {
             while next < size && ranges.0.len() < COPY_RANGES_IN_FLIGHT_MAX {
                 let end = (next + COPY_RANGE_BYTES).min(size);
+                // The ETag, else the version, else the modification time: the object read is
+                // the one the HEAD saw.
                 let options = object_store::GetOptions {
                     if_match: meta.e_tag.clone(),
+                    version: meta.version.clone(),
+                    if_unmodified_since: if meta.e_tag.is_none() && meta.version.is_none() {
+                        Some(meta.last_modified)
+                    } else {
+                        None
+                    },
                     range: Some(object_store::GetRange::Bounded(next..end)),
                     ..Default::default()
                 };
@@ -171,24 +188,23 @@ pub async fn ranged_to_local(
         Ok((written, hasher.map(|h| h.finalize().into()).unwrap_or_default()))
     }
     .await;
-    match copied {
+    let placed = match copied {
         Ok(sum) => {
-            let (staging, dst) = (staging.clone(), dst.clone());
-            tokio::task::spawn_blocking(move || std::fs::rename(&staging, &dst))
-                .await
-                .map_err(|_| CopyError {
-                    code: "internal_error",
-                    message: "the copy task failed".into(),
-                    retryable: true,
-                })?
-                .map_err(write_err)?;
-            Ok(sum)
+            let (from, to) = (staging.clone(), dst.clone());
+            match tokio::task::spawn_blocking(move || std::fs::rename(&from, &to)).await {
+                Ok(Ok(())) => Ok(sum),
+                Ok(Err(e)) => Err(write_err(e)),
+                Err(_) => {
+                    Err(CopyError { code: "internal_error", message: "the copy task failed".into(), retryable: true })
+                }
+            }
         }
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&staging).await;
-            Err(e)
-        }
+        Err(e) => Err(e),
+    };
+    if placed.is_err() {
+        let _ = tokio::fs::remove_file(&staging).await;
     }
+    placed
 }
 
 /// The ranges on their way: a failed copy stops the others.

@@ -365,7 +365,7 @@ impl Write for Hashing {
     }
 }
 
-/// The kept artifact is whole: its size and SHA-256 are the recorded ones.
+/// What one part's upload came to (or why its bytes could not be read).
 type PartSent = Result<Result<object_store::multipart::PartId, object_store::Error>, String>;
 
 /// The parts on their way: a failed upload stops the others (they would only be sent again).
@@ -388,6 +388,7 @@ fn read_part(file: &std::path::Path, at: u64, len: u64) -> std::io::Result<Vec<u
     Ok(buf)
 }
 
+/// The kept artifact is whole: its size and SHA-256 are the recorded ones.
 fn check_kept(path: &std::path::Path, size: u64, sha: &[u8; 32]) -> bool {
     let Ok(mut f) = std::fs::File::open(path) else { return false };
     if f.metadata().map(|m| m.len()).ok() != Some(size) {

@@ -456,10 +456,26 @@ impl Runtime {
                     break;
                 }
             }
-            while records.len() > WEBHOOK_RECORDS_IN_FLIGHT_MAX {
-                if let Some(rx) = records.pop_front()
-                    && let Err(e) = settle(rx).await
-                {
+            // Records already answered are read at once (a failed one stops the sender before
+            // its next send, not 32 sends later); past the bound, the oldest is waited for.
+            while let Some(front) = records.front_mut() {
+                let answer = match front.try_recv() {
+                    Ok(answer) => Some(answer.map(|_| ())),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(crate::RuntimeError::Stopped)),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+                };
+                let result = match answer {
+                    Some(result) => {
+                        records.pop_front();
+                        result
+                    }
+                    None if records.len() > WEBHOOK_RECORDS_IN_FLIGHT_MAX => match records.pop_front() {
+                        Some(rx) => settle(rx).await,
+                        None => break,
+                    },
+                    None => break,
+                };
+                if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }
             }

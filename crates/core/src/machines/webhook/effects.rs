@@ -40,7 +40,8 @@ pub fn work_key(event: &Event) -> Option<WorkKey> {
     }
 }
 
-/// The first pending deliveries of an active webhook, in sequence order (bounded).
+/// An active webhook's effects: its sender while a delivery is pending (one effect per
+/// webhook, whatever the number of deliveries), and a bulk retry's step.
 pub fn effects_for(state: &State, id: WebhookId) -> Vec<WebhookEffect> {
     let Some(w) = state.webhooks.get(&id) else { return Vec::new() };
     if !w.is_live() {
