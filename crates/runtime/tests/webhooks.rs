@@ -28,28 +28,8 @@ async fn receiver_answering(answer: &'static [u8]) -> (String, Arc<AtomicUsize>)
             let Ok((mut s, _)) = listener.accept().await else { return };
             let c = c.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                // Read the head and the body (Content-Length).
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
+                if read_request(&mut s).await.is_none() {
+                    return;
                 }
                 c.fetch_add(1, Ordering::SeqCst);
                 let _ = s.write_all(answer).await;
@@ -57,6 +37,31 @@ async fn receiver_answering(answer: &'static [u8]) -> (String, Arc<AtomicUsize>)
         }
     });
     (url, count)
+}
+
+/// Read one request, its head and its body (`Content-Length`); its text, or `None` when the
+/// connection ends first.
+async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    loop {
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(text);
+            }
+        }
+    }
 }
 
 async fn until(what: &str, f: impl Fn() -> bool) {
@@ -267,28 +272,7 @@ async fn ordering_receiver(fail_nth: usize) -> (String, Arc<std::sync::Mutex<Vec
             let Ok((mut s, _)) = listener.accept().await else { return };
             let (seen, most, now) = (s2.clone(), m2.clone(), now.clone());
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                let head = loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break text;
-                        }
-                    }
-                };
+                let Some(head) = read_request(&mut s).await else { return };
                 let held = now.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(held, Ordering::SeqCst);
                 let id = head

@@ -81,29 +81,16 @@ pub async fn ranged_to_local(
     dst_root: &std::path::Path,
     dst_key: &str,
 ) -> Result<(u64, [u8; 32]), CopyError> {
-    let read_err = |e: object_store::Error| match e {
-        object_store::Error::NotFound { .. } => {
-            CopyError { code: "source_object_missing", message: src.describe(&e), retryable: false }
-        }
-        other => CopyError { code: "source_read_failed", message: src.describe(&other), retryable: true },
-    };
+    let read_err = |e: object_store::Error| read_error(src, e);
     let write_err = |e: std::io::Error| CopyError {
         code: "media_store_write_failed",
         message: format!("the media store cannot be written ({})", e.kind()),
         retryable: true,
     };
-    if dst_key.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.contains('#')) {
-        return Err(CopyError { code: "internal_error", message: "bad destination key".into(), retryable: false });
-    }
+    let (dst, staging) = destination(dst_root, dst_key)?;
     let location = Path::from(src_path);
     let meta = src.inner.head(&location).await.map_err(read_err)?;
     let size = meta.size;
-    let dst = dst_root.join(dst_key);
-    let staging = {
-        let mut name = dst.as_os_str().to_owned();
-        name.push(format!("#spool-{}", ulid::Ulid::new()));
-        std::path::PathBuf::from(name)
-    };
     let file = {
         let (dst, staging) = (dst.clone(), staging.clone());
         tokio::task::spawn_blocking(move || {
@@ -119,11 +106,11 @@ pub async fn ranged_to_local(
     let copied = async {
         let mut file = Some(file);
         let mut hasher = Some(sha2::Sha256::new());
-        let mut ranges = RangeFetches(std::collections::VecDeque::new());
+        let mut ranges = InOrder::default();
         let mut next = 0u64;
         let mut written = 0u64;
         loop {
-            while next < size && ranges.0.len() < COPY_RANGES_IN_FLIGHT_MAX {
+            while next < size && ranges.len() < COPY_RANGES_IN_FLIGHT_MAX {
                 let end = (next + COPY_RANGE_BYTES).min(size);
                 // The ETag, else the version, else the modification time: the object read is
                 // the one the HEAD saw.
@@ -139,13 +126,13 @@ pub async fn ranged_to_local(
                     ..Default::default()
                 };
                 let (inner, location) = (src.inner.clone(), location.clone());
-                ranges.0.push_back(tokio::spawn(async move {
+                ranges.spawn(async move {
                     let got = inner.get_opts(&location, options).await?;
                     got.bytes().await
-                }));
+                });
                 next = end;
             }
-            let Some(fetch) = ranges.0.pop_front() else { break };
+            let Some(fetch) = ranges.take_oldest() else { break };
             let bytes = fetch
                 .await
                 .map_err(|_| CopyError {
@@ -207,15 +194,67 @@ pub async fn ranged_to_local(
     placed
 }
 
-/// The ranges on their way: a failed copy stops the others.
-struct RangeFetches(std::collections::VecDeque<tokio::task::JoinHandle<Result<bytes::Bytes, object_store::Error>>>);
+/// Tasks run side by side and taken in the order they were spawned (a copy's ranges, an
+/// export's parts); dropping the queue aborts the ones not taken, so a failure stops the rest.
+pub struct InOrder<T>(std::collections::VecDeque<tokio::task::JoinHandle<T>>);
 
-impl Drop for RangeFetches {
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder(std::collections::VecDeque::new())
+    }
+}
+
+impl<T: Send + 'static> InOrder<T> {
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = T> + Send + 'static) {
+        self.0.push_back(tokio::spawn(task));
+    }
+
+    /// The oldest task not yet taken.
+    pub fn take_oldest(&mut self) -> Option<tokio::task::JoinHandle<T>> {
+        self.0.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T> Drop for InOrder<T> {
     fn drop(&mut self) {
-        for fetch in &self.0 {
-            fetch.abort();
+        for task in &self.0 {
+            task.abort();
         }
     }
+}
+
+/// A source object's read failure, as imports record it.
+fn read_error(src: &Store, e: object_store::Error) -> CopyError {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            CopyError { code: "source_object_missing", message: src.describe(&e), retryable: false }
+        }
+        other => CopyError { code: "source_read_failed", message: src.describe(&other), retryable: true },
+    }
+}
+
+/// A destination key under a local root, checked (no empty, `.`, `..` or `#` segment), and a
+/// staging name of its own beside it (`…#spool-<ulid>`): two copies to one destination (two
+/// nodes fetching one artifact into a shared folder) never write one file.
+fn destination(
+    dst_root: &std::path::Path,
+    dst_key: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), CopyError> {
+    if dst_key.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.contains('#')) {
+        return Err(CopyError { code: "internal_error", message: "bad destination key".into(), retryable: false });
+    }
+    let dst = dst_root.join(dst_key);
+    let mut name = dst.as_os_str().to_owned();
+    name.push(format!("#spool-{}", ulid::Ulid::new()));
+    Ok((dst, std::path::PathBuf::from(name)))
 }
 
 /// Stream `src_path` of `src` into `dst_path` of `dst`, never holding the whole object: the
@@ -227,12 +266,7 @@ pub async fn copy_object(
     dst: &Store,
     dst_path: &str,
 ) -> Result<(u64, [u8; 32]), CopyError> {
-    let read_err = |e: object_store::Error| match e {
-        object_store::Error::NotFound { .. } => {
-            CopyError { code: "source_object_missing", message: src.describe(&e), retryable: false }
-        }
-        other => CopyError { code: "source_read_failed", message: src.describe(&other), retryable: true },
-    };
+    let read_err = |e: object_store::Error| read_error(src, e);
     let write_err = |e: object_store::Error| CopyError {
         code: "media_store_write_failed",
         message: dst.describe(&e),
@@ -322,20 +356,10 @@ fn local_to_local(
         message: format!("the media store cannot be written ({})", e.kind()),
         retryable: true,
     };
-    if dst_key.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.contains('#')) {
-        return Err(CopyError { code: "internal_error", message: "bad destination key".into(), retryable: false });
-    }
-    let dst = dst_root.join(dst_key);
+    let (dst, staging) = destination(dst_root, dst_key)?;
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
-    // A staging name of its own: two copies to one destination (two nodes fetching one
-    // artifact into a shared folder) never write one file.
-    let staging = {
-        let mut name = dst.as_os_str().to_owned();
-        name.push(format!("#spool-{}", ulid::Ulid::new()));
-        std::path::PathBuf::from(name)
-    };
     let mut out = std::fs::File::create(&staging).map_err(write_err)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; crate::local::READ_CHUNK_BYTES.min(64 * 1024)];

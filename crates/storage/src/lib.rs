@@ -20,7 +20,7 @@ pub use build::{
     check_gcs_service_account, check_url, gcs_builder, normalize_endpoint, shared_store,
 };
 pub use copy::{
-    COPY_RANGE_BYTES, COPY_RANGES_IN_FLIGHT_MAX, CopyError, RANGED_COPY_BYTES_MIN, ScannedObject, copy_object,
+    COPY_RANGE_BYTES, COPY_RANGES_IN_FLIGHT_MAX, CopyError, InOrder, RANGED_COPY_BYTES_MIN, ScannedObject, copy_object,
     copy_then, ranged_to_local, scan_pages,
 };
 pub use local::{OpenError, check_local_root};

@@ -162,15 +162,17 @@ impl Runtime {
         // by its own task; they are recorded in order as they finish in order, so the recorded
         // parts are always a prefix: a resumed upload sends the parts after it again (a part
         // sent twice replaces itself at the store).
-        let mut sends = PartSends(std::collections::VecDeque::new());
+        let mut sends = spool_storage::InOrder::<PartSent>::default();
         let mut next = done;
+        // The part taken next from `sends` (they come back in the order they went).
+        let mut part = done;
         loop {
-            while next < parts_total && sends.0.len() < EXPORT_PARTS_IN_FLIGHT_MAX {
+            while next < parts_total && sends.len() < EXPORT_PARTS_IN_FLIGHT_MAX {
                 let (mp, location, upload_id, file) =
                     (mp.clone(), location.clone(), upload_id.clone(), file.to_path_buf());
-                let part = next;
-                let send = tokio::spawn(async move {
-                    let at = part * part_bytes;
+                let index = next;
+                sends.spawn(async move {
+                    let at = index * part_bytes;
                     let len = part_bytes.min(size - at);
                     let bytes = tokio::task::spawn_blocking(move || read_part(&file, at, len))
                         .await
@@ -178,15 +180,14 @@ impl Runtime {
                         .and_then(|r| r.map_err(|err| err.to_string()));
                     match bytes {
                         Ok(bytes) => Ok(mp
-                            .put_part(&location, &upload_id, spool_model::num::sat_usize(part), bytes.into())
+                            .put_part(&location, &upload_id, spool_model::num::sat_usize(index), bytes.into())
                             .await),
                         Err(err) => Err(format!("reading the artifact: {err}")),
                     }
                 });
-                sends.0.push_back((part, send));
                 next += 1;
             }
-            let Some((part, send)) = sends.0.pop_front() else { break };
+            let Some(send) = sends.take_oldest() else { break };
             // Tests: each part's record waits 150 ms, so a kill timed on the recorded parts
             // lands between two of them (the sends themselves overlap).
             if spool_model::failpoint("export_part_slow") {
@@ -202,6 +203,7 @@ impl Runtime {
                         content_id: id.content_id,
                     };
                     record(cmd).await?;
+                    part += 1;
                     if spool_model::failpoint("export_fatal_after_first_part") {
                         return Err(Failure::Fatal("failpoint export_fatal_after_first_part".into()));
                     }
@@ -367,17 +369,6 @@ impl Write for Hashing {
 
 /// What one part's upload came to (or why its bytes could not be read).
 type PartSent = Result<Result<object_store::multipart::PartId, object_store::Error>, String>;
-
-/// The parts on their way: a failed upload stops the others (they would only be sent again).
-struct PartSends(std::collections::VecDeque<(u64, tokio::task::JoinHandle<PartSent>)>);
-
-impl Drop for PartSends {
-    fn drop(&mut self) {
-        for (_, send) in &self.0 {
-            send.abort();
-        }
-    }
-}
 
 /// `len` bytes of the kept artifact from `at`.
 fn read_part(file: &std::path::Path, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
