@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -31,7 +33,7 @@ from videovector import NotFoundError, ValidationError, VideoVector
 
 from conftest import CLIENT_TIMEOUT_S, _assert_no_204_or_3xx, _attach_recorder
 from prompt_worker import PROCESSOR_NAME
-from spool_sdk_helpers import FIXTURES, poll, unique
+from spool_sdk_helpers import FIXTURES, poll, unique, wav
 
 
 WAIT_S = 60.0
@@ -732,6 +734,43 @@ def test_a_deleted_videos_results_disappear_and_a_deleted_index_is_not_found(cli
         client.search.text(corpus.index_a, query=query, index_ids=[index])
     with pytest.raises(NotFoundError):
         client.search.filter(index, conditions=everything)
+
+
+def _counter(raw, name: str) -> int:
+    m = re.search(rf"^{name} (\d+)$", raw.get("/metrics").text, re.M)
+    assert m, f"{name} is not in /metrics"
+    return int(m.group(1))
+
+
+def test_a_runs_answers_are_committed_to_the_search_index_in_few_commits_not_one_per_log_commit(client, raw, worker, tmp_path):
+    # A regression (issue 30): the projection committed tantivy after every log commit that
+    # carried an answer, a segment written, synced and merged again for every few answers.
+    # Now a run's answers wait for its end, or for one second after the last commit
+    # (engine-spec/search.md): one commit at once after a quiet spell, at most one more per
+    # second the run took, and its end. The worker answers 4 at a time, each after 0.3 s
+    # (`mode=slow`): 40 segments come in 10 waves over about 3 s (each wave was a commit).
+    audio = tmp_path / "long.wav"
+    audio.write_bytes(wav(_word(), 44 + 8000 * 40))  # 40 s: 40 one-second segments
+    index = client.indexes.create(name=unique("search-commits")).index_id
+    job = client.videos.upload(file=audio, title=unique("long"), index_id=index)
+    job = client.import_jobs.wait_for_completion(job.job_id, poll_interval=0.1, timeout=WAIT_S)
+    assert job.status == "completed", job
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    prompt = client.prompts.create(name=unique("search-commits"), prompt_text="Label each segment. mode=slow", json_schema=schema)
+    commits_before = _counter(raw, "spool_search_commits_total")
+    started = time.monotonic()
+    run = client.prompt_runs.execute(
+        prompt_id=prompt.prompt_id, target={"type": "index", "index_id": index},
+        audio_segmentation_type="fixed", audio_segment_duration=1, processing_model=PROCESSOR_NAME,
+    )
+    done = client.workflow.wait_until_searchable(run.run_id, poll_interval=0.2, timeout=WAIT_S)
+    took = time.monotonic() - started
+    assert (done.status, done.completed_segments) == ("completed", 40), done
+    commits = _counter(raw, "spool_search_commits_total") - commits_before
+    # Every answer is searchable once the run reads completed.
+    page = client.search.filter(index, conditions=[c("no_such_field", "is_empty")], page_size=100)
+    assert len(page.results) == 40 and page.next_page_token is None
+    assert 1 <= commits <= 2 + int(took), (commits, took)
 
 
 # ---------------------------------------------------------------------------------------------

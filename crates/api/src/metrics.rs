@@ -24,6 +24,11 @@ pub fn render(app: &AppState) -> String {
     );
     counter("spool_commands_total", "Commands decided.", app.rt.commands_total.load(Ordering::Relaxed));
     counter("spool_effects_total", "Effects executed.", app.rt.effects_total.load(Ordering::Relaxed));
+    counter(
+        "spool_search_commits_total",
+        "Commits of the search projection's index.",
+        app.rt.search_commits.load(Ordering::Relaxed),
+    );
     let _ = writeln!(
         out,
         "# HELP spool_applied_seq Sequence number of the last folded event.\n# TYPE spool_applied_seq gauge"

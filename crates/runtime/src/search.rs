@@ -26,6 +26,13 @@ const COMMIT_BATCHES: u32 = 16;
 /// With nothing indexed, the position is still recorded after this many events (a restart
 /// reads at most that again).
 const IDLE_COMMIT_EVENTS: u64 = 10_000;
+/// Answers indexed while no run finished are committed at most this long after the last commit
+/// (a tantivy commit writes a segment and syncs it: one per log commit cost a third of the
+/// cores in `spool bench prompt-run`). A run's end, a deletion, [`COMMIT_RESULTS`] pending
+/// results or a catch-up commit at once.
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Results pending that are committed without waiting for [`COMMIT_INTERVAL`].
+const COMMIT_RESULTS: u64 = 20_000;
 
 /// The document of a task's answer, from the run as the state has it (`video_index`: the index
 /// a video is in, for a run of named videos without one).
@@ -183,7 +190,7 @@ impl Runtime {
             }
             Event::VideoDeleted { video_id, .. } => Some(Op::DeleteVideo(video_id.to_string())),
             Event::IndexDeleted { index_id, .. } => Some(Op::DeleteIndex(index_id.to_string())),
-            Event::PromptRunFinished { .. } => Some(Op::Nothing),
+            Event::PromptRunFinished { .. } => Some(Op::RunFinished),
             _ => None,
         }
     }
@@ -237,7 +244,7 @@ impl Runtime {
                     ix.delete_index(i);
                     Ok(())
                 }
-                Op::Upsert { doc: None, .. } | Op::Nothing | Op::ImageVector { .. } => Ok(()),
+                Op::Upsert { doc: None, .. } | Op::Nothing | Op::RunFinished | Op::ImageVector { .. } => Ok(()),
             })
             .map_err(|e| e.to_string())?;
         }
@@ -268,6 +275,7 @@ impl Runtime {
             }
         }
         let mut read_to = ix.position();
+        let mut last_commit = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -281,13 +289,32 @@ impl Runtime {
                 }
                 continue;
             }
-            let Some(through) = self.events_after(read_to, &mut applied, &mut stop).await else { return };
+            // Indexed and not committed: committed by the interval's end if nothing urgent
+            // comes first.
+            let waiting = ix.pending() > 0;
+            let due = last_commit + COMMIT_INTERVAL;
+            let next = tokio::select! {
+                n = self.events_after(read_to, &mut applied, &mut stop) => match n {
+                    Some(through) => Some(through),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(due), if waiting => None,
+            };
             let me = self.clone();
             let ix2 = ix.clone();
-            let step = tokio::task::spawn_blocking(move || me.search_step(&ix2, read_to, through)).await;
+            let now = tokio::time::Instant::now();
+            let commit_due = now >= due;
+            let step = tokio::task::spawn_blocking(move || match next {
+                Some(through) => me.search_step(&ix2, read_to, through, commit_due),
+                None => me.search_commit(&ix2, read_to).map(|()| (read_to, true)),
+            })
+            .await;
             let failed = match step {
-                Ok(Ok(to)) => {
+                Ok(Ok((to, committed))) => {
                     read_to = to;
+                    if committed {
+                        last_commit = now;
+                    }
                     continue;
                 }
                 Ok(Err(e)) => format!("the step failed: {e}"),
@@ -306,25 +333,37 @@ impl Runtime {
                 tracing::error!(error = %e, "the search index could not roll back");
             }
             read_to = ix.position();
+            last_commit = tokio::time::Instant::now();
         }
     }
 
-    /// Reads the events after `from` through at most `through`, indexes them and commits when
-    /// something changed (or after [`IDLE_COMMIT_EVENTS`]); returns how far it read.
-    fn search_step(&self, ix: &SearchIndex, from: u64, through: u64) -> Result<u64, String> {
+    /// Commits what was applied through `read_to`.
+    fn search_commit(&self, ix: &SearchIndex, read_to: u64) -> Result<(), String> {
+        ix.commit(read_to).map_err(|e| e.to_string())?;
+        self.search_commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads the events after `from` through at most `through` and indexes them; commits when a
+    /// run finished or something was deleted among them, when [`COMMIT_RESULTS`] results wait,
+    /// when `due` (the interval since the last commit passed) and something changed, or after
+    /// [`IDLE_COMMIT_EVENTS`] with nothing changed; returns how far it read and whether it
+    /// committed.
+    fn search_step(&self, ix: &SearchIndex, from: u64, through: u64, due: bool) -> Result<(u64, bool), String> {
         let mut read_to = from;
-        let mut touched = false;
+        let mut urgent = false;
+        let mut committed = false;
         let mut batches = 0u32;
         while read_to < through {
             // A long catch-up (a rebuild) commits as it goes and stops with the runtime.
             if batches > 0 && batches.is_multiple_of(COMMIT_BATCHES) {
-                if touched || ix.pending() > 0 {
-                    ix.commit(read_to).map_err(|e| e.to_string())?;
-                    self.search_commits.fetch_add(1, Ordering::Relaxed);
-                    touched = false;
+                if read_to > ix.position() || ix.pending() > 0 {
+                    self.search_commit(ix, read_to)?;
+                    committed = true;
+                    urgent = false;
                 }
                 if *self.stopping.borrow() {
-                    return Ok(read_to);
+                    return Ok((read_to, committed));
                 }
             }
             batches += 1;
@@ -354,8 +393,9 @@ impl Runtime {
                     // A deletion waits for the answers before it (their texts are embedded
                     // together): applied in log order.
                     let flush = matches!(op, Op::DeleteVideo(_) | Op::DeleteIndex(_));
+                    // A finished run reads `completed` once committed; a deletion is seen at once.
+                    urgent |= flush || matches!(op, Op::RunFinished);
                     ops.push((env.seq, op));
-                    touched = true;
                     if flush {
                         self.apply_ops(ix, &mut ops)?;
                     }
@@ -367,11 +407,13 @@ impl Runtime {
                 break;
             }
         }
-        if touched || ix.pending() > 0 || read_to >= ix.position() + IDLE_COMMIT_EVENTS {
-            ix.commit(read_to).map_err(|e| e.to_string())?;
-            self.search_commits.fetch_add(1, Ordering::Relaxed);
+        let changed = ix.pending() > 0;
+        if urgent || ix.pending() >= COMMIT_RESULTS || (due && changed) || read_to >= ix.position() + IDLE_COMMIT_EVENTS
+        {
+            self.search_commit(ix, read_to)?;
+            committed = true;
         }
-        Ok(read_to)
+        Ok((read_to, committed))
     }
 }
 
@@ -391,6 +433,8 @@ enum Op {
     },
     DeleteVideo(String),
     DeleteIndex(String),
+    /// A run finished: it reads `completed` once the projection committed past it.
+    RunFinished,
     Nothing,
 }
 

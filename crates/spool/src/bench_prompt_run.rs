@@ -130,8 +130,11 @@ pub(crate) async fn run_once(
     let t = Instant::now();
     let run = call(c, s, "POST", "/prompt-runs/execute", Some(body)).await?;
     let id = run["run_id"].as_str().context("no run id")?.to_string();
+    // (seconds since the run was asked for, segments completed) at each poll: where the time went.
+    let mut timeline: Vec<(f64, u64)> = Vec::new();
     loop {
         let r = call(c, s, "GET", &format!("/prompt-runs/{id}"), None).await?;
+        timeline.push((t.elapsed().as_secs_f64(), r["completed_segments"].as_u64().unwrap_or(0)));
         match r["status"].as_str() {
             Some("completed") => {
                 let n = r["completed_segments"].as_u64().unwrap_or(0);
@@ -156,6 +159,17 @@ pub(crate) async fn run_once(
                 eprintln!(
                     "  {model}: {took:.2} s, mean call {mean:.2} ms, first answer {first}, last {last}, run created {}",
                     r["created_at"]
+                );
+                let at = |share: f64| {
+                    timeline.iter().find(|(_, done)| *done as f64 >= share * n as f64).map_or(took, |(s, _)| *s)
+                };
+                eprintln!(
+                    "  {model}: first segment done at {:.2} s, a quarter {:.2} s, half {:.2} s, three quarters {:.2} s, all {:.2} s, completed read at {took:.2} s",
+                    at(1.0 / n.max(1) as f64),
+                    at(0.25),
+                    at(0.5),
+                    at(0.75),
+                    at(1.0)
                 );
                 return Ok((n, n as f64 / took));
             }
