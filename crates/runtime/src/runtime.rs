@@ -905,16 +905,21 @@ impl Runtime {
         if !self.cfg.run_effects || self.draining.load(Ordering::SeqCst) {
             return;
         }
-        for effect in effects {
-            if self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner()).contains(&effect) {
-                continue;
-            }
-            {
-                let mut inflight = self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner());
-                if !inflight.insert(effect.clone()) {
-                    continue;
+        // What is not given up and not running already, each set locked once per offer (a
+        // run's offer holds up to `RUN_TASKS_OFFERED_MAX` tasks, most of them running).
+        let effects: Vec<Effect> = {
+            let given_up = self.given_up_effects.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight_effects.lock().unwrap_or_else(|p| p.into_inner());
+            let mut fresh = Vec::new();
+            for e in effects {
+                if (given_up.is_empty() || !given_up.contains(&e)) && !inflight.contains(&e) {
+                    inflight.insert(e.clone());
+                    fresh.push(e);
                 }
             }
+            fresh
+        };
+        for effect in effects {
             let rt = self.clone();
             self.handle.spawn(async move {
                 // A prompt task waits for its processor's slot first, so tasks queued behind a
