@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import time
 import uuid
@@ -770,6 +771,10 @@ def test_a_runs_answers_are_committed_to_the_search_index_in_few_commits_not_one
     # Every answer is searchable once the run reads completed.
     page = client.search.filter(index, conditions=[c("no_such_field", "is_empty")], page_size=100)
     assert len(page.results) == 40 and page.next_page_token is None
+    if int(os.environ.get("SPOOL_TEST_SDK_NODES") or "1") > 1:
+        # /metrics counts the commits of the process that answers it; the index's partition may
+        # be another node's, which the test cannot address.
+        return
     assert 1 <= commits <= 2 + int(took), (commits, took)
 
 

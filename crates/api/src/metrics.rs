@@ -26,8 +26,8 @@ pub fn render(app: &AppState) -> String {
     counter("spool_effects_total", "Effects executed.", app.rt.effects_total.load(Ordering::Relaxed));
     counter(
         "spool_search_commits_total",
-        "Commits of the search projection's index.",
-        app.rt.search_commits.load(Ordering::Relaxed),
+        "Commits of the search projections' indexes in this process.",
+        spool_runtime::search::SEARCH_COMMITS.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

@@ -219,8 +219,6 @@ pub struct Runtime {
     node_id: Mutex<Option<String>>,
     /// The search projection (`search.rs`; `None` when the configuration keeps none).
     pub(crate) search: Option<Arc<spool_search::SearchIndex>>,
-    /// Commits of the search projection (for `/metrics`).
-    pub search_commits: AtomicU64,
     /// Counters for `/metrics`.
     pub commands_total: AtomicU64,
     pub effects_total: AtomicU64,
@@ -363,7 +361,6 @@ impl Runtime {
         let (applied, _) = watch::channel(state.applied_seq);
         let rt = Arc::new(Runtime {
             search,
-            search_commits: AtomicU64::new(0),
             log,
             keyring,
             last_snapshot_seq: AtomicU64::new(state.applied_seq),

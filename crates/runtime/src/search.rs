@@ -33,6 +33,9 @@ const IDLE_COMMIT_EVENTS: u64 = 10_000;
 const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Results pending that are committed without waiting for [`COMMIT_INTERVAL`].
 const COMMIT_RESULTS: u64 = 20_000;
+/// Commits of every search projection in this process (`/metrics`): a partitioned node keeps
+/// one per index partition, and `/metrics` is answered by its catalog.
+pub static SEARCH_COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The document of a task's answer, from the run as the state has it (`video_index`: the index
 /// a video is in, for a run of named videos without one).
@@ -340,7 +343,7 @@ impl Runtime {
     /// Commits what was applied through `read_to`.
     fn search_commit(&self, ix: &SearchIndex, read_to: u64) -> Result<(), String> {
         ix.commit(read_to).map_err(|e| e.to_string())?;
-        self.search_commits.fetch_add(1, Ordering::Relaxed);
+        SEARCH_COMMITS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
