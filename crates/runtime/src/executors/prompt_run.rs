@@ -33,8 +33,8 @@ pub const PROBE_CONCURRENCY: usize = 64;
 pub const PROCESSOR_MEDIA_URL_TTL_SECS: u64 = 15 * 60;
 /// Segment answers sent with one video-level request.
 pub const VIDEO_LEVEL_SEGMENTS_MAX: usize = 500;
-/// Compiled schemas kept (one or two per run that is running).
-const VALIDATORS_KEPT_MAX: usize = 256;
+/// Parsed and compiled schemas kept (one or two per run that is running).
+const SCHEMAS_KEPT_MAX: usize = 256;
 
 /// One configured processor.
 #[derive(Clone)]
@@ -167,10 +167,16 @@ pub(crate) struct PromptRunExecutor {
     slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     embed_slots: Arc<tokio::sync::Semaphore>,
     client: reqwest::Client,
-    validators: Mutex<HashMap<(PromptRunId, bool), Arc<spool_core::machines::prompt::schema::Validator>>>,
-    /// A run's schemas as JSON values, parsed once for its requests (a parse per task cost 5 %
-    /// of `spool bench prompt-run`).
-    schemas: Mutex<HashMap<(PromptRunId, bool), Arc<Value>>>,
+    /// A run's schemas (its segments' and its video level's), parsed and compiled once: a
+    /// parse per task cost 5 % of `spool bench prompt-run`.
+    schemas: Mutex<HashMap<(PromptRunId, bool), Arc<RunSchema>>>,
+}
+
+/// A run's schema as its requests carry it and as its answers are checked against it.
+struct RunSchema {
+    /// `null` when the text is not JSON.
+    value: Value,
+    validator: Result<Arc<spool_core::machines::prompt::schema::Validator>, String>,
 }
 
 impl PromptRunExecutor {
@@ -187,14 +193,7 @@ impl PromptRunExecutor {
             .build()?;
         let embed_slots =
             Arc::new(tokio::sync::Semaphore::new(settings.embedder.as_ref().map_or(1, |e| e.concurrency.max(1))));
-        Ok(PromptRunExecutor {
-            settings,
-            slots,
-            embed_slots,
-            client,
-            validators: Mutex::new(HashMap::new()),
-            schemas: Mutex::new(HashMap::new()),
-        })
+        Ok(PromptRunExecutor { settings, slots, embed_slots, client, schemas: Mutex::new(HashMap::new()) })
     }
 
     fn validator(
@@ -203,29 +202,23 @@ impl PromptRunExecutor {
         video_level: bool,
         schema: &str,
     ) -> Result<Arc<spool_core::machines::prompt::schema::Validator>, String> {
-        let key = (run_id, video_level);
-        if let Some(v) = self.validators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(v.clone());
-        }
-        let value: Value = serde_json::from_str(schema).map_err(|e| format!("the prompt's schema is not JSON: {e}"))?;
-        let v = Arc::new(spool_core::machines::prompt::schema::compile(&value)?);
-        let mut cache = self.validators.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= VALIDATORS_KEPT_MAX {
-            cache.clear();
-        }
-        cache.insert(key, v.clone());
-        Ok(v)
+        self.schema(run_id, video_level, schema).validator.clone()
     }
 
-    /// The schema as a JSON value (`null` when it is not JSON), parsed once per run and kind.
-    fn schema_value(&self, run_id: PromptRunId, video_level: bool, schema: &str) -> Arc<Value> {
+    /// The run's schema of that kind, parsed and compiled on its first use.
+    fn schema(&self, run_id: PromptRunId, video_level: bool, text: &str) -> Arc<RunSchema> {
         let key = (run_id, video_level);
         if let Some(v) = self.schemas.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return v.clone();
         }
-        let v = Arc::new(serde_json::from_str::<Value>(schema).unwrap_or(Value::Null));
+        let parsed = serde_json::from_str::<Value>(text);
+        let validator = match &parsed {
+            Ok(value) => spool_core::machines::prompt::schema::compile(value).map(Arc::new),
+            Err(e) => Err(format!("the prompt's schema is not JSON: {e}")),
+        };
+        let v = Arc::new(RunSchema { value: parsed.unwrap_or(Value::Null), validator });
         let mut cache = self.schemas.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= VALIDATORS_KEPT_MAX {
+        if cache.len() >= SCHEMAS_KEPT_MAX {
             cache.clear();
         }
         cache.insert(key, v.clone());
@@ -714,7 +707,7 @@ impl Runtime {
             format!("{}/media/{p}?expires={expires}&sig={sig}", exec.settings.media_base_url.trim_end_matches('/'))
         });
         let task_id = task_id(run_id, task, spec);
-        let schema = exec.schema_value(*run_id, spec.kind == TaskKind::Video, &spec.schema);
+        let schema = exec.schema(*run_id, spec.kind == TaskKind::Video, &spec.schema);
         let body = TaskRequest {
             version: 1,
             kind: spec.kind.as_str(),
@@ -725,7 +718,7 @@ impl Runtime {
                 prompt_id: &spec.prompt_id,
                 name: &spec.prompt_name,
                 text: &spec.prompt_text,
-                json_schema: &schema,
+                json_schema: &schema.value,
             },
             video: RequestVideo {
                 video_id: &spec.video_id,
